@@ -1,0 +1,211 @@
+//! The desired state: a validated, normalized Compose project with replica targets.
+//!
+//! Everything here is plain data. The loader builds it from files and the
+//! environment; the planner and the container spec read it. Nothing in this
+//! module touches the filesystem or an engine.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// A whole Compose project as drover will run it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Project {
+    /// Normalized project name (lowercase, `[a-z0-9_-]`, starts with a letter or digit).
+    pub name: String,
+    /// Directory relative paths in the file are resolved against (the first file's directory).
+    pub working_dir: PathBuf,
+    /// Services by name, with the replica target already resolved from all sources.
+    pub services: BTreeMap<String, Service>,
+    /// Networks by their key in the file (the engine name is in `Network::name`).
+    pub networks: BTreeMap<String, Network>,
+    /// Named volumes by their key in the file (the engine name is in `Volume::name`).
+    pub volumes: BTreeMap<String, Volume>,
+}
+
+/// One service: how each of its containers is created, and how many there are.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Service {
+    pub name: String,
+    /// Target replica count after `--scale` > scale file > `x-drover` > `deploy.replicas`/`scale` > 1.
+    pub replicas: u32,
+    pub image: String,
+    /// `None` keeps the image's CMD.
+    pub command: Option<Vec<String>>,
+    /// `None` keeps the image's ENTRYPOINT; `Some(vec![])` clears it.
+    pub entrypoint: Option<Vec<String>>,
+    /// Final environment (env_file entries overlaid by `environment`), `KEY=VALUE` semantics.
+    /// A `None` value means "KEY" given without a value and not set in the environment: it is
+    /// passed through unset, as compose does.
+    pub environment: BTreeMap<String, Option<String>>,
+    /// User labels from the file (drover's own labels are added by the container spec).
+    pub labels: BTreeMap<String, String>,
+    pub ports: Vec<Port>,
+    pub volumes: Vec<Mount>,
+    /// Networks to attach, by key in `Project::networks`, in a stable order.
+    pub networks: BTreeMap<String, ServiceNetwork>,
+    pub healthcheck: Option<Healthcheck>,
+    pub restart: RestartPolicy,
+    pub stop_signal: Option<String>,
+    /// Compose default: 10 s.
+    pub stop_grace_period: Duration,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+    pub hostname: Option<String>,
+    /// Services this one starts after (only names; conditions are kept for later use).
+    pub depends_on: BTreeMap<String, DependsOn>,
+    /// `container_name` from the file: such a service cannot have more than one replica.
+    pub container_name: Option<String>,
+    /// Hash of everything that shapes a container (not the replica count).
+    /// A container whose `drover.config-hash` label differs is recreated.
+    pub config_hash: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+/// One published or exposed container port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Port {
+    pub target: u16,
+    /// `None`: not published to the host (or published to an ephemeral port when `publish` is true).
+    pub published: Option<u16>,
+    pub host_ip: Option<String>,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    Bind,
+    Volume,
+    Tmpfs,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mount {
+    pub kind: MountKind,
+    /// Bind: absolute host path. Volume: engine volume name (already project-prefixed for
+    /// project volumes), or `None` for an anonymous volume. Tmpfs: `None`.
+    pub source: Option<String>,
+    /// Absolute path inside the container.
+    pub target: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct ServiceNetwork {
+    pub aliases: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Network {
+    /// Engine name: `{project}_{key}` unless `name:` or `external` says otherwise.
+    pub name: String,
+    pub driver: Option<String>,
+    pub external: bool,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Volume {
+    /// Engine name: `{project}_{key}` unless `name:` or `external` says otherwise.
+    pub name: String,
+    pub driver: Option<String>,
+    pub external: bool,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Healthcheck {
+    /// Engine form: `["NONE"]`, `["CMD", ...]` or `["CMD-SHELL", "..."]`.
+    pub test: Vec<String>,
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub retries: Option<u32>,
+    pub start_period: Option<Duration>,
+}
+
+/// When an exited container is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartCondition {
+    /// `restart: "no"` / `condition: none`: an exited container stays exited.
+    Never,
+    /// `restart: on-failure` / `condition: on-failure`: only a non-zero exit is restarted.
+    OnFailure,
+    /// `always`, `unless-stopped`, `condition: any`, and the default.
+    Always,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RestartPolicy {
+    pub condition: RestartCondition,
+    /// Give up after this many restarts of one slot (`on-failure:N`, `max_attempts`).
+    pub max_attempts: Option<u32>,
+    /// `deploy.restart_policy.delay`: replaces the backoff's first step when set.
+    pub delay: Option<Duration>,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            condition: RestartCondition::Always,
+            max_attempts: None,
+            delay: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DependsCondition {
+    ServiceStarted,
+    ServiceHealthy,
+    ServiceCompletedSuccessfully,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DependsOn {
+    pub condition: DependsCondition,
+    pub required: bool,
+}
+
+impl Project {
+    /// Service names in start order: every service after the services it depends on,
+    /// ties broken by name. The loader rejects cycles, so this always covers every service.
+    pub fn start_order(&self) -> Vec<&str> {
+        let mut done: Vec<&str> = Vec::with_capacity(self.services.len());
+        while done.len() < self.services.len() {
+            let before = done.len();
+            for (name, svc) in &self.services {
+                if done.contains(&name.as_str()) {
+                    continue;
+                }
+                let ready = svc
+                    .depends_on
+                    .keys()
+                    .all(|d| done.contains(&d.as_str()) || !self.services.contains_key(d));
+                if ready {
+                    done.push(name);
+                }
+            }
+            if done.len() == before {
+                // A cycle slipped past validation: append the rest by name rather than loop.
+                for name in self.services.keys() {
+                    if !done.contains(&name.as_str()) {
+                        done.push(name);
+                    }
+                }
+            }
+        }
+        done
+    }
+}

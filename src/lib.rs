@@ -1,0 +1,15 @@
+//! drover: a replication controller for Docker.
+//!
+//! The program is one level-triggered loop:
+//!
+//! - [`config`]: Compose file(s), `.env`, scale targets -> the desired [`config::Project`].
+//! - [`spec`]: a desired service and slot -> the engine's container create request (pure).
+//! - [`engine`]: connecting like the Docker CLI, and the thin [`engine::Engine`] surface.
+//! - [`observe`]: the engine's containers -> observed state, kept fresh by events and resyncs.
+//! - [`plan`]: desired + observed -> actions. Pure; where the product's judgement lives.
+//! - [`execute`]: actions -> engine calls, with bounded concurrency.
+//! - [`controller`]: wires them together until shutdown.
+//! - [`telemetry`]: structured logs.
+
+pub mod config;
+pub mod spec;
