@@ -12,4 +12,5 @@
 //! - [`telemetry`]: structured logs.
 
 pub mod config;
+pub mod engine;
 pub mod spec;
