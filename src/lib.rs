@@ -4,8 +4,8 @@
 //!
 //! - [`config`]: Compose file(s), `.env`, scale targets -> the desired [`config::Project`].
 //! - [`spec`]: a desired service and slot -> the engine's container create request (pure).
-//! - [`engine`]: connecting like the Docker CLI, and the thin [`engine::Engine`] surface.
-//! - [`observe`]: the engine's containers -> observed state, kept fresh by events and resyncs.
+//! - [`engine`]: connecting like the Docker CLI.
+//! - [`observe`]: the engine's containers -> observed state; events decide when to look.
 //! - [`plan`]: desired + observed -> actions. Pure; where the product's judgement lives.
 //! - [`execute`]: actions -> engine calls, with bounded concurrency.
 //! - [`controller`]: wires them together until shutdown.
@@ -13,4 +13,6 @@
 
 pub mod config;
 pub mod engine;
+pub mod observe;
+pub mod plan;
 pub mod spec;

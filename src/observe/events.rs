@@ -1,0 +1,168 @@
+//! The engine's event stream, used only to decide *when* to reconcile.
+//!
+//! Recovery: a stream that ends or fails is reopened with capped exponential backoff
+//! and jitter, resuming with `since` at the last event seen so nothing in between
+//! is missed; a stream silent past the watchdog limit is treated as dead and
+//! reopened (an idle engine sends nothing, and a half-open TCP connection sends
+//! nothing either: reopening tells the two apart). Every (re)connection pokes
+//! the controller, which then lists the engine: events lost in any gap are
+//! covered by that list.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::query_parameters::EventsOptions;
+use futures::StreamExt;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::spec::LABEL_PROJECT;
+
+#[derive(Debug, Clone)]
+pub struct EventWatchConfig {
+    pub project: String,
+    /// A stream silent this long is reopened.
+    pub watchdog: Duration,
+    /// Longest wait between reconnection attempts.
+    pub retry_max: Duration,
+    /// Engine name for logs.
+    pub engine: String,
+}
+
+/// Watches one engine's events for one project and pokes `notify` on every relevant one.
+pub struct EventWatch {
+    docker: Docker,
+    cfg: EventWatchConfig,
+    notify: Arc<Notify>,
+    /// Last event time seen, as `secs.nanos` for `since`.
+    since: Option<String>,
+}
+
+impl EventWatch {
+    pub fn new(docker: Docker, cfg: EventWatchConfig, notify: Arc<Notify>) -> Self {
+        EventWatch {
+            docker,
+            cfg,
+            notify,
+            since: None,
+        }
+    }
+
+    /// Run until cancelled.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut failures: u32 = 0;
+        let mut lost = false;
+        loop {
+            let outcome = tokio::select! {
+                _ = cancel.cancelled() => return,
+                o = self.stream_once(&mut lost, &mut failures) => o,
+            };
+            match outcome {
+                Ok(()) => {
+                    // Watchdog expiry or a clean end: reopen at once.
+                    debug!(engine = %self.cfg.engine, "event stream reopened");
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    if !lost {
+                        lost = true;
+                        warn!(
+                            action = "events",
+                            engine = %self.cfg.engine,
+                            project = %self.cfg.project,
+                            error = %e,
+                            "event stream lost; reconnecting with backoff"
+                        );
+                    }
+                    let delay = retry_delay(failures, self.cfg.retry_max);
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Open the stream and follow it until it fails, ends or goes silent too long.
+    async fn stream_once(&mut self, lost: &mut bool, failures: &mut u32) -> Result<(), String> {
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            (
+                "label".to_string(),
+                vec![format!("{LABEL_PROJECT}={}", self.cfg.project)],
+            ),
+        ]);
+        let opts = EventsOptions {
+            since: self.since.clone(),
+            until: None,
+            filters: Some(filters),
+        };
+        // Ping first: an engine that answers is reachable again even if it stays idle.
+        self.docker.ping().await.map_err(|e| e.to_string())?;
+        *failures = 0;
+        if *lost {
+            *lost = false;
+            info!(
+                action = "events",
+                engine = %self.cfg.engine,
+                project = %self.cfg.project,
+                "event stream restored"
+            );
+        }
+        // Whatever happened while the stream was closed, a fresh list covers it.
+        self.notify.notify_one();
+        let mut stream = self.docker.events(Some(opts));
+        loop {
+            let ev = match tokio::time::timeout(self.cfg.watchdog, stream.next()).await {
+                Err(_) => {
+                    debug!(engine = %self.cfg.engine, "event stream silent past the watchdog");
+                    return Ok(());
+                }
+                Ok(None) => return Err("the engine closed the event stream".into()),
+                Ok(Some(Err(e))) => return Err(e.to_string()),
+                Ok(Some(Ok(ev))) => ev,
+            };
+            if let (Some(s), Some(n)) = (ev.time, ev.time_nano) {
+                self.since = Some(format!("{s}.{:09}", n.rem_euclid(1_000_000_000)));
+            }
+            let action = ev.action.as_deref().unwrap_or("");
+            // Health checks run an exec every interval: not a change in the count.
+            if action.starts_with("exec_") {
+                continue;
+            }
+            debug!(engine = %self.cfg.engine, event = action, "container event");
+            self.notify.notify_one();
+        }
+    }
+}
+
+/// Capped exponential backoff with jitter: 100 ms, 200 ms, ... up to `max`.
+fn retry_delay(failures: u32, max: Duration) -> Duration {
+    let base = Duration::from_millis(100).saturating_mul(1u32 << failures.min(16));
+    let capped = base.min(max);
+    // Jitter in [50%, 100%] without a random crate: the clock's nanoseconds are enough.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let frac = 0.5 + (nanos % 1000) as f64 / 2000.0;
+    capped.mul_f64(frac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_grows_and_is_capped() {
+        let max = Duration::from_secs(5);
+        assert!(retry_delay(1, max) <= Duration::from_millis(200));
+        assert!(retry_delay(1, max) >= Duration::from_millis(100));
+        assert!(retry_delay(30, max) <= max);
+        assert!(retry_delay(30, max) >= max / 2);
+    }
+}

@@ -1,0 +1,220 @@
+//! Observed state: what the engine says exists, as plain data for the planner.
+//!
+//! The engine is the source of truth. Every reconcile pass takes a fresh
+//! [`Snapshot`] (one list of the project's containers, plus an inspect of the
+//! few that are not running, and the networks and volumes); the event stream
+//! only decides *when* to take one. A lost event therefore costs at most one
+//! resync interval, never a wrong count.
+
+mod events;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::SystemTime;
+
+use crate::spec::{LABEL_CONFIG_HASH, LABEL_PROJECT, LABEL_SERVICE, LABEL_SLOT};
+
+pub use events::{EventWatch, EventWatchConfig};
+
+/// The lifecycle state of a container as the engine reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Exited,
+    Removing,
+    Dead,
+    Unknown,
+}
+
+impl State {
+    pub fn parse(s: &str) -> State {
+        match s {
+            "created" => State::Created,
+            "running" => State::Running,
+            "paused" => State::Paused,
+            "restarting" => State::Restarting,
+            "exited" => State::Exited,
+            "removing" => State::Removing,
+            "dead" => State::Dead,
+            _ => State::Unknown,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Created => "created",
+            State::Running => "running",
+            State::Paused => "paused",
+            State::Restarting => "restarting",
+            State::Exited => "exited",
+            State::Removing => "removing",
+            State::Dead => "dead",
+            State::Unknown => "unknown",
+        }
+    }
+}
+
+/// One container as seen by the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Container {
+    /// Full engine id.
+    pub id: String,
+    /// Name without the leading slash.
+    pub name: String,
+    pub labels: HashMap<String, String>,
+    pub state: State,
+    /// Exit code of the last run, when the container has exited.
+    pub exit_code: Option<i64>,
+    /// When the last run started and finished (filled for containers that are not running).
+    pub started_at: Option<SystemTime>,
+    pub finished_at: Option<SystemTime>,
+}
+
+impl Container {
+    /// The 12-character id used in logs, as the Docker CLI shows it.
+    pub fn short_id(&self) -> &str {
+        short_id(&self.id)
+    }
+
+    pub fn project(&self) -> Option<&str> {
+        self.labels.get(LABEL_PROJECT).map(String::as_str)
+    }
+
+    pub fn service(&self) -> Option<&str> {
+        self.labels.get(LABEL_SERVICE).map(String::as_str)
+    }
+
+    /// The slot label, when present and a positive integer.
+    pub fn slot(&self) -> Option<u32> {
+        self.labels
+            .get(LABEL_SLOT)
+            .and_then(|s| s.parse::<u32>().ok())
+            .filter(|n| *n > 0)
+    }
+
+    pub fn config_hash(&self) -> Option<&str> {
+        self.labels.get(LABEL_CONFIG_HASH).map(String::as_str)
+    }
+
+    /// True when the container carries `drover.project=<project>`: only such containers are
+    /// ever stopped, removed or changed.
+    pub fn owned_by(&self, project: &str) -> bool {
+        self.project() == Some(project)
+    }
+
+    /// How long the last run lasted, when both ends are known.
+    pub fn last_run(&self) -> Option<std::time::Duration> {
+        let (s, f) = (self.started_at?, self.finished_at?);
+        f.duration_since(s).ok()
+    }
+}
+
+/// The 12-character form of a container id.
+pub fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// Everything the planner needs to know about one engine.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub containers: Vec<Container>,
+    /// Engine names of existing networks.
+    pub networks: BTreeSet<String>,
+    /// Engine names of existing volumes.
+    pub volumes: BTreeSet<String>,
+}
+
+/// Parse the engine's RFC 3339 timestamps; the zero time (`0001-01-01T00:00:00Z`) means unset.
+pub fn parse_time(s: &str) -> Option<SystemTime> {
+    if s.is_empty() || s.starts_with("0001-") {
+        return None;
+    }
+    humantime::parse_rfc3339_weak(s.trim_end_matches('Z').split('.').next()?)
+        .ok()
+        .map(|t| {
+            // Keep sub-second precision: the engine gives nanoseconds.
+            let frac = s
+                .split('.')
+                .nth(1)
+                .map(|f| f.trim_end_matches('Z'))
+                .and_then(|f| {
+                    let digits: String = f.chars().take_while(|c| c.is_ascii_digit()).collect();
+                    let padded = format!("{digits:0<9}");
+                    padded.get(..9)?.parse::<u64>().ok()
+                })
+                .unwrap_or(0);
+            t + std::time::Duration::from_nanos(frac)
+        })
+}
+
+/// Find the id of the container this process runs in, if any, so drover never touches itself.
+///
+/// Reads `/proc/self/mountinfo` (cgroup v1 and v2 alike: the engine bind-mounts
+/// `/var/lib/docker/containers/<id>/hostname` and friends into every container).
+pub fn own_container_id() -> Option<String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    container_id_from_mountinfo(&mountinfo)
+}
+
+fn container_id_from_mountinfo(mountinfo: &str) -> Option<String> {
+    for line in mountinfo.lines() {
+        let Some(pos) = line.find("/containers/") else {
+            continue;
+        };
+        let rest = &line[pos + "/containers/".len()..];
+        let id: String = rest.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+        if id.len() == 64 && rest[64..].starts_with('/') {
+            return Some(id);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_engine_times_with_nanoseconds() {
+        let t = parse_time("2026-11-22T06:09:01.123456789Z").unwrap();
+        let base = parse_time("2026-11-22T06:09:01Z").unwrap();
+        assert_eq!(t.duration_since(base).unwrap().as_nanos(), 123_456_789);
+        assert_eq!(parse_time("0001-01-01T00:00:00Z"), None);
+        assert_eq!(parse_time(""), None);
+    }
+
+    #[test]
+    fn finds_own_container_id_in_mountinfo() {
+        let id = "a".repeat(64);
+        let info = format!(
+            "1 2 0:1 / / rw - overlay overlay rw\n\
+             3 1 8:1 /var/lib/docker/containers/{id}/hostname /etc/hostname rw - ext4 /dev/sda1 rw\n"
+        );
+        assert_eq!(container_id_from_mountinfo(&info), Some(id));
+        assert_eq!(
+            container_id_from_mountinfo("1 2 0:1 / / rw - ext4 x rw\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn slot_label_must_be_a_positive_integer() {
+        let mut c = Container {
+            id: "0123456789abcdef".into(),
+            name: "p-web-1".into(),
+            labels: HashMap::from([(LABEL_SLOT.to_string(), "0".to_string())]),
+            state: State::Running,
+            exit_code: None,
+            started_at: None,
+            finished_at: None,
+        };
+        assert_eq!(c.slot(), None);
+        c.labels.insert(LABEL_SLOT.into(), "x".into());
+        assert_eq!(c.slot(), None);
+        c.labels.insert(LABEL_SLOT.into(), "3".into());
+        assert_eq!(c.slot(), Some(3));
+        assert_eq!(c.short_id(), "0123456789ab");
+    }
+}
