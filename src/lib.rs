@@ -12,7 +12,10 @@
 //! - [`telemetry`]: structured logs.
 
 pub mod config;
+pub mod controller;
 pub mod engine;
+pub mod execute;
 pub mod observe;
 pub mod plan;
 pub mod spec;
+pub mod telemetry;

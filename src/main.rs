@@ -1,1 +1,296 @@
-fn main() {}
+//! The `drover` command: CLI parsing and wiring only.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use drover::config::{self, LoadOptions};
+use drover::controller::{Controller, Settings};
+use drover::engine::connect::{self, ConnectArgs, Endpoint};
+use drover::telemetry::{self, LogFormat};
+use drover::{observe, plan};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "drover",
+    version,
+    about = "Keeps a Compose project's services at their target replica counts"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Debug)]
+struct Common {
+    /// Compose file (repeatable; later files override earlier ones). Default: compose.yaml,
+    /// compose.yml, docker-compose.yaml or docker-compose.yml in the working directory.
+    #[arg(
+        short = 'f',
+        long = "file",
+        env = "DROVER_FILE",
+        value_delimiter = ':',
+        global = true
+    )]
+    file: Vec<PathBuf>,
+    /// Project name (default: COMPOSE_PROJECT_NAME, then `name:`, then the directory name).
+    #[arg(
+        short = 'p',
+        long = "project-name",
+        env = "DROVER_PROJECT_NAME",
+        global = true
+    )]
+    project_name: Option<String>,
+    /// Replica target for a service, SERVICE=N (repeatable; wins over every other source).
+    #[arg(long = "scale", env = "DROVER_SCALE", value_delimiter = ',', value_parser = parse_scale, global = true)]
+    scale: Vec<(String, u32)>,
+    /// YAML file mapping service -> replica count; re-read when it changes.
+    #[arg(long = "scale-file", env = "DROVER_SCALE_FILE", global = true)]
+    scale_file: Option<PathBuf>,
+    /// Environment file used for interpolation instead of the project's .env (repeatable).
+    #[arg(long = "env-file", env = "DROVER_ENV_FILE", global = true)]
+    env_file: Vec<PathBuf>,
+    /// Log format (default: pretty on a terminal, json otherwise).
+    #[arg(long = "log-format", env = "DROVER_LOG_FORMAT", global = true)]
+    log_format: Option<LogFormat>,
+    /// Log level or filter, e.g. `debug` or `drover=debug` (default: RUST_LOG, then info).
+    #[arg(long = "log-level", env = "DROVER_LOG_LEVEL", global = true)]
+    log_level: Option<String>,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Load the config, connect, and keep every service at its target until SIGTERM.
+    Run(RunArgs),
+    /// Validate the config and print the normalized desired state. Needs no engine.
+    Check {
+        /// Output format.
+        #[arg(long, env = "DROVER_FORMAT", default_value = "yaml")]
+        format: CheckFormat,
+    },
+    /// Connect, observe, and print the actions a reconcile would take; change nothing.
+    Plan,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Full list of the engine this often, whatever the event stream says [default: 30s].
+    #[arg(long, env = "DROVER_RESYNC_INTERVAL", value_parser = parse_duration)]
+    resync_interval: Option<Duration>,
+    /// Reopen an event stream that stayed silent this long [default: 60s].
+    #[arg(long, env = "DROVER_WATCHDOG", value_parser = parse_duration)]
+    watchdog: Option<Duration>,
+    /// Crash-loop backoff: delay before the second restart, doubling after [default: 1s].
+    #[arg(long, env = "DROVER_BACKOFF_INITIAL", value_parser = parse_duration)]
+    backoff_initial: Option<Duration>,
+    /// Crash-loop backoff cap [default: 60s].
+    #[arg(long, env = "DROVER_BACKOFF_MAX", value_parser = parse_duration)]
+    backoff_max: Option<Duration>,
+    /// A container up this long has its crash history forgotten [default: 30s].
+    #[arg(long, env = "DROVER_BACKOFF_RESET", value_parser = parse_duration)]
+    backoff_reset: Option<Duration>,
+    /// Engine operations in flight at once.
+    #[arg(long, env = "DROVER_PARALLEL", default_value_t = 8)]
+    parallel: usize,
+    /// How often the config files are checked for changes.
+    #[arg(long, env = "DROVER_WATCH_INTERVAL", value_parser = parse_duration, default_value = "1s")]
+    watch_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CheckFormat {
+    Yaml,
+    Json,
+}
+
+fn parse_scale(s: &str) -> Result<(String, u32), String> {
+    let (name, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s}: expected SERVICE=N"))?;
+    let n = n
+        .trim()
+        .parse::<u32>()
+        .map_err(|_| format!("{s}: the count must be a non-negative integer"))?;
+    Ok((name.trim().to_string(), n))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s}: {e} (examples: 500ms, 30s, 2m)"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let format = cli.common.log_format.unwrap_or_else(LogFormat::auto);
+    if let Err(e) = telemetry::init(format, cli.common.log_level.as_deref()) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let load = LoadOptions {
+        files: cli.common.file.clone(),
+        project_name: cli.common.project_name.clone(),
+        env_files: cli.common.env_file.clone(),
+        scale: cli.common.scale.clone(),
+        scale_file: cli.common.scale_file.clone(),
+        env: env.clone(),
+        cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+    };
+    let loaded = match config::load(&load) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    if let Command::Check { format } = cli.command {
+        for w in &loaded.warnings {
+            eprintln!("warning: {w}");
+        }
+        let out = match format {
+            CheckFormat::Json => serde_json::to_string_pretty(&loaded.project)
+                .map_err(|e| e.to_string())
+                .map(|s| s + "\n"),
+            CheckFormat::Yaml => config::to_yaml(&loaded.project),
+        };
+        return match out {
+            Ok(s) => {
+                print!("{s}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot print the project: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
+    let endpoint = match Endpoint::resolve(&cli.common.connect, &env) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let docker = match connect::connect(&endpoint).await {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match cli.command {
+            Command::Check { .. } => ExitCode::SUCCESS,
+            Command::Plan => print_plan(&docker, &loaded.project).await,
+            Command::Run(args) => {
+                let settings = settings(&args, &loaded);
+                let cancel = CancellationToken::new();
+                tokio::spawn(shutdown_on_signal(cancel.clone()));
+                Controller::new(docker, endpoint.display(), load, loaded, settings)
+                    .run(cancel)
+                    .await;
+                ExitCode::SUCCESS
+            }
+        }
+    })
+}
+
+fn settings(args: &RunArgs, loaded: &config::Loaded) -> Settings {
+    let d = Settings::default();
+    let x = &loaded.settings;
+    Settings {
+        resync_interval: args
+            .resync_interval
+            .or(x.resync_interval)
+            .unwrap_or(d.resync_interval),
+        watchdog: args.watchdog.or(x.watchdog).unwrap_or(d.watchdog),
+        backoff: plan::BackoffConfig {
+            initial: args
+                .backoff_initial
+                .or(x.backoff_initial)
+                .unwrap_or(d.backoff.initial),
+            max: args.backoff_max.or(x.backoff_max).unwrap_or(d.backoff.max),
+            reset_after: args
+                .backoff_reset
+                .or(x.backoff_reset)
+                .unwrap_or(d.backoff.reset_after),
+        },
+        parallel: args.parallel.max(1),
+        watch_interval: args.watch_interval,
+    }
+}
+
+async fn print_plan(docker: &bollard::Docker, project: &config::Project) -> ExitCode {
+    let snapshot = match observe::snapshot(docker, &project.name).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "error: cannot list the engine's containers: {}",
+                drover::execute::api_error(&e)
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let own = observe::own_container_id();
+    let plan = plan::plan(&plan::Input {
+        project,
+        observed: &snapshot,
+        backoff: &plan::Backoff::default(),
+        backoff_cfg: &plan::BackoffConfig::default(),
+        now: SystemTime::now(),
+        exclude: own.as_deref(),
+    });
+    if plan.actions.is_empty() {
+        println!("nothing to do: project {} is at its targets", project.name);
+    }
+    for a in &plan.actions {
+        println!("{a}");
+    }
+    for s in &plan.stopped {
+        println!(
+            "leave {} slot {} exited (exit code {})",
+            s.service,
+            s.slot,
+            s.exit_code.map_or("unknown".into(), |c| c.to_string())
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// Cancel on SIGTERM or SIGINT (also as PID 1 in a container, where the kernel only
+/// delivers signals a process has handlers for).
+async fn shutdown_on_signal(cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop drover with SIGKILL");
+        return;
+    };
+    let which = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(action = "shutdown", reason = which, "shutting down");
+    cancel.cancel();
+    // Whatever is in flight, exit within 2 s.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    std::process::exit(0);
+}

@@ -36,6 +36,22 @@ pub struct LoadOptions {
 pub struct Loaded {
     pub project: Project,
     pub warnings: Vec<String>,
+    pub settings: ControllerSettings,
+}
+
+/// Controller settings from the `x-drover` extension.
+#[derive(Debug, Clone, Default)]
+pub struct ControllerSettings {
+    pub resync_interval: Option<std::time::Duration>,
+    pub watchdog: Option<std::time::Duration>,
+    pub backoff_initial: Option<std::time::Duration>,
+    pub backoff_max: Option<std::time::Duration>,
+    pub backoff_reset: Option<std::time::Duration>,
+}
+
+/// The normalized project as YAML (for `drover check`).
+pub fn to_yaml(project: &Project) -> Result<String, String> {
+    serde_saphyr::to_string(project).map_err(|e| e.to_string())
 }
 
 /// A config problem, as one line: `file:line:column: key.path: what is wrong`.

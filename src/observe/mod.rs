@@ -11,6 +11,9 @@ mod events;
 use std::collections::{BTreeSet, HashMap};
 use std::time::SystemTime;
 
+use bollard::Docker;
+use bollard::query_parameters::{ListContainersOptions, ListNetworksOptions, ListVolumesOptions};
+
 use crate::spec::{LABEL_CONFIG_HASH, LABEL_PROJECT, LABEL_SERVICE, LABEL_SLOT};
 
 pub use events::{EventWatch, EventWatchConfig};
@@ -124,6 +127,80 @@ pub struct Snapshot {
     pub networks: BTreeSet<String>,
     /// Engine names of existing volumes.
     pub volumes: BTreeSet<String>,
+}
+
+/// Take a fresh snapshot of one project on one engine: one list of the project's
+/// containers, an inspect of each one that is not running (for exit code and run
+/// times), and the names of existing networks and volumes.
+pub async fn snapshot(docker: &Docker, project: &str) -> Result<Snapshot, bollard::errors::Error> {
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![format!("{LABEL_PROJECT}={project}")],
+    )]);
+    let list = docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await?;
+    let mut containers = Vec::with_capacity(list.len());
+    for summary in list {
+        let Some(id) = summary.id else { continue };
+        let state = summary
+            .state
+            .map(|s| State::parse(s.as_ref()))
+            .unwrap_or(State::Unknown);
+        let mut c = Container {
+            name: summary
+                .names
+                .and_then(|n| n.into_iter().next())
+                .map(|n| n.trim_start_matches('/').to_string())
+                .unwrap_or_default(),
+            id,
+            labels: summary.labels.unwrap_or_default(),
+            state,
+            exit_code: None,
+            started_at: None,
+            finished_at: None,
+        };
+        if !matches!(c.state, State::Running | State::Paused) {
+            match docker.inspect_container(&c.id, None).await {
+                Ok(details) => {
+                    if let Some(st) = details.state {
+                        c.exit_code = st.exit_code;
+                        c.started_at = st.started_at.as_deref().and_then(parse_time);
+                        c.finished_at = st.finished_at.as_deref().and_then(parse_time);
+                    }
+                }
+                // Removed between the list and the inspect: leave it out.
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        containers.push(c);
+    }
+    let networks = docker
+        .list_networks(None::<ListNetworksOptions>)
+        .await?
+        .into_iter()
+        .filter_map(|n| n.name)
+        .collect();
+    let volumes = docker
+        .list_volumes(None::<ListVolumesOptions>)
+        .await?
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    Ok(Snapshot {
+        containers,
+        networks,
+        volumes,
+    })
 }
 
 /// Parse the engine's RFC 3339 timestamps; the zero time (`0001-01-01T00:00:00Z`) means unset.

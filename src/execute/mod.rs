@@ -1,0 +1,335 @@
+//! Applying a plan's actions to one engine.
+//!
+//! Actions run in stages: networks and volumes first, then removals of containers
+//! no longer wanted, then each service in depends_on order; the actions of one stage
+//! run concurrently, at most `parallel` at a time. Engine calls are idempotent by
+//! construction: names are deterministic, a 409 name conflict on create means the
+//! container already exists (checked to be ours), and a 404 on stop or remove means
+//! it is already gone. Each action reports its own outcome; one failure never stops
+//! the others.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::models::{NetworkConnectRequest, NetworkCreateRequest, VolumeCreateRequest};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, RemoveContainerOptions, StartContainerOptions,
+    StopContainerOptions,
+};
+use futures::StreamExt;
+
+use crate::config::{Project, Service};
+use crate::plan::Action;
+use crate::spec::{self, LABEL_PROJECT};
+
+/// The result of one action.
+#[derive(Debug)]
+pub struct Outcome {
+    pub action: Action,
+    /// The container the action created or acted on (12-char id), when known.
+    pub container: Option<String>,
+    pub duration: Duration,
+    /// One line saying what failed and where.
+    pub error: Option<String>,
+}
+
+/// Applies actions for one project on one engine.
+pub struct Executor<'a> {
+    pub docker: &'a Docker,
+    pub project: &'a Project,
+    /// Most engine operations in flight at once.
+    pub parallel: usize,
+}
+
+impl Executor<'_> {
+    /// Execute every action of the plan, in stages, and report each outcome.
+    pub async fn execute(&self, actions: &[Action]) -> Vec<Outcome> {
+        let mut outcomes = Vec::with_capacity(actions.len());
+        for stage in self.stages(actions) {
+            let results: Vec<Outcome> = futures::stream::iter(stage)
+                .map(|a| self.run(a))
+                .buffer_unordered(self.parallel.max(1))
+                .collect()
+                .await;
+            outcomes.extend(results);
+        }
+        outcomes
+    }
+
+    /// Group actions: infrastructure, then removals of unwanted containers, then one
+    /// stage per service in start order.
+    fn stages<'b>(&self, actions: &'b [Action]) -> Vec<Vec<&'b Action>> {
+        let order = self.project.start_order();
+        let mut stages: Vec<Vec<&Action>> = vec![Vec::new(); order.len() + 2];
+        for a in actions {
+            let idx = match a {
+                Action::CreateNetwork { .. } | Action::CreateVolume { .. } => 0,
+                _ => match a.service().and_then(|s| order.iter().position(|o| *o == s)) {
+                    Some(i) => i + 2,
+                    None => 1,
+                },
+            };
+            stages[idx].push(a);
+        }
+        stages.retain(|s| !s.is_empty());
+        stages
+    }
+
+    async fn run(&self, action: &Action) -> Outcome {
+        let started = Instant::now();
+        let result = match action {
+            Action::CreateNetwork { key, name } => self.create_network(key, name).await,
+            Action::CreateVolume { key, name } => self.create_volume(key, name).await,
+            Action::Create { service, slot, .. } => self.create(service, *slot).await,
+            Action::Start { container, .. } => self.start(container).await,
+            Action::Recreate {
+                service,
+                slot,
+                container,
+                ..
+            } => match self.remove(container).await {
+                Ok(_) => self.create(service, *slot).await,
+                Err(e) => Err(e),
+            },
+            Action::Remove { container, .. } => self.remove(container).await,
+        };
+        let (container, error) = match result {
+            Ok(id) => (id, None),
+            Err(e) => (action.container().map(short), Some(e)),
+        };
+        Outcome {
+            action: action.clone(),
+            container,
+            duration: started.elapsed(),
+            error,
+        }
+    }
+
+    fn service(&self, name: &str) -> Result<&Service, String> {
+        self.project
+            .services
+            .get(name)
+            .ok_or_else(|| format!("service {name} is not in the project"))
+    }
+
+    async fn create_network(&self, key: &str, name: &str) -> Result<Option<String>, String> {
+        let net = &self.project.networks[key];
+        let mut labels: HashMap<String, String> = net.labels.clone().into_iter().collect();
+        labels.insert(LABEL_PROJECT.into(), self.project.name.clone());
+        labels.insert(
+            "com.docker.compose.project".into(),
+            self.project.name.clone(),
+        );
+        labels.insert("com.docker.compose.network".into(), key.into());
+        let req = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: net.driver.clone(),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        match self.docker.create_network(req).await {
+            Ok(_) => Ok(None),
+            // Created meanwhile (another pass, or a second drover): fine.
+            Err(e) if status(&e) == Some(409) => Ok(None),
+            Err(e) => Err(format!("create network {name}: {}", api_error(&e))),
+        }
+    }
+
+    async fn create_volume(&self, key: &str, name: &str) -> Result<Option<String>, String> {
+        let vol = &self.project.volumes[key];
+        let mut labels: HashMap<String, String> = vol.labels.clone().into_iter().collect();
+        labels.insert(LABEL_PROJECT.into(), self.project.name.clone());
+        labels.insert(
+            "com.docker.compose.project".into(),
+            self.project.name.clone(),
+        );
+        labels.insert("com.docker.compose.volume".into(), key.into());
+        let req = VolumeCreateRequest {
+            name: Some(name.to_string()),
+            driver: vol.driver.clone(),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        self.docker
+            .create_volume(req)
+            .await
+            .map(|_| None)
+            .map_err(|e| format!("create volume {name}: {}", api_error(&e)))
+    }
+
+    /// Create and start the slot's container, pulling the image when the engine lacks it.
+    async fn create(&self, service: &str, slot: u32) -> Result<Option<String>, String> {
+        let svc = self.service(service)?;
+        let name = spec::container_name(self.project, svc, slot);
+        let opts = || CreateContainerOptions {
+            name: Some(name.clone()),
+            ..Default::default()
+        };
+        let body = spec::create_body(self.project, svc, slot);
+        let id = match self
+            .docker
+            .create_container(Some(opts()), body.clone())
+            .await
+        {
+            Ok(r) => r.id,
+            Err(e) if status(&e) == Some(404) && api_error(&e).contains("image") => {
+                self.pull(&svc.image).await?;
+                self.docker
+                    .create_container(Some(opts()), body)
+                    .await
+                    .map_err(|e| format!("create {name}: {}", api_error(&e)))?
+                    .id
+            }
+            Err(e) if status(&e) == Some(409) => return self.existing(&name).await,
+            Err(e) => return Err(format!("create {name}: {}", api_error(&e))),
+        };
+        for (net, endpoint) in spec::extra_networks(self.project, svc) {
+            let req = NetworkConnectRequest {
+                container: id.clone(),
+                endpoint_config: Some(endpoint),
+            };
+            self.docker
+                .connect_network(&net, req)
+                .await
+                .map_err(|e| format!("connect {name} to network {net}: {}", api_error(&e)))?;
+        }
+        self.start(&id)
+            .await
+            .map_err(|e| format!("{name} created but not started: {e}"))?;
+        Ok(Some(short(&id)))
+    }
+
+    /// The name is taken: fine when the holder is ours (the next pass deals with it),
+    /// an error naming the holder when it is not.
+    async fn existing(&self, name: &str) -> Result<Option<String>, String> {
+        let c = self
+            .docker
+            .inspect_container(name, None)
+            .await
+            .map_err(|e| format!("create {name}: name taken, and {}", api_error(&e)))?;
+        let ours = c
+            .config
+            .and_then(|cfg| cfg.labels)
+            .and_then(|l| l.get(LABEL_PROJECT).cloned())
+            == Some(self.project.name.clone());
+        if ours {
+            Ok(c.id.map(|id| short(&id)))
+        } else {
+            Err(format!(
+                "create {name}: the name is taken by container {} which drover does not manage; \
+                 remove or rename it",
+                c.id.as_deref().map(short).unwrap_or_default()
+            ))
+        }
+    }
+
+    async fn pull(&self, image: &str) -> Result<(), String> {
+        let (repo, tag) = split_image(image);
+        let opts = CreateImageOptions {
+            from_image: Some(repo.to_string()),
+            tag: tag.map(str::to_string),
+            ..Default::default()
+        };
+        let mut stream = self.docker.create_image(Some(opts), None, None);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(err) = info.error_detail.and_then(|d| d.message) {
+                        return Err(format!("pull {image}: {err}"));
+                    }
+                }
+                Err(e) => return Err(format!("pull {image}: {}", api_error(&e))),
+            }
+        }
+        Ok(())
+    }
+
+    async fn start(&self, id: &str) -> Result<Option<String>, String> {
+        match self
+            .docker
+            .start_container(id, None::<StartContainerOptions>)
+            .await
+        {
+            Ok(()) => Ok(Some(short(id))),
+            Err(e) if status(&e) == Some(304) => Ok(Some(short(id))),
+            Err(e) => Err(format!("start {}: {}", short(id), api_error(&e))),
+        }
+    }
+
+    /// Stop with the container's own stop signal and grace period, then remove it and its
+    /// anonymous volumes.
+    async fn remove(&self, id: &str) -> Result<Option<String>, String> {
+        // The stop call lasts as long as the grace period: give it room.
+        let slow = self.docker.clone().with_timeout(Duration::from_secs(600));
+        match slow.stop_container(id, None::<StopContainerOptions>).await {
+            Ok(()) => {}
+            Err(e) if matches!(status(&e), Some(304) | Some(404)) => {}
+            Err(e) => return Err(format!("stop {}: {}", short(id), api_error(&e))),
+        }
+        let opts = RemoveContainerOptions {
+            force: true,
+            v: true,
+            link: false,
+        };
+        match self.docker.remove_container(id, Some(opts)).await {
+            Ok(()) => Ok(Some(short(id))),
+            // Gone already, or already being removed.
+            Err(e) if matches!(status(&e), Some(404) | Some(409)) => Ok(Some(short(id))),
+            Err(e) => Err(format!("remove {}: {}", short(id), api_error(&e))),
+        }
+    }
+}
+
+fn short(id: &str) -> String {
+    crate::observe::short_id(id).to_string()
+}
+
+/// The HTTP status of an engine error, when it is one.
+pub fn status(e: &DockerError) -> Option<u16> {
+    match e {
+        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+/// The engine's own message for an API error, or the error itself.
+pub fn api_error(e: &DockerError) -> String {
+    match e {
+        DockerError::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `repo[:tag]` or `repo@digest` -> (repo, tag or digest). A registry port
+/// (`host:5000/app`) is not a tag.
+fn split_image(image: &str) -> (&str, Option<&str>) {
+    if let Some((repo, digest)) = image.split_once('@') {
+        return (repo, Some(digest));
+    }
+    match image.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, Some(tag)),
+        _ => (image, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_image;
+
+    #[test]
+    fn splits_image_references() {
+        assert_eq!(split_image("busybox"), ("busybox", None));
+        assert_eq!(split_image("busybox:1.36"), ("busybox", Some("1.36")));
+        assert_eq!(
+            split_image("reg:5000/team/app"),
+            ("reg:5000/team/app", None)
+        );
+        assert_eq!(
+            split_image("reg:5000/team/app:v2"),
+            ("reg:5000/team/app", Some("v2"))
+        );
+        assert_eq!(split_image("app@sha256:abc"), ("app", Some("sha256:abc")));
+    }
+}

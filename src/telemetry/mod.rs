@@ -1,0 +1,49 @@
+//! Structured logs: one JSON object per line (or pretty lines on a terminal) with the
+//! stable field names from the conventions: `timestamp`, `level`, `message`, `action`,
+//! `project`, `service`, `slot`, `node`, `container`, `reason`, `desired`, `actual`,
+//! `duration_ms`, `error`.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+impl LogFormat {
+    /// Pretty on a terminal, JSON otherwise (containers, files, pipes).
+    pub fn auto() -> LogFormat {
+        if std::io::stdout().is_terminal() {
+            LogFormat::Pretty
+        } else {
+            LogFormat::Json
+        }
+    }
+}
+
+/// Install the global subscriber. `level` is `--log-level`; RUST_LOG is used when it is
+/// not given; the default is `info`.
+pub fn init(format: LogFormat, level: Option<&str>) -> Result<(), String> {
+    let filter = match level {
+        Some(l) => EnvFilter::try_new(l).map_err(|e| format!("--log-level {l}: {e}"))?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stdout);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Pretty => builder.compact().try_init(),
+    }
+    .map_err(|e| format!("cannot install the logger: {e}"))
+}
