@@ -34,7 +34,7 @@ services:
 fn brings_up_two_services_with_replicas_names_and_labels() {
     let p = Project::new("it-up", &two_services(3, 2));
     let mut d = p.run(&[]);
-    eventually_with(&mut d, UP, "3 web and 2 worker running", || {
+    eventually_with(&mut d, UP, "3 web and 2 worker running", |_| {
         p.running("web") == 3 && p.running("worker") == 2
     });
     assert_eq!(
@@ -61,10 +61,10 @@ fn brings_up_two_services_with_replicas_names_and_labels() {
 fn docker_kill_is_restarted_in_place() {
     let p = Project::new("it-kill", &two_services(2, 0));
     let mut d = p.run(&[]);
-    eventually_with(&mut d, UP, "2 web running", || p.running("web") == 2);
+    eventually_with(&mut d, UP, "2 web running", |_| p.running("web") == 2);
     let victim = p.containers(Some("web"), Some("running"))[0].clone();
     p.docker_ok(&["kill", &victim]);
-    eventually_with(&mut d, UP, "the killed container running again", || {
+    eventually_with(&mut d, UP, "the killed container running again", |_| {
         p.inspect(&victim, "{{.State.Running}}") == "true"
     });
     assert_eq!(p.running("web"), 2);
@@ -75,7 +75,7 @@ fn docker_kill_is_restarted_in_place() {
 fn sigkill_of_the_main_process_is_restarted() {
     let p = Project::new("it-crash", &two_services(1, 0));
     let mut d = p.run(&[]);
-    eventually_with(&mut d, UP, "web running", || p.running("web") == 1);
+    eventually_with(&mut d, UP, "web running", |_| p.running("web") == 1);
     let id = p.containers(Some("web"), Some("running"))[0].clone();
     let pid = p.inspect(&id, "{{.State.Pid}}");
     let ok = std::process::Command::new("kill")
@@ -84,7 +84,7 @@ fn sigkill_of_the_main_process_is_restarted() {
         .unwrap()
         .success();
     assert!(ok);
-    eventually_with(&mut d, UP, "a new run of the crashed container", || {
+    eventually_with(&mut d, UP, "a new run of the crashed container", |_| {
         p.inspect(&id, "{{.State.Running}}") == "true" && p.inspect(&id, "{{.State.Pid}}") != pid
     });
 }
@@ -93,11 +93,13 @@ fn sigkill_of_the_main_process_is_restarted() {
 fn docker_rm_is_recreated_in_the_same_slot() {
     let p = Project::new("it-rm", &two_services(1, 2));
     let mut d = p.run(&[]);
-    eventually_with(&mut d, UP, "2 workers running", || p.running("worker") == 2);
+    eventually_with(&mut d, UP, "2 workers running", |_| {
+        p.running("worker") == 2
+    });
     let victim = p.containers(Some("worker"), Some("running"))[0].clone();
     let name = p.inspect(&victim, "{{.Name}}");
     p.docker_ok(&["rm", "-f", &victim]);
-    eventually_with(&mut d, UP, "2 workers running again", || {
+    eventually_with(&mut d, UP, "2 workers running again", |_| {
         p.running("worker") == 2 && !p.containers(Some("worker"), None).contains(&victim)
     });
     assert_eq!(
@@ -112,13 +114,13 @@ fn scale_file_edits_scale_up_and_down() {
     let p = Project::new("it-scale", &two_services(1, 0));
     p.write("scale.yml", "web: 2\n");
     let mut d = p.run(&["--scale-file", "scale.yml"]);
-    eventually_with(&mut d, UP, "2 web", || p.running("web") == 2);
+    eventually_with(&mut d, UP, "2 web", |_| p.running("web") == 2);
     p.write("scale.yml", "web: 4\nworker: 1\n");
-    eventually_with(&mut d, UP, "4 web and 1 worker", || {
+    eventually_with(&mut d, UP, "4 web and 1 worker", |_| {
         p.running("web") == 4 && p.running("worker") == 1
     });
     p.write("scale.yml", "web: 1\nworker: 0\n");
-    eventually_with(&mut d, UP, "1 web, no worker", || {
+    eventually_with(&mut d, UP, "1 web, no worker", |_| {
         p.containers(Some("web"), None).len() == 1 && p.containers(Some("worker"), None).is_empty()
     });
     // Scale down keeps the lowest slot.
@@ -130,10 +132,10 @@ fn sighup_reloads_the_scale_file() {
     let p = Project::new("it-hup", &two_services(1, 0));
     p.write("scale.yml", "web: 1\n");
     let mut d = p.run(&["--scale-file", "scale.yml", "--watch-interval", "1h"]);
-    eventually_with(&mut d, UP, "1 web", || p.running("web") == 1);
+    eventually_with(&mut d, UP, "1 web", |_| p.running("web") == 1);
     p.write("scale.yml", "web: 3\n");
     d.signal("HUP");
-    eventually_with(&mut d, UP, "3 web after SIGHUP", || p.running("web") == 3);
+    eventually_with(&mut d, UP, "3 web after SIGHUP", |_| p.running("web") == 3);
 }
 
 #[test]
@@ -141,14 +143,26 @@ fn look_alike_containers_without_labels_are_never_touched() {
     let p = Project::new("it-foreign", &two_services(2, 0));
     // Same names drover would use for higher slots, compose labels, no drover label.
     let a = p.docker_ok(&[
-        "run", "-d", "--name", "it-foreign-web-3",
-        "--label", "com.docker.compose.project=it-foreign",
-        "--label", "com.docker.compose.service=web",
-        "drover-test/busybox:latest", "sleep", "86400",
+        "run",
+        "-d",
+        "--name",
+        "it-foreign-web-3",
+        "--label",
+        "com.docker.compose.project=it-foreign",
+        "--label",
+        "com.docker.compose.service=web",
+        "drover-test/busybox:latest",
+        "sleep",
+        "86400",
     ]);
     let b = p.docker_ok(&[
-        "create", "--name", "it-foreign-web-9",
-        "--label", "drover.service=web", "--label", "drover.slot=9",
+        "create",
+        "--name",
+        "it-foreign-web-9",
+        "--label",
+        "drover.service=web",
+        "--label",
+        "drover.slot=9",
         "drover-test/busybox:latest",
     ]);
     let foreign = [a, b];
@@ -156,11 +170,13 @@ fn look_alike_containers_without_labels_are_never_touched() {
         let _ = p.docker(&["rm", "-f", "it-foreign-web-3", "it-foreign-web-9"]);
     };
     let mut d = p.run(&["--scale", "web=2"]);
-    eventually_with(&mut d, UP, "2 web", || p.running("web") == 2);
+    eventually_with(&mut d, UP, "2 web", |_| p.running("web") == 2);
     // Scale to zero: drover removes its own, and only its own.
     drop(d);
     let mut d = p.run(&["--scale", "web=0"]);
-    eventually_with(&mut d, UP, "no drover web left", || p.containers(Some("web"), None).is_empty());
+    eventually_with(&mut d, UP, "no drover web left", |_| {
+        p.containers(Some("web"), None).is_empty()
+    });
     let still = |id: &str| p.inspect(id, "{{.State.Status}}");
     assert_eq!(still(&foreign[0]), "running");
     assert_eq!(still(&foreign[1]), "created");
@@ -171,10 +187,12 @@ fn look_alike_containers_without_labels_are_never_touched() {
 fn sigterm_exits_zero_within_two_seconds_leaving_containers_running() {
     let p = Project::new("it-term", &two_services(2, 0));
     let mut d = p.run(&[]);
-    eventually_with(&mut d, UP, "2 web", || p.running("web") == 2);
+    eventually_with(&mut d, UP, "2 web", |_| p.running("web") == 2);
     let start = std::time::Instant::now();
     d.signal("TERM");
-    let status = d.wait_exit(Duration::from_secs(2)).expect("exited within 2 s");
+    let status = d
+        .wait_exit(Duration::from_secs(2))
+        .expect("exited within 2 s");
     assert!(status.success(), "exit status {status}");
     assert!(start.elapsed() < Duration::from_secs(2));
     assert_eq!(p.running("web"), 2);
@@ -197,7 +215,7 @@ services:
 "#,
     );
     let mut d = p.run(&["--backoff-initial", "300ms", "--backoff-max", "2s"]);
-    eventually_with(&mut d, UP, "the crash loop reaching backoff step 3", || {
+    eventually_with(&mut d, UP, "the crash loop reaching backoff step 3", |d| {
         d.actions("backoff").iter().any(|e| e["attempts"] == 3)
     });
     // Each step said once, not per event.
@@ -209,7 +227,10 @@ services:
         .collect();
     let mut dedup = steps.clone();
     dedup.dedup();
-    assert_eq!(steps, dedup, "backoff steps logged more than once: {steps:?}");
+    assert_eq!(
+        steps, dedup,
+        "backoff steps logged more than once: {steps:?}"
+    );
     // The job ran once and stays exited with code 0.
     let job = p.containers(Some("job"), None);
     assert_eq!(job.len(), 1);
@@ -233,7 +254,7 @@ services:
 "#,
     );
     let mut d = p.run(&[]);
-    eventually_with(&mut d, UP, "ok running and a pull error logged", || {
+    eventually_with(&mut d, UP, "ok running and a pull error logged", |d| {
         p.running("ok") == 1
             && d.events().iter().any(|e| {
                 e["service"] == "missing"
@@ -263,10 +284,10 @@ services:
     };
     let p = Project::new("it-update", &compose("1"));
     let mut d = p.run(&[]);
-    eventually_with(&mut d, UP, "3 web", || p.running("web") == 3);
+    eventually_with(&mut d, UP, "3 web", |_| p.running("web") == 3);
     let old = p.containers(Some("web"), None);
     p.write("compose.yml", &compose("2"));
-    eventually_with(&mut d, UP, "3 web all on the new config", || {
+    eventually_with(&mut d, UP, "3 web all on the new config", |_| {
         let now = p.containers(Some("web"), Some("running"));
         now.len() == 3
             && now.iter().all(|id| !old.contains(id))
@@ -283,9 +304,15 @@ fn plan_prints_actions_and_changes_nothing() {
     let p = Project::new("it-plan", &two_services(2, 1));
     let out = p.drover(&["plan", "-p", "it-plan"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("create web slot 1"), "{text}");
     assert!(text.contains("create worker slot 1"), "{text}");
     assert!(p.containers(None, None).is_empty());
-    eventually(Duration::from_secs(1), "nothing created", || p.containers(None, None).is_empty());
+    eventually(Duration::from_secs(1), "nothing created", || {
+        p.containers(None, None).is_empty()
+    });
 }

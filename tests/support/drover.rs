@@ -21,7 +21,11 @@ impl Project {
     /// A fresh directory holding `compose.yml` with `compose`, on the local engine.
     pub fn new(name: &str, compose: &str) -> Project {
         let host = super::local_engine();
-        Project::on(name, compose, vec![("DOCKER_HOST".into(), host.to_string())])
+        Project::on(
+            name,
+            compose,
+            vec![("DOCKER_HOST".into(), host.to_string())],
+        )
     }
 
     pub fn on(name: &str, compose: &str, env: Vec<(String, String)>) -> Project {
@@ -103,7 +107,11 @@ impl Project {
         let mut names: Vec<String> = self
             .containers(Some(service), Some("running"))
             .iter()
-            .map(|id| self.inspect(id, "{{.Name}}").trim_start_matches('/').to_string())
+            .map(|id| {
+                self.inspect(id, "{{.Name}}")
+                    .trim_start_matches('/')
+                    .to_string()
+            })
             .collect();
         names.sort();
         names
@@ -262,16 +270,24 @@ pub fn eventually(deadline: Duration, what: &str, mut f: impl FnMut() -> bool) {
         if f() {
             return;
         }
-        assert!(Instant::now() < end, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 /// Like [`eventually`], printing drover's logs when it fails.
-pub fn eventually_with(d: &mut Drover, deadline: Duration, what: &str, mut f: impl FnMut() -> bool) {
+pub fn eventually_with(
+    d: &mut Drover,
+    deadline: Duration,
+    what: &str,
+    mut f: impl FnMut(&Drover) -> bool,
+) {
     let end = Instant::now() + deadline;
     loop {
-        if f() {
+        if f(d) {
             return;
         }
         d.assert_alive();
