@@ -121,13 +121,24 @@ pub fn parse(
 }
 
 /// The crate's rendered message may end with " at line L column C"; the caller prints
-/// the location in front instead.
+/// the location in front instead. Interpolation failures are worded like Compose's.
 fn first_line_without_location(message: &str) -> String {
     let first = message.lines().next().unwrap_or("").trim();
-    match first.rfind(" at line ") {
-        Some(i) => first[..i].to_string(),
-        None => first.to_string(),
+    let first = match first.rfind(" at line ") {
+        Some(i) => &first[..i],
+        None => first,
+    };
+    for (prefix, says) in [
+        ("missing property `", "is not set"),
+        ("empty property `", "is empty"),
+    ] {
+        if let Some(rest) = first.strip_prefix(prefix)
+            && let Some((name, tail)) = rest.split_once('`')
+        {
+            return format!("required variable {name} {says}{tail}");
+        }
     }
+    first.to_string()
 }
 
 fn loc_of(file: &Arc<str>, l: &Location) -> Loc {
