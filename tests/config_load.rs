@@ -482,3 +482,33 @@ fn missing_files() {
         )
     );
 }
+
+#[test]
+fn errors_never_echo_values() {
+    let mut o = opts("errors", &["secret-port.yml"]);
+    o.env.insert("SECRET".into(), "hunter2".into());
+    let err = load_err(&o);
+    assert!(
+        err.starts_with("secret-port.yml:5:9: services.web.ports[0]: "),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
+fn map_values_must_be_scalars() {
+    let mut o = opts("errors", &["secret-port.yml"]);
+    o.env.insert("SECRET".into(), "8080:80".into());
+    let err = load_err(&o);
+    assert_eq!(
+        err,
+        "secret-port.yml:7:15: services.web.environment.NESTED: \
+         expected a string, number, boolean or null"
+    );
+}
+
+#[test]
+fn same_file_twice_still_warns_once() {
+    let loaded = load(&opts("errors", &["unknown-keys.yml", "unknown-keys.yml"]));
+    assert_eq!(loaded.warnings.len(), 4, "{:?}", loaded.warnings);
+}

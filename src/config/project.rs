@@ -259,7 +259,7 @@ fn definitions(
                     _ => def.external = read::boolean(dv, &dp)?,
                 },
                 "labels" => {
-                    for e in read::map_or_list(dv, &dp, "label value")? {
+                    for e in read::map_or_list(dv, &dp)? {
                         def.labels.insert(e.key, e.value.unwrap_or_default());
                     }
                 }

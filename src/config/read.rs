@@ -180,8 +180,8 @@ pub struct Entry {
 }
 
 /// `{KEY: value}` or `["KEY=value", "KEY"]`. Map values may be strings, numbers,
-/// booleans or null. `what` names a value in messages ("environment value").
-pub fn map_or_list(node: &Node, path: &str, what: &str) -> Result<Vec<Entry>> {
+/// booleans or null.
+pub fn map_or_list(node: &Node, path: &str) -> Result<Vec<Entry>> {
     match &node.kind {
         Kind::Map(entries) => entries
             .iter()
@@ -192,7 +192,7 @@ pub fn map_or_list(node: &Node, path: &str, what: &str) -> Result<Vec<Entry>> {
                         fail(
                             &v.loc,
                             &child(path, &k.name),
-                            format!("expected a {what}: a string, number, boolean or null"),
+                            "expected a string, number, boolean or null",
                         )
                     })?),
                 };

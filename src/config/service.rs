@@ -161,10 +161,10 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
             "image" => image = Some(read::string(v, p)?),
             "command" => s.command = opt_words(v, p)?,
             "entrypoint" => s.entrypoint = opt_words(v, p)?,
-            "environment" => env_inline = read::map_or_list(v, p, "environment value")?,
+            "environment" => env_inline = read::map_or_list(v, p)?,
             "env_file" => env_from_files = env_files(cx, v, p)?,
             "labels" => {
-                for e in read::map_or_list(v, p, "label value")? {
+                for e in read::map_or_list(v, p)? {
                     s.labels.insert(e.key, e.value.unwrap_or_default());
                 }
             }

@@ -374,6 +374,17 @@ mod tests {
         assert_eq!((e.line, e.column), (3, 12));
         assert_eq!(e.path, "services.web.image");
         assert!(e.message.contains("NEED"), "{}", e.message);
+        let e = p("a: ${EMPTY:?must not be empty}\n", &[("EMPTY", "")]).unwrap_err();
+        assert_eq!(
+            e.message,
+            "required variable EMPTY is empty: must not be empty"
+        );
+        // `?` without the colon accepts an empty value, not an unset one.
+        let n = p("a: ${EMPTY?unset}\n", &[("EMPTY", "")]).unwrap();
+        assert_eq!(n.get("a").unwrap().kind, Kind::Str("".into()));
+        let e = p("a: x${GONE?unset}\n", &[]).unwrap_err();
+        assert_eq!(e.message, "required variable GONE is not set: unset");
+        assert_eq!((e.line, e.column, e.path.as_str()), (1, 4, "a"));
         let e = p("services:\n  web: 1\n  web: 2\n", &[]).unwrap_err();
         assert_eq!(e.line, 3);
         assert!(e.message.contains("duplicate"), "{}", e.message);
