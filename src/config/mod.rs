@@ -14,6 +14,14 @@
 //!
 //! Errors are one line: `file:line:column: key.path: message`. They never quote values,
 //! which may come from the environment and be secrets.
+//!
+//! Precedence: replicas `--scale` > scale file > `x-drover.scale` > `deploy.replicas` /
+//! `scale` > 1; project name `-p` > `COMPOSE_PROJECT_NAME` > `name:` > directory name;
+//! variables: process environment > `.env` (or the `--env-file`s). A service's `restart`
+//! sets the restart condition; `deploy.restart_policy` fills in what it leaves open.
+//!
+//! Compose keys drover does not act on (build with an image, logging, secrets, ...) load
+//! with one warning each; `x-*` keys are ignored silently everywhere.
 
 pub mod model;
 
