@@ -223,12 +223,12 @@ fn settings(args: &RunArgs, loaded: &config::Loaded) -> Settings {
         backoff: plan::BackoffConfig {
             initial: args
                 .backoff_initial
-                .or(x.backoff_initial)
+                .or(x.backoff.initial)
                 .unwrap_or(d.backoff.initial),
-            max: args.backoff_max.or(x.backoff_max).unwrap_or(d.backoff.max),
+            max: args.backoff_max.or(x.backoff.max).unwrap_or(d.backoff.max),
             reset_after: args
                 .backoff_reset
-                .or(x.backoff_reset)
+                .or(x.backoff.reset_after)
                 .unwrap_or(d.backoff.reset_after),
         },
         parallel: args.parallel.max(1),

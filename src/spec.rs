@@ -1,25 +1,437 @@
 //! From a desired service and slot to the engine's container create request. Pure.
+//!
+//! - Names are deterministic: `{project}-{service}-{slot}` (or the service's
+//!   `container_name`), so creating twice is detectable as a name conflict.
+//! - Labels carry all the state drover needs to rebuild itself from the engine:
+//!   `drover.*` plus compose's `com.docker.compose.*` so compose-aware tools list them.
+//! - drover owns restarts: no engine restart policy is set.
+//! - API 1.41 accepts one network endpoint at create time: the first network (by key)
+//!   is set here, the others are returned by [`extra_networks`] to connect afterwards.
+
+use std::collections::HashMap;
+
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, Mount as EngineMount,
+    MountType, NetworkingConfig, PortBinding, PortMap,
+};
+
+use crate::config::{MountKind, Project, Protocol, Service};
 
 pub const LABEL_PROJECT: &str = "drover.project";
 pub const LABEL_SERVICE: &str = "drover.service";
 pub const LABEL_SLOT: &str = "drover.slot";
 pub const LABEL_CONFIG_HASH: &str = "drover.config-hash";
+/// Set by the executor on multi-node setups (the node is not known here).
 pub const LABEL_NODE: &str = "drover.node";
 
-use crate::config::{Project, Service};
-use bollard::models::{ContainerCreateBody, EndpointSettings};
+pub const COMPOSE_PROJECT: &str = "com.docker.compose.project";
+pub const COMPOSE_SERVICE: &str = "com.docker.compose.service";
+pub const COMPOSE_CONTAINER_NUMBER: &str = "com.docker.compose.container-number";
+pub const COMPOSE_ONEOFF: &str = "com.docker.compose.oneoff";
+pub const COMPOSE_CONFIG_HASH: &str = "com.docker.compose.config-hash";
 
+/// `{project}-{service}-{slot}`, or the service's `container_name` when set
+/// (the loader guarantees such a service has at most one replica).
 pub fn container_name(project: &Project, service: &Service, slot: u32) -> String {
-    format!("{}-{}-{}", project.name, service.name, slot)
+    match &service.container_name {
+        Some(name) => name.clone(),
+        None => format!("{}-{}-{}", project.name, service.name, slot),
+    }
 }
 
-pub fn create_body(_project: &Project, service: &Service, _slot: u32) -> ContainerCreateBody {
+/// User labels, then drover's and compose's (which win over user labels of the same name).
+pub fn labels(project: &Project, service: &Service, slot: u32) -> HashMap<String, String> {
+    let mut out: HashMap<String, String> = service
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let slot = slot.to_string();
+    for (k, v) in [
+        (LABEL_PROJECT, project.name.as_str()),
+        (LABEL_SERVICE, service.name.as_str()),
+        (LABEL_SLOT, slot.as_str()),
+        (LABEL_CONFIG_HASH, service.config_hash.as_str()),
+        (COMPOSE_PROJECT, project.name.as_str()),
+        (COMPOSE_SERVICE, service.name.as_str()),
+        (COMPOSE_CONTAINER_NUMBER, slot.as_str()),
+        (COMPOSE_ONEOFF, "False"),
+        (COMPOSE_CONFIG_HASH, service.config_hash.as_str()),
+    ] {
+        out.insert(k.to_string(), v.to_string());
+    }
+    out
+}
+
+/// The engine's create request for one slot of `service`.
+pub fn create_body(project: &Project, service: &Service, slot: u32) -> ContainerCreateBody {
+    let env: Vec<String> = service
+        .environment
+        .iter()
+        .map(|(k, v)| match v {
+            Some(v) => format!("{k}={v}"),
+            None => k.clone(),
+        })
+        .collect();
+
+    let mut exposed: Vec<String> = Vec::new();
+    let mut bindings: PortMap = HashMap::new();
+    for p in &service.ports {
+        let key = format!("{}/{}", p.target, protocol(p.protocol));
+        if !exposed.contains(&key) {
+            exposed.push(key.clone());
+        }
+        let binding = PortBinding {
+            host_ip: p.host_ip.clone(),
+            host_port: p.published.map(|h| h.to_string()),
+        };
+        bindings
+            .entry(key)
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(binding);
+    }
+
+    let mounts: Vec<EngineMount> = service
+        .volumes
+        .iter()
+        .map(|m| EngineMount {
+            target: Some(m.target.clone()),
+            source: m.source.clone(),
+            typ: Some(match m.kind {
+                MountKind::Bind => MountType::BIND,
+                MountKind::Volume => MountType::VOLUME,
+                MountKind::Tmpfs => MountType::TMPFS,
+            }),
+            read_only: m.read_only.then_some(true),
+            ..Default::default()
+        })
+        .collect();
+
+    let healthcheck = service.healthcheck.as_ref().map(|h| HealthConfig {
+        test: (!h.test.is_empty()).then(|| h.test.clone()),
+        interval: h.interval.map(nanos),
+        timeout: h.timeout.map(nanos),
+        retries: h.retries.map(i64::from),
+        start_period: h.start_period.map(nanos),
+        ..Default::default()
+    });
+
+    let first = first_network(project, service);
+    let host_config = HostConfig {
+        port_bindings: (!bindings.is_empty()).then_some(bindings),
+        mounts: (!mounts.is_empty()).then_some(mounts),
+        network_mode: first.as_ref().map(|(name, _)| name.clone()),
+        // drover restarts containers itself; the engine must not.
+        restart_policy: None,
+        ..Default::default()
+    };
+    let networking_config = first.map(|(name, endpoint)| NetworkingConfig {
+        endpoints_config: Some(HashMap::from([(name, endpoint)])),
+    });
+
     ContainerCreateBody {
         image: Some(service.image.clone()),
+        cmd: service.command.clone(),
+        entrypoint: service.entrypoint.clone(),
+        env: (!env.is_empty()).then_some(env),
+        labels: Some(labels(project, service, slot)),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        healthcheck,
+        user: service.user.clone(),
+        working_dir: service.working_dir.clone(),
+        hostname: service.hostname.clone(),
+        stop_signal: service.stop_signal.clone(),
+        stop_timeout: Some(service.stop_grace_period.as_secs() as i64),
+        host_config: Some(host_config),
+        networking_config,
         ..Default::default()
     }
 }
 
-pub fn extra_networks(_project: &Project, _service: &Service) -> Vec<(String, EndpointSettings)> {
-    vec![]
+/// The networks after the first (by key), with their endpoint settings, to connect after
+/// the container is created.
+pub fn extra_networks(project: &Project, service: &Service) -> Vec<(String, EndpointSettings)> {
+    service
+        .networks
+        .keys()
+        .skip(1)
+        .map(|key| endpoint(project, service, key))
+        .collect()
+}
+
+fn first_network(project: &Project, service: &Service) -> Option<(String, EndpointSettings)> {
+    service
+        .networks
+        .keys()
+        .next()
+        .map(|key| endpoint(project, service, key))
+}
+
+/// Engine network name and endpoint for one of the service's networks. The service name
+/// is always an alias, as compose does.
+fn endpoint(project: &Project, service: &Service, key: &str) -> (String, EndpointSettings) {
+    let engine_name = project
+        .networks
+        .get(key)
+        .map(|n| n.name.clone())
+        .unwrap_or_else(|| format!("{}_{key}", project.name));
+    let mut aliases = vec![service.name.clone()];
+    if let Some(net) = service.networks.get(key) {
+        for a in &net.aliases {
+            if !aliases.contains(a) {
+                aliases.push(a.clone());
+            }
+        }
+    }
+    let settings = EndpointSettings {
+        aliases: Some(aliases),
+        ..Default::default()
+    };
+    (engine_name, settings)
+}
+
+fn protocol(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+        Protocol::Sctp => "sctp",
+    }
+}
+
+fn nanos(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::*;
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    fn network(name: &str) -> Network {
+        Network {
+            name: name.to_string(),
+            driver: None,
+            external: false,
+            labels: BTreeMap::new(),
+        }
+    }
+
+    fn fixture() -> (Project, Service) {
+        let service = Service {
+            name: "web".into(),
+            replicas: 2,
+            image: "nginx:1.27".into(),
+            command: Some(vec!["nginx".into(), "-g".into(), "daemon off;".into()]),
+            entrypoint: None,
+            environment: BTreeMap::from([
+                ("MODE".to_string(), Some("prod".to_string())),
+                ("PASSTHROUGH".to_string(), None),
+            ]),
+            labels: BTreeMap::from([
+                ("team".to_string(), "edge".to_string()),
+                (LABEL_PROJECT.to_string(), "spoofed".to_string()),
+            ]),
+            ports: vec![
+                Port {
+                    target: 80,
+                    published: Some(8080),
+                    host_ip: Some("127.0.0.1".into()),
+                    protocol: Protocol::Tcp,
+                },
+                Port {
+                    target: 53,
+                    published: None,
+                    host_ip: None,
+                    protocol: Protocol::Udp,
+                },
+            ],
+            volumes: vec![
+                Mount {
+                    kind: MountKind::Bind,
+                    source: Some("/srv/html".into()),
+                    target: "/usr/share/nginx/html".into(),
+                    read_only: true,
+                },
+                Mount {
+                    kind: MountKind::Volume,
+                    source: None,
+                    target: "/cache".into(),
+                    read_only: false,
+                },
+                Mount {
+                    kind: MountKind::Tmpfs,
+                    source: None,
+                    target: "/run".into(),
+                    read_only: false,
+                },
+            ],
+            networks: BTreeMap::from([
+                ("back".to_string(), ServiceNetwork::default()),
+                (
+                    "front".to_string(),
+                    ServiceNetwork {
+                        aliases: vec!["www".into()],
+                    },
+                ),
+            ]),
+            healthcheck: Some(Healthcheck {
+                test: vec!["CMD-SHELL".into(), "curl -f localhost".into()],
+                interval: Some(Duration::from_secs(30)),
+                timeout: Some(Duration::from_millis(1500)),
+                retries: Some(3),
+                start_period: None,
+            }),
+            restart: RestartPolicy::default(),
+            stop_signal: Some("SIGQUIT".into()),
+            stop_grace_period: Duration::from_secs(45),
+            user: Some("101".into()),
+            working_dir: Some("/srv".into()),
+            hostname: None,
+            depends_on: BTreeMap::new(),
+            container_name: None,
+            config_hash: "abc123".into(),
+        };
+        let project = Project {
+            name: "shop".into(),
+            working_dir: PathBuf::from("/srv/shop"),
+            services: BTreeMap::from([("web".to_string(), service.clone())]),
+            networks: BTreeMap::from([
+                ("back".to_string(), network("backend-net")),
+                ("front".to_string(), network("shop_front")),
+            ]),
+            volumes: BTreeMap::new(),
+        };
+        (project, service)
+    }
+
+    #[test]
+    fn names_are_deterministic() {
+        let (project, mut service) = fixture();
+        assert_eq!(container_name(&project, &service, 2), "shop-web-2");
+        service.container_name = Some("fixed".into());
+        assert_eq!(container_name(&project, &service, 1), "fixed");
+    }
+
+    #[test]
+    fn labels_carry_ownership_and_compose_view() {
+        let (project, service) = fixture();
+        let l = labels(&project, &service, 3);
+        assert_eq!(l["team"], "edge");
+        assert_eq!(
+            l[LABEL_PROJECT], "shop",
+            "a user label cannot fake ownership"
+        );
+        assert_eq!(l[LABEL_SERVICE], "web");
+        assert_eq!(l[LABEL_SLOT], "3");
+        assert_eq!(l[LABEL_CONFIG_HASH], "abc123");
+        assert_eq!(l["com.docker.compose.project"], "shop");
+        assert_eq!(l["com.docker.compose.service"], "web");
+        assert_eq!(l["com.docker.compose.container-number"], "3");
+        assert_eq!(l["com.docker.compose.oneoff"], "False");
+        assert_eq!(l["com.docker.compose.config-hash"], "abc123");
+        assert!(!l.contains_key(LABEL_NODE));
+    }
+
+    #[test]
+    fn create_body_maps_the_service() {
+        let (project, service) = fixture();
+        let body = create_body(&project, &service, 1);
+        assert_eq!(body.image.as_deref(), Some("nginx:1.27"));
+        assert_eq!(body.cmd.as_ref().unwrap()[2], "daemon off;");
+        assert_eq!(body.entrypoint, None);
+        assert_eq!(
+            body.env,
+            Some(vec!["MODE=prod".to_string(), "PASSTHROUGH".to_string()])
+        );
+        assert_eq!(body.labels.as_ref().unwrap()[LABEL_SLOT], "1");
+        assert_eq!(
+            body.exposed_ports,
+            Some(vec!["80/tcp".to_string(), "53/udp".to_string()])
+        );
+        assert_eq!(body.user.as_deref(), Some("101"));
+        assert_eq!(body.working_dir.as_deref(), Some("/srv"));
+        assert_eq!(body.hostname, None);
+        assert_eq!(body.stop_signal.as_deref(), Some("SIGQUIT"));
+        assert_eq!(body.stop_timeout, Some(45));
+
+        let hc = body.healthcheck.as_ref().unwrap();
+        assert_eq!(
+            hc.test,
+            Some(vec![
+                "CMD-SHELL".to_string(),
+                "curl -f localhost".to_string()
+            ])
+        );
+        assert_eq!(hc.interval, Some(30_000_000_000));
+        assert_eq!(hc.timeout, Some(1_500_000_000));
+        assert_eq!(hc.retries, Some(3));
+        assert_eq!(hc.start_period, None);
+
+        let host = body.host_config.as_ref().unwrap();
+        assert_eq!(host.restart_policy, None, "drover owns restarts");
+        let ports = host.port_bindings.as_ref().unwrap();
+        assert_eq!(
+            ports["80/tcp"],
+            Some(vec![PortBinding {
+                host_ip: Some("127.0.0.1".into()),
+                host_port: Some("8080".into()),
+            }])
+        );
+        assert_eq!(
+            ports["53/udp"],
+            Some(vec![PortBinding {
+                host_ip: None,
+                host_port: None,
+            }])
+        );
+        let mounts = host.mounts.as_ref().unwrap();
+        assert_eq!(mounts.len(), 3);
+        assert_eq!(mounts[0].typ, Some(MountType::BIND));
+        assert_eq!(mounts[0].source.as_deref(), Some("/srv/html"));
+        assert_eq!(mounts[0].read_only, Some(true));
+        assert_eq!(mounts[1].typ, Some(MountType::VOLUME));
+        assert_eq!(mounts[1].source, None, "anonymous volume");
+        assert_eq!(mounts[2].typ, Some(MountType::TMPFS));
+
+        // The first network by key is attached at create time.
+        assert_eq!(host.network_mode.as_deref(), Some("backend-net"));
+        let endpoints = body
+            .networking_config
+            .as_ref()
+            .unwrap()
+            .endpoints_config
+            .as_ref()
+            .unwrap();
+        assert_eq!(endpoints.len(), 1);
+        assert_eq!(
+            endpoints["backend-net"].aliases,
+            Some(vec!["web".to_string()])
+        );
+    }
+
+    #[test]
+    fn other_networks_are_connected_afterwards() {
+        let (project, service) = fixture();
+        let extra = extra_networks(&project, &service);
+        assert_eq!(extra.len(), 1);
+        assert_eq!(extra[0].0, "shop_front");
+        assert_eq!(
+            extra[0].1.aliases,
+            Some(vec!["web".to_string(), "www".to_string()])
+        );
+    }
+
+    #[test]
+    fn no_networks_means_engine_default() {
+        let (project, mut service) = fixture();
+        service.networks.clear();
+        let body = create_body(&project, &service, 1);
+        assert_eq!(body.networking_config, None);
+        assert_eq!(body.host_config.unwrap().network_mode, None);
+        assert!(extra_networks(&project, &service).is_empty());
+    }
 }

@@ -2,12 +2,40 @@
 //!
 //! Loading is pure apart from reading the named files: bytes and an environment in,
 //! a validated [`Project`] or a located [`ConfigError`] out. The YAML crate is used only
-//! inside this module so it can be swapped.
+//! inside this module (in `yaml`) so it can be swapped.
+//!
+//! The steps, one file each:
+//! - `yaml`: text + environment -> a located tree; Compose interpolation, anchors, `<<`.
+//! - `dotenv`: `.env` / `env_file` syntax.
+//! - `merge`: several `-f` files -> one tree (maps merge, lists are replaced; see there).
+//! - `project`, `service`: the tree -> a validated [`Project`], warnings for keys drover
+//!   does not act on, replica targets, config hashes.
+//! - `read`, `syntax`: typed reads with located errors; Compose's small string syntaxes.
+//!
+//! Errors are one line: `file:line:column: key.path: message`. They never quote values,
+//! which may come from the environment and be secrets.
+//!
+//! Precedence: replicas `--scale` > scale file > `x-drover.scale` > `deploy.replicas` /
+//! `scale` > 1; project name `-p` > `COMPOSE_PROJECT_NAME` > `name:` > directory name;
+//! variables: process environment > `.env` (or the `--env-file`s). A service's `restart`
+//! sets the restart condition; `deploy.restart_policy` fills in what it leaves open.
+//!
+//! Compose keys drover does not act on (build with an image, logging, secrets, ...) load
+//! with one warning each; `x-*` keys are ignored silently everywhere.
 
 pub mod model;
 
+mod dotenv;
+mod merge;
+mod project;
+mod read;
+mod service;
+mod syntax;
+mod yaml;
+
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use model::*;
 
@@ -36,22 +64,8 @@ pub struct LoadOptions {
 pub struct Loaded {
     pub project: Project,
     pub warnings: Vec<String>,
-    pub settings: ControllerSettings,
-}
-
-/// Controller settings from the `x-drover` extension.
-#[derive(Debug, Clone, Default)]
-pub struct ControllerSettings {
-    pub resync_interval: Option<std::time::Duration>,
-    pub watchdog: Option<std::time::Duration>,
-    pub backoff_initial: Option<std::time::Duration>,
-    pub backoff_max: Option<std::time::Duration>,
-    pub backoff_reset: Option<std::time::Duration>,
-}
-
-/// The normalized project as YAML (for `drover check`).
-pub fn to_yaml(project: &Project) -> Result<String, String> {
-    serde_saphyr::to_string(project).map_err(|e| e.to_string())
+    /// Controller settings from the top-level `x-drover` extension.
+    pub settings: Settings,
 }
 
 /// A config problem, as one line: `file:line:column: key.path: what is wrong`.
@@ -66,8 +80,165 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The file names looked up when no `-f` is given, in order.
+pub const DEFAULT_FILES: &[&str] = &[
+    "compose.yaml",
+    "compose.yml",
+    "docker-compose.yaml",
+    "docker-compose.yml",
+];
+
 /// Load and validate the project described by `opts`.
 pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
-    let _ = opts;
-    Err(ConfigError("config loading is not written yet".into()))
+    // (name as shown to the user, path to read)
+    let files: Vec<(String, PathBuf)> = if opts.files.is_empty() {
+        let found = DEFAULT_FILES
+            .iter()
+            .find(|f| opts.cwd.join(f).is_file())
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "no compose file found in {} (looked for {})",
+                    display_dir(&opts.cwd),
+                    DEFAULT_FILES.join(", ")
+                ))
+            })?;
+        vec![(found.to_string(), opts.cwd.join(found))]
+    } else {
+        opts.files
+            .iter()
+            .map(|f| (f.display().to_string(), opts.cwd.join(f)))
+            .collect()
+    };
+    let project_dir = {
+        let first = syntax::join_lexically(Path::new(""), &files[0].1);
+        first.parent().map(Path::to_path_buf).unwrap_or_default()
+    };
+
+    let env = environment(opts, &project_dir)?;
+
+    let mut root: Option<yaml::Node> = None;
+    for (shown, path) in &files {
+        let text = read_file(shown, path)?;
+        let node = parse(shown, &text, Some(&env))?;
+        root = Some(match root {
+            None => node,
+            Some(base) => merge::merge_files(base, node),
+        });
+    }
+    let root = root.unwrap_or(yaml::Node {
+        kind: yaml::Kind::Null,
+        loc: yaml::Loc {
+            file: Arc::from(""),
+            line: 0,
+            column: 0,
+        },
+    });
+
+    let scale_file = match &opts.scale_file {
+        Some(f) => {
+            let shown = f.display().to_string();
+            let text = read_file(&shown, &opts.cwd.join(f))?;
+            Some(parse(&shown, &text, None)?)
+        }
+        None => None,
+    };
+
+    let mut warnings = read::Warnings::default();
+    let inputs = project::Inputs {
+        project_dir: &project_dir,
+        env: &env,
+        project_name: opts.project_name.as_deref(),
+        scale: &opts.scale,
+        scale_file: scale_file.as_ref(),
+    };
+    let (project, settings) = project::build(&root, &inputs, &mut warnings)?;
+    Ok(Loaded {
+        project,
+        warnings: warnings.0,
+        settings,
+    })
+}
+
+fn display_dir(dir: &Path) -> String {
+    if dir.as_os_str().is_empty() {
+        ".".to_string()
+    } else {
+        dir.display().to_string()
+    }
+}
+
+fn read_file(shown: &str, path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ConfigError(format!("{shown}: no such file")),
+        _ => ConfigError(format!("{shown}: cannot read: {e}")),
+    })
+}
+
+fn parse(
+    shown: &str,
+    text: &str,
+    env: Option<&HashMap<String, String>>,
+) -> Result<yaml::Node, ConfigError> {
+    yaml::parse(&Arc::from(shown), text, env).map_err(|e| {
+        let mut out = shown.to_string();
+        if e.line > 0 {
+            out.push_str(&format!(":{}:{}", e.line, e.column));
+        }
+        if !e.path.is_empty() {
+            out.push_str(&format!(": {}", e.path));
+        }
+        out.push_str(&format!(": {}", e.message));
+        ConfigError(out)
+    })
+}
+
+/// The interpolation environment: `.env` beside the first file (or the `--env-file`s
+/// instead), overlaid by the process environment.
+fn environment(
+    opts: &LoadOptions,
+    project_dir: &Path,
+) -> Result<HashMap<String, String>, ConfigError> {
+    let (files, required): (Vec<(String, PathBuf)>, bool) = if opts.env_files.is_empty() {
+        let p = project_dir.join(".env");
+        (vec![(p.display().to_string(), p)], false)
+    } else {
+        let files = opts
+            .env_files
+            .iter()
+            .map(|f| (f.display().to_string(), opts.cwd.join(f)))
+            .collect();
+        (files, true)
+    };
+    let mut env: HashMap<String, String> = HashMap::new();
+    for (shown, path) in files {
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ConfigError(format!("{shown}: no such file")));
+            }
+            Err(e) => return Err(ConfigError(format!("{shown}: cannot read: {e}"))),
+        };
+        // Values may refer to the process environment and to earlier entries.
+        let mut lookup = opts.env.clone();
+        for (k, v) in &env {
+            lookup.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        let entries = dotenv::parse(&text, &lookup)
+            .map_err(|(line, msg)| ConfigError(format!("{shown}:{line}: {msg}")))?;
+        for (k, v) in entries {
+            if let Some(v) = v {
+                env.insert(k, v);
+            }
+        }
+    }
+    for (k, v) in &opts.env {
+        env.insert(k.clone(), v.clone());
+    }
+    Ok(env)
+}
+
+/// The normalized project as YAML (for `drover check`).
+pub fn to_yaml(project: &Project) -> Result<String, String> {
+    serde_saphyr::to_string(project).map_err(|e| e.to_string())
 }

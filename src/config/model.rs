@@ -209,3 +209,23 @@ impl Project {
         done
     }
 }
+
+/// Controller settings from the top-level `x-drover` extension of the Compose file.
+/// `None` everywhere means "use drover's defaults".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Settings {
+    /// How often the full list of containers is re-read from every engine.
+    pub resync_interval: Option<Duration>,
+    /// How long an engine event stream may stay silent before it is treated as dead.
+    pub watchdog: Option<Duration>,
+    pub backoff: BackoffSettings,
+}
+
+/// Restart backoff of one slot: `initial`, doubling up to `max`; a container that has run
+/// for `reset_after` starts again from `initial`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BackoffSettings {
+    pub initial: Option<Duration>,
+    pub max: Option<Duration>,
+    pub reset_after: Option<Duration>,
+}

@@ -1,0 +1,418 @@
+//! The merged Compose tree -> a validated [`Project`]: top-level keys, project name,
+//! networks and volumes, services, `x-drover`, replica targets, dependency checks,
+//! config hashes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use super::ConfigError;
+use super::model::*;
+use super::read::{self, Result, Warnings, child, fail};
+use super::service::{self, Cx, Draft};
+use super::syntax;
+use super::yaml::{Key, Kind, Node};
+
+/// Everything besides the merged Compose tree that decides the project.
+pub struct Inputs<'a> {
+    pub project_dir: &'a Path,
+    pub env: &'a HashMap<String, String>,
+    /// `-p`.
+    pub project_name: Option<&'a str>,
+    /// `--scale`.
+    pub scale: &'a [(String, u32)],
+    /// The parsed scale file.
+    pub scale_file: Option<&'a Node>,
+}
+
+const TOP_UNSUPPORTED: &[&str] = &["configs", "include", "models", "secrets"];
+
+pub fn build(root: &Node, inp: &Inputs, warnings: &mut Warnings) -> Result<(Project, Settings)> {
+    let entries: &[(Key, Node)] = match &root.kind {
+        Kind::Null => &[],
+        _ => read::map(root, "")?,
+    };
+    let mut name_node = None;
+    let mut services_node = None;
+    let mut networks_node = None;
+    let mut volumes_node = None;
+    let mut drover_node = None;
+    for (k, v) in entries {
+        match k.name.as_str() {
+            "name" => name_node = Some(v),
+            "services" => services_node = Some(v),
+            "networks" => networks_node = Some(v),
+            "volumes" => volumes_node = Some(v),
+            "version" => {}
+            "x-drover" => drover_node = Some(v),
+            key if key.starts_with("x-") => {}
+            key if TOP_UNSUPPORTED.contains(&key) => {
+                warnings.at(&k.loc, key, "not supported yet, ignored")
+            }
+            key => warnings.at(&k.loc, key, "unknown key, ignored"),
+        }
+    }
+
+    let name = project_name(inp, name_node)?;
+
+    let networks = match networks_node {
+        Some(n) => definitions(&name, n, "networks", warnings)?,
+        None => BTreeMap::new(),
+    };
+    let mut networks: BTreeMap<String, Network> = networks
+        .into_iter()
+        .map(|(k, d)| {
+            let net = Network {
+                name: d.name,
+                driver: d.driver,
+                external: d.external,
+                labels: d.labels,
+            };
+            (k, net)
+        })
+        .collect();
+    let volumes: BTreeMap<String, Volume> = match volumes_node {
+        Some(n) => definitions(&name, n, "volumes", warnings)?,
+        None => BTreeMap::new(),
+    }
+    .into_iter()
+    .map(|(k, d)| {
+        let vol = Volume {
+            name: d.name,
+            driver: d.driver,
+            external: d.external,
+            labels: d.labels,
+        };
+        (k, vol)
+    })
+    .collect();
+
+    let service_entries: &[(Key, Node)] = match services_node {
+        Some(n) => read::map_or_null(n, "services")?,
+        None => &[],
+    };
+    if service_entries.is_empty() {
+        let loc = services_node.map_or(&root.loc, |n| &n.loc);
+        return Err(fail(loc, "services", "no services defined"));
+    }
+    let names: BTreeSet<String> = service_entries
+        .iter()
+        .map(|(k, _)| k.name.clone())
+        .collect();
+    let mut drafts: BTreeMap<String, Draft> = BTreeMap::new();
+    for (k, v) in service_entries {
+        let mut cx = Cx {
+            project_dir: inp.project_dir,
+            env: inp.env,
+            networks: &networks,
+            volumes: &volumes,
+            services: &names,
+            warnings,
+        };
+        let draft = service::read(&mut cx, &k.name, &k.loc, v)?;
+        drafts.insert(k.name.clone(), draft);
+    }
+
+    let uses_default = drafts
+        .values()
+        .any(|d| d.service.networks.contains_key("default"));
+    if uses_default && !networks.contains_key("default") {
+        networks.insert(
+            "default".to_string(),
+            Network {
+                name: format!("{name}_default"),
+                driver: None,
+                external: false,
+                labels: BTreeMap::new(),
+            },
+        );
+    }
+
+    check_cycles(&drafts)?;
+
+    let (settings, drover_scale) = match drover_node {
+        Some(n) => x_drover(n, &names, warnings)?,
+        None => (Settings::default(), BTreeMap::new()),
+    };
+    let file_scale = match inp.scale_file {
+        Some(n) => scale_file(n, &names)?,
+        None => BTreeMap::new(),
+    };
+    for (svc, _) in inp.scale {
+        if !names.contains(svc) {
+            return Err(ConfigError(format!(
+                "--scale {svc}: no such service (services: {})",
+                names.iter().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+
+    let mut services = BTreeMap::new();
+    for (svc_name, d) in drafts {
+        let mut s = d.service;
+        s.replicas = inp
+            .scale
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == svc_name)
+            .map(|(_, r)| *r)
+            .or_else(|| file_scale.get(&svc_name).copied())
+            .or_else(|| drover_scale.get(&svc_name).copied())
+            .or(d.file_replicas)
+            .unwrap_or(1);
+        if let (Some(cn), Some(loc)) = (&s.container_name, &d.container_name_loc)
+            && s.replicas > 1
+        {
+            return Err(fail(
+                loc,
+                &format!("services.{svc_name}.container_name"),
+                format!(
+                    "{cn:?} fixes the name of the one container, so the service cannot have \
+                     {} replicas (compose refuses to scale it too); remove container_name",
+                    s.replicas
+                ),
+            ));
+        }
+        s.config_hash = config_hash(&s, &networks, &volumes);
+        services.insert(svc_name, s);
+    }
+
+    let project = Project {
+        name,
+        working_dir: inp.project_dir.to_path_buf(),
+        services,
+        networks,
+        volumes,
+    };
+    Ok((project, settings))
+}
+
+/// `-p` > COMPOSE_PROJECT_NAME > `name:` > the project directory's name.
+fn project_name(inp: &Inputs, name_node: Option<&Node>) -> Result<String> {
+    if let Some(p) = inp.project_name {
+        return syntax::normalize_project_name(p).map_err(ConfigError);
+    }
+    if let Some(p) = inp
+        .env
+        .get("COMPOSE_PROJECT_NAME")
+        .filter(|p| !p.is_empty())
+    {
+        return syntax::normalize_project_name(p)
+            .map_err(|m| ConfigError(format!("COMPOSE_PROJECT_NAME: {m}")));
+    }
+    if let Some(n) = name_node
+        && let Some(p) = read::opt_string(n, "name")?
+    {
+        return syntax::normalize_project_name(&p).map_err(|m| fail(&n.loc, "name", m));
+    }
+    let dir = inp
+        .project_dir
+        .file_name()
+        .map(|d| d.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    syntax::normalize_project_name(&dir).map_err(|m| {
+        ConfigError(format!(
+            "{m} (the name comes from the directory {}; set name: or -p)",
+            inp.project_dir.display()
+        ))
+    })
+}
+
+/// A top-level network or volume definition.
+struct Definition {
+    name: String,
+    driver: Option<String>,
+    external: bool,
+    labels: BTreeMap<String, String>,
+}
+
+fn definitions(
+    project: &str,
+    node: &Node,
+    section: &str,
+    warnings: &mut Warnings,
+) -> Result<BTreeMap<String, Definition>> {
+    let mut out = BTreeMap::new();
+    for (k, v) in read::map_or_null(node, section)? {
+        let p = child(section, &k.name);
+        let mut explicit_name = None;
+        let mut def = Definition {
+            name: String::new(),
+            driver: None,
+            external: false,
+            labels: BTreeMap::new(),
+        };
+        for (dk, dv) in read::map_or_null(v, &p)? {
+            let dp = child(&p, &dk.name);
+            match dk.name.as_str() {
+                "name" => explicit_name = read::opt_string(dv, &dp)?,
+                "driver" => def.driver = read::opt_string(dv, &dp)?,
+                "external" => match &dv.kind {
+                    // Legacy form: `external: {name: x}`.
+                    Kind::Map(_) => {
+                        def.external = true;
+                        if let Some(n) = dv.get("name") {
+                            explicit_name = read::opt_string(n, &child(&dp, "name"))?;
+                        }
+                    }
+                    _ => def.external = read::boolean(dv, &dp)?,
+                },
+                "labels" => {
+                    for e in read::map_or_list(dv, &dp)? {
+                        def.labels.insert(e.key, e.value.unwrap_or_default());
+                    }
+                }
+                key if key.starts_with("x-") => {}
+                "driver_opts" | "ipam" | "internal" | "attachable" | "enable_ipv4"
+                | "enable_ipv6" => warnings.at(&dk.loc, &dp, "not supported yet, ignored"),
+                _ => warnings.at(&dk.loc, &dp, "unknown key, ignored"),
+            }
+        }
+        def.name = match (explicit_name, def.external) {
+            (Some(n), _) => n,
+            (None, true) => k.name.clone(),
+            (None, false) => format!("{project}_{}", k.name),
+        };
+        out.insert(k.name.clone(), def);
+    }
+    Ok(out)
+}
+
+/// Reject `depends_on` cycles, naming the cycle.
+fn check_cycles(drafts: &BTreeMap<String, Draft>) -> Result<()> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Active,
+        Done,
+    }
+    fn visit<'a>(
+        name: &'a str,
+        drafts: &'a BTreeMap<String, Draft>,
+        marks: &mut HashMap<&'a str, Mark>,
+        stack: &mut Vec<&'a str>,
+    ) -> Result<()> {
+        match marks.get(name).copied().unwrap_or(Mark::New) {
+            Mark::Done => return Ok(()),
+            Mark::Active => {
+                let start = stack.iter().position(|s| *s == name).unwrap_or(0);
+                let mut cycle: Vec<&str> = stack[start..].to_vec();
+                cycle.push(name);
+                let first = cycle[0];
+                let d = &drafts[first];
+                let loc = d.depends_locs.get(cycle[1]).unwrap_or(&d.loc);
+                return Err(fail(
+                    loc,
+                    &format!("services.{first}.depends_on"),
+                    format!("dependency cycle: {}", cycle.join(" -> ")),
+                ));
+            }
+            Mark::New => {}
+        }
+        marks.insert(name, Mark::Active);
+        stack.push(name);
+        if let Some(d) = drafts.get(name) {
+            for dep in d.service.depends_on.keys() {
+                visit(dep, drafts, marks, stack)?;
+            }
+        }
+        stack.pop();
+        marks.insert(name, Mark::Done);
+        Ok(())
+    }
+    let mut marks = HashMap::new();
+    for name in drafts.keys() {
+        visit(name, drafts, &mut marks, &mut Vec::new())?;
+    }
+    Ok(())
+}
+
+/// `service: count` entries, each checked against the services.
+fn counts(node: &Node, path: &str, names: &BTreeSet<String>) -> Result<BTreeMap<String, u32>> {
+    let mut out = BTreeMap::new();
+    for (k, v) in read::map_or_null(node, path)? {
+        let p = child(path, &k.name);
+        if !names.contains(&k.name) {
+            return Err(fail(&k.loc, &p, "no such service"));
+        }
+        out.insert(k.name.clone(), read::u32_(v, &p)?);
+    }
+    Ok(out)
+}
+
+fn scale_file(node: &Node, names: &BTreeSet<String>) -> Result<BTreeMap<String, u32>> {
+    counts(node, "", names)
+}
+
+fn x_drover(
+    node: &Node,
+    names: &BTreeSet<String>,
+    warnings: &mut Warnings,
+) -> Result<(Settings, BTreeMap<String, u32>)> {
+    let mut settings = Settings::default();
+    let mut scale = BTreeMap::new();
+    let path = "x-drover";
+    for (k, v) in read::map_or_null(node, path)? {
+        let p = child(path, &k.name);
+        match k.name.as_str() {
+            "scale" => scale = counts(v, &p, names)?,
+            "resync_interval" => settings.resync_interval = read::opt_duration(v, &p)?,
+            "watchdog" => settings.watchdog = read::opt_duration(v, &p)?,
+            "backoff" => {
+                for (bk, bv) in read::map_or_null(v, &p)? {
+                    let bp = child(&p, &bk.name);
+                    match bk.name.as_str() {
+                        "initial" => settings.backoff.initial = read::opt_duration(bv, &bp)?,
+                        "max" => settings.backoff.max = read::opt_duration(bv, &bp)?,
+                        "reset_after" => {
+                            settings.backoff.reset_after = read::opt_duration(bv, &bp)?
+                        }
+                        _ => warnings.at(&bk.loc, &bp, "unknown key, ignored"),
+                    }
+                }
+            }
+            _ => warnings.at(&k.loc, &p, "unknown key, ignored"),
+        }
+    }
+    Ok((settings, scale))
+}
+
+/// sha256 (hex) of everything that shapes the service's containers: the service without
+/// its name, replica target and dependencies, plus the definitions of the networks and
+/// volumes it uses. Serialized as JSON with sorted keys, so it is stable across loads.
+pub fn config_hash(
+    s: &Service,
+    networks: &BTreeMap<String, Network>,
+    volumes: &BTreeMap<String, Volume>,
+) -> String {
+    let mut value = serde_json::to_value(s).unwrap_or_default();
+    if let Some(obj) = value.as_object_mut() {
+        for k in ["name", "replicas", "depends_on", "config_hash"] {
+            obj.remove(k);
+        }
+        let nets: BTreeMap<&String, &Network> = s
+            .networks
+            .keys()
+            .filter_map(|k| networks.get_key_value(k))
+            .collect();
+        let vols: BTreeMap<&String, &Volume> = volumes
+            .iter()
+            .filter(|(_, v)| {
+                s.volumes
+                    .iter()
+                    .any(|m| m.kind == MountKind::Volume && m.source.as_deref() == Some(&v.name))
+            })
+            .collect();
+        obj.insert(
+            "network_definitions".into(),
+            serde_json::to_value(nets).unwrap_or_default(),
+        );
+        obj.insert(
+            "volume_definitions".into(),
+            serde_json::to_value(vols).unwrap_or_default(),
+        );
+    }
+    let digest = Sha256::digest(value.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}

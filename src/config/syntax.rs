@@ -1,0 +1,366 @@
+//! Compose's small string syntaxes, parsed without any YAML: durations, shell words,
+//! port and volume short forms, project names, lexical path joins.
+//!
+//! Each parser returns a short user-facing message on failure; the caller adds the
+//! file location and key path.
+
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use super::model::{MountKind, Protocol};
+
+/// A Compose/Go duration: `1m30s`, `10s`, `500ms`, `1.5h`, `2us`, `100ns`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || "expected a duration like 10s, 1m30s or 500ms".to_string();
+    let s = s.trim();
+    if s.is_empty() {
+        return Err(bad());
+    }
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        if num_len == 0 {
+            return Err(bad());
+        }
+        let n: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let nanos_per = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        total += n * nanos_per;
+        rest = &rest[unit_len..];
+    }
+    if !total.is_finite() || total > u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(Duration::from_nanos(total.round() as u64))
+}
+
+/// Split a command line into words like a POSIX shell does (quotes and backslashes;
+/// no expansion), as Compose does for string `command`/`entrypoint`.
+pub fn shell_split(s: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => cur.push(c),
+                        None => return Err("unterminated single quote".into()),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\' | '$' | '`')) => cur.push(c),
+                            Some('\n') => {}
+                            Some(c) => {
+                                cur.push('\\');
+                                cur.push(c);
+                            }
+                            None => return Err("unterminated double quote".into()),
+                        },
+                        Some(c) => cur.push(c),
+                        None => return Err("unterminated double quote".into()),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                match chars.next() {
+                    Some('\n') => {}
+                    Some(c) => cur.push(c),
+                    None => cur.push('\\'),
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    Ok(words)
+}
+
+/// One entry of the port short syntax, before range expansion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSpec {
+    pub host_ip: Option<String>,
+    /// Inclusive host port range; `None`: ephemeral.
+    pub published: Option<(u16, u16)>,
+    /// Inclusive container port range.
+    pub target: (u16, u16),
+    pub protocol: Protocol,
+}
+
+pub fn parse_protocol(s: &str) -> Result<Protocol, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "tcp" => Ok(Protocol::Tcp),
+        "udp" => Ok(Protocol::Udp),
+        "sctp" => Ok(Protocol::Sctp),
+        _ => Err("protocol must be tcp, udp or sctp".into()),
+    }
+}
+
+pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let bad = || "expected a port number (1-65535) or a range like 9000-9001".to_string();
+    let (a, b) = match s.split_once('-') {
+        Some((a, b)) => (a, b),
+        None => (s, s),
+    };
+    let a: u16 = a.trim().parse().map_err(|_| bad())?;
+    let b: u16 = b.trim().parse().map_err(|_| bad())?;
+    if a == 0 || b < a {
+        return Err(bad());
+    }
+    Ok((a, b))
+}
+
+/// `[host_ip:][published[-range]:]target[-range][/protocol]`; IPv6 host addresses in brackets.
+pub fn parse_port_short(s: &str) -> Result<PortSpec, String> {
+    let (body, protocol) = match s.rsplit_once('/') {
+        Some((b, p)) => (b, parse_protocol(p)?),
+        None => (s, Protocol::Tcp),
+    };
+    let (host_ip, rest) = if let Some(after) = body.strip_prefix('[') {
+        let (ip, rest) = after
+            .split_once(']')
+            .ok_or("unclosed [ in the host address")?;
+        let rest = rest
+            .strip_prefix(':')
+            .ok_or("expected HOST_IP:PUBLISHED:TARGET")?;
+        (Some(ip.to_string()), rest)
+    } else {
+        let parts: Vec<&str> = body.split(':').collect();
+        match parts.len() {
+            1 | 2 => (None, body),
+            3 => (Some(parts[0].to_string()), &body[parts[0].len() + 1..]),
+            _ => return Err("expected [HOST_IP:][PUBLISHED:]TARGET[/PROTOCOL]".into()),
+        }
+    };
+    let (published, target) = match rest.split_once(':') {
+        Some((p, t)) => (Some(p), t),
+        None => (None, rest),
+    };
+    let target = parse_port_range(target)?;
+    let published = match published {
+        None | Some("") => None,
+        Some(p) => Some(parse_port_range(p)?),
+    };
+    if let Some((a, b)) = published
+        && b - a != target.1 - target.0
+    {
+        return Err("published and target port ranges must have the same length".into());
+    }
+    Ok(PortSpec {
+        host_ip: host_ip.filter(|ip| !ip.is_empty()),
+        published,
+        target,
+        protocol,
+    })
+}
+
+/// One entry of the volume short syntax, before named volumes are resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeSpec {
+    pub kind: MountKind,
+    /// Bind: the host path as written. Volume: the volume key, or `None` for anonymous.
+    pub source: Option<String>,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// Whether a short-syntax source is a host path (not a named volume).
+pub fn is_host_path(source: &str) -> bool {
+    source.starts_with('.') || source.starts_with('/') || source.starts_with('~')
+}
+
+/// `SOURCE:TARGET[:MODE]` or `TARGET` (anonymous volume).
+pub fn parse_volume_short(s: &str) -> Result<VolumeSpec, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let (source, target, mode) = match parts.as_slice() {
+        [t] => (None, *t, None),
+        [s, t] => (Some(*s), *t, None),
+        [s, t, m] => (Some(*s), *t, Some(*m)),
+        _ => return Err("expected SOURCE:TARGET[:MODE] or TARGET".into()),
+    };
+    if !target.starts_with('/') {
+        return Err("the container path must be absolute".into());
+    }
+    let mut read_only = false;
+    if let Some(mode) = mode {
+        for m in mode.split(',') {
+            match m {
+                "ro" => read_only = true,
+                "rw" | "z" | "Z" | "consistent" | "cached" | "delegated" | "nocopy" => {}
+                _ => {
+                    return Err("mode must be ro or rw (optionally with z, Z, nocopy)".into());
+                }
+            }
+        }
+    }
+    let kind = match source {
+        Some(s) if is_host_path(s) => MountKind::Bind,
+        Some("") => return Err("empty source".into()),
+        _ => MountKind::Volume,
+    };
+    Ok(VolumeSpec {
+        kind,
+        source: source.map(str::to_string),
+        target: target.to_string(),
+        read_only,
+    })
+}
+
+/// Normalize a project name like Compose: lowercase, drop characters outside
+/// `[a-z0-9_-]`; the result must start with a letter or digit.
+pub fn normalize_project_name(raw: &str) -> Result<String, String> {
+    let name: String = raw
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-')
+        .collect();
+    match name.chars().next() {
+        Some(c) if c.is_ascii_alphanumeric() => Ok(name),
+        _ => Err(format!(
+            "project name {raw:?} must contain only lowercase letters, digits, dashes and \
+             underscores, and start with a letter or digit"
+        )),
+    }
+}
+
+/// `base.join(path)` with `.` and `..` resolved lexically (no filesystem access).
+pub fn join_lexically(base: &Path, path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in base.join(path).components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            c => out.push(c.as_os_str()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2us"), Ok(Duration::from_micros(2)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("abc").is_err());
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn shell_words() {
+        assert_eq!(
+            shell_split(r#"sh -c 'echo "hi there"' a\ b "x\"y""#).unwrap(),
+            vec!["sh", "-c", "echo \"hi there\"", "a b", "x\"y"]
+        );
+        assert_eq!(shell_split("  ").unwrap(), Vec::<String>::new());
+        assert_eq!(shell_split("a ''").unwrap(), vec!["a", ""]);
+        assert!(shell_split("'open").is_err());
+    }
+
+    #[test]
+    fn ports() {
+        let p = parse_port_short("127.0.0.1:8080:80/udp").unwrap();
+        assert_eq!(p.host_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(p.published, Some((8080, 8080)));
+        assert_eq!(p.target, (80, 80));
+        assert_eq!(p.protocol, Protocol::Udp);
+        let p = parse_port_short("80").unwrap();
+        assert_eq!((p.published, p.target), (None, (80, 80)));
+        let p = parse_port_short("9000-9001:9000-9001").unwrap();
+        assert_eq!((p.published, p.target), (Some((9000, 9001)), (9000, 9001)));
+        let p = parse_port_short("[::1]:53:53/udp").unwrap();
+        assert_eq!(p.host_ip.as_deref(), Some("::1"));
+        let p = parse_port_short("127.0.0.1::80").unwrap();
+        assert_eq!(p.published, None);
+        assert!(parse_port_short("9000-9002:80-81").is_err());
+        assert!(parse_port_short("http").is_err());
+        assert!(parse_port_short("80/quic").is_err());
+        assert!(parse_port_short("70000").is_err());
+    }
+
+    #[test]
+    fn volumes() {
+        let v = parse_volume_short("./data:/data:ro").unwrap();
+        assert_eq!(v.kind, MountKind::Bind);
+        assert!(v.read_only);
+        let v = parse_volume_short("named:/data").unwrap();
+        assert_eq!(
+            (v.kind, v.source.as_deref()),
+            (MountKind::Volume, Some("named"))
+        );
+        let v = parse_volume_short("/anon").unwrap();
+        assert_eq!((v.kind, v.source), (MountKind::Volume, None));
+        assert!(parse_volume_short("data:relative").is_err());
+        assert!(parse_volume_short("a:/b:bogus").is_err());
+    }
+
+    #[test]
+    fn project_names() {
+        assert_eq!(normalize_project_name("My.App_1").unwrap(), "myapp_1");
+        assert!(normalize_project_name("_x").is_err());
+        assert!(normalize_project_name("...").is_err());
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(
+            join_lexically(Path::new("/p/q"), Path::new("./data/../x")),
+            PathBuf::from("/p/q/x")
+        );
+        assert_eq!(
+            join_lexically(Path::new("/p/q"), Path::new("/abs")),
+            PathBuf::from("/abs")
+        );
+    }
+}
