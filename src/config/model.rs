@@ -50,6 +50,7 @@ pub struct Service {
     pub restart: RestartPolicy,
     pub stop_signal: Option<String>,
     /// Compose default: 10 s.
+    #[serde(serialize_with = "human")]
     pub stop_grace_period: Duration,
     pub user: Option<String>,
     pub working_dir: Option<String>,
@@ -127,9 +128,12 @@ pub struct Volume {
 pub struct Healthcheck {
     /// Engine form: `["NONE"]`, `["CMD", ...]` or `["CMD-SHELL", "..."]`.
     pub test: Vec<String>,
+    #[serde(serialize_with = "human_opt")]
     pub interval: Option<Duration>,
+    #[serde(serialize_with = "human_opt")]
     pub timeout: Option<Duration>,
     pub retries: Option<u32>,
+    #[serde(serialize_with = "human_opt")]
     pub start_period: Option<Duration>,
 }
 
@@ -151,6 +155,7 @@ pub struct RestartPolicy {
     /// Give up after this many restarts of one slot (`on-failure:N`, `max_attempts`).
     pub max_attempts: Option<u32>,
     /// `deploy.restart_policy.delay`: replaces the backoff's first step when set.
+    #[serde(serialize_with = "human_opt")]
     pub delay: Option<Duration>,
 }
 
@@ -215,8 +220,10 @@ impl Project {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Settings {
     /// How often the full list of containers is re-read from every engine.
+    #[serde(serialize_with = "human_opt")]
     pub resync_interval: Option<Duration>,
     /// How long an engine event stream may stay silent before it is treated as dead.
+    #[serde(serialize_with = "human_opt")]
     pub watchdog: Option<Duration>,
     pub backoff: BackoffSettings,
 }
@@ -225,7 +232,22 @@ pub struct Settings {
 /// for `reset_after` starts again from `initial`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct BackoffSettings {
+    #[serde(serialize_with = "human_opt")]
     pub initial: Option<Duration>,
+    #[serde(serialize_with = "human_opt")]
     pub max: Option<Duration>,
+    #[serde(serialize_with = "human_opt")]
     pub reset_after: Option<Duration>,
+}
+
+/// Durations print as compose writes them (`10s`, `1m 30s`), not as seconds and nanos.
+fn human<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+fn human_opt<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => human(d, s),
+        None => s.serialize_none(),
+    }
 }
