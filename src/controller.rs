@@ -11,13 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bollard::Docker;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{self, LoadOptions, Project};
 use crate::execute::{Executor, Outcome};
-use crate::observe::{self, EventWatch, EventWatchConfig, Snapshot, State};
+use crate::observe::{self, EventWatch, EventWatchConfig, Snapshot, State, Trigger};
 use crate::plan::{self, Action, Backoff, BackoffConfig};
 
 /// Controller settings (flags, then `x-drover`, then defaults).
@@ -95,7 +94,7 @@ impl Controller {
 
     /// Reconcile until `cancel` fires.
     pub async fn run(mut self, cancel: CancellationToken) {
-        let notify = Arc::new(Notify::new());
+        let trigger = Arc::new(Trigger::default());
         let watch = EventWatch::new(
             self.docker.clone(),
             EventWatchConfig {
@@ -104,7 +103,7 @@ impl Controller {
                 retry_max: Duration::from_secs(5),
                 engine: self.engine.clone(),
             },
-            notify.clone(),
+            trigger.clone(),
         );
         let events = tokio::spawn(watch.run(cancel.child_token()));
         let mut hangup = hangup_stream();
@@ -127,7 +126,7 @@ impl Controller {
             };
             let reload = tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = notify.notified() => false,
+                _ = trigger.wait() => false,
                 _ = tokio::time::sleep_until(wake_at.into()) => false,
                 _ = file_check.tick() => {
                     if !self.files_changed() { continue; }
@@ -144,9 +143,10 @@ impl Controller {
             if Instant::now() >= next_resync {
                 next_resync = Instant::now() + self.settings.resync_interval;
             }
+            let changed = trigger.take_changed();
             requeue = tokio::select! {
                 _ = cancel.cancelled() => break,
-                r = self.pass() => r.map(|d| Instant::now() + d),
+                r = self.pass(&changed) => r.map(|d| Instant::now() + d),
             };
         }
         events.abort();
@@ -154,9 +154,9 @@ impl Controller {
     }
 
     /// One reconcile pass. Returns when to plan again regardless of events.
-    pub async fn pass(&mut self) -> Option<Duration> {
+    pub async fn pass(&mut self, changed: &HashSet<String>) -> Option<Duration> {
         let started = Instant::now();
-        let snapshot = match observe::snapshot(&self.docker, &self.project.name).await {
+        let snapshot = match observe::snapshot(&self.docker, &self.project.name, changed).await {
             Ok(s) => s,
             Err(e) => {
                 if !self.said.engine_down {

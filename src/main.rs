@@ -237,7 +237,7 @@ fn settings(args: &RunArgs, loaded: &config::Loaded) -> Settings {
 }
 
 async fn print_plan(docker: &bollard::Docker, project: &config::Project) -> ExitCode {
-    let snapshot = match observe::snapshot(docker, &project.name).await {
+    let snapshot = match observe::snapshot(docker, &project.name, &Default::default()).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!(

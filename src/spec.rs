@@ -12,7 +12,8 @@ use std::collections::HashMap;
 
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, Mount as EngineMount,
-    MountType, NetworkingConfig, PortBinding, PortMap,
+    MountType, NetworkingConfig, PortBinding, PortMap, RestartPolicy as EngineRestartPolicy,
+    RestartPolicyNameEnum,
 };
 
 use crate::config::{MountKind, Project, Protocol, Service};
@@ -122,8 +123,12 @@ pub fn create_body(project: &Project, service: &Service, slot: u32) -> Container
         port_bindings: (!bindings.is_empty()).then_some(bindings),
         mounts: (!mounts.is_empty()).then_some(mounts),
         network_mode: first.as_ref().map(|(name, _)| name.clone()),
-        // drover restarts containers itself; the engine must not.
-        restart_policy: None,
+        // drover restarts containers itself; the engine must not (said explicitly, so
+        // `docker inspect` shows `no` on every engine version).
+        restart_policy: Some(EngineRestartPolicy {
+            name: Some(RestartPolicyNameEnum::NO),
+            maximum_retry_count: None,
+        }),
         ..Default::default()
     };
     let networking_config = first.map(|(name, endpoint)| NetworkingConfig {
@@ -372,7 +377,11 @@ mod tests {
         assert_eq!(hc.start_period, None);
 
         let host = body.host_config.as_ref().unwrap();
-        assert_eq!(host.restart_policy, None, "drover owns restarts");
+        assert_eq!(
+            host.restart_policy.as_ref().and_then(|p| p.name),
+            Some(RestartPolicyNameEnum::NO),
+            "drover owns restarts"
+        );
         let ports = host.port_bindings.as_ref().unwrap();
         assert_eq!(
             ports["80/tcp"],

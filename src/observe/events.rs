@@ -8,8 +8,8 @@
 //! the controller, which then lists the engine: events lost in any gap are
 //! covered by that list.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::Docker;
@@ -20,6 +20,43 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::spec::LABEL_PROJECT;
+
+/// What the event watcher hands the controller: a wake-up, and the ids of the
+/// containers that changed.
+///
+/// The ids matter because the engine announces an exit (`die`) before its container
+/// list reflects it: a list taken right after the event can still say `running`.
+/// Inspecting the named containers reads their live state.
+#[derive(Debug, Default)]
+pub struct Trigger {
+    notify: Notify,
+    changed: Mutex<HashSet<String>>,
+}
+
+impl Trigger {
+    /// Wake the controller, noting which container changed (if any).
+    pub fn poke(&self, container: Option<&str>) {
+        if let Some(id) = container
+            && let Ok(mut set) = self.changed.lock()
+        {
+            set.insert(id.to_string());
+        }
+        self.notify.notify_one();
+    }
+
+    /// Wait for the next poke (one stored poke is returned at once).
+    pub async fn wait(&self) {
+        self.notify.notified().await
+    }
+
+    /// The containers changed since the last call.
+    pub fn take_changed(&self) -> HashSet<String> {
+        self.changed
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default()
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct EventWatchConfig {
@@ -36,17 +73,17 @@ pub struct EventWatchConfig {
 pub struct EventWatch {
     docker: Docker,
     cfg: EventWatchConfig,
-    notify: Arc<Notify>,
+    trigger: Arc<Trigger>,
     /// Last event time seen, as `secs.nanos` for `since`.
     since: Option<String>,
 }
 
 impl EventWatch {
-    pub fn new(docker: Docker, cfg: EventWatchConfig, notify: Arc<Notify>) -> Self {
+    pub fn new(docker: Docker, cfg: EventWatchConfig, trigger: Arc<Trigger>) -> Self {
         EventWatch {
             docker,
             cfg,
-            notify,
+            trigger,
             since: None,
         }
     }
@@ -114,7 +151,7 @@ impl EventWatch {
             );
         }
         // Whatever happened while the stream was closed, a fresh list covers it.
-        self.notify.notify_one();
+        self.trigger.poke(None);
         let mut stream = self.docker.events(Some(opts));
         loop {
             let ev = match tokio::time::timeout(self.cfg.watchdog, stream.next()).await {
@@ -134,8 +171,9 @@ impl EventWatch {
             if action.starts_with("exec_") {
                 continue;
             }
+            let id = ev.actor.as_ref().and_then(|a| a.id.as_deref());
             debug!(engine = %self.cfg.engine, event = action, "container event");
-            self.notify.notify_one();
+            self.trigger.poke(id);
         }
     }
 }

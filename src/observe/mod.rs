@@ -8,7 +8,7 @@
 
 mod events;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::SystemTime;
 
 use bollard::Docker;
@@ -16,7 +16,7 @@ use bollard::query_parameters::{ListContainersOptions, ListNetworksOptions, List
 
 use crate::spec::{LABEL_CONFIG_HASH, LABEL_PROJECT, LABEL_SERVICE, LABEL_SLOT};
 
-pub use events::{EventWatch, EventWatchConfig};
+pub use events::{EventWatch, EventWatchConfig, Trigger};
 
 /// The lifecycle state of a container as the engine reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,8 +131,13 @@ pub struct Snapshot {
 
 /// Take a fresh snapshot of one project on one engine: one list of the project's
 /// containers, an inspect of each one that is not running (for exit code and run
-/// times), and the names of existing networks and volumes.
-pub async fn snapshot(docker: &Docker, project: &str) -> Result<Snapshot, bollard::errors::Error> {
+/// times) or that an event just named (the list can lag behind an exit), and the
+/// names of existing networks and volumes.
+pub async fn snapshot(
+    docker: &Docker,
+    project: &str,
+    changed: &HashSet<String>,
+) -> Result<Snapshot, bollard::errors::Error> {
     let filters = HashMap::from([(
         "label".to_string(),
         vec![format!("{LABEL_PROJECT}={project}")],
@@ -164,10 +169,13 @@ pub async fn snapshot(docker: &Docker, project: &str) -> Result<Snapshot, bollar
             started_at: None,
             finished_at: None,
         };
-        if !matches!(c.state, State::Running | State::Paused) {
+        if !matches!(c.state, State::Running | State::Paused) || changed.contains(&c.id) {
             match docker.inspect_container(&c.id, None).await {
                 Ok(details) => {
                     if let Some(st) = details.state {
+                        if let Some(status) = st.status {
+                            c.state = State::parse(status.as_ref());
+                        }
                         c.exit_code = st.exit_code;
                         c.started_at = st.started_at.as_deref().and_then(parse_time);
                         c.finished_at = st.finished_at.as_deref().and_then(parse_time);
