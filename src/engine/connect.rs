@@ -619,13 +619,10 @@ fn causes<'a>(err: &'a (dyn StdError + 'static)) -> Vec<&'a (dyn StdError + 'sta
             break;
         }
         out.push(e);
-        if let Some(inner) = e.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
-            let inner: &'a (dyn StdError + 'static) = inner;
-            out.push(inner);
-            cur = inner.source();
-        } else {
-            cur = e.source();
-        }
+        cur = match e.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
+            Some(payload) => Some(payload),
+            None => e.source(),
+        };
     }
     out
 }
@@ -740,7 +737,11 @@ fn tls_error(ep: &Endpoint, err: &rustls::Error) -> ConnectError {
             C::NotValidForNameContext { presented, .. } => server(format!(
                 "is not valid for the name {} (it names {}); connect using one of those names or reissue the certificate",
                 ep.host_name(),
-                if presented.is_empty() { "nothing".to_string() } else { presented.join(", ") }
+                if presented.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    presented.iter().map(|n| plain_name(n)).collect::<Vec<_>>().join(", ")
+                }
             )),
             C::Expired | C::ExpiredContext { .. } => server("has expired".into()),
             C::NotValidYet | C::NotValidYetContext { .. } => server("is not valid yet (check both machines' clocks)".into()),
@@ -765,6 +766,15 @@ fn tls_error(ep: &Endpoint, err: &rustls::Error) -> ConnectError {
         ),
         other => ep.cannot(ErrorKind::TlsHandshake, format!("the TLS handshake failed: {other}")),
     }
+}
+
+/// `IpAddress(10.0.0.2)` or `DnsName("x")` (how rustls lists a certificate's names) -> the name.
+fn plain_name(n: &str) -> &str {
+    let inner = n
+        .split_once('(')
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .unwrap_or(n);
+    inner.trim_matches('"')
 }
 
 fn socket_missing(ep: &Endpoint) -> ConnectError {
@@ -1389,6 +1399,13 @@ mod tests {
             },
         );
         assert!(e.is_transient());
+    }
+
+    #[test]
+    fn certificate_names_are_shown_plainly() {
+        assert_eq!(plain_name("IpAddress(10.0.0.2)"), "10.0.0.2");
+        assert_eq!(plain_name("DnsName(\"drover-a\")"), "drover-a");
+        assert_eq!(plain_name("other"), "other");
     }
 
     #[test]
