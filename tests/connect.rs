@@ -277,3 +277,80 @@ fn permission_denied_names_group_and_fix() {
     );
     assert!(line.ends_with(&want), "{line}");
 }
+
+/// A TCP server on 127.0.0.1 that answers every connection with `reply` (or holds it open
+/// silently when `reply` is empty); returns its DOCKER_HOST.
+fn fake_server(reply: &'static [u8]) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            if reply.is_empty() {
+                held.push(conn);
+            } else {
+                let _ = conn.write_all(reply);
+            }
+        }
+    });
+    format!("tcp://{addr}")
+}
+
+#[tokio::test]
+async fn something_that_is_not_docker_is_named_as_such() {
+    let web = fake_server(
+        b"HTTP/1.1 404 Not Found\r\ncontent-length: 9\r\nconnection: close\r\n\r\nnot found",
+    );
+    let e = connect_err(&env(&[("DOCKER_HOST", &web)])).await;
+    assert_eq!(e.kind(), ErrorKind::NotDocker, "{e}");
+    assert!(e.to_string().contains("is this a Docker engine?"), "{e}");
+
+    // TLS configured, plaintext HTTP answering.
+    let certs = TempDir::new("drover-plain");
+    node_sh(&["certs-other", &certs.0.display().to_string()]);
+    let e = connect_err(&env(&[
+        ("DOCKER_HOST", &web),
+        ("DOCKER_TLS_VERIFY", "1"),
+        ("DOCKER_CERT_PATH", &certs.0.display().to_string()),
+    ]))
+    .await;
+    assert_eq!(e.kind(), ErrorKind::TlsHandshake, "{e}");
+    assert!(e.to_string().contains("does not speak TLS"), "{e}");
+
+    let ssh = fake_server(b"SSH-2.0-OpenSSH_9.2\r\n");
+    let e = connect_err(&env(&[("DOCKER_HOST", &ssh)])).await;
+    assert_eq!(e.kind(), ErrorKind::NotDocker, "{e}");
+    assert!(!e.is_transient());
+}
+
+#[tokio::test]
+async fn an_engine_that_never_answers_times_out() {
+    let silent = fake_server(b"");
+    let start = Instant::now();
+    let e = connect_err(&env(&[("DOCKER_HOST", &silent)])).await;
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(e.is_transient());
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_socket_nobody_listens_on_is_transient() {
+    let dir = TempDir::new("drover-stale");
+    let sock = dir.0.join("engine.sock");
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    let e = connect_err(&env(&[(
+        "DOCKER_HOST",
+        &format!("unix://{}", sock.display()),
+    )]))
+    .await;
+    assert_eq!(e.kind(), ErrorKind::Unreachable, "{e}");
+    assert!(e.is_transient());
+    assert!(e.to_string().contains("is dockerd running?"), "{e}");
+}
