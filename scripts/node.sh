@@ -175,7 +175,7 @@ start_dockerd() {
   local i
   for i in $(seq 1 300); do
     answers && return 0
-    if [ "$i" -gt 10 ] && ! pgrep -f -- "--pidfile $PIDFILE" >/dev/null; then break; fi
+    if [ "$i" -gt 10 ] && [ -z "$(procs_with "--pidfile $PIDFILE ")" ]; then break; fi
     sleep 0.2
   done
   say "dockerd for node $NAME did not answer on $SOCK; last lines of $LOG:"
@@ -207,18 +207,43 @@ check_tls() {
     die "node $NAME answers on $SOCK but not on tcp://$NODE_IP:$PORT with TLS; see $LOG"
 }
 
-wait_gone() { # PID SECONDS
-  local i
-  for i in $(seq 1 $(($2 * 10))); do
-    [ -d "/proc/$1" ] || return 0
-    sleep 0.1
+wait_gone() { # PID SECONDS: true once PID has exited (a zombie counts as exited)
+  local i stat
+  for i in $(seq 1 $(($2 * 20))); do
+    stat=$(<"/proc/$1/stat") 2>/dev/null || return 0
+    stat=${stat##*) }
+    [ "${stat%% *}" != Z ] || return 0
+    sleep 0.05
   done
   return 1
 }
 
 # Processes of this node other than dockerd: its containerd and the shims (both name the
 # node's exec-root on their command line).
-node_procs() { pgrep -f -- "$EXEC/" || true; }
+node_procs() { procs_with "$EXEC/"; }
+
+# pgrep -f and pgrep -P without procps (not in minimal Debian images).
+procs_with() { # pids whose command line contains $1
+  local p args cmd
+  for p in /proc/[0-9]*; do
+    [ "${p#/proc/}" != "$$" ] || continue
+    args=()
+    mapfile -d '' args <"$p/cmdline" 2>/dev/null || continue
+    cmd="${args[*]-} "
+    [[ $cmd == *"$1"* ]] && echo "${p#/proc/}"
+  done
+  return 0
+}
+children_of() { # pids whose parent is $1
+  local p stat
+  for p in /proc/[0-9]*; do
+    stat=$(<"$p/stat") 2>/dev/null || continue
+    stat=${stat##*) }
+    stat=${stat#* }
+    [ "${stat%% *}" = "$1" ] && echo "${p#/proc/}"
+  done
+  return 0
+}
 
 # --- subcommands -----------------------------------------------------------------------
 cmd_start() {
@@ -289,7 +314,7 @@ cmd_kill() {
 kill_all() {
   local procs p
   procs="$* $(node_procs)"
-  for p in $(node_procs); do procs="$procs $(pgrep -P "$p" || true)"; done
+  for p in $(node_procs); do procs="$procs $(children_of "$p")"; done
   # shellcheck disable=SC2086
   kill -KILL $procs 2>/dev/null || true
   for p in $procs; do wait_gone "$p" 10 || say "process $p survived kill -9"; done
