@@ -342,6 +342,16 @@ impl Endpoint {
         })
     }
 
+    /// An endpoint for a known transport, bypassing the flag and environment rules
+    /// (e.g. a node list in drover's own configuration).
+    pub fn new(transport: Transport) -> Endpoint {
+        let tls_source = matches!(transport, Transport::Tls { .. }).then_some("configured");
+        Endpoint {
+            transport,
+            tls_source,
+        }
+    }
+
     /// The engine's address for logs, e.g. `unix:///var/run/docker.sock` or
     /// `tcp://10.0.0.2:2376 (tls)`.
     pub fn display(&self) -> String {
