@@ -28,7 +28,10 @@ fn loaded_service_becomes_a_create_request() {
     assert!(env.contains(&"EMPTY".to_string()));
     assert_eq!(body.stop_timeout, Some(60));
     let host = body.host_config.as_ref().unwrap();
-    assert_eq!(host.restart_policy, None);
+    assert_eq!(
+        host.restart_policy.as_ref().and_then(|p| p.name),
+        Some(bollard::models::RestartPolicyNameEnum::NO)
+    );
     assert_eq!(host.network_mode.as_deref(), Some("backend-net"));
     assert_eq!(host.mounts.as_ref().unwrap().len(), 7);
     assert_eq!(host.port_bindings.as_ref().unwrap().len(), 6);
