@@ -156,13 +156,15 @@ impl Project {
 
     /// Remove everything labelled with this project (containers, networks, volumes).
     pub fn clean(&self) {
-        let ids = self.containers(None, None);
+        let label = format!("label=drover.project={}", self.name);
+        let out = self.docker(&["ps", "-aq", "--no-trunc", "--filter", &label]);
+        let listed = String::from_utf8_lossy(&out.stdout).to_string();
+        let ids: Vec<&str> = listed.lines().filter(|l| !l.is_empty()).collect();
         if !ids.is_empty() {
             let mut args = vec!["rm", "-f", "-v"];
-            args.extend(ids.iter().map(String::as_str));
+            args.extend(ids);
             let _ = self.docker(&args);
         }
-        let label = format!("label=drover.project={}", self.name);
         for kind in ["network", "volume"] {
             let out = self.docker(&[kind, "ls", "-q", "--filter", &label]);
             for id in String::from_utf8_lossy(&out.stdout).lines() {
