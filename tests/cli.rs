@@ -1,0 +1,94 @@
+//! The command line without an engine: `check` validates and prints, errors are one
+//! located line, unsupported keys are one warning.
+
+use std::process::{Command, Output};
+
+fn check(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_drover"))
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        // An engine address that cannot answer: check must not need one.
+        .env("DOCKER_HOST", "unix:///nonexistent.sock")
+        .arg("check")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn project(name: &str, compose: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("drover-cli-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("compose.yml"), compose).unwrap();
+    dir
+}
+
+#[test]
+fn a_wrong_value_is_one_line_with_file_line_column_and_key_path() {
+    let dir = project(
+        "bad",
+        "services:\n  web:\n    image: busybox\n    deploy:\n      replicas: three\n",
+    );
+    let out = check(&dir, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("compose.yml:5:17: services.web.deploy.replicas:"),
+        "{err}"
+    );
+    assert!(err.contains("integer"), "{err}");
+}
+
+#[test]
+fn an_unsupported_key_is_one_warning_and_the_file_still_loads() {
+    let dir = project(
+        "warn",
+        "services:\n  web:\n    image: busybox\n    cap_add: [NET_ADMIN]\n    x-note: ignored\n",
+    );
+    let out = check(&dir, &["--format", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(warnings[0].contains("services.web.cap_add"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["name"], "drover-cli-warn");
+    assert_eq!(v["services"]["web"]["replicas"], 1);
+}
+
+#[test]
+fn scale_flag_and_interpolation_reach_the_desired_state() {
+    let dir = project(
+        "interp",
+        "services:\n  web:\n    image: ${IMAGE:-busybox}\n    scale: 2\n",
+    );
+    std::fs::write(dir.join(".env"), "IMAGE=drover-test/busybox:latest\n").unwrap();
+    let out = check(&dir, &["--format", "json", "--scale", "web=5"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["services"]["web"]["image"], "drover-test/busybox:latest");
+    assert_eq!(v["services"]["web"]["replicas"], 5);
+}
+
+#[test]
+fn a_missing_required_variable_names_it() {
+    let dir = project(
+        "required",
+        "services:\n  web:\n    image: busybox\n    environment:\n      TOKEN: ${TOKEN:?set TOKEN}\n",
+    );
+    let out = check(&dir, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("compose.yml:5:"), "{err}");
+    assert!(err.contains("TOKEN"), "{err}");
+}
