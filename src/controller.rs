@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{self, LoadOptions, Project};
+use crate::engine::connect::{self, Endpoint};
 use crate::execute::{Executor, Outcome};
 use crate::observe::{self, EventWatch, EventWatchConfig, Snapshot, State, Trigger};
 use crate::plan::{self, Action, Backoff, BackoffConfig};
@@ -48,6 +49,8 @@ impl Default for Settings {
 /// Everything one running controller owns.
 pub struct Controller {
     docker: Docker,
+    endpoint: Endpoint,
+    /// The endpoint as logged.
     engine: String,
     load: LoadOptions,
     project: Project,
@@ -72,14 +75,15 @@ struct Said {
 impl Controller {
     pub fn new(
         docker: Docker,
-        engine: String,
+        endpoint: Endpoint,
         load: LoadOptions,
         loaded: config::Loaded,
         settings: Settings,
     ) -> Controller {
         let mut c = Controller {
             docker,
-            engine,
+            engine: endpoint.display(),
+            endpoint,
             files: Fingerprint::take(&load, &loaded.project),
             load,
             project: loaded.project,
@@ -101,7 +105,7 @@ impl Controller {
                 project: self.project.name.clone(),
                 watchdog: self.settings.watchdog,
                 retry_max: Duration::from_secs(5),
-                engine: self.engine.clone(),
+                endpoint: self.endpoint.clone(),
             },
             trigger.clone(),
         );
@@ -165,7 +169,7 @@ impl Controller {
                         action = "observe",
                         project = %self.project.name,
                         engine = %self.engine,
-                        error = %crate::execute::api_error(&e),
+                        error = %connect::explain(&self.endpoint, &e),
                         "engine unavailable; waiting for it"
                     );
                 }
@@ -196,12 +200,14 @@ impl Controller {
             project: &self.project,
             parallel: self.settings.parallel,
         };
-        let outcomes = executor.execute(&plan.actions).await;
         let mut failed = false;
-        for o in &outcomes {
-            failed |= o.error.is_some();
-            self.record(o);
-        }
+        let (backoff, settings, project) = (&mut self.backoff, &self.settings, &self.project);
+        executor
+            .execute(&plan.actions, |o| {
+                failed |= o.error.is_some();
+                record(backoff, settings, project, &o);
+            })
+            .await;
         // Look again at once: the engine changed, and rolling updates go one step per pass.
         let again = if failed {
             Duration::from_millis(500)
@@ -209,62 +215,6 @@ impl Controller {
             Duration::ZERO
         };
         Some(plan.requeue_after.map_or(again, |r| r.min(again)))
-    }
-
-    fn record(&mut self, o: &Outcome) {
-        let a = &o.action;
-        let project = &self.project.name;
-        let service = a.service().unwrap_or("");
-        let slot = a.slot().unwrap_or(0);
-        let reason = a.reason().map(|r| r.as_str()).unwrap_or("");
-        let container = o.container.as_deref().unwrap_or("");
-        let ms = o.duration.as_millis() as u64;
-        match &o.error {
-            None => {
-                match a {
-                    Action::Start { reset, .. } => self.backoff.attempted(service, slot, *reset),
-                    Action::Recreate {
-                        reason: plan::Reason::Dead,
-                        ..
-                    } => self.backoff.attempted(service, slot, false),
-                    _ => {}
-                }
-                info!(
-                    action = a.name(),
-                    project = %project,
-                    service,
-                    slot,
-                    container,
-                    reason,
-                    duration_ms = ms,
-                    "{}",
-                    describe(a)
-                );
-            }
-            Some(err) => {
-                if a.slot().is_some() && self.project.services.contains_key(service) {
-                    let first = self.project.services[service].restart.delay;
-                    self.backoff.failed(
-                        &self.settings.backoff,
-                        service,
-                        slot,
-                        first,
-                        SystemTime::now(),
-                    );
-                }
-                error!(
-                    action = a.name(),
-                    project = %project,
-                    service,
-                    slot,
-                    container,
-                    reason,
-                    duration_ms = ms,
-                    error = %err,
-                    "action failed"
-                );
-            }
-        }
     }
 
     /// Log each service's desired and running counts when they change.
@@ -406,6 +356,55 @@ impl Controller {
             if self.said.warnings.insert(w.clone()) {
                 warn!(action = "config", project = %self.project.name, "{w}");
             }
+        }
+    }
+}
+
+/// Log one outcome and update the slot's crash history.
+fn record(backoff: &mut Backoff, settings: &Settings, project: &Project, o: &Outcome) {
+    let a = &o.action;
+    let ms = o.duration.as_millis() as u64;
+    let p = &project.name;
+    if let Action::CreateNetwork { name, .. } | Action::CreateVolume { name, .. } = a {
+        match &o.error {
+            None => {
+                info!(action = a.name(), project = %p, name = %name, duration_ms = ms, "{}", describe(a))
+            }
+            Some(err) => {
+                error!(action = a.name(), project = %p, name = %name, duration_ms = ms, error = %err, "action failed")
+            }
+        }
+        return;
+    }
+    let service = a.service().unwrap_or("");
+    let slot = a.slot().unwrap_or(0);
+    let reason = a.reason().map(|r| r.as_str()).unwrap_or("");
+    let container = o.container.as_deref().unwrap_or("");
+    match &o.error {
+        None => {
+            match a {
+                Action::Start { reset, .. } => backoff.attempted(service, slot, *reset),
+                Action::Recreate {
+                    reason: plan::Reason::Dead,
+                    ..
+                } => backoff.attempted(service, slot, false),
+                _ => {}
+            }
+            info!(action = a.name(), project = %p, service, slot, container, reason, duration_ms = ms, "{}", describe(a));
+        }
+        Some(err) => {
+            if let Some(svc) = project.services.get(service)
+                && a.slot().is_some()
+            {
+                backoff.failed(
+                    &settings.backoff,
+                    service,
+                    slot,
+                    svc.restart.delay,
+                    SystemTime::now(),
+                );
+            }
+            error!(action = a.name(), project = %p, service, slot, container, reason, duration_ms = ms, error = %err, "action failed");
         }
     }
 }

@@ -197,12 +197,12 @@ fn main() -> ExitCode {
         };
         match cli.command {
             Command::Check { .. } => ExitCode::SUCCESS,
-            Command::Plan => print_plan(&docker, &loaded.project).await,
+            Command::Plan => print_plan(&docker, &endpoint, &loaded.project).await,
             Command::Run(args) => {
                 let settings = settings(&args, &loaded);
                 let cancel = CancellationToken::new();
                 tokio::spawn(shutdown_on_signal(cancel.clone()));
-                Controller::new(docker, endpoint.display(), load, loaded, settings)
+                Controller::new(docker, endpoint, load, loaded, settings)
                     .run(cancel)
                     .await;
                 ExitCode::SUCCESS
@@ -236,14 +236,15 @@ fn settings(args: &RunArgs, loaded: &config::Loaded) -> Settings {
     }
 }
 
-async fn print_plan(docker: &bollard::Docker, project: &config::Project) -> ExitCode {
+async fn print_plan(
+    docker: &bollard::Docker,
+    endpoint: &Endpoint,
+    project: &config::Project,
+) -> ExitCode {
     let snapshot = match observe::snapshot(docker, &project.name, &Default::default()).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!(
-                "error: cannot list the engine's containers: {}",
-                drover::execute::api_error(&e)
-            );
+            eprintln!("error: {}", connect::explain(endpoint, &e));
             return ExitCode::FAILURE;
         }
     };

@@ -44,18 +44,17 @@ pub struct Executor<'a> {
 }
 
 impl Executor<'_> {
-    /// Execute every action of the plan, in stages, and report each outcome.
-    pub async fn execute(&self, actions: &[Action]) -> Vec<Outcome> {
-        let mut outcomes = Vec::with_capacity(actions.len());
+    /// Execute every action of the plan, in stages, handing each outcome to `report`
+    /// as soon as it is known.
+    pub async fn execute(&self, actions: &[Action], mut report: impl FnMut(Outcome)) {
         for stage in self.stages(actions) {
-            let results: Vec<Outcome> = futures::stream::iter(stage)
+            let mut results = futures::stream::iter(stage)
                 .map(|a| self.run(a))
-                .buffer_unordered(self.parallel.max(1))
-                .collect()
-                .await;
-            outcomes.extend(results);
+                .buffer_unordered(self.parallel.max(1));
+            while let Some(outcome) = results.next().await {
+                report(outcome);
+            }
         }
-        outcomes
     }
 
     /// Group actions: infrastructure, then removals of unwanted containers, then one

@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::engine::connect::{self, Endpoint};
 use crate::spec::LABEL_PROJECT;
 
 /// What the event watcher hands the controller: a wake-up, and the ids of the
@@ -65,8 +66,8 @@ pub struct EventWatchConfig {
     pub watchdog: Duration,
     /// Longest wait between reconnection attempts.
     pub retry_max: Duration,
-    /// Engine name for logs.
-    pub engine: String,
+    /// The engine, for logs and error messages.
+    pub endpoint: Endpoint,
 }
 
 /// Watches one engine's events for one project and pokes `notify` on every relevant one.
@@ -74,6 +75,7 @@ pub struct EventWatch {
     docker: Docker,
     cfg: EventWatchConfig,
     trigger: Arc<Trigger>,
+    engine: String,
     /// Last event time seen, as `secs.nanos` for `since`.
     since: Option<String>,
 }
@@ -81,6 +83,7 @@ pub struct EventWatch {
 impl EventWatch {
     pub fn new(docker: Docker, cfg: EventWatchConfig, trigger: Arc<Trigger>) -> Self {
         EventWatch {
+            engine: cfg.endpoint.display(),
             docker,
             cfg,
             trigger,
@@ -100,7 +103,7 @@ impl EventWatch {
             match outcome {
                 Ok(()) => {
                     // Watchdog expiry or a clean end: reopen at once.
-                    debug!(engine = %self.cfg.engine, "event stream reopened");
+                    debug!(engine = %self.engine, "event stream reopened");
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
@@ -108,7 +111,7 @@ impl EventWatch {
                         lost = true;
                         warn!(
                             action = "events",
-                            engine = %self.cfg.engine,
+                            engine = %self.engine,
                             project = %self.cfg.project,
                             error = %e,
                             "event stream lost; reconnecting with backoff"
@@ -139,13 +142,16 @@ impl EventWatch {
             filters: Some(filters),
         };
         // Ping first: an engine that answers is reachable again even if it stays idle.
-        self.docker.ping().await.map_err(|e| e.to_string())?;
+        self.docker
+            .ping()
+            .await
+            .map_err(|e| connect::explain(&self.cfg.endpoint, &e))?;
         *failures = 0;
         if *lost {
             *lost = false;
             info!(
                 action = "events",
-                engine = %self.cfg.engine,
+                engine = %self.engine,
                 project = %self.cfg.project,
                 "event stream restored"
             );
@@ -156,11 +162,11 @@ impl EventWatch {
         loop {
             let ev = match tokio::time::timeout(self.cfg.watchdog, stream.next()).await {
                 Err(_) => {
-                    debug!(engine = %self.cfg.engine, "event stream silent past the watchdog");
+                    debug!(engine = %self.engine, "event stream silent past the watchdog");
                     return Ok(());
                 }
                 Ok(None) => return Err("the engine closed the event stream".into()),
-                Ok(Some(Err(e))) => return Err(e.to_string()),
+                Ok(Some(Err(e))) => return Err(connect::explain(&self.cfg.endpoint, &e)),
                 Ok(Some(Ok(ev))) => ev,
             };
             if let (Some(s), Some(n)) = (ev.time, ev.time_nano) {
@@ -172,7 +178,7 @@ impl EventWatch {
                 continue;
             }
             let id = ev.actor.as_ref().and_then(|a| a.id.as_deref());
-            debug!(engine = %self.cfg.engine, event = action, "container event");
+            debug!(engine = %self.engine, event = action, "container event");
             self.trigger.poke(id);
         }
     }
