@@ -92,3 +92,49 @@ fn a_missing_required_variable_names_it() {
     assert!(err.contains("compose.yml:5:"), "{err}");
     assert!(err.contains("TOKEN"), "{err}");
 }
+
+#[test]
+fn compose_override_and_compose_file_are_read_like_compose() {
+    let dir = project(
+        "override",
+        "services:\n  web:\n    image: busybox\n    scale: 2\n",
+    );
+    std::fs::write(
+        dir.join("compose.override.yml"),
+        "services:\n  web:\n    image: drover-test/busybox:latest\n",
+    )
+    .unwrap();
+    let out = check(&dir, &["--format", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["services"]["web"]["image"], "drover-test/busybox:latest");
+    assert_eq!(v["services"]["web"]["replicas"], 2);
+
+    std::fs::write(
+        dir.join("other.yml"),
+        "services:\n  api:\n    image: busybox\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .current_dir(&dir)
+        .env_clear()
+        .env("COMPOSE_FILE", "compose.yml:other.yml")
+        .args(["check", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["services"]["api"]["image"], "busybox");
+    assert_eq!(
+        v["services"]["web"]["image"], "busybox",
+        "no override with COMPOSE_FILE"
+    );
+}

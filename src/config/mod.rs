@@ -88,10 +88,41 @@ pub const DEFAULT_FILES: &[&str] = &[
     "docker-compose.yml",
 ];
 
+/// Read after the default file when present, as compose does (the first one found).
+pub const OVERRIDE_FILES: &[&str] = &[
+    "compose.override.yml",
+    "compose.override.yaml",
+    "docker-compose.override.yml",
+    "docker-compose.override.yaml",
+];
+
+/// `-f` files, else `COMPOSE_FILE` (split on `COMPOSE_PATH_SEPARATOR`, default `:`).
+fn explicit_files(opts: &LoadOptions) -> Vec<PathBuf> {
+    if !opts.files.is_empty() {
+        return opts.files.clone();
+    }
+    match opts.env.get("COMPOSE_FILE").filter(|v| !v.is_empty()) {
+        Some(list) => {
+            let sep = opts
+                .env
+                .get("COMPOSE_PATH_SEPARATOR")
+                .filter(|s| !s.is_empty())
+                .map(String::as_str)
+                .unwrap_or(":");
+            list.split(sep)
+                .filter(|f| !f.is_empty())
+                .map(PathBuf::from)
+                .collect()
+        }
+        None => Vec::new(),
+    }
+}
+
 /// Load and validate the project described by `opts`.
 pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
+    let explicit = explicit_files(opts);
     // (name as shown to the user, path to read)
-    let files: Vec<(String, PathBuf)> = if opts.files.is_empty() {
+    let files: Vec<(String, PathBuf)> = if explicit.is_empty() {
         let found = DEFAULT_FILES
             .iter()
             .find(|f| opts.cwd.join(f).is_file())
@@ -102,9 +133,13 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
                     DEFAULT_FILES.join(", ")
                 ))
             })?;
-        vec![(found.to_string(), opts.cwd.join(found))]
+        let mut files = vec![(found.to_string(), opts.cwd.join(found))];
+        if let Some(o) = OVERRIDE_FILES.iter().find(|f| opts.cwd.join(f).is_file()) {
+            files.push((o.to_string(), opts.cwd.join(o)));
+        }
+        files
     } else {
-        opts.files
+        explicit
             .iter()
             .map(|f| (f.display().to_string(), opts.cwd.join(f)))
             .collect()
