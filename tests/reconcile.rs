@@ -316,3 +316,88 @@ fn plan_prints_actions_and_changes_nothing() {
         p.containers(None, None).is_empty()
     });
 }
+
+#[test]
+fn as_pid_1_sigterm_still_exits_zero_promptly() {
+    // In a new PID namespace drover is PID 1, where the kernel drops every signal the
+    // process has no handler for: the situation of `docker run drover`.
+    let p = Project::new("it-pid1", &two_services(1, 0));
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.current_dir(&p.dir)
+        .args(["--pid", "--fork", "--kill-child"])
+        .arg(env!("CARGO_BIN_EXE_drover"))
+        .args(["run", "--log-format", "json", "-p", "it-pid1"])
+        .env("DOCKER_HOST", support::local_engine())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut d = support::drover::Drover::spawn(cmd);
+    eventually_with(&mut d, UP, "web running", |_| p.running("web") == 1);
+    // unshare forwards nothing: signal the namespace's PID 1 (unshare's only child).
+    let child = std::fs::read_to_string(format!("/proc/{}/task/{}/children", d.pid(), d.pid()))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{child}/status"))
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("NSpid:"))
+            .and_then(|l| l.split_whitespace().last().map(str::to_string)),
+        Some("1".to_string()),
+        "drover runs as PID 1 in its namespace"
+    );
+    let start = std::time::Instant::now();
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &child])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let status = d
+        .wait_exit(Duration::from_secs(2))
+        .expect("exited within 2 s");
+    assert!(status.success(), "{status}");
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert_eq!(p.running("web"), 1, "containers left running");
+}
+
+#[test]
+fn named_volumes_and_networks_are_created_and_attached() {
+    let p = Project::new(
+        "it-infra",
+        r#"
+services:
+  db:
+    image: drover-test/busybox:latest
+    command: ["sleep", "86400"]
+    stop_signal: SIGKILL
+    volumes:
+      - data:/data
+    networks: [back, front]
+volumes:
+  data: {}
+networks:
+  back: {}
+  front: {}
+"#,
+    );
+    let mut d = p.run(&[]);
+    eventually_with(&mut d, UP, "db running", |_| p.running("db") == 1);
+    let id = &p.containers(Some("db"), None)[0];
+    let nets = p.inspect(
+        id,
+        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+    );
+    let mut nets: Vec<&str> = nets.split_whitespace().collect();
+    nets.sort();
+    assert_eq!(nets, vec!["it-infra_back", "it-infra_front"]);
+    assert_eq!(
+        p.inspect(id, "{{range .Mounts}}{{.Name}}:{{.Destination}}{{end}}"),
+        "it-infra_data:/data"
+    );
+    let aliases = p.inspect(id, "{{json .NetworkSettings.Networks}}");
+    assert!(
+        aliases.contains("\"db\""),
+        "service name is an alias: {aliases}"
+    );
+}

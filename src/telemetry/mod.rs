@@ -28,10 +28,19 @@ impl LogFormat {
 /// Install the global subscriber. `level` is `--log-level`; RUST_LOG is used when it is
 /// not given; the default is `info`.
 pub fn init(format: LogFormat, level: Option<&str>) -> Result<(), String> {
-    let filter = match level {
+    let mut filter = match level {
         Some(l) => EnvFilter::try_new(l).map_err(|e| format!("--log-level {l}: {e}"))?,
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
+    // The Docker client logs request bodies at debug level, and a create request carries
+    // the container's environment: keep it quiet unless asked for by name.
+    let asked = level
+        .map(str::to_string)
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .is_some_and(|l| l.contains("bollard"));
+    if !asked && let Ok(d) = "bollard=info".parse() {
+        filter = filter.add_directive(d);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
