@@ -57,6 +57,8 @@ pub struct Controller {
     settings: Settings,
     own_id: Option<String>,
     backoff: Backoff,
+    /// Containers killed through the API, until their exit is seen (or a minute passes).
+    killed: HashMap<String, Instant>,
     /// What was last said, so nothing is logged at INFO twice when nothing changed.
     said: Said,
     files: Fingerprint,
@@ -90,6 +92,7 @@ impl Controller {
             settings,
             own_id: observe::own_container_id(),
             backoff: Backoff::default(),
+            killed: HashMap::new(),
             said: Said::default(),
         };
         c.warn_once(&loaded.warnings);
@@ -113,7 +116,7 @@ impl Controller {
         let mut hangup = hangup_stream();
 
         info!(
-            action = "start",
+            action = "run",
             project = %self.project.name,
             engine = %self.engine,
             services = self.project.services.len(),
@@ -148,13 +151,16 @@ impl Controller {
                 next_resync = Instant::now() + self.settings.resync_interval;
             }
             let changed = trigger.take_changed();
+            let now = Instant::now();
+            self.killed
+                .extend(trigger.take_killed().into_iter().map(|id| (id, now)));
             requeue = tokio::select! {
                 _ = cancel.cancelled() => break,
                 r = self.pass(&changed) => r.map(|d| Instant::now() + d),
             };
         }
         events.abort();
-        info!(action = "stop", project = %self.project.name, "stopped reconciling; containers left running");
+        info!(action = "shutdown", project = %self.project.name, "stopped reconciling; containers left running");
     }
 
     /// One reconcile pass. Returns when to plan again regardless of events.
@@ -181,6 +187,7 @@ impl Controller {
             info!(action = "observe", project = %self.project.name, engine = %self.engine, "engine reachable again");
         }
         self.report_counts(&snapshot);
+        self.forget_kills(&snapshot);
         let now = SystemTime::now();
         let plan = plan::plan(&plan::Input {
             project: &self.project,
@@ -215,6 +222,24 @@ impl Controller {
             Duration::ZERO
         };
         Some(plan.requeue_after.map_or(again, |r| r.min(again)))
+    }
+
+    /// An exit after `docker kill` or `docker stop` is not a crash: the slot restarts at
+    /// once, whatever its crash history.
+    fn forget_kills(&mut self, s: &Snapshot) {
+        if self.killed.is_empty() {
+            return;
+        }
+        for c in &s.containers {
+            if c.state == State::Exited
+                && self.killed.remove(&c.id).is_some()
+                && let (Some(service), Some(slot)) = (c.service(), c.slot())
+            {
+                self.backoff.forget(service, slot);
+            }
+        }
+        self.killed
+            .retain(|_, at| at.elapsed() < Duration::from_secs(60));
     }
 
     /// Log each service's desired and running counts when they change.

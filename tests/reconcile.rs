@@ -58,17 +58,30 @@ fn brings_up_two_services_with_replicas_names_and_labels() {
 }
 
 #[test]
-fn docker_kill_is_restarted_in_place() {
+fn docker_kill_is_restarted_in_place_every_time_without_backoff() {
     let p = Project::new("it-kill", &two_services(2, 0));
     let mut d = p.run(&[]);
     eventually_with(&mut d, UP, "2 web running", |_| p.running("web") == 2);
     let victim = p.containers(Some("web"), Some("running"))[0].clone();
-    p.docker_ok(&["kill", &victim]);
-    eventually_with(&mut d, UP, "the killed container running again", |_| {
-        p.inspect(&victim, "{{.State.Running}}") == "true"
-    });
+    // A kill is someone's doing, not a crash: three in a row never back off.
+    for round in 1..=3 {
+        let started = p.inspect(&victim, "{{.State.StartedAt}}");
+        p.docker_ok(&["kill", &victim]);
+        eventually_with(&mut d, UP, &format!("kill {round}: running again"), |_| {
+            p.inspect(&victim, "{{.State.Running}}") == "true"
+                && p.inspect(&victim, "{{.State.StartedAt}}") != started
+        });
+    }
     assert_eq!(p.running("web"), 2);
-    assert!(!d.actions("start").is_empty());
+    eventually_with(&mut d, UP, "three starts logged", |d| {
+        d.actions("start").len() >= 3
+    });
+    assert_eq!(d.actions("start").len(), 3, "{}", d.logs().join("\n"));
+    assert!(
+        d.actions("backoff").is_empty(),
+        "{:?}",
+        d.actions("backoff")
+    );
 }
 
 #[test]

@@ -32,17 +32,33 @@ use crate::spec::LABEL_PROJECT;
 pub struct Trigger {
     notify: Notify,
     changed: Mutex<HashSet<String>>,
+    killed: Mutex<HashSet<String>>,
 }
 
 impl Trigger {
-    /// Wake the controller, noting which container changed (if any).
-    pub fn poke(&self, container: Option<&str>) {
-        if let Some(id) = container
-            && let Ok(mut set) = self.changed.lock()
-        {
-            set.insert(id.to_string());
+    /// Wake the controller, noting which container changed (if any) and whether the
+    /// change was a `kill` sent through the API (`docker kill`, `docker stop`): the exit
+    /// that follows is someone's doing, not a crash, and must not count toward backoff.
+    pub fn poke(&self, container: Option<&str>, action: &str) {
+        if let Some(id) = container {
+            if let Ok(mut set) = self.changed.lock() {
+                set.insert(id.to_string());
+            }
+            if action == "kill"
+                && let Ok(mut set) = self.killed.lock()
+            {
+                set.insert(id.to_string());
+            }
         }
         self.notify.notify_one();
+    }
+
+    /// The containers killed through the API since the last call.
+    pub fn take_killed(&self) -> HashSet<String> {
+        self.killed
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default()
     }
 
     /// Wait for the next poke (one stored poke is returned at once).
@@ -157,7 +173,7 @@ impl EventWatch {
             );
         }
         // Whatever happened while the stream was closed, a fresh list covers it.
-        self.trigger.poke(None);
+        self.trigger.poke(None, "");
         let mut stream = self.docker.events(Some(opts));
         loop {
             let ev = match tokio::time::timeout(self.cfg.watchdog, stream.next()).await {
@@ -179,7 +195,7 @@ impl EventWatch {
             }
             let id = ev.actor.as_ref().and_then(|a| a.id.as_deref());
             debug!(engine = %self.engine, event = action, "container event");
-            self.trigger.poke(id);
+            self.trigger.poke(id, action);
         }
     }
 }

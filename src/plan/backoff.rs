@@ -94,6 +94,11 @@ impl Backoff {
         h.not_before = Some(now + cfg.delay(h.attempts, first_step));
     }
 
+    /// Forget one slot's history (its last exit was not a crash).
+    pub fn forget(&mut self, service: &str, slot: u32) {
+        self.slots.remove(&(service.to_string(), slot));
+    }
+
     /// Forget slots that no longer exist in the desired state.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, u32) -> bool) {
         self.slots.retain(|(s, n), _| keep(s, *n));
