@@ -113,15 +113,26 @@ impl Executor<'_> {
             .ok_or_else(|| format!("service {name} is not in the project"))
     }
 
-    async fn create_network(&self, key: &str, name: &str) -> Result<Option<String>, String> {
-        let net = &self.project.networks[key];
-        let mut labels: HashMap<String, String> = net.labels.clone().into_iter().collect();
+    /// Labels for a network or volume: the user's, ownership, and compose's own.
+    fn infra_labels(
+        &self,
+        user: &std::collections::BTreeMap<String, String>,
+        kind_label: &str,
+        key: &str,
+    ) -> HashMap<String, String> {
+        let mut labels: HashMap<String, String> = user.clone().into_iter().collect();
         labels.insert(LABEL_PROJECT.into(), self.project.name.clone());
         labels.insert(
             "com.docker.compose.project".into(),
             self.project.name.clone(),
         );
-        labels.insert("com.docker.compose.network".into(), key.into());
+        labels.insert(kind_label.into(), key.into());
+        labels
+    }
+
+    async fn create_network(&self, key: &str, name: &str) -> Result<Option<String>, String> {
+        let net = &self.project.networks[key];
+        let labels = self.infra_labels(&net.labels, "com.docker.compose.network", key);
         let req = NetworkCreateRequest {
             name: name.to_string(),
             driver: net.driver.clone(),
@@ -138,13 +149,7 @@ impl Executor<'_> {
 
     async fn create_volume(&self, key: &str, name: &str) -> Result<Option<String>, String> {
         let vol = &self.project.volumes[key];
-        let mut labels: HashMap<String, String> = vol.labels.clone().into_iter().collect();
-        labels.insert(LABEL_PROJECT.into(), self.project.name.clone());
-        labels.insert(
-            "com.docker.compose.project".into(),
-            self.project.name.clone(),
-        );
-        labels.insert("com.docker.compose.volume".into(), key.into());
+        let labels = self.infra_labels(&vol.labels, "com.docker.compose.volume", key);
         let req = VolumeCreateRequest {
             name: Some(name.to_string()),
             driver: vol.driver.clone(),
