@@ -1,10 +1,10 @@
-//! The reconcile loop for one project on one engine.
+//! The reconcile loop for one project on its nodes.
 //!
-//! A pass is: take a snapshot, plan, execute, record outcomes. Passes are triggered by
-//! the event stream, by a resync timer (events can be lost), by backoff expiry, and
-//! by config changes (file polling or SIGHUP). Passes never overlap. Every wait in
-//! the loop also waits on the cancellation token, so SIGTERM ends it promptly and
-//! leaves the managed containers running.
+//! A pass is: list every node that is up, plan, execute, record outcomes. Passes are
+//! triggered by the nodes' event streams, by node transitions (up, down), by a resync
+//! timer (events can be lost), by backoff expiry, and by config changes (file polling or
+//! SIGHUP). Passes never overlap. Every wait in the loop also waits on the cancellation
+//! token, so SIGTERM ends it promptly and leaves the managed containers running.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{self, LoadOptions, Project};
-use crate::engine::connect::{self, Endpoint};
 use crate::execute::{Executor, Outcome};
-use crate::observe::{self, EventWatch, EventWatchConfig, Snapshot, State, Trigger};
-use crate::plan::{self, Action, Backoff, BackoffConfig};
+use crate::nodes::{self, HealthConfig, NodeHandle, NodeSpec};
+use crate::observe::{self, Snapshot, State, Trigger};
+use crate::plan::{self, Action, Backoff, BackoffConfig, NodeState, NodeView};
 
 /// Controller settings (flags, then `x-drover`, then defaults).
 #[derive(Debug, Clone)]
@@ -32,6 +32,10 @@ pub struct Settings {
     pub parallel: usize,
     /// How often the config files are checked for changes.
     pub watch_interval: Duration,
+    /// A node whose pings all fail for this long is down and its replicas move.
+    pub node_down_after: Duration,
+    /// Move replicas towards an even spread when a node joins or returns.
+    pub rebalance: bool,
 }
 
 impl Default for Settings {
@@ -42,16 +46,20 @@ impl Default for Settings {
             backoff: BackoffConfig::default(),
             parallel: 8,
             watch_interval: Duration::from_secs(1),
+            node_down_after: Duration::from_millis(1500),
+            rebalance: false,
         }
     }
 }
 
+/// A list that takes longer than this counts as failed for the pass (the node is frozen,
+/// not waited for).
+const LIST_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Everything one running controller owns.
 pub struct Controller {
-    docker: Docker,
-    endpoint: Endpoint,
-    /// The endpoint as logged.
-    engine: String,
+    nodes: Vec<NodeHandle>,
+    trigger: Arc<Trigger>,
     load: LoadOptions,
     project: Project,
     settings: Settings,
@@ -59,6 +67,8 @@ pub struct Controller {
     backoff: Backoff,
     /// Containers killed through the API, until their exit is seen (or a minute passes).
     killed: HashMap<String, Instant>,
+    /// The last good list of each node, used while a node cannot be listed.
+    last: HashMap<String, Snapshot>,
     /// What was last said, so nothing is logged at INFO twice when nothing changed.
     said: Said,
     files: Fingerprint,
@@ -66,26 +76,42 @@ pub struct Controller {
 
 #[derive(Default)]
 struct Said {
-    engine_down: bool,
+    list_failing: HashSet<String>,
     warnings: HashSet<String>,
     waits: HashSet<(String, u32, u32)>,
     stopped: HashSet<String>,
+    unplaced: HashSet<(String, u32, String)>,
     counts: BTreeMap<String, (u32, usize)>,
     reload_error: Option<String>,
 }
 
 impl Controller {
+    /// Start monitoring `nodes` (connections, pings, event streams) for the loaded project.
     pub fn new(
-        docker: Docker,
-        endpoint: Endpoint,
+        nodes: Vec<NodeSpec>,
         load: LoadOptions,
         loaded: config::Loaded,
         settings: Settings,
+        cancel: &CancellationToken,
     ) -> Controller {
+        let trigger = Arc::new(Trigger::default());
+        let health = HealthConfig::with_down_after(settings.node_down_after);
+        let handles = nodes
+            .into_iter()
+            .map(|spec| {
+                nodes::spawn(
+                    spec,
+                    health,
+                    loaded.project.name.clone(),
+                    settings.watchdog,
+                    trigger.clone(),
+                    cancel.child_token(),
+                )
+            })
+            .collect();
         let mut c = Controller {
-            docker,
-            engine: endpoint.display(),
-            endpoint,
+            nodes: handles,
+            trigger,
             files: Fingerprint::take(&load, &loaded.project),
             load,
             project: loaded.project,
@@ -93,6 +119,7 @@ impl Controller {
             own_id: observe::own_container_id(),
             backoff: Backoff::default(),
             killed: HashMap::new(),
+            last: HashMap::new(),
             said: Said::default(),
         };
         c.warn_once(&loaded.warnings);
@@ -101,31 +128,30 @@ impl Controller {
 
     /// Reconcile until `cancel` fires.
     pub async fn run(mut self, cancel: CancellationToken) {
-        let trigger = Arc::new(Trigger::default());
-        let watch = EventWatch::new(
-            self.docker.clone(),
-            EventWatchConfig {
-                project: self.project.name.clone(),
-                watchdog: self.settings.watchdog,
-                retry_max: Duration::from_secs(5),
-                endpoint: self.endpoint.clone(),
-            },
-            trigger.clone(),
-        );
-        let events = tokio::spawn(watch.run(cancel.child_token()));
         let mut hangup = hangup_stream();
-
         info!(
             action = "run",
             project = %self.project.name,
-            engine = %self.engine,
+            nodes = %self.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(","),
             services = self.project.services.len(),
             "reconciling"
         );
+        // Plan only once every node had its chance to connect: otherwise the first node
+        // to answer would get every replica.
+        let first = futures::future::join_all(
+            self.nodes
+                .iter_mut()
+                .map(|n| n.first_attempt(Duration::from_secs(15))),
+        );
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = first => {}
+        }
         let mut next_resync = Instant::now();
         let mut requeue: Option<Instant> = Some(Instant::now());
         let mut file_check = tokio::time::interval(self.settings.watch_interval);
         file_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let trigger = self.trigger.clone();
         loop {
             let wake_at = match requeue {
                 Some(r) => r.min(next_resync),
@@ -159,51 +185,126 @@ impl Controller {
                 r = self.pass(&changed) => r.map(|d| Instant::now() + d),
             };
         }
-        events.abort();
         info!(action = "shutdown", project = %self.project.name, "stopped reconciling; containers left running");
+    }
+
+    /// List every node that is up, at once; a node that cannot be listed is frozen.
+    async fn observe(
+        &mut self,
+        changed: &HashSet<String>,
+    ) -> (
+        Vec<(String, NodeState, BTreeMap<String, String>)>,
+        HashMap<String, Docker>,
+    ) {
+        let statuses: Vec<_> = self
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.endpoint.clone(), n.status()))
+            .collect();
+        let project = self.project.name.clone();
+        let lists = futures::future::join_all(statuses.iter().map(|(name, _, st)| {
+            let docker = st.docker.clone().filter(|_| st.up);
+            let project = project.clone();
+            async move {
+                match docker {
+                    None => None,
+                    Some(d) => Some(
+                        tokio::time::timeout(
+                            LIST_TIMEOUT,
+                            observe::snapshot(&d, name, &project, changed),
+                        )
+                        .await
+                        .map_err(|_| {
+                            format!("listing took longer than {} s", LIST_TIMEOUT.as_secs())
+                        })
+                        .and_then(|r| r.map_err(|e| e.to_string()))
+                        .map(|s| (d, s)),
+                    ),
+                }
+            }
+        }))
+        .await;
+        let mut views = Vec::new();
+        let mut engines = HashMap::new();
+        for ((name, endpoint, st), list) in statuses.into_iter().zip(lists) {
+            let state = match list {
+                None => NodeState::Down,
+                Some(Ok((docker, snapshot))) => {
+                    if self.said.list_failing.remove(&name) {
+                        info!(action = "observe", project = %self.project.name, node = %name, "node listed again");
+                    }
+                    self.last.insert(name.clone(), snapshot);
+                    engines.insert(name.clone(), docker);
+                    NodeState::Up
+                }
+                Some(Err(e)) => {
+                    if self.said.list_failing.insert(name.clone()) {
+                        warn!(
+                            action = "observe",
+                            project = %self.project.name,
+                            node = %name,
+                            engine = %endpoint.display(),
+                            error = %e,
+                            "cannot list the node; acting elsewhere until it answers"
+                        );
+                    }
+                    NodeState::Frozen
+                }
+            };
+            if state == NodeState::Down {
+                self.last.remove(&name);
+            }
+            views.push((name, state, st.labels));
+        }
+        (views, engines)
     }
 
     /// One reconcile pass. Returns when to plan again regardless of events.
     pub async fn pass(&mut self, changed: &HashSet<String>) -> Option<Duration> {
         let started = Instant::now();
-        let snapshot = match observe::snapshot(&self.docker, &self.project.name, changed).await {
-            Ok(s) => s,
-            Err(e) => {
-                if !self.said.engine_down {
-                    self.said.engine_down = true;
-                    warn!(
-                        action = "observe",
-                        project = %self.project.name,
-                        engine = %self.engine,
-                        error = %connect::explain(&self.endpoint, &e),
-                        "engine unavailable; waiting for it"
-                    );
-                }
-                return Some(Duration::from_secs(2));
-            }
-        };
-        if self.said.engine_down {
-            self.said.engine_down = false;
-            info!(action = "observe", project = %self.project.name, engine = %self.engine, "engine reachable again");
+        let (states, engines) = self.observe(changed).await;
+        let empty = Snapshot::default();
+        let views: Vec<NodeView> = states
+            .iter()
+            .map(|(name, state, labels)| NodeView {
+                name,
+                state: *state,
+                labels,
+                snapshot: self.last.get(name).unwrap_or(&empty),
+            })
+            .collect();
+        let all: Vec<&Snapshot> = views
+            .iter()
+            .filter(|v| v.state != NodeState::Down)
+            .map(|v| v.snapshot)
+            .collect();
+        let counts = count_running(&self.project, &all);
+        // An exit after `docker kill` / `docker stop` is not a crash: the slot restarts at
+        // once, whatever its crash history.
+        for (id, service, slot) in exited_kills(&self.killed, &all) {
+            self.killed.remove(&id);
+            self.backoff.forget(&service, slot);
         }
-        self.report_counts(&snapshot);
-        self.forget_kills(&snapshot);
-        let now = SystemTime::now();
+        self.killed
+            .retain(|_, at| at.elapsed() < Duration::from_secs(60));
         let plan = plan::plan(&plan::Input {
             project: &self.project,
-            observed: &snapshot,
+            nodes: &views,
             backoff: &self.backoff,
             backoff_cfg: &self.settings.backoff,
-            now,
+            now: SystemTime::now(),
             exclude: self.own_id.as_deref(),
+            rebalance: self.settings.rebalance,
         });
+        drop(views);
+        self.report_counts(counts);
         self.report_waits(&plan);
         if plan.actions.is_empty() {
             debug!(project = %self.project.name, duration_ms = started.elapsed().as_millis() as u64, "nothing to do");
             return plan.requeue_after;
         }
         let executor = Executor {
-            docker: &self.docker,
+            nodes: &engines,
             project: &self.project,
             parallel: self.settings.parallel,
         };
@@ -215,7 +316,7 @@ impl Controller {
                 record(backoff, settings, project, &o);
             })
             .await;
-        // Look again at once: the engine changed, and rolling updates go one step per pass.
+        // Look again at once: the engines changed, and rolling updates go one step per pass.
         let again = if failed {
             Duration::from_millis(500)
         } else {
@@ -224,37 +325,10 @@ impl Controller {
         Some(plan.requeue_after.map_or(again, |r| r.min(again)))
     }
 
-    /// An exit after `docker kill` or `docker stop` is not a crash: the slot restarts at
-    /// once, whatever its crash history.
-    fn forget_kills(&mut self, s: &Snapshot) {
-        if self.killed.is_empty() {
-            return;
-        }
-        for c in &s.containers {
-            if c.state == State::Exited
-                && self.killed.remove(&c.id).is_some()
-                && let (Some(service), Some(slot)) = (c.service(), c.slot())
-            {
-                self.backoff.forget(service, slot);
-            }
-        }
-        self.killed
-            .retain(|_, at| at.elapsed() < Duration::from_secs(60));
-    }
-
     /// Log each service's desired and running counts when they change.
-    fn report_counts(&mut self, s: &Snapshot) {
-        let mut running: HashMap<&str, usize> = HashMap::new();
-        for c in &s.containers {
-            if c.owned_by(&self.project.name) && c.state == State::Running {
-                *running.entry(c.service().unwrap_or("")).or_default() += 1;
-            }
-        }
+    fn report_counts(&mut self, running: HashMap<String, usize>) {
         for (name, svc) in &self.project.services {
-            let now = (
-                svc.replicas,
-                running.get(name.as_str()).copied().unwrap_or(0),
-            );
+            let now = (svc.replicas, running.get(name).copied().unwrap_or(0));
             if self.said.counts.get(name) != Some(&now) {
                 self.said.counts.insert(name.clone(), now);
                 info!(
@@ -291,6 +365,25 @@ impl Controller {
                     "crash loop: waiting before the next attempt"
                 );
             }
+        }
+        for u in &plan.unplaced {
+            if self
+                .said
+                .unplaced
+                .insert((u.service.clone(), u.slot, u.reason.clone()))
+            {
+                warn!(
+                    action = "unplaced",
+                    project = %self.project.name,
+                    service = %u.service,
+                    slot = u.slot,
+                    reason = %u.reason,
+                    "cannot place a replica"
+                );
+            }
+        }
+        if plan.unplaced.is_empty() {
+            self.said.unplaced.clear();
         }
         for s in &plan.stopped {
             let key = format!("{}:{}", s.container, s.gave_up);
@@ -383,6 +476,36 @@ impl Controller {
             }
         }
     }
+}
+
+/// Running containers of each service over the listed nodes.
+fn count_running(project: &Project, snapshots: &[&Snapshot]) -> HashMap<String, usize> {
+    let mut running: HashMap<String, usize> = HashMap::new();
+    for c in snapshots.iter().flat_map(|s| s.containers.iter()) {
+        if c.owned_by(&project.name)
+            && c.state == State::Running
+            && let Some(svc) = c.service()
+        {
+            *running.entry(svc.to_string()).or_default() += 1;
+        }
+    }
+    running
+}
+
+/// Containers killed through the API whose exit is now seen: (id, service, slot).
+fn exited_kills(
+    killed: &HashMap<String, Instant>,
+    snapshots: &[&Snapshot],
+) -> Vec<(String, String, u32)> {
+    if killed.is_empty() {
+        return Vec::new();
+    }
+    snapshots
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .filter(|c| c.state == State::Exited && killed.contains_key(&c.id))
+        .filter_map(|c| Some((c.id.clone(), c.service()?.to_string(), c.slot()?)))
+        .collect()
 }
 
 /// Log one outcome and update the slot's crash history.

@@ -15,6 +15,7 @@ pub mod config;
 pub mod controller;
 pub mod engine;
 pub mod execute;
+pub mod nodes;
 pub mod observe;
 pub mod plan;
 pub mod spec;

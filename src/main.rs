@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use drover::config::{self, LoadOptions};
 use drover::controller::{Controller, Settings};
 use drover::engine::connect::{self, ConnectArgs, Endpoint};
+use drover::nodes::NodeSpec;
 use drover::telemetry::{self, LogFormat};
 use drover::{observe, plan};
 
@@ -103,6 +104,9 @@ struct RunArgs {
     /// How often the config files are checked for changes.
     #[arg(long, env = "DROVER_WATCH_INTERVAL", value_parser = parse_duration, default_value = "1s")]
     watch_interval: Duration,
+    /// A node whose pings all fail this long is down; its replicas move to other nodes.
+    #[arg(long, env = "DROVER_NODE_DOWN_AFTER", value_parser = parse_duration, default_value = "1500ms")]
+    node_down_after: Duration,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -180,6 +184,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let specs = match NodeSpec::from_config(&loaded.settings.nodes, &endpoint, &env) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -188,21 +199,23 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let docker = match connect::connect(&endpoint).await {
-            Ok(d) => d,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+        // One engine from the environment: a connection problem at start is the user's to
+        // fix now (one line, exit 1). With a node list, nodes that do not answer are down
+        // and the others carry on.
+        if loaded.settings.nodes.is_empty()
+            && let Err(e) = connect::connect(&endpoint).await
+        {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
         match cli.command {
             Command::Check { .. } => ExitCode::SUCCESS,
-            Command::Plan => print_plan(&docker, &endpoint, &loaded.project).await,
+            Command::Plan => print_plan(&specs, &loaded).await,
             Command::Run(args) => {
                 let settings = settings(&args, &loaded);
                 let cancel = CancellationToken::new();
                 tokio::spawn(shutdown_on_signal(cancel.clone()));
-                Controller::new(docker, endpoint, load, loaded, settings)
+                Controller::new(specs, load, loaded, settings, &cancel)
                     .run(cancel)
                     .await;
                 ExitCode::SUCCESS
@@ -233,41 +246,74 @@ fn settings(args: &RunArgs, loaded: &config::Loaded) -> Settings {
         },
         parallel: args.parallel.max(1),
         watch_interval: args.watch_interval,
+        node_down_after: args.node_down_after,
+        rebalance: x.rebalance,
     }
 }
 
-async fn print_plan(
-    docker: &bollard::Docker,
-    endpoint: &Endpoint,
-    project: &config::Project,
-) -> ExitCode {
-    let snapshot = match observe::snapshot(docker, &project.name, &Default::default()).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {}", connect::explain(endpoint, &e));
-            return ExitCode::FAILURE;
+async fn print_plan(specs: &[NodeSpec], loaded: &config::Loaded) -> ExitCode {
+    let project = &loaded.project;
+    let mut states = Vec::new();
+    let mut snapshots = Vec::new();
+    for spec in specs {
+        let listed = match connect::connect(&spec.endpoint).await {
+            Ok(d) => observe::snapshot(&d, &spec.name, &project.name, &Default::default())
+                .await
+                .map_err(|e| connect::explain(&spec.endpoint, &e)),
+            Err(e) => Err(e.to_string()),
+        };
+        match listed {
+            Ok(s) => {
+                states.push(plan::NodeState::Up);
+                snapshots.push(s);
+            }
+            Err(e) => {
+                if specs.len() == 1 {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+                println!("node {} is down: {e}", spec.name);
+                states.push(plan::NodeState::Down);
+                snapshots.push(observe::Snapshot::default());
+            }
         }
-    };
+    }
+    let views: Vec<plan::NodeView> = specs
+        .iter()
+        .zip(&states)
+        .zip(&snapshots)
+        .map(|((spec, state), snapshot)| plan::NodeView {
+            name: &spec.name,
+            state: *state,
+            labels: &spec.labels,
+            snapshot,
+        })
+        .collect();
     let own = observe::own_container_id();
     let plan = plan::plan(&plan::Input {
         project,
-        observed: &snapshot,
+        nodes: &views,
         backoff: &plan::Backoff::default(),
         backoff_cfg: &plan::BackoffConfig::default(),
         now: SystemTime::now(),
         exclude: own.as_deref(),
+        rebalance: loaded.settings.rebalance,
     });
-    if plan.actions.is_empty() {
+    if plan.actions.is_empty() && plan.unplaced.is_empty() {
         println!("nothing to do: project {} is at its targets", project.name);
     }
     for a in &plan.actions {
         println!("{a}");
     }
+    for u in &plan.unplaced {
+        println!("cannot place {} slot {}: {}", u.service, u.slot, u.reason);
+    }
     for s in &plan.stopped {
         println!(
-            "leave {} slot {} exited (exit code {})",
+            "leave {} slot {} on {} exited (exit code {})",
             s.service,
             s.slot,
+            s.node,
             s.exit_code.map_or("unknown".into(), |c| c.to_string())
         );
     }

@@ -24,6 +24,9 @@ pub const LABEL_SLOT: &str = "drover.slot";
 pub const LABEL_CONFIG_HASH: &str = "drover.config-hash";
 /// Set by the executor on multi-node setups (the node is not known here).
 pub const LABEL_NODE: &str = "drover.node";
+/// When this copy of the slot was placed (nanoseconds since the epoch): of two copies of one
+/// slot, the newer is current and the older is removed once the newer runs.
+pub const LABEL_GENERATION: &str = "drover.generation";
 
 pub const COMPOSE_PROJECT: &str = "com.docker.compose.project";
 pub const COMPOSE_SERVICE: &str = "com.docker.compose.service";
@@ -298,6 +301,7 @@ mod tests {
             hostname: None,
             depends_on: BTreeMap::new(),
             container_name: None,
+            placement: Default::default(),
             config_hash: "abc123".into(),
         };
         let project = Project {

@@ -27,6 +27,7 @@ pub mod model;
 
 mod dotenv;
 mod merge;
+mod nodes;
 mod project;
 mod read;
 mod service;

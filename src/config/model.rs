@@ -59,6 +59,9 @@ pub struct Service {
     pub depends_on: BTreeMap<String, DependsOn>,
     /// `container_name` from the file: such a service cannot have more than one replica.
     pub container_name: Option<String>,
+    /// `deploy.placement`: which nodes may run the replicas. Not part of the config hash:
+    /// a changed placement moves only the replicas that no longer fit.
+    pub placement: Placement,
     /// Hash of everything that shapes a container (not the replica count).
     /// A container whose `drover.config-hash` label differs is recreated.
     pub config_hash: String,
@@ -226,6 +229,10 @@ pub struct Settings {
     #[serde(serialize_with = "human_opt")]
     pub watchdog: Option<Duration>,
     pub backoff: BackoffSettings,
+    /// The engines to spread the project over; empty: the Docker environment's one engine.
+    pub nodes: Vec<NodeConfig>,
+    /// Move replicas towards an even spread when a node joins or returns.
+    pub rebalance: bool,
 }
 
 /// Restart backoff of one slot: `initial`, doubling up to `max`; a container that has run
@@ -249,5 +256,64 @@ fn human_opt<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, 
     match d {
         Some(d) => human(d, s),
         None => s.serialize_none(),
+    }
+}
+
+/// One engine drover manages (`x-drover.nodes`). No list means one node from the
+/// Docker environment (DOCKER_HOST and friends).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeConfig {
+    /// The node's identity in labels (`drover.node`), logs and placement constraints.
+    pub name: String,
+    /// `unix:///path`, `tcp://host:port` or `https://host:port`.
+    pub host: String,
+    pub tls: Option<NodeTls>,
+    /// Verify the engine's certificate against this name instead of the dialled address.
+    pub tls_server_name: Option<String>,
+    /// Placement labels; the engine's own labels (from `/info`) are merged under them.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A node's TLS bundle: a directory with ca.pem, cert.pem and key.pem, and/or single files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeTls {
+    pub cert_path: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// `deploy.placement`: where a service's replicas may run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Placement {
+    pub constraints: Vec<Constraint>,
+    pub max_replicas_per_node: Option<u32>,
+    /// `spread: node.labels.KEY` preferences, as label keys, most important first.
+    pub spread: Vec<String>,
+}
+
+/// `node.name == x`, `node.labels.zone != b`, ...
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Constraint {
+    pub field: ConstraintField,
+    pub equal: bool,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConstraintField {
+    NodeName,
+    NodeLabel(String),
+}
+
+impl Constraint {
+    /// Whether a node with this name and these labels satisfies the constraint.
+    pub fn allows(&self, node: &str, labels: &BTreeMap<String, String>) -> bool {
+        let actual = match &self.field {
+            ConstraintField::NodeName => Some(node),
+            ConstraintField::NodeLabel(k) => labels.get(k).map(String::as_str),
+        };
+        (actual == Some(self.value.as_str())) == self.equal
     }
 }

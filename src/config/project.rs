@@ -132,7 +132,7 @@ pub fn build(root: &Node, inp: &Inputs, warnings: &mut Warnings) -> Result<(Proj
     check_cycles(&drafts)?;
 
     let (settings, drover_scale) = match drover_node {
-        Some(n) => x_drover(n, &names, warnings)?,
+        Some(n) => x_drover(n, &names, inp.project_dir, warnings)?,
         None => (Settings::default(), BTreeMap::new()),
     };
     let file_scale = match inp.scale_file {
@@ -348,6 +348,7 @@ fn scale_file(node: &Node, names: &BTreeSet<String>) -> Result<BTreeMap<String, 
 fn x_drover(
     node: &Node,
     names: &BTreeSet<String>,
+    dir: &Path,
     warnings: &mut Warnings,
 ) -> Result<(Settings, BTreeMap<String, u32>)> {
     let mut settings = Settings::default();
@@ -359,6 +360,8 @@ fn x_drover(
             "scale" => scale = counts(v, &p, names)?,
             "resync_interval" => settings.resync_interval = read::opt_duration(v, &p)?,
             "watchdog" => settings.watchdog = read::opt_duration(v, &p)?,
+            "nodes" => settings.nodes = super::nodes::nodes(v, &p, dir, warnings)?,
+            "rebalance" => settings.rebalance = read::boolean(v, &p)?,
             "backoff" => {
                 for (bk, bv) in read::map_or_null(v, &p)? {
                     let bp = child(&p, &bk.name);
@@ -388,7 +391,7 @@ pub fn config_hash(
 ) -> String {
     let mut value = serde_json::to_value(s).unwrap_or_default();
     if let Some(obj) = value.as_object_mut() {
-        for k in ["name", "replicas", "depends_on", "config_hash"] {
+        for k in ["name", "replicas", "depends_on", "config_hash", "placement"] {
             obj.remove(k);
         }
         let nets: BTreeMap<&String, &Network> = s

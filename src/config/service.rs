@@ -134,6 +134,7 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
         hostname: None,
         depends_on: BTreeMap::new(),
         container_name: None,
+        placement: Placement::default(),
         config_hash: String::new(),
     };
     let mut d = Draft {
@@ -199,6 +200,9 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
             "healthcheck" => s.healthcheck = healthcheck(cx.warnings, v, p)?,
             "restart" => restart_key = Some(restart(v, p)?),
             "deploy" => {
+                if let Some(pl) = v.get("placement") {
+                    s.placement = super::nodes::placement(pl, &child(p, "placement"), cx.warnings)?;
+                }
                 let (replicas, policy) = deploy(cx.warnings, v, p)?;
                 deploy_replicas = replicas.map(|r| (r, v.loc.clone()));
                 deploy_restart = policy;
@@ -640,8 +644,9 @@ fn deploy(w: &mut Warnings, v: &Node, p: &str) -> Result<(Option<u32>, Option<Re
                 }
                 policy = Some(rp);
             }
-            "mode" | "endpoint_mode" | "labels" | "placement" | "resources" | "rollback_config"
+            "mode" | "endpoint_mode" | "labels" | "resources" | "rollback_config"
             | "update_config" => w.at(&k.loc, &kp, "not supported yet, ignored"),
+            "placement" => {}
             key if key.starts_with("x-") => {}
             _ => w.at(&k.loc, &kp, "unknown key, ignored"),
         }

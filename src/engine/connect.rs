@@ -95,11 +95,14 @@ pub enum Transport {
     /// Plain HTTP over TCP to `host:port`.
     Tcp(String),
     /// HTTPS to `addr` (`host:port`), trusting only `ca`, authenticating with `cert`/`key`.
+    /// `server_name`, when set, is the name the engine's certificate is verified against
+    /// instead of the dialled host (for certificates that do not carry the address).
     Tls {
         addr: String,
         ca: PathBuf,
         cert: PathBuf,
         key: PathBuf,
+        server_name: Option<String>,
     },
 }
 
@@ -337,9 +340,41 @@ impl Endpoint {
                 ca: file(ca, "ca.pem", "--tlscacert")?,
                 cert: file(cert, "cert.pem", "--tlscert")?,
                 key: file(key, "key.pem", "--tlskey")?,
+                server_name: None,
             },
             tls_source: Some(tls_source),
         })
+    }
+
+    /// The endpoint of a node from `x-drover.nodes`: its `host`, and TLS (always verified)
+    /// from its `tls` block, files named there winning over the `cert_path` directory.
+    /// Only `HOME` is taken from `env`: a node's settings never mix with DOCKER_*.
+    pub fn for_node(
+        node: &crate::config::NodeConfig,
+        env: &HashMap<String, String>,
+    ) -> Result<Endpoint, ConnectError> {
+        let mut node_env: HashMap<String, String> = env
+            .get("HOME")
+            .map(|h| ("HOME".to_string(), h.clone()))
+            .into_iter()
+            .collect();
+        let tls = node.tls.as_ref();
+        if let Some(dir) = tls.and_then(|t| t.cert_path.as_ref()) {
+            node_env.insert("DOCKER_CERT_PATH".into(), dir.display().to_string());
+        }
+        let args = ConnectArgs {
+            host: Some(node.host.clone()),
+            tlsverify: tls.map(|_| true),
+            tlscacert: tls.and_then(|t| t.ca.clone()),
+            tlscert: tls.and_then(|t| t.cert.clone()),
+            tlskey: tls.and_then(|t| t.key.clone()),
+        };
+        let mut ep = Endpoint::resolve(&args, &node_env)
+            .map_err(|e| ConnectError::new(e.kind(), format!("node {}: {e}", node.name)))?;
+        if let Transport::Tls { server_name, .. } = &mut ep.transport {
+            server_name.clone_from(&node.tls_server_name);
+        }
+        Ok(ep)
     }
 
     /// An endpoint for a known transport, bypassing the flag and environment rules
@@ -469,13 +504,24 @@ pub async fn connect(ep: &Endpoint) -> Result<Docker, ConnectError> {
             ca,
             cert,
             key,
+            server_name,
         } => {
             let config = tls_config(ep, ca, cert, key)?;
-            let https = hyper_rustls::HttpsConnectorBuilder::new()
+            let builder = hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(config)
-                .https_only()
-                .enable_http1()
-                .wrap_connector(http_connector());
+                .https_only();
+            let builder = match server_name {
+                Some(name) => {
+                    let name =
+                        rustls::pki_types::ServerName::try_from(name.clone()).map_err(|e| {
+                            ep.cannot(ErrorKind::Config, format!("tls_server_name {name:?}: {e}"))
+                        })?;
+                    builder
+                        .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+                }
+                None => builder,
+            };
+            let https = builder.enable_http1().wrap_connector(http_connector());
             over_hyper(ep, "https", addr, https)?
         }
     };
@@ -1020,6 +1066,7 @@ mod tests {
             ca: PathBuf::from(dir).join("ca.pem"),
             cert: PathBuf::from(dir).join("cert.pem"),
             key: PathBuf::from(dir).join("key.pem"),
+            server_name: None,
         }
     }
 
@@ -1179,6 +1226,7 @@ mod tests {
                 ca: "/other/ca.pem".into(),
                 cert: "/c/cert.pem".into(),
                 key: "/k/key.pem".into(),
+                server_name: None,
             }
         );
     }

@@ -22,7 +22,7 @@ use futures::StreamExt;
 
 use crate::config::{Project, Service};
 use crate::plan::Action;
-use crate::spec::{self, LABEL_PROJECT};
+use crate::spec::{self, LABEL_GENERATION, LABEL_NODE, LABEL_PROJECT};
 
 /// The result of one action.
 #[derive(Debug)]
@@ -35,9 +35,10 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
-/// Applies actions for one project on one engine.
+/// Applies actions for one project on its nodes.
 pub struct Executor<'a> {
-    pub docker: &'a Docker,
+    /// The engine of each node that is up.
+    pub nodes: &'a HashMap<String, Docker>,
     pub project: &'a Project,
     /// Most engine operations in flight at once.
     pub parallel: usize,
@@ -78,21 +79,37 @@ impl Executor<'_> {
 
     async fn run(&self, action: &Action) -> Outcome {
         let started = Instant::now();
-        let result = match action {
-            Action::CreateNetwork { key, name } => self.create_network(key, name).await,
-            Action::CreateVolume { key, name } => self.create_volume(key, name).await,
-            Action::Create { service, slot, .. } => self.create(service, *slot).await,
-            Action::Start { container, .. } => self.start(container).await,
-            Action::Recreate {
-                service,
-                slot,
-                container,
-                ..
-            } => match self.remove(container).await {
-                Ok(_) => self.create(service, *slot).await,
-                Err(e) => Err(e),
+        let result = match self.engine(action.node()) {
+            Err(e) => Err(e),
+            Ok(docker) => match action {
+                Action::CreateNetwork { key, name, .. } => {
+                    self.create_network(docker, key, name).await
+                }
+                Action::CreateVolume { key, name, .. } => {
+                    self.create_volume(docker, key, name).await
+                }
+                Action::Create {
+                    service,
+                    slot,
+                    node,
+                    ..
+                } => self.create(docker, node, service, *slot).await,
+                Action::Start { container, .. } => self.start(docker, container).await,
+                Action::Recreate {
+                    service,
+                    slot,
+                    container,
+                    to,
+                    ..
+                } => match self.remove(docker, container).await {
+                    Ok(_) => match self.engine(to) {
+                        Ok(target) => self.create(target, to, service, *slot).await,
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                },
+                Action::Remove { container, .. } => self.remove(docker, container).await,
             },
-            Action::Remove { container, .. } => self.remove(container).await,
         };
         let (container, error) = match result {
             Ok(id) => (id, None),
@@ -104,6 +121,12 @@ impl Executor<'_> {
             duration: started.elapsed(),
             error,
         }
+    }
+
+    fn engine(&self, node: &str) -> Result<&Docker, String> {
+        self.nodes
+            .get(node)
+            .ok_or_else(|| format!("node {node} is not reachable"))
     }
 
     fn service(&self, name: &str) -> Result<&Service, String> {
@@ -130,7 +153,12 @@ impl Executor<'_> {
         labels
     }
 
-    async fn create_network(&self, key: &str, name: &str) -> Result<Option<String>, String> {
+    async fn create_network(
+        &self,
+        docker: &Docker,
+        key: &str,
+        name: &str,
+    ) -> Result<Option<String>, String> {
         let net = &self.project.networks[key];
         let labels = self.infra_labels(&net.labels, "com.docker.compose.network", key);
         let req = NetworkCreateRequest {
@@ -139,7 +167,7 @@ impl Executor<'_> {
             labels: Some(labels),
             ..Default::default()
         };
-        match self.docker.create_network(req).await {
+        match docker.create_network(req).await {
             Ok(_) => Ok(None),
             // Created meanwhile (another pass, or a second drover): fine.
             Err(e) if status(&e) == Some(409) => Ok(None),
@@ -147,7 +175,12 @@ impl Executor<'_> {
         }
     }
 
-    async fn create_volume(&self, key: &str, name: &str) -> Result<Option<String>, String> {
+    async fn create_volume(
+        &self,
+        docker: &Docker,
+        key: &str,
+        name: &str,
+    ) -> Result<Option<String>, String> {
         let vol = &self.project.volumes[key];
         let labels = self.infra_labels(&vol.labels, "com.docker.compose.volume", key);
         let req = VolumeCreateRequest {
@@ -156,37 +189,43 @@ impl Executor<'_> {
             labels: Some(labels),
             ..Default::default()
         };
-        self.docker
+        docker
             .create_volume(req)
             .await
             .map(|_| None)
             .map_err(|e| format!("create volume {name}: {}", api_error(&e)))
     }
 
-    /// Create and start the slot's container, pulling the image when the engine lacks it.
-    async fn create(&self, service: &str, slot: u32) -> Result<Option<String>, String> {
+    /// Create and start the slot's container on `node`, pulling the image when the engine
+    /// lacks it. The container records its node and its placement generation.
+    async fn create(
+        &self,
+        docker: &Docker,
+        node: &str,
+        service: &str,
+        slot: u32,
+    ) -> Result<Option<String>, String> {
         let svc = self.service(service)?;
         let name = spec::container_name(self.project, svc, slot);
         let opts = || CreateContainerOptions {
             name: Some(name.clone()),
             ..Default::default()
         };
-        let body = spec::create_body(self.project, svc, slot);
-        let id = match self
-            .docker
-            .create_container(Some(opts()), body.clone())
-            .await
-        {
+        let mut body = spec::create_body(self.project, svc, slot);
+        let labels = body.labels.get_or_insert_with(HashMap::new);
+        labels.insert(LABEL_NODE.into(), node.into());
+        labels.insert(LABEL_GENERATION.into(), generation().to_string());
+        let id = match docker.create_container(Some(opts()), body.clone()).await {
             Ok(r) => r.id,
             Err(e) if status(&e) == Some(404) && api_error(&e).contains("image") => {
-                self.pull(&svc.image).await?;
-                self.docker
+                self.pull(docker, &svc.image).await?;
+                docker
                     .create_container(Some(opts()), body)
                     .await
                     .map_err(|e| format!("create {name}: {}", api_error(&e)))?
                     .id
             }
-            Err(e) if status(&e) == Some(409) => return self.existing(&name).await,
+            Err(e) if status(&e) == Some(409) => return self.existing(docker, &name).await,
             Err(e) => return Err(format!("create {name}: {}", api_error(&e))),
         };
         for (net, endpoint) in spec::extra_networks(self.project, svc) {
@@ -194,12 +233,12 @@ impl Executor<'_> {
                 container: id.clone(),
                 endpoint_config: Some(endpoint),
             };
-            self.docker
+            docker
                 .connect_network(&net, req)
                 .await
                 .map_err(|e| format!("connect {name} to network {net}: {}", api_error(&e)))?;
         }
-        self.start(&id)
+        self.start(docker, &id)
             .await
             .map_err(|e| format!("{name} created but not started: {e}"))?;
         Ok(Some(short(&id)))
@@ -207,9 +246,8 @@ impl Executor<'_> {
 
     /// The name is taken: fine when the holder is ours (the next pass deals with it),
     /// an error naming the holder when it is not.
-    async fn existing(&self, name: &str) -> Result<Option<String>, String> {
-        let c = self
-            .docker
+    async fn existing(&self, docker: &Docker, name: &str) -> Result<Option<String>, String> {
+        let c = docker
             .inspect_container(name, None)
             .await
             .map_err(|e| format!("create {name}: name taken, and {}", api_error(&e)))?;
@@ -229,14 +267,14 @@ impl Executor<'_> {
         }
     }
 
-    async fn pull(&self, image: &str) -> Result<(), String> {
+    async fn pull(&self, docker: &Docker, image: &str) -> Result<(), String> {
         let (repo, tag) = split_image(image);
         let opts = CreateImageOptions {
             from_image: Some(repo.to_string()),
             tag: tag.map(str::to_string),
             ..Default::default()
         };
-        let mut stream = self.docker.create_image(Some(opts), None, None);
+        let mut stream = docker.create_image(Some(opts), None, None);
         while let Some(item) = stream.next().await {
             match item {
                 Ok(info) => {
@@ -250,9 +288,8 @@ impl Executor<'_> {
         Ok(())
     }
 
-    async fn start(&self, id: &str) -> Result<Option<String>, String> {
-        match self
-            .docker
+    async fn start(&self, docker: &Docker, id: &str) -> Result<Option<String>, String> {
+        match docker
             .start_container(id, None::<StartContainerOptions>)
             .await
         {
@@ -264,9 +301,9 @@ impl Executor<'_> {
 
     /// Stop with the container's own stop signal and grace period, then remove it and its
     /// anonymous volumes.
-    async fn remove(&self, id: &str) -> Result<Option<String>, String> {
+    async fn remove(&self, docker: &Docker, id: &str) -> Result<Option<String>, String> {
         // The stop call lasts as long as the grace period: give it room.
-        let slow = self.docker.clone().with_timeout(Duration::from_secs(600));
+        let slow = docker.clone().with_timeout(Duration::from_secs(600));
         match slow.stop_container(id, None::<StopContainerOptions>).await {
             Ok(()) => {}
             Err(e) if matches!(status(&e), Some(304) | Some(404)) => {}
@@ -277,12 +314,28 @@ impl Executor<'_> {
             v: true,
             link: false,
         };
-        match self.docker.remove_container(id, Some(opts)).await {
+        match docker.remove_container(id, Some(opts)).await {
             Ok(()) => Ok(Some(short(id))),
             // Gone already, or already being removed.
             Err(e) if matches!(status(&e), Some(404) | Some(409)) => Ok(Some(short(id))),
             Err(e) => Err(format!("remove {}: {}", short(id), api_error(&e))),
         }
+    }
+}
+
+/// A placement generation: the clock in nanoseconds, never repeating within the process.
+fn generation() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let prev = LAST.fetch_max(now, Ordering::SeqCst);
+    if prev >= now {
+        LAST.fetch_add(1, Ordering::SeqCst) + 1
+    } else {
+        now
     }
 }
 

@@ -84,6 +84,10 @@ pub struct EventWatchConfig {
     pub retry_max: Duration,
     /// The engine, for logs and error messages.
     pub endpoint: Endpoint,
+    /// The node's name, for logs.
+    pub node: String,
+    /// Poked when the stream breaks (the node monitor pings at once).
+    pub on_error: Option<Arc<Notify>>,
 }
 
 /// Watches one engine's events for one project and pokes `notify` on every relevant one.
@@ -122,11 +126,15 @@ impl EventWatch {
                     debug!(engine = %self.engine, "event stream reopened");
                 }
                 Err(e) => {
+                    if let Some(p) = &self.cfg.on_error {
+                        p.notify_one();
+                    }
                     failures = failures.saturating_add(1);
                     if !lost {
                         lost = true;
                         warn!(
                             action = "events",
+                            node = %self.cfg.node,
                             engine = %self.engine,
                             project = %self.cfg.project,
                             error = %e,
@@ -167,6 +175,7 @@ impl EventWatch {
             *lost = false;
             info!(
                 action = "events",
+                node = %self.cfg.node,
                 engine = %self.engine,
                 project = %self.cfg.project,
                 "event stream restored"

@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use bollard::Docker;
 use bollard::query_parameters::{ListContainersOptions, ListNetworksOptions, ListVolumesOptions};
 
-use crate::spec::{LABEL_CONFIG_HASH, LABEL_PROJECT, LABEL_SERVICE, LABEL_SLOT};
+use crate::spec::{LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_PROJECT, LABEL_SERVICE, LABEL_SLOT};
 
 pub use events::{EventWatch, EventWatchConfig, Trigger};
 
@@ -64,6 +64,8 @@ impl State {
 pub struct Container {
     /// Full engine id.
     pub id: String,
+    /// The node (engine) the container was listed on.
+    pub node: String,
     /// Name without the leading slash.
     pub name: String,
     pub labels: HashMap<String, String>,
@@ -95,6 +97,14 @@ impl Container {
             .get(LABEL_SLOT)
             .and_then(|s| s.parse::<u32>().ok())
             .filter(|n| *n > 0)
+    }
+
+    /// When this copy of its slot was placed; 0 for containers from before generations.
+    pub fn generation(&self) -> u64 {
+        self.labels
+            .get(LABEL_GENERATION)
+            .and_then(|g| g.parse().ok())
+            .unwrap_or(0)
     }
 
     pub fn config_hash(&self) -> Option<&str> {
@@ -135,6 +145,7 @@ pub struct Snapshot {
 /// names of existing networks and volumes.
 pub async fn snapshot(
     docker: &Docker,
+    node: &str,
     project: &str,
     changed: &HashSet<String>,
 ) -> Result<Snapshot, bollard::errors::Error> {
@@ -157,6 +168,7 @@ pub async fn snapshot(
             .map(|s| State::parse(s.as_ref()))
             .unwrap_or(State::Unknown);
         let mut c = Container {
+            node: node.to_string(),
             name: summary
                 .names
                 .and_then(|n| n.into_iter().next())
@@ -288,6 +300,7 @@ mod tests {
     fn slot_label_must_be_a_positive_integer() {
         let mut c = Container {
             id: "0123456789abcdef".into(),
+            node: "n1".into(),
             name: "p-web-1".into(),
             labels: HashMap::from([(LABEL_SLOT.to_string(), "0".to_string())]),
             state: State::Running,

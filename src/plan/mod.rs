@@ -1,14 +1,20 @@
-//! The planner: desired state + observed state -> the actions that close the gap.
+//! The planner: desired state + observed state of every node -> the actions that close
+//! the gap.
 //!
 //! Pure: no I/O, time passed in. This is where drover's judgement lives:
 //! - a service never has more containers planned than its target;
 //! - scale up fills the lowest free slots, scale down removes the highest;
 //! - an exited container is restarted in place when its restart policy says so,
 //!   with per-slot crash backoff; a removed one is recreated;
-//! - a changed definition recreates the service's containers one at a time;
+//! - the slots of a node that is down are placed on the nodes that are up;
+//! - of two copies of one slot (a node came back), the newer placement is kept and the
+//!   older removed once the newer runs;
+//! - a changed definition, or a placement that no longer fits, recreates the service's
+//!   containers one at a time;
 //! - a container without `drover.project=<project>` never appears in an action.
 
 pub mod backoff;
+pub mod place;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
@@ -17,6 +23,7 @@ use crate::config::{Project, RestartCondition, Service};
 use crate::observe::{Container, Snapshot, State};
 
 pub use backoff::{Backoff, BackoffConfig};
+use place::{Candidate, Placer};
 
 /// Why an action is taken; logged as the `reason` field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,10 +38,16 @@ pub enum Reason {
     Dead,
     /// The service definition changed since the container was created.
     ConfigChanged,
+    /// The container's node no longer satisfies the service's placement.
+    Misplaced,
     /// The service has more containers than its target.
     ScaleDown,
-    /// Two containers claim the same slot.
+    /// Two containers claim the same slot on one node.
     Duplicate,
+    /// An older copy of a slot that now runs elsewhere (its node was down and came back).
+    Stale,
+    /// Moving a replica towards an even spread (`x-drover.rebalance`).
+    Rebalance,
     /// The service is no longer in the Compose file.
     ServiceRemoved,
     /// The container has the project label but no valid service or slot label.
@@ -49,25 +62,37 @@ impl Reason {
             Reason::NotStarted => "not-started",
             Reason::Dead => "dead",
             Reason::ConfigChanged => "config-changed",
+            Reason::Misplaced => "misplaced",
             Reason::ScaleDown => "scale-down",
             Reason::Duplicate => "duplicate",
+            Reason::Stale => "stale",
+            Reason::Rebalance => "rebalance",
             Reason::ServiceRemoved => "service-removed",
             Reason::BadLabels => "bad-labels",
         }
     }
 }
 
-/// One change to make on the engine.
+/// One change to make on one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Create the project network with this engine name (`key` is its key in the file).
-    CreateNetwork { key: String, name: String },
+    CreateNetwork {
+        node: String,
+        key: String,
+        name: String,
+    },
     /// Create the project volume with this engine name.
-    CreateVolume { key: String, name: String },
-    /// Create and start a container for an empty slot.
+    CreateVolume {
+        node: String,
+        key: String,
+        name: String,
+    },
+    /// Create and start a container for the slot on `node`.
     Create {
         service: String,
         slot: u32,
+        node: String,
         reason: Reason,
     },
     /// Start an existing container in place. `reset` forgets the slot's crash history
@@ -75,21 +100,25 @@ pub enum Action {
     Start {
         service: String,
         slot: u32,
+        node: String,
         container: String,
         reset: bool,
         reason: Reason,
     },
-    /// Stop and remove the container, then create and start the slot anew.
+    /// Stop and remove the container on `node`, then create and start the slot on `to`.
     Recreate {
         service: String,
         slot: u32,
+        node: String,
         container: String,
+        to: String,
         reason: Reason,
     },
     /// Stop (the container's stop signal and grace period) and remove.
     Remove {
         service: Option<String>,
         slot: Option<u32>,
+        node: String,
         container: String,
         reason: Reason,
     },
@@ -127,6 +156,18 @@ impl Action {
         }
     }
 
+    /// The node the action starts on.
+    pub fn node(&self) -> &str {
+        match self {
+            Action::CreateNetwork { node, .. }
+            | Action::CreateVolume { node, .. }
+            | Action::Create { node, .. }
+            | Action::Start { node, .. }
+            | Action::Recreate { node, .. }
+            | Action::Remove { node, .. } => node,
+        }
+    }
+
     /// The existing container this action changes, if any.
     pub fn container(&self) -> Option<&str> {
         match self {
@@ -151,8 +192,10 @@ impl Action {
 impl std::fmt::Display for Action {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Action::CreateNetwork { name, .. } => write!(f, "create network {name}"),
-            Action::CreateVolume { name, .. } => write!(f, "create volume {name}"),
+            Action::CreateNetwork { name, node, .. } => {
+                write!(f, "create network {name} on {node}")
+            }
+            Action::CreateVolume { name, node, .. } => write!(f, "create volume {name} on {node}"),
             _ => {
                 write!(f, "{}", self.name())?;
                 if let Some(s) = self.service() {
@@ -163,6 +206,12 @@ impl std::fmt::Display for Action {
                 }
                 if let Some(c) = self.container() {
                     write!(f, " container {}", crate::observe::short_id(c))?;
+                }
+                write!(f, " on {}", self.node())?;
+                if let Action::Recreate { to, node, .. } = self
+                    && to != node
+                {
+                    write!(f, " to {to}")?;
                 }
                 if let Some(r) = self.reason() {
                     write!(f, " ({})", r.as_str())?;
@@ -188,9 +237,18 @@ pub struct Wait {
 pub struct Stopped {
     pub service: String,
     pub slot: u32,
+    pub node: String,
     pub container: String,
     pub exit_code: Option<i64>,
     pub gave_up: bool,
+}
+
+/// A slot no node can take, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unplaced {
+    pub service: String,
+    pub slot: u32,
+    pub reason: String,
 }
 
 /// The outcome of one planning pass.
@@ -200,6 +258,7 @@ pub struct Plan {
     pub actions: Vec<Action>,
     pub waits: Vec<Wait>,
     pub stopped: Vec<Stopped>,
+    pub unplaced: Vec<Unplaced>,
     /// Plan again after this long even if nothing happens (the earliest backoff expiry).
     pub requeue_after: Option<Duration>,
 }
@@ -210,31 +269,80 @@ impl Plan {
     }
 }
 
+/// How far a node can be trusted in this pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    /// Listed just now: its containers are known and actions may go there.
+    Up,
+    /// Believed up, but this pass could not list it: its last known containers still
+    /// count, and nothing is planned on it.
+    Frozen,
+    /// Declared down: its containers count for nothing and their slots go elsewhere.
+    Down,
+}
+
+/// One node as the planner sees it.
+#[derive(Debug, Clone)]
+pub struct NodeView<'a> {
+    pub name: &'a str,
+    pub state: NodeState,
+    pub labels: &'a BTreeMap<String, String>,
+    pub snapshot: &'a Snapshot,
+}
+
 /// Everything the planner looks at.
 pub struct Input<'a> {
     pub project: &'a Project,
-    pub observed: &'a Snapshot,
+    pub nodes: &'a [NodeView<'a>],
     pub backoff: &'a Backoff,
     pub backoff_cfg: &'a BackoffConfig,
     pub now: SystemTime,
     /// drover's own container id: never acted on, whatever its labels say.
     pub exclude: Option<&'a str>,
+    /// Move replicas towards an even spread (`x-drover.rebalance`).
+    pub rebalance: bool,
+}
+
+impl Input<'_> {
+    fn state(&self, node: &str) -> NodeState {
+        self.nodes
+            .iter()
+            .find(|n| n.name == node)
+            .map_or(NodeState::Down, |n| n.state)
+    }
+
+    fn up(&self, node: &str) -> bool {
+        self.state(node) == NodeState::Up
+    }
 }
 
 /// Decide what to do. Applying the result and planning again yields no actions
-/// (unless time passes or the engine changes in between).
+/// (unless time passes or the engines change in between).
 pub fn plan(input: &Input) -> Plan {
     let project = input.project;
     let mut plan = Plan::default();
 
-    // Only the project's own containers, never drover itself.
+    // Only the project's own containers, never drover itself, on nodes not known down.
     let owned: Vec<&Container> = input
-        .observed
-        .containers
+        .nodes
         .iter()
+        .filter(|n| n.state != NodeState::Down)
+        .flat_map(|n| n.snapshot.containers.iter())
         .filter(|c| c.owned_by(&project.name))
         .filter(|c| input.exclude.is_none_or(|me| !c.id.starts_with(me)))
         .collect();
+
+    let mut placer = Placer::new(
+        input
+            .nodes
+            .iter()
+            .map(|n| Candidate {
+                name: n.name,
+                labels: n.labels,
+                open: n.state == NodeState::Up,
+            })
+            .collect(),
+    );
 
     let mut by_service: BTreeMap<&str, Vec<&Container>> = BTreeMap::new();
     for c in &owned {
@@ -242,36 +350,36 @@ pub fn plan(input: &Input) -> Plan {
             (Some(s), Some(_)) if project.services.contains_key(s) => {
                 by_service.entry(s).or_default().push(c)
             }
-            (Some(s), Some(n)) => plan.actions.push(Action::Remove {
-                service: Some(s.to_string()),
-                slot: Some(n),
-                container: c.id.clone(),
-                reason: Reason::ServiceRemoved,
-            }),
-            (s, _) => plan.actions.push(Action::Remove {
+            (s, n) if input.up(&c.node) => plan.actions.push(Action::Remove {
                 service: s.map(str::to_string),
-                slot: None,
+                slot: n,
+                node: c.node.clone(),
                 container: c.id.clone(),
-                reason: Reason::BadLabels,
+                reason: if s.is_some() && n.is_some() {
+                    Reason::ServiceRemoved
+                } else {
+                    Reason::BadLabels
+                },
             }),
+            _ => {}
         }
     }
 
     let mut service_actions: Vec<Action> = Vec::new();
-    let mut creates_anything = false;
     for name in project.start_order() {
         let svc = &project.services[name];
         let containers = by_service.remove(name).unwrap_or_default();
-        let before = service_actions.len();
-        plan_service(input, svc, containers, &mut service_actions, &mut plan);
-        creates_anything |= service_actions[before..]
-            .iter()
-            .any(|a| matches!(a, Action::Create { .. } | Action::Recreate { .. }));
+        plan_service(
+            input,
+            svc,
+            containers,
+            &mut placer,
+            &mut service_actions,
+            &mut plan,
+        );
     }
 
-    if creates_anything {
-        infrastructure(input, &mut plan.actions);
-    }
+    infrastructure(input, &service_actions, &mut plan.actions);
     plan.actions.extend(service_actions);
 
     plan.requeue_after = plan
@@ -282,29 +390,49 @@ pub fn plan(input: &Input) -> Plan {
     plan
 }
 
-/// Networks and volumes the project declares but the engine lacks. Only planned when a
-/// container is about to be created, so an idle pass stays free of them.
-fn infrastructure(input: &Input, out: &mut Vec<Action>) {
-    for (key, net) in &input.project.networks {
-        if !net.external && !input.observed.networks.contains(&net.name) {
-            out.push(Action::CreateNetwork {
-                key: key.clone(),
-                name: net.name.clone(),
-            });
+/// Networks and volumes missing on a node where a container is about to be created. Only
+/// planned then, so an idle pass stays free of them.
+fn infrastructure(input: &Input, actions: &[Action], out: &mut Vec<Action>) {
+    let targets: BTreeSet<&str> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Create { node, .. } => Some(node.as_str()),
+            Action::Recreate { to, .. } => Some(to.as_str()),
+            _ => None,
+        })
+        .collect();
+    for view in input.nodes.iter().filter(|n| targets.contains(n.name)) {
+        for (key, net) in &input.project.networks {
+            if !net.external && !view.snapshot.networks.contains(&net.name) {
+                out.push(Action::CreateNetwork {
+                    node: view.name.to_string(),
+                    key: key.clone(),
+                    name: net.name.clone(),
+                });
+            }
         }
-    }
-    for (key, vol) in &input.project.volumes {
-        if !vol.external && !input.observed.volumes.contains(&vol.name) {
-            out.push(Action::CreateVolume {
-                key: key.clone(),
-                name: vol.name.clone(),
-            });
+        for (key, vol) in &input.project.volumes {
+            if !vol.external && !view.snapshot.volumes.contains(&vol.name) {
+                out.push(Action::CreateVolume {
+                    node: view.name.to_string(),
+                    key: key.clone(),
+                    name: vol.name.clone(),
+                });
+            }
         }
     }
 }
 
-/// Rank containers claiming one slot: the one to keep sorts first.
-fn keep_rank(c: &Container) -> (u8, std::cmp::Reverse<Option<SystemTime>>) {
+/// Rank the copies of one slot: the current one sorts first. The newest placement wins;
+/// among equals, the one in the best state, then the node name.
+fn keep_rank(
+    c: &Container,
+) -> (
+    std::cmp::Reverse<u64>,
+    u8,
+    std::cmp::Reverse<Option<SystemTime>>,
+    String,
+) {
     let state = match c.state {
         State::Running => 0,
         State::Restarting | State::Paused => 1,
@@ -312,19 +440,26 @@ fn keep_rank(c: &Container) -> (u8, std::cmp::Reverse<Option<SystemTime>>) {
         State::Unknown => 3,
         State::Dead | State::Removing => 4,
     };
-    (state, std::cmp::Reverse(c.started_at))
+    (
+        std::cmp::Reverse(c.generation()),
+        state,
+        std::cmp::Reverse(c.started_at),
+        c.node.clone(),
+    )
 }
 
 fn plan_service(
     input: &Input,
     svc: &Service,
     containers: Vec<&Container>,
+    placer: &mut Placer,
     out: &mut Vec<Action>,
     plan: &mut Plan,
 ) {
     let target = svc.replicas;
 
-    // One container per slot; extra claimants of a slot are removed.
+    // One container per slot. An older copy goes once the current one runs; a copy on a
+    // node that cannot be acted on now stays until it can.
     let mut slots: BTreeMap<u32, Vec<&Container>> = BTreeMap::new();
     for c in containers {
         if let Some(n) = c.slot() {
@@ -333,16 +468,33 @@ fn plan_service(
     }
     let mut kept: BTreeMap<u32, &Container> = BTreeMap::new();
     let mut removals: Vec<Action> = Vec::new();
+    let mut overlap = false;
     for (n, mut cs) in slots {
         cs.sort_by_key(|c| keep_rank(c));
         let mut rest = cs.into_iter();
-        if let Some(first) = rest.next() {
-            kept.insert(n, first);
-        }
-        for dup in rest {
-            if dup.state != State::Removing {
-                removals.push(remove(svc, n, dup, Reason::Duplicate));
+        let Some(first) = rest.next() else { continue };
+        kept.insert(n, first);
+        placer.add(&svc.name, &first.node);
+        for other in rest {
+            let newer = other.generation() < first.generation();
+            if !input.up(&other.node) || other.state == State::Removing {
+                continue;
             }
+            if newer && first.state != State::Running && about_to_run(svc, first) {
+                // Keep the old copy serving until the current one runs.
+                overlap = true;
+                continue;
+            }
+            removals.push(remove(
+                svc,
+                n,
+                other,
+                if newer {
+                    Reason::Stale
+                } else {
+                    Reason::Duplicate
+                },
+            ));
         }
     }
 
@@ -350,42 +502,46 @@ fn plan_service(
     let occupied: BTreeSet<u32> = kept.keys().copied().collect();
     while kept.len() > target as usize {
         let Some((n, c)) = kept.pop_last() else { break };
-        if c.state != State::Removing {
+        placer.remove(&svc.name, &c.node);
+        if input.up(&c.node) && c.state != State::Removing {
             removals.push(remove(svc, n, c, Reason::ScaleDown));
         }
     }
     out.extend(removals);
 
-    // Containers in the kept slots.
-    let mut recreate_candidates: Vec<(u32, &Container)> = Vec::new();
+    // Containers in the kept slots, on nodes that can be acted on.
+    let mut rolling: Vec<(u32, &Container, Reason)> = Vec::new();
     let mut acted = false;
     for (&n, c) in &kept {
+        if !input.up(&c.node) {
+            continue;
+        }
         let outdated = c.config_hash() != Some(svc.config_hash.as_str());
+        let misplaced = !placer.allowed(svc, &c.node);
         let history = input.backoff.get(&svc.name, n);
         let held = history.not_before.filter(|t| *t > input.now);
         match c.state {
             State::Running | State::Paused | State::Restarting | State::Unknown => {
-                if outdated {
-                    recreate_candidates.push((n, c));
+                if misplaced {
+                    rolling.push((n, c, Reason::Misplaced));
+                } else if outdated {
+                    rolling.push((n, c, Reason::ConfigChanged));
                 }
             }
             State::Removing => {}
-            State::Dead | State::Created if outdated || c.state == State::Dead => {
+            State::Dead | State::Created if outdated || misplaced || c.state == State::Dead => {
                 let reason = if c.state == State::Dead {
                     Reason::Dead
+                } else if misplaced {
+                    Reason::Misplaced
                 } else {
                     Reason::ConfigChanged
                 };
                 if let Some(until) = held {
                     wait(plan, svc, n, until, history.attempts);
-                } else {
+                } else if let Some(a) = recreate(svc, n, c, reason, misplaced, placer, plan) {
                     acted = true;
-                    out.push(Action::Recreate {
-                        service: svc.name.clone(),
-                        slot: n,
-                        container: c.id.clone(),
-                        reason,
-                    });
+                    out.push(a);
                 }
             }
             State::Created | State::Dead => {
@@ -396,6 +552,7 @@ fn plan_service(
                     out.push(Action::Start {
                         service: svc.name.clone(),
                         slot: n,
+                        node: c.node.clone(),
                         container: c.id.clone(),
                         reset: false,
                         reason: Reason::NotStarted,
@@ -403,12 +560,12 @@ fn plan_service(
                 }
             }
             State::Exited => {
-                acted |= plan_exited(input, svc, n, c, outdated, out, plan);
+                acted |= plan_exited(input, svc, n, c, outdated, misplaced, placer, out, plan);
             }
         }
     }
 
-    // Fill the lowest free slots up to the target.
+    // Fill the lowest free slots up to the target, on the best nodes.
     let missing = (target as usize).saturating_sub(kept.len());
     let mut slot = 0u32;
     for _ in 0..missing {
@@ -417,45 +574,147 @@ fn plan_service(
             slot += 1;
         }
         let history = input.backoff.get(&svc.name, slot);
-        match history.not_before.filter(|t| *t > input.now) {
-            Some(until) => wait(plan, svc, slot, until, history.attempts),
-            None => {
+        if let Some(until) = history.not_before.filter(|t| *t > input.now) {
+            wait(plan, svc, slot, until, history.attempts);
+            continue;
+        }
+        match placer.place(svc) {
+            Ok(node) => {
                 acted = true;
                 out.push(Action::Create {
                     service: svc.name.clone(),
                     slot,
+                    node,
                     reason: Reason::Missing,
                 });
             }
+            Err(reason) => plan.unplaced.push(Unplaced {
+                service: svc.name.clone(),
+                slot,
+                reason,
+            }),
         }
     }
 
-    // Rolling update: one running container at a time, and only while the rest of the
-    // service is whole and nothing else is happening to it.
+    // One step of a rolling change at a time, and only while the rest of the service is
+    // whole and nothing else is happening to it.
     let whole = kept.len() == target as usize
         && kept.values().all(|c| c.state == State::Running)
-        && plan.waits.iter().all(|w| w.service != svc.name);
-    if !acted
-        && whole
-        && let Some((n, c)) = recreate_candidates.first()
-    {
-        out.push(Action::Recreate {
-            service: svc.name.clone(),
-            slot: *n,
-            container: c.id.clone(),
-            reason: Reason::ConfigChanged,
-        });
+        && !overlap
+        && plan.waits.iter().all(|w| w.service != svc.name)
+        && plan.unplaced.iter().all(|u| u.service != svc.name);
+    if acted || !whole {
+        return;
     }
+    if let Some((n, c, reason)) = rolling.first() {
+        let misplaced = *reason == Reason::Misplaced;
+        if let Some(a) = recreate(svc, *n, c, *reason, misplaced, placer, plan) {
+            out.push(a);
+        }
+        return;
+    }
+    if input.rebalance
+        && let Some(a) = rebalance(svc, &kept, placer)
+    {
+        out.push(a);
+    }
+}
+
+/// Whether a container that is not running will be started by a coming pass.
+fn about_to_run(svc: &Service, c: &Container) -> bool {
+    match c.state {
+        State::Created | State::Restarting | State::Dead => true,
+        State::Exited => match svc.restart.condition {
+            RestartCondition::Never => false,
+            RestartCondition::OnFailure => c.exit_code != Some(0),
+            RestartCondition::Always => true,
+        },
+        _ => false,
+    }
+}
+
+/// Recreate a slot's container: in place, or on another node when `moving`.
+fn recreate(
+    svc: &Service,
+    n: u32,
+    c: &Container,
+    reason: Reason,
+    moving: bool,
+    placer: &mut Placer,
+    plan: &mut Plan,
+) -> Option<Action> {
+    let to = if moving {
+        placer.remove(&svc.name, &c.node);
+        match placer.place(svc) {
+            Ok(node) => node,
+            Err(why) => {
+                placer.add(&svc.name, &c.node);
+                plan.unplaced.push(Unplaced {
+                    service: svc.name.clone(),
+                    slot: n,
+                    reason: why,
+                });
+                return None;
+            }
+        }
+    } else {
+        c.node.clone()
+    };
+    Some(Action::Recreate {
+        service: svc.name.clone(),
+        slot: n,
+        node: c.node.clone(),
+        container: c.id.clone(),
+        to,
+        reason,
+    })
+}
+
+/// Start-first move of one replica from the fullest eligible node to the emptiest, when
+/// they differ by more than one. The new copy is newer, so the old one goes once it runs.
+fn rebalance(
+    svc: &Service,
+    kept: &BTreeMap<u32, &Container>,
+    placer: &mut Placer,
+) -> Option<Action> {
+    let eligible = placer.eligible(svc);
+    let (min_node, min) = eligible
+        .iter()
+        .map(|n| (*n, placer.count(&svc.name, n)))
+        .min_by_key(|(n, c)| (*c, *n))?;
+    let (max_node, max) = eligible
+        .iter()
+        .map(|n| (*n, placer.count(&svc.name, n)))
+        .max_by_key(|(n, c)| (*c, std::cmp::Reverse(*n)))?;
+    if max <= min + 1 {
+        return None;
+    }
+    if let Some(m) = svc.placement.max_replicas_per_node
+        && min >= m
+    {
+        return None;
+    }
+    let (&slot, _) = kept.iter().rev().find(|(_, c)| c.node == max_node)?;
+    placer.add(&svc.name, min_node);
+    Some(Action::Create {
+        service: svc.name.clone(),
+        slot,
+        node: min_node.to_string(),
+        reason: Reason::Rebalance,
+    })
 }
 
 /// An exited container: restart in place, recreate, wait out the backoff, or leave it.
 /// Returns whether an action was planned.
+#[allow(clippy::too_many_arguments)]
 fn plan_exited(
     input: &Input,
     svc: &Service,
     n: u32,
     c: &Container,
     outdated: bool,
+    misplaced: bool,
+    placer: &mut Placer,
     out: &mut Vec<Action>,
     plan: &mut Plan,
 ) -> bool {
@@ -465,10 +724,12 @@ fn plan_exited(
         RestartCondition::OnFailure => c.exit_code != Some(0),
         RestartCondition::Always => true,
     };
-    if !restart && !outdated {
+    let changed = outdated || misplaced;
+    if !restart && !changed {
         plan.stopped.push(Stopped {
             service: svc.name.clone(),
             slot: n,
+            node: c.node.clone(),
             container: c.id.clone(),
             exit_code: c.exit_code,
             gave_up: false,
@@ -480,10 +741,11 @@ fn plan_exited(
         .last_run()
         .is_some_and(|d| d >= input.backoff_cfg.reset_after);
     let attempts = if long_run { 0 } else { history.attempts };
-    if !outdated && policy.max_attempts.is_some_and(|m| attempts >= m) {
+    if !changed && policy.max_attempts.is_some_and(|m| attempts >= m) {
         plan.stopped.push(Stopped {
             service: svc.name.clone(),
             slot: n,
+            node: c.node.clone(),
             container: c.id.clone(),
             exit_code: c.exit_code,
             gave_up: true,
@@ -500,21 +762,27 @@ fn plan_exited(
         wait(plan, svc, n, due, attempts);
         return false;
     }
-    out.push(if outdated {
-        Action::Recreate {
-            service: svc.name.clone(),
-            slot: n,
-            container: c.id.clone(),
-            reason: Reason::ConfigChanged,
-        }
-    } else {
-        Action::Start {
-            service: svc.name.clone(),
-            slot: n,
-            container: c.id.clone(),
-            reset: long_run,
-            reason: Reason::Exited,
-        }
+    if changed {
+        let reason = if misplaced {
+            Reason::Misplaced
+        } else {
+            Reason::ConfigChanged
+        };
+        return match recreate(svc, n, c, reason, misplaced, placer, plan) {
+            Some(a) => {
+                out.push(a);
+                true
+            }
+            None => false,
+        };
+    }
+    out.push(Action::Start {
+        service: svc.name.clone(),
+        slot: n,
+        node: c.node.clone(),
+        container: c.id.clone(),
+        reset: long_run,
+        reason: Reason::Exited,
     });
     true
 }
@@ -532,6 +800,7 @@ fn remove(svc: &Service, slot: u32, c: &Container, reason: Reason) -> Action {
     Action::Remove {
         service: Some(svc.name.clone()),
         slot: Some(slot),
+        node: c.node.clone(),
         container: c.id.clone(),
         reason,
     }

@@ -1,9 +1,9 @@
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::config::{DependsCondition, DependsOn, Network, RestartPolicy};
-use crate::spec::{LABEL_CONFIG_HASH, LABEL_PROJECT, LABEL_SERVICE, LABEL_SLOT};
+use crate::spec::{LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_PROJECT, LABEL_SERVICE, LABEL_SLOT};
 
 const P: &str = "demo";
 
@@ -28,6 +28,7 @@ fn svc(name: &str, replicas: u32) -> Service {
         hostname: None,
         depends_on: BTreeMap::new(),
         container_name: None,
+        placement: Default::default(),
         config_hash: format!("hash-{name}"),
     }
 }
@@ -57,6 +58,7 @@ fn t0() -> SystemTime {
 fn container(id: &str, service: &str, slot: u32, state: State, hash: &str) -> Container {
     Container {
         id: format!("{id:0<64}"),
+        node: "n1".into(),
         name: format!("{P}-{service}-{slot}"),
         labels: HashMap::from([
             (LABEL_PROJECT.to_string(), P.to_string()),
@@ -90,26 +92,37 @@ fn snapshot(containers: Vec<Container>) -> Snapshot {
 }
 
 fn run_plan(p: &Project, s: &Snapshot, b: &Backoff) -> Plan {
+    let labels = BTreeMap::new();
+    let nodes = [NodeView {
+        name: "n1",
+        state: NodeState::Up,
+        labels: &labels,
+        snapshot: s,
+    }];
     plan(&Input {
         project: p,
-        observed: s,
+        nodes: &nodes,
         backoff: b,
         backoff_cfg: &BackoffConfig::default(),
         now: t0(),
         exclude: None,
+        rebalance: false,
     })
 }
 
 /// What an engine would look like after executing the plan without errors.
 fn apply(p: &Project, s: &Snapshot, plan: &Plan, next_id: &mut u64) -> Snapshot {
     let mut out = s.clone();
-    let mut new = |service: &str, slot: u32| {
+    let mut new = |service: &str, slot: u32, node: &str| {
         *next_id += 1;
         let mut c = running(&format!("n{next_id}"), service, slot);
+        c.node = node.to_string();
         c.labels.insert(
             LABEL_CONFIG_HASH.into(),
             p.services[service].config_hash.clone(),
         );
+        c.labels
+            .insert(LABEL_GENERATION.into(), (1_000 + *next_id).to_string());
         c
     };
     for a in &plan.actions {
@@ -120,7 +133,12 @@ fn apply(p: &Project, s: &Snapshot, plan: &Plan, next_id: &mut u64) -> Snapshot 
             Action::CreateVolume { name, .. } => {
                 out.volumes.insert(name.clone());
             }
-            Action::Create { service, slot, .. } => out.containers.push(new(service, *slot)),
+            Action::Create {
+                service,
+                slot,
+                node,
+                ..
+            } => out.containers.push(new(service, *slot, node)),
             Action::Start { container, .. } => {
                 let c = out
                     .containers
@@ -133,10 +151,11 @@ fn apply(p: &Project, s: &Snapshot, plan: &Plan, next_id: &mut u64) -> Snapshot 
                 service,
                 slot,
                 container,
+                to,
                 ..
             } => {
                 out.containers.retain(|c| &c.id != container);
-                out.containers.push(new(service, *slot));
+                out.containers.push(new(service, *slot, to));
             }
             Action::Remove { container, .. } => out.containers.retain(|c| &c.id != container),
         }
@@ -169,10 +188,10 @@ fn brings_up_services_in_dependency_order_with_infrastructure_first() {
     assert_eq!(
         names,
         vec![
-            "create network demo_default",
-            "create db slot 1 (missing)",
-            "create web slot 1 (missing)",
-            "create web slot 2 (missing)",
+            "create network demo_default on n1",
+            "create db slot 1 on n1 (missing)",
+            "create web slot 1 on n1 (missing)",
+            "create web slot 2 on n1 (missing)",
         ]
     );
 }
@@ -220,6 +239,7 @@ fn exited_container_is_restarted_in_place_at_once() {
         vec![Action::Start {
             service: "web".into(),
             slot: 1,
+            node: "n1".into(),
             container: format!("{:0<64}", "a"),
             reset: false,
             reason: Reason::Exited,
@@ -344,13 +364,21 @@ fn own_container_is_never_acted_on() {
     let p = project(vec![svc("web", 0)]);
     let me = running("me", "web", 1);
     let s = snapshot(vec![me.clone()]);
+    let labels = BTreeMap::new();
+    let nodes = [NodeView {
+        name: "n1",
+        state: NodeState::Up,
+        labels: &labels,
+        snapshot: &s,
+    }];
     let plan = plan(&Input {
         project: &p,
-        observed: &s,
+        nodes: &nodes,
         backoff: &Backoff::default(),
         backoff_cfg: &BackoffConfig::default(),
         now: t0(),
         exclude: Some(&me.id[..12]),
+        rebalance: false,
     });
     assert!(plan.is_empty());
 }
@@ -499,6 +527,332 @@ fn property_applying_plans_converges_and_then_plans_nothing() {
                 .iter()
                 .filter(|c| c.owned_by(P) && c.service() == Some(name.as_str()))
                 .count();
+            assert_eq!(live, svc.replicas as usize, "seed {seed}: {name}");
+        }
+    }
+}
+
+// ---- several nodes ---------------------------------------------------------------
+
+struct World {
+    names: Vec<&'static str>,
+    states: Vec<NodeState>,
+    labels: Vec<BTreeMap<String, String>>,
+    snaps: Vec<Snapshot>,
+}
+
+impl World {
+    fn new(names: &[&'static str]) -> World {
+        World {
+            names: names.to_vec(),
+            states: vec![NodeState::Up; names.len()],
+            labels: vec![BTreeMap::new(); names.len()],
+            snaps: vec![snapshot(vec![]); names.len()],
+        }
+    }
+
+    fn idx(&self, node: &str) -> usize {
+        self.names.iter().position(|n| *n == node).unwrap()
+    }
+
+    fn put(&mut self, node: &str, mut c: Container, generation: u64) {
+        c.node = node.to_string();
+        c.labels
+            .insert(LABEL_GENERATION.into(), generation.to_string());
+        let i = self.idx(node);
+        self.snaps[i].containers.push(c);
+    }
+
+    fn plan(&self, p: &Project, rebalance: bool) -> Plan {
+        let views: Vec<NodeView> = (0..self.names.len())
+            .map(|i| NodeView {
+                name: self.names[i],
+                state: self.states[i],
+                labels: &self.labels[i],
+                snapshot: &self.snaps[i],
+            })
+            .collect();
+        plan(&Input {
+            project: p,
+            nodes: &views,
+            backoff: &Backoff::default(),
+            backoff_cfg: &BackoffConfig::default(),
+            now: t0(),
+            exclude: None,
+            rebalance,
+        })
+    }
+
+    /// Apply a plan as the engines would, creating containers on the named nodes.
+    fn apply(&mut self, p: &Project, plan: &Plan, next: &mut u64) {
+        for a in &plan.actions {
+            match a {
+                Action::Create {
+                    service,
+                    slot,
+                    node,
+                    ..
+                } => {
+                    *next += 1;
+                    let mut c = running(&format!("z{next}"), service, *slot);
+                    c.labels.insert(
+                        LABEL_CONFIG_HASH.into(),
+                        p.services[service].config_hash.clone(),
+                    );
+                    self.put(node, c, 1_000 + *next);
+                }
+                Action::Recreate {
+                    service,
+                    slot,
+                    container,
+                    to,
+                    ..
+                } => {
+                    for s in &mut self.snaps {
+                        s.containers.retain(|c| &c.id != container);
+                    }
+                    *next += 1;
+                    let mut c = running(&format!("z{next}"), service, *slot);
+                    c.labels.insert(
+                        LABEL_CONFIG_HASH.into(),
+                        p.services[service].config_hash.clone(),
+                    );
+                    self.put(to, c, 1_000 + *next);
+                }
+                Action::Remove { container, .. } => {
+                    for s in &mut self.snaps {
+                        s.containers.retain(|c| &c.id != container);
+                    }
+                }
+                Action::Start { container, .. } => {
+                    for s in &mut self.snaps {
+                        for c in &mut s.containers {
+                            if &c.id == container {
+                                c.state = State::Running;
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn per_node(&self, service: &str) -> Vec<usize> {
+        self.snaps
+            .iter()
+            .map(|s| {
+                s.containers
+                    .iter()
+                    .filter(|c| c.service() == Some(service))
+                    .count()
+            })
+            .collect()
+    }
+
+    fn converge(&mut self, p: &Project, rebalance: bool) -> usize {
+        let mut next = 0;
+        for pass in 0..20 {
+            let plan = self.plan(p, rebalance);
+            if plan.actions.is_empty() {
+                return pass;
+            }
+            self.apply(p, &plan, &mut next);
+        }
+        panic!("no convergence");
+    }
+}
+
+#[test]
+fn replicas_spread_evenly_over_nodes() {
+    let p = project(vec![svc("web", 6), svc("db", 1)]);
+    let mut w = World::new(&["n1", "n2", "n3"]);
+    w.converge(&p, false);
+    assert_eq!(w.per_node("web"), vec![2, 2, 2]);
+    // The lone db goes where there is least else: all equal, so the first by name.
+    assert_eq!(w.per_node("db").iter().sum::<usize>(), 1);
+}
+
+#[test]
+fn a_down_nodes_slots_move_to_the_others_and_come_back_exactly_once() {
+    let p = project(vec![svc("web", 6)]);
+    let mut w = World::new(&["n1", "n2", "n3"]);
+    w.converge(&p, false);
+    let before: BTreeSet<u32> = w.snaps[2]
+        .containers
+        .iter()
+        .filter_map(|c| c.slot())
+        .collect();
+
+    w.states[2] = NodeState::Down;
+    let plan = w.plan(&p, false);
+    let moved: BTreeSet<u32> = plan.actions.iter().filter_map(Action::slot).collect();
+    assert_eq!(moved, before, "exactly the lost slots are recreated");
+    assert!(plan.actions.iter().all(|a| a.node() != "n3"));
+    let mut next = 100;
+    w.apply(&p, &plan, &mut next);
+    assert_eq!(w.per_node("web")[..2].iter().sum::<usize>(), 6);
+
+    // The node returns with its old copies running: they are older, so they go.
+    w.states[2] = NodeState::Up;
+    let plan = w.plan(&p, false);
+    assert_eq!(plan.actions.len(), 2, "{:?}", plan.actions);
+    assert!(plan.actions.iter().all(|a| matches!(
+        a,
+        Action::Remove { node, reason: Reason::Stale, .. } if node == "n3"
+    )));
+    w.apply(&p, &plan, &mut next);
+    assert_eq!(w.per_node("web"), vec![3, 3, 0]);
+    assert!(w.plan(&p, false).is_empty());
+}
+
+#[test]
+fn an_old_copy_keeps_serving_until_the_new_one_runs() {
+    let p = project(vec![svc("web", 1)]);
+    let mut w = World::new(&["n1", "n2"]);
+    w.put("n1", running("old", "web", 1), 10);
+    w.put(
+        "n2",
+        container("new", "web", 1, State::Created, "hash-web"),
+        20,
+    );
+    let plan = w.plan(&p, false);
+    // Start the new copy; do not remove the old one yet.
+    assert_eq!(plan.actions.len(), 1, "{:?}", plan.actions);
+    assert!(matches!(&plan.actions[0], Action::Start { node, .. } if node == "n2"));
+}
+
+#[test]
+fn frozen_nodes_count_but_are_not_acted_on() {
+    let p = project(vec![svc("web", 2)]);
+    let mut w = World::new(&["n1", "n2"]);
+    w.put("n1", running("a", "web", 1), 1);
+    w.put("n2", container("b", "web", 2, State::Exited, "hash-web"), 1);
+    w.states[1] = NodeState::Frozen;
+    let plan = w.plan(&p, false);
+    assert!(plan.is_empty(), "{:?}", plan.actions);
+}
+
+#[test]
+fn constraints_and_max_per_node_are_honoured_and_the_rest_reported() {
+    use crate::config::{Constraint, ConstraintField};
+    let mut web = svc("web", 4);
+    web.placement.constraints.push(Constraint {
+        field: ConstraintField::NodeLabel("zone".into()),
+        equal: true,
+        value: "a".into(),
+    });
+    web.placement.max_replicas_per_node = Some(1);
+    let p = project(vec![web]);
+    let mut w = World::new(&["n1", "n2", "n3"]);
+    w.labels[0].insert("zone".into(), "a".into());
+    w.labels[1].insert("zone".into(), "a".into());
+    w.labels[2].insert("zone".into(), "b".into());
+    let plan = w.plan(&p, false);
+    let nodes: Vec<&str> = plan.actions.iter().map(Action::node).collect();
+    assert_eq!(nodes, vec!["n1", "n2"]);
+    assert_eq!(plan.unplaced.len(), 2);
+    assert!(plan.unplaced[0].reason.contains("max_replicas_per_node"));
+}
+
+#[test]
+fn spread_preference_balances_label_values_first() {
+    let mut web = svc("web", 4);
+    web.placement.spread.push("zone".into());
+    let p = project(vec![web]);
+    let mut w = World::new(&["n1", "n2", "n3"]);
+    w.labels[0].insert("zone".into(), "a".into());
+    w.labels[1].insert("zone".into(), "a".into());
+    w.labels[2].insert("zone".into(), "b".into());
+    w.converge(&p, false);
+    // Two per zone: zone b's single node takes two.
+    assert_eq!(w.per_node("web"), vec![1, 1, 2]);
+}
+
+#[test]
+fn a_placement_change_moves_only_the_misplaced_replicas_one_at_a_time() {
+    use crate::config::{Constraint, ConstraintField};
+    let p = project(vec![svc("web", 4)]);
+    let mut w = World::new(&["n1", "n2"]);
+    w.converge(&p, false);
+    let mut web = svc("web", 4);
+    web.placement.constraints.push(Constraint {
+        field: ConstraintField::NodeName,
+        equal: false,
+        value: "n2".into(),
+    });
+    let p = project(vec![web]);
+    let plan = w.plan(&p, false);
+    assert_eq!(plan.actions.len(), 1);
+    assert!(matches!(
+        &plan.actions[0],
+        Action::Recreate { node, to, reason: Reason::Misplaced, .. } if node == "n2" && to == "n1"
+    ));
+    w.converge(&p, false);
+    assert_eq!(w.per_node("web"), vec![4, 0]);
+}
+
+#[test]
+fn rebalance_moves_start_first_towards_an_even_spread_only_when_enabled() {
+    let p = project(vec![svc("web", 4)]);
+    let mut w = World::new(&["n1", "n2"]);
+    for n in 1..=4 {
+        w.put("n1", running(&format!("r{n}"), "web", n), n as u64);
+    }
+    assert!(w.plan(&p, false).is_empty(), "off by default");
+    let plan = w.plan(&p, true);
+    assert!(matches!(
+        plan.actions.as_slice(),
+        [Action::Create { node, slot: 4, reason: Reason::Rebalance, .. }] if node == "n2"
+    ));
+    w.converge(&p, true);
+    assert_eq!(w.per_node("web"), vec![2, 2]);
+}
+
+#[test]
+fn property_many_nodes_never_touch_foreign_or_down_and_converge() {
+    for seed in 1..1500u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let (p, base) = random_world(&mut rng);
+        let mut w = World::new(&["n1", "n2", "n3"]);
+        for (i, c) in base.containers.into_iter().enumerate() {
+            let node = ["n1", "n2", "n3"][rng.below(3) as usize];
+            let generation = rng.below(3);
+            let _ = i;
+            w.put(node, c, generation);
+        }
+        let states = [NodeState::Up, NodeState::Frozen, NodeState::Down];
+        w.states[2] = states[rng.below(3) as usize];
+        let plan = w.plan(&p, rng.below(2) == 0);
+        for a in &plan.actions {
+            assert_eq!(
+                w.states[w.idx(a.node())],
+                NodeState::Up,
+                "seed {seed}: acts on a node that is not up: {a}"
+            );
+            if let Action::Recreate { to, .. } = a {
+                assert_eq!(w.states[w.idx(to)], NodeState::Up, "seed {seed}: {a}");
+            }
+            if let Some(id) = a.container() {
+                let c = w
+                    .snaps
+                    .iter()
+                    .flat_map(|s| s.containers.iter())
+                    .find(|c| c.id == id)
+                    .unwrap();
+                assert!(c.owned_by(P), "seed {seed}: foreign container in {a}");
+            }
+        }
+        // With every node up, the world converges to exactly the targets.
+        w.states = vec![NodeState::Up; 3];
+        w.converge(&p, false);
+        for (name, svc) in &p.services {
+            let live: usize = w.per_node(name).iter().sum::<usize>()
+                - w.snaps
+                    .iter()
+                    .flat_map(|s| s.containers.iter())
+                    .filter(|c| c.service() == Some(name) && !c.owned_by(P))
+                    .count();
             assert_eq!(live, svc.replicas as usize, "seed {seed}: {name}");
         }
     }

@@ -1,0 +1,198 @@
+//! `x-drover.nodes` and `deploy.placement`: the engines a project spreads over and where
+//! each service's replicas may run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use super::ConfigError;
+use super::model::{Constraint, ConstraintField, NodeConfig, NodeTls, Placement};
+use super::read::{self, Warnings, child, fail, index};
+use super::yaml::{Kind, Node};
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+/// The `nodes` list of `x-drover`. Relative certificate paths are resolved against `dir`.
+pub fn nodes(v: &Node, path: &str, dir: &Path, w: &mut Warnings) -> Result<Vec<NodeConfig>> {
+    let mut out: Vec<NodeConfig> = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (i, item) in read::seq(v, path)?.iter().enumerate() {
+        let p = index(path, i);
+        let mut name = None;
+        let mut host = None;
+        let mut tls = None;
+        let mut server_name = None;
+        let mut labels = BTreeMap::new();
+        for (k, val) in read::map(item, &p)? {
+            let kp = child(&p, &k.name);
+            match k.name.as_str() {
+                "name" => name = Some(read::string(val, &kp)?),
+                "host" => host = Some(read::string(val, &kp)?),
+                "tls" => tls = Some(node_tls(val, &kp, dir, w)?),
+                "tls_server_name" => server_name = read::opt_string(val, &kp)?,
+                "labels" => {
+                    for e in read::map_or_list(val, &kp)? {
+                        labels.insert(e.key, e.value.unwrap_or_default());
+                    }
+                }
+                key if key.starts_with("x-") => {}
+                _ => w.at(&k.loc, &kp, "unknown key, ignored"),
+            }
+        }
+        let name = name.ok_or_else(|| fail(&item.loc, &p, "a node needs a name"))?;
+        if !valid_name(&name) {
+            return Err(fail(
+                &item.loc,
+                &child(&p, "name"),
+                "use letters, digits, '.', '_' and '-' (it becomes a label value)",
+            ));
+        }
+        if !seen.insert(name.clone()) {
+            return Err(fail(&item.loc, &p, format!("node {name} is listed twice")));
+        }
+        let host = host.ok_or_else(|| fail(&item.loc, &p, "a node needs a host"))?;
+        out.push(NodeConfig {
+            name,
+            host,
+            tls,
+            tls_server_name: server_name,
+            labels,
+        });
+    }
+    Ok(out)
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 63
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn node_tls(v: &Node, path: &str, dir: &Path, w: &mut Warnings) -> Result<NodeTls> {
+    let mut tls = NodeTls {
+        cert_path: None,
+        ca: None,
+        cert: None,
+        key: None,
+    };
+    let file = |val: &Node, p: &str| -> Result<Option<PathBuf>> {
+        Ok(read::opt_string(val, p)?.map(|s| dir.join(s)))
+    };
+    for (k, val) in read::map(v, path)? {
+        let kp = child(path, &k.name);
+        match k.name.as_str() {
+            "cert_path" => tls.cert_path = file(val, &kp)?,
+            "ca" => tls.ca = file(val, &kp)?,
+            "cert" => tls.cert = file(val, &kp)?,
+            "key" => tls.key = file(val, &kp)?,
+            "verify" => {
+                if !read::boolean(val, &kp)? {
+                    return Err(fail(
+                        &val.loc,
+                        &kp,
+                        "drover always verifies the engine's certificate; use tls_server_name \
+                         when the certificate does not carry the dialled address",
+                    ));
+                }
+            }
+            key if key.starts_with("x-") => {}
+            _ => w.at(&k.loc, &kp, "unknown key, ignored"),
+        }
+    }
+    Ok(tls)
+}
+
+/// `deploy.placement`.
+pub fn placement(v: &Node, path: &str, w: &mut Warnings) -> Result<Placement> {
+    let mut out = Placement::default();
+    for (k, val) in read::map(v, path)? {
+        let kp = child(path, &k.name);
+        match k.name.as_str() {
+            "constraints" => {
+                for (i, c) in read::seq(val, &kp)?.iter().enumerate() {
+                    let cp = index(&kp, i);
+                    let text = read::string(c, &cp)?;
+                    out.constraints.push(constraint(&text).ok_or_else(|| {
+                        fail(
+                            &c.loc,
+                            &cp,
+                            "expected node.name or node.labels.KEY, then == or !=, then a value",
+                        )
+                    })?);
+                }
+            }
+            "max_replicas_per_node" => out.max_replicas_per_node = Some(read::u32_(val, &kp)?),
+            "preferences" => {
+                for (i, pref) in read::seq(val, &kp)?.iter().enumerate() {
+                    let pp = index(&kp, i);
+                    let spread = match &pref.kind {
+                        Kind::Map(_) => pref.get("spread"),
+                        _ => None,
+                    }
+                    .ok_or_else(|| fail(&pref.loc, &pp, "expected `spread: node.labels.KEY`"))?;
+                    let text = read::string(spread, &child(&pp, "spread"))?;
+                    let key = text.trim().strip_prefix("node.labels.").ok_or_else(|| {
+                        fail(
+                            &spread.loc,
+                            &child(&pp, "spread"),
+                            "expected node.labels.KEY",
+                        )
+                    })?;
+                    out.spread.push(key.to_string());
+                }
+            }
+            key if key.starts_with("x-") => {}
+            _ => w.at(&k.loc, &kp, "not supported yet, ignored"),
+        }
+    }
+    Ok(out)
+}
+
+/// `node.name == a`, `node.labels.zone!=b`. Other Swarm fields (node.role, node.id,
+/// engine.labels...) are not drover's and are refused.
+fn constraint(text: &str) -> Option<Constraint> {
+    let (lhs, rhs, equal) = if let Some((l, r)) = text.split_once("==") {
+        (l, r, true)
+    } else {
+        let (l, r) = text.split_once("!=")?;
+        (l, r, false)
+    };
+    let (lhs, value) = (lhs.trim(), rhs.trim());
+    if value.is_empty() {
+        return None;
+    }
+    let field = match lhs {
+        "node.name" | "node.hostname" => ConstraintField::NodeName,
+        _ => ConstraintField::NodeLabel(
+            lhs.strip_prefix("node.labels.")
+                .or_else(|| lhs.strip_prefix("engine.labels."))
+                .filter(|k| !k.is_empty())?
+                .to_string(),
+        ),
+    };
+    Some(Constraint {
+        field,
+        equal,
+        value: value.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_constraints() {
+        let c = constraint("node.labels.zone == a").unwrap();
+        assert_eq!(c.field, ConstraintField::NodeLabel("zone".into()));
+        assert!(c.equal);
+        let labels = BTreeMap::from([("zone".to_string(), "a".to_string())]);
+        assert!(c.allows("n1", &labels));
+        assert!(!c.allows("n1", &BTreeMap::new()));
+        let c = constraint("node.name!=n2").unwrap();
+        assert!(c.allows("n1", &labels));
+        assert!(!c.allows("n2", &labels));
+        assert!(constraint("node.role == manager").is_none());
+        assert!(constraint("node.name ==").is_none());
+    }
+}

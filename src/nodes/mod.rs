@@ -1,0 +1,285 @@
+//! Nodes: the engines a project runs on, and whether each one is up.
+//!
+//! Every node has a monitor task that connects (and keeps reconnecting), pings on a short
+//! interval, follows the node's event stream, and publishes a [`NodeStatus`]. A node is
+//! declared down when no ping has succeeded for `down_after` (a broken event stream
+//! triggers a ping at once, and a half-open connection that stays silent fails its pings
+//! the same way); it is up again at the first ping that succeeds. Each transition is one
+//! log event and wakes the controller.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::NodeConfig;
+use crate::engine::connect::{self, ConnectError, Endpoint};
+use crate::observe::{EventWatch, EventWatchConfig, Trigger};
+
+/// The name of the single node taken from the Docker environment when the Compose file
+/// lists no nodes.
+pub const DEFAULT_NODE: &str = "default";
+
+/// A node to manage: its name, how to reach it, its configured labels.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    pub name: String,
+    pub endpoint: Endpoint,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl NodeSpec {
+    /// The nodes of `x-drover.nodes`, or the one node of the Docker environment.
+    pub fn from_config(
+        nodes: &[NodeConfig],
+        env_endpoint: &Endpoint,
+        env: &HashMap<String, String>,
+    ) -> Result<Vec<NodeSpec>, ConnectError> {
+        if nodes.is_empty() {
+            return Ok(vec![NodeSpec {
+                name: DEFAULT_NODE.into(),
+                endpoint: env_endpoint.clone(),
+                labels: BTreeMap::new(),
+            }]);
+        }
+        nodes
+            .iter()
+            .map(|n| {
+                Ok(NodeSpec {
+                    name: n.name.clone(),
+                    endpoint: Endpoint::for_node(n, env)?,
+                    labels: n.labels.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Health checking settings.
+#[derive(Debug, Clone, Copy)]
+pub struct HealthConfig {
+    /// A node whose pings have all failed for this long is down.
+    pub down_after: Duration,
+    /// Ping period.
+    pub interval: Duration,
+    /// One ping's deadline.
+    pub ping_timeout: Duration,
+}
+
+impl HealthConfig {
+    /// Settings that declare a dead node down within about `down_after` + one interval.
+    pub fn with_down_after(down_after: Duration) -> Self {
+        let interval = (down_after / 3).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        HealthConfig {
+            down_after,
+            interval,
+            ping_timeout: down_after.max(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// What is known about a node right now.
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    /// The first connection attempt has finished (either way).
+    pub attempted: bool,
+    pub up: bool,
+    pub docker: Option<Docker>,
+    /// The engine's ID from `/info`.
+    pub engine_id: Option<String>,
+    /// Configured labels over the engine's own.
+    pub labels: BTreeMap<String, String>,
+    /// Why the node is down, when it is.
+    pub error: Option<String>,
+}
+
+/// A running node monitor.
+pub struct NodeHandle {
+    pub name: String,
+    pub endpoint: Endpoint,
+    status: watch::Receiver<NodeStatus>,
+}
+
+impl NodeHandle {
+    pub fn status(&self) -> NodeStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Wait until the first connection attempt finished, or `deadline` passed.
+    pub async fn first_attempt(&mut self, deadline: Duration) {
+        let _ = tokio::time::timeout(deadline, self.status.wait_for(|s| s.attempted)).await;
+    }
+}
+
+/// Start monitoring `spec`; the task ends with `cancel`.
+pub fn spawn(
+    spec: NodeSpec,
+    health: HealthConfig,
+    project: String,
+    watchdog: Duration,
+    trigger: Arc<Trigger>,
+    cancel: CancellationToken,
+) -> NodeHandle {
+    let (tx, rx) = watch::channel(NodeStatus {
+        attempted: false,
+        up: false,
+        docker: None,
+        engine_id: None,
+        labels: spec.labels.clone(),
+        error: None,
+    });
+    let handle = NodeHandle {
+        name: spec.name.clone(),
+        endpoint: spec.endpoint.clone(),
+        status: rx,
+    };
+    let monitor = Monitor {
+        spec,
+        health,
+        project,
+        watchdog,
+        trigger,
+        tx,
+        poke: Arc::new(Notify::new()),
+    };
+    tokio::spawn(monitor.run(cancel));
+    handle
+}
+
+struct Monitor {
+    spec: NodeSpec,
+    health: HealthConfig,
+    project: String,
+    watchdog: Duration,
+    trigger: Arc<Trigger>,
+    tx: watch::Sender<NodeStatus>,
+    poke: Arc<Notify>,
+}
+
+impl Monitor {
+    async fn run(self, cancel: CancellationToken) {
+        let name = self.spec.name.clone();
+        let mut client: Option<Docker> = None;
+        let mut last_ok: Option<Instant> = None;
+        let mut down_since_start = Instant::now();
+        let mut said_error: Option<String> = None;
+        loop {
+            let result: Result<(), String> = match &client {
+                None => match connect::connect(&self.spec.endpoint).await {
+                    Ok(d) => {
+                        let info = d.info().await.ok();
+                        let engine_id = info.as_ref().and_then(|i| i.id.clone());
+                        let mut labels: BTreeMap<String, String> = info
+                            .and_then(|i| i.labels)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter_map(|l| {
+                                l.split_once('=')
+                                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                            })
+                            .collect();
+                        labels.extend(self.spec.labels.clone());
+                        let watch = EventWatch::new(
+                            d.clone(),
+                            EventWatchConfig {
+                                project: self.project.clone(),
+                                watchdog: self.watchdog,
+                                retry_max: Duration::from_secs(5),
+                                endpoint: self.spec.endpoint.clone(),
+                                node: name.clone(),
+                                on_error: Some(self.poke.clone()),
+                            },
+                            self.trigger.clone(),
+                        );
+                        tokio::spawn(watch.run(cancel.child_token()));
+                        self.tx.send_modify(|s| {
+                            s.docker = Some(d.clone());
+                            s.engine_id = engine_id;
+                            s.labels = labels;
+                        });
+                        client = Some(d);
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                },
+                Some(d) => match tokio::time::timeout(self.health.ping_timeout, d.ping()).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(connect::explain(&self.spec.endpoint, &e)),
+                    Err(_) => Err(format!(
+                        "no answer to a ping from {} within {} ms",
+                        self.spec.endpoint.url(),
+                        self.health.ping_timeout.as_millis()
+                    )),
+                },
+            };
+            let was_up = self.tx.borrow().up;
+            match result {
+                Ok(()) => {
+                    last_ok = Some(Instant::now());
+                    said_error = None;
+                    if !was_up {
+                        let status = self.tx.borrow().clone();
+                        info!(
+                            action = "node-up",
+                            project = %self.project,
+                            node = %name,
+                            engine = %self.spec.endpoint.display(),
+                            engine_id = status.engine_id.as_deref().unwrap_or(""),
+                            "node up"
+                        );
+                        self.tx.send_modify(|s| {
+                            s.up = true;
+                            s.attempted = true;
+                            s.error = None;
+                        });
+                        self.trigger.poke(None, "");
+                    }
+                }
+                Err(e) => {
+                    let silent_for = last_ok.map_or(down_since_start.elapsed(), |t| t.elapsed());
+                    if was_up && silent_for >= self.health.down_after {
+                        warn!(
+                            action = "node-down",
+                            project = %self.project,
+                            node = %name,
+                            engine = %self.spec.endpoint.display(),
+                            duration_ms = silent_for.as_millis() as u64,
+                            error = %e,
+                            "node down"
+                        );
+                        self.tx.send_modify(|s| {
+                            s.up = false;
+                            s.error = Some(e.clone());
+                        });
+                        said_error = Some(e);
+                        down_since_start = Instant::now();
+                        self.trigger.poke(None, "");
+                    } else if !was_up && said_error.as_deref() != Some(e.as_str()) {
+                        warn!(
+                            action = "node-down",
+                            project = %self.project,
+                            node = %name,
+                            engine = %self.spec.endpoint.display(),
+                            error = %e,
+                            "node unreachable"
+                        );
+                        self.tx.send_modify(|s| {
+                            s.error = Some(e.clone());
+                            s.attempted = true;
+                        });
+                        said_error = Some(e);
+                    }
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(self.health.interval) => {}
+                _ = self.poke.notified() => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Placement: which node gets a replica.
+//!
+//! Among the nodes that are up and satisfy the service's constraints, and below its
+//! `max_replicas_per_node`: spread over each `spread` label first (the label value with
+//! the fewest replicas of the service), then the node with the fewest replicas of the
+//! service, then the fewest drover containers overall, then the node name.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::config::Service;
+
+/// What the placer knows about one node.
+#[derive(Debug, Clone)]
+pub struct Candidate<'a> {
+    pub name: &'a str,
+    pub labels: &'a BTreeMap<String, String>,
+    /// Whether new replicas may go there (the node is up and reachable).
+    pub open: bool,
+}
+
+/// Counts of replicas per node, updated as the plan places more.
+#[derive(Debug, Default)]
+pub struct Placer<'a> {
+    nodes: Vec<Candidate<'a>>,
+    /// (service, node) -> replicas
+    per_service: HashMap<(String, String), u32>,
+    /// node -> drover containers of the project
+    total: HashMap<String, u32>,
+}
+
+impl<'a> Placer<'a> {
+    pub fn new(nodes: Vec<Candidate<'a>>) -> Self {
+        Placer {
+            nodes,
+            ..Default::default()
+        }
+    }
+
+    /// Count an existing (or planned) replica.
+    pub fn add(&mut self, service: &str, node: &str) {
+        *self
+            .per_service
+            .entry((service.to_string(), node.to_string()))
+            .or_default() += 1;
+        *self.total.entry(node.to_string()).or_default() += 1;
+    }
+
+    /// Forget a replica (planned for removal or moving away).
+    pub fn remove(&mut self, service: &str, node: &str) {
+        if let Some(n) = self
+            .per_service
+            .get_mut(&(service.to_string(), node.to_string()))
+        {
+            *n = n.saturating_sub(1);
+        }
+        if let Some(n) = self.total.get_mut(node) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    pub fn count(&self, service: &str, node: &str) -> u32 {
+        self.per_service
+            .get(&(service.to_string(), node.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Whether `node` may hold a replica of `svc` at all (constraints only).
+    pub fn allowed(&self, svc: &Service, node: &str) -> bool {
+        self.nodes
+            .iter()
+            .find(|n| n.name == node)
+            .is_some_and(|n| allows(svc, n))
+    }
+
+    /// The open nodes that satisfy the constraints.
+    pub fn eligible(&self, svc: &Service) -> Vec<&'a str> {
+        self.nodes
+            .iter()
+            .filter(|n| n.open && allows(svc, n))
+            .map(|n| n.name)
+            .collect()
+    }
+
+    /// Choose a node for one more replica of `svc`, counting it; or say why none fits.
+    pub fn place(&mut self, svc: &Service) -> Result<String, String> {
+        let open: Vec<&Candidate> = self.nodes.iter().filter(|n| n.open).collect();
+        if open.is_empty() {
+            return Err("no node is up".into());
+        }
+        let allowed: Vec<&Candidate> = open.into_iter().filter(|n| allows(svc, n)).collect();
+        if allowed.is_empty() {
+            return Err("no node that is up satisfies the placement constraints".into());
+        }
+        let max = svc.placement.max_replicas_per_node;
+        let fits: Vec<&Candidate> = allowed
+            .into_iter()
+            .filter(|n| max.is_none_or(|m| self.count(&svc.name, n.name) < m))
+            .collect();
+        let Some(best) = fits
+            .iter()
+            .min_by_key(|n| self.score(svc, n))
+            .map(|n| n.name.to_string())
+        else {
+            return Err(format!(
+                "max_replicas_per_node {} reached on every eligible node",
+                max.unwrap_or(0)
+            ));
+        };
+        self.add(&svc.name, &best);
+        Ok(best)
+    }
+
+    fn score(&self, svc: &Service, n: &Candidate) -> (Vec<u32>, u32, u32, String) {
+        let spread = svc
+            .placement
+            .spread
+            .iter()
+            .map(|key| {
+                let value = n.labels.get(key);
+                self.nodes
+                    .iter()
+                    .filter(|m| m.labels.get(key) == value)
+                    .map(|m| self.count(&svc.name, m.name))
+                    .sum()
+            })
+            .collect();
+        (
+            spread,
+            self.count(&svc.name, n.name),
+            self.total.get(n.name).copied().unwrap_or(0),
+            n.name.to_string(),
+        )
+    }
+}
+
+fn allows(svc: &Service, n: &Candidate) -> bool {
+    svc.placement
+        .constraints
+        .iter()
+        .all(|c| c.allows(n.name, n.labels))
+}
