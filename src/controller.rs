@@ -6,7 +6,7 @@
 //! SIGHUP). Passes never overlap. Every wait in the loop also waits on the cancellation
 //! token, so SIGTERM ends it promptly and leaves the managed containers running.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -14,7 +14,7 @@ use bollard::Docker;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{self, LoadOptions, Project};
+use crate::config::{self, FailureAction, LoadOptions, Project};
 use crate::execute::{Executor, Outcome};
 use crate::nodes::{self, HealthConfig, NodeHandle, NodeSpec};
 use crate::observe::{self, Snapshot, State, Trigger};
@@ -72,6 +72,12 @@ pub struct Controller {
     /// What was last said, so nothing is logged at INFO twice when nothing changed.
     said: Said,
     files: Fingerprint,
+    /// Services whose rolling update failed with `failure_action: pause`.
+    halted: BTreeSet<String>,
+    /// Each service's definition before its last change, for rollbacks.
+    previous: HashMap<String, config::Service>,
+    /// Services rolled back, with the config hash that failed.
+    rolled_back: HashMap<String, String>,
 }
 
 #[derive(Default)]
@@ -81,6 +87,7 @@ struct Said {
     waits: HashSet<(String, u32, u32)>,
     stopped: HashSet<String>,
     unplaced: HashSet<(String, u32, String)>,
+    blocked: HashSet<(String, String)>,
     counts: BTreeMap<String, (u32, usize)>,
     reload_error: Option<String>,
 }
@@ -121,6 +128,9 @@ impl Controller {
             killed: HashMap::new(),
             last: HashMap::new(),
             said: Said::default(),
+            halted: BTreeSet::new(),
+            previous: HashMap::new(),
+            rolled_back: HashMap::new(),
         };
         c.warn_once(&loaded.warnings);
         c
@@ -295,10 +305,14 @@ impl Controller {
             now: SystemTime::now(),
             exclude: self.own_id.as_deref(),
             rebalance: self.settings.rebalance,
+            halted: &self.halted,
         });
         drop(views);
         self.report_counts(counts);
         self.report_waits(&plan);
+        if self.update_failures(&plan) {
+            return Some(Duration::ZERO);
+        }
         if plan.actions.is_empty() {
             debug!(project = %self.project.name, duration_ms = started.elapsed().as_millis() as u64, "nothing to do");
             return plan.requeue_after;
@@ -343,6 +357,50 @@ impl Controller {
         }
     }
 
+    /// Act on rolling updates whose new replicas failed: pause them, or roll back to the
+    /// previous definition (rolled out with `rollback_config`). True when the desired
+    /// state changed and the pass must plan again.
+    fn update_failures(&mut self, plan: &plan::Plan) -> bool {
+        let mut changed = false;
+        for f in &plan.update_failed {
+            let Some(current) = self.project.services.get(&f.service).cloned() else {
+                continue;
+            };
+            match (f.action, self.previous.get(&f.service)) {
+                (FailureAction::Rollback, Some(prev)) => {
+                    warn!(
+                        action = "rollback",
+                        project = %self.project.name,
+                        service = %f.service,
+                        actual = f.failed,
+                        reason = "update-failed",
+                        "update failed; rolling back to the previous definition"
+                    );
+                    let mut back = prev.clone();
+                    back.replicas = current.replicas;
+                    back.update = current.rollback.clone();
+                    self.rolled_back
+                        .insert(f.service.clone(), current.config_hash.clone());
+                    self.project.services.insert(f.service.clone(), back);
+                    changed = true;
+                }
+                _ => {
+                    if self.halted.insert(f.service.clone()) {
+                        warn!(
+                            action = "update-paused",
+                            project = %self.project.name,
+                            service = %f.service,
+                            actual = f.failed,
+                            reason = "update-failed",
+                            "update failed; paused until the definition changes again"
+                        );
+                    }
+                }
+            }
+        }
+        changed
+    }
+
     /// Backoff waits and deliberately stopped slots, each said once per step.
     fn report_waits(&mut self, plan: &plan::Plan) {
         for w in &plan.waits {
@@ -384,6 +442,25 @@ impl Controller {
         }
         if plan.unplaced.is_empty() {
             self.said.unplaced.clear();
+        }
+        for b in &plan.blocked {
+            if self
+                .said
+                .blocked
+                .insert((b.service.clone(), b.dependency.clone()))
+            {
+                info!(
+                    action = "blocked",
+                    project = %self.project.name,
+                    service = %b.service,
+                    reason = %format!("{:?}", b.condition),
+                    dependency = %b.dependency,
+                    "waiting for a dependency before creating replicas"
+                );
+            }
+        }
+        if plan.blocked.is_empty() {
+            self.said.blocked.clear();
         }
         for s in &plan.stopped {
             let key = format!("{}:{}", s.container, s.gave_up);
@@ -435,9 +512,30 @@ impl Controller {
             return;
         }
         self.warn_once(&loaded.warnings);
+        let mut loaded = loaded;
+        // A definition that was rolled back stays rolled back until the file changes it
+        // again; its replica count still follows the file.
+        for (name, svc) in loaded.project.services.iter_mut() {
+            if self.rolled_back.get(name) == Some(&svc.config_hash)
+                && let Some(current) = self.project.services.get(name)
+            {
+                let replicas = svc.replicas;
+                *svc = current.clone();
+                svc.replicas = replicas;
+            }
+        }
         if loaded.project == self.project {
             debug!(project = %self.project.name, "config unchanged");
             return;
+        }
+        for (name, svc) in &loaded.project.services {
+            if let Some(old) = self.project.services.get(name)
+                && old.config_hash != svc.config_hash
+            {
+                self.previous.insert(name.clone(), old.clone());
+                self.halted.remove(name);
+                self.rolled_back.remove(name);
+            }
         }
         for (name, svc) in &loaded.project.services {
             match self.project.services.get(name) {
@@ -516,10 +614,10 @@ fn record(backoff: &mut Backoff, settings: &Settings, project: &Project, o: &Out
     if let Action::CreateNetwork { name, .. } | Action::CreateVolume { name, .. } = a {
         match &o.error {
             None => {
-                info!(action = a.name(), project = %p, name = %name, duration_ms = ms, "{}", describe(a))
+                info!(action = a.name(), project = %p, node = a.node(), name = %name, duration_ms = ms, "{}", describe(a))
             }
             Some(err) => {
-                error!(action = a.name(), project = %p, name = %name, duration_ms = ms, error = %err, "action failed")
+                error!(action = a.name(), project = %p, node = a.node(), name = %name, duration_ms = ms, error = %err, "action failed")
             }
         }
         return;
@@ -528,6 +626,9 @@ fn record(backoff: &mut Backoff, settings: &Settings, project: &Project, o: &Out
     let slot = a.slot().unwrap_or(0);
     let reason = a.reason().map(|r| r.as_str()).unwrap_or("");
     let container = o.container.as_deref().unwrap_or("");
+    let node = a.node();
+    let svc = project.services.get(service);
+    let cfg = svc.map(|s| plan::service_backoff(&settings.backoff, s));
     match &o.error {
         None => {
             match a {
@@ -536,23 +637,28 @@ fn record(backoff: &mut Backoff, settings: &Settings, project: &Project, o: &Out
                     reason: plan::Reason::Dead,
                     ..
                 } => backoff.attempted(service, slot, false),
+                // An unhealthy replica replaced: hold the next replacement for the backoff
+                // delay, so a service that never turns healthy is not churned.
+                Action::Restart { .. }
+                | Action::Recreate {
+                    reason: plan::Reason::Unhealthy,
+                    ..
+                } => {
+                    if let (Some(svc), Some(cfg)) = (svc, cfg) {
+                        backoff.failed(&cfg, service, slot, svc.restart.delay, SystemTime::now());
+                    }
+                }
                 _ => {}
             }
-            info!(action = a.name(), project = %p, service, slot, container, reason, duration_ms = ms, "{}", describe(a));
+            info!(action = a.name(), project = %p, node, service, slot, container, reason, duration_ms = ms, "{}", describe(a));
         }
         Some(err) => {
-            if let Some(svc) = project.services.get(service)
+            if let (Some(svc), Some(cfg)) = (svc, cfg)
                 && a.slot().is_some()
             {
-                backoff.failed(
-                    &settings.backoff,
-                    service,
-                    slot,
-                    svc.restart.delay,
-                    SystemTime::now(),
-                );
+                backoff.failed(&cfg, service, slot, svc.restart.delay, SystemTime::now());
             }
-            error!(action = a.name(), project = %p, service, slot, container, reason, duration_ms = ms, error = %err, "action failed");
+            error!(action = a.name(), project = %p, node, service, slot, container, reason, duration_ms = ms, error = %err, "action failed");
         }
     }
 }
@@ -563,6 +669,8 @@ fn describe(a: &Action) -> &'static str {
         Action::CreateVolume { .. } => "volume created",
         Action::Create { .. } => "container created and started",
         Action::Start { .. } => "container started",
+        Action::Restart { .. } => "container restarted",
+        Action::StartFirst { .. } => "new copy started before the old one stops",
         Action::Recreate { .. } => "container recreated",
         Action::Remove { .. } => "container removed",
     }
@@ -577,17 +685,20 @@ struct Fingerprint(Vec<(std::path::PathBuf, Option<Vec<u8>>)>);
 impl Fingerprint {
     fn take(load: &LoadOptions, project: &Project) -> Fingerprint {
         let mut paths: Vec<std::path::PathBuf> = if load.files.is_empty() {
-            [
-                "compose.yaml",
-                "compose.yml",
-                "docker-compose.yaml",
-                "docker-compose.yml",
-            ]
-            .iter()
-            .map(|n| load.cwd.join(n))
-            .collect()
+            config::DEFAULT_FILES
+                .iter()
+                .chain(config::OVERRIDE_FILES)
+                .map(|n| load.cwd.join(n))
+                .chain(
+                    load.env
+                        .get("COMPOSE_FILE")
+                        .into_iter()
+                        .flat_map(|l| l.split(':'))
+                        .map(|f| load.cwd.join(f)),
+                )
+                .collect()
         } else {
-            load.files.clone()
+            load.files.iter().map(|f| load.cwd.join(f)).collect()
         };
         if load.env_files.is_empty() {
             paths.push(project.working_dir.join(".env"));

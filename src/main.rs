@@ -298,6 +298,7 @@ async fn print_plan(specs: &[NodeSpec], loaded: &config::Loaded) -> ExitCode {
         now: SystemTime::now(),
         exclude: own.as_deref(),
         rebalance: loaded.settings.rebalance,
+        halted: &Default::default(),
     });
     if plan.actions.is_empty() && plan.unplaced.is_empty() {
         println!("nothing to do: project {} is at its targets", project.name);
@@ -307,6 +308,12 @@ async fn print_plan(specs: &[NodeSpec], loaded: &config::Loaded) -> ExitCode {
     }
     for u in &plan.unplaced {
         println!("cannot place {} slot {}: {}", u.service, u.slot, u.reason);
+    }
+    for b in &plan.blocked {
+        println!(
+            "wait with {}: {} is not {:?} yet",
+            b.service, b.dependency, b.condition
+        );
     }
     for s in &plan.stopped {
         println!(

@@ -302,6 +302,10 @@ mod tests {
             depends_on: BTreeMap::new(),
             container_name: None,
             placement: Default::default(),
+            update: Default::default(),
+            rollback: Default::default(),
+            unhealthy: Default::default(),
+            backoff: Default::default(),
             config_hash: "abc123".into(),
         };
         let project = Project {

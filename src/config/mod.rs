@@ -26,6 +26,7 @@
 pub mod model;
 
 mod dotenv;
+mod lifecycle;
 mod merge;
 mod nodes;
 mod project;

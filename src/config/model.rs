@@ -62,6 +62,15 @@ pub struct Service {
     /// `deploy.placement`: which nodes may run the replicas. Not part of the config hash:
     /// a changed placement moves only the replicas that no longer fit.
     pub placement: Placement,
+    /// `deploy.update_config`: how a changed definition rolls out (Swarm's defaults).
+    pub update: UpdateConfig,
+    /// `deploy.rollback_config`: how a failed rollout is rolled back.
+    pub rollback: UpdateConfig,
+    /// What to do with a replica the engine reports unhealthy (service-level
+    /// `x-drover.unhealthy`, else the top-level one, else restart).
+    pub unhealthy: UnhealthyAction,
+    /// Per-service crash backoff (service-level `x-drover.backoff`), over the global one.
+    pub backoff: BackoffSettings,
     /// Hash of everything that shapes a container (not the replica count).
     /// A container whose `drover.config-hash` label differs is recreated.
     pub config_hash: String,
@@ -160,11 +169,16 @@ pub struct RestartPolicy {
     /// `deploy.restart_policy.delay`: replaces the backoff's first step when set.
     #[serde(serialize_with = "human_opt")]
     pub delay: Option<Duration>,
+    /// `deploy.restart_policy.window`: only restarts within this long count toward
+    /// `max_attempts` (a slot that stayed up longer starts counting afresh).
+    #[serde(serialize_with = "human_opt")]
+    pub window: Option<Duration>,
 }
 
 impl Default for RestartPolicy {
     fn default() -> Self {
         RestartPolicy {
+            window: None,
             condition: RestartCondition::Always,
             max_attempts: None,
             delay: None,
@@ -233,6 +247,8 @@ pub struct Settings {
     pub nodes: Vec<NodeConfig>,
     /// Move replicas towards an even spread when a node joins or returns.
     pub rebalance: bool,
+    /// The default for services without their own `x-drover.unhealthy`.
+    pub unhealthy: Option<UnhealthyAction>,
 }
 
 /// Restart backoff of one slot: `initial`, doubling up to `max`; a container that has run
@@ -316,4 +332,64 @@ impl Constraint {
         };
         (actual == Some(self.value.as_str())) == self.equal
     }
+}
+
+/// `deploy.update_config` / `deploy.rollback_config`, with Swarm's defaults.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UpdateConfig {
+    /// Replicas updated at once; 0 means all at once.
+    pub parallelism: u32,
+    /// Wait between batches.
+    #[serde(serialize_with = "human")]
+    pub delay: Duration,
+    pub order: UpdateOrder,
+    /// A new replica counts as updated once it has run (and been healthy) this long.
+    #[serde(serialize_with = "human")]
+    pub monitor: Duration,
+    pub failure_action: FailureAction,
+    /// Failures tolerated, as a fraction of the replicas, before `failure_action`.
+    pub max_failure_ratio: f64,
+}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        UpdateConfig {
+            parallelism: 1,
+            delay: Duration::ZERO,
+            order: UpdateOrder::StopFirst,
+            monitor: Duration::from_secs(5),
+            failure_action: FailureAction::Pause,
+            max_failure_ratio: 0.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    /// Stop the old replica, then start the new one.
+    StopFirst,
+    /// Start the new replica, then stop the old one: never below the target.
+    StartFirst,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureAction {
+    Pause,
+    Continue,
+    Rollback,
+}
+
+/// What happens to a replica the engine reports unhealthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnhealthyAction {
+    /// Restart the container in place.
+    #[default]
+    Restart,
+    /// Remove it and create a new one.
+    Recreate,
+    /// Leave it be.
+    Ignore,
 }

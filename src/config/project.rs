@@ -151,6 +151,7 @@ pub fn build(root: &Node, inp: &Inputs, warnings: &mut Warnings) -> Result<(Proj
     let mut services = BTreeMap::new();
     for (svc_name, d) in drafts {
         let mut s = d.service;
+        s.unhealthy = d.unhealthy.or(settings.unhealthy).unwrap_or_default();
         s.replicas = inp
             .scale
             .iter()
@@ -362,6 +363,7 @@ fn x_drover(
             "watchdog" => settings.watchdog = read::opt_duration(v, &p)?,
             "nodes" => settings.nodes = super::nodes::nodes(v, &p, dir, warnings)?,
             "rebalance" => settings.rebalance = read::boolean(v, &p)?,
+            "unhealthy" => settings.unhealthy = Some(super::lifecycle::unhealthy(v, &p)?),
             "backoff" => {
                 for (bk, bv) in read::map_or_null(v, &p)? {
                     let bp = child(&p, &bk.name);
@@ -391,7 +393,18 @@ pub fn config_hash(
 ) -> String {
     let mut value = serde_json::to_value(s).unwrap_or_default();
     if let Some(obj) = value.as_object_mut() {
-        for k in ["name", "replicas", "depends_on", "config_hash", "placement"] {
+        for k in [
+            "name",
+            "replicas",
+            "depends_on",
+            "config_hash",
+            "placement",
+            "update",
+            "rollback",
+            "unhealthy",
+            "backoff",
+            "restart",
+        ] {
             obj.remove(k);
         }
         let nets: BTreeMap<&String, &Network> = s

@@ -109,6 +109,8 @@ pub struct Draft {
     pub depends_locs: BTreeMap<String, Loc>,
     /// Whether `networks` was given (else the service joins `default`).
     pub default_network: bool,
+    /// The service's own `x-drover.unhealthy`, which wins over the top-level one.
+    pub unhealthy: Option<UnhealthyAction>,
 }
 
 pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft> {
@@ -135,6 +137,10 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
         depends_on: BTreeMap::new(),
         container_name: None,
         placement: Placement::default(),
+        update: UpdateConfig::default(),
+        rollback: UpdateConfig::default(),
+        unhealthy: UnhealthyAction::default(),
+        backoff: BackoffSettings::default(),
         config_hash: String::new(),
     };
     let mut d = Draft {
@@ -144,6 +150,7 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
         container_name_loc: None,
         depends_locs: BTreeMap::new(),
         default_network: true,
+        unhealthy: None,
     };
     let mut image = None;
     let mut has_build = None;
@@ -203,6 +210,20 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
                 if let Some(pl) = v.get("placement") {
                     s.placement = super::nodes::placement(pl, &child(p, "placement"), cx.warnings)?;
                 }
+                if let Some(u) = v.get("update_config") {
+                    s.update = super::lifecycle::update_config(
+                        u,
+                        &child(p, "update_config"),
+                        cx.warnings,
+                    )?;
+                }
+                if let Some(u) = v.get("rollback_config") {
+                    s.rollback = super::lifecycle::update_config(
+                        u,
+                        &child(p, "rollback_config"),
+                        cx.warnings,
+                    )?;
+                }
                 let (replicas, policy) = deploy(cx.warnings, v, p)?;
                 deploy_replicas = replicas.map(|r| (r, v.loc.clone()));
                 deploy_restart = policy;
@@ -218,6 +239,11 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
                 d.container_name_loc = Some(k.loc.clone());
             }
             "depends_on" => depends_on(cx, v, p, &mut s.depends_on, &mut d.depends_locs)?,
+            "x-drover" => {
+                let (action, backoff) = super::lifecycle::service_drover(v, p, cx.warnings)?;
+                d.unhealthy = action;
+                s.backoff = backoff;
+            }
             key if key.starts_with("x-") => {}
             "build" => has_build = Some(k.loc.clone()),
             key if UNSUPPORTED.contains(&key) => {
@@ -269,6 +295,7 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
                 .unwrap_or(RestartCondition::Always),
             max_attempts: max.or(deploy.and_then(|p| p.max_attempts)),
             delay: deploy.and_then(|p| p.delay),
+            window: deploy.and_then(|p| p.window),
         },
         (None, Some(p)) => p,
         (None, None) => RestartPolicy::default(),
@@ -637,16 +664,17 @@ fn deploy(w: &mut Warnings, v: &Node, p: &str) -> Result<(Option<u32>, Option<Re
                         }
                         "delay" => rp.delay = read::opt_duration(rv, &rp_path)?,
                         "max_attempts" => rp.max_attempts = Some(read::u32_(rv, &rp_path)?),
-                        "window" => w.at(&rk.loc, &rp_path, "not supported yet, ignored"),
+                        "window" => rp.window = read::opt_duration(rv, &rp_path)?,
                         key if key.starts_with("x-") => {}
                         _ => w.at(&rk.loc, &rp_path, "unknown key, ignored"),
                     }
                 }
                 policy = Some(rp);
             }
-            "mode" | "endpoint_mode" | "labels" | "resources" | "rollback_config"
-            | "update_config" => w.at(&k.loc, &kp, "not supported yet, ignored"),
-            "placement" => {}
+            "mode" | "endpoint_mode" | "labels" | "resources" => {
+                w.at(&k.loc, &kp, "not supported yet, ignored")
+            }
+            "placement" | "update_config" | "rollback_config" => {}
             key if key.starts_with("x-") => {}
             _ => w.at(&k.loc, &kp, "unknown key, ignored"),
         }

@@ -15,8 +15,8 @@ use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::models::{NetworkConnectRequest, NetworkCreateRequest, VolumeCreateRequest};
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, RemoveContainerOptions, StartContainerOptions,
-    StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, RemoveContainerOptions, RenameContainerOptions,
+    RestartContainerOptions, StartContainerOptions, StopContainerOptions,
 };
 use futures::StreamExt;
 
@@ -95,6 +95,20 @@ impl Executor<'_> {
                     ..
                 } => self.create(docker, node, service, *slot).await,
                 Action::Start { container, .. } => self.start(docker, container).await,
+                Action::Restart { container, .. } => self.restart(docker, container).await,
+                Action::StartFirst {
+                    service,
+                    slot,
+                    container,
+                    to,
+                    ..
+                } => match self.move_aside(docker, container).await {
+                    Ok(()) => match self.engine(to) {
+                        Ok(target) => self.create(target, to, service, *slot).await,
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                },
                 Action::Recreate {
                     service,
                     slot,
@@ -296,6 +310,49 @@ impl Executor<'_> {
             Ok(()) => Ok(Some(short(id))),
             Err(e) if status(&e) == Some(304) => Ok(Some(short(id))),
             Err(e) => Err(format!("start {}: {}", short(id), api_error(&e))),
+        }
+    }
+
+    /// Restart in place: the container's stop signal and grace period, then start.
+    async fn restart(&self, docker: &Docker, id: &str) -> Result<Option<String>, String> {
+        let slow = docker.clone().with_timeout(Duration::from_secs(600));
+        slow.restart_container(id, None::<RestartContainerOptions>)
+            .await
+            .map(|_| Some(short(id)))
+            .map_err(|e| format!("restart {}: {}", short(id), api_error(&e)))
+    }
+
+    /// Free the slot's name for its new copy (start-first): rename the running old copy to
+    /// `{name}-old-{id}`. Its labels still say which slot it serves, so the planner removes
+    /// it once the new copy runs, also after a restart of drover.
+    async fn move_aside(&self, docker: &Docker, id: &str) -> Result<(), String> {
+        let c = match docker.inspect_container(id, None).await {
+            Ok(c) => c,
+            Err(e) if status(&e) == Some(404) => return Ok(()),
+            Err(e) => return Err(format!("inspect {}: {}", short(id), api_error(&e))),
+        };
+        let current = c.name.unwrap_or_default();
+        let base = current.trim_start_matches('/');
+        if base.contains("-old-") {
+            return Ok(());
+        }
+        let aside = format!("{base}-old-{}", short(id));
+        match docker
+            .rename_container(
+                id,
+                RenameContainerOptions {
+                    name: aside.clone(),
+                },
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if status(&e) == Some(404) => Ok(()),
+            Err(e) => Err(format!(
+                "rename {} to {aside}: {}",
+                short(id),
+                api_error(&e)
+            )),
         }
     }
 

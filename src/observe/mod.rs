@@ -59,6 +59,32 @@ impl State {
     }
 }
 
+/// What the container's healthcheck says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Health {
+    /// No healthcheck.
+    #[default]
+    None,
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+impl Health {
+    /// From the list's status text, e.g. `Up 5 seconds (unhealthy)`.
+    pub fn from_status(status: &str) -> Health {
+        if status.contains("(unhealthy)") {
+            Health::Unhealthy
+        } else if status.contains("(healthy)") {
+            Health::Healthy
+        } else if status.contains("(health: starting)") {
+            Health::Starting
+        } else {
+            Health::None
+        }
+    }
+}
+
 /// One container as seen by the engine.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Container {
@@ -70,8 +96,11 @@ pub struct Container {
     pub name: String,
     pub labels: HashMap<String, String>,
     pub state: State,
+    pub health: Health,
     /// Exit code of the last run, when the container has exited.
     pub exit_code: Option<i64>,
+    /// When the container was created (from the list; seconds precision).
+    pub created: Option<SystemTime>,
     /// When the last run started and finished (filled for containers that are not running).
     pub started_at: Option<SystemTime>,
     pub finished_at: Option<SystemTime>,
@@ -176,7 +205,16 @@ pub async fn snapshot(
                 .unwrap_or_default(),
             id,
             labels: summary.labels.unwrap_or_default(),
+            health: summary
+                .status
+                .as_deref()
+                .map(Health::from_status)
+                .unwrap_or_default(),
             state,
+            created: summary
+                .created
+                .and_then(|t| u64::try_from(t).ok())
+                .map(|t| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t)),
             exit_code: None,
             started_at: None,
             finished_at: None,
@@ -187,6 +225,14 @@ pub async fn snapshot(
                     if let Some(st) = details.state {
                         if let Some(status) = st.status {
                             c.state = State::parse(status.as_ref());
+                        }
+                        if let Some(h) = st.health.and_then(|h| h.status) {
+                            c.health = match h.as_ref() {
+                                "healthy" => Health::Healthy,
+                                "unhealthy" => Health::Unhealthy,
+                                "starting" => Health::Starting,
+                                _ => Health::None,
+                            };
                         }
                         c.exit_code = st.exit_code;
                         c.started_at = st.started_at.as_deref().and_then(parse_time);
@@ -304,6 +350,8 @@ mod tests {
             name: "p-web-1".into(),
             labels: HashMap::from([(LABEL_SLOT.to_string(), "0".to_string())]),
             state: State::Running,
+            health: Health::None,
+            created: None,
             exit_code: None,
             started_at: None,
             finished_at: None,

@@ -19,8 +19,11 @@ pub mod place;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
-use crate::config::{Project, RestartCondition, Service};
-use crate::observe::{Container, Snapshot, State};
+use crate::config::{
+    DependsCondition, FailureAction, Project, RestartCondition, Service, UnhealthyAction,
+    UpdateOrder,
+};
+use crate::observe::{Container, Health, Snapshot, State};
 
 pub use backoff::{Backoff, BackoffConfig};
 use place::{Candidate, Placer};
@@ -48,6 +51,8 @@ pub enum Reason {
     Stale,
     /// Moving a replica towards an even spread (`x-drover.rebalance`).
     Rebalance,
+    /// The engine reports the container unhealthy.
+    Unhealthy,
     /// The service is no longer in the Compose file.
     ServiceRemoved,
     /// The container has the project label but no valid service or slot label.
@@ -67,6 +72,7 @@ impl Reason {
             Reason::Duplicate => "duplicate",
             Reason::Stale => "stale",
             Reason::Rebalance => "rebalance",
+            Reason::Unhealthy => "unhealthy",
             Reason::ServiceRemoved => "service-removed",
             Reason::BadLabels => "bad-labels",
         }
@@ -105,6 +111,24 @@ pub enum Action {
         reset: bool,
         reason: Reason,
     },
+    /// Restart a running container in place (stop with its signal and grace, start).
+    Restart {
+        service: String,
+        slot: u32,
+        node: String,
+        container: String,
+        reason: Reason,
+    },
+    /// Start-first replacement: move the old container's name aside, create and start the
+    /// slot's new copy on `to`; the old copy is removed once the new one runs.
+    StartFirst {
+        service: String,
+        slot: u32,
+        node: String,
+        container: String,
+        to: String,
+        reason: Reason,
+    },
     /// Stop and remove the container on `node`, then create and start the slot on `to`.
     Recreate {
         service: String,
@@ -131,6 +155,8 @@ impl Action {
             Action::CreateVolume { .. } => "create-volume",
             Action::Create { .. } => "create",
             Action::Start { .. } => "start",
+            Action::Restart { .. } => "restart",
+            Action::StartFirst { .. } => "start-first",
             Action::Recreate { .. } => "recreate",
             Action::Remove { .. } => "remove",
         }
@@ -141,6 +167,8 @@ impl Action {
             Action::CreateNetwork { .. } | Action::CreateVolume { .. } => None,
             Action::Create { service, .. }
             | Action::Start { service, .. }
+            | Action::Restart { service, .. }
+            | Action::StartFirst { service, .. }
             | Action::Recreate { service, .. } => Some(service),
             Action::Remove { service, .. } => service.as_deref(),
         }
@@ -151,6 +179,8 @@ impl Action {
             Action::CreateNetwork { .. } | Action::CreateVolume { .. } => None,
             Action::Create { slot, .. }
             | Action::Start { slot, .. }
+            | Action::Restart { slot, .. }
+            | Action::StartFirst { slot, .. }
             | Action::Recreate { slot, .. } => Some(*slot),
             Action::Remove { slot, .. } => *slot,
         }
@@ -163,6 +193,8 @@ impl Action {
             | Action::CreateVolume { node, .. }
             | Action::Create { node, .. }
             | Action::Start { node, .. }
+            | Action::Restart { node, .. }
+            | Action::StartFirst { node, .. }
             | Action::Recreate { node, .. }
             | Action::Remove { node, .. } => node,
         }
@@ -172,6 +204,8 @@ impl Action {
     pub fn container(&self) -> Option<&str> {
         match self {
             Action::Start { container, .. }
+            | Action::Restart { container, .. }
+            | Action::StartFirst { container, .. }
             | Action::Recreate { container, .. }
             | Action::Remove { container, .. } => Some(container),
             _ => None,
@@ -183,6 +217,8 @@ impl Action {
             Action::CreateNetwork { .. } | Action::CreateVolume { .. } => None,
             Action::Create { reason, .. }
             | Action::Start { reason, .. }
+            | Action::Restart { reason, .. }
+            | Action::StartFirst { reason, .. }
             | Action::Recreate { reason, .. }
             | Action::Remove { reason, .. } => Some(*reason),
         }
@@ -208,7 +244,8 @@ impl std::fmt::Display for Action {
                     write!(f, " container {}", crate::observe::short_id(c))?;
                 }
                 write!(f, " on {}", self.node())?;
-                if let Action::Recreate { to, node, .. } = self
+                if let Action::Recreate { to, node, .. } | Action::StartFirst { to, node, .. } =
+                    self
                     && to != node
                 {
                     write!(f, " to {to}")?;
@@ -251,6 +288,22 @@ pub struct Unplaced {
     pub reason: String,
 }
 
+/// A rolling update whose new replicas failed beyond `max_failure_ratio`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateFailed {
+    pub service: String,
+    pub action: FailureAction,
+    pub failed: usize,
+}
+
+/// A slot not created yet because a dependency is not ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    pub service: String,
+    pub dependency: String,
+    pub condition: DependsCondition,
+}
+
 /// The outcome of one planning pass.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
@@ -259,6 +312,11 @@ pub struct Plan {
     pub waits: Vec<Wait>,
     pub stopped: Vec<Stopped>,
     pub unplaced: Vec<Unplaced>,
+    pub update_failed: Vec<UpdateFailed>,
+    pub blocked: Vec<Blocked>,
+    /// Times at which something will have changed without an event (a new replica's
+    /// monitor period ending, an update delay passing).
+    pub recheck: Vec<SystemTime>,
     /// Plan again after this long even if nothing happens (the earliest backoff expiry).
     pub requeue_after: Option<Duration>,
 }
@@ -301,6 +359,8 @@ pub struct Input<'a> {
     pub exclude: Option<&'a str>,
     /// Move replicas towards an even spread (`x-drover.rebalance`).
     pub rebalance: bool,
+    /// Services whose rolling update is paused (it failed with `failure_action: pause`).
+    pub halted: &'a BTreeSet<String>,
 }
 
 impl Input<'_> {
@@ -365,6 +425,7 @@ pub fn plan(input: &Input) -> Plan {
         }
     }
 
+    let deps = by_service.clone();
     let mut service_actions: Vec<Action> = Vec::new();
     for name in project.start_order() {
         let svc = &project.services[name];
@@ -373,6 +434,7 @@ pub fn plan(input: &Input) -> Plan {
             input,
             svc,
             containers,
+            &deps,
             &mut placer,
             &mut service_actions,
             &mut plan,
@@ -385,7 +447,9 @@ pub fn plan(input: &Input) -> Plan {
     plan.requeue_after = plan
         .waits
         .iter()
-        .map(|w| w.until.duration_since(input.now).unwrap_or_default())
+        .map(|w| w.until)
+        .chain(plan.recheck.iter().copied())
+        .map(|t| t.duration_since(input.now).unwrap_or_default())
         .min();
     plan
 }
@@ -452,11 +516,14 @@ fn plan_service(
     input: &Input,
     svc: &Service,
     containers: Vec<&Container>,
+    deps: &BTreeMap<&str, Vec<&Container>>,
     placer: &mut Placer,
     out: &mut Vec<Action>,
     plan: &mut Plan,
 ) {
     let target = svc.replicas;
+    let backoff_cfg = service_backoff(input.backoff_cfg, svc);
+    let current = |c: &Container| c.config_hash() == Some(svc.config_hash.as_str());
 
     // One container per slot. An older copy goes once the current one runs; a copy on a
     // node that cannot be acted on now stays until it can.
@@ -468,7 +535,7 @@ fn plan_service(
     }
     let mut kept: BTreeMap<u32, &Container> = BTreeMap::new();
     let mut removals: Vec<Action> = Vec::new();
-    let mut overlap = false;
+    let mut overlap = 0usize;
     for (n, mut cs) in slots {
         cs.sort_by_key(|c| keep_rank(c));
         let mut rest = cs.into_iter();
@@ -482,50 +549,89 @@ fn plan_service(
             }
             if newer && first.state != State::Running && about_to_run(svc, first) {
                 // Keep the old copy serving until the current one runs.
-                overlap = true;
+                overlap += 1;
                 continue;
             }
-            removals.push(remove(
-                svc,
-                n,
-                other,
-                if newer {
-                    Reason::Stale
-                } else {
-                    Reason::Duplicate
-                },
-            ));
+            let reason = if !newer {
+                Reason::Duplicate
+            } else if current(first) && !current(other) {
+                Reason::ConfigChanged
+            } else {
+                Reason::Stale
+            };
+            removals.push(remove(svc, n, other, reason));
         }
     }
 
-    // Scale down: keep the lowest `target` slots, remove the rest from the highest.
+    // Scale down: not-running first, then unhealthy, then outdated, then the newest
+    // (by the second), then the highest slot.
     let occupied: BTreeSet<u32> = kept.keys().copied().collect();
-    while kept.len() > target as usize {
-        let Some((n, c)) = kept.pop_last() else { break };
-        placer.remove(&svc.name, &c.node);
-        if input.up(&c.node) && c.state != State::Removing {
-            removals.push(remove(svc, n, c, Reason::ScaleDown));
+    if kept.len() > target as usize {
+        let mut order: Vec<(u32, &Container)> = kept.iter().map(|(n, c)| (*n, *c)).collect();
+        order.sort_by_key(|(n, c)| {
+            (
+                c.state == State::Running,
+                c.health != Health::Unhealthy,
+                current(c),
+                std::cmp::Reverse(c.generation() / 1_000_000_000),
+                std::cmp::Reverse(*n),
+            )
+        });
+        for (n, c) in order.into_iter().take(kept.len() - target as usize) {
+            kept.remove(&n);
+            placer.remove(&svc.name, &c.node);
+            if input.up(&c.node) && c.state != State::Removing {
+                removals.push(remove(svc, n, c, Reason::ScaleDown));
+            }
         }
     }
     out.extend(removals);
 
     // Containers in the kept slots, on nodes that can be acted on.
-    let mut rolling: Vec<(u32, &Container, Reason)> = Vec::new();
+    let mut misplaced_running: Vec<(u32, &Container)> = Vec::new();
+    let mut outdated_running: Vec<(u32, &Container)> = Vec::new();
     let mut acted = false;
     for (&n, c) in &kept {
         if !input.up(&c.node) {
             continue;
         }
-        let outdated = c.config_hash() != Some(svc.config_hash.as_str());
+        let outdated = !current(c);
         let misplaced = !placer.allowed(svc, &c.node);
         let history = input.backoff.get(&svc.name, n);
         let held = history.not_before.filter(|t| *t > input.now);
         match c.state {
             State::Running | State::Paused | State::Restarting | State::Unknown => {
+                let unhealthy = c.health == Health::Unhealthy
+                    && c.state == State::Running
+                    && svc.unhealthy != UnhealthyAction::Ignore;
                 if misplaced {
-                    rolling.push((n, c, Reason::Misplaced));
+                    misplaced_running.push((n, c));
                 } else if outdated {
-                    rolling.push((n, c, Reason::ConfigChanged));
+                    outdated_running.push((n, c));
+                } else if unhealthy {
+                    let attempts = history.attempts;
+                    if let Some(until) = held {
+                        wait(plan, svc, n, until, attempts);
+                    } else {
+                        acted = true;
+                        out.push(match svc.unhealthy {
+                            UnhealthyAction::Recreate => Action::Recreate {
+                                service: svc.name.clone(),
+                                slot: n,
+                                node: c.node.clone(),
+                                container: c.id.clone(),
+                                to: c.node.clone(),
+                                reason: Reason::Unhealthy,
+                            },
+                            _ => Action::Restart {
+                                service: svc.name.clone(),
+                                slot: n,
+                                node: c.node.clone(),
+                                container: c.id.clone(),
+                                reason: Reason::Unhealthy,
+                            },
+                        });
+                    }
                 }
             }
             State::Removing => {}
@@ -560,64 +666,245 @@ fn plan_service(
                 }
             }
             State::Exited => {
-                acted |= plan_exited(input, svc, n, c, outdated, misplaced, placer, out, plan);
+                acted |= plan_exited(
+                    input,
+                    &backoff_cfg,
+                    svc,
+                    n,
+                    c,
+                    outdated,
+                    misplaced,
+                    placer,
+                    out,
+                    plan,
+                );
             }
         }
     }
 
-    // Fill the lowest free slots up to the target, on the best nodes.
+    // Fill the lowest free slots up to the target, on the best nodes, once the
+    // dependencies that must be healthy or finished are.
     let missing = (target as usize).saturating_sub(kept.len());
-    let mut slot = 0u32;
-    for _ in 0..missing {
-        slot += 1;
-        while occupied.contains(&slot) {
+    let blocked = if missing > 0 {
+        blocked_by(svc, input, deps)
+    } else {
+        None
+    };
+    if let Some(b) = blocked {
+        plan.blocked.push(b);
+    } else {
+        let mut slot = 0u32;
+        for _ in 0..missing {
             slot += 1;
-        }
-        let history = input.backoff.get(&svc.name, slot);
-        if let Some(until) = history.not_before.filter(|t| *t > input.now) {
-            wait(plan, svc, slot, until, history.attempts);
-            continue;
-        }
-        match placer.place(svc) {
-            Ok(node) => {
-                acted = true;
-                out.push(Action::Create {
+            while occupied.contains(&slot) {
+                slot += 1;
+            }
+            let history = input.backoff.get(&svc.name, slot);
+            if let Some(until) = history.not_before.filter(|t| *t > input.now) {
+                wait(plan, svc, slot, until, history.attempts);
+                continue;
+            }
+            match placer.place(svc) {
+                Ok(node) => {
+                    acted = true;
+                    out.push(Action::Create {
+                        service: svc.name.clone(),
+                        slot,
+                        node,
+                        reason: Reason::Missing,
+                    });
+                }
+                Err(reason) => plan.unplaced.push(Unplaced {
                     service: svc.name.clone(),
                     slot,
-                    node,
-                    reason: Reason::Missing,
-                });
+                    reason,
+                }),
             }
-            Err(reason) => plan.unplaced.push(Unplaced {
-                service: svc.name.clone(),
-                slot,
-                reason,
-            }),
         }
     }
 
-    // One step of a rolling change at a time, and only while the rest of the service is
-    // whole and nothing else is happening to it.
-    let whole = kept.len() == target as usize
-        && kept.values().all(|c| c.state == State::Running)
-        && !overlap
-        && plan.waits.iter().all(|w| w.service != svc.name)
-        && plan.unplaced.iter().all(|u| u.service != svc.name);
-    if acted || !whole {
+    // A rolling update whose new replicas fail beyond the tolerated ratio stops here.
+    if !outdated_running.is_empty() && update_failed(svc, &kept, plan) {
         return;
     }
-    if let Some((n, c, reason)) = rolling.first() {
-        let misplaced = *reason == Reason::Misplaced;
-        if let Some(a) = recreate(svc, *n, c, *reason, misplaced, placer, plan) {
+    // Rolling changes only while nothing else is happening to the service.
+    let quiet = !acted
+        && plan.waits.iter().all(|w| w.service != svc.name)
+        && plan.unplaced.iter().all(|u| u.service != svc.name);
+    if !quiet {
+        return;
+    }
+    let whole = kept.len() == target as usize
+        && kept.values().all(|c| c.state == State::Running)
+        && overlap == 0;
+    if whole && let Some((n, c)) = misplaced_running.first() {
+        if let Some(a) = recreate(svc, *n, c, Reason::Misplaced, true, placer, plan) {
             out.push(a);
         }
         return;
     }
-    if input.rebalance
+    if !outdated_running.is_empty() {
+        rolling_update(input, svc, &kept, &outdated_running, overlap, out, plan);
+        return;
+    }
+    if whole
+        && input.rebalance
         && let Some(a) = rebalance(svc, &kept, placer)
     {
         out.push(a);
     }
+}
+
+/// The service's own backoff settings over the global ones.
+pub fn service_backoff(global: &BackoffConfig, svc: &Service) -> BackoffConfig {
+    BackoffConfig {
+        initial: svc.backoff.initial.unwrap_or(global.initial),
+        max: svc.backoff.max.unwrap_or(global.max),
+        reset_after: svc.backoff.reset_after.unwrap_or(global.reset_after),
+    }
+}
+
+/// One step of a rolling update (`deploy.update_config`): up to `parallelism` outdated
+/// replicas at once, each counting as done when its new copy has run (and been healthy)
+/// for `monitor`; `delay` between batches; stop or fail per `failure_action`.
+fn rolling_update(
+    input: &Input,
+    svc: &Service,
+    kept: &BTreeMap<u32, &Container>,
+    outdated: &[(u32, &Container)],
+    overlap: usize,
+    out: &mut Vec<Action>,
+    plan: &mut Plan,
+) {
+    if input.halted.contains(&svc.name) {
+        return;
+    }
+    let cfg = &svc.update;
+    let hash = svc.config_hash.as_str();
+    let has_health = svc
+        .healthcheck
+        .as_ref()
+        .is_some_and(|h| h.test.first().map(String::as_str) != Some("NONE"));
+    let fresh: Vec<&Container> = kept
+        .values()
+        .copied()
+        .filter(|c| c.config_hash() == Some(hash))
+        .collect();
+    let settle = |c: &Container| c.created.map(|t| t + cfg.monitor);
+    let in_progress: Vec<&Container> = fresh
+        .iter()
+        .copied()
+        .filter(|c| {
+            c.state != State::Running
+                || settle(c).is_none_or(|t| t > input.now)
+                || (has_health && c.health != Health::Healthy)
+        })
+        .collect();
+    for c in &in_progress {
+        if let Some(t) = settle(c).filter(|t| *t > input.now) {
+            plan.recheck.push(t);
+        }
+    }
+    let batch = if cfg.parallelism == 0 {
+        outdated.len()
+    } else {
+        cfg.parallelism as usize
+    };
+    let busy = in_progress.len() + overlap;
+    if busy >= batch {
+        return;
+    }
+    if !cfg.delay.is_zero() && !fresh.is_empty() {
+        let last = fresh.iter().filter_map(|c| settle(c)).max();
+        if let Some(next) = last.map(|t| t + cfg.delay)
+            && next > input.now
+        {
+            plan.recheck.push(next);
+            return;
+        }
+    }
+    for (n, c) in outdated.iter().take(batch - busy) {
+        out.push(match cfg.order {
+            UpdateOrder::StopFirst => Action::Recreate {
+                service: svc.name.clone(),
+                slot: *n,
+                node: c.node.clone(),
+                container: c.id.clone(),
+                to: c.node.clone(),
+                reason: Reason::ConfigChanged,
+            },
+            UpdateOrder::StartFirst => Action::StartFirst {
+                service: svc.name.clone(),
+                slot: *n,
+                node: c.node.clone(),
+                container: c.id.clone(),
+                to: c.node.clone(),
+                reason: Reason::ConfigChanged,
+            },
+        });
+    }
+}
+
+/// Whether the new replicas of an update in progress failed beyond
+/// `max_failure_ratio`; if so (and the action is not `continue`), report it.
+fn update_failed(svc: &Service, kept: &BTreeMap<u32, &Container>, plan: &mut Plan) -> bool {
+    let cfg = &svc.update;
+    let failed = kept
+        .values()
+        .filter(|c| c.config_hash() == Some(svc.config_hash.as_str()))
+        .filter(|c| matches!(c.state, State::Exited | State::Dead) || c.health == Health::Unhealthy)
+        .count();
+    let too_many = failed > 0 && failed as f64 > cfg.max_failure_ratio * svc.replicas.max(1) as f64;
+    if too_many && cfg.failure_action != FailureAction::Continue {
+        plan.update_failed.push(UpdateFailed {
+            service: svc.name.clone(),
+            action: cfg.failure_action,
+            failed,
+        });
+        return true;
+    }
+    false
+}
+
+/// The first dependency that must be healthy or finished and is not, if any.
+fn blocked_by(
+    svc: &Service,
+    input: &Input,
+    deps: &BTreeMap<&str, Vec<&Container>>,
+) -> Option<Blocked> {
+    for (name, dep) in &svc.depends_on {
+        let Some(dep_svc) = input.project.services.get(name) else {
+            continue;
+        };
+        let cs = deps.get(name.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+        let ready = match dep.condition {
+            DependsCondition::ServiceStarted => true,
+            DependsCondition::ServiceHealthy => {
+                let checked = dep_svc
+                    .healthcheck
+                    .as_ref()
+                    .is_some_and(|h| h.test.first().map(String::as_str) != Some("NONE"));
+                !cs.is_empty()
+                    && cs.iter().all(|c| {
+                        c.state == State::Running && (!checked || c.health == Health::Healthy)
+                    })
+            }
+            DependsCondition::ServiceCompletedSuccessfully => {
+                !cs.is_empty()
+                    && cs
+                        .iter()
+                        .all(|c| c.state == State::Exited && c.exit_code == Some(0))
+            }
+        };
+        if !ready {
+            return Some(Blocked {
+                service: svc.name.clone(),
+                dependency: name.clone(),
+                condition: dep.condition,
+            });
+        }
+    }
+    None
 }
 
 /// Whether a container that is not running will be started by a coming pass.
@@ -709,6 +996,7 @@ fn rebalance(
 #[allow(clippy::too_many_arguments)]
 fn plan_exited(
     input: &Input,
+    backoff_cfg: &BackoffConfig,
     svc: &Service,
     n: u32,
     c: &Container,
@@ -737,11 +1025,15 @@ fn plan_exited(
         return false;
     }
     let history = input.backoff.get(&svc.name, n);
-    let long_run = c
-        .last_run()
-        .is_some_and(|d| d >= input.backoff_cfg.reset_after);
+    let last_run = c.last_run();
+    let long_run = last_run.is_some_and(|d| d >= backoff_cfg.reset_after);
     let attempts = if long_run { 0 } else { history.attempts };
-    if !changed && policy.max_attempts.is_some_and(|m| attempts >= m) {
+    // `window`: a run longer than it starts the count of attempts afresh.
+    let counted = match policy.window {
+        Some(w) if last_run.is_some_and(|d| d >= w) => 0,
+        _ => attempts,
+    };
+    if !changed && policy.max_attempts.is_some_and(|m| counted >= m) {
         plan.stopped.push(Stopped {
             service: svc.name.clone(),
             slot: n,
@@ -752,7 +1044,7 @@ fn plan_exited(
         });
         return false;
     }
-    let delay = input.backoff_cfg.delay(attempts, policy.delay);
+    let delay = backoff_cfg.delay(attempts, policy.delay);
     let died = c.finished_at.unwrap_or(input.now).min(input.now);
     let mut due = died + delay;
     if let Some(t) = history.not_before {

@@ -29,6 +29,10 @@ fn svc(name: &str, replicas: u32) -> Service {
         depends_on: BTreeMap::new(),
         container_name: None,
         placement: Default::default(),
+        update: Default::default(),
+        rollback: Default::default(),
+        unhealthy: Default::default(),
+        backoff: Default::default(),
         config_hash: format!("hash-{name}"),
     }
 }
@@ -67,6 +71,8 @@ fn container(id: &str, service: &str, slot: u32, state: State, hash: &str) -> Co
             (LABEL_CONFIG_HASH.to_string(), hash.to_string()),
         ]),
         state,
+        health: Default::default(),
+        created: Some(t0() - Duration::from_secs(100)),
         exit_code: (state == State::Exited).then_some(137),
         started_at: Some(t0() - Duration::from_secs(100)),
         finished_at: (state == State::Exited).then_some(t0() - Duration::from_secs(99)),
@@ -107,6 +113,7 @@ fn run_plan(p: &Project, s: &Snapshot, b: &Backoff) -> Plan {
         now: t0(),
         exclude: None,
         rebalance: false,
+        halted: &BTreeSet::new(),
     })
 }
 
@@ -158,6 +165,10 @@ fn apply(p: &Project, s: &Snapshot, plan: &Plan, next_id: &mut u64) -> Snapshot 
                 out.containers.push(new(service, *slot, to));
             }
             Action::Remove { container, .. } => out.containers.retain(|c| &c.id != container),
+            Action::Restart { .. } => {}
+            Action::StartFirst {
+                service, slot, to, ..
+            } => out.containers.push(new(service, *slot, to)),
         }
     }
     out
@@ -379,6 +390,7 @@ fn own_container_is_never_acted_on() {
         now: t0(),
         exclude: Some(&me.id[..12]),
         rebalance: false,
+        halted: &BTreeSet::new(),
     });
     assert!(plan.is_empty());
 }
@@ -580,6 +592,7 @@ impl World {
             now: t0(),
             exclude: None,
             rebalance,
+            halted: &BTreeSet::new(),
         })
     }
 
@@ -623,6 +636,17 @@ impl World {
                     for s in &mut self.snaps {
                         s.containers.retain(|c| &c.id != container);
                     }
+                }
+                Action::StartFirst {
+                    service, slot, to, ..
+                } => {
+                    *next += 1;
+                    let mut c = running(&format!("z{next}"), service, *slot);
+                    c.labels.insert(
+                        LABEL_CONFIG_HASH.into(),
+                        p.services[service].config_hash.clone(),
+                    );
+                    self.put(to, c, 1_000 + *next);
                 }
                 Action::Start { container, .. } => {
                     for s in &mut self.snaps {
@@ -856,4 +880,175 @@ fn property_many_nodes_never_touch_foreign_or_down_and_converge() {
             assert_eq!(live, svc.replicas as usize, "seed {seed}: {name}");
         }
     }
+}
+
+// ---- lifecycle -------------------------------------------------------------------
+
+fn healthchecked(name: &str, replicas: u32) -> Service {
+    let mut s = svc(name, replicas);
+    s.healthcheck = Some(crate::config::Healthcheck {
+        test: vec!["CMD".into(), "true".into()],
+        interval: None,
+        timeout: None,
+        retries: None,
+        start_period: None,
+    });
+    s
+}
+
+#[test]
+fn an_unhealthy_replica_is_restarted_and_a_healthy_one_left_alone() {
+    let p = project(vec![healthchecked("web", 2)]);
+    let mut sick = running("a", "web", 1);
+    sick.health = Health::Unhealthy;
+    let mut fine = running("b", "web", 2);
+    fine.health = Health::Healthy;
+    let plan = run_plan(&p, &snapshot(vec![sick, fine]), &Backoff::default());
+    assert_eq!(plan.actions.len(), 1, "{:?}", plan.actions);
+    assert!(matches!(
+        &plan.actions[0],
+        Action::Restart {
+            slot: 1,
+            reason: Reason::Unhealthy,
+            ..
+        }
+    ));
+
+    let mut ignoring = healthchecked("web", 1);
+    ignoring.unhealthy = crate::config::UnhealthyAction::Ignore;
+    let p = project(vec![ignoring]);
+    let mut sick = running("a", "web", 1);
+    sick.health = Health::Unhealthy;
+    assert!(run_plan(&p, &snapshot(vec![sick]), &Backoff::default()).is_empty());
+}
+
+#[test]
+fn scale_down_removes_not_running_then_unhealthy_then_outdated_first() {
+    let p = project(vec![healthchecked("web", 2)]);
+    let exited = container("a", "web", 1, State::Exited, "hash-web");
+    let mut sick = running("b", "web", 2);
+    sick.health = Health::Unhealthy;
+    let old = container("c", "web", 3, State::Running, "old");
+    let good = running("d", "web", 4);
+    let mut fine = running("e", "web", 5);
+    fine.health = Health::Healthy;
+    let plan = run_plan(
+        &p,
+        &snapshot(vec![exited, sick, old, good, fine]),
+        &Backoff::default(),
+    );
+    let removed: Vec<u32> = plan
+        .actions
+        .iter()
+        .filter(|a| a.reason() == Some(Reason::ScaleDown))
+        .filter_map(Action::slot)
+        .collect();
+    assert_eq!(removed, vec![1, 2, 3]);
+}
+
+#[test]
+fn service_healthy_dependency_gates_creation() {
+    let mut web = svc("web", 1);
+    web.depends_on.insert(
+        "db".into(),
+        DependsOn {
+            condition: DependsCondition::ServiceHealthy,
+            required: true,
+        },
+    );
+    let p = project(vec![web, healthchecked("db", 1)]);
+    let mut db = running("a", "db", 1);
+    db.health = Health::Starting;
+    let plan = run_plan(&p, &snapshot(vec![db.clone()]), &Backoff::default());
+    assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+    assert_eq!(plan.blocked.len(), 1);
+    db.health = Health::Healthy;
+    let plan = run_plan(&p, &snapshot(vec![db]), &Backoff::default());
+    assert_eq!(plan.actions.len(), 1);
+    assert_eq!(plan.actions[0].service(), Some("web"));
+}
+
+#[test]
+fn rolling_update_respects_parallelism_monitor_and_start_first() {
+    let mut web = svc("web", 6);
+    web.update.parallelism = 2;
+    web.update.order = crate::config::UpdateOrder::StartFirst;
+    let p = project(vec![web]);
+    let old: Vec<Container> = (1..=6)
+        .map(|n| container(&format!("o{n}"), "web", n, State::Running, "old"))
+        .collect();
+    let plan = run_plan(&p, &snapshot(old.clone()), &Backoff::default());
+    let firsts: Vec<u32> = plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::StartFirst { .. }))
+        .filter_map(Action::slot)
+        .collect();
+    assert_eq!(firsts, vec![1, 2]);
+
+    // Two new copies just created (monitor not over): nothing more starts, and the old
+    // copies of those slots go because the new ones run.
+    let mut s = old;
+    for n in 1..=2 {
+        let mut c = running(&format!("n{n}"), "web", n);
+        c.labels.insert(LABEL_GENERATION.into(), "99".into());
+        c.created = Some(t0() - Duration::from_secs(1));
+        s.push(c);
+    }
+    let plan = run_plan(&p, &snapshot(s), &Backoff::default());
+    let kinds: Vec<(&str, u32)> = plan
+        .actions
+        .iter()
+        .map(|a| (a.name(), a.slot().unwrap()))
+        .collect();
+    assert_eq!(kinds, vec![("remove", 1), ("remove", 2)]);
+    assert_eq!(plan.requeue_after, Some(Duration::from_secs(4)));
+}
+
+#[test]
+fn a_failed_update_triggers_its_failure_action() {
+    let mut web = svc("web", 3);
+    web.update.failure_action = crate::config::FailureAction::Rollback;
+    let p = project(vec![web]);
+    let mut s = vec![
+        container("o2", "web", 2, State::Running, "old"),
+        container("o3", "web", 3, State::Running, "old"),
+    ];
+    let mut broken = container("n1", "web", 1, State::Exited, "hash-web");
+    broken.exit_code = Some(1);
+    broken.finished_at = Some(t0());
+    s.push(broken);
+    let mut b = Backoff::default();
+    b.attempted("web", 1, false);
+    let plan = run_plan(&p, &snapshot(s), &b);
+    assert_eq!(plan.update_failed.len(), 1);
+    assert_eq!(
+        plan.update_failed[0].action,
+        crate::config::FailureAction::Rollback
+    );
+    assert!(
+        plan.actions
+            .iter()
+            .all(|a| a.reason() != Some(Reason::ConfigChanged)),
+        "no further update steps: {:?}",
+        plan.actions
+    );
+}
+
+#[test]
+fn restart_window_counts_only_recent_attempts() {
+    let mut web = svc("web", 1);
+    web.restart.max_attempts = Some(2);
+    web.restart.window = Some(Duration::from_secs(10));
+    let p = project(vec![web]);
+    let mut b = Backoff::default();
+    b.attempted("web", 1, false);
+    b.attempted("web", 1, false);
+    // Ran 20 s (longer than the window, shorter than reset_after): counted afresh.
+    let mut c = container("a", "web", 1, State::Exited, "hash-web");
+    c.started_at = Some(t0() - Duration::from_secs(120));
+    c.finished_at = Some(t0() - Duration::from_secs(100));
+    let plan = run_plan(&p, &snapshot(vec![c]), &b);
+    assert!(plan.stopped.is_empty(), "{:?}", plan.stopped);
+    assert_eq!(plan.actions.len(), 1);
 }
