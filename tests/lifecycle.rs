@@ -1,0 +1,241 @@
+//! Health, crash loops, rolling updates, rollbacks and live reload against a real engine.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use support::drover::{Project, eventually_with};
+
+const UP: Duration = Duration::from_secs(90);
+
+#[test]
+fn an_unhealthy_replica_is_replaced_and_a_healthy_one_left_alone() {
+    let p = Project::new(
+        "it-health",
+        r#"
+services:
+  web:
+    image: drover-test/busybox:latest
+    command: ["sleep", "86400"]
+    stop_signal: SIGKILL
+    tmpfs: [/tmp]
+    healthcheck:
+      test: ["CMD-SHELL", "test ! -f /tmp/sick"]
+      interval: 1s
+      timeout: 1s
+      retries: 1
+    deploy:
+      replicas: 2
+"#,
+    );
+    let mut d = p.run(&[]);
+    eventually_with(&mut d, UP, "2 healthy replicas", |_| {
+        let ids = p.containers(Some("web"), Some("running"));
+        ids.len() == 2
+            && ids
+                .iter()
+                .all(|id| p.inspect(id, "{{.State.Health.Status}}") == "healthy")
+    });
+    let ids = p.containers(Some("web"), Some("running"));
+    let (sick, fine) = (&ids[0], &ids[1]);
+    let fine_started = p.inspect(fine, "{{.State.StartedAt}}");
+    let sick_started = p.inspect(sick, "{{.State.StartedAt}}");
+    p.docker_ok(&["exec", sick, "sh", "-c", "echo x > /tmp/sick"]);
+    eventually_with(
+        &mut d,
+        UP,
+        "the sick replica restarted and healthy again",
+        |_| {
+            p.inspect(sick, "{{.State.StartedAt}}") != sick_started
+                && p.inspect(sick, "{{.State.Health.Status}}") == "healthy"
+        },
+    );
+    assert_eq!(p.inspect(fine, "{{.State.StartedAt}}"), fine_started);
+    let restarts: Vec<_> = d
+        .actions("restart")
+        .into_iter()
+        .filter(|e| e["reason"] == "unhealthy")
+        .collect();
+    assert_eq!(restarts.len(), 1, "{restarts:?}");
+}
+
+#[test]
+fn a_crash_loop_backs_off_with_growing_delays_and_stops_after_max_attempts() {
+    let p = Project::new(
+        "it-crashloop",
+        r#"
+services:
+  crasher:
+    image: drover-test/busybox:latest
+    command: ["sh", "-c", "exit 3"]
+    deploy:
+      restart_policy:
+        condition: on-failure
+        max_attempts: 4
+"#,
+    );
+    let mut d = p.run(&["--backoff-initial", "400ms", "--backoff-max", "5s"]);
+    eventually_with(&mut d, UP, "drover giving up after 4 attempts", |d| {
+        !d.actions("give-up").is_empty()
+    });
+    assert_eq!(d.actions("start").len(), 4, "four restarts, then none");
+    // The engine's own record: from each exit to the next start, the backoff delay
+    // (0 s, 0.4 s, 0.8 s, 1.6 s) plus drover's reaction and the engine's start.
+    let id = &p.containers(Some("crasher"), None)[0];
+    let events = p.docker_ok(&[
+        "events",
+        "--since",
+        "10m",
+        "--until",
+        "0s",
+        "--filter",
+        &format!("container={id}"),
+        "--format",
+        "{{.Status}} {{.TimeNano}}",
+    ]);
+    let mut last_die = None;
+    let mut gaps = Vec::new();
+    for line in events.lines() {
+        let (what, nanos) = line.split_once(' ').unwrap();
+        let t = nanos.parse::<f64>().unwrap() / 1e9;
+        match what {
+            "die" => last_die = Some(t),
+            "start" => {
+                if let Some(d) = last_die.take() {
+                    gaps.push(t - d);
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(gaps.len(), 4, "{events}");
+    for (g, want) in gaps.iter().zip([0.0, 0.4, 0.8, 1.6]) {
+        assert!(*g >= want && *g < want + 2.0, "gaps {gaps:?}");
+    }
+    assert!(gaps[3] > gaps[1], "the delays grow: {gaps:?}");
+    assert_eq!(p.inspect(id, "{{.State.Status}}"), "exited");
+    let steps: Vec<i64> = d
+        .actions("backoff")
+        .iter()
+        .map(|e| e["attempts"].as_i64().unwrap())
+        .collect();
+    assert_eq!(steps, vec![1, 2, 3], "each step logged once");
+}
+
+fn rolling(version: &str, command: &str, extra: &str) -> String {
+    format!(
+        r#"
+services:
+  web:
+    image: drover-test/busybox:latest
+    command: {command}
+    stop_signal: SIGKILL
+    environment:
+      VERSION: "{version}"
+    deploy:
+      replicas: 6
+      update_config:
+        parallelism: 2
+        order: start-first
+        monitor: 1s
+{extra}
+"#
+    )
+}
+
+#[test]
+fn a_start_first_rolling_update_never_drops_below_the_target() {
+    let sleep = r#"["sleep", "86400"]"#;
+    let p = Project::new("it-rolling", &rolling("1", sleep, ""));
+    let mut d = p.run(&[]);
+    eventually_with(&mut d, UP, "6 replicas", |_| p.running("web") == 6);
+    let old = p.containers(Some("web"), None);
+
+    // Sample the running count throughout the update.
+    let stop = Arc::new(AtomicBool::new(false));
+    let min = Arc::new(AtomicUsize::new(usize::MAX));
+    let sampler = {
+        let (stop, min) = (stop.clone(), min.clone());
+        let name = p.name.clone();
+        std::thread::spawn(move || {
+            let filter = format!("label=drover.project={name}");
+            while !stop.load(Ordering::Relaxed) {
+                let out = std::process::Command::new("docker")
+                    .args(["ps", "-q", "--filter", &filter])
+                    .output()
+                    .unwrap();
+                let n = String::from_utf8_lossy(&out.stdout).lines().count();
+                min.fetch_min(n, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    p.write("compose.yml", &rolling("2", sleep, ""));
+    eventually_with(&mut d, UP, "6 replicas on the new definition", |_| {
+        let now = p.containers(Some("web"), None);
+        now.len() == 6
+            && now.iter().all(|id| !old.contains(id))
+            && now
+                .iter()
+                .all(|id| p.inspect(id, "{{json .Config.Env}}").contains("VERSION=2"))
+    });
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let min = min.load(Ordering::Relaxed);
+    assert!(min >= 6, "the running count dropped to {min}");
+    assert_eq!(d.actions("start-first").len(), 6);
+    let names = p.running_names("web");
+    assert_eq!(names.len(), 6);
+    assert!(names.iter().all(|n| !n.contains("-old-")), "{names:?}");
+}
+
+#[test]
+fn a_failing_update_rolls_back_when_asked_to() {
+    let sleep = r#"["sleep", "86400"]"#;
+    let rollback = "        failure_action: rollback\n";
+    let p = Project::new("it-rollback", &rolling("1", sleep, rollback));
+    let mut d = p.run(&[]);
+    eventually_with(&mut d, UP, "6 replicas", |_| p.running("web") == 6);
+    p.write(
+        "compose.yml",
+        &rolling("2", r#"["sh", "-c", "exit 1"]"#, rollback),
+    );
+    eventually_with(&mut d, UP, "the rollback logged", |d| {
+        !d.actions("rollback").is_empty()
+    });
+    eventually_with(&mut d, UP, "6 replicas back on the old definition", |_| {
+        let ids = p.containers(Some("web"), None);
+        ids.len() == 6
+            && p.running("web") == 6
+            && ids
+                .iter()
+                .all(|id| p.inspect(id, "{{json .Config.Env}}").contains("VERSION=1"))
+    });
+}
+
+#[test]
+fn a_broken_config_changes_nothing_and_a_renamed_good_one_is_picked_up() {
+    let good = |n: u32| {
+        format!(
+            "services:\n  web:\n    image: drover-test/busybox:latest\n    command: [\"sleep\", \"86400\"]\n    stop_signal: SIGKILL\n    scale: {n}\n"
+        )
+    };
+    let p = Project::new("it-reload", &good(2));
+    let mut d = p.run(&[]);
+    eventually_with(&mut d, UP, "2 replicas", |_| p.running("web") == 2);
+    let before = p.containers(Some("web"), None);
+    p.write("compose.yml", "services:\n  web:\n    image: [unclosed\n");
+    eventually_with(&mut d, UP, "the located error logged", |d| {
+        d.actions("reload").iter().any(|e| {
+            e["error"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("compose.yml:") || m.contains("compose.yml:3:"))
+        })
+    });
+    assert_eq!(p.containers(Some("web"), None), before, "nothing changed");
+    // An editor-style replace (write a temp file, rename over) is picked up.
+    p.write("compose.yml", &good(3));
+    eventually_with(&mut d, UP, "3 replicas", |_| p.running("web") == 3);
+}
