@@ -159,9 +159,21 @@ impl Controller {
         }
         let mut next_resync = Instant::now();
         let mut requeue: Option<Instant> = Some(Instant::now());
-        let mut file_check = tokio::time::interval(self.settings.watch_interval);
+        // `--watch-interval 0s`: no watching at all, SIGHUP only.
+        let watching = !self.settings.watch_interval.is_zero();
+        let mut file_check = tokio::time::interval(if watching {
+            self.settings.watch_interval
+        } else {
+            Duration::from_secs(3600 * 24 * 365)
+        });
         file_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let trigger = self.trigger.clone();
+        // Watch the config files' directories (editors and bind mounts replace files, which
+        // a watch on the file itself would miss); the polling above stays as the fallback.
+        let dir_changed = Arc::new(tokio::sync::Notify::new());
+        let _watcher = watching
+            .then(|| watch_dirs(&self.files, dir_changed.clone()))
+            .flatten();
         loop {
             let wake_at = match requeue {
                 Some(r) => r.min(next_resync),
@@ -171,7 +183,11 @@ impl Controller {
                 _ = cancel.cancelled() => break,
                 _ = trigger.wait() => false,
                 _ = tokio::time::sleep_until(wake_at.into()) => false,
-                _ = file_check.tick() => {
+                _ = file_check.tick(), if watching => {
+                    if !self.files_changed() { continue; }
+                    true
+                }
+                _ = dir_changed.notified() => {
                     if !self.files_changed() { continue; }
                     true
                 }
@@ -716,6 +732,37 @@ impl Fingerprint {
                 .collect(),
         )
     }
+}
+
+/// A watcher on the directories of the config files that pokes `changed` on any event
+/// there; `None` when the platform refuses (polling still covers it).
+fn watch_dirs(
+    files: &Fingerprint,
+    changed: Arc<tokio::sync::Notify>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let mut watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
+        changed.notify_one();
+    })
+    .ok()?;
+    let dirs: BTreeSet<std::path::PathBuf> = files
+        .0
+        .iter()
+        .filter_map(|(p, _)| p.parent().map(|d| d.to_path_buf()))
+        .map(|d| {
+            if d.as_os_str().is_empty() {
+                ".".into()
+            } else {
+                d
+            }
+        })
+        .collect();
+    for d in dirs {
+        if let Err(e) = watcher.watch(&d, notify::RecursiveMode::NonRecursive) {
+            debug!(dir = %d.display(), error = %e, "cannot watch the config directory; polling only");
+        }
+    }
+    Some(watcher)
 }
 
 #[cfg(unix)]

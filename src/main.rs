@@ -101,7 +101,8 @@ struct RunArgs {
     /// Engine operations in flight at once.
     #[arg(long, env = "DROVER_PARALLEL", default_value_t = 8)]
     parallel: usize,
-    /// How often the config files are checked for changes.
+    /// How often the config files are polled for changes, besides watching their
+    /// directories; 0s turns both off (reload on SIGHUP only).
     #[arg(long, env = "DROVER_WATCH_INTERVAL", value_parser = parse_duration, default_value = "1s")]
     watch_interval: Duration,
     /// A node whose pings all fail this long is down; its replicas move to other nodes.

@@ -223,7 +223,8 @@ fn a_broken_config_changes_nothing_and_a_renamed_good_one_is_picked_up() {
         )
     };
     let p = Project::new("it-reload", &good(2));
-    let mut d = p.run(&[]);
+    // Polling effectively off: the directory watch must notice the edits.
+    let mut d = p.run(&["--watch-interval", "1h"]);
     eventually_with(&mut d, UP, "2 replicas", |_| p.running("web") == 2);
     let before = p.containers(Some("web"), None);
     p.write("compose.yml", "services:\n  web:\n    image: [unclosed\n");

@@ -144,7 +144,7 @@ fn scale_file_edits_scale_up_and_down() {
 fn sighup_reloads_the_scale_file() {
     let p = Project::new("it-hup", &two_services(1, 0));
     p.write("scale.yml", "web: 1\n");
-    let mut d = p.run(&["--scale-file", "scale.yml", "--watch-interval", "1h"]);
+    let mut d = p.run(&["--scale-file", "scale.yml", "--watch-interval", "0s"]);
     eventually_with(&mut d, UP, "1 web", |_| p.running("web") == 1);
     p.write("scale.yml", "web: 3\n");
     d.signal("HUP");
