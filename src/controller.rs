@@ -19,6 +19,7 @@ use crate::engine::connect::{self, Endpoint};
 use crate::execute::{Executor, Outcome};
 use crate::observe::{self, EventWatch, EventWatchConfig, Snapshot, State, Trigger};
 use crate::plan::{self, Action, Backoff, BackoffConfig};
+use crate::telemetry::Telemetry;
 
 /// Controller settings (flags, then `x-drover`, then defaults).
 #[derive(Debug, Clone)]
@@ -62,6 +63,7 @@ pub struct Controller {
     /// What was last said, so nothing is logged at INFO twice when nothing changed.
     said: Said,
     files: Fingerprint,
+    telemetry: Telemetry,
 }
 
 #[derive(Default)]
@@ -81,6 +83,7 @@ impl Controller {
         load: LoadOptions,
         loaded: config::Loaded,
         settings: Settings,
+        telemetry: Telemetry,
     ) -> Controller {
         let mut c = Controller {
             docker,
@@ -94,6 +97,7 @@ impl Controller {
             backoff: Backoff::default(),
             killed: HashMap::new(),
             said: Said::default(),
+            telemetry,
         };
         c.warn_once(&loaded.warnings);
         c
@@ -109,6 +113,7 @@ impl Controller {
                 watchdog: self.settings.watchdog,
                 retry_max: Duration::from_secs(5),
                 endpoint: self.endpoint.clone(),
+                telemetry: self.telemetry.clone(),
             },
             trigger.clone(),
         );
@@ -166,9 +171,12 @@ impl Controller {
     /// One reconcile pass. Returns when to plan again regardless of events.
     pub async fn pass(&mut self, changed: &HashSet<String>) -> Option<Duration> {
         let started = Instant::now();
+        let _timer = self.telemetry.pass(&self.engine);
         let snapshot = match observe::snapshot(&self.docker, &self.project.name, changed).await {
             Ok(s) => s,
             Err(e) => {
+                self.telemetry
+                    .unreachable(&self.engine, &connect::explain(&self.endpoint, &e));
                 if !self.said.engine_down {
                     self.said.engine_down = true;
                     warn!(
@@ -187,6 +195,8 @@ impl Controller {
             info!(action = "observe", project = %self.project.name, engine = %self.engine, "engine reachable again");
         }
         self.report_counts(&snapshot);
+        self.telemetry
+            .observed(&self.engine, &self.project, &snapshot);
         self.forget_kills(&snapshot);
         let now = SystemTime::now();
         let plan = plan::plan(&plan::Input {
@@ -198,6 +208,7 @@ impl Controller {
             exclude: self.own_id.as_deref(),
         });
         self.report_waits(&plan);
+        self.telemetry.planned(&self.engine, &plan);
         if plan.actions.is_empty() {
             debug!(project = %self.project.name, duration_ms = started.elapsed().as_millis() as u64, "nothing to do");
             return plan.requeue_after;
@@ -212,6 +223,7 @@ impl Controller {
         executor
             .execute(&plan.actions, |o| {
                 failed |= o.error.is_some();
+                self.telemetry.action(&self.engine, &o);
                 record(backoff, settings, project, &o);
             })
             .await;
@@ -326,12 +338,14 @@ impl Controller {
                 let msg = e.to_string();
                 if self.said.reload_error.as_deref() != Some(msg.as_str()) {
                     error!(action = "reload", project = %self.project.name, error = %msg, "config invalid; keeping the last good one");
-                    self.said.reload_error = Some(msg);
+                    self.said.reload_error = Some(msg.clone());
                 }
+                self.telemetry.reload(Some(&msg));
                 return;
             }
         };
         self.said.reload_error = None;
+        self.telemetry.reload(None);
         if loaded.project.name != self.project.name {
             error!(
                 action = "reload",
