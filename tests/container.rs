@@ -362,3 +362,125 @@ fn with_only_a_tls_bundle_volume_it_keeps_a_project_on_a_tls_engine() {
     // Stopped before the node goes away, so it does not log the engine leaving.
     drop(c);
 }
+
+/// deploy/swarm/stack.yml on a one-node swarm (its own engine, a manager): drover runs as
+/// the stack's one replica, keeps the project whole, and when its task's container is
+/// removed Swarm starts a new one that carries on.
+#[test]
+fn the_swarm_stack_runs_drover_on_a_manager_and_swarm_replaces_it() {
+    let image = image();
+    let node = Node::start("obs-swarm", 63);
+    let name = unique_name("it-obs-swarm");
+    let on_node = |args: &[&str]| node.docker_ok(args);
+    on_node(&["swarm", "init", "--advertise-addr", "10.231.63.2"]);
+    // The image, as an operator would ship it to each manager.
+    let saved = std::env::temp_dir().join(format!("{name}.tar"));
+    std::fs::create_dir_all(saved.parent().unwrap()).unwrap();
+    docker_ok(
+        &local_env(),
+        &["save", "-o", saved.to_str().unwrap(), image],
+    );
+    on_node(&["load", "-q", "-i", saved.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&saved);
+
+    // The example project, with the offline image, as the stack's configs.
+    let dir = repo_root().join("deploy/example");
+    let compose = std::fs::read_to_string(dir.join("compose.yml"))
+        .unwrap()
+        .replace("${EXAMPLE_IMAGE:-busybox:1.36}", TEST_IMAGE);
+    let p = Project::on(
+        &name,
+        &compose,
+        vec![("DOCKER_HOST".into(), node.unix_host())],
+    );
+    p.write("scale.yml", "web: 2\nworker: 1\n");
+    on_node(&[
+        "config",
+        "create",
+        "drover-compose-v1",
+        p.path("compose.yml").to_str().unwrap(),
+    ]);
+    on_node(&[
+        "config",
+        "create",
+        "drover-scale-v1",
+        p.path("scale.yml").to_str().unwrap(),
+    ]);
+    // The stack file as shipped, with this test's project name, image tag, and the node's
+    // socket (all nodes share this machine's filesystem: /var/run/docker.sock is the
+    // local engine's).
+    let stack = std::fs::read_to_string(repo_root().join("deploy/swarm/stack.yml"))
+        .unwrap()
+        .replace(
+            "source: /var/run/docker.sock",
+            &format!("source: {}", node.socket.display()),
+        )
+        .replace(
+            "\"--project-name\", \"example\"",
+            &format!("\"--project-name\", \"{name}\""),
+        )
+        .replace("image: drover:local", &format!("image: {image}"));
+    p.write("stack.yml", &stack);
+    let gid = std::fs::metadata(&node.socket).map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.gid().to_string()
+    });
+    let out = Command::new("docker")
+        .args([
+            "stack",
+            "deploy",
+            "-c",
+            p.path("stack.yml").to_str().unwrap(),
+            "drover",
+        ])
+        .env("DOCKER_HOST", node.unix_host())
+        .env("DOCKER_GID", gid.unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "docker stack deploy:\n{}", text(&out));
+
+    let task = || {
+        node.docker_ok(&[
+            "ps",
+            "-q",
+            "--filter",
+            "label=com.docker.swarm.service.name=drover_drover",
+        ])
+    };
+    let logs = || text(&node.docker(&["service", "logs", "drover_drover"]));
+    let end = Instant::now() + UP;
+    while task().is_empty() || p.running("web") != 2 || p.running("worker") != 1 {
+        assert!(
+            Instant::now() < end,
+            "timed out waiting for drover's task and the project whole; service logs:\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let first = task();
+    let placed = node.docker_ok(&[
+        "service",
+        "inspect",
+        "-f",
+        "{{json .Spec.TaskTemplate.Placement}}",
+        "drover_drover",
+    ]);
+    assert!(placed.contains("node.role == manager"), "{placed}");
+    let user = node.docker_ok(&["inspect", "-f", "{{.Config.User}}", &first]);
+    assert!(user.starts_with(&format!("{UID}:")), "{user}");
+
+    // Swarm replaces a removed drover; the new one keeps the project whole.
+    node.docker_ok(&["rm", "-f", &first]);
+    support::wait_until(UP, "a new drover task", || {
+        let t = task();
+        !t.is_empty() && t != first
+    });
+    let victim = p.containers(Some("web"), Some("running"))[0].clone();
+    p.docker_ok(&["rm", "-f", &victim]);
+    support::wait_until(
+        UP,
+        "the removed replica recreated by the new drover",
+        || p.running("web") == 2 && !p.containers(Some("web"), None).contains(&victim),
+    );
+    let _ = node.docker(&["stack", "rm", "drover"]);
+}
