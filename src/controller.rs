@@ -19,6 +19,7 @@ use crate::execute::{Executor, Outcome};
 use crate::nodes::{self, HealthConfig, NodeHandle, NodeSpec};
 use crate::observe::{self, Snapshot, State, Trigger};
 use crate::plan::{self, Action, Backoff, BackoffConfig, NodeState, NodeView};
+use crate::telemetry::Telemetry;
 
 /// Controller settings (flags, then `x-drover`, then defaults).
 #[derive(Debug, Clone)]
@@ -78,6 +79,8 @@ pub struct Controller {
     previous: HashMap<String, config::Service>,
     /// Services rolled back, with the config hash that failed.
     rolled_back: HashMap<String, String>,
+    /// Metrics and status.
+    telemetry: Telemetry,
 }
 
 #[derive(Default)]
@@ -99,6 +102,7 @@ impl Controller {
         load: LoadOptions,
         loaded: config::Loaded,
         settings: Settings,
+        telemetry: Telemetry,
         cancel: &CancellationToken,
     ) -> Controller {
         let trigger = Arc::new(Trigger::default());
@@ -112,6 +116,7 @@ impl Controller {
                     loaded.project.name.clone(),
                     settings.watchdog,
                     trigger.clone(),
+                    telemetry.clone(),
                     cancel.child_token(),
                 )
             })
@@ -131,6 +136,7 @@ impl Controller {
             halted: BTreeSet::new(),
             previous: HashMap::new(),
             rolled_back: HashMap::new(),
+            telemetry,
         };
         c.warn_once(&loaded.warnings);
         c
@@ -254,8 +260,13 @@ impl Controller {
         let mut engines = HashMap::new();
         for ((name, endpoint, st), list) in statuses.into_iter().zip(lists) {
             let state = match list {
-                None => NodeState::Down,
+                None => {
+                    let why = st.error.as_deref().unwrap_or("not connected yet");
+                    self.telemetry.unreachable(&name, why);
+                    NodeState::Down
+                }
                 Some(Ok((docker, snapshot))) => {
+                    self.telemetry.observed(&name, &self.project, &snapshot);
                     if self.said.list_failing.remove(&name) {
                         info!(action = "observe", project = %self.project.name, node = %name, "node listed again");
                     }
@@ -264,6 +275,7 @@ impl Controller {
                     NodeState::Up
                 }
                 Some(Err(e)) => {
+                    self.telemetry.unreachable(&name, &e);
                     if self.said.list_failing.insert(name.clone()) {
                         warn!(
                             action = "observe",
@@ -288,6 +300,12 @@ impl Controller {
     /// One reconcile pass. Returns when to plan again regardless of events.
     pub async fn pass(&mut self, changed: &HashSet<String>) -> Option<Duration> {
         let started = Instant::now();
+        // A pass spans every node: its duration counts for each.
+        let _timers: Vec<_> = self
+            .nodes
+            .iter()
+            .map(|n| self.telemetry.pass(&n.name))
+            .collect();
         let (states, engines) = self.observe(changed).await;
         let empty = Snapshot::default();
         let views: Vec<NodeView> = states
@@ -325,6 +343,11 @@ impl Controller {
         });
         drop(views);
         self.report_counts(counts);
+        // The plan's waits and stopped slots are the project's, not a node's: recorded once,
+        // under the first node.
+        if let Some(first) = self.nodes.first() {
+            self.telemetry.planned(&first.name, &plan);
+        }
         self.report_waits(&plan);
         if self.update_failures(&plan) {
             return Some(Duration::ZERO);
@@ -340,9 +363,11 @@ impl Controller {
         };
         let mut failed = false;
         let (backoff, settings, project) = (&mut self.backoff, &self.settings, &self.project);
+        let telemetry = &self.telemetry;
         executor
             .execute(&plan.actions, |o| {
                 failed |= o.error.is_some();
+                telemetry.action(o.action.node(), &o);
                 record(backoff, settings, project, &o);
             })
             .await;
@@ -510,6 +535,7 @@ impl Controller {
             Ok(l) => l,
             Err(e) => {
                 let msg = e.to_string();
+                self.telemetry.reload(Some(&msg));
                 if self.said.reload_error.as_deref() != Some(msg.as_str()) {
                     error!(action = "reload", project = %self.project.name, error = %msg, "config invalid; keeping the last good one");
                     self.said.reload_error = Some(msg);
@@ -518,6 +544,7 @@ impl Controller {
             }
         };
         self.said.reload_error = None;
+        self.telemetry.reload(None);
         if loaded.project.name != self.project.name {
             error!(
                 action = "reload",

@@ -12,7 +12,8 @@ use drover::config::{self, LoadOptions};
 use drover::controller::{Controller, Settings};
 use drover::engine::connect::{self, ConnectArgs, Endpoint};
 use drover::nodes::NodeSpec;
-use drover::telemetry::{self, LogFormat};
+use drover::telemetry::http::{self, Listen};
+use drover::telemetry::{self, LogFormat, Telemetry};
 use drover::{observe, plan};
 
 #[derive(Parser, Debug)]
@@ -63,6 +64,10 @@ struct Common {
     /// Log level or filter, e.g. `debug` or `drover=debug` (default: RUST_LOG, then info).
     #[arg(long = "log-level", env = "DROVER_LOG_LEVEL", global = true)]
     log_level: Option<String>,
+    /// HTTP address for /livez, /readyz, /metrics and /status, or `off`
+    /// [default: 127.0.0.1:9477]. `status` and `healthcheck` ask this address.
+    #[arg(long, env = "DROVER_LISTEN", global = true)]
+    listen: Option<Listen>,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -79,6 +84,14 @@ enum Command {
     },
     /// Connect, observe, and print the actions a reconcile would take; change nothing.
     Plan,
+    /// Ask the running daemon (at --listen) for its status and print it as tables.
+    Status {
+        /// Print the JSON of /status as it is.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Exit 0 when the running daemon (at --listen) answers /livez, 1 otherwise.
+    Healthcheck,
 }
 
 #[derive(Args, Debug)]
@@ -137,6 +150,11 @@ fn main() -> ExitCode {
     if let Err(e) = telemetry::init(format, cli.common.log_level.as_deref()) {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
+    }
+    match cli.command {
+        Command::Status { json } => return status(client_listen(cli.common.listen), json),
+        Command::Healthcheck => return healthcheck(client_listen(cli.common.listen)),
+        _ => {}
     }
     let env: HashMap<String, String> = std::env::vars().collect();
     let load = LoadOptions {
@@ -210,19 +228,119 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
         match cli.command {
-            Command::Check { .. } => ExitCode::SUCCESS,
+            Command::Check { .. } | Command::Status { .. } | Command::Healthcheck => {
+                ExitCode::SUCCESS
+            }
             Command::Plan => print_plan(&specs, &loaded).await,
             Command::Run(args) => {
                 let settings = settings(&args, &loaded);
+                let telemetry = Telemetry::new(
+                    &loaded.project.name,
+                    settings.watchdog * 2,
+                    observe::own_container_id(),
+                );
+                let Ok(server) = serve_http(cli.common.listen, &telemetry).await else {
+                    return ExitCode::FAILURE;
+                };
                 let cancel = CancellationToken::new();
                 tokio::spawn(shutdown_on_signal(cancel.clone()));
-                Controller::new(specs, load, loaded, settings, &cancel)
+                Controller::new(specs, load, loaded, settings, telemetry, &cancel)
                     .run(cancel)
                     .await;
+                if let Some(s) = server {
+                    s.abort();
+                }
                 ExitCode::SUCCESS
             }
         }
     })
+}
+
+/// Start the HTTP endpoints. An address given with --listen or DROVER_LISTEN that cannot
+/// be bound is a start-up error; the default address already taken (another drover on
+/// this host) only disables HTTP, loudly.
+async fn serve_http(
+    listen: Option<Listen>,
+    telemetry: &Telemetry,
+) -> Result<Option<tokio::task::JoinHandle<()>>, ()> {
+    let explicit = listen.is_some();
+    let Listen::At(addr) = listen.unwrap_or_default() else {
+        return Ok(None);
+    };
+    match http::bind(addr).await {
+        Ok(l) => {
+            let bound = l.local_addr().map_or(addr.to_string(), |a| a.to_string());
+            tracing::info!(action = "listen", address = %bound, "serving /livez /readyz /metrics /status");
+            Ok(Some(tokio::spawn(http::serve(l, telemetry.clone()))))
+        }
+        Err(e) if explicit => {
+            eprintln!("error: --listen {addr}: {e}");
+            Err(())
+        }
+        Err(e) => {
+            tracing::error!(action = "listen", address = %addr, error = %e, "HTTP endpoints disabled; choose another address with --listen");
+            Ok(None)
+        }
+    }
+}
+
+/// Where `status` and `healthcheck` ask: --listen or DROVER_LISTEN, else the --listen of
+/// the drover that is PID 1 in this container, else the default.
+fn client_listen(listen: Option<Listen>) -> Listen {
+    listen.or_else(http::pid1_listen).unwrap_or_default()
+}
+
+fn healthcheck(listen: Listen) -> ExitCode {
+    let Some(addr) = listen.client_addr() else {
+        eprintln!("unhealthy: HTTP is off (--listen off): nothing to ask");
+        return ExitCode::FAILURE;
+    };
+    match http::get(addr, "/livez", Duration::from_secs(2)) {
+        Ok((200, _)) => {
+            println!("healthy");
+            ExitCode::SUCCESS
+        }
+        Ok((code, body)) => {
+            eprintln!("unhealthy: /livez answered {code}: {}", body.trim());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn status(listen: Listen, json: bool) -> ExitCode {
+    let Some(addr) = listen.client_addr() else {
+        eprintln!("error: HTTP is off (--listen off): nothing to ask");
+        return ExitCode::FAILURE;
+    };
+    let body = match http::get(addr, "/status", Duration::from_secs(5)) {
+        Ok((200, body)) => body,
+        Ok((code, body)) => {
+            eprintln!("error: {addr}/status answered {code}: {}", body.trim());
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        print!("{body}");
+        return ExitCode::SUCCESS;
+    }
+    match serde_json::from_str::<telemetry::status::Status>(&body) {
+        Ok(s) => {
+            print!("{}", telemetry::status::render_table(&s));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {addr}/status is not a drover status: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn settings(args: &RunArgs, loaded: &config::Loaded) -> Settings {

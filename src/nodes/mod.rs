@@ -19,6 +19,7 @@ use tracing::{info, warn};
 use crate::config::NodeConfig;
 use crate::engine::connect::{self, ConnectError, Endpoint};
 use crate::observe::{EventWatch, EventWatchConfig, Trigger};
+use crate::telemetry::Telemetry;
 
 /// The name of the single node taken from the Docker environment when the Compose file
 /// lists no nodes.
@@ -122,8 +123,10 @@ pub fn spawn(
     project: String,
     watchdog: Duration,
     trigger: Arc<Trigger>,
+    telemetry: Telemetry,
     cancel: CancellationToken,
 ) -> NodeHandle {
+    telemetry.add_node(&spec.name);
     let (tx, rx) = watch::channel(NodeStatus {
         attempted: false,
         up: false,
@@ -143,6 +146,7 @@ pub fn spawn(
         project,
         watchdog,
         trigger,
+        telemetry,
         tx,
         poke: Arc::new(Notify::new()),
     };
@@ -156,6 +160,7 @@ struct Monitor {
     project: String,
     watchdog: Duration,
     trigger: Arc<Trigger>,
+    telemetry: Telemetry,
     tx: watch::Sender<NodeStatus>,
     poke: Arc<Notify>,
 }
@@ -192,6 +197,7 @@ impl Monitor {
                                 endpoint: self.spec.endpoint.clone(),
                                 node: name.clone(),
                                 on_error: Some(self.poke.clone()),
+                                telemetry: self.telemetry.clone(),
                             },
                             self.trigger.clone(),
                         );

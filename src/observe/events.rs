@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::engine::connect::{self, Endpoint};
 use crate::spec::LABEL_PROJECT;
+use crate::telemetry::Telemetry;
 
 /// What the event watcher hands the controller: a wake-up, and the ids of the
 /// containers that changed.
@@ -88,6 +89,8 @@ pub struct EventWatchConfig {
     pub node: String,
     /// Poked when the stream breaks (the node monitor pings at once).
     pub on_error: Option<Arc<Notify>>,
+    /// Where stream health (opens, events and their lag, failures) is recorded.
+    pub telemetry: Telemetry,
 }
 
 /// Watches one engine's events for one project and pokes `notify` on every relevant one.
@@ -130,6 +133,7 @@ impl EventWatch {
                         p.notify_one();
                     }
                     failures = failures.saturating_add(1);
+                    self.cfg.telemetry.stream_lost(&self.cfg.node, &e);
                     if !lost {
                         lost = true;
                         warn!(
@@ -171,6 +175,7 @@ impl EventWatch {
             .await
             .map_err(|e| connect::explain(&self.cfg.endpoint, &e))?;
         *failures = 0;
+        self.cfg.telemetry.stream_connected(&self.cfg.node);
         if *lost {
             *lost = false;
             info!(
@@ -197,6 +202,9 @@ impl EventWatch {
             if let (Some(s), Some(n)) = (ev.time, ev.time_nano) {
                 self.since = Some(format!("{s}.{:09}", n.rem_euclid(1_000_000_000)));
             }
+            self.cfg
+                .telemetry
+                .stream_event(&self.cfg.node, ev.time_nano);
             let action = ev.action.as_deref().unwrap_or("");
             // Health checks run an exec every interval: not a change in the count.
             if action.starts_with("exec_") {

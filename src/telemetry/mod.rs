@@ -1,7 +1,18 @@
-//! Structured logs: one JSON object per line (or pretty lines on a terminal) with the
-//! stable field names from the conventions: `timestamp`, `level`, `message`, `action`,
-//! `project`, `service`, `slot`, `node`, `container`, `reason`, `desired`, `actual`,
-//! `duration_ms`, `error`.
+//! What drover tells the outside world.
+//!
+//! - Structured logs (this module): one JSON object per line (or pretty lines on a
+//!   terminal) with the stable field names from the conventions: `timestamp`, `level`,
+//!   `message`, `action`, `project`, `service`, `slot`, `node`, `container`, `reason`,
+//!   `desired`, `actual`, `duration_ms`, `error`.
+//! - [`Telemetry`]: the handle the controller and event watcher record into, per node.
+//! - [`http`]: `/livez`, `/readyz`, `/metrics` ([`metrics`]), `/status` ([`status`]).
+
+pub mod http;
+pub mod metrics;
+mod recorder;
+pub mod status;
+
+pub use recorder::{PassTimer, Telemetry};
 
 use std::io::IsTerminal;
 

@@ -1,0 +1,505 @@
+//! What the controller tells the outside world: a cheap, cloneable [`Telemetry`] handle
+//! whose hook methods record figures per node, read by `/metrics`, `/status` and `/readyz`.
+//!
+//! Every per-service figure and every action carries the node it happened on (today the
+//! one engine, named by its endpoint). Hooks never fail and never block on I/O: each takes
+//! a short lock on plain data.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::config::Project;
+use crate::execute::Outcome;
+use crate::observe::{Snapshot, State};
+use crate::plan::{Action, Plan, Reason};
+
+/// How many of the latest actions `/status` keeps.
+const LAST_ACTIONS: usize = 50;
+
+/// Reconcile pass durations, seconds.
+pub(crate) const PASS_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Event lag (engine timestamp to receipt), seconds.
+pub(crate) const LAG_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+/// The handle the controller and the event watcher record into. Clones share one state.
+#[derive(Clone)]
+pub struct Telemetry {
+    inner: Arc<Mutex<Recorded>>,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry").finish_non_exhaustive()
+    }
+}
+
+/// A cumulative histogram with fixed buckets (Prometheus semantics).
+#[derive(Debug, Clone)]
+pub(crate) struct Histogram {
+    pub bounds: &'static [f64],
+    /// Observations `<=` each bound (cumulative, same length as `bounds`).
+    pub counts: Vec<u64>,
+    pub count: u64,
+    pub sum: f64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len()],
+            count: 0,
+            sum: 0.0,
+        }
+    }
+
+    fn observe(&mut self, v: f64) {
+        for (i, b) in self.bounds.iter().enumerate() {
+            if v <= *b {
+                self.counts[i] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += v;
+    }
+}
+
+/// One engine's health as drover last saw it.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeRecord {
+    /// `None` until the first pass on this node.
+    pub up: Option<bool>,
+    pub error: Option<String>,
+    pub last_observed: Option<SystemTime>,
+    pub passes: Histogram,
+    pub stream: StreamRecord,
+}
+
+impl NodeRecord {
+    fn new() -> NodeRecord {
+        NodeRecord {
+            up: None,
+            error: None,
+            last_observed: None,
+            passes: Histogram::new(PASS_BUCKETS),
+            stream: StreamRecord::new(),
+        }
+    }
+}
+
+/// One engine's event stream.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamRecord {
+    pub connected: bool,
+    /// Last sign of life: a (re)connection or an event.
+    pub last_activity: Option<Instant>,
+    pub connections: u64,
+    /// Failed opens and streams that broke.
+    pub errors: u64,
+    pub events: u64,
+    pub last_lag: Option<f64>,
+    pub lag: Histogram,
+    pub error: Option<String>,
+}
+
+impl StreamRecord {
+    fn new() -> StreamRecord {
+        StreamRecord {
+            connected: false,
+            last_activity: None,
+            connections: 0,
+            errors: 0,
+            events: 0,
+            last_lag: None,
+            lag: Histogram::new(LAG_BUCKETS),
+            error: None,
+        }
+    }
+
+    /// Opens after the first one.
+    pub fn reconnects(&self) -> u64 {
+        self.connections.saturating_sub(1)
+    }
+}
+
+/// Desired and observed counts of one service on one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub desired: u32,
+    /// Running containers.
+    pub actual: u32,
+    /// Containers in any state.
+    pub containers: u32,
+}
+
+/// A slot held back by crash backoff.
+#[derive(Debug, Clone)]
+pub(crate) struct WaitRecord {
+    pub service: String,
+    pub slot: u32,
+    pub attempts: u32,
+    pub until: SystemTime,
+}
+
+/// A slot left exited on purpose.
+#[derive(Debug, Clone)]
+pub(crate) struct StoppedRecord {
+    pub service: String,
+    pub slot: u32,
+    pub container: String,
+    pub exit_code: Option<i64>,
+    pub gave_up: bool,
+}
+
+/// One finished action.
+#[derive(Debug, Clone)]
+pub(crate) struct ActionRecord {
+    pub time: SystemTime,
+    pub node: String,
+    pub action: &'static str,
+    pub service: Option<String>,
+    pub slot: Option<u32>,
+    pub container: Option<String>,
+    pub reason: Option<&'static str>,
+    pub duration: Duration,
+    pub error: Option<String>,
+}
+
+/// Key of a counter broken down by service, node and reason.
+pub(crate) type ReasonKey = (String, String, &'static str);
+
+/// Everything recorded so far.
+#[derive(Debug)]
+pub(crate) struct Recorded {
+    pub project: String,
+    pub started: SystemTime,
+    pub container: Option<String>,
+    /// An event stream silent longer than this is stale (not ready).
+    pub freshness: Duration,
+    pub nodes: BTreeMap<String, NodeRecord>,
+    /// (service, node) -> counts.
+    pub services: BTreeMap<(String, String), Counts>,
+    /// node -> waits, as of the last plan on that node.
+    pub waits: BTreeMap<String, Vec<WaitRecord>>,
+    pub stopped: BTreeMap<String, Vec<StoppedRecord>>,
+    /// (service, node, action, reason, result) -> count.
+    pub actions: BTreeMap<(String, String, &'static str, &'static str, &'static str), u64>,
+    pub restarts: BTreeMap<ReasonKey, u64>,
+    pub recreations: BTreeMap<ReasonKey, u64>,
+    pub last_actions: VecDeque<ActionRecord>,
+    /// Slots that had a container at some point (node, service, slot): a create for one
+    /// of them replaces a removed container.
+    seen_slots: BTreeSet<(String, String, u32)>,
+    pub reload_failures: u64,
+    pub reload_error: Option<String>,
+}
+
+impl Telemetry {
+    /// A handle for `project`. `freshness` is how long an event stream may stay silent and
+    /// still count as fresh (the watchdog reopens a silent stream well before that);
+    /// `container` is drover's own container id, when it runs in one.
+    pub fn new(project: &str, freshness: Duration, container: Option<String>) -> Telemetry {
+        Telemetry {
+            inner: Arc::new(Mutex::new(Recorded {
+                project: project.to_string(),
+                started: SystemTime::now(),
+                container,
+                freshness,
+                nodes: BTreeMap::new(),
+                services: BTreeMap::new(),
+                waits: BTreeMap::new(),
+                stopped: BTreeMap::new(),
+                actions: BTreeMap::new(),
+                restarts: BTreeMap::new(),
+                recreations: BTreeMap::new(),
+                last_actions: VecDeque::new(),
+                seen_slots: BTreeSet::new(),
+                reload_failures: 0,
+                reload_error: None,
+            })),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Recorded> {
+        // A panic while holding the lock leaves plain counters behind: still worth serving.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Declare a node drover manages, before anything is known about it (it is not ready
+    /// until its first pass and event stream).
+    pub fn add_node(&self, node: &str) {
+        self.lock().node(node);
+    }
+
+    /// Hook: a reconcile pass on `node` starts; its duration is recorded when the returned
+    /// guard is dropped (whichever way the pass ends).
+    pub fn pass(&self, node: &str) -> PassTimer {
+        PassTimer {
+            telemetry: self.clone(),
+            node: node.to_string(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Hook: `node` answered with `snapshot`; `project` is what should run on that node.
+    pub fn observed(&self, node: &str, project: &Project, snapshot: &Snapshot) {
+        let mut r = self.lock();
+        let n = r.node(node);
+        n.up = Some(true);
+        n.error = None;
+        n.last_observed = Some(SystemTime::now());
+        let mut counts: BTreeMap<String, Counts> = project
+            .services
+            .iter()
+            .map(|(name, s)| {
+                (
+                    name.clone(),
+                    Counts {
+                        desired: s.replicas,
+                        ..Counts::default()
+                    },
+                )
+            })
+            .collect();
+        for c in &snapshot.containers {
+            if !c.owned_by(&project.name)
+                || r.container
+                    .as_deref()
+                    .is_some_and(|me| c.id.starts_with(me))
+            {
+                continue;
+            }
+            let Some(service) = c.service() else { continue };
+            let e = counts.entry(service.to_string()).or_default();
+            e.containers += 1;
+            if c.state == State::Running {
+                e.actual += 1;
+            }
+            if let Some(slot) = c.slot() {
+                r.seen_slots
+                    .insert((node.to_string(), service.to_string(), slot));
+            }
+        }
+        r.services.retain(|(_, n), _| n != node);
+        for (service, c) in counts {
+            r.services.insert((service, node.to_string()), c);
+        }
+    }
+
+    /// Hook: `node` did not answer a pass.
+    pub fn unreachable(&self, node: &str, error: &str) {
+        let mut r = self.lock();
+        let n = r.node(node);
+        n.up = Some(false);
+        n.error = Some(error.to_string());
+    }
+
+    /// Hook: the plan made for `node` (its backoff waits and slots left exited).
+    pub fn planned(&self, node: &str, plan: &Plan) {
+        let mut r = self.lock();
+        let waits = plan
+            .waits
+            .iter()
+            .map(|w| WaitRecord {
+                service: w.service.clone(),
+                slot: w.slot,
+                attempts: w.attempts,
+                until: w.until,
+            })
+            .collect();
+        let stopped = plan
+            .stopped
+            .iter()
+            .map(|s| StoppedRecord {
+                service: s.service.clone(),
+                slot: s.slot,
+                container: s.container.clone(),
+                exit_code: s.exit_code,
+                gave_up: s.gave_up,
+            })
+            .collect();
+        r.waits.insert(node.to_string(), waits);
+        r.stopped.insert(node.to_string(), stopped);
+    }
+
+    /// Hook: one action on `node` finished (successfully or not).
+    pub fn action(&self, node: &str, o: &Outcome) {
+        let mut r = self.lock();
+        let a = &o.action;
+        let service = a.service().unwrap_or("").to_string();
+        let reason = a.reason().map(Reason::as_str);
+        let result = if o.error.is_some() { "error" } else { "ok" };
+        *r.actions
+            .entry((
+                service.clone(),
+                node.to_string(),
+                a.name(),
+                reason.unwrap_or(""),
+                result,
+            ))
+            .or_default() += 1;
+        if o.error.is_none() {
+            let slot_key = a
+                .slot()
+                .map(|slot| (node.to_string(), service.clone(), slot));
+            let key = |reason: &'static str| (service.clone(), node.to_string(), reason);
+            match a {
+                Action::Start { reason, .. } => {
+                    *r.restarts.entry(key(reason.as_str())).or_default() += 1
+                }
+                Action::Recreate { reason, .. } => {
+                    *r.recreations.entry(key(reason.as_str())).or_default() += 1
+                }
+                // A create for a slot that had a container: someone removed it.
+                Action::Create { .. }
+                    if slot_key.as_ref().is_some_and(|k| r.seen_slots.contains(k)) =>
+                {
+                    *r.recreations.entry(key("removed")).or_default() += 1
+                }
+                // drover removed it itself: a later create is a scale-up, not a replacement.
+                Action::Remove { .. } => {
+                    if let Some(k) = &slot_key {
+                        r.seen_slots.remove(k);
+                    }
+                }
+                _ => {}
+            }
+            if let Some(k) = slot_key
+                && !matches!(a, Action::Remove { .. })
+            {
+                r.seen_slots.insert(k);
+            }
+        }
+        if r.last_actions.len() == LAST_ACTIONS {
+            r.last_actions.pop_front();
+        }
+        r.last_actions.push_back(ActionRecord {
+            time: SystemTime::now(),
+            node: node.to_string(),
+            action: a.name(),
+            service: a.service().map(str::to_string),
+            slot: a.slot(),
+            container: o.container.clone(),
+            reason,
+            duration: o.duration,
+            error: o.error.clone(),
+        });
+    }
+
+    /// Hook: the config was loaded again; `error` when it was invalid (the last good one
+    /// keeps running).
+    pub fn reload(&self, error: Option<&str>) {
+        let mut r = self.lock();
+        match error {
+            Some(e) => {
+                r.reload_failures += 1;
+                r.reload_error = Some(e.to_string());
+            }
+            None => r.reload_error = None,
+        }
+    }
+
+    /// Hook: the event stream of `node` is (re)opened.
+    pub fn stream_connected(&self, node: &str) {
+        let mut r = self.lock();
+        let s = &mut r.node(node).stream;
+        s.connected = true;
+        s.connections += 1;
+        s.last_activity = Some(Instant::now());
+        s.error = None;
+    }
+
+    /// Hook: an event arrived from `node`; `time_nano` is the engine's timestamp of it.
+    pub fn stream_event(&self, node: &str, time_nano: Option<i64>) {
+        let mut r = self.lock();
+        let s = &mut r.node(node).stream;
+        s.events += 1;
+        s.last_activity = Some(Instant::now());
+        if let Some(t) = time_nano {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i128)
+                .unwrap_or(0);
+            // Clocks of remote engines can be ahead: a negative lag is no lag.
+            let lag = ((now - t as i128).max(0) as f64) / 1e9;
+            s.last_lag = Some(lag);
+            s.lag.observe(lag);
+        }
+    }
+
+    /// Hook: the event stream of `node` failed; it is being reopened with backoff.
+    pub fn stream_lost(&self, node: &str, error: &str) {
+        let mut r = self.lock();
+        let s = &mut r.node(node).stream;
+        s.connected = false;
+        s.errors += 1;
+        s.error = Some(error.to_string());
+    }
+
+    /// Ready: at least one node, and every node answered its last pass and has an event
+    /// stream that is open and fresh. Otherwise the reasons, one per problem.
+    pub fn readiness(&self) -> Result<(), Vec<String>> {
+        self.lock().readiness()
+    }
+}
+
+impl Recorded {
+    fn node(&mut self, node: &str) -> &mut NodeRecord {
+        self.nodes
+            .entry(node.to_string())
+            .or_insert_with(NodeRecord::new)
+    }
+
+    pub(crate) fn readiness(&self) -> Result<(), Vec<String>> {
+        let mut why = Vec::new();
+        if self.nodes.is_empty() {
+            why.push("no engine configured".to_string());
+        }
+        for (name, n) in &self.nodes {
+            match n.up {
+                None => why.push(format!("{name}: not observed yet")),
+                Some(false) => why.push(format!(
+                    "{name}: unreachable: {}",
+                    n.error.as_deref().unwrap_or("no answer")
+                )),
+                Some(true) => {}
+            }
+            let s = &n.stream;
+            if !s.connected {
+                why.push(format!(
+                    "{name}: event stream not open{}",
+                    s.error
+                        .as_deref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                ));
+            } else if let Some(age) = s.last_activity.map(|t| t.elapsed())
+                && age > self.freshness
+            {
+                why.push(format!(
+                    "{name}: event stream silent for {}s",
+                    age.as_secs()
+                ));
+            }
+        }
+        if why.is_empty() { Ok(()) } else { Err(why) }
+    }
+}
+
+/// Records a pass's duration when dropped. See [`Telemetry::pass`].
+#[must_use = "the pass is timed until this guard is dropped"]
+pub struct PassTimer {
+    telemetry: Telemetry,
+    node: String,
+    started: Instant,
+}
+
+impl Drop for PassTimer {
+    fn drop(&mut self) {
+        let secs = self.started.elapsed().as_secs_f64();
+        self.telemetry.lock().node(&self.node).passes.observe(secs);
+    }
+}

@@ -1,0 +1,455 @@
+//! `/status`: desired against actual per service and per node, engines and their event
+//! streams, the latest actions and the slots in backoff, as JSON; and the table
+//! `drover status` prints from it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::recorder::Telemetry;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub project: String,
+    pub version: String,
+    /// drover's own container id (it never acts on it), when it runs in one.
+    pub container: Option<String>,
+    pub started_at: String,
+    pub uptime_seconds: f64,
+    pub ready: bool,
+    /// Why it is not ready, one line per problem.
+    pub not_ready: Vec<String>,
+    pub nodes: Vec<NodeStatus>,
+    pub services: Vec<ServiceStatus>,
+    pub backoff: Vec<BackoffStatus>,
+    pub stopped: Vec<StoppedStatus>,
+    /// Oldest first.
+    pub last_actions: Vec<ActionStatus>,
+    pub config: ConfigStatus,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeStatus {
+    pub name: String,
+    /// `None` until the first pass.
+    pub up: Option<bool>,
+    pub error: Option<String>,
+    pub last_observed: Option<String>,
+    pub event_stream: StreamStatus,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StreamStatus {
+    pub connected: bool,
+    /// Seconds since the last event or reopen.
+    pub silence_seconds: Option<f64>,
+    pub events: u64,
+    pub reconnects: u64,
+    pub errors: u64,
+    pub last_lag_seconds: Option<f64>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub desired: u32,
+    /// Running containers, all nodes together.
+    pub actual: u32,
+    pub nodes: Vec<ServiceNodeStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServiceNodeStatus {
+    pub node: String,
+    pub desired: u32,
+    pub actual: u32,
+    /// Containers in any state.
+    pub containers: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BackoffStatus {
+    pub service: String,
+    pub slot: u32,
+    pub node: String,
+    pub attempts: u32,
+    /// Seconds until the next attempt (0 when due).
+    pub retry_in_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StoppedStatus {
+    pub service: String,
+    pub slot: u32,
+    pub node: String,
+    pub container: String,
+    pub exit_code: Option<i64>,
+    /// Out of attempts (`max_attempts`); otherwise the restart policy leaves it exited.
+    pub gave_up: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ActionStatus {
+    pub time: String,
+    pub node: String,
+    pub action: String,
+    pub service: Option<String>,
+    pub slot: Option<u32>,
+    pub container: Option<String>,
+    pub reason: Option<String>,
+    pub duration_ms: u64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConfigStatus {
+    pub reload_failures: u64,
+    /// The pending invalid edit, while the last good config runs.
+    pub error: Option<String>,
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// The status as of now.
+pub fn snapshot(t: &Telemetry) -> Status {
+    let r = t.lock();
+    let now = SystemTime::now();
+    let readiness = r.readiness();
+    let nodes = r
+        .nodes
+        .iter()
+        .map(|(name, n)| NodeStatus {
+            name: name.clone(),
+            up: n.up,
+            error: n.error.clone(),
+            last_observed: n.last_observed.map(rfc3339),
+            event_stream: StreamStatus {
+                connected: n.stream.connected,
+                silence_seconds: n.stream.last_activity.map(|t| t.elapsed().as_secs_f64()),
+                events: n.stream.events,
+                reconnects: n.stream.reconnects(),
+                errors: n.stream.errors,
+                last_lag_seconds: n.stream.last_lag,
+                error: n.stream.error.clone(),
+            },
+        })
+        .collect();
+    let mut services: BTreeMap<&str, ServiceStatus> = BTreeMap::new();
+    for ((service, node), c) in &r.services {
+        let s = services.entry(service).or_insert_with(|| ServiceStatus {
+            name: service.clone(),
+            desired: 0,
+            actual: 0,
+            nodes: Vec::new(),
+        });
+        s.desired += c.desired;
+        s.actual += c.actual;
+        s.nodes.push(ServiceNodeStatus {
+            node: node.clone(),
+            desired: c.desired,
+            actual: c.actual,
+            containers: c.containers,
+        });
+    }
+    let backoff = r
+        .waits
+        .iter()
+        .flat_map(|(node, ws)| {
+            ws.iter().map(move |w| BackoffStatus {
+                service: w.service.clone(),
+                slot: w.slot,
+                node: node.clone(),
+                attempts: w.attempts,
+                retry_in_seconds: w
+                    .until
+                    .duration_since(now)
+                    .unwrap_or(Duration::ZERO)
+                    .as_secs_f64(),
+            })
+        })
+        .collect();
+    let stopped = r
+        .stopped
+        .iter()
+        .flat_map(|(node, ss)| {
+            ss.iter().map(move |s| StoppedStatus {
+                service: s.service.clone(),
+                slot: s.slot,
+                node: node.clone(),
+                container: crate::observe::short_id(&s.container).to_string(),
+                exit_code: s.exit_code,
+                gave_up: s.gave_up,
+            })
+        })
+        .collect();
+    let last_actions = r
+        .last_actions
+        .iter()
+        .map(|a| ActionStatus {
+            time: rfc3339(a.time),
+            node: a.node.clone(),
+            action: a.action.to_string(),
+            service: a.service.clone(),
+            slot: a.slot,
+            container: a.container.clone(),
+            reason: a.reason.map(str::to_string),
+            duration_ms: a.duration.as_millis() as u64,
+            error: a.error.clone(),
+        })
+        .collect();
+    Status {
+        project: r.project.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        container: r.container.clone(),
+        started_at: rfc3339(r.started),
+        uptime_seconds: now
+            .duration_since(r.started)
+            .unwrap_or_default()
+            .as_secs_f64(),
+        ready: readiness.is_ok(),
+        not_ready: readiness.err().unwrap_or_default(),
+        nodes,
+        services: services.into_values().collect(),
+        backoff,
+        stopped,
+        last_actions,
+        config: ConfigStatus {
+            reload_failures: r.reload_failures,
+            error: r.reload_error.clone(),
+        },
+    }
+}
+
+/// Columns padded to their widest cell, two spaces apart.
+fn table(out: &mut String, rows: &[Vec<String>]) {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ", w = widths[i]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+}
+
+fn secs(s: f64) -> String {
+    let d = Duration::from_secs_f64(s.max(0.0));
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else if d < Duration::from_secs(120) {
+        format!("{}s", d.as_secs())
+    } else if d < Duration::from_secs(7200) {
+        format!("{}m", d.as_secs() / 60)
+    } else {
+        format!("{}h", d.as_secs() / 3600)
+    }
+}
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map_or("-".to_string(), T::to_string)
+}
+
+/// The status as the tables `drover status` prints.
+pub fn render_table(s: &Status) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "project {}: {} (drover {}, up {}{})",
+        s.project,
+        if s.ready { "ready" } else { "NOT READY" },
+        s.version,
+        secs(s.uptime_seconds),
+        s.container
+            .as_deref()
+            .map(|c| format!(", container {}", crate::observe::short_id(c)))
+            .unwrap_or_default()
+    );
+    for why in &s.not_ready {
+        let _ = writeln!(out, "  {why}");
+    }
+    if let Some(e) = &s.config.error {
+        let _ = writeln!(
+            out,
+            "config: invalid edit pending (last good config runs): {e}"
+        );
+    }
+
+    out.push('\n');
+    let mut rows = vec![vec![
+        "SERVICE".to_string(),
+        "NODE".into(),
+        "DESIRED".into(),
+        "ACTUAL".into(),
+        "CONTAINERS".into(),
+    ]];
+    for svc in &s.services {
+        for n in &svc.nodes {
+            rows.push(vec![
+                svc.name.clone(),
+                n.node.clone(),
+                n.desired.to_string(),
+                n.actual.to_string(),
+                n.containers.to_string(),
+            ]);
+        }
+        if svc.nodes.len() > 1 {
+            rows.push(vec![
+                svc.name.clone(),
+                "(all)".into(),
+                svc.desired.to_string(),
+                svc.actual.to_string(),
+                svc.nodes
+                    .iter()
+                    .map(|n| n.containers)
+                    .sum::<u32>()
+                    .to_string(),
+            ]);
+        }
+    }
+    table(&mut out, &rows);
+
+    out.push('\n');
+    let mut rows = vec![vec![
+        "NODE".to_string(),
+        "UP".into(),
+        "EVENTS".into(),
+        "SILENT".into(),
+        "RECONNECTS".into(),
+        "LAST LAG".into(),
+        "ERROR".into(),
+    ]];
+    for n in &s.nodes {
+        let stream = &n.event_stream;
+        rows.push(vec![
+            n.name.clone(),
+            match n.up {
+                Some(true) => "yes".into(),
+                Some(false) => "no".into(),
+                None => "?".into(),
+            },
+            if stream.connected { "open" } else { "closed" }.into(),
+            stream.silence_seconds.map_or("-".into(), secs),
+            stream.reconnects.to_string(),
+            stream.last_lag_seconds.map_or("-".into(), secs),
+            n.error.clone().or(stream.error.clone()).unwrap_or_default(),
+        ]);
+    }
+    table(&mut out, &rows);
+
+    if !s.backoff.is_empty() || !s.stopped.is_empty() {
+        out.push('\n');
+        let mut rows = vec![vec![
+            "SLOT".to_string(),
+            "NODE".into(),
+            "STATE".into(),
+            "DETAIL".into(),
+        ]];
+        for b in &s.backoff {
+            rows.push(vec![
+                format!("{}-{}", b.service, b.slot),
+                b.node.clone(),
+                "backoff".into(),
+                format!(
+                    "attempt {} failed; next in {}",
+                    b.attempts,
+                    secs(b.retry_in_seconds)
+                ),
+            ]);
+        }
+        for st in &s.stopped {
+            rows.push(vec![
+                format!("{}-{}", st.service, st.slot),
+                st.node.clone(),
+                if st.gave_up { "gave up" } else { "left exited" }.into(),
+                format!(
+                    "container {} exit code {}",
+                    st.container,
+                    opt(&st.exit_code)
+                ),
+            ]);
+        }
+        table(&mut out, &rows);
+    }
+
+    out.push('\n');
+    if s.last_actions.is_empty() {
+        out.push_str("no actions yet\n");
+    } else {
+        let mut rows = vec![vec![
+            "TIME".to_string(),
+            "NODE".into(),
+            "ACTION".into(),
+            "SLOT".into(),
+            "CONTAINER".into(),
+            "REASON".into(),
+            "TOOK".into(),
+            "RESULT".into(),
+        ]];
+        // The latest ten, newest last.
+        for a in s.last_actions.iter().rev().take(10).rev() {
+            rows.push(vec![
+                a.time.clone(),
+                a.node.clone(),
+                a.action.clone(),
+                match (&a.service, a.slot) {
+                    (Some(s), Some(n)) => format!("{s}-{n}"),
+                    (Some(s), None) => s.clone(),
+                    _ => "-".into(),
+                },
+                opt(&a.container),
+                opt(&a.reason),
+                format!("{}ms", a.duration_ms),
+                a.error.clone().unwrap_or_else(|| "ok".into()),
+            ]);
+        }
+        table(&mut out, &rows);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_lines_up_and_json_round_trips() {
+        let t = Telemetry::new("demo", Duration::from_secs(60), None);
+        t.add_node("unix:///var/run/docker.sock");
+        let s = snapshot(&t);
+        assert!(!s.ready);
+        let json = serde_json::to_string(&s).unwrap();
+        let back: Status = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+        let text = render_table(&s);
+        assert!(text.starts_with("project demo: NOT READY"), "{text}");
+        assert!(text.contains("not observed yet"), "{text}");
+        let mut out = String::new();
+        table(
+            &mut out,
+            &[
+                vec!["A".into(), "BB".into(), "C".into()],
+                vec!["aaa".into(), "b".into(), "c".into()],
+            ],
+        );
+        assert_eq!(out, "A    BB  C\naaa  b   c\n");
+    }
+}

@@ -1,0 +1,486 @@
+//! drover run the way users run it: as a container from the runtime image, built offline
+//! from a static binary built on this host (deploy/build-image.sh, the same runtime stage
+//! as the root Dockerfile). Each test has its own project name (`it-obs-...`); TLS nodes
+//! use indices 61..69 (this file: 61).
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use drover::telemetry::http;
+use drover::telemetry::status::Status;
+use support::drover::Project;
+use support::{Node, TEST_IMAGE, docker, docker_ok, local_env, repo_root, text, unique_name};
+
+const IMAGE: &str = "drover-test/drover:it";
+const UP: Duration = Duration::from_secs(90);
+/// The uid the image runs as.
+const UID: &str = "65532";
+
+/// Build the runtime image once per test process (a static release build on the first run).
+fn image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        support::local_engine();
+        let out = Command::new(repo_root().join("deploy/build-image.sh"))
+            .arg(IMAGE)
+            .env("DOCKER_HOST", support::local_engine())
+            .output()
+            .expect("cannot run deploy/build-image.sh");
+        assert!(
+            out.status.success(),
+            "deploy/build-image.sh failed:\n{}",
+            text(&out)
+        );
+    });
+    IMAGE
+}
+
+/// The example project of compose.example.yml (deploy/example), copied into `p`'s directory.
+fn example(name: &str, env: Vec<(String, String)>) -> Project {
+    let dir = repo_root().join("deploy/example");
+    let compose = std::fs::read_to_string(dir.join("compose.yml")).unwrap();
+    let p = Project::on(name, &compose, env);
+    p.write(
+        "scale.yml",
+        &std::fs::read_to_string(dir.join("scale.yml")).unwrap(),
+    );
+    p
+}
+
+/// A drover container on the local engine, removed when dropped.
+struct Container {
+    name: String,
+}
+
+impl Container {
+    fn run(name: &str, args: &[&str]) -> Container {
+        let _ = docker(&local_env(), &["rm", "-f", name]);
+        let mut all = vec!["run", "-d", "--name", name];
+        all.extend(args);
+        docker_ok(&local_env(), &all);
+        Container {
+            name: name.to_string(),
+        }
+    }
+
+    fn inspect(&self, format: &str) -> String {
+        let out = docker(&local_env(), &["inspect", "-f", format, &self.name]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn logs(&self) -> String {
+        text(&docker(&local_env(), &["logs", &self.name]))
+    }
+
+    /// The published address of the container's port 9477.
+    fn http(&self) -> SocketAddr {
+        let port = docker_ok(&local_env(), &["port", &self.name, "9477/tcp"]);
+        port.lines().next().unwrap().parse().unwrap()
+    }
+
+    /// Poll `f` until it holds; on timeout (or if the container stopped) panic with its logs.
+    fn eventually(&self, deadline: Duration, what: &str, mut f: impl FnMut() -> bool) {
+        let end = Instant::now() + deadline;
+        loop {
+            if f() {
+                return;
+            }
+            let running = self.inspect("{{.State.Running}}") == "true";
+            if !running || Instant::now() >= end {
+                panic!(
+                    "{} waiting for {what}; drover container logs:\n{}",
+                    if running {
+                        "timed out"
+                    } else {
+                        "drover container stopped"
+                    },
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = docker(&local_env(), &["rm", "-f", &self.name]);
+    }
+}
+
+fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    http::get(addr, path, Duration::from_secs(5)).ok()
+}
+
+fn metric(text: &str, name: &str, service: &str) -> Option<f64> {
+    let want = format!("service=\"{service}\"");
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(&want))
+        .find_map(|l| l.rsplit_once(' ')?.1.parse().ok())
+}
+
+fn socket_gid() -> String {
+    let out = Command::new("stat")
+        .args(["-c", "%g", "/var/run/docker.sock"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn runtime_stage_is_the_same_in_both_dockerfiles() {
+    let stage = |file: &str| {
+        let text = std::fs::read_to_string(repo_root().join(file)).unwrap();
+        let at = text
+            .find("# --- runtime stage")
+            .unwrap_or_else(|| panic!("{file} has no runtime stage marker"));
+        text[at..].to_string()
+    };
+    assert_eq!(stage("Dockerfile"), stage("deploy/Dockerfile.runtime"));
+}
+
+/// Socket mounted, non-root with the socket's group, read-only root filesystem: brings the
+/// example project to its counts, restores a killed and a removed replica, never touches
+/// its own container (labelled as if it were part of the project), turns healthy, serves
+/// figures that match `docker ps`, and on `docker stop` exits 0 within 2 s leaving the
+/// project running.
+#[test]
+fn as_a_non_root_container_with_the_socket_it_keeps_the_example_project() {
+    let image = image();
+    let p = example(&unique_name("it-obs-ctr"), local_env());
+    let config = format!("{}:/config:ro", p.dir.display());
+    let gid = socket_gid();
+    let project_label = format!("drover.project={}", p.name);
+    let c = Container::run(
+        &format!("{}-drover", p.name),
+        &[
+            "--read-only",
+            "--group-add",
+            &gid,
+            "-v",
+            "/var/run/docker.sock:/var/run/docker.sock",
+            "-v",
+            &config,
+            "-e",
+            &format!("EXAMPLE_IMAGE={TEST_IMAGE}"),
+            "-e",
+            "DROVER_LISTEN=0.0.0.0:9477",
+            "-p",
+            "127.0.0.1::9477",
+            // Labelled as a member of the project it manages: it must never act on itself.
+            "--label",
+            &project_label,
+            "--label",
+            "drover.service=web",
+            "--label",
+            "drover.slot=9",
+            image,
+            "run",
+            "-p",
+            &p.name,
+            "--scale-file",
+            "scale.yml",
+            "--resync-interval",
+            "1s",
+        ],
+    );
+    let web =
+        |p: &Project| p.running("web") - usize::from(c.inspect("{{.State.Running}}") == "true");
+    c.eventually(UP, "3 web and 2 worker running", || {
+        web(&p) == 3 && p.running("worker") == 2
+    });
+
+    // Non-root, with the socket's group, on a read-only root filesystem.
+    assert_eq!(c.inspect("{{.Config.User}}"), format!("{UID}:{UID}"));
+    assert_eq!(c.inspect("{{.HostConfig.ReadonlyRootfs}}"), "true");
+    let pid = c.inspect("{{.State.Pid}}");
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let ids = |key: &str| {
+        proc_status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap()
+            .split_whitespace()
+            .skip(1)
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert!(ids("Uid:").iter().all(|u| u == UID), "{proc_status}");
+    assert!(ids("Groups:").contains(&gid), "{proc_status}");
+
+    // A killed replica restarts; a removed one is recreated.
+    let victim = p.containers(Some("worker"), Some("running"))[0].clone();
+    let started = p.inspect(&victim, "{{.State.StartedAt}}");
+    p.docker_ok(&["kill", &victim]);
+    c.eventually(UP, "the killed worker running again", || {
+        p.inspect(&victim, "{{.State.Running}}") == "true"
+            && p.inspect(&victim, "{{.State.StartedAt}}") != started
+    });
+    let own = c.inspect("{{.Id}}");
+    let gone = p
+        .containers(Some("web"), Some("running"))
+        .into_iter()
+        .find(|id| *id != own)
+        .unwrap();
+    p.docker_ok(&["rm", "-f", &gone]);
+    c.eventually(UP, "the removed web replica recreated", || {
+        web(&p) == 3 && !p.containers(Some("web"), None).contains(&gone)
+    });
+
+    // HEALTHCHECK: the image's own, through `drover healthcheck`.
+    assert_eq!(
+        c.inspect("{{json .Config.Healthcheck.Test}}"),
+        r#"["CMD","/drover","healthcheck"]"#
+    );
+    c.eventually(UP, "healthy", || {
+        c.inspect("{{.State.Health.Status}}") == "healthy"
+    });
+
+    // /status knows its own container and was never tempted by its labels; /metrics
+    // agrees with docker ps.
+    let addr = c.http();
+    let status: Status = serde_json::from_str(&get(addr, "/status").unwrap().1).unwrap();
+    assert_eq!(status.container.as_deref(), Some(own.as_str()));
+    assert!(status.ready, "{:?}", status.not_ready);
+    c.eventually(UP, "metrics matching docker ps", || {
+        let Some((200, m)) = get(addr, "/metrics") else {
+            return false;
+        };
+        metric(&m, "drover_service_actual_replicas", "web") == Some(web(&p) as f64)
+            && metric(&m, "drover_service_actual_replicas", "worker")
+                == Some(p.running("worker") as f64)
+            && metric(&m, "drover_service_desired_replicas", "web") == Some(3.0)
+            && metric(&m, "drover_recreations_total", "web") == Some(1.0)
+            && metric(&m, "drover_restarts_total", "worker") == Some(1.0)
+    });
+    assert_eq!(c.inspect("{{.RestartCount}}"), "0");
+    let logs = c.logs();
+    let touched_itself = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .any(|e| e["container"].as_str() == Some(&own[..12]));
+    assert!(!touched_itself, "{logs}");
+
+    // docker stop: exit 0 within 2 s, the project left running.
+    let before: Vec<String> = p.containers(None, Some("running"));
+    let t = Instant::now();
+    docker_ok(&local_env(), &["stop", &c.name]);
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(2), "docker stop took {took:?}");
+    assert_eq!(c.inspect("{{.State.ExitCode}}"), "0", "{}", c.logs());
+    let after: Vec<String> = p.containers(None, Some("running"));
+    assert_eq!(
+        before
+            .into_iter()
+            .filter(|id| *id != own)
+            .collect::<Vec<_>>(),
+        after,
+        "the project keeps running"
+    );
+    assert_eq!((p.running("web"), p.running("worker")), (3, 2));
+}
+
+/// No socket, only a TLS bundle volume made by deploy/tls-bundle.sh: the same drover
+/// image manages a remote engine over TLS.
+#[test]
+fn with_only_a_tls_bundle_volume_it_keeps_a_project_on_a_tls_engine() {
+    let image = image();
+    let node = Node::start("obs-tls", 61);
+    let p = example(&unique_name("it-obs-tls"), node.env());
+    let volume = format!("{}-certs", p.name);
+    let out = Command::new(repo_root().join("deploy/tls-bundle.sh"))
+        .args([
+            "--volume",
+            &volume,
+            "--image",
+            image,
+            "--local",
+            support::local_engine(),
+        ])
+        .env_remove("DOCKER_CONTEXT")
+        .envs(node.env())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tls-bundle.sh:\n{}", text(&out));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains(&format!("-e DOCKER_HOST={}", node.host)),
+        "{printed}"
+    );
+    struct Volume(String);
+    impl Drop for Volume {
+        fn drop(&mut self) {
+            let _ = docker(&local_env(), &["volume", "rm", "-f", &self.0]);
+        }
+    }
+    let _volume = Volume(volume.clone());
+
+    let config = format!("{}:/config:ro", p.dir.display());
+    let certs = format!("{volume}:/certs:ro");
+    let c = Container::run(
+        &format!("{}-drover", p.name),
+        &[
+            "--read-only",
+            "-v",
+            &certs,
+            "-v",
+            &config,
+            "-e",
+            &format!("DOCKER_HOST={}", node.host),
+            "-e",
+            "DOCKER_TLS_VERIFY=1",
+            "-e",
+            "DOCKER_CERT_PATH=/certs",
+            "-e",
+            &format!("EXAMPLE_IMAGE={TEST_IMAGE}"),
+            image,
+            "run",
+            "-p",
+            &p.name,
+            "--scale-file",
+            "scale.yml",
+        ],
+    );
+    assert!(c.inspect("{{json .Mounts}}").contains("/certs"));
+    assert!(!c.inspect("{{json .Mounts}}").contains("docker.sock"));
+    c.eventually(UP, "3 web and 2 worker on the TLS node", || {
+        p.running("web") == 3 && p.running("worker") == 2
+    });
+    let victim = p.containers(Some("web"), Some("running"))[0].clone();
+    let started = p.inspect(&victim, "{{.State.StartedAt}}");
+    p.docker_ok(&["kill", &victim]);
+    c.eventually(UP, "the killed replica running again", || {
+        p.inspect(&victim, "{{.State.Running}}") == "true"
+            && p.inspect(&victim, "{{.State.StartedAt}}") != started
+    });
+    let logs = c.logs();
+    assert!(logs.contains("(tls)"), "{logs}");
+    // Stopped before the node goes away, so it does not log the engine leaving.
+    drop(c);
+}
+
+/// deploy/swarm/stack.yml on a one-node swarm (its own engine, a manager): drover runs as
+/// the stack's one replica, keeps the project whole, and when its task's container is
+/// removed Swarm starts a new one that carries on.
+#[test]
+fn the_swarm_stack_runs_drover_on_a_manager_and_swarm_replaces_it() {
+    let image = image();
+    let node = Node::start("obs-swarm", 63);
+    let name = unique_name("it-obs-swarm");
+    let on_node = |args: &[&str]| node.docker_ok(args);
+    on_node(&["swarm", "init", "--advertise-addr", "10.231.63.2"]);
+    // The image, as an operator would ship it to each manager.
+    let saved = std::env::temp_dir().join(format!("{name}.tar"));
+    std::fs::create_dir_all(saved.parent().unwrap()).unwrap();
+    docker_ok(
+        &local_env(),
+        &["save", "-o", saved.to_str().unwrap(), image],
+    );
+    on_node(&["load", "-q", "-i", saved.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&saved);
+
+    // The example project, with the offline image, as the stack's configs.
+    let dir = repo_root().join("deploy/example");
+    let compose = std::fs::read_to_string(dir.join("compose.yml"))
+        .unwrap()
+        .replace("${EXAMPLE_IMAGE:-busybox:1.36}", TEST_IMAGE);
+    let p = Project::on(
+        &name,
+        &compose,
+        vec![("DOCKER_HOST".into(), node.unix_host())],
+    );
+    p.write("scale.yml", "web: 2\nworker: 1\n");
+    on_node(&[
+        "config",
+        "create",
+        "drover-compose-v1",
+        p.path("compose.yml").to_str().unwrap(),
+    ]);
+    on_node(&[
+        "config",
+        "create",
+        "drover-scale-v1",
+        p.path("scale.yml").to_str().unwrap(),
+    ]);
+    // The stack file as shipped, with this test's project name, image tag, and the node's
+    // socket (all nodes share this machine's filesystem: /var/run/docker.sock is the
+    // local engine's).
+    let stack = std::fs::read_to_string(repo_root().join("deploy/swarm/stack.yml"))
+        .unwrap()
+        .replace(
+            "source: /var/run/docker.sock",
+            &format!("source: {}", node.socket.display()),
+        )
+        .replace(
+            "\"--project-name\", \"example\"",
+            &format!("\"--project-name\", \"{name}\""),
+        )
+        .replace("image: drover:local", &format!("image: {image}"));
+    p.write("stack.yml", &stack);
+    let gid = std::fs::metadata(&node.socket).map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.gid().to_string()
+    });
+    let out = Command::new("docker")
+        .args([
+            "stack",
+            "deploy",
+            "-c",
+            p.path("stack.yml").to_str().unwrap(),
+            "drover",
+        ])
+        .env("DOCKER_HOST", node.unix_host())
+        .env("DOCKER_GID", gid.unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "docker stack deploy:\n{}", text(&out));
+
+    let task = || {
+        node.docker_ok(&[
+            "ps",
+            "-q",
+            "--filter",
+            "label=com.docker.swarm.service.name=drover_drover",
+        ])
+    };
+    let logs = || text(&node.docker(&["service", "logs", "drover_drover"]));
+    let end = Instant::now() + UP;
+    while task().is_empty() || p.running("web") != 2 || p.running("worker") != 1 {
+        assert!(
+            Instant::now() < end,
+            "timed out waiting for drover's task and the project whole; service logs:\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let first = task();
+    let placed = node.docker_ok(&[
+        "service",
+        "inspect",
+        "-f",
+        "{{json .Spec.TaskTemplate.Placement}}",
+        "drover_drover",
+    ]);
+    assert!(placed.contains("node.role == manager"), "{placed}");
+    let user = node.docker_ok(&["inspect", "-f", "{{.Config.User}}", &first]);
+    assert!(user.starts_with(&format!("{UID}:")), "{user}");
+
+    // Swarm replaces a removed drover; the new one keeps the project whole.
+    node.docker_ok(&["rm", "-f", &first]);
+    support::wait_until(UP, "a new drover task", || {
+        let t = task();
+        !t.is_empty() && t != first
+    });
+    let victim = p.containers(Some("web"), Some("running"))[0].clone();
+    p.docker_ok(&["rm", "-f", &victim]);
+    support::wait_until(
+        UP,
+        "the removed replica recreated by the new drover",
+        || p.running("web") == 2 && !p.containers(Some("web"), None).contains(&victim),
+    );
+    let _ = node.docker(&["stack", "rm", "drover"]);
+}
