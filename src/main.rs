@@ -142,6 +142,7 @@ fn main() -> ExitCode {
         scale_file: cli.common.scale_file.clone(),
         env: env.clone(),
         cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+        profiles: Vec::new(),
     };
     let loaded = match config::load(&load) {
         Ok(l) => l,

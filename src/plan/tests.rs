@@ -29,6 +29,7 @@ fn svc(name: &str, replicas: u32) -> Service {
         depends_on: BTreeMap::new(),
         container_name: None,
         config_hash: format!("hash-{name}"),
+        options: Default::default(),
     }
 }
 
