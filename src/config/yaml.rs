@@ -101,6 +101,9 @@ pub fn parse(
         underscored_numbers_as_strings: true,
         strict_booleans: true,
         property_syntax: serde_saphyr::PropertySyntax::DockerCompose,
+        // One `x-` anchor merged into hundreds of services is how large Compose files are
+        // written; the alias and expansion caps still stop alias bombs.
+        budget: serde_saphyr::budget! { enforce_alias_anchor_ratio: false },
     };
     if let Some(env) = env {
         options = options.with_properties(env.clone());
@@ -513,6 +516,17 @@ mod tests {
         assert_eq!(items[1].vars, vec!["A"]);
         assert_eq!(v("pre-${U:-a b}-post # $C").0, s("pre-a b-post"));
         assert_eq!(v("pre-${U:-a b}-post # $C").1, vec!["U".to_string()]);
+    }
+
+    #[test]
+    fn one_anchor_many_aliases() {
+        let mut text = String::from("x-common: &common {image: busybox}\nservices:\n");
+        for i in 0..400 {
+            text.push_str(&format!("  s{i}:\n    <<: *common\n"));
+        }
+        let n = p(&text, &[]).unwrap();
+        let s = n.get("services").unwrap().get("s399").unwrap();
+        assert_eq!(s.get("image").unwrap().kind, Kind::Str("busybox".into()));
     }
 
     #[test]
