@@ -55,6 +55,14 @@ struct Common {
     /// YAML file mapping service -> replica count; re-read when it changes.
     #[arg(long = "scale-file", env = "DROVER_SCALE_FILE", global = true)]
     scale_file: Option<PathBuf>,
+    /// Enable services of this profile (repeatable; default: COMPOSE_PROFILES).
+    #[arg(
+        long = "profile",
+        env = "DROVER_PROFILE",
+        value_delimiter = ',',
+        global = true
+    )]
+    profile: Vec<String>,
     /// Environment file used for interpolation instead of the project's .env (repeatable).
     #[arg(long = "env-file", env = "DROVER_ENV_FILE", global = true)]
     env_file: Vec<PathBuf>,
@@ -165,6 +173,7 @@ fn main() -> ExitCode {
         scale_file: cli.common.scale_file.clone(),
         env: env.clone(),
         cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+        profiles: cli.common.profile.clone(),
     };
     let loaded = match config::load(&load) {
         Ok(l) => l,

@@ -5,18 +5,26 @@
 //! - Labels carry all the state drover needs to rebuild itself from the engine:
 //!   `drover.*` plus compose's `com.docker.compose.*` so compose-aware tools list them.
 //! - drover owns restarts: no engine restart policy is set.
-//! - API 1.41 accepts one network endpoint at create time: the first network (by key)
-//!   is set here, the others are returned by [`extra_networks`] to connect afterwards.
+//! - API 1.41 accepts one network endpoint at create time: the first network (highest
+//!   `priority`, then by key) is set here, the others are returned by [`extra_networks`] to
+//!   connect afterwards. `network_mode` replaces networks altogether.
+//! - References to other services (`network_mode: service:NAME`, `volumes_from`, `links`)
+//!   name the other service's first container, as compose does on one engine.
+//! - Secrets and configs from files are bind-mounted read-only, as compose does without
+//!   Swarm.
+//! - `platform` is not part of the body: it is a parameter of the create (and pull) call,
+//!   see [`platform`].
 
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, Mount as EngineMount,
-    MountType, NetworkingConfig, PortBinding, PortMap, RestartPolicy as EngineRestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, DeviceMapping, EndpointIpamConfig, EndpointSettings, HealthConfig,
+    HostConfig, HostConfigLogConfig, Mount as EngineMount, MountBindOptions, MountTmpfsOptions,
+    MountType, MountVolumeOptions, NetworkingConfig, PortBinding, PortMap, ResourcesUlimits,
+    RestartPolicy as EngineRestartPolicy, RestartPolicyNameEnum,
 };
 
-use crate::config::{MountKind, Project, Protocol, Service};
+use crate::config::{Mount, MountKind, Project, Protocol, Service};
 
 pub const LABEL_PROJECT: &str = "drover.project";
 pub const LABEL_SERVICE: &str = "drover.service";
@@ -40,6 +48,20 @@ pub fn container_name(project: &Project, service: &Service, slot: u32) -> String
     match &service.container_name {
         Some(name) => name.clone(),
         None => format!("{}-{}-{}", project.name, service.name, slot),
+    }
+}
+
+/// The `platform` parameter of the create and pull requests (`None`: the engine's own).
+pub fn platform(service: &Service) -> Option<String> {
+    service.options.platform.clone()
+}
+
+/// The name of the container another service's reference (`service:NAME`) points at:
+/// that service's first container.
+fn service_container(project: &Project, name: &str) -> String {
+    match project.services.get(name) {
+        Some(svc) => container_name(project, svc, 1),
+        None => format!("{}-{name}-1", project.name),
     }
 }
 
@@ -96,21 +118,37 @@ pub fn create_body(project: &Project, service: &Service, slot: u32) -> Container
             .push(binding);
     }
 
-    let mounts: Vec<EngineMount> = service
-        .volumes
+    // Binds that may create their host path or need SELinux labels use the `Binds` form
+    // (as `docker run -v` and compose do); everything else is a mount.
+    let mut binds: Vec<String> = Vec::new();
+    let mut mounts: Vec<EngineMount> = Vec::new();
+    for m in &service.volumes {
+        if m.kind == MountKind::Bind && (m.create_host_path || m.selinux.is_some()) {
+            binds.push(bind_string(m));
+        } else {
+            mounts.push(engine_mount(m));
+        }
+    }
+    for f in service
+        .options
+        .secrets
         .iter()
-        .map(|m| EngineMount {
-            target: Some(m.target.clone()),
-            source: m.source.clone(),
-            typ: Some(match m.kind {
-                MountKind::Bind => MountType::BIND,
-                MountKind::Volume => MountType::VOLUME,
-                MountKind::Tmpfs => MountType::TMPFS,
-            }),
-            read_only: m.read_only.then_some(true),
+        .chain(service.options.configs.iter())
+    {
+        mounts.push(EngineMount {
+            target: Some(f.target.clone()),
+            source: Some(f.file.clone()),
+            typ: Some(MountType::BIND),
+            read_only: Some(true),
             ..Default::default()
-        })
-        .collect();
+        });
+    }
+    let o = &service.options;
+    for e in &o.expose {
+        if !exposed.contains(e) {
+            exposed.push(e.clone());
+        }
+    }
 
     let healthcheck = service.healthcheck.as_ref().map(|h| HealthConfig {
         test: (!h.test.is_empty()).then(|| h.test.clone()),
@@ -118,14 +156,116 @@ pub fn create_body(project: &Project, service: &Service, slot: u32) -> Container
         timeout: h.timeout.map(nanos),
         retries: h.retries.map(i64::from),
         start_period: h.start_period.map(nanos),
-        ..Default::default()
+        start_interval: h.start_interval.map(nanos),
     });
 
-    let first = first_network(project, service);
+    let first = match &o.network_mode {
+        Some(_) => None,
+        None => first_network(project, service),
+    };
+    let network_mode = match o.network_mode.as_deref() {
+        Some(mode) => Some(match mode.strip_prefix("service:") {
+            Some(name) => format!("container:{}", service_container(project, name)),
+            None => mode.to_string(),
+        }),
+        None => first.as_ref().map(|(name, _)| name.clone()),
+    };
+    let some_vec = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+    let some_map = |m: &std::collections::BTreeMap<String, String>| {
+        (!m.is_empty()).then(|| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    };
+    let volumes_from: Vec<String> = o
+        .volumes_from
+        .iter()
+        .map(|v| {
+            let (kind, rest) = v.split_once(':').unwrap_or(("service", v));
+            let (name, mode) = match rest.rsplit_once(':') {
+                Some((n, m @ ("ro" | "rw"))) => (n, Some(m)),
+                _ => (rest, None),
+            };
+            let target = match kind {
+                "service" => service_container(project, name),
+                _ => name.to_string(),
+            };
+            match mode {
+                Some(m) => format!("{target}:{m}"),
+                None => target,
+            }
+        })
+        .collect();
+    let links = links(project, service);
     let host_config = HostConfig {
         port_bindings: (!bindings.is_empty()).then_some(bindings),
+        binds: (!binds.is_empty()).then_some(binds),
         mounts: (!mounts.is_empty()).then_some(mounts),
-        network_mode: first.as_ref().map(|(name, _)| name.clone()),
+        network_mode,
+        cap_add: some_vec(&o.cap_add),
+        cap_drop: some_vec(&o.cap_drop),
+        privileged: o.privileged.then_some(true),
+        readonly_rootfs: o.read_only.then_some(true),
+        init: o.init,
+        security_opt: some_vec(&o.security_opt),
+        sysctls: some_map(&o.sysctls),
+        storage_opt: some_map(&o.storage_opt),
+        devices: (!o.devices.is_empty()).then(|| {
+            o.devices
+                .iter()
+                .map(|d| DeviceMapping {
+                    path_on_host: Some(d.source.clone()),
+                    path_in_container: Some(d.target.clone()),
+                    cgroup_permissions: Some(d.permissions.clone()),
+                })
+                .collect()
+        }),
+        dns: some_vec(&o.dns),
+        dns_search: some_vec(&o.dns_search),
+        dns_options: some_vec(&o.dns_opt),
+        extra_hosts: some_vec(&o.extra_hosts),
+        shm_size: o.shm_size,
+        pids_limit: o.pids_limit,
+        ipc_mode: o.ipc.clone(),
+        pid_mode: o.pid.clone(),
+        uts_mode: o.uts.clone(),
+        userns_mode: o.userns_mode.clone(),
+        cgroupns_mode: o
+            .cgroup
+            .as_deref()
+            .and_then(|c| serde_json::from_value(serde_json::Value::from(c)).ok()),
+        cgroup_parent: o.cgroup_parent.clone(),
+        memory: o.mem_limit,
+        memory_reservation: o.mem_reservation,
+        memory_swap: o.memswap_limit,
+        memory_swappiness: o.mem_swappiness,
+        oom_kill_disable: o.oom_kill_disable,
+        oom_score_adj: o.oom_score_adj,
+        nano_cpus: o.cpus.map(|c| (c * 1e9).round() as i64),
+        cpu_shares: o.cpu_shares,
+        cpu_period: o.cpu_period,
+        cpu_quota: o.cpu_quota,
+        cpuset_cpus: o.cpuset.clone(),
+        ulimits: (!o.ulimits.is_empty()).then(|| {
+            o.ulimits
+                .iter()
+                .map(|(name, l)| ResourcesUlimits {
+                    name: Some(name.clone()),
+                    soft: Some(l.soft),
+                    hard: Some(l.hard),
+                })
+                .collect()
+        }),
+        log_config: o.logging.as_ref().map(|l| HostConfigLogConfig {
+            typ: l.driver.clone(),
+            config: (!l.options.is_empty()).then(|| {
+                l.options
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            }),
+        }),
+        runtime: o.runtime.clone(),
+        group_add: some_vec(&o.group_add),
+        volumes_from: (!volumes_from.is_empty()).then_some(volumes_from),
+        links: (!links.is_empty()).then_some(links),
         // drover restarts containers itself; the engine must not (said explicitly, so
         // `docker inspect` shows `no` on every engine version).
         restart_policy: Some(EngineRestartPolicy {
@@ -149,6 +289,9 @@ pub fn create_body(project: &Project, service: &Service, slot: u32) -> Container
         user: service.user.clone(),
         working_dir: service.working_dir.clone(),
         hostname: service.hostname.clone(),
+        domainname: o.domainname.clone(),
+        tty: o.tty.then_some(true),
+        open_stdin: o.stdin_open.then_some(true),
         stop_signal: service.stop_signal.clone(),
         stop_timeout: Some(service.stop_grace_period.as_secs() as i64),
         host_config: Some(host_config),
@@ -157,23 +300,115 @@ pub fn create_body(project: &Project, service: &Service, slot: u32) -> Container
     }
 }
 
-/// The networks after the first (by key), with their endpoint settings, to connect after
-/// the container is created.
+/// The networks after the first, with their endpoint settings, to connect after the
+/// container is created (none with `network_mode`).
 pub fn extra_networks(project: &Project, service: &Service) -> Vec<(String, EndpointSettings)> {
-    service
-        .networks
-        .keys()
+    if service.options.network_mode.is_some() {
+        return Vec::new();
+    }
+    network_order(service)
+        .into_iter()
         .skip(1)
         .map(|key| endpoint(project, service, key))
         .collect()
 }
 
 fn first_network(project: &Project, service: &Service) -> Option<(String, EndpointSettings)> {
-    service
-        .networks
-        .keys()
+    network_order(service)
+        .into_iter()
         .next()
         .map(|key| endpoint(project, service, key))
+}
+
+/// The service's networks, highest `priority` first, then by key (as compose orders them).
+fn network_order(service: &Service) -> Vec<&str> {
+    let mut keys: Vec<(&str, i64)> = service
+        .networks
+        .iter()
+        .map(|(k, n)| (k.as_str(), n.priority))
+        .collect();
+    keys.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    keys.into_iter().map(|(k, _)| k).collect()
+}
+
+/// `links` and `external_links` as the engine takes them: `CONTAINER:ALIAS`.
+fn links(project: &Project, service: &Service) -> Vec<String> {
+    let o = &service.options;
+    let mut out: Vec<String> = o
+        .links
+        .iter()
+        .map(|l| {
+            let (svc, alias) = l.split_once(':').unwrap_or((l, l));
+            format!("{}:{alias}", service_container(project, svc))
+        })
+        .collect();
+    for l in &o.external_links {
+        out.push(match l.split_once(':') {
+            Some(_) => l.clone(),
+            None => format!("{l}:{l}"),
+        });
+    }
+    out
+}
+
+/// `z`/`Z`, propagation and `ro` as the `Binds` form writes them.
+fn bind_string(m: &Mount) -> String {
+    let mut opts: Vec<&str> = Vec::new();
+    if m.read_only {
+        opts.push("ro");
+    }
+    if let Some(z) = &m.selinux {
+        opts.push(z);
+    }
+    if let Some(p) = &m.propagation {
+        opts.push(p);
+    }
+    let src = m.source.as_deref().unwrap_or_default();
+    if opts.is_empty() {
+        format!("{src}:{}", m.target)
+    } else {
+        format!("{src}:{}:{}", m.target, opts.join(","))
+    }
+}
+
+fn engine_mount(m: &Mount) -> EngineMount {
+    let mut out = EngineMount {
+        target: Some(m.target.clone()),
+        source: m.source.clone(),
+        typ: Some(match m.kind {
+            MountKind::Bind => MountType::BIND,
+            MountKind::Volume => MountType::VOLUME,
+            MountKind::Tmpfs => MountType::TMPFS,
+        }),
+        read_only: m.read_only.then_some(true),
+        ..Default::default()
+    };
+    match m.kind {
+        MountKind::Bind if m.propagation.is_some() => {
+            out.bind_options = Some(MountBindOptions {
+                propagation: m
+                    .propagation
+                    .as_deref()
+                    .and_then(|p| serde_json::from_value(serde_json::Value::from(p)).ok()),
+                ..Default::default()
+            })
+        }
+        MountKind::Volume if m.nocopy => {
+            out.volume_options = Some(MountVolumeOptions {
+                no_copy: Some(true),
+                ..Default::default()
+            })
+        }
+        MountKind::Tmpfs if m.tmpfs_size.is_some() || m.tmpfs_mode.is_some() => {
+            out.tmpfs_options = Some(MountTmpfsOptions {
+                size_bytes: m.tmpfs_size,
+                mode: m.tmpfs_mode.map(i64::from),
+                ..Default::default()
+            })
+        }
+        _ => {}
+    }
+    out
 }
 
 /// Engine network name and endpoint for one of the service's networks. The service name
@@ -192,8 +427,26 @@ fn endpoint(project: &Project, service: &Service, key: &str) -> (String, Endpoin
             }
         }
     }
+    let net = service.networks.get(key);
+    let ipam = net
+        .filter(|n| n.ipv4_address.is_some() || n.ipv6_address.is_some())
+        .map(|n| EndpointIpamConfig {
+            ipv4_address: n.ipv4_address.clone(),
+            ipv6_address: n.ipv6_address.clone(),
+            ..Default::default()
+        });
+    let links = links(project, service);
     let settings = EndpointSettings {
         aliases: Some(aliases),
+        ipam_config: ipam,
+        links: (!links.is_empty()).then_some(links),
+        // Engines before API 1.44 read the MAC address from the container config, which
+        // this request type no longer has; from 1.44 it belongs to the endpoint.
+        mac_address: service
+            .options
+            .mac_address
+            .clone()
+            .filter(|_| network_order(service).first() == Some(&key)),
         ..Default::default()
     };
     (engine_name, settings)
@@ -263,18 +516,36 @@ mod tests {
                     source: Some("/srv/html".into()),
                     target: "/usr/share/nginx/html".into(),
                     read_only: true,
+                    create_host_path: false,
+                    propagation: None,
+                    selinux: None,
+                    nocopy: false,
+                    tmpfs_size: None,
+                    tmpfs_mode: None,
                 },
                 Mount {
                     kind: MountKind::Volume,
                     source: None,
                     target: "/cache".into(),
                     read_only: false,
+                    create_host_path: false,
+                    propagation: None,
+                    selinux: None,
+                    nocopy: false,
+                    tmpfs_size: None,
+                    tmpfs_mode: None,
                 },
                 Mount {
                     kind: MountKind::Tmpfs,
                     source: None,
                     target: "/run".into(),
                     read_only: false,
+                    create_host_path: false,
+                    propagation: None,
+                    selinux: None,
+                    nocopy: false,
+                    tmpfs_size: None,
+                    tmpfs_mode: None,
                 },
             ],
             networks: BTreeMap::from([
@@ -283,6 +554,7 @@ mod tests {
                     "front".to_string(),
                     ServiceNetwork {
                         aliases: vec!["www".into()],
+                        ..Default::default()
                     },
                 ),
             ]),
@@ -292,6 +564,7 @@ mod tests {
                 timeout: Some(Duration::from_millis(1500)),
                 retries: Some(3),
                 start_period: None,
+                start_interval: None,
             }),
             restart: RestartPolicy::default(),
             stop_signal: Some("SIGQUIT".into()),
@@ -307,6 +580,7 @@ mod tests {
             unhealthy: Default::default(),
             backoff: Default::default(),
             config_hash: "abc123".into(),
+            options: ServiceOptions::default(),
         };
         let project = Project {
             name: "shop".into(),

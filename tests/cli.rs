@@ -45,7 +45,7 @@ fn a_wrong_value_is_one_line_with_file_line_column_and_key_path() {
 fn an_unsupported_key_is_one_warning_and_the_file_still_loads() {
     let dir = project(
         "warn",
-        "services:\n  web:\n    image: busybox\n    cap_add: [NET_ADMIN]\n    x-note: ignored\n",
+        "services:\n  web:\n    image: busybox\n    blkio_config: {weight: 300}\n    x-note: ignored\n",
     );
     let out = check(&dir, &["--format", "json"]);
     assert!(
@@ -56,7 +56,7 @@ fn an_unsupported_key_is_one_warning_and_the_file_still_loads() {
     let err = String::from_utf8_lossy(&out.stderr);
     let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning")).collect();
     assert_eq!(warnings.len(), 1, "{err}");
-    assert!(warnings[0].contains("services.web.cap_add"), "{err}");
+    assert!(warnings[0].contains("services.web.blkio_config"), "{err}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["name"], "drover-cli-warn");
     assert_eq!(v["services"]["web"]["replicas"], 1);

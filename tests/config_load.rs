@@ -314,7 +314,10 @@ fn scale_errors() {
 
     o.scale_file = Some(PathBuf::from("bad-count.yml"));
     let err = load_err(&o);
-    assert_eq!(err, "bad-count.yml:1:4: a: expected a non-negative integer");
+    assert_eq!(
+        err,
+        "bad-count.yml:1:4: a: expected a non-negative integer, got \"-1\""
+    );
 }
 
 #[test]
@@ -342,10 +345,10 @@ fn unknown_and_unsupported_keys_warn_once_and_still_load() {
     assert_eq!(
         loaded.warnings,
         vec![
-            "unknown-keys.yml:1:1: secrets: not supported yet, ignored",
-            "unknown-keys.yml:6:5: services.web.cap_add: not supported yet, ignored",
+            "unknown-keys.yml:1:1: models: not supported yet, ignored",
+            "unknown-keys.yml:6:5: services.web.gpus: not supported yet, ignored",
             "unknown-keys.yml:8:5: services.web.colour: unknown key, ignored",
-            "unknown-keys.yml:9:5: services.web.logging: not supported yet, ignored",
+            "unknown-keys.yml:9:5: services.web.device_cgroup_rules: not supported yet, ignored",
         ]
     );
 }
@@ -355,7 +358,7 @@ fn wrong_value_is_one_located_line() {
     let err = load_err(&opts("errors", &["replicas-type.yml"]));
     assert_eq!(
         err,
-        "replicas-type.yml:5:17: services.web.deploy.replicas: expected an integer"
+        "replicas-type.yml:5:17: services.web.deploy.replicas: expected an integer, got \"many\""
     );
 }
 
@@ -404,12 +407,17 @@ fn container_name_cannot_have_replicas() {
 }
 
 #[test]
-fn build_without_image() {
-    let err = load_err(&opts("errors", &["build-only.yml"]));
+fn build_without_image_runs_the_image_compose_would_build() {
+    let loaded = load(&opts("errors", &["build-only.yml"]));
+    let web = &loaded.project.services["web"];
+    assert_eq!(web.image, "errors-web", "compose names built images so");
+    assert_eq!(web.options.pull_policy, config::PullPolicy::Build);
     assert_eq!(
-        err,
-        "build-only.yml:2:3: services.web: has build but no image; \
-         drover runs images, it does not build them"
+        loaded.warnings,
+        vec![
+            "build-only.yml:3:5: services.web.build: ignored: drover runs images and does not \
+             build them; the image (named as compose names it) must be present on the engine"
+        ]
     );
 }
 
@@ -429,8 +437,9 @@ fn later_files_override_earlier_ones() {
         vec![("A", Some("1")), ("B", Some("3")), ("C", Some("4"))]
     );
     assert_eq!(web.labels["keep"], "yes");
-    assert_eq!(web.ports.len(), 1);
-    assert_eq!(web.ports[0].published, Some(8080));
+    // Ports add up, as in compose.
+    let published: Vec<Option<u16>> = web.ports.iter().map(|p| p.published).collect();
+    assert_eq!(published, vec![Some(80), Some(8080)]);
     assert_eq!(
         web.networks.keys().collect::<Vec<_>>(),
         vec!["back", "front"]

@@ -33,7 +33,11 @@ fn loaded_service_becomes_a_create_request() {
         Some(bollard::models::RestartPolicyNameEnum::NO)
     );
     assert_eq!(host.network_mode.as_deref(), Some("backend-net"));
-    assert_eq!(host.mounts.as_ref().unwrap().len(), 7);
+    // Short-syntax binds go as `Binds` (the engine creates a missing host path, as with
+    // `docker run -v`); the long-syntax ones, volumes and tmpfs as mounts.
+    assert_eq!(host.binds.as_ref().unwrap().len(), 2);
+    assert!(host.binds.as_ref().unwrap()[0].ends_with(":/usr/share/nginx/html:ro"));
+    assert_eq!(host.mounts.as_ref().unwrap().len(), 5);
     assert_eq!(host.port_bindings.as_ref().unwrap().len(), 6);
 
     let extra = spec::extra_networks(&project, web);

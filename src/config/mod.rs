@@ -26,6 +26,7 @@
 pub mod model;
 
 mod dotenv;
+mod include;
 mod lifecycle;
 mod merge;
 mod nodes;
@@ -59,6 +60,10 @@ pub struct LoadOptions {
     pub env: HashMap<String, String>,
     /// Directory default files are looked up in.
     pub cwd: PathBuf,
+    /// `--profile` (repeatable): services with profiles run only when one of theirs is
+    /// enabled. Empty: COMPOSE_PROFILES (comma-separated, from the environment or `.env`).
+    /// `*` enables every profile.
+    pub profiles: Vec<String>,
 }
 
 /// A loaded project and the warnings met on the way (each reported once by the caller).
@@ -157,19 +162,24 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     for (shown, path) in &files {
         let text = read_file(shown, path)?;
         let node = parse(shown, &text, Some(&env))?;
+        let dir = syntax::join_lexically(Path::new(""), path)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let node = include::resolve(node, &dir, &env, 0)?;
         root = Some(match root {
             None => node,
             Some(base) => merge::merge_files(base, node),
         });
     }
-    let root = root.unwrap_or(yaml::Node {
-        kind: yaml::Kind::Null,
-        loc: yaml::Loc {
+    let root = root.unwrap_or(yaml::Node::new(
+        yaml::Kind::Null,
+        yaml::Loc {
             file: Arc::from(""),
             line: 0,
             column: 0,
         },
-    });
+    ));
 
     let scale_file = match &opts.scale_file {
         Some(f) => {
@@ -187,6 +197,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         project_name: opts.project_name.as_deref(),
         scale: &opts.scale,
         scale_file: scale_file.as_ref(),
+        profiles: &opts.profiles,
     };
     let (project, settings) = project::build(&root, &inputs, &mut warnings)?;
     Ok(Loaded {
@@ -204,14 +215,14 @@ fn display_dir(dir: &Path) -> String {
     }
 }
 
-fn read_file(shown: &str, path: &Path) -> Result<String, ConfigError> {
+pub(crate) fn read_file(shown: &str, path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => ConfigError(format!("{shown}: no such file")),
         _ => ConfigError(format!("{shown}: cannot read: {e}")),
     })
 }
 
-fn parse(
+pub(crate) fn parse(
     shown: &str,
     text: &str,
     env: Option<&HashMap<String, String>>,

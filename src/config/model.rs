@@ -61,19 +61,215 @@ pub struct Service {
     pub container_name: Option<String>,
     /// `deploy.placement`: which nodes may run the replicas. Not part of the config hash:
     /// a changed placement moves only the replicas that no longer fit.
+    #[serde(skip_serializing_if = "is_default")]
     pub placement: Placement,
     /// `deploy.update_config`: how a changed definition rolls out (Swarm's defaults).
+    #[serde(skip_serializing_if = "is_default")]
     pub update: UpdateConfig,
     /// `deploy.rollback_config`: how a failed rollout is rolled back.
+    #[serde(skip_serializing_if = "is_default")]
     pub rollback: UpdateConfig,
     /// What to do with a replica the engine reports unhealthy (service-level
     /// `x-drover.unhealthy`, else the top-level one, else restart).
+    #[serde(skip_serializing_if = "is_default")]
     pub unhealthy: UnhealthyAction,
     /// Per-service crash backoff (service-level `x-drover.backoff`), over the global one.
+    #[serde(skip_serializing_if = "is_default")]
     pub backoff: BackoffSettings,
     /// Hash of everything that shapes a container (not the replica count).
     /// A container whose `drover.config-hash` label differs is recreated.
     pub config_hash: String,
+    /// Every other Compose key that reaches the container or the engine calls. Printed
+    /// at the service level (as compose does); keys left at their default are not printed
+    /// and do not enter the config hash.
+    #[serde(flatten)]
+    pub options: ServiceOptions,
+}
+
+/// Service keys beyond the core ones, with Compose's names. Everything is optional:
+/// `ServiceOptions::default()` is a service that sets none of them.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct ServiceOptions {
+    /// When the executor pulls the image (see [`PullPolicy`]).
+    #[serde(skip_serializing_if = "PullPolicy::is_default")]
+    pub pull_policy: PullPolicy,
+    /// `platform`: passed as the `platform` parameter of the create (and pull) request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// `network_mode` as written: `host`, `none`, `bridge`, `container:NAME` or
+    /// `service:NAME` (the service's first container; see `spec`). When set, the
+    /// service has no `networks`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_mode: Option<String>,
+    /// `expose`: container ports opened without publishing, engine form `80/tcp`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expose: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    #[serde(skip_serializing_if = "is_false")]
+    pub privileged: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    pub read_only: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<bool>,
+    #[serde(skip_serializing_if = "is_false")]
+    pub tty: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    pub stdin_open: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub security_opt: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<Device>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_opt: Vec<String>,
+    /// `HOST:IP` (the engine's form), in file order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
+    /// Bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<i64>,
+    /// `pids_limit`, or `deploy.resources.limits.pids` (which wins).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipc: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uts: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub userns_mode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup_parent: Option<String>,
+    /// Bytes: `mem_limit`, or `deploy.resources.limits.memory` (which wins).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mem_limit: Option<i64>,
+    /// Bytes: `mem_reservation`, or `deploy.resources.reservations.memory` (which wins).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mem_reservation: Option<i64>,
+    /// Bytes, or -1 for unlimited swap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memswap_limit: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mem_swappiness: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oom_kill_disable: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oom_score_adj: Option<i64>,
+    /// CPUs: `cpus`, or `deploy.resources.limits.cpus` (which wins).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_shares: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_period: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_quota: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpuset: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub ulimits: BTreeMap<String, Ulimit>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logging: Option<Logging>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub group_add: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domainname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac_address: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub storage_opt: BTreeMap<String, String>,
+    /// Secrets from files, bind-mounted read-only (default target `/run/secrets/<name>`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<FileMount>,
+    /// Configs from files, bind-mounted read-only (default target `/<name>`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<FileMount>,
+    /// `service:NAME[:ro|rw]` or `container:NAME[:ro|rw]` (a bare name is a service).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes_from: Vec<String>,
+    /// `SERVICE:ALIAS` (the alias defaults to the service name).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
+    /// `CONTAINER:ALIAS` links to containers outside the project.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub external_links: Vec<String>,
+    /// The profiles the service belongs to (only active services are in the project).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<String>,
+}
+
+/// `pull_policy`. The default, `missing`, pulls only when the engine lacks the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PullPolicy {
+    /// Pull before every create, even when the engine has the image.
+    Always,
+    /// Pull when the engine does not have the image (also `if_not_present`).
+    #[default]
+    Missing,
+    /// Never pull: a missing image is an error.
+    Never,
+    /// The service has `build:` (or `pull_policy: build`): drover does not build, so the
+    /// image must already be on the engine; never pull, and say so when it is missing.
+    Build,
+}
+
+impl PullPolicy {
+    pub fn is_default(&self) -> bool {
+        *self == PullPolicy::Missing
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// `devices`: a host device made available in the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Device {
+    pub source: String,
+    pub target: String,
+    /// cgroup permissions, default `rwm`.
+    pub permissions: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Ulimit {
+    pub soft: i64,
+    pub hard: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Logging {
+    /// `None`: the engine's default driver (with these options).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+}
+
+/// A secret or config from a file, bind-mounted read-only as compose does on one engine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileMount {
+    /// The secret's or config's key in the top-level `secrets`/`configs`.
+    pub source: String,
+    /// Absolute host path of the file.
+    pub file: String,
+    /// Absolute path in the container.
+    pub target: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -111,11 +307,42 @@ pub struct Mount {
     /// Absolute path inside the container.
     pub target: String,
     pub read_only: bool,
+    /// Bind: create a missing host path (short syntax always; long syntax with
+    /// `bind.create_host_path`). Otherwise a missing host path is an engine error.
+    #[serde(skip_serializing_if = "is_false")]
+    pub create_host_path: bool,
+    /// Bind: `bind.propagation` (`rprivate`, `shared`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub propagation: Option<String>,
+    /// Bind: SELinux relabel, `z` (shared) or `Z` (private).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selinux: Option<String>,
+    /// Volume: `volume.nocopy` / `:nocopy`.
+    #[serde(skip_serializing_if = "is_false")]
+    pub nocopy: bool,
+    /// Tmpfs: size in bytes (`tmpfs.size`, or `size=` in the `tmpfs` key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tmpfs_size: Option<i64>,
+    /// Tmpfs: file mode (`tmpfs.mode`, or `mode=` in the `tmpfs` key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tmpfs_mode: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct ServiceNetwork {
     pub aliases: Vec<String>,
+    /// Static addresses (the network needs a subnet of its own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv4_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6_address: Option<String>,
+    /// Higher first when choosing the network set at create time (then by key).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub priority: i64,
+}
+
+fn is_zero(i: &i64) -> bool {
+    *i == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -147,6 +374,9 @@ pub struct Healthcheck {
     pub retries: Option<u32>,
     #[serde(serialize_with = "human_opt")]
     pub start_period: Option<Duration>,
+    /// Engine API 1.44+; older engines ignore it.
+    #[serde(serialize_with = "human_opt", skip_serializing_if = "Option::is_none")]
+    pub start_interval: Option<Duration>,
 }
 
 /// When an exited container is started again.
@@ -171,7 +401,7 @@ pub struct RestartPolicy {
     pub delay: Option<Duration>,
     /// `deploy.restart_policy.window`: only restarts within this long count toward
     /// `max_attempts` (a slot that stayed up longer starts counting afresh).
-    #[serde(serialize_with = "human_opt")]
+    #[serde(serialize_with = "human_opt", skip_serializing_if = "Option::is_none")]
     pub window: Option<Duration>,
 }
 
@@ -392,4 +622,9 @@ pub enum UnhealthyAction {
     Recreate,
     /// Leave it be.
     Ignore,
+}
+
+/// Settings left at their defaults are not printed by `check`.
+fn is_default<T: Default + PartialEq>(t: &T) -> bool {
+    *t == T::default()
 }

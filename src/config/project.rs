@@ -24,9 +24,82 @@ pub struct Inputs<'a> {
     pub scale: &'a [(String, u32)],
     /// The parsed scale file.
     pub scale_file: Option<&'a Node>,
+    /// `--profile` values; when empty, COMPOSE_PROFILES (comma-separated) from `env`.
+    pub profiles: &'a [String],
 }
 
-const TOP_UNSUPPORTED: &[&str] = &["configs", "include", "models", "secrets"];
+const TOP_UNSUPPORTED: &[&str] = &["models"];
+
+/// The enabled profiles: `--profile` values, else COMPOSE_PROFILES. `*` enables all.
+fn enabled_profiles(inp: &Inputs) -> Vec<String> {
+    let from_env;
+    let list: &[String] = if inp.profiles.is_empty() {
+        from_env = inp
+            .env
+            .get("COMPOSE_PROFILES")
+            .map(|v| {
+                v.split(',')
+                    .map(|p| p.trim().to_string())
+                    .filter(|p| !p.is_empty())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        &from_env
+    } else {
+        inp.profiles
+    };
+    list.to_vec()
+}
+
+/// The profiles a service entry lists (empty: always active).
+fn service_profiles(node: &Node, path: &str) -> Result<Vec<String>> {
+    match node.get("profiles") {
+        Some(p) => read::string_or_list(p, &child(path, "profiles"), false),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Top-level `secrets` or `configs`: name -> the file to bind-mount, or why there is none.
+fn file_sources(
+    node: &Node,
+    section: &str,
+    project_dir: &Path,
+    warnings: &mut Warnings,
+) -> Result<BTreeMap<String, service::FileSource>> {
+    let mut out = BTreeMap::new();
+    for (k, v) in read::map_or_null(node, section)? {
+        let p = child(section, &k.name);
+        let mut source: service::FileSource =
+            Err("has no file: (drover mounts secrets and configs from files)");
+        for (dk, dv) in read::map_or_null(v, &p)? {
+            let dp = child(&p, &dk.name);
+            match dk.name.as_str() {
+                "file" => {
+                    let f = read::string(dv, &dp)?;
+                    source = Ok(syntax::join_lexically(project_dir, Path::new(&f))
+                        .to_string_lossy()
+                        .into_owned());
+                }
+                "external" => {
+                    if read::boolean(dv, &dp).unwrap_or(true) {
+                        source =
+                            Err("external secrets and configs exist only in Swarm mode; use file:");
+                    }
+                }
+                "environment" => {
+                    source =
+                        Err("values from environment variables are not supported yet; use file:")
+                }
+                "content" => source = Err("inline content is not supported yet; use file:"),
+                "name" | "labels" | "driver" | "driver_opts" | "template_driver" => {}
+                key if key.starts_with("x-") => {}
+                _ => warnings.at(&dk.loc, &dp, "unknown key, ignored"),
+            }
+        }
+        out.insert(k.name.clone(), source);
+    }
+    Ok(out)
+}
 
 pub fn build(root: &Node, inp: &Inputs, warnings: &mut Warnings) -> Result<(Project, Settings)> {
     let entries: &[(Key, Node)] = match &root.kind {
@@ -38,8 +111,14 @@ pub fn build(root: &Node, inp: &Inputs, warnings: &mut Warnings) -> Result<(Proj
     let mut networks_node = None;
     let mut volumes_node = None;
     let mut drover_node = None;
+    let mut secrets_node = None;
+    let mut configs_node = None;
     for (k, v) in entries {
         match k.name.as_str() {
+            "secrets" => secrets_node = Some(v),
+            "configs" => configs_node = Some(v),
+            // Resolved by the loader before this step.
+            "include" => {}
             "name" => name_node = Some(v),
             "services" => services_node = Some(v),
             "networks" => networks_node = Some(v),
@@ -88,13 +167,45 @@ pub fn build(root: &Node, inp: &Inputs, warnings: &mut Warnings) -> Result<(Proj
     })
     .collect();
 
-    let service_entries: &[(Key, Node)] = match services_node {
+    let secrets = match secrets_node {
+        Some(n) => file_sources(n, "secrets", inp.project_dir, warnings)?,
+        None => BTreeMap::new(),
+    };
+    let configs = match configs_node {
+        Some(n) => file_sources(n, "configs", inp.project_dir, warnings)?,
+        None => BTreeMap::new(),
+    };
+
+    let all_entries: &[(Key, Node)] = match services_node {
         Some(n) => read::map_or_null(n, "services")?,
         None => &[],
     };
-    if service_entries.is_empty() {
+    if all_entries.is_empty() {
         let loc = services_node.map_or(&root.loc, |n| &n.loc);
         return Err(fail(loc, "services", "no services defined"));
+    }
+    // Profiles: a service that lists some is in the project only when one is enabled.
+    let enabled = enabled_profiles(inp);
+    let mut disabled: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut service_entries: Vec<&(Key, Node)> = Vec::new();
+    for entry in all_entries {
+        let profiles = service_profiles(&entry.1, &format!("services.{}", entry.0.name))?;
+        let active =
+            profiles.is_empty() || enabled.iter().any(|e| e == "*" || profiles.contains(e));
+        if active {
+            service_entries.push(entry);
+        } else {
+            disabled.insert(entry.0.name.clone(), profiles);
+        }
+    }
+    if service_entries.is_empty() {
+        let loc = services_node.map_or(&root.loc, |n| &n.loc);
+        return Err(fail(
+            loc,
+            "services",
+            "no service is enabled: every service has profiles and none of them is enabled \
+             (--profile or COMPOSE_PROFILES)",
+        ));
     }
     let names: BTreeSet<String> = service_entries
         .iter()
@@ -103,11 +214,15 @@ pub fn build(root: &Node, inp: &Inputs, warnings: &mut Warnings) -> Result<(Proj
     let mut drafts: BTreeMap<String, Draft> = BTreeMap::new();
     for (k, v) in service_entries {
         let mut cx = Cx {
+            project: &name,
             project_dir: inp.project_dir,
             env: inp.env,
             networks: &networks,
             volumes: &volumes,
             services: &names,
+            disabled: &disabled,
+            secrets: &secrets,
+            configs: &configs,
             warnings,
         };
         let draft = service::read(&mut cx, &k.name, &k.loc, v)?;

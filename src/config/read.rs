@@ -1,7 +1,9 @@
 //! Reading typed values out of located [`Node`]s, with one-line located errors.
 //!
-//! Messages name what was expected, never the value found: values may come from the
-//! environment and be secrets.
+//! Messages name what was expected. Only typed values (numbers, booleans, durations,
+//! sizes, enumerations) are quoted back, and with the variables they were interpolated
+//! from (`expected an integer, got "x" from ${REPLICAS}`); free text never is, as it may
+//! come from the environment and be a secret.
 
 use std::time::Duration;
 
@@ -99,6 +101,29 @@ pub fn opt_string(node: &Node, path: &str) -> Result<Option<String>> {
     }
 }
 
+/// A typed value that does not fit: what was expected, the value when it is a scalar,
+/// and the variables it was interpolated from.
+pub fn bad(node: &Node, path: &str, expected: impl std::fmt::Display) -> ConfigError {
+    let mut msg = expected.to_string();
+    if let Some(v) = scalar_text(node) {
+        let shown: String = v.chars().take(40).collect();
+        let more = if shown.len() < v.len() { "..." } else { "" };
+        msg.push_str(&format!(", got {shown:?}{more}"));
+    } else {
+        let what = match node.kind {
+            Kind::Null => "nothing",
+            Kind::Seq(_) => "a list",
+            _ => "a map",
+        };
+        msg.push_str(&format!(", got {what}"));
+    }
+    if !node.vars.is_empty() {
+        let vars: Vec<String> = node.vars.iter().map(|v| format!("${{{v}}}")).collect();
+        msg.push_str(&format!(" from {}", vars.join(" and ")));
+    }
+    fail(&node.loc, path, msg)
+}
+
 /// An integer; interpolated text like `"3"` is accepted.
 pub fn int(node: &Node, path: &str) -> Result<i64> {
     match &node.kind {
@@ -106,14 +131,14 @@ pub fn int(node: &Node, path: &str) -> Result<i64> {
         Kind::Str(s) => s
             .trim()
             .parse()
-            .map_err(|_| fail(&node.loc, path, "expected an integer")),
-        _ => Err(fail(&node.loc, path, "expected an integer")),
+            .map_err(|_| bad(node, path, "expected an integer")),
+        _ => Err(bad(node, path, "expected an integer")),
     }
 }
 
 pub fn u32_(node: &Node, path: &str) -> Result<u32> {
     let i = int(node, path)?;
-    u32::try_from(i).map_err(|_| fail(&node.loc, path, "expected a non-negative integer"))
+    u32::try_from(i).map_err(|_| bad(node, path, "expected a non-negative integer"))
 }
 
 pub fn u16_(node: &Node, path: &str, what: &str) -> Result<u16> {
@@ -121,16 +146,42 @@ pub fn u16_(node: &Node, path: &str, what: &str) -> Result<u16> {
     u16::try_from(i)
         .ok()
         .filter(|p| *p > 0)
-        .ok_or_else(|| fail(&node.loc, path, format!("expected {what}")))
+        .ok_or_else(|| bad(node, path, format!("expected {what}")))
 }
 
-/// A boolean; interpolated `"true"`/`"false"` are accepted.
+/// A number (`cpus: 0.5`, `"1.5"`).
+pub fn float(node: &Node, path: &str) -> Result<f64> {
+    match &node.kind {
+        Kind::Int(i) => Ok(*i as f64),
+        Kind::Float(f) => Ok(*f),
+        Kind::Str(s) => s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .ok_or_else(|| bad(node, path, "expected a number")),
+        _ => Err(bad(node, path, "expected a number")),
+    }
+}
+
+/// A boolean. Like compose, interpolated or quoted `true`/`false`, `yes`/`no`, `y`/`n` and
+/// `on`/`off` (any case) are cast.
 pub fn boolean(node: &Node, path: &str) -> Result<bool> {
     match &node.kind {
         Kind::Bool(b) => Ok(*b),
-        Kind::Str(s) if s.eq_ignore_ascii_case("true") => Ok(true),
-        Kind::Str(s) if s.eq_ignore_ascii_case("false") => Ok(false),
-        _ => Err(fail(&node.loc, path, "expected true or false")),
+        Kind::Str(s) => match s.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "y" | "on" => Ok(true),
+            "false" | "no" | "n" | "off" => Ok(false),
+            _ => Err(bad(node, path, "expected true or false")),
+        },
+        _ => Err(bad(node, path, "expected true or false")),
+    }
+}
+
+pub fn opt_boolean(node: &Node, path: &str) -> Result<Option<bool>> {
+    match &node.kind {
+        Kind::Null => Ok(None),
+        _ => boolean(node, path).map(Some),
     }
 }
 
@@ -138,13 +189,46 @@ pub fn boolean(node: &Node, path: &str) -> Result<bool> {
 pub fn duration(node: &Node, path: &str) -> Result<Duration> {
     match &node.kind {
         Kind::Int(i) if *i >= 0 => Ok(Duration::from_secs(*i as u64)),
-        Kind::Str(s) => syntax::parse_duration(s).map_err(|m| fail(&node.loc, path, m)),
-        _ => Err(fail(
-            &node.loc,
+        Kind::Str(s) => syntax::parse_duration(s).map_err(|m| bad(node, path, m)),
+        _ => Err(bad(
+            node,
             path,
             "expected a duration like 10s, 1m30s or 500ms",
         )),
     }
+}
+
+/// A byte size like compose's: `512m`, `1g`, `1.5GB`, `1024` (bytes), `2k`.
+pub fn size(node: &Node, path: &str) -> Result<i64> {
+    match &node.kind {
+        Kind::Int(i) if *i >= 0 => Ok(*i),
+        Kind::Str(s) => syntax::parse_size(s).map_err(|m| bad(node, path, m)),
+        _ => Err(bad(node, path, "expected a size like 512m or 1g")),
+    }
+}
+
+pub fn opt_size(node: &Node, path: &str) -> Result<Option<i64>> {
+    match &node.kind {
+        Kind::Null => Ok(None),
+        _ => size(node, path).map(Some),
+    }
+}
+
+/// One of `choices`, quoting the value back when it is not.
+pub fn choice(node: &Node, path: &str, choices: &[&str]) -> Result<String> {
+    let s = match &node.kind {
+        Kind::Str(s) => s.clone(),
+        _ => String::new(),
+    };
+    if choices.contains(&s.as_str()) {
+        return Ok(s);
+    }
+    let list = match choices {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    };
+    Err(bad(node, path, format!("expected {list}")))
 }
 
 pub fn opt_duration(node: &Node, path: &str) -> Result<Option<Duration>> {

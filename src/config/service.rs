@@ -15,84 +15,40 @@ const UNSUPPORTED: &[&str] = &[
     "annotations",
     "attach",
     "blkio_config",
-    "build",
-    "cap_add",
-    "cap_drop",
-    "cgroup",
-    "cgroup_parent",
-    "configs",
     "cpu_count",
     "cpu_percent",
-    "cpu_period",
-    "cpu_quota",
     "cpu_rt_period",
     "cpu_rt_runtime",
-    "cpu_shares",
-    "cpus",
-    "cpuset",
     "credential_spec",
     "develop",
     "device_cgroup_rules",
-    "devices",
-    "dns",
-    "dns_opt",
-    "dns_search",
-    "domainname",
-    "driver_opts",
-    "expose",
-    "extends",
-    "external_links",
-    "extra_hosts",
     "gpus",
-    "group_add",
-    "init",
-    "ipc",
     "isolation",
     "label_file",
-    "links",
-    "logging",
-    "mac_address",
-    "mem_limit",
-    "mem_reservation",
-    "mem_swappiness",
-    "memswap_limit",
     "models",
-    "network_mode",
-    "oom_kill_disable",
-    "oom_score_adj",
-    "pid",
-    "pids_limit",
-    "platform",
     "post_start",
     "pre_stop",
-    "privileged",
-    "profiles",
     "provider",
-    "pull_policy",
-    "read_only",
-    "runtime",
-    "secrets",
-    "security_opt",
-    "shm_size",
-    "stdin_open",
-    "storage_opt",
-    "sysctls",
-    "tty",
-    "ulimits",
     "use_api_socket",
-    "userns_mode",
-    "uts",
-    "volumes_from",
 ];
+
+/// A top-level secret or config: the host file it is read from, or why it cannot be
+/// mounted on a single engine.
+pub type FileSource = std::result::Result<String, &'static str>;
 
 /// What a service needs from the rest of the project while it is read.
 pub struct Cx<'a> {
+    pub project: &'a str,
     pub project_dir: &'a Path,
     /// Interpolation environment (`.env` overlaid by the process environment).
     pub env: &'a HashMap<String, String>,
     pub networks: &'a BTreeMap<String, Network>,
     pub volumes: &'a BTreeMap<String, Volume>,
     pub services: &'a BTreeSet<String>,
+    /// Services left out because none of their profiles is enabled, with their profiles.
+    pub disabled: &'a BTreeMap<String, Vec<String>>,
+    pub secrets: &'a BTreeMap<String, FileSource>,
+    pub configs: &'a BTreeMap<String, FileSource>,
     pub warnings: &'a mut Warnings,
 }
 
@@ -142,6 +98,7 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
         unhealthy: UnhealthyAction::default(),
         backoff: BackoffSettings::default(),
         config_hash: String::new(),
+        options: ServiceOptions::default(),
     };
     let mut d = Draft {
         service: s.clone(),
@@ -161,6 +118,14 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
     let mut scale_key = None;
     let mut deploy_replicas = None;
     let mut tmpfs = Vec::new();
+    let mut o = ServiceOptions::default();
+    let mut pull_policy: Option<PullPolicy> = None;
+    let mut limits = Resources::default();
+    let mut reservations = Resources::default();
+    let mut network_mode_loc = None;
+    let mut networks_loc = None;
+    // Services this one needs started first without saying so in depends_on.
+    let mut implied: Vec<(String, Loc, String)> = Vec::new();
 
     for (k, v) in entries {
         let p = child(&path, &k.name);
@@ -187,23 +152,151 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
                 }
             }
             "tmpfs" => {
-                for target in read::string_or_list(v, p, false)? {
-                    let target = target.split(':').next().unwrap_or_default().to_string();
-                    if !target.starts_with('/') {
-                        return Err(fail(&v.loc, p, "the container path must be absolute"));
-                    }
-                    tmpfs.push(Mount {
-                        kind: MountKind::Tmpfs,
-                        source: None,
-                        target,
-                        read_only: false,
-                    });
+                for entry in read::string_or_list(v, p, false)? {
+                    tmpfs.push(tmpfs_entry(cx.warnings, &entry, &v.loc, p)?);
                 }
             }
             "networks" => {
                 d.default_network = false;
+                networks_loc = Some(k.loc.clone());
                 networks(cx, v, p, &mut s.networks)?;
             }
+            "network_mode" => {
+                let mode = read::string(v, p)?;
+                match mode.split_once(':') {
+                    None if matches!(mode.as_str(), "host" | "none" | "bridge" | "default") => {}
+                    Some(("container", name)) if !name.is_empty() => {}
+                    Some(("service", name)) if !name.is_empty() => {
+                        if !cx.services.contains(name) {
+                            return Err(fail(
+                                &v.loc,
+                                p,
+                                format!(
+                                    "no such service {name:?} (or it is not enabled by a profile)"
+                                ),
+                            ));
+                        }
+                        implied.push((name.to_string(), v.loc.clone(), p.to_string()));
+                    }
+                    _ => {
+                        return Err(fail(
+                            &v.loc,
+                            p,
+                            "expected host, none, bridge, service:NAME or container:NAME",
+                        ));
+                    }
+                }
+                network_mode_loc = Some(k.loc.clone());
+                o.network_mode = Some(mode);
+            }
+            "pull_policy" => {
+                let policy = read::string(v, p)?;
+                pull_policy = Some(match policy.as_str() {
+                    "always" => PullPolicy::Always,
+                    "missing" | "if_not_present" => PullPolicy::Missing,
+                    "never" => PullPolicy::Never,
+                    "build" => PullPolicy::Build,
+                    "daily" | "weekly" => {
+                        cx.warnings.at(
+                            &v.loc,
+                            p,
+                            "refresh policies are not supported, read as missing",
+                        );
+                        PullPolicy::Missing
+                    }
+                    x if x.starts_with("every_") => {
+                        cx.warnings.at(
+                            &v.loc,
+                            p,
+                            "refresh policies are not supported, read as missing",
+                        );
+                        PullPolicy::Missing
+                    }
+                    _ => {
+                        return Err(read::bad(v, p, "expected always, missing, never or build"));
+                    }
+                });
+            }
+            "platform" => o.platform = read::opt_string(v, p)?,
+            "runtime" => o.runtime = read::opt_string(v, p)?,
+            "domainname" => o.domainname = read::opt_string(v, p)?,
+            "mac_address" => o.mac_address = read::opt_string(v, p)?,
+            "ipc" => o.ipc = read::opt_string(v, p)?,
+            "pid" => o.pid = read::opt_string(v, p)?,
+            "uts" => o.uts = read::opt_string(v, p)?,
+            "userns_mode" => o.userns_mode = read::opt_string(v, p)?,
+            "cgroup" => o.cgroup = Some(read::choice(v, p, &["host", "private"])?),
+            "cgroup_parent" => o.cgroup_parent = read::opt_string(v, p)?,
+            "cpuset" => o.cpuset = read::opt_string(v, p)?,
+            "expose" => o.expose = expose(v, p)?,
+            "cap_add" => o.cap_add = read::string_or_list(v, p, false)?,
+            "cap_drop" => o.cap_drop = read::string_or_list(v, p, false)?,
+            "security_opt" => o.security_opt = read::string_or_list(v, p, false)?,
+            "dns" => o.dns = read::string_or_list(v, p, false)?,
+            "dns_search" => o.dns_search = read::string_or_list(v, p, false)?,
+            "dns_opt" => o.dns_opt = read::string_or_list(v, p, false)?,
+            "group_add" => o.group_add = read::string_or_list(v, p, false)?,
+            "external_links" => o.external_links = read::string_or_list(v, p, false)?,
+            "profiles" => o.profiles = read::string_or_list(v, p, false)?,
+            "privileged" => o.privileged = read::boolean(v, p)?,
+            "read_only" => o.read_only = read::boolean(v, p)?,
+            "tty" => o.tty = read::boolean(v, p)?,
+            "stdin_open" => o.stdin_open = read::boolean(v, p)?,
+            "init" => o.init = read::opt_boolean(v, p)?,
+            "oom_kill_disable" => o.oom_kill_disable = read::opt_boolean(v, p)?,
+            "sysctls" => o.sysctls = string_map(v, p)?,
+            "storage_opt" => o.storage_opt = string_map(v, p)?,
+            "devices" => o.devices = devices(v, p)?,
+            "extra_hosts" => o.extra_hosts = extra_hosts(v, p)?,
+            "shm_size" => o.shm_size = read::opt_size(v, p)?,
+            "mem_limit" => o.mem_limit = read::opt_size(v, p)?,
+            "mem_reservation" => o.mem_reservation = read::opt_size(v, p)?,
+            "memswap_limit" => {
+                o.memswap_limit = match &v.kind {
+                    Kind::Int(-1) => Some(-1),
+                    Kind::Str(x) if x.trim() == "-1" => Some(-1),
+                    _ => read::opt_size(v, p)?,
+                }
+            }
+            "pids_limit" => o.pids_limit = Some(read::int(v, p)?),
+            "mem_swappiness" => o.mem_swappiness = Some(read::int(v, p)?),
+            "oom_score_adj" => o.oom_score_adj = Some(read::int(v, p)?),
+            "cpu_shares" => o.cpu_shares = Some(read::int(v, p)?),
+            "cpu_period" => o.cpu_period = Some(read::int(v, p)?),
+            "cpu_quota" => o.cpu_quota = Some(read::int(v, p)?),
+            "cpus" => o.cpus = Some(read::float(v, p)?),
+            "ulimits" => o.ulimits = ulimits(v, p)?,
+            "logging" => o.logging = Some(logging(cx.warnings, v, p)?),
+            "secrets" => o.secrets = file_mounts(cx, v, p, true)?,
+            "configs" => o.configs = file_mounts(cx, v, p, false)?,
+            "volumes_from" => {
+                for (i, item) in read::string_or_list(v, p, false)?.into_iter().enumerate() {
+                    let ip = index(p, i);
+                    let (entry, service) = volumes_from(cx, &item, &v.loc, &ip)?;
+                    if let Some(svc) = service {
+                        implied.push((svc, v.loc.clone(), ip));
+                    }
+                    o.volumes_from.push(entry);
+                }
+            }
+            "links" => {
+                for (i, item) in read::string_or_list(v, p, false)?.into_iter().enumerate() {
+                    let (svc, alias) = match item.split_once(':') {
+                        Some((svc, alias)) => (svc.to_string(), alias.to_string()),
+                        None => (item.clone(), item.clone()),
+                    };
+                    if !cx.services.contains(&svc) {
+                        return Err(fail(
+                            &v.loc,
+                            &index(p, i),
+                            format!("no such service {svc:?} (or it is not enabled by a profile)"),
+                        ));
+                    }
+                    implied.push((svc.clone(), v.loc.clone(), index(p, i)));
+                    o.links.push(format!("{svc}:{alias}"));
+                }
+            }
+            "extends" => {}
             "healthcheck" => s.healthcheck = healthcheck(cx.warnings, v, p)?,
             "restart" => restart_key = Some(restart(v, p)?),
             "deploy" => {
@@ -224,9 +317,11 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
                         cx.warnings,
                     )?;
                 }
-                let (replicas, policy) = deploy(cx.warnings, v, p)?;
-                deploy_replicas = replicas.map(|r| (r, v.loc.clone()));
-                deploy_restart = policy;
+                let dep = deploy(cx.warnings, v, p)?;
+                deploy_replicas = dep.replicas.map(|r| (r, v.loc.clone()));
+                deploy_restart = dep.restart;
+                limits = dep.limits;
+                reservations = dep.reservations;
             }
             "scale" => scale_key = Some(read::u32_(v, p)?),
             "stop_signal" => s.stop_signal = read::opt_string(v, p)?,
@@ -253,26 +348,78 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
         }
     }
 
-    s.image = match (image, has_build) {
-        (Some(image), build) => {
-            if let Some(loc) = build {
-                cx.warnings.at(
-                    &loc,
-                    &child(&path, "build"),
-                    "ignored: drover runs the image, it does not build it",
-                );
-            }
-            image
-        }
-        (None, Some(_)) => {
-            return Err(fail(
-                key_loc,
-                &path,
-                "has build but no image; drover runs images, it does not build them",
-            ));
-        }
+    // drover runs images and never builds them: a service with `build:` runs its image
+    // (compose's `{project}-{service}` when it names none) if the engine already has it.
+    if let Some(loc) = &has_build {
+        let named = image.is_some();
+        cx.warnings.at(
+            loc,
+            &child(&path, "build"),
+            if named {
+                "ignored: drover runs images and does not build them; the image must be \
+                 present on the engine"
+            } else {
+                "ignored: drover runs images and does not build them; the image (named as \
+                 compose names it) must be present on the engine"
+            },
+        );
+    }
+    s.image = match (image, &has_build) {
+        (Some(image), _) => image,
+        (None, Some(_)) => format!("{}-{name}", cx.project),
         (None, None) => return Err(fail(key_loc, &path, "has no image")),
     };
+    o.pull_policy = match (pull_policy, &has_build) {
+        (Some(p), _) => p,
+        (None, Some(_)) => PullPolicy::Build,
+        (None, None) => PullPolicy::Missing,
+    };
+    if o.pull_policy == PullPolicy::Build && has_build.is_none() {
+        cx.warnings.at(
+            key_loc,
+            &child(&path, "pull_policy"),
+            "build: drover does not build images; the image must be present on the engine",
+        );
+    }
+
+    if let (Some(loc), Some(_)) = (&network_mode_loc, &networks_loc) {
+        return Err(fail(
+            loc,
+            &child(&path, "network_mode"),
+            "cannot be combined with networks; use one of them",
+        ));
+    }
+    if o.network_mode.is_some() {
+        d.default_network = false;
+    }
+
+    // Resource limits: deploy.resources wins over the service-level keys, as in compose.
+    if let Some(m) = limits.memory {
+        o.mem_limit = Some(m);
+    }
+    if let Some(c) = limits.cpus {
+        o.cpus = Some(c);
+    }
+    if let Some(pids) = limits.pids {
+        o.pids_limit = Some(pids);
+    }
+    if let Some(m) = reservations.memory {
+        o.mem_reservation = Some(m);
+    }
+
+    for (dep, loc, _) in implied {
+        if dep == name {
+            return Err(fail(&loc, &path, "a service cannot refer to itself"));
+        }
+        if let std::collections::btree_map::Entry::Vacant(e) = s.depends_on.entry(dep.clone()) {
+            e.insert(DependsOn {
+                condition: DependsCondition::ServiceStarted,
+                required: true,
+            });
+            d.depends_locs.insert(dep, loc);
+        }
+    }
+    s.options = o;
 
     // env_file entries first, `environment` on top; a bare KEY takes the environment's value.
     for (k, v) in env_from_files {
@@ -473,37 +620,56 @@ fn mount(cx: &mut Cx, item: &Node, p: &str) -> Result<Mount> {
                 Some(src) => Some(resolve_source(cx, spec.kind, src, &item.loc, p)?),
                 None => None,
             };
-            Ok(Mount {
-                kind: spec.kind,
-                source,
-                target: spec.target,
-                read_only: spec.read_only,
-            })
+            let mut m = mount_of(spec.kind, source, spec.target);
+            m.read_only = spec.read_only;
+            m.selinux = spec.selinux;
+            m.nocopy = spec.nocopy;
+            if spec.kind == MountKind::Bind {
+                // The short syntax creates a missing host directory, as `docker run -v` does.
+                m.create_host_path = true;
+                m.propagation = spec.propagation;
+            }
+            Ok(m)
         }
         Kind::Map(entries) => {
             let mut kind = None;
             let mut source: Option<(String, Loc)> = None;
             let mut target = None;
-            let mut read_only = false;
+            let mut m = mount_of(MountKind::Volume, None, String::new());
+            let mut options: Vec<(&str, &Node, String)> = Vec::new();
             for (k, v) in entries {
                 let kp = child(p, &k.name);
                 match k.name.as_str() {
                     "type" => {
-                        kind = Some(match read::string(v, &kp)?.as_str() {
-                            "bind" => MountKind::Bind,
-                            "volume" => MountKind::Volume,
-                            "tmpfs" => MountKind::Tmpfs,
-                            _ => return Err(fail(&v.loc, &kp, "expected bind, volume or tmpfs")),
-                        })
+                        kind = Some(
+                            match read::choice(
+                                v,
+                                &kp,
+                                &["bind", "volume", "tmpfs", "npipe", "cluster", "image"],
+                            )?
+                            .as_str()
+                            {
+                                "bind" => MountKind::Bind,
+                                "volume" => MountKind::Volume,
+                                "tmpfs" => MountKind::Tmpfs,
+                                _ => {
+                                    return Err(read::bad(
+                                        v,
+                                        &kp,
+                                        "supported types are bind, volume and tmpfs",
+                                    ));
+                                }
+                            },
+                        )
                     }
                     "source" => {
                         source = read::opt_string(v, &kp)?.map(|s| (s, v.loc.clone()));
                     }
                     "target" => target = Some(read::string(v, &kp)?),
-                    "read_only" => read_only = read::boolean(v, &kp)?,
-                    "bind" | "volume" | "tmpfs" | "consistency" | "image" => {
-                        cx.warnings.at(&k.loc, &kp, "not supported yet, ignored");
-                    }
+                    "read_only" => m.read_only = read::boolean(v, &kp)?,
+                    "bind" | "volume" | "tmpfs" => options.push((k.name.as_str(), v, kp)),
+                    "consistency" => {}
+                    "image" => cx.warnings.at(&k.loc, &kp, "not supported yet, ignored"),
                     key if key.starts_with("x-") => {}
                     _ => cx.warnings.at(&k.loc, &kp, "unknown key, ignored"),
                 }
@@ -513,6 +679,53 @@ fn mount(cx: &mut Cx, item: &Node, p: &str) -> Result<Mount> {
             if !target.starts_with('/') {
                 return Err(fail(&item.loc, p, "the container path must be absolute"));
             }
+            for (section, v, kp) in options {
+                let applies = matches!(
+                    (section, kind),
+                    ("bind", MountKind::Bind)
+                        | ("volume", MountKind::Volume)
+                        | ("tmpfs", MountKind::Tmpfs)
+                );
+                if !applies {
+                    cx.warnings
+                        .at(&v.loc, &kp, "does not apply to this mount type, ignored");
+                    continue;
+                }
+                for (ok, ov) in read::map_or_null(v, &kp)? {
+                    let op = child(&kp, &ok.name);
+                    match (section, ok.name.as_str()) {
+                        ("bind", "create_host_path") => {
+                            m.create_host_path = read::boolean(ov, &op)?
+                        }
+                        ("bind", "propagation") => {
+                            m.propagation = Some(read::choice(
+                                ov,
+                                &op,
+                                &[
+                                    "shared", "rshared", "slave", "rslave", "private", "rprivate",
+                                ],
+                            )?)
+                        }
+                        ("bind", "selinux") => {
+                            m.selinux = Some(read::choice(ov, &op, &["z", "Z"])?)
+                        }
+                        ("volume", "nocopy") => m.nocopy = read::boolean(ov, &op)?,
+                        ("tmpfs", "size") => m.tmpfs_size = Some(read::size(ov, &op)?),
+                        ("tmpfs", "mode") => {
+                            m.tmpfs_mode = Some(match &ov.kind {
+                                // YAML reads 0755 as text (leading zero): octal, as compose.
+                                Kind::Str(t) => u32::from_str_radix(t.trim(), 8).map_err(|_| {
+                                    read::bad(ov, &op, "expected an octal mode like 1777")
+                                })?,
+                                _ => u32::try_from(read::int(ov, &op)?)
+                                    .map_err(|_| read::bad(ov, &op, "expected a file mode"))?,
+                            })
+                        }
+                        (_, key) if key.starts_with("x-") => {}
+                        _ => cx.warnings.at(&ok.loc, &op, "not supported yet, ignored"),
+                    }
+                }
+            }
             let source = match (kind, source) {
                 (MountKind::Tmpfs, _) => None,
                 (MountKind::Bind, None) => return Err(fail(&item.loc, p, "missing source")),
@@ -521,12 +734,10 @@ fn mount(cx: &mut Cx, item: &Node, p: &str) -> Result<Mount> {
                 }
                 (MountKind::Volume, None) => None,
             };
-            Ok(Mount {
-                kind,
-                source,
-                target,
-                read_only,
-            })
+            m.kind = kind;
+            m.source = source;
+            m.target = target;
+            Ok(m)
         }
         _ => Err(fail(&item.loc, p, "expected a volume string or a map")),
     }
@@ -553,6 +764,9 @@ fn networks(
                 let kp = child(&np, &k.name);
                 match k.name.as_str() {
                     "aliases" => net.aliases = read::string_or_list(val, &kp, false)?,
+                    "ipv4_address" => net.ipv4_address = read::opt_string(val, &kp)?,
+                    "ipv6_address" => net.ipv6_address = read::opt_string(val, &kp)?,
+                    "priority" => net.priority = read::int(val, &kp)?,
                     key if key.starts_with("x-") => {}
                     _ => cx.warnings.at(&k.loc, &kp, "not supported yet, ignored"),
                 }
@@ -570,6 +784,7 @@ fn healthcheck(w: &mut Warnings, v: &Node, p: &str) -> Result<Option<Healthcheck
         timeout: None,
         retries: None,
         start_period: None,
+        start_interval: None,
     };
     let mut disable = false;
     for (k, val) in read::map(v, p)? {
@@ -599,7 +814,7 @@ fn healthcheck(w: &mut Warnings, v: &Node, p: &str) -> Result<Option<Healthcheck
             "start_period" => h.start_period = read::opt_duration(val, &kp)?,
             "retries" => h.retries = Some(read::u32_(val, &kp)?),
             "disable" => disable = read::boolean(val, &kp)?,
-            "start_interval" => w.at(&k.loc, &kp, "not supported yet, ignored"),
+            "start_interval" => h.start_interval = read::opt_duration(val, &kp)?,
             key if key.starts_with("x-") => {}
             _ => w.at(&k.loc, &kp, "unknown key, ignored"),
         }
@@ -636,31 +851,46 @@ fn restart(v: &Node, p: &str) -> Result<(Option<RestartCondition>, Option<u32>)>
     })
 }
 
-fn deploy(w: &mut Warnings, v: &Node, p: &str) -> Result<(Option<u32>, Option<RestartPolicy>)> {
-    let mut replicas = None;
-    let mut policy = None;
+/// `deploy.resources.limits` or `.reservations`.
+#[derive(Default)]
+struct Resources {
+    cpus: Option<f64>,
+    memory: Option<i64>,
+    pids: Option<i64>,
+}
+
+struct Deploy {
+    replicas: Option<u32>,
+    restart: Option<RestartPolicy>,
+    limits: Resources,
+    reservations: Resources,
+}
+
+fn deploy(w: &mut Warnings, v: &Node, p: &str) -> Result<Deploy> {
+    let mut out = Deploy {
+        replicas: None,
+        restart: None,
+        limits: Resources::default(),
+        reservations: Resources::default(),
+    };
     for (k, val) in read::map(v, p)? {
         let kp = child(p, &k.name);
         match k.name.as_str() {
-            "replicas" => replicas = Some(read::u32_(val, &kp)?),
+            "replicas" => out.replicas = Some(read::u32_(val, &kp)?),
             "restart_policy" => {
                 let mut rp = RestartPolicy::default();
                 for (rk, rv) in read::map(val, &kp)? {
                     let rp_path = child(&kp, &rk.name);
                     match rk.name.as_str() {
                         "condition" => {
-                            rp.condition = match read::string(rv, &rp_path)?.as_str() {
-                                "none" => RestartCondition::Never,
-                                "on-failure" => RestartCondition::OnFailure,
-                                "any" => RestartCondition::Always,
-                                _ => {
-                                    return Err(fail(
-                                        &rv.loc,
-                                        &rp_path,
-                                        "expected none, on-failure or any",
-                                    ));
+                            rp.condition =
+                                match read::choice(rv, &rp_path, &["none", "on-failure", "any"])?
+                                    .as_str()
+                                {
+                                    "none" => RestartCondition::Never,
+                                    "on-failure" => RestartCondition::OnFailure,
+                                    _ => RestartCondition::Always,
                                 }
-                            }
                         }
                         "delay" => rp.delay = read::opt_duration(rv, &rp_path)?,
                         "max_attempts" => rp.max_attempts = Some(read::u32_(rv, &rp_path)?),
@@ -669,17 +899,365 @@ fn deploy(w: &mut Warnings, v: &Node, p: &str) -> Result<(Option<u32>, Option<Re
                         _ => w.at(&rk.loc, &rp_path, "unknown key, ignored"),
                     }
                 }
-                policy = Some(rp);
+                out.restart = Some(rp);
             }
-            "mode" | "endpoint_mode" | "labels" | "resources" => {
-                w.at(&k.loc, &kp, "not supported yet, ignored")
+            "resources" => {
+                for (rk, rv) in read::map_or_null(val, &kp)? {
+                    let rp = child(&kp, &rk.name);
+                    let target = match rk.name.as_str() {
+                        "limits" => &mut out.limits,
+                        "reservations" => &mut out.reservations,
+                        key if key.starts_with("x-") => continue,
+                        _ => {
+                            w.at(&rk.loc, &rp, "unknown key, ignored");
+                            continue;
+                        }
+                    };
+                    let limits = rk.name == "limits";
+                    for (ek, ev) in read::map_or_null(rv, &rp)? {
+                        let ep = child(&rp, &ek.name);
+                        match ek.name.as_str() {
+                            "memory" => target.memory = read::opt_size(ev, &ep)?,
+                            "cpus" if limits => target.cpus = Some(read::float(ev, &ep)?),
+                            "pids" if limits => target.pids = Some(read::int(ev, &ep)?),
+                            "cpus" => w.at(
+                                &ek.loc,
+                                &ep,
+                                "ignored: CPU reservations only exist in Swarm mode (as in compose)",
+                            ),
+                            "devices" | "generic_resources" => {
+                                w.at(&ek.loc, &ep, "not supported yet, ignored")
+                            }
+                            key if key.starts_with("x-") => {}
+                            _ => w.at(&ek.loc, &ep, "unknown key, ignored"),
+                        }
+                    }
+                }
             }
+            "mode" | "endpoint_mode" | "labels" => w.at(
+                &k.loc,
+                &kp,
+                "ignored: a Swarm setting, which compose ignores on one engine too",
+            ),
+            // Read by the service itself: drover places, updates and rolls back.
             "placement" | "update_config" | "rollback_config" => {}
             key if key.starts_with("x-") => {}
             _ => w.at(&k.loc, &kp, "unknown key, ignored"),
         }
     }
-    Ok((replicas, policy))
+    Ok(out)
+}
+
+/// One `tmpfs` entry: `/path[:size=N,mode=M,...]`.
+fn tmpfs_entry(w: &mut Warnings, entry: &str, loc: &Loc, p: &str) -> Result<Mount> {
+    let (target, opts) = match entry.split_once(':') {
+        Some((t, o)) => (t, Some(o)),
+        None => (entry, None),
+    };
+    if !target.starts_with('/') {
+        return Err(fail(loc, p, "the container path must be absolute"));
+    }
+    let mut m = mount_of(MountKind::Tmpfs, None, target.to_string());
+    for opt in opts.into_iter().flat_map(|o| o.split(',')) {
+        match opt.split_once('=') {
+            Some(("size", v)) => {
+                m.tmpfs_size = Some(syntax::parse_size(v).map_err(|e| fail(loc, p, e))?)
+            }
+            Some(("mode", v)) => {
+                m.tmpfs_mode = Some(
+                    u32::from_str_radix(v, 8)
+                        .map_err(|_| fail(loc, p, "mode must be octal, like 1777"))?,
+                )
+            }
+            _ if opt.is_empty() => {}
+            _ => w.at(loc, p, "tmpfs options other than size and mode are ignored"),
+        }
+    }
+    Ok(m)
+}
+
+fn mount_of(kind: MountKind, source: Option<String>, target: String) -> Mount {
+    Mount {
+        kind,
+        source,
+        target,
+        read_only: false,
+        create_host_path: false,
+        propagation: None,
+        selinux: None,
+        nocopy: false,
+        tmpfs_size: None,
+        tmpfs_mode: None,
+    }
+}
+
+/// `expose`: `80`, `"8080-8081"`, `"53/udp"` -> engine forms `80/tcp`, ...
+fn expose(v: &Node, p: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let items: Vec<Node> = match &v.kind {
+        Kind::Seq(items) => items.clone(),
+        _ => vec![v.clone()],
+    };
+    for (i, item) in items.iter().enumerate() {
+        let ip = index(p, i);
+        let text = read::scalar_text(item)
+            .ok_or_else(|| fail(&item.loc, &ip, "expected a port or a range"))?;
+        let (ports, proto) = match text.split_once('/') {
+            Some((ports, proto)) => (
+                ports.to_string(),
+                syntax::parse_protocol(proto).map_err(|m| read::bad(item, &ip, m))?,
+            ),
+            None => (text.clone(), Protocol::Tcp),
+        };
+        let (a, b) = syntax::parse_port_range(&ports).map_err(|m| read::bad(item, &ip, m))?;
+        let proto = match proto {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        };
+        for port in a..=b {
+            let e = format!("{port}/{proto}");
+            if !out.contains(&e) {
+                out.push(e);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A map or a `KEY=VALUE` list whose values are all given.
+fn string_map(v: &Node, p: &str) -> Result<BTreeMap<String, String>> {
+    Ok(read::map_or_list(v, p)?
+        .into_iter()
+        .map(|e| (e.key, e.value.unwrap_or_default()))
+        .collect())
+}
+
+/// `devices`: `HOST[:CONTAINER[:PERMISSIONS]]` or `{source, target, permissions}`.
+fn devices(v: &Node, p: &str) -> Result<Vec<Device>> {
+    let mut out = Vec::new();
+    for (i, item) in read::seq(v, p)?.iter().enumerate() {
+        let ip = index(p, i);
+        let dev = match &item.kind {
+            Kind::Str(s) => {
+                let parts: Vec<&str> = s.split(':').collect();
+                let (source, target, perms) = match parts.as_slice() {
+                    [a] => (*a, *a, "rwm"),
+                    [a, b] => (*a, *b, "rwm"),
+                    [a, b, c] => (*a, *b, *c),
+                    _ => {
+                        return Err(fail(
+                            &item.loc,
+                            &ip,
+                            "expected HOST_PATH[:CONTAINER_PATH[:PERMISSIONS]]",
+                        ));
+                    }
+                };
+                Device {
+                    source: source.to_string(),
+                    target: target.to_string(),
+                    permissions: perms.to_string(),
+                }
+            }
+            Kind::Map(_) => {
+                let field = |f: &str| -> Result<Option<String>> {
+                    match item.get(f) {
+                        Some(n) => read::opt_string(n, &child(&ip, f)),
+                        None => Ok(None),
+                    }
+                };
+                let source =
+                    field("source")?.ok_or_else(|| fail(&item.loc, &ip, "missing source"))?;
+                Device {
+                    target: field("target")?.unwrap_or_else(|| source.clone()),
+                    permissions: field("permissions")?.unwrap_or_else(|| "rwm".into()),
+                    source,
+                }
+            }
+            _ => return Err(fail(&item.loc, &ip, "expected a device string or a map")),
+        };
+        if !dev.source.starts_with('/') || !dev.target.starts_with('/') {
+            return Err(fail(&item.loc, &ip, "device paths must be absolute"));
+        }
+        out.push(dev);
+    }
+    Ok(out)
+}
+
+/// `extra_hosts`: `["host:ip", "host=ip"]` or `{host: ip}` (an IP list adds one entry
+/// per address) -> the engine's `host:ip`.
+fn extra_hosts(v: &Node, p: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    match &v.kind {
+        Kind::Map(entries) => {
+            for (k, val) in entries {
+                let kp = child(p, &k.name);
+                let ips = match &val.kind {
+                    Kind::Seq(_) => read::string_or_list(val, &kp, false)?,
+                    _ => vec![read::string(val, &kp)?],
+                };
+                for ip in ips {
+                    out.push(format!("{}:{}", k.name, ip));
+                }
+            }
+        }
+        _ => {
+            for (i, item) in read::string_or_list(v, p, false)?.into_iter().enumerate() {
+                let (host, ip) = item
+                    .split_once('=')
+                    .or_else(|| item.split_once(':'))
+                    .ok_or_else(|| fail(&v.loc, &index(p, i), "expected HOST:IP or HOST=IP"))?;
+                out.push(format!("{host}:{ip}"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `ulimits`: `{nofile: 1024}` or `{nofile: {soft: 1024, hard: 2048}}`.
+fn ulimits(v: &Node, p: &str) -> Result<BTreeMap<String, Ulimit>> {
+    let mut out = BTreeMap::new();
+    for (k, val) in read::map(v, p)? {
+        let kp = child(p, &k.name);
+        let limit = match &val.kind {
+            Kind::Map(_) => {
+                let get = |f: &str| -> Result<i64> {
+                    let n = val
+                        .get(f)
+                        .ok_or_else(|| fail(&val.loc, &kp, format!("missing {f}")))?;
+                    read::int(n, &child(&kp, f))
+                };
+                Ulimit {
+                    soft: get("soft")?,
+                    hard: get("hard")?,
+                }
+            }
+            _ => {
+                let n = read::int(val, &kp)?;
+                Ulimit { soft: n, hard: n }
+            }
+        };
+        out.insert(k.name.clone(), limit);
+    }
+    Ok(out)
+}
+
+fn logging(w: &mut Warnings, v: &Node, p: &str) -> Result<Logging> {
+    let mut l = Logging::default();
+    for (k, val) in read::map_or_null(v, p)? {
+        let kp = child(p, &k.name);
+        match k.name.as_str() {
+            "driver" => l.driver = read::opt_string(val, &kp)?,
+            "options" => {
+                for e in read::map_or_list(val, &kp)? {
+                    if let Some(value) = e.value {
+                        l.options.insert(e.key, value);
+                    }
+                }
+            }
+            key if key.starts_with("x-") => {}
+            _ => w.at(&k.loc, &kp, "unknown key, ignored"),
+        }
+    }
+    Ok(l)
+}
+
+/// A service's `secrets` or `configs`: names, or `{source, target, uid, gid, mode}`.
+fn file_mounts(cx: &mut Cx, v: &Node, p: &str, secrets: bool) -> Result<Vec<FileMount>> {
+    let (section, defs) = if secrets {
+        ("secrets", cx.secrets)
+    } else {
+        ("configs", cx.configs)
+    };
+    let mut out: Vec<FileMount> = Vec::new();
+    for (i, item) in read::seq(v, p)?.iter().enumerate() {
+        let ip = index(p, i);
+        let (source, target, loc) = match &item.kind {
+            Kind::Str(s) => (s.clone(), None, item.loc.clone()),
+            Kind::Map(entries) => {
+                let mut source = None;
+                let mut target = None;
+                for (k, val) in entries {
+                    let kp = child(&ip, &k.name);
+                    match k.name.as_str() {
+                        "source" => source = Some(read::string(val, &kp)?),
+                        "target" => target = read::opt_string(val, &kp)?,
+                        "uid" | "gid" | "mode" => cx.warnings.at(
+                            &k.loc,
+                            &kp,
+                            "ignored: a file is bind-mounted as it is (compose ignores it on one \
+                             engine too)",
+                        ),
+                        key if key.starts_with("x-") => {}
+                        _ => cx.warnings.at(&k.loc, &kp, "unknown key, ignored"),
+                    }
+                }
+                let source = source.ok_or_else(|| fail(&item.loc, &ip, "missing source"))?;
+                (source, target, item.loc.clone())
+            }
+            _ => return Err(fail(&item.loc, &ip, "expected a name or a map")),
+        };
+        let file = match defs.get(&source) {
+            Some(Ok(file)) => file.clone(),
+            Some(Err(why)) => {
+                return Err(fail(&loc, &ip, format!("{section} {source:?}: {why}")));
+            }
+            None => {
+                return Err(fail(
+                    &loc,
+                    &ip,
+                    format!("{source:?} is not declared in the top-level {section}"),
+                ));
+            }
+        };
+        let target = match target {
+            Some(t) if t.starts_with('/') => t,
+            Some(t) if secrets => format!("/run/secrets/{t}"),
+            Some(t) => format!("/{t}"),
+            None if secrets => format!("/run/secrets/{source}"),
+            None => format!("/{source}"),
+        };
+        out.retain(|m| m.target != target);
+        out.push(FileMount {
+            source,
+            file,
+            target,
+        });
+    }
+    Ok(out)
+}
+
+/// One `volumes_from` entry -> its normal form, and the service it names (if any).
+fn volumes_from(cx: &Cx, item: &str, loc: &Loc, p: &str) -> Result<(String, Option<String>)> {
+    let (kind, rest) = match item.split_once(':') {
+        Some(("container", rest)) => ("container", rest),
+        Some(("service", rest)) => ("service", rest),
+        _ => ("service", item),
+    };
+    let (name, mode) = match rest.rsplit_once(':') {
+        Some((n, m @ ("ro" | "rw"))) => (n, Some(m)),
+        _ => (rest, None),
+    };
+    if name.is_empty() || name.contains(':') {
+        return Err(fail(
+            loc,
+            p,
+            "expected SERVICE[:ro|rw] or container:NAME[:ro|rw]",
+        ));
+    }
+    if kind == "service" && !cx.services.contains(name) {
+        return Err(fail(
+            loc,
+            p,
+            format!("no such service {name:?} (or it is not enabled by a profile)"),
+        ));
+    }
+    let mut entry = format!("{kind}:{name}");
+    if let Some(m) = mode {
+        entry.push(':');
+        entry.push_str(m);
+    }
+    Ok((entry, (kind == "service").then(|| name.to_string())))
 }
 
 fn depends_on(
@@ -725,7 +1303,15 @@ fn depends_on(
         }
         if !cx.services.contains(&name) {
             if dep.required {
-                return Err(fail(&loc, &np, format!("no such service {name:?}")));
+                let why = match cx.disabled.get(&name) {
+                    Some(profiles) => format!(
+                        "service {name:?} is not enabled: enable one of its profiles ({}) \
+                         with --profile or COMPOSE_PROFILES, or set required: false",
+                        profiles.join(", ")
+                    ),
+                    None => format!("no such service {name:?}"),
+                };
+                return Err(fail(&loc, &np, why));
             }
             cx.warnings
                 .at(&loc, &np, "no such service; optional dependency ignored");

@@ -51,6 +51,38 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_nanos(total.round() as u64))
 }
 
+/// A byte size as compose reads it (go-units `RAMInBytes`): a number, optionally with a
+/// fraction, then an optional unit `b`, `k`, `m`, `g`, `t`, `p` (any case, optionally
+/// followed by `b` or `ib`), powers of 1024.
+pub fn parse_size(s: &str) -> Result<i64, String> {
+    let bad = || "expected a size like 512m, 1g or 1024 (bytes)".to_string();
+    let t = s.trim().to_ascii_lowercase();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let unit = unit.trim();
+    let unit = unit
+        .strip_suffix("ib")
+        .or_else(|| unit.strip_suffix('b').filter(|u| !u.is_empty()))
+        .unwrap_or(unit);
+    let mult: f64 = match unit {
+        "" | "b" => 1.0,
+        "k" => 1024.0,
+        "m" => 1024.0 * 1024.0,
+        "g" => 1024.0 * 1024.0 * 1024.0,
+        "t" => 1024f64.powi(4),
+        "p" => 1024f64.powi(5),
+        _ => return Err(bad()),
+    };
+    let v = n * mult;
+    if !v.is_finite() || v < 0.0 || v > i64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(v as i64)
+}
+
 /// Split a command line into words like a POSIX shell does (quotes and backslashes;
 /// no expansion), as Compose does for string `command`/`entrypoint`.
 pub fn shell_split(s: &str) -> Result<Vec<String>, String> {
@@ -201,6 +233,11 @@ pub struct VolumeSpec {
     pub source: Option<String>,
     pub target: String,
     pub read_only: bool,
+    /// `z` or `Z`.
+    pub selinux: Option<String>,
+    /// `shared`, `rslave`, ... (binds only).
+    pub propagation: Option<String>,
+    pub nocopy: bool,
 }
 
 /// Whether a short-syntax source is a host path (not a named volume).
@@ -221,13 +258,23 @@ pub fn parse_volume_short(s: &str) -> Result<VolumeSpec, String> {
         return Err("the container path must be absolute".into());
     }
     let mut read_only = false;
+    let mut selinux = None;
+    let mut propagation = None;
+    let mut nocopy = false;
     if let Some(mode) = mode {
         for m in mode.split(',') {
             match m {
                 "ro" => read_only = true,
-                "rw" | "z" | "Z" | "consistent" | "cached" | "delegated" | "nocopy" => {}
+                "z" | "Z" => selinux = Some(m.to_string()),
+                "nocopy" => nocopy = true,
+                "shared" | "rshared" | "slave" | "rslave" | "private" | "rprivate" => {
+                    propagation = Some(m.to_string())
+                }
+                "rw" | "consistent" | "cached" | "delegated" => {}
                 _ => {
-                    return Err("mode must be ro or rw (optionally with z, Z, nocopy)".into());
+                    return Err("mode must be ro or rw, optionally with z, Z, nocopy or a \
+                                propagation (shared, rslave, ...)"
+                        .into());
                 }
             }
         }
@@ -242,6 +289,9 @@ pub fn parse_volume_short(s: &str) -> Result<VolumeSpec, String> {
         source: source.map(str::to_string),
         target: target.to_string(),
         read_only,
+        selinux,
+        propagation,
+        nocopy,
     })
 }
 
@@ -295,6 +345,19 @@ mod tests {
         assert!(parse_duration("abc").is_err());
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("512m"), Ok(512 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("1GB"), Ok(1 << 30));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1.5k"), Ok(1536));
+        assert_eq!(parse_size("10b"), Ok(10));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5x").is_err());
     }
 
     #[test]

@@ -37,6 +37,9 @@ impl fmt::Display for Loc {
 pub struct Node {
     pub kind: Kind,
     pub loc: Loc,
+    /// Variables interpolated into this scalar as written (`${REPLICAS}`), so errors about
+    /// the final value can say where it came from. Empty for most nodes.
+    pub vars: Vec<String>,
 }
 
 /// A mapping key with the place it was written.
@@ -59,6 +62,15 @@ pub enum Kind {
 }
 
 impl Node {
+    /// A node without interpolated variables.
+    pub fn new(kind: Kind, loc: Loc) -> Node {
+        Node {
+            kind,
+            loc,
+            vars: Vec::new(),
+        }
+    }
+
     /// The entry `key` of a map node.
     pub fn get(&self, key: &str) -> Option<&Node> {
         match &self.kind {
@@ -89,6 +101,9 @@ pub fn parse(
         underscored_numbers_as_strings: true,
         strict_booleans: true,
         property_syntax: serde_saphyr::PropertySyntax::DockerCompose,
+        // One `x-` anchor merged into hundreds of services is how large Compose files are
+        // written; the alias and expansion caps still stop alias bombs.
+        budget: serde_saphyr::budget! { enforce_alias_anchor_ratio: false },
     };
     if let Some(env) = env {
         options = options.with_properties(env.clone());
@@ -99,7 +114,10 @@ pub fn parse(
         Spanned::<Raw>::deserialize(d)
     });
     match result {
-        Ok(raw) => Ok(to_node(file, raw)),
+        Ok(raw) => {
+            let src = Source::new(text, env.is_some());
+            Ok(to_node(file, &src, raw))
+        }
         Err(err) => {
             let (line, column) = err
                 .location()
@@ -158,15 +176,114 @@ fn best(s: &Spanned<impl Sized>) -> &Location {
     }
 }
 
-fn to_node(file: &Arc<str>, raw: Spanned<Raw>) -> Node {
+/// The source text, to find which variables a scalar was interpolated from.
+struct Source<'a> {
+    /// Lines of the text; empty when interpolation is off.
+    lines: Vec<&'a str>,
+}
+
+impl<'a> Source<'a> {
+    fn new(text: &'a str, interpolated: bool) -> Self {
+        Source {
+            lines: if interpolated && text.contains('$') {
+                text.lines().collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// Variables referenced by the scalar written at `loc` (the rest of its line, up to
+    /// a comment or, outside `${...}` and quotes, a flow separator).
+    fn vars_at(&self, loc: &Location) -> Vec<String> {
+        let Some(line) = (loc.line() as usize)
+            .checked_sub(1)
+            .and_then(|i| self.lines.get(i))
+        else {
+            return Vec::new();
+        };
+        let start = (loc.column() as usize).saturating_sub(1);
+        let Some(rest) = line.get(start..).or_else(|| {
+            // Columns count characters; fall back to a char-based slice.
+            let idx = line.char_indices().nth(start).map(|(i, _)| i)?;
+            line.get(idx..)
+        }) else {
+            return Vec::new();
+        };
+        if !rest.contains('$') {
+            return Vec::new();
+        }
+        let quote = rest.chars().next().filter(|c| *c == '"' || *c == '\'');
+        let body = if quote.is_some() { &rest[1..] } else { rest };
+        let mut out = Vec::new();
+        let bytes = body.as_bytes();
+        let mut i = 0;
+        let mut depth = 0usize;
+        while i < bytes.len() {
+            let c = bytes[i];
+            if depth == 0 {
+                match (quote, c) {
+                    (Some(q), c) if c == q as u8 => break,
+                    (None, b',' | b']' | b'}') => break,
+                    (None, b'#') if i > 0 && bytes[i - 1] == b' ' => break,
+                    _ => {}
+                }
+            }
+            if c == b'}' && depth > 0 {
+                depth -= 1;
+                i += 1;
+                continue;
+            }
+            if c != b'$' {
+                i += 1;
+                continue;
+            }
+            match bytes.get(i + 1) {
+                Some(b'$') => i += 2,
+                Some(b'{') => {
+                    depth += 1;
+                    i += 2;
+                    let n = name_len(&body[i..]);
+                    push_unique(&mut out, &body[i..i + n]);
+                    i += n;
+                }
+                Some(_) => {
+                    i += 1;
+                    let n = name_len(&body[i..]);
+                    push_unique(&mut out, &body[i..i + n]);
+                    i += n;
+                }
+                None => i += 1,
+            }
+        }
+        out
+    }
+}
+
+fn name_len(s: &str) -> usize {
+    s.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(s.len())
+}
+
+fn push_unique(out: &mut Vec<String>, name: &str) {
+    if !name.is_empty() && !out.iter().any(|n| n == name) {
+        out.push(name.to_string());
+    }
+}
+
+fn to_node(file: &Arc<str>, src: &Source, raw: Spanned<Raw>) -> Node {
     let loc = loc_of(file, best(&raw));
+    let mut vars = Vec::new();
     let kind = match raw.value {
         Raw::Null => Kind::Null,
         Raw::Bool(b) => Kind::Bool(b),
         Raw::Int(i) => Kind::Int(i),
         Raw::Float(f) => Kind::Float(f),
-        Raw::Str(s) => Kind::Str(s),
-        Raw::Seq(items) => Kind::Seq(items.into_iter().map(|i| to_node(file, i)).collect()),
+        Raw::Str(s) => {
+            vars = src.vars_at(&raw.defined);
+            Kind::Str(s)
+        }
+        Raw::Seq(items) => Kind::Seq(items.into_iter().map(|i| to_node(file, src, i)).collect()),
         Raw::Map(entries) => Kind::Map(
             entries
                 .into_iter()
@@ -175,12 +292,12 @@ fn to_node(file: &Arc<str>, raw: Spanned<Raw>) -> Node {
                         loc: loc_of(file, best(&k)),
                         name: k.value.0,
                     };
-                    (key, to_node(file, v))
+                    (key, to_node(file, src, v))
                 })
                 .collect(),
         ),
     };
-    Node { kind, loc }
+    Node { kind, loc, vars }
 }
 
 thread_local! {
@@ -366,6 +483,50 @@ mod tests {
         assert_eq!(web.get("u").unwrap().kind, Kind::Str("ex".into()));
         assert_eq!(web.get("v").unwrap().kind, Kind::Str("".into()));
         assert_eq!(web.get("w").unwrap().kind, Kind::Str("dflt".into()));
+        assert_eq!(web.get("s").unwrap().vars, vec!["X"]);
+        assert!(web.get("t").unwrap().vars.is_empty(), "$$ is no variable");
+        assert_eq!(web.get("u").unwrap().vars, vec!["X"]);
+        assert!(image.vars.is_empty());
+    }
+
+    #[test]
+    fn interpolation_forms_and_their_variables() {
+        let e = [("A", "a"), ("E", ""), ("N", "3")];
+        let v = |t: &str| {
+            let n = p(&format!("x: {t}\n"), &e).unwrap();
+            let x = n.get("x").unwrap().clone();
+            (x.kind, x.vars)
+        };
+        let s = |x: &str| Kind::Str(x.to_string());
+        assert_eq!(v("${U:-${A}}"), (s("a"), vec!["U".into(), "A".into()]));
+        assert_eq!(v("${U:-${U2:-deep}}").0, s("deep"));
+        assert_eq!(v("${A:+alt}").0, s("alt"));
+        assert_eq!(v("${E:+alt}").0, s(""));
+        assert_eq!(v("${E+alt}").0, s("alt"));
+        assert_eq!(v("${U+alt}").0, s(""));
+        assert_eq!(v("${A:+${N}x}").0, s("3x"));
+        assert_eq!(v("$A-$N").0, s("a-3"));
+        assert_eq!(v("'$$A'").0, s("$A"));
+        assert_eq!(v("\"${A:-q}\"").0, s("a"));
+        let n = p("x: [\"${N}\", \"$A\"]\n", &e).unwrap();
+        let Kind::Seq(items) = &n.get("x").unwrap().kind else {
+            panic!("not a list")
+        };
+        assert_eq!(items[0].vars, vec!["N"]);
+        assert_eq!(items[1].vars, vec!["A"]);
+        assert_eq!(v("pre-${U:-a b}-post # $C").0, s("pre-a b-post"));
+        assert_eq!(v("pre-${U:-a b}-post # $C").1, vec!["U".to_string()]);
+    }
+
+    #[test]
+    fn one_anchor_many_aliases() {
+        let mut text = String::from("x-common: &common {image: busybox}\nservices:\n");
+        for i in 0..400 {
+            text.push_str(&format!("  s{i}:\n    <<: *common\n"));
+        }
+        let n = p(&text, &[]).unwrap();
+        let s = n.get("services").unwrap().get("s399").unwrap();
+        assert_eq!(s.get("image").unwrap().kind, Kind::Str("busybox".into()));
     }
 
     #[test]

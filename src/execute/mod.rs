@@ -20,7 +20,7 @@ use bollard::query_parameters::{
 };
 use futures::StreamExt;
 
-use crate::config::{Project, Service};
+use crate::config::{Project, PullPolicy, Service};
 use crate::plan::Action;
 use crate::spec::{self, LABEL_GENERATION, LABEL_NODE, LABEL_PROJECT};
 
@@ -221,18 +221,39 @@ impl Executor<'_> {
     ) -> Result<Option<String>, String> {
         let svc = self.service(service)?;
         let name = spec::container_name(self.project, svc, slot);
+        let platform = spec::platform(svc);
         let opts = || CreateContainerOptions {
             name: Some(name.clone()),
-            ..Default::default()
+            platform: platform.clone().unwrap_or_default(),
         };
         let mut body = spec::create_body(self.project, svc, slot);
         let labels = body.labels.get_or_insert_with(HashMap::new);
         labels.insert(LABEL_NODE.into(), node.into());
         labels.insert(LABEL_GENERATION.into(), generation().to_string());
+        let policy = svc.options.pull_policy;
+        if policy == PullPolicy::Always {
+            self.pull(docker, &svc.image, platform.as_deref()).await?;
+        }
         let id = match docker.create_container(Some(opts()), body.clone()).await {
             Ok(r) => r.id,
             Err(e) if status(&e) == Some(404) && api_error(&e).contains("image") => {
-                self.pull(docker, &svc.image).await?;
+                match policy {
+                    PullPolicy::Never => {
+                        return Err(format!(
+                            "create {name}: image {} is not on the engine and pull_policy is never",
+                            svc.image
+                        ));
+                    }
+                    PullPolicy::Build => {
+                        return Err(format!(
+                            "create {name}: image {} is not on the engine; drover runs images and \
+                             does not build them (the service has build:), so build or load it there",
+                            svc.image
+                        ));
+                    }
+                    PullPolicy::Always | PullPolicy::Missing => {}
+                }
+                self.pull(docker, &svc.image, platform.as_deref()).await?;
                 docker
                     .create_container(Some(opts()), body)
                     .await
@@ -281,11 +302,17 @@ impl Executor<'_> {
         }
     }
 
-    async fn pull(&self, docker: &Docker, image: &str) -> Result<(), String> {
+    async fn pull(
+        &self,
+        docker: &Docker,
+        image: &str,
+        platform: Option<&str>,
+    ) -> Result<(), String> {
         let (repo, tag) = split_image(image);
         let opts = CreateImageOptions {
             from_image: Some(repo.to_string()),
             tag: tag.map(str::to_string),
+            platform: platform.unwrap_or_default().to_string(),
             ..Default::default()
         };
         let mut stream = docker.create_image(Some(opts), None, None);

@@ -34,6 +34,7 @@ fn svc(name: &str, replicas: u32) -> Service {
         unhealthy: Default::default(),
         backoff: Default::default(),
         config_hash: format!("hash-{name}"),
+        options: Default::default(),
     }
 }
 
@@ -892,6 +893,7 @@ fn healthchecked(name: &str, replicas: u32) -> Service {
         timeout: None,
         retries: None,
         start_period: None,
+        start_interval: None,
     });
     s
 }
