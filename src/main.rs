@@ -13,7 +13,7 @@ use drover::controller::{Controller, Settings};
 use drover::engine::connect::{self, ConnectArgs, Endpoint};
 use drover::nodes::NodeSpec;
 use drover::telemetry::{self, LogFormat};
-use drover::{observe, plan};
+use drover::{observe, plan, swarm};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -63,6 +63,10 @@ struct Common {
     /// Log level or filter, e.g. `debug` or `drover=debug` (default: RUST_LOG, then info).
     #[arg(long = "log-level", env = "DROVER_LOG_LEVEL", global = true)]
     log_level: Option<String>,
+    /// plain: drover places containers itself; swarm: drive Swarm services; auto: swarm
+    /// when the engine is an active Swarm manager [default: x-drover.mode, then auto].
+    #[arg(long, env = "DROVER_MODE", global = true)]
+    mode: Option<config::Mode>,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -203,11 +207,40 @@ fn main() -> ExitCode {
         // One engine from the environment: a connection problem at start is the user's to
         // fix now (one line, exit 1). With a node list, nodes that do not answer are down
         // and the others carry on.
-        if loaded.settings.nodes.is_empty()
-            && let Err(e) = connect::connect(&endpoint).await
-        {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
+        let mut docker = None;
+        if loaded.settings.nodes.is_empty() {
+            match connect::connect(&endpoint).await {
+                Ok(d) => docker = Some(d),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        let wanted = cli
+            .common
+            .mode
+            .or(loaded.settings.mode)
+            .unwrap_or(config::Mode::Auto);
+        let mode = swarm::choose(docker.as_ref(), &endpoint, wanted).await;
+        if let (Ok((m, Some(why))), Command::Run(_)) = (&mode, &cli.command) {
+            let m = if *m == config::Mode::Swarm {
+                "swarm"
+            } else {
+                "plain"
+            };
+            tracing::info!(action = "mode", mode = m, reason = %why, "mode chosen");
+        }
+        let swarm_docker = match (mode, docker) {
+            (Ok((config::Mode::Swarm, _)), Some(d)) => Some(d),
+            (Ok(_), _) => None,
+            (Err(e), _) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Some(d) = swarm_docker {
+            return run_swarm(d, endpoint, cli.command, load, loaded).await;
         }
         match cli.command {
             Command::Check { .. } => ExitCode::SUCCESS,
@@ -223,6 +256,43 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// `plan` and `run` against a Swarm manager.
+async fn run_swarm(
+    docker: bollard::Docker,
+    endpoint: Endpoint,
+    command: Command,
+    load: LoadOptions,
+    loaded: config::Loaded,
+) -> ExitCode {
+    match command {
+        Command::Check { .. } => ExitCode::SUCCESS,
+        Command::Plan => match swarm::plan_lines(&docker, &endpoint, &load, &loaded).await {
+            Ok(lines) => {
+                for l in lines {
+                    println!("{l}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run(args) => {
+            let settings = swarm::run::Settings {
+                watch_interval: args.watch_interval,
+                ..Default::default()
+            };
+            let cancel = CancellationToken::new();
+            tokio::spawn(shutdown_on_signal(cancel.clone()));
+            swarm::run::Controller::new(docker, endpoint, load, loaded, settings)
+                .run(cancel)
+                .await;
+            ExitCode::SUCCESS
+        }
+    }
 }
 
 fn settings(args: &RunArgs, loaded: &config::Loaded) -> Settings {
