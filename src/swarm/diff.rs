@@ -324,3 +324,176 @@ pub fn by_compose_name<'a>(
         .map(|c| (compose_service(&c.spec, project), c))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::swarm::convert::{self, Extras};
+
+    fn project(replicas: u32, image: &str) -> crate::config::Project {
+        let dir = std::env::temp_dir();
+        let text = format!(
+            "services:\n  web:\n    image: {image}\n    deploy: {{ replicas: {replicas} }}\n"
+        );
+        let path = dir.join(format!("swarm-diff-{}-{replicas}.yml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        let loaded = crate::config::load(&crate::config::LoadOptions {
+            files: vec![path.clone()],
+            project_name: Some("p".into()),
+            cwd: dir,
+            ..Default::default()
+        })
+        .unwrap();
+        let _ = std::fs::remove_file(path);
+        loaded.project
+    }
+
+    /// What Swarm hands back for a spec drover created: ids for network names, zero
+    /// values dropped, defaults filled in.
+    fn as_stored(spec: &ServiceSpec, ids: &HashMap<String, String>) -> ServiceSpec {
+        let mut v = serde_json::to_value(spec).unwrap();
+        let t = &mut v["TaskTemplate"];
+        t["ForceUpdate"] = 0.into();
+        t["Runtime"] = "container".into();
+        t["ContainerSpec"]["Isolation"] = "default".into();
+        if let Some(nets) = t["Networks"].as_array_mut() {
+            for n in nets {
+                let name = n["Target"].as_str().unwrap().to_string();
+                let id = ids.iter().find(|(_, v)| **v == name).unwrap().0.clone();
+                n["Target"] = id.into();
+            }
+        }
+        v["UpdateConfig"].as_object_mut().unwrap().remove("Delay");
+        v["UpdateConfig"]
+            .as_object_mut()
+            .unwrap()
+            .remove("MaxFailureRatio");
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn current(spec: ServiceSpec) -> Current {
+        Current {
+            id: "id1".into(),
+            version: 7,
+            spec,
+        }
+    }
+
+    fn ids() -> HashMap<String, String> {
+        HashMap::from([("n1".to_string(), "p_default".to_string())])
+    }
+
+    #[test]
+    fn a_stored_spec_that_matches_needs_nothing() {
+        let d = convert::desired(&project(2, "img:1"), &BTreeMap::new());
+        let have = current(as_stored(&d.services["web"].spec, &ids()));
+        let plan = plan(&d, &[have], &["p_default".into()], &ids());
+        assert_eq!(plan, Plan::default());
+    }
+
+    #[test]
+    fn a_new_count_scales_swarms_own_spec_and_a_new_image_updates() {
+        let d1 = convert::desired(&project(2, "img:1"), &BTreeMap::new());
+        let stored = as_stored(&d1.services["web"].spec, &ids());
+        let d2 = convert::desired(&project(5, "img:1"), &BTreeMap::new());
+        let p = plan(
+            &d2,
+            &[current(stored.clone())],
+            &["p_default".into()],
+            &ids(),
+        );
+        match &p.actions[..] {
+            [
+                Action::Scale {
+                    from: 2,
+                    to: 5,
+                    spec,
+                    ..
+                },
+            ] => {
+                let mut expect = stored.clone();
+                expect
+                    .mode
+                    .as_mut()
+                    .unwrap()
+                    .replicated
+                    .as_mut()
+                    .unwrap()
+                    .replicas = Some(5);
+                assert_eq!(spec, &expect);
+            }
+            a => panic!("{a:?}"),
+        }
+        let d3 = convert::desired(&project(2, "img:2"), &BTreeMap::new());
+        let p = plan(&d3, &[current(stored)], &["p_default".into()], &ids());
+        match &p.actions[..] {
+            [Action::Update { changed, .. }] => {
+                assert!(
+                    changed.iter().any(|c| c.ends_with("ContainerSpec.Image")),
+                    "{changed:?}"
+                );
+            }
+            a => panic!("{a:?}"),
+        }
+    }
+
+    #[test]
+    fn only_owned_services_are_removed_and_look_alikes_are_left_alone() {
+        let d = convert::desired(&project(1, "img:1"), &BTreeMap::new());
+        let mut gone = as_stored(&d.services["web"].spec, &ids());
+        gone.name = Some("p_old".into());
+        let mut stack_only = gone.clone();
+        stack_only.name = Some("p_stack".into());
+        stack_only.labels.as_mut().unwrap().remove(PROJECT);
+        let look_alike = ServiceSpec {
+            name: Some("p_web".into()),
+            ..Default::default()
+        };
+        let services = [
+            Current {
+                id: "a".into(),
+                version: 1,
+                spec: gone,
+            },
+            Current {
+                id: "b".into(),
+                version: 1,
+                spec: stack_only,
+            },
+            Current {
+                id: "c".into(),
+                version: 1,
+                spec: look_alike,
+            },
+        ];
+        let p = plan(&d, &services, &["p_default".into()], &ids());
+        assert_eq!(
+            p.actions,
+            vec![Action::Remove {
+                service: "p_old".into(),
+                id: "a".into()
+            }]
+        );
+        assert_eq!(p.conflicts.len(), 1);
+        assert_eq!(p.conflicts[0].service, "p_web");
+    }
+
+    #[test]
+    fn global_mode_and_missing_network() {
+        let extras = BTreeMap::from([(
+            "web".to_string(),
+            Extras {
+                global: true,
+                ..Default::default()
+            },
+        )]);
+        let d = convert::desired(&project(3, "img:1"), &extras);
+        assert_eq!(d.services["web"].replicas, None);
+        let p = plan(&d, &[], &[], &HashMap::new());
+        assert!(matches!(&p.actions[0], Action::CreateNetwork(n) if n.name == "p_default"));
+        assert!(matches!(&p.actions[1], Action::Create { spec, .. }
+            if spec.mode.as_ref().unwrap().global.is_some()));
+    }
+}
