@@ -9,6 +9,7 @@
 //! - [`plan`]: desired + observed -> actions. Pure; where the product's judgement lives.
 //! - [`execute`]: actions -> engine calls, with bounded concurrency.
 //! - [`controller`]: wires them together until shutdown.
+//! - [`swarm`]: Swarm mode: drive Swarm services like `docker stack deploy` instead.
 //! - [`telemetry`]: structured logs.
 
 pub mod config;
@@ -19,4 +20,5 @@ pub mod nodes;
 pub mod observe;
 pub mod plan;
 pub mod spec;
+pub mod swarm;
 pub mod telemetry;

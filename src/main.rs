@@ -14,7 +14,7 @@ use drover::engine::connect::{self, ConnectArgs, Endpoint};
 use drover::nodes::NodeSpec;
 use drover::telemetry::http::{self, Listen};
 use drover::telemetry::{self, LogFormat, Telemetry};
-use drover::{observe, plan};
+use drover::{observe, plan, swarm};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -76,6 +76,10 @@ struct Common {
     /// [default: 127.0.0.1:9477]. `status` and `healthcheck` ask this address.
     #[arg(long, env = "DROVER_LISTEN", global = true)]
     listen: Option<Listen>,
+    /// plain: drover places containers itself; swarm: drive Swarm services; auto: swarm
+    /// when the engine is an active Swarm manager [default: x-drover.mode, then auto].
+    #[arg(long, env = "DROVER_MODE", global = true)]
+    mode: Option<config::Mode>,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -230,11 +234,40 @@ fn main() -> ExitCode {
         // One engine from the environment: a connection problem at start is the user's to
         // fix now (one line, exit 1). With a node list, nodes that do not answer are down
         // and the others carry on.
-        if loaded.settings.nodes.is_empty()
-            && let Err(e) = connect::connect(&endpoint).await
-        {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
+        let mut docker = None;
+        if loaded.settings.nodes.is_empty() {
+            match connect::connect(&endpoint).await {
+                Ok(d) => docker = Some(d),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        let wanted = cli
+            .common
+            .mode
+            .or(loaded.settings.mode)
+            .unwrap_or(config::Mode::Auto);
+        let mode = swarm::choose(docker.as_ref(), &endpoint, wanted).await;
+        if let (Ok((m, Some(why))), Command::Run(_)) = (&mode, &cli.command) {
+            let m = if *m == config::Mode::Swarm {
+                "swarm"
+            } else {
+                "plain"
+            };
+            tracing::info!(action = "mode", mode = m, reason = %why, "mode chosen");
+        }
+        let swarm_docker = match (mode, docker) {
+            (Ok((config::Mode::Swarm, _)), Some(d)) => Some(d),
+            (Ok(_), _) => None,
+            (Err(e), _) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Some(d) = swarm_docker {
+            return run_swarm(d, endpoint, cli.command, cli.common.listen, load, loaded).await;
         }
         match cli.command {
             Command::Check { .. } | Command::Status { .. } | Command::Healthcheck => {
@@ -348,6 +381,52 @@ fn status(listen: Listen, json: bool) -> ExitCode {
         Err(e) => {
             eprintln!("error: {addr}/status is not a drover status: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `plan` and `run` against a Swarm manager.
+async fn run_swarm(
+    docker: bollard::Docker,
+    endpoint: Endpoint,
+    command: Command,
+    listen: Option<Listen>,
+    load: LoadOptions,
+    loaded: config::Loaded,
+) -> ExitCode {
+    match command {
+        Command::Check { .. } | Command::Status { .. } | Command::Healthcheck => ExitCode::SUCCESS,
+        Command::Plan => match swarm::plan_lines(&docker, &endpoint, &load, &loaded).await {
+            Ok(lines) => {
+                for l in lines {
+                    println!("{l}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run(args) => {
+            let settings = swarm::run::Settings {
+                watch_interval: args.watch_interval,
+                ..Default::default()
+            };
+            // /livez for the container's HEALTHCHECK; Swarm's own figures are in the logs.
+            let telemetry = Telemetry::new(&loaded.project.name, Duration::from_secs(120), None);
+            let Ok(server) = serve_http(listen, &telemetry).await else {
+                return ExitCode::FAILURE;
+            };
+            let cancel = CancellationToken::new();
+            tokio::spawn(shutdown_on_signal(cancel.clone()));
+            swarm::run::Controller::new(docker, endpoint, load, loaded, settings)
+                .run(cancel)
+                .await;
+            if let Some(s) = server {
+                s.abort();
+            }
+            ExitCode::SUCCESS
         }
     }
 }

@@ -479,6 +479,32 @@ pub struct Settings {
     pub rebalance: bool,
     /// The default for services without their own `x-drover.unhealthy`.
     pub unhealthy: Option<UnhealthyAction>,
+    /// `x-drover.mode`: schedule containers ourselves, drive Swarm services, or pick.
+    pub mode: Option<Mode>,
+}
+
+/// `x-drover.mode` / `--mode`: who places the containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// drover creates containers on its nodes itself.
+    Plain,
+    /// drover drives Swarm services; Swarm places and reschedules the tasks.
+    Swarm,
+    /// Swarm when the engine is an active Swarm manager, plain otherwise.
+    Auto,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s {
+            "plain" => Ok(Mode::Plain),
+            "swarm" => Ok(Mode::Swarm),
+            "auto" => Ok(Mode::Auto),
+            _ => Err("expected plain, swarm or auto".into()),
+        }
+    }
 }
 
 /// Restart backoff of one slot: `initial`, doubling up to `max`; a container that has run

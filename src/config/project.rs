@@ -479,6 +479,12 @@ fn x_drover(
             "nodes" => settings.nodes = super::nodes::nodes(v, &p, dir, warnings)?,
             "rebalance" => settings.rebalance = read::boolean(v, &p)?,
             "unhealthy" => settings.unhealthy = Some(super::lifecycle::unhealthy(v, &p)?),
+            "mode" => {
+                let mode = read::string(v, &p)?
+                    .parse()
+                    .map_err(|m| fail(&v.loc, &p, m))?;
+                settings.mode = Some(mode);
+            }
             "backoff" => {
                 for (bk, bv) in read::map_or_null(v, &p)? {
                     let bp = child(&p, &bk.name);

@@ -1,0 +1,135 @@
+//! Swarm mode: when the endpoint is a Swarm manager, drover drives Swarm services the way
+//! `docker stack deploy` does and lets Swarm place and reschedule the tasks.
+//!
+//! - [`convert`]: the desired project -> service and network specs (pure).
+//! - [`extras`]: Swarm-only `deploy` keys (`mode: global`, `resources`) read from the files.
+//! - [`diff`]: desired specs + Swarm's services -> create / update / scale / remove (pure).
+//! - [`report`]: services, tasks and nodes -> desired vs running per service and per node,
+//!   with Swarm's reason for every task that does not run (pure).
+//! - [`run`]: the controller: list, plan, apply, watch service and node events, reload.
+
+pub mod convert;
+pub mod diff;
+pub mod extras;
+pub mod report;
+pub mod run;
+
+use bollard::Docker;
+use bollard::models::LocalNodeState;
+
+use crate::config::Mode;
+
+/// The engine's place in a swarm, from `/info`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    /// `inactive`, `pending`, `active`, `error`, `locked`.
+    pub state: String,
+    /// The engine can manage the swarm (a manager).
+    pub manager: bool,
+}
+
+impl Role {
+    pub fn active_manager(&self) -> bool {
+        self.state == "active" && self.manager
+    }
+}
+
+/// Ask the engine whether it is a swarm manager.
+pub async fn role(docker: &Docker) -> Result<Role, bollard::errors::Error> {
+    let info = docker.info().await?;
+    let swarm = info.swarm.unwrap_or_default();
+    Ok(Role {
+        state: swarm
+            .local_node_state
+            .unwrap_or(LocalNodeState::INACTIVE)
+            .to_string(),
+        manager: swarm.control_available.unwrap_or(false),
+    })
+}
+
+/// What `auto` resolves to for an engine in `role`: swarm on an active manager.
+pub fn resolve(mode: Mode, role: Option<&Role>) -> Mode {
+    match mode {
+        Mode::Auto if role.is_some_and(Role::active_manager) => Mode::Swarm,
+        Mode::Auto => Mode::Plain,
+        m => m,
+    }
+}
+
+/// Decide the mode; with `auto`, also why (to log at start). An error names what to fix.
+/// `docker`: the one engine, or `None` when `x-drover.nodes` lists engines (then the mode
+/// is plain).
+pub async fn choose(
+    docker: Option<&Docker>,
+    engine: &crate::engine::connect::Endpoint,
+    mode: Mode,
+) -> Result<(Mode, Option<String>), String> {
+    let Some(docker) = docker else {
+        return match mode {
+            Mode::Swarm => Err(
+                "x-drover.nodes lists engines for plain mode; in swarm mode drover talks to one \
+                 Swarm manager (DOCKER_HOST) and Swarm places the tasks: remove x-drover.nodes \
+                 or use --mode plain"
+                    .into(),
+            ),
+            Mode::Auto => Ok((
+                Mode::Plain,
+                Some("auto: x-drover.nodes lists the engines".into()),
+            )),
+            Mode::Plain => Ok((Mode::Plain, None)),
+        };
+    };
+    if mode == Mode::Plain {
+        return Ok((Mode::Plain, None));
+    }
+    let role = role(docker)
+        .await
+        .map_err(|e| crate::engine::connect::explain(engine, &e))?;
+    let chosen = resolve(mode, Some(&role));
+    if mode == Mode::Swarm && !role.active_manager() {
+        return Err(format!(
+            "--mode swarm: the engine at {} is not an active Swarm manager (swarm state: {}{}); \
+             run `docker swarm init` there, point DOCKER_HOST at a manager, or use --mode plain",
+            engine.url(),
+            role.state,
+            if role.state == "active" {
+                ", worker"
+            } else {
+                ""
+            }
+        ));
+    }
+    let why = (mode == Mode::Auto).then(|| {
+        format!(
+            "auto: the engine's swarm state is {}{}",
+            role.state,
+            if role.manager { " (manager)" } else { "" }
+        )
+    });
+    Ok((chosen, why))
+}
+
+/// `drover plan` in swarm mode: the lines to print.
+pub async fn plan_lines(
+    docker: &Docker,
+    engine: &crate::engine::connect::Endpoint,
+    load: &crate::config::LoadOptions,
+    loaded: &crate::config::Loaded,
+) -> Result<Vec<String>, String> {
+    let (desired, _) = run::desired(loaded, load);
+    let observed = run::observe(docker, &loaded.project.name)
+        .await
+        .map_err(|e| crate::engine::connect::explain(engine, &e))?;
+    let plan = run::plan(&desired, &observed);
+    let mut out: Vec<String> = plan.actions.iter().map(run::describe).collect();
+    for c in &plan.conflicts {
+        out.push(format!("leave {} alone: {}", c.service, c.reason));
+    }
+    if out.is_empty() {
+        out.push(format!(
+            "nothing to do: the Swarm services of project {} match the file",
+            loaded.project.name
+        ));
+    }
+    Ok(out)
+}

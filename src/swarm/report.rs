@@ -1,0 +1,218 @@
+//! What Swarm is doing with the project, per service and per node: desired vs running
+//! tasks, and the reason Swarm gives for each task slot that does not run. Pure; built
+//! from one list of services, tasks and nodes. The controller logs its changes; a
+//! telemetry layer (metrics, `/status`) can read the latest one through [`Shared`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use bollard::models::{Node, Task, TaskState};
+use serde::Serialize;
+
+use super::diff::{Current, compose_service};
+
+/// The latest report, shared with whoever wants to read it.
+pub type Shared = Arc<RwLock<Report>>;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub project: String,
+    /// By Compose service name.
+    pub services: BTreeMap<String, ServiceReport>,
+    /// By Swarm node id; every node of the swarm, also those running nothing of the project.
+    pub nodes: BTreeMap<String, NodeReport>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ServiceReport {
+    /// `{project}_{service}`.
+    pub swarm_name: String,
+    /// Replicas for a replicated service; for a global one, the tasks Swarm wants running
+    /// (one per eligible node).
+    pub desired: u32,
+    pub running: u32,
+    pub global: bool,
+    /// Running tasks by node id.
+    pub running_by_node: BTreeMap<String, u32>,
+    /// Slots (or nodes, for a global service) without a running task, and why.
+    pub problems: Vec<TaskProblem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskProblem {
+    pub task: String,
+    /// The replica slot; `None` for a global service's task.
+    pub slot: Option<u32>,
+    /// The node the task is assigned to, if any.
+    pub node: Option<String>,
+    /// Swarm's task state, e.g. `pending`, `rejected`, `failed`.
+    pub state: String,
+    /// Swarm's error or status message (e.g. "no suitable node ...").
+    pub reason: String,
+    /// Swarm reported an error (the task failed or cannot be placed), rather than a task
+    /// still on its way to running.
+    pub error: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NodeReport {
+    pub hostname: String,
+    pub addr: String,
+    /// `ready`, `down`, `disconnected`, `unknown`.
+    pub state: String,
+    /// `active`, `pause`, `drain`.
+    pub availability: String,
+    pub role: String,
+    /// Tasks of the project Swarm wants running here.
+    pub desired: u32,
+    /// Tasks of the project running here.
+    pub running: u32,
+}
+
+fn text<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref().map(|v| v.to_string()).unwrap_or_default()
+}
+
+/// Build the report. `services`: the project's services as Swarm has them; `tasks`: their
+/// tasks (any state); `nodes`: every node of the swarm.
+pub fn build(project: &str, services: &[Current], tasks: &[Task], nodes: &[Node]) -> Report {
+    let mut report = Report {
+        project: project.to_string(),
+        ..Default::default()
+    };
+    for n in nodes {
+        let Some(id) = n.id.clone() else { continue };
+        let spec = n.spec.as_ref();
+        let status = n.status.as_ref();
+        report.nodes.insert(
+            id,
+            NodeReport {
+                hostname: n
+                    .description
+                    .as_ref()
+                    .and_then(|d| d.hostname.clone())
+                    .unwrap_or_default(),
+                addr: status.and_then(|s| s.addr.clone()).unwrap_or_default(),
+                state: status.map(|s| text(&s.state)).unwrap_or_default(),
+                availability: spec.map(|s| text(&s.availability)).unwrap_or_default(),
+                role: spec.map(|s| text(&s.role)).unwrap_or_default(),
+                desired: 0,
+                running: 0,
+            },
+        );
+    }
+    let mut by_id: HashMap<&str, &str> = HashMap::new();
+    for c in services {
+        let name = compose_service(&c.spec, project);
+        by_id.insert(c.id.as_str(), name);
+        report.services.insert(
+            name.to_string(),
+            ServiceReport {
+                swarm_name: c.name().to_string(),
+                desired: c.replicas().unwrap_or(0),
+                global: c.replicas().is_none(),
+                ..Default::default()
+            },
+        );
+    }
+    // Group each service's tasks by slot (replicated) or node (global); the task Swarm wants
+    // running is the slot's current one, else the latest.
+    let mut slots: BTreeMap<(&str, String), Vec<&Task>> = BTreeMap::new();
+    for t in tasks {
+        let Some(svc) = t.service_id.as_deref().and_then(|id| by_id.get(id)) else {
+            continue;
+        };
+        let key = match t.slot {
+            Some(s) if s > 0 => format!("slot {s}"),
+            _ => format!("node {}", t.node_id.as_deref().unwrap_or("")),
+        };
+        slots.entry((svc, key)).or_default().push(t);
+    }
+    for ((svc, _), mut list) in slots {
+        list.sort_by_key(|t| t.updated_at.as_ref().map(|d| d.to_string()));
+        let wanted: Vec<&&Task> = list
+            .iter()
+            .filter(|t| t.desired_state == Some(TaskState::RUNNING))
+            .collect();
+        let Some(entry) = report.services.get_mut(svc) else {
+            continue;
+        };
+        if wanted.is_empty() {
+            continue; // a slot being scaled away
+        }
+        if entry.global {
+            entry.desired += 1;
+        }
+        let mut running = false;
+        for t in &wanted {
+            let node = t.node_id.clone();
+            if let Some(n) = node.as_ref().and_then(|n| report.nodes.get_mut(n)) {
+                n.desired += 1;
+            }
+            if state(t) == Some(TaskState::RUNNING) {
+                running = true;
+                entry.running += 1;
+                if let Some(n) = node {
+                    *entry.running_by_node.entry(n.clone()).or_default() += 1;
+                    if let Some(n) = report.nodes.get_mut(&n) {
+                        n.running += 1;
+                    }
+                }
+            }
+        }
+        if running {
+            continue;
+        }
+        let current = wanted[wanted.len() - 1];
+        let mut reason = message(current);
+        let mut error = has_err(current);
+        if !error {
+            // A task waiting out the restart delay says little; the failed one before it
+            // says why.
+            if let Some(prev) = list.iter().rev().find(|t| has_err(t)) {
+                error = true;
+                let why = message(prev);
+                reason = if reason.is_empty() {
+                    why
+                } else {
+                    format!("{reason} (last failure: {why})")
+                };
+            }
+        }
+        entry.problems.push(TaskProblem {
+            task: current.id.clone().unwrap_or_default(),
+            slot: current
+                .slot
+                .filter(|s| *s > 0)
+                .map(|s| s.clamp(0, i64::from(u32::MAX)) as u32),
+            node: current.node_id.clone().filter(|n| !n.is_empty()),
+            state: text(&state(current)),
+            reason,
+            error,
+        });
+    }
+    report
+}
+
+fn has_err(t: &Task) -> bool {
+    t.status
+        .as_ref()
+        .and_then(|s| s.err.as_ref())
+        .is_some_and(|e| !e.is_empty())
+}
+
+fn state(t: &Task) -> Option<TaskState> {
+    t.status.as_ref()?.state
+}
+
+/// Swarm's error when there is one, else its status message.
+fn message(t: &Task) -> String {
+    let Some(s) = t.status.as_ref() else {
+        return String::new();
+    };
+    s.err
+        .clone()
+        .filter(|e| !e.is_empty())
+        .or_else(|| s.message.clone())
+        .unwrap_or_default()
+}
