@@ -9,12 +9,14 @@
 //! - [`plan`]: desired + observed -> actions. Pure; where the product's judgement lives.
 //! - [`execute`]: actions -> engine calls, with bounded concurrency.
 //! - [`controller`]: wires them together until shutdown.
+//! - [`lease`]: one acting drover per project, through a lease container on the engine.
 //! - [`telemetry`]: structured logs.
 
 pub mod config;
 pub mod controller;
 pub mod engine;
 pub mod execute;
+pub mod lease;
 pub mod nodes;
 pub mod observe;
 pub mod plan;

@@ -108,6 +108,11 @@ struct RunArgs {
     /// A node whose pings all fail this long is down; its replicas move to other nodes.
     #[arg(long, env = "DROVER_NODE_DOWN_AFTER", value_parser = parse_duration, default_value = "1500ms")]
     node_down_after: Duration,
+    /// Lease against a second drover of the same project: a holder acts at most this long
+    /// after its last renewal; a waiting drover takes over within about 2.5 times this.
+    /// 0s turns the lease off (only when no second drover can ever run).
+    #[arg(long, env = "DROVER_LEASE_TTL", value_parser = parse_duration, default_value = "2s")]
+    lease_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -214,6 +219,13 @@ fn main() -> ExitCode {
             Command::Plan => print_plan(&specs, &loaded).await,
             Command::Run(args) => {
                 let settings = settings(&args, &loaded);
+                if settings.lease.is_none() {
+                    tracing::warn!(
+                        action = "lease",
+                        reason = "lease-ttl-0",
+                        "lease off: a second drover for this project would act at the same time"
+                    );
+                }
                 let cancel = CancellationToken::new();
                 tokio::spawn(shutdown_on_signal(cancel.clone()));
                 Controller::new(specs, load, loaded, settings, &cancel)
@@ -249,6 +261,9 @@ fn settings(args: &RunArgs, loaded: &config::Loaded) -> Settings {
         watch_interval: args.watch_interval,
         node_down_after: args.node_down_after,
         rebalance: x.rebalance,
+        lease: (!args.lease_ttl.is_zero()).then_some(drover::lease::LeaseConfig {
+            ttl: args.lease_ttl,
+        }),
     }
 }
 
