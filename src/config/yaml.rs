@@ -89,6 +89,12 @@ pub fn parse(
         underscored_numbers_as_strings: true,
         strict_booleans: true,
         property_syntax: serde_saphyr::PropertySyntax::DockerCompose,
+        // Aliases expand at read time: bound the expansion so an alias bomb fails fast
+        // instead of taking minutes and gigabytes (a real Compose file replays a few
+        // hundred events).
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: 10_000,
+        },
     };
     if let Some(env) = env {
         options = options.with_properties(env.clone());
