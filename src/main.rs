@@ -219,6 +219,11 @@ fn main() -> ExitCode {
             Command::Plan => print_plan(&specs, &loaded).await,
             Command::Run(args) => {
                 let settings = settings(&args, &loaded);
+                for spec in &specs {
+                    if let connect::Transport::Tcp(addr) = &spec.endpoint.transport {
+                        tracing::warn!(action = "connect", node = %spec.name, engine = %addr, reason = "plaintext", "engine reached over plaintext tcp: anyone on the path can read and drive it; use TLS (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH)");
+                    }
+                }
                 if settings.lease.is_none() {
                     tracing::warn!(
                         action = "lease",

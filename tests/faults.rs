@@ -121,15 +121,20 @@ fn two_drovers_started_together_never_double_and_the_standby_takes_over() {
     let killed = Instant::now();
     let victim = p.containers(Some("web"), Some("running"))[0].clone();
     p.docker_ok(&["rm", "-f", &victim]);
-    eventually_with(standby, UP, "standby takes over and restores 4", |_| {
-        p.running("web") == 4
+    eventually_with(standby, UP, "standby takes the lease", |d| {
+        !d.actions("lease-acquired").is_empty()
     });
-    let took = killed.elapsed();
+    // The standby acts once its fencing delay has passed.
+    let delay = standby.actions("lease-acquired")[0]["delay_ms"]
+        .as_u64()
+        .unwrap();
+    let took = killed.elapsed() + Duration::from_millis(delay);
     assert!(
         took < Duration::from_secs(10),
         "takeover took {took:?}:\n{}",
         standby.logs().join("\n")
     );
+    eventually_with(standby, UP, "standby restores 4", |_| p.running("web") == 4);
     assert_eq!(standby.actions("lease-acquired").len(), 1);
     assert_each_slot_once(&p, "web", 4);
     eprintln!("takeover after SIGKILL of the holder: {took:?}");
@@ -326,6 +331,16 @@ fn an_engine_answering_500s_then_stalling_then_recovering() {
     let p = Project::on("it-flt-errors", &web(3), env);
     let mut d = p.run(&["--resync-interval", "2s", "--watchdog", "2s"]);
     eventually_with(&mut d, UP, "3 running", |_| p.running("web") == 3);
+    let plain: Vec<_> = d
+        .events()
+        .into_iter()
+        .filter(|e| e["level"] == "WARN" && e["reason"] == "plaintext")
+        .collect();
+    assert_eq!(
+        plain.len(),
+        1,
+        "plaintext tcp is warned about once at start"
+    );
     let bystander = foreign(&p, "it-flt-errors-bystander", &[]);
     let before = fingerprint(&p, &bystander);
 
