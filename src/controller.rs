@@ -16,6 +16,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{self, FailureAction, LoadOptions, Project};
 use crate::execute::{Executor, Outcome};
+use crate::lease::{self, LeaseConfig, LeaseHandle};
 use crate::nodes::{self, HealthConfig, NodeHandle, NodeSpec};
 use crate::observe::{self, Snapshot, State, Trigger};
 use crate::plan::{self, Action, Backoff, BackoffConfig, NodeState, NodeView};
@@ -37,6 +38,8 @@ pub struct Settings {
     pub node_down_after: Duration,
     /// Move replicas towards an even spread when a node joins or returns.
     pub rebalance: bool,
+    /// Mutual exclusion with other drovers of the project; `None`: act without it.
+    pub lease: Option<LeaseConfig>,
 }
 
 impl Default for Settings {
@@ -49,6 +52,7 @@ impl Default for Settings {
             watch_interval: Duration::from_secs(1),
             node_down_after: Duration::from_millis(1500),
             rebalance: false,
+            lease: Some(LeaseConfig::default()),
         }
     }
 }
@@ -81,6 +85,9 @@ pub struct Controller {
     rolled_back: HashMap<String, String>,
     /// Metrics and status.
     telemetry: Telemetry,
+    /// Whether this process may act now (see [`crate::lease`]).
+    lease: LeaseHandle,
+    lease_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 #[derive(Default)]
@@ -107,6 +114,25 @@ impl Controller {
     ) -> Controller {
         let trigger = Arc::new(Trigger::default());
         let health = HealthConfig::with_down_after(settings.node_down_after);
+        let (lease, lease_task) = match (settings.lease, lease::lease_node(&nodes)) {
+            (Some(cfg), Some(node)) => {
+                let images = loaded
+                    .project
+                    .services
+                    .values()
+                    .map(|s| s.image.clone())
+                    .collect();
+                let (h, t) = lease::spawn(
+                    node.endpoint.clone(),
+                    loaded.project.name.clone(),
+                    images,
+                    cfg,
+                    cancel.child_token(),
+                );
+                (h, Some(t))
+            }
+            _ => (LeaseHandle::always(), None),
+        };
         let handles = nodes
             .into_iter()
             .map(|spec| {
@@ -137,6 +163,8 @@ impl Controller {
             previous: HashMap::new(),
             rolled_back: HashMap::new(),
             telemetry,
+            lease,
+            lease_task,
         };
         c.warn_once(&loaded.warnings);
         c
@@ -180,7 +208,23 @@ impl Controller {
         let _watcher = watching
             .then(|| watch_dirs(&self.files, dir_changed.clone()))
             .flatten();
+        let mut lease = self.lease.clone();
+        let mut acting = false;
         loop {
+            // Act only while holding the project's lease; stand by otherwise.
+            if !lease.held() {
+                if acting {
+                    warn!(action = "lease-lost", project = %self.project.name, reason = "expired", "lease not renewed in time; stopped acting");
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = lease.acquired() => {}
+                }
+                // Whatever happened meanwhile, look at everything again.
+                requeue = Some(Instant::now());
+                self.last.clear();
+            }
+            acting = true;
             let wake_at = match requeue {
                 Some(r) => r.min(next_resync),
                 None => next_resync,
@@ -214,10 +258,16 @@ impl Controller {
                 .extend(trigger.take_killed().into_iter().map(|id| (id, now)));
             requeue = tokio::select! {
                 _ = cancel.cancelled() => break,
+                // The lease ran out mid-pass: stop sending requests now.
+                _ = lease.lost() => Some(Instant::now()),
                 r = self.pass(&changed) => r.map(|d| Instant::now() + d),
             };
         }
         info!(action = "shutdown", project = %self.project.name, "stopped reconciling; containers left running");
+        // Let the lease task mark the lease released, so the next drover need not wait.
+        if let Some(t) = self.lease_task.take() {
+            let _ = tokio::time::timeout(Duration::from_millis(700), t).await;
+        }
     }
 
     /// List every node that is up, at once; a node that cannot be listed is frozen.

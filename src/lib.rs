@@ -10,12 +10,14 @@
 //! - [`execute`]: actions -> engine calls, with bounded concurrency.
 //! - [`controller`]: wires them together until shutdown.
 //! - [`swarm`]: Swarm mode: drive Swarm services like `docker stack deploy` instead.
+//! - [`lease`]: one acting drover per project, through a lease container on the engine.
 //! - [`telemetry`]: structured logs.
 
 pub mod config;
 pub mod controller;
 pub mod engine;
 pub mod execute;
+pub mod lease;
 pub mod nodes;
 pub mod observe;
 pub mod plan;

@@ -133,6 +133,11 @@ struct RunArgs {
     /// A node whose pings all fail this long is down; its replicas move to other nodes.
     #[arg(long, env = "DROVER_NODE_DOWN_AFTER", value_parser = parse_duration, default_value = "1500ms")]
     node_down_after: Duration,
+    /// Lease against a second drover of the same project: a holder acts at most this long
+    /// after its last renewal; a waiting drover takes over within about 2.5 times this.
+    /// 0s turns the lease off (only when no second drover can ever run).
+    #[arg(long, env = "DROVER_LEASE_TTL", value_parser = parse_duration, default_value = "2s")]
+    lease_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -284,6 +289,18 @@ fn main() -> ExitCode {
                 let Ok(server) = serve_http(cli.common.listen, &telemetry).await else {
                     return ExitCode::FAILURE;
                 };
+                for spec in &specs {
+                    if let connect::Transport::Tcp(addr) = &spec.endpoint.transport {
+                        tracing::warn!(action = "connect", node = %spec.name, engine = %addr, reason = "plaintext", "engine reached over plaintext tcp: anyone on the path can read and drive it; use TLS (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH)");
+                    }
+                }
+                if settings.lease.is_none() {
+                    tracing::warn!(
+                        action = "lease",
+                        reason = "lease-ttl-0",
+                        "lease off: a second drover for this project would act at the same time"
+                    );
+                }
                 let cancel = CancellationToken::new();
                 tokio::spawn(shutdown_on_signal(cancel.clone()));
                 Controller::new(specs, load, loaded, settings, telemetry, &cancel)
@@ -455,6 +472,9 @@ fn settings(args: &RunArgs, loaded: &config::Loaded) -> Settings {
         watch_interval: args.watch_interval,
         node_down_after: args.node_down_after,
         rebalance: x.rebalance,
+        lease: (!args.lease_ttl.is_zero()).then_some(drover::lease::LeaseConfig {
+            ttl: args.lease_ttl,
+        }),
     }
 }
 

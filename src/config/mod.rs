@@ -215,7 +215,20 @@ fn display_dir(dir: &Path) -> String {
     }
 }
 
+/// A config file larger than this is refused before it is parsed: real Compose files are
+/// kilobytes, and parsing cost grows with size.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
 pub(crate) fn read_file(shown: &str, path: &Path) -> Result<String, ConfigError> {
+    if let Ok(m) = std::fs::metadata(path)
+        && m.len() > MAX_FILE_BYTES
+    {
+        return Err(ConfigError(format!(
+            "{shown}: the file is {} bytes; a config file may be at most {} KiB",
+            m.len(),
+            MAX_FILE_BYTES / 1024
+        )));
+    }
     std::fs::read_to_string(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => ConfigError(format!("{shown}: no such file")),
         _ => ConfigError(format!("{shown}: cannot read: {e}")),

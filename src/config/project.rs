@@ -277,6 +277,16 @@ pub fn build(root: &Node, inp: &Inputs, warnings: &mut Warnings) -> Result<(Proj
             .or_else(|| drover_scale.get(&svc_name).copied())
             .or(d.file_replicas)
             .unwrap_or(1);
+        if s.replicas > MAX_REPLICAS {
+            return Err(fail(
+                &d.loc,
+                &format!("services.{svc_name}"),
+                format!(
+                    "{} replicas is more than one project can run (at most {MAX_REPLICAS})",
+                    s.replicas
+                ),
+            ));
+        }
         if let (Some(cn), Some(loc)) = (&s.container_name, &d.container_name_loc)
             && s.replicas > 1
         {
@@ -304,6 +314,9 @@ pub fn build(root: &Node, inp: &Inputs, warnings: &mut Warnings) -> Result<(Proj
     Ok((project, settings))
 }
 
+/// A service's replica target above this is refused: planning and listing that many
+/// slots would cost unbounded time and memory, and no engine runs that many containers.
+pub const MAX_REPLICAS: u32 = 10_000;
 /// `-p` > COMPOSE_PROJECT_NAME > `name:` > the project directory's name.
 fn project_name(inp: &Inputs, name_node: Option<&Node>) -> Result<String> {
     if let Some(p) = inp.project_name {

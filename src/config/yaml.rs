@@ -104,6 +104,12 @@ pub fn parse(
         // One `x-` anchor merged into hundreds of services is how large Compose files are
         // written; the alias and expansion caps still stop alias bombs.
         budget: serde_saphyr::budget! { enforce_alias_anchor_ratio: false },
+        // Aliases expand at read time: bound the expansion so an alias bomb fails fast
+        // instead of taking minutes and gigabytes (a real Compose file replays a few
+        // hundred events).
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: 100_000,
+        },
     };
     if let Some(env) = env {
         options = options.with_properties(env.clone());

@@ -154,11 +154,16 @@ impl Project {
         cmd.output().expect("drover runs")
     }
 
-    /// Remove everything labelled with this project (containers, networks, volumes).
+    /// Remove everything labelled with this project (containers, networks, volumes), and
+    /// its lease container.
     pub fn clean(&self) {
         let label = format!("label=drover.project={}", self.name);
-        let out = self.docker(&["ps", "-aq", "--no-trunc", "--filter", &label]);
-        let listed = String::from_utf8_lossy(&out.stdout).to_string();
+        let lease = format!("label=drover.lease={}", self.name);
+        let mut listed = String::new();
+        for filter in [&label, &lease] {
+            let out = self.docker(&["ps", "-aq", "--no-trunc", "--filter", filter]);
+            listed.push_str(&String::from_utf8_lossy(&out.stdout));
+        }
         let ids: Vec<&str> = listed.lines().filter(|l| !l.is_empty()).collect();
         if !ids.is_empty() {
             let mut args = vec!["rm", "-f", "-v"];

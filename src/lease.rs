@@ -1,0 +1,635 @@
+//! Mutual exclusion between drover processes managing the same project.
+//!
+//! The engine is the only store two drovers share, and it offers one atomic primitive: a
+//! container name is unique per engine (a second create of the same name fails with 409).
+//! The lease is therefore a container named `drover-lease-{project}` on the project's first
+//! node (by name), created and never started, labelled `drover.lease=<project>` and
+//! `drover.lease.holder=<holder>`. It carries no `drover.project` label, so the planner never
+//! sees it.
+//!
+//! - **Acquire**: create the container. 409 means someone holds it.
+//! - **Renew**: every `ttl / 4` the holder bumps a counter kept in the container's restart
+//!   policy (`on-failure:N`, the one field of a stopped container the engine lets a client
+//!   change in place), addressing the container by id. A 404 means the lease was taken away.
+//! - **Validity**: the holder may act only until `ttl` after it *sent* the last renewal that
+//!   succeeded. A holder that cannot reach the lease node (crash of the engine, partition,
+//!   stall) stops acting within `ttl`.
+//! - **Takeover**: a waiting drover inspects the container every `ttl / 4`. When its id and
+//!   counter have not changed for `3 * ttl / 2` (measured on the waiting drover's own
+//!   monotonic clock), the holder is taken to be gone: the waiting drover removes that
+//!   container by id and creates its own (a 409 or 404 on the way means another drover was
+//!   quicker: it goes back to waiting).
+//! - **Fencing by time**: the removal and a late renewal can cross (a holder coming back from
+//!   a partition renews just before its container is removed). So a drover that acquired a
+//!   lease it did not find released waits `ttl` before acting: by then any previous holder's
+//!   last successful renewal has run out.
+//! - **Release**: on shutdown the holder marks the lease released (restart policy `no`)
+//!   after it has stopped acting; the next drover takes a released lease at once, without
+//!   the wait.
+//!
+//! What it relies on: the drovers share the project's node list (they must pick the same
+//! lease node) and their clocks run at about the same rate (no synchronisation is needed;
+//! only durations on each process's own monotonic clock are compared). An engine request
+//! already sent when the lease runs out may still be applied by the engine after it.
+
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::models::{
+    ContainerCreateBody, ContainerUpdateBody, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, ListImagesOptions, RemoveContainerOptions,
+};
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::engine::connect::{self, Endpoint};
+
+/// Label naming the project a lease container is for.
+pub const LABEL_LEASE: &str = "drover.lease";
+/// Label naming the drover process that created the lease container.
+pub const LABEL_HOLDER: &str = "drover.lease.holder";
+
+/// The lease container's name for `project`.
+pub fn container_name(project: &str) -> String {
+    format!("drover-lease-{project}")
+}
+
+/// The node that keeps the lease: the project's first node by name.
+pub fn lease_node(nodes: &[crate::nodes::NodeSpec]) -> Option<&crate::nodes::NodeSpec> {
+    nodes.iter().min_by(|a, b| a.name.cmp(&b.name))
+}
+
+/// Lease timing; everything derives from `ttl`.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseConfig {
+    /// A holder acts at most this long after its last successful renewal was sent; a new
+    /// holder waits this long before acting.
+    pub ttl: Duration,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        LeaseConfig {
+            ttl: Duration::from_secs(2),
+        }
+    }
+}
+
+impl LeaseConfig {
+    /// How often the holder renews and a waiting drover looks.
+    pub fn interval(&self) -> Duration {
+        (self.ttl / 4).max(Duration::from_millis(50))
+    }
+
+    /// A lease unchanged this long is taken over.
+    pub fn stale_after(&self) -> Duration {
+        self.ttl * 3 / 2
+    }
+
+    /// One engine request's deadline.
+    fn request_timeout(&self) -> Duration {
+        (self.ttl / 2).max(Duration::from_millis(100))
+    }
+}
+
+/// When the current holder may act: from `from` until `until` (monotonic clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    pub from: Instant,
+    pub until: Instant,
+}
+
+/// The controller's side of a running lease task.
+#[derive(Clone)]
+pub struct LeaseHandle {
+    rx: watch::Receiver<Option<Validity>>,
+}
+
+impl LeaseHandle {
+    /// A handle that always holds (for a single process that opted out, and for tests).
+    pub fn always() -> LeaseHandle {
+        let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+        let (tx, rx) = watch::channel(Some(Validity {
+            from: Instant::now(),
+            until: far,
+        }));
+        // Keep the sender alive for the life of the process.
+        std::mem::forget(tx);
+        LeaseHandle { rx }
+    }
+
+    /// True when this process may act right now.
+    pub fn held(&self) -> bool {
+        let now = Instant::now();
+        matches!(*self.rx.borrow(), Some(v) if v.from <= now && now < v.until)
+    }
+
+    /// Wait until this process may act.
+    pub async fn acquired(&mut self) {
+        loop {
+            let v = *self.rx.borrow_and_update();
+            let now = Instant::now();
+            match v {
+                Some(v) if v.from <= now && now < v.until => return,
+                Some(v) if v.from > now => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(v.from.into()) => {}
+                        r = self.rx.changed() => if r.is_err() { std::future::pending::<()>().await },
+                    }
+                }
+                _ => {
+                    if self.rx.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Wait until this process may no longer act.
+    pub async fn lost(&mut self) {
+        loop {
+            let v = *self.rx.borrow_and_update();
+            let now = Instant::now();
+            match v {
+                Some(v) if v.from <= now && now < v.until => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(v.until.into()) => {}
+                        r = self.rx.changed() => if r.is_err() { std::future::pending::<()>().await },
+                    }
+                }
+                _ => return,
+            }
+        }
+    }
+}
+
+/// Start the lease task for `project` on the engine at `endpoint`. `images` are the
+/// project's images, preferred for the lease container (any image present works: the
+/// container is never started). On `cancel` a held lease is released.
+pub fn spawn(
+    endpoint: Endpoint,
+    project: String,
+    images: Vec<String>,
+    config: LeaseConfig,
+    cancel: CancellationToken,
+) -> (LeaseHandle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = watch::channel(None);
+    let task = Task {
+        endpoint,
+        name: container_name(&project),
+        project,
+        holder: holder_id(),
+        images,
+        config,
+        tx,
+    };
+    let join = tokio::spawn(task.run(cancel));
+    (LeaseHandle { rx }, join)
+}
+
+/// `hostname/pid/random`: unique per process.
+fn holder_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{host}/{}/{nanos:08x}", std::process::id())
+}
+
+/// What was seen of the lease container at one look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    Absent,
+    /// Held by someone (possibly us): id, holder, counter.
+    Held {
+        id: String,
+        holder: String,
+        counter: i64,
+    },
+    Released {
+        id: String,
+    },
+    /// A container of that name that is not a lease of this project: never touched.
+    Foreign,
+}
+
+struct Task {
+    endpoint: Endpoint,
+    project: String,
+    name: String,
+    holder: String,
+    images: Vec<String>,
+    config: LeaseConfig,
+    tx: watch::Sender<Option<Validity>>,
+}
+
+/// Outcome of an attempt to take the lease.
+enum Take {
+    Got { id: String, wait: bool },
+    NotYet,
+}
+
+impl Task {
+    async fn run(self, cancel: CancellationToken) {
+        let mut docker: Option<Docker> = None;
+        let mut held: Option<(String, i64)> = None;
+        // The last distinct state of someone else's lease, and when we first saw it.
+        let mut watching: Option<(Seen, Instant)> = None;
+        let mut said = String::new();
+        loop {
+            let attempt = Instant::now();
+            if docker.is_none() {
+                match tokio::time::timeout(
+                    self.config.request_timeout() * 4,
+                    connect::connect(&self.endpoint),
+                )
+                .await
+                {
+                    Ok(Ok(d)) => docker = Some(d),
+                    Ok(Err(e)) => self.say(&mut said, &format!("lease node: {e}")),
+                    Err(_) => self.say(&mut said, "lease node: connection timed out"),
+                }
+            }
+            if let Some(d) = docker.clone() {
+                match held.clone() {
+                    Some((id, counter)) => match self.renew(&d, &id, counter + 1).await {
+                        Ok(()) => held = Some((id, counter + 1)),
+                        Err(Some(404)) => {
+                            warn!(action = "lease-lost", project = %self.project, reason = "taken", "lease container removed or taken over; stopped acting");
+                            self.tx.send_replace(None);
+                            held = None;
+                            watching = None;
+                        }
+                        Err(_) => {}
+                    },
+                    None => match self.try_take(&d, &mut watching).await {
+                        Ok(Take::Got { id, wait }) => {
+                            let now = Instant::now();
+                            let from = if wait { attempt + self.config.ttl } else { now };
+                            info!(
+                                action = "lease-acquired",
+                                project = %self.project,
+                                container = %crate::observe::short_id(&id),
+                                delay_ms = from.saturating_duration_since(now).as_millis() as u64,
+                                "lease acquired"
+                            );
+                            self.tx.send_replace(Some(Validity {
+                                from,
+                                until: attempt + self.config.ttl,
+                            }));
+                            held = Some((id, 0));
+                            watching = None;
+                            said.clear();
+                        }
+                        Ok(Take::NotYet) => {}
+                        Err(e) => {
+                            self.say(&mut said, &e);
+                            // Reconnect: the engine may have gone away.
+                            docker = None;
+                        }
+                    },
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(self.config.interval()) => {}
+            }
+        }
+        self.tx.send_replace(None);
+        if let (Some(d), Some((id, _))) = (docker, held) {
+            self.release(&d, &id).await;
+        }
+    }
+
+    fn say(&self, said: &mut String, what: &str) {
+        if said != what {
+            warn!(action = "lease", project = %self.project, error = %what, "cannot reach the lease; not acting");
+            *said = what.to_string();
+        }
+    }
+
+    /// Bump the counter of our lease container; on success extend the validity.
+    async fn renew(&self, d: &Docker, id: &str, counter: i64) -> Result<(), Option<u16>> {
+        let sent = Instant::now();
+        let body = ContainerUpdateBody {
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::ON_FAILURE),
+                maximum_retry_count: Some(counter),
+            }),
+            ..Default::default()
+        };
+        match tokio::time::timeout(self.config.request_timeout(), d.update_container(id, body))
+            .await
+        {
+            Ok(Ok(())) => {
+                self.tx.send_modify(|v| {
+                    if let Some(v) = v {
+                        v.until = v.until.max(sent + self.config.ttl);
+                    }
+                });
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                let code = status(&e);
+                debug!(project = %self.project, error = %e, "lease renewal failed");
+                Err(code)
+            }
+            Err(_) => {
+                debug!(project = %self.project, "lease renewal timed out");
+                Err(None)
+            }
+        }
+    }
+
+    async fn look(&self, d: &Docker) -> Result<Seen, String> {
+        let inspected = tokio::time::timeout(
+            self.config.request_timeout(),
+            d.inspect_container(&self.name, None),
+        )
+        .await
+        .map_err(|_| "lease node: no answer in time".to_string())?;
+        let c = match inspected {
+            Ok(c) => c,
+            Err(e) if status(&e) == Some(404) => return Ok(Seen::Absent),
+            Err(e) => {
+                return Err(format!(
+                    "lease node: {}",
+                    connect::explain(&self.endpoint, &e)
+                ));
+            }
+        };
+        let labels = c.config.and_then(|c| c.labels).unwrap_or_default();
+        let id = c.id.unwrap_or_default();
+        if labels.get(LABEL_LEASE) != Some(&self.project) || id.is_empty() {
+            return Ok(Seen::Foreign);
+        }
+        let policy = c.host_config.and_then(|h| h.restart_policy);
+        let name = policy.as_ref().and_then(|p| p.name);
+        if name == Some(RestartPolicyNameEnum::NO) {
+            return Ok(Seen::Released { id });
+        }
+        Ok(Seen::Held {
+            id,
+            holder: labels.get(LABEL_HOLDER).cloned().unwrap_or_default(),
+            counter: policy.and_then(|p| p.maximum_retry_count).unwrap_or(0),
+        })
+    }
+
+    async fn try_take(
+        &self,
+        d: &Docker,
+        watching: &mut Option<(Seen, Instant)>,
+    ) -> Result<Take, String> {
+        let seen = self.look(d).await?;
+        match &seen {
+            Seen::Absent => self.create(d, true).await,
+            Seen::Released { id } => {
+                if self.remove(d, id).await? {
+                    self.create(d, false).await
+                } else {
+                    Ok(Take::NotYet)
+                }
+            }
+            Seen::Foreign => Err(format!(
+                "a container named {} exists without the label {LABEL_LEASE}={}; remove it to let drover run",
+                self.name, self.project
+            )),
+            Seen::Held { id, holder, .. } => {
+                let now = Instant::now();
+                match watching {
+                    Some((prev, since)) if *prev == seen => {
+                        if now.duration_since(*since) < self.config.stale_after() {
+                            return Ok(Take::NotYet);
+                        }
+                        warn!(
+                            action = "lease-takeover",
+                            project = %self.project,
+                            reason = "not-renewed",
+                            holder = %holder,
+                            duration_ms = now.duration_since(*since).as_millis() as u64,
+                            "lease not renewed; taking it over"
+                        );
+                        *watching = None;
+                        if self.remove(d, id).await? {
+                            self.create(d, true).await
+                        } else {
+                            Ok(Take::NotYet)
+                        }
+                    }
+                    _ => {
+                        if watching.is_none() {
+                            info!(action = "lease-wait", project = %self.project, holder = %holder, "another drover holds the lease; standing by");
+                        }
+                        *watching = Some((seen.clone(), now));
+                        Ok(Take::NotYet)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Remove a lease container by id; false when it was already gone (someone was quicker).
+    async fn remove(&self, d: &Docker, id: &str) -> Result<bool, String> {
+        let opts = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        match tokio::time::timeout(
+            self.config.request_timeout(),
+            d.remove_container(id, Some(opts)),
+        )
+        .await
+        {
+            Err(_) => Err("lease node: no answer in time".into()),
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(e)) if status(&e) == Some(404) => Ok(false),
+            // Already being removed by someone else.
+            Ok(Err(e)) if status(&e) == Some(409) => Ok(false),
+            Ok(Err(e)) => Err(format!(
+                "lease node: {}",
+                connect::explain(&self.endpoint, &e)
+            )),
+        }
+    }
+
+    async fn create(&self, d: &Docker, wait: bool) -> Result<Take, String> {
+        let image = self.image(d).await?;
+        let labels = [
+            (LABEL_LEASE.to_string(), self.project.clone()),
+            (LABEL_HOLDER.to_string(), self.holder.clone()),
+        ]
+        .into_iter()
+        .collect();
+        let body = ContainerCreateBody {
+            image: Some(image),
+            // Never started; if someone does start it, it fails at once instead of running
+            // the image's program.
+            entrypoint: Some(vec!["/drover-lease-is-never-started".into()]),
+            cmd: Some(vec![]),
+            labels: Some(labels),
+            network_disabled: Some(true),
+            host_config: Some(bollard::models::HostConfig {
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::ON_FAILURE),
+                    maximum_retry_count: Some(0),
+                }),
+                network_mode: Some("none".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let opts = CreateContainerOptions {
+            name: Some(self.name.clone()),
+            ..Default::default()
+        };
+        match tokio::time::timeout(
+            self.config.request_timeout() * 2,
+            d.create_container(Some(opts), body),
+        )
+        .await
+        {
+            Err(_) => Err("lease node: no answer in time".into()),
+            Ok(Ok(r)) => Ok(Take::Got { id: r.id, wait }),
+            Ok(Err(e)) if status(&e) == Some(409) => Ok(Take::NotYet),
+            Ok(Err(e)) => Err(format!(
+                "cannot create the lease container {}: {}",
+                self.name,
+                connect::explain(&self.endpoint, &e)
+            )),
+        }
+    }
+
+    /// An image present on the lease node: one of the project's if possible; pulls the
+    /// project's first image when the engine has none at all.
+    async fn image(&self, d: &Docker) -> Result<String, String> {
+        let listed = tokio::time::timeout(
+            self.config.request_timeout() * 2,
+            d.list_images(None::<ListImagesOptions>),
+        )
+        .await
+        .map_err(|_| "lease node: no answer in time".to_string())?
+        .map_err(|e| format!("lease node: {}", connect::explain(&self.endpoint, &e)))?;
+        for want in &self.images {
+            let full = if want.contains(':') || want.contains('@') {
+                want.clone()
+            } else {
+                format!("{want}:latest")
+            };
+            if let Some(img) = listed
+                .iter()
+                .find(|i| i.repo_tags.iter().any(|t| *t == full || t == want))
+            {
+                return Ok(img.id.clone());
+            }
+        }
+        if let Some(img) = listed.first() {
+            return Ok(img.id.clone());
+        }
+        let Some(want) = self.images.first() else {
+            return Err("no image on the lease node to create the lease container from".into());
+        };
+        let opts = CreateImageOptions {
+            from_image: Some(want.clone()),
+            ..Default::default()
+        };
+        let mut pull = d.create_image(Some(opts), None, None);
+        while let Some(r) = pull.next().await {
+            r.map_err(|e| format!("pull {want} for the lease container: {e}"))?;
+        }
+        Ok(want.clone())
+    }
+
+    /// Mark the lease released (we have stopped acting): the next drover takes it at once.
+    async fn release(&self, d: &Docker, id: &str) {
+        let body = ContainerUpdateBody {
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::NO),
+                maximum_retry_count: Some(0),
+            }),
+            ..Default::default()
+        };
+        match tokio::time::timeout(Duration::from_millis(500), d.update_container(id, body)).await {
+            Ok(Ok(())) => {
+                info!(action = "lease-released", project = %self.project, "lease released")
+            }
+            _ => debug!(project = %self.project, "could not release the lease; it expires"),
+        }
+    }
+}
+
+fn status(e: &DockerError) -> Option<u16> {
+    match e {
+        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn handle_waits_for_the_start_and_reports_the_end() {
+        let (tx, rx) = watch::channel(None);
+        let mut h = LeaseHandle { rx };
+        assert!(!h.held());
+        let now = Instant::now();
+        tx.send_replace(Some(Validity {
+            from: now + Duration::from_millis(200),
+            until: now + Duration::from_millis(400),
+        }));
+        assert!(!h.held(), "not before the fencing delay");
+        h.acquired().await;
+        assert!(Instant::now() >= now + Duration::from_millis(200));
+        assert!(h.held());
+        h.lost().await;
+        assert!(Instant::now() >= now + Duration::from_millis(400));
+        assert!(!h.held());
+    }
+
+    #[tokio::test]
+    async fn a_renewal_extends_and_a_loss_ends_at_once() {
+        let (tx, rx) = watch::channel(None);
+        let mut h = LeaseHandle { rx };
+        let now = Instant::now();
+        tx.send_replace(Some(Validity {
+            from: now,
+            until: now + Duration::from_millis(200),
+        }));
+        let tx2 = tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            tx2.send_modify(|v| v.as_mut().unwrap().until = now + Duration::from_secs(5));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            tx2.send_replace(None);
+        });
+        h.lost().await;
+        let took = now.elapsed();
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+    }
+
+    #[test]
+    fn timing_derives_from_the_ttl() {
+        let c = LeaseConfig::default();
+        assert_eq!(c.interval(), Duration::from_millis(500));
+        assert_eq!(c.stale_after(), Duration::from_secs(3));
+        assert!(
+            c.stale_after() > c.ttl,
+            "takeover only after the holder stopped"
+        );
+    }
+}
