@@ -108,7 +108,7 @@ pub fn parse(
         // instead of taking minutes and gigabytes (a real Compose file replays a few
         // hundred events).
         alias_limits: serde_saphyr::alias_limits! {
-            max_total_replayed_events: 100_000,
+            max_total_replayed_events: 10_000,
         },
     };
     if let Some(env) = env {

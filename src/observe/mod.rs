@@ -13,6 +13,7 @@ use std::time::SystemTime;
 
 use bollard::Docker;
 use bollard::query_parameters::{ListContainersOptions, ListNetworksOptions, ListVolumesOptions};
+use futures::StreamExt;
 
 use crate::spec::{LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_PROJECT, LABEL_SERVICE, LABEL_SLOT};
 
@@ -168,6 +169,9 @@ pub struct Snapshot {
     pub volumes: BTreeSet<String>,
 }
 
+/// Inspects in flight at once while taking a snapshot.
+const INSPECT_PARALLEL: usize = 8;
+
 /// Take a fresh snapshot of one project on one engine: one list of the project's
 /// containers, an inspect of each one that is not running (for exit code and run
 /// times) or that an event just named (the list can lag behind an exit), and the
@@ -196,7 +200,7 @@ pub async fn snapshot(
             .state
             .map(|s| State::parse(s.as_ref()))
             .unwrap_or(State::Unknown);
-        let mut c = Container {
+        let c = Container {
             node: node.to_string(),
             name: summary
                 .names
@@ -219,34 +223,61 @@ pub async fn snapshot(
             started_at: None,
             finished_at: None,
         };
-        if !matches!(c.state, State::Running | State::Paused) || changed.contains(&c.id) {
-            match docker.inspect_container(&c.id, None).await {
-                Ok(details) => {
-                    if let Some(st) = details.state {
-                        if let Some(status) = st.status {
-                            c.state = State::parse(status.as_ref());
-                        }
-                        if let Some(h) = st.health.and_then(|h| h.status) {
-                            c.health = match h.as_ref() {
-                                "healthy" => Health::Healthy,
-                                "unhealthy" => Health::Unhealthy,
-                                "starting" => Health::Starting,
-                                _ => Health::None,
-                            };
-                        }
-                        c.exit_code = st.exit_code;
-                        c.started_at = st.started_at.as_deref().and_then(parse_time);
-                        c.finished_at = st.finished_at.as_deref().and_then(parse_time);
-                    }
-                }
-                // Removed between the list and the inspect: leave it out.
-                Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => continue,
-                Err(e) => return Err(e),
-            }
-        }
         containers.push(c);
+    }
+    // Inspect, a few at a time, the containers that are not running or that an event named.
+    let checks = containers
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| {
+            !matches!(c.state, State::Running | State::Paused) || changed.contains(&c.id)
+        })
+        .map(|(i, c)| {
+            let id = c.id.clone();
+            async move { (i, docker.inspect_container(&id, None).await) }
+        });
+    let results: Vec<_> = futures::stream::iter(checks)
+        .buffer_unordered(INSPECT_PARALLEL)
+        .collect()
+        .await;
+    let mut gone = HashSet::new();
+    for (i, result) in results {
+        let c = &mut containers[i];
+        match result {
+            Ok(details) => {
+                if let Some(st) = details.state {
+                    if let Some(status) = st.status {
+                        c.state = State::parse(status.as_ref());
+                    }
+                    if let Some(h) = st.health.and_then(|h| h.status) {
+                        c.health = match h.as_ref() {
+                            "healthy" => Health::Healthy,
+                            "unhealthy" => Health::Unhealthy,
+                            "starting" => Health::Starting,
+                            _ => Health::None,
+                        };
+                    }
+                    c.exit_code = st.exit_code;
+                    c.started_at = st.started_at.as_deref().and_then(parse_time);
+                    c.finished_at = st.finished_at.as_deref().and_then(parse_time);
+                }
+            }
+            // Removed between the list and the inspect: leave it out.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {
+                gone.insert(i);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if !gone.is_empty() {
+        let mut i = 0;
+        containers.retain(|_| {
+            let keep = !gone.contains(&i);
+            i += 1;
+            keep
+        });
     }
     let networks = docker
         .list_networks(None::<ListNetworksOptions>)
