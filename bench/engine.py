@@ -117,6 +117,8 @@ class Events(threading.Thread):
         self.cond = threading.Condition()
         self.ready = threading.Event()
         self.error = None
+        # Called while waiting; may raise to abandon the wait (e.g. the process under test died).
+        self.alive = lambda: None
 
     def run(self):
         try:
@@ -173,6 +175,7 @@ class Events(threading.Thread):
                 if left <= 0:
                     return None
                 self.cond.wait(min(left, 0.5))
+                self.alive()
 
     def wait_started(self, start, pred, n, timeout):
         """The event at which n distinct matching containers have started, or None."""

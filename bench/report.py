@@ -278,9 +278,10 @@ def method(r):
         "  of the N-th container. drover: `drover run -f compose.yml -p bench-… --scale web=N"
         " --log-format json`",
         "  (its start-up, config load and first list included; default `--parallel 8`). Engine floor:",
-        "  `POST /containers/create` + `/start` over the socket from a thread pool, at several",
-        "  parallelism levels, the best median kept" + (f" ({lv}; the best is reused at 200)" if lv else "")
-        + ".",
+        "  `POST /networks/create`, then `POST /containers/create` + `/start` over the socket from a",
+        "  thread pool, for the same containers drover and compose make (on the project's own bridge",
+        "  network with the service name as an alias), at several parallelism levels, the best median",
+        "  kept" + (f" ({lv}; the best is reused at 200)" if lv else "") + ".",
         "  docker-compose 1.29: `docker-compose -p … up -d --scale web=N` (it also creates the project's",
         "  network). Swarm: `docker service create --detach --no-resolve-image --replicas N` on a",
         "  single-node swarm (`docker swarm init --advertise-addr 127.0.0.1`, left with",
