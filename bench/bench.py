@@ -177,7 +177,7 @@ class Bench:
 
     def remove_project(self, label, value):
         """Remove a project's containers, then its networks (named `<project>_<key>`)."""
-        self.engine.remove_where(lambda l: l.get(label) == value)
+        self.engine.remove_where(lambda l: l.get(label) == value, parallel=2)
         for net in self.engine.call("GET", "/networks"):
             if net.get("Name", "").startswith(value + "_"):
                 self.remove_network(net)
@@ -538,6 +538,28 @@ class Bench:
         finally:
             self.stop_drover(proc)
             self.remove_project("drover.project", p)
+        # Where the time went: when drover's restart calls began, relative to the first die.
+        # A long gap between two consecutive begins is a pass that waited for an earlier one.
+        recs = [r for r in self.drover_log(proc) if r.get("action") == "start" and "timestamp" in r]
+        for run in runs:
+            if run["back"] is None:
+                continue
+            spans = []
+            for r in recs:
+                end = parse_ts(r["timestamp"])
+                begin = end - r.get("duration_ms", 0) / 1000
+                if run["first_die"] - 0.05 <= begin <= run["first_die"] + run["back"]:
+                    spans.append((begin - run["first_die"], end - begin))
+            spans.sort()
+            run["restarts"] = len(spans)
+            if spans:
+                gaps = [(spans[i + 1][0] - spans[i][0], i + 1) for i in range(len(spans) - 1)] or [(0, 0)]
+                gap, at = max(gaps)
+                run["first_call_s"] = spans[0][0]
+                run["last_call_s"] = spans[-1][0]
+                run["call_ms_median"] = statistics.median(d for _, d in spans) * 1000
+                run["largest_gap_s"] = gap
+                run["calls_before_gap"] = at
         self.results["burst"] = {"back": stats([r["back"] for r in runs]),
                                  "peak": max(r["peak"] for r in runs),
                                  "peak_polled": max(r["peak_polled"] for r in runs),
@@ -588,6 +610,7 @@ class Bench:
         stop.set()
         poller.join()
         return {"back": (back_at - first_die) if back_at else None, "peak": peak, "low": low,
+                "first_die": first_die,
                 "peak_polled": max(polled) if polled else None}
 
     # ------------------------------------------------------------------ footprint
@@ -649,6 +672,7 @@ class Bench:
             "by_kind_per_min": {k: v / minutes for k, v in sorted(kinds.items())},
             "bytes_per_min": ((window[-1][3] - window[0][3]) / minutes) if len(window) > 1 else 0,
             "requests_during_start": len([r for r in reqs if r[0] < w0]),
+            "start_by_kind": count_kinds(r for r in reqs if r[0] < w0),
         }
         log(f"footprint: {self.results['footprint']}")
         self.note_load("footprint cleanup")
@@ -705,6 +729,14 @@ def proc_status(pid, key):
             if line.startswith(key + ":"):
                 return int(line.split()[1])  # kB
     return 0
+
+
+def count_kinds(reqs):
+    out = {}
+    for _, method, path, _ in reqs:
+        k = f"{method} {endpoint_kind(path)}"
+        out[k] = out.get(k, 0) + 1
+    return dict(sorted(out.items()))
 
 
 def endpoint_kind(path):
@@ -764,7 +796,16 @@ def main():
     ap.add_argument("--out", default=os.path.join(REPO, "docs", "benchmarks.md"),
                     help="report to write (default docs/benchmarks.md)")
     ap.add_argument("--json", help="also write the raw results here")
+    ap.add_argument("--render", metavar="JSON", help="only rewrite the report from saved results")
     args = ap.parse_args()
+
+    if args.render:
+        with open(args.render) as f:
+            table, doc = report.render(json.load(f))
+        print(table)
+        with open(args.out, "w") as f:
+            f.write(doc)
+        return
 
     b = Bench(args)
 

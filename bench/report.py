@@ -181,8 +181,13 @@ def render(r):
         f"drover {env.get('drover')} (release build)",
         "- Load average (1, 5, 15 min) as each phase began: "
         + "; ".join(f"{x['phase']} {x['load']}" for x in r.get("load", [])),
-        "",
     ]
+    loads = [float(x["load"].split()[0]) for x in r.get("load", [])]
+    if loads and env.get("cores") and max(loads) > env["cores"]:
+        doc.append(f"- **The machine was busy** (1-minute load up to {max(loads):.1f} on {env['cores']} cores, "
+                   "other builds and tests running): absolute times are inflated and noisy; the ratios "
+                   "between peers measured in the same minutes are the meaningful figures.")
+    doc.append("")
     for title, head, body in sections:
         doc += [f"### {title}", "", md_table(head, body), ""]
     doc += verdicts(r)
@@ -240,6 +245,20 @@ def verdicts(r):
             line += (f" Split: event to drover's engine call {o['reaction']['median'] * 1000:.0f} ms"
                      f" (detect, list, inspect, plan), the call itself {o['action']['median'] * 1000:.0f} ms"
                      f" (median).")
+        out.append(line)
+    burst = r.get("burst")
+    if burst and burst.get("back"):
+        b = burst["back"]
+        line = (f"- Burst (no time target): 50 of 100 back in {b['median']:.2f} s median, {b['p95']:.2f} s p95;"
+                f" the running count peaked at {max(burst['peak'], burst['peak_polled'] or 0)}"
+                f" (never above 100: **{'met' if max(burst['peak'], burst['peak_polled'] or 0) <= 100 else 'missed'}**).")
+        for i, run in enumerate(burst.get("runs", []), 1):
+            if run.get("first_call_s") is None:
+                continue
+            line += (f" Run {i}: first restart call {run['first_call_s'] * 1000:.0f} ms after the first die,"
+                     f" {run['restarts']} calls of {run['call_ms_median']:.0f} ms median, the last begun at"
+                     f" {run['last_call_s']:.2f} s; the largest pause between two calls, {run['largest_gap_s']:.2f} s,"
+                     f" came after call {run['calls_before_gap']}.")
         out.append(line)
     fp = r.get("footprint")
     if fp:
