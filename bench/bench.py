@@ -790,7 +790,7 @@ def proc_meminfo():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer runs: a few minutes instead of ~15")
+    ap.add_argument("--quick", action="store_true", help="fewer runs: under 10 minutes instead of about 20 on a quiet machine")
     ap.add_argument("--only", help="comma-separated phases: cold,recovery,swarm,burst,footprint")
     ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target")))
     ap.add_argument("--out", default=os.path.join(REPO, "docs", "benchmarks.md"),
