@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Benchmarks: drover beside the raw engine floor, docker-compose 1.29, Swarm mode and the
+# engine's restart policy, on the local engine, in one run. Prints a table and rewrites
+# docs/benchmarks.md.
+#
+#   ./bench/run.sh [--quick] [--only cold,recovery,swarm,burst,footprint] [--json FILE]
+#
+# Needs root (like scripts/engine.sh). Ensures its prerequisites: a running engine with the
+# offline test image, Debian's docker-compose, a release build of drover.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+say() { echo "bench: $*" >&2; }
+
+"$ROOT/scripts/engine.sh"
+
+if ! command -v docker-compose >/dev/null 2>&1; then
+  say "installing Debian's docker-compose"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
+fi
+command -v python3 >/dev/null 2>&1 || {
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 >/dev/null
+}
+
+say "building drover (release)"
+cargo build --release --locked --quiet
+
+exec python3 "$ROOT/bench/bench.py" --target-dir "${CARGO_TARGET_DIR:-$ROOT/target}" "$@"
