@@ -679,9 +679,75 @@ class Bench:
         self.remove_project("drover.project", p)
 
     # ------------------------------------------------------------------ main
+    # ------------------------------------------------------------------ node loss
+    def phase_nodeloss(self):
+        """Three nodes (dockerd in network namespaces, TLS), 6 replicas: kill the engine of
+        the node with the most replicas and time until all 6 run on the others (polled
+        every 50 ms over the nodes' sockets)."""
+        self.note_load("nodeloss")
+        node_sh = os.path.join(REPO, "scripts", "node.sh")
+        names, first = ["bnl-a", "bnl-b", "bnl-c"], 121
+        trials = 2 if self.quick else 5
+        p = self.project("nodeloss")
+        yaml = COMPOSE + "x-drover:\n  nodes:\n"
+        try:
+            for i, n in enumerate(names):
+                subprocess.run([node_sh, "start", n, str(first + i)], check=True,
+                               capture_output=True)
+                env = dict(line.split("=", 1) for line in subprocess.run(
+                    [node_sh, "env", n], capture_output=True, text=True, check=True).stdout.split())
+                yaml += (f"    - name: {n}\n      host: {env['DOCKER_HOST']}\n"
+                         f"      tls: {{ cert_path: {env['DOCKER_CERT_PATH']} }}\n")
+            path = os.path.join(self.work, "nodeloss.yml")
+            with open(path, "w") as f:
+                f.write(yaml)
+
+            def on(n, all_states=False):
+                out = subprocess.run(
+                    ["docker", "-H", f"unix:///run/drover-{n}.sock", "ps", "-q"]
+                    + (["-a"] if all_states else [])
+                    + ["--filter", f"label=drover.project={p}"],
+                    capture_output=True, text=True).stdout
+                return len(out.split())
+
+            def wait(cond, timeout=120):
+                end = time.time() + timeout
+                while time.time() < end:
+                    if cond():
+                        return True
+                    time.sleep(0.05)
+                return False
+
+            args = [self.drover, "run", "-f", path, "-p", p, "--scale", "web=6",
+                    "--log-format", "json", "--lease-ttl", "0s", *self.listen_off]
+            logpath = os.path.join(self.work, f"{p}.log")
+            out = open(logpath, "w")
+            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=self.work)
+            proc.logpath, proc.logfile = logpath, out
+            self.current = proc
+            if not wait(lambda: sum(on(n) for n in names) == 6):
+                raise RuntimeError("node loss: 6 replicas never ran over 3 nodes")
+            times = []
+            for _ in range(trials):
+                victim = max(names, key=on)
+                others = [n for n in names if n != victim]
+                t0 = time.time()
+                subprocess.run([node_sh, "kill", victim], check=True, capture_output=True)
+                ok = wait(lambda: sum(on(n) for n in others) == 6)
+                times.append(time.time() - t0 if ok else None)
+                log(f"node loss: {victim} killed, replicas elsewhere after "
+                    f"{fmt_s(times[-1] if ok else None)}")
+                subprocess.run([node_sh, "restart", victim], check=True, capture_output=True)
+                wait(lambda: on(victim, all_states=True) == 0)
+            self.stop_drover(proc)
+            self.results["nodeloss"] = stats(times)
+        finally:
+            for n in names:
+                subprocess.run([node_sh, "destroy", n], capture_output=True)
+
     def run(self):
         phases = set(self.args.only.split(",")) if self.args.only else \
-            {"cold", "recovery", "burst", "footprint", "swarm"}
+            {"cold", "recovery", "burst", "footprint", "swarm", "nodeloss"}
         self.results["started"] = time.time()
         self.results["env"] = environment(self)
         self.note_load("start")
@@ -697,6 +763,8 @@ class Bench:
             self.phase_burst()
         if "footprint" in phases:
             self.phase_footprint()
+        if "nodeloss" in phases:
+            self.phase_nodeloss()
         self.note_load("end")
         self.results["finished"] = time.time()
 
@@ -791,7 +859,7 @@ def proc_meminfo():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer runs: under 10 minutes instead of about 20 on a quiet machine")
-    ap.add_argument("--only", help="comma-separated phases: cold,recovery,swarm,burst,footprint")
+    ap.add_argument("--only", help="comma-separated phases: cold,recovery,swarm,burst,footprint,nodeloss")
     ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target")))
     ap.add_argument("--out", default=os.path.join(REPO, "docs", "benchmarks.md"),
                     help="report to write (default docs/benchmarks.md)")

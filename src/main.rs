@@ -135,9 +135,10 @@ struct RunArgs {
     node_down_after: Duration,
     /// Lease against a second drover of the same project: a holder acts at most this long
     /// after its last renewal; a waiting drover takes over within about 2.5 times this.
-    /// 0s turns the lease off (only when no second drover can ever run).
-    #[arg(long, env = "DROVER_LEASE_TTL", value_parser = parse_duration, default_value = "2s")]
-    lease_ttl: Duration,
+    /// 0s turns the lease off [default: 2s with one engine; off with x-drover.nodes, where
+    /// the lease would live on one node and no drover could act while that node is down].
+    #[arg(long, env = "DROVER_LEASE_TTL", value_parser = parse_duration)]
+    lease_ttl: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -297,8 +298,8 @@ fn main() -> ExitCode {
                 if settings.lease.is_none() {
                     tracing::warn!(
                         action = "lease",
-                        reason = "lease-ttl-0",
-                        "lease off: a second drover for this project would act at the same time"
+                        reason = if specs.len() > 1 { "several-nodes" } else { "lease-ttl-0" },
+                        "lease off: a second drover for this project would act at the same time (--lease-ttl turns it on)"
                     );
                 }
                 let cancel = CancellationToken::new();
@@ -472,9 +473,14 @@ fn settings(args: &RunArgs, loaded: &config::Loaded) -> Settings {
         watch_interval: args.watch_interval,
         node_down_after: args.node_down_after,
         rebalance: x.rebalance,
-        lease: (!args.lease_ttl.is_zero()).then_some(drover::lease::LeaseConfig {
-            ttl: args.lease_ttl,
-        }),
+        lease: match args.lease_ttl {
+            Some(ttl) if ttl.is_zero() => None,
+            Some(ttl) => Some(drover::lease::LeaseConfig { ttl }),
+            None if x.nodes.len() > 1 => None,
+            None => Some(drover::lease::LeaseConfig {
+                ttl: Duration::from_secs(2),
+            }),
+        },
     }
 }
 
