@@ -704,7 +704,10 @@ fn record(backoff: &mut Backoff, settings: &Settings, project: &Project, o: &Out
     let a = &o.action;
     let ms = o.duration.as_millis() as u64;
     let p = &project.name;
-    if let Action::CreateNetwork { name, .. } | Action::CreateVolume { name, .. } = a {
+    if let Action::CreateNetwork { name, .. }
+    | Action::RemoveNetwork { name, .. }
+    | Action::CreateVolume { name, .. } = a
+    {
         match &o.error {
             None => {
                 info!(action = a.name(), project = %p, node = a.node(), name = %name, duration_ms = ms, "{}", describe(a))
@@ -760,6 +763,7 @@ fn describe(a: &Action) -> &'static str {
     match a {
         Action::CreateNetwork { .. } => "network created",
         Action::CreateVolume { .. } => "volume created",
+        Action::RemoveNetwork { .. } => "duplicate network removed",
         Action::Create { .. } => "container created and started",
         Action::Start { .. } => "container started",
         Action::Restart { .. } => "container restarted",

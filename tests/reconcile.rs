@@ -416,3 +416,35 @@ networks:
         "service name is an alias: {aliases}"
     );
 }
+
+#[test]
+fn a_second_network_of_the_same_name_is_removed_and_the_project_keeps_working() {
+    let p = Project::new("it-dupnet", &two_services(2, 0));
+    let mut d = p.run(&[]);
+    eventually_with(&mut d, UP, "2 web running", |_| p.running("web") == 2);
+    let original = p.docker_ok(&["network", "inspect", "-f", "{{.Id}}", "it-dupnet_default"]);
+    // What a create racing another create leaves behind on Engine 20.10: a second network
+    // with the same name and labels (the engine checks names only when asked to).
+    let (code, body) = support::engine_request(
+        "POST",
+        "/networks/create",
+        r#"{"Name":"it-dupnet_default","Labels":{"drover.project":"it-dupnet","com.docker.compose.project":"it-dupnet","com.docker.compose.network":"default"}}"#,
+    );
+    assert_eq!(code, 201, "{body}");
+    // A replacement has to join the network by name, which fails while it is ambiguous.
+    let victim = p.containers(Some("web"), Some("running"))[0].clone();
+    p.docker_ok(&["rm", "-f", &victim]);
+    eventually_with(&mut d, UP, "the copy removed and 2 web running", |d| {
+        !d.actions("remove-network").is_empty() && p.running("web") == 2
+    });
+    let left = p.docker_ok(&[
+        "network",
+        "ls",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        "name=^it-dupnet_default$",
+    ]);
+    assert_eq!(left, original, "the oldest network is the one kept");
+    assert!(d.actions("remove-network")[0]["error"].is_null());
+}

@@ -65,7 +65,9 @@ impl Executor<'_> {
         let mut stages: Vec<Vec<&Action>> = vec![Vec::new(); order.len() + 2];
         for a in actions {
             let idx = match a {
-                Action::CreateNetwork { .. } | Action::CreateVolume { .. } => 0,
+                Action::CreateNetwork { .. }
+                | Action::RemoveNetwork { .. }
+                | Action::CreateVolume { .. } => 0,
                 _ => match a.service().and_then(|s| order.iter().position(|o| *o == s)) {
                     Some(i) => i + 2,
                     None => 1,
@@ -84,6 +86,9 @@ impl Executor<'_> {
             Ok(docker) => match action {
                 Action::CreateNetwork { key, name, .. } => {
                     self.create_network(docker, key, name).await
+                }
+                Action::RemoveNetwork { id, name, .. } => {
+                    self.remove_network(docker, id, name).await
                 }
                 Action::CreateVolume { key, name, .. } => {
                     self.create_volume(docker, key, name).await
@@ -186,6 +191,25 @@ impl Executor<'_> {
             // Created meanwhile (another pass, or a second drover): fine.
             Err(e) if status(&e) == Some(409) => Ok(None),
             Err(e) => Err(format!("create network {name}: {}", api_error(&e))),
+        }
+    }
+
+    /// Remove one copy of a repeated network, by id. The engine refuses while a container
+    /// is attached, which leaves that copy in place (and reported).
+    async fn remove_network(
+        &self,
+        docker: &Docker,
+        id: &str,
+        name: &str,
+    ) -> Result<Option<String>, String> {
+        match docker.remove_network(id).await {
+            Ok(()) => Ok(None),
+            Err(e) if status(&e) == Some(404) => Ok(None),
+            Err(e) => Err(format!(
+                "remove duplicate network {name} ({}): {}",
+                short(id),
+                api_error(&e)
+            )),
         }
     }
 

@@ -8,7 +8,7 @@
 
 mod events;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::SystemTime;
 
 use bollard::Docker;
@@ -167,6 +167,50 @@ pub struct Snapshot {
     pub networks: BTreeSet<String>,
     /// Engine names of existing volumes.
     pub volumes: BTreeSet<String>,
+    /// Networks of this project that repeat the name of an older network of this project
+    /// (the engine allows it): each is ambiguous to every container that joins by name.
+    pub duplicate_networks: Vec<NetworkRef>,
+}
+
+/// One network, by id and name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkRef {
+    pub id: String,
+    pub name: String,
+}
+
+/// The project's networks that share a name with an older one of the project: all but
+/// the oldest of each name (by creation time, then id, so that every drover picks the
+/// same one to keep). Containers already on a network can only be on the oldest one: once
+/// a second network of the name exists, joining by name fails.
+pub fn duplicate_networks(networks: &[bollard::models::Network], project: &str) -> Vec<NetworkRef> {
+    let mut by_name: BTreeMap<&str, Vec<(Option<SystemTime>, &str)>> = BTreeMap::new();
+    for n in networks {
+        let (Some(name), Some(id)) = (n.name.as_deref(), n.id.as_deref()) else {
+            continue;
+        };
+        let ours = n
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_PROJECT))
+            .is_some_and(|p| p == project);
+        if ours {
+            let created = n.created.as_deref().and_then(parse_time);
+            by_name.entry(name).or_default().push((created, id));
+        }
+    }
+    let mut out = Vec::new();
+    for (name, mut copies) in by_name {
+        copies.sort_by(|a, b| {
+            // Unknown creation times sort last.
+            (a.0.is_none(), a.0, a.1).cmp(&(b.0.is_none(), b.0, b.1))
+        });
+        out.extend(copies.into_iter().skip(1).map(|(_, id)| NetworkRef {
+            id: id.to_string(),
+            name: name.to_string(),
+        }));
+    }
+    out
 }
 
 /// Inspects in flight at once while taking a snapshot.
@@ -279,12 +323,9 @@ pub async fn snapshot(
             keep
         });
     }
-    let networks = docker
-        .list_networks(None::<ListNetworksOptions>)
-        .await?
-        .into_iter()
-        .filter_map(|n| n.name)
-        .collect();
+    let listed = docker.list_networks(None::<ListNetworksOptions>).await?;
+    let duplicate_networks = duplicate_networks(&listed, project);
+    let networks = listed.into_iter().filter_map(|n| n.name).collect();
     let volumes = docker
         .list_volumes(None::<ListVolumesOptions>)
         .await?
@@ -297,6 +338,7 @@ pub async fn snapshot(
         containers,
         networks,
         volumes,
+        duplicate_networks,
     })
 }
 
@@ -406,6 +448,33 @@ fn short_id_from_hostname(hostname: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn net(id: &str, name: &str, project: Option<&str>, created: &str) -> bollard::models::Network {
+        bollard::models::Network {
+            id: Some(id.into()),
+            name: Some(name.into()),
+            created: Some(created.into()),
+            labels: project.map(|p| HashMap::from([(LABEL_PROJECT.to_string(), p.to_string())])),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn keeps_the_oldest_of_a_repeated_project_network_and_never_names_foreign_ones() {
+        let nets = [
+            net("n2", "p_default", Some("p"), "2026-11-22T09:08:28.5Z"),
+            net("n1", "p_default", Some("p"), "2026-11-22T09:08:28.1Z"),
+            net("n3", "p_default", Some("p"), "2026-11-22T09:08:29Z"),
+            net("f1", "p_default", None, "2026-11-22T09:00:00Z"),
+            net("o1", "q_default", Some("q"), "2026-11-22T09:08:28Z"),
+            net("o2", "q_default", Some("q"), "2026-11-22T09:08:29Z"),
+            net("s1", "p_back", Some("p"), "2026-11-22T09:08:29Z"),
+        ];
+        let dups = duplicate_networks(&nets, "p");
+        let ids: Vec<&str> = dups.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["n2", "n3"]);
+        assert!(dups.iter().all(|d| d.name == "p_default"));
+    }
 
     #[test]
     fn parses_engine_times_with_nanoseconds() {

@@ -88,6 +88,13 @@ pub enum Action {
         key: String,
         name: String,
     },
+    /// Remove a network of the project that repeats the name of an older one (by id: the
+    /// name is ambiguous).
+    RemoveNetwork {
+        node: String,
+        id: String,
+        name: String,
+    },
     /// Create the project volume with this engine name.
     CreateVolume {
         node: String,
@@ -153,6 +160,7 @@ impl Action {
         match self {
             Action::CreateNetwork { .. } => "create-network",
             Action::CreateVolume { .. } => "create-volume",
+            Action::RemoveNetwork { .. } => "remove-network",
             Action::Create { .. } => "create",
             Action::Start { .. } => "start",
             Action::Restart { .. } => "restart",
@@ -164,7 +172,9 @@ impl Action {
 
     pub fn service(&self) -> Option<&str> {
         match self {
-            Action::CreateNetwork { .. } | Action::CreateVolume { .. } => None,
+            Action::CreateNetwork { .. }
+            | Action::RemoveNetwork { .. }
+            | Action::CreateVolume { .. } => None,
             Action::Create { service, .. }
             | Action::Start { service, .. }
             | Action::Restart { service, .. }
@@ -176,7 +186,9 @@ impl Action {
 
     pub fn slot(&self) -> Option<u32> {
         match self {
-            Action::CreateNetwork { .. } | Action::CreateVolume { .. } => None,
+            Action::CreateNetwork { .. }
+            | Action::RemoveNetwork { .. }
+            | Action::CreateVolume { .. } => None,
             Action::Create { slot, .. }
             | Action::Start { slot, .. }
             | Action::Restart { slot, .. }
@@ -190,6 +202,7 @@ impl Action {
     pub fn node(&self) -> &str {
         match self {
             Action::CreateNetwork { node, .. }
+            | Action::RemoveNetwork { node, .. }
             | Action::CreateVolume { node, .. }
             | Action::Create { node, .. }
             | Action::Start { node, .. }
@@ -214,7 +227,9 @@ impl Action {
 
     pub fn reason(&self) -> Option<Reason> {
         match self {
-            Action::CreateNetwork { .. } | Action::CreateVolume { .. } => None,
+            Action::CreateNetwork { .. }
+            | Action::RemoveNetwork { .. }
+            | Action::CreateVolume { .. } => None,
             Action::Create { reason, .. }
             | Action::Start { reason, .. }
             | Action::Restart { reason, .. }
@@ -232,6 +247,11 @@ impl std::fmt::Display for Action {
                 write!(f, "create network {name} on {node}")
             }
             Action::CreateVolume { name, node, .. } => write!(f, "create volume {name} on {node}"),
+            Action::RemoveNetwork { name, id, node } => write!(
+                f,
+                "remove network {name} ({}) on {node} (duplicate)",
+                crate::observe::short_id(id)
+            ),
             _ => {
                 write!(f, "{}", self.name())?;
                 if let Some(s) = self.service() {
@@ -465,6 +485,17 @@ fn infrastructure(input: &Input, actions: &[Action], out: &mut Vec<Action>) {
             _ => None,
         })
         .collect();
+    // A repeated network name makes every start on that network fail: remove the copies
+    // on every node that is up, whatever else the pass does.
+    for view in input.nodes.iter().filter(|n| n.state == NodeState::Up) {
+        for dup in &view.snapshot.duplicate_networks {
+            out.push(Action::RemoveNetwork {
+                node: view.name.to_string(),
+                id: dup.id.clone(),
+                name: dup.name.clone(),
+            });
+        }
+    }
     for view in input.nodes.iter().filter(|n| targets.contains(n.name)) {
         for (key, net) in &input.project.networks {
             if !net.external && !view.snapshot.networks.contains(&net.name) {

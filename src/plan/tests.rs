@@ -95,6 +95,7 @@ fn snapshot(containers: Vec<Container>) -> Snapshot {
         containers,
         networks: [format!("{P}_default")].into(),
         volumes: Default::default(),
+        duplicate_networks: vec![],
     }
 }
 
@@ -140,6 +141,9 @@ fn apply(p: &Project, s: &Snapshot, plan: &Plan, next_id: &mut u64) -> Snapshot 
             }
             Action::CreateVolume { name, .. } => {
                 out.volumes.insert(name.clone());
+            }
+            Action::RemoveNetwork { id, .. } => {
+                out.duplicate_networks.retain(|d| &d.id != id);
             }
             Action::Create {
                 service,
@@ -1053,4 +1057,26 @@ fn restart_window_counts_only_recent_attempts() {
     let plan = run_plan(&p, &snapshot(vec![c]), &b);
     assert!(plan.stopped.is_empty(), "{:?}", plan.stopped);
     assert_eq!(plan.actions.len(), 1);
+}
+
+#[test]
+fn a_repeated_network_name_is_removed_by_id_even_when_nothing_else_changes() {
+    let p = project(vec![svc("web", 1)]);
+    let mut s = snapshot(vec![running("a", "web", 1)]);
+    s.duplicate_networks = vec![crate::observe::NetworkRef {
+        id: "b".repeat(64),
+        name: format!("{P}_default"),
+    }];
+    let plan = run_plan(&p, &s, &Backoff::default());
+    assert_eq!(
+        plan.actions,
+        vec![Action::RemoveNetwork {
+            node: "n1".into(),
+            id: "b".repeat(64),
+            name: format!("{P}_default"),
+        }]
+    );
+    let mut next = 0;
+    let after = apply(&p, &s, &plan, &mut next);
+    assert!(run_plan(&p, &after, &Backoff::default()).actions.is_empty());
 }

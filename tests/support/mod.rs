@@ -52,6 +52,30 @@ pub fn local_engine() -> &'static str {
     })
 }
 
+/// One raw Engine API request over the local engine's unix socket, for what the CLI
+/// will not do (it refuses a second network of the same name, the API of 20.10 does not):
+/// returns the status code and the body.
+pub fn engine_request(method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let socket = local_engine().trim_start_matches("unix://");
+    let mut s = std::os::unix::net::UnixStream::connect(socket).expect("engine socket");
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (code, body.to_string())
+}
+
 /// The environment that points the docker CLI (or drover) at the local engine.
 pub fn local_env() -> Vec<(String, String)> {
     vec![("DOCKER_HOST".into(), local_engine().into())]
