@@ -14,6 +14,10 @@
 //! - **Validity**: the holder may act only until `ttl` after it *sent* the last renewal that
 //!   succeeded. A holder that cannot reach the lease node (crash of the engine, partition,
 //!   stall) stops acting within `ttl`.
+//! - **Holder gone**: the holder label carries its pid and a `drover.lease.scope` label says
+//!   where that pid means something (the boot and the container). A waiting drover in the
+//!   same scope that finds no such process (or is that pid itself: a restarted container)
+//!   knows the holder is gone and takes the lease at once, without waiting.
 //! - **Takeover**: a waiting drover inspects the container every `ttl / 4`. When its id and
 //!   counter have not changed for `3 * ttl / 2` (measured on the waiting drover's own
 //!   monotonic clock), the holder is taken to be gone: the waiting drover removes that
@@ -53,6 +57,8 @@ use crate::engine::connect::{self, Endpoint};
 pub const LABEL_LEASE: &str = "drover.lease";
 /// Label naming the drover process that created the lease container.
 pub const LABEL_HOLDER: &str = "drover.lease.holder";
+/// Label naming where the holder's pid can be checked: `{boot id}/{container id or host}`.
+pub const LABEL_SCOPE: &str = "drover.lease.scope";
 
 /// The lease container's name for `project`.
 pub fn container_name(project: &str) -> String {
@@ -73,9 +79,12 @@ pub struct LeaseConfig {
 }
 
 impl Default for LeaseConfig {
+    /// Long enough that a loaded engine (seconds per request) does not cost the lease; a
+    /// holder that exits is replaced at once (see "Holder gone"), so the ttl only bounds
+    /// takeovers from a holder that hangs or is cut off.
     fn default() -> Self {
         LeaseConfig {
-            ttl: Duration::from_secs(2),
+            ttl: Duration::from_secs(10),
         }
     }
 }
@@ -185,12 +194,44 @@ pub fn spawn(
         name: container_name(&project),
         project,
         holder: holder_id(),
+        scope: own_scope(),
         images,
         config,
         tx,
     };
     let join = tokio::spawn(task.run(cancel));
     (LeaseHandle { rx }, join)
+}
+
+/// Where this process's pid means something: the boot (pids restart with it) and the
+/// container (each has its own pid namespace). None when the boot id cannot be read.
+fn own_scope() -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let boot = boot.trim();
+    if boot.is_empty() {
+        return None;
+    }
+    let place = crate::observe::own_container_id().unwrap_or_else(|| "host".into());
+    Some(format!("{boot}/{place}"))
+}
+
+/// The pid in a holder id (`host/pid/random`).
+fn holder_pid(holder: &str) -> Option<u32> {
+    holder.split('/').nth(1)?.parse().ok()
+}
+
+/// True when the holder is known to have exited: same scope, and its pid is ours (a
+/// restarted container: we are that pid now) or names no process. A pid reused by some
+/// other process reads as alive, which only costs the wait.
+fn holder_exited(holder: &str, scope: &str, own_scope: Option<&str>, me: &str) -> bool {
+    if own_scope != Some(scope) || holder == me {
+        return false;
+    }
+    match holder_pid(holder) {
+        Some(pid) if pid == std::process::id() => true,
+        Some(pid) => !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        None => false,
+    }
 }
 
 /// `hostname/pid/random`: unique per process.
@@ -215,6 +256,7 @@ enum Seen {
     Held {
         id: String,
         holder: String,
+        scope: String,
         counter: i64,
     },
     Released {
@@ -229,6 +271,7 @@ struct Task {
     project: String,
     name: String,
     holder: String,
+    scope: Option<String>,
     images: Vec<String>,
     config: LeaseConfig,
     tx: watch::Sender<Option<Validity>>,
@@ -382,6 +425,7 @@ impl Task {
         Ok(Seen::Held {
             id,
             holder: labels.get(LABEL_HOLDER).cloned().unwrap_or_default(),
+            scope: labels.get(LABEL_SCOPE).cloned().unwrap_or_default(),
             counter: policy.and_then(|p| p.maximum_retry_count).unwrap_or(0),
         })
     }
@@ -393,7 +437,9 @@ impl Task {
     ) -> Result<Take, String> {
         let seen = self.look(d).await?;
         match &seen {
-            Seen::Absent => self.create(d, true).await,
+            // Nobody holds it: a first start (or a user removed it, in which case its holder
+            // stops at its next renewal).
+            Seen::Absent => self.create(d, false).await,
             Seen::Released { id } => {
                 if self.remove(d, id).await? {
                     self.create(d, false).await
@@ -405,6 +451,23 @@ impl Task {
                 "a container named {} exists without the label {LABEL_LEASE}={}; remove it to let drover run",
                 self.name, self.project
             )),
+            Seen::Held {
+                id, holder, scope, ..
+            } if holder_exited(holder, scope, self.scope.as_deref(), &self.holder) => {
+                warn!(
+                    action = "lease-takeover",
+                    project = %self.project,
+                    reason = "holder-exited",
+                    holder = %holder,
+                    "the drover holding the lease has exited; taking it over"
+                );
+                *watching = None;
+                if self.remove(d, id).await? {
+                    self.create(d, false).await
+                } else {
+                    Ok(Take::NotYet)
+                }
+            }
             Seen::Held { id, holder, .. } => {
                 let now = Instant::now();
                 match watching {
@@ -470,6 +533,7 @@ impl Task {
             (LABEL_HOLDER.to_string(), self.holder.clone()),
         ]
         .into_iter()
+        .chain(self.scope.clone().map(|s| (LABEL_SCOPE.to_string(), s)))
         .collect();
         let body = ContainerCreateBody {
             image: Some(image),
@@ -623,10 +687,42 @@ mod tests {
     }
 
     #[test]
+    fn an_exited_holder_is_recognised_only_in_the_same_scope() {
+        let me = holder_id();
+        let here = own_scope();
+        let scope = here.clone().unwrap_or_default();
+        let mine = std::process::id();
+        // A restarted container: the old holder had our pid.
+        let old_me = format!("h/{mine}/0000beef");
+        assert_eq!(
+            holder_exited(&old_me, &scope, here.as_deref(), &me),
+            here.is_some()
+        );
+        // Never ourselves, never another scope, never a pid that is alive.
+        assert!(!holder_exited(&me, &scope, here.as_deref(), &me));
+        assert!(!holder_exited(
+            &old_me,
+            "other-boot/host",
+            here.as_deref(),
+            &me
+        ));
+        assert!(!holder_exited(&old_me, &scope, None, &me));
+        let parent = format!("h/{}/0", std::os::unix::process::parent_id());
+        assert!(!holder_exited(&parent, &scope, here.as_deref(), &me));
+        // A pid no process has (above the kernel's pid_max limit).
+        let gone = "h/4194305/0";
+        assert_eq!(
+            holder_exited(gone, &scope, here.as_deref(), &me),
+            here.is_some()
+        );
+        assert!(!holder_exited("garbage", &scope, here.as_deref(), &me));
+    }
+
+    #[test]
     fn timing_derives_from_the_ttl() {
         let c = LeaseConfig::default();
-        assert_eq!(c.interval(), Duration::from_millis(500));
-        assert_eq!(c.stale_after(), Duration::from_secs(3));
+        assert_eq!(c.interval(), Duration::from_millis(2500));
+        assert_eq!(c.stale_after(), Duration::from_secs(15));
         assert!(
             c.stale_after() > c.ttl,
             "takeover only after the holder stopped"

@@ -134,9 +134,10 @@ struct RunArgs {
     #[arg(long, env = "DROVER_NODE_DOWN_AFTER", value_parser = parse_duration, default_value = "1500ms")]
     node_down_after: Duration,
     /// Lease against a second drover of the same project: a holder acts at most this long
-    /// after its last renewal; a waiting drover takes over within about 2.5 times this.
-    /// 0s turns the lease off [default: 2s with one engine; off with x-drover.nodes, where
-    /// the lease would live on one node and no drover could act while that node is down].
+    /// after its last renewal; a waiting drover takes over at once when the holder exited
+    /// on the same machine, otherwise within about 2.5 times this. 0s turns the lease off
+    /// [default: 10s with one engine; off with x-drover.nodes, where the lease would live
+    /// on one node and no drover could act while that node is down].
     #[arg(long, env = "DROVER_LEASE_TTL", value_parser = parse_duration)]
     lease_ttl: Option<Duration>,
 }
@@ -477,9 +478,7 @@ fn settings(args: &RunArgs, loaded: &config::Loaded) -> Settings {
             Some(ttl) if ttl.is_zero() => None,
             Some(ttl) => Some(drover::lease::LeaseConfig { ttl }),
             None if x.nodes.len() > 1 => None,
-            None => Some(drover::lease::LeaseConfig {
-                ttl: Duration::from_secs(2),
-            }),
+            None => Some(drover::lease::LeaseConfig::default()),
         },
     }
 }

@@ -114,7 +114,9 @@ fn two_drovers_started_together_never_double_and_the_standby_takes_over() {
         "the standby never acted:\n{}",
         standby.logs().join("\n")
     );
-    assert!(!standby.actions("lease-wait").is_empty());
+    eventually_with(standby, UP, "the standby says it waits", |d| {
+        !d.actions("lease-wait").is_empty()
+    });
     // Kill the holder without a chance to release, and give the standby work to do.
     holder.child.kill().unwrap();
     holder.child.wait().unwrap();
@@ -124,20 +126,63 @@ fn two_drovers_started_together_never_double_and_the_standby_takes_over() {
     eventually_with(standby, UP, "standby takes the lease", |d| {
         !d.actions("lease-acquired").is_empty()
     });
-    // The standby acts once its fencing delay has passed.
-    let delay = standby.actions("lease-acquired")[0]["delay_ms"]
-        .as_u64()
-        .unwrap();
-    let took = killed.elapsed() + Duration::from_millis(delay);
-    assert!(
-        took < Duration::from_secs(10),
-        "takeover took {took:?}:\n{}",
+    // Same machine, holder's pid gone: taken over at once, without the fencing delay.
+    assert_eq!(
+        standby.actions("lease-takeover")[0]["reason"],
+        "holder-exited",
+        "{}",
         standby.logs().join("\n")
     );
+    assert_eq!(standby.actions("lease-acquired")[0]["delay_ms"], 0);
+    let took = killed.elapsed();
     eventually_with(standby, UP, "standby restores 4", |_| p.running("web") == 4);
     assert_eq!(standby.actions("lease-acquired").len(), 1);
     assert_each_slot_once(&p, "web", 4);
     eprintln!("takeover after SIGKILL of the holder: {took:?}");
+}
+
+#[test]
+fn a_frozen_holder_is_replaced_and_stops_acting_once_resumed() {
+    let p = Project::new("it-flt-frozen", &web(2));
+    let mut a = p.run(&["--lease-ttl", "2s"]);
+    eventually_with(&mut a, UP, "2 web running", |_| p.running("web") == 2);
+    let mut b = p.run(&["--lease-ttl", "2s"]);
+    eventually_with(&mut b, UP, "b stands by", |d| {
+        !d.actions("lease-wait").is_empty()
+    });
+    // A holder that hangs (its pid still exists): only the lease's silence tells.
+    a.signal("STOP");
+    let frozen = std::time::Instant::now();
+    let victim = p.containers(Some("web"), Some("running"))[0].clone();
+    p.docker_ok(&["rm", "-f", &victim]);
+    eventually_with(&mut b, UP, "b takes over and restores 2", |d| {
+        !d.actions("lease-acquired").is_empty() && p.running("web") == 2
+    });
+    let took = frozen.elapsed();
+    assert_eq!(b.actions("lease-takeover")[0]["reason"], "not-renewed");
+    assert!(
+        took < Duration::from_secs(10),
+        "takeover took {took:?}:\n{}",
+        b.logs().join("\n")
+    );
+    // Resumed, the old holder finds its lease gone and never acts again, even with work
+    // to do.
+    let creates = a.actions("create").len();
+    a.signal("CONT");
+    eventually_with(&mut a, UP, "a notices", |d| {
+        !d.actions("lease-lost").is_empty() || !d.actions("lease-wait").is_empty()
+    });
+    let victim = p.containers(Some("web"), Some("running"))[0].clone();
+    p.docker_ok(&["rm", "-f", &victim]);
+    eventually_with(&mut b, UP, "b restores 2 again", |_| p.running("web") == 2);
+    assert_eq!(
+        a.actions("create").len(),
+        creates,
+        "{}",
+        a.logs().join("\n")
+    );
+    assert_each_slot_once(&p, "web", 2);
+    eprintln!("takeover from a frozen holder (ttl 2s): {took:?}");
 }
 
 #[test]
