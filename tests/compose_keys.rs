@@ -170,7 +170,7 @@ services:
     }
     // Seen from inside, too.
     assert!(exec(&p, &ids[0], "cat /etc/hosts").contains("db.internal"));
-    assert!(exec(&p, &ids[0], "ulimit -n") == "1024");
+    assert_eq!(exec(&p, &ids[0], "ulimit -n"), "1024");
 
     let h = json(&p, &ids[1], ".HostConfig");
     assert_eq!(h["Privileged"], true);

@@ -160,7 +160,7 @@ fn full_file_maps_every_supported_key() {
         DependsCondition::ServiceStarted
     );
     assert!(web.depends_on["cache"].required);
-    assert_eq!(web.replicas, 3);
+    assert_eq!(web.replicas, 1);
     assert_eq!(web.container_name, None);
     assert_eq!(web.config_hash.len(), 64);
 
@@ -457,11 +457,11 @@ fn config_hash_is_stable_and_sensitive() {
     );
 
     let mut o = opts("multi", &["base.yml"]);
-    o.scale = vec![("web".into(), 5)];
+    o.scale = vec![("worker".into(), 5)];
     let scaled = load(&o).project;
-    assert_eq!(scaled.services["web"].replicas, 5);
+    assert_eq!(scaled.services["worker"].replicas, 5);
     assert_eq!(
-        base.services["web"].config_hash, scaled.services["web"].config_hash,
+        base.services["worker"].config_hash, scaled.services["worker"].config_hash,
         "replicas do not change the hash"
     );
 

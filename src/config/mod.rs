@@ -229,9 +229,26 @@ pub(crate) fn read_file(shown: &str, path: &Path) -> Result<String, ConfigError>
             MAX_FILE_BYTES / 1024
         )));
     }
-    std::fs::read_to_string(path).map_err(|e| match e.kind() {
+    let bytes = std::fs::read(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => ConfigError(format!("{shown}: no such file")),
         _ => ConfigError(format!("{shown}: cannot read: {e}")),
+    })?;
+    text(shown, bytes)
+}
+
+/// The file's bytes as text; the error names the line and column of the first byte that
+/// is not UTF-8 (a file saved in Latin-1 or Windows-1252, usually).
+fn text(shown: &str, bytes: Vec<u8>) -> Result<String, ConfigError> {
+    String::from_utf8(bytes).map_err(|e| {
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = good.iter().filter(|b| **b == b'\n').count() + 1;
+        let start = good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        // Columns count characters, as the YAML errors do.
+        let column = String::from_utf8_lossy(&good[start..]).chars().count() + 1;
+        ConfigError(format!(
+            "{shown}:{line}:{column}: the file is not UTF-8 text (byte 0x{:02x}); save it as UTF-8",
+            e.as_bytes()[good.len()]
+        ))
     })
 }
 
@@ -302,4 +319,17 @@ fn environment(
 /// The normalized project as YAML (for `drover check`).
 pub fn to_yaml(project: &Project) -> Result<String, String> {
     serde_saphyr::to_string(project).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod text_tests {
+    #[test]
+    fn a_byte_that_is_not_utf8_is_located() {
+        let e = super::text("c.yml", b"a: 1\nb: \"caf\xe9\"\n".to_vec()).unwrap_err();
+        assert_eq!(
+            e.0,
+            "c.yml:2:8: the file is not UTF-8 text (byte 0xe9); save it as UTF-8"
+        );
+        assert_eq!(super::text("c.yml", "é: ü".into()).unwrap(), "é: ü");
+    }
 }

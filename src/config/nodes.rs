@@ -158,7 +158,10 @@ fn constraint(text: &str) -> Option<Constraint> {
         (l, r, false)
     };
     let (lhs, value) = (lhs.trim(), rhs.trim());
-    if value.is_empty() {
+    // Swarm's own rule for a constraint's value; `node.name === a` leaves `= a`.
+    let value_ok =
+        |c: char| c.is_ascii_alphanumeric() || c.is_whitespace() || ":-_.*()?+[]\\^$|/".contains(c);
+    if value.is_empty() || !value.chars().all(value_ok) {
         return None;
     }
     let field = match lhs {
@@ -194,5 +197,8 @@ mod tests {
         assert!(!c.allows("n2", &labels));
         assert!(constraint("node.role == manager").is_none());
         assert!(constraint("node.name ==").is_none());
+        assert!(constraint("node.name === a").is_none());
+        assert!(constraint("node.name == a=b").is_none());
+        assert!(constraint("node.labels.disk == ssd-*").is_some());
     }
 }

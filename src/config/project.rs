@@ -189,6 +189,19 @@ pub fn build(root: &Node, inp: &Inputs, warnings: &mut Warnings) -> Result<(Proj
     let mut disabled: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut service_entries: Vec<&(Key, Node)> = Vec::new();
     for entry in all_entries {
+        let n = &entry.0.name;
+        if n.is_empty()
+            || !n
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return Err(fail(
+                &entry.0.loc,
+                &format!("services.{n}"),
+                "a service name may hold only letters, digits, '.', '_' and '-' \
+                 (it becomes part of container and DNS names)",
+            ));
+        }
         let profiles = service_profiles(&entry.1, &format!("services.{}", entry.0.name))?;
         let active =
             profiles.is_empty() || enabled.iter().any(|e| e == "*" || profiles.contains(e));
@@ -264,6 +277,7 @@ pub fn build(root: &Node, inp: &Inputs, warnings: &mut Warnings) -> Result<(Proj
     }
 
     let mut services = BTreeMap::new();
+    let mut published = PublishedPorts::new(&settings);
     for (svc_name, d) in drafts {
         let mut s = d.service;
         s.unhealthy = d.unhealthy.or(settings.unhealthy).unwrap_or_default();
@@ -300,6 +314,7 @@ pub fn build(root: &Node, inp: &Inputs, warnings: &mut Warnings) -> Result<(Proj
                 ),
             ));
         }
+        published.check(&s, &d.port_locs)?;
         s.config_hash = config_hash(&s, &networks, &volumes);
         services.insert(svc_name, s);
     }
@@ -312,6 +327,79 @@ pub fn build(root: &Node, inp: &Inputs, warnings: &mut Warnings) -> Result<(Proj
         volumes,
     };
     Ok((project, settings))
+}
+
+/// Host ports the project publishes, to refuse the ones that cannot all be bound: the same
+/// host port in two services, twice in one service, or in every replica of a service that
+/// runs more than one on a single engine. With several nodes, replicas and services may
+/// land on different engines, so only a port repeated within one container is refused; in
+/// Swarm mode ports are published once for the whole swarm, so replicas share them.
+struct PublishedPorts {
+    single_engine: bool,
+    swarm: bool,
+    seen: Vec<(u16, crate::config::Protocol, Option<String>, String)>,
+}
+
+impl PublishedPorts {
+    fn new(settings: &Settings) -> PublishedPorts {
+        PublishedPorts {
+            single_engine: settings.nodes.len() <= 1,
+            swarm: settings.mode == Some(crate::config::Mode::Swarm),
+            seen: Vec::new(),
+        }
+    }
+
+    fn check(&mut self, s: &Service, locs: &[(crate::config::yaml::Loc, String)]) -> Result<()> {
+        if s.replicas == 0 {
+            return Ok(());
+        }
+        let wildcard = |ip: &Option<String>| {
+            ip.as_deref()
+                .is_none_or(|i| i.is_empty() || i == "0.0.0.0" || i == "::")
+        };
+        let mine_from = self.seen.len();
+        for (port, (loc, path)) in s.ports.iter().zip(locs) {
+            let Some(host) = port.published else { continue };
+            let proto = port.protocol;
+            let clash = self.seen.iter().enumerate().find(|(i, (h, p, ip, _))| {
+                *h == host
+                    && *p == proto
+                    && (wildcard(ip) || wildcard(&port.host_ip) || *ip == port.host_ip)
+                    && (*i >= mine_from || self.single_engine || self.swarm)
+            });
+            let what = format!("host port {host}/{}", protocol_name(proto));
+            if let Some((_, (_, _, _, other))) = clash {
+                return Err(fail(
+                    loc,
+                    path,
+                    format!("{what} is already published by {other}; only one can bind it"),
+                ));
+            }
+            if s.replicas > 1 && self.single_engine && !self.swarm {
+                return Err(fail(
+                    loc,
+                    path,
+                    format!(
+                        "{what} would be published by each of the {} replicas, and only one can \
+                         bind it; leave the host port out (\"{}\") to let the engine pick one \
+                         per replica",
+                        s.replicas, port.target
+                    ),
+                ));
+            }
+            self.seen
+                .push((host, proto, port.host_ip.clone(), path.to_string()));
+        }
+        Ok(())
+    }
+}
+
+fn protocol_name(p: crate::config::Protocol) -> &'static str {
+    match p {
+        crate::config::Protocol::Tcp => "tcp",
+        crate::config::Protocol::Udp => "udp",
+        crate::config::Protocol::Sctp => "sctp",
+    }
 }
 
 /// A service's replica target above this is refused: planning and listing that many

@@ -67,6 +67,9 @@ pub struct Draft {
     pub default_network: bool,
     /// The service's own `x-drover.unhealthy`, which wins over the top-level one.
     pub unhealthy: Option<UnhealthyAction>,
+    /// Where each of `service.ports` is written, with its key path (one per port; a range
+    /// gives several ports at one place).
+    pub port_locs: Vec<(Loc, String)>,
 }
 
 pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft> {
@@ -108,6 +111,7 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
         depends_locs: BTreeMap::new(),
         default_network: true,
         unhealthy: None,
+        port_locs: Vec::new(),
     };
     let mut image = None;
     let mut has_build = None;
@@ -143,7 +147,10 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
             }
             "ports" => {
                 for (i, item) in read::seq(v, p)?.iter().enumerate() {
-                    ports(item, &index(p, i), &mut s.ports)?;
+                    let ip = index(p, i);
+                    ports(item, &ip, &mut s.ports)?;
+                    d.port_locs
+                        .resize(s.ports.len(), (item.loc.clone(), ip.clone()));
                 }
             }
             "volumes" => {
