@@ -159,6 +159,10 @@ fn as_a_non_root_container_with_the_socket_it_keeps_the_example_project() {
         &format!("{}-drover", p.name),
         &[
             "--read-only",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
             "--group-add",
             &gid,
             "-v",
@@ -211,6 +215,16 @@ fn as_a_non_root_container_with_the_socket_it_keeps_the_example_project() {
     };
     assert!(ids("Uid:").iter().all(|u| u == UID), "{proc_status}");
     assert!(ids("Groups:").contains(&gid), "{proc_status}");
+    // No capability, and none to gain.
+    for set in ["CapPrm:", "CapEff:", "CapBnd:"] {
+        assert!(
+            ids(set)
+                .iter()
+                .all(|c| c.trim_start_matches('0').is_empty()),
+            "{set} {proc_status}"
+        );
+    }
+    assert_eq!(ids("NoNewPrivs:"), ["1"], "{proc_status}");
 
     // A killed replica restarts; a removed one is recreated.
     let victim = p.containers(Some("worker"), Some("running"))[0].clone();

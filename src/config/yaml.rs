@@ -152,6 +152,12 @@ fn first_line_without_location(message: &str) -> String {
         Some(i) => &first[..i],
         None => first,
     };
+    // The candidate is part of the value, which may be a password: never repeat it.
+    if first.starts_with("Invalid name: ") {
+        return "invalid interpolation: `${` must start a variable name (write `$$` for a \
+                literal `$`)"
+            .to_string();
+    }
     for (prefix, says) in [
         ("missing property `", "is not set"),
         ("empty property `", "is empty"),
@@ -552,6 +558,14 @@ mod tests {
         let e = p("a: x${GONE?unset}\n", &[]).unwrap_err();
         assert_eq!(e.message, "required variable GONE is not set: unset");
         assert_eq!((e.line, e.column, e.path.as_str()), (1, 4, "a"));
+        // A broken reference inside a value (a password, say) is not repeated.
+        let e = p("a: \"pa${ss-word\"\n", &[]).unwrap_err();
+        assert!(!e.message.contains("ss-word"), "{}", e.message);
+        assert!(
+            e.message.starts_with("invalid interpolation"),
+            "{}",
+            e.message
+        );
         let e = p("services:\n  web: 1\n  web: 2\n", &[]).unwrap_err();
         assert_eq!(e.line, 3);
         assert!(e.message.contains("duplicate"), "{}", e.message);

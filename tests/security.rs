@@ -1,0 +1,220 @@
+//! What drover says never carries a secret: environment values (inline, from `.env`
+//! interpolation, from `env_file`), secret file contents and TLS material stay out of its
+//! logs (even at debug level), `plan`, `status`, `/status`, `/metrics` and its errors,
+//! while they do reach the containers.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use drover::telemetry::http;
+use support::drover::{Drover, Project, eventually_with};
+
+const UP: Duration = Duration::from_secs(60);
+
+/// Every value below contains this, so one search finds any of them.
+const MARK: &str = "Zq7-hush";
+
+fn compose(api_key: &str) -> String {
+    format!(
+        r#"
+services:
+  web:
+    image: drover-test/busybox:latest
+    command: ["sleep", "86400"]
+    stop_signal: SIGKILL
+    environment:
+      PASSWORD: ${{DB_PASSWORD}}
+      API_KEY: "{api_key}"
+    env_file: app.env
+    secrets: [token]
+    deploy:
+      replicas: 2
+  broken:
+    image: drover-test/no-such-image:{MARK}-never
+    environment:
+      - PASSWORD=${{DB_PASSWORD}}
+secrets:
+  token:
+    file: ./token.txt
+"#
+    )
+}
+
+fn address(d: &mut Drover) -> SocketAddr {
+    let mut addr = None;
+    eventually_with(d, UP, "the listen log line", |d| {
+        addr = d
+            .actions("listen")
+            .first()
+            .and_then(|e| e["address"].as_str().map(str::to_string));
+        addr.is_some()
+    });
+    addr.unwrap().parse().unwrap()
+}
+
+/// The marked values found in `text`, for a failure message that names them.
+fn leaks(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.contains(MARK))
+        .map(|l| l.chars().take(300).collect())
+        .collect()
+}
+
+#[test]
+fn env_values_and_secret_files_never_reach_logs_plan_status_or_errors() {
+    let p = Project::new("it-sec", &compose(&format!("inline-{MARK}-1")));
+    p.write(".env", &format!("DB_PASSWORD=dotenv-{MARK}-2\n"));
+    p.write("app.env", &format!("TOKEN=envfile-{MARK}-3\n"));
+    p.write("token.txt", &format!("secret-{MARK}-4\n"));
+    let mut d = p.run(&["--listen", "127.0.0.1:0", "--log-level", "debug"]);
+    let addr = address(&mut d);
+    eventually_with(&mut d, UP, "2 web running", |_| p.running("web") == 2);
+    // The values do reach the containers: the search below would find them if said.
+    let id = p.containers(Some("web"), Some("running"))[0].clone();
+    let env = p.inspect(&id, "{{json .Config.Env}}");
+    for want in ["inline-", "dotenv-", "envfile-"] {
+        assert!(env.contains(&format!("{want}{MARK}")), "{want}: {env}");
+    }
+    let secret = p.docker_ok(&["exec", &id, "cat", "/run/secrets/token"]);
+    assert_eq!(secret, format!("secret-{MARK}-4"));
+
+    // Work that logs: a kill, a removal, a service that cannot start, a value change
+    // that recreates, an edit that does not load.
+    let other = p
+        .containers(Some("web"), Some("running"))
+        .into_iter()
+        .find(|c| *c != id)
+        .unwrap();
+    p.docker_ok(&["kill", &id]);
+    p.docker_ok(&["rm", "-f", &other]);
+    eventually_with(&mut d, UP, "restored and the missing image reported", |d| {
+        p.running("web") == 2
+            && d.events()
+                .iter()
+                .any(|e| e["service"] == "broken" && e["error"].is_string())
+    });
+    p.write(".env", &format!("DB_PASSWORD=rotated-{MARK}-5\n"));
+    eventually_with(&mut d, UP, "recreated with the new value", |_| {
+        p.running_names("web").len() == 2
+            && p.containers(Some("web"), Some("running")).iter().all(|c| {
+                p.inspect(c, "{{json .Config.Env}}")
+                    .contains(&format!("rotated-{MARK}-5"))
+            })
+    });
+    p.write("compose.yml", &compose(&format!("${{:broken-{MARK}-6}}")));
+    eventually_with(&mut d, UP, "the broken edit reported", |d| {
+        !d.actions("reload").is_empty()
+            && d.logs()
+                .iter()
+                .any(|l| l.contains("services.web.environment.API_KEY"))
+    });
+
+    let (_, status) = http::get(addr, "/status", Duration::from_secs(5)).unwrap();
+    let (_, metrics) = http::get(addr, "/metrics", Duration::from_secs(5)).unwrap();
+    let listen = addr.to_string();
+    let cli_status = p.drover(&["status", "--listen", &listen]);
+    let cli_status_json = p.drover(&["status", "--json", "--listen", &listen]);
+    // `plan` from the last good file, and from the broken one (an error).
+    let plan_broken = p.drover(&["plan"]);
+    p.write("compose.yml", &compose(&format!("inline-{MARK}-1")));
+    let plan = p.drover(&["plan"]);
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    assert!(!plan_broken.status.success());
+
+    let mut said = vec![
+        ("logs", d.logs().join("\n")),
+        ("/status", status.clone()),
+        ("/metrics", metrics),
+    ];
+    for (what, out) in [
+        ("status", &cli_status),
+        ("status --json", &cli_status_json),
+        ("plan", &plan),
+        ("plan of the broken file", &plan_broken),
+    ] {
+        said.push((what, String::from_utf8_lossy(&out.stdout).into_owned()));
+        said.push((what, String::from_utf8_lossy(&out.stderr).into_owned()));
+    }
+    // The outputs are not empty: the service names, the failing image's tag (which is not
+    // a secret and carries the mark on purpose) and the reload error are there.
+    assert!(status.contains("\"web\""), "{status}");
+    assert!(
+        d.logs()
+            .iter()
+            .any(|l| l.contains(&format!("no-such-image:{MARK}-never"))),
+        "the image error is logged"
+    );
+    for (what, text) in &said {
+        let found: Vec<String> = leaks(text)
+            .into_iter()
+            .map(|l| l.replace(&format!("no-such-image:{MARK}-never"), "IMAGE"))
+            .filter(|l| l.contains(MARK))
+            .collect();
+        assert!(found.is_empty(), "{what} shows a secret value:\n{found:#?}");
+    }
+}
+
+/// Over TLS, at debug level, and through a failing handshake: no key or certificate
+/// content in anything drover says. Node index 101.
+#[test]
+fn tls_material_never_reaches_logs_or_errors() {
+    let node = support::Node::start("sec-tls", 101);
+    let key = std::fs::read_to_string(node.cert_dir.join("key.pem")).unwrap();
+    let cert = std::fs::read_to_string(node.cert_dir.join("cert.pem")).unwrap();
+    // A line from the middle of each PEM body: what a leak of the material would show.
+    let body_line = |pem: &str| {
+        let lines: Vec<&str> = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        lines[lines.len() / 2].to_string()
+    };
+    let secrets = [body_line(&key), body_line(&cert)];
+    let p = Project::on(
+        "it-sec-tls",
+        "services:\n  web:\n    image: drover-test/busybox:latest\n    command: [\"sleep\", \"86400\"]\n",
+        node.env(),
+    );
+    node.docker_ok(&["image", "inspect", "drover-test/busybox:latest"]);
+    let mut d = p.run(&["--log-level", "debug"]);
+    eventually_with(&mut d, UP, "web running over TLS", |_| {
+        p.running("web") == 1
+    });
+    let mut said = d.logs().join("\n");
+    drop(d);
+    // A client certificate the engine does not trust: the handshake fails.
+    let wrong = std::env::temp_dir().join(format!("drover-sec-wrong-{}", std::process::id()));
+    std::fs::create_dir_all(&wrong).unwrap();
+    std::fs::copy(node.cert_dir.join("key.pem"), wrong.join("key.pem")).unwrap();
+    std::fs::copy(node.cert_dir.join("cert.pem"), wrong.join("cert.pem")).unwrap();
+    // The node's own server certificate as the CA: verification of the server fails.
+    std::fs::copy(node.cert_dir.join("cert.pem"), wrong.join("ca.pem")).unwrap();
+    let out = std::process::Command::new(support::drover_bin())
+        .args(["plan", "--log-level", "debug"])
+        .current_dir(&p.dir)
+        .env_clear()
+        .env("DOCKER_HOST", &node.host)
+        .env("DOCKER_TLS_VERIFY", "1")
+        .env("DOCKER_CERT_PATH", &wrong)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&wrong);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ca.pem") || err.contains("certificate"),
+        "{err}"
+    );
+    said.push_str(&err);
+    said.push_str(&String::from_utf8_lossy(&out.stdout));
+    assert!(!said.contains("-----BEGIN"), "PEM in output:\n{said}");
+    for s in &secrets {
+        assert!(
+            !said.contains(s.as_str()),
+            "TLS material in output:\n{said}"
+        );
+    }
+}
