@@ -176,7 +176,7 @@ fn main() -> ExitCode {
         _ => {}
     }
     let env: HashMap<String, String> = std::env::vars().collect();
-    let load = LoadOptions {
+    let mut load = LoadOptions {
         files: cli.common.file.clone(),
         project_name: cli.common.project_name.clone(),
         env_files: cli.common.env_file.clone(),
@@ -185,14 +185,30 @@ fn main() -> ExitCode {
         env: env.clone(),
         cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
         profiles: cli.common.profile.clone(),
+        // Not known before the file is read (x-drover.mode) and the engine asked (auto).
+        mode: Some(cli.common.mode.unwrap_or(config::Mode::Auto)),
     };
-    let loaded = match config::load(&load) {
+    let mut loaded = match config::load(&load) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
+    // The mode the file asks for decides what it may contain (external secrets) and which
+    // warnings apply.
+    if let (None, Some(m)) = (cli.common.mode, loaded.settings.mode)
+        && m != config::Mode::Auto
+    {
+        load.mode = Some(m);
+        loaded = match config::load(&load) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    }
 
     if let Command::Check { format } = cli.command {
         for w in &loaded.warnings {
@@ -264,6 +280,22 @@ fn main() -> ExitCode {
                 "plain"
             };
             tracing::info!(action = "mode", mode = m, reason = %why, "mode chosen");
+        }
+        let chosen = match &mode {
+            Ok((m, _)) => *m,
+            Err(_) => wanted,
+        };
+        // Load again for the mode now known (reloads keep using it).
+        let mut loaded = loaded;
+        if load.mode != Some(chosen) {
+            load.mode = Some(chosen);
+            loaded = match config::load(&load) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
         }
         let swarm_docker = match (mode, docker) {
             (Ok((config::Mode::Swarm, _)), Some(d)) => Some(d),
