@@ -447,7 +447,7 @@ async fn run_swarm(
 ) -> ExitCode {
     match command {
         Command::Check { .. } | Command::Status { .. } | Command::Healthcheck => ExitCode::SUCCESS,
-        Command::Plan => match swarm::plan_lines(&docker, &endpoint, &load, &loaded).await {
+        Command::Plan => match swarm::plan_lines(&docker, &endpoint, &loaded).await {
             Ok(lines) => {
                 for l in lines {
                     println!("{l}");
@@ -462,18 +462,38 @@ async fn run_swarm(
         Command::Run(args) => {
             let settings = swarm::run::Settings {
                 watch_interval: args.watch_interval,
+                watchdog: args
+                    .watchdog
+                    .or(loaded.settings.watchdog)
+                    .unwrap_or(Settings::default().watchdog),
                 ..Default::default()
             };
-            // /livez for the container's HEALTHCHECK; Swarm's own figures are in the logs.
-            let telemetry = Telemetry::new(&loaded.project.name, Duration::from_secs(120), None);
+            // As in plain mode: an event stream counts as fresh for two watchdog periods.
+            let telemetry = Telemetry::new(
+                &loaded.project.name,
+                settings.watchdog * 2,
+                observe::own_container_id(),
+            );
+            let controller = match swarm::run::Controller::new(
+                docker,
+                endpoint,
+                load,
+                loaded,
+                settings,
+                telemetry.clone(),
+            ) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let Ok(server) = serve_http(listen, &telemetry).await else {
                 return ExitCode::FAILURE;
             };
             let cancel = CancellationToken::new();
             tokio::spawn(shutdown_on_signal(cancel.clone()));
-            swarm::run::Controller::new(docker, endpoint, load, loaded, settings)
-                .run(cancel)
-                .await;
+            controller.run(cancel).await;
             if let Some(s) = server {
                 s.abort();
             }
