@@ -176,7 +176,7 @@ fn main() -> ExitCode {
         _ => {}
     }
     let env: HashMap<String, String> = std::env::vars().collect();
-    let load = LoadOptions {
+    let mut load = LoadOptions {
         files: cli.common.file.clone(),
         project_name: cli.common.project_name.clone(),
         env_files: cli.common.env_file.clone(),
@@ -185,14 +185,30 @@ fn main() -> ExitCode {
         env: env.clone(),
         cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
         profiles: cli.common.profile.clone(),
+        // Not known before the file is read (x-drover.mode) and the engine asked (auto).
+        mode: Some(cli.common.mode.unwrap_or(config::Mode::Auto)),
     };
-    let loaded = match config::load(&load) {
+    let mut loaded = match config::load(&load) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
+    // The mode the file asks for decides what it may contain (external secrets) and which
+    // warnings apply.
+    if let (None, Some(m)) = (cli.common.mode, loaded.settings.mode)
+        && m != config::Mode::Auto
+    {
+        load.mode = Some(m);
+        loaded = match config::load(&load) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    }
 
     if let Command::Check { format } = cli.command {
         for w in &loaded.warnings {
@@ -264,6 +280,22 @@ fn main() -> ExitCode {
                 "plain"
             };
             tracing::info!(action = "mode", mode = m, reason = %why, "mode chosen");
+        }
+        let chosen = match &mode {
+            Ok((m, _)) => *m,
+            Err(_) => wanted,
+        };
+        // Load again for the mode now known (reloads keep using it).
+        let mut loaded = loaded;
+        if load.mode != Some(chosen) {
+            load.mode = Some(chosen);
+            loaded = match config::load(&load) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
         }
         let swarm_docker = match (mode, docker) {
             (Ok((config::Mode::Swarm, _)), Some(d)) => Some(d),
@@ -415,7 +447,7 @@ async fn run_swarm(
 ) -> ExitCode {
     match command {
         Command::Check { .. } | Command::Status { .. } | Command::Healthcheck => ExitCode::SUCCESS,
-        Command::Plan => match swarm::plan_lines(&docker, &endpoint, &load, &loaded).await {
+        Command::Plan => match swarm::plan_lines(&docker, &endpoint, &loaded).await {
             Ok(lines) => {
                 for l in lines {
                     println!("{l}");
@@ -430,18 +462,38 @@ async fn run_swarm(
         Command::Run(args) => {
             let settings = swarm::run::Settings {
                 watch_interval: args.watch_interval,
+                watchdog: args
+                    .watchdog
+                    .or(loaded.settings.watchdog)
+                    .unwrap_or(Settings::default().watchdog),
                 ..Default::default()
             };
-            // /livez for the container's HEALTHCHECK; Swarm's own figures are in the logs.
-            let telemetry = Telemetry::new(&loaded.project.name, Duration::from_secs(120), None);
+            // As in plain mode: an event stream counts as fresh for two watchdog periods.
+            let telemetry = Telemetry::new(
+                &loaded.project.name,
+                settings.watchdog * 2,
+                observe::own_container_id(),
+            );
+            let controller = match swarm::run::Controller::new(
+                docker,
+                endpoint,
+                load,
+                loaded,
+                settings,
+                telemetry.clone(),
+            ) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let Ok(server) = serve_http(listen, &telemetry).await else {
                 return ExitCode::FAILURE;
             };
             let cancel = CancellationToken::new();
             tokio::spawn(shutdown_on_signal(cancel.clone()));
-            swarm::run::Controller::new(docker, endpoint, load, loaded, settings)
-                .run(cancel)
-                .await;
+            controller.run(cancel).await;
             if let Some(s) = server {
                 s.abort();
             }

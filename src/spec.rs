@@ -135,9 +135,11 @@ pub fn create_body(project: &Project, service: &Service, slot: u32) -> Container
         .iter()
         .chain(service.options.configs.iter())
     {
+        // External ones (Swarm mode only) have no file; the loader refuses them in plain mode.
+        let Some(file) = &f.file else { continue };
         mounts.push(EngineMount {
             target: Some(f.target.clone()),
-            source: Some(f.file.clone()),
+            source: Some(file.clone()),
             typ: Some(MountType::BIND),
             read_only: Some(true),
             ..Default::default()
@@ -574,6 +576,7 @@ mod tests {
             hostname: None,
             depends_on: BTreeMap::new(),
             container_name: None,
+            mode: Default::default(),
             placement: Default::default(),
             update: Default::default(),
             rollback: Default::default(),
@@ -591,6 +594,8 @@ mod tests {
                 ("front".to_string(), network("shop_front")),
             ]),
             volumes: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            configs: BTreeMap::new(),
         };
         (project, service)
     }

@@ -1,18 +1,23 @@
 //! Swarm mode against real swarms of engines in network namespaces (never the machine's
 //! own engine, which other tests need as a plain engine): deploy, scale through the scale
 //! file, a rolling update on an image change, an unchanged service left alone, a service
-//! removed from the file, another stack untouched; on three nodes, a drained and a killed
+//! removed from the file, another stack untouched; secrets and configs (created, mounted,
+//! rolled on a content change, the old one removed, never logged); /metrics, /status and
+//! `drover status` against `docker service ls`/`ps`; project networks removed with the
+//! services that used them, foreign ones kept; on three nodes, a drained and a killed
 //! worker whose tasks Swarm moves, as drover reports.
 //!
 //! Node indices 81..89 belong to this file.
 
 mod support;
 
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
+use drover::telemetry::http;
 use support::Node;
-use support::drover::{Project, eventually_with};
+use support::drover::{Drover, Project, eventually_with};
 
 const UP: Duration = Duration::from_secs(60);
 
@@ -418,4 +423,403 @@ services:
         "{}",
         d.logs().join("\n")
     );
+}
+
+/// The id of a running task container of Swarm service `name` on `node`.
+fn task_container(node: &Node, name: &str) -> Option<String> {
+    let filter = format!("label=com.docker.swarm.service.name={name}");
+    node.docker_ok(&["ps", "-q", "--filter", &filter])
+        .lines()
+        .next()
+        .map(str::to_string)
+}
+
+/// `cat` inside a running task of `service`, or `None` while there is none.
+fn cat_in_task(node: &Node, service: &str, path: &str) -> Option<String> {
+    let id = task_container(node, service)?;
+    let out = node.docker(&["exec", &id, "cat", path]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+/// Names of the swarm's secrets (or configs) that start with `prefix`.
+fn objects(node: &Node, kind: &str, prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = node
+        .docker_ok(&[kind, "ls", "--format", "{{.Name}}"])
+        .lines()
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn secrets_and_configs_are_mounted_and_a_new_content_rolls_the_service() {
+    let m = Node::start("sw-sec", 86);
+    swarm(&[&m]);
+    let ext = std::env::temp_dir().join(format!("it-shared-ext-{}", std::process::id()));
+    std::fs::write(&ext, "external-value").unwrap();
+    m.docker_ok(&["secret", "create", "it-shared-ext", ext.to_str().unwrap()]);
+    let _ = std::fs::remove_file(ext);
+    let compose = r#"
+x-drover:
+  mode: swarm
+services:
+  app:
+    image: drover-test/busybox:latest
+    # Runs only when the secret and the config are there.
+    command: ["sh", "-c", "cat /run/secrets/token /etc/app.conf >/dev/null && sleep 86400"]
+    stop_signal: SIGKILL
+    secrets:
+      - token
+      - {source: ext, target: /etc/ext, uid: "1000", mode: 0400}
+    configs:
+      - {source: conf, target: /etc/app.conf}
+    deploy:
+      update_config: {order: start-first, monitor: 1s}
+secrets:
+  token: {file: ./token.txt}
+  ext: {external: true, name: it-shared-ext}
+configs:
+  conf: {file: ./app.conf}
+"#;
+    let p = Project::on("it-swarm-sec", compose, m.env());
+    p.write("token.txt", "s3cret-first");
+    p.write("app.conf", "level=1\n");
+    let plan = p.drover(&["plan", "-p", &p.name]);
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        text.contains("create secret it-swarm-sec_token from ")
+            && text.contains("create config it-swarm-sec_conf from "),
+        "{text}{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    assert!(!text.contains("s3cret"), "{text}");
+
+    let mut d = p.run(&[]);
+    let svc = "it-swarm-sec_app";
+    eventually_with(&mut d, UP, "the app task running with its secret", |_| {
+        cat_in_task(&m, svc, "/run/secrets/token").as_deref() == Some("s3cret-first")
+    });
+    assert_eq!(
+        cat_in_task(&m, svc, "/etc/app.conf").as_deref(),
+        Some("level=1\n")
+    );
+    let id = task_container(&m, svc).unwrap();
+    assert_eq!(
+        m.docker_ok(&["exec", &id, "busybox", "stat", "-c", "%u %a", "/etc/ext"]),
+        "1000 400"
+    );
+    assert_eq!(
+        objects(&m, "secret", "it-swarm-sec_"),
+        vec!["it-swarm-sec_token"]
+    );
+    assert_eq!(
+        m.docker_ok(&[
+            "secret",
+            "inspect",
+            "-f",
+            "{{index .Spec.Labels \"com.docker.stack.namespace\"}}",
+            "it-swarm-sec_token"
+        ]),
+        "it-swarm-sec"
+    );
+
+    // New content: a new secret under a hashed name, the service rolled onto it, the old
+    // secret removed once unused. The external one is never touched.
+    p.write("token.txt", "s3cret-second");
+    eventually_with(&mut d, UP, "the task reads the new secret", |_| {
+        cat_in_task(&m, svc, "/run/secrets/token").as_deref() == Some("s3cret-second")
+    });
+    eventually_with(&mut d, UP, "the old secret removed", |_| {
+        let names = objects(&m, "secret", "it-swarm-sec_");
+        names.len() == 1 && names[0].starts_with("it-swarm-sec_token-")
+    });
+    assert!(
+        d.actions("remove_secret").iter().any(|e| e["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("it-swarm-sec_token ")),
+        "{}",
+        d.logs().join("\n")
+    );
+    assert!(
+        d.actions("update")
+            .iter()
+            .any(|e| e["service"] == svc && e["reason"].as_str().unwrap_or("").contains("Secrets")),
+        "{}",
+        d.logs().join("\n")
+    );
+    assert!(
+        m.docker(&["secret", "inspect", "it-shared-ext"])
+            .status
+            .success()
+    );
+    // A changed config rolls the service the same way.
+    p.write("app.conf", "level=2\n");
+    eventually_with(&mut d, UP, "the task reads the new config", |_| {
+        cat_in_task(&m, svc, "/etc/app.conf").as_deref() == Some("level=2\n")
+    });
+    let logs = d.logs().join("\n");
+    assert!(
+        !logs.contains("s3cret") && !logs.contains("external-value"),
+        "a secret's content was logged:\n{logs}"
+    );
+}
+
+/// The address drover says it serves on (started with `--listen 127.0.0.1:0`).
+fn address(d: &mut Drover) -> SocketAddr {
+    let mut addr = None;
+    eventually_with(d, UP, "the listen log line", |d| {
+        addr = d
+            .actions("listen")
+            .first()
+            .and_then(|e| e["address"].as_str().map(str::to_string));
+        addr.is_some()
+    });
+    addr.unwrap().parse().unwrap()
+}
+
+/// The value of the metric line that starts with `prefix` (name and labels).
+fn metric(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn metrics_and_status_show_swarms_tasks_per_service_and_node() {
+    let m = Node::start("sw-st", 87);
+    swarm(&[&m]);
+    let compose = r#"
+services:
+  web:
+    image: drover-test/busybox:latest
+    command: ["sleep", "86400"]
+    stop_signal: SIGKILL
+    deploy:
+      replicas: 3
+      placement:
+        constraints: ["node.role == manager"]
+  blocked:
+    image: drover-test/busybox:latest
+    command: ["sleep", "86400"]
+    deploy:
+      placement:
+        constraints: ["node.labels.nowhere == x"]
+"#;
+    let p = Project::on("it-swarm-st", compose, m.env());
+    let mut d = p.run(&["--listen", "127.0.0.1:0"]);
+    let addr = address(&mut d);
+    let web = "it-swarm-st_web";
+    eventually_with(&mut d, UP, "3 web tasks running", |_| {
+        running_tasks(&m, web).len() == 3
+    });
+    // The constraint reached Swarm as written.
+    assert_eq!(
+        inspect(&m, web, "{{json .Spec.TaskTemplate.Placement.Constraints}}"),
+        r#"["node.role == manager"]"#
+    );
+    let host = m.docker_ok(&["node", "ls", "--format", "{{.Hostname}}"]);
+    let ls = m.docker_ok(&[
+        "service",
+        "ls",
+        "--filter",
+        "label=com.docker.stack.namespace=it-swarm-st",
+        "--format",
+        "{{.Name}} {{.Replicas}}",
+    ]);
+    assert!(ls.contains("it-swarm-st_web 3/3"), "{ls}");
+    assert!(ls.contains("it-swarm-st_blocked 0/1"), "{ls}");
+
+    let want = |svc: &str, node: &str| {
+        format!(
+            "drover_service_actual_replicas{{project=\"it-swarm-st\",service=\"{svc}\",node=\"{node}\"}}"
+        )
+    };
+    let mut text = String::new();
+    eventually_with(
+        &mut d,
+        UP,
+        "metrics: 3 of 3 web on the node, blocked unplaced",
+        |_| {
+            text = http::get(addr, "/metrics", Duration::from_secs(5))
+                .unwrap()
+                .1;
+            metric(&text, &want("web", &host)) == Some(3.0)
+                && metric(
+                    &text,
+                    "drover_swarm_task_problems{project=\"it-swarm-st\",service=\"blocked\"}",
+                ) == Some(1.0)
+        },
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!(
+                "drover_service_desired_replicas{{project=\"it-swarm-st\",service=\"web\",node=\"{host}\"}}"
+            )
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "drover_service_desired_replicas{project=\"it-swarm-st\",service=\"blocked\",node=\"unassigned\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!("drover_swarm_node_ready{{project=\"it-swarm-st\",node=\"{host}\"}}")
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    // docker service ps agrees on where the tasks run.
+    let ps = m.docker_ok(&[
+        "service",
+        "ps",
+        web,
+        "--filter",
+        "desired-state=running",
+        "--format",
+        "{{.Node}} {{.CurrentState}}",
+    ]);
+    assert_eq!(
+        ps.lines()
+            .filter(|l| l.starts_with(&format!("{host} Running")))
+            .count(),
+        3,
+        "{ps}"
+    );
+
+    eventually_with(&mut d, UP, "ready", |_| {
+        http::get(addr, "/readyz", Duration::from_secs(5))
+            .unwrap()
+            .0
+            == 200
+    });
+    let out = p.drover(&["status", "--json", "--listen", &addr.to_string()]);
+    let s: drover::telemetry::status::Status = serde_json::from_slice(&out.stdout).unwrap();
+    let sw = s.swarm.as_ref().expect("the swarm section");
+    assert_eq!(
+        (sw.services["web"].desired, sw.services["web"].running),
+        (3, 3)
+    );
+    let blocked = &sw.services["blocked"];
+    assert_eq!((blocked.desired, blocked.running), (1, 0));
+    assert!(
+        blocked.problems[0].reason.contains("no suitable node"),
+        "{:?}",
+        blocked.problems
+    );
+    let web_row = s.services.iter().find(|x| x.name == "web").unwrap();
+    assert_eq!((web_row.desired, web_row.actual), (3, 3));
+    let out = p.drover(&["status", "--listen", &addr.to_string()]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("SWARM NODE")
+            && table.contains("no suitable node")
+            && table.contains(": ready"),
+        "{table}"
+    );
+}
+
+#[test]
+fn networks_that_left_the_file_go_with_their_services_foreign_ones_stay() {
+    let m = Node::start("sw-net", 88);
+    swarm(&[&m]);
+    // A network in the project's namespace that drover did not create, and a bare one.
+    m.docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--label",
+        "com.docker.stack.namespace=it-swarm-net",
+        "it-swarm-net_stack",
+    ]);
+    m.docker_ok(&["network", "create", "-d", "overlay", "it-swarm-net_bare"]);
+    let two = r#"
+x-drover:
+  mode: swarm
+services:
+  web:
+    image: drover-test/busybox:latest
+    command: ["sleep", "86400"]
+    stop_signal: SIGKILL
+    networks: [front, back]
+  worker:
+    image: drover-test/busybox:latest
+    command: ["sleep", "86400"]
+    stop_signal: SIGKILL
+    networks: [back]
+networks:
+  front:
+  back:
+"#;
+    let p = Project::on("it-swarm-net", two, m.env());
+    let mut d = p.run(&[]);
+    let nets = |m: &Node| -> Vec<String> {
+        let mut v: Vec<String> = m
+            .docker_ok(&["network", "ls", "--format", "{{.Name}}"])
+            .lines()
+            .filter(|n| n.starts_with("it-swarm-net_"))
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    eventually_with(&mut d, UP, "web and worker running", |_| {
+        running_tasks(&m, "it-swarm-net_web").len() == 1
+            && running_tasks(&m, "it-swarm-net_worker").len() == 1
+    });
+    assert_eq!(
+        nets(&m),
+        vec![
+            "it-swarm-net_back",
+            "it-swarm-net_bare",
+            "it-swarm-net_front",
+            "it-swarm-net_stack"
+        ]
+    );
+    let one = r#"
+x-drover:
+  mode: swarm
+services:
+  web:
+    image: drover-test/busybox:latest
+    command: ["sleep", "86400"]
+    stop_signal: SIGKILL
+    networks: [front]
+networks:
+  front:
+"#;
+    p.write("compose.yml", one);
+    eventually_with(&mut d, UP, "worker and the back network removed", |d| {
+        nets(&m)
+            == vec![
+                "it-swarm-net_bare",
+                "it-swarm-net_front",
+                "it-swarm-net_stack",
+            ]
+            && d.actions("remove_network")
+                .iter()
+                .any(|e| e["service"] == "it-swarm-net_back")
+    });
+    assert!(
+        !m.docker(&["service", "inspect", "it-swarm-net_worker"])
+            .status
+            .success()
+    );
+    eventually_with(&mut d, UP, "web running on front only", |_| {
+        running_tasks(&m, "it-swarm-net_web").len() == 1
+    });
 }

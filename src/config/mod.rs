@@ -64,6 +64,10 @@ pub struct LoadOptions {
     /// enabled. Empty: COMPOSE_PROFILES (comma-separated, from the environment or `.env`).
     /// `*` enables every profile.
     pub profiles: Vec<String>,
+    /// The mode the project runs in, for what only one mode can honour: `None` or `Plain`
+    /// refuses external secrets and configs and warns about Swarm-only keys; `Swarm`
+    /// accepts them silently; `Auto` (not decided yet) accepts them with a warning.
+    pub mode: Option<Mode>,
 }
 
 /// A loaded project and the warnings met on the way (each reported once by the caller).
@@ -198,6 +202,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         scale: &opts.scale,
         scale_file: scale_file.as_ref(),
         profiles: &opts.profiles,
+        mode: opts.mode.unwrap_or(Mode::Plain),
     };
     let (project, settings) = project::build(&root, &inputs, &mut warnings)?;
     Ok(Loaded {

@@ -23,6 +23,26 @@ pub struct Project {
     pub networks: BTreeMap<String, Network>,
     /// Named volumes by their key in the file (the engine name is in `Volume::name`).
     pub volumes: BTreeMap<String, Volume>,
+    /// Top-level `secrets` that can be used, by key (Swarm mode creates them).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, SwarmObject>,
+    /// Top-level `configs` that can be used, by key.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub configs: BTreeMap<String, SwarmObject>,
+}
+
+/// A top-level secret or config: a file, or (Swarm mode) an existing external one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SwarmObject {
+    /// Name in Swarm: `name:`, else `{project}_{key}`; for an external one, `name:` or the key.
+    pub name: String,
+    /// Absolute host path of the file; `None` for an external one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(skip_serializing_if = "is_false")]
+    pub external: bool,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// One service: how each of its containers is created, and how many there are.
@@ -59,6 +79,10 @@ pub struct Service {
     pub depends_on: BTreeMap<String, DependsOn>,
     /// `container_name` from the file: such a service cannot have more than one replica.
     pub container_name: Option<String>,
+    /// `deploy.mode`: `global` runs one task per Swarm node (Swarm mode only; plain mode
+    /// runs the replica count). Not part of the config hash.
+    #[serde(skip_serializing_if = "is_default")]
+    pub mode: DeployMode,
     /// `deploy.placement`: which nodes may run the replicas. Not part of the config hash:
     /// a changed placement moves only the replicas that no longer fit.
     #[serde(skip_serializing_if = "is_default")]
@@ -157,6 +181,9 @@ pub struct ServiceOptions {
     /// Bytes: `mem_reservation`, or `deploy.resources.reservations.memory` (which wins).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mem_reservation: Option<i64>,
+    /// CPUs: `deploy.resources.reservations.cpus` (Swarm mode only; not in the config hash).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpus_reservation: Option<f64>,
     /// Bytes, or -1 for unlimited swap.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memswap_limit: Option<i64>,
@@ -191,10 +218,11 @@ pub struct ServiceOptions {
     pub mac_address: Option<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub storage_opt: BTreeMap<String, String>,
-    /// Secrets from files, bind-mounted read-only (default target `/run/secrets/<name>`).
+    /// Secrets: bind-mounted read-only from their files in plain mode, Swarm secrets in
+    /// Swarm mode (default target `/run/secrets/<name>`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<FileMount>,
-    /// Configs from files, bind-mounted read-only (default target `/<name>`).
+    /// Configs, the same way (default target `/<name>`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub configs: Vec<FileMount>,
     /// `service:NAME[:ro|rw]` or `container:NAME[:ro|rw]` (a bare name is a service).
@@ -261,15 +289,33 @@ pub struct Logging {
     pub options: BTreeMap<String, String>,
 }
 
-/// A secret or config from a file, bind-mounted read-only as compose does on one engine.
+/// A service's use of a secret or config: bind-mounted read-only from its file as compose
+/// does on one engine, or referenced as a Swarm secret/config in Swarm mode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FileMount {
     /// The secret's or config's key in the top-level `secrets`/`configs`.
     pub source: String,
-    /// Absolute host path of the file.
-    pub file: String,
+    /// Absolute host path of the file; `None` for an external one (Swarm mode only).
+    pub file: Option<String>,
     /// Absolute path in the container.
     pub target: String,
+    /// File owner and mode in the task (Swarm mode; a bind mount keeps the file's own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+}
+
+/// `deploy.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeployMode {
+    #[default]
+    Replicated,
+    /// One task per eligible Swarm node.
+    Global,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -562,6 +608,13 @@ pub struct Placement {
     pub max_replicas_per_node: Option<u32>,
     /// `spread: node.labels.KEY` preferences, as label keys, most important first.
     pub spread: Vec<String>,
+    /// The constraints as written (trimmed), passed to Swarm unchanged: Swarm evaluates
+    /// its own fields (`node.role`, `node.platform.os`, `engine.labels.K`, ...).
+    #[serde(skip)]
+    pub swarm_constraints: Vec<String>,
+    /// The spread descriptors as written, passed to Swarm unchanged.
+    #[serde(skip)]
+    pub swarm_spread: Vec<String>,
 }
 
 /// `node.name == x`, `node.labels.zone != b`, ...

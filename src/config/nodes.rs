@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::ConfigError;
-use super::model::{Constraint, ConstraintField, NodeConfig, NodeTls, Placement};
+use super::model::{Constraint, ConstraintField, Mode, NodeConfig, NodeTls, Placement};
 use super::read::{self, Warnings, child, fail, index};
 use super::yaml::{Kind, Node};
 
@@ -102,9 +102,25 @@ fn node_tls(v: &Node, path: &str, dir: &Path, w: &mut Warnings) -> Result<NodeTl
     Ok(tls)
 }
 
-/// `deploy.placement`.
-pub fn placement(v: &Node, path: &str, w: &mut Warnings) -> Result<Placement> {
+/// `deploy.placement`. Swarm evaluates its constraints itself, so in Swarm mode any
+/// expression is passed on; plain mode refuses what drover cannot evaluate.
+pub fn placement(v: &Node, path: &str, w: &mut Warnings, mode: Mode) -> Result<Placement> {
     let mut out = Placement::default();
+    let mut unevaluable = |loc: &super::yaml::Loc, p: &str, msg: &str| -> Result<()> {
+        match mode {
+            Mode::Plain => Err(fail(loc, p, msg)),
+            Mode::Auto => {
+                w.at(
+                    loc,
+                    p,
+                    &format!("only Swarm mode can use this; in plain mode: {msg}"),
+                );
+                Ok(())
+            }
+            Mode::Swarm => Ok(()),
+        }
+    };
+    let mut warnings = Vec::new();
     for (k, val) in read::map(v, path)? {
         let kp = child(path, &k.name);
         match k.name.as_str() {
@@ -112,13 +128,15 @@ pub fn placement(v: &Node, path: &str, w: &mut Warnings) -> Result<Placement> {
                 for (i, c) in read::seq(val, &kp)?.iter().enumerate() {
                     let cp = index(&kp, i);
                     let text = read::string(c, &cp)?;
-                    out.constraints.push(constraint(&text).ok_or_else(|| {
-                        fail(
+                    match constraint(&text) {
+                        Some(parsed) => out.constraints.push(parsed),
+                        None => unevaluable(
                             &c.loc,
                             &cp,
                             "expected node.name or node.labels.KEY, then == or !=, then a value",
-                        )
-                    })?);
+                        )?,
+                    }
+                    out.swarm_constraints.push(text.trim().to_string());
                 }
             }
             "max_replicas_per_node" => out.max_replicas_per_node = Some(read::u32_(val, &kp)?),
@@ -129,21 +147,22 @@ pub fn placement(v: &Node, path: &str, w: &mut Warnings) -> Result<Placement> {
                         Kind::Map(_) => pref.get("spread"),
                         _ => None,
                     }
-                    .ok_or_else(|| fail(&pref.loc, &pp, "expected `spread: node.labels.KEY`"))?;
-                    let text = read::string(spread, &child(&pp, "spread"))?;
-                    let key = text.trim().strip_prefix("node.labels.").ok_or_else(|| {
-                        fail(
-                            &spread.loc,
-                            &child(&pp, "spread"),
-                            "expected node.labels.KEY",
-                        )
-                    })?;
-                    out.spread.push(key.to_string());
+                    .ok_or_else(|| fail(&pref.loc, &pp, "expected `spread: DESCRIPTOR`"))?;
+                    let sp = child(&pp, "spread");
+                    let text = read::string(spread, &sp)?;
+                    match text.trim().strip_prefix("node.labels.") {
+                        Some(key) if !key.is_empty() => out.spread.push(key.to_string()),
+                        _ => unevaluable(&spread.loc, &sp, "expected node.labels.KEY")?,
+                    }
+                    out.swarm_spread.push(text.trim().to_string());
                 }
             }
             key if key.starts_with("x-") => {}
-            _ => w.at(&k.loc, &kp, "not supported yet, ignored"),
+            _ => warnings.push((k.loc.clone(), kp)),
         }
+    }
+    for (loc, p) in warnings {
+        w.at(&loc, &p, "not supported yet, ignored");
     }
     Ok(out)
 }

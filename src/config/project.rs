@@ -26,6 +26,8 @@ pub struct Inputs<'a> {
     pub scale_file: Option<&'a Node>,
     /// `--profile` values; when empty, COMPOSE_PROFILES (comma-separated) from `env`.
     pub profiles: &'a [String],
+    /// See `LoadOptions::mode`.
+    pub mode: Mode,
 }
 
 const TOP_UNSUPPORTED: &[&str] = &["models"];
@@ -59,46 +61,84 @@ fn service_profiles(node: &Node, path: &str) -> Result<Vec<String>> {
     }
 }
 
-/// Top-level `secrets` or `configs`: name -> the file to bind-mount, or why there is none.
+/// Top-level `secrets` or `configs`: key -> its definition, or why it cannot be used.
 fn file_sources(
     node: &Node,
     section: &str,
+    project: &str,
     project_dir: &Path,
     warnings: &mut Warnings,
 ) -> Result<BTreeMap<String, service::FileSource>> {
     let mut out = BTreeMap::new();
     for (k, v) in read::map_or_null(node, section)? {
         let p = child(section, &k.name);
-        let mut source: service::FileSource =
-            Err("has no file: (drover mounts secrets and configs from files)");
+        let mut file = None;
+        let mut external = false;
+        let mut name = None;
+        let mut labels = BTreeMap::new();
+        let mut unusable = None;
         for (dk, dv) in read::map_or_null(v, &p)? {
             let dp = child(&p, &dk.name);
             match dk.name.as_str() {
                 "file" => {
                     let f = read::string(dv, &dp)?;
-                    source = Ok(syntax::join_lexically(project_dir, Path::new(&f))
-                        .to_string_lossy()
-                        .into_owned());
+                    file = Some(
+                        syntax::join_lexically(project_dir, Path::new(&f))
+                            .to_string_lossy()
+                            .into_owned(),
+                    );
                 }
-                "external" => {
-                    if read::boolean(dv, &dp).unwrap_or(true) {
-                        source =
-                            Err("external secrets and configs exist only in Swarm mode; use file:");
+                "external" => external = external_flag(dv, &dp, &mut name)?,
+                "name" => name = read::opt_string(dv, &dp)?,
+                "labels" => {
+                    for e in read::map_or_list(dv, &dp)? {
+                        labels.insert(e.key, e.value.unwrap_or_default());
                     }
                 }
                 "environment" => {
-                    source =
-                        Err("values from environment variables are not supported yet; use file:")
+                    unusable =
+                        Some("values from environment variables are not supported yet; use file:")
                 }
-                "content" => source = Err("inline content is not supported yet; use file:"),
-                "name" | "labels" | "driver" | "driver_opts" | "template_driver" => {}
+                "content" => unusable = Some("inline content is not supported yet; use file:"),
+                "driver" | "driver_opts" | "template_driver" => {
+                    warnings.at(&dk.loc, &dp, "not supported yet, ignored")
+                }
                 key if key.starts_with("x-") => {}
                 _ => warnings.at(&dk.loc, &dp, "unknown key, ignored"),
             }
         }
+        let source = match (unusable, external, file) {
+            (Some(why), _, _) => Err(why),
+            (None, true, _) => Ok(SwarmObject {
+                name: name.unwrap_or_else(|| k.name.clone()),
+                file: None,
+                external: true,
+                labels,
+            }),
+            (None, false, Some(file)) => Ok(SwarmObject {
+                name: name.unwrap_or_else(|| format!("{project}_{}", k.name)),
+                file: Some(file),
+                external: false,
+                labels,
+            }),
+            (None, false, None) => {
+                Err("has no file: (drover reads secrets and configs from files)")
+            }
+        };
         out.insert(k.name.clone(), source);
     }
     Ok(out)
+}
+
+/// `external: true|false`, or the legacy `external: {name: N}` (which sets the name).
+fn external_flag(v: &Node, p: &str, name: &mut Option<String>) -> Result<bool> {
+    if let Kind::Map(_) = &v.kind {
+        if let Some(n) = v.get("name") {
+            *name = read::opt_string(n, &child(p, "name"))?;
+        }
+        return Ok(true);
+    }
+    read::boolean(v, p)
 }
 
 pub fn build(root: &Node, inp: &Inputs, warnings: &mut Warnings) -> Result<(Project, Settings)> {
@@ -168,11 +208,11 @@ pub fn build(root: &Node, inp: &Inputs, warnings: &mut Warnings) -> Result<(Proj
     .collect();
 
     let secrets = match secrets_node {
-        Some(n) => file_sources(n, "secrets", inp.project_dir, warnings)?,
+        Some(n) => file_sources(n, "secrets", &name, inp.project_dir, warnings)?,
         None => BTreeMap::new(),
     };
     let configs = match configs_node {
-        Some(n) => file_sources(n, "configs", inp.project_dir, warnings)?,
+        Some(n) => file_sources(n, "configs", &name, inp.project_dir, warnings)?,
         None => BTreeMap::new(),
     };
 
@@ -236,6 +276,7 @@ pub fn build(root: &Node, inp: &Inputs, warnings: &mut Warnings) -> Result<(Proj
             disabled: &disabled,
             secrets: &secrets,
             configs: &configs,
+            mode: inp.mode,
             warnings,
         };
         let draft = service::read(&mut cx, &k.name, &k.loc, v)?;
@@ -319,12 +360,19 @@ pub fn build(root: &Node, inp: &Inputs, warnings: &mut Warnings) -> Result<(Proj
         services.insert(svc_name, s);
     }
 
+    let usable = |defs: BTreeMap<String, service::FileSource>| -> BTreeMap<String, SwarmObject> {
+        defs.into_iter()
+            .filter_map(|(k, d)| d.ok().map(|d| (k, d)))
+            .collect()
+    };
     let project = Project {
         name,
         working_dir: inp.project_dir.to_path_buf(),
         services,
         networks,
         volumes,
+        secrets: usable(secrets),
+        configs: usable(configs),
     };
     Ok((project, settings))
 }
@@ -626,6 +674,8 @@ pub fn config_hash(
             "unhealthy",
             "backoff",
             "restart",
+            "mode",
+            "cpus_reservation",
         ] {
             obj.remove(k);
         }

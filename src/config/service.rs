@@ -32,9 +32,8 @@ const UNSUPPORTED: &[&str] = &[
     "use_api_socket",
 ];
 
-/// A top-level secret or config: the host file it is read from, or why it cannot be
-/// mounted on a single engine.
-pub type FileSource = std::result::Result<String, &'static str>;
+/// A top-level secret or config, or why it cannot be used.
+pub type FileSource = std::result::Result<SwarmObject, &'static str>;
 
 /// What a service needs from the rest of the project while it is read.
 pub struct Cx<'a> {
@@ -49,7 +48,18 @@ pub struct Cx<'a> {
     pub disabled: &'a BTreeMap<String, Vec<String>>,
     pub secrets: &'a BTreeMap<String, FileSource>,
     pub configs: &'a BTreeMap<String, FileSource>,
+    /// See `LoadOptions::mode`.
+    pub mode: Mode,
     pub warnings: &'a mut Warnings,
+}
+
+impl Cx<'_> {
+    /// Warn about a key only Swarm honours, unless the project runs in Swarm mode.
+    fn swarm_only(&mut self, loc: &Loc, path: &str, msg: &str) {
+        if self.mode != Mode::Swarm {
+            self.warnings.at(loc, path, msg);
+        }
+    }
 }
 
 /// A read service plus what the project-level checks need.
@@ -95,6 +105,7 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
         hostname: None,
         depends_on: BTreeMap::new(),
         container_name: None,
+        mode: DeployMode::default(),
         placement: Placement::default(),
         update: UpdateConfig::default(),
         rollback: UpdateConfig::default(),
@@ -308,7 +319,8 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
             "restart" => restart_key = Some(restart(v, p)?),
             "deploy" => {
                 if let Some(pl) = v.get("placement") {
-                    s.placement = super::nodes::placement(pl, &child(p, "placement"), cx.warnings)?;
+                    s.placement =
+                        super::nodes::placement(pl, &child(p, "placement"), cx.warnings, cx.mode)?;
                 }
                 if let Some(u) = v.get("update_config") {
                     s.update = super::lifecycle::update_config(
@@ -324,11 +336,12 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
                         cx.warnings,
                     )?;
                 }
-                let dep = deploy(cx.warnings, v, p)?;
+                let dep = deploy(cx, v, p)?;
                 deploy_replicas = dep.replicas.map(|r| (r, v.loc.clone()));
                 deploy_restart = dep.restart;
                 limits = dep.limits;
                 reservations = dep.reservations;
+                s.mode = dep.mode;
             }
             "scale" => scale_key = Some(read::u32_(v, p)?),
             "stop_signal" => s.stop_signal = read::opt_string(v, p)?,
@@ -413,6 +426,7 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
     if let Some(m) = reservations.memory {
         o.mem_reservation = Some(m);
     }
+    o.cpus_reservation = reservations.cpus;
 
     for (dep, loc, _) in implied {
         if dep == name {
@@ -867,19 +881,22 @@ struct Resources {
 }
 
 struct Deploy {
+    mode: DeployMode,
     replicas: Option<u32>,
     restart: Option<RestartPolicy>,
     limits: Resources,
     reservations: Resources,
 }
 
-fn deploy(w: &mut Warnings, v: &Node, p: &str) -> Result<Deploy> {
+fn deploy(cx: &mut Cx, v: &Node, p: &str) -> Result<Deploy> {
     let mut out = Deploy {
+        mode: DeployMode::default(),
         replicas: None,
         restart: None,
         limits: Resources::default(),
         reservations: Resources::default(),
     };
+    let mut mode_loc = None;
     for (k, val) in read::map(v, p)? {
         let kp = child(p, &k.name);
         match k.name.as_str() {
@@ -903,7 +920,7 @@ fn deploy(w: &mut Warnings, v: &Node, p: &str) -> Result<Deploy> {
                         "max_attempts" => rp.max_attempts = Some(read::u32_(rv, &rp_path)?),
                         "window" => rp.window = read::opt_duration(rv, &rp_path)?,
                         key if key.starts_with("x-") => {}
-                        _ => w.at(&rk.loc, &rp_path, "unknown key, ignored"),
+                        _ => cx.warnings.at(&rk.loc, &rp_path, "unknown key, ignored"),
                     }
                 }
                 out.restart = Some(rp);
@@ -916,7 +933,7 @@ fn deploy(w: &mut Warnings, v: &Node, p: &str) -> Result<Deploy> {
                         "reservations" => &mut out.reservations,
                         key if key.starts_with("x-") => continue,
                         _ => {
-                            w.at(&rk.loc, &rp, "unknown key, ignored");
+                            cx.warnings.at(&rk.loc, &rp, "unknown key, ignored");
                             continue;
                         }
                     };
@@ -925,32 +942,77 @@ fn deploy(w: &mut Warnings, v: &Node, p: &str) -> Result<Deploy> {
                         let ep = child(&rp, &ek.name);
                         match ek.name.as_str() {
                             "memory" => target.memory = read::opt_size(ev, &ep)?,
-                            "cpus" if limits => target.cpus = Some(read::float(ev, &ep)?),
+                            "cpus" => {
+                                let cpus = read::float(ev, &ep)?;
+                                if cpus < 0.0 {
+                                    return Err(read::bad(ev, &ep, "expected a number of CPUs"));
+                                }
+                                target.cpus = Some(cpus);
+                                if !limits {
+                                    cx.swarm_only(
+                                        &ek.loc,
+                                        &ep,
+                                        "ignored in plain mode: CPU reservations exist in Swarm \
+                                         mode only (compose ignores them too)",
+                                    );
+                                }
+                            }
                             "pids" if limits => target.pids = Some(read::int(ev, &ep)?),
-                            "cpus" => w.at(
-                                &ek.loc,
-                                &ep,
-                                "ignored: CPU reservations only exist in Swarm mode (as in compose)",
-                            ),
                             "devices" | "generic_resources" => {
-                                w.at(&ek.loc, &ep, "not supported yet, ignored")
+                                cx.warnings.at(&ek.loc, &ep, "not supported yet, ignored")
                             }
                             key if key.starts_with("x-") => {}
-                            _ => w.at(&ek.loc, &ep, "unknown key, ignored"),
+                            _ => cx.warnings.at(&ek.loc, &ep, "unknown key, ignored"),
                         }
                     }
                 }
             }
-            "mode" | "endpoint_mode" | "labels" => w.at(
+            "mode" => {
+                out.mode = match read::string(val, &kp)?.as_str() {
+                    "replicated" => DeployMode::Replicated,
+                    "global" => DeployMode::Global,
+                    "replicated-job" | "global-job" => {
+                        return Err(read::bad(
+                            val,
+                            &kp,
+                            "jobs are not supported: drover keeps services running; use \
+                             replicated or global",
+                        ));
+                    }
+                    _ => return Err(read::bad(val, &kp, "expected replicated or global")),
+                };
+                if out.mode == DeployMode::Global {
+                    mode_loc = Some(val.loc.clone());
+                }
+            }
+            "endpoint_mode" | "labels" => cx.warnings.at(
                 &k.loc,
                 &kp,
-                "ignored: a Swarm setting, which compose ignores on one engine too",
+                "not supported yet, ignored (a Swarm setting, which compose ignores on one \
+                 engine too)",
             ),
             // Read by the service itself: drover places, updates and rolls back.
             "placement" | "update_config" | "rollback_config" => {}
             key if key.starts_with("x-") => {}
-            _ => w.at(&k.loc, &kp, "unknown key, ignored"),
+            _ => cx.warnings.at(&k.loc, &kp, "unknown key, ignored"),
         }
+    }
+    if let Some(loc) = mode_loc {
+        let kp = child(p, "mode");
+        if out.replicas.is_some() {
+            return Err(fail(
+                &loc,
+                &kp,
+                "global runs one task per node and cannot be combined with deploy.replicas \
+                 (as in docker stack deploy); remove one of them",
+            ));
+        }
+        cx.swarm_only(
+            &loc,
+            &kp,
+            "global needs swarm mode (one task per Swarm node); in plain mode the service runs \
+             its replica count (scale, x-drover.scale or the scale file; 1 by default)",
+        );
     }
     Ok(out)
 }
@@ -1171,41 +1233,62 @@ fn logging(w: &mut Warnings, v: &Node, p: &str) -> Result<Logging> {
 
 /// A service's `secrets` or `configs`: names, or `{source, target, uid, gid, mode}`.
 fn file_mounts(cx: &mut Cx, v: &Node, p: &str, secrets: bool) -> Result<Vec<FileMount>> {
-    let (section, defs) = if secrets {
-        ("secrets", cx.secrets)
-    } else {
-        ("configs", cx.configs)
-    };
+    let section = if secrets { "secrets" } else { "configs" };
     let mut out: Vec<FileMount> = Vec::new();
     for (i, item) in read::seq(v, p)?.iter().enumerate() {
         let ip = index(p, i);
-        let (source, target, loc) = match &item.kind {
-            Kind::Str(s) => (s.clone(), None, item.loc.clone()),
+        let mut m = FileMount {
+            source: String::new(),
+            file: None,
+            target: String::new(),
+            uid: None,
+            gid: None,
+            mode: None,
+        };
+        let mut target = None;
+        let loc = item.loc.clone();
+        match &item.kind {
+            Kind::Str(s) => m.source = s.clone(),
             Kind::Map(entries) => {
                 let mut source = None;
-                let mut target = None;
                 for (k, val) in entries {
                     let kp = child(&ip, &k.name);
                     match k.name.as_str() {
                         "source" => source = Some(read::string(val, &kp)?),
                         "target" => target = read::opt_string(val, &kp)?,
-                        "uid" | "gid" | "mode" => cx.warnings.at(
-                            &k.loc,
-                            &kp,
-                            "ignored: a file is bind-mounted as it is (compose ignores it on one \
-                             engine too)",
-                        ),
+                        "uid" => m.uid = Some(id_text(val, &kp)?),
+                        "gid" => m.gid = Some(id_text(val, &kp)?),
+                        "mode" => m.mode = Some(file_mode(val, &kp)?),
                         key if key.starts_with("x-") => {}
                         _ => cx.warnings.at(&k.loc, &kp, "unknown key, ignored"),
                     }
+                    if matches!(k.name.as_str(), "uid" | "gid" | "mode") {
+                        cx.swarm_only(
+                            &k.loc,
+                            &kp,
+                            "ignored in plain mode: the file is bind-mounted as it is (compose \
+                             ignores it on one engine too)",
+                        );
+                    }
                 }
-                let source = source.ok_or_else(|| fail(&item.loc, &ip, "missing source"))?;
-                (source, target, item.loc.clone())
+                m.source = source.ok_or_else(|| fail(&item.loc, &ip, "missing source"))?;
             }
             _ => return Err(fail(&item.loc, &ip, "expected a name or a map")),
-        };
-        let file = match defs.get(&source) {
-            Some(Ok(file)) => file.clone(),
+        }
+        let defs = if secrets { cx.secrets } else { cx.configs };
+        let source = &m.source;
+        match defs.get(source) {
+            Some(Ok(def)) if def.external && cx.mode == Mode::Plain => {
+                return Err(fail(
+                    &loc,
+                    &ip,
+                    format!(
+                        "{section} {source:?}: external secrets and configs exist only in Swarm \
+                         mode; use file:"
+                    ),
+                ));
+            }
+            Some(Ok(def)) => m.file = def.file.clone(),
             Some(Err(why)) => {
                 return Err(fail(&loc, &ip, format!("{section} {source:?}: {why}")));
             }
@@ -1216,22 +1299,42 @@ fn file_mounts(cx: &mut Cx, v: &Node, p: &str, secrets: bool) -> Result<Vec<File
                     format!("{source:?} is not declared in the top-level {section}"),
                 ));
             }
-        };
-        let target = match target {
+        }
+        m.target = match target {
             Some(t) if t.starts_with('/') => t,
             Some(t) if secrets => format!("/run/secrets/{t}"),
             Some(t) => format!("/{t}"),
             None if secrets => format!("/run/secrets/{source}"),
             None => format!("/{source}"),
         };
-        out.retain(|m| m.target != target);
-        out.push(FileMount {
-            source,
-            file,
-            target,
-        });
+        out.retain(|o| o.target != m.target);
+        out.push(m);
     }
     Ok(out)
+}
+
+/// A `uid`/`gid`: a number, written as a number or as text.
+fn id_text(v: &Node, p: &str) -> Result<String> {
+    let t = read::scalar_text(v).unwrap_or_default();
+    if t.trim().parse::<u32>().is_err() {
+        return Err(read::bad(v, p, "expected a numeric id"));
+    }
+    Ok(t.trim().to_string())
+}
+
+/// A file mode: `0440` (octal, as YAML 1.1 and compose read a leading zero) or a number.
+fn file_mode(v: &Node, p: &str) -> Result<u32> {
+    let mode = match &v.kind {
+        Kind::Str(t) => u32::from_str_radix(t.trim().trim_start_matches("0o"), 8)
+            .map_err(|_| read::bad(v, p, "expected an octal mode like 0440"))?,
+        _ => {
+            u32::try_from(read::int(v, p)?).map_err(|_| read::bad(v, p, "expected a file mode"))?
+        }
+    };
+    if mode > 0o7777 {
+        return Err(read::bad(v, p, "expected a file mode like 0440"));
+    }
+    Ok(mode)
 }
 
 /// One `volumes_from` entry -> its normal form, and the service it names (if any).

@@ -28,6 +28,7 @@ fn svc(name: &str, replicas: u32) -> Service {
         hostname: None,
         depends_on: BTreeMap::new(),
         container_name: None,
+        mode: Default::default(),
         placement: Default::default(),
         update: Default::default(),
         rollback: Default::default(),
@@ -53,6 +54,8 @@ fn project(services: Vec<Service>) -> Project {
             },
         )]),
         volumes: BTreeMap::new(),
+        secrets: BTreeMap::new(),
+        configs: BTreeMap::new(),
     }
 }
 

@@ -11,6 +11,9 @@
 //! - Networks `{project}_{key}` (or their `name:`), overlay and attachable; external ones are
 //!   used as they are and never created.
 //! - `entrypoint` -> the container spec's Command, `command` -> Args (as the stack does).
+//! - Secrets and configs: the ones services use are listed in [`Desired::objects`] with a
+//!   hash of their content; the service specs refer to them by key until
+//!   [`super::objects`] resolves each to the Swarm object of that content.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -22,13 +25,17 @@ use bollard::models::{
     ServiceSpecModeReplicated, ServiceSpecRollbackConfig,
     ServiceSpecRollbackConfigFailureActionEnum, ServiceSpecRollbackConfigOrderEnum,
     ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
-    ServiceSpecUpdateConfigOrderEnum, TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement,
-    TaskSpecPlacementPreferences, TaskSpecPlacementSpread, TaskSpecResources,
-    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
+    ServiceSpecUpdateConfigOrderEnum, TaskSpec, TaskSpecContainerSpec,
+    TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile, TaskSpecContainerSpecFile1,
+    TaskSpecContainerSpecSecrets, TaskSpecPlacement, TaskSpecPlacementPreferences,
+    TaskSpecPlacementSpread, TaskSpecResources, TaskSpecRestartPolicy,
+    TaskSpecRestartPolicyConditionEnum,
 };
 
+use sha2::{Digest, Sha256};
+
 use crate::config::{
-    ConstraintField, FailureAction, MountKind, Project, Protocol, RestartCondition, Service,
+    DeployMode, FailureAction, FileMount, MountKind, Project, Protocol, RestartCondition, Service,
     UpdateConfig, UpdateOrder,
 };
 
@@ -49,6 +56,8 @@ pub struct Desired {
     pub services: BTreeMap<String, DesiredService>,
     /// Networks to create when missing (external ones are not here).
     pub networks: Vec<NetworkCreateRequest>,
+    /// Secrets and configs the services use, by kind and key.
+    pub objects: BTreeMap<(Kind, String), DesiredObject>,
     /// Compose keys that Swarm cannot honour, one line each (logged once).
     pub warnings: Vec<String>,
 }
@@ -59,31 +68,66 @@ pub struct DesiredService {
     pub name: String,
     /// `None` for a global service (one task per eligible node).
     pub replicas: Option<u32>,
+    /// Secret and config references in `spec` still name their key in `SecretName` /
+    /// `ConfigName` and have no id: see [`super::objects::resolve`].
     pub spec: ServiceSpec,
 }
 
-/// What the Compose model cannot express yet but Swarm needs per service.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Extras {
-    /// `deploy.mode: global`.
-    pub global: bool,
-    /// `deploy.resources`.
-    pub resources: Resources,
+/// A Swarm secret or a Swarm config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Secret,
+    Config,
 }
 
-/// `deploy.resources.limits` / `reservations`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Resources {
-    pub limits: ResourceAmounts,
-    pub reservations: ResourceAmounts,
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Secret => "secret",
+            Kind::Config => "config",
+        }
+    }
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ResourceAmounts {
-    pub nano_cpus: Option<i64>,
-    pub memory_bytes: Option<i64>,
-    /// Limits only.
-    pub pids: Option<i64>,
+/// A secret or config a service uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredObject {
+    pub kind: Kind,
+    /// Key in the top-level `secrets`/`configs`.
+    pub key: String,
+    /// `{project}_{key}` or `name:`; for an external one, the name it has in Swarm.
+    pub name: String,
+    pub external: bool,
+    /// The file it is read from (for `drover plan`); `None` for an external one.
+    pub file: Option<String>,
+    /// Labels for a created one: the file's, the namespace, drover's.
+    pub labels: HashMap<String, String>,
+    /// sha256 of the content, hex; empty for an external one.
+    pub hash: String,
+    pub content: Content,
+}
+
+/// A secret's or config's bytes. Never printed: `Debug` shows only the length.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Content(pub Vec<u8>);
+
+impl std::fmt::Debug for Content {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Content({} bytes)", self.0.len())
+    }
+}
+
+/// Label on secrets and configs drover creates: the sha256 of the content.
+pub const CONTENT_HASH: &str = "drover.content-hash";
+/// Label on secrets and configs drover creates: their key in the Compose file.
+pub const OBJECT_KEY: &str = "drover.key";
+
+/// sha256 of `data`, hex.
+pub fn content_hash(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// `{project}_{service}`.
@@ -91,8 +135,9 @@ pub fn service_name(project: &str, service: &str) -> String {
     format!("{project}_{service}")
 }
 
-/// The whole project as Swarm specs. `extras` holds per-service keys the model lacks.
-pub fn desired(project: &Project, extras: &BTreeMap<String, Extras>) -> Desired {
+/// The whole project as Swarm specs. `contents`: the bytes of each secret and config file
+/// the services use, by kind and key (read by the caller; external ones have none).
+pub fn desired(project: &Project, contents: &BTreeMap<(Kind, String), Vec<u8>>) -> Desired {
     let mut warnings = Vec::new();
     let networks = project
         .networks
@@ -121,20 +166,73 @@ pub fn desired(project: &Project, extras: &BTreeMap<String, Extras>) -> Desired 
             }
         })
         .collect();
+    let mut objects = BTreeMap::new();
+    for s in project.services.values() {
+        for (kind, uses, defs) in [
+            (Kind::Secret, &s.options.secrets, &project.secrets),
+            (Kind::Config, &s.options.configs, &project.configs),
+        ] {
+            for m in uses {
+                let Some(def) = defs.get(&m.source) else {
+                    continue;
+                };
+                let content = contents
+                    .get(&(kind, m.source.clone()))
+                    .cloned()
+                    .unwrap_or_default();
+                let mut labels: HashMap<String, String> = def
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                labels.insert(NAMESPACE.into(), project.name.clone());
+                labels.insert(PROJECT.into(), project.name.clone());
+                labels.insert(OBJECT_KEY.into(), m.source.clone());
+                let hash = if def.external {
+                    String::new()
+                } else {
+                    content_hash(&content)
+                };
+                labels.insert(CONTENT_HASH.into(), hash.clone());
+                objects.insert(
+                    (kind, m.source.clone()),
+                    DesiredObject {
+                        kind,
+                        key: m.source.clone(),
+                        name: def.name.clone(),
+                        external: def.external,
+                        file: def.file.clone(),
+                        labels,
+                        hash,
+                        content: Content(content),
+                    },
+                );
+            }
+        }
+    }
     let services = project
         .services
         .iter()
-        .map(|(name, s)| {
-            let extra = extras.get(name).cloned().unwrap_or_default();
-            (name.clone(), service(project, s, &extra, &mut warnings))
-        })
+        .map(|(name, s)| (name.clone(), service(project, s, &mut warnings)))
         .collect();
     Desired {
         project: project.name.clone(),
         services,
         networks,
+        objects,
         warnings,
     }
+}
+
+/// The file reference of a secret or config use, with Swarm's (and the CLI's) defaults:
+/// owner 0:0, mode 0444.
+fn file_ref(m: &FileMount) -> (String, String, String, u32) {
+    (
+        m.target.clone(),
+        m.uid.clone().unwrap_or_else(|| "0".into()),
+        m.gid.clone().unwrap_or_else(|| "0".into()),
+        m.mode.unwrap_or(0o444),
+    )
 }
 
 fn nanos(d: Duration) -> i64 {
@@ -145,12 +243,7 @@ fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {
     (!v.is_empty()).then_some(v)
 }
 
-fn service(
-    project: &Project,
-    s: &Service,
-    extra: &Extras,
-    warn: &mut Vec<String>,
-) -> DesiredService {
+fn service(project: &Project, s: &Service, warn: &mut Vec<String>) -> DesiredService {
     let name = service_name(&project.name, &s.name);
     let mut labels = HashMap::new();
     labels.insert(NAMESPACE.to_string(), project.name.clone());
@@ -224,6 +317,44 @@ fn service(
         ));
     }
 
+    // Secrets mount under /run/secrets unless the target is absolute; configs anywhere.
+    let secrets: Vec<TaskSpecContainerSpecSecrets> = s
+        .options
+        .secrets
+        .iter()
+        .map(|m| {
+            let (name, uid, gid, mode) = file_ref(m);
+            TaskSpecContainerSpecSecrets {
+                file: Some(TaskSpecContainerSpecFile {
+                    name: Some(name),
+                    uid: Some(uid),
+                    gid: Some(gid),
+                    mode: Some(mode),
+                }),
+                secret_id: None,
+                secret_name: Some(m.source.clone()),
+            }
+        })
+        .collect();
+    let configs: Vec<TaskSpecContainerSpecConfigs> = s
+        .options
+        .configs
+        .iter()
+        .map(|m| {
+            let (name, uid, gid, mode) = file_ref(m);
+            TaskSpecContainerSpecConfigs {
+                file: Some(TaskSpecContainerSpecFile1 {
+                    name: Some(name),
+                    uid: Some(uid),
+                    gid: Some(gid),
+                    mode: Some(mode),
+                }),
+                config_name: Some(m.source.clone()),
+                ..Default::default()
+            }
+        })
+        .collect();
+
     let container = TaskSpecContainerSpec {
         image: Some(s.image.clone()),
         labels: Some(container_labels),
@@ -237,6 +368,8 @@ fn service(
         stop_signal: s.stop_signal.clone(),
         stop_grace_period: Some(nanos(s.stop_grace_period)),
         health_check,
+        secrets: non_empty(secrets),
+        configs: non_empty(configs),
         ..Default::default()
     };
 
@@ -255,25 +388,15 @@ fn service(
         })
         .collect();
 
-    let constraints: Vec<String> = s
-        .placement
-        .constraints
-        .iter()
-        .map(|c| {
-            let field = match &c.field {
-                ConstraintField::NodeName => "node.hostname".to_string(),
-                ConstraintField::NodeLabel(k) => format!("node.labels.{k}"),
-            };
-            format!("{field}{}{}", if c.equal { "==" } else { "!=" }, c.value)
-        })
-        .collect();
+    // Swarm evaluates constraints and preferences itself: passed on as written.
+    let constraints: Vec<String> = s.placement.swarm_constraints.clone();
     let preferences: Vec<TaskSpecPlacementPreferences> = s
         .placement
-        .spread
+        .swarm_spread
         .iter()
-        .map(|k| TaskSpecPlacementPreferences {
+        .map(|d| TaskSpecPlacementPreferences {
             spread: Some(TaskSpecPlacementSpread {
-                spread_descriptor: Some(format!("node.labels.{k}")),
+                spread_descriptor: Some(d.clone()),
             }),
         })
         .collect();
@@ -313,8 +436,9 @@ fn service(
         .filter(|p| p.published_port.is_some())
         .collect();
 
-    let replicas = (!extra.global).then_some(s.replicas);
-    let mode = if extra.global {
+    let global = s.mode == DeployMode::Global;
+    let replicas = (!global).then_some(s.replicas);
+    let mode = if global {
         ServiceSpecMode {
             global: Some(HashMap::new()),
             ..Default::default()
@@ -328,18 +452,22 @@ fn service(
         }
     };
 
-    let r = &extra.resources;
+    // The model's limits: deploy.resources, else the service-level keys.
+    let o = &s.options;
+    let cpus = |c: f64| (c * 1e9).round() as i64;
+    let limits = Limit {
+        nano_cpus: o.cpus.map(cpus),
+        memory_bytes: o.mem_limit,
+        pids: o.pids_limit,
+    };
+    let reservations = ResourceObject {
+        nano_cpus: o.cpus_reservation.map(cpus),
+        memory_bytes: o.mem_reservation,
+        ..Default::default()
+    };
     let resources = TaskSpecResources {
-        limits: (r.limits != ResourceAmounts::default()).then_some(Limit {
-            nano_cpus: r.limits.nano_cpus,
-            memory_bytes: r.limits.memory_bytes,
-            pids: r.limits.pids,
-        }),
-        reservations: (r.reservations != ResourceAmounts::default()).then(|| ResourceObject {
-            nano_cpus: r.reservations.nano_cpus,
-            memory_bytes: r.reservations.memory_bytes,
-            ..Default::default()
-        }),
+        limits: (limits != Limit::default()).then_some(limits),
+        reservations: (reservations != ResourceObject::default()).then_some(reservations),
         ..Default::default()
     };
     let resources = (resources != TaskSpecResources::default()).then_some(resources);
@@ -405,5 +533,113 @@ fn rollback_config(u: &UpdateConfig) -> ServiceSpecRollbackConfig {
             UpdateOrder::StopFirst => ServiceSpecRollbackConfigOrderEnum::STOP_FIRST,
             UpdateOrder::StartFirst => ServiceSpecRollbackConfigOrderEnum::START_FIRST,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use crate::config::{self, DeployMode, LoadOptions, Mode};
+
+    fn load(text: &str, mode: Mode) -> Result<config::Loaded, String> {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("swarm-model-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("compose.yml"), text).unwrap();
+        let r = config::load(&LoadOptions {
+            project_name: Some("p".into()),
+            cwd: dir.clone(),
+            env: HashMap::from([("MEM".to_string(), "64M".to_string())]),
+            mode: Some(mode),
+            ..Default::default()
+        })
+        .map_err(|e| e.to_string());
+        let _ = std::fs::remove_dir_all(dir);
+        r
+    }
+
+    const SWARM_ONLY: &str = "services:
+  web:
+    image: img
+    secrets: [{source: ext, uid: '5', mode: 0400}]
+    deploy:
+      mode: global
+      resources:
+        limits:
+          memory: ${MEM}
+        reservations: {cpus: '0.5'}
+      placement:
+        constraints: [node.role == manager]
+secrets:
+  ext: {external: true}
+";
+
+    #[test]
+    fn swarm_keys_are_in_the_model_interpolated_and_located() {
+        let l = load(SWARM_ONLY, Mode::Swarm).unwrap();
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        let web = &l.project.services["web"];
+        assert_eq!(web.mode, DeployMode::Global);
+        assert_eq!(web.options.mem_limit, Some(64 << 20));
+        assert_eq!(web.options.cpus_reservation, Some(0.5));
+        assert_eq!(web.options.secrets[0].mode, Some(0o400));
+        assert_eq!(web.options.secrets[0].file, None);
+        assert_eq!(
+            web.placement.swarm_constraints,
+            vec!["node.role == manager"]
+        );
+        assert!(l.project.secrets["ext"].external);
+
+        // Plain mode refuses what only Swarm can evaluate, at its place in the file.
+        let err = load(SWARM_ONLY, Mode::Plain).unwrap_err();
+        assert!(
+            err.starts_with("compose.yml:4:15: services.web.secrets[0]: secrets \"ext\": external"),
+            "{err}"
+        );
+        let plain = SWARM_ONLY.replace("{external: true}", "{file: ./x}");
+        let err = load(&plain, Mode::Plain).unwrap_err();
+        assert_eq!(
+            err,
+            "compose.yml:12:23: services.web.deploy.placement.constraints[0]: expected \
+             node.name or node.labels.KEY, then == or !=, then a value"
+        );
+        let plain = plain.replace("constraints: [node.role == manager]", "{}");
+        let l = load(&plain, Mode::Plain).unwrap();
+        let w = l.warnings.join("\n");
+        assert!(
+            w.contains("compose.yml:6:13: services.web.deploy.mode: global needs swarm mode"),
+            "{w}"
+        );
+        assert!(
+            w.contains("services.web.deploy.resources.reservations.cpus: ignored in plain mode"),
+            "{w}"
+        );
+        assert!(
+            w.contains("services.web.secrets[0].uid: ignored in plain mode"),
+            "{w}"
+        );
+    }
+
+    #[test]
+    fn global_with_replicas_and_jobs_are_errors() {
+        let err = load(
+            "services:\n  web:\n    image: img\n    deploy: {mode: global, replicas: 2}\n",
+            Mode::Swarm,
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with(
+                "compose.yml:4:20: services.web.deploy.mode: global runs one task per node"
+            ),
+            "{err}"
+        );
+        let err = load(
+            "services:\n  web:\n    image: img\n    deploy: {mode: replicated-job}\n",
+            Mode::Swarm,
+        )
+        .unwrap_err();
+        assert!(err.contains("jobs are not supported"), "{err}");
     }
 }

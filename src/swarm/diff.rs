@@ -78,6 +78,67 @@ pub enum Action {
         service: String,
         id: String,
     },
+    /// A network of the project that left the file and that no service uses.
+    RemoveNetwork {
+        name: String,
+        id: String,
+    },
+}
+
+/// One network as the engine has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    pub id: String,
+    pub name: String,
+    pub labels: HashMap<String, String>,
+}
+
+impl Network {
+    fn label(&self, k: &str) -> Option<&str> {
+        self.labels.get(k).map(String::as_str)
+    }
+}
+
+/// Networks drover created for the project (both labels) that the project no longer wants
+/// and that none of `services` (all Swarm services listed) is attached to, as
+/// `docker stack deploy --prune` would remove them. A network without drover's label, or of
+/// another project, is never removed.
+pub fn network_removals(
+    desired: &Desired,
+    networks: &[Network],
+    services: &[Current],
+) -> Vec<Action> {
+    let wanted: Vec<&str> = desired.networks.iter().map(|n| n.name.as_str()).collect();
+    let attached: Vec<&str> = services
+        .iter()
+        .flat_map(|s| {
+            let t = s.spec.task_template.as_ref();
+            t.and_then(|t| t.networks.as_ref())
+                .into_iter()
+                .flatten()
+                .chain(s.spec.networks.iter().flatten())
+                .filter_map(|n| n.target.as_deref())
+        })
+        .collect();
+    let mut out: Vec<Action> = networks
+        .iter()
+        .filter(|n| {
+            n.label(NAMESPACE) == Some(desired.project.as_str())
+                && n.label(PROJECT) == Some(desired.project.as_str())
+                && !wanted.contains(&n.name.as_str())
+                && !attached.contains(&n.id.as_str())
+                && !attached.contains(&n.name.as_str())
+        })
+        .map(|n| Action::RemoveNetwork {
+            name: n.name.clone(),
+            id: n.id.clone(),
+        })
+        .collect();
+    out.sort_by_key(|a| match a {
+        Action::RemoveNetwork { name, .. } => name.clone(),
+        _ => String::new(),
+    });
+    out
 }
 
 /// A service drover will not touch although the project wants its name.
@@ -330,19 +391,24 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::swarm::convert::{self, Extras};
+    use crate::swarm::convert;
 
     fn project(replicas: u32, image: &str) -> crate::config::Project {
+        project_with(&format!("deploy: {{ replicas: {replicas} }}"), image)
+    }
+
+    fn project_with(deploy: &str, image: &str) -> crate::config::Project {
         let dir = std::env::temp_dir();
-        let text = format!(
-            "services:\n  web:\n    image: {image}\n    deploy: {{ replicas: {replicas} }}\n"
-        );
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let replicas = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let text = format!("services:\n  web:\n    image: {image}\n    {deploy}\n");
         let path = dir.join(format!("swarm-diff-{}-{replicas}.yml", std::process::id()));
         std::fs::write(&path, text).unwrap();
         let loaded = crate::config::load(&crate::config::LoadOptions {
             files: vec![path.clone()],
             project_name: Some("p".into()),
             cwd: dir,
+            mode: Some(crate::config::Mode::Swarm),
             ..Default::default()
         })
         .unwrap();
@@ -482,18 +548,91 @@ mod tests {
 
     #[test]
     fn global_mode_and_missing_network() {
-        let extras = BTreeMap::from([(
-            "web".to_string(),
-            Extras {
-                global: true,
-                ..Default::default()
-            },
-        )]);
-        let d = convert::desired(&project(3, "img:1"), &extras);
+        let d = convert::desired(
+            &project_with("deploy: { mode: global }", "img:1"),
+            &BTreeMap::new(),
+        );
         assert_eq!(d.services["web"].replicas, None);
         let p = plan(&d, &[], &[], &HashMap::new());
         assert!(matches!(&p.actions[0], Action::CreateNetwork(n) if n.name == "p_default"));
         assert!(matches!(&p.actions[1], Action::Create { spec, .. }
             if spec.mode.as_ref().unwrap().global.is_some()));
+    }
+
+    #[test]
+    fn resources_and_placement_reach_the_spec_as_written() {
+        let d = convert::desired(
+            &project_with(
+                "deploy:\n      resources:\n        limits: {cpus: '0.5', memory: 64M, pids: 100}\n        reservations: {cpus: '0.25', memory: 32M}\n      placement:\n        constraints: [node.role == manager, engine.labels.disk==ssd]\n        preferences: [{spread: node.platform.arch}]",
+                "img:1",
+            ),
+            &BTreeMap::new(),
+        );
+        let t = d.services["web"].spec.task_template.clone().unwrap();
+        let r = t.resources.unwrap();
+        let l = r.limits.unwrap();
+        assert_eq!(
+            (l.nano_cpus, l.memory_bytes, l.pids),
+            (Some(500_000_000), Some(64 << 20), Some(100))
+        );
+        let res = r.reservations.unwrap();
+        assert_eq!(
+            (res.nano_cpus, res.memory_bytes),
+            (Some(250_000_000), Some(32 << 20))
+        );
+        let p = t.placement.unwrap();
+        assert_eq!(
+            p.constraints.unwrap(),
+            vec!["node.role == manager", "engine.labels.disk==ssd"]
+        );
+        assert_eq!(
+            p.preferences.unwrap()[0]
+                .spread
+                .as_ref()
+                .unwrap()
+                .spread_descriptor
+                .as_deref(),
+            Some("node.platform.arch")
+        );
+    }
+
+    #[test]
+    fn only_owned_networks_that_left_the_file_and_are_unused_go() {
+        let d = convert::desired(&project(1, "img:1"), &BTreeMap::new());
+        let labels = |p: &str, owned: bool| {
+            let mut l = HashMap::from([(NAMESPACE.to_string(), p.to_string())]);
+            if owned {
+                l.insert(PROJECT.to_string(), p.to_string());
+            }
+            l
+        };
+        let net = |id: &str, name: &str, l| Network {
+            id: id.into(),
+            name: name.into(),
+            labels: l,
+        };
+        let nets = [
+            net("n1", "p_default", labels("p", true)),
+            net("n2", "p_old", labels("p", true)),
+            net("n3", "p_used", labels("p", true)),
+            net("n4", "p_stack", labels("p", false)),
+            net("n5", "q_old", labels("q", true)),
+            net("n6", "p_bare", HashMap::new()),
+        ];
+        let mut user = as_stored(&d.services["web"].spec, &ids());
+        user.name = Some("other_svc".into());
+        user.task_template.as_mut().unwrap().networks =
+            Some(vec![bollard::models::NetworkAttachmentConfig {
+                target: Some("n3".into()),
+                ..Default::default()
+            }]);
+        let gone = network_removals(&d, &nets, &[current(user)]);
+        assert_eq!(
+            gone,
+            vec![Action::RemoveNetwork {
+                name: "p_old".into(),
+                id: "n2".into()
+            }]
+        );
     }
 }

@@ -2,15 +2,18 @@
 //! `docker stack deploy` does and lets Swarm place and reschedule the tasks.
 //!
 //! - [`convert`]: the desired project -> service and network specs (pure).
-//! - [`extras`]: Swarm-only `deploy` keys (`mode: global`, `resources`) read from the files.
-//! - [`diff`]: desired specs + Swarm's services -> create / update / scale / remove (pure).
+//! - [`objects`]: secrets and configs: reuse, create under a new name when the content
+//!   changed, remove when unused (pure).
+//! - [`diff`]: desired specs + Swarm's services -> create / update / scale / remove, and
+//!   project networks to remove (pure).
 //! - [`report`]: services, tasks and nodes -> desired vs running per service and per node,
 //!   with Swarm's reason for every task that does not run (pure).
-//! - [`run`]: the controller: list, plan, apply, watch service and node events, reload.
+//! - [`run`]: the controller: list, plan, apply, watch service and node events (with an
+//!   idle watchdog), reload, record into the telemetry (`/metrics`, `/status`).
 
 pub mod convert;
 pub mod diff;
-pub mod extras;
+pub mod objects;
 pub mod report;
 pub mod run;
 
@@ -113,18 +116,12 @@ pub async fn choose(
 pub async fn plan_lines(
     docker: &Docker,
     engine: &crate::engine::connect::Endpoint,
-    load: &crate::config::LoadOptions,
     loaded: &crate::config::Loaded,
 ) -> Result<Vec<String>, String> {
-    let (desired, _) = run::desired(loaded, load);
-    let observed = run::observe(docker, &loaded.project.name)
+    let (desired, _) = run::desired(loaded)?;
+    let mut out = run::plan_lines(docker, &desired)
         .await
         .map_err(|e| crate::engine::connect::explain(engine, &e))?;
-    let plan = run::plan(&desired, &observed);
-    let mut out: Vec<String> = plan.actions.iter().map(run::describe).collect();
-    for c in &plan.conflicts {
-        out.push(format!("leave {} alone: {}", c.service, c.reason));
-    }
     if out.is_empty() {
         out.push(format!(
             "nothing to do: the Swarm services of project {} match the file",

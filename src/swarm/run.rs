@@ -1,11 +1,14 @@
 //! The Swarm-mode controller: one level-triggered loop against one manager.
 //!
-//! Each pass lists the project's services, their tasks, the networks and the nodes, plans
-//! with [`diff::plan`], applies the actions, and logs what changed in the [`Report`].
-//! Passes run on service and node events, on a short timer (the engine has no task
-//! events, so tasks are listed every `task_interval`), when the config files change and on
-//! SIGHUP. The event stream reconnects with backoff; lost events only delay a pass until
-//! the next tick. Nothing is kept between passes that the engine does not also have.
+//! Each pass lists the project's services, their tasks, the networks, secrets, configs
+//! and nodes; creates the secrets and configs whose content is new ([`objects::plan`]),
+//! plans the services with [`diff::plan`], applies the actions, removes what the project
+//! no longer uses, and logs what changed in the [`Report`] (also kept for `/metrics` and
+//! `/status`). Passes run on service and node events, on a short timer (the engine has no
+//! task events, so tasks are listed every `task_interval`: a resync that also covers lost
+//! events), when the config files change and on SIGHUP. The event stream reconnects with
+//! backoff, and a stream silent for `watchdog` is reopened (a half-open connection sends
+//! nothing). Nothing is kept between passes that the engine does not also have.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -13,21 +16,26 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
-use bollard::models::{Node, Task};
+use bollard::models::{ConfigSpec, Node, SecretSpec, Task};
 use bollard::query_parameters::{
-    EventsOptions, ListNetworksOptions, ListNodesOptions, ListServicesOptions, ListTasksOptions,
-    UpdateServiceOptions,
+    EventsOptions, ListConfigsOptions, ListNetworksOptions, ListNodesOptions, ListSecretsOptions,
+    ListServicesOptions, ListTasksOptions, UpdateServiceOptions,
 };
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::convert::{self, Desired};
+use super::convert::{self, Desired, Kind};
 use super::diff::{self, Action, Current};
-use super::extras;
+use super::objects::{self, Existing, ObjectAction};
 use super::report::{self, Report};
 use crate::config::{self, LoadOptions, Project};
 use crate::engine::connect::{Endpoint, explain};
+use crate::telemetry::Telemetry;
+
+/// The engine drover talks to, as named in `/status` and metrics (`node` label of
+/// engine-level figures); per-service figures are per Swarm node.
+pub const ENGINE: &str = "manager";
 
 /// Timing of the Swarm-mode loop.
 #[derive(Debug, Clone)]
@@ -36,6 +44,8 @@ pub struct Settings {
     pub task_interval: Duration,
     /// Config files are re-read this often; zero: on SIGHUP only.
     pub watch_interval: Duration,
+    /// An event stream silent this long is reopened.
+    pub watchdog: Duration,
 }
 
 impl Default for Settings {
@@ -43,6 +53,7 @@ impl Default for Settings {
         Settings {
             task_interval: Duration::from_secs(2),
             watch_interval: Duration::from_secs(1),
+            watchdog: Duration::from_secs(60),
         }
     }
 }
@@ -52,31 +63,64 @@ impl Default for Settings {
 pub struct Observed {
     /// Services named `{project}_*` (the project's and any that collide with its names).
     pub services: Vec<Current>,
+    pub networks: Vec<diff::Network>,
     pub network_names: Vec<String>,
     /// Network id -> name.
     pub network_ids: HashMap<String, String>,
+    /// Every secret and config of the swarm.
+    pub objects: Vec<Existing>,
     pub tasks: Vec<Task>,
     pub nodes: Vec<Node>,
 }
 
-/// Desired state for the project, Swarm-only keys included.
-pub fn desired(loaded: &config::Loaded, load: &LoadOptions) -> (Desired, Vec<String>) {
-    let (extras, mut warnings) = extras::read(load);
-    // The loader does not know these keys; here they are read and passed to Swarm.
-    let handled = [
-        ".deploy.mode: not supported",
-        ".deploy.resources: not supported",
-    ];
-    let loader: Vec<String> = loaded
-        .warnings
-        .iter()
-        .filter(|w| !handled.iter().any(|h| w.contains(h)))
-        .cloned()
-        .collect();
-    warnings.splice(0..0, loader);
-    let desired = convert::desired(&loaded.project, &extras);
+/// Desired state for the project: the model as Swarm specs, with the content of the
+/// secret and config files the services use. An error names the file that cannot be read.
+pub fn desired(loaded: &config::Loaded) -> Result<(Desired, Vec<String>), String> {
+    let p = &loaded.project;
+    let mut contents = BTreeMap::new();
+    for s in p.services.values() {
+        for (kind, uses, defs) in [
+            (Kind::Secret, &s.options.secrets, &p.secrets),
+            (Kind::Config, &s.options.configs, &p.configs),
+        ] {
+            for m in uses {
+                let Some(file) = defs.get(&m.source).and_then(|d| d.file.as_ref()) else {
+                    continue;
+                };
+                if contents.contains_key(&(kind, m.source.clone())) {
+                    continue;
+                }
+                let data = read_object(file).map_err(|e| {
+                    format!(
+                        "{}s.{}.file: cannot read {file}: {e}",
+                        kind.as_str(),
+                        m.source
+                    )
+                })?;
+                contents.insert((kind, m.source.clone()), data);
+            }
+        }
+    }
+    let desired = convert::desired(p, &contents);
+    let mut warnings = loaded.warnings.clone();
     warnings.extend(desired.warnings.iter().cloned());
-    (desired, warnings)
+    Ok((desired, warnings))
+}
+
+/// Swarm refuses secrets over 500 KB and configs over 1000 KB; a bigger file is refused here
+/// before it is read.
+const MAX_OBJECT_BYTES: u64 = 1000 * 1024;
+
+fn read_object(path: &str) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if meta.len() > MAX_OBJECT_BYTES {
+        return Err(format!(
+            "{} bytes is more than Swarm stores ({} KB at most)",
+            meta.len(),
+            MAX_OBJECT_BYTES / 1024
+        ));
+    }
+    std::fs::read(path).map_err(|e| e.to_string())
 }
 
 /// List what the plan and the report need.
@@ -103,13 +147,42 @@ pub async fn observe(docker: &Docker, project: &str) -> Result<Observed, Bollard
             })
         })
         .collect();
-    let networks = docker.list_networks(None::<ListNetworksOptions>).await?;
+    let listed = docker.list_networks(None::<ListNetworksOptions>).await?;
+    let mut networks = Vec::new();
     let mut network_names = Vec::new();
     let mut network_ids = HashMap::new();
-    for n in networks {
+    for n in listed {
         if let (Some(id), Some(name)) = (n.id, n.name) {
             network_names.push(name.clone());
-            network_ids.insert(id, name);
+            network_ids.insert(id.clone(), name.clone());
+            networks.push(diff::Network {
+                id,
+                name,
+                labels: n.labels.unwrap_or_default(),
+            });
+        }
+    }
+    let mut objects = Vec::new();
+    for s in docker.list_secrets(None::<ListSecretsOptions>).await? {
+        let spec = s.spec.unwrap_or_default();
+        if let (Some(id), Some(name)) = (s.id, spec.name) {
+            objects.push(Existing {
+                kind: Kind::Secret,
+                id,
+                name,
+                labels: spec.labels.unwrap_or_default(),
+            });
+        }
+    }
+    for c in docker.list_configs(None::<ListConfigsOptions>).await? {
+        let spec = c.spec.unwrap_or_default();
+        if let (Some(id), Some(name)) = (c.id, spec.name) {
+            objects.push(Existing {
+                kind: Kind::Config,
+                id,
+                name,
+                labels: spec.labels.unwrap_or_default(),
+            });
         }
     }
     let ids: Vec<String> = services
@@ -129,21 +202,102 @@ pub async fn observe(docker: &Docker, project: &str) -> Result<Observed, Bollard
     let nodes = docker.list_nodes(None::<ListNodesOptions>).await?;
     Ok(Observed {
         services,
+        networks,
         network_names,
         network_ids,
+        objects,
         tasks,
         nodes,
     })
 }
 
-/// The plan for `desired` against what `observed` shows.
-pub fn plan(desired: &Desired, observed: &Observed) -> diff::Plan {
-    diff::plan(
+/// Every Swarm service (any project), for what must not be removed while in use.
+async fn all_services(docker: &Docker) -> Result<Vec<Current>, BollardError> {
+    Ok(docker
+        .list_services(None::<ListServicesOptions>)
+        .await?
+        .into_iter()
+        .filter_map(|s| {
+            Some(Current {
+                id: s.id?,
+                version: 0,
+                spec: s.spec?,
+            })
+        })
+        .collect())
+}
+
+/// The secret and config plan: which objects the services use, which to create or
+/// remove. `all`: every service of the swarm (objects they use are kept).
+pub fn plan_objects(
+    desired: &Desired,
+    observed: &Observed,
+    all: &[Current],
+) -> objects::ObjectPlan {
+    let in_use: HashSet<String> = all
+        .iter()
+        .flat_map(|s| objects::referenced(&s.spec).collect::<Vec<_>>())
+        .collect();
+    objects::plan(desired, &observed.objects, &in_use)
+}
+
+/// `desired` with each service's secret and config references resolved against `names`
+/// (from [`plan_objects`]) and the ids Swarm has (or was just given). A service whose
+/// external secret or config is missing is left out, with the reason.
+pub fn resolved(
+    desired: &Desired,
+    names: &BTreeMap<(Kind, String), String>,
+    ids: &HashMap<(Kind, String), String>,
+) -> (Desired, Vec<diff::Conflict>) {
+    let external: HashSet<(Kind, String)> = desired
+        .objects
+        .iter()
+        .filter(|(_, o)| o.external)
+        .map(|(k, _)| k.clone())
+        .collect();
+    let mut out = desired.clone();
+    let mut problems = Vec::new();
+    out.services.retain(
+        |_, s| match objects::resolve(&s.spec, names, ids, &external) {
+            Ok(spec) => {
+                s.spec = spec;
+                true
+            }
+            Err(reason) => {
+                problems.push(diff::Conflict {
+                    service: s.name.clone(),
+                    reason,
+                });
+                false
+            }
+        },
+    );
+    (out, problems)
+}
+
+fn object_ids(observed: &Observed) -> HashMap<(Kind, String), String> {
+    observed
+        .objects
+        .iter()
+        .map(|o| ((o.kind, o.name.clone()), o.id.clone()))
+        .collect()
+}
+
+/// The service and network plan for `desired` (references resolved) against `observed`.
+/// Services Swarm still has to finish removing keep their networks until the next pass.
+pub fn plan(desired: &Desired, observed: &Observed, all: &[Current]) -> diff::Plan {
+    let mut p = diff::plan(
         desired,
         &observed.services,
         &observed.network_names,
         &observed.network_ids,
-    )
+    );
+    let removing = p.actions.iter().any(|a| matches!(a, Action::Remove { .. }));
+    if !removing {
+        p.actions
+            .extend(diff::network_removals(desired, &observed.networks, all));
+    }
+    p
 }
 
 /// One line per action, for `drover plan`.
@@ -168,18 +322,57 @@ pub fn describe(a: &Action) -> String {
             service, from, to, ..
         } => format!("scale service {service} from {from} to {to}"),
         Action::Remove { service, .. } => format!("remove service {service} (not in the file)"),
+        Action::RemoveNetwork { name, .. } => {
+            format!("remove network {name} (not in the file, no service uses it)")
+        }
     }
+}
+
+/// One line per secret or config action, for `drover plan` and the logs. Never the content.
+pub fn describe_object(a: &ObjectAction) -> String {
+    match a {
+        ObjectAction::Create {
+            kind, name, file, ..
+        } => format!(
+            "create {} {name}{}",
+            kind.as_str(),
+            file.as_deref()
+                .map(|f| format!(" from {f}"))
+                .unwrap_or_default()
+        ),
+        ObjectAction::Remove { kind, name, .. } => {
+            format!("remove {} {name} (no longer used)", kind.as_str())
+        }
+    }
+}
+
+/// The lines `drover plan` prints in Swarm mode.
+pub async fn plan_lines(docker: &Docker, desired: &Desired) -> Result<Vec<String>, BollardError> {
+    let observed = observe(docker, &desired.project).await?;
+    let all = all_services(docker).await?;
+    let objects = plan_objects(desired, &observed, &all);
+    let mut out: Vec<String> = objects.actions.iter().map(describe_object).collect();
+    let (resolved, missing) = resolved(desired, &objects.names, &object_ids(&observed));
+    let plan = plan(&resolved, &observed, &all);
+    out.extend(plan.actions.iter().map(describe));
+    for c in plan.conflicts.iter().chain(&missing) {
+        out.push(format!("leave {} alone: {}", c.service, c.reason));
+    }
+    Ok(out)
 }
 
 #[derive(Default)]
 struct Said {
     warnings: HashSet<String>,
-    conflicts: HashSet<String>,
+    conflicts: HashSet<(String, String)>,
     services: BTreeMap<String, (u32, u32)>,
     nodes: BTreeMap<String, (String, String, u32, u32)>,
     problems: HashSet<(String, String)>,
     list_error: Option<String>,
     reload_error: Option<String>,
+    /// Failures of an action that repeats every pass (e.g. a network still in use), by
+    /// what and error: said once.
+    failures: HashSet<(String, String)>,
 }
 
 /// The running Swarm-mode controller.
@@ -191,19 +384,23 @@ pub struct Controller {
     desired: Desired,
     settings: Settings,
     report: report::Shared,
+    telemetry: Telemetry,
     said: Said,
 }
 
 impl Controller {
-    /// `engine`: the manager, named in errors.
+    /// `engine`: the manager, named in errors; `telemetry`: where `/metrics` and
+    /// `/status` read from. An error names a secret or config file that cannot be read.
     pub fn new(
         docker: Docker,
         engine: Endpoint,
         load: LoadOptions,
         loaded: config::Loaded,
         settings: Settings,
-    ) -> Controller {
-        let (desired, warnings) = desired(&loaded, &load);
+        telemetry: Telemetry,
+    ) -> Result<Controller, String> {
+        let (desired, warnings) = desired(&loaded)?;
+        telemetry.add_node(ENGINE);
         let mut c = Controller {
             docker,
             engine,
@@ -212,10 +409,11 @@ impl Controller {
             desired,
             settings,
             report: Arc::default(),
+            telemetry,
             said: Said::default(),
         };
         c.warn_once(&warnings);
-        c
+        Ok(c)
     }
 
     /// The latest report (desired vs running per service and node, task errors).
@@ -242,8 +440,14 @@ impl Controller {
         );
         let poke = Arc::new(tokio::sync::Notify::new());
         tokio::spawn(watch_events(
-            self.docker.clone(),
-            poke.clone(),
+            Watch {
+                docker: self.docker.clone(),
+                engine: self.engine.clone(),
+                project: self.project.name.clone(),
+                watchdog: self.settings.watchdog,
+                telemetry: self.telemetry.clone(),
+                poke: poke.clone(),
+            },
             cancel.child_token(),
         ));
         let mut hangup =
@@ -284,21 +488,24 @@ impl Controller {
         info!(action = "shutdown", project = %self.project.name, "stopped reconciling; services left running");
     }
 
+    fn reload_failed(&mut self, msg: String) {
+        self.telemetry.reload(Some(&msg));
+        if self.said.reload_error.as_deref() != Some(msg.as_str()) {
+            error!(action = "reload", project = %self.project.name, error = %msg, "config invalid; keeping the last good one");
+            self.said.reload_error = Some(msg);
+        }
+    }
+
     /// Load the config again; `true` when the desired state changed. A broken config keeps
     /// the last good one.
     fn reload(&mut self) -> bool {
         let loaded = match config::load(&self.load) {
             Ok(l) => l,
             Err(e) => {
-                let msg = e.to_string();
-                if self.said.reload_error.as_deref() != Some(msg.as_str()) {
-                    error!(action = "reload", project = %self.project.name, error = %msg, "config invalid; keeping the last good one");
-                    self.said.reload_error = Some(msg);
-                }
+                self.reload_failed(e.to_string());
                 return false;
             }
         };
-        self.said.reload_error = None;
         if loaded.project.name != self.project.name {
             error!(
                 action = "reload",
@@ -308,7 +515,16 @@ impl Controller {
             );
             return false;
         }
-        let (desired, warnings) = desired(&loaded, &self.load);
+        let (desired, warnings) = match desired(&loaded) {
+            Ok(d) => d,
+            Err(e) => {
+                self.reload_failed(e);
+                return false;
+            }
+        };
+        if self.said.reload_error.take().is_some() {
+            self.telemetry.reload(None);
+        }
         if desired == self.desired {
             return false;
         }
@@ -319,32 +535,80 @@ impl Controller {
         true
     }
 
+    fn list_failed(&mut self, e: &BollardError) {
+        let msg = explain(&self.engine, e);
+        self.telemetry.unreachable(ENGINE, &msg);
+        if self.said.list_error.as_deref() != Some(msg.as_str()) {
+            error!(action = "list", project = %self.project.name, error = %msg, "cannot list the swarm");
+            self.said.list_error = Some(msg);
+        }
+    }
+
     /// One list-plan-apply-report round; `true` when something was changed.
     pub async fn pass(&mut self) -> bool {
+        let _timer = self.telemetry.pass(ENGINE);
         let project = self.project.name.clone();
         let observed = match observe(&self.docker, &project).await {
             Ok(o) => o,
             Err(e) => {
-                let msg = explain(&self.engine, &e);
-                if self.said.list_error.as_deref() != Some(msg.as_str()) {
-                    error!(action = "list", project = %project, error = %msg, "cannot list the swarm");
-                    self.said.list_error = Some(msg);
-                }
+                self.list_failed(&e);
                 return false;
             }
         };
         if self.said.list_error.take().is_some() {
             info!(action = "list", project = %project, "listing the swarm again");
         }
-        let plan = plan(&self.desired, &observed);
-        for c in &plan.conflicts {
-            if self.said.conflicts.insert(c.service.clone()) {
+
+        // Secrets and configs first: the services refer to them by id. What may be
+        // removed is checked against every service of the swarm, listed only then.
+        let mut all = observed.services.clone();
+        let mut objects = plan_objects(&self.desired, &observed, &all);
+        let removable = objects
+            .actions
+            .iter()
+            .any(|a| matches!(a, ObjectAction::Remove { .. }))
+            || !diff::network_removals(&self.desired, &observed.networks, &all).is_empty();
+        if removable {
+            match all_services(&self.docker).await {
+                Ok(a) => all = a,
+                Err(e) => {
+                    self.list_failed(&e);
+                    return false;
+                }
+            }
+            objects = plan_objects(&self.desired, &observed, &all);
+        }
+        let mut ids = object_ids(&observed);
+        let mut acted = false;
+        let (creates, removes): (Vec<ObjectAction>, Vec<ObjectAction>) = objects
+            .actions
+            .into_iter()
+            .partition(|a| matches!(a, ObjectAction::Create { .. }));
+        for a in creates {
+            acted = true;
+            if let Some((key, id)) = self.apply_object(a).await {
+                ids.insert(key, id);
+            }
+        }
+        let (desired, missing) = resolved(&self.desired, &objects.names, &ids);
+
+        let plan = plan(&desired, &observed, &all);
+        for c in plan.conflicts.iter().chain(&missing) {
+            if self
+                .said
+                .conflicts
+                .insert((c.service.clone(), c.reason.clone()))
+            {
                 error!(action = "conflict", project = %project, service = %c.service, reason = %c.reason, "service left alone");
             }
         }
-        let acted = !plan.actions.is_empty();
+        acted |= !plan.actions.is_empty();
         for a in plan.actions {
             self.apply(a).await;
+        }
+        for a in removes {
+            acted = true;
+            self.apply_object(a).await;
         }
         let observed = if acted {
             observe(&self.docker, &project).await.unwrap_or(observed)
@@ -359,25 +623,129 @@ impl Controller {
             .collect();
         let r = report::build(&project, &owned, &observed.tasks, &observed.nodes);
         self.log_report(&r);
+        self.telemetry.swarm_observed(ENGINE, &r);
         if let Ok(mut shared) = self.report.write() {
             *shared = r;
         }
         acted
     }
 
-    async fn apply(&mut self, a: Action) {
+    /// Create or remove a secret or config; a created one's (kind, name) and id.
+    async fn apply_object(&mut self, a: ObjectAction) -> Option<((Kind, String), String)> {
+        let what = describe_object(&a);
+        let started = std::time::Instant::now();
+        let (action, reason, result) = match a {
+            ObjectAction::Create {
+                kind,
+                name,
+                labels,
+                content,
+                ..
+            } => {
+                let data = Some(objects::base64(&content.0));
+                let r = match kind {
+                    Kind::Secret => self
+                        .docker
+                        .create_secret(SecretSpec {
+                            name: Some(name.clone()),
+                            labels: Some(labels),
+                            data,
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|r| r.id),
+                    Kind::Config => self
+                        .docker
+                        .create_config(ConfigSpec {
+                            name: Some(name.clone()),
+                            labels: Some(labels),
+                            data,
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|r| r.id),
+                };
+                let action = match kind {
+                    Kind::Secret => "create_secret",
+                    Kind::Config => "create_config",
+                };
+                (action, "content", r.map(|id| Some(((kind, name), id))))
+            }
+            ObjectAction::Remove { kind, id, .. } => {
+                let (action, r) = match kind {
+                    Kind::Secret => ("remove_secret", self.docker.delete_secret(&id).await),
+                    Kind::Config => ("remove_config", self.docker.delete_config(&id).await),
+                };
+                (action, "unused", ignore_status(r, 404).map(|()| None))
+            }
+        };
+        self.finish(action, None, reason, &what, started, result)
+            .flatten()
+    }
+
+    /// Log and record a finished action; `Some(value)` when it succeeded.
+    fn finish<T>(
+        &mut self,
+        action: &'static str,
+        service: Option<&str>,
+        reason: &'static str,
+        what: &str,
+        started: std::time::Instant,
+        result: Result<T, BollardError>,
+    ) -> Option<T> {
         let project = self.project.name.clone();
+        let duration = started.elapsed();
+        let duration_ms = duration.as_millis() as u64;
+        match result {
+            Ok(v) => {
+                self.said.failures.retain(|(w, _)| w != what);
+                self.telemetry
+                    .swarm_action(ENGINE, action, service, reason, duration, None);
+                match service {
+                    Some(service) => {
+                        info!(action, project = %project, service = %service, reason = %what, duration_ms, "done")
+                    }
+                    None => info!(action, project = %project, reason = %what, duration_ms, "done"),
+                }
+                Some(v)
+            }
+            Err(e) => {
+                let msg = explain(&self.engine, &e);
+                self.telemetry.swarm_action(
+                    ENGINE,
+                    action,
+                    service,
+                    reason,
+                    duration,
+                    Some(msg.clone()),
+                );
+                if self.said.failures.insert((what.to_string(), msg.clone())) {
+                    error!(
+                        action,
+                        project = %project,
+                        service = service.unwrap_or(""),
+                        reason = %what,
+                        error = %msg,
+                        "failed; will retry"
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    async fn apply(&mut self, a: Action) {
         let what = describe(&a);
         let started = std::time::Instant::now();
-        let (action, service, result) = match a {
+        let (action, reason, service, result) = match a {
             Action::CreateNetwork(n) => {
                 let name = n.name.clone();
                 let r = self.docker.create_network(n).await.map(|_| ());
-                ("create_network", name, ignore_status(r, 409))
+                ("create_network", "missing", name, ignore_status(r, 409))
             }
             Action::Create { service, spec } => {
                 let r = self.docker.create_service(spec, None).await.map(|_| ());
-                ("create", service, ignore_status(r, 409))
+                ("create", "missing", service, ignore_status(r, 409))
             }
             Action::Update {
                 service,
@@ -387,7 +755,7 @@ impl Controller {
                 ..
             } => {
                 let r = self.update(&id, version, spec).await;
-                ("update", service, r)
+                ("update", "config-changed", service, r)
             }
             Action::Scale {
                 service,
@@ -397,27 +765,18 @@ impl Controller {
                 ..
             } => {
                 let r = self.update(&id, version, spec).await;
-                ("scale", service, r)
+                ("scale", "scale", service, r)
             }
             Action::Remove { service, id } => {
                 let r = self.docker.delete_service(&id).await;
-                ("remove", service, ignore_status(r, 404))
+                ("remove", "not-in-file", service, ignore_status(r, 404))
+            }
+            Action::RemoveNetwork { name, id } => {
+                let r = self.docker.remove_network(&id).await;
+                ("remove_network", "not-in-file", name, ignore_status(r, 404))
             }
         };
-        let duration_ms = started.elapsed().as_millis() as u64;
-        match result {
-            Ok(()) => {
-                info!(action, project = %project, service = %service, reason = %what, duration_ms, "done")
-            }
-            Err(e) => error!(
-                action,
-                project = %project,
-                service = %service,
-                reason = %what,
-                error = %explain(&self.engine, &e),
-                "failed; will retry"
-            ),
-        }
+        self.finish(action, Some(&service), reason, &what, started, result);
     }
 
     async fn update(
@@ -507,39 +866,81 @@ fn ignore_status(r: Result<(), BollardError>, code: u16) -> Result<(), BollardEr
     }
 }
 
-/// Service and node events poke the loop; the stream is reopened with backoff.
-async fn watch_events(docker: Docker, poke: Arc<tokio::sync::Notify>, cancel: CancellationToken) {
+/// What the event watcher needs.
+struct Watch {
+    docker: Docker,
+    engine: Endpoint,
+    project: String,
+    watchdog: Duration,
+    telemetry: Telemetry,
+    poke: Arc<tokio::sync::Notify>,
+}
+
+/// Service and node events poke the loop. The stream is reopened with backoff when it
+/// fails, and at once when it stays silent for `watchdog` (an idle swarm and a half-open
+/// connection look the same; reopening tells them apart). Every (re)open pokes the loop:
+/// a pass covers whatever happened meanwhile.
+async fn watch_events(w: Watch, cancel: CancellationToken) {
     let mut backoff = Duration::from_millis(200);
+    let mut lost = false;
     loop {
-        let opts = EventsOptions {
-            filters: Some(HashMap::from([(
-                "type".to_string(),
-                vec!["service".to_string(), "node".to_string()],
-            )])),
-            ..Default::default()
+        let opened = tokio::select! {
+            _ = cancel.cancelled() => return,
+            p = w.docker.ping() => p,
         };
-        let mut stream = docker.events(Some(opts));
-        loop {
-            let next = tokio::select! {
-                _ = cancel.cancelled() => return,
-                n = stream.next() => n,
-            };
-            match next {
-                Some(Ok(e)) => {
-                    backoff = Duration::from_millis(200);
-                    debug!(
-                        action = "event",
-                        reason = %format!("{} {}", e.typ.map(|t| t.to_string()).unwrap_or_default(), e.action.unwrap_or_default()),
-                        "swarm event"
-                    );
-                    poke.notify_one();
+        let error = match opened {
+            Err(e) => explain(&w.engine, &e),
+            Ok(_) => {
+                w.telemetry.stream_connected(ENGINE);
+                if lost {
+                    lost = false;
+                    info!(action = "events", project = %w.project, "event stream restored");
                 }
-                Some(Err(e)) => {
-                    debug!(action = "events", error = %e, "event stream failed; reopening");
-                    break;
+                w.poke.notify_one();
+                let opts = EventsOptions {
+                    filters: Some(HashMap::from([(
+                        "type".to_string(),
+                        vec!["service".to_string(), "node".to_string()],
+                    )])),
+                    ..Default::default()
+                };
+                let mut stream = w.docker.events(Some(opts));
+                loop {
+                    let next = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        n = tokio::time::timeout(w.watchdog, stream.next()) => n,
+                    };
+                    match next {
+                        Err(_) => {
+                            debug!(
+                                action = "events",
+                                "event stream silent past the watchdog; reopening"
+                            );
+                            break String::new();
+                        }
+                        Ok(Some(Ok(e))) => {
+                            backoff = Duration::from_millis(200);
+                            w.telemetry.stream_event(ENGINE, e.time_nano);
+                            debug!(
+                                action = "event",
+                                reason = %format!("{} {}", e.typ.map(|t| t.to_string()).unwrap_or_default(), e.action.unwrap_or_default()),
+                                "swarm event"
+                            );
+                            w.poke.notify_one();
+                        }
+                        Ok(Some(Err(e))) => break explain(&w.engine, &e),
+                        Ok(None) => break "the engine closed the event stream".to_string(),
+                    }
                 }
-                None => break,
             }
+        };
+        if error.is_empty() {
+            continue; // the watchdog: reopen at once
+        }
+        w.telemetry.stream_lost(ENGINE, &error);
+        if !lost {
+            lost = true;
+            warn!(action = "events", project = %w.project, error = %error, "event stream lost; reconnecting with backoff");
         }
         tokio::select! {
             _ = cancel.cancelled() => return,

@@ -357,6 +357,49 @@ fn render_recorded(r: &Recorded) -> String {
         );
     }
 
+    // Swarm mode: Swarm's nodes and the task slots that do not run.
+    if let Some(sw) = &r.swarm {
+        o.header(
+            "drover_swarm_node_ready",
+            "gauge",
+            "1 when Swarm reports the node ready (Swarm mode).",
+        );
+        for (id, n) in &sw.nodes {
+            let v = if n.state == "ready" { 1.0 } else { 0.0 };
+            o.sample(
+                "drover_swarm_node_ready",
+                &[("project", p), ("node", &sw.node_label(id))],
+                v,
+            );
+        }
+        o.header(
+            "drover_swarm_node_active",
+            "gauge",
+            "1 when the node's availability is active (not paused or drained; Swarm mode).",
+        );
+        for (id, n) in &sw.nodes {
+            let v = if n.availability == "active" { 1.0 } else { 0.0 };
+            o.sample(
+                "drover_swarm_node_active",
+                &[("project", p), ("node", &sw.node_label(id))],
+                v,
+            );
+        }
+        o.header(
+            "drover_swarm_task_problems",
+            "gauge",
+            "Task slots of a service that do not run and for which Swarm reports an error (Swarm mode).",
+        );
+        for (name, s) in &sw.services {
+            let n = s.problems.iter().filter(|p| p.error).count();
+            o.sample(
+                "drover_swarm_task_problems",
+                &[("project", p), ("service", name)],
+                n as f64,
+            );
+        }
+    }
+
     // Config.
     o.header(
         "drover_config_reload_failures_total",

@@ -195,6 +195,8 @@ pub(crate) struct Recorded {
     seen_slots: BTreeSet<(String, String, u32)>,
     pub reload_failures: u64,
     pub reload_error: Option<String>,
+    /// Swarm mode: the latest report of the project's services, tasks and nodes.
+    pub swarm: Option<crate::swarm::report::Report>,
 }
 
 impl Telemetry {
@@ -219,6 +221,7 @@ impl Telemetry {
                 seen_slots: BTreeSet::new(),
                 reload_failures: 0,
                 reload_error: None,
+                swarm: None,
             })),
         }
     }
@@ -287,6 +290,66 @@ impl Telemetry {
         for (service, c) in counts {
             r.services.insert((service, node.to_string()), c);
         }
+    }
+
+    /// Hook (Swarm mode): the manager `engine` answered and Swarm's state is `report`.
+    /// Per-service figures are then per Swarm node.
+    pub fn swarm_observed(&self, engine: &str, report: &crate::swarm::report::Report) {
+        let mut r = self.lock();
+        let n = r.node(engine);
+        n.up = Some(true);
+        n.error = None;
+        n.last_observed = Some(SystemTime::now());
+        r.services.clear();
+        for c in report.per_node() {
+            r.services.insert(
+                (c.service, c.node),
+                Counts {
+                    desired: c.desired,
+                    actual: c.running,
+                    containers: c.tasks,
+                },
+            );
+        }
+        r.swarm = Some(report.clone());
+    }
+
+    /// Hook (Swarm mode): one change to Swarm finished. `action` and `reason` are short
+    /// stable words (`create`, `update`, `scale`, ...; `config-changed`, `scale`, ...).
+    pub fn swarm_action(
+        &self,
+        engine: &str,
+        action: &'static str,
+        service: Option<&str>,
+        reason: &'static str,
+        duration: Duration,
+        error: Option<String>,
+    ) {
+        let mut r = self.lock();
+        let result = if error.is_some() { "error" } else { "ok" };
+        *r.actions
+            .entry((
+                service.unwrap_or("").to_string(),
+                engine.to_string(),
+                action,
+                reason,
+                result,
+            ))
+            .or_default() += 1;
+        if r.last_actions.len() == LAST_ACTIONS {
+            r.last_actions.pop_front();
+        }
+        r.last_actions.push_back(ActionRecord {
+            time: SystemTime::now(),
+            node: engine.to_string(),
+            action,
+            service: service.map(str::to_string),
+            slot: None,
+            container: None,
+            reason: Some(reason),
+            duration,
+            error,
+        });
     }
 
     /// Hook: `node` did not answer a pass.

@@ -28,6 +28,10 @@ pub struct Status {
     /// Oldest first.
     pub last_actions: Vec<ActionStatus>,
     pub config: ConfigStatus,
+    /// Swarm mode: Swarm's services (desired vs running tasks, why slots do not run) and
+    /// nodes. `services` above then counts tasks per Swarm node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm: Option<crate::swarm::report::Report>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -222,6 +226,7 @@ pub fn snapshot(t: &Telemetry) -> Status {
             reload_failures: r.reload_failures,
             error: r.reload_error.clone(),
         },
+        swarm: r.swarm.clone(),
     }
 }
 
@@ -354,6 +359,59 @@ pub fn render_table(s: &Status) -> String {
         ]);
     }
     table(&mut out, &rows);
+
+    if let Some(sw) = &s.swarm {
+        out.push('\n');
+        let mut rows = vec![vec![
+            "SWARM NODE".to_string(),
+            "HOSTNAME".into(),
+            "ROLE".into(),
+            "STATE".into(),
+            "AVAILABILITY".into(),
+            "DESIRED".into(),
+            "RUNNING".into(),
+        ]];
+        for (id, n) in &sw.nodes {
+            rows.push(vec![
+                id.clone(),
+                n.hostname.clone(),
+                n.role.clone(),
+                n.state.clone(),
+                n.availability.clone(),
+                n.desired.to_string(),
+                n.running.to_string(),
+            ]);
+        }
+        table(&mut out, &rows);
+        let problems: Vec<(&String, &crate::swarm::report::TaskProblem)> = sw
+            .services
+            .iter()
+            .flat_map(|(name, svc)| svc.problems.iter().map(move |p| (name, p)))
+            .collect();
+        if !problems.is_empty() {
+            out.push('\n');
+            let mut rows = vec![vec![
+                "TASK SLOT".to_string(),
+                "NODE".into(),
+                "STATE".into(),
+                "REASON".into(),
+            ]];
+            for (name, p) in problems {
+                rows.push(vec![
+                    match p.slot {
+                        Some(n) => format!("{name}.{n}"),
+                        None => name.clone(),
+                    },
+                    p.node
+                        .as_deref()
+                        .map_or("-".to_string(), |n| sw.node_label(n)),
+                    p.state.clone(),
+                    p.reason.clone(),
+                ]);
+            }
+            table(&mut out, &rows);
+        }
+    }
 
     if !s.backoff.is_empty() || !s.stopped.is_empty() {
         out.push('\n');
