@@ -201,4 +201,16 @@ fn ports_that_can_coexist_are_accepted() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // Before the mode is known (auto: Swarm if the engine is a manager), a warning.
+    let out = check_bytes(
+        "auto",
+        b"services:\n  web:\n    image: x\n    ports: [\"8080:80\"]\n    scale: 2\n",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("warning: compose.yml:4:13: services.web.ports[0]: host port 8080/tcp")
+            && err.contains("unless it runs in Swarm mode"),
+        "{err}"
+    );
 }

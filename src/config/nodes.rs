@@ -128,6 +128,13 @@ pub fn placement(v: &Node, path: &str, w: &mut Warnings, mode: Mode) -> Result<P
                 for (i, c) in read::seq(val, &kp)?.iter().enumerate() {
                     let cp = index(&kp, i);
                     let text = read::string(c, &cp)?;
+                    if !swarm_syntax(&text) {
+                        return Err(fail(
+                            &c.loc,
+                            &cp,
+                            "expected FIELD == VALUE or FIELD != VALUE (e.g. node.labels.zone == a)",
+                        ));
+                    }
                     match constraint(&text) {
                         Some(parsed) => out.constraints.push(parsed),
                         None => unevaluable(
@@ -169,6 +176,25 @@ pub fn placement(v: &Node, path: &str, w: &mut Warnings, mode: Mode) -> Result<P
 
 /// `node.name == a`, `node.labels.zone!=b`. Other Swarm fields (node.role, node.id,
 /// engine.labels...) are not drover's and are refused.
+/// Swarm's grammar for a constraint, which every mode shares: a field name, `==` or `!=`,
+/// and a value of Swarm's characters (`node.name === a` leaves the value `= a`).
+fn swarm_syntax(text: &str) -> bool {
+    let Some((lhs, rhs)) = text.split_once("==").or_else(|| text.split_once("!=")) else {
+        return false;
+    };
+    let (key, value) = (lhs.trim(), rhs.trim());
+    let key_ok = key.len() > 1
+        && key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    let value_ok = !value.is_empty()
+        && value.chars().all(|c| {
+            c.is_ascii_alphanumeric() || c.is_whitespace() || ":-_.*()?+[]\\^$|/".contains(c)
+        });
+    key_ok && value_ok
+}
+
 fn constraint(text: &str) -> Option<Constraint> {
     let (lhs, rhs, equal) = if let Some((l, r)) = text.split_once("==") {
         (l, r, true)
@@ -219,5 +245,21 @@ mod tests {
         assert!(constraint("node.name === a").is_none());
         assert!(constraint("node.name == a=b").is_none());
         assert!(constraint("node.labels.disk == ssd-*").is_some());
+        for ok in [
+            "node.role == manager",
+            "engine.labels.os!=windows",
+            "node.id==x1",
+        ] {
+            assert!(swarm_syntax(ok), "{ok}");
+        }
+        for bad in [
+            "node.name === a",
+            "node.role = manager",
+            "== a",
+            "node.role ==",
+            "1x == a",
+        ] {
+            assert!(!swarm_syntax(bad), "{bad}");
+        }
     }
 }

@@ -318,7 +318,7 @@ pub fn build(root: &Node, inp: &Inputs, warnings: &mut Warnings) -> Result<(Proj
     }
 
     let mut services = BTreeMap::new();
-    let mut published = PublishedPorts::new(&settings);
+    let mut published = PublishedPorts::new(&settings, inp.mode);
     for (svc_name, d) in drafts {
         let mut s = d.service;
         s.unhealthy = d.unhealthy.or(settings.unhealthy).unwrap_or_default();
@@ -355,7 +355,7 @@ pub fn build(root: &Node, inp: &Inputs, warnings: &mut Warnings) -> Result<(Proj
                 ),
             ));
         }
-        published.check(&s, &d.port_locs)?;
+        published.check(&s, &d.port_locs, warnings)?;
         s.config_hash = config_hash(&s, &networks, &volumes);
         services.insert(svc_name, s);
     }
@@ -384,20 +384,26 @@ pub fn build(root: &Node, inp: &Inputs, warnings: &mut Warnings) -> Result<(Proj
 /// Swarm mode ports are published once for the whole swarm, so replicas share them.
 struct PublishedPorts {
     single_engine: bool,
-    swarm: bool,
+    mode: Mode,
     seen: Vec<(u16, crate::config::Protocol, Option<String>, String)>,
 }
 
 impl PublishedPorts {
-    fn new(settings: &Settings) -> PublishedPorts {
+    fn new(settings: &Settings, mode: Mode) -> PublishedPorts {
         PublishedPorts {
             single_engine: settings.nodes.len() <= 1,
-            swarm: settings.mode == Some(crate::config::Mode::Swarm),
+            mode,
             seen: Vec::new(),
         }
     }
 
-    fn check(&mut self, s: &Service, locs: &[(crate::config::yaml::Loc, String)]) -> Result<()> {
+    fn check(
+        &mut self,
+        s: &Service,
+        locs: &[(crate::config::yaml::Loc, String)],
+        w: &mut Warnings,
+    ) -> Result<()> {
+        let swarm = self.mode == Mode::Swarm;
         if s.replicas == 0 {
             return Ok(());
         }
@@ -413,7 +419,7 @@ impl PublishedPorts {
                 *h == host
                     && *p == proto
                     && (wildcard(ip) || wildcard(&port.host_ip) || *ip == port.host_ip)
-                    && (*i >= mine_from || self.single_engine || self.swarm)
+                    && (*i >= mine_from || self.single_engine || swarm)
             });
             let what = format!("host port {host}/{}", protocol_name(proto));
             if let Some((_, (_, _, _, other))) = clash {
@@ -423,17 +429,19 @@ impl PublishedPorts {
                     format!("{what} is already published by {other}; only one can bind it"),
                 ));
             }
-            if s.replicas > 1 && self.single_engine && !self.swarm {
-                return Err(fail(
-                    loc,
-                    path,
-                    format!(
-                        "{what} would be published by each of the {} replicas, and only one can \
-                         bind it; leave the host port out (\"{}\") to let the engine pick one \
-                         per replica",
-                        s.replicas, port.target
-                    ),
-                ));
+            if s.replicas > 1 && self.single_engine && !swarm {
+                let msg = format!(
+                    "{what} would be published by each of the {} replicas, and only one can \
+                     bind it; leave the host port out (\"{}\") to let the engine pick one per \
+                     replica",
+                    s.replicas, port.target
+                );
+                // Not known yet whether Swarm (which shares the port) will run it.
+                if self.mode == Mode::Auto {
+                    w.at(loc, path, &format!("{msg} (unless it runs in Swarm mode)"));
+                } else {
+                    return Err(fail(loc, path, msg));
+                }
             }
             self.seen
                 .push((host, proto, port.host_ip.clone(), path.to_string()));
