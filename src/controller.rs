@@ -358,40 +358,55 @@ impl Controller {
             .collect();
         let (states, engines) = self.observe(changed).await;
         let empty = Snapshot::default();
-        let views: Vec<NodeView> = states
-            .iter()
-            .map(|(name, state, labels)| NodeView {
-                name,
-                state: *state,
-                labels,
-                snapshot: self.last.get(name).unwrap_or(&empty),
-            })
-            .collect();
-        let all: Vec<&Snapshot> = views
-            .iter()
-            .filter(|v| v.state != NodeState::Down)
-            .map(|v| v.snapshot)
-            .collect();
-        let counts = count_running(&self.project, &all);
-        // An exit after `docker kill` / `docker stop` is not a crash: the slot restarts at
-        // once, whatever its crash history.
-        for (id, service, slot) in exited_kills(&self.killed, &all) {
-            self.killed.remove(&id);
-            self.backoff.forget(&service, slot);
-        }
-        self.killed
-            .retain(|_, at| at.elapsed() < Duration::from_secs(60));
-        let plan = plan::plan(&plan::Input {
-            project: &self.project,
-            nodes: &views,
-            backoff: &self.backoff,
-            backoff_cfg: &self.settings.backoff,
-            now: SystemTime::now(),
-            exclude: self.own_id.as_deref(),
-            rebalance: self.settings.rebalance,
-            halted: &self.halted,
-        });
-        drop(views);
+        let mut listed_infra = false;
+        let (plan, counts) = loop {
+            let views: Vec<NodeView> = states
+                .iter()
+                .map(|(name, state, labels)| NodeView {
+                    name,
+                    state: *state,
+                    labels,
+                    snapshot: self.last.get(name).unwrap_or(&empty),
+                })
+                .collect();
+            let all: Vec<&Snapshot> = views
+                .iter()
+                .filter(|v| v.state != NodeState::Down)
+                .map(|v| v.snapshot)
+                .collect();
+            let counts = count_running(&self.project, &all);
+            // An exit after `docker kill` / `docker stop` is not a crash: the slot restarts
+            // at once, whatever its crash history.
+            for (id, service, slot) in exited_kills(&self.killed, &all) {
+                self.killed.remove(&id);
+                self.backoff.forget(&service, slot);
+            }
+            self.killed
+                .retain(|_, at| at.elapsed() < Duration::from_secs(60));
+            let input = plan::Input {
+                project: &self.project,
+                nodes: &views,
+                backoff: &self.backoff,
+                backoff_cfg: &self.settings.backoff,
+                now: SystemTime::now(),
+                exclude: self.own_id.as_deref(),
+                rebalance: self.settings.rebalance,
+                halted: &self.halted,
+            };
+            let plan = plan::plan(&input);
+            // Containers to create or start: list those nodes' networks and volumes, then
+            // plan again with them (an idle pass never lists them).
+            let unlisted: Vec<String> = plan::unlisted_infra(&input, &plan)
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+            drop(views);
+            if unlisted.is_empty() || listed_infra {
+                break (plan, counts);
+            }
+            listed_infra = true;
+            self.list_infra(&unlisted, &engines).await;
+        };
         self.report_counts(counts);
         // The plan's waits and stopped slots are the project's, not a node's: recorded once,
         // under the first node.
@@ -428,6 +443,39 @@ impl Controller {
             Duration::ZERO
         };
         Some(plan.requeue_after.map_or(again, |r| r.min(again)))
+    }
+
+    /// Add networks and volumes to the snapshots of `nodes`. A node that cannot be listed
+    /// keeps its snapshot without them, so nothing is created there this pass.
+    async fn list_infra(&mut self, nodes: &[String], engines: &HashMap<String, Docker>) {
+        let project = self.project.name.clone();
+        let lists = futures::future::join_all(nodes.iter().filter_map(|name| {
+            let docker = engines.get(name)?.clone();
+            let mut snapshot = self.last.get(name)?.clone();
+            let project = project.clone();
+            Some(async move {
+                let r = tokio::time::timeout(
+                    LIST_TIMEOUT,
+                    observe::list_infra(&docker, &project, &mut snapshot),
+                )
+                .await;
+                (name.clone(), r, snapshot)
+            })
+        }))
+        .await;
+        for (name, result, snapshot) in lists {
+            match result {
+                Ok(Ok(())) => {
+                    self.last.insert(name, snapshot);
+                }
+                Ok(Err(e)) => {
+                    warn!(action = "observe", project = %self.project.name, node = %name, error = %e, "cannot list networks and volumes")
+                }
+                Err(_) => {
+                    warn!(action = "observe", project = %self.project.name, node = %name, "listing networks and volumes timed out")
+                }
+            }
+        }
     }
 
     /// Log each service's desired and running counts when they change.

@@ -167,6 +167,9 @@ pub struct Snapshot {
     pub networks: BTreeSet<String>,
     /// Engine names of existing volumes.
     pub volumes: BTreeSet<String>,
+    /// Whether `networks`, `volumes` and `duplicate_networks` were listed (see
+    /// [`list_infra`]); when false they are empty and say nothing.
+    pub infra_listed: bool,
     /// Networks of this project that repeat the name of an older network of this project
     /// (the engine allows it): each is ambiguous to every container that joins by name.
     pub duplicate_networks: Vec<NetworkRef>,
@@ -217,9 +220,9 @@ pub fn duplicate_networks(networks: &[bollard::models::Network], project: &str) 
 const INSPECT_PARALLEL: usize = 8;
 
 /// Take a fresh snapshot of one project on one engine: one list of the project's
-/// containers, an inspect of each one that is not running (for exit code and run
-/// times) or that an event just named (the list can lag behind an exit), and the
-/// names of existing networks and volumes.
+/// containers, and an inspect of each one that is not running (for exit code and run
+/// times) or that an event just named (the list can lag behind an exit). Networks and
+/// volumes are added by [`list_infra`] when a pass needs them.
 pub async fn snapshot(
     docker: &Docker,
     node: &str,
@@ -323,10 +326,23 @@ pub async fn snapshot(
             keep
         });
     }
+    Ok(Snapshot {
+        containers,
+        ..Default::default()
+    })
+}
+
+/// Add the node's networks and volumes to `snapshot` (a pass needs them only when it is
+/// about to create or start containers there, so an idle pass stays at one list).
+pub async fn list_infra(
+    docker: &Docker,
+    project: &str,
+    snapshot: &mut Snapshot,
+) -> Result<(), bollard::errors::Error> {
     let listed = docker.list_networks(None::<ListNetworksOptions>).await?;
-    let duplicate_networks = duplicate_networks(&listed, project);
-    let networks = listed.into_iter().filter_map(|n| n.name).collect();
-    let volumes = docker
+    snapshot.duplicate_networks = duplicate_networks(&listed, project);
+    snapshot.networks = listed.into_iter().filter_map(|n| n.name).collect();
+    snapshot.volumes = docker
         .list_volumes(None::<ListVolumesOptions>)
         .await?
         .volumes
@@ -334,12 +350,8 @@ pub async fn snapshot(
         .into_iter()
         .map(|v| v.name)
         .collect();
-    Ok(Snapshot {
-        containers,
-        networks,
-        volumes,
-        duplicate_networks,
-    })
+    snapshot.infra_listed = true;
+    Ok(())
 }
 
 /// Parse the engine's RFC 3339 timestamps; the zero time (`0001-01-01T00:00:00Z`) means unset.

@@ -474,6 +474,26 @@ pub fn plan(input: &Input) -> Plan {
     plan
 }
 
+/// Nodes whose networks and volumes the plan depends on but were not listed: those where it
+/// creates or starts a container. The caller lists them and plans again.
+pub fn unlisted_infra<'a>(input: &Input<'a>, plan: &Plan) -> Vec<&'a str> {
+    let wanted: BTreeSet<&str> = plan
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Create { node, .. } | Action::Start { node, .. } => Some(node.as_str()),
+            Action::Recreate { to, .. } | Action::StartFirst { to, .. } => Some(to.as_str()),
+            _ => None,
+        })
+        .collect();
+    input
+        .nodes
+        .iter()
+        .filter(|n| wanted.contains(n.name) && !n.snapshot.infra_listed)
+        .map(|n| n.name)
+        .collect()
+}
+
 /// Networks and volumes missing on a node where a container is about to be created. Only
 /// planned then, so an idle pass stays free of them.
 fn infrastructure(input: &Input, actions: &[Action], out: &mut Vec<Action>) {
@@ -487,7 +507,11 @@ fn infrastructure(input: &Input, actions: &[Action], out: &mut Vec<Action>) {
         .collect();
     // A repeated network name makes every start on that network fail: remove the copies
     // on every node that is up, whatever else the pass does.
-    for view in input.nodes.iter().filter(|n| n.state == NodeState::Up) {
+    for view in input
+        .nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Up && n.snapshot.infra_listed)
+    {
         for dup in &view.snapshot.duplicate_networks {
             out.push(Action::RemoveNetwork {
                 node: view.name.to_string(),
@@ -496,7 +520,12 @@ fn infrastructure(input: &Input, actions: &[Action], out: &mut Vec<Action>) {
             });
         }
     }
-    for view in input.nodes.iter().filter(|n| targets.contains(n.name)) {
+    // Unlisted, the node's networks are unknown: the caller lists them and plans again.
+    for view in input
+        .nodes
+        .iter()
+        .filter(|n| targets.contains(n.name) && n.snapshot.infra_listed)
+    {
         for (key, net) in &input.project.networks {
             if !net.external && !view.snapshot.networks.contains(&net.name) {
                 out.push(Action::CreateNetwork {

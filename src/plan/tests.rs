@@ -98,6 +98,7 @@ fn snapshot(containers: Vec<Container>) -> Snapshot {
         containers,
         networks: [format!("{P}_default")].into(),
         volumes: Default::default(),
+        infra_listed: true,
         duplicate_networks: vec![],
     }
 }
@@ -1082,4 +1083,59 @@ fn a_repeated_network_name_is_removed_by_id_even_when_nothing_else_changes() {
     let mut next = 0;
     let after = apply(&p, &s, &plan, &mut next);
     assert!(run_plan(&p, &after, &Backoff::default()).actions.is_empty());
+}
+
+#[test]
+fn networks_are_needed_only_where_containers_are_created_or_started() {
+    let p = project(vec![svc("web", 2)]);
+    let b = Backoff::default();
+    let labels = BTreeMap::new();
+    let plan_for = |s: &Snapshot| {
+        let nodes = [NodeView {
+            name: "n1",
+            state: NodeState::Up,
+            labels: &labels,
+            snapshot: s,
+        }];
+        let input = Input {
+            project: &p,
+            nodes: &nodes,
+            backoff: &b,
+            backoff_cfg: &BackoffConfig::default(),
+            now: t0(),
+            exclude: None,
+            rebalance: false,
+            halted: &BTreeSet::new(),
+        };
+        let plan = plan(&input);
+        let unlisted: Vec<String> = unlisted_infra(&input, &plan)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        (plan, unlisted)
+    };
+    // Idle: nothing to list.
+    let mut idle = snapshot(vec![running("a", "web", 1), running("b", "web", 2)]);
+    idle.infra_listed = false;
+    idle.networks.clear();
+    let (plan, unlisted) = plan_for(&idle);
+    assert!(plan.actions.is_empty() && unlisted.is_empty());
+    // A replica to create: the node's networks are needed, and without them no network
+    // create is planned (it would be a guess).
+    let mut short = snapshot(vec![running("a", "web", 1)]);
+    short.infra_listed = false;
+    short.networks.clear();
+    let (plan, unlisted) = plan_for(&short);
+    assert_eq!(unlisted, ["n1"]);
+    assert!(
+        !plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::CreateNetwork { .. }))
+    );
+    // Listed, and the network is missing: created first.
+    short.infra_listed = true;
+    let (plan, unlisted) = plan_for(&short);
+    assert!(unlisted.is_empty());
+    assert!(matches!(plan.actions[0], Action::CreateNetwork { .. }));
 }
