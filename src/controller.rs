@@ -870,8 +870,12 @@ fn watch_dirs(
     changed: Arc<tokio::sync::Notify>,
 ) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher;
-    let mut watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
-        changed.notify_one();
+    let mut watcher = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
+        // Only writes, creations, renames and removals: drover's own reads of the files
+        // (open, close) are events too, and reacting to them would loop.
+        if e.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
+            changed.notify_one();
+        }
     })
     .ok()?;
     let dirs: BTreeSet<std::path::PathBuf> = files

@@ -448,3 +448,44 @@ fn a_second_network_of_the_same_name_is_removed_and_the_project_keeps_working() 
     assert_eq!(left, original, "the oldest network is the one kept");
     assert!(d.actions("remove-network")[0]["error"].is_null());
 }
+
+/// CPU seconds a process has used (user + system), from /proc.
+fn cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    let hz = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(100.0);
+    ticks / hz
+}
+
+/// Converged and nothing happening: drover waits for events instead of looping (its own
+/// reads of the config files once woke its directory watch, which spun a core).
+#[test]
+fn an_idle_drover_sleeps() {
+    let p = Project::new("it-idle", &two_services(2, 1));
+    let mut d = p.run(&[]);
+    eventually_with(&mut d, UP, "2 web and 1 worker running", |_| {
+        p.running("web") == 2 && p.running("worker") == 1
+    });
+    let (start, before) = (std::time::Instant::now(), cpu_seconds(d.pid()));
+    std::thread::sleep(Duration::from_secs(5));
+    let used = cpu_seconds(d.pid()) - before;
+    let wall = start.elapsed().as_secs_f64();
+    d.assert_alive();
+    assert!(
+        used < wall * 0.25,
+        "idle drover used {used:.2} s of CPU in {wall:.1} s"
+    );
+}
