@@ -713,6 +713,14 @@ fn plan_service(
             State::Created | State::Dead => {
                 if let Some(until) = held {
                     wait(plan, svc, n, until, history.attempts);
+                } else if history.attempts > 0 {
+                    // Its start has failed before: the engine may hold stale runtime state
+                    // for it (after an engine restart in the middle of a start, every start
+                    // fails with "task already exists"). A fresh container has none.
+                    if let Some(a) = recreate(svc, n, c, Reason::NotStarted, false, placer, plan) {
+                        acted = true;
+                        out.push(a);
+                    }
                 } else {
                     acted = true;
                     out.push(Action::Start {

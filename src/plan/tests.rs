@@ -1139,3 +1139,36 @@ fn networks_are_needed_only_where_containers_are_created_or_started() {
     assert!(unlisted.is_empty());
     assert!(matches!(plan.actions[0], Action::CreateNetwork { .. }));
 }
+
+#[test]
+fn a_created_container_whose_start_failed_is_replaced_not_started_again() {
+    let p = project(vec![svc("web", 1)]);
+    let s = snapshot(vec![container("a", "web", 1, State::Created, "hash-web")]);
+    // First time: started in place.
+    let plan = run_plan(&p, &s, &Backoff::default());
+    assert!(matches!(
+        plan.actions[..],
+        [Action::Start {
+            reason: Reason::NotStarted,
+            ..
+        }]
+    ));
+    // Its start failed once (and the backoff delay has passed): a fresh container.
+    let mut b = Backoff::default();
+    b.failed(
+        &BackoffConfig::default(),
+        "web",
+        1,
+        None,
+        t0() - Duration::from_secs(3600),
+    );
+    let plan = run_plan(&p, &s, &b);
+    assert!(
+        matches!(
+            &plan.actions[..],
+            [Action::Recreate { container, reason: Reason::NotStarted, .. }] if *container == s.containers[0].id
+        ),
+        "{:?}",
+        plan.actions
+    );
+}
