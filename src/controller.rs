@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{self, FailureAction, LoadOptions, Project};
-use crate::execute::{Executor, Outcome};
+use crate::execute::{Executor, Outcome, Volumes};
 use crate::lease::{self, LeaseConfig, LeaseHandle};
 use crate::nodes::{self, HealthConfig, NodeHandle, NodeSpec};
 use crate::observe::{self, Snapshot, State, Trigger};
@@ -795,6 +795,7 @@ fn record(backoff: &mut Backoff, settings: &Settings, project: &Project, o: &Out
                 _ => {}
             }
             info!(action = a.name(), project = %p, node, service, slot, container, reason, duration_ms = ms, "{}", describe(a));
+            volumes_note(p, a, o.volumes);
         }
         Some(err) => {
             if let (Some(svc), Some(cfg)) = (svc, cfg)
@@ -804,6 +805,32 @@ fn record(backoff: &mut Backoff, settings: &Settings, project: &Project, o: &Out
             }
             error!(action = a.name(), project = %p, node, service, slot, container, reason, duration_ms = ms, error = %err, "action failed");
         }
+    }
+}
+
+/// Say what became of a replaced or removed container's anonymous volumes when it matters
+/// to the user's data: taken over by the slot's new container, or lost with a move.
+fn volumes_note(p: &str, a: &Action, volumes: Volumes) {
+    let service = a.service().unwrap_or("");
+    let slot = a.slot().unwrap_or(0);
+    let node = a.node();
+    match (a, volumes) {
+        (Action::Recreate { .. }, Volumes::TakenOver(n)) => {
+            info!(action = "volumes", project = %p, node, service, slot, "the new container took over {n} anonymous volume(s) of the one it replaced")
+        }
+        (Action::Recreate { to, .. }, Volumes::Removed(n)) if to != node => {
+            warn!(action = "volumes", project = %p, node, service, slot, "the replica moved to node {to}: {n} anonymous volume(s) cannot follow it and were removed with the old container; it starts empty (keep data in a named volume on shared storage, or pin the service with placement constraints)")
+        }
+        (
+            Action::Remove {
+                reason: plan::Reason::Stale,
+                ..
+            },
+            Volumes::Removed(n),
+        ) => {
+            warn!(action = "volumes", project = %p, node, service, slot, "{n} anonymous volume(s) of an older copy of the replica, which now runs on another node, were removed with it")
+        }
+        _ => {}
     }
 }
 

@@ -25,6 +25,7 @@ use bollard::models::{
 };
 
 use crate::config::{Mount, MountKind, Project, Protocol, Service};
+use crate::observe::VolumeMount;
 
 pub const LABEL_PROJECT: &str = "drover.project";
 pub const LABEL_SERVICE: &str = "drover.service";
@@ -351,6 +352,58 @@ fn links(project: &Project, service: &Service) -> Vec<String> {
         });
     }
     out
+}
+
+/// Take over the anonymous volumes of the slot's previous container, as compose does when
+/// it recreates one: each is mounted by name at the same path, so the data in an image's
+/// `VOLUME` (or in a service volume with no source) outlives a definition change. A path
+/// the new definition fills with something else (a named volume, a bind, a tmpfs, a secret
+/// or config file) keeps the new definition's mount; an anonymous volume of the new
+/// definition at that path gives way to the old one. Returns the volumes taken over.
+pub fn inherit_volumes(body: &mut ContainerCreateBody, old: &[VolumeMount]) -> Vec<VolumeMount> {
+    let host = body.host_config.get_or_insert_with(HostConfig::default);
+    let clean = |p: &str| p.trim_end_matches('/').to_string();
+    let mounts = host.mounts.get_or_insert_with(Vec::new);
+    let mut claimed: Vec<String> = mounts
+        .iter()
+        .filter(|m| !(m.typ == Some(MountType::VOLUME) && m.source.is_none()))
+        .filter_map(|m| m.target.as_deref().map(clean))
+        .collect();
+    claimed.extend(
+        host.binds
+            .iter()
+            .flatten()
+            .filter_map(|b| b.split(':').nth(1).map(clean)),
+    );
+    claimed.extend(host.tmpfs.iter().flat_map(|t| t.keys().map(|k| clean(k))));
+    let mut taken = Vec::new();
+    for v in old {
+        let target = clean(&v.destination);
+        if claimed.contains(&target)
+            || taken
+                .iter()
+                .any(|t: &VolumeMount| clean(&t.destination) == target)
+        {
+            continue;
+        }
+        let read_only = mounts
+            .iter()
+            .find(|m| m.target.as_deref().map(clean).as_deref() == Some(target.as_str()))
+            .and_then(|m| m.read_only);
+        mounts.retain(|m| m.target.as_deref().map(clean).as_deref() != Some(target.as_str()));
+        mounts.push(EngineMount {
+            typ: Some(MountType::VOLUME),
+            source: Some(v.name.clone()),
+            target: Some(v.destination.clone()),
+            read_only,
+            ..Default::default()
+        });
+        taken.push(v.clone());
+    }
+    if mounts.is_empty() {
+        host.mounts = None;
+    }
+    taken
 }
 
 /// `z`/`Z`, propagation and `ro` as the `Binds` form writes them.
@@ -729,5 +782,36 @@ mod tests {
         assert_eq!(body.networking_config, None);
         assert_eq!(body.host_config.unwrap().network_mode, None);
         assert!(extra_networks(&project, &service).is_empty());
+    }
+
+    #[test]
+    fn a_recreated_container_takes_over_the_anonymous_volumes_not_claimed_anew() {
+        let (project, service) = fixture();
+        let mut body = create_body(&project, &service, 1);
+        let vol = |name: char, at: &str| VolumeMount {
+            name: name.to_string().repeat(64),
+            destination: at.into(),
+        };
+        let old = [
+            vol('a', "/cache"),                // the service's anonymous volume
+            vol('b', "/var/lib/data/"),        // an image VOLUME
+            vol('c', "/usr/share/nginx/html"), // now a bind: the bind wins
+            vol('d', "/run"),                  // now a tmpfs: the tmpfs wins
+        ];
+        let taken = inherit_volumes(&mut body, &old);
+        assert_eq!(taken, old[..2].to_vec());
+        let mounts = body.host_config.unwrap().mounts.unwrap();
+        let at = |t: &str| {
+            mounts
+                .iter()
+                .filter(|m| m.target.as_deref() == Some(t))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(at("/cache").len(), 1, "the anonymous mount gives way");
+        assert_eq!(at("/cache")[0].source, Some("a".repeat(64)));
+        assert_eq!(at("/var/lib/data/")[0].source, Some("b".repeat(64)));
+        assert_eq!(at("/usr/share/nginx/html")[0].typ, Some(MountType::BIND));
+        assert_eq!(at("/run")[0].typ, Some(MountType::TMPFS));
+        assert_eq!(mounts.len(), 4);
     }
 }

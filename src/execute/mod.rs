@@ -15,12 +15,13 @@ use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::models::{NetworkConnectRequest, NetworkCreateRequest, VolumeCreateRequest};
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, RemoveContainerOptions, RenameContainerOptions,
-    RestartContainerOptions, StartContainerOptions, StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, RemoveContainerOptions, RemoveVolumeOptions,
+    RenameContainerOptions, RestartContainerOptions, StartContainerOptions, StopContainerOptions,
 };
 use futures::StreamExt;
 
 use crate::config::{Project, PullPolicy, Service};
+use crate::observe::{self, VolumeMount};
 use crate::plan::Action;
 use crate::spec::{self, LABEL_GENERATION, LABEL_NODE, LABEL_PROJECT};
 
@@ -33,6 +34,21 @@ pub struct Outcome {
     pub duration: Duration,
     /// One line saying what failed and where.
     pub error: Option<String>,
+    /// What became of the anonymous volumes of the container the action replaced or removed.
+    pub volumes: Volumes,
+}
+
+/// What an action did with a container's anonymous volumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Volumes {
+    /// It had none, or the action left them alone.
+    #[default]
+    Untouched,
+    /// The slot's new container took this many over (same node).
+    TakenOver(usize),
+    /// This many were removed with the container: a slot gone for good, or a replica
+    /// that moved to another node, where they cannot follow.
+    Removed(usize),
 }
 
 /// Applies actions for one project on its nodes.
@@ -81,26 +97,27 @@ impl Executor<'_> {
 
     async fn run(&self, action: &Action) -> Outcome {
         let started = Instant::now();
+        let plain = |r: Result<Option<String>, String>| r.map(|id| (id, Volumes::Untouched));
         let result = match self.engine(action.node()) {
             Err(e) => Err(e),
             Ok(docker) => match action {
                 Action::CreateNetwork { key, name, .. } => {
-                    self.create_network(docker, key, name).await
+                    plain(self.create_network(docker, key, name).await)
                 }
                 Action::RemoveNetwork { id, name, .. } => {
-                    self.remove_network(docker, id, name).await
+                    plain(self.remove_network(docker, id, name).await)
                 }
                 Action::CreateVolume { key, name, .. } => {
-                    self.create_volume(docker, key, name).await
+                    plain(self.create_volume(docker, key, name).await)
                 }
                 Action::Create {
                     service,
                     slot,
                     node,
                     ..
-                } => self.create(docker, node, service, *slot).await,
-                Action::Start { container, .. } => self.start(docker, container).await,
-                Action::Restart { container, .. } => self.restart(docker, container).await,
+                } => plain(self.create(docker, node, service, *slot, &[]).await),
+                Action::Start { container, .. } => plain(self.start(docker, container).await),
+                Action::Restart { container, .. } => plain(self.restart(docker, container).await),
                 Action::StartFirst {
                     service,
                     slot,
@@ -109,36 +126,39 @@ impl Executor<'_> {
                     ..
                 } => match self.move_aside(docker, container).await {
                     Ok(()) => match self.engine(to) {
-                        Ok(target) => self.create(target, to, service, *slot).await,
+                        Ok(target) => self.create(target, to, service, *slot, &[]).await,
                         Err(e) => Err(e),
                     },
                     Err(e) => Err(e),
-                },
+                }
+                .map(|id| (id, Volumes::Untouched)),
                 Action::Recreate {
                     service,
                     slot,
+                    node,
                     container,
                     to,
                     ..
-                } => match self.remove(docker, container).await {
-                    Ok(_) => match self.engine(to) {
-                        Ok(target) => self.create(target, to, service, *slot).await,
-                        Err(e) => Err(e),
-                    },
-                    Err(e) => Err(e),
-                },
-                Action::Remove { container, .. } => self.remove(docker, container).await,
+                } => {
+                    self.recreate(docker, node, to, service, *slot, container)
+                        .await
+                }
+                Action::Remove { container, .. } => self
+                    .remove(docker, container)
+                    .await
+                    .map(|(id, n)| (id, removed(n))),
             },
         };
-        let (container, error) = match result {
-            Ok(id) => (id, None),
-            Err(e) => (action.container().map(short), Some(e)),
+        let (container, error, volumes) = match result {
+            Ok((id, volumes)) => (id, None, volumes),
+            Err(e) => (action.container().map(short), Some(e), Volumes::Untouched),
         };
         Outcome {
             action: action.clone(),
             container,
             duration: started.elapsed(),
             error,
+            volumes,
         }
     }
 
@@ -242,6 +262,7 @@ impl Executor<'_> {
         node: &str,
         service: &str,
         slot: u32,
+        inherit: &[VolumeMount],
     ) -> Result<Option<String>, String> {
         let svc = self.service(service)?;
         let name = spec::container_name(self.project, svc, slot);
@@ -251,6 +272,7 @@ impl Executor<'_> {
             platform: platform.clone().unwrap_or_default(),
         };
         let mut body = spec::create_body(self.project, svc, slot);
+        spec::inherit_volumes(&mut body, inherit);
         let labels = body.labels.get_or_insert_with(HashMap::new);
         labels.insert(LABEL_NODE.into(), node.into());
         labels.insert(LABEL_GENERATION.into(), generation().to_string());
@@ -407,27 +429,121 @@ impl Executor<'_> {
         }
     }
 
-    /// Stop with the container's own stop signal and grace period, then remove it and its
-    /// anonymous volumes.
-    async fn remove(&self, docker: &Docker, id: &str) -> Result<Option<String>, String> {
+    /// Replace the slot's container. On the same node the new container takes over the old
+    /// one's anonymous volumes, as compose does: the old one is stopped and its name moved
+    /// aside, the new one created and started with them, and only then is the old one
+    /// removed, so the volumes always belong to a container (a failure in between leaves the
+    /// old copy, stopped, for the next pass to replace again). Nothing local can follow a
+    /// replica to another node: there the old one goes with its volumes.
+    async fn recreate(
+        &self,
+        docker: &Docker,
+        node: &str,
+        to: &str,
+        service: &str,
+        slot: u32,
+        id: &str,
+    ) -> Result<(Option<String>, Volumes), String> {
+        let volumes = self.anonymous_volumes(docker, id).await?;
+        if volumes.is_empty() || node != to {
+            let (_, n) = self.discard(docker, id, &volumes).await?;
+            let created = self
+                .create(self.engine(to)?, to, service, slot, &[])
+                .await?;
+            return Ok((created, removed(n)));
+        }
+        self.stop(docker, id).await?;
+        self.move_aside(docker, id).await?;
+        let created = self.create(docker, to, service, slot, &volumes).await?;
+        self.discard(docker, id, &volumes).await.map_err(|e| {
+            format!("the new container runs with the volumes, but the old one stays: {e}")
+        })?;
+        Ok((created, Volumes::TakenOver(volumes.len())))
+    }
+
+    /// The container's anonymous volumes (none when it is gone).
+    async fn anonymous_volumes(
+        &self,
+        docker: &Docker,
+        id: &str,
+    ) -> Result<Vec<VolumeMount>, String> {
+        match docker.inspect_container(id, None).await {
+            Ok(c) => Ok(observe::anonymous_volumes(
+                c.mounts.as_deref().unwrap_or_default(),
+            )),
+            Err(e) if status(&e) == Some(404) => Ok(Vec::new()),
+            Err(e) => Err(format!("inspect {}: {}", short(id), api_error(&e))),
+        }
+    }
+
+    /// Stop with the container's own stop signal and grace period.
+    async fn stop(&self, docker: &Docker, id: &str) -> Result<(), String> {
         // The stop call lasts as long as the grace period: give it room.
         let slow = docker.clone().with_timeout(Duration::from_secs(600));
         match slow.stop_container(id, None::<StopContainerOptions>).await {
-            Ok(()) => {}
-            Err(e) if matches!(status(&e), Some(304) | Some(404)) => {}
-            Err(e) => return Err(format!("stop {}: {}", short(id), api_error(&e))),
+            Ok(()) => Ok(()),
+            Err(e) if matches!(status(&e), Some(304) | Some(404)) => Ok(()),
+            Err(e) => Err(format!("stop {}: {}", short(id), api_error(&e))),
         }
+    }
+
+    /// Stop, then remove the container and its anonymous volumes; returns how many of those
+    /// went. The engine removes only the volumes it created for the container itself, not
+    /// ones taken over from a predecessor, so those are removed by name; a volume another
+    /// container still holds (the slot's successor) is refused by the engine and stays.
+    async fn remove(&self, docker: &Docker, id: &str) -> Result<(Option<String>, usize), String> {
+        let volumes = self.anonymous_volumes(docker, id).await?;
+        self.discard(docker, id, &volumes).await
+    }
+
+    /// [`remove`](Self::remove) with the container's anonymous volumes already known.
+    async fn discard(
+        &self,
+        docker: &Docker,
+        id: &str,
+        volumes: &[VolumeMount],
+    ) -> Result<(Option<String>, usize), String> {
+        self.stop(docker, id).await?;
         let opts = RemoveContainerOptions {
             force: true,
             v: true,
             link: false,
         };
         match docker.remove_container(id, Some(opts)).await {
-            Ok(()) => Ok(Some(short(id))),
+            Ok(()) => {}
             // Gone already, or already being removed.
-            Err(e) if matches!(status(&e), Some(404) | Some(409)) => Ok(Some(short(id))),
-            Err(e) => Err(format!("remove {}: {}", short(id), api_error(&e))),
+            Err(e) if matches!(status(&e), Some(404) | Some(409)) => {}
+            Err(e) => return Err(format!("remove {}: {}", short(id), api_error(&e))),
         }
+        let mut gone = 0;
+        for v in volumes {
+            match docker
+                .remove_volume(&v.name, None::<RemoveVolumeOptions>)
+                .await
+            {
+                Ok(()) => gone += 1,
+                Err(e) if status(&e) == Some(404) => gone += 1,
+                // In use: the slot's new container holds it.
+                Err(e) if status(&e) == Some(409) => {}
+                Err(e) => {
+                    return Err(format!(
+                        "remove volume {} of {}: {}",
+                        short(&v.name),
+                        short(id),
+                        api_error(&e)
+                    ));
+                }
+            }
+        }
+        Ok((Some(short(id)), gone))
+    }
+}
+
+fn removed(n: usize) -> Volumes {
+    if n == 0 {
+        Volumes::Untouched
+    } else {
+        Volumes::Removed(n)
     }
 }
 

@@ -105,6 +105,34 @@ pub struct Container {
     /// When the last run started and finished (filled for containers that are not running).
     pub started_at: Option<SystemTime>,
     pub finished_at: Option<SystemTime>,
+    /// The anonymous volumes mounted in it (from an image's `VOLUME`, a service volume
+    /// with no source, or taken over from the slot's previous container).
+    pub anonymous_volumes: Vec<VolumeMount>,
+}
+
+/// A volume mounted in a container: the engine's volume name and the path inside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeMount {
+    pub name: String,
+    pub destination: String,
+}
+
+/// The anonymous volumes among a container's mounts. The engine names an anonymous
+/// volume with 64 hex digits; a named one (project or external) has the user's name. Mounts
+/// never change after create, so the list's copy is as good as an inspect's.
+pub fn anonymous_volumes(mounts: &[bollard::models::MountPoint]) -> Vec<VolumeMount> {
+    mounts
+        .iter()
+        .filter(|m| m.typ.as_deref() == Some("volume"))
+        .filter_map(|m| {
+            let name = m.name.as_deref()?;
+            let destination = m.destination.as_deref()?;
+            is_full_id(name).then(|| VolumeMount {
+                name: name.to_string(),
+                destination: destination.to_string(),
+            })
+        })
+        .collect()
 }
 
 impl Container {
@@ -269,6 +297,7 @@ pub async fn snapshot(
             exit_code: None,
             started_at: None,
             finished_at: None,
+            anonymous_volumes: anonymous_volumes(summary.mounts.as_deref().unwrap_or_default()),
         };
         containers.push(c);
     }
@@ -567,6 +596,7 @@ mod tests {
             exit_code: None,
             started_at: None,
             finished_at: None,
+            anonymous_volumes: Vec::new(),
         };
         assert_eq!(c.slot(), None);
         c.labels.insert(LABEL_SLOT.into(), "x".into());

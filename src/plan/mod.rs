@@ -10,7 +10,8 @@
 //! - of two copies of one slot (a node came back), the newer placement is kept and the
 //!   older removed once the newer runs;
 //! - a changed definition, or a placement that no longer fits, recreates the service's
-//!   containers one at a time;
+//!   containers one at a time; a replica with anonymous volumes is always replaced
+//!   stop-first (its successor takes the volumes over, see the executor);
 //! - a container without `drover.project=<project>` never appears in an action.
 
 pub mod backoff;
@@ -892,7 +893,14 @@ fn rolling_update(
         }
     }
     for (n, c) in outdated.iter().take(batch - busy) {
-        out.push(match cfg.order {
+        // A replica with anonymous volumes hands them to its successor: stop-first, so two
+        // containers never write to one volume (compose never overlaps them either).
+        let order = if c.anonymous_volumes.is_empty() {
+            cfg.order
+        } else {
+            UpdateOrder::StopFirst
+        };
+        out.push(match order {
             UpdateOrder::StopFirst => Action::Recreate {
                 service: svc.name.clone(),
                 slot: *n,

@@ -80,6 +80,7 @@ fn container(id: &str, service: &str, slot: u32, state: State, hash: &str) -> Co
         exit_code: (state == State::Exited).then_some(137),
         started_at: Some(t0() - Duration::from_secs(100)),
         finished_at: (state == State::Exited).then_some(t0() - Duration::from_secs(99)),
+        anonymous_volumes: Vec::new(),
     }
 }
 
@@ -1013,6 +1014,27 @@ fn rolling_update_respects_parallelism_monitor_and_start_first() {
         .collect();
     assert_eq!(kinds, vec![("remove", 1), ("remove", 2)]);
     assert_eq!(plan.requeue_after, Some(Duration::from_secs(4)));
+}
+
+#[test]
+fn a_replica_with_anonymous_volumes_is_updated_stop_first_even_when_start_first_is_asked() {
+    let mut web = svc("web", 2);
+    web.update.parallelism = 2;
+    web.update.order = crate::config::UpdateOrder::StartFirst;
+    let p = project(vec![web]);
+    let mut with_data = container("o1", "web", 1, State::Running, "old");
+    with_data.anonymous_volumes = vec![crate::observe::VolumeMount {
+        name: "f".repeat(64),
+        destination: "/data".into(),
+    }];
+    let without = container("o2", "web", 2, State::Running, "old");
+    let plan = run_plan(&p, &snapshot(vec![with_data, without]), &Backoff::default());
+    let kinds: Vec<(&str, u32)> = plan
+        .actions
+        .iter()
+        .map(|a| (a.name(), a.slot().unwrap()))
+        .collect();
+    assert_eq!(kinds, vec![("recreate", 1), ("start-first", 2)]);
 }
 
 #[test]
