@@ -5,7 +5,8 @@
 //! rolled on a content change, the old one removed, never logged); /metrics, /status and
 //! `drover status` against `docker service ls`/`ps`; project networks removed with the
 //! services that used them, foreign ones kept; on three nodes, a drained and a killed
-//! worker whose tasks Swarm moves, as drover reports.
+//! worker whose tasks Swarm moves, as drover reports; a named volume's data kept across an
+//! update, an anonymous volume's warned about.
 //!
 //! Node indices 81..89 belong to this file.
 
@@ -822,4 +823,72 @@ networks:
     eventually_with(&mut d, UP, "web running on front only", |_| {
         running_tasks(&m, "it-swarm-net_web").len() == 1
     });
+}
+
+/// What drover can promise about a service's data in Swarm mode: a named volume keeps it
+/// across an update (the new task on the same node mounts the same volume); an anonymous
+/// volume does not (Swarm gives each new task fresh ones), which drover says when it loads
+/// the file.
+#[test]
+fn a_named_volume_keeps_its_data_across_a_swarm_update_and_an_anonymous_one_is_warned_about() {
+    let m = Node::start("sw-vol", 89);
+    swarm(&[&m]);
+    let compose = |version: &str| {
+        format!(
+            r#"
+x-drover:
+  mode: swarm
+services:
+  db:
+    image: drover-test/busybox:latest
+    command: ["sleep", "86400"]
+    stop_signal: SIGKILL
+    environment: {{ VERSION: "{version}" }}
+    volumes: ["/cache", "named:/named"]
+volumes:
+  named: {{}}
+"#
+        )
+    };
+    let p = Project::on("it-swarm-vol", &compose("1"), m.env());
+    let mut d = p.run(&[]);
+    let service = "it-swarm-vol_db";
+    let on = |version: &str| {
+        task_container(&m, service).filter(|id| {
+            m.docker_ok(&["inspect", "-f", "{{json .Config.Env}}", id])
+                .contains(&format!("VERSION={version}\""))
+        })
+    };
+    eventually_with(&mut d, UP, "the db task running", |_| on("1").is_some());
+    assert!(
+        d.logs()
+            .iter()
+            .any(|l| l.contains("services.db: Swarm gives every new task fresh anonymous volumes")),
+        "{}",
+        d.logs().join("\n")
+    );
+    let first = on("1").unwrap();
+    m.docker_ok(&[
+        "exec",
+        &first,
+        "sh",
+        "-c",
+        "echo kept > /named/m; echo lost > /cache/m",
+    ]);
+
+    p.write("compose.yml", &compose("2"));
+    eventually_with(&mut d, UP, "the updated db task running", |_| {
+        on("2").is_some()
+    });
+    let second = on("2").unwrap();
+    let cat = |path: &str| {
+        let out = m.docker(&["exec", &second, "cat", path]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(cat("/named/m"), "kept");
+    assert_eq!(
+        cat("/cache/m"),
+        "",
+        "Swarm gave the new task a fresh anonymous volume"
+    );
 }

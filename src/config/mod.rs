@@ -33,6 +33,7 @@ mod nodes;
 mod project;
 mod read;
 mod service;
+mod stateful;
 mod syntax;
 mod yaml;
 
@@ -205,6 +206,10 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         mode: opts.mode.unwrap_or(Mode::Plain),
     };
     let (project, settings) = project::build(&root, &inputs, &mut warnings)?;
+    let mode = opts.mode.or(settings.mode).unwrap_or(Mode::Plain);
+    warnings
+        .0
+        .extend(stateful::warnings(&project, &settings, mode));
     Ok(Loaded {
         project,
         warnings: warnings.0,
