@@ -1,6 +1,6 @@
 //! drover over several engines ("nodes", each a dockerd in its own network namespace
 //! with TLS): spread, a node crashing, a node cut off by a partition, the returning node's
-//! stale copies removed, placement constraints.
+//! stale copies removed, placement constraints, a moved replica's anonymous volume.
 //!
 //! Node indices 71..79 belong to this file.
 
@@ -168,4 +168,48 @@ fn constraints_and_max_per_node_are_respected_and_the_rest_reported() {
             .any(|e| e["slot"] == 3 && e["reason"].as_str().unwrap_or("").contains("max_replicas"))
     });
     assert_eq!(all_on(&b, &p.name), 0, "nothing on the zone-b node");
+}
+
+/// A replica moved to another node (its placement changed) cannot take its anonymous
+/// volumes along: the move is logged as a warning, the old node's volume is removed with
+/// the old container (nothing leaks), and the new replica starts empty.
+#[test]
+fn a_replica_moved_to_another_node_leaves_its_anonymous_volume_and_says_so() {
+    let (a, b) = (Node::start("nd-va", 78), Node::start("nd-vb", 79));
+    let compose = |node: &str| {
+        let placement =
+            format!("      placement:\n        constraints: [\"node.name == {node}\"]\n");
+        web(1, &placement).replace("    deploy:", "    volumes: [\"/data\"]\n    deploy:")
+            + &nodes_yaml(&[&a, &b], &["", ""])
+    };
+    let p = Project::on("it-nodes-vol", &compose("nd-va"), a.env());
+    let mut d = p.run(&[]);
+    eventually_with(&mut d, UP, "the replica on nd-va", |_| {
+        running_on(&a, &p.name, "web") == 1
+    });
+    let filter = format!("label=drover.project={}", p.name);
+    let first = a.docker_ok(&["ps", "-q", "--filter", &filter]);
+    a.docker_ok(&["exec", &first, "sh", "-c", "echo here > /data/m"]);
+    let volume = a.docker_ok(&["inspect", "-f", "{{range .Mounts}}{{.Name}}{{end}}", &first]);
+    assert_eq!(volume.len(), 64, "an anonymous volume: {volume}");
+
+    p.write("compose.yml", &compose("nd-vb"));
+    eventually_with(&mut d, UP, "the replica moved to nd-vb", |_| {
+        running_on(&b, &p.name, "web") == 1 && all_on(&a, &p.name) == 0
+    });
+    eventually_with(&mut d, UP, "the move logged as a warning", |d| {
+        d.actions("volumes").iter().any(|e| {
+            e["level"] == "WARN"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("moved to node nd-vb"))
+        })
+    });
+    assert!(
+        !a.docker(&["volume", "inspect", &volume]).status.success(),
+        "the old node's anonymous volume leaked"
+    );
+    let moved = b.docker_ok(&["ps", "-q", "--filter", &filter]);
+    let out = b.docker(&["exec", &moved, "cat", "/data/m"]);
+    assert!(!out.status.success(), "the moved replica starts empty");
 }
