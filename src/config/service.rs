@@ -1,10 +1,11 @@
 //! One `services.<name>` entry -> a [`Service`] (replica target and hash filled in later).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::dotenv;
+use super::hostpath::{PathUse, UseKind};
 use super::model::*;
 use super::read::{self, Result, Warnings, child, fail, index};
 use super::syntax;
@@ -80,6 +81,8 @@ pub struct Draft {
     /// Where each of `service.ports` is written, with its key path (one per port; a range
     /// gives several ports at one place).
     pub port_locs: Vec<(Loc, String)>,
+    /// Bind sources drover resolved (relative or `~`), for the host path translation.
+    pub host_paths: Vec<PathUse>,
 }
 
 pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft> {
@@ -123,6 +126,7 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
         default_network: true,
         unhealthy: None,
         port_locs: Vec::new(),
+        host_paths: Vec::new(),
     };
     let mut image = None;
     let mut has_build = None;
@@ -166,7 +170,17 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
             }
             "volumes" => {
                 for (i, item) in read::seq(v, p)?.iter().enumerate() {
-                    s.volumes.push(mount(cx, item, &index(p, i))?);
+                    let (m, resolved) = mount(cx, item, &index(p, i))?;
+                    if let Some((at, relative)) = resolved {
+                        d.host_paths.push(PathUse {
+                            service: name.to_string(),
+                            kind: UseKind::Bind,
+                            target: m.target.clone(),
+                            at,
+                            relative,
+                        });
+                    }
+                    s.volumes.push(m);
                 }
             }
             "tmpfs" => {
@@ -633,7 +647,20 @@ fn resolve_source(cx: &Cx, kind: MountKind, src: &str, loc: &Loc, p: &str) -> Re
     }
 }
 
-fn mount(cx: &mut Cx, item: &Node, p: &str) -> Result<Mount> {
+/// A bind source drover resolves itself (relative or `~`): where it is written and the
+/// path relative to the project directory (`None` for `~`).
+type Resolved = Option<(String, Option<PathBuf>)>;
+
+fn resolved_bind(kind: MountKind, src: &str, loc: &Loc, p: &str) -> Resolved {
+    if kind != MountKind::Bind || src.starts_with('/') {
+        return None;
+    }
+    let relative = (!(src == "~" || src.starts_with("~/"))).then(|| PathBuf::from(src));
+    Some((format!("{loc}: {p}"), relative))
+}
+
+/// A `volumes` entry, and whether its source is a bind source drover resolved.
+fn mount(cx: &mut Cx, item: &Node, p: &str) -> Result<(Mount, Resolved)> {
     match &item.kind {
         Kind::Str(s) => {
             let spec = syntax::parse_volume_short(s).map_err(|m| fail(&item.loc, p, m))?;
@@ -641,6 +668,10 @@ fn mount(cx: &mut Cx, item: &Node, p: &str) -> Result<Mount> {
                 Some(src) => Some(resolve_source(cx, spec.kind, src, &item.loc, p)?),
                 None => None,
             };
+            let resolved = spec
+                .source
+                .as_deref()
+                .and_then(|src| resolved_bind(spec.kind, src, &item.loc, p));
             let mut m = mount_of(spec.kind, source, spec.target);
             m.read_only = spec.read_only;
             m.selinux = spec.selinux;
@@ -650,7 +681,7 @@ fn mount(cx: &mut Cx, item: &Node, p: &str) -> Result<Mount> {
                 m.create_host_path = true;
                 m.propagation = spec.propagation;
             }
-            Ok(m)
+            Ok((m, resolved))
         }
         Kind::Map(entries) => {
             let mut kind = None;
@@ -747,18 +778,21 @@ fn mount(cx: &mut Cx, item: &Node, p: &str) -> Result<Mount> {
                     }
                 }
             }
+            let mut resolved = None;
             let source = match (kind, source) {
                 (MountKind::Tmpfs, _) => None,
                 (MountKind::Bind, None) => return Err(fail(&item.loc, p, "missing source")),
                 (kind, Some((src, loc))) => {
-                    Some(resolve_source(cx, kind, &src, &loc, &child(p, "source"))?)
+                    let sp = child(p, "source");
+                    resolved = resolved_bind(kind, &src, &loc, &sp);
+                    Some(resolve_source(cx, kind, &src, &loc, &sp)?)
                 }
                 (MountKind::Volume, None) => None,
             };
             m.kind = kind;
             m.source = source;
             m.target = target;
-            Ok(m)
+            Ok((m, resolved))
         }
         _ => Err(fail(&item.loc, p, "expected a volume string or a map")),
     }

@@ -113,6 +113,10 @@ pub struct ConfigStatus {
     pub reload_failures: u64,
     /// The pending invalid edit, while the last good config runs.
     pub error: Option<String>,
+    /// drover runs in a container: the paths it resolved, as handed to the engine
+    /// (`drover's path -> host path`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_paths: Vec<String>,
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -225,6 +229,7 @@ pub fn snapshot(t: &Telemetry) -> Status {
         config: ConfigStatus {
             reload_failures: r.reload_failures,
             error: r.reload_error.clone(),
+            host_paths: r.host_paths.clone(),
         },
         swarm: r.swarm.clone(),
     }
@@ -296,6 +301,9 @@ pub fn render_table(s: &Status) -> String {
             out,
             "config: invalid edit pending (last good config runs): {e}"
         );
+    }
+    for t in &s.config.host_paths {
+        let _ = writeln!(out, "host path: {t}");
     }
 
     out.push('\n');
