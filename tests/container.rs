@@ -498,3 +498,278 @@ fn the_swarm_stack_runs_drover_on_a_manager_and_swarm_replaces_it() {
     );
     let _ = node.docker(&["stack", "rm", "drover"]);
 }
+
+/// The arguments of `docker run` that run drover as compose.example.yml does: non-root with
+/// the socket's group, read-only, no capability, the project directory at /config.
+fn as_the_example_runs(p: &Project) -> Vec<String> {
+    [
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--group-add",
+        &socket_gid(),
+        "-v",
+        "/var/run/docker.sock:/var/run/docker.sock",
+        "-v",
+        &format!("{}:/config:ro", p.dir.display()),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// `docker run --rm` of drover's image with `run_args`, then `args` for drover.
+fn drover_once(run_args: &[String], args: &[&str]) -> std::process::Output {
+    let mut all: Vec<&str> = vec!["run", "--rm"];
+    all.extend(run_args.iter().map(String::as_str));
+    all.push(image());
+    all.extend(args);
+    docker(&local_env(), &all)
+}
+
+/// The JSON log events of a drover container with this `action`.
+fn events(c: &Container, action: &str) -> Vec<serde_json::Value> {
+    c.logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["action"] == action)
+        .collect()
+}
+
+/// A path the bug would have created on the host: drover's own path taken for the host's.
+fn assert_not_on_host(path: &str) {
+    assert!(
+        !std::path::Path::new(path).exists(),
+        "{path} exists on the host: a path inside drover's container was handed to the engine"
+    );
+}
+
+/// The first running container of `service`.
+fn replica(p: &Project, service: &str) -> String {
+    p.containers(Some(service), Some("running"))[0].clone()
+}
+
+/// drover's image with the project mounted at /config: a relative file bind and a relative
+/// directory bind reach the service with the user's files, as the host has them; `check`
+/// and `plan` show the host paths, the log says once which paths were translated, and
+/// nothing appears under /config on the host.
+#[test]
+fn in_a_container_relative_binds_name_the_hosts_paths() {
+    let name = unique_name("it-obs-hp");
+    let (conf, data) = (format!("site-{name}.conf"), format!("data-{name}"));
+    let p = Project::new(
+        &name,
+        &format!(
+            "services:\n  web:\n    image: {TEST_IMAGE}\n    stop_signal: SIGKILL\n    volumes:\n      \
+             - ./{data}:/data\n      - ./{conf}:/etc/site.conf:ro\n"
+        ),
+    );
+    p.write(&conf, &format!("served by {name}\n"));
+    let host = |f: &str| format!("{}/{f}", p.dir.display());
+    let run_args = as_the_example_runs(&p);
+
+    let out = drover_once(&run_args, &["check", "-p", &name]);
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains(&host(&conf)) && shown.contains(&host(&data)),
+        "{shown}"
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!("host path: /config/{conf} -> {}", host(&conf))),
+        "{said}"
+    );
+    let out = drover_once(&run_args, &["plan", "-p", &name]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("host path: /config/{data} -> {}", host(&data))),
+        "{}",
+        text(&out)
+    );
+
+    let mut args = run_args.clone();
+    args.extend([image().to_string(), "run".into(), "-p".into(), name.clone()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let c = Container::run(&format!("{name}-drover"), &args);
+    c.eventually(UP, "web running", || p.running("web") == 1);
+    let web = replica(&p, "web");
+    assert_eq!(
+        p.docker_ok(&["exec", &web, "cat", "/etc/site.conf"]),
+        format!("served by {name}")
+    );
+    // The directory the engine created is the host's: a file written there shows inside.
+    std::fs::write(p.path(&data).join("seen.txt"), "written on the host").unwrap();
+    assert_eq!(
+        p.docker_ok(&["exec", &web, "cat", "/data/seen.txt"]),
+        "written on the host"
+    );
+    let sources = p.inspect(&web, "{{range .Mounts}}{{.Source}} {{end}}");
+    assert!(
+        sources.contains(&host(&data)) && sources.contains(&host(&conf)),
+        "{sources}"
+    );
+
+    let said = events(&c, "host-paths");
+    assert_eq!(said.len(), 1, "{}", c.logs());
+    assert_eq!(said[0]["level"], "INFO");
+    assert_eq!(said[0]["reason"], "container-mounts");
+    let message = said[0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("/config/{conf} -> {}", host(&conf))),
+        "{message}"
+    );
+    assert_not_on_host(&format!("/config/{conf}"));
+    assert_not_on_host(&format!("/config/{data}"));
+}
+
+/// A relative bind that leaves drover's mounts names drover's own filesystem: `check`
+/// exits 1 and `run` refuses to start, both with the entry's file:line:column and how to
+/// fix it; an edit that adds one while drover runs is logged and the last good config
+/// keeps running. The engine is never handed the path.
+#[test]
+fn in_a_container_a_bind_outside_its_mounts_is_refused_where_it_is_written() {
+    let name = unique_name("it-obs-hp-out");
+    let outside = format!("outside-{name}");
+    let good = format!("services:\n  web:\n    image: {TEST_IMAGE}\n    stop_signal: SIGKILL\n");
+    let bad = format!("{good}    volumes:\n      - ../{outside}:/x\n");
+    let p = Project::new(&name, &bad);
+    let run_args = as_the_example_runs(&p);
+    let error = format!(
+        "compose.yml:6:9: services.web.volumes[0]: /{outside} is in drover's own container"
+    );
+
+    let out = drover_once(&run_args, &["check", "-p", &name]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains(&error), "{said}");
+    assert!(
+        said.contains("mount that directory into drover at the same path")
+            && said.contains("or use an absolute host path"),
+        "{said}"
+    );
+
+    let mut args = run_args.clone();
+    args.extend([image().to_string(), "run".into(), "-p".into(), name.clone()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let c = Container::run(&format!("{name}-drover"), &args);
+    support::wait_until(UP, "drover refusing to start", || {
+        c.inspect("{{.State.Running}}") == "false"
+    });
+    assert_eq!(c.inspect("{{.State.ExitCode}}"), "1", "{}", c.logs());
+    assert!(c.logs().contains(&error), "{}", c.logs());
+    assert_eq!(p.containers(None, None), Vec::<String>::new());
+    drop(c);
+
+    p.write("compose.yml", &good);
+    let c = Container::run(&format!("{name}-drover"), &args);
+    c.eventually(UP, "web running", || p.running("web") == 1);
+    let web = replica(&p, "web");
+    p.write("compose.yml", &bad);
+    c.eventually(UP, "the invalid edit logged", || {
+        events(&c, "reload")
+            .iter()
+            .any(|e| e["error"].as_str().is_some_and(|m| m.contains(&error)))
+    });
+    assert_eq!(
+        replica(&p, "web"),
+        web,
+        "the last good config keeps running"
+    );
+    assert_eq!(p.inspect(&web, "{{len .Mounts}}"), "0");
+    assert_not_on_host(&format!("/{outside}"));
+}
+
+/// --host-project-dir (here DROVER_HOST_PROJECT_DIR) wins over drover's mounts: relative
+/// binds resolve under the directory it names, and `check` shows that without any engine.
+#[test]
+fn with_host_project_dir_relative_binds_resolve_under_it() {
+    let name = unique_name("it-obs-hp-dir");
+    let conf = format!("site-{name}.conf");
+    let p = Project::new(
+        &name,
+        &format!(
+            "services:\n  web:\n    image: {TEST_IMAGE}\n    stop_signal: SIGKILL\n    volumes:\n      \
+             - ./{conf}:/etc/site.conf:ro\n"
+        ),
+    );
+    p.write(&conf, "drover's copy\n");
+    // Another host directory with the same file: the one the override names.
+    let other = p.path("host-side");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join(&conf), "the host's copy\n").unwrap();
+    let env = format!("DROVER_HOST_PROJECT_DIR={}", other.display());
+
+    // check with no socket at all: nothing to ask, the override says it.
+    let config = format!("{}:/config:ro", p.dir.display());
+    let no_engine: Vec<String> = ["--read-only", "-v", &config, "-e", &env]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let out = drover_once(&no_engine, &["check", "-p", &name]);
+    assert!(out.status.success(), "{}", text(&out));
+    let want = format!("{}/{conf}", other.display());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&want),
+        "{}",
+        text(&out)
+    );
+
+    let mut args = as_the_example_runs(&p);
+    args.extend(["-e".into(), env.clone(), image().to_string()]);
+    args.extend(["run".into(), "-p".into(), name.clone()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let c = Container::run(&format!("{name}-drover"), &args);
+    c.eventually(UP, "web running", || p.running("web") == 1);
+    let web = replica(&p, "web");
+    assert_eq!(
+        p.docker_ok(&["exec", &web, "cat", "/etc/site.conf"]),
+        "the host's copy"
+    );
+    let said = events(&c, "host-paths");
+    assert_eq!(said.len(), 1, "{}", c.logs());
+    assert_eq!(said[0]["reason"], "host-project-dir");
+    assert_not_on_host(&format!("/config/{conf}"));
+}
+
+/// The example project run as compose.example.yml runs it, with a user's override that
+/// serves a directory of the project through a relative bind: every web replica serves
+/// the host's files.
+#[test]
+fn the_example_in_a_container_serves_a_relative_bind_from_the_host() {
+    let name = unique_name("it-obs-hp-ex");
+    let www = format!("www-{name}");
+    let p = example(&name, local_env());
+    p.write(
+        "compose.override.yml",
+        &format!(
+            "services:\n  web:\n    command: [httpd, -f, -p, '8080', -h, /www]\n    volumes: \
+             ['./{www}:/www:ro']\n"
+        ),
+    );
+    std::fs::create_dir_all(p.path(&www)).unwrap();
+    std::fs::write(p.path(&www).join("index.html"), format!("example {name}\n")).unwrap();
+    let mut args = as_the_example_runs(&p);
+    args.extend(["-e".into(), format!("EXAMPLE_IMAGE={TEST_IMAGE}")]);
+    args.extend([image().to_string(), "run".into(), "--project-name".into()]);
+    args.extend([name.clone(), "--scale-file".into(), "scale.yml".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let c = Container::run(&format!("{name}-drover"), &args);
+    c.eventually(UP, "3 web and 2 worker running", || {
+        p.running("web") == 3 && p.running("worker") == 2
+    });
+    for web in p.containers(Some("web"), Some("running")) {
+        let page = p.docker_ok(&[
+            "exec",
+            &web,
+            "sh",
+            "-c",
+            "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc 127.0.0.1 8080",
+        ]);
+        assert!(page.contains(&format!("example {name}")), "{page}");
+    }
+    assert_not_on_host(&format!("/config/{www}"));
+}
