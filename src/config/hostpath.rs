@@ -267,6 +267,27 @@ pub fn canonical(path: &Path) -> PathBuf {
     }
 }
 
+/// `path` relative to `base`, lexically (`../x` when it is beside it).
+pub fn relative_to(path: &Path, base: &Path) -> PathBuf {
+    let (path, base) = (
+        join_lexically(Path::new(""), path),
+        join_lexically(Path::new(""), base),
+    );
+    let common = path
+        .components()
+        .zip(base.components())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let mut out = PathBuf::new();
+    for _ in base.components().skip(common) {
+        out.push("..");
+    }
+    for c in path.components().skip(common) {
+        out.push(c);
+    }
+    out
+}
+
 /// The translations, one line for logs and `check`: `a -> b, c -> d`.
 pub fn describe(done: &[Translation]) -> String {
     done.iter()
@@ -552,6 +573,46 @@ configs:
         assert_eq!((p, done.len()), (l.project.clone(), 0));
         let s = at_config(Mode::Swarm);
         assert!(s.resolved_paths.iter().all(|u| u.kind == UseKind::Bind));
+    }
+
+    #[test]
+    fn paths_an_included_file_made_absolute_are_still_translated() {
+        let base = temp("include");
+        let dir = base.join("config");
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(
+            dir.join("sub/compose.yml"),
+            "services:\n  inc:\n    image: img\n    volumes:\n      - ./d:/d\n      \
+             - /srv/abs:/abs\n      - {type: bind, source: ../up, target: /up}\n",
+        )
+        .unwrap();
+        let l = loaded(
+            &dir,
+            "include: [sub/compose.yml]\nservices:\n  web:\n    image: img\n",
+            Mode::Plain,
+        );
+        let host = mounts(vec![mount(dir.to_str().unwrap(), Some("/h/app"), "bind")]);
+        let (p, _) = translate(&l.project, &l.resolved_paths, &host, &same).unwrap();
+        let src = |t: &str| {
+            let m = p.services["inc"].volumes.iter().find(|m| m.target == t);
+            m.unwrap().source.clone().unwrap()
+        };
+        assert_eq!(src("/d"), "/h/app/sub/d");
+        assert_eq!(src("/up"), "/h/app/up");
+        assert_eq!(src("/abs"), "/srv/abs");
+        let over = HostPaths::ProjectDir("/h/other".into());
+        let (p, _) = translate(&l.project, &l.resolved_paths, &over, &same).unwrap();
+        let d = p.services["inc"].volumes.iter().find(|m| m.target == "/d");
+        assert_eq!(d.unwrap().source.as_deref(), Some("/h/other/sub/d"));
+    }
+
+    #[test]
+    fn relative_to_walks_up_when_needed() {
+        let r = |p: &str, b: &str| relative_to(Path::new(p), Path::new(b));
+        assert_eq!(r("/config/data", "/config"), PathBuf::from("data"));
+        assert_eq!(r("/shared/x", "/config"), PathBuf::from("../shared/x"));
+        assert_eq!(r("/config", "/config"), PathBuf::from(""));
+        assert_eq!(r("/a/./b/../c", "/a"), PathBuf::from("c"));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::ConfigError;
-use super::hostpath::{PathUse, UseKind};
+use super::hostpath::{PathUse, UseKind, relative_to};
 use super::model::*;
 use super::read::{self, Result, Warnings, child, fail};
 use super::service::{self, Cx, Draft};
@@ -375,7 +375,7 @@ pub fn build(
             (configs_node, UseKind::Config),
         ] {
             if let Some(n) = node {
-                host_paths.extend(file_uses(n, kind, &services));
+                host_paths.extend(file_uses(n, kind, &services, inp.project_dir));
             }
         }
     }
@@ -399,7 +399,12 @@ pub fn build(
 
 /// The services' uses of top-level secrets or configs with a `file:`, each located at
 /// the `file:` entry.
-fn file_uses(node: &Node, kind: UseKind, services: &BTreeMap<String, Service>) -> Vec<PathUse> {
+fn file_uses(
+    node: &Node,
+    kind: UseKind,
+    services: &BTreeMap<String, Service>,
+    project_dir: &Path,
+) -> Vec<PathUse> {
     let section = if kind == UseKind::Secret {
         "secrets"
     } else {
@@ -412,7 +417,12 @@ fn file_uses(node: &Node, kind: UseKind, services: &BTreeMap<String, Service>) -
                 && let Some(text) = read::scalar_text(f)
             {
                 let at = format!("{}: {section}.{}.file", f.loc, k.name);
-                let relative = (!text.starts_with('/')).then(|| PathBuf::from(&text));
+                let relative = (!text.starts_with('/') || f.rebased).then(|| {
+                    relative_to(
+                        &syntax::join_lexically(project_dir, Path::new(&text)),
+                        project_dir,
+                    )
+                });
                 files.insert(k.name.as_str(), (at, relative));
             }
         }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::dotenv;
-use super::hostpath::{PathUse, UseKind};
+use super::hostpath::{PathUse, UseKind, relative_to};
 use super::model::*;
 use super::read::{self, Result, Warnings, child, fail, index};
 use super::syntax;
@@ -647,16 +647,26 @@ fn resolve_source(cx: &Cx, kind: MountKind, src: &str, loc: &Loc, p: &str) -> Re
     }
 }
 
-/// A bind source drover resolves itself (relative or `~`): where it is written and the
-/// path relative to the project directory (`None` for `~`).
+/// A bind source drover resolved itself (relative, `~`, or made absolute by `include` or
+/// `extends`): where it is written and the path relative to the project directory (`None`
+/// for `~`).
 type Resolved = Option<(String, Option<PathBuf>)>;
 
-fn resolved_bind(kind: MountKind, src: &str, loc: &Loc, p: &str) -> Resolved {
-    if kind != MountKind::Bind || src.starts_with('/') {
+/// A bind source as written (`rebased`: made absolute by `include`/`extends`, see
+/// `Node::rebased`) and what drover resolved it `to` -> `Resolved`.
+fn resolved_bind(
+    cx: &Cx,
+    kind: MountKind,
+    (written, rebased): (&str, bool),
+    to: &str,
+    at: String,
+) -> Resolved {
+    if kind != MountKind::Bind || (written.starts_with('/') && !rebased) {
         return None;
     }
-    let relative = (!(src == "~" || src.starts_with("~/"))).then(|| PathBuf::from(src));
-    Some((format!("{loc}: {p}"), relative))
+    let home = written == "~" || written.starts_with("~/");
+    let relative = (!home).then(|| relative_to(Path::new(to), cx.project_dir));
+    Some((at, relative))
 }
 
 /// A `volumes` entry, and whether its source is a bind source drover resolved.
@@ -668,10 +678,13 @@ fn mount(cx: &mut Cx, item: &Node, p: &str) -> Result<(Mount, Resolved)> {
                 Some(src) => Some(resolve_source(cx, spec.kind, src, &item.loc, p)?),
                 None => None,
             };
-            let resolved = spec
-                .source
-                .as_deref()
-                .and_then(|src| resolved_bind(spec.kind, src, &item.loc, p));
+            let resolved = match (&spec.source, &source) {
+                (Some(src), Some(to)) => {
+                    let at = format!("{}: {p}", item.loc);
+                    resolved_bind(cx, spec.kind, (src, item.rebased), to, at)
+                }
+                _ => None,
+            };
             let mut m = mount_of(spec.kind, source, spec.target);
             m.read_only = spec.read_only;
             m.selinux = spec.selinux;
@@ -685,7 +698,7 @@ fn mount(cx: &mut Cx, item: &Node, p: &str) -> Result<(Mount, Resolved)> {
         }
         Kind::Map(entries) => {
             let mut kind = None;
-            let mut source: Option<(String, Loc)> = None;
+            let mut source: Option<(String, &Node)> = None;
             let mut target = None;
             let mut m = mount_of(MountKind::Volume, None, String::new());
             let mut options: Vec<(&str, &Node, String)> = Vec::new();
@@ -715,7 +728,7 @@ fn mount(cx: &mut Cx, item: &Node, p: &str) -> Result<(Mount, Resolved)> {
                         )
                     }
                     "source" => {
-                        source = read::opt_string(v, &kp)?.map(|s| (s, v.loc.clone()));
+                        source = read::opt_string(v, &kp)?.map(|s| (s, v));
                     }
                     "target" => target = Some(read::string(v, &kp)?),
                     "read_only" => m.read_only = read::boolean(v, &kp)?,
@@ -782,10 +795,12 @@ fn mount(cx: &mut Cx, item: &Node, p: &str) -> Result<(Mount, Resolved)> {
             let source = match (kind, source) {
                 (MountKind::Tmpfs, _) => None,
                 (MountKind::Bind, None) => return Err(fail(&item.loc, p, "missing source")),
-                (kind, Some((src, loc))) => {
+                (kind, Some((src, node))) => {
                     let sp = child(p, "source");
-                    resolved = resolved_bind(kind, &src, &loc, &sp);
-                    Some(resolve_source(cx, kind, &src, &loc, &sp)?)
+                    let to = resolve_source(cx, kind, &src, &node.loc, &sp)?;
+                    let at = format!("{}: {sp}", node.loc);
+                    resolved = resolved_bind(cx, kind, (&src, node.rebased), &to, at);
+                    Some(to)
                 }
                 (MountKind::Volume, None) => None,
             };
