@@ -773,3 +773,116 @@ fn the_example_in_a_container_serves_a_relative_bind_from_the_host() {
     }
     assert_not_on_host(&format!("/config/{www}"));
 }
+
+/// deploy/swarm/stack.yml on a one-node swarm, changed as docs/operations.md says for a
+/// project with relative binds: the project directory bound into drover (at /app) instead
+/// of the configs, and `--mode swarm`. drover's Swarm service for the app mounts the host's
+/// file, found through drover's own mounts.
+#[test]
+fn the_swarm_stack_in_swarm_mode_mounts_relative_binds_from_the_host() {
+    let image = image();
+    let node = Node::start("obs-hp-swarm", 64);
+    let name = unique_name("it-obs-hp-sw");
+    let conf = format!("site-{name}.conf");
+    node.docker_ok(&["swarm", "init", "--advertise-addr", "10.231.64.2"]);
+    let saved = std::env::temp_dir().join(format!("{name}.tar"));
+    docker_ok(
+        &local_env(),
+        &["save", "-o", saved.to_str().unwrap(), image],
+    );
+    node.docker_ok(&["load", "-q", "-i", saved.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&saved);
+
+    let p = Project::on(
+        &name,
+        &format!(
+            "services:\n  web:\n    image: {TEST_IMAGE}\n    stop_signal: SIGKILL\n    volumes:\n      \
+             - ./{conf}:/etc/site.conf:ro\n"
+        ),
+        vec![("DOCKER_HOST".into(), node.unix_host())],
+    );
+    p.write("scale.yml", "web: 1\n");
+    p.write(&conf, &format!("swarm {name}\n"));
+    // The stack's external configs must exist, though nothing reads them here.
+    for c in ["drover-compose-v1", "drover-scale-v1"] {
+        node.docker_ok(&["config", "create", c, p.path("scale.yml").to_str().unwrap()]);
+    }
+    let project_dir = format!(
+        "        target: /var/run/docker.sock\n      - type: bind\n        source: {}\n        \
+         target: /app\n        read_only: true\n",
+        p.dir.display()
+    );
+    let stack = std::fs::read_to_string(repo_root().join("deploy/swarm/stack.yml"))
+        .unwrap()
+        .replace(
+            "source: /var/run/docker.sock",
+            &format!("source: {}", node.socket.display()),
+        )
+        .replace("        target: /var/run/docker.sock\n", &project_dir)
+        .replace("\"--mode\", \"plain\"", "\"--mode\", \"swarm\"")
+        .replace(
+            "\"-f\", \"/config/compose.yml\", \"--scale-file\", \"/config/scale.yml\"",
+            "\"-f\", \"/app/compose.yml\", \"--scale-file\", \"/app/scale.yml\"",
+        )
+        .replace(
+            "\"--project-name\", \"example\"",
+            &format!("\"--project-name\", \"{name}\""),
+        )
+        .replace("image: drover:local", &format!("image: {image}"));
+    p.write("stack.yml", &stack);
+    let gid = std::fs::metadata(&node.socket).map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.gid().to_string()
+    });
+    let out = Command::new("docker")
+        .args([
+            "stack",
+            "deploy",
+            "-c",
+            p.path("stack.yml").to_str().unwrap(),
+            "drover",
+        ])
+        .env("DOCKER_HOST", node.unix_host())
+        .env("DOCKER_GID", gid.unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "docker stack deploy:\n{}", text(&out));
+
+    let logs = || text(&node.docker(&["service", "logs", "drover_drover"]));
+    let service = format!("{name}_web");
+    let task = || {
+        let filter = format!("label=com.docker.swarm.service.name={service}");
+        let ids = node.docker_ok(&["ps", "-q", "--filter", &filter]);
+        ids.lines().next().map(str::to_string)
+    };
+    let end = Instant::now() + UP;
+    while task().is_none() {
+        assert!(
+            Instant::now() < end,
+            "timed out waiting for the app's task; drover's logs:\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mounts = node.docker_ok(&[
+        "service",
+        "inspect",
+        "-f",
+        "{{range .Spec.TaskTemplate.ContainerSpec.Mounts}}{{.Source}} {{end}}",
+        &service,
+    ]);
+    assert_eq!(mounts.trim(), format!("{}/{conf}", p.dir.display()));
+    let id = task().unwrap();
+    assert_eq!(
+        node.docker_ok(&["exec", &id, "cat", "/etc/site.conf"]),
+        format!("swarm {name}")
+    );
+    // `docker service logs` shows a task's lines with some delay.
+    let translated = format!("/app/{conf} -> {}/{conf}", p.dir.display());
+    support::wait_until(UP, "the host-paths event in drover's logs", || {
+        let said = logs();
+        said.contains("\"action\":\"host-paths\"") && said.contains(&translated)
+    });
+    assert_not_on_host(&format!("/app/{conf}"));
+    let _ = node.docker(&["stack", "rm", "drover"]);
+}
