@@ -551,10 +551,10 @@ fn replica(p: &Project, service: &str) -> String {
     p.containers(Some(service), Some("running"))[0].clone()
 }
 
-/// drover's image with the project mounted at /config: a relative file bind and a relative
-/// directory bind reach the service with the user's files, as the host has them; `check`
-/// and `plan` show the host paths, the log says once which paths were translated, and
-/// nothing appears under /config on the host.
+/// drover's image with the project mounted at /config: a relative file bind, a relative
+/// directory bind and a secret file reach the service with the user's files, as the host
+/// has them; `check` and `plan` show the host paths, the log says once which paths were
+/// translated, `drover status` shows them, and nothing appears under /config on the host.
 #[test]
 fn in_a_container_relative_binds_name_the_hosts_paths() {
     let name = unique_name("it-obs-hp");
@@ -563,10 +563,12 @@ fn in_a_container_relative_binds_name_the_hosts_paths() {
         &name,
         &format!(
             "services:\n  web:\n    image: {TEST_IMAGE}\n    stop_signal: SIGKILL\n    volumes:\n      \
-             - ./{data}:/data\n      - ./{conf}:/etc/site.conf:ro\n"
+             - ./{data}:/data\n      - ./{conf}:/etc/site.conf:ro\n    secrets: [token]\n\
+             secrets:\n  token: {{file: ./token-{name}}}\n"
         ),
     );
     p.write(&conf, &format!("served by {name}\n"));
+    p.write(&format!("token-{name}"), "not a real token\n");
     let host = |f: &str| format!("{}/{f}", p.dir.display());
     let run_args = as_the_example_runs(&p);
 
@@ -607,6 +609,10 @@ fn in_a_container_relative_binds_name_the_hosts_paths() {
         p.docker_ok(&["exec", &web, "cat", "/data/seen.txt"]),
         "written on the host"
     );
+    assert_eq!(
+        p.docker_ok(&["exec", &web, "cat", "/run/secrets/token"]),
+        "not a real token"
+    );
     let sources = p.inspect(&web, "{{range .Mounts}}{{.Source}} {{end}}");
     assert!(
         sources.contains(&host(&data)) && sources.contains(&host(&conf)),
@@ -622,8 +628,14 @@ fn in_a_container_relative_binds_name_the_hosts_paths() {
         message.contains(&format!("/config/{conf} -> {}", host(&conf))),
         "{message}"
     );
+    let status = docker_ok(&local_env(), &["exec", &c.name, "/drover", "status"]);
+    assert!(
+        status.contains(&format!("host path: /config/{data} -> {}", host(&data))),
+        "{status}"
+    );
     assert_not_on_host(&format!("/config/{conf}"));
     assert_not_on_host(&format!("/config/{data}"));
+    assert_not_on_host(&format!("/config/token-{name}"));
 }
 
 /// A relative bind that leaves drover's mounts names drover's own filesystem: `check`
@@ -709,6 +721,13 @@ fn with_host_project_dir_relative_binds_resolve_under_it() {
         .iter()
         .map(|s| s.to_string())
         .collect();
+    let out = drover_once(&no_engine[..3], &["check", "-p", &name]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot ask the engine for its mounts"),
+        "{}",
+        text(&out)
+    );
     let out = drover_once(&no_engine, &["check", "-p", &name]);
     assert!(out.status.success(), "{}", text(&out));
     let want = format!("{}/{conf}", other.display());
