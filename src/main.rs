@@ -234,7 +234,7 @@ fn main() -> ExitCode {
     }
 
     if let Command::Check { format } = cli.command {
-        if let Some(l) = check_host_paths(&cli.common, &env, &mut load) {
+        if let Some(l) = check_host_paths(&cli.common, &env, &mut load, &loaded) {
             loaded = match l {
                 Ok(l) => l,
                 Err(e) => {
@@ -330,7 +330,9 @@ fn main() -> ExitCode {
         )
         .await
         .unwrap_or_else(|e| {
-            tracing::warn!(action = "host-paths", error = %e, "drover runs in a container but cannot read its mounts: relative bind sources are handed to the engine as drover's own paths (--host-project-dir gives the host path of the project directory)");
+            if !loaded.resolved_paths.is_empty() {
+                tracing::warn!(action = "host-paths", error = %e, "drover runs in a container but cannot read its mounts: relative bind sources are handed to the engine as drover's own paths (--host-project-dir gives the host path of the project directory)");
+            }
             HostPaths::Same
         });
         // Load again for the mode and host paths now known (reloads keep using them).
@@ -598,9 +600,10 @@ fn check_host_paths(
     common: &Common,
     env: &HashMap<String, String>,
     load: &mut LoadOptions,
+    loaded: &config::Loaded,
 ) -> Option<Result<config::Loaded, config::ConfigError>> {
     let own = observe::own_container_id();
-    if common.host_project_dir.is_some() || own.is_none() {
+    if common.host_project_dir.is_some() || own.is_none() || loaded.resolved_paths.is_empty() {
         return None;
     }
     let found = Endpoint::resolve(&common.connect, env)

@@ -14,9 +14,10 @@ use crate::config::hostpath::{HostMount, HostMounts, HostPaths};
 /// How drover finds its host paths, given `--host-project-dir` and its own container id.
 ///
 /// The override wins and nothing is asked. Otherwise, in a container, the engine (`docker`,
-/// else a connection to `endpoint`) is asked for the container's mounts. A container the
-/// engine does not know is not on that engine's host (a remote engine): paths stay as they
-/// are. `Err` says why the mounts could not be read (paths then stay as they are too).
+/// else a connection to `endpoint`) is asked for the container's mounts. `Err` says why they
+/// could not be read: the engine did not answer, or does not know the container (drover
+/// runs beside another engine than the one it manages). The caller then hands paths on
+/// as they are, and says so.
 pub async fn discover(
     host_project_dir: Option<PathBuf>,
     own_id: Option<&str>,
@@ -42,7 +43,10 @@ pub async fn discover(
     };
     match own_mounts(docker, id).await {
         Ok(Some(m)) => Ok(HostPaths::Mounts(m)),
-        Ok(None) => Ok(HostPaths::Same),
+        Ok(None) => Err(format!(
+            "{} has no container {id}: drover runs on another engine's host",
+            endpoint.display()
+        )),
         Err(e) => Err(connect::explain(endpoint, &e)),
     }
 }
