@@ -571,8 +571,10 @@ configs:
         let l = at_config(Mode::Plain);
         let (p, done) = translate(&l.project, &l.resolved_paths, &HostPaths::Same, &same).unwrap();
         assert_eq!((p, done.len()), (l.project.clone(), 0));
-        let s = at_config(Mode::Swarm);
-        assert!(s.resolved_paths.iter().all(|u| u.kind == UseKind::Bind));
+        for mode in [Mode::Swarm, Mode::Auto] {
+            let s = at_config(mode);
+            assert!(s.resolved_paths.iter().all(|u| u.kind == UseKind::Bind));
+        }
     }
 
     #[test]

@@ -368,8 +368,9 @@ pub fn build(
         s.config_hash = config_hash(&s, &networks, &volumes);
         services.insert(svc_name, s);
     }
-    if inp.mode != Mode::Swarm {
-        // Bind-mounted by the engine (Swarm mode reads them and sends their content).
+    if inp.mode == Mode::Plain {
+        // Bind-mounted by the engine. Swarm mode reads them and sends their content; with
+        // the mode not decided yet (auto), they are left as drover reads them.
         for (node, kind) in [
             (secrets_node, UseKind::Secret),
             (configs_node, UseKind::Config),
