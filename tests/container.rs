@@ -905,3 +905,91 @@ fn the_swarm_stack_in_swarm_mode_mounts_relative_binds_from_the_host() {
     assert_not_on_host(&format!("/app/{conf}"));
     let _ = node.docker(&["stack", "rm", "drover"]);
 }
+
+/// The project in a named volume at /config, and a host directory mounted over a
+/// subdirectory of it: a relative bind under the volume maps to the volume's mountpoint on
+/// the host, one under the nested mount to that mount's source (the longest wins).
+#[test]
+fn in_a_container_a_volume_at_config_and_a_nested_mount_map_to_their_host_paths() {
+    let name = unique_name("it-obs-hp-vol");
+    let conf = format!("site-{name}.conf");
+    let p = Project::new(
+        &name,
+        &format!(
+            "services:\n  web:\n    image: {TEST_IMAGE}\n    stop_signal: SIGKILL\n    volumes:\n      \
+             - ./{conf}:/etc/site.conf:ro\n      - ./nested/note.txt:/etc/note.txt:ro\n"
+        ),
+    );
+    p.write(&conf, "from the volume\n");
+    let elsewhere = p.path("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join("note.txt"), "from the nested mount\n").unwrap();
+
+    struct Volume(String);
+    impl Drop for Volume {
+        fn drop(&mut self) {
+            let _ = docker(&local_env(), &["volume", "rm", "-f", &self.0]);
+        }
+    }
+    let volume = Volume(format!("{name}-config"));
+    docker_ok(&local_env(), &["volume", "create", &volume.0]);
+    let fill = format!(
+        "/bin/busybox cp /src/compose.yml /src/{conf} /v/ && /bin/busybox mkdir -p /v/nested"
+    );
+    docker_ok(
+        &local_env(),
+        &[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{}:/v", volume.0),
+            "-v",
+            &format!("{}:/src:ro", p.dir.display()),
+            TEST_IMAGE,
+            "sh",
+            "-c",
+            &fill,
+        ],
+    );
+    let mountpoint = docker_ok(
+        &local_env(),
+        &["volume", "inspect", "-f", "{{.Mountpoint}}", &volume.0],
+    );
+
+    let c = Container::run(
+        &format!("{name}-drover"),
+        &[
+            "--read-only",
+            "--group-add",
+            &socket_gid(),
+            "-v",
+            "/var/run/docker.sock:/var/run/docker.sock",
+            "-v",
+            &format!("{}:/config:ro", volume.0),
+            "-v",
+            &format!("{}:/config/nested:ro", elsewhere.display()),
+            image(),
+            "run",
+            "-p",
+            &name,
+        ],
+    );
+    c.eventually(UP, "web running", || p.running("web") == 1);
+    let web = replica(&p, "web");
+    assert_eq!(
+        p.docker_ok(&["exec", &web, "cat", "/etc/site.conf"]),
+        "from the volume"
+    );
+    assert_eq!(
+        p.docker_ok(&["exec", &web, "cat", "/etc/note.txt"]),
+        "from the nested mount"
+    );
+    let sources = p.inspect(&web, "{{range .Mounts}}{{.Source}} {{end}}");
+    assert!(
+        sources.contains(&format!("{mountpoint}/{conf}"))
+            && sources.contains(&format!("{}/note.txt", elsewhere.display())),
+        "{sources}"
+    );
+    assert_not_on_host(&format!("/config/{conf}"));
+    drop(c);
+}
