@@ -1,7 +1,7 @@
 //! drover run the way users run it: as a container from the runtime image, built offline
 //! from a static binary built on this host (deploy/build-image.sh, the same runtime stage
 //! as the root Dockerfile). Each test has its own project name (`it-obs-...`); TLS nodes
-//! use indices 61..69 (this file: 61).
+//! use indices 61..69 (this file: 61, 63, 64).
 
 mod support;
 

@@ -10,7 +10,8 @@
 //! mount maps to the volume's mountpoint), or a project directory given by the user
 //! (`--host-project-dir`). A path under none of drover's mounts is refused with the place
 //! it is written: the engine cannot see it. Absolute bind sources the user wrote are host
-//! paths already and never reach this module.
+//! paths already and never reach this module; relative ones that `include` or `extends`
+//! made absolute against their file's directory do (`Node::rebased`).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -62,8 +63,9 @@ pub struct PathUse {
     pub target: String,
     /// `file:line:column: key.path` of the entry that names the path.
     pub at: String,
-    /// The path relative to the project directory as written (`./data`, `../x`); `None`
-    /// for a `~` path or an absolute `file:`.
+    /// The path relative to the project directory (`data`, `../x`; for a path an included
+    /// file wrote, relative to the including project's directory too); `None` for a `~`
+    /// path or an absolute `file:`.
     pub relative: Option<PathBuf>,
 }
 

@@ -518,4 +518,30 @@ mod tests {
         );
         assert_eq!(out, "A    BB  C\naaa  b   c\n");
     }
+
+    #[test]
+    fn translated_host_paths_show_in_status_and_change_only_when_they_do() {
+        use crate::config::hostpath::{HostPaths, Translation};
+        let t = Telemetry::new("demo", Duration::from_secs(60), None);
+        let host = HostPaths::ProjectDir("/home/u/app".into());
+        let done = [Translation {
+            from: "/config/data".into(),
+            to: "/home/u/app/data".into(),
+        }];
+        t.host_paths(&host, &done);
+        t.host_paths(&host, &done);
+        let s = snapshot(&t);
+        assert_eq!(s.config.host_paths, ["/config/data -> /home/u/app/data"]);
+        assert!(
+            render_table(&s).contains("host path: /config/data -> /home/u/app/data"),
+            "{}",
+            render_table(&s)
+        );
+        let back: Status = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        t.host_paths(&HostPaths::Same, &[]);
+        let s = snapshot(&t);
+        assert!(s.config.host_paths.is_empty());
+        assert!(!serde_json::to_string(&s).unwrap().contains("host_paths"));
+    }
 }
