@@ -167,6 +167,8 @@ impl Controller {
             lease_task,
         };
         c.warn_once(&loaded.warnings);
+        c.telemetry
+            .host_paths(&c.load.host_paths, &loaded.host_paths);
         c
     }
 
@@ -653,6 +655,8 @@ impl Controller {
             return;
         }
         self.warn_once(&loaded.warnings);
+        self.telemetry
+            .host_paths(&self.load.host_paths, &loaded.host_paths);
         let mut loaded = loaded;
         // A definition that was rolled back stays rolled back until the file changes it
         // again; its replica count still follows the file.

@@ -8,9 +8,11 @@ use std::time::{Duration, SystemTime};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+use drover::config::hostpath::{HostPaths, UseKind};
 use drover::config::{self, LoadOptions};
 use drover::controller::{Controller, Settings};
 use drover::engine::connect::{self, ConnectArgs, Endpoint};
+use drover::engine::hostmounts;
 use drover::nodes::NodeSpec;
 use drover::telemetry::http::{self, Listen};
 use drover::telemetry::{self, LogFormat, Telemetry};
@@ -80,6 +82,12 @@ struct Common {
     /// when the engine is an active Swarm manager [default: x-drover.mode, then auto].
     #[arg(long, env = "DROVER_MODE", global = true)]
     mode: Option<config::Mode>,
+    /// The project directory's path on the engine's host, when drover cannot find it by
+    /// inspecting its own container (rootless engine, another runtime): relative bind
+    /// sources, secret and config files resolve under it [default: from drover's mounts
+    /// when it runs in a container].
+    #[arg(long = "host-project-dir", env = "DROVER_HOST_PROJECT_DIR", value_parser = parse_absolute, global = true)]
+    host_project_dir: Option<PathBuf>,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -159,6 +167,17 @@ fn parse_scale(s: &str) -> Result<(String, u32), String> {
     Ok((name.trim().to_string(), n))
 }
 
+fn parse_absolute(s: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(s);
+    if p.is_absolute() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "{s}: expected an absolute path on the engine's host"
+        ))
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s}: {e} (examples: 500ms, 30s, 2m)"))
 }
@@ -187,6 +206,10 @@ fn main() -> ExitCode {
         profiles: cli.common.profile.clone(),
         // Not known before the file is read (x-drover.mode) and the engine asked (auto).
         mode: Some(cli.common.mode.unwrap_or(config::Mode::Auto)),
+        host_paths: match &cli.common.host_project_dir {
+            Some(dir) => HostPaths::ProjectDir(dir.clone()),
+            None => HostPaths::Same,
+        },
     };
     let mut loaded = match config::load(&load) {
         Ok(l) => l,
@@ -211,6 +234,18 @@ fn main() -> ExitCode {
     }
 
     if let Command::Check { format } = cli.command {
+        if let Some(l) = check_host_paths(&cli.common, &env, &mut load, &loaded) {
+            loaded = match l {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+        }
+        for t in &loaded.host_paths {
+            eprintln!("host path: {t}");
+        }
         for w in &loaded.warnings {
             eprintln!("warning: {w}");
         }
@@ -285,10 +320,26 @@ fn main() -> ExitCode {
             Ok((m, _)) => *m,
             Err(_) => wanted,
         };
-        // Load again for the mode now known (reloads keep using it).
+        // Where the engine's host has drover's files (drover in a container).
+        let own = observe::own_container_id();
+        let host = hostmounts::discover(
+            cli.common.host_project_dir.clone(),
+            own.as_deref(),
+            docker.as_ref(),
+            &endpoint,
+        )
+        .await
+        .unwrap_or_else(|e| {
+            if !loaded.resolved_paths.is_empty() {
+                tracing::warn!(action = "host-paths", error = %e, "drover runs in a container but cannot read its mounts: relative bind sources are handed to the engine as drover's own paths (--host-project-dir gives the host path of the project directory)");
+            }
+            HostPaths::Same
+        });
+        // Load again for the mode and host paths now known (reloads keep using them).
         let mut loaded = loaded;
-        if load.mode != Some(chosen) {
+        if load.mode != Some(chosen) || load.host_paths != host {
             load.mode = Some(chosen);
+            load.host_paths = host;
             loaded = match config::load(&load) {
                 Ok(l) => l,
                 Err(e) => {
@@ -312,7 +363,10 @@ fn main() -> ExitCode {
             Command::Check { .. } | Command::Status { .. } | Command::Healthcheck => {
                 ExitCode::SUCCESS
             }
-            Command::Plan => print_plan(&specs, &loaded).await,
+            Command::Plan => {
+                print_host_paths(&loaded);
+                print_plan(&specs, &loaded).await
+            }
             Command::Run(args) => {
                 let settings = settings(&args, &loaded);
                 let telemetry = Telemetry::new(
@@ -327,6 +381,9 @@ fn main() -> ExitCode {
                     if let connect::Transport::Tcp(addr) = &spec.endpoint.transport {
                         tracing::warn!(action = "connect", node = %spec.name, engine = %addr, reason = "plaintext", "engine reached over plaintext tcp: anyone on the path can read and drive it; use TLS (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH)");
                     }
+                }
+                if specs.len() > 1 && loaded.resolved_paths.iter().any(|u| u.kind == UseKind::Bind) {
+                    tracing::warn!(action = "host-paths", reason = "several-nodes", "a relative bind source names a path on the node each replica runs on: that node's filesystem must have it");
                 }
                 if settings.lease.is_none() {
                     tracing::warn!(
@@ -449,6 +506,7 @@ async fn run_swarm(
         Command::Check { .. } | Command::Status { .. } | Command::Healthcheck => ExitCode::SUCCESS,
         Command::Plan => match swarm::plan_lines(&docker, &endpoint, &loaded).await {
             Ok(lines) => {
+                print_host_paths(&loaded);
                 for l in lines {
                     println!("{l}");
                 }
@@ -532,6 +590,48 @@ fn settings(args: &RunArgs, loaded: &config::Loaded) -> Settings {
             None if x.nodes.len() > 1 => None,
             None => Some(drover::lease::LeaseConfig::default()),
         },
+    }
+}
+
+/// `check` in a container without --host-project-dir: ask the engine for drover's mounts
+/// when it answers, and load again with them. `None`: nothing to translate (or nobody to
+/// ask, which is said on stderr; `check` needs no engine).
+fn check_host_paths(
+    common: &Common,
+    env: &HashMap<String, String>,
+    load: &mut LoadOptions,
+    loaded: &config::Loaded,
+) -> Option<Result<config::Loaded, config::ConfigError>> {
+    let own = observe::own_container_id();
+    if common.host_project_dir.is_some() || own.is_none() || loaded.resolved_paths.is_empty() {
+        return None;
+    }
+    let found = Endpoint::resolve(&common.connect, env)
+        .map_err(|e| e.to_string())
+        .and_then(|ep| {
+            let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+            rt.block_on(hostmounts::discover(None, own.as_deref(), None, &ep))
+        });
+    match found {
+        Ok(HostPaths::Same) => None,
+        Ok(host) => {
+            load.host_paths = host;
+            Some(config::load(load))
+        }
+        Err(e) => {
+            eprintln!(
+                "note: drover runs in a container and cannot ask the engine for its mounts \
+                 ({e}): bind sources are shown as drover's own paths"
+            );
+            None
+        }
+    }
+}
+
+/// The paths handed to the engine as host paths other than drover's own, one a line.
+fn print_host_paths(loaded: &config::Loaded) {
+    for t in &loaded.host_paths {
+        println!("host path: {t}");
     }
 }
 

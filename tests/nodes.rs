@@ -213,3 +213,31 @@ fn a_replica_moved_to_another_node_leaves_its_anonymous_volume_and_says_so() {
     let out = b.docker(&["exec", &moved, "cat", "/data/m"]);
     assert!(!out.status.success(), "the moved replica starts empty");
 }
+
+/// A relative bind over several nodes names a path on whichever node runs the replica:
+/// drover says so once at start (the nodes need not answer for that).
+#[test]
+fn a_relative_bind_over_several_nodes_is_warned_about_once() {
+    let compose = "x-drover:\n  nodes:\n    - {name: a, host: 'tcp://127.0.0.1:1'}\n    \
+                   - {name: b, host: 'tcp://127.0.0.1:2'}\nservices:\n  web:\n    \
+                   image: drover-test/busybox:latest\n    volumes: ['./data:/data']\n";
+    let p = Project::new("it-nodes-hostpath", compose);
+    let mut d = p.run(&["--listen", "off", "--watch-interval", "100ms"]);
+    let end = Instant::now() + UP;
+    while d.actions("host-paths").is_empty() {
+        d.assert_alive();
+        assert!(
+            Instant::now() < end,
+            "no host-paths warning:\n{:?}",
+            d.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A reload (the file touched) does not say it again.
+    p.write("compose.yml", &format!("{compose}# touched\n"));
+    std::thread::sleep(Duration::from_secs(1));
+    let said = d.actions("host-paths");
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert_eq!(said[0]["level"], "WARN");
+    assert_eq!(said[0]["reason"], "several-nodes");
+}

@@ -389,6 +389,7 @@ fn rebase_service(service: &mut Node, dir: &Path) {
                                 {
                                     let abs = syntax::join_lexically(dir, Path::new(src));
                                     *s = format!("{}:{rest}", abs.display());
+                                    item.rebased = true;
                                 }
                             }
                             Kind::Map(fields) => {
@@ -437,6 +438,7 @@ fn rebase_str(node: &mut Node, dir: &Path, dotted: bool) {
             *s = syntax::join_lexically(dir, Path::new(s.as_str()))
                 .display()
                 .to_string();
+            node.rebased = true;
         }
     }
 }

@@ -72,6 +72,7 @@ fn merge(base: Node, over: Node, path: &mut Vec<String>) -> Node {
             kind,
             loc: over.loc,
             vars: over.vars,
+            rebased: over.rebased,
         },
     }
 }
@@ -132,6 +133,7 @@ fn to_map(node: Node, split: Option<char>) -> Node {
                 kind: value,
                 loc: item.loc.clone(),
                 vars: item.vars.clone(),
+                rebased: item.rebased,
             },
         ));
     }

@@ -11,6 +11,8 @@
 //! - `project`, `service`: the tree -> a validated [`Project`], warnings for keys drover
 //!   does not act on, replica targets, config hashes.
 //! - `read`, `syntax`: typed reads with located errors; Compose's small string syntaxes.
+//! - `hostpath`: the paths drover resolved (relative binds, secret and config files) as
+//!   the engine's host sees them, when drover runs in a container.
 //!
 //! Errors are one line: `file:line:column: key.path: message`. They never quote values,
 //! which may come from the environment and be secrets.
@@ -23,6 +25,7 @@
 //! Compose keys drover does not act on (build with an image, logging, secrets, ...) load
 //! with one warning each; `x-*` keys are ignored silently everywhere.
 
+pub mod hostpath;
 pub mod model;
 
 mod dotenv;
@@ -69,6 +72,10 @@ pub struct LoadOptions {
     /// refuses external secrets and configs and warns about Swarm-only keys; `Swarm`
     /// accepts them silently; `Auto` (not decided yet) accepts them with a warning.
     pub mode: Option<Mode>,
+    /// Where the engine's host has drover's files (drover in a container, or
+    /// `--host-project-dir`): the paths drover resolves are handed to the engine as host
+    /// paths. Default: drover's filesystem is the host's.
+    pub host_paths: hostpath::HostPaths,
 }
 
 /// A loaded project and the warnings met on the way (each reported once by the caller).
@@ -78,6 +85,11 @@ pub struct Loaded {
     pub warnings: Vec<String>,
     /// Controller settings from the top-level `x-drover` extension.
     pub settings: Settings,
+    /// The paths handed to the engine as other host paths than drover's own.
+    pub host_paths: Vec<hostpath::Translation>,
+    /// Every path drover resolved that the engine is handed (relative and `~` bind
+    /// sources; secret and config files outside Swarm mode), translated or not.
+    pub resolved_paths: Vec<hostpath::PathUse>,
 }
 
 /// A config problem, as one line: `file:line:column: key.path: what is wrong`.
@@ -205,7 +217,10 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         profiles: &opts.profiles,
         mode: opts.mode.unwrap_or(Mode::Plain),
     };
-    let (project, settings) = project::build(&root, &inputs, &mut warnings)?;
+    let (project, settings, uses) = project::build(&root, &inputs, &mut warnings)?;
+    let (project, host_paths) =
+        hostpath::translate(&project, &uses, &opts.host_paths, &hostpath::canonical)
+            .map_err(|e| ConfigError(e.to_string()))?;
     let mode = opts.mode.or(settings.mode).unwrap_or(Mode::Plain);
     warnings
         .0
@@ -214,6 +229,8 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         project,
         warnings: warnings.0,
         settings,
+        host_paths,
+        resolved_paths: uses,
     })
 }
 

@@ -3,11 +3,12 @@
 //! config hashes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use super::ConfigError;
+use super::hostpath::{PathUse, UseKind, relative_to};
 use super::model::*;
 use super::read::{self, Result, Warnings, child, fail};
 use super::service::{self, Cx, Draft};
@@ -141,7 +142,13 @@ fn external_flag(v: &Node, p: &str, name: &mut Option<String>) -> Result<bool> {
     read::boolean(v, p)
 }
 
-pub fn build(root: &Node, inp: &Inputs, warnings: &mut Warnings) -> Result<(Project, Settings)> {
+/// The project, its settings, and the paths drover resolved that the engine is handed
+/// (see `hostpath`).
+pub fn build(
+    root: &Node,
+    inp: &Inputs,
+    warnings: &mut Warnings,
+) -> Result<(Project, Settings, Vec<PathUse>)> {
     let entries: &[(Key, Node)] = match &root.kind {
         Kind::Null => &[],
         _ => read::map(root, "")?,
@@ -319,7 +326,9 @@ pub fn build(root: &Node, inp: &Inputs, warnings: &mut Warnings) -> Result<(Proj
 
     let mut services = BTreeMap::new();
     let mut published = PublishedPorts::new(&settings, inp.mode);
+    let mut host_paths = Vec::new();
     for (svc_name, d) in drafts {
+        host_paths.extend(d.host_paths);
         let mut s = d.service;
         s.unhealthy = d.unhealthy.or(settings.unhealthy).unwrap_or_default();
         s.replicas = inp
@@ -359,6 +368,18 @@ pub fn build(root: &Node, inp: &Inputs, warnings: &mut Warnings) -> Result<(Proj
         s.config_hash = config_hash(&s, &networks, &volumes);
         services.insert(svc_name, s);
     }
+    if inp.mode == Mode::Plain {
+        // Bind-mounted by the engine. Swarm mode reads them and sends their content; with
+        // the mode not decided yet (auto), they are left as drover reads them.
+        for (node, kind) in [
+            (secrets_node, UseKind::Secret),
+            (configs_node, UseKind::Config),
+        ] {
+            if let Some(n) = node {
+                host_paths.extend(file_uses(n, kind, &services, inp.project_dir));
+            }
+        }
+    }
 
     let usable = |defs: BTreeMap<String, service::FileSource>| -> BTreeMap<String, SwarmObject> {
         defs.into_iter()
@@ -374,7 +395,59 @@ pub fn build(root: &Node, inp: &Inputs, warnings: &mut Warnings) -> Result<(Proj
         secrets: usable(secrets),
         configs: usable(configs),
     };
-    Ok((project, settings))
+    Ok((project, settings, host_paths))
+}
+
+/// The services' uses of top-level secrets or configs with a `file:`, each located at
+/// the `file:` entry.
+fn file_uses(
+    node: &Node,
+    kind: UseKind,
+    services: &BTreeMap<String, Service>,
+    project_dir: &Path,
+) -> Vec<PathUse> {
+    let section = if kind == UseKind::Secret {
+        "secrets"
+    } else {
+        "configs"
+    };
+    let mut files: BTreeMap<&str, (String, Option<PathBuf>)> = BTreeMap::new();
+    if let Kind::Map(entries) = &node.kind {
+        for (k, v) in entries {
+            if let Some(f) = v.get("file")
+                && let Some(text) = read::scalar_text(f)
+            {
+                let at = format!("{}: {section}.{}.file", f.loc, k.name);
+                let relative = (!text.starts_with('/') || f.rebased).then(|| {
+                    relative_to(
+                        &syntax::join_lexically(project_dir, Path::new(&text)),
+                        project_dir,
+                    )
+                });
+                files.insert(k.name.as_str(), (at, relative));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for s in services.values() {
+        let uses = if kind == UseKind::Secret {
+            &s.options.secrets
+        } else {
+            &s.options.configs
+        };
+        for m in uses.iter().filter(|m| m.file.is_some()) {
+            if let Some((at, relative)) = files.get(m.source.as_str()) {
+                out.push(PathUse {
+                    service: s.name.clone(),
+                    kind,
+                    target: m.target.clone(),
+                    at: at.clone(),
+                    relative: relative.clone(),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// Host ports the project publishes, to refuse the ones that cannot all be bound: the same

@@ -1,10 +1,11 @@
 //! One `services.<name>` entry -> a [`Service`] (replica target and hash filled in later).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::dotenv;
+use super::hostpath::{PathUse, UseKind, relative_to};
 use super::model::*;
 use super::read::{self, Result, Warnings, child, fail, index};
 use super::syntax;
@@ -80,6 +81,8 @@ pub struct Draft {
     /// Where each of `service.ports` is written, with its key path (one per port; a range
     /// gives several ports at one place).
     pub port_locs: Vec<(Loc, String)>,
+    /// Bind sources drover resolved (relative or `~`), for the host path translation.
+    pub host_paths: Vec<PathUse>,
 }
 
 pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft> {
@@ -123,6 +126,7 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
         default_network: true,
         unhealthy: None,
         port_locs: Vec::new(),
+        host_paths: Vec::new(),
     };
     let mut image = None;
     let mut has_build = None;
@@ -166,7 +170,17 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
             }
             "volumes" => {
                 for (i, item) in read::seq(v, p)?.iter().enumerate() {
-                    s.volumes.push(mount(cx, item, &index(p, i))?);
+                    let (m, resolved) = mount(cx, item, &index(p, i))?;
+                    if let Some((at, relative)) = resolved {
+                        d.host_paths.push(PathUse {
+                            service: name.to_string(),
+                            kind: UseKind::Bind,
+                            target: m.target.clone(),
+                            at,
+                            relative,
+                        });
+                    }
+                    s.volumes.push(m);
                 }
             }
             "tmpfs" => {
@@ -633,13 +647,43 @@ fn resolve_source(cx: &Cx, kind: MountKind, src: &str, loc: &Loc, p: &str) -> Re
     }
 }
 
-fn mount(cx: &mut Cx, item: &Node, p: &str) -> Result<Mount> {
+/// A bind source drover resolved itself (relative, `~`, or made absolute by `include` or
+/// `extends`): where it is written and the path relative to the project directory (`None`
+/// for `~`).
+type Resolved = Option<(String, Option<PathBuf>)>;
+
+/// A bind source as written (`rebased`: made absolute by `include`/`extends`, see
+/// `Node::rebased`) and what drover resolved it `to` -> `Resolved`.
+fn resolved_bind(
+    cx: &Cx,
+    kind: MountKind,
+    (written, rebased): (&str, bool),
+    to: &str,
+    at: String,
+) -> Resolved {
+    if kind != MountKind::Bind || (written.starts_with('/') && !rebased) {
+        return None;
+    }
+    let home = written == "~" || written.starts_with("~/");
+    let relative = (!home).then(|| relative_to(Path::new(to), cx.project_dir));
+    Some((at, relative))
+}
+
+/// A `volumes` entry, and whether its source is a bind source drover resolved.
+fn mount(cx: &mut Cx, item: &Node, p: &str) -> Result<(Mount, Resolved)> {
     match &item.kind {
         Kind::Str(s) => {
             let spec = syntax::parse_volume_short(s).map_err(|m| fail(&item.loc, p, m))?;
             let source = match &spec.source {
                 Some(src) => Some(resolve_source(cx, spec.kind, src, &item.loc, p)?),
                 None => None,
+            };
+            let resolved = match (&spec.source, &source) {
+                (Some(src), Some(to)) => {
+                    let at = format!("{}: {p}", item.loc);
+                    resolved_bind(cx, spec.kind, (src, item.rebased), to, at)
+                }
+                _ => None,
             };
             let mut m = mount_of(spec.kind, source, spec.target);
             m.read_only = spec.read_only;
@@ -650,11 +694,11 @@ fn mount(cx: &mut Cx, item: &Node, p: &str) -> Result<Mount> {
                 m.create_host_path = true;
                 m.propagation = spec.propagation;
             }
-            Ok(m)
+            Ok((m, resolved))
         }
         Kind::Map(entries) => {
             let mut kind = None;
-            let mut source: Option<(String, Loc)> = None;
+            let mut source: Option<(String, &Node)> = None;
             let mut target = None;
             let mut m = mount_of(MountKind::Volume, None, String::new());
             let mut options: Vec<(&str, &Node, String)> = Vec::new();
@@ -684,7 +728,7 @@ fn mount(cx: &mut Cx, item: &Node, p: &str) -> Result<Mount> {
                         )
                     }
                     "source" => {
-                        source = read::opt_string(v, &kp)?.map(|s| (s, v.loc.clone()));
+                        source = read::opt_string(v, &kp)?.map(|s| (s, v));
                     }
                     "target" => target = Some(read::string(v, &kp)?),
                     "read_only" => m.read_only = read::boolean(v, &kp)?,
@@ -747,18 +791,23 @@ fn mount(cx: &mut Cx, item: &Node, p: &str) -> Result<Mount> {
                     }
                 }
             }
+            let mut resolved = None;
             let source = match (kind, source) {
                 (MountKind::Tmpfs, _) => None,
                 (MountKind::Bind, None) => return Err(fail(&item.loc, p, "missing source")),
-                (kind, Some((src, loc))) => {
-                    Some(resolve_source(cx, kind, &src, &loc, &child(p, "source"))?)
+                (kind, Some((src, node))) => {
+                    let sp = child(p, "source");
+                    let to = resolve_source(cx, kind, &src, &node.loc, &sp)?;
+                    let at = format!("{}: {sp}", node.loc);
+                    resolved = resolved_bind(cx, kind, (&src, node.rebased), &to, at);
+                    Some(to)
                 }
                 (MountKind::Volume, None) => None,
             };
             m.kind = kind;
             m.source = source;
             m.target = target;
-            Ok(m)
+            Ok((m, resolved))
         }
         _ => Err(fail(&item.loc, p, "expected a volume string or a map")),
     }

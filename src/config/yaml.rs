@@ -40,6 +40,10 @@ pub struct Node {
     /// Variables interpolated into this scalar as written (`${REPLICAS}`), so errors about
     /// the final value can say where it came from. Empty for most nodes.
     pub vars: Vec<String>,
+    /// A relative path the loader made absolute against the directory of the file that
+    /// wrote it (`include`, `extends`): still a path drover resolved, not one the user
+    /// wrote absolute.
+    pub rebased: bool,
 }
 
 /// A mapping key with the place it was written.
@@ -68,6 +72,7 @@ impl Node {
             kind,
             loc,
             vars: Vec::new(),
+            rebased: false,
         }
     }
 
@@ -309,7 +314,12 @@ fn to_node(file: &Arc<str>, src: &Source, raw: Spanned<Raw>) -> Node {
                 .collect(),
         ),
     };
-    Node { kind, loc, vars }
+    Node {
+        kind,
+        loc,
+        vars,
+        rebased: false,
+    }
 }
 
 thread_local! {

@@ -413,6 +413,8 @@ impl Controller {
             said: Said::default(),
         };
         c.warn_once(&warnings);
+        c.telemetry
+            .host_paths(&c.load.host_paths, &loaded.host_paths);
         Ok(c)
     }
 
@@ -525,6 +527,8 @@ impl Controller {
         if self.said.reload_error.take().is_some() {
             self.telemetry.reload(None);
         }
+        self.telemetry
+            .host_paths(&self.load.host_paths, &loaded.host_paths);
         if desired == self.desired {
             return false;
         }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Project;
+use crate::config::hostpath::{HostPaths, Translation, describe};
 use crate::execute::Outcome;
 use crate::observe::{Snapshot, State};
 use crate::plan::{Action, Plan, Reason};
@@ -195,6 +196,8 @@ pub(crate) struct Recorded {
     seen_slots: BTreeSet<(String, String, u32)>,
     pub reload_failures: u64,
     pub reload_error: Option<String>,
+    /// Bind sources handed to the engine as host paths other than drover's (`from -> to`).
+    pub host_paths: Vec<String>,
     /// Swarm mode: the latest report of the project's services, tasks and nodes.
     pub swarm: Option<crate::swarm::report::Report>,
 }
@@ -221,6 +224,7 @@ impl Telemetry {
                 seen_slots: BTreeSet::new(),
                 reload_failures: 0,
                 reload_error: None,
+                host_paths: Vec::new(),
                 swarm: None,
             })),
         }
@@ -463,6 +467,39 @@ impl Telemetry {
             }
             None => r.reload_error = None,
         }
+    }
+
+    /// Hook: the config was loaded (at start or reload) with these paths handed to the
+    /// engine as host paths other than drover's own (see `config::hostpath`). Logs one
+    /// INFO event listing them when they differ from the last load's.
+    pub fn host_paths(&self, host: &HostPaths, done: &[Translation]) {
+        let list: Vec<String> = done.iter().map(Translation::to_string).collect();
+        let mut r = self.lock();
+        if r.host_paths == list {
+            return;
+        }
+        r.host_paths = list;
+        let project = r.project.clone();
+        drop(r);
+        if done.is_empty() {
+            return;
+        }
+        let (reason, container) = match host {
+            HostPaths::ProjectDir(_) => ("host-project-dir", ""),
+            HostPaths::Mounts(m) => (
+                "container-mounts",
+                &m.container[..m.container.len().min(12)],
+            ),
+            HostPaths::Same => ("", ""),
+        };
+        tracing::info!(
+            action = "host-paths",
+            project = %project,
+            reason,
+            container,
+            "paths handed to the engine as host paths: {}",
+            describe(done)
+        );
     }
 
     /// Hook: the event stream of `node` is (re)opened.

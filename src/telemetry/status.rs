@@ -113,6 +113,10 @@ pub struct ConfigStatus {
     pub reload_failures: u64,
     /// The pending invalid edit, while the last good config runs.
     pub error: Option<String>,
+    /// drover runs in a container: the paths it resolved, as handed to the engine
+    /// (`drover's path -> host path`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_paths: Vec<String>,
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -225,6 +229,7 @@ pub fn snapshot(t: &Telemetry) -> Status {
         config: ConfigStatus {
             reload_failures: r.reload_failures,
             error: r.reload_error.clone(),
+            host_paths: r.host_paths.clone(),
         },
         swarm: r.swarm.clone(),
     }
@@ -296,6 +301,9 @@ pub fn render_table(s: &Status) -> String {
             out,
             "config: invalid edit pending (last good config runs): {e}"
         );
+    }
+    for t in &s.config.host_paths {
+        let _ = writeln!(out, "host path: {t}");
     }
 
     out.push('\n');
@@ -509,5 +517,31 @@ mod tests {
             ],
         );
         assert_eq!(out, "A    BB  C\naaa  b   c\n");
+    }
+
+    #[test]
+    fn translated_host_paths_show_in_status_and_change_only_when_they_do() {
+        use crate::config::hostpath::{HostPaths, Translation};
+        let t = Telemetry::new("demo", Duration::from_secs(60), None);
+        let host = HostPaths::ProjectDir("/home/u/app".into());
+        let done = [Translation {
+            from: "/config/data".into(),
+            to: "/home/u/app/data".into(),
+        }];
+        t.host_paths(&host, &done);
+        t.host_paths(&host, &done);
+        let s = snapshot(&t);
+        assert_eq!(s.config.host_paths, ["/config/data -> /home/u/app/data"]);
+        assert!(
+            render_table(&s).contains("host path: /config/data -> /home/u/app/data"),
+            "{}",
+            render_table(&s)
+        );
+        let back: Status = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        t.host_paths(&HostPaths::Same, &[]);
+        let s = snapshot(&t);
+        assert!(s.config.host_paths.is_empty());
+        assert!(!serde_json::to_string(&s).unwrap().contains("host_paths"));
     }
 }

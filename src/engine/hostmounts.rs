@@ -1,0 +1,91 @@
+//! Where the engine's host has drover's files: the mounts of drover's own container, from
+//! the engine's inspect (see `config::hostpath` for what is done with them).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::errors::Error as BollardError;
+use bollard::models::MountPoint;
+
+use super::connect::{self, Endpoint};
+use crate::config::hostpath::{HostMount, HostMounts, HostPaths};
+
+/// How drover finds its host paths, given `--host-project-dir` and its own container id.
+///
+/// The override wins and nothing is asked. Otherwise, in a container, the engine (`docker`,
+/// else a connection to `endpoint`) is asked for the container's mounts. `Err` says why they
+/// could not be read: the engine did not answer, or does not know the container (drover
+/// runs beside another engine than the one it manages). The caller then hands paths on
+/// as they are, and says so.
+pub async fn discover(
+    host_project_dir: Option<PathBuf>,
+    own_id: Option<&str>,
+    docker: Option<&Docker>,
+    endpoint: &Endpoint,
+) -> Result<HostPaths, String> {
+    if let Some(dir) = host_project_dir {
+        return Ok(HostPaths::ProjectDir(dir));
+    }
+    let Some(id) = own_id else {
+        return Ok(HostPaths::Same);
+    };
+    let connected;
+    let docker = match docker {
+        Some(d) => d,
+        None => {
+            connected = tokio::time::timeout(Duration::from_secs(5), connect::connect(endpoint))
+                .await
+                .map_err(|_| format!("{}: no answer within 5s", endpoint.display()))?
+                .map_err(|e| e.to_string())?;
+            &connected
+        }
+    };
+    match own_mounts(docker, id).await {
+        Ok(Some(m)) => Ok(HostPaths::Mounts(m)),
+        Ok(None) => Err(format!(
+            "{} has no container {id}: drover runs on another engine's host",
+            endpoint.display()
+        )),
+        Err(e) => Err(connect::explain(endpoint, &e)),
+    }
+}
+
+/// The mounts of container `id`; `None` when the engine has no such container.
+pub async fn own_mounts(docker: &Docker, id: &str) -> Result<Option<HostMounts>, BollardError> {
+    let c = match docker.inspect_container(id, None).await {
+        Ok(c) => c,
+        Err(BollardError::DockerResponseServerError {
+            status_code: 404, ..
+        }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(Some(HostMounts {
+        container: c.id.unwrap_or_else(|| id.to_string()),
+        mounts: c
+            .mounts
+            .unwrap_or_default()
+            .iter()
+            .filter_map(mount)
+            .collect(),
+    }))
+}
+
+fn mount(m: &MountPoint) -> Option<HostMount> {
+    let destination = PathBuf::from(m.destination.as_deref()?);
+    let source = m
+        .source
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from);
+    let what = match m.typ.as_deref() {
+        Some("volume") => format!("volume {}", m.name.as_deref().unwrap_or("")),
+        Some(t) => t.to_string(),
+        None => "mount".to_string(),
+    };
+    Some(HostMount {
+        destination,
+        source,
+        what,
+    })
+}
