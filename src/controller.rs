@@ -14,12 +14,12 @@ use bollard::Docker;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{self, FailureAction, LoadOptions, Project};
+use crate::config::{self, LoadOptions, Project};
 use crate::execute::{Executor, Outcome, Volumes};
 use crate::lease::{self, LeaseConfig, LeaseHandle};
 use crate::nodes::{self, HealthConfig, NodeHandle, NodeSpec};
 use crate::observe::{self, Snapshot, State, Trigger};
-use crate::plan::{self, Action, Backoff, BackoffConfig, NodeState, NodeView};
+use crate::plan::{self, Action, BackoffConfig, Decision, History, NodeState, NodeView};
 use crate::telemetry::Telemetry;
 
 /// Controller settings (flags, then `x-drover`, then defaults).
@@ -69,7 +69,8 @@ pub struct Controller {
     project: Project,
     settings: Settings,
     own_id: Option<String>,
-    backoff: Backoff,
+    /// Crash attempts and rollout state (see [`History`]).
+    history: History,
     /// Containers killed through the API, until their exit is seen (or a minute passes).
     killed: HashMap<String, Instant>,
     /// The last good list of each node, used while a node cannot be listed.
@@ -77,12 +78,6 @@ pub struct Controller {
     /// What was last said, so nothing is logged at INFO twice when nothing changed.
     said: Said,
     files: Fingerprint,
-    /// Services whose rolling update failed with `failure_action: pause`.
-    halted: BTreeSet<String>,
-    /// Each service's definition before its last change, for rollbacks.
-    previous: HashMap<String, config::Service>,
-    /// Services rolled back, with the config hash that failed.
-    rolled_back: HashMap<String, String>,
     /// Metrics and status.
     telemetry: Telemetry,
     /// Whether this process may act now (see [`crate::lease`]).
@@ -155,13 +150,10 @@ impl Controller {
             project: loaded.project,
             settings,
             own_id: observe::own_container_id(),
-            backoff: Backoff::default(),
+            history: History::default(),
             killed: HashMap::new(),
             last: HashMap::new(),
             said: Said::default(),
-            halted: BTreeSet::new(),
-            previous: HashMap::new(),
-            rolled_back: HashMap::new(),
             telemetry,
             lease,
             lease_task,
@@ -381,19 +373,21 @@ impl Controller {
             // at once, whatever its crash history.
             for (id, service, slot) in exited_kills(&self.killed, &all) {
                 self.killed.remove(&id);
-                self.backoff.forget(&service, slot);
+                self.history.backoff.forget(&service, slot);
             }
             self.killed
                 .retain(|_, at| at.elapsed() < Duration::from_secs(60));
+            let (halted, updating) = (self.history.halted(), self.history.updating());
             let input = plan::Input {
                 project: &self.project,
                 nodes: &views,
-                backoff: &self.backoff,
+                backoff: &self.history.backoff,
                 backoff_cfg: &self.settings.backoff,
                 now: SystemTime::now(),
                 exclude: self.own_id.as_deref(),
                 rebalance: self.settings.rebalance,
-                halted: &self.halted,
+                halted: &halted,
+                updating: &updating,
             };
             let plan = plan::plan(&input);
             // Containers to create or start: list those nodes' networks and volumes, then
@@ -416,6 +410,7 @@ impl Controller {
             self.telemetry.planned(&first.name, &plan);
         }
         self.report_waits(&plan);
+        self.history.settled(&plan.settled);
         if self.update_failures(&plan) {
             return Some(Duration::ZERO);
         }
@@ -429,13 +424,15 @@ impl Controller {
             parallel: self.settings.parallel,
         };
         let mut failed = false;
-        let (backoff, settings, project) = (&mut self.backoff, &self.settings, &self.project);
+        let (history, settings, project) = (&mut self.history, &self.settings, &self.project);
         let telemetry = &self.telemetry;
         executor
             .execute(&plan.actions, |o| {
                 failed |= o.error.is_some();
                 telemetry.action(o.action.node(), &o);
-                record(backoff, settings, project, &o);
+                log_outcome(project, &o);
+                let ok = o.error.is_none();
+                history.record(project, &settings.backoff, &o.action, ok, SystemTime::now());
             })
             .await;
         // Look again at once: the engines changed, and rolling updates go one step per pass.
@@ -498,44 +495,22 @@ impl Controller {
         }
     }
 
-    /// Act on rolling updates whose new replicas failed: pause them, or roll back to the
-    /// previous definition (rolled out with `rollback_config`). True when the desired
-    /// state changed and the pass must plan again.
+    /// Act on rolling updates whose new replicas failed (see [`History::update_failed`]).
+    /// True when the desired state changed and the pass must plan again.
     fn update_failures(&mut self, plan: &plan::Plan) -> bool {
+        let p = self.project.name.clone();
+        let decisions = self
+            .history
+            .update_failed(&mut self.project, &plan.update_failed);
         let mut changed = false;
-        for f in &plan.update_failed {
-            let Some(current) = self.project.services.get(&f.service).cloned() else {
-                continue;
-            };
-            match (f.action, self.previous.get(&f.service)) {
-                (FailureAction::Rollback, Some(prev)) => {
-                    warn!(
-                        action = "rollback",
-                        project = %self.project.name,
-                        service = %f.service,
-                        actual = f.failed,
-                        reason = "update-failed",
-                        "update failed; rolling back to the previous definition"
-                    );
-                    let mut back = prev.clone();
-                    back.replicas = current.replicas;
-                    back.update = current.rollback.clone();
-                    self.rolled_back
-                        .insert(f.service.clone(), current.config_hash.clone());
-                    self.project.services.insert(f.service.clone(), back);
+        for d in decisions {
+            match d {
+                Decision::RolledBack { service, failed } => {
                     changed = true;
+                    warn!(action = "rollback", project = %p, service = %service, actual = failed, reason = "update-failed", "update failed; rolling back to the previous definition");
                 }
-                _ => {
-                    if self.halted.insert(f.service.clone()) {
-                        warn!(
-                            action = "update-paused",
-                            project = %self.project.name,
-                            service = %f.service,
-                            actual = f.failed,
-                            reason = "update-failed",
-                            "update failed; paused until the definition changes again"
-                        );
-                    }
+                Decision::Paused { service, failed } => {
+                    warn!(action = "update-paused", project = %p, service = %service, actual = failed, reason = "update-failed", "update failed; paused until the definition changes again");
                 }
             }
         }
@@ -658,29 +633,10 @@ impl Controller {
         self.telemetry
             .host_paths(&self.load.host_paths, &loaded.host_paths);
         let mut loaded = loaded;
-        // A definition that was rolled back stays rolled back until the file changes it
-        // again; its replica count still follows the file.
-        for (name, svc) in loaded.project.services.iter_mut() {
-            if self.rolled_back.get(name) == Some(&svc.config_hash)
-                && let Some(current) = self.project.services.get(name)
-            {
-                let replicas = svc.replicas;
-                *svc = current.clone();
-                svc.replicas = replicas;
-            }
-        }
+        self.history.reloaded(&self.project, &mut loaded.project);
         if loaded.project == self.project {
             debug!(project = %self.project.name, "config unchanged");
             return;
-        }
-        for (name, svc) in &loaded.project.services {
-            if let Some(old) = self.project.services.get(name)
-                && old.config_hash != svc.config_hash
-            {
-                self.previous.insert(name.clone(), old.clone());
-                self.halted.remove(name);
-                self.rolled_back.remove(name);
-            }
         }
         for (name, svc) in &loaded.project.services {
             match self.project.services.get(name) {
@@ -705,9 +661,6 @@ impl Controller {
                 info!(action = "reload", project = %self.project.name, service = %name, desired = 0, "service removed");
             }
         }
-        let services = &loaded.project.services;
-        self.backoff
-            .retain(|s, n| services.get(s).is_some_and(|svc| n <= svc.replicas));
         self.project = loaded.project;
         self.said.counts.clear();
     }
@@ -751,8 +704,8 @@ fn exited_kills(
         .collect()
 }
 
-/// Log one outcome and update the slot's crash history.
-fn record(backoff: &mut Backoff, settings: &Settings, project: &Project, o: &Outcome) {
+/// Log one outcome.
+fn log_outcome(project: &Project, o: &Outcome) {
     let a = &o.action;
     let ms = o.duration.as_millis() as u64;
     let p = &project.name;
@@ -775,38 +728,12 @@ fn record(backoff: &mut Backoff, settings: &Settings, project: &Project, o: &Out
     let reason = a.reason().map(|r| r.as_str()).unwrap_or("");
     let container = o.container.as_deref().unwrap_or("");
     let node = a.node();
-    let svc = project.services.get(service);
-    let cfg = svc.map(|s| plan::service_backoff(&settings.backoff, s));
     match &o.error {
         None => {
-            match a {
-                Action::Start { reset, .. } => backoff.attempted(service, slot, *reset),
-                Action::Recreate {
-                    reason: plan::Reason::Dead,
-                    ..
-                } => backoff.attempted(service, slot, false),
-                // An unhealthy replica replaced: hold the next replacement for the backoff
-                // delay, so a service that never turns healthy is not churned.
-                Action::Restart { .. }
-                | Action::Recreate {
-                    reason: plan::Reason::Unhealthy,
-                    ..
-                } => {
-                    if let (Some(svc), Some(cfg)) = (svc, cfg) {
-                        backoff.failed(&cfg, service, slot, svc.restart.delay, SystemTime::now());
-                    }
-                }
-                _ => {}
-            }
             info!(action = a.name(), project = %p, node, service, slot, container, reason, duration_ms = ms, "{}", describe(a));
             volumes_note(p, a, o.volumes);
         }
         Some(err) => {
-            if let (Some(svc), Some(cfg)) = (svc, cfg)
-                && a.slot().is_some()
-            {
-                backoff.failed(&cfg, service, slot, svc.restart.delay, SystemTime::now());
-            }
             error!(action = a.name(), project = %p, node, service, slot, container, reason, duration_ms = ms, error = %err, "action failed");
         }
     }

@@ -683,6 +683,7 @@ async fn print_plan(specs: &[NodeSpec], loaded: &config::Loaded) -> ExitCode {
         exclude: own.as_deref(),
         rebalance: loaded.settings.rebalance,
         halted: &Default::default(),
+        updating: &Default::default(),
     });
     if plan.actions.is_empty() && plan.unplaced.is_empty() {
         println!("nothing to do: project {} is at its targets", project.name);

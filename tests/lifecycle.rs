@@ -227,6 +227,31 @@ fn a_failing_update_rolls_back_when_asked_to() {
     });
 }
 
+/// With one replica (or `parallelism` covering them all) no old replica is left to show the
+/// update is under way: the new one failing within `monitor` still fails the update.
+#[test]
+fn a_single_replica_whose_update_fails_is_rolled_back() {
+    let sleep = r#"["sleep", "86400"]"#;
+    let rollback = "        failure_action: rollback\n";
+    let one = |version: &str, command: &str| {
+        rolling(version, command, rollback).replace("replicas: 6", "replicas: 1")
+    };
+    let p = Project::new("it-rollback-one", &one("1", sleep));
+    let mut d = p.run(&[]);
+    eventually_with(&mut d, UP, "1 replica", |_| p.running("web") == 1);
+    p.write("compose.yml", &one("2", r#"["sh", "-c", "exit 1"]"#));
+    eventually_with(&mut d, UP, "the rollback logged", |d| {
+        !d.actions("rollback").is_empty()
+    });
+    eventually_with(&mut d, UP, "1 replica back on the old definition", |_| {
+        let ids = p.containers(Some("web"), None);
+        ids.len() == 1
+            && p.running("web") == 1
+            && p.inspect(&ids[0], "{{json .Config.Env}}")
+                .contains("VERSION=1")
+    });
+}
+
 #[test]
 fn a_broken_config_changes_nothing_and_a_renamed_good_one_is_picked_up() {
     let good = |n: u32| {

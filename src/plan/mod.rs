@@ -15,6 +15,7 @@
 //! - a container without `drover.project=<project>` never appears in an action.
 
 pub mod backoff;
+pub mod history;
 pub mod place;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,6 +28,7 @@ use crate::config::{
 use crate::observe::{Container, Health, Snapshot, State};
 
 pub use backoff::{Backoff, BackoffConfig};
+pub use history::{Decision, History};
 use place::{Candidate, Placer};
 
 /// Why an action is taken; logged as the `reason` field.
@@ -334,6 +336,9 @@ pub struct Plan {
     pub stopped: Vec<Stopped>,
     pub unplaced: Vec<Unplaced>,
     pub update_failed: Vec<UpdateFailed>,
+    /// Services of `Input::updating` whose replicas all run the new definition and have
+    /// settled (run for `monitor`, healthy with a healthcheck): their update is done.
+    pub settled: Vec<String>,
     pub blocked: Vec<Blocked>,
     /// Times at which something will have changed without an event (a new replica's
     /// monitor period ending, an update delay passing).
@@ -382,6 +387,10 @@ pub struct Input<'a> {
     pub rebalance: bool,
     /// Services whose rolling update is paused (it failed with `failure_action: pause`).
     pub halted: &'a BTreeSet<String>,
+    /// Services whose definition changed and whose new replicas have not all settled yet
+    /// (see [`History::updating`]): their failures fail the update even when no old
+    /// replica is left (one replica, or `parallelism` at least the count).
+    pub updating: &'a BTreeSet<String>,
 }
 
 impl Input<'_> {
@@ -793,8 +802,12 @@ fn plan_service(
     }
 
     // A rolling update whose new replicas fail beyond the tolerated ratio stops here.
-    if !outdated_running.is_empty() && update_failed(svc, &kept, plan) {
+    let updating = !outdated_running.is_empty() || input.updating.contains(&svc.name);
+    if updating && update_failed(svc, &kept, plan) {
         return;
+    }
+    if input.updating.contains(&svc.name) && settled(input, svc, &kept) {
+        plan.settled.push(svc.name.clone());
     }
     // Rolling changes only while nothing else is happening to the service.
     let quiet = !acted
@@ -850,10 +863,7 @@ fn rolling_update(
     }
     let cfg = &svc.update;
     let hash = svc.config_hash.as_str();
-    let has_health = svc
-        .healthcheck
-        .as_ref()
-        .is_some_and(|h| h.test.first().map(String::as_str) != Some("NONE"));
+    let has_health = health_checked(svc);
     let fresh: Vec<&Container> = kept
         .values()
         .copied()
@@ -921,6 +931,27 @@ fn rolling_update(
     }
 }
 
+/// Whether the service's containers report health (a healthcheck that is not `NONE`).
+fn health_checked(svc: &Service) -> bool {
+    svc.healthcheck
+        .as_ref()
+        .is_some_and(|h| h.test.first().map(String::as_str) != Some("NONE"))
+}
+
+/// Whether every replica of the service runs its current definition and has settled: up
+/// for `monitor` since it was created, and healthy when the service has a healthcheck.
+fn settled(input: &Input, svc: &Service, kept: &BTreeMap<u32, &Container>) -> bool {
+    let has_health = health_checked(svc);
+    kept.len() == svc.replicas as usize
+        && kept.values().all(|c| {
+            c.config_hash() == Some(svc.config_hash.as_str())
+                && c.state == State::Running
+                && c.created
+                    .is_some_and(|t| t + svc.update.monitor <= input.now)
+                && (!has_health || c.health == Health::Healthy)
+        })
+}
+
 /// Whether the new replicas of an update in progress failed beyond
 /// `max_failure_ratio`; if so (and the action is not `continue`), report it.
 fn update_failed(svc: &Service, kept: &BTreeMap<u32, &Container>, plan: &mut Plan) -> bool {
@@ -956,10 +987,7 @@ fn blocked_by(
         let ready = match dep.condition {
             DependsCondition::ServiceStarted => true,
             DependsCondition::ServiceHealthy => {
-                let checked = dep_svc
-                    .healthcheck
-                    .as_ref()
-                    .is_some_and(|h| h.test.first().map(String::as_str) != Some("NONE"));
+                let checked = health_checked(dep_svc);
                 !cs.is_empty()
                     && cs.iter().all(|c| {
                         c.state == State::Running && (!checked || c.health == Health::Healthy)

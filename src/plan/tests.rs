@@ -7,7 +7,7 @@ use crate::spec::{LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_PROJECT, LABEL_SERV
 
 const P: &str = "demo";
 
-fn svc(name: &str, replicas: u32) -> Service {
+pub(super) fn svc(name: &str, replicas: u32) -> Service {
     Service {
         name: name.into(),
         replicas,
@@ -39,7 +39,7 @@ fn svc(name: &str, replicas: u32) -> Service {
     }
 }
 
-fn project(services: Vec<Service>) -> Project {
+pub(super) fn project(services: Vec<Service>) -> Project {
     Project {
         name: P.into(),
         working_dir: "/tmp".into(),
@@ -121,6 +121,7 @@ fn run_plan(p: &Project, s: &Snapshot, b: &Backoff) -> Plan {
         exclude: None,
         rebalance: false,
         halted: &BTreeSet::new(),
+        updating: &BTreeSet::new(),
     })
 }
 
@@ -401,6 +402,7 @@ fn own_container_is_never_acted_on() {
         exclude: Some(&me.id[..12]),
         rebalance: false,
         halted: &BTreeSet::new(),
+        updating: &BTreeSet::new(),
     });
     assert!(plan.is_empty());
 }
@@ -603,6 +605,7 @@ impl World {
             exclude: None,
             rebalance,
             halted: &BTreeSet::new(),
+            updating: &BTreeSet::new(),
         })
     }
 
@@ -1038,6 +1041,79 @@ fn a_replica_with_anonymous_volumes_is_updated_stop_first_even_when_start_first_
 }
 
 #[test]
+fn a_single_replica_whose_update_fails_fails_the_update_while_it_is_watched() {
+    let mut web = svc("web", 1);
+    web.update.failure_action = crate::config::FailureAction::Rollback;
+    let p = project(vec![web]);
+    let mut broken = container("n1", "web", 1, State::Exited, "hash-web");
+    broken.exit_code = Some(1);
+    broken.finished_at = Some(t0());
+    let s = snapshot(vec![broken]);
+    let labels = BTreeMap::new();
+    let nodes = [NodeView {
+        name: "n1",
+        state: NodeState::Up,
+        labels: &labels,
+        snapshot: &s,
+    }];
+    let plan_with = |updating: &BTreeSet<String>| {
+        plan(&Input {
+            project: &p,
+            nodes: &nodes,
+            backoff: &Backoff::default(),
+            backoff_cfg: &BackoffConfig::default(),
+            now: t0(),
+            exclude: None,
+            rebalance: false,
+            halted: &BTreeSet::new(),
+            updating,
+        })
+    };
+    // No old replica is left, but the update is being watched: it failed.
+    let watched = plan_with(&BTreeSet::from(["web".to_string()]));
+    assert_eq!(watched.update_failed.len(), 1, "{watched:?}");
+    // A first deploy that crashes is a crash loop, not a failed update.
+    let first = plan_with(&BTreeSet::new());
+    assert!(first.update_failed.is_empty());
+    assert_eq!(first.actions[0].name(), "start");
+}
+
+#[test]
+fn an_update_settles_once_every_new_replica_has_run_for_monitor() {
+    let web = svc("web", 2);
+    let p = project(vec![web]);
+    let updating = BTreeSet::from(["web".to_string()]);
+    let mut young = running("n1", "web", 1);
+    young.created = Some(t0() - Duration::from_secs(2));
+    let old_enough = running("n2", "web", 2);
+    let s = snapshot(vec![young.clone(), old_enough.clone()]);
+    let labels = BTreeMap::new();
+    let settled = |s: &Snapshot| {
+        let nodes = [NodeView {
+            name: "n1",
+            state: NodeState::Up,
+            labels: &labels,
+            snapshot: s,
+        }];
+        plan(&Input {
+            project: &p,
+            nodes: &nodes,
+            backoff: &Backoff::default(),
+            backoff_cfg: &BackoffConfig::default(),
+            now: t0(),
+            exclude: None,
+            rebalance: false,
+            halted: &BTreeSet::new(),
+            updating: &updating,
+        })
+        .settled
+    };
+    assert!(settled(&s).is_empty(), "monitor (5 s) not over for slot 1");
+    young.created = Some(t0() - Duration::from_secs(6));
+    assert_eq!(settled(&snapshot(vec![young, old_enough])), vec!["web"]);
+}
+
+#[test]
 fn a_failed_update_triggers_its_failure_action() {
     let mut web = svc("web", 3);
     web.update.failure_action = crate::config::FailureAction::Rollback;
@@ -1128,6 +1204,7 @@ fn networks_are_needed_only_where_containers_are_created_or_started() {
             exclude: None,
             rebalance: false,
             halted: &BTreeSet::new(),
+            updating: &BTreeSet::new(),
         };
         let plan = plan(&input);
         let unlisted: Vec<String> = unlisted_infra(&input, &plan)
