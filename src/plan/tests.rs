@@ -2,7 +2,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime};
 
 use super::*;
-use crate::config::{DependsCondition, DependsOn, Network, RestartPolicy};
+use crate::config::{DependsCondition, DependsOn, Network, RestartCondition, RestartPolicy};
+use crate::observe::{Health, State};
 use crate::spec::{LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_PROJECT, LABEL_SERVICE, LABEL_SLOT};
 
 const P: &str = "demo";
@@ -1109,6 +1110,12 @@ fn an_update_settles_once_every_new_replica_has_run_for_monitor() {
         .settled
     };
     assert!(settled(&s).is_empty(), "monitor (5 s) not over for slot 1");
+    young.created = Some(t0() - Duration::from_secs(5));
+    let s = snapshot(vec![young.clone(), old_enough.clone()]);
+    assert!(
+        settled(&s).is_empty(),
+        "creation times are truncated to the second"
+    );
     young.created = Some(t0() - Duration::from_secs(6));
     assert_eq!(settled(&snapshot(vec![young, old_enough])), vec!["web"]);
 }
