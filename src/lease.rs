@@ -38,15 +38,14 @@
 
 use std::time::{Duration, Instant};
 
+use crate::engine::{EngineError, images};
 use bollard::Docker;
-use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerCreateBody, ContainerUpdateBody, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, ListImagesOptions, RemoveContainerOptions,
+    CreateContainerOptions, ListImagesOptions, RemoveContainerOptions,
 };
-use futures::StreamExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -384,7 +383,7 @@ impl Task {
                 Ok(())
             }
             Ok(Err(e)) => {
-                let code = status(&e);
+                let code = EngineError::from(&e).status();
                 debug!(project = %self.project, error = %e, "lease renewal failed");
                 Err(code)
             }
@@ -404,7 +403,7 @@ impl Task {
         .map_err(|_| "lease node: no answer in time".to_string())?;
         let c = match inspected {
             Ok(c) => c,
-            Err(e) if status(&e) == Some(404) => return Ok(Seen::Absent),
+            Err(e) if EngineError::from(&e).is_not_found() => return Ok(Seen::Absent),
             Err(e) => {
                 return Err(format!(
                     "lease node: {}",
@@ -516,9 +515,9 @@ impl Task {
         {
             Err(_) => Err("lease node: no answer in time".into()),
             Ok(Ok(())) => Ok(true),
-            Ok(Err(e)) if status(&e) == Some(404) => Ok(false),
+            Ok(Err(e)) if EngineError::from(&e).is_not_found() => Ok(false),
             // Already being removed by someone else.
-            Ok(Err(e)) if status(&e) == Some(409) => Ok(false),
+            Ok(Err(e)) if EngineError::from(&e).is_conflict() => Ok(false),
             Ok(Err(e)) => Err(format!(
                 "lease node: {}",
                 connect::explain(&self.endpoint, &e)
@@ -565,7 +564,7 @@ impl Task {
         {
             Err(_) => Err("lease node: no answer in time".into()),
             Ok(Ok(r)) => Ok(Take::Got { id: r.id, wait }),
-            Ok(Err(e)) if status(&e) == Some(409) => Ok(Take::NotYet),
+            Ok(Err(e)) if EngineError::from(&e).is_conflict() => Ok(Take::NotYet),
             Ok(Err(e)) => Err(format!(
                 "cannot create the lease container {}: {}",
                 self.name,
@@ -603,14 +602,9 @@ impl Task {
         let Some(want) = self.images.first() else {
             return Err("no image on the lease node to create the lease container from".into());
         };
-        let opts = CreateImageOptions {
-            from_image: Some(want.clone()),
-            ..Default::default()
-        };
-        let mut pull = d.create_image(Some(opts), None, None);
-        while let Some(r) = pull.next().await {
-            r.map_err(|e| format!("pull {want} for the lease container: {e}"))?;
-        }
+        images::pull(d, want, None)
+            .await
+            .map_err(|e| format!("pull {want} for the lease container: {e}"))?;
         Ok(want.clone())
     }
 
@@ -629,13 +623,6 @@ impl Task {
             }
             _ => debug!(project = %self.project, "could not release the lease; it expires"),
         }
-    }
-}
-
-fn status(e: &DockerError) -> Option<u16> {
-    match e {
-        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
-        _ => None,
     }
 }
 

@@ -1,5 +1,10 @@
-//! Talking to Docker Engines: connecting like the Docker CLI ([`connect`]) and the
-//! small surface the rest of drover uses; [`hostmounts`]: where the engine's host has drover's files.
+//! Talking to Docker Engines: connecting like the Docker CLI ([`connect`]), the one typed
+//! error engine calls return ([`error`]), the one image pull path ([`images`]), and where
+//! the engine's host has drover's files ([`hostmounts`]).
 
 pub mod connect;
+pub mod error;
 pub mod hostmounts;
+pub mod images;
+
+pub use error::{EngineError, Kind};

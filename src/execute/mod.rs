@@ -12,15 +12,15 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::errors::Error as DockerError;
 use bollard::models::{NetworkConnectRequest, NetworkCreateRequest, VolumeCreateRequest};
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, RemoveContainerOptions, RemoveVolumeOptions,
-    RenameContainerOptions, RestartContainerOptions, StartContainerOptions, StopContainerOptions,
+    CreateContainerOptions, RemoveContainerOptions, RemoveVolumeOptions, RenameContainerOptions,
+    RestartContainerOptions, StartContainerOptions, StopContainerOptions,
 };
 use futures::StreamExt;
 
 use crate::config::{Project, PullPolicy, Service};
+use crate::engine::{EngineError, Kind, images};
 use crate::observe::{self, VolumeMount};
 use crate::plan::Action;
 use crate::spec::{self, LABEL_GENERATION, LABEL_NODE, LABEL_PROJECT};
@@ -206,11 +206,11 @@ impl Executor<'_> {
             labels: Some(labels),
             ..Default::default()
         };
-        match docker.create_network(req).await {
+        match docker.create_network(req).await.map_err(EngineError::from) {
             Ok(_) => Ok(None),
             // Created meanwhile (another pass, or a second drover): fine.
-            Err(e) if status(&e) == Some(409) => Ok(None),
-            Err(e) => Err(format!("create network {name}: {}", api_error(&e))),
+            Err(e) if e.is_conflict() => Ok(None),
+            Err(e) => Err(format!("create network {name}: {}", e)),
         }
     }
 
@@ -222,13 +222,13 @@ impl Executor<'_> {
         id: &str,
         name: &str,
     ) -> Result<Option<String>, String> {
-        match docker.remove_network(id).await {
+        match docker.remove_network(id).await.map_err(EngineError::from) {
             Ok(()) => Ok(None),
-            Err(e) if status(&e) == Some(404) => Ok(None),
+            Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(format!(
                 "remove duplicate network {name} ({}): {}",
                 short(id),
-                api_error(&e)
+                e
             )),
         }
     }
@@ -251,7 +251,7 @@ impl Executor<'_> {
             .create_volume(req)
             .await
             .map(|_| None)
-            .map_err(|e| format!("create volume {name}: {}", api_error(&e)))
+            .map_err(|e| format!("create volume {name}: {}", EngineError::from(e)))
     }
 
     /// Create and start the slot's container on `node`, pulling the image when the engine
@@ -280,9 +280,13 @@ impl Executor<'_> {
         if policy == PullPolicy::Always {
             self.pull(docker, &svc.image, platform.as_deref()).await?;
         }
-        let id = match docker.create_container(Some(opts()), body.clone()).await {
+        let id = match docker
+            .create_container(Some(opts()), body.clone())
+            .await
+            .map_err(EngineError::from)
+        {
             Ok(r) => r.id,
-            Err(e) if status(&e) == Some(404) && api_error(&e).contains("image") => {
+            Err(e) if e.is_not_found() && e.message.contains("image") => {
                 match policy {
                     PullPolicy::Never => {
                         return Err(format!(
@@ -303,21 +307,20 @@ impl Executor<'_> {
                 docker
                     .create_container(Some(opts()), body)
                     .await
-                    .map_err(|e| format!("create {name}: {}", api_error(&e)))?
+                    .map_err(|e| format!("create {name}: {}", EngineError::from(e)))?
                     .id
             }
-            Err(e) if status(&e) == Some(409) => return self.existing(docker, &name).await,
-            Err(e) => return Err(format!("create {name}: {}", api_error(&e))),
+            Err(e) if e.is_conflict() => return self.existing(docker, &name).await,
+            Err(e) => return Err(format!("create {name}: {}", e)),
         };
         for (net, endpoint) in spec::extra_networks(self.project, svc) {
             let req = NetworkConnectRequest {
                 container: id.clone(),
                 endpoint_config: Some(endpoint),
             };
-            docker
-                .connect_network(&net, req)
-                .await
-                .map_err(|e| format!("connect {name} to network {net}: {}", api_error(&e)))?;
+            docker.connect_network(&net, req).await.map_err(|e| {
+                format!("connect {name} to network {net}: {}", EngineError::from(e))
+            })?;
         }
         self.start(docker, &id)
             .await
@@ -331,7 +334,7 @@ impl Executor<'_> {
         let c = docker
             .inspect_container(name, None)
             .await
-            .map_err(|e| format!("create {name}: name taken, and {}", api_error(&e)))?;
+            .map_err(|e| format!("create {name}: name taken, and {}", EngineError::from(e)))?;
         let ours = c
             .config
             .and_then(|cfg| cfg.labels)
@@ -354,35 +357,20 @@ impl Executor<'_> {
         image: &str,
         platform: Option<&str>,
     ) -> Result<(), String> {
-        let (repo, tag) = split_image(image);
-        let opts = CreateImageOptions {
-            from_image: Some(repo.to_string()),
-            tag: tag.map(str::to_string),
-            platform: platform.unwrap_or_default().to_string(),
-            ..Default::default()
-        };
-        let mut stream = docker.create_image(Some(opts), None, None);
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(info) => {
-                    if let Some(err) = info.error_detail.and_then(|d| d.message) {
-                        return Err(format!("pull {image}: {err}"));
-                    }
-                }
-                Err(e) => return Err(format!("pull {image}: {}", api_error(&e))),
-            }
-        }
-        Ok(())
+        images::pull(docker, image, platform)
+            .await
+            .map_err(|e| format!("pull {image}: {e}"))
     }
 
     async fn start(&self, docker: &Docker, id: &str) -> Result<Option<String>, String> {
         match docker
             .start_container(id, None::<StartContainerOptions>)
             .await
+            .map_err(EngineError::from)
         {
             Ok(()) => Ok(Some(short(id))),
-            Err(e) if status(&e) == Some(304) => Ok(Some(short(id))),
-            Err(e) => Err(format!("start {}: {}", short(id), api_error(&e))),
+            Err(e) if e.kind == Kind::NotModified => Ok(Some(short(id))),
+            Err(e) => Err(format!("start {}: {}", short(id), e)),
         }
     }
 
@@ -392,17 +380,21 @@ impl Executor<'_> {
         slow.restart_container(id, None::<RestartContainerOptions>)
             .await
             .map(|_| Some(short(id)))
-            .map_err(|e| format!("restart {}: {}", short(id), api_error(&e)))
+            .map_err(|e| format!("restart {}: {}", short(id), EngineError::from(e)))
     }
 
     /// Free the slot's name for its new copy (start-first): rename the running old copy to
     /// `{name}-old-{id}`. Its labels still say which slot it serves, so the planner removes
     /// it once the new copy runs, also after a restart of drover.
     async fn move_aside(&self, docker: &Docker, id: &str) -> Result<(), String> {
-        let c = match docker.inspect_container(id, None).await {
+        let c = match docker
+            .inspect_container(id, None)
+            .await
+            .map_err(EngineError::from)
+        {
             Ok(c) => c,
-            Err(e) if status(&e) == Some(404) => return Ok(()),
-            Err(e) => return Err(format!("inspect {}: {}", short(id), api_error(&e))),
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(format!("inspect {}: {}", short(id), e)),
         };
         let current = c.name.unwrap_or_default();
         let base = current.trim_start_matches('/');
@@ -418,14 +410,11 @@ impl Executor<'_> {
                 },
             )
             .await
+            .map_err(EngineError::from)
         {
             Ok(()) => Ok(()),
-            Err(e) if status(&e) == Some(404) => Ok(()),
-            Err(e) => Err(format!(
-                "rename {} to {aside}: {}",
-                short(id),
-                api_error(&e)
-            )),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(format!("rename {} to {aside}: {}", short(id), e)),
         }
     }
 
@@ -467,12 +456,16 @@ impl Executor<'_> {
         docker: &Docker,
         id: &str,
     ) -> Result<Vec<VolumeMount>, String> {
-        match docker.inspect_container(id, None).await {
+        match docker
+            .inspect_container(id, None)
+            .await
+            .map_err(EngineError::from)
+        {
             Ok(c) => Ok(observe::anonymous_volumes(
                 c.mounts.as_deref().unwrap_or_default(),
             )),
-            Err(e) if status(&e) == Some(404) => Ok(Vec::new()),
-            Err(e) => Err(format!("inspect {}: {}", short(id), api_error(&e))),
+            Err(e) if e.is_not_found() => Ok(Vec::new()),
+            Err(e) => Err(format!("inspect {}: {}", short(id), e)),
         }
     }
 
@@ -480,10 +473,14 @@ impl Executor<'_> {
     async fn stop(&self, docker: &Docker, id: &str) -> Result<(), String> {
         // The stop call lasts as long as the grace period: give it room.
         let slow = docker.clone().with_timeout(Duration::from_secs(600));
-        match slow.stop_container(id, None::<StopContainerOptions>).await {
+        match slow
+            .stop_container(id, None::<StopContainerOptions>)
+            .await
+            .map_err(EngineError::from)
+        {
             Ok(()) => Ok(()),
-            Err(e) if matches!(status(&e), Some(304) | Some(404)) => Ok(()),
-            Err(e) => Err(format!("stop {}: {}", short(id), api_error(&e))),
+            Err(e) if matches!(e.kind, Kind::NotModified | Kind::NotFound) => Ok(()),
+            Err(e) => Err(format!("stop {}: {}", short(id), e)),
         }
     }
 
@@ -509,28 +506,33 @@ impl Executor<'_> {
             v: true,
             link: false,
         };
-        match docker.remove_container(id, Some(opts)).await {
+        match docker
+            .remove_container(id, Some(opts))
+            .await
+            .map_err(EngineError::from)
+        {
             Ok(()) => {}
             // Gone already, or already being removed.
-            Err(e) if matches!(status(&e), Some(404) | Some(409)) => {}
-            Err(e) => return Err(format!("remove {}: {}", short(id), api_error(&e))),
+            Err(e) if matches!(e.kind, Kind::NotFound | Kind::Conflict) => {}
+            Err(e) => return Err(format!("remove {}: {}", short(id), e)),
         }
         let mut gone = 0;
         for v in volumes {
             match docker
                 .remove_volume(&v.name, None::<RemoveVolumeOptions>)
                 .await
+                .map_err(EngineError::from)
             {
                 Ok(()) => gone += 1,
-                Err(e) if status(&e) == Some(404) => gone += 1,
+                Err(e) if e.is_not_found() => gone += 1,
                 // In use: the slot's new container holds it.
-                Err(e) if status(&e) == Some(409) => {}
+                Err(e) if e.is_conflict() => {}
                 Err(e) => {
                     return Err(format!(
                         "remove volume {} of {}: {}",
                         short(&v.name),
                         short(id),
-                        api_error(&e)
+                        e
                     ));
                 }
             }
@@ -565,52 +567,4 @@ fn generation() -> u64 {
 
 fn short(id: &str) -> String {
     crate::observe::short_id(id).to_string()
-}
-
-/// The HTTP status of an engine error, when it is one.
-pub fn status(e: &DockerError) -> Option<u16> {
-    match e {
-        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
-        _ => None,
-    }
-}
-
-/// The engine's own message for an API error, or the error itself.
-pub fn api_error(e: &DockerError) -> String {
-    match e {
-        DockerError::DockerResponseServerError { message, .. } => message.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// `repo[:tag]` or `repo@digest` -> (repo, tag or digest). A registry port
-/// (`host:5000/app`) is not a tag.
-fn split_image(image: &str) -> (&str, Option<&str>) {
-    if let Some((repo, digest)) = image.split_once('@') {
-        return (repo, Some(digest));
-    }
-    match image.rsplit_once(':') {
-        Some((repo, tag)) if !tag.contains('/') => (repo, Some(tag)),
-        _ => (image, None),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_image;
-
-    #[test]
-    fn splits_image_references() {
-        assert_eq!(split_image("busybox"), ("busybox", None));
-        assert_eq!(split_image("busybox:1.36"), ("busybox", Some("1.36")));
-        assert_eq!(
-            split_image("reg:5000/team/app"),
-            ("reg:5000/team/app", None)
-        );
-        assert_eq!(
-            split_image("reg:5000/team/app:v2"),
-            ("reg:5000/team/app", Some("v2"))
-        );
-        assert_eq!(split_image("app@sha256:abc"), ("app", Some("sha256:abc")));
-    }
 }

@@ -339,9 +339,7 @@ pub async fn snapshot(
                 }
             }
             // Removed between the list and the inspect: leave it out.
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => {
+            Err(e) if crate::engine::EngineError::from(&e).is_not_found() => {
                 gone.insert(i);
             }
             Err(e) => return Err(e),

@@ -30,6 +30,7 @@ use super::diff::{self, Action, Current};
 use super::objects::{self, Existing, ObjectAction};
 use super::report::{self, Report};
 use crate::config::{self, LoadOptions, Project};
+use crate::engine::EngineError;
 use crate::engine::connect::{Endpoint, explain};
 use crate::telemetry::Telemetry;
 
@@ -863,9 +864,7 @@ impl Controller {
 
 fn ignore_status(r: Result<(), BollardError>, code: u16) -> Result<(), BollardError> {
     match r {
-        Err(BollardError::DockerResponseServerError { status_code, .. }) if status_code == code => {
-            Ok(())
-        }
+        Err(e) if EngineError::from(&e).status() == Some(code) => Ok(()),
         r => r,
     }
 }

@@ -1,0 +1,138 @@
+//! One typed error for engine calls: what callers match on (not found, conflict, not
+//! modified, unreachable, an API error with its status), the engine's own message for
+//! people, and a label for metrics.
+
+use std::fmt;
+
+use bollard::errors::Error as BollardError;
+
+/// What kind of failure an engine call met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// 404: the object does not exist (or no longer does).
+    NotFound,
+    /// 409: a name is taken, or the object is in use or being removed.
+    Conflict,
+    /// 304: the object is already in the requested state (started, stopped).
+    NotModified,
+    /// Any other status the engine answered with.
+    Api(u16),
+    /// The engine did not answer in time.
+    Timeout,
+    /// No answer at all: the socket or address is unreachable, the connection broke.
+    Unreachable,
+    /// An answer drover could not read.
+    Other,
+}
+
+/// A failed engine call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineError {
+    pub kind: Kind,
+    /// The engine's own message, or the transport's.
+    pub message: String,
+}
+
+impl EngineError {
+    /// The HTTP status, when the engine answered.
+    pub fn status(&self) -> Option<u16> {
+        match self.kind {
+            Kind::NotFound => Some(404),
+            Kind::Conflict => Some(409),
+            Kind::NotModified => Some(304),
+            Kind::Api(s) => Some(s),
+            Kind::Timeout | Kind::Unreachable | Kind::Other => None,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.kind == Kind::NotFound
+    }
+
+    pub fn is_conflict(&self) -> bool {
+        self.kind == Kind::Conflict
+    }
+
+    /// A short stable name for metrics labels.
+    pub fn metric_label(&self) -> &'static str {
+        match self.kind {
+            Kind::NotFound => "not_found",
+            Kind::Conflict => "conflict",
+            Kind::NotModified => "not_modified",
+            Kind::Api(s) if s >= 500 => "server_error",
+            Kind::Api(_) => "client_error",
+            Kind::Timeout => "timeout",
+            Kind::Unreachable => "unreachable",
+            Kind::Other => "other",
+        }
+    }
+}
+
+impl From<BollardError> for EngineError {
+    fn from(e: BollardError) -> Self {
+        EngineError::from(&e)
+    }
+}
+
+impl From<&BollardError> for EngineError {
+    fn from(e: &BollardError) -> Self {
+        let (kind, message) = match e {
+            BollardError::DockerResponseServerError {
+                status_code,
+                message,
+            } => {
+                let kind = match status_code {
+                    404 => Kind::NotFound,
+                    409 => Kind::Conflict,
+                    304 => Kind::NotModified,
+                    s => Kind::Api(*s),
+                };
+                (kind, message.trim().to_string())
+            }
+            BollardError::RequestTimeoutError => (Kind::Timeout, e.to_string()),
+            BollardError::SocketNotFoundError(_)
+            | BollardError::HyperResponseError { .. }
+            | BollardError::IOError { .. } => (Kind::Unreachable, e.to_string()),
+            other => (Kind::Other, other.to_string()),
+        };
+        EngineError { kind, message }
+    }
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            Kind::Timeout => write!(f, "the engine did not answer in time"),
+            _ if self.message.is_empty() => write!(f, "{}", self.metric_label()),
+            _ => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(status_code: u16, message: &str) -> BollardError {
+        BollardError::DockerResponseServerError {
+            status_code,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn statuses_become_kinds_callers_match_on() {
+        let e = EngineError::from(server(404, "No such container: x"));
+        assert!(e.is_not_found());
+        assert_eq!(e.status(), Some(404));
+        assert_eq!(e.to_string(), "No such container: x");
+        assert!(EngineError::from(server(409, "in use")).is_conflict());
+        assert_eq!(EngineError::from(server(304, "")).kind, Kind::NotModified);
+        let e = EngineError::from(server(500, "boom"));
+        assert_eq!((e.kind, e.metric_label()), (Kind::Api(500), "server_error"));
+        let e = EngineError::from(BollardError::RequestTimeoutError);
+        assert_eq!((e.status(), e.metric_label()), (None, "timeout"));
+    }
+}
