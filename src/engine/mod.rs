@@ -1,10 +1,15 @@
-//! Talking to Docker Engines: connecting like the Docker CLI ([`connect`]), the one typed
+//! Talking to Docker Engines: connecting like the Docker CLI ([`connect`]), the interface
+//! the executor applies plans through ([`api::Engine`]), the one typed
 //! error engine calls return ([`error`]), the one image pull path ([`images`]), and where
 //! the engine's host has drover's files ([`hostmounts`]).
 
+pub mod api;
 pub mod connect;
 pub mod error;
+#[cfg(test)]
+pub mod fake;
 pub mod hostmounts;
 pub mod images;
 
+pub use api::Engine;
 pub use error::{EngineError, Kind};

@@ -13,14 +13,10 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::models::{NetworkConnectRequest, NetworkCreateRequest, VolumeCreateRequest};
-use bollard::query_parameters::{
-    CreateContainerOptions, RemoveContainerOptions, RemoveVolumeOptions, RenameContainerOptions,
-    RestartContainerOptions, StartContainerOptions, StopContainerOptions,
-};
 use futures::StreamExt;
 
 use crate::config::{Project, PullPolicy, Service};
-use crate::engine::{EngineError, Kind, images};
+use crate::engine::{Engine, Kind};
 use crate::observe::{self, VolumeMount};
 use crate::plan::Action;
 use crate::spec::{self, LABEL_GENERATION, LABEL_NODE, LABEL_PROJECT};
@@ -52,15 +48,15 @@ pub enum Volumes {
 }
 
 /// Applies actions for one project on its nodes.
-pub struct Executor<'a> {
+pub struct Executor<'a, E: Engine = Docker> {
     /// The engine of each node that is up.
-    pub nodes: &'a HashMap<String, Docker>,
+    pub nodes: &'a HashMap<String, E>,
     pub project: &'a Project,
     /// Most engine operations in flight at once.
     pub parallel: usize,
 }
 
-impl Executor<'_> {
+impl<E: Engine> Executor<'_, E> {
     /// Execute every action of the plan, in stages, handing each outcome to `report`
     /// as soon as it is known.
     pub async fn execute(&self, actions: &[Action], mut report: impl FnMut(Outcome)) {
@@ -162,7 +158,7 @@ impl Executor<'_> {
         }
     }
 
-    fn engine(&self, node: &str) -> Result<&Docker, String> {
+    fn engine(&self, node: &str) -> Result<&E, String> {
         self.nodes
             .get(node)
             .ok_or_else(|| format!("node {node} is not reachable"))
@@ -194,7 +190,7 @@ impl Executor<'_> {
 
     async fn create_network(
         &self,
-        docker: &Docker,
+        docker: &E,
         key: &str,
         name: &str,
     ) -> Result<Option<String>, String> {
@@ -206,7 +202,7 @@ impl Executor<'_> {
             labels: Some(labels),
             ..Default::default()
         };
-        match docker.create_network(req).await.map_err(EngineError::from) {
+        match docker.create_network(req).await {
             Ok(_) => Ok(None),
             // Created meanwhile (another pass, or a second drover): fine.
             Err(e) if e.is_conflict() => Ok(None),
@@ -218,11 +214,11 @@ impl Executor<'_> {
     /// is attached, which leaves that copy in place (and reported).
     async fn remove_network(
         &self,
-        docker: &Docker,
+        docker: &E,
         id: &str,
         name: &str,
     ) -> Result<Option<String>, String> {
-        match docker.remove_network(id).await.map_err(EngineError::from) {
+        match docker.remove_network(id).await {
             Ok(()) => Ok(None),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(format!(
@@ -235,7 +231,7 @@ impl Executor<'_> {
 
     async fn create_volume(
         &self,
-        docker: &Docker,
+        docker: &E,
         key: &str,
         name: &str,
     ) -> Result<Option<String>, String> {
@@ -251,14 +247,14 @@ impl Executor<'_> {
             .create_volume(req)
             .await
             .map(|_| None)
-            .map_err(|e| format!("create volume {name}: {}", EngineError::from(e)))
+            .map_err(|e| format!("create volume {name}: {e}"))
     }
 
     /// Create and start the slot's container on `node`, pulling the image when the engine
     /// lacks it. The container records its node and its placement generation.
     async fn create(
         &self,
-        docker: &Docker,
+        docker: &E,
         node: &str,
         service: &str,
         slot: u32,
@@ -267,10 +263,6 @@ impl Executor<'_> {
         let svc = self.service(service)?;
         let name = spec::container_name(self.project, svc, slot);
         let platform = spec::platform(svc);
-        let opts = || CreateContainerOptions {
-            name: Some(name.clone()),
-            platform: platform.clone().unwrap_or_default(),
-        };
         let mut body = spec::create_body(self.project, svc, slot);
         spec::inherit_volumes(&mut body, inherit);
         let labels = body.labels.get_or_insert_with(HashMap::new);
@@ -281,11 +273,10 @@ impl Executor<'_> {
             self.pull(docker, &svc.image, platform.as_deref()).await?;
         }
         let id = match docker
-            .create_container(Some(opts()), body.clone())
+            .create_container(&name, platform.as_deref(), body.clone())
             .await
-            .map_err(EngineError::from)
         {
-            Ok(r) => r.id,
+            Ok(id) => id,
             Err(e) if e.is_not_found() && e.message.contains("image") => {
                 match policy {
                     PullPolicy::Never => {
@@ -305,10 +296,9 @@ impl Executor<'_> {
                 }
                 self.pull(docker, &svc.image, platform.as_deref()).await?;
                 docker
-                    .create_container(Some(opts()), body)
+                    .create_container(&name, platform.as_deref(), body)
                     .await
-                    .map_err(|e| format!("create {name}: {}", EngineError::from(e)))?
-                    .id
+                    .map_err(|e| format!("create {name}: {e}"))?
             }
             Err(e) if e.is_conflict() => return self.existing(docker, &name).await,
             Err(e) => return Err(format!("create {name}: {}", e)),
@@ -318,9 +308,10 @@ impl Executor<'_> {
                 container: id.clone(),
                 endpoint_config: Some(endpoint),
             };
-            docker.connect_network(&net, req).await.map_err(|e| {
-                format!("connect {name} to network {net}: {}", EngineError::from(e))
-            })?;
+            docker
+                .connect_network(&net, req)
+                .await
+                .map_err(|e| format!("connect {name} to network {net}: {e}"))?;
         }
         self.start(docker, &id)
             .await
@@ -330,11 +321,11 @@ impl Executor<'_> {
 
     /// The name is taken: fine when the holder is ours (the next pass deals with it),
     /// an error naming the holder when it is not.
-    async fn existing(&self, docker: &Docker, name: &str) -> Result<Option<String>, String> {
+    async fn existing(&self, docker: &E, name: &str) -> Result<Option<String>, String> {
         let c = docker
-            .inspect_container(name, None)
+            .inspect_container(name)
             .await
-            .map_err(|e| format!("create {name}: name taken, and {}", EngineError::from(e)))?;
+            .map_err(|e| format!("create {name}: name taken, and {e}"))?;
         let ours = c
             .config
             .and_then(|cfg| cfg.labels)
@@ -351,23 +342,15 @@ impl Executor<'_> {
         }
     }
 
-    async fn pull(
-        &self,
-        docker: &Docker,
-        image: &str,
-        platform: Option<&str>,
-    ) -> Result<(), String> {
-        images::pull(docker, image, platform)
+    async fn pull(&self, docker: &E, image: &str, platform: Option<&str>) -> Result<(), String> {
+        docker
+            .pull(image, platform)
             .await
             .map_err(|e| format!("pull {image}: {e}"))
     }
 
-    async fn start(&self, docker: &Docker, id: &str) -> Result<Option<String>, String> {
-        match docker
-            .start_container(id, None::<StartContainerOptions>)
-            .await
-            .map_err(EngineError::from)
-        {
+    async fn start(&self, docker: &E, id: &str) -> Result<Option<String>, String> {
+        match docker.start_container(id).await {
             Ok(()) => Ok(Some(short(id))),
             Err(e) if e.kind == Kind::NotModified => Ok(Some(short(id))),
             Err(e) => Err(format!("start {}: {}", short(id), e)),
@@ -375,23 +358,19 @@ impl Executor<'_> {
     }
 
     /// Restart in place: the container's stop signal and grace period, then start.
-    async fn restart(&self, docker: &Docker, id: &str) -> Result<Option<String>, String> {
-        let slow = docker.clone().with_timeout(Duration::from_secs(600));
-        slow.restart_container(id, None::<RestartContainerOptions>)
+    async fn restart(&self, docker: &E, id: &str) -> Result<Option<String>, String> {
+        docker
+            .restart_container(id)
             .await
             .map(|_| Some(short(id)))
-            .map_err(|e| format!("restart {}: {}", short(id), EngineError::from(e)))
+            .map_err(|e| format!("restart {}: {e}", short(id)))
     }
 
     /// Free the slot's name for its new copy (start-first): rename the running old copy to
     /// `{name}-old-{id}`. Its labels still say which slot it serves, so the planner removes
     /// it once the new copy runs, also after a restart of drover.
-    async fn move_aside(&self, docker: &Docker, id: &str) -> Result<(), String> {
-        let c = match docker
-            .inspect_container(id, None)
-            .await
-            .map_err(EngineError::from)
-        {
+    async fn move_aside(&self, docker: &E, id: &str) -> Result<(), String> {
+        let c = match docker.inspect_container(id).await {
             Ok(c) => c,
             Err(e) if e.is_not_found() => return Ok(()),
             Err(e) => return Err(format!("inspect {}: {}", short(id), e)),
@@ -402,16 +381,7 @@ impl Executor<'_> {
             return Ok(());
         }
         let aside = format!("{base}-old-{}", short(id));
-        match docker
-            .rename_container(
-                id,
-                RenameContainerOptions {
-                    name: aside.clone(),
-                },
-            )
-            .await
-            .map_err(EngineError::from)
-        {
+        match docker.rename_container(id, &aside).await {
             Ok(()) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
             Err(e) => Err(format!("rename {} to {aside}: {}", short(id), e)),
@@ -426,7 +396,7 @@ impl Executor<'_> {
     /// replica to another node: there the old one goes with its volumes.
     async fn recreate(
         &self,
-        docker: &Docker,
+        docker: &E,
         node: &str,
         to: &str,
         service: &str,
@@ -451,16 +421,8 @@ impl Executor<'_> {
     }
 
     /// The container's anonymous volumes (none when it is gone).
-    async fn anonymous_volumes(
-        &self,
-        docker: &Docker,
-        id: &str,
-    ) -> Result<Vec<VolumeMount>, String> {
-        match docker
-            .inspect_container(id, None)
-            .await
-            .map_err(EngineError::from)
-        {
+    async fn anonymous_volumes(&self, docker: &E, id: &str) -> Result<Vec<VolumeMount>, String> {
+        match docker.inspect_container(id).await {
             Ok(c) => Ok(observe::anonymous_volumes(
                 c.mounts.as_deref().unwrap_or_default(),
             )),
@@ -470,14 +432,8 @@ impl Executor<'_> {
     }
 
     /// Stop with the container's own stop signal and grace period.
-    async fn stop(&self, docker: &Docker, id: &str) -> Result<(), String> {
-        // The stop call lasts as long as the grace period: give it room.
-        let slow = docker.clone().with_timeout(Duration::from_secs(600));
-        match slow
-            .stop_container(id, None::<StopContainerOptions>)
-            .await
-            .map_err(EngineError::from)
-        {
+    async fn stop(&self, docker: &E, id: &str) -> Result<(), String> {
+        match docker.stop_container(id).await {
             Ok(()) => Ok(()),
             Err(e) if matches!(e.kind, Kind::NotModified | Kind::NotFound) => Ok(()),
             Err(e) => Err(format!("stop {}: {}", short(id), e)),
@@ -488,7 +444,7 @@ impl Executor<'_> {
     /// went. The engine removes only the volumes it created for the container itself, not
     /// ones taken over from a predecessor, so those are removed by name; a volume another
     /// container still holds (the slot's successor) is refused by the engine and stays.
-    async fn remove(&self, docker: &Docker, id: &str) -> Result<(Option<String>, usize), String> {
+    async fn remove(&self, docker: &E, id: &str) -> Result<(Option<String>, usize), String> {
         let volumes = self.anonymous_volumes(docker, id).await?;
         self.discard(docker, id, &volumes).await
     }
@@ -496,21 +452,12 @@ impl Executor<'_> {
     /// [`remove`](Self::remove) with the container's anonymous volumes already known.
     async fn discard(
         &self,
-        docker: &Docker,
+        docker: &E,
         id: &str,
         volumes: &[VolumeMount],
     ) -> Result<(Option<String>, usize), String> {
         self.stop(docker, id).await?;
-        let opts = RemoveContainerOptions {
-            force: true,
-            v: true,
-            link: false,
-        };
-        match docker
-            .remove_container(id, Some(opts))
-            .await
-            .map_err(EngineError::from)
-        {
+        match docker.remove_container(id).await {
             Ok(()) => {}
             // Gone already, or already being removed.
             Err(e) if matches!(e.kind, Kind::NotFound | Kind::Conflict) => {}
@@ -518,11 +465,7 @@ impl Executor<'_> {
         }
         let mut gone = 0;
         for v in volumes {
-            match docker
-                .remove_volume(&v.name, None::<RemoveVolumeOptions>)
-                .await
-                .map_err(EngineError::from)
-            {
+            match docker.remove_volume(&v.name).await {
                 Ok(()) => gone += 1,
                 Err(e) if e.is_not_found() => gone += 1,
                 // In use: the slot's new container holds it.
@@ -568,3 +511,6 @@ fn generation() -> u64 {
 fn short(id: &str) -> String {
     crate::observe::short_id(id).to_string()
 }
+
+#[cfg(test)]
+mod tests;

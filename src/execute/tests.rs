@@ -1,0 +1,207 @@
+//! Executor scenarios against the in-memory engine: the exact calls each makes, and what
+//! the engine holds after.
+
+use std::collections::HashMap;
+
+use super::{Executor, Outcome, Volumes};
+use crate::config::{LoadOptions, Project, load};
+use crate::engine::Kind;
+use crate::engine::fake::FakeEngine;
+use crate::plan::{Action, Reason};
+
+/// `web` on an image that declares `VOLUME /data`, one replica per slot.
+fn project() -> Project {
+    let dir = std::env::temp_dir().join(format!(
+        "drover-execute-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("compose.yml"),
+        "services:\n  web:\n    image: db\n    environment: { V: \"1\" }\n",
+    )
+    .unwrap();
+    let loaded = load(&LoadOptions {
+        cwd: dir.clone(),
+        project_name: Some("demo".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    loaded.project
+}
+
+fn run(engine: FakeEngine, project: &Project, actions: &[Action]) -> (FakeEngine, Vec<Outcome>) {
+    let nodes = HashMap::from([("n1".to_string(), engine)]);
+    let executor = Executor {
+        nodes: &nodes,
+        project,
+        parallel: 1,
+    };
+    let mut outcomes = Vec::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(executor.execute(actions, |o| outcomes.push(o)));
+    let engine = nodes.into_values().next().unwrap();
+    (engine, outcomes)
+}
+
+fn create(slot: u32) -> Action {
+    Action::Create {
+        service: "web".into(),
+        slot,
+        node: "n1".into(),
+        reason: Reason::Missing,
+    }
+}
+
+fn with(engine: FakeEngine, project: &Project, action: Action) -> (FakeEngine, Outcome) {
+    let (engine, mut outcomes) = run(engine, project, &[action]);
+    (engine, outcomes.remove(0))
+}
+
+/// The first replica, created and started; returns its id and its anonymous volume.
+fn first(project: &Project) -> (FakeEngine, String, String) {
+    let (engine, o) = with(
+        FakeEngine::with_image_volumes(&["/data"]),
+        project,
+        create(1),
+    );
+    assert_eq!(o.error, None);
+    assert_eq!(
+        engine.take_calls(),
+        vec!["create demo-web-1 ", "start demo-web-1"]
+    );
+    let id = engine_id(&engine, "demo-web-1");
+    let volume = volume_of(&engine, "demo-web-1");
+    (engine, id, volume)
+}
+
+fn engine_id(engine: &FakeEngine, name: &str) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let c = rt
+        .block_on(crate::engine::Engine::inspect_container(engine, name))
+        .unwrap();
+    engine.take_calls();
+    c.id.unwrap()
+}
+
+fn volume_of(engine: &FakeEngine, name: &str) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let c = rt
+        .block_on(crate::engine::Engine::inspect_container(engine, name))
+        .unwrap();
+    engine.take_calls();
+    c.mounts.unwrap()[0].name.clone().unwrap()
+}
+
+fn recreate(id: &str, to: &str) -> Action {
+    Action::Recreate {
+        service: "web".into(),
+        slot: 1,
+        node: "n1".into(),
+        container: id.into(),
+        to: to.into(),
+        reason: Reason::ConfigChanged,
+    }
+}
+
+#[test]
+fn a_recreate_hands_the_anonymous_volume_to_the_new_container_before_removing_the_old() {
+    let p = project();
+    let (engine, id, volume) = first(&p);
+    let (engine, o) = with(engine, &p, recreate(&id, "n1"));
+    assert_eq!(o.error, None);
+    assert_eq!(o.volumes, Volumes::TakenOver(1));
+    let aside = format!("demo-web-1-old-{}", &id[..12]);
+    let v = &volume[..12];
+    assert_eq!(
+        engine.take_calls(),
+        vec![
+            "inspect demo-web-1".to_string(),
+            "stop demo-web-1".into(),
+            "inspect demo-web-1".into(),
+            format!("rename demo-web-1 {aside}"),
+            format!("create demo-web-1 /data={v}"),
+            "start demo-web-1".into(),
+            format!("stop {aside}"),
+            format!("remove {aside}"),
+            format!("remove-volume {v}"),
+        ]
+    );
+    assert!(engine.volume_exists(&volume), "the new container holds it");
+    assert_eq!(engine.names(), vec!["demo-web-1"]);
+    assert_eq!(engine.mounts("demo-web-1"), vec![format!("/data={v}")]);
+}
+
+#[test]
+fn a_failed_create_leaves_the_old_copy_and_its_volume_for_the_next_pass() {
+    let p = project();
+    let (engine, id, volume) = first(&p);
+    engine.fail_next("create", Kind::Api(500));
+    let (engine, o) = with(engine, &p, recreate(&id, "n1"));
+    assert!(o.error.is_some());
+    let aside = format!("demo-web-1-old-{}", &id[..12]);
+    assert_eq!(
+        engine.names(),
+        vec![aside],
+        "stopped, moved aside, not removed"
+    );
+    assert!(engine.volume_exists(&volume));
+    assert!(!engine.take_calls().iter().any(|c| c.starts_with("remove")));
+}
+
+#[test]
+fn a_slot_removed_for_good_takes_a_volume_it_took_over_with_it() {
+    let p = project();
+    let (engine, id, volume) = first(&p);
+    let (engine, _) = with(engine, &p, recreate(&id, "n1"));
+    let new = engine_id(&engine, "demo-web-1");
+    engine.take_calls();
+    let remove = Action::Remove {
+        service: Some("web".into()),
+        slot: Some(1),
+        node: "n1".into(),
+        container: new,
+        reason: Reason::ScaleDown,
+    };
+    let (engine, o) = with(engine, &p, remove);
+    assert_eq!(o.volumes, Volumes::Removed(1));
+    assert!(!engine.volume_exists(&volume), "leaked");
+    assert!(engine.names().is_empty());
+}
+
+#[test]
+fn a_move_to_another_node_cannot_carry_the_volume() {
+    let p = project();
+    let (engine, id, volume) = first(&p);
+    let nodes = HashMap::from([
+        ("n1".to_string(), engine),
+        ("n2".to_string(), FakeEngine::with_image_volumes(&["/data"])),
+    ]);
+    let executor = Executor {
+        nodes: &nodes,
+        project: &p,
+        parallel: 1,
+    };
+    let mut outcomes = Vec::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(executor.execute(&[recreate(&id, "n2")], |o| outcomes.push(o)));
+    assert_eq!(outcomes[0].error, None);
+    assert_eq!(outcomes[0].volumes, Volumes::Removed(1));
+    assert!(!nodes["n1"].volume_exists(&volume));
+    assert_eq!(nodes["n2"].names(), vec!["demo-web-1"]);
+    // A fresh anonymous volume from the image, nothing handed over.
+    assert_eq!(
+        nodes["n2"].take_calls(),
+        vec!["create demo-web-1 ", "start demo-web-1"]
+    );
+}
