@@ -536,6 +536,7 @@ fn env_files(cx: &mut Cx, v: &Node, p: &str) -> Result<Vec<(String, Option<Strin
         _ => return Err(fail(&v.loc, p, "expected a path or a list of paths")),
     }
     let mut out = Vec::new();
+    let mut read_so_far = HashMap::new();
     for (file, required, loc, ip) in files {
         let full = syntax::join_lexically(cx.project_dir, Path::new(&file));
         let text = match std::fs::read_to_string(&full) {
@@ -549,12 +550,11 @@ fn env_files(cx: &mut Cx, v: &Node, p: &str) -> Result<Vec<(String, Option<Strin
                 ));
             }
         };
-        let entries = dotenv::parse(&text, cx.env)
+        // The project's variables first, then the keys of this and earlier files.
+        let entries = dotenv::parse(&text, &|k| cx.env.get(k).cloned(), &mut read_so_far)
             .map_err(|(line, msg)| fail(&loc, &ip, format!("{}:{line}: {msg}", full.display())))?;
-        for (k, v) in entries {
-            let v = v.or_else(|| cx.env.get(&k).cloned());
-            out.push((k, v));
-        }
+        // A key alone that the project's variables lack is left out, as compose does.
+        out.extend(entries.into_iter().filter(|(_, v)| v.is_some()));
     }
     Ok(out)
 }
