@@ -46,6 +46,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use model::*;
+pub use syntax::parse_duration;
 
 /// What to load: mirrors the command-line flags.
 #[derive(Debug, Clone, Default)]

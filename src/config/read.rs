@@ -185,16 +185,17 @@ pub fn opt_boolean(node: &Node, path: &str) -> Result<Option<bool>> {
     }
 }
 
-/// A Compose duration (`1m30s`); a bare integer is a number of seconds.
+/// A Compose duration (`1m30s`, see [`syntax::parse_duration`]). Like compose, a number
+/// without a unit is refused, written as a number or as a string.
 pub fn duration(node: &Node, path: &str) -> Result<Duration> {
     match &node.kind {
-        Kind::Int(i) if *i >= 0 => Ok(Duration::from_secs(*i as u64)),
         Kind::Str(s) => syntax::parse_duration(s).map_err(|m| bad(node, path, m)),
-        _ => Err(bad(
+        Kind::Int(_) | Kind::Float(_) => Err(bad(
             node,
             path,
-            "expected a duration like 10s, 1m30s or 500ms",
+            format!("{} (a number needs a unit)", syntax::DURATION_HINT),
         )),
+        _ => Err(bad(node, path, syntax::DURATION_HINT)),
     }
 }
 

@@ -9,46 +9,86 @@ use std::time::Duration;
 
 use super::model::{MountKind, Protocol};
 
-/// A Compose/Go duration: `1m30s`, `10s`, `500ms`, `1.5h`, `2us`, `100ns`.
+/// What [`parse_duration`] accepts, for messages and docs.
+pub const DURATION_HINT: &str = "expected a duration like 10s, 1m30s, 1.5h or 500ms \
+                                 (units ns, us, ms, s, m, h, d, w)";
+
+/// A duration as Compose reads one (compose-go decodes durations with go-str2duration,
+/// Go's `time.ParseDuration` plus days and weeks): one or more numbers, each with a
+/// fraction optionally (`1.5m`, `.5s`) and a unit (`ns`, `us`/`µs`, `ms`, `s`, `m`, `h`,
+/// `d`, `w`), combined without spaces (`1h30m`); `0` alone needs no unit. A number
+/// without a unit, a space, an unknown unit or a negative duration is refused. The same
+/// syntax serves the command line's flags and every duration in the files.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || "expected a duration like 10s, 1m30s or 500ms".to_string();
-    let s = s.trim();
-    if s.is_empty() {
-        return Err(bad());
-    }
-    if s == "0" {
+    let bad = || DURATION_HINT.to_string();
+    let (negative, body) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if body == "0" {
         return Ok(Duration::ZERO);
     }
-    let mut total = 0f64;
-    let mut rest = s;
+    if body.is_empty() {
+        return Err(bad());
+    }
+    let mut total: u128 = 0;
+    let mut rest = body;
     while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        if num_len == 0 {
+        let int_len = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let int = &rest[..int_len];
+        rest = &rest[int_len..];
+        let mut frac = "";
+        if let Some(after) = rest.strip_prefix('.') {
+            let n = after
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(after.len());
+            frac = &after[..n];
+            rest = &after[n..];
+        }
+        if int.is_empty() && frac.is_empty() {
             return Err(bad());
         }
-        let n: f64 = rest[..num_len].parse().map_err(|_| bad())?;
-        rest = &rest[num_len..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
-        let nanos_per = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
+        let nanos_per: u128 = match &rest[..unit_len] {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            "d" => 86_400_000_000_000,
+            "w" => 604_800_000_000_000,
+            "" => return Err(format!("{} (a number needs a unit)", bad())),
             _ => return Err(bad()),
         };
-        total += n * nanos_per;
         rest = &rest[unit_len..];
+        let whole: u128 = if int.is_empty() {
+            0
+        } else {
+            int.parse().map_err(|_| bad())?
+        };
+        total = total.saturating_add(whole.saturating_mul(nanos_per));
+        if !frac.is_empty() {
+            // As Go does: the fraction's digits scaled in floating point, truncated.
+            let digits = &frac[..frac.len().min(18)];
+            let f: f64 = digits.parse::<u64>().map_err(|_| bad())? as f64;
+            let scale = 10f64.powi(digits.len() as i32);
+            total = total.saturating_add((f * (nanos_per as f64 / scale)) as u128);
+        }
+        // Go's durations end at about 292 years.
+        if total > i64::MAX as u128 {
+            return Err("the duration is too long".into());
+        }
     }
-    if !total.is_finite() || total > u64::MAX as f64 {
-        return Err(bad());
+    if negative && total > 0 {
+        return Err("a duration cannot be negative".into());
     }
-    Ok(Duration::from_nanos(total.round() as u64))
+    Ok(Duration::from_nanos(total as u64))
 }
 
 /// A byte size as compose reads it (go-units `RAMInBytes`): a number, optionally with a
@@ -335,16 +375,32 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("2us"), Ok(Duration::from_micros(2)));
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert!(parse_duration("10").is_err());
-        assert!(parse_duration("abc").is_err());
-        assert!(parse_duration("5x").is_err());
-        assert!(parse_duration("").is_err());
+        let ok = |s: &str| parse_duration(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+        assert_eq!(ok("1m30s"), Duration::from_secs(90));
+        assert_eq!(ok("1h30m"), Duration::from_secs(5400));
+        assert_eq!(ok("10s"), Duration::from_secs(10));
+        assert_eq!(ok("500ms"), Duration::from_millis(500));
+        assert_eq!(ok("1.5h"), Duration::from_secs(5400));
+        assert_eq!(ok("1.5m"), Duration::from_secs(90));
+        assert_eq!(ok(".5s"), Duration::from_millis(500));
+        assert_eq!(ok("2us"), Duration::from_micros(2));
+        assert_eq!(ok("1µs"), Duration::from_micros(1));
+        assert_eq!(ok("100ns"), Duration::from_nanos(100));
+        assert_eq!(ok("1d"), Duration::from_secs(86_400));
+        assert_eq!(ok("2w"), Duration::from_secs(14 * 86_400));
+        assert_eq!(ok("1h2m3s4ms"), Duration::from_millis(3_723_004));
+        assert_eq!(ok("0"), Duration::ZERO);
+        assert_eq!(ok("+5s"), Duration::from_secs(5));
+        assert_eq!(ok("1.000000001s"), Duration::from_nanos(1_000_000_001));
+        // What compose refuses.
+        for s in [
+            "10", "5.", "1day", "1h 30m", "1H", " 1s", "abc", "5x", "", ".", "s", "1s5",
+        ] {
+            assert!(parse_duration(s).is_err(), "{s:?} accepted");
+        }
+        assert!(parse_duration("10").unwrap_err().contains("needs a unit"));
+        assert!(parse_duration("-1s").unwrap_err().contains("negative"));
+        assert!(parse_duration("3000000h").is_err());
     }
 
     #[test]
