@@ -596,7 +596,14 @@ fn ports(item: &Node, p: &str, out: &mut Vec<Port>) -> Result<()> {
                             _ => Some(read::u16_(v, &kp, "a port number (1-65535)")?),
                         }
                     }
-                    "host_ip" => port.host_ip = read::opt_string(v, &kp)?,
+                    "host_ip" => {
+                        port.host_ip = match read::opt_string(v, &kp)? {
+                            Some(ip) if !ip.is_empty() => {
+                                Some(syntax::parse_host_ip(&ip).map_err(|m| fail(&v.loc, &kp, m))?)
+                            }
+                            _ => None,
+                        }
+                    }
                     "protocol" => {
                         port.protocol = syntax::parse_protocol(&read::string(v, &kp)?)
                             .map_err(|m| fail(&v.loc, &kp, m))?

@@ -221,27 +221,42 @@ pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
     Ok((a, b))
 }
 
-/// `[host_ip:][published[-range]:]target[-range][/protocol]`; IPv6 host addresses in brackets.
+/// A port's host address as compose checks it: an IPv4 or IPv6 address (IPv6 possibly in
+/// brackets), returned without the brackets.
+pub fn parse_host_ip(s: &str) -> Result<String, String> {
+    let ip = match s.strip_prefix('[') {
+        Some(inner) => inner
+            .strip_suffix(']')
+            .ok_or_else(|| format!("invalid IP address: {s}"))?,
+        None => s,
+    };
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(_) => Ok(ip.to_string()),
+        Err(_) => Err(format!("invalid IP address: {s}")),
+    }
+}
+
+/// `[host_ip:][published[-range]:]target[-range][/protocol]`, split as compose does: the
+/// last part is the target, the one before it the published port, everything before
+/// those the host address (so `::1:8080:80` and `[::1]:8080:80` both bind `::1`).
 pub fn parse_port_short(s: &str) -> Result<PortSpec, String> {
     let (body, protocol) = match s.rsplit_once('/') {
         Some((b, p)) => (b, parse_protocol(p)?),
         None => (s, Protocol::Tcp),
     };
-    let (host_ip, rest) = if let Some(after) = body.strip_prefix('[') {
-        let (ip, rest) = after
-            .split_once(']')
-            .ok_or("unclosed [ in the host address")?;
-        let rest = rest
-            .strip_prefix(':')
-            .ok_or("expected HOST_IP:PUBLISHED:TARGET")?;
-        (Some(ip.to_string()), rest)
+    let parts: Vec<&str> = body.split(':').collect();
+    let n = parts.len();
+    let (host_ip, rest) = if n <= 2 {
+        (None, body)
     } else {
-        let parts: Vec<&str> = body.split(':').collect();
-        match parts.len() {
-            1 | 2 => (None, body),
-            3 => (Some(parts[0].to_string()), &body[parts[0].len() + 1..]),
-            _ => return Err("expected [HOST_IP:][PUBLISHED:]TARGET[/PROTOCOL]".into()),
-        }
+        let ip_len = parts[..n - 2].iter().map(|p| p.len() + 1).sum::<usize>() - 1;
+        let ip = &body[..ip_len];
+        let ip = if ip.is_empty() {
+            None
+        } else {
+            Some(parse_host_ip(ip)?)
+        };
+        (ip, &body[ip_len + 1..])
     };
     let (published, target) = match rest.split_once(':') {
         Some((p, t)) => (Some(p), t),
@@ -440,6 +455,22 @@ mod tests {
         assert_eq!((p.published, p.target), (Some((9000, 9001)), (9000, 9001)));
         let p = parse_port_short("[::1]:53:53/udp").unwrap();
         assert_eq!(p.host_ip.as_deref(), Some("::1"));
+        let p = parse_port_short("::1:8080:80").unwrap();
+        assert_eq!(p.host_ip.as_deref(), Some("::1"));
+        assert_eq!((p.published, p.target), (Some((8080, 8080)), (80, 80)));
+        let p = parse_port_short("[::1]::80").unwrap();
+        assert_eq!((p.host_ip.as_deref(), p.published), (Some("::1"), None));
+        let p = parse_port_short(":8080:80").unwrap();
+        assert_eq!((p.host_ip, p.published), (None, Some((8080, 8080))));
+        for bad in [
+            "x:8080:80",
+            "1.2.3:80:80",
+            "fe80::1%eth0:80:80",
+            "[::1:80:80",
+        ] {
+            let e = parse_port_short(bad).unwrap_err();
+            assert!(e.starts_with("invalid IP address: "), "{bad}: {e}");
+        }
         let p = parse_port_short("127.0.0.1::80").unwrap();
         assert_eq!(p.published, None);
         assert!(parse_port_short("9000-9002:80-81").is_err());
