@@ -143,6 +143,8 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
     let mut reservations = Resources::default();
     let mut network_mode_loc = None;
     let mut networks_loc = None;
+    // Where cpus, mem_limit, mem_reservation and pids_limit were written.
+    let mut resource_locs: Vec<(&'static str, Loc)> = Vec::new();
     // Services this one needs started first without saying so in depends_on.
     let mut implied: Vec<(String, Loc, String)> = Vec::new();
 
@@ -281,8 +283,14 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
             "devices" => o.devices = devices(v, p)?,
             "extra_hosts" => o.extra_hosts = extra_hosts(v, p)?,
             "shm_size" => o.shm_size = read::opt_size(v, p)?,
-            "mem_limit" => o.mem_limit = read::opt_size(v, p)?,
-            "mem_reservation" => o.mem_reservation = read::opt_size(v, p)?,
+            "mem_limit" => {
+                o.mem_limit = read::opt_size(v, p)?;
+                resource_locs.push(("mem_limit", v.loc.clone()));
+            }
+            "mem_reservation" => {
+                o.mem_reservation = read::opt_size(v, p)?;
+                resource_locs.push(("mem_reservation", v.loc.clone()));
+            }
             "memswap_limit" => {
                 o.memswap_limit = match &v.kind {
                     Kind::Int(-1) => Some(-1),
@@ -290,13 +298,19 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
                     _ => read::opt_size(v, p)?,
                 }
             }
-            "pids_limit" => o.pids_limit = Some(read::int(v, p)?),
+            "pids_limit" => {
+                o.pids_limit = Some(read::int(v, p)?);
+                resource_locs.push(("pids_limit", v.loc.clone()));
+            }
             "mem_swappiness" => o.mem_swappiness = Some(read::int(v, p)?),
             "oom_score_adj" => o.oom_score_adj = Some(read::int(v, p)?),
             "cpu_shares" => o.cpu_shares = Some(read::int(v, p)?),
             "cpu_period" => o.cpu_period = Some(read::int(v, p)?),
             "cpu_quota" => o.cpu_quota = Some(read::int(v, p)?),
-            "cpus" => o.cpus = Some(read::float(v, p)?),
+            "cpus" => {
+                o.cpus = Some(read::float(v, p)?);
+                resource_locs.push(("cpus", v.loc.clone()));
+            }
             "ulimits" => o.ulimits = ulimits(v, p)?,
             "logging" => o.logging = Some(logging(cx.warnings, v, p)?),
             "secrets" => o.secrets = file_mounts(cx, v, p, true)?,
@@ -427,6 +441,43 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
         d.default_network = false;
     }
 
+    // A service-level key and its deploy.resources twin must agree, as compose checks
+    // (a `limits` or `reservations` block without the twin counts as zero, as there).
+    for (key, loc) in &resource_locs {
+        let (set, twin, block, other) = match *key {
+            "cpus" => (
+                o.cpus.is_some_and(|c| c != 0.0),
+                "deploy.resources.limits.cpus",
+                &limits,
+                o.cpus != Some(limits.cpus.unwrap_or(0.0)),
+            ),
+            "mem_limit" => (
+                o.mem_limit.is_some_and(|m| m != 0),
+                "deploy.resources.limits.memory",
+                &limits,
+                o.mem_limit != Some(limits.memory.unwrap_or(0)),
+            ),
+            "mem_reservation" => (
+                o.mem_reservation.is_some_and(|m| m != 0),
+                "deploy.resources.reservations.memory",
+                &reservations,
+                o.mem_reservation != Some(reservations.memory.unwrap_or(0)),
+            ),
+            _ => (
+                o.pids_limit.is_some_and(|m| m != 0),
+                "deploy.resources.limits.pids",
+                &limits,
+                o.pids_limit != Some(limits.pids.unwrap_or(0)),
+            ),
+        };
+        if set && block.present && other {
+            return Err(fail(
+                loc,
+                &child(&path, key),
+                format!("differs from {twin}; set only one (compose refuses distinct values)"),
+            ));
+        }
+    }
     // Resource limits: deploy.resources wins over the service-level keys, as in compose.
     if let Some(m) = limits.memory {
         o.mem_limit = Some(m);
@@ -931,6 +982,8 @@ fn restart(v: &Node, p: &str) -> Result<(Option<RestartCondition>, Option<u32>)>
 /// `deploy.resources.limits` or `.reservations`.
 #[derive(Default)]
 struct Resources {
+    /// The block was written (compose compares against it even when a value is missing).
+    present: bool,
     cpus: Option<f64>,
     memory: Option<i64>,
     pids: Option<i64>,
@@ -994,6 +1047,7 @@ fn deploy(cx: &mut Cx, v: &Node, p: &str) -> Result<Deploy> {
                         }
                     };
                     let limits = rk.name == "limits";
+                    target.present = true;
                     for (ek, ev) in read::map_or_null(rv, &rp)? {
                         let ep = child(&rp, &ek.name);
                         match ek.name.as_str() {
@@ -1468,20 +1522,25 @@ fn depends_on(
             }
         }
         if !cx.services.contains(&name) {
-            if dep.required {
-                let why = match cx.disabled.get(&name) {
-                    Some(profiles) => format!(
-                        "service {name:?} is not enabled: enable one of its profiles ({}) \
-                         with --profile or COMPOSE_PROFILES, or set required: false",
-                        profiles.join(", ")
-                    ),
-                    None => format!("no such service {name:?}"),
-                };
-                return Err(fail(&loc, &np, why));
-            }
-            cx.warnings
-                .at(&loc, &np, "no such service; optional dependency ignored");
-            continue;
+            // As compose: `required: false` excuses a service disabled by its profiles,
+            // not one that does not exist.
+            let why = match cx.disabled.get(&name) {
+                Some(_) if !dep.required => {
+                    cx.warnings.at(
+                        &loc,
+                        &np,
+                        "service not enabled; optional dependency ignored",
+                    );
+                    continue;
+                }
+                Some(profiles) => format!(
+                    "service {name:?} is not enabled: enable one of its profiles ({}) \
+                     with --profile or COMPOSE_PROFILES, or set required: false",
+                    profiles.join(", ")
+                ),
+                None => format!("no such service {name:?}"),
+            };
+            return Err(fail(&loc, &np, why));
         }
         out.insert(name.clone(), dep);
         locs.insert(name, loc);
