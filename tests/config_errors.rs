@@ -92,7 +92,7 @@ fn required_variables_say_their_message() {
     );
     assert_eq!(
         err,
-        "compose.yml:3:12: services.web.image: required variable IMAGE is not set: set IMAGE \
+        "compose.yml:3:12: services.web.image: required variable IMAGE is missing a value: set IMAGE \
          to the image to run"
     );
 }
