@@ -702,6 +702,20 @@ fn what_compose_refuses_drover_refuses_at_check_time() {
         None,
         &[],
     );
+    for (name, body) in [
+        ("empty-env-key", "    environment: {\"\": x}\n"),
+        ("empty-label-key", "    labels: {\"\": x}\n"),
+        ("empty-sysctl-key", "    sysctls: {\"\": x}\n"),
+        ("empty-host", "    extra_hosts: {\"\": 1.2.3.4}\n"),
+        ("oom-score-adj", "    oom_score_adj: 5000\n"),
+        (
+            "security-opt-string",
+            "    security_opt: \"no-new-privileges:true\"\n",
+        ),
+        ("network-twice", "    networks: [default, default]\n"),
+    ] {
+        refused(name, &service(body), None, &[]);
+    }
     refused(
         "required-variable",
         &service("    environment: [\"A=${NEEDED:?set NEEDED}\"]\n"),

@@ -271,6 +271,9 @@ pub fn map_or_list(node: &Node, path: &str) -> Result<Vec<Entry>> {
         Kind::Map(entries) => entries
             .iter()
             .map(|(k, v)| {
+                if k.name.is_empty() {
+                    return Err(fail(&k.loc, path, "a key cannot be empty"));
+                }
                 let value = match &v.kind {
                     Kind::Null => None,
                     _ => Some(scalar_text(v).ok_or_else(|| {

@@ -265,7 +265,11 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
             "expose" => o.expose = expose(v, p)?,
             "cap_add" => o.cap_add = read::string_or_list(v, p, false)?,
             "cap_drop" => o.cap_drop = read::string_or_list(v, p, false)?,
-            "security_opt" => o.security_opt = read::string_or_list(v, p, false)?,
+            "security_opt" => {
+                // A list, as the Compose schema wants (compose refuses a string).
+                read::seq(v, p)?;
+                o.security_opt = read::string_or_list(v, p, false)?
+            }
             "dns" => o.dns = read::string_or_list(v, p, false)?,
             "dns_search" => o.dns_search = read::string_or_list(v, p, false)?,
             "dns_opt" => o.dns_opt = read::string_or_list(v, p, false)?,
@@ -303,7 +307,13 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
                 resource_locs.push(("pids_limit", v.loc.clone()));
             }
             "mem_swappiness" => o.mem_swappiness = Some(read::int(v, p)?),
-            "oom_score_adj" => o.oom_score_adj = Some(read::int(v, p)?),
+            "oom_score_adj" => {
+                let adj = read::int(v, p)?;
+                if !(-1000..=1000).contains(&adj) {
+                    return Err(read::bad(v, p, "expected a number from -1000 to 1000"));
+                }
+                o.oom_score_adj = Some(adj);
+            }
             "cpu_shares" => o.cpu_shares = Some(read::int(v, p)?),
             "cpu_period" => o.cpu_period = Some(read::int(v, p)?),
             "cpu_quota" => o.cpu_quota = Some(read::int(v, p)?),
@@ -879,6 +889,10 @@ fn networks(
 ) -> Result<()> {
     for (name, loc, settings) in read::names_with_settings(v, p)? {
         let np = child(p, &name);
+        if out.contains_key(&name) {
+            // Only a list can name a network twice; compose refuses it.
+            return Err(fail(&loc, &np, "the network is listed twice"));
+        }
         if !cx.networks.contains_key(&name) && name != "default" {
             return Err(fail(
                 &loc,
@@ -1271,6 +1285,9 @@ fn extra_hosts(v: &Node, p: &str) -> Result<Vec<String>> {
         Kind::Map(entries) => {
             for (k, val) in entries {
                 let kp = child(p, &k.name);
+                if k.name.is_empty() {
+                    return Err(fail(&k.loc, p, "a host name cannot be empty"));
+                }
                 let ips = match &val.kind {
                     Kind::Seq(_) => read::string_or_list(val, &kp, false)?,
                     _ => vec![read::string(val, &kp)?],
