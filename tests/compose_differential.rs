@@ -581,6 +581,25 @@ fn interpolation_agrees_with_compose() {
 }
 
 #[test]
+fn loader_interpolation_and_casts_agree_with_compose() {
+    // After compose-go's loader tests (a max_failure_ratio of 0.5, not their 3.14, which
+    // drover refuses as more than 1).
+    compare(
+        "loader",
+        &[],
+        &[
+            ("HOME", "/home/foo"),
+            ("MEU", "Shadoks"),
+            ("theint", "555"),
+            ("thefloat", "0.5"),
+            ("thebool", "true"),
+            ("theduration", "60s"),
+            ("thesize", "2gb"),
+        ],
+    );
+}
+
+#[test]
 fn dotenv_and_env_file_agree_with_compose() {
     // Every operator, nesting, quotes and escapes, and the process environment winning
     // over keys the file defined earlier (OVERRIDDEN).
