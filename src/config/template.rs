@@ -22,7 +22,13 @@ pub enum Error {
     Invalid,
     /// `${NAME:?message}` or `${NAME?message}` on a missing value.
     Required { name: String, message: String },
+    /// Defaults nested more than [`MAX_DEPTH`] deep (a bound, so that no input can
+    /// exhaust the stack).
+    TooDeep,
 }
+
+/// How deep defaults, alternatives and messages may nest.
+pub const MAX_DEPTH: usize = 64;
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -31,6 +37,7 @@ impl fmt::Display for Error {
                 "invalid interpolation: `${` must start a variable name (write `$$` for a \
                  literal `$`)",
             ),
+            Error::TooDeep => write!(f, "interpolation nested more than {MAX_DEPTH} deep"),
             Error::Required { name, message } if message.is_empty() => {
                 write!(f, "required variable {name} is missing a value")
             }
@@ -47,6 +54,17 @@ pub fn substitute(
     template: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<String, Error> {
+    substitute_at(template, lookup, 0)
+}
+
+fn substitute_at(
+    template: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    depth: usize,
+) -> Result<String, Error> {
+    if depth > MAX_DEPTH {
+        return Err(Error::TooDeep);
+    }
     let mut out = String::with_capacity(template.len());
     let b = template.as_bytes();
     let mut i = 0;
@@ -69,7 +87,7 @@ pub fn substitute(
                 i += 1 + n;
             }
             Some(b'{') => {
-                let (value, end) = braced(template, i, lookup)?;
+                let (value, end) = braced(template, i, lookup, depth)?;
                 out.push_str(&value);
                 i = end;
             }
@@ -99,6 +117,7 @@ fn braced(
     t: &str,
     start: usize,
     lookup: &dyn Fn(&str) -> Option<String>,
+    depth: usize,
 ) -> Result<(String, usize), Error> {
     let b = t.as_bytes();
     let name_at = start + 2;
@@ -118,12 +137,8 @@ fn braced(
     };
     let body_at = name_end + op_len;
     // Compose's pattern ends the match at the last `}` on the line; the value ends at the
-    // brace that balances the opening one, within that match.
-    let line_end = t[body_at..].find('\n').map_or(t.len(), |n| body_at + n);
-    let Some(last) = t[body_at..line_end].rfind('}').map(|n| body_at + n) else {
-        return Err(Error::Invalid);
-    };
-    let close = balancing_brace(&b[start..=last]).map_or(last, |n| start + n);
+    // brace that balances the opening one within that match, or at that last `}`.
+    let close = closing_brace(b, start, body_at).ok_or(Error::Invalid)?;
     let arg = &t[body_at..close];
     let (empty_counts, kind) = op;
     let value = lookup(name);
@@ -132,12 +147,12 @@ fn braced(
         Some(v) => empty_counts && v.is_empty(),
     };
     let out = match kind {
-        b'-' if missing => substitute(arg, lookup)?,
-        b'+' if !missing => substitute(arg, lookup)?,
+        b'-' if missing => substitute_at(arg, lookup, depth + 1)?,
+        b'+' if !missing => substitute_at(arg, lookup, depth + 1)?,
         b'?' if missing => {
             return Err(Error::Required {
                 name: name.to_string(),
-                message: substitute(arg, lookup)?,
+                message: substitute_at(arg, lookup, depth + 1)?,
             });
         }
         _ => value.unwrap_or_default(),
@@ -145,25 +160,39 @@ fn braced(
     Ok((out, close + 1))
 }
 
-/// compose-go's `getFirstBraceClosingIndex`: the index of the `}` that closes the first
-/// `{`, counting nested braces (the character after each `{` is skipped).
-fn balancing_brace(s: &[u8]) -> Option<usize> {
+/// The `}` ending the `${` at `start` whose argument begins at `body_at`: compose-go's
+/// `getFirstBraceClosingIndex` (nested braces counted, the character after each `{`
+/// skipped) within the line, else the line's last `}` after `body_at`. One pass, up to
+/// that brace or the end of the line.
+fn closing_brace(b: &[u8], start: usize, body_at: usize) -> Option<usize> {
     let mut depth = 0i32;
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'}' {
-            depth -= 1;
-            if depth == 0 {
-                return Some(i);
+    let mut last = None;
+    let mut i = start;
+    while i < b.len() && b[i] != b'\n' {
+        match b[i] {
+            b'}' => {
+                if i >= body_at {
+                    last = Some(i);
+                }
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
             }
-        }
-        if s[i] == b'{' {
-            depth += 1;
-            i += 1;
+            b'{' => {
+                depth += 1;
+                i += 1;
+                match b.get(i) {
+                    Some(b'\n') | None => break,
+                    Some(b'}') if i >= body_at => last = Some(i),
+                    _ => {}
+                }
+            }
+            _ => {}
         }
         i += 1;
     }
-    None
+    last
 }
 
 #[cfg(test)]
@@ -270,6 +299,24 @@ mod tests {
             sub("${UNSET:?}").unwrap_err().to_string(),
             "required variable UNSET is missing a value"
         );
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let deep = |n: usize| "${U:-".repeat(n) + "x" + &"}".repeat(n);
+        assert_eq!(ok(&deep(MAX_DEPTH)), "x");
+        assert_eq!(sub(&deep(MAX_DEPTH + 2)), Err(Error::TooDeep));
+        assert_eq!(sub(&deep(100_000)), Err(Error::TooDeep));
+    }
+
+    #[test]
+    fn long_lines_stay_linear() {
+        let line = "${FOO:-x}-".repeat(50_000);
+        let t = std::time::Instant::now();
+        assert_eq!(ok(&line), "first-".repeat(50_000));
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(ok("${missing:-{}}"), "{}");
+        assert_eq!(ok("${missing:-a}b}"), "ab}");
     }
 
     #[test]
