@@ -488,7 +488,8 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
             ));
         }
     }
-    // Resource limits: deploy.resources wins over the service-level keys, as in compose.
+    // Resource limits: the deploy.resources values (equal to the service-level keys when
+    // both are written, checked above) are the ones used.
     if let Some(m) = limits.memory {
         o.mem_limit = Some(m);
     }
