@@ -130,7 +130,7 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
     };
     let mut image = None;
     let mut has_build = None;
-    let mut env_from_files: Vec<(String, Option<String>)> = Vec::new();
+    let mut env_file_node: Option<(&Node, String)> = None;
     let mut env_inline = Vec::new();
     let mut restart_key: Option<(Option<RestartCondition>, Option<u32>)> = None;
     let mut deploy_restart: Option<RestartPolicy> = None;
@@ -156,7 +156,8 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
             "command" => s.command = opt_words(v, p)?,
             "entrypoint" => s.entrypoint = opt_words(v, p)?,
             "environment" => env_inline = read::map_or_list(v, p)?,
-            "env_file" => env_from_files = env_files(cx, v, p)?,
+            // Read after the loop: its variables may come from `environment`.
+            "env_file" => env_file_node = Some((v, p.to_string())),
             "labels" => {
                 for e in read::map_or_list(v, p)? {
                     s.labels.insert(e.key, e.value.unwrap_or_default());
@@ -519,12 +520,28 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
     s.options = o;
 
     // env_file entries first, `environment` on top; a bare KEY takes the environment's value.
+    let env_inline: Vec<(String, Option<String>)> = env_inline
+        .into_iter()
+        .map(|e| {
+            let value = e.value.or_else(|| cx.env.get(&e.key).cloned());
+            (e.key, value)
+        })
+        .collect();
+    let env_from_files = match env_file_node {
+        Some((v, p)) => {
+            let service_env: HashMap<String, String> = env_inline
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+                .collect();
+            env_files(cx, v, &p, &service_env)?
+        }
+        None => Vec::new(),
+    };
     for (k, v) in env_from_files {
         s.environment.insert(k, v);
     }
-    for e in env_inline {
-        let value = e.value.or_else(|| cx.env.get(&e.key).cloned());
-        s.environment.insert(e.key, value);
+    for (k, v) in env_inline {
+        s.environment.insert(k, v);
     }
     s.volumes.extend(tmpfs);
     if d.default_network {
@@ -567,7 +584,14 @@ fn opt_words(v: &Node, p: &str) -> Result<Option<Vec<String>>> {
     }
 }
 
-fn env_files(cx: &mut Cx, v: &Node, p: &str) -> Result<Vec<(String, Option<String>)>> {
+/// `env_file`: its variables come from the project's variables, then from the service's
+/// `environment` (`service_env`), then from the keys read before, as compose resolves them.
+fn env_files(
+    cx: &mut Cx,
+    v: &Node,
+    p: &str,
+    service_env: &HashMap<String, String>,
+) -> Result<Vec<(String, Option<String>)>> {
     let mut files: Vec<(String, bool, Loc, String)> = Vec::new();
     match &v.kind {
         Kind::Str(s) => files.push((s.clone(), true, v.loc.clone(), p.to_string())),
@@ -598,7 +622,7 @@ fn env_files(cx: &mut Cx, v: &Node, p: &str) -> Result<Vec<(String, Option<Strin
         _ => return Err(fail(&v.loc, p, "expected a path or a list of paths")),
     }
     let mut out = Vec::new();
-    let mut read_so_far = HashMap::new();
+    let mut read_so_far = service_env.clone();
     for (file, required, loc, ip) in files {
         let full = syntax::join_lexically(cx.project_dir, Path::new(&file));
         let text = match std::fs::read_to_string(&full) {
@@ -612,8 +636,9 @@ fn env_files(cx: &mut Cx, v: &Node, p: &str) -> Result<Vec<(String, Option<Strin
                 ));
             }
         };
-        // The project's variables first, then the keys of this and earlier files.
-        let entries = dotenv::parse(&text, &|k| cx.env.get(k).cloned(), &mut read_so_far)
+        // The project's variables first, then the service's, then the keys read before.
+        let lookup = |k: &str| cx.env.get(k).or_else(|| service_env.get(k)).cloned();
+        let entries = dotenv::parse(&text, &lookup, &mut read_so_far)
             .map_err(|(line, msg)| fail(&loc, &ip, format!("{}:{line}: {msg}", full.display())))?;
         // A key alone that the project's variables lack is left out, as compose does.
         out.extend(entries.into_iter().filter(|(_, v)| v.is_some()));
