@@ -732,6 +732,10 @@ fn what_compose_refuses_drover_refuses_at_check_time() {
             "    security_opt: \"no-new-privileges:true\"\n",
         ),
         ("network-twice", "    networks: [default, default]\n"),
+        ("user-number", "    user: 1000\n"),
+        ("working-dir-number", "    working_dir: 5\n"),
+        ("cap-add-number", "    cap_add: [5]\n"),
+        ("dns-search-number", "    dns_search: [5]\n"),
     ] {
         refused(name, &service(body), None, &[]);
     }

@@ -85,7 +85,8 @@ pub fn scalar_text(node: &Node) -> Option<String> {
     }
 }
 
-/// A string; numbers are accepted as their decimal text (`user: 1000`).
+/// A string; numbers are accepted as their decimal text where the caller allows them
+/// (service keys compose types as strings refuse them first, see `service.rs`).
 pub fn string(node: &Node, path: &str) -> Result<String> {
     match &node.kind {
         Kind::Str(s) => Ok(s.clone()),

@@ -151,6 +151,7 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
     for (k, v) in entries {
         let p = child(&path, &k.name);
         let p = p.as_str();
+        no_number_where_compose_wants_text(&k.name, v, p)?;
         match k.name.as_str() {
             "image" => image = Some(read::string(v, p)?),
             "command" => s.command = opt_words(v, p)?,
@@ -582,6 +583,55 @@ fn opt_words(v: &Node, p: &str) -> Result<Option<Vec<String>>> {
         Kind::Null => Ok(None),
         _ => read::string_or_list(v, p, true).map(Some),
     }
+}
+
+/// Service keys the Compose schema types as strings (or lists of strings): compose refuses
+/// a YAML number there (`user: 1000` must be written `user: "1000"`), and so does drover.
+const TEXT_KEYS: &[&str] = &[
+    "image",
+    "user",
+    "working_dir",
+    "hostname",
+    "domainname",
+    "container_name",
+    "stop_signal",
+    "ipc",
+    "pid",
+    "uts",
+    "userns_mode",
+    "runtime",
+    "cgroup_parent",
+    "mac_address",
+    "platform",
+];
+const TEXT_LIST_KEYS: &[&str] = &[
+    "cap_add",
+    "cap_drop",
+    "dns_search",
+    "dns_opt",
+    "external_links",
+    "links",
+    "security_opt",
+];
+
+fn no_number_where_compose_wants_text(key: &str, v: &Node, p: &str) -> Result<()> {
+    let number = |n: &Node| matches!(n.kind, Kind::Int(_) | Kind::Float(_));
+    let why = "expected a string (quote a number, as compose requires)";
+    if TEXT_KEYS.contains(&key) && number(v) {
+        return Err(read::bad(v, p, why));
+    }
+    if TEXT_LIST_KEYS.contains(&key) {
+        match &v.kind {
+            Kind::Seq(items) => {
+                if let Some((i, item)) = items.iter().enumerate().find(|(_, n)| number(n)) {
+                    return Err(read::bad(item, &index(p, i), why));
+                }
+            }
+            _ if number(v) => return Err(read::bad(v, p, why)),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// `env_file`: its variables come from the project's variables, then from the service's
