@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""drover beside the raw engine floor, docker-compose 1.29, Swarm mode and the engine's
+"""drover beside the raw engine floor, Docker Compose v2, Swarm mode and the engine's
 restart policy, on one engine, in one run. Prints a table and writes docs/benchmarks.md.
 
 Run it through bench/run.sh, which installs and builds the prerequisites first.
@@ -255,10 +255,10 @@ class Bench:
         m = self.events.mark()
         t0 = time.time()
         try:
-            r = subprocess.run(["docker-compose", "-p", p, "-f", self.compose, "up", "-d",
+            r = subprocess.run(["docker", "compose", "-p", p, "-f", self.compose, "up", "-d",
                                 "--scale", f"web={n}"], capture_output=True, text=True, cwd=self.work)
             if r.returncode != 0:
-                raise RuntimeError(f"docker-compose failed: {r.stderr[-500:]}")
+                raise RuntimeError(f"docker compose failed: {r.stderr[-500:]}")
             done = self.events.wait_started(
                 m, lambda e: e.attrs.get("com.docker.compose.project") == p, n, 60)
         finally:
@@ -842,7 +842,7 @@ def environment(b):
         "engine": ver.get("Version"), "api": ver.get("ApiVersion"),
         "containerd": comps.get("containerd"), "runc": comps.get("runc"),
         "storage": info.get("Driver"), "cgroup": info.get("CgroupVersion"),
-        "compose": cmd("docker-compose", "version", "--short"),
+        "compose": cmd("docker", "compose", "version", "--short"),
         "drover": cmd("git", "describe", "--always", "--dirty"),
         "python": platform.python_version(),
     }

@@ -48,7 +48,7 @@ def rows(r):
     if cold:
         best = cold.get("floor_best")
         head = ["replicas", "drover (median / p95)", f"engine floor, {best} in parallel", "drover / floor",
-                "docker-compose 1.29", "drover / compose", "Swarm mode", "drover / Swarm",
+                "docker compose v2", "drover / compose", "Swarm mode", "drover / Swarm",
                 f"target ≤ {TARGET_COLD}x floor"]
         body = []
         for n in ("50", "200"):
@@ -167,7 +167,7 @@ def render(r):
     doc = [
         "# Benchmarks",
         "",
-        "drover beside the raw engine floor, docker-compose 1.29, Swarm mode and the engine's own",
+        "drover beside the raw engine floor, Docker Compose v2, Swarm mode and the engine's own",
         "restart policy, on the same engine in one run. Reproduce with:",
         "",
         "```sh",
@@ -176,7 +176,7 @@ def render(r):
         "```",
         "",
         "It starts the local engine and builds the test image if needed (`scripts/engine.sh`),",
-        "installs Debian's `docker-compose` when missing, builds drover with",
+        "installs Docker Compose v2 when missing (`scripts/compose-v2.sh`), builds drover with",
         "`cargo build --release --locked`, runs every measurement, prints the tables below and",
         "rewrites this file (`--json FILE` keeps the raw results; `--render FILE` rewrites the",
         "report from them). Expect well over 20 minutes for a full run and about 20 for a quick one",
@@ -190,7 +190,7 @@ def render(r):
         f"- Machine: {env.get('cores')} cores ({env.get('cpu')}), {env.get('mem_gib')} GiB, "
         f"Debian {env.get('debian')}, kernel {env.get('kernel')}, cgroup v{env.get('cgroup')}",
         f"- Engine {env.get('engine')} (API {env.get('api')}), containerd {env.get('containerd')}, "
-        f"runc {env.get('runc')}, storage {env.get('storage')}; docker-compose {env.get('compose')}; "
+        f"runc {env.get('runc')}, storage {env.get('storage')}; docker compose {env.get('compose')}; "
         f"drover {env.get('drover')} (release build)",
         "- Load average (1, 5, 15 min) as each phase began: "
         + "; ".join(f"{x['phase']} {x['load']}" for x in r.get("load", [])),
@@ -319,7 +319,7 @@ def method(r):
         "  thread pool, for the same containers drover and compose make (on the project's own bridge",
         "  network with the service name as an alias), at several parallelism levels, the best median",
         "  kept" + (f" ({lv}; the best is reused at 200)" if lv else "") + ".",
-        "  docker-compose 1.29: `docker-compose -p … up -d --scale web=N` (it also creates the project's",
+        "  Docker Compose v2: `docker compose -p … up -d --scale web=N` (it also creates the project's",
         "  network). Swarm: `docker service create --detach --no-resolve-image --replicas N` on a",
         "  single-node swarm (`docker swarm init --advertise-addr 127.0.0.1`, left with",
         "  `docker swarm leave --force` at the end of its phase, even on failure); `--no-resolve-image`",

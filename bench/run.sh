@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Benchmarks: drover beside the raw engine floor, docker-compose 1.29, Swarm mode and the
+# Benchmarks: drover beside the raw engine floor, Docker Compose v2, Swarm mode and the
 # engine's restart policy, on the local engine, in one run. Prints a table and rewrites
 # docs/benchmarks.md.
 #
 #   ./bench/run.sh [--quick] [--only cold,recovery,swarm,burst,footprint] [--json FILE]
 #
 # Needs root (like scripts/engine.sh). Ensures its prerequisites: a running engine with the
-# offline test image, Debian's docker-compose, a release build of drover.
+# offline test image, Docker Compose v2 (scripts/compose-v2.sh), a release build of drover.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -16,11 +16,9 @@ say() { echo "bench: $*" >&2; }
 
 "$ROOT/scripts/engine.sh"
 
-if ! command -v docker-compose >/dev/null 2>&1; then
-  say "installing Debian's docker-compose"
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
-fi
+# The compose peer: Docker Compose v2 at the pinned version, as the docker CLI plugin.
+say "compose peer: $("$ROOT/scripts/compose-v2.sh")"
+docker compose version >&2
 command -v python3 >/dev/null 2>&1 || {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 >/dev/null
 }

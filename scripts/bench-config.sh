@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Load and validate a generated Compose file of N services (default 300) with
-# `drover check`, and the same file with `docker-compose config` (1.29, installed by
-# scripts/compose-peer.sh when missing). Prints the best of R runs of each (default 5).
+# `drover check`, and the same file with `docker compose config` (Docker Compose v2 at
+# the version scripts/compose-v2.sh pins, installed when missing). Prints the best of R
+# runs of each (default 5).
 # Usage: scripts/bench-config.sh [SERVICES] [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 N=${1:-300}
 RUNS=${2:-5}
-COMPOSE=$(./scripts/compose-peer.sh)
+COMPOSE=$(./scripts/compose-v2.sh)
+VERSION=$("$COMPOSE" version --short)
 cargo build --release --quiet
 DROVER=$(realpath "${CARGO_TARGET_DIR:-target}")/release/drover
 
@@ -33,8 +35,7 @@ trap 'rm -rf "$DIR"' EXIT
     networks: [front, back]
     ulimits: {nofile: {soft: 1024, hard: 2048}}
     cap_add: [NET_ADMIN]
-    mem_limit: 64m
-    deploy: {replicas: $(( i % 3 + 1 )), resources: {limits: {cpus: "0.25"}}}
+    deploy: {replicas: $(( i % 3 + 1 )), resources: {limits: {cpus: "0.25", memory: 64m}}}
 SVC
     if [ "$i" -gt 1 ]; then echo "    depends_on: [svc$(( i - 1 ))]"; fi
   done
@@ -56,7 +57,7 @@ best() { # command...: best wall time of $RUNS runs, in ms
 
 cd "$DIR"
 d=$(best env -i PATH="$PATH" "$DROVER" check --format json -f compose.yml)
-c=$(best env -i PATH="$PATH" "$COMPOSE" -f compose.yml config)
+c=$(best env -i PATH="$PATH" HOME="$HOME" "$COMPOSE" -f compose.yml config --format json)
 echo "services: $N ($(wc -l <compose.yml) lines), best of $RUNS runs"
 echo "drover check --format json:  ${d} ms"
-echo "docker-compose 1.29 config:  ${c} ms"
+echo "docker compose $VERSION config --format json:  ${c} ms"

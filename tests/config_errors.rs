@@ -92,7 +92,7 @@ fn required_variables_say_their_message() {
     );
     assert_eq!(
         err,
-        "compose.yml:3:12: services.web.image: required variable IMAGE is not set: set IMAGE \
+        "compose.yml:3:12: services.web.image: required variable IMAGE is missing a value: set IMAGE \
          to the image to run"
     );
 }
@@ -161,5 +161,59 @@ fn secrets_that_cannot_be_mounted_on_one_engine() {
         err,
         "compose.yml:4:15: services.a.secrets[0]: secrets \"tls\": external secrets and configs \
          exist only in Swarm mode; use file:"
+    );
+}
+
+#[test]
+fn compose_consistency_checks_are_located_errors() {
+    // A service-level resource and its deploy.resources twin must agree, as compose checks.
+    let err = load_err(
+        "services:\n  web:\n    image: busybox\n    mem_limit: 512m\n    deploy:\n      resources:\n        limits: {memory: 256m}\n",
+        &[],
+        &[],
+    );
+    assert_eq!(
+        err,
+        "compose.yml:4:16: services.web.mem_limit: differs from \
+         deploy.resources.limits.memory; set only one (compose refuses distinct values)"
+    );
+    let err = load_err(
+        "services:\n  web:\n    image: busybox\n    cpus: 1.5\n    deploy:\n      resources:\n        limits: {memory: 1g}\n",
+        &[],
+        &[],
+    );
+    assert!(
+        err.starts_with("compose.yml:4:11: services.web.cpus: differs from"),
+        "{err}"
+    );
+    // `required: false` excuses a disabled service, not a missing one.
+    let err = load_err(
+        "services:\n  web:\n    image: busybox\n    depends_on:\n      cache: {condition: service_started, required: false}\n",
+        &[],
+        &[],
+    );
+    assert_eq!(
+        err,
+        "compose.yml:5:7: services.web.depends_on.cache: no such service \"cache\""
+    );
+}
+
+#[test]
+fn a_host_address_that_is_not_an_ip_is_refused_at_check_time() {
+    let compose =
+        "services:\n  web:\n    image: busybox\n    ports: [\"${HOSTIP:-127.0.0.1}:8080:80\"]\n";
+    let err = load_err(compose, &[], &[("HOSTIP", "x")]);
+    assert_eq!(
+        err,
+        "compose.yml:4:13: services.web.ports[0]: invalid IP address: x"
+    );
+    let err = load_err(
+        "services:\n  web:\n    image: busybox\n    ports: [{target: 80, host_ip: nope}]\n",
+        &[],
+        &[],
+    );
+    assert_eq!(
+        err,
+        "compose.yml:4:35: services.web.ports[0].host_ip: invalid IP address: nope"
     );
 }

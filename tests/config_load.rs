@@ -228,7 +228,7 @@ fn env_file_option_replaces_dotenv() {
     assert_eq!(
         err,
         "compose.yml:80:9: services.db.environment[0]: \
-         required variable DB_PASSWORD is not set: set DB_PASSWORD in .env"
+         required variable DB_PASSWORD is missing a value: set DB_PASSWORD in .env"
     );
 }
 
@@ -239,7 +239,7 @@ fn required_variable_error_is_located_and_secret_free() {
     assert_eq!(
         err,
         "required-var.yml:5:14: services.web.environment.TOKEN: \
-         required variable TOKEN is not set: TOKEN must be set"
+         required variable TOKEN is missing a value: TOKEN must be set"
     );
     assert_eq!(err.lines().count(), 1);
 

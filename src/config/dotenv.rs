@@ -1,157 +1,205 @@
-//! `.env` and `env_file` files, read like Compose does.
+//! `.env` and `env_file` files, read like compose-go's `dotenv` package does.
 //!
-//! Supported: `KEY=VALUE`, `export KEY=VALUE`, `KEY` alone (no value), `#` comments
-//! (whole line, or after whitespace in an unquoted value), blank lines, single quotes
-//! (literal), double quotes (escapes `\n`, `\t`, `\\`, `\"` and `${VAR}` expansion,
-//! may span lines), unquoted values (trimmed, `${VAR}`/`$VAR` expansion).
-//! Expansion looks up keys defined earlier in the same file, then `lookup`.
+//! - `KEY=VALUE`, `KEY: VALUE`, `export KEY=VALUE`; a `KEY` alone takes its value from
+//!   the lookup (the process environment), or is left unset.
+//! - `#` starts a comment at the start of a line, or after a space in an unquoted value.
+//! - Unquoted values run to the end of the line, trimmed; single-quoted values are literal
+//!   (`\'` is a quote); double-quoted values may span lines and understand `\n`, `\t`,
+//!   `\r`, `\a`, `\b`, `\f`, `\v`, `\\`, `\"`, `\$` and octal `\0NNN`.
+//! - Unquoted and double-quoted values are substituted with the same engine as Compose
+//!   files ([`super::template`]: every operator, nesting). A variable is looked up in the
+//!   lookup first (the process environment wins), then among the keys read so far.
 //!
 //! Values never appear in errors: they may be secrets.
 
 use std::collections::HashMap;
 
-/// Entries in file order; `None`: a key given without a value.
+use super::template;
+
+/// Entries in file order; `None`: a key given without a value that the lookup lacks.
 pub type Entries = Vec<(String, Option<String>)>;
 
-/// Parse `text`, or return `(line, message)` for the first malformed line.
-pub fn parse(text: &str, lookup: &HashMap<String, String>) -> Result<Entries, (usize, String)> {
+/// Parse `text`. Variables resolve through `lookup`, then through `vars`, which holds the
+/// keys read before (earlier files) and receives every key this file sets. Returns the
+/// entries in file order, or `(line, message)` for the first malformed one.
+pub fn parse(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    vars: &mut HashMap<String, String>,
+) -> Result<Entries, (usize, String)> {
+    let src = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let line_at = |pos: usize| src[..pos].matches('\n').count() + 1;
     let mut out: Entries = Vec::new();
-    let mut local: HashMap<String, String> = HashMap::new();
-    let lines: Vec<&str> = text.lines().collect();
-    let mut i = 0;
-    while i < lines.len() {
-        let lineno = i + 1;
-        let line = lines[i].trim_start();
-        i += 1;
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let line = line.strip_prefix("export ").map_or(line, str::trim_start);
-        let (key, raw) = match line.split_once('=') {
-            Some((k, v)) => (k.trim_end(), Some(v)),
-            None => (line.trim_end(), None),
-        };
-        if key.is_empty()
-            || !key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-        {
-            return Err((lineno, "expected KEY=VALUE".into()));
-        }
-        let Some(raw) = raw else {
-            out.push((key.to_string(), None));
-            continue;
-        };
-        let raw = raw.trim_start();
-        let value = if let Some(body) = raw.strip_prefix('\'') {
-            match body.find('\'') {
-                Some(end) => body[..end].to_string(),
-                None => return Err((lineno, "unterminated single quote".into())),
+    let mut pos = 0;
+    loop {
+        // The next statement: skip blank space and comment lines.
+        loop {
+            let Some(off) = src[pos..].find(|c: char| !c.is_whitespace()) else {
+                return Ok(out);
+            };
+            pos += off;
+            if !src[pos..].starts_with('#') {
+                break;
             }
-        } else if let Some(body) = raw.strip_prefix('"') {
-            // A double-quoted value may continue on the following lines.
-            let mut buf = body.to_string();
-            let end = loop {
-                if let Some(end) = closing_quote(&buf) {
-                    break end;
+            match src[pos..].find('\n') {
+                Some(n) => pos += n,
+                None => return Ok(out),
+            }
+        }
+        let line = line_at(pos);
+        let mut stmt = &src[pos..];
+        if let Some(rest) = stmt.strip_prefix("export")
+            && rest.starts_with([' ', '\t'])
+        {
+            stmt = rest.trim_start_matches(is_space);
+        }
+        let stmt_at = src.len() - stmt.len();
+        // The key: up to `=`, `:` or the end of the line.
+        let mut key_end = stmt.len();
+        let mut value_at = None;
+        for (i, c) in stmt.char_indices() {
+            match c {
+                '=' | ':' => {
+                    key_end = i;
+                    value_at = Some(i + 1);
+                    break;
                 }
-                if i >= lines.len() {
-                    return Err((lineno, "unterminated double quote".into()));
+                '\n' => {
+                    key_end = i;
+                    break;
                 }
-                buf.push('\n');
-                buf.push_str(lines[i]);
-                i += 1;
-            };
-            let unescaped = unescape(&buf[..end]);
-            expand(&unescaped, &local, lookup)
-        } else {
-            let v = match raw.find(" #").or_else(|| raw.find("\t#")) {
-                Some(c) => &raw[..c],
-                None => raw,
-            };
-            expand(v.trim(), &local, lookup)
+                c if is_space(c) => {}
+                '_' | '.' | '-' | '[' | ']' => {}
+                c if c.is_alphanumeric() => {}
+                c => {
+                    return Err((
+                        line,
+                        format!("unexpected character {c:?} in a variable name"),
+                    ));
+                }
+            }
+        }
+        let key = stmt[..key_end].trim_end();
+        if key.is_empty() {
+            return Err((line, "expected KEY=VALUE".into()));
+        }
+        if key.contains(' ') {
+            return Err((line, "a key cannot contain a space".into()));
+        }
+        let key = key.to_string();
+        let Some(value_at) = value_at else {
+            // `KEY` alone: inherited.
+            let value = lookup(&key);
+            if let Some(v) = &value {
+                vars.insert(key.clone(), v.clone());
+            }
+            out.push((key, value));
+            pos = (stmt_at + key_end).min(src.len());
+            continue;
         };
-        local.insert(key.to_string(), value.clone());
-        out.push((key.to_string(), Some(value)));
+        let rest = stmt[value_at..].trim_start_matches(is_space);
+        let rest_at = src.len() - rest.len();
+        let expand = |s: &str, vars: &HashMap<String, String>| {
+            let get = |k: &str| lookup(k).or_else(|| vars.get(k).cloned());
+            template::substitute(s, &get).map_err(|e| (line, e.to_string()))
+        };
+        let (value, next) = match rest.as_bytes().first() {
+            Some(&q @ (b'"' | b'\'')) => {
+                let (body, len) = quoted(rest, q as char)
+                    .ok_or_else(|| (line_at(rest_at), "unterminated quoted value".to_string()))?;
+                let value = if q == b'"' {
+                    expand(&unescape(&body), vars)?
+                } else {
+                    body
+                };
+                (value, rest_at + len)
+            }
+            _ => {
+                let end = rest.find('\n').unwrap_or(rest.len());
+                let v = &rest[..end];
+                let v = v.split_once(" #").map_or(v, |(v, _)| v).trim_end();
+                (expand(v, vars)?, rest_at + end)
+            }
+        };
+        vars.insert(key.clone(), value.clone());
+        out.push((key, Some(value)));
+        pos = next;
     }
-    Ok(out)
 }
 
-/// Index of the first unescaped `"` in `s`.
-fn closing_quote(s: &str) -> Option<usize> {
+/// Space that is not a line break (compose-go's `isSpace`).
+fn is_space(c: char) -> bool {
+    matches!(
+        c,
+        '\t' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{85}' | '\u{a0}'
+    )
+}
+
+/// The body of the quoted value at the start of `s` (escaped quotes unescaped, other
+/// backslashes kept) and the length up to and including the closing quote.
+fn quoted(s: &str, quote: char) -> Option<(String, usize)> {
+    let mut body = String::new();
     let mut escaped = false;
-    for (i, c) in s.char_indices() {
-        match c {
-            '\\' if !escaped => escaped = true,
-            '"' if !escaped => return Some(i),
-            _ => escaped = false,
+    for (i, c) in s.char_indices().skip(1) {
+        if c != quote {
+            if !escaped && c == '\\' {
+                escaped = true;
+                continue;
+            }
+            if escaped {
+                escaped = false;
+                body.push('\\');
+            }
+            body.push(c);
+            continue;
         }
+        if escaped {
+            escaped = false;
+            body.push(c);
+            continue;
+        }
+        return Some((body, i + 1));
     }
     None
 }
 
+/// Shell escapes in a double-quoted value; `\$` becomes `$$` so it stays literal through
+/// substitution. Unknown escapes are kept as written.
 fn unescape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('n') => out.push('\n'),
-            Some('t') => out.push('\t'),
-            Some('r') => out.push('\r'),
-            Some(c @ ('\\' | '"')) => out.push(c),
-            Some(c) => {
-                out.push('\\');
-                out.push(c);
-            }
-            None => out.push('\\'),
-        }
-    }
-    out
-}
-
-/// `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `$VAR`, `$$`.
-fn expand(s: &str, local: &HashMap<String, String>, lookup: &HashMap<String, String>) -> String {
-    let get = |k: &str| local.get(k).or_else(|| lookup.get(k)).cloned();
-    let mut out = String::with_capacity(s.len());
     let mut rest = s;
-    while let Some(pos) = rest.find('$') {
-        out.push_str(&rest[..pos]);
-        let after = &rest[pos + 1..];
-        if let Some(a) = after.strip_prefix('$') {
-            out.push('$');
-            rest = a;
-        } else if let Some(body) = after.strip_prefix('{') {
-            let Some(end) = body.find('}') else {
-                out.push_str(&rest[pos..]);
-                return out;
-            };
-            let inner = &body[..end];
-            let value = if let Some((name, def)) = inner.split_once(":-") {
-                get(name)
-                    .filter(|v| !v.is_empty())
-                    .unwrap_or(def.to_string())
-            } else if let Some((name, def)) = inner.split_once('-') {
-                get(name).unwrap_or(def.to_string())
-            } else {
-                get(inner).unwrap_or_default()
-            };
-            out.push_str(&value);
-            rest = &body[end + 1..];
-        } else {
-            let len = after
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(after.len());
-            if len == 0 {
-                out.push('$');
-            } else {
-                out.push_str(&get(&after[..len]).unwrap_or_default());
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let mut chars = after.chars();
+        let (text, used): (String, usize) = match chars.next() {
+            Some('a') => ("\u{7}".into(), 1),
+            Some('b') => ("\u{8}".into(), 1),
+            Some('f') => ("\u{c}".into(), 1),
+            Some('n') => ("\n".into(), 1),
+            Some('r') => ("\r".into(), 1),
+            Some('t') => ("\t".into(), 1),
+            Some('v') => ("\u{b}".into(), 1),
+            Some('$') => ("$$".into(), 1),
+            Some('"') => ("\"".into(), 1),
+            Some('\\') => ("\\".into(), 1),
+            Some('0') => {
+                let digits = after[1..]
+                    .bytes()
+                    .take(3)
+                    .take_while(u8::is_ascii_digit)
+                    .count();
+                let octal = &after[1..1 + digits];
+                match u8::from_str_radix(octal, 8) {
+                    Ok(b) if digits == 3 => (char::from(b).to_string(), 1 + digits),
+                    _ => (format!("\\0{octal}"), 1 + digits),
+                }
             }
-            rest = &after[len..];
-        }
+            Some(c) => (format!("\\{c}"), c.len_utf8()),
+            None => ("\\".into(), 0),
+        };
+        out.push_str(&text);
+        rest = &after[used..];
     }
     out.push_str(rest);
     out
@@ -161,18 +209,33 @@ fn expand(s: &str, local: &HashMap<String, String>, lookup: &HashMap<String, Str
 mod tests {
     use super::*;
 
-    fn p(text: &str) -> Vec<(String, Option<String>)> {
-        let lookup = HashMap::from([("OUTER".to_string(), "out".to_string())]);
-        parse(text, &lookup).unwrap()
+    fn with(text: &str, env: &[(&str, &str)]) -> Result<Entries, (usize, String)> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        parse(text, &|k| env.get(k).cloned(), &mut HashMap::new())
+    }
+
+    fn p(text: &str) -> Entries {
+        with(text, &[("OUTER", "out")]).unwrap()
     }
 
     fn kv(k: &str, v: &str) -> (String, Option<String>) {
         (k.to_string(), Some(v.to_string()))
     }
 
+    fn value(text: &str, env: &[(&str, &str)], key: &str) -> Option<String> {
+        with(text, env)
+            .unwrap()
+            .into_iter()
+            .rfind(|(k, _)| k == key)
+            .and_then(|(_, v)| v)
+    }
+
     #[test]
     fn forms() {
-        let text = "# comment\n\nA=1\nexport B = two \nC='lit ${A}'\nD=\"q\\n${A}\"\nE=x # note\nF\nG=${OUTER}-$A-${NOPE:-d}\nH=\"multi\nline\"\nI=\n";
+        let text = "# comment\n\nA=1\nexport B = two \nC='lit ${A}'\nD=\"q\\n${A}\"\nE=x # note\nF\nG=${OUTER}-$A-${NOPE:-d}\nH=\"multi\nline\"\nI=\nJ: yaml\nK=x#y\nOUTER\n";
         assert_eq!(
             p(text),
             vec![
@@ -185,14 +248,79 @@ mod tests {
                 kv("G", "out-1-d"),
                 kv("H", "multi\nline"),
                 kv("I", ""),
+                kv("J", "yaml"),
+                kv("K", "x#y"),
+                kv("OUTER", "out"),
             ]
         );
     }
 
     #[test]
+    fn every_operator_and_nesting() {
+        let env = [("BASE", "/srv"), ("EMPTY", "")];
+        let v = |line: &str| value(&format!("X={line}\n"), &env, "X").unwrap();
+        assert_eq!(v("${BASE:+set}"), "set");
+        assert_eq!(v("${EMPTY:+set}"), "");
+        assert_eq!(v("${EMPTY+set}"), "set");
+        assert_eq!(v("${NOPE+set}"), "");
+        assert_eq!(v("${MISSING:-${BASE}/nested}"), "/srv/nested");
+        assert_eq!(v("${EMPTY-x}"), "");
+        assert_eq!(v("${EMPTY:-x}"), "x");
+        assert_eq!(v("${BASE:?need it}"), "/srv");
+        assert_eq!(v("\"${MISSING:-${EMPTY:-${BASE}}}\""), "/srv");
+        assert_eq!(v("'${BASE}'"), "${BASE}");
+        assert_eq!(v("$$BASE"), "$BASE");
+        assert_eq!(v("\"\\$BASE\""), "$BASE");
+        let e = with("A=1\nX=${MISSING:?set it}\n", &env).unwrap_err();
+        assert_eq!(
+            e,
+            (
+                2,
+                "required variable MISSING is missing a value: set it".into()
+            )
+        );
+        assert!(with("X=${EMPTY?}\n", &env).is_ok());
+        assert_eq!(with("X=${MISSING?}\n", &env).unwrap_err().0, 1);
+        assert_eq!(with("\nX=${ bad}\n", &env).unwrap_err().0, 2);
+    }
+
+    #[test]
+    fn the_process_environment_wins_over_earlier_keys() {
+        let env = [("BASE", "/env")];
+        let text = "BASE=/file\nX=${BASE}/x\nY=$OTHER\nOTHER=o\nZ=$OTHER\n";
+        assert_eq!(value(text, &env, "X").unwrap(), "/env/x");
+        assert_eq!(value(text, &env, "Y").unwrap(), "");
+        assert_eq!(value(text, &env, "Z").unwrap(), "o");
+        // Keys from earlier files count too.
+        let mut vars = HashMap::from([("PRIOR".to_string(), "p".to_string())]);
+        let e = parse("X=${PRIOR}\n", &|_| None, &mut vars).unwrap();
+        assert_eq!(e, vec![kv("X", "p")]);
+        assert_eq!(vars["X"], "p");
+    }
+
+    #[test]
+    fn escapes() {
+        let v = |line: &str| value(&format!("X={line}\n"), &[], "X").unwrap();
+        assert_eq!(v(r#""a\tb\\c\"d""#), "a\tb\\c\"d");
+        assert_eq!(v(r#""\0101\c""#), "A\\c");
+        assert_eq!(v(r"'it\'s \n'"), "it's \\n");
+        assert_eq!(v(r"plain\n"), "plain\\n");
+        assert_eq!(v("\"x\" # comment"), "x");
+    }
+
+    #[test]
     fn errors_name_the_line() {
-        let lookup = HashMap::new();
-        assert_eq!(parse("A=1\nnot valid\n", &lookup).unwrap_err().0, 2);
-        assert_eq!(parse("A='x\n", &lookup).unwrap_err().0, 1);
+        assert_eq!(with("A=1\nnot valid\n", &[]).unwrap_err().0, 2);
+        assert_eq!(with("A=1\nB='x\n", &[]).unwrap_err().0, 2);
+        assert_eq!(with("A=1\n\nB=\"x\n", &[]).unwrap_err().0, 3);
+        assert_eq!(with("A=1\nB!=2\n", &[]).unwrap_err().0, 2);
+        let e = with("PASS=secret value\nBAD KEY=hunter2\n", &[]).unwrap_err();
+        assert_eq!(e.0, 2);
+        assert!(
+            !e.1.contains("hunter2") && !e.1.contains("secret"),
+            "{}",
+            e.1
+        );
+        assert!(with("\u{feff}A=1\n", &[]).is_ok());
     }
 }

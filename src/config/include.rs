@@ -122,13 +122,8 @@ fn load_include(
                 ));
             }
         };
-        let entries = dotenv::parse(&text, env)
+        dotenv::parse(&text, &|k| env.get(k).cloned(), &mut inc_env)
             .map_err(|(line, msg)| fail(&inc.loc, &p, format!("{}:{line}: {msg}", f.display())))?;
-        for (k, v) in entries {
-            if let Some(v) = v {
-                inc_env.insert(k, v);
-            }
-        }
     }
     for (k, v) in env {
         inc_env.insert(k.clone(), v.clone());

@@ -38,6 +38,7 @@ mod read;
 mod service;
 mod stateful;
 mod syntax;
+mod template;
 mod yaml;
 
 use std::collections::HashMap;
@@ -45,6 +46,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use model::*;
+pub use syntax::parse_duration;
 
 /// What to load: mirrors the command-line flags.
 #[derive(Debug, Clone, Default)]
@@ -324,18 +326,9 @@ fn environment(
             }
             Err(e) => return Err(ConfigError(format!("{shown}: cannot read: {e}"))),
         };
-        // Values may refer to the process environment and to earlier entries.
-        let mut lookup = opts.env.clone();
-        for (k, v) in &env {
-            lookup.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-        let entries = dotenv::parse(&text, &lookup)
+        // Values may refer to the process environment (first) and to earlier entries.
+        dotenv::parse(&text, &|k| opts.env.get(k).cloned(), &mut env)
             .map_err(|(line, msg)| ConfigError(format!("{shown}:{line}: {msg}")))?;
-        for (k, v) in entries {
-            if let Some(v) = v {
-                env.insert(k, v);
-            }
-        }
     }
     for (k, v) in &opts.env {
         env.insert(k.clone(), v.clone());

@@ -85,7 +85,8 @@ pub fn scalar_text(node: &Node) -> Option<String> {
     }
 }
 
-/// A string; numbers are accepted as their decimal text (`user: 1000`).
+/// A string; numbers are accepted as their decimal text where the caller allows them
+/// (service keys compose types as strings refuse them first, see `service.rs`).
 pub fn string(node: &Node, path: &str) -> Result<String> {
     match &node.kind {
         Kind::Str(s) => Ok(s.clone()),
@@ -185,16 +186,17 @@ pub fn opt_boolean(node: &Node, path: &str) -> Result<Option<bool>> {
     }
 }
 
-/// A Compose duration (`1m30s`); a bare integer is a number of seconds.
+/// A Compose duration (`1m30s`, see [`syntax::parse_duration`]). Like compose, a number
+/// without a unit is refused, written as a number or as a string.
 pub fn duration(node: &Node, path: &str) -> Result<Duration> {
     match &node.kind {
-        Kind::Int(i) if *i >= 0 => Ok(Duration::from_secs(*i as u64)),
         Kind::Str(s) => syntax::parse_duration(s).map_err(|m| bad(node, path, m)),
-        _ => Err(bad(
+        Kind::Int(_) | Kind::Float(_) => Err(bad(
             node,
             path,
-            "expected a duration like 10s, 1m30s or 500ms",
+            format!("{} (a number needs a unit)", syntax::DURATION_HINT),
         )),
+        _ => Err(bad(node, path, syntax::DURATION_HINT)),
     }
 }
 
@@ -270,6 +272,9 @@ pub fn map_or_list(node: &Node, path: &str) -> Result<Vec<Entry>> {
         Kind::Map(entries) => entries
             .iter()
             .map(|(k, v)| {
+                if k.name.is_empty() {
+                    return Err(fail(&k.loc, path, "a key cannot be empty"));
+                }
                 let value = match &v.kind {
                     Kind::Null => None,
                     _ => Some(scalar_text(v).ok_or_else(|| {

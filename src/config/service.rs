@@ -130,7 +130,7 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
     };
     let mut image = None;
     let mut has_build = None;
-    let mut env_from_files: Vec<(String, Option<String>)> = Vec::new();
+    let mut env_file_node: Option<(&Node, String)> = None;
     let mut env_inline = Vec::new();
     let mut restart_key: Option<(Option<RestartCondition>, Option<u32>)> = None;
     let mut deploy_restart: Option<RestartPolicy> = None;
@@ -143,18 +143,22 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
     let mut reservations = Resources::default();
     let mut network_mode_loc = None;
     let mut networks_loc = None;
+    // Where cpus, mem_limit, mem_reservation and pids_limit were written.
+    let mut resource_locs: Vec<(&'static str, Loc)> = Vec::new();
     // Services this one needs started first without saying so in depends_on.
     let mut implied: Vec<(String, Loc, String)> = Vec::new();
 
     for (k, v) in entries {
         let p = child(&path, &k.name);
         let p = p.as_str();
+        no_number_where_compose_wants_text(&k.name, v, p)?;
         match k.name.as_str() {
             "image" => image = Some(read::string(v, p)?),
             "command" => s.command = opt_words(v, p)?,
             "entrypoint" => s.entrypoint = opt_words(v, p)?,
             "environment" => env_inline = read::map_or_list(v, p)?,
-            "env_file" => env_from_files = env_files(cx, v, p)?,
+            // Read after the loop: its variables may come from `environment`.
+            "env_file" => env_file_node = Some((v, p.to_string())),
             "labels" => {
                 for e in read::map_or_list(v, p)? {
                     s.labels.insert(e.key, e.value.unwrap_or_default());
@@ -263,7 +267,11 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
             "expose" => o.expose = expose(v, p)?,
             "cap_add" => o.cap_add = read::string_or_list(v, p, false)?,
             "cap_drop" => o.cap_drop = read::string_or_list(v, p, false)?,
-            "security_opt" => o.security_opt = read::string_or_list(v, p, false)?,
+            "security_opt" => {
+                // A list, as the Compose schema wants (compose refuses a string).
+                read::seq(v, p)?;
+                o.security_opt = read::string_or_list(v, p, false)?
+            }
             "dns" => o.dns = read::string_or_list(v, p, false)?,
             "dns_search" => o.dns_search = read::string_or_list(v, p, false)?,
             "dns_opt" => o.dns_opt = read::string_or_list(v, p, false)?,
@@ -281,8 +289,14 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
             "devices" => o.devices = devices(v, p)?,
             "extra_hosts" => o.extra_hosts = extra_hosts(v, p)?,
             "shm_size" => o.shm_size = read::opt_size(v, p)?,
-            "mem_limit" => o.mem_limit = read::opt_size(v, p)?,
-            "mem_reservation" => o.mem_reservation = read::opt_size(v, p)?,
+            "mem_limit" => {
+                o.mem_limit = read::opt_size(v, p)?;
+                resource_locs.push(("mem_limit", v.loc.clone()));
+            }
+            "mem_reservation" => {
+                o.mem_reservation = read::opt_size(v, p)?;
+                resource_locs.push(("mem_reservation", v.loc.clone()));
+            }
             "memswap_limit" => {
                 o.memswap_limit = match &v.kind {
                     Kind::Int(-1) => Some(-1),
@@ -290,13 +304,25 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
                     _ => read::opt_size(v, p)?,
                 }
             }
-            "pids_limit" => o.pids_limit = Some(read::int(v, p)?),
+            "pids_limit" => {
+                o.pids_limit = Some(read::int(v, p)?);
+                resource_locs.push(("pids_limit", v.loc.clone()));
+            }
             "mem_swappiness" => o.mem_swappiness = Some(read::int(v, p)?),
-            "oom_score_adj" => o.oom_score_adj = Some(read::int(v, p)?),
+            "oom_score_adj" => {
+                let adj = read::int(v, p)?;
+                if !(-1000..=1000).contains(&adj) {
+                    return Err(read::bad(v, p, "expected a number from -1000 to 1000"));
+                }
+                o.oom_score_adj = Some(adj);
+            }
             "cpu_shares" => o.cpu_shares = Some(read::int(v, p)?),
             "cpu_period" => o.cpu_period = Some(read::int(v, p)?),
             "cpu_quota" => o.cpu_quota = Some(read::int(v, p)?),
-            "cpus" => o.cpus = Some(read::float(v, p)?),
+            "cpus" => {
+                o.cpus = Some(read::float(v, p)?);
+                resource_locs.push(("cpus", v.loc.clone()));
+            }
             "ulimits" => o.ulimits = ulimits(v, p)?,
             "logging" => o.logging = Some(logging(cx.warnings, v, p)?),
             "secrets" => o.secrets = file_mounts(cx, v, p, true)?,
@@ -427,7 +453,45 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
         d.default_network = false;
     }
 
-    // Resource limits: deploy.resources wins over the service-level keys, as in compose.
+    // A service-level key and its deploy.resources twin must agree, as compose checks
+    // (a `limits` or `reservations` block without the twin counts as zero, as there).
+    for (key, loc) in &resource_locs {
+        let (set, twin, block, other) = match *key {
+            "cpus" => (
+                o.cpus.is_some_and(|c| c != 0.0),
+                "deploy.resources.limits.cpus",
+                &limits,
+                o.cpus != Some(limits.cpus.unwrap_or(0.0)),
+            ),
+            "mem_limit" => (
+                o.mem_limit.is_some_and(|m| m != 0),
+                "deploy.resources.limits.memory",
+                &limits,
+                o.mem_limit != Some(limits.memory.unwrap_or(0)),
+            ),
+            "mem_reservation" => (
+                o.mem_reservation.is_some_and(|m| m != 0),
+                "deploy.resources.reservations.memory",
+                &reservations,
+                o.mem_reservation != Some(reservations.memory.unwrap_or(0)),
+            ),
+            _ => (
+                o.pids_limit.is_some_and(|m| m != 0),
+                "deploy.resources.limits.pids",
+                &limits,
+                o.pids_limit != Some(limits.pids.unwrap_or(0)),
+            ),
+        };
+        if set && block.present && other {
+            return Err(fail(
+                loc,
+                &child(&path, key),
+                format!("differs from {twin}; set only one (compose refuses distinct values)"),
+            ));
+        }
+    }
+    // Resource limits: the deploy.resources values (equal to the service-level keys when
+    // both are written, checked above) are the ones used.
     if let Some(m) = limits.memory {
         o.mem_limit = Some(m);
     }
@@ -457,12 +521,28 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
     s.options = o;
 
     // env_file entries first, `environment` on top; a bare KEY takes the environment's value.
+    let env_inline: Vec<(String, Option<String>)> = env_inline
+        .into_iter()
+        .map(|e| {
+            let value = e.value.or_else(|| cx.env.get(&e.key).cloned());
+            (e.key, value)
+        })
+        .collect();
+    let env_from_files = match env_file_node {
+        Some((v, p)) => {
+            let service_env: HashMap<String, String> = env_inline
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+                .collect();
+            env_files(cx, v, &p, &service_env)?
+        }
+        None => Vec::new(),
+    };
     for (k, v) in env_from_files {
         s.environment.insert(k, v);
     }
-    for e in env_inline {
-        let value = e.value.or_else(|| cx.env.get(&e.key).cloned());
-        s.environment.insert(e.key, value);
+    for (k, v) in env_inline {
+        s.environment.insert(k, v);
     }
     s.volumes.extend(tmpfs);
     if d.default_network {
@@ -505,7 +585,63 @@ fn opt_words(v: &Node, p: &str) -> Result<Option<Vec<String>>> {
     }
 }
 
-fn env_files(cx: &mut Cx, v: &Node, p: &str) -> Result<Vec<(String, Option<String>)>> {
+/// Service keys the Compose schema types as strings (or lists of strings): compose refuses
+/// a YAML number there (`user: 1000` must be written `user: "1000"`), and so does drover.
+const TEXT_KEYS: &[&str] = &[
+    "image",
+    "user",
+    "working_dir",
+    "hostname",
+    "domainname",
+    "container_name",
+    "stop_signal",
+    "ipc",
+    "pid",
+    "uts",
+    "userns_mode",
+    "runtime",
+    "cgroup_parent",
+    "mac_address",
+    "platform",
+];
+const TEXT_LIST_KEYS: &[&str] = &[
+    "cap_add",
+    "cap_drop",
+    "dns_search",
+    "dns_opt",
+    "external_links",
+    "links",
+    "security_opt",
+];
+
+fn no_number_where_compose_wants_text(key: &str, v: &Node, p: &str) -> Result<()> {
+    let number = |n: &Node| matches!(n.kind, Kind::Int(_) | Kind::Float(_));
+    let why = "expected a string (quote a number, as compose requires)";
+    if TEXT_KEYS.contains(&key) && number(v) {
+        return Err(read::bad(v, p, why));
+    }
+    if TEXT_LIST_KEYS.contains(&key) {
+        match &v.kind {
+            Kind::Seq(items) => {
+                if let Some((i, item)) = items.iter().enumerate().find(|(_, n)| number(n)) {
+                    return Err(read::bad(item, &index(p, i), why));
+                }
+            }
+            _ if number(v) => return Err(read::bad(v, p, why)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `env_file`: its variables come from the project's variables, then from the service's
+/// `environment` (`service_env`), then from the keys read before, as compose resolves them.
+fn env_files(
+    cx: &mut Cx,
+    v: &Node,
+    p: &str,
+    service_env: &HashMap<String, String>,
+) -> Result<Vec<(String, Option<String>)>> {
     let mut files: Vec<(String, bool, Loc, String)> = Vec::new();
     match &v.kind {
         Kind::Str(s) => files.push((s.clone(), true, v.loc.clone(), p.to_string())),
@@ -536,6 +672,7 @@ fn env_files(cx: &mut Cx, v: &Node, p: &str) -> Result<Vec<(String, Option<Strin
         _ => return Err(fail(&v.loc, p, "expected a path or a list of paths")),
     }
     let mut out = Vec::new();
+    let mut read_so_far = service_env.clone();
     for (file, required, loc, ip) in files {
         let full = syntax::join_lexically(cx.project_dir, Path::new(&file));
         let text = match std::fs::read_to_string(&full) {
@@ -549,12 +686,12 @@ fn env_files(cx: &mut Cx, v: &Node, p: &str) -> Result<Vec<(String, Option<Strin
                 ));
             }
         };
-        let entries = dotenv::parse(&text, cx.env)
+        // The project's variables first, then the service's, then the keys read before.
+        let lookup = |k: &str| cx.env.get(k).or_else(|| service_env.get(k)).cloned();
+        let entries = dotenv::parse(&text, &lookup, &mut read_so_far)
             .map_err(|(line, msg)| fail(&loc, &ip, format!("{}:{line}: {msg}", full.display())))?;
-        for (k, v) in entries {
-            let v = v.or_else(|| cx.env.get(&k).cloned());
-            out.push((k, v));
-        }
+        // A key alone that the project's variables lack is left out, as compose does.
+        out.extend(entries.into_iter().filter(|(_, v)| v.is_some()));
     }
     Ok(out)
 }
@@ -596,7 +733,14 @@ fn ports(item: &Node, p: &str, out: &mut Vec<Port>) -> Result<()> {
                             _ => Some(read::u16_(v, &kp, "a port number (1-65535)")?),
                         }
                     }
-                    "host_ip" => port.host_ip = read::opt_string(v, &kp)?,
+                    "host_ip" => {
+                        port.host_ip = match read::opt_string(v, &kp)? {
+                            Some(ip) if !ip.is_empty() => {
+                                Some(syntax::parse_host_ip(&ip).map_err(|m| fail(&v.loc, &kp, m))?)
+                            }
+                            _ => None,
+                        }
+                    }
                     "protocol" => {
                         port.protocol = syntax::parse_protocol(&read::string(v, &kp)?)
                             .map_err(|m| fail(&v.loc, &kp, m))?
@@ -821,6 +965,10 @@ fn networks(
 ) -> Result<()> {
     for (name, loc, settings) in read::names_with_settings(v, p)? {
         let np = child(p, &name);
+        if out.contains_key(&name) {
+            // Only a list can name a network twice; compose refuses it.
+            return Err(fail(&loc, &np, "the network is listed twice"));
+        }
         if !cx.networks.contains_key(&name) && name != "default" {
             return Err(fail(
                 &loc,
@@ -924,6 +1072,8 @@ fn restart(v: &Node, p: &str) -> Result<(Option<RestartCondition>, Option<u32>)>
 /// `deploy.resources.limits` or `.reservations`.
 #[derive(Default)]
 struct Resources {
+    /// The block was written (compose compares against it even when a value is missing).
+    present: bool,
     cpus: Option<f64>,
     memory: Option<i64>,
     pids: Option<i64>,
@@ -987,6 +1137,7 @@ fn deploy(cx: &mut Cx, v: &Node, p: &str) -> Result<Deploy> {
                         }
                     };
                     let limits = rk.name == "limits";
+                    target.present = true;
                     for (ek, ev) in read::map_or_null(rv, &rp)? {
                         let ep = child(&rp, &ek.name);
                         match ek.name.as_str() {
@@ -1210,6 +1361,9 @@ fn extra_hosts(v: &Node, p: &str) -> Result<Vec<String>> {
         Kind::Map(entries) => {
             for (k, val) in entries {
                 let kp = child(p, &k.name);
+                if k.name.is_empty() {
+                    return Err(fail(&k.loc, p, "a host name cannot be empty"));
+                }
                 let ips = match &val.kind {
                     Kind::Seq(_) => read::string_or_list(val, &kp, false)?,
                     _ => vec![read::string(val, &kp)?],
@@ -1461,20 +1615,25 @@ fn depends_on(
             }
         }
         if !cx.services.contains(&name) {
-            if dep.required {
-                let why = match cx.disabled.get(&name) {
-                    Some(profiles) => format!(
-                        "service {name:?} is not enabled: enable one of its profiles ({}) \
-                         with --profile or COMPOSE_PROFILES, or set required: false",
-                        profiles.join(", ")
-                    ),
-                    None => format!("no such service {name:?}"),
-                };
-                return Err(fail(&loc, &np, why));
-            }
-            cx.warnings
-                .at(&loc, &np, "no such service; optional dependency ignored");
-            continue;
+            // As compose: `required: false` excuses a service disabled by its profiles,
+            // not one that does not exist.
+            let why = match cx.disabled.get(&name) {
+                Some(_) if !dep.required => {
+                    cx.warnings.at(
+                        &loc,
+                        &np,
+                        "service not enabled; optional dependency ignored",
+                    );
+                    continue;
+                }
+                Some(profiles) => format!(
+                    "service {name:?} is not enabled: enable one of its profiles ({}) \
+                     with --profile or COMPOSE_PROFILES, or set required: false",
+                    profiles.join(", ")
+                ),
+                None => format!("no such service {name:?}"),
+            };
+            return Err(fail(&loc, &np, why));
         }
         out.insert(name.clone(), dep);
         locs.insert(name, loc);

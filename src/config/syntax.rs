@@ -9,46 +9,86 @@ use std::time::Duration;
 
 use super::model::{MountKind, Protocol};
 
-/// A Compose/Go duration: `1m30s`, `10s`, `500ms`, `1.5h`, `2us`, `100ns`.
+/// What [`parse_duration`] accepts, for messages and docs.
+pub const DURATION_HINT: &str = "expected a duration like 10s, 1m30s, 1.5h or 500ms \
+                                 (units ns, us, ms, s, m, h, d, w)";
+
+/// A duration as Compose reads one (compose-go decodes durations with go-str2duration,
+/// Go's `time.ParseDuration` plus days and weeks): one or more numbers, each with a
+/// fraction optionally (`1.5m`, `.5s`) and a unit (`ns`, `us`/`µs`, `ms`, `s`, `m`, `h`,
+/// `d`, `w`), combined without spaces (`1h30m`); `0` alone needs no unit. A number
+/// without a unit, a space, an unknown unit or a negative duration is refused. The same
+/// syntax serves the command line's flags and every duration in the files.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || "expected a duration like 10s, 1m30s or 500ms".to_string();
-    let s = s.trim();
-    if s.is_empty() {
-        return Err(bad());
-    }
-    if s == "0" {
+    let bad = || DURATION_HINT.to_string();
+    let (negative, body) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if body == "0" {
         return Ok(Duration::ZERO);
     }
-    let mut total = 0f64;
-    let mut rest = s;
+    if body.is_empty() {
+        return Err(bad());
+    }
+    let mut total: u128 = 0;
+    let mut rest = body;
     while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        if num_len == 0 {
+        let int_len = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let int = &rest[..int_len];
+        rest = &rest[int_len..];
+        let mut frac = "";
+        if let Some(after) = rest.strip_prefix('.') {
+            let n = after
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(after.len());
+            frac = &after[..n];
+            rest = &after[n..];
+        }
+        if int.is_empty() && frac.is_empty() {
             return Err(bad());
         }
-        let n: f64 = rest[..num_len].parse().map_err(|_| bad())?;
-        rest = &rest[num_len..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
-        let nanos_per = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
+        let nanos_per: u128 = match &rest[..unit_len] {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            "d" => 86_400_000_000_000,
+            "w" => 604_800_000_000_000,
+            "" => return Err(format!("{} (a number needs a unit)", bad())),
             _ => return Err(bad()),
         };
-        total += n * nanos_per;
         rest = &rest[unit_len..];
+        let whole: u128 = if int.is_empty() {
+            0
+        } else {
+            int.parse().map_err(|_| bad())?
+        };
+        total = total.saturating_add(whole.saturating_mul(nanos_per));
+        if !frac.is_empty() {
+            // As Go does: the fraction's digits scaled in floating point, truncated.
+            let digits = &frac[..frac.len().min(18)];
+            let f: f64 = digits.parse::<u64>().map_err(|_| bad())? as f64;
+            let scale = 10f64.powi(digits.len() as i32);
+            total = total.saturating_add((f * (nanos_per as f64 / scale)) as u128);
+        }
+        // Go's durations end at about 292 years.
+        if total > i64::MAX as u128 {
+            return Err("the duration is too long".into());
+        }
     }
-    if !total.is_finite() || total > u64::MAX as f64 {
-        return Err(bad());
+    if negative && total > 0 {
+        return Err("a duration cannot be negative".into());
     }
-    Ok(Duration::from_nanos(total.round() as u64))
+    Ok(Duration::from_nanos(total as u64))
 }
 
 /// A byte size as compose reads it (go-units `RAMInBytes`): a number, optionally with a
@@ -181,27 +221,42 @@ pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
     Ok((a, b))
 }
 
-/// `[host_ip:][published[-range]:]target[-range][/protocol]`; IPv6 host addresses in brackets.
+/// A port's host address as compose checks it: an IPv4 or IPv6 address (IPv6 possibly in
+/// brackets), returned without the brackets.
+pub fn parse_host_ip(s: &str) -> Result<String, String> {
+    let ip = match s.strip_prefix('[') {
+        Some(inner) => inner
+            .strip_suffix(']')
+            .ok_or_else(|| format!("invalid IP address: {s}"))?,
+        None => s,
+    };
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(_) => Ok(ip.to_string()),
+        Err(_) => Err(format!("invalid IP address: {s}")),
+    }
+}
+
+/// `[host_ip:][published[-range]:]target[-range][/protocol]`, split as compose does: the
+/// last part is the target, the one before it the published port, everything before
+/// those the host address (so `::1:8080:80` and `[::1]:8080:80` both bind `::1`).
 pub fn parse_port_short(s: &str) -> Result<PortSpec, String> {
     let (body, protocol) = match s.rsplit_once('/') {
         Some((b, p)) => (b, parse_protocol(p)?),
         None => (s, Protocol::Tcp),
     };
-    let (host_ip, rest) = if let Some(after) = body.strip_prefix('[') {
-        let (ip, rest) = after
-            .split_once(']')
-            .ok_or("unclosed [ in the host address")?;
-        let rest = rest
-            .strip_prefix(':')
-            .ok_or("expected HOST_IP:PUBLISHED:TARGET")?;
-        (Some(ip.to_string()), rest)
+    let parts: Vec<&str> = body.split(':').collect();
+    let n = parts.len();
+    let (host_ip, rest) = if n <= 2 {
+        (None, body)
     } else {
-        let parts: Vec<&str> = body.split(':').collect();
-        match parts.len() {
-            1 | 2 => (None, body),
-            3 => (Some(parts[0].to_string()), &body[parts[0].len() + 1..]),
-            _ => return Err("expected [HOST_IP:][PUBLISHED:]TARGET[/PROTOCOL]".into()),
-        }
+        let ip_len = parts[..n - 2].iter().map(|p| p.len() + 1).sum::<usize>() - 1;
+        let ip = &body[..ip_len];
+        let ip = if ip.is_empty() {
+            None
+        } else {
+            Some(parse_host_ip(ip)?)
+        };
+        (ip, &body[ip_len + 1..])
     };
     let (published, target) = match rest.split_once(':') {
         Some((p, t)) => (Some(p), t),
@@ -335,16 +390,32 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("2us"), Ok(Duration::from_micros(2)));
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert!(parse_duration("10").is_err());
-        assert!(parse_duration("abc").is_err());
-        assert!(parse_duration("5x").is_err());
-        assert!(parse_duration("").is_err());
+        let ok = |s: &str| parse_duration(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+        assert_eq!(ok("1m30s"), Duration::from_secs(90));
+        assert_eq!(ok("1h30m"), Duration::from_secs(5400));
+        assert_eq!(ok("10s"), Duration::from_secs(10));
+        assert_eq!(ok("500ms"), Duration::from_millis(500));
+        assert_eq!(ok("1.5h"), Duration::from_secs(5400));
+        assert_eq!(ok("1.5m"), Duration::from_secs(90));
+        assert_eq!(ok(".5s"), Duration::from_millis(500));
+        assert_eq!(ok("2us"), Duration::from_micros(2));
+        assert_eq!(ok("1µs"), Duration::from_micros(1));
+        assert_eq!(ok("100ns"), Duration::from_nanos(100));
+        assert_eq!(ok("1d"), Duration::from_secs(86_400));
+        assert_eq!(ok("2w"), Duration::from_secs(14 * 86_400));
+        assert_eq!(ok("1h2m3s4ms"), Duration::from_millis(3_723_004));
+        assert_eq!(ok("0"), Duration::ZERO);
+        assert_eq!(ok("+5s"), Duration::from_secs(5));
+        assert_eq!(ok("1.000000001s"), Duration::from_nanos(1_000_000_001));
+        // What compose refuses.
+        for s in [
+            "10", "5.", "1day", "1h 30m", "1H", " 1s", "abc", "5x", "", ".", "s", "1s5",
+        ] {
+            assert!(parse_duration(s).is_err(), "{s:?} accepted");
+        }
+        assert!(parse_duration("10").unwrap_err().contains("needs a unit"));
+        assert!(parse_duration("-1s").unwrap_err().contains("negative"));
+        assert!(parse_duration("3000000h").is_err());
     }
 
     #[test]
@@ -384,6 +455,22 @@ mod tests {
         assert_eq!((p.published, p.target), (Some((9000, 9001)), (9000, 9001)));
         let p = parse_port_short("[::1]:53:53/udp").unwrap();
         assert_eq!(p.host_ip.as_deref(), Some("::1"));
+        let p = parse_port_short("::1:8080:80").unwrap();
+        assert_eq!(p.host_ip.as_deref(), Some("::1"));
+        assert_eq!((p.published, p.target), (Some((8080, 8080)), (80, 80)));
+        let p = parse_port_short("[::1]::80").unwrap();
+        assert_eq!((p.host_ip.as_deref(), p.published), (Some("::1"), None));
+        let p = parse_port_short(":8080:80").unwrap();
+        assert_eq!((p.host_ip, p.published), (None, Some((8080, 8080))));
+        for bad in [
+            "x:8080:80",
+            "1.2.3:80:80",
+            "fe80::1%eth0:80:80",
+            "[::1:80:80",
+        ] {
+            let e = parse_port_short(bad).unwrap_err();
+            assert!(e.starts_with("invalid IP address: "), "{bad}: {e}");
+        }
         let p = parse_port_short("127.0.0.1::80").unwrap();
         assert_eq!(p.published, None);
         assert!(parse_port_short("9000-9002:80-81").is_err());

@@ -1,9 +1,10 @@
 //! The YAML boundary: text plus an environment in, a located [`Node`] tree out.
 //!
 //! This is the only file that knows which YAML crate is used. Interpolation
-//! (`${VAR}`, `${VAR:-default}`, `$$`, ...) follows Compose and happens while the
-//! scalars are read, so every later step sees final values. Anchors, aliases and
-//! `<<` merge keys are expanded by the parser.
+//! (`${VAR}`, `${VAR:-default}`, `$$`, ...) is [`super::template`]'s, the engine `.env`
+//! files use too; it happens while the string scalars are read (values, never keys), so
+//! every later step sees final values. Anchors, aliases and `<<` merge keys are expanded
+//! by the parser.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -100,12 +101,11 @@ pub fn parse(
     text: &str,
     env: Option<&HashMap<String, String>>,
 ) -> Result<Node, ParseError> {
-    let mut options = serde_saphyr::options! {
+    let options = serde_saphyr::options! {
         with_snippet: false,
         leading_zero_numbers_as_strings: true,
         underscored_numbers_as_strings: true,
         strict_booleans: true,
-        property_syntax: serde_saphyr::PropertySyntax::DockerCompose,
         // One `x-` anchor merged into hundreds of services is how large Compose files are
         // written; the alias and expansion caps still stop alias bombs.
         budget: serde_saphyr::budget! { enforce_alias_anchor_ratio: false },
@@ -116,14 +116,13 @@ pub fn parse(
             max_total_replayed_events: 10_000,
         },
     };
-    if let Some(env) = env {
-        options = options.with_properties(env.clone());
-    }
     PATH.with(|p| p.borrow_mut().clear());
     FAILED_AT.with(|f| f.borrow_mut().take());
+    ENV.with(|e| *e.borrow_mut() = env.cloned());
     let result = serde_saphyr::with_deserializer_from_str_with_options(text, options, |d| {
         Spanned::<Raw>::deserialize(d)
     });
+    ENV.with(|e| e.borrow_mut().take());
     match result {
         Ok(raw) => {
             let src = Source::new(text, env.is_some());
@@ -150,30 +149,13 @@ pub fn parse(
 }
 
 /// The crate's rendered message may end with " at line L column C"; the caller prints
-/// the location in front instead. Interpolation failures are worded like Compose's.
+/// the location in front instead. Interpolation failures come worded by `template`.
 fn first_line_without_location(message: &str) -> String {
     let first = message.lines().next().unwrap_or("").trim();
-    let first = match first.rfind(" at line ") {
-        Some(i) => &first[..i],
-        None => first,
-    };
-    // The candidate is part of the value, which may be a password: never repeat it.
-    if first.starts_with("Invalid name: ") {
-        return "invalid interpolation: `${` must start a variable name (write `$$` for a \
-                literal `$`)"
-            .to_string();
+    match first.rfind(" at line ") {
+        Some(i) => first[..i].to_string(),
+        None => first.to_string(),
     }
-    for (prefix, says) in [
-        ("missing property `", "is not set"),
-        ("empty property `", "is empty"),
-    ] {
-        if let Some(rest) = first.strip_prefix(prefix)
-            && let Some((name, tail)) = rest.split_once('`')
-        {
-            return format!("required variable {name} {says}{tail}");
-        }
-    }
-    first.to_string()
 }
 
 fn loc_of(file: &Arc<str>, l: &Location) -> Loc {
@@ -323,6 +305,8 @@ fn to_node(file: &Arc<str>, src: &Source, raw: Spanned<Raw>) -> Node {
 }
 
 thread_local! {
+    /// The variables string scalars are interpolated with; `None`: no interpolation.
+    static ENV: RefCell<Option<HashMap<String, String>>> = const { RefCell::new(None) };
     /// Key path of the value being read, for errors raised inside the parser.
     static PATH: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
     /// The innermost path at which reading failed.
@@ -347,6 +331,20 @@ fn join_path(parts: &[String]) -> String {
         out.push_str(p);
     }
     out
+}
+
+/// A string scalar with its variables substituted, when interpolation is on.
+fn interpolate<E: de::Error>(v: &str) -> Result<String, E> {
+    if !v.contains('$') {
+        return Ok(v.to_string());
+    }
+    ENV.with(|env| match &*env.borrow() {
+        None => Ok(v.to_string()),
+        Some(env) => super::template::substitute(v, &|k| env.get(k).cloned()).map_err(|e| {
+            note_failure();
+            E::custom(e)
+        }),
+    })
 }
 
 /// The parser's view of a value, before file names are attached.
@@ -421,11 +419,15 @@ impl<'de> Visitor<'de> for RawVisitor {
     fn visit_f64<E>(self, v: f64) -> Result<Raw, E> {
         Ok(Raw::Float(v))
     }
-    fn visit_str<E>(self, v: &str) -> Result<Raw, E> {
-        Ok(Raw::Str(v.to_string()))
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Raw, E> {
+        interpolate(v).map(Raw::Str)
     }
-    fn visit_string<E>(self, v: String) -> Result<Raw, E> {
-        Ok(Raw::Str(v))
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Raw, E> {
+        if v.contains('$') {
+            interpolate(&v).map(Raw::Str)
+        } else {
+            Ok(Raw::Str(v))
+        }
     }
     fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Raw, E> {
         String::from_utf8(v.to_vec())
@@ -560,13 +562,16 @@ mod tests {
         let e = p("a: ${EMPTY:?must not be empty}\n", &[("EMPTY", "")]).unwrap_err();
         assert_eq!(
             e.message,
-            "required variable EMPTY is empty: must not be empty"
+            "required variable EMPTY is missing a value: must not be empty"
         );
         // `?` without the colon accepts an empty value, not an unset one.
         let n = p("a: ${EMPTY?unset}\n", &[("EMPTY", "")]).unwrap();
         assert_eq!(n.get("a").unwrap().kind, Kind::Str("".into()));
         let e = p("a: x${GONE?unset}\n", &[]).unwrap_err();
-        assert_eq!(e.message, "required variable GONE is not set: unset");
+        assert_eq!(
+            e.message,
+            "required variable GONE is missing a value: unset"
+        );
         assert_eq!((e.line, e.column, e.path.as_str()), (1, 4, "a"));
         // A broken reference inside a value (a password, say) is not repeated.
         let e = p("a: \"pa${ss-word\"\n", &[]).unwrap_err();
