@@ -119,12 +119,16 @@ pub fn create_body(project: &Project, service: &Service, slot: u32) -> Container
             .push(binding);
     }
 
-    // Binds that may create their host path or need SELinux labels use the `Binds` form
-    // (as `docker run -v` and compose do); everything else is a mount.
+    // Binds that may create their host path use the `Binds` form, as compose does (the
+    // mount form has no such option); so do binds that need SELinux labels (which the
+    // mount form cannot carry). A propagation mode alone asks for the mount form, as in
+    // compose: such a missing path is an engine error. Everything else is a mount.
     let mut binds: Vec<String> = Vec::new();
     let mut mounts: Vec<EngineMount> = Vec::new();
     for m in &service.volumes {
-        if m.kind == MountKind::Bind && (m.create_host_path || m.selinux.is_some()) {
+        if m.kind == MountKind::Bind
+            && (m.selinux.is_some() || (m.create_host_path && m.propagation.is_none()))
+        {
             binds.push(bind_string(m));
         } else {
             mounts.push(engine_mount(m));
@@ -760,6 +764,45 @@ mod tests {
             endpoints["backend-net"].aliases,
             Some(vec!["web".to_string()])
         );
+    }
+
+    #[test]
+    fn binds_take_the_form_compose_gives_them() {
+        let (project, mut service) = fixture();
+        let bind = |target: &str, create: bool, propagation: Option<&str>, z: Option<&str>| Mount {
+            kind: MountKind::Bind,
+            source: Some("/srv/x".into()),
+            target: target.into(),
+            read_only: false,
+            create_host_path: create,
+            propagation: propagation.map(String::from),
+            selinux: z.map(String::from),
+            nocopy: false,
+            tmpfs_size: None,
+            tmpfs_mode: None,
+        };
+        service.volumes = vec![
+            // A short bind, or a long one without a `bind` section: may create its path.
+            bind("/a", true, None, None),
+            // `bind: {create_host_path: false}` or any `bind` section without it.
+            bind("/b", false, None, None),
+            // A propagation mode asks for the mount form, as compose sends it.
+            bind("/c", true, Some("rslave"), None),
+            // SELinux labels exist in the `Binds` form only.
+            bind("/d", false, None, Some("z")),
+        ];
+        let host = create_body(&project, &service, 1).host_config.unwrap();
+        assert_eq!(
+            host.binds,
+            Some(vec!["/srv/x:/a".to_string(), "/srv/x:/d:z".to_string()])
+        );
+        let mounts: Vec<&str> = host
+            .mounts
+            .iter()
+            .flatten()
+            .filter_map(|m| m.target.as_deref())
+            .collect();
+        assert_eq!(mounts, ["/b", "/c"]);
     }
 
     #[test]

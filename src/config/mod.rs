@@ -173,7 +173,16 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         first.parent().map(Path::to_path_buf).unwrap_or_default()
     };
 
-    let env = environment(opts, &project_dir)?;
+    let mut env = environment(opts, &project_dir)?;
+    // Compose interpolates `${COMPOSE_PROJECT_NAME}` as the project name in effect; `-p`
+    // is known before the files are read.
+    if let Some(name) = opts
+        .project_name
+        .as_deref()
+        .and_then(|p| syntax::normalize_project_name(p).ok())
+    {
+        env.insert("COMPOSE_PROJECT_NAME".to_string(), name);
+    }
 
     let mut root: Option<yaml::Node> = None;
     for (shown, path) in &files {
