@@ -309,7 +309,7 @@ impl Executor<'_> {
             Err(e) if status(&e) == Some(409) => return self.existing(docker, &name).await,
             Err(e) => return Err(format!("create {name}: {}", api_error(&e))),
         };
-        for (net, endpoint) in spec::extra_networks(self.project, svc) {
+        for (net, endpoint) in spec::extra_networks(self.project, svc, slot) {
             let req = NetworkConnectRequest {
                 container: id.clone(),
                 endpoint_config: Some(endpoint),
