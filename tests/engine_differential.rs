@@ -799,3 +799,52 @@ fn containers_networks_and_volumes_match_what_compose_v2_creates() {
         diffs.join("\n")
     );
 }
+
+/// Deliberate: compose creates every container up front and starts them in dependency
+/// order; drover creates a service's containers only once its dependencies' conditions
+/// hold. Meanwhile the waiting service has no container, and `plan` says what it waits on.
+#[test]
+fn a_service_waiting_on_a_job_has_no_container_and_plan_says_why() {
+    let name = unique_name("edwait");
+    let p = Project::new(
+        &name,
+        r#"
+services:
+  migrate:
+    image: drover-test/busybox:latest
+    command: ["sh", "-c", "sleep 4"]
+    restart: "no"
+  api:
+    image: drover-test/busybox:latest
+    command: ["sleep", "86400"]
+    stop_signal: SIGKILL
+    depends_on:
+      migrate: {condition: service_completed_successfully}
+"#,
+    );
+    let plan = |p: &Project| {
+        let out = p.drover(&["plan", "-p", &p.name]);
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let waiting = "wait api: no container until migrate has completed successfully \
+                   (depends_on condition service_completed_successfully)";
+    let before = plan(&p);
+    assert!(before.contains(waiting), "{before}");
+    assert!(!before.contains("nothing to do"), "{before}");
+
+    let mut d = p.run(&[]);
+    support::drover::eventually_with(&mut d, UP, "the job running", |_| p.running("migrate") == 1);
+    assert!(
+        p.containers(Some("api"), None).is_empty(),
+        "no container for api while the job runs"
+    );
+    let meanwhile = plan(&p);
+    assert!(meanwhile.contains(waiting), "{meanwhile}");
+    support::drover::eventually_with(&mut d, UP, "api running after the job", |_| {
+        p.running("api") == 1
+    });
+    assert_eq!(p.containers(Some("migrate"), Some("exited")).len(), 1);
+    let after = plan(&p);
+    assert!(after.contains("nothing to do"), "{after}");
+}
