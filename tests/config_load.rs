@@ -532,7 +532,7 @@ fn temp_project(name: &str, text: &str) -> PathBuf {
 }
 
 #[test]
-fn project_name_from_the_command_line_is_interpolated_as_compose_does() {
+fn project_name_in_effect_is_interpolated_as_compose_does() {
     let dir = temp_project(
         "pn",
         "services:\n  a:\n    image: busybox\n    environment:\n      PN: \"${COMPOSE_PROJECT_NAME}\"\n      OR: \"${COMPOSE_PROJECT_NAME:-unset}\"\n",
@@ -552,6 +552,15 @@ fn project_name_from_the_command_line_is_interpolated_as_compose_does() {
     assert_eq!(env(&o)["PN"].as_deref(), Some("myproj"));
     o.project_name = None;
     assert_eq!(env(&o)["PN"].as_deref(), Some("fromenv"));
+    // Without either: the name from `name:`, else the directory's, as compose.
+    o.env.clear();
+    let dir_name = dir.file_name().unwrap().to_string_lossy().to_lowercase();
+    assert_eq!(env(&o)["PN"].as_deref(), Some(dir_name.as_str()));
+    assert_eq!(load(&o).project.name, dir_name);
+    let text = std::fs::read_to_string(dir.join("compose.yml")).unwrap();
+    std::fs::write(dir.join("compose.yml"), format!("name: Named\n{text}")).unwrap();
+    assert_eq!(env(&o)["PN"].as_deref(), Some("named"));
+    assert_eq!(load(&o).project.name, "named");
     let _ = std::fs::remove_dir_all(dir);
 }
 
