@@ -344,6 +344,20 @@ fn compare(fixture: &str, external: &str) -> Vec<String> {
     d.signal("TERM");
     let _ = d.wait_exit(Duration::from_secs(5));
     let ours = held(&b, &p.dir);
+    // DROVER_EDIFF_DUMP=DIR writes both sides, normalised, for a closer look.
+    if let Some(out) = std::env::var_os("DROVER_EDIFF_DUMP") {
+        let out = PathBuf::from(out);
+        std::fs::create_dir_all(&out).unwrap();
+        for (side, h) in [("compose", &theirs), ("drover", &ours)] {
+            let all = json!({
+                "containers": h.containers,
+                "networks": h.networks,
+                "volumes": h.volumes,
+            });
+            let text = serde_json::to_string_pretty(&all).unwrap();
+            std::fs::write(out.join(format!("{fixture}.{side}.json")), text).unwrap();
+        }
+    }
 
     for (what, t, o) in [
         ("container", &theirs.containers, &ours.containers),
