@@ -10,7 +10,8 @@
 //!
 //! Normalised, because they are the same to the engine: project names (and the project
 //! directories named after them), `Binds` strings against `Mounts` entries and the
-//! `tmpfs` map, the default stop timeout, `CAP_` prefixes, trailing slashes, ids,
+//! `tmpfs` map, the default stop timeout, `CAP_` prefixes, trailing slashes, the order of
+//! distinct environment variables, extra hosts, ulimits and link aliases, ids,
 //! timestamps, addresses the engine allocates, empty against absent, and labels only
 //! compose writes ([`COMPOSE_ONLY_LABELS`]). drover's deliberate differences are in
 //! [`DELIBERATE`], with the reason. The fixtures run in parallel threads, each with its
@@ -609,6 +610,15 @@ fn container_view(c: &Value, dir: &Path, names: &BTreeMap<String, String>) -> Va
     }
     // Distinct host names: their order in /etc/hosts does not matter.
     sort_strings(h, "ExtraHosts");
+    // Links are aliases: repeats and order do not matter.
+    if let Some(Value::Array(l)) = h.get_mut("Links") {
+        l.sort_by(|x, y| x.as_str().cmp(&y.as_str()));
+        l.dedup();
+    }
+    // One limit per name (compose sends them in map order, which varies).
+    if let Some(Value::Array(u)) = h.get_mut("Ulimits") {
+        u.sort_by(|x, y| x["Name"].as_str().cmp(&y["Name"].as_str()));
+    }
     // Other containers by id (compose) or by name (drover).
     if let Some(Value::Array(from)) = h.get("VolumesFrom") {
         let from: Vec<Value> = from
