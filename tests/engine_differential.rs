@@ -901,4 +901,40 @@ services:
     assert_eq!(p.containers(Some("migrate"), Some("exited")).len(), 1);
     let after = plan(&p);
     assert!(after.contains("nothing to do"), "{after}");
+
+    // Compose, by contrast, creates api's container up front and starts it after the job.
+    compose_v2();
+    let c = ComposeSide {
+        name: unique_name("edwaitc"),
+        dir: p.dir.clone(),
+        env: Vec::new(),
+    };
+    let mut up = Command::new("docker")
+        .env("DOCKER_HOST", local_engine())
+        .env_remove("COMPOSE_PROJECT_NAME")
+        .current_dir(&c.dir)
+        .args(["compose", "-p", &c.name, "up", "-d"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let api = "<project>-api-1";
+    let mut seen = None;
+    let deadline = Instant::now() + UP;
+    while Instant::now() < deadline {
+        let s = states(&c.name);
+        if s.get("<project>-migrate-1")
+            .is_some_and(|m| m.0 == "running")
+        {
+            seen = s.get(api).map(|a| a.0.clone());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = up.wait();
+    assert_eq!(
+        seen.as_deref(),
+        Some("created"),
+        "compose creates api's container while the job runs"
+    );
 }
