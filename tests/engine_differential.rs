@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 use support::drover::Project;
-use support::{local_engine, repo_root, text, unique_name};
+use support::{TEST_IMAGE, local_engine, repo_root, text, unique_name};
 
 /// The projects compared, one directory each under `tests/fixtures/engine/`.
 const FIXTURES: &[&str] = &["process", "storage", "network", "shop", "monitoring"];
@@ -216,6 +216,16 @@ impl Drop for ExternalNetwork {
     }
 }
 
+/// A container outside both projects (for `external_links`, `volumes_from:
+/// container:NAME`, `network_mode: container:NAME`), removed when dropped.
+struct ExternalContainer(String);
+
+impl Drop for ExternalContainer {
+    fn drop(&mut self) {
+        let _ = docker_in(Path::new("/"), &[], &["rm", "-f", "-v", &self.0]);
+    }
+}
+
 /// What the engine holds for one project, normalised.
 #[derive(Default)]
 struct Held {
@@ -231,18 +241,16 @@ fn held(project: &str, dir: &Path) -> Held {
     };
     let mut out = Held::default();
     let containers = inspect_all("container", project);
-    let names: BTreeMap<String, String> = containers
-        .iter()
-        .map(|c| {
-            (
-                c["Id"].as_str().unwrap_or_default().to_string(),
-                c["Name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .trim_start_matches('/')
-                    .to_string(),
-            )
-        })
+    // Every container's name by id: references may point outside the project.
+    let listed = docker_in(
+        Path::new("/"),
+        &[],
+        &["ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Names}}"],
+    );
+    let names: BTreeMap<String, String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(id, name)| (id.to_string(), name.to_string()))
         .collect();
     for c in &containers {
         let v = norm(&container_view(c, dir, &names));
@@ -288,17 +296,16 @@ fn states(name: &str) -> BTreeMap<String, (String, i64)> {
 /// Run one fixture on both sides; the differences found, one line each.
 /// Run one fixture on both sides: the differences found, one line each, and the entries
 /// of [`DELIBERATE`] that were met.
-fn compare(fixture: &str, external: &str) -> (Vec<String>, BTreeSet<usize>) {
+fn compare(fixture: &str, external: &[(String, String)]) -> (Vec<String>, BTreeSet<usize>) {
     let source = repo_root().join("tests/fixtures/engine").join(fixture);
     let a = unique_name(&format!("edc-{fixture}"));
     let b = unique_name(&format!("edd-{fixture}"));
-    let ext = ("EDIFF_EXTERNAL_NETWORK".to_string(), external.to_string());
 
     // Compose v2.
     let compose = ComposeSide {
         dir: std::env::temp_dir().join(format!("drover-it-{a}")),
         name: a.clone(),
-        env: vec![ext.clone()],
+        env: external.to_vec(),
     };
     let _ = std::fs::remove_dir_all(&compose.dir);
     copy_dir(&source, &compose.dir);
@@ -320,7 +327,7 @@ fn compare(fixture: &str, external: &str) -> (Vec<String>, BTreeSet<usize>) {
     // drover.
     let mut p = Project::new(&b, "");
     copy_dir(&source, &p.dir);
-    p.env.push(ext);
+    p.env.extend(external.iter().cloned());
     let mut d = p.run(&[]);
     let deadline = Instant::now() + UP;
     let mut diffs = Vec::new();
@@ -803,12 +810,33 @@ fn containers_networks_and_volumes_match_what_compose_v2_creates() {
         ],
     );
     assert!(out.status.success(), "{}", text(&out));
+    let outside = ExternalContainer(unique_name("ediff-outside"));
+    let out = docker_in(
+        Path::new("/"),
+        &[],
+        &[
+            "run",
+            "-d",
+            "--name",
+            &outside.0,
+            "-v",
+            "/outside-data",
+            TEST_IMAGE,
+            "sleep",
+            "86400",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let env = vec![
+        ("EDIFF_EXTERNAL_NETWORK".to_string(), external.0.clone()),
+        ("EDIFF_EXTERNAL_CONTAINER".to_string(), outside.0.clone()),
+    ];
 
     let threads: Vec<_> = FIXTURES
         .iter()
         .map(|f| {
-            let ext = external.0.clone();
-            (*f, std::thread::spawn(move || compare(f, &ext)))
+            let env = env.clone();
+            (*f, std::thread::spawn(move || compare(f, &env)))
         })
         .collect();
     let mut diffs = Vec::new();
