@@ -686,7 +686,7 @@ async fn print_plan(specs: &[NodeSpec], loaded: &config::Loaded) -> ExitCode {
         halted: &Default::default(),
         updating: &Default::default(),
     });
-    if plan.actions.is_empty() && plan.unplaced.is_empty() {
+    if plan.actions.is_empty() && plan.unplaced.is_empty() && plan.blocked.is_empty() {
         println!("nothing to do: project {} is at its targets", project.name);
     }
     for a in &plan.actions {
@@ -695,10 +695,20 @@ async fn print_plan(specs: &[NodeSpec], loaded: &config::Loaded) -> ExitCode {
     for u in &plan.unplaced {
         println!("cannot place {} slot {}: {}", u.service, u.slot, u.reason);
     }
+    // Unlike compose, which creates every container up front and starts them in order,
+    // drover creates a service's containers once its dependencies' conditions hold.
     for b in &plan.blocked {
+        let (state, condition) = match b.condition {
+            config::DependsCondition::ServiceStarted => ("has started", "service_started"),
+            config::DependsCondition::ServiceHealthy => ("is healthy", "service_healthy"),
+            config::DependsCondition::ServiceCompletedSuccessfully => (
+                "has completed successfully",
+                "service_completed_successfully",
+            ),
+        };
         println!(
-            "wait with {}: {} is not {:?} yet",
-            b.service, b.dependency, b.condition
+            "wait {}: no container until {} {state} (depends_on condition {condition})",
+            b.service, b.dependency
         );
     }
     for s in &plan.stopped {

@@ -119,12 +119,16 @@ pub fn create_body(project: &Project, service: &Service, slot: u32) -> Container
             .push(binding);
     }
 
-    // Binds that may create their host path or need SELinux labels use the `Binds` form
-    // (as `docker run -v` and compose do); everything else is a mount.
+    // Binds that may create their host path use the `Binds` form, as compose does (the
+    // mount form has no such option); so do binds that need SELinux labels (which the
+    // mount form cannot carry). A propagation mode alone asks for the mount form, as in
+    // compose: such a missing path is an engine error. Everything else is a mount.
     let mut binds: Vec<String> = Vec::new();
     let mut mounts: Vec<EngineMount> = Vec::new();
     for m in &service.volumes {
-        if m.kind == MountKind::Bind && (m.create_host_path || m.selinux.is_some()) {
+        if m.kind == MountKind::Bind
+            && (m.selinux.is_some() || (m.create_host_path && m.propagation.is_none()))
+        {
             binds.push(bind_string(m));
         } else {
             mounts.push(engine_mount(m));
@@ -164,7 +168,7 @@ pub fn create_body(project: &Project, service: &Service, slot: u32) -> Container
 
     let first = match &o.network_mode {
         Some(_) => None,
-        None => first_network(project, service),
+        None => first_network(project, service, slot),
     };
     let network_mode = match o.network_mode.as_deref() {
         Some(mode) => Some(match mode.strip_prefix("service:") {
@@ -305,22 +309,30 @@ pub fn create_body(project: &Project, service: &Service, slot: u32) -> Container
 
 /// The networks after the first, with their endpoint settings, to connect after the
 /// container is created (none with `network_mode`).
-pub fn extra_networks(project: &Project, service: &Service) -> Vec<(String, EndpointSettings)> {
+pub fn extra_networks(
+    project: &Project,
+    service: &Service,
+    slot: u32,
+) -> Vec<(String, EndpointSettings)> {
     if service.options.network_mode.is_some() {
         return Vec::new();
     }
     network_order(service)
         .into_iter()
         .skip(1)
-        .map(|key| endpoint(project, service, key))
+        .map(|key| endpoint(project, service, slot, key))
         .collect()
 }
 
-fn first_network(project: &Project, service: &Service) -> Option<(String, EndpointSettings)> {
+fn first_network(
+    project: &Project,
+    service: &Service,
+    slot: u32,
+) -> Option<(String, EndpointSettings)> {
     network_order(service)
         .into_iter()
         .next()
-        .map(|key| endpoint(project, service, key))
+        .map(|key| endpoint(project, service, slot, key))
 }
 
 /// The service's networks, highest `priority` first, then by key (as compose orders them).
@@ -334,17 +346,25 @@ fn network_order(service: &Service) -> Vec<&str> {
     keys.into_iter().map(|(k, _)| k).collect()
 }
 
-/// `links` and `external_links` as the engine takes them: `CONTAINER:ALIAS`.
+/// `links` and `external_links` as the engine takes them: `CONTAINER:ALIAS`. A link to a
+/// service is also reachable as `SERVICE-1` and `PROJECT-SERVICE-1`, as compose links it.
 fn links(project: &Project, service: &Service) -> Vec<String> {
     let o = &service.options;
-    let mut out: Vec<String> = o
-        .links
-        .iter()
-        .map(|l| {
-            let (svc, alias) = l.split_once(':').unwrap_or((l, l));
-            format!("{}:{alias}", service_container(project, svc))
-        })
-        .collect();
+    let mut out: Vec<String> = Vec::new();
+    for l in &o.links {
+        let (svc, alias) = l.split_once(':').unwrap_or((l, l));
+        let c = service_container(project, svc);
+        for alias in [
+            alias.to_string(),
+            format!("{svc}-1"),
+            format!("{}-{svc}-1", project.name),
+        ] {
+            let link = format!("{c}:{alias}");
+            if !out.contains(&link) {
+                out.push(link);
+            }
+        }
+    }
     for l in &o.external_links {
         out.push(match l.split_once(':') {
             Some(_) => l.clone(),
@@ -467,14 +487,23 @@ fn engine_mount(m: &Mount) -> EngineMount {
 }
 
 /// Engine network name and endpoint for one of the service's networks. The service name
-/// is always an alias, as compose does.
-fn endpoint(project: &Project, service: &Service, key: &str) -> (String, EndpointSettings) {
+/// and the container's name are always aliases, as compose makes them.
+fn endpoint(
+    project: &Project,
+    service: &Service,
+    slot: u32,
+    key: &str,
+) -> (String, EndpointSettings) {
     let engine_name = project
         .networks
         .get(key)
         .map(|n| n.name.clone())
         .unwrap_or_else(|| format!("{}_{key}", project.name));
     let mut aliases = vec![service.name.clone()];
+    let own = container_name(project, service, slot);
+    if !aliases.contains(&own) {
+        aliases.push(own);
+    }
     if let Some(net) = service.networks.get(key) {
         for a in &net.aliases {
             if !aliases.contains(a) {
@@ -758,20 +787,89 @@ mod tests {
         assert_eq!(endpoints.len(), 1);
         assert_eq!(
             endpoints["backend-net"].aliases,
-            Some(vec!["web".to_string()])
+            Some(vec!["web".to_string(), "shop-web-1".to_string()]),
+            "the service and the container name, as compose"
         );
+    }
+
+    #[test]
+    fn binds_take_the_form_compose_gives_them() {
+        let (project, mut service) = fixture();
+        let bind = |target: &str, create: bool, propagation: Option<&str>, z: Option<&str>| Mount {
+            kind: MountKind::Bind,
+            source: Some("/srv/x".into()),
+            target: target.into(),
+            read_only: false,
+            create_host_path: create,
+            propagation: propagation.map(String::from),
+            selinux: z.map(String::from),
+            nocopy: false,
+            tmpfs_size: None,
+            tmpfs_mode: None,
+        };
+        service.volumes = vec![
+            // A short bind, or a long one without a `bind` section: may create its path.
+            bind("/a", true, None, None),
+            // `bind: {create_host_path: false}` or any `bind` section without it.
+            bind("/b", false, None, None),
+            // A propagation mode asks for the mount form, as compose sends it.
+            bind("/c", true, Some("rslave"), None),
+            // SELinux labels exist in the `Binds` form only.
+            bind("/d", false, None, Some("z")),
+        ];
+        let host = create_body(&project, &service, 1).host_config.unwrap();
+        assert_eq!(
+            host.binds,
+            Some(vec!["/srv/x:/a".to_string(), "/srv/x:/d:z".to_string()])
+        );
+        let mounts: Vec<&str> = host
+            .mounts
+            .iter()
+            .flatten()
+            .filter_map(|m| m.target.as_deref())
+            .collect();
+        assert_eq!(mounts, ["/b", "/c"]);
     }
 
     #[test]
     fn other_networks_are_connected_afterwards() {
         let (project, service) = fixture();
-        let extra = extra_networks(&project, &service);
+        let extra = extra_networks(&project, &service, 2);
         assert_eq!(extra.len(), 1);
         assert_eq!(extra[0].0, "shop_front");
         assert_eq!(
             extra[0].1.aliases,
-            Some(vec!["web".to_string(), "www".to_string()])
+            Some(vec![
+                "web".to_string(),
+                "shop-web-2".to_string(),
+                "www".to_string()
+            ])
         );
+    }
+
+    #[test]
+    fn links_name_the_first_container_under_the_aliases_compose_gives_it() {
+        let (mut project, mut service) = fixture();
+        service.options.links = vec!["db".into(), "db:database".into()];
+        service.options.external_links = vec!["legacy".into()];
+        project.services.insert(
+            "db".into(),
+            Service {
+                name: "db".into(),
+                ..service.clone()
+            },
+        );
+        let body = create_body(&project, &service, 1);
+        let want: Vec<String> = [
+            "shop-db-1:db",
+            "shop-db-1:db-1",
+            "shop-db-1:shop-db-1",
+            "shop-db-1:database",
+            "legacy:legacy",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(body.host_config.unwrap().links, Some(want));
     }
 
     #[test]
@@ -781,7 +879,7 @@ mod tests {
         let body = create_body(&project, &service, 1);
         assert_eq!(body.networking_config, None);
         assert_eq!(body.host_config.unwrap().network_mode, None);
-        assert!(extra_networks(&project, &service).is_empty());
+        assert!(extra_networks(&project, &service, 1).is_empty());
     }
 
     #[test]

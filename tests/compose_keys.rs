@@ -242,11 +242,15 @@ configs:
     assert_eq!(pb["53/udp"][0]["HostPort"], "18474");
     assert_eq!(pb["9000/tcp"][0]["HostPort"], "");
     assert_eq!(pb["81/tcp"][0]["HostPort"], "18475");
-    // Short-syntax bind: created when missing, like `docker run -v`.
+    // Short-syntax bind: created when missing, like `docker run -v`; a long one without
+    // a `bind` section takes the same form, as in compose.
     let dir = p.dir.display().to_string();
     assert_eq!(
         h["Binds"],
-        serde_json::json!([format!("{dir}/made-by-engine:/created")])
+        serde_json::json!([
+            format!("{dir}/made-by-engine:/created"),
+            format!("{dir}/static:/static:ro")
+        ])
     );
     assert!(p.path("made-by-engine").is_dir());
     let mounts: Vec<Value> = json(&p, id, ".Mounts").as_array().unwrap().clone();

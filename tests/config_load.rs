@@ -521,3 +521,75 @@ fn same_file_twice_still_warns_once() {
     let loaded = load(&opts("errors", &["unknown-keys.yml", "unknown-keys.yml"]));
     assert_eq!(loaded.warnings.len(), 4, "{:?}", loaded.warnings);
 }
+
+/// A fresh directory holding `compose.yml` with `text`.
+fn temp_project(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("drover-load-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("compose.yml"), text).unwrap();
+    dir
+}
+
+#[test]
+fn project_name_in_effect_is_interpolated_as_compose_does() {
+    let dir = temp_project(
+        "pn",
+        "services:\n  a:\n    image: busybox\n    environment:\n      PN: \"${COMPOSE_PROJECT_NAME}\"\n      OR: \"${COMPOSE_PROJECT_NAME:-unset}\"\n",
+    );
+    let mut o = LoadOptions {
+        cwd: dir.clone(),
+        project_name: Some("MyProj".into()),
+        ..LoadOptions::default()
+    };
+    let env = |o: &LoadOptions| load(o).project.services["a"].environment.clone();
+    let e = env(&o);
+    assert_eq!(e["PN"].as_deref(), Some("myproj"), "-p, normalized");
+    assert_eq!(e["OR"].as_deref(), Some("myproj"));
+    // -p wins over the environment, as the name itself does.
+    o.env
+        .insert("COMPOSE_PROJECT_NAME".into(), "fromenv".into());
+    assert_eq!(env(&o)["PN"].as_deref(), Some("myproj"));
+    o.project_name = None;
+    assert_eq!(env(&o)["PN"].as_deref(), Some("fromenv"));
+    // Without either: the name from `name:`, else the directory's, as compose.
+    o.env.clear();
+    let dir_name = dir.file_name().unwrap().to_string_lossy().to_lowercase();
+    assert_eq!(env(&o)["PN"].as_deref(), Some(dir_name.as_str()));
+    assert_eq!(load(&o).project.name, dir_name);
+    let text = std::fs::read_to_string(dir.join("compose.yml")).unwrap();
+    std::fs::write(dir.join("compose.yml"), format!("name: Named\n{text}")).unwrap();
+    assert_eq!(env(&o)["PN"].as_deref(), Some("named"));
+    assert_eq!(load(&o).project.name, "named");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_long_bind_without_a_bind_section_may_create_its_host_path_as_in_compose() {
+    let dir = temp_project(
+        "bind",
+        "services:\n  a:\n    image: busybox\n    volumes:\n      - {type: bind, source: ./otel.yaml, target: /a}\n      - {type: bind, source: ./b, target: /b, bind: {propagation: rprivate}}\n      - {type: bind, source: ./c, target: /c, bind: {create_host_path: true}}\n      - {type: bind, source: ./d, target: /d, bind: {create_host_path: false}}\n      - ./e:/e\n",
+    );
+    let o = LoadOptions {
+        cwd: dir.clone(),
+        ..LoadOptions::default()
+    };
+    let loaded = load(&o);
+    let created: Vec<(&str, bool)> = loaded.project.services["a"]
+        .volumes
+        .iter()
+        .map(|m| (m.target.as_str(), m.create_host_path))
+        .collect();
+    assert_eq!(
+        created,
+        [
+            ("/a", true),
+            ("/b", false),
+            ("/c", true),
+            ("/d", false),
+            ("/e", true)
+        ]
+    );
+    assert!(!dir.join("otel.yaml").exists(), "loading creates nothing");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -33,20 +33,22 @@ fn loaded_service_becomes_a_create_request() {
         Some(bollard::models::RestartPolicyNameEnum::NO)
     );
     assert_eq!(host.network_mode.as_deref(), Some("backend-net"));
-    // Short-syntax binds go as `Binds` (the engine creates a missing host path, as with
-    // `docker run -v`); the long-syntax ones, volumes and tmpfs as mounts.
-    assert_eq!(host.binds.as_ref().unwrap().len(), 2);
+    // Short-syntax binds, and long-syntax ones without a `bind` section, go as `Binds`
+    // (the engine creates a missing host path, as with `docker run -v` and compose);
+    // volumes and tmpfs as mounts.
+    assert_eq!(host.binds.as_ref().unwrap().len(), 3);
     assert!(host.binds.as_ref().unwrap()[0].ends_with(":/usr/share/nginx/html:ro"));
-    assert_eq!(host.mounts.as_ref().unwrap().len(), 5);
+    assert_eq!(host.mounts.as_ref().unwrap().len(), 4);
     assert_eq!(host.port_bindings.as_ref().unwrap().len(), 6);
 
-    let extra = spec::extra_networks(&project, web);
+    let extra = spec::extra_networks(&project, web, 1);
     assert_eq!(extra.len(), 1);
     assert_eq!(extra[0].0, "fullstack_front");
     assert_eq!(
         extra[0].1.aliases,
         Some(vec![
             "web".to_string(),
+            "fullstack-web-1".to_string(),
             "www".to_string(),
             "site".to_string()
         ])

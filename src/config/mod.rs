@@ -175,11 +175,18 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         first.parent().map(Path::to_path_buf).unwrap_or_default()
     };
 
-    let env = environment(opts, &project_dir)?;
+    let mut env = environment(opts, &project_dir)?;
+    let mut texts = Vec::new();
+    for (shown, path) in &files {
+        texts.push(read_file(shown, path)?);
+    }
+    // Compose interpolates `${COMPOSE_PROJECT_NAME}` as the project name in effect.
+    if let Some(name) = interpolated_project_name(opts, &env, &files, &texts, &project_dir) {
+        env.insert("COMPOSE_PROJECT_NAME".to_string(), name);
+    }
 
     let mut root: Option<yaml::Node> = None;
-    for (shown, path) in &files {
-        let text = read_file(shown, path)?;
+    for ((shown, path), text) in files.iter().zip(texts) {
         let node = parse(shown, &text, Some(&env))?;
         let dir = syntax::join_lexically(Path::new(""), path)
             .parent()
@@ -234,6 +241,48 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         host_paths,
         resolved_paths: uses,
     })
+}
+
+/// The project name `${COMPOSE_PROJECT_NAME}` stands for, when the files use it and the
+/// environment does not set it: `-p`, else the last `name:` (read in a first pass, with
+/// the variable unset), else the directory's name, normalized as the name itself is.
+fn interpolated_project_name(
+    opts: &LoadOptions,
+    env: &HashMap<String, String>,
+    files: &[(String, PathBuf)],
+    texts: &[String],
+    project_dir: &Path,
+) -> Option<String> {
+    if let Some(p) = &opts.project_name {
+        return syntax::normalize_project_name(p).ok();
+    }
+    if env
+        .get("COMPOSE_PROJECT_NAME")
+        .is_some_and(|p| !p.is_empty())
+        || !texts.iter().any(|t| t.contains("COMPOSE_PROJECT_NAME"))
+    {
+        return None;
+    }
+    // The last file's `name:` wins. Anything unusual (a file that does not parse yet, a
+    // name that is not text) leaves the variable unset rather than guess.
+    let mut named = None;
+    for ((shown, _), text) in files.iter().zip(texts).rev() {
+        let node = parse(shown, text, Some(env)).ok()?;
+        if let Some(n) = node.get("name") {
+            match &n.kind {
+                yaml::Kind::Str(n) if !n.is_empty() => named = Some(n.clone()),
+                _ => return None,
+            }
+            break;
+        }
+    }
+    let raw = named.unwrap_or_else(|| {
+        project_dir
+            .file_name()
+            .map(|d| d.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    syntax::normalize_project_name(&raw).ok()
 }
 
 fn display_dir(dir: &Path) -> String {

@@ -846,6 +846,10 @@ fn mount(cx: &mut Cx, item: &Node, p: &str) -> Result<(Mount, Resolved)> {
             let mut target = None;
             let mut m = mount_of(MountKind::Volume, None, String::new());
             let mut options: Vec<(&str, &Node, String)> = Vec::new();
+            // Without a `bind` section compose sends a bind in the `Binds` form, which
+            // creates a missing host path; with one, `create_host_path` decides (default
+            // false: the mount form, and a missing path is an engine error).
+            let mut bind_section = false;
             for (k, v) in entries {
                 let kp = child(p, &k.name);
                 match k.name.as_str() {
@@ -900,6 +904,7 @@ fn mount(cx: &mut Cx, item: &Node, p: &str) -> Result<(Mount, Resolved)> {
                         .at(&v.loc, &kp, "does not apply to this mount type, ignored");
                     continue;
                 }
+                bind_section |= section == "bind" && !matches!(v.kind, Kind::Null);
                 for (ok, ov) in read::map_or_null(v, &kp)? {
                     let op = child(&kp, &ok.name);
                     match (section, ok.name.as_str()) {
@@ -948,6 +953,9 @@ fn mount(cx: &mut Cx, item: &Node, p: &str) -> Result<(Mount, Resolved)> {
                 }
                 (MountKind::Volume, None) => None,
             };
+            if kind == MountKind::Bind && !bind_section {
+                m.create_host_path = true;
+            }
             m.kind = kind;
             m.source = source;
             m.target = target;

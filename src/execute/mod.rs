@@ -303,7 +303,7 @@ impl<E: Engine> Executor<'_, E> {
             Err(e) if e.is_conflict() => return self.existing(docker, &name).await,
             Err(e) => return Err(format!("create {name}: {}", e)),
         };
-        for (net, endpoint) in spec::extra_networks(self.project, svc) {
+        for (net, endpoint) in spec::extra_networks(self.project, svc, slot) {
             let req = NetworkConnectRequest {
                 container: id.clone(),
                 endpoint_config: Some(endpoint),
