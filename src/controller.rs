@@ -6,7 +6,7 @@
 //! SIGHUP). Passes never overlap. Every wait in the loop also waits on the cancellation
 //! token, so SIGTERM ends it promptly and leaves the managed containers running.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,6 +20,7 @@ use crate::lease::{self, LeaseConfig, LeaseHandle};
 use crate::nodes::{self, HealthConfig, NodeHandle, NodeSpec};
 use crate::observe::{self, Snapshot, State, Trigger};
 use crate::plan::{self, Action, BackoffConfig, Decision, History, NodeState, NodeView};
+use crate::runtime::{ConfigSource, Why};
 use crate::telemetry::Telemetry;
 
 /// Controller settings (flags, then `x-drover`, then defaults).
@@ -65,7 +66,8 @@ const LIST_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Controller {
     nodes: Vec<NodeHandle>,
     trigger: Arc<Trigger>,
-    load: LoadOptions,
+    /// The config: its files, change detection, SIGHUP.
+    source: ConfigSource,
     project: Project,
     settings: Settings,
     own_id: Option<String>,
@@ -77,7 +79,6 @@ pub struct Controller {
     last: HashMap<String, Snapshot>,
     /// What was last said, so nothing is logged at INFO twice when nothing changed.
     said: Said,
-    files: Fingerprint,
     /// Metrics and status.
     telemetry: Telemetry,
     /// Whether this process may act now (see [`crate::lease`]).
@@ -145,8 +146,7 @@ impl Controller {
         let mut c = Controller {
             nodes: handles,
             trigger,
-            files: Fingerprint::take(&load, &loaded.project),
-            load,
+            source: ConfigSource::new(load, &loaded, settings.watch_interval),
             project: loaded.project,
             settings,
             own_id: observe::own_container_id(),
@@ -160,13 +160,12 @@ impl Controller {
         };
         c.warn_once(&loaded.warnings);
         c.telemetry
-            .host_paths(&c.load.host_paths, &loaded.host_paths);
+            .host_paths(&c.source.options().host_paths, &loaded.host_paths);
         c
     }
 
     /// Reconcile until `cancel` fires.
     pub async fn run(mut self, cancel: CancellationToken) {
-        let mut hangup = hangup_stream();
         info!(
             action = "run",
             project = %self.project.name,
@@ -187,21 +186,7 @@ impl Controller {
         }
         let mut next_resync = Instant::now();
         let mut requeue: Option<Instant> = Some(Instant::now());
-        // `--watch-interval 0s`: no watching at all, SIGHUP only.
-        let watching = !self.settings.watch_interval.is_zero();
-        let mut file_check = tokio::time::interval(if watching {
-            self.settings.watch_interval
-        } else {
-            Duration::from_secs(3600 * 24 * 365)
-        });
-        file_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let trigger = self.trigger.clone();
-        // Watch the config files' directories (editors and bind mounts replace files, which
-        // a watch on the file itself would miss); the polling above stays as the fallback.
-        let dir_changed = Arc::new(tokio::sync::Notify::new());
-        let _watcher = watching
-            .then(|| watch_dirs(&self.files, dir_changed.clone()))
-            .flatten();
         let mut lease = self.lease.clone();
         let mut acting = false;
         loop {
@@ -227,16 +212,10 @@ impl Controller {
                 _ = cancel.cancelled() => break,
                 _ = trigger.wait() => false,
                 _ = tokio::time::sleep_until(wake_at.into()) => false,
-                _ = file_check.tick(), if watching => {
-                    if !self.files_changed() { continue; }
-                    true
-                }
-                _ = dir_changed.notified() => {
-                    if !self.files_changed() { continue; }
-                    true
-                }
-                _ = recv_hangup(&mut hangup) => {
-                    info!(action = "reload", project = %self.project.name, reason = "SIGHUP", "reloading config");
+                why = self.source.changed() => {
+                    if why == Why::Hangup {
+                        info!(action = "reload", project = %self.project.name, reason = "SIGHUP", "reloading config");
+                    }
                     true
                 }
             };
@@ -595,18 +574,9 @@ impl Controller {
         }
     }
 
-    fn files_changed(&mut self) -> bool {
-        let now = Fingerprint::take(&self.load, &self.project);
-        if now == self.files {
-            return false;
-        }
-        self.files = now;
-        true
-    }
-
     /// Load the config again; on error keep running the last good one.
     fn reload(&mut self) {
-        let loaded = match config::load(&self.load) {
+        let loaded = match self.source.load() {
             Ok(l) => l,
             Err(e) => {
                 let msg = e.to_string();
@@ -631,7 +601,7 @@ impl Controller {
         }
         self.warn_once(&loaded.warnings);
         self.telemetry
-            .host_paths(&self.load.host_paths, &loaded.host_paths);
+            .host_paths(&self.source.options().host_paths, &loaded.host_paths);
         let mut loaded = loaded;
         self.history.reloaded(&self.project, &mut loaded.project);
         if loaded.project == self.project {
@@ -776,97 +746,5 @@ fn describe(a: &Action) -> &'static str {
         Action::StartFirst { .. } => "new copy started before the old one stops",
         Action::Recreate { .. } => "container recreated",
         Action::Remove { .. } => "container removed",
-    }
-}
-
-/// The contents of every file the config depends on, to notice edits (including the
-/// rename-into-place that editors and `kubectl`-style tools do, which inotify on a
-/// bind-mounted file misses).
-#[derive(Debug, PartialEq, Eq)]
-struct Fingerprint(Vec<(std::path::PathBuf, Option<Vec<u8>>)>);
-
-impl Fingerprint {
-    fn take(load: &LoadOptions, project: &Project) -> Fingerprint {
-        let mut paths: Vec<std::path::PathBuf> = if load.files.is_empty() {
-            config::DEFAULT_FILES
-                .iter()
-                .chain(config::OVERRIDE_FILES)
-                .map(|n| load.cwd.join(n))
-                .chain(
-                    load.env
-                        .get("COMPOSE_FILE")
-                        .into_iter()
-                        .flat_map(|l| l.split(':'))
-                        .map(|f| load.cwd.join(f)),
-                )
-                .collect()
-        } else {
-            load.files.iter().map(|f| load.cwd.join(f)).collect()
-        };
-        if load.env_files.is_empty() {
-            paths.push(project.working_dir.join(".env"));
-        } else {
-            paths.extend(load.env_files.iter().cloned());
-        }
-        paths.extend(load.scale_file.iter().cloned());
-        Fingerprint(
-            paths
-                .into_iter()
-                .map(|p| {
-                    let bytes = std::fs::read(&p).ok();
-                    (p, bytes)
-                })
-                .collect(),
-        )
-    }
-}
-
-/// A watcher on the directories of the config files that pokes `changed` on any event
-/// there; `None` when the platform refuses (polling still covers it).
-fn watch_dirs(
-    files: &Fingerprint,
-    changed: Arc<tokio::sync::Notify>,
-) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let mut watcher = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
-        // Only writes, creations, renames and removals: drover's own reads of the files
-        // (open, close) are events too, and reacting to them would loop.
-        if e.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
-            changed.notify_one();
-        }
-    })
-    .ok()?;
-    let dirs: BTreeSet<std::path::PathBuf> = files
-        .0
-        .iter()
-        .filter_map(|(p, _)| p.parent().map(|d| d.to_path_buf()))
-        .map(|d| {
-            if d.as_os_str().is_empty() {
-                ".".into()
-            } else {
-                d
-            }
-        })
-        .collect();
-    for d in dirs {
-        if let Err(e) = watcher.watch(&d, notify::RecursiveMode::NonRecursive) {
-            debug!(dir = %d.display(), error = %e, "cannot watch the config directory; polling only");
-        }
-    }
-    Some(watcher)
-}
-
-#[cfg(unix)]
-fn hangup_stream() -> Option<tokio::signal::unix::Signal> {
-    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
-}
-
-#[cfg(unix)]
-async fn recv_hangup(s: &mut Option<tokio::signal::unix::Signal>) {
-    match s {
-        Some(s) => {
-            s.recv().await;
-        }
-        None => std::future::pending().await,
     }
 }

@@ -21,6 +21,7 @@ pub mod lease;
 pub mod nodes;
 pub mod observe;
 pub mod plan;
+pub mod runtime;
 pub mod spec;
 pub mod swarm;
 pub mod telemetry;

@@ -277,3 +277,55 @@ fn a_broken_config_changes_nothing_and_a_renamed_good_one_is_picked_up() {
     p.write("compose.yml", &good(3));
     eventually_with(&mut d, UP, "3 replicas", |_| p.running("web") == 3);
 }
+
+/// Edits to files the Compose file only reaches through `include`, `extends` or a service's
+/// `env_file` are noticed like edits to the file itself, without SIGHUP.
+#[test]
+fn edits_to_included_extended_and_env_files_are_applied() {
+    let p = Project::new(
+        "it-reach",
+        r#"
+include: [inc.yml]
+services:
+  api:
+    extends: { file: base.yml, service: base }
+    env_file: [api.env]
+"#,
+    );
+    let inc = |v: &str| {
+        format!(
+            "services:\n  web:\n    image: drover-test/busybox:latest\n    command: [\"sleep\", \"86400\"]\n    stop_signal: SIGKILL\n    environment: {{ FROM_INCLUDE: \"{v}\" }}\n"
+        )
+    };
+    let base = |v: &str| {
+        format!(
+            "services:\n  base:\n    image: drover-test/busybox:latest\n    command: [\"sleep\", \"86400\"]\n    stop_signal: SIGKILL\n    environment: {{ FROM_BASE: \"{v}\" }}\n"
+        )
+    };
+    p.write("inc.yml", &inc("1"));
+    p.write("base.yml", &base("1"));
+    p.write("api.env", "FROM_ENV_FILE=1\n");
+    let mut d = p.run(&[]);
+    let env_of = |service: &str| {
+        p.containers(Some(service), Some("running"))
+            .first()
+            .map(|id| p.inspect(id, "{{json .Config.Env}}"))
+            .unwrap_or_default()
+    };
+    eventually_with(&mut d, UP, "web and api running", |_| {
+        env_of("web").contains("FROM_INCLUDE=1") && env_of("api").contains("FROM_BASE=1")
+    });
+    p.write("inc.yml", &inc("2"));
+    eventually_with(&mut d, UP, "the included file's edit applied", |_| {
+        env_of("web").contains("FROM_INCLUDE=2")
+    });
+    p.write("base.yml", &base("2"));
+    eventually_with(&mut d, UP, "the extended file's edit applied", |_| {
+        env_of("api").contains("FROM_BASE=2")
+    });
+    p.write("api.env", "FROM_ENV_FILE=2\n");
+    eventually_with(&mut d, UP, "the env_file's edit applied", |_| {
+        env_of("api").contains("FROM_ENV_FILE=2")
+    });
+    assert!(d.actions("reload").iter().all(|e| e["reason"] != "SIGHUP"));
+}

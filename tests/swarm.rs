@@ -6,9 +6,9 @@
 //! `drover status` against `docker service ls`/`ps`; project networks removed with the
 //! services that used them, foreign ones kept; on three nodes, a drained and a killed
 //! worker whose tasks Swarm moves, as drover reports; a named volume's data kept across an
-//! update, an anonymous volume's warned about.
+//! update, an anonymous volume's warned about; an edit to an included file applied.
 //!
-//! Node indices 81..89 belong to this file.
+//! Node indices 81..89 and 111..119 belong to this file.
 
 mod support;
 
@@ -891,4 +891,44 @@ volumes:
         "",
         "Swarm gave the new task a fresh anonymous volume"
     );
+}
+
+/// Swarm mode watches the same files as plain mode: edits to files reached only through
+/// `include` and `extends` roll the services, without SIGHUP.
+#[test]
+fn edits_to_included_and_extended_files_roll_the_services_in_swarm_mode() {
+    let m = Node::start("sw-reach", 111);
+    swarm(&[&m]);
+    let svc = |name: &str, var: &str, v: &str| {
+        format!(
+            "services:\n  {name}:\n    image: drover-test/busybox:latest\n    command: [\"sleep\", \"86400\"]\n    stop_signal: SIGKILL\n    environment: {{ {var}: \"{v}\" }}\n"
+        )
+    };
+    let p = Project::on(
+        "it-swarm-reach",
+        "x-drover:\n  mode: swarm\ninclude: [inc.yml]\nservices:\n  api:\n    extends: { file: base.yml, service: base }\n",
+        m.env(),
+    );
+    p.write("inc.yml", &svc("web", "FROM_INCLUDE", "1"));
+    p.write("base.yml", &svc("base", "FROM_BASE", "1"));
+    let mut d = p.run(&[]);
+    let env = |service: &str| {
+        inspect(
+            &m,
+            &format!("it-swarm-reach_{service}"),
+            "{{json .Spec.TaskTemplate.ContainerSpec.Env}}",
+        )
+    };
+    eventually_with(&mut d, UP, "the services created", |_| {
+        env("web").contains("FROM_INCLUDE=1") && env("api").contains("FROM_BASE=1")
+    });
+    p.write("inc.yml", &svc("web", "FROM_INCLUDE", "2"));
+    eventually_with(&mut d, UP, "the included file's edit applied", |_| {
+        env("web").contains("FROM_INCLUDE=2")
+    });
+    p.write("base.yml", &svc("base", "FROM_BASE", "2"));
+    eventually_with(&mut d, UP, "the extended file's edit applied", |_| {
+        env("api").contains("FROM_BASE=2")
+    });
+    assert!(d.actions("reload").iter().all(|e| e["reason"] != "SIGHUP"));
 }

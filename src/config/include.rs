@@ -111,6 +111,7 @@ fn load_include(
         (files, true)
     };
     for f in files {
+        super::reads::note(&f);
         let text = match std::fs::read_to_string(&f) {
             Ok(t) => t,
             Err(_) if !required => continue,

@@ -35,6 +35,7 @@ mod merge;
 mod nodes;
 mod project;
 mod read;
+mod reads;
 mod service;
 mod stateful;
 mod syntax;
@@ -92,6 +93,8 @@ pub struct Loaded {
     /// Every path drover resolved that the engine is handed (relative and `~` bind
     /// sources; secret and config files outside Swarm mode), translated or not.
     pub resolved_paths: Vec<hostpath::PathUse>,
+    /// Every file the load read or looked for: what the runtime watches.
+    pub files: Vec<PathBuf>,
 }
 
 /// A config problem, as one line: `file:line:column: key.path: what is wrong`.
@@ -146,12 +149,32 @@ fn explicit_files(opts: &LoadOptions) -> Vec<PathBuf> {
 
 /// Load and validate the project described by `opts`.
 pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
+    load_tracked(opts).0
+}
+
+/// [`load`], and every file it read or looked for (also when it failed: fixing a broken
+/// file reached through `include` must be noticed too); a good load has them in
+/// [`Loaded::files`] as well.
+pub fn load_tracked(opts: &LoadOptions) -> (Result<Loaded, ConfigError>, Vec<PathBuf>) {
+    let (loaded, files) = reads::tracked(|| load_files(opts));
+    let loaded = loaded.map(|mut l| {
+        l.files = files.clone();
+        l
+    });
+    (loaded, files)
+}
+
+fn load_files(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     let explicit = explicit_files(opts);
     // (name as shown to the user, path to read)
     let files: Vec<(String, PathBuf)> = if explicit.is_empty() {
         let found = DEFAULT_FILES
             .iter()
-            .find(|f| opts.cwd.join(f).is_file())
+            .find(|f| {
+                let path = opts.cwd.join(f);
+                reads::note(&path);
+                path.is_file()
+            })
             .ok_or_else(|| {
                 ConfigError(format!(
                     "no compose file found in {} (looked for {})",
@@ -160,7 +183,11 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
                 ))
             })?;
         let mut files = vec![(found.to_string(), opts.cwd.join(found))];
-        if let Some(o) = OVERRIDE_FILES.iter().find(|f| opts.cwd.join(f).is_file()) {
+        if let Some(o) = OVERRIDE_FILES.iter().find(|f| {
+            let path = opts.cwd.join(f);
+            reads::note(&path);
+            path.is_file()
+        }) {
             files.push((o.to_string(), opts.cwd.join(o)));
         }
         files
@@ -240,6 +267,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         settings,
         host_paths,
         resolved_paths: uses,
+        files: Vec::new(),
     })
 }
 
@@ -298,6 +326,7 @@ fn display_dir(dir: &Path) -> String {
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
 pub(crate) fn read_file(shown: &str, path: &Path) -> Result<String, ConfigError> {
+    reads::note(path);
     if let Ok(m) = std::fs::metadata(path)
         && m.len() > MAX_FILE_BYTES
     {
@@ -367,6 +396,7 @@ fn environment(
     };
     let mut env: HashMap<String, String> = HashMap::new();
     for (shown, path) in files {
+        reads::note(&path);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,

@@ -675,6 +675,7 @@ fn env_files(
     let mut read_so_far = service_env.clone();
     for (file, required, loc, ip) in files {
         let full = syntax::join_lexically(cx.project_dir, Path::new(&file));
+        super::reads::note(&full);
         let text = match std::fs::read_to_string(&full) {
             Ok(t) => t,
             Err(_) if !required => continue,

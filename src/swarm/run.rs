@@ -32,6 +32,7 @@ use super::report::{self, Report};
 use crate::config::{self, LoadOptions, Project};
 use crate::engine::EngineError;
 use crate::engine::connect::{Endpoint, explain};
+use crate::runtime::{ConfigSource, Why};
 use crate::telemetry::Telemetry;
 
 /// The engine drover talks to, as named in `/status` and metrics (`node` label of
@@ -380,7 +381,8 @@ struct Said {
 pub struct Controller {
     docker: Docker,
     engine: Endpoint,
-    load: LoadOptions,
+    /// The config: its files, change detection, SIGHUP.
+    source: ConfigSource,
     project: Project,
     desired: Desired,
     settings: Settings,
@@ -402,10 +404,12 @@ impl Controller {
     ) -> Result<Controller, String> {
         let (desired, warnings) = desired(&loaded)?;
         telemetry.add_node(ENGINE);
+        let source = ConfigSource::new(load, &loaded, settings.watch_interval);
+        let host_paths = loaded.host_paths.clone();
         let mut c = Controller {
             docker,
             engine,
-            load,
+            source,
             project: loaded.project,
             desired,
             settings,
@@ -415,7 +419,7 @@ impl Controller {
         };
         c.warn_once(&warnings);
         c.telemetry
-            .host_paths(&c.load.host_paths, &loaded.host_paths);
+            .host_paths(&c.source.options().host_paths, &host_paths);
         Ok(c)
     }
 
@@ -453,27 +457,17 @@ impl Controller {
             },
             cancel.child_token(),
         ));
-        let mut hangup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        let watching = !self.settings.watch_interval.is_zero();
-        let mut files = tokio::time::interval(if watching {
-            self.settings.watch_interval
-        } else {
-            Duration::from_secs(3600 * 24 * 365)
-        });
-        files.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut next = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = poke.notified() => {}
                 _ = tokio::time::sleep_until(next) => {}
-                _ = files.tick(), if watching => {
-                    if !self.reload() { continue; }
-                }
-                _ = async { match hangup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => {
-                    info!(action = "reload", project = %self.project.name, reason = "SIGHUP", "reloading config");
-                    self.reload();
+                why = self.source.changed() => {
+                    if why == Why::Hangup {
+                        info!(action = "reload", project = %self.project.name, reason = "SIGHUP", "reloading config");
+                    }
+                    if !self.reload() && why == Why::Files { continue; }
                 }
             }
             let acted = tokio::select! {
@@ -502,7 +496,7 @@ impl Controller {
     /// Load the config again; `true` when the desired state changed. A broken config keeps
     /// the last good one.
     fn reload(&mut self) -> bool {
-        let loaded = match config::load(&self.load) {
+        let loaded = match self.source.load() {
             Ok(l) => l,
             Err(e) => {
                 self.reload_failed(e.to_string());
@@ -529,7 +523,7 @@ impl Controller {
             self.telemetry.reload(None);
         }
         self.telemetry
-            .host_paths(&self.load.host_paths, &loaded.host_paths);
+            .host_paths(&self.source.options().host_paths, &loaded.host_paths);
         if desired == self.desired {
             return false;
         }

@@ -1,0 +1,190 @@
+//! The config source both modes share: it knows every file the last load read or looked
+//! for (see `config::load_tracked`), notices when one of them changes (a watch on their
+//! directories, polling every `--watch-interval` as the fallback) or when SIGHUP arrives,
+//! and loads again. What to do with a new config, or with an invalid one, is the caller's.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tracing::debug;
+
+use crate::config::{self, ConfigError, LoadOptions, Loaded};
+
+/// Why the config is being loaded again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// A file the config depends on changed (or appeared, or went away).
+    Files,
+    /// SIGHUP: load again whatever the files say.
+    Hangup,
+}
+
+impl Why {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Why::Files => "files",
+            Why::Hangup => "SIGHUP",
+        }
+    }
+}
+
+/// The contents of every file the config depends on. Contents, not times: editors and
+/// config tools rename a new file into place, which a watch on the file itself misses.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Fingerprint(Vec<(PathBuf, Option<Vec<u8>>)>);
+
+impl Fingerprint {
+    fn take(paths: &[PathBuf]) -> Fingerprint {
+        Fingerprint(
+            paths
+                .iter()
+                .map(|p| (p.clone(), std::fs::read(p).ok()))
+                .collect(),
+        )
+    }
+}
+
+/// Loads the config and says when it must be loaded again.
+pub struct ConfigSource {
+    load: LoadOptions,
+    paths: Vec<PathBuf>,
+    files: Fingerprint,
+    poll: Option<tokio::time::Interval>,
+    dirs_changed: Arc<Notify>,
+    watcher: Option<notify::RecommendedWatcher>,
+    hangup: Option<tokio::signal::unix::Signal>,
+}
+
+impl ConfigSource {
+    /// Start from the first load. A zero `watch_interval` means no watching at all: SIGHUP
+    /// only.
+    pub fn new(load: LoadOptions, loaded: &Loaded, watch_interval: Duration) -> Self {
+        let poll = (!watch_interval.is_zero()).then(|| {
+            let mut i = tokio::time::interval(watch_interval);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
+        let mut source = ConfigSource {
+            load,
+            paths: Vec::new(),
+            files: Fingerprint::default(),
+            poll,
+            dirs_changed: Arc::new(Notify::new()),
+            watcher: None,
+            hangup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+        };
+        source.follow(loaded.files.clone(), Some(loaded));
+        source
+    }
+
+    /// The options every load uses.
+    pub fn options(&self) -> &LoadOptions {
+        &self.load
+    }
+
+    /// The files watched now.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
+    /// Wait until the config must be loaded again.
+    pub async fn changed(&mut self) -> Why {
+        let watching = self.poll.is_some();
+        loop {
+            let hangup = async {
+                match self.hangup.as_mut() {
+                    Some(h) => {
+                        h.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let poll = async {
+                match self.poll.as_mut() {
+                    Some(p) => {
+                        p.tick().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let dirs = self.dirs_changed.clone();
+            tokio::select! {
+                _ = hangup => return Why::Hangup,
+                _ = poll => {}
+                _ = dirs.notified(), if watching => {}
+            }
+            let now = Fingerprint::take(&self.paths);
+            if now != self.files {
+                self.files = now;
+                return Why::Files;
+            }
+        }
+    }
+
+    /// Load again. Whatever the outcome, the files this load read are the ones watched
+    /// from now on (a broken file is watched until it is fixed).
+    pub fn load(&mut self) -> Result<Loaded, ConfigError> {
+        let (loaded, files) = config::load_tracked(&self.load);
+        self.follow(files, loaded.as_ref().ok());
+        loaded
+    }
+
+    /// Watch `files`, plus the secret and config files of `loaded` (their content is sent
+    /// to Swarm, and a changed one must roll the services that use it).
+    fn follow(&mut self, mut files: Vec<PathBuf>, loaded: Option<&Loaded>) {
+        if let Some(l) = loaded {
+            let p = &l.project;
+            files.extend(
+                p.secrets
+                    .values()
+                    .chain(p.configs.values())
+                    .filter_map(|f| f.file.as_ref().map(PathBuf::from)),
+            );
+        }
+        files.sort();
+        files.dedup();
+        if files == self.paths {
+            self.files = Fingerprint::take(&self.paths);
+            return;
+        }
+        self.paths = files;
+        self.files = Fingerprint::take(&self.paths);
+        if self.poll.is_some() {
+            self.watcher = watch_dirs(&self.paths, self.dirs_changed.clone());
+        }
+    }
+}
+
+/// A watcher on the directories of `paths` that pokes `changed` on any change there;
+/// `None` when the platform refuses (polling still covers it).
+fn watch_dirs(paths: &[PathBuf], changed: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let mut watcher = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
+        // Only writes, creations, renames and removals: drover's own reads of the files
+        // (open, close) are events too, and reacting to them would loop.
+        if e.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
+            changed.notify_one();
+        }
+    })
+    .ok()?;
+    let dirs: BTreeSet<PathBuf> = paths
+        .iter()
+        .filter_map(|p| p.parent().map(|d| d.to_path_buf()))
+        .map(|d| {
+            if d.as_os_str().is_empty() {
+                ".".into()
+            } else {
+                d
+            }
+        })
+        .collect();
+    for d in dirs {
+        if let Err(e) = watcher.watch(&d, notify::RecursiveMode::NonRecursive) {
+            debug!(dir = %d.display(), error = %e, "cannot watch the config directory; polling only");
+        }
+    }
+    Some(watcher)
+}
