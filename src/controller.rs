@@ -18,9 +18,9 @@ use crate::config::{self, LoadOptions, Project};
 use crate::execute::{Executor, Outcome, Volumes};
 use crate::lease::{self, LeaseConfig, LeaseHandle};
 use crate::nodes::{self, HealthConfig, NodeHandle, NodeSpec};
-use crate::observe::{self, Snapshot, State, Trigger};
+use crate::observe::{self, Snapshot, State};
 use crate::plan::{self, Action, BackoffConfig, Decision, History, NodeState, NodeView};
-use crate::runtime::{ConfigSource, Why};
+use crate::runtime::{ConfigSource, Trigger, Why};
 use crate::telemetry::Telemetry;
 
 /// Controller settings (flags, then `x-drover`, then defaults).

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use crate::config::NodeConfig;
 use crate::engine::connect::{self, ConnectError, Endpoint};
-use crate::observe::{EventWatch, EventWatchConfig, Trigger};
+use crate::runtime::{EventWatch, EventWatchConfig, Trigger, Watched};
 use crate::telemetry::Telemetry;
 
 /// The name of the single node taken from the Docker environment when the Compose file
@@ -192,6 +192,9 @@ impl Monitor {
                             d.clone(),
                             EventWatchConfig {
                                 project: self.project.clone(),
+                                watched: Watched::Containers {
+                                    project: self.project.clone(),
+                                },
                                 watchdog: self.watchdog,
                                 retry_max: Duration::from_secs(5),
                                 endpoint: self.spec.endpoint.clone(),

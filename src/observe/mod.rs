@@ -6,8 +6,6 @@
 //! only decides *when* to take one. A lost event therefore costs at most one
 //! resync interval, never a wrong count.
 
-mod events;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::SystemTime;
 
@@ -16,8 +14,6 @@ use bollard::query_parameters::{ListContainersOptions, ListNetworksOptions, List
 use futures::StreamExt;
 
 use crate::spec::{LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_PROJECT, LABEL_SERVICE, LABEL_SLOT};
-
-pub use events::{EventWatch, EventWatchConfig, Trigger};
 
 /// The lifecycle state of a container as the engine reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,9 @@
-//! What both modes' loops share. So far: the config source ([`config_source`]): the files
-//! to watch, change detection, SIGHUP, loading again.
+//! What both modes' loops share: the config source ([`config_source`]: the files to
+//! watch, change detection, SIGHUP, loading again) and the event source of each engine
+//! ([`events`]: filters, backoff with jitter, an idle watchdog, resuming with `since`).
 
 pub mod config_source;
+pub mod events;
 
 pub use config_source::{ConfigSource, Why};
+pub use events::{EventWatch, EventWatchConfig, Trigger, Watched};

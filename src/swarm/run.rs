@@ -18,12 +18,11 @@ use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::models::{ConfigSpec, Node, SecretSpec, Task};
 use bollard::query_parameters::{
-    EventsOptions, ListConfigsOptions, ListNetworksOptions, ListNodesOptions, ListSecretsOptions,
+    ListConfigsOptions, ListNetworksOptions, ListNodesOptions, ListSecretsOptions,
     ListServicesOptions, ListTasksOptions, UpdateServiceOptions,
 };
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use super::convert::{self, Desired, Kind};
 use super::diff::{self, Action, Current};
@@ -32,7 +31,7 @@ use super::report::{self, Report};
 use crate::config::{self, LoadOptions, Project};
 use crate::engine::EngineError;
 use crate::engine::connect::{Endpoint, explain};
-use crate::runtime::{ConfigSource, Why};
+use crate::runtime::{ConfigSource, EventWatch, EventWatchConfig, Trigger, Watched, Why};
 use crate::telemetry::Telemetry;
 
 /// The engine drover talks to, as named in `/status` and metrics (`node` label of
@@ -445,23 +444,27 @@ impl Controller {
             services = self.project.services.len(),
             "reconciling Swarm services"
         );
-        let poke = Arc::new(tokio::sync::Notify::new());
-        tokio::spawn(watch_events(
-            Watch {
-                docker: self.docker.clone(),
-                engine: self.engine.clone(),
+        let trigger = Arc::new(Trigger::default());
+        let watch = EventWatch::new(
+            self.docker.clone(),
+            EventWatchConfig {
                 project: self.project.name.clone(),
+                watched: Watched::Swarm,
                 watchdog: self.settings.watchdog,
+                retry_max: Duration::from_secs(10),
+                endpoint: self.engine.clone(),
+                node: ENGINE.to_string(),
+                on_error: None,
                 telemetry: self.telemetry.clone(),
-                poke: poke.clone(),
             },
-            cancel.child_token(),
-        ));
+            trigger.clone(),
+        );
+        tokio::spawn(watch.run(cancel.child_token()));
         let mut next = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = poke.notified() => {}
+                _ = trigger.wait() => {}
                 _ = tokio::time::sleep_until(next) => {}
                 why = self.source.changed() => {
                     if why == Why::Hangup {
@@ -860,89 +863,5 @@ fn ignore_status(r: Result<(), BollardError>, code: u16) -> Result<(), BollardEr
     match r {
         Err(e) if EngineError::from(&e).status() == Some(code) => Ok(()),
         r => r,
-    }
-}
-
-/// What the event watcher needs.
-struct Watch {
-    docker: Docker,
-    engine: Endpoint,
-    project: String,
-    watchdog: Duration,
-    telemetry: Telemetry,
-    poke: Arc<tokio::sync::Notify>,
-}
-
-/// Service and node events poke the loop. The stream is reopened with backoff when it
-/// fails, and at once when it stays silent for `watchdog` (an idle swarm and a half-open
-/// connection look the same; reopening tells them apart). Every (re)open pokes the loop:
-/// a pass covers whatever happened meanwhile.
-async fn watch_events(w: Watch, cancel: CancellationToken) {
-    let mut backoff = Duration::from_millis(200);
-    let mut lost = false;
-    loop {
-        let opened = tokio::select! {
-            _ = cancel.cancelled() => return,
-            p = w.docker.ping() => p,
-        };
-        let error = match opened {
-            Err(e) => explain(&w.engine, &e),
-            Ok(_) => {
-                w.telemetry.stream_connected(ENGINE);
-                if lost {
-                    lost = false;
-                    info!(action = "events", project = %w.project, "event stream restored");
-                }
-                w.poke.notify_one();
-                let opts = EventsOptions {
-                    filters: Some(HashMap::from([(
-                        "type".to_string(),
-                        vec!["service".to_string(), "node".to_string()],
-                    )])),
-                    ..Default::default()
-                };
-                let mut stream = w.docker.events(Some(opts));
-                loop {
-                    let next = tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        n = tokio::time::timeout(w.watchdog, stream.next()) => n,
-                    };
-                    match next {
-                        Err(_) => {
-                            debug!(
-                                action = "events",
-                                "event stream silent past the watchdog; reopening"
-                            );
-                            break String::new();
-                        }
-                        Ok(Some(Ok(e))) => {
-                            backoff = Duration::from_millis(200);
-                            w.telemetry.stream_event(ENGINE, e.time_nano);
-                            debug!(
-                                action = "event",
-                                reason = %format!("{} {}", e.typ.map(|t| t.to_string()).unwrap_or_default(), e.action.unwrap_or_default()),
-                                "swarm event"
-                            );
-                            w.poke.notify_one();
-                        }
-                        Ok(Some(Err(e))) => break explain(&w.engine, &e),
-                        Ok(None) => break "the engine closed the event stream".to_string(),
-                    }
-                }
-            }
-        };
-        if error.is_empty() {
-            continue; // the watchdog: reopen at once
-        }
-        w.telemetry.stream_lost(ENGINE, &error);
-        if !lost {
-            lost = true;
-            warn!(action = "events", project = %w.project, error = %error, "event stream lost; reconnecting with backoff");
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }

@@ -1,4 +1,6 @@
-//! The engine's event stream, used only to decide *when* to reconcile.
+//! One engine's event stream, used only to decide *when* to reconcile, in both modes:
+//! plain mode watches the project's containers ([`Watched::Containers`]), Swarm mode the
+//! swarm's services and nodes ([`Watched::Swarm`]).
 //!
 //! Recovery: a stream that ends or fails is reopened with capped exponential backoff
 //! and jitter, resuming with `since` at the last event seen so nothing in between
@@ -76,9 +78,37 @@ impl Trigger {
     }
 }
 
+/// What a stream watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Watched {
+    /// The containers labelled with this project.
+    Containers { project: String },
+    /// The swarm's services and nodes (Swarm sends no task events; the loop lists tasks).
+    Swarm,
+}
+
+impl Watched {
+    fn filters(&self) -> HashMap<String, Vec<String>> {
+        match self {
+            Watched::Containers { project } => HashMap::from([
+                ("type".to_string(), vec!["container".to_string()]),
+                (
+                    "label".to_string(),
+                    vec![format!("{LABEL_PROJECT}={project}")],
+                ),
+            ]),
+            Watched::Swarm => HashMap::from([(
+                "type".to_string(),
+                vec!["service".to_string(), "node".to_string()],
+            )]),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct EventWatchConfig {
     pub project: String,
+    pub watched: Watched,
     /// A stream silent this long is reopened.
     pub watchdog: Duration,
     /// Longest wait between reconnection attempts.
@@ -157,13 +187,7 @@ impl EventWatch {
 
     /// Open the stream and follow it until it fails, ends or goes silent too long.
     async fn stream_once(&mut self, lost: &mut bool, failures: &mut u32) -> Result<(), String> {
-        let filters = HashMap::from([
-            ("type".to_string(), vec!["container".to_string()]),
-            (
-                "label".to_string(),
-                vec![format!("{LABEL_PROJECT}={}", self.cfg.project)],
-            ),
-        ]);
+        let filters = self.cfg.watched.filters();
         let opts = EventsOptions {
             since: self.since.clone(),
             until: None,
@@ -210,8 +234,13 @@ impl EventWatch {
             if action.starts_with("exec_") {
                 continue;
             }
-            let id = ev.actor.as_ref().and_then(|a| a.id.as_deref());
-            debug!(engine = %self.engine, event = action, "container event");
+            // Only containers are named to the loop (it inspects them); a service or node
+            // event is a wake-up.
+            let id = match self.cfg.watched {
+                Watched::Containers { .. } => ev.actor.as_ref().and_then(|a| a.id.as_deref()),
+                Watched::Swarm => None,
+            };
+            debug!(engine = %self.engine, event = action, "engine event");
             self.trigger.poke(id, action);
         }
     }
