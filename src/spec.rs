@@ -19,9 +19,10 @@ use std::collections::HashMap;
 
 use bollard::models::{
     ContainerCreateBody, DeviceMapping, EndpointIpamConfig, EndpointSettings, HealthConfig,
-    HostConfig, HostConfigLogConfig, Mount as EngineMount, MountBindOptions, MountTmpfsOptions,
-    MountType, MountVolumeOptions, NetworkingConfig, PortBinding, PortMap, ResourcesUlimits,
-    RestartPolicy as EngineRestartPolicy, RestartPolicyNameEnum,
+    HostConfig, HostConfigLogConfig, Ipam, IpamConfig, Mount as EngineMount, MountBindOptions,
+    MountTmpfsOptions, MountType, MountVolumeOptions, NetworkCreateRequest, NetworkingConfig,
+    PortBinding, PortMap, ResourcesUlimits, RestartPolicy as EngineRestartPolicy,
+    RestartPolicyNameEnum,
 };
 
 use crate::config::{Mount, MountKind, Project, Protocol, Service};
@@ -548,6 +549,48 @@ fn nanos(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
+/// The engine's request for a project network: its driver, `driver_opts`, `ipam`,
+/// `internal`, `attachable` and `enable_ipv6`, as compose sends them.
+pub fn network_request(
+    net: &crate::config::Network,
+    name: &str,
+    labels: HashMap<String, String>,
+) -> NetworkCreateRequest {
+    let o = &net.options;
+    let ipam = o.ipam.as_ref().map(|i| Ipam {
+        driver: i.driver.clone(),
+        config: (!i.config.is_empty()).then(|| {
+            i.config
+                .iter()
+                .map(|c| IpamConfig {
+                    subnet: c.subnet.clone(),
+                    ip_range: c.ip_range.clone(),
+                    gateway: c.gateway.clone(),
+                    auxiliary_addresses: (!c.aux_addresses.is_empty())
+                        .then(|| string_map(&c.aux_addresses)),
+                })
+                .collect()
+        }),
+        options: (!i.options.is_empty()).then(|| string_map(&i.options)),
+    });
+    NetworkCreateRequest {
+        name: name.to_string(),
+        driver: net.driver.clone(),
+        internal: o.internal.then_some(true),
+        attachable: o.attachable.then_some(true),
+        enable_ipv6: o.enable_ipv6,
+        ipam,
+        options: (!o.driver_opts.is_empty()).then(|| string_map(&o.driver_opts)),
+        labels: Some(labels),
+        ..Default::default()
+    }
+}
+
+/// A map of strings, as the engine's requests take them.
+pub fn string_map(m: &std::collections::BTreeMap<String, String>) -> HashMap<String, String> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,6 +605,7 @@ mod tests {
             driver: None,
             external: false,
             labels: BTreeMap::new(),
+            options: Default::default(),
         }
     }
 

@@ -946,15 +946,24 @@ services:
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // Compose creates the services' containers concurrently, so api's may appear a moment
+    // after the job started: look for it for as long as the job runs.
     let api = "<project>-api-1";
     let mut seen = None;
+    let mut job_ran = false;
     let deadline = Instant::now() + UP;
     while Instant::now() < deadline {
         let s = states(&c.name);
-        if s.get("<project>-migrate-1")
-            .is_some_and(|m| m.0 == "running")
-        {
-            seen = s.get(api).map(|a| a.0.clone());
+        let running = s
+            .get("<project>-migrate-1")
+            .is_some_and(|m| m.0 == "running");
+        if running {
+            job_ran = true;
+            if let Some(a) = s.get(api) {
+                seen = Some(a.0.clone());
+                break;
+            }
+        } else if job_ran {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));

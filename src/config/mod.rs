@@ -32,6 +32,7 @@ mod dotenv;
 mod include;
 mod lifecycle;
 mod merge;
+pub mod networks;
 mod nodes;
 mod project;
 mod read;

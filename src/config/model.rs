@@ -398,6 +398,9 @@ pub struct Network {
     pub driver: Option<String>,
     pub external: bool,
     pub labels: BTreeMap<String, String>,
+    /// `driver_opts`, `ipam`, `internal`, `attachable`, `enable_ipv6`.
+    #[serde(flatten)]
+    pub options: super::networks::NetworkOptions,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -407,6 +410,8 @@ pub struct Volume {
     pub driver: Option<String>,
     pub external: bool,
     pub labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub driver_opts: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

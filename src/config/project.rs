@@ -194,6 +194,7 @@ pub fn build(
                 driver: d.driver,
                 external: d.external,
                 labels: d.labels,
+                options: d.options,
             };
             (k, net)
         })
@@ -209,6 +210,7 @@ pub fn build(
             driver: d.driver,
             external: d.external,
             labels: d.labels,
+            driver_opts: d.options.driver_opts,
         };
         (k, vol)
     })
@@ -301,6 +303,7 @@ pub fn build(
                 driver: None,
                 external: false,
                 labels: BTreeMap::new(),
+                options: Default::default(),
             },
         );
     }
@@ -571,6 +574,8 @@ struct Definition {
     driver: Option<String>,
     external: bool,
     labels: BTreeMap<String, String>,
+    /// Networks' settings; volumes use only its `driver_opts`.
+    options: super::networks::NetworkOptions,
 }
 
 fn definitions(
@@ -588,6 +593,7 @@ fn definitions(
             driver: None,
             external: false,
             labels: BTreeMap::new(),
+            options: Default::default(),
         };
         for (dk, dv) in read::map_or_null(v, &p)? {
             let dp = child(&p, &dk.name);
@@ -610,8 +616,12 @@ fn definitions(
                     }
                 }
                 key if key.starts_with("x-") => {}
-                "driver_opts" | "ipam" | "internal" | "attachable" | "enable_ipv4"
-                | "enable_ipv6" => warnings.at(&dk.loc, &dp, "not supported yet, ignored"),
+                "driver_opts" if section == "volumes" => {
+                    def.options.driver_opts = super::networks::driver_opts(dv, &dp)?
+                }
+                key if section == "networks"
+                    && super::networks::network_key(&mut def.options, key, dv, &dp)? => {}
+                "enable_ipv4" => warnings.at(&dk.loc, &dp, "not supported yet, ignored"),
                 _ => warnings.at(&dk.loc, &dp, "unknown key, ignored"),
             }
         }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::models::{NetworkConnectRequest, NetworkCreateRequest, VolumeCreateRequest};
+use bollard::models::{NetworkConnectRequest, VolumeCreateRequest};
 use futures::StreamExt;
 
 use crate::config::{Project, PullPolicy, Service};
@@ -196,12 +196,7 @@ impl<E: Engine> Executor<'_, E> {
     ) -> Result<Option<String>, String> {
         let net = &self.project.networks[key];
         let labels = self.infra_labels(&net.labels, "com.docker.compose.network", key);
-        let req = NetworkCreateRequest {
-            name: name.to_string(),
-            driver: net.driver.clone(),
-            labels: Some(labels),
-            ..Default::default()
-        };
+        let req = spec::network_request(net, name, labels);
         match docker.create_network(req).await {
             Ok(_) => Ok(None),
             // Created meanwhile (another pass, or a second drover): fine.
@@ -240,6 +235,7 @@ impl<E: Engine> Executor<'_, E> {
         let req = VolumeCreateRequest {
             name: Some(name.to_string()),
             driver: vol.driver.clone(),
+            driver_opts: (!vol.driver_opts.is_empty()).then(|| spec::string_map(&vol.driver_opts)),
             labels: Some(labels),
             ..Default::default()
         };

@@ -52,6 +52,7 @@ pub(super) fn project(services: Vec<Service>) -> Project {
                 driver: None,
                 external: false,
                 labels: BTreeMap::new(),
+                options: Default::default(),
             },
         )]),
         volumes: BTreeMap::new(),

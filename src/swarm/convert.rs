@@ -157,13 +157,12 @@ pub fn desired(project: &Project, contents: &BTreeMap<(Kind, String), Vec<u8>>) 
                 .collect();
             labels.insert(NAMESPACE.into(), project.name.clone());
             labels.insert(PROJECT.into(), project.name.clone());
-            NetworkCreateRequest {
-                name: n.name.clone(),
-                driver: Some(n.driver.clone().unwrap_or_else(|| "overlay".into())),
-                attachable: Some(true),
-                labels: Some(labels),
-                ..Default::default()
-            }
+            // Overlay unless the file says otherwise, and attachable (drover itself, and
+            // `docker run --network`, may join); the rest as the file says.
+            let mut req = crate::spec::network_request(n, &n.name, labels);
+            req.driver = Some(n.driver.clone().unwrap_or_else(|| "overlay".into()));
+            req.attachable = Some(true);
+            req
         })
         .collect();
     let mut objects = BTreeMap::new();
