@@ -3,6 +3,7 @@
 //! The program is one level-triggered loop:
 //!
 //! - [`config`]: Compose file(s), `.env`, scale targets -> the desired [`config::Project`].
+//! - [`labels`]: the label keys drover writes and reads back (its only state).
 //! - [`spec`]: a desired service and slot -> the engine's container create request (pure).
 //! - [`engine`]: connecting like the Docker CLI.
 //! - [`observe`]: the engine's containers -> observed state; events decide when to look.
@@ -17,6 +18,7 @@ pub mod config;
 pub mod controller;
 pub mod engine;
 pub mod execute;
+pub mod labels;
 pub mod lease;
 pub mod nodes;
 pub mod observe;

@@ -17,9 +17,10 @@ use futures::StreamExt;
 
 use crate::config::{Project, PullPolicy, Service};
 use crate::engine::{Engine, Kind};
+use crate::labels::{LABEL_GENERATION, LABEL_NODE, LABEL_PROJECT};
 use crate::observe::{self, VolumeMount};
 use crate::plan::Action;
-use crate::spec::{self, LABEL_GENERATION, LABEL_NODE, LABEL_PROJECT};
+use crate::spec;
 
 /// The result of one action.
 #[derive(Debug)]
