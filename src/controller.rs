@@ -160,7 +160,7 @@ impl Controller {
         };
         c.warn_once(&loaded.warnings);
         c.telemetry
-            .host_paths(&c.source.options().host_paths, &loaded.host_paths);
+            .host_paths(c.source.options().host_paths.record(&loaded.host_paths));
         c
     }
 
@@ -289,7 +289,8 @@ impl Controller {
                     NodeState::Down
                 }
                 Some(Ok((docker, snapshot))) => {
-                    self.telemetry.observed(&name, &self.project, &snapshot);
+                    let seen = snapshot.observation(&self.project, self.own_id.as_deref());
+                    self.telemetry.observed(&name, seen);
                     if self.said.list_failing.remove(&name) {
                         info!(action = "observe", project = %self.project.name, node = %name, "node listed again");
                     }
@@ -386,7 +387,7 @@ impl Controller {
         // The plan's waits and stopped slots are the project's, not a node's: recorded once,
         // under the first node.
         if let Some(first) = self.nodes.first() {
-            self.telemetry.planned(&first.name, &plan);
+            self.telemetry.planned(&first.name, plan.record());
         }
         self.report_waits(&plan);
         self.history.settled(&plan.settled);
@@ -408,7 +409,7 @@ impl Controller {
         executor
             .execute(&plan.actions, |o| {
                 failed |= o.error.is_some();
-                telemetry.action(o.action.node(), &o);
+                telemetry.action(o.record());
                 log_outcome(project, &o);
                 let ok = o.error.is_none();
                 history.record(project, &settings.backoff, &o.action, ok, SystemTime::now());
@@ -601,7 +602,7 @@ impl Controller {
         }
         self.warn_once(&loaded.warnings);
         self.telemetry
-            .host_paths(&self.source.options().host_paths, &loaded.host_paths);
+            .host_paths(self.source.options().host_paths.record(&loaded.host_paths));
         let mut loaded = loaded;
         self.history.reloaded(&self.project, &mut loaded.project);
         if loaded.project == self.project {

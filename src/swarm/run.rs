@@ -419,7 +419,7 @@ impl Controller {
         };
         c.warn_once(&warnings);
         c.telemetry
-            .host_paths(&c.source.options().host_paths, &host_paths);
+            .host_paths(c.source.options().host_paths.record(&host_paths));
         Ok(c)
     }
 
@@ -523,7 +523,7 @@ impl Controller {
             self.telemetry.reload(None);
         }
         self.telemetry
-            .host_paths(&self.source.options().host_paths, &loaded.host_paths);
+            .host_paths(self.source.options().host_paths.record(&loaded.host_paths));
         if desired == self.desired {
             return false;
         }
