@@ -107,6 +107,7 @@ impl Controller {
         settings: Settings,
         telemetry: Telemetry,
         cancel: &CancellationToken,
+        reload: crate::runtime::Reload,
     ) -> Controller {
         let trigger = Arc::new(Trigger::default());
         let health = HealthConfig::with_down_after(settings.node_down_after);
@@ -146,7 +147,7 @@ impl Controller {
         let mut c = Controller {
             nodes: handles,
             trigger,
-            source: ConfigSource::new(load, &loaded, settings.watch_interval),
+            source: ConfigSource::new(load, &loaded, settings.watch_interval, reload),
             project: loaded.project,
             settings,
             own_id: observe::own_container_id(),

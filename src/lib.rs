@@ -10,6 +10,7 @@
 //! - [`plan`]: desired + observed -> actions. Pure; where the product's judgement lives.
 //! - [`execute`]: actions -> engine calls, with bounded concurrency.
 //! - [`controller`]: wires them together until shutdown.
+//! - [`preview`]: `drover plan`: what a pass would do, changing nothing.
 //! - [`swarm`]: Swarm mode: drive Swarm services like `docker stack deploy` instead.
 //! - [`lease`]: one acting drover per project, through a lease container on the engine.
 //! - [`telemetry`]: structured logs.
@@ -23,6 +24,7 @@ pub mod lease;
 pub mod nodes;
 pub mod observe;
 pub mod plan;
+pub mod preview;
 pub mod runtime;
 pub mod spec;
 pub mod swarm;

@@ -3,4 +3,4 @@
 
 pub mod config_source;
 
-pub use config_source::{ConfigSource, Why};
+pub use config_source::{ConfigSource, Reload, Why};

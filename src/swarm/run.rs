@@ -401,10 +401,11 @@ impl Controller {
         loaded: config::Loaded,
         settings: Settings,
         telemetry: Telemetry,
+        reload: crate::runtime::Reload,
     ) -> Result<Controller, String> {
         let (desired, warnings) = desired(&loaded)?;
         telemetry.add_node(ENGINE);
-        let source = ConfigSource::new(load, &loaded, settings.watch_interval);
+        let source = ConfigSource::new(load, &loaded, settings.watch_interval, reload);
         let host_paths = loaded.host_paths.clone();
         let mut c = Controller {
             docker,
