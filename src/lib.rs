@@ -13,7 +13,10 @@
 //! - [`preview`]: `drover plan`: what a pass would do, changing nothing.
 //! - [`swarm`]: Swarm mode: drive Swarm services like `docker stack deploy` instead.
 //! - [`lease`]: one acting drover per project, through a lease container on the engine.
-//! - [`telemetry`]: structured logs.
+//! - [`runtime`]: what both modes' loops share (the config source; reloads are asked for,
+//!   never taken from signals: the `drover` command owns those).
+//! - [`nodes`]: the engines of a project and whether each is up.
+//! - [`telemetry`]: logs, metrics, `/status`; imports nothing above it.
 
 pub mod config;
 pub mod controller;
