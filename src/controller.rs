@@ -107,6 +107,7 @@ impl Controller {
         settings: Settings,
         telemetry: Telemetry,
         cancel: &CancellationToken,
+        reload: crate::runtime::Reload,
     ) -> Controller {
         let trigger = Arc::new(Trigger::default());
         let health = HealthConfig::with_down_after(settings.node_down_after);
@@ -146,7 +147,7 @@ impl Controller {
         let mut c = Controller {
             nodes: handles,
             trigger,
-            source: ConfigSource::new(load, &loaded, settings.watch_interval),
+            source: ConfigSource::new(load, &loaded, settings.watch_interval, reload),
             project: loaded.project,
             settings,
             own_id: observe::own_container_id(),
@@ -160,7 +161,7 @@ impl Controller {
         };
         c.warn_once(&loaded.warnings);
         c.telemetry
-            .host_paths(&c.source.options().host_paths, &loaded.host_paths);
+            .host_paths(c.source.options().host_paths.record(&loaded.host_paths));
         c
     }
 
@@ -289,7 +290,8 @@ impl Controller {
                     NodeState::Down
                 }
                 Some(Ok((docker, snapshot))) => {
-                    self.telemetry.observed(&name, &self.project, &snapshot);
+                    let seen = snapshot.observation(&self.project, self.own_id.as_deref());
+                    self.telemetry.observed(&name, seen);
                     if self.said.list_failing.remove(&name) {
                         info!(action = "observe", project = %self.project.name, node = %name, "node listed again");
                     }
@@ -386,7 +388,7 @@ impl Controller {
         // The plan's waits and stopped slots are the project's, not a node's: recorded once,
         // under the first node.
         if let Some(first) = self.nodes.first() {
-            self.telemetry.planned(&first.name, &plan);
+            self.telemetry.planned(&first.name, plan.record());
         }
         self.report_waits(&plan);
         self.history.settled(&plan.settled);
@@ -408,7 +410,7 @@ impl Controller {
         executor
             .execute(&plan.actions, |o| {
                 failed |= o.error.is_some();
-                telemetry.action(o.action.node(), &o);
+                telemetry.action(o.record());
                 log_outcome(project, &o);
                 let ok = o.error.is_none();
                 history.record(project, &settings.backoff, &o.action, ok, SystemTime::now());
@@ -601,7 +603,7 @@ impl Controller {
         }
         self.warn_once(&loaded.warnings);
         self.telemetry
-            .host_paths(&self.source.options().host_paths, &loaded.host_paths);
+            .host_paths(self.source.options().host_paths.record(&loaded.host_paths));
         let mut loaded = loaded;
         self.history.reloaded(&self.project, &mut loaded.project);
         if loaded.project == self.project {

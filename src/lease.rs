@@ -52,12 +52,9 @@ use tracing::{debug, info, warn};
 
 use crate::engine::connect::{self, Endpoint};
 
-/// Label naming the project a lease container is for.
-pub const LABEL_LEASE: &str = "drover.lease";
-/// Label naming the drover process that created the lease container.
-pub const LABEL_HOLDER: &str = "drover.lease.holder";
-/// Label naming where the holder's pid can be checked: `{boot id}/{container id or host}`.
-pub const LABEL_SCOPE: &str = "drover.lease.scope";
+pub use crate::labels::{
+    LEASE_HOLDER as LABEL_HOLDER, LEASE_PROJECT as LABEL_LEASE, LEASE_SCOPE as LABEL_SCOPE,
+};
 
 /// The lease container's name for `project`.
 pub fn container_name(project: &str) -> String {

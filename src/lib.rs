@@ -3,24 +3,31 @@
 //! The program is one level-triggered loop:
 //!
 //! - [`config`]: Compose file(s), `.env`, scale targets -> the desired [`config::Project`].
+//! - [`labels`]: the label keys drover writes and reads back (its only state).
 //! - [`spec`]: a desired service and slot -> the engine's container create request (pure).
 //! - [`engine`]: connecting like the Docker CLI.
 //! - [`observe`]: the engine's containers -> observed state; events decide when to look.
 //! - [`plan`]: desired + observed -> actions. Pure; where the product's judgement lives.
 //! - [`execute`]: actions -> engine calls, with bounded concurrency.
 //! - [`controller`]: wires them together until shutdown.
+//! - [`preview`]: `drover plan`: what a pass would do, changing nothing.
 //! - [`swarm`]: Swarm mode: drive Swarm services like `docker stack deploy` instead.
 //! - [`lease`]: one acting drover per project, through a lease container on the engine.
-//! - [`telemetry`]: structured logs.
+//! - [`runtime`]: what both modes' loops share (the config source; reloads are asked for,
+//!   never taken from signals: the `drover` command owns those).
+//! - [`nodes`]: the engines of a project and whether each is up.
+//! - [`telemetry`]: logs, metrics, `/status`; imports nothing above it.
 
 pub mod config;
 pub mod controller;
 pub mod engine;
 pub mod execute;
+pub mod labels;
 pub mod lease;
 pub mod nodes;
 pub mod observe;
 pub mod plan;
+pub mod preview;
 pub mod runtime;
 pub mod spec;
 pub mod swarm;

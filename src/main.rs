@@ -1,28 +1,38 @@
-//! The `drover` command: CLI parsing and wiring only.
+//! The `drover` command: parses the command line and wires the library together, one
+//! function per subcommand. It owns the process's signals: SIGTERM and SIGINT cancel the
+//! run, SIGHUP asks the config source to load again.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use drover::config::hostpath::{HostPaths, UseKind};
-use drover::config::{self, LoadOptions};
+use drover::config::{self, LoadOptions, Loaded, Mode};
 use drover::controller::{Controller, Settings};
 use drover::engine::connect::{self, ConnectArgs, Endpoint};
 use drover::engine::hostmounts;
 use drover::nodes::NodeSpec;
+use drover::runtime::Reload;
 use drover::telemetry::http::{self, Listen};
 use drover::telemetry::{self, LogFormat, Telemetry};
-use drover::{observe, plan, swarm};
+use drover::{observe, plan, preview, swarm};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "drover",
     version,
-    about = "Keeps a Compose project's services at their target replica counts"
+    about = "Keeps a Compose project's services at their target replica counts",
+    long_about = "Keeps a Compose project's services at their target replica counts on Docker \
+                  engines: restarts what dies, recreates what is removed, scales and rolls \
+                  updates as the Compose files change.\n\n\
+                  Every flag is also read from DROVER_<FLAG> (e.g. DROVER_SCALE_FILE); the \
+                  engine connection follows the Docker CLI (DOCKER_HOST, DOCKER_TLS_VERIFY, \
+                  DOCKER_CERT_PATH). Flags may come before or after the subcommand."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -187,224 +197,319 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let format = cli.common.log_format.unwrap_or_else(LogFormat::auto);
     if let Err(e) = telemetry::init(format, cli.common.log_level.as_deref()) {
-        eprintln!("error: {e}");
-        return ExitCode::FAILURE;
+        return fail(e);
     }
-    match cli.command {
-        Command::Status { json } => return status(client_listen(cli.common.listen), json),
+    let done = match cli.command {
+        Command::Status { json } => status(client_listen(cli.common.listen), json),
         Command::Healthcheck => return healthcheck(client_listen(cli.common.listen)),
-        _ => {}
-    }
-    let env: HashMap<String, String> = std::env::vars().collect();
-    let mut load = LoadOptions {
-        files: cli.common.file.clone(),
-        project_name: cli.common.project_name.clone(),
-        env_files: cli.common.env_file.clone(),
-        scale: cli.common.scale.clone(),
-        scale_file: cli.common.scale_file.clone(),
+        Command::Check { format } => check(&cli.common, format),
+        Command::Plan => block_on(plan_command(cli.common)),
+        Command::Run(args) => block_on(run(cli.common, args)),
+    };
+    done.map_or_else(fail, |()| ExitCode::SUCCESS)
+}
+
+/// One line on stderr, exit 1.
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
+}
+
+/// Run a command that needs the async runtime (the engine commands).
+fn block_on(command: impl Future<Output = Result<(), String>>) -> Result<(), String> {
+    tokio::runtime::Runtime::new()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?
+        .block_on(command)
+}
+
+/// The load options from the flags and the environment: the mode is `--mode` (else
+/// `auto`, which accepts what either mode accepts, until the file and the engine are
+/// known); host paths only from `--host-project-dir` so far.
+fn load_options(common: &Common, env: &HashMap<String, String>) -> LoadOptions {
+    LoadOptions {
+        files: common.file.clone(),
+        project_name: common.project_name.clone(),
+        env_files: common.env_file.clone(),
+        scale: common.scale.clone(),
+        scale_file: common.scale_file.clone(),
         env: env.clone(),
         cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
-        profiles: cli.common.profile.clone(),
-        // Not known before the file is read (x-drover.mode) and the engine asked (auto).
-        mode: Some(cli.common.mode.unwrap_or(config::Mode::Auto)),
-        host_paths: match &cli.common.host_project_dir {
+        profiles: common.profile.clone(),
+        mode: Some(common.mode.unwrap_or(Mode::Auto)),
+        host_paths: match &common.host_project_dir {
             Some(dir) => HostPaths::ProjectDir(dir.clone()),
             None => HostPaths::Same,
         },
-    };
-    let mut loaded = match config::load(&load) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // The mode the file asks for decides what it may contain (external secrets) and which
-    // warnings apply.
-    if let (None, Some(m)) = (cli.common.mode, loaded.settings.mode)
-        && m != config::Mode::Auto
-    {
-        load.mode = Some(m);
-        loaded = match config::load(&load) {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
     }
+}
 
-    if let Command::Check { format } = cli.command {
-        if let Some(l) = check_host_paths(&cli.common, &env, &mut load, &loaded) {
-            loaded = match l {
-                Ok(l) => l,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-        }
-        for t in &loaded.host_paths {
-            eprintln!("host path: {t}");
-        }
-        for w in &loaded.warnings {
-            eprintln!("warning: {w}");
-        }
-        let out = match format {
-            CheckFormat::Json => serde_json::to_string_pretty(&loaded.project)
-                .map_err(|e| e.to_string())
-                .map(|s| s + "\n"),
-            CheckFormat::Yaml => config::to_yaml(&loaded.project),
-        };
-        return match out {
-            Ok(s) => {
-                print!("{s}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: cannot print the project: {e}");
-                ExitCode::FAILURE
-            }
-        };
+/// Load again with the `mode` and `host` paths now known, unless the load `first` was
+/// already made with them. The mode decides what the files may contain (external
+/// secrets) and which warnings apply; reloads keep using both.
+fn load_for(
+    load: &mut LoadOptions,
+    first: Loaded,
+    mode: Mode,
+    host: HostPaths,
+) -> Result<Loaded, String> {
+    if load.mode == Some(mode) && load.host_paths == host {
+        return Ok(first);
     }
+    load.mode = Some(mode);
+    load.host_paths = host;
+    config::load(load).map_err(|e| e.to_string())
+}
 
-    let endpoint = match Endpoint::resolve(&cli.common.connect, &env) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+/// `drover check`: validate and print the desired state. Needs no engine.
+fn check(common: &Common, format: CheckFormat) -> Result<(), String> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let mut load = load_options(common, &env);
+    let first = config::load(&load).map_err(|e| e.to_string())?;
+    let mode = common.mode.or(first.settings.mode).unwrap_or(Mode::Auto);
+    let host = check_host_paths(common, &env, &first).unwrap_or(load.host_paths.clone());
+    let loaded = load_for(&mut load, first, mode, host)?;
+    for t in &loaded.host_paths {
+        eprintln!("host path: {t}");
+    }
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    let out = match format {
+        CheckFormat::Json => serde_json::to_string_pretty(&loaded.project)
+            .map_err(|e| e.to_string())
+            .map(|s| s + "\n"),
+        CheckFormat::Yaml => config::to_yaml(&loaded.project),
     };
-    let specs = match NodeSpec::from_config(&loaded.settings.nodes, &endpoint, &env) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async move {
-        // One engine from the environment: a connection problem at start is the user's to
-        // fix now (one line, exit 1). With a node list, nodes that do not answer are down
-        // and the others carry on.
-        let mut docker = None;
-        if loaded.settings.nodes.is_empty() {
-            match connect::connect(&endpoint).await {
-                Ok(d) => docker = Some(d),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
-        }
-        let wanted = cli
-            .common
-            .mode
-            .or(loaded.settings.mode)
-            .unwrap_or(config::Mode::Auto);
-        let mode = swarm::choose(docker.as_ref(), &endpoint, wanted).await;
-        if let (Ok((m, Some(why))), Command::Run(_)) = (&mode, &cli.command) {
-            let m = if *m == config::Mode::Swarm {
-                "swarm"
-            } else {
-                "plain"
-            };
-            tracing::info!(action = "mode", mode = m, reason = %why, "mode chosen");
-        }
-        let chosen = match &mode {
-            Ok((m, _)) => *m,
-            Err(_) => wanted,
-        };
-        // Where the engine's host has drover's files (drover in a container).
-        let own = observe::own_container_id();
-        let host = hostmounts::discover(
-            cli.common.host_project_dir.clone(),
-            own.as_deref(),
-            docker.as_ref(),
-            &endpoint,
+    print!(
+        "{}",
+        out.map_err(|e| format!("cannot print the project: {e}"))?
+    );
+    Ok(())
+}
+
+/// What `plan` and `run` start from: the engines, the mode chosen, and the config loaded
+/// for both.
+struct Setup {
+    endpoint: Endpoint,
+    specs: Vec<NodeSpec>,
+    /// The one engine of the environment (no `x-drover.nodes`), connected.
+    docker: Option<bollard::Docker>,
+    mode: Mode,
+    /// Why `auto` chose `mode`.
+    why: Option<String>,
+    load: LoadOptions,
+    loaded: Loaded,
+}
+
+/// Load, connect, choose the mode, find the host paths, and load again when the mode or
+/// the host paths differ from the first load's (at most two loads).
+async fn setup(common: &Common) -> Result<Setup, String> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let mut load = load_options(common, &env);
+    let first = config::load(&load).map_err(|e| e.to_string())?;
+    let endpoint = Endpoint::resolve(&common.connect, &env).map_err(|e| e.to_string())?;
+    let specs =
+        NodeSpec::from_config(&first.settings.nodes, &endpoint, &env).map_err(|e| e.to_string())?;
+    // One engine from the environment: a connection problem at start is the user's to fix
+    // now (one line, exit 1). With a node list, nodes that do not answer are down and the
+    // others carry on.
+    let docker = if first.settings.nodes.is_empty() {
+        Some(
+            connect::connect(&endpoint)
+                .await
+                .map_err(|e| e.to_string())?,
         )
-        .await
-        .unwrap_or_else(|e| {
-            if !loaded.resolved_paths.is_empty() {
-                tracing::warn!(action = "host-paths", error = %e, "drover runs in a container but cannot read its mounts: relative bind sources are handed to the engine as drover's own paths (--host-project-dir gives the host path of the project directory)");
-            }
-            HostPaths::Same
-        });
-        // Load again for the mode and host paths now known (reloads keep using them).
-        let mut loaded = loaded;
-        if load.mode != Some(chosen) || load.host_paths != host {
-            load.mode = Some(chosen);
-            load.host_paths = host;
-            loaded = match config::load(&load) {
-                Ok(l) => l,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
+    } else {
+        None
+    };
+    let wanted = common.mode.or(first.settings.mode).unwrap_or(Mode::Auto);
+    let (mode, why) = swarm::choose(docker.as_ref(), &endpoint, wanted).await?;
+    // Where the engine's host has drover's files (drover in a container).
+    let own = observe::own_container_id();
+    let host = hostmounts::discover(
+        common.host_project_dir.clone(),
+        own.as_deref(),
+        docker.as_ref(),
+        &endpoint,
+    )
+    .await
+    .unwrap_or_else(|e| {
+        if !first.resolved_paths.is_empty() {
+            tracing::warn!(action = "host-paths", error = %e, "drover runs in a container but cannot read its mounts: relative bind sources are handed to the engine as drover's own paths (--host-project-dir gives the host path of the project directory)");
         }
-        let swarm_docker = match (mode, docker) {
-            (Ok((config::Mode::Swarm, _)), Some(d)) => Some(d),
-            (Ok(_), _) => None,
-            (Err(e), _) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        if let Some(d) = swarm_docker {
-            return run_swarm(d, endpoint, cli.command, cli.common.listen, load, loaded).await;
-        }
-        match cli.command {
-            Command::Check { .. } | Command::Status { .. } | Command::Healthcheck => {
-                ExitCode::SUCCESS
-            }
-            Command::Plan => {
-                print_host_paths(&loaded);
-                print_plan(&specs, &loaded).await
-            }
-            Command::Run(args) => {
-                let settings = settings(&args, &loaded);
-                let telemetry = Telemetry::new(
-                    &loaded.project.name,
-                    settings.watchdog * 2,
-                    observe::own_container_id(),
-                );
-                let Ok(server) = serve_http(cli.common.listen, &telemetry).await else {
-                    return ExitCode::FAILURE;
-                };
-                for spec in &specs {
-                    if let connect::Transport::Tcp(addr) = &spec.endpoint.transport {
-                        tracing::warn!(action = "connect", node = %spec.name, engine = %addr, reason = "plaintext", "engine reached over plaintext tcp: anyone on the path can read and drive it; use TLS (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH)");
-                    }
-                }
-                if specs.len() > 1 && loaded.resolved_paths.iter().any(|u| u.kind == UseKind::Bind) {
-                    tracing::warn!(action = "host-paths", reason = "several-nodes", "a relative bind source names a path on the node each replica runs on: that node's filesystem must have it");
-                }
-                if settings.lease.is_none() {
-                    tracing::warn!(
-                        action = "lease",
-                        reason = if specs.len() > 1 { "several-nodes" } else { "lease-ttl-0" },
-                        "lease off: a second drover for this project would act at the same time (--lease-ttl turns it on)"
-                    );
-                }
-                let cancel = CancellationToken::new();
-                tokio::spawn(shutdown_on_signal(cancel.clone()));
-                Controller::new(specs, load, loaded, settings, telemetry, &cancel)
-                    .run(cancel)
-                    .await;
-                if let Some(s) = server {
-                    s.abort();
-                }
-                ExitCode::SUCCESS
-            }
-        }
+        HostPaths::Same
+    });
+    let loaded = load_for(&mut load, first, mode, host)?;
+    Ok(Setup {
+        endpoint,
+        specs,
+        docker,
+        mode,
+        why,
+        load,
+        loaded,
     })
+}
+
+/// `drover plan`: print what a pass would do.
+async fn plan_command(common: Common) -> Result<(), String> {
+    let s = setup(&common).await?;
+    let lines = match (s.mode, &s.docker) {
+        (Mode::Swarm, Some(d)) => swarm::plan_lines(d, &s.endpoint, &s.loaded).await?,
+        _ => {
+            print_host_paths(&s.loaded);
+            preview::plan_lines(&s.specs, &s.loaded).await?
+        }
+    };
+    if s.mode == Mode::Swarm {
+        print_host_paths(&s.loaded);
+    }
+    for l in lines {
+        println!("{l}");
+    }
+    Ok(())
+}
+
+/// `drover run`: reconcile until SIGTERM or SIGINT.
+async fn run(common: Common, args: RunArgs) -> Result<(), String> {
+    let s = setup(&common).await?;
+    if let Some(why) = &s.why {
+        let m = if s.mode == Mode::Swarm {
+            "swarm"
+        } else {
+            "plain"
+        };
+        tracing::info!(action = "mode", mode = m, reason = %why, "mode chosen");
+    }
+    match (s.mode, s.docker) {
+        (Mode::Swarm, Some(docker)) => {
+            run_swarm(docker, s.endpoint, &args, common.listen, s.load, s.loaded).await
+        }
+        _ => run_plain(s.specs, &args, common.listen, s.load, s.loaded).await,
+    }
+}
+
+/// Plain mode's daemon: drover places the containers.
+async fn run_plain(
+    specs: Vec<NodeSpec>,
+    args: &RunArgs,
+    listen: Option<Listen>,
+    load: LoadOptions,
+    loaded: Loaded,
+) -> Result<(), String> {
+    let settings = settings(args, &loaded);
+    let telemetry = Telemetry::new(
+        &loaded.project.name,
+        settings.watchdog * 2,
+        observe::own_container_id(),
+    );
+    let server = serve_http(listen, &telemetry).await?;
+    warn_about_setup(&specs, &loaded, &settings);
+    let (cancel, reload) = signals();
+    Controller::new(specs, load, loaded, settings, telemetry, &cancel, reload)
+        .run(cancel)
+        .await;
+    if let Some(s) = server {
+        s.abort();
+    }
+    Ok(())
+}
+
+/// Swarm mode's daemon: drover drives Swarm services on the manager `docker`.
+async fn run_swarm(
+    docker: bollard::Docker,
+    endpoint: Endpoint,
+    args: &RunArgs,
+    listen: Option<Listen>,
+    load: LoadOptions,
+    loaded: Loaded,
+) -> Result<(), String> {
+    let settings = swarm::run::Settings {
+        watch_interval: args.watch_interval,
+        watchdog: args
+            .watchdog
+            .or(loaded.settings.watchdog)
+            .unwrap_or(Settings::default().watchdog),
+        ..Default::default()
+    };
+    // As in plain mode: an event stream counts as fresh for two watchdog periods.
+    let telemetry = Telemetry::new(
+        &loaded.project.name,
+        settings.watchdog * 2,
+        observe::own_container_id(),
+    );
+    let (cancel, reload) = signals();
+    let controller = swarm::run::Controller::new(
+        docker,
+        endpoint,
+        load,
+        loaded,
+        settings,
+        telemetry.clone(),
+        reload,
+    )?;
+    let server = serve_http(listen, &telemetry).await?;
+    controller.run(cancel).await;
+    if let Some(s) = server {
+        s.abort();
+    }
+    Ok(())
+}
+
+/// Warnings about how drover was set up, said once at start.
+fn warn_about_setup(specs: &[NodeSpec], loaded: &Loaded, settings: &Settings) {
+    for spec in specs {
+        if let connect::Transport::Tcp(addr) = &spec.endpoint.transport {
+            tracing::warn!(action = "connect", node = %spec.name, engine = %addr, reason = "plaintext", "engine reached over plaintext tcp: anyone on the path can read and drive it; use TLS (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH)");
+        }
+    }
+    if specs.len() > 1
+        && loaded
+            .resolved_paths
+            .iter()
+            .any(|u| u.kind == UseKind::Bind)
+    {
+        tracing::warn!(
+            action = "host-paths",
+            reason = "several-nodes",
+            "a relative bind source names a path on the node each replica runs on: that node's filesystem must have it"
+        );
+    }
+    if settings.lease.is_none() {
+        tracing::warn!(
+            action = "lease",
+            reason = if specs.len() > 1 {
+                "several-nodes"
+            } else {
+                "lease-ttl-0"
+            },
+            "lease off: a second drover for this project would act at the same time (--lease-ttl turns it on)"
+        );
+    }
+}
+
+/// The process's signals, for the daemon: SIGTERM and SIGINT cancel the returned token;
+/// each SIGHUP is one request on the returned [`Reload`].
+fn signals() -> (CancellationToken, Reload) {
+    let cancel = CancellationToken::new();
+    tokio::spawn(shutdown_on_signal(cancel.clone()));
+    let (tx, rx) = tokio::sync::watch::channel(());
+    tokio::spawn(reload_on_hangup(tx));
+    (cancel, rx)
+}
+
+/// Each SIGHUP: ask the config source to load again.
+async fn reload_on_hangup(reload: tokio::sync::watch::Sender<()>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!(
+            "cannot install the SIGHUP handler; config reloads follow file changes only"
+        );
+        return;
+    };
+    while hup.recv().await.is_some() {
+        reload.send_replace(());
+    }
 }
 
 /// Start the HTTP endpoints. An address given with --listen or DROVER_LISTEN that cannot
@@ -413,7 +518,7 @@ fn main() -> ExitCode {
 async fn serve_http(
     listen: Option<Listen>,
     telemetry: &Telemetry,
-) -> Result<Option<tokio::task::JoinHandle<()>>, ()> {
+) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
     let explicit = listen.is_some();
     let Listen::At(addr) = listen.unwrap_or_default() else {
         return Ok(None);
@@ -424,10 +529,7 @@ async fn serve_http(
             tracing::info!(action = "listen", address = %bound, "serving /livez /readyz /metrics /status");
             Ok(Some(tokio::spawn(http::serve(l, telemetry.clone()))))
         }
-        Err(e) if explicit => {
-            eprintln!("error: --listen {addr}: {e}");
-            Err(())
-        }
+        Err(e) if explicit => Err(format!("--listen {addr}: {e}")),
         Err(e) => {
             tracing::error!(action = "listen", address = %addr, error = %e, "HTTP endpoints disabled; choose another address with --listen");
             Ok(None)
@@ -462,106 +564,27 @@ fn healthcheck(listen: Listen) -> ExitCode {
     }
 }
 
-fn status(listen: Listen, json: bool) -> ExitCode {
+/// `drover status`: ask the running daemon and print its answer.
+fn status(listen: Listen, json: bool) -> Result<(), String> {
     let Some(addr) = listen.client_addr() else {
-        eprintln!("error: HTTP is off (--listen off): nothing to ask");
-        return ExitCode::FAILURE;
+        return Err("HTTP is off (--listen off): nothing to ask".into());
     };
-    let body = match http::get(addr, "/status", Duration::from_secs(5)) {
-        Ok((200, body)) => body,
-        Ok((code, body)) => {
-            eprintln!("error: {addr}/status answered {code}: {}", body.trim());
-            return ExitCode::FAILURE;
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+    let body = match http::get(addr, "/status", Duration::from_secs(5))? {
+        (200, body) => body,
+        (code, body) => return Err(format!("{addr}/status answered {code}: {}", body.trim())),
     };
     if json {
         print!("{body}");
-        return ExitCode::SUCCESS;
+        return Ok(());
     }
-    match serde_json::from_str::<telemetry::status::Status>(&body) {
-        Ok(s) => {
-            print!("{}", telemetry::status::render_table(&s));
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {addr}/status is not a drover status: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let s = serde_json::from_str::<telemetry::status::Status>(&body)
+        .map_err(|e| format!("{addr}/status is not a drover status: {e}"))?;
+    print!("{}", telemetry::status::render_table(&s));
+    Ok(())
 }
 
-/// `plan` and `run` against a Swarm manager.
-async fn run_swarm(
-    docker: bollard::Docker,
-    endpoint: Endpoint,
-    command: Command,
-    listen: Option<Listen>,
-    load: LoadOptions,
-    loaded: config::Loaded,
-) -> ExitCode {
-    match command {
-        Command::Check { .. } | Command::Status { .. } | Command::Healthcheck => ExitCode::SUCCESS,
-        Command::Plan => match swarm::plan_lines(&docker, &endpoint, &loaded).await {
-            Ok(lines) => {
-                print_host_paths(&loaded);
-                for l in lines {
-                    println!("{l}");
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Run(args) => {
-            let settings = swarm::run::Settings {
-                watch_interval: args.watch_interval,
-                watchdog: args
-                    .watchdog
-                    .or(loaded.settings.watchdog)
-                    .unwrap_or(Settings::default().watchdog),
-                ..Default::default()
-            };
-            // As in plain mode: an event stream counts as fresh for two watchdog periods.
-            let telemetry = Telemetry::new(
-                &loaded.project.name,
-                settings.watchdog * 2,
-                observe::own_container_id(),
-            );
-            let controller = match swarm::run::Controller::new(
-                docker,
-                endpoint,
-                load,
-                loaded,
-                settings,
-                telemetry.clone(),
-            ) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let Ok(server) = serve_http(listen, &telemetry).await else {
-                return ExitCode::FAILURE;
-            };
-            let cancel = CancellationToken::new();
-            tokio::spawn(shutdown_on_signal(cancel.clone()));
-            controller.run(cancel).await;
-            if let Some(s) = server {
-                s.abort();
-            }
-            ExitCode::SUCCESS
-        }
-    }
-}
-
-fn settings(args: &RunArgs, loaded: &config::Loaded) -> Settings {
+/// The controller's settings: flags, then `x-drover`, then defaults.
+fn settings(args: &RunArgs, loaded: &Loaded) -> Settings {
     let d = Settings::default();
     let x = &loaded.settings;
     Settings {
@@ -594,15 +617,14 @@ fn settings(args: &RunArgs, loaded: &config::Loaded) -> Settings {
     }
 }
 
-/// `check` in a container without --host-project-dir: ask the engine for drover's mounts
-/// when it answers, and load again with them. `None`: nothing to translate (or nobody to
-/// ask, which is said on stderr; `check` needs no engine).
+/// `check` in a container without --host-project-dir: drover's mounts, when the engine
+/// answers. `None`: nothing to translate (or nobody to ask, which is said on stderr;
+/// `check` needs no engine).
 fn check_host_paths(
     common: &Common,
     env: &HashMap<String, String>,
-    load: &mut LoadOptions,
-    loaded: &config::Loaded,
-) -> Option<Result<config::Loaded, config::ConfigError>> {
+    loaded: &Loaded,
+) -> Option<HostPaths> {
     let own = observe::own_container_id();
     if common.host_project_dir.is_some() || own.is_none() || loaded.resolved_paths.is_empty() {
         return None;
@@ -615,10 +637,7 @@ fn check_host_paths(
         });
     match found {
         Ok(HostPaths::Same) => None,
-        Ok(host) => {
-            load.host_paths = host;
-            Some(config::load(load))
-        }
+        Ok(host) => Some(host),
         Err(e) => {
             eprintln!(
                 "note: drover runs in a container and cannot ask the engine for its mounts \
@@ -630,97 +649,10 @@ fn check_host_paths(
 }
 
 /// The paths handed to the engine as host paths other than drover's own, one a line.
-fn print_host_paths(loaded: &config::Loaded) {
+fn print_host_paths(loaded: &Loaded) {
     for t in &loaded.host_paths {
         println!("host path: {t}");
     }
-}
-
-async fn print_plan(specs: &[NodeSpec], loaded: &config::Loaded) -> ExitCode {
-    let project = &loaded.project;
-    let mut states = Vec::new();
-    let mut snapshots = Vec::new();
-    for spec in specs {
-        let listed = match connect::connect(&spec.endpoint).await {
-            Ok(d) => observe::snapshot(&d, &spec.name, &project.name, &Default::default())
-                .await
-                .map_err(|e| connect::explain(&spec.endpoint, &e)),
-            Err(e) => Err(e.to_string()),
-        };
-        match listed {
-            Ok(s) => {
-                states.push(plan::NodeState::Up);
-                snapshots.push(s);
-            }
-            Err(e) => {
-                if specs.len() == 1 {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
-                println!("node {} is down: {e}", spec.name);
-                states.push(plan::NodeState::Down);
-                snapshots.push(observe::Snapshot::default());
-            }
-        }
-    }
-    let views: Vec<plan::NodeView> = specs
-        .iter()
-        .zip(&states)
-        .zip(&snapshots)
-        .map(|((spec, state), snapshot)| plan::NodeView {
-            name: &spec.name,
-            state: *state,
-            labels: &spec.labels,
-            snapshot,
-        })
-        .collect();
-    let own = observe::own_container_id();
-    let plan = plan::plan(&plan::Input {
-        project,
-        nodes: &views,
-        backoff: &plan::Backoff::default(),
-        backoff_cfg: &plan::BackoffConfig::default(),
-        now: SystemTime::now(),
-        exclude: own.as_deref(),
-        rebalance: loaded.settings.rebalance,
-        halted: &Default::default(),
-        updating: &Default::default(),
-    });
-    if plan.actions.is_empty() && plan.unplaced.is_empty() && plan.blocked.is_empty() {
-        println!("nothing to do: project {} is at its targets", project.name);
-    }
-    for a in &plan.actions {
-        println!("{a}");
-    }
-    for u in &plan.unplaced {
-        println!("cannot place {} slot {}: {}", u.service, u.slot, u.reason);
-    }
-    // Unlike compose, which creates every container up front and starts them in order,
-    // drover creates a service's containers once its dependencies' conditions hold.
-    for b in &plan.blocked {
-        let (state, condition) = match b.condition {
-            config::DependsCondition::ServiceStarted => ("has started", "service_started"),
-            config::DependsCondition::ServiceHealthy => ("is healthy", "service_healthy"),
-            config::DependsCondition::ServiceCompletedSuccessfully => (
-                "has completed successfully",
-                "service_completed_successfully",
-            ),
-        };
-        println!(
-            "wait {}: no container until {} {state} (depends_on condition {condition})",
-            b.service, b.dependency
-        );
-    }
-    for s in &plan.stopped {
-        println!(
-            "leave {} slot {} on {} exited (exit code {})",
-            s.service,
-            s.slot,
-            s.node,
-            s.exit_code.map_or("unknown".into(), |c| c.to_string())
-        );
-    }
-    ExitCode::SUCCESS
 }
 
 /// Cancel on SIGTERM or SIGINT (also as PID 1 in a container, where the kernel only

@@ -28,21 +28,13 @@ use bollard::models::{
 use crate::config::{Mount, MountKind, Project, Protocol, Service};
 use crate::observe::VolumeMount;
 
-pub const LABEL_PROJECT: &str = "drover.project";
-pub const LABEL_SERVICE: &str = "drover.service";
-pub const LABEL_SLOT: &str = "drover.slot";
-pub const LABEL_CONFIG_HASH: &str = "drover.config-hash";
-/// Set by the executor on multi-node setups (the node is not known here).
-pub const LABEL_NODE: &str = "drover.node";
-/// When this copy of the slot was placed (nanoseconds since the epoch): of two copies of one
-/// slot, the newer is current and the older is removed once the newer runs.
-pub const LABEL_GENERATION: &str = "drover.generation";
-
-pub const COMPOSE_PROJECT: &str = "com.docker.compose.project";
-pub const COMPOSE_SERVICE: &str = "com.docker.compose.service";
-pub const COMPOSE_CONTAINER_NUMBER: &str = "com.docker.compose.container-number";
-pub const COMPOSE_ONEOFF: &str = "com.docker.compose.oneoff";
-pub const COMPOSE_CONFIG_HASH: &str = "com.docker.compose.config-hash";
+// The label keys live in `crate::labels`; re-exported for the readers that still name them
+// through this module.
+pub use crate::labels::{
+    COMPOSE_CONFIG_HASH, COMPOSE_CONTAINER_NUMBER, COMPOSE_ONEOFF, COMPOSE_PROJECT,
+    COMPOSE_SERVICE, LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_NODE, LABEL_PROJECT, LABEL_SERVICE,
+    LABEL_SLOT,
+};
 
 /// `{project}-{service}-{slot}`, or the service's `container_name` when set
 /// (the loader guarantees such a service has at most one replica).

@@ -138,3 +138,57 @@ fn compose_override_and_compose_file_are_read_like_compose() {
         "no override with COMPOSE_FILE"
     );
 }
+
+fn drover(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_drover"))
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DOCKER_HOST", "unix:///nonexistent.sock")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn connection_flags_work_before_and_after_the_subcommand() {
+    let dir = project("connect-flags", "services:\n  web:\n    image: busybox\n");
+    for args in [
+        &["-H", "unix:///drover-flag.sock", "plan"][..],
+        &["plan", "-H", "unix:///drover-flag.sock"],
+        &["run", "--host", "unix:///drover-flag.sock"],
+        &[
+            "plan",
+            "--tlsverify",
+            "-H",
+            "tcp://127.0.0.1:1",
+            "--tlscacert",
+            "/nonexistent/ca.pem",
+        ],
+    ] {
+        let out = drover(&dir, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(!err.contains("unexpected argument"), "{args:?}: {err}");
+        // The flag wins over DOCKER_HOST, wherever it is written.
+        assert!(!err.contains("nonexistent.sock"), "{args:?}: {err}");
+        assert!(
+            err.contains("drover-flag.sock") || err.contains("TLS is on (--tlsverify)"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn help_speaks_to_users() {
+    let out = drover(&std::env::temp_dir(), &["--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        help.starts_with("Keeps a Compose project's services at their target replica counts"),
+        "{help}"
+    );
+    for internal in ["flattened", "Endpoint::resolve", "main"] {
+        assert!(!help.contains(internal), "{internal}: {help}");
+    }
+}

@@ -19,9 +19,9 @@ fn loaded_service_becomes_a_create_request() {
     assert_eq!(spec::container_name(&project, web, 2), "fullstack-web-2");
     let body = spec::create_body(&project, web, 2);
     let labels = body.labels.as_ref().unwrap();
-    assert_eq!(labels[spec::LABEL_PROJECT], "fullstack");
-    assert_eq!(labels[spec::LABEL_SLOT], "2");
-    assert_eq!(labels[spec::LABEL_CONFIG_HASH], web.config_hash);
+    assert_eq!(labels[drover::labels::LABEL_PROJECT], "fullstack");
+    assert_eq!(labels[drover::labels::LABEL_SLOT], "2");
+    assert_eq!(labels[drover::labels::LABEL_CONFIG_HASH], web.config_hash);
     assert_eq!(labels["team"], "edge");
     let env = body.env.as_ref().unwrap();
     assert!(env.contains(&"PRICE=$5".to_string()));

@@ -290,6 +290,23 @@ pub fn relative_to(path: &Path, base: &Path) -> PathBuf {
     out
 }
 
+impl HostPaths {
+    /// The translations a load `done`, as telemetry records them: how the host paths were
+    /// found, and the paths (`from -> to`).
+    pub fn record(&self, done: &[Translation]) -> crate::telemetry::HostPathsRecord {
+        let (reason, container) = match self {
+            HostPaths::ProjectDir(_) => ("host-project-dir", ""),
+            HostPaths::Mounts(m) => ("container-mounts", m.container.as_str()),
+            HostPaths::Same => ("", ""),
+        };
+        crate::telemetry::HostPathsRecord {
+            reason,
+            container: container.to_string(),
+            paths: done.iter().map(Translation::to_string).collect(),
+        }
+    }
+}
+
 /// The translations, one line for logs and `check`: `a -> b, c -> d`.
 pub fn describe(done: &[Translation]) -> String {
     done.iter()

@@ -597,14 +597,8 @@ pub struct NodeConfig {
     pub labels: BTreeMap<String, String>,
 }
 
-/// A node's TLS bundle: a directory with ca.pem, cert.pem and key.pem, and/or single files.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct NodeTls {
-    pub cert_path: Option<PathBuf>,
-    pub ca: Option<PathBuf>,
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
-}
+/// A node's TLS bundle: the engine module's description of one, which it connects with.
+pub use crate::engine::connect::TlsFiles as NodeTls;
 
 /// `deploy.placement`: where a service's replicas may run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -50,15 +50,31 @@ pub const MIN_API_VERSION: ClientVersion = ClientVersion {
 const PLAIN_PORT: u16 = 2375;
 const TLS_PORT: u16 = 2376;
 
-/// CLI flags, flattened by main into every subcommand.
-///
-/// Each flag is also read from its `DROVER_*` variable; [`Endpoint::resolve`] then falls
-/// back to the Docker CLI's `DOCKER_*` variables.
+/// A TLS bundle named in drover's own configuration (a node of `x-drover.nodes`): a
+/// directory with ca.pem, cert.pem and key.pem, and/or single files, which win over it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TlsFiles {
+    pub cert_path: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+// The connection flags of the command line, `docker`'s: accepted before or after the
+// subcommand (`global`). Each is also read from its `DROVER_*` variable;
+// `Endpoint::resolve` then falls back to the Docker CLI's `DOCKER_*` variables. (Plain
+// comments, not doc comments: clap would print a doc comment at the top of `--help`.)
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ConnectArgs {
     /// Docker engine to manage: unix:///path, tcp://host[:port] or https://host[:port]
     /// [default: $DOCKER_HOST, else unix:///var/run/docker.sock]
-    #[arg(short = 'H', long = "host", env = "DROVER_HOST", value_name = "URL")]
+    #[arg(
+        short = 'H',
+        long = "host",
+        env = "DROVER_HOST",
+        value_name = "URL",
+        global = true
+    )]
     pub host: Option<String>,
 
     /// Use TLS and verify the engine's certificate [default: on when $DOCKER_TLS_VERIFY is
@@ -70,20 +86,21 @@ pub struct ConnectArgs {
         num_args = 0..=1,
         require_equals = true,
         default_missing_value = "true",
-        value_parser = clap::builder::BoolishValueParser::new()
+        value_parser = clap::builder::BoolishValueParser::new(),
+        global = true
     )]
     pub tlsverify: Option<bool>,
 
     /// CA the engine's certificate must be signed by [default: $DOCKER_CERT_PATH/ca.pem]
-    #[arg(long, env = "DROVER_TLSCACERT", value_name = "PATH")]
+    #[arg(long, env = "DROVER_TLSCACERT", value_name = "PATH", global = true)]
     pub tlscacert: Option<PathBuf>,
 
     /// Client certificate [default: $DOCKER_CERT_PATH/cert.pem]
-    #[arg(long, env = "DROVER_TLSCERT", value_name = "PATH")]
+    #[arg(long, env = "DROVER_TLSCERT", value_name = "PATH", global = true)]
     pub tlscert: Option<PathBuf>,
 
     /// Client private key [default: $DOCKER_CERT_PATH/key.pem]
-    #[arg(long, env = "DROVER_TLSKEY", value_name = "PATH")]
+    #[arg(long, env = "DROVER_TLSKEY", value_name = "PATH", global = true)]
     pub tlskey: Option<PathBuf>,
 }
 
@@ -346,11 +363,15 @@ impl Endpoint {
         })
     }
 
-    /// The endpoint of a node from `x-drover.nodes`: its `host`, and TLS (always verified)
-    /// from its `tls` block, files named there winning over the `cert_path` directory.
+    /// The endpoint of a node from `x-drover.nodes` named `name`: its `host`, and TLS
+    /// (always verified) from its `tls` block, files named there winning over the
+    /// `cert_path` directory; `tls_server_name` replaces the dialled name in verification.
     /// Only `HOME` is taken from `env`: a node's settings never mix with DOCKER_*.
     pub fn for_node(
-        node: &crate::config::NodeConfig,
+        name: &str,
+        host: &str,
+        tls: Option<&TlsFiles>,
+        tls_server_name: Option<&str>,
         env: &HashMap<String, String>,
     ) -> Result<Endpoint, ConnectError> {
         let mut node_env: HashMap<String, String> = env
@@ -358,21 +379,20 @@ impl Endpoint {
             .map(|h| ("HOME".to_string(), h.clone()))
             .into_iter()
             .collect();
-        let tls = node.tls.as_ref();
         if let Some(dir) = tls.and_then(|t| t.cert_path.as_ref()) {
             node_env.insert("DOCKER_CERT_PATH".into(), dir.display().to_string());
         }
         let args = ConnectArgs {
-            host: Some(node.host.clone()),
+            host: Some(host.to_string()),
             tlsverify: tls.map(|_| true),
             tlscacert: tls.and_then(|t| t.ca.clone()),
             tlscert: tls.and_then(|t| t.cert.clone()),
             tlskey: tls.and_then(|t| t.key.clone()),
         };
         let mut ep = Endpoint::resolve(&args, &node_env)
-            .map_err(|e| ConnectError::new(e.kind(), format!("node {}: {e}", node.name)))?;
+            .map_err(|e| ConnectError::new(e.kind(), format!("node {name}: {e}")))?;
         if let Transport::Tls { server_name, .. } = &mut ep.transport {
-            server_name.clone_from(&node.tls_server_name);
+            *server_name = tls_server_name.map(str::to_string);
         }
         Ok(ep)
     }

@@ -17,9 +17,11 @@ use futures::StreamExt;
 
 use crate::config::{Project, PullPolicy, Service};
 use crate::engine::{Engine, Kind};
+use crate::labels::{LABEL_GENERATION, LABEL_NODE, LABEL_PROJECT};
 use crate::observe::{self, VolumeMount};
 use crate::plan::Action;
-use crate::spec::{self, LABEL_GENERATION, LABEL_NODE, LABEL_PROJECT};
+use crate::spec;
+use crate::telemetry;
 
 /// The result of one action.
 #[derive(Debug)]
@@ -32,6 +34,30 @@ pub struct Outcome {
     pub error: Option<String>,
     /// What became of the anonymous volumes of the container the action replaced or removed.
     pub volumes: Volumes,
+}
+
+impl Outcome {
+    /// The outcome as telemetry records it.
+    pub fn record(&self) -> telemetry::ActionEvent {
+        let a = &self.action;
+        telemetry::ActionEvent {
+            node: a.node().to_string(),
+            action: a.name(),
+            service: a.service().map(str::to_string),
+            slot: a.slot(),
+            container: self.container.clone(),
+            reason: a.reason().map(|r| r.as_str()),
+            duration: self.duration,
+            error: self.error.clone(),
+            change: match a {
+                Action::Start { .. } => telemetry::SlotChange::Started,
+                Action::Recreate { .. } => telemetry::SlotChange::Recreated,
+                Action::Create { .. } => telemetry::SlotChange::Created,
+                Action::Remove { .. } => telemetry::SlotChange::Removed,
+                _ => telemetry::SlotChange::Other,
+            },
+        }
+    }
 }
 
 /// What an action did with a container's anonymous volumes.

@@ -52,7 +52,13 @@ impl NodeSpec {
             .map(|n| {
                 Ok(NodeSpec {
                     name: n.name.clone(),
-                    endpoint: Endpoint::for_node(n, env)?,
+                    endpoint: Endpoint::for_node(
+                        &n.name,
+                        &n.host,
+                        n.tls.as_ref(),
+                        n.tls_server_name.as_deref(),
+                        env,
+                    )?,
                     labels: n.labels.clone(),
                 })
             })

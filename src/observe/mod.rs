@@ -206,6 +206,48 @@ pub struct NetworkRef {
     pub name: String,
 }
 
+impl Snapshot {
+    /// What this list shows of `project`, as telemetry records it: per service, the
+    /// replicas wanted on this node (`project` is what should run here) and the containers
+    /// found, and the slots that have one. `exclude` is drover's own container.
+    pub fn observation(
+        &self,
+        project: &crate::config::Project,
+        exclude: Option<&str>,
+    ) -> crate::telemetry::Observation {
+        use crate::telemetry::Counts;
+        let mut seen = crate::telemetry::Observation {
+            services: project
+                .services
+                .iter()
+                .map(|(name, s)| {
+                    let counts = Counts {
+                        desired: s.replicas,
+                        ..Counts::default()
+                    };
+                    (name.clone(), counts)
+                })
+                .collect(),
+            slots: BTreeSet::new(),
+        };
+        for c in &self.containers {
+            if !c.owned_by(&project.name) || exclude.is_some_and(|me| c.id.starts_with(me)) {
+                continue;
+            }
+            let Some(service) = c.service() else { continue };
+            let e = seen.services.entry(service.to_string()).or_default();
+            e.containers += 1;
+            if c.state == State::Running {
+                e.actual += 1;
+            }
+            if let Some(slot) = c.slot() {
+                seen.slots.insert((service.to_string(), slot));
+            }
+        }
+        seen
+    }
+}
+
 /// The project's networks that share a name with an older one of the project: all but
 /// the oldest of each name (by creation time, then id, so that every drover picks the
 /// same one to keep). Containers already on a network can only be on the oldest one: once

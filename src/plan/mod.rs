@@ -102,6 +102,33 @@ impl Plan {
     pub fn is_empty(&self) -> bool {
         self.actions.is_empty()
     }
+
+    /// What the plan holds back, as telemetry records it (`/status`).
+    pub fn record(&self) -> crate::telemetry::PlanRecord {
+        crate::telemetry::PlanRecord {
+            waits: self
+                .waits
+                .iter()
+                .map(|w| crate::telemetry::WaitRecord {
+                    service: w.service.clone(),
+                    slot: w.slot,
+                    attempts: w.attempts,
+                    until: w.until,
+                })
+                .collect(),
+            stopped: self
+                .stopped
+                .iter()
+                .map(|s| crate::telemetry::StoppedRecord {
+                    service: s.service.clone(),
+                    slot: s.slot,
+                    container: s.container.clone(),
+                    exit_code: s.exit_code,
+                    gave_up: s.gave_up,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// How far a node can be trusted in this pass.

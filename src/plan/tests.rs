@@ -3,8 +3,10 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::config::{DependsCondition, DependsOn, Network, RestartCondition, RestartPolicy};
+use crate::labels::{
+    LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_PROJECT, LABEL_SERVICE, LABEL_SLOT,
+};
 use crate::observe::{Health, State};
-use crate::spec::{LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_PROJECT, LABEL_SERVICE, LABEL_SLOT};
 
 const P: &str = "demo";
 

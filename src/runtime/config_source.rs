@@ -1,6 +1,7 @@
 //! The config source both modes share: it knows every file the last load read or looked
 //! for (see `config::load_tracked`), notices when one of them changes (a watch on their
-//! directories, polling every `--watch-interval` as the fallback) or when SIGHUP arrives,
+//! directories, polling every `--watch-interval` as the fallback) or when asked to (the
+//! `drover` command sends a [`Reload`] on SIGHUP: the library installs no signal handlers),
 //! and loads again. What to do with a new config, or with an invalid one, is the caller's.
 
 use std::collections::BTreeSet;
@@ -8,17 +9,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tracing::debug;
 
 use crate::config::{self, ConfigError, LoadOptions, Loaded};
+
+/// Requests to load the config again whatever the files say: each value sent on the
+/// matching `watch::Sender` is one request (the `drover` command sends one per SIGHUP).
+pub type Reload = watch::Receiver<()>;
 
 /// Why the config is being loaded again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Why {
     /// A file the config depends on changed (or appeared, or went away).
     Files,
-    /// SIGHUP: load again whatever the files say.
+    /// Asked through [`Reload`] (SIGHUP): load again whatever the files say.
     Hangup,
 }
 
@@ -55,13 +60,18 @@ pub struct ConfigSource {
     poll: Option<tokio::time::Interval>,
     dirs_changed: Arc<Notify>,
     watcher: Option<notify::RecommendedWatcher>,
-    hangup: Option<tokio::signal::unix::Signal>,
+    hangup: Reload,
 }
 
 impl ConfigSource {
-    /// Start from the first load. A zero `watch_interval` means no watching at all: SIGHUP
-    /// only.
-    pub fn new(load: LoadOptions, loaded: &Loaded, watch_interval: Duration) -> Self {
+    /// Start from the first load. A zero `watch_interval` means no watching at all:
+    /// `reload` (SIGHUP) only.
+    pub fn new(
+        load: LoadOptions,
+        loaded: &Loaded,
+        watch_interval: Duration,
+        reload: Reload,
+    ) -> Self {
         let poll = (!watch_interval.is_zero()).then(|| {
             let mut i = tokio::time::interval(watch_interval);
             i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -74,7 +84,7 @@ impl ConfigSource {
             poll,
             dirs_changed: Arc::new(Notify::new()),
             watcher: None,
-            hangup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+            hangup: reload,
         };
         source.follow(loaded.files.clone(), Some(loaded));
         source
@@ -95,11 +105,9 @@ impl ConfigSource {
         let watching = self.poll.is_some();
         loop {
             let hangup = async {
-                match self.hangup.as_mut() {
-                    Some(h) => {
-                        h.recv().await;
-                    }
-                    None => std::future::pending().await,
+                // Nobody left to ask (the sender is gone): wait on the files only.
+                if self.hangup.changed().await.is_err() {
+                    std::future::pending::<()>().await;
                 }
             };
             let poll = async {

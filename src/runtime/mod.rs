@@ -5,5 +5,5 @@
 pub mod config_source;
 pub mod events;
 
-pub use config_source::{ConfigSource, Why};
+pub use config_source::{ConfigSource, Reload, Why};
 pub use events::{EventWatch, EventWatchConfig, Trigger, Watched};

@@ -400,10 +400,11 @@ impl Controller {
         loaded: config::Loaded,
         settings: Settings,
         telemetry: Telemetry,
+        reload: crate::runtime::Reload,
     ) -> Result<Controller, String> {
         let (desired, warnings) = desired(&loaded)?;
         telemetry.add_node(ENGINE);
-        let source = ConfigSource::new(load, &loaded, settings.watch_interval);
+        let source = ConfigSource::new(load, &loaded, settings.watch_interval, reload);
         let host_paths = loaded.host_paths.clone();
         let mut c = Controller {
             docker,
@@ -418,7 +419,7 @@ impl Controller {
         };
         c.warn_once(&warnings);
         c.telemetry
-            .host_paths(&c.source.options().host_paths, &host_paths);
+            .host_paths(c.source.options().host_paths.record(&host_paths));
         Ok(c)
     }
 
@@ -526,7 +527,7 @@ impl Controller {
             self.telemetry.reload(None);
         }
         self.telemetry
-            .host_paths(&self.source.options().host_paths, &loaded.host_paths);
+            .host_paths(self.source.options().host_paths.record(&loaded.host_paths));
         if desired == self.desired {
             return false;
         }

@@ -6,13 +6,21 @@
 //!   `desired`, `actual`, `duration_ms`, `error`.
 //! - [`Telemetry`]: the handle the controller and event watcher record into, per node.
 //! - [`http`]: `/livez`, `/readyz`, `/metrics` ([`metrics`]), `/status` ([`status`]).
+//!
+//! Telemetry imports nothing above it: the hooks take records defined here
+//! ([`ActionEvent`], [`Observation`], [`swarm::Report`], ...), and each caller converts its
+//! own types into them.
 
 pub mod http;
 pub mod metrics;
 mod recorder;
 pub mod status;
+pub mod swarm;
 
-pub use recorder::{PassTimer, Telemetry};
+pub use recorder::{
+    ActionEvent, Counts, HostPathsRecord, Observation, PassTimer, PlanRecord, SlotChange,
+    StoppedRecord, Telemetry, WaitRecord,
+};
 
 use std::io::IsTerminal;
 

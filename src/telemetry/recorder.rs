@@ -4,16 +4,16 @@
 //! Every per-service figure and every action carries the node it happened on (today the
 //! one engine, named by its endpoint). Hooks never fail and never block on I/O: each takes
 //! a short lock on plain data.
+//!
+//! The hooks take records defined here ([`ActionEvent`], [`Observation`], [`PlanRecord`],
+//! [`HostPathsRecord`], Swarm's [`Report`]): telemetry imports nothing
+//! above it; whoever records converts its own types into these.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::Project;
-use crate::config::hostpath::{HostPaths, Translation, describe};
-use crate::execute::Outcome;
-use crate::observe::{Snapshot, State};
-use crate::plan::{Action, Plan, Reason};
+use super::swarm::Report;
 
 /// How many of the latest actions `/status` keeps.
 const LAST_ACTIONS: usize = 50;
@@ -128,7 +128,7 @@ impl StreamRecord {
 
 /// Desired and observed counts of one service on one node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Counts {
+pub struct Counts {
     pub desired: u32,
     /// Running containers.
     pub actual: u32,
@@ -137,8 +137,8 @@ pub(crate) struct Counts {
 }
 
 /// A slot held back by crash backoff.
-#[derive(Debug, Clone)]
-pub(crate) struct WaitRecord {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitRecord {
     pub service: String,
     pub slot: u32,
     pub attempts: u32,
@@ -146,13 +146,75 @@ pub(crate) struct WaitRecord {
 }
 
 /// A slot left exited on purpose.
-#[derive(Debug, Clone)]
-pub(crate) struct StoppedRecord {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoppedRecord {
     pub service: String,
     pub slot: u32,
     pub container: String,
     pub exit_code: Option<i64>,
     pub gave_up: bool,
+}
+
+/// What one node's list showed: per service, desired and observed counts; and the slots
+/// that have a container (a later create for one of them replaces a removed container).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observation {
+    /// By service name.
+    pub services: BTreeMap<String, Counts>,
+    /// (service, slot) of every container listed.
+    pub slots: BTreeSet<(String, u32)>,
+}
+
+/// What a plan holds back: slots in crash backoff and slots left exited on purpose.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanRecord {
+    pub waits: Vec<WaitRecord>,
+    pub stopped: Vec<StoppedRecord>,
+}
+
+/// What a finished action did to its slot, for the restart and recreation counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotChange {
+    /// A stopped container started again: a restart (counted by reason).
+    Started,
+    /// A container replaced by a new one (counted by reason).
+    Recreated,
+    /// A new container: a recreation (reason `removed`) when the slot had one before.
+    Created,
+    /// drover removed the slot's container: a later create is a scale-up.
+    Removed,
+    /// Anything else (restarts in place, networks, volumes, Swarm changes).
+    Other,
+}
+
+/// One finished action (successful or not), as the caller describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionEvent {
+    /// The node (engine) it happened on.
+    pub node: String,
+    /// Short stable word: `create`, `start`, `recreate`, `update`, `scale`, ...
+    pub action: &'static str,
+    pub service: Option<String>,
+    pub slot: Option<u32>,
+    /// The container it created or acted on (12-char id), when known.
+    pub container: Option<String>,
+    /// Short stable word: `missing`, `exited`, `config-changed`, ...
+    pub reason: Option<&'static str>,
+    pub duration: Duration,
+    /// One line saying what failed.
+    pub error: Option<String>,
+    pub change: SlotChange,
+}
+
+/// Paths handed to the engine as host paths other than drover's own (`from -> to`), and
+/// how they were found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostPathsRecord {
+    /// `host-project-dir`, `container-mounts`, or empty.
+    pub reason: &'static str,
+    /// drover's own container (12 characters), when the paths come from its mounts.
+    pub container: String,
+    pub paths: Vec<String>,
 }
 
 /// One finished action.
@@ -199,7 +261,7 @@ pub(crate) struct Recorded {
     /// Bind sources handed to the engine as host paths other than drover's (`from -> to`).
     pub host_paths: Vec<String>,
     /// Swarm mode: the latest report of the project's services, tasks and nodes.
-    pub swarm: Option<crate::swarm::report::Report>,
+    pub swarm: Option<Report>,
 }
 
 impl Telemetry {
@@ -251,54 +313,26 @@ impl Telemetry {
         }
     }
 
-    /// Hook: `node` answered with `snapshot`; `project` is what should run on that node.
-    pub fn observed(&self, node: &str, project: &Project, snapshot: &Snapshot) {
+    /// Hook: `node` answered a list; `seen` is what it showed of the project (what should
+    /// run on that node, what runs there).
+    pub fn observed(&self, node: &str, seen: Observation) {
         let mut r = self.lock();
         let n = r.node(node);
         n.up = Some(true);
         n.error = None;
         n.last_observed = Some(SystemTime::now());
-        let mut counts: BTreeMap<String, Counts> = project
-            .services
-            .iter()
-            .map(|(name, s)| {
-                (
-                    name.clone(),
-                    Counts {
-                        desired: s.replicas,
-                        ..Counts::default()
-                    },
-                )
-            })
-            .collect();
-        for c in &snapshot.containers {
-            if !c.owned_by(&project.name)
-                || r.container
-                    .as_deref()
-                    .is_some_and(|me| c.id.starts_with(me))
-            {
-                continue;
-            }
-            let Some(service) = c.service() else { continue };
-            let e = counts.entry(service.to_string()).or_default();
-            e.containers += 1;
-            if c.state == State::Running {
-                e.actual += 1;
-            }
-            if let Some(slot) = c.slot() {
-                r.seen_slots
-                    .insert((node.to_string(), service.to_string(), slot));
-            }
+        for (service, slot) in seen.slots {
+            r.seen_slots.insert((node.to_string(), service, slot));
         }
         r.services.retain(|(_, n), _| n != node);
-        for (service, c) in counts {
+        for (service, c) in seen.services {
             r.services.insert((service, node.to_string()), c);
         }
     }
 
     /// Hook (Swarm mode): the manager `engine` answered and Swarm's state is `report`.
     /// Per-service figures are then per Swarm node.
-    pub fn swarm_observed(&self, engine: &str, report: &crate::swarm::report::Report) {
+    pub fn swarm_observed(&self, engine: &str, report: &Report) {
         let mut r = self.lock();
         let n = r.node(engine);
         n.up = Some(true);
@@ -329,22 +363,7 @@ impl Telemetry {
         duration: Duration,
         error: Option<String>,
     ) {
-        let mut r = self.lock();
-        let result = if error.is_some() { "error" } else { "ok" };
-        *r.actions
-            .entry((
-                service.unwrap_or("").to_string(),
-                engine.to_string(),
-                action,
-                reason,
-                result,
-            ))
-            .or_default() += 1;
-        if r.last_actions.len() == LAST_ACTIONS {
-            r.last_actions.pop_front();
-        }
-        r.last_actions.push_back(ActionRecord {
-            time: SystemTime::now(),
+        self.action(ActionEvent {
             node: engine.to_string(),
             action,
             service: service.map(str::to_string),
@@ -353,6 +372,7 @@ impl Telemetry {
             reason: Some(reason),
             duration,
             error,
+            change: SlotChange::Other,
         });
     }
 
@@ -364,70 +384,37 @@ impl Telemetry {
         n.error = Some(error.to_string());
     }
 
-    /// Hook: the plan made for `node` (its backoff waits and slots left exited).
-    pub fn planned(&self, node: &str, plan: &Plan) {
+    /// Hook: the plan made for `node`: its backoff waits and the slots it leaves exited.
+    pub fn planned(&self, node: &str, plan: PlanRecord) {
         let mut r = self.lock();
-        let waits = plan
-            .waits
-            .iter()
-            .map(|w| WaitRecord {
-                service: w.service.clone(),
-                slot: w.slot,
-                attempts: w.attempts,
-                until: w.until,
-            })
-            .collect();
-        let stopped = plan
-            .stopped
-            .iter()
-            .map(|s| StoppedRecord {
-                service: s.service.clone(),
-                slot: s.slot,
-                container: s.container.clone(),
-                exit_code: s.exit_code,
-                gave_up: s.gave_up,
-            })
-            .collect();
-        r.waits.insert(node.to_string(), waits);
-        r.stopped.insert(node.to_string(), stopped);
+        r.waits.insert(node.to_string(), plan.waits);
+        r.stopped.insert(node.to_string(), plan.stopped);
     }
 
-    /// Hook: one action on `node` finished (successfully or not).
-    pub fn action(&self, node: &str, o: &Outcome) {
+    /// Hook: one action finished (successfully or not).
+    pub fn action(&self, a: ActionEvent) {
         let mut r = self.lock();
-        let a = &o.action;
-        let service = a.service().unwrap_or("").to_string();
-        let reason = a.reason().map(Reason::as_str);
-        let result = if o.error.is_some() { "error" } else { "ok" };
+        let service = a.service.clone().unwrap_or_default();
+        let node = a.node.clone();
+        let reason = a.reason.unwrap_or("");
+        let result = if a.error.is_some() { "error" } else { "ok" };
         *r.actions
-            .entry((
-                service.clone(),
-                node.to_string(),
-                a.name(),
-                reason.unwrap_or(""),
-                result,
-            ))
+            .entry((service.clone(), node.clone(), a.action, reason, result))
             .or_default() += 1;
-        if o.error.is_none() {
-            let slot_key = a
-                .slot()
-                .map(|slot| (node.to_string(), service.clone(), slot));
-            let key = |reason: &'static str| (service.clone(), node.to_string(), reason);
-            match a {
-                Action::Start { reason, .. } => {
-                    *r.restarts.entry(key(reason.as_str())).or_default() += 1
-                }
-                Action::Recreate { reason, .. } => {
-                    *r.recreations.entry(key(reason.as_str())).or_default() += 1
-                }
+        if a.error.is_none() {
+            let slot_key = a.slot.map(|slot| (node.clone(), service.clone(), slot));
+            let key = |reason: &'static str| (service.clone(), node.clone(), reason);
+            match a.change {
+                SlotChange::Started => *r.restarts.entry(key(reason)).or_default() += 1,
+                SlotChange::Recreated => *r.recreations.entry(key(reason)).or_default() += 1,
                 // A create for a slot that had a container: someone removed it.
-                Action::Create { .. }
+                SlotChange::Created
                     if slot_key.as_ref().is_some_and(|k| r.seen_slots.contains(k)) =>
                 {
                     *r.recreations.entry(key("removed")).or_default() += 1
                 }
                 // drover removed it itself: a later create is a scale-up, not a replacement.
-                Action::Remove { .. } => {
+                SlotChange::Removed => {
                     if let Some(k) = &slot_key {
                         r.seen_slots.remove(k);
                     }
@@ -435,7 +422,7 @@ impl Telemetry {
                 _ => {}
             }
             if let Some(k) = slot_key
-                && !matches!(a, Action::Remove { .. })
+                && a.change != SlotChange::Removed
             {
                 r.seen_slots.insert(k);
             }
@@ -445,14 +432,14 @@ impl Telemetry {
         }
         r.last_actions.push_back(ActionRecord {
             time: SystemTime::now(),
-            node: node.to_string(),
-            action: a.name(),
-            service: a.service().map(str::to_string),
-            slot: a.slot(),
-            container: o.container.clone(),
-            reason,
-            duration: o.duration,
-            error: o.error.clone(),
+            node: a.node,
+            action: a.action,
+            service: a.service,
+            slot: a.slot,
+            container: a.container,
+            reason: a.reason,
+            duration: a.duration,
+            error: a.error,
         });
     }
 
@@ -469,36 +456,28 @@ impl Telemetry {
         }
     }
 
-    /// Hook: the config was loaded (at start or reload) with these paths handed to the
-    /// engine as host paths other than drover's own (see `config::hostpath`). Logs one
-    /// INFO event listing them when they differ from the last load's.
-    pub fn host_paths(&self, host: &HostPaths, done: &[Translation]) {
-        let list: Vec<String> = done.iter().map(Translation::to_string).collect();
+    /// Hook: the config was loaded (at start or reload) with `host` paths handed to the
+    /// engine as host paths other than drover's own. Logs one INFO event listing them when
+    /// they differ from the last load's.
+    pub fn host_paths(&self, host: HostPathsRecord) {
         let mut r = self.lock();
-        if r.host_paths == list {
+        if r.host_paths == host.paths {
             return;
         }
-        r.host_paths = list;
+        r.host_paths = host.paths;
         let project = r.project.clone();
+        let list = r.host_paths.join(", ");
         drop(r);
-        if done.is_empty() {
+        if list.is_empty() {
             return;
         }
-        let (reason, container) = match host {
-            HostPaths::ProjectDir(_) => ("host-project-dir", ""),
-            HostPaths::Mounts(m) => (
-                "container-mounts",
-                &m.container[..m.container.len().min(12)],
-            ),
-            HostPaths::Same => ("", ""),
-        };
+        let container = host.container.get(..12).unwrap_or(&host.container);
         tracing::info!(
             action = "host-paths",
             project = %project,
-            reason,
+            reason = host.reason,
             container,
-            "paths handed to the engine as host paths: {}",
-            describe(done)
+            "paths handed to the engine as host paths: {list}"
         );
     }
 
@@ -601,5 +580,84 @@ impl Drop for PassTimer {
     fn drop(&mut self) {
         let secs = self.started.elapsed().as_secs_f64();
         self.telemetry.lock().node(&self.node).passes.observe(secs);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(
+        action: &'static str,
+        slot: u32,
+        reason: &'static str,
+        change: SlotChange,
+    ) -> ActionEvent {
+        ActionEvent {
+            node: "n1".into(),
+            action,
+            service: Some("web".into()),
+            slot: Some(slot),
+            container: None,
+            reason: Some(reason),
+            duration: Duration::from_millis(3),
+            error: None,
+            change,
+        }
+    }
+
+    #[test]
+    fn restarts_and_recreations_are_counted_from_plain_records() {
+        let t = Telemetry::new("p", Duration::from_secs(60), None);
+        let mut seen = Observation::default();
+        seen.services.insert(
+            "web".into(),
+            Counts {
+                desired: 2,
+                actual: 1,
+                containers: 1,
+            },
+        );
+        seen.slots.insert(("web".into(), 1));
+        t.observed("n1", seen);
+        // Slot 1 had a container: a create there replaces a removed one.
+        t.action(event("create", 1, "missing", SlotChange::Created));
+        // Slot 2 never had one: a scale-up.
+        t.action(event("create", 2, "missing", SlotChange::Created));
+        t.action(event("start", 2, "exited", SlotChange::Started));
+        // drover removed slot 2 itself: creating it again is not a replacement.
+        t.action(event("remove", 2, "scale-down", SlotChange::Removed));
+        t.action(event("create", 2, "missing", SlotChange::Created));
+        t.swarm_action(
+            "n1",
+            "update",
+            Some("web"),
+            "config-changed",
+            Duration::ZERO,
+            None,
+        );
+        let r = t.lock();
+        let key = |reason: &'static str| ("web".to_string(), "n1".to_string(), reason);
+        assert_eq!(r.recreations.get(&key("removed")), Some(&1));
+        assert_eq!(r.restarts.get(&key("exited")), Some(&1));
+        assert_eq!(r.last_actions.len(), 6);
+        assert_eq!(
+            r.services[&("web".to_string(), "n1".to_string())],
+            Counts {
+                desired: 2,
+                actual: 1,
+                containers: 1
+            }
+        );
+        assert_eq!(
+            r.actions[&(
+                "web".to_string(),
+                "n1".to_string(),
+                "create",
+                "missing",
+                "ok"
+            )],
+            3
+        );
     }
 }

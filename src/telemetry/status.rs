@@ -31,7 +31,7 @@ pub struct Status {
     /// Swarm mode: Swarm's services (desired vs running tasks, why slots do not run) and
     /// nodes. `services` above then counts tasks per Swarm node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub swarm: Option<crate::swarm::report::Report>,
+    pub swarm: Option<super::swarm::Report>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -119,6 +119,11 @@ pub struct ConfigStatus {
     pub host_paths: Vec<String>,
 }
 
+/// A container id as the Docker CLI shows it (12 characters).
+fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
@@ -189,7 +194,7 @@ pub fn snapshot(t: &Telemetry) -> Status {
                 service: s.service.clone(),
                 slot: s.slot,
                 node: node.clone(),
-                container: crate::observe::short_id(&s.container).to_string(),
+                container: short_id(&s.container).to_string(),
                 exit_code: s.exit_code,
                 gave_up: s.gave_up,
             })
@@ -290,7 +295,7 @@ pub fn render_table(s: &Status) -> String {
         secs(s.uptime_seconds),
         s.container
             .as_deref()
-            .map(|c| format!(", container {}", crate::observe::short_id(c)))
+            .map(|c| format!(", container {}", short_id(c)))
             .unwrap_or_default()
     );
     for why in &s.not_ready {
@@ -391,7 +396,7 @@ pub fn render_table(s: &Status) -> String {
             ]);
         }
         table(&mut out, &rows);
-        let problems: Vec<(&String, &crate::swarm::report::TaskProblem)> = sw
+        let problems: Vec<(&String, &super::swarm::TaskProblem)> = sw
             .services
             .iter()
             .flat_map(|(name, svc)| svc.problems.iter().map(move |p| (name, p)))
@@ -521,15 +526,15 @@ mod tests {
 
     #[test]
     fn translated_host_paths_show_in_status_and_change_only_when_they_do() {
-        use crate::config::hostpath::{HostPaths, Translation};
+        use crate::telemetry::HostPathsRecord;
         let t = Telemetry::new("demo", Duration::from_secs(60), None);
-        let host = HostPaths::ProjectDir("/home/u/app".into());
-        let done = [Translation {
-            from: "/config/data".into(),
-            to: "/home/u/app/data".into(),
-        }];
-        t.host_paths(&host, &done);
-        t.host_paths(&host, &done);
+        let host = HostPathsRecord {
+            reason: "host-project-dir",
+            container: String::new(),
+            paths: vec!["/config/data -> /home/u/app/data".into()],
+        };
+        t.host_paths(host.clone());
+        t.host_paths(host);
         let s = snapshot(&t);
         assert_eq!(s.config.host_paths, ["/config/data -> /home/u/app/data"]);
         assert!(
@@ -539,7 +544,7 @@ mod tests {
         );
         let back: Status = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back, s);
-        t.host_paths(&HostPaths::Same, &[]);
+        t.host_paths(HostPathsRecord::default());
         let s = snapshot(&t);
         assert!(s.config.host_paths.is_empty());
         assert!(!serde_json::to_string(&s).unwrap().contains("host_paths"));

@@ -1,0 +1,30 @@
+//! The labels drover puts on what it creates and reads back: the whole of its state lives
+//! in them (see the conventions: a container without `drover.project=<project>` is never
+//! touched). One place for the label keys, so writers and readers cannot drift apart.
+//! (Swarm mode's stack labels are with the rest of its Swarm spec, in `swarm::convert`.)
+
+/// The project a container belongs to: ownership.
+pub const LABEL_PROJECT: &str = "drover.project";
+pub const LABEL_SERVICE: &str = "drover.service";
+pub const LABEL_SLOT: &str = "drover.slot";
+pub const LABEL_CONFIG_HASH: &str = "drover.config-hash";
+/// Set by the executor on multi-node setups.
+pub const LABEL_NODE: &str = "drover.node";
+/// When this copy of the slot was placed (nanoseconds since the epoch): of two copies of one
+/// slot, the newer is current and the older is removed once the newer runs.
+pub const LABEL_GENERATION: &str = "drover.generation";
+
+/// Compose's own labels, so compose-aware tools list what drover creates.
+pub const COMPOSE_PROJECT: &str = "com.docker.compose.project";
+pub const COMPOSE_SERVICE: &str = "com.docker.compose.service";
+pub const COMPOSE_CONTAINER_NUMBER: &str = "com.docker.compose.container-number";
+pub const COMPOSE_ONEOFF: &str = "com.docker.compose.oneoff";
+pub const COMPOSE_CONFIG_HASH: &str = "com.docker.compose.config-hash";
+
+/// On the lease container: the project it is for.
+pub const LEASE_PROJECT: &str = "drover.lease";
+/// On the lease container: the drover process that created it.
+pub const LEASE_HOLDER: &str = "drover.lease.holder";
+/// On the lease container: where the holder's pid can be checked:
+/// `{boot id}/{container id or host}`.
+pub const LEASE_SCOPE: &str = "drover.lease.scope";

@@ -1,0 +1,100 @@
+//! `drover plan` in plain mode: list every node once, plan as a pass would, and say what
+//! the pass would do, changing nothing. (Swarm mode's is `swarm::plan_lines`.)
+
+use std::time::SystemTime;
+
+use crate::config::{DependsCondition, Loaded};
+use crate::engine::connect;
+use crate::nodes::NodeSpec;
+use crate::{observe, plan};
+
+/// The lines to print. With one node, a node that cannot be listed is the error; with
+/// several, it is down (one line says so) and the plan moves its replicas.
+pub async fn plan_lines(specs: &[NodeSpec], loaded: &Loaded) -> Result<Vec<String>, String> {
+    let project = &loaded.project;
+    let mut out = Vec::new();
+    let mut states = Vec::new();
+    let mut snapshots = Vec::new();
+    for spec in specs {
+        let listed = match connect::connect(&spec.endpoint).await {
+            Ok(d) => observe::snapshot(&d, &spec.name, &project.name, &Default::default())
+                .await
+                .map_err(|e| connect::explain(&spec.endpoint, &e)),
+            Err(e) => Err(e.to_string()),
+        };
+        match listed {
+            Ok(s) => {
+                states.push(plan::NodeState::Up);
+                snapshots.push(s);
+            }
+            Err(e) if specs.len() == 1 => return Err(e),
+            Err(e) => {
+                out.push(format!("node {} is down: {e}", spec.name));
+                states.push(plan::NodeState::Down);
+                snapshots.push(observe::Snapshot::default());
+            }
+        }
+    }
+    let views: Vec<plan::NodeView> = specs
+        .iter()
+        .zip(&states)
+        .zip(&snapshots)
+        .map(|((spec, state), snapshot)| plan::NodeView {
+            name: &spec.name,
+            state: *state,
+            labels: &spec.labels,
+            snapshot,
+        })
+        .collect();
+    let own = observe::own_container_id();
+    let plan = plan::plan(&plan::Input {
+        project,
+        nodes: &views,
+        backoff: &plan::Backoff::default(),
+        backoff_cfg: &plan::BackoffConfig::default(),
+        now: SystemTime::now(),
+        exclude: own.as_deref(),
+        rebalance: loaded.settings.rebalance,
+        halted: &Default::default(),
+        updating: &Default::default(),
+    });
+    if plan.actions.is_empty() && plan.unplaced.is_empty() && plan.blocked.is_empty() {
+        out.push(format!(
+            "nothing to do: project {} is at its targets",
+            project.name
+        ));
+    }
+    out.extend(plan.actions.iter().map(ToString::to_string));
+    for u in &plan.unplaced {
+        out.push(format!(
+            "cannot place {} slot {}: {}",
+            u.service, u.slot, u.reason
+        ));
+    }
+    // Unlike compose, which creates every container up front and starts them in order,
+    // drover creates a service's containers once its dependencies' conditions hold.
+    for b in &plan.blocked {
+        let (state, condition) = match b.condition {
+            DependsCondition::ServiceStarted => ("has started", "service_started"),
+            DependsCondition::ServiceHealthy => ("is healthy", "service_healthy"),
+            DependsCondition::ServiceCompletedSuccessfully => (
+                "has completed successfully",
+                "service_completed_successfully",
+            ),
+        };
+        out.push(format!(
+            "wait {}: no container until {} {state} (depends_on condition {condition})",
+            b.service, b.dependency
+        ));
+    }
+    for s in &plan.stopped {
+        out.push(format!(
+            "leave {} slot {} on {} exited (exit code {})",
+            s.service,
+            s.slot,
+            s.node,
+            s.exit_code.map_or("unknown".into(), |c| c.to_string())
+        ));
+    }
+    Ok(out)
+}
