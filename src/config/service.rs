@@ -9,7 +9,7 @@ use super::hostpath::{PathUse, UseKind, relative_to};
 use super::model::*;
 use super::read::{self, Result, Warnings, child, fail, index};
 use super::syntax;
-use super::yaml::{Kind, Loc, Node};
+use super::yaml::{Key, Kind, Loc, Node};
 
 /// Service keys Compose knows that drover does not act on (yet): a warning, not an error.
 const UNSUPPORTED: &[&str] = &[
@@ -86,98 +86,225 @@ pub struct Draft {
 }
 
 pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft> {
-    let path = format!("services.{name}");
-    let entries = read::map(node, &path)?;
-    let mut s = Service {
-        name: name.to_string(),
-        replicas: 1,
-        image: String::new(),
-        command: None,
-        entrypoint: None,
-        environment: BTreeMap::new(),
-        labels: BTreeMap::new(),
-        ports: Vec::new(),
-        volumes: Vec::new(),
-        networks: BTreeMap::new(),
-        healthcheck: None,
-        restart: RestartPolicy::default(),
-        stop_signal: None,
-        stop_grace_period: Duration::from_secs(10),
-        user: None,
-        working_dir: None,
-        hostname: None,
-        depends_on: BTreeMap::new(),
-        container_name: None,
-        mode: DeployMode::default(),
-        placement: Placement::default(),
-        update: UpdateConfig::default(),
-        rollback: UpdateConfig::default(),
-        unhealthy: UnhealthyAction::default(),
-        backoff: BackoffSettings::default(),
-        config_hash: String::new(),
-        options: ServiceOptions::default(),
-    };
-    let mut d = Draft {
-        service: s.clone(),
-        file_replicas: None,
-        loc: key_loc.clone(),
-        container_name_loc: None,
-        depends_locs: BTreeMap::new(),
-        default_network: true,
-        unhealthy: None,
-        port_locs: Vec::new(),
-        host_paths: Vec::new(),
-    };
-    let mut image = None;
-    let mut has_build = None;
-    let mut env_file_node: Option<(&Node, String)> = None;
-    let mut env_inline = Vec::new();
-    let mut restart_key: Option<(Option<RestartCondition>, Option<u32>)> = None;
-    let mut deploy_restart: Option<RestartPolicy> = None;
-    let mut scale_key = None;
-    let mut deploy_replicas = None;
-    let mut tmpfs = Vec::new();
-    let mut o = ServiceOptions::default();
-    let mut pull_policy: Option<PullPolicy> = None;
-    let mut limits = Resources::default();
-    let mut reservations = Resources::default();
-    let mut network_mode_loc = None;
-    let mut networks_loc = None;
-    // Where cpus, mem_limit, mem_reservation and pids_limit were written.
-    let mut resource_locs: Vec<(&'static str, Loc)> = Vec::new();
-    // Services this one needs started first without saying so in depends_on.
-    let mut implied: Vec<(String, Loc, String)> = Vec::new();
+    let mut r = Reading::new(name, key_loc);
+    for (k, v) in read::map(node, &r.path)? {
+        let p = child(&r.path, &k.name);
+        no_number_where_compose_wants_text(&k.name, v, &p)?;
+        r.key(cx, k, v, &p)?;
+    }
+    r.finish(cx, key_loc)
+}
 
-    for (k, v) in entries {
-        let p = child(&path, &k.name);
-        let p = p.as_str();
-        no_number_where_compose_wants_text(&k.name, v, p)?;
+/// A service while its keys are read: the parts that are final once read, and the keys
+/// that are put together with others afterwards (in [`Reading::finish`]).
+struct Reading<'n> {
+    path: String,
+    s: Service,
+    o: ServiceOptions,
+    d: Draft,
+    image: Option<String>,
+    /// Where `build` is written.
+    has_build: Option<Loc>,
+    pull_policy: Option<PullPolicy>,
+    /// Read last: its variables may come from `environment`.
+    env_file_node: Option<(&'n Node, String)>,
+    env_inline: Vec<read::Entry>,
+    tmpfs: Vec<Mount>,
+    network_mode_loc: Option<Loc>,
+    networks_loc: Option<Loc>,
+    restart_key: Option<(Option<RestartCondition>, Option<u32>)>,
+    deploy_restart: Option<RestartPolicy>,
+    scale_key: Option<u32>,
+    deploy_replicas: Option<(u32, Loc)>,
+    limits: Resources,
+    reservations: Resources,
+    /// Where cpus, mem_limit, mem_reservation and pids_limit were written.
+    resource_locs: Vec<(&'static str, Loc)>,
+    /// Services this one needs started first without saying so in depends_on.
+    implied: Vec<(String, Loc, String)>,
+}
+
+impl<'n> Reading<'n> {
+    fn new(name: &str, key_loc: &Loc) -> Reading<'n> {
+        let s = Service {
+            name: name.to_string(),
+            replicas: 1,
+            image: String::new(),
+            command: None,
+            entrypoint: None,
+            environment: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            ports: Vec::new(),
+            volumes: Vec::new(),
+            networks: BTreeMap::new(),
+            healthcheck: None,
+            restart: RestartPolicy::default(),
+            stop_signal: None,
+            stop_grace_period: Duration::from_secs(10),
+            user: None,
+            working_dir: None,
+            hostname: None,
+            depends_on: BTreeMap::new(),
+            container_name: None,
+            mode: DeployMode::default(),
+            placement: Placement::default(),
+            update: UpdateConfig::default(),
+            rollback: UpdateConfig::default(),
+            unhealthy: UnhealthyAction::default(),
+            backoff: BackoffSettings::default(),
+            config_hash: String::new(),
+            options: ServiceOptions::default(),
+        };
+        let d = Draft {
+            service: s.clone(),
+            file_replicas: None,
+            loc: key_loc.clone(),
+            container_name_loc: None,
+            depends_locs: BTreeMap::new(),
+            default_network: true,
+            unhealthy: None,
+            port_locs: Vec::new(),
+            host_paths: Vec::new(),
+        };
+        Reading {
+            path: format!("services.{name}"),
+            s,
+            o: ServiceOptions::default(),
+            d,
+            image: None,
+            has_build: None,
+            pull_policy: None,
+            env_file_node: None,
+            env_inline: Vec::new(),
+            tmpfs: Vec::new(),
+            network_mode_loc: None,
+            networks_loc: None,
+            restart_key: None,
+            deploy_restart: None,
+            scale_key: None,
+            deploy_replicas: None,
+            limits: Resources::default(),
+            reservations: Resources::default(),
+            resource_locs: Vec::new(),
+            implied: Vec::new(),
+        }
+    }
+
+    /// One service key, by the group it belongs to.
+    fn key(&mut self, cx: &mut Cx, k: &Key, v: &'n Node, p: &str) -> Result<()> {
+        if self.process_key(cx, k, v, p)?
+            || self.networking_key(cx, k, v, p)?
+            || self.storage_key(cx, k, v, p)?
+            || self.isolation_key(k, v, p)?
+            || self.resources_key(k, v, p)?
+            || self.lifecycle_key(cx, k, v, p)?
+        {
+            return Ok(());
+        }
         match k.name.as_str() {
-            "image" => image = Some(read::string(v, p)?),
+            "extends" => {}
+            key if key.starts_with("x-") => {}
+            "build" => self.has_build = Some(k.loc.clone()),
+            key if UNSUPPORTED.contains(&key) => {
+                cx.warnings.at(&k.loc, p, "not supported yet, ignored");
+            }
+            _ => cx.warnings.at(&k.loc, p, "unknown key, ignored"),
+        }
+        Ok(())
+    }
+
+    /// What runs and how: image, command, environment, user, stop settings. False for
+    /// a key of another group.
+    fn process_key(&mut self, cx: &mut Cx, k: &Key, v: &'n Node, p: &str) -> Result<bool> {
+        let (s, o) = (&mut self.s, &mut self.o);
+        match k.name.as_str() {
+            "image" => self.image = Some(read::string(v, p)?),
             "command" => s.command = opt_words(v, p)?,
             "entrypoint" => s.entrypoint = opt_words(v, p)?,
-            "environment" => env_inline = read::map_or_list(v, p)?,
+            "environment" => self.env_inline = read::map_or_list(v, p)?,
             // Read after the loop: its variables may come from `environment`.
-            "env_file" => env_file_node = Some((v, p.to_string())),
+            "env_file" => self.env_file_node = Some((v, p.to_string())),
             "labels" => {
                 for e in read::map_or_list(v, p)? {
                     s.labels.insert(e.key, e.value.unwrap_or_default());
                 }
             }
+            "pull_policy" => self.pull_policy = Some(pull_policy(cx.warnings, v, p)?),
+            "platform" => o.platform = read::opt_string(v, p)?,
+            "runtime" => o.runtime = read::opt_string(v, p)?,
+            "profiles" => o.profiles = read::string_or_list(v, p, false)?,
+            "tty" => o.tty = read::boolean(v, p)?,
+            "stdin_open" => o.stdin_open = read::boolean(v, p)?,
+            "init" => o.init = read::opt_boolean(v, p)?,
+            "stop_signal" => s.stop_signal = read::opt_string(v, p)?,
+            "stop_grace_period" => s.stop_grace_period = read::duration(v, p)?,
+            "user" => s.user = read::opt_string(v, p)?,
+            "group_add" => o.group_add = read::string_or_list(v, p, false)?,
+            "working_dir" => s.working_dir = read::opt_string(v, p)?,
+            "container_name" => {
+                s.container_name = read::opt_string(v, p)?;
+                self.d.container_name_loc = Some(k.loc.clone());
+            }
+            "logging" => o.logging = Some(logging(cx.warnings, v, p)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Ports, networks, names and links. False for a key of another group.
+    fn networking_key(&mut self, cx: &mut Cx, k: &Key, v: &Node, p: &str) -> Result<bool> {
+        let (s, o) = (&mut self.s, &mut self.o);
+        match k.name.as_str() {
             "ports" => {
                 for (i, item) in read::seq(v, p)?.iter().enumerate() {
                     let ip = index(p, i);
                     ports(item, &ip, &mut s.ports)?;
-                    d.port_locs
+                    self.d
+                        .port_locs
                         .resize(s.ports.len(), (item.loc.clone(), ip.clone()));
                 }
             }
+            "expose" => o.expose = expose(v, p)?,
+            "networks" => {
+                self.d.default_network = false;
+                self.networks_loc = Some(k.loc.clone());
+                networks(cx, v, p, &mut s.networks)?;
+            }
+            "network_mode" => {
+                o.network_mode = Some(network_mode(cx, v, p, &mut self.implied)?);
+                self.network_mode_loc = Some(k.loc.clone());
+            }
+            "hostname" => s.hostname = read::opt_string(v, p)?,
+            "domainname" => o.domainname = read::opt_string(v, p)?,
+            "mac_address" => o.mac_address = read::opt_string(v, p)?,
+            "dns" => o.dns = read::string_or_list(v, p, false)?,
+            "dns_search" => o.dns_search = read::string_or_list(v, p, false)?,
+            "dns_opt" => o.dns_opt = read::string_or_list(v, p, false)?,
+            "extra_hosts" => o.extra_hosts = extra_hosts(v, p)?,
+            "external_links" => o.external_links = read::string_or_list(v, p, false)?,
+            "links" => {
+                for (i, item) in read::string_or_list(v, p, false)?.into_iter().enumerate() {
+                    let ip = index(p, i);
+                    let (svc, alias) = link(cx, &item, &v.loc, &ip)?;
+                    o.links.push(format!("{svc}:{alias}"));
+                    self.implied.push((svc, v.loc.clone(), ip));
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Volumes, tmpfs, secrets, configs, devices. False for a key of another group.
+    fn storage_key(&mut self, cx: &mut Cx, k: &Key, v: &Node, p: &str) -> Result<bool> {
+        let (s, o) = (&mut self.s, &mut self.o);
+        match k.name.as_str() {
             "volumes" => {
                 for (i, item) in read::seq(v, p)?.iter().enumerate() {
                     let (m, resolved) = mount(cx, item, &index(p, i))?;
                     if let Some((at, relative)) = resolved {
-                        d.host_paths.push(PathUse {
-                            service: name.to_string(),
+                        self.d.host_paths.push(PathUse {
+                            service: s.name.clone(),
                             kind: UseKind::Bind,
                             target: m.target.clone(),
                             at,
@@ -189,82 +316,40 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
             }
             "tmpfs" => {
                 for entry in read::string_or_list(v, p, false)? {
-                    tmpfs.push(tmpfs_entry(cx.warnings, &entry, &v.loc, p)?);
+                    self.tmpfs
+                        .push(tmpfs_entry(cx.warnings, &entry, &v.loc, p)?);
                 }
             }
-            "networks" => {
-                d.default_network = false;
-                networks_loc = Some(k.loc.clone());
-                networks(cx, v, p, &mut s.networks)?;
-            }
-            "network_mode" => {
-                let mode = read::string(v, p)?;
-                match mode.split_once(':') {
-                    None if matches!(mode.as_str(), "host" | "none" | "bridge" | "default") => {}
-                    Some(("container", name)) if !name.is_empty() => {}
-                    Some(("service", name)) if !name.is_empty() => {
-                        if !cx.services.contains(name) {
-                            return Err(fail(
-                                &v.loc,
-                                p,
-                                format!(
-                                    "no such service {name:?} (or it is not enabled by a profile)"
-                                ),
-                            ));
-                        }
-                        implied.push((name.to_string(), v.loc.clone(), p.to_string()));
+            "volumes_from" => {
+                for (i, item) in read::string_or_list(v, p, false)?.into_iter().enumerate() {
+                    let ip = index(p, i);
+                    let (entry, service) = volumes_from(cx, &item, &v.loc, &ip)?;
+                    if let Some(svc) = service {
+                        self.implied.push((svc, v.loc.clone(), ip));
                     }
-                    _ => {
-                        return Err(fail(
-                            &v.loc,
-                            p,
-                            "expected host, none, bridge, service:NAME or container:NAME",
-                        ));
-                    }
+                    o.volumes_from.push(entry);
                 }
-                network_mode_loc = Some(k.loc.clone());
-                o.network_mode = Some(mode);
             }
-            "pull_policy" => {
-                let policy = read::string(v, p)?;
-                pull_policy = Some(match policy.as_str() {
-                    "always" => PullPolicy::Always,
-                    "missing" | "if_not_present" => PullPolicy::Missing,
-                    "never" => PullPolicy::Never,
-                    "build" => PullPolicy::Build,
-                    "daily" | "weekly" => {
-                        cx.warnings.at(
-                            &v.loc,
-                            p,
-                            "refresh policies are not supported, read as missing",
-                        );
-                        PullPolicy::Missing
-                    }
-                    x if x.starts_with("every_") => {
-                        cx.warnings.at(
-                            &v.loc,
-                            p,
-                            "refresh policies are not supported, read as missing",
-                        );
-                        PullPolicy::Missing
-                    }
-                    _ => {
-                        return Err(read::bad(v, p, "expected always, missing, never or build"));
-                    }
-                });
-            }
-            "platform" => o.platform = read::opt_string(v, p)?,
-            "runtime" => o.runtime = read::opt_string(v, p)?,
-            "domainname" => o.domainname = read::opt_string(v, p)?,
-            "mac_address" => o.mac_address = read::opt_string(v, p)?,
+            "secrets" => o.secrets = file_mounts(cx, v, p, true)?,
+            "configs" => o.configs = file_mounts(cx, v, p, false)?,
+            "devices" => o.devices = devices(v, p)?,
+            "storage_opt" => o.storage_opt = string_map(v, p)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Namespaces, capabilities and other isolation settings. False for a key of
+    /// another group.
+    fn isolation_key(&mut self, k: &Key, v: &Node, p: &str) -> Result<bool> {
+        let o = &mut self.o;
+        match k.name.as_str() {
             "ipc" => o.ipc = read::opt_string(v, p)?,
             "pid" => o.pid = read::opt_string(v, p)?,
             "uts" => o.uts = read::opt_string(v, p)?,
             "userns_mode" => o.userns_mode = read::opt_string(v, p)?,
             "cgroup" => o.cgroup = Some(read::choice(v, p, &["host", "private"])?),
             "cgroup_parent" => o.cgroup_parent = read::opt_string(v, p)?,
-            "cpuset" => o.cpuset = read::opt_string(v, p)?,
-            "expose" => o.expose = expose(v, p)?,
             "cap_add" => o.cap_add = read::string_or_list(v, p, false)?,
             "cap_drop" => o.cap_drop = read::string_or_list(v, p, false)?,
             "security_opt" => {
@@ -272,30 +357,28 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
                 read::seq(v, p)?;
                 o.security_opt = read::string_or_list(v, p, false)?
             }
-            "dns" => o.dns = read::string_or_list(v, p, false)?,
-            "dns_search" => o.dns_search = read::string_or_list(v, p, false)?,
-            "dns_opt" => o.dns_opt = read::string_or_list(v, p, false)?,
-            "group_add" => o.group_add = read::string_or_list(v, p, false)?,
-            "external_links" => o.external_links = read::string_or_list(v, p, false)?,
-            "profiles" => o.profiles = read::string_or_list(v, p, false)?,
             "privileged" => o.privileged = read::boolean(v, p)?,
             "read_only" => o.read_only = read::boolean(v, p)?,
-            "tty" => o.tty = read::boolean(v, p)?,
-            "stdin_open" => o.stdin_open = read::boolean(v, p)?,
-            "init" => o.init = read::opt_boolean(v, p)?,
-            "oom_kill_disable" => o.oom_kill_disable = read::opt_boolean(v, p)?,
             "sysctls" => o.sysctls = string_map(v, p)?,
-            "storage_opt" => o.storage_opt = string_map(v, p)?,
-            "devices" => o.devices = devices(v, p)?,
-            "extra_hosts" => o.extra_hosts = extra_hosts(v, p)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Memory, CPU, pids and other limits. False for a key of another group.
+    fn resources_key(&mut self, k: &Key, v: &Node, p: &str) -> Result<bool> {
+        let o = &mut self.o;
+        match k.name.as_str() {
+            "cpuset" => o.cpuset = read::opt_string(v, p)?,
+            "oom_kill_disable" => o.oom_kill_disable = read::opt_boolean(v, p)?,
             "shm_size" => o.shm_size = read::opt_size(v, p)?,
             "mem_limit" => {
                 o.mem_limit = read::opt_size(v, p)?;
-                resource_locs.push(("mem_limit", v.loc.clone()));
+                self.resource_locs.push(("mem_limit", v.loc.clone()));
             }
             "mem_reservation" => {
                 o.mem_reservation = read::opt_size(v, p)?;
-                resource_locs.push(("mem_reservation", v.loc.clone()));
+                self.resource_locs.push(("mem_reservation", v.loc.clone()));
             }
             "memswap_limit" => {
                 o.memswap_limit = match &v.kind {
@@ -306,7 +389,7 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
             }
             "pids_limit" => {
                 o.pids_limit = Some(read::int(v, p)?);
-                resource_locs.push(("pids_limit", v.loc.clone()));
+                self.resource_locs.push(("pids_limit", v.loc.clone()));
             }
             "mem_swappiness" => o.mem_swappiness = Some(read::int(v, p)?),
             "oom_score_adj" => {
@@ -321,261 +404,344 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
             "cpu_quota" => o.cpu_quota = Some(read::int(v, p)?),
             "cpus" => {
                 o.cpus = Some(read::float(v, p)?);
-                resource_locs.push(("cpus", v.loc.clone()));
+                self.resource_locs.push(("cpus", v.loc.clone()));
             }
             "ulimits" => o.ulimits = ulimits(v, p)?,
-            "logging" => o.logging = Some(logging(cx.warnings, v, p)?),
-            "secrets" => o.secrets = file_mounts(cx, v, p, true)?,
-            "configs" => o.configs = file_mounts(cx, v, p, false)?,
-            "volumes_from" => {
-                for (i, item) in read::string_or_list(v, p, false)?.into_iter().enumerate() {
-                    let ip = index(p, i);
-                    let (entry, service) = volumes_from(cx, &item, &v.loc, &ip)?;
-                    if let Some(svc) = service {
-                        implied.push((svc, v.loc.clone(), ip));
-                    }
-                    o.volumes_from.push(entry);
-                }
-            }
-            "links" => {
-                for (i, item) in read::string_or_list(v, p, false)?.into_iter().enumerate() {
-                    let (svc, alias) = match item.split_once(':') {
-                        Some((svc, alias)) => (svc.to_string(), alias.to_string()),
-                        None => (item.clone(), item.clone()),
-                    };
-                    if !cx.services.contains(&svc) {
-                        return Err(fail(
-                            &v.loc,
-                            &index(p, i),
-                            format!("no such service {svc:?} (or it is not enabled by a profile)"),
-                        ));
-                    }
-                    implied.push((svc.clone(), v.loc.clone(), index(p, i)));
-                    o.links.push(format!("{svc}:{alias}"));
-                }
-            }
-            "extends" => {}
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Health, restarts, replicas, deploy settings, dependencies, drover's own
+    /// settings. False for a key of another group.
+    fn lifecycle_key(&mut self, cx: &mut Cx, k: &Key, v: &Node, p: &str) -> Result<bool> {
+        let s = &mut self.s;
+        match k.name.as_str() {
             "healthcheck" => s.healthcheck = healthcheck(cx.warnings, v, p)?,
-            "restart" => restart_key = Some(restart(v, p)?),
-            "deploy" => {
-                if let Some(pl) = v.get("placement") {
-                    s.placement =
-                        super::nodes::placement(pl, &child(p, "placement"), cx.warnings, cx.mode)?;
-                }
-                if let Some(u) = v.get("update_config") {
-                    s.update = super::lifecycle::update_config(
-                        u,
-                        &child(p, "update_config"),
-                        cx.warnings,
-                    )?;
-                }
-                if let Some(u) = v.get("rollback_config") {
-                    s.rollback = super::lifecycle::update_config(
-                        u,
-                        &child(p, "rollback_config"),
-                        cx.warnings,
-                    )?;
-                }
-                let dep = deploy(cx, v, p)?;
-                deploy_replicas = dep.replicas.map(|r| (r, v.loc.clone()));
-                deploy_restart = dep.restart;
-                limits = dep.limits;
-                reservations = dep.reservations;
-                s.mode = dep.mode;
-            }
-            "scale" => scale_key = Some(read::u32_(v, p)?),
-            "stop_signal" => s.stop_signal = read::opt_string(v, p)?,
-            "stop_grace_period" => s.stop_grace_period = read::duration(v, p)?,
-            "user" => s.user = read::opt_string(v, p)?,
-            "working_dir" => s.working_dir = read::opt_string(v, p)?,
-            "hostname" => s.hostname = read::opt_string(v, p)?,
-            "container_name" => {
-                s.container_name = read::opt_string(v, p)?;
-                d.container_name_loc = Some(k.loc.clone());
-            }
-            "depends_on" => depends_on(cx, v, p, &mut s.depends_on, &mut d.depends_locs)?,
+            "restart" => self.restart_key = Some(restart(v, p)?),
+            "deploy" => self.deploy(cx, v, p)?,
+            "scale" => self.scale_key = Some(read::u32_(v, p)?),
+            "depends_on" => depends_on(cx, v, p, &mut s.depends_on, &mut self.d.depends_locs)?,
             "x-drover" => {
                 let (action, backoff) = super::lifecycle::service_drover(v, p, cx.warnings)?;
-                d.unhealthy = action;
+                self.d.unhealthy = action;
                 s.backoff = backoff;
             }
-            key if key.starts_with("x-") => {}
-            "build" => has_build = Some(k.loc.clone()),
-            key if UNSUPPORTED.contains(&key) => {
-                cx.warnings.at(&k.loc, p, "not supported yet, ignored");
-            }
-            _ => cx.warnings.at(&k.loc, p, "unknown key, ignored"),
+            _ => return Ok(false),
         }
+        Ok(true)
     }
 
-    // drover runs images and never builds them: a service with `build:` runs its image
-    // (compose's `{project}-{service}` when it names none) if the engine already has it.
-    if let Some(loc) = &has_build {
-        let named = image.is_some();
-        cx.warnings.at(
-            loc,
-            &child(&path, "build"),
-            if named {
-                "ignored: drover runs images and does not build them; the image must be \
-                 present on the engine"
-            } else {
-                "ignored: drover runs images and does not build them; the image (named as \
-                 compose names it) must be present on the engine"
-            },
-        );
-    }
-    s.image = match (image, &has_build) {
-        (Some(image), _) => image,
-        (None, Some(_)) => format!("{}-{name}", cx.project),
-        (None, None) => return Err(fail(key_loc, &path, "has no image")),
-    };
-    o.pull_policy = match (pull_policy, &has_build) {
-        (Some(p), _) => p,
-        (None, Some(_)) => PullPolicy::Build,
-        (None, None) => PullPolicy::Missing,
-    };
-    if o.pull_policy == PullPolicy::Build && has_build.is_none() {
-        cx.warnings.at(
-            key_loc,
-            &child(&path, "pull_policy"),
-            "build: drover does not build images; the image must be present on the engine",
-        );
+    fn deploy(&mut self, cx: &mut Cx, v: &Node, p: &str) -> Result<()> {
+        let s = &mut self.s;
+        if let Some(pl) = v.get("placement") {
+            s.placement =
+                super::nodes::placement(pl, &child(p, "placement"), cx.warnings, cx.mode)?;
+        }
+        if let Some(u) = v.get("update_config") {
+            s.update = super::lifecycle::update_config(u, &child(p, "update_config"), cx.warnings)?;
+        }
+        if let Some(u) = v.get("rollback_config") {
+            s.rollback =
+                super::lifecycle::update_config(u, &child(p, "rollback_config"), cx.warnings)?;
+        }
+        let dep = deploy(cx, v, p)?;
+        self.deploy_replicas = dep.replicas.map(|r| (r, v.loc.clone()));
+        self.deploy_restart = dep.restart;
+        self.limits = dep.limits;
+        self.reservations = dep.reservations;
+        s.mode = dep.mode;
+        Ok(())
     }
 
-    if let (Some(loc), Some(_)) = (&network_mode_loc, &networks_loc) {
-        return Err(fail(
-            loc,
-            &child(&path, "network_mode"),
-            "cannot be combined with networks; use one of them",
-        ));
-    }
-    if o.network_mode.is_some() {
-        d.default_network = false;
+    /// The keys read, put together, in this order: image, networking, resources,
+    /// implied dependencies, environment, restart policy, replicas.
+    fn finish(mut self, cx: &mut Cx, key_loc: &Loc) -> Result<Draft> {
+        self.image(cx, key_loc)?;
+        self.network_mode_or_networks()?;
+        self.resources()?;
+        self.implied_dependencies()?;
+        self.s.options = std::mem::take(&mut self.o);
+        self.environment(cx)?;
+        self.s.volumes.append(&mut self.tmpfs);
+        if self.d.default_network {
+            self.s
+                .networks
+                .insert("default".to_string(), ServiceNetwork::default());
+        }
+        self.s.restart = self.restart();
+        self.d.file_replicas = self.file_replicas()?;
+        self.d.service = self.s;
+        Ok(self.d)
     }
 
-    // A service-level key and its deploy.resources twin must agree, as compose checks
-    // (a `limits` or `reservations` block without the twin counts as zero, as there).
-    for (key, loc) in &resource_locs {
-        let (set, twin, block, other) = match *key {
-            "cpus" => (
-                o.cpus.is_some_and(|c| c != 0.0),
-                "deploy.resources.limits.cpus",
-                &limits,
-                o.cpus != Some(limits.cpus.unwrap_or(0.0)),
-            ),
-            "mem_limit" => (
-                o.mem_limit.is_some_and(|m| m != 0),
-                "deploy.resources.limits.memory",
-                &limits,
-                o.mem_limit != Some(limits.memory.unwrap_or(0)),
-            ),
-            "mem_reservation" => (
-                o.mem_reservation.is_some_and(|m| m != 0),
-                "deploy.resources.reservations.memory",
-                &reservations,
-                o.mem_reservation != Some(reservations.memory.unwrap_or(0)),
-            ),
-            _ => (
-                o.pids_limit.is_some_and(|m| m != 0),
-                "deploy.resources.limits.pids",
-                &limits,
-                o.pids_limit != Some(limits.pids.unwrap_or(0)),
-            ),
+    /// The image and pull policy, with what `build` means for them.
+    ///
+    /// drover runs images and never builds them: a service with `build:` runs its image
+    /// (compose's `{project}-{service}` when it names none) if the engine already has it.
+    fn image(&mut self, cx: &mut Cx, key_loc: &Loc) -> Result<()> {
+        let path = &self.path;
+        if let Some(loc) = &self.has_build {
+            let named = self.image.is_some();
+            cx.warnings.at(
+                loc,
+                &child(path, "build"),
+                if named {
+                    "ignored: drover runs images and does not build them; the image must be \
+                     present on the engine"
+                } else {
+                    "ignored: drover runs images and does not build them; the image (named as \
+                     compose names it) must be present on the engine"
+                },
+            );
+        }
+        self.s.image = match (self.image.take(), &self.has_build) {
+            (Some(image), _) => image,
+            (None, Some(_)) => format!("{}-{}", cx.project, self.s.name),
+            (None, None) => return Err(fail(key_loc, path, "has no image")),
         };
-        if set && block.present && other {
+        self.o.pull_policy = match (self.pull_policy, &self.has_build) {
+            (Some(p), _) => p,
+            (None, Some(_)) => PullPolicy::Build,
+            (None, None) => PullPolicy::Missing,
+        };
+        if self.o.pull_policy == PullPolicy::Build && self.has_build.is_none() {
+            cx.warnings.at(
+                key_loc,
+                &child(path, "pull_policy"),
+                "build: drover does not build images; the image must be present on the engine",
+            );
+        }
+        Ok(())
+    }
+
+    fn network_mode_or_networks(&mut self) -> Result<()> {
+        if let (Some(loc), Some(_)) = (&self.network_mode_loc, &self.networks_loc) {
             return Err(fail(
                 loc,
-                &child(&path, key),
-                format!("differs from {twin}; set only one (compose refuses distinct values)"),
+                &child(&self.path, "network_mode"),
+                "cannot be combined with networks; use one of them",
             ));
         }
-    }
-    // Resource limits: the deploy.resources values (equal to the service-level keys when
-    // both are written, checked above) are the ones used.
-    if let Some(m) = limits.memory {
-        o.mem_limit = Some(m);
-    }
-    if let Some(c) = limits.cpus {
-        o.cpus = Some(c);
-    }
-    if let Some(pids) = limits.pids {
-        o.pids_limit = Some(pids);
-    }
-    if let Some(m) = reservations.memory {
-        o.mem_reservation = Some(m);
-    }
-    o.cpus_reservation = reservations.cpus;
-
-    for (dep, loc, _) in implied {
-        if dep == name {
-            return Err(fail(&loc, &path, "a service cannot refer to itself"));
+        if self.o.network_mode.is_some() {
+            self.d.default_network = false;
         }
-        if let std::collections::btree_map::Entry::Vacant(e) = s.depends_on.entry(dep.clone()) {
-            e.insert(DependsOn {
-                condition: DependsCondition::ServiceStarted,
-                required: true,
-            });
-            d.depends_locs.insert(dep, loc);
+        Ok(())
+    }
+
+    /// Resource limits: the deploy.resources values are the ones used; a service-level
+    /// key and its deploy.resources twin must agree, as compose checks (a `limits` or
+    /// `reservations` block without the twin counts as zero, as there).
+    fn resources(&mut self) -> Result<()> {
+        let (o, limits, reservations) = (&mut self.o, &self.limits, &self.reservations);
+        for (key, loc) in &self.resource_locs {
+            let (set, twin, block, other) = match *key {
+                "cpus" => (
+                    o.cpus.is_some_and(|c| c != 0.0),
+                    "deploy.resources.limits.cpus",
+                    limits,
+                    o.cpus != Some(limits.cpus.unwrap_or(0.0)),
+                ),
+                "mem_limit" => (
+                    o.mem_limit.is_some_and(|m| m != 0),
+                    "deploy.resources.limits.memory",
+                    limits,
+                    o.mem_limit != Some(limits.memory.unwrap_or(0)),
+                ),
+                "mem_reservation" => (
+                    o.mem_reservation.is_some_and(|m| m != 0),
+                    "deploy.resources.reservations.memory",
+                    reservations,
+                    o.mem_reservation != Some(reservations.memory.unwrap_or(0)),
+                ),
+                _ => (
+                    o.pids_limit.is_some_and(|m| m != 0),
+                    "deploy.resources.limits.pids",
+                    limits,
+                    o.pids_limit != Some(limits.pids.unwrap_or(0)),
+                ),
+            };
+            if set && block.present && other {
+                return Err(fail(
+                    loc,
+                    &child(&self.path, key),
+                    format!("differs from {twin}; set only one (compose refuses distinct values)"),
+                ));
+            }
+        }
+        // Equal to the service-level keys when both are written, checked above.
+        if let Some(m) = limits.memory {
+            o.mem_limit = Some(m);
+        }
+        if let Some(c) = limits.cpus {
+            o.cpus = Some(c);
+        }
+        if let Some(pids) = limits.pids {
+            o.pids_limit = Some(pids);
+        }
+        if let Some(m) = reservations.memory {
+            o.mem_reservation = Some(m);
+        }
+        o.cpus_reservation = reservations.cpus;
+        Ok(())
+    }
+
+    /// Services named by network_mode, volumes_from or links become dependencies
+    /// (started first) unless depends_on names them already.
+    fn implied_dependencies(&mut self) -> Result<()> {
+        for (dep, loc, _) in std::mem::take(&mut self.implied) {
+            if dep == self.s.name {
+                return Err(fail(&loc, &self.path, "a service cannot refer to itself"));
+            }
+            if let std::collections::btree_map::Entry::Vacant(e) =
+                self.s.depends_on.entry(dep.clone())
+            {
+                e.insert(DependsOn {
+                    condition: DependsCondition::ServiceStarted,
+                    required: true,
+                });
+                self.d.depends_locs.insert(dep, loc);
+            }
+        }
+        Ok(())
+    }
+
+    /// env_file entries first, `environment` on top; a bare KEY takes the environment's
+    /// value.
+    fn environment(&mut self, cx: &mut Cx) -> Result<()> {
+        let env_inline: Vec<(String, Option<String>)> = std::mem::take(&mut self.env_inline)
+            .into_iter()
+            .map(|e| {
+                let value = e.value.or_else(|| cx.env.get(&e.key).cloned());
+                (e.key, value)
+            })
+            .collect();
+        let env_from_files = match self.env_file_node.take() {
+            Some((v, p)) => {
+                let service_env: HashMap<String, String> = env_inline
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+                    .collect();
+                env_files(cx, v, &p, &service_env)?
+            }
+            None => Vec::new(),
+        };
+        for (k, v) in env_from_files {
+            self.s.environment.insert(k, v);
+        }
+        for (k, v) in env_inline {
+            self.s.environment.insert(k, v);
+        }
+        Ok(())
+    }
+
+    /// `restart` with what `deploy.restart_policy` adds to it, or the latter alone.
+    fn restart(&self) -> RestartPolicy {
+        match (self.restart_key, self.deploy_restart) {
+            (Some((condition, max)), deploy) => RestartPolicy {
+                condition: condition
+                    .or(deploy.map(|p| p.condition))
+                    .unwrap_or(RestartCondition::Always),
+                max_attempts: max.or(deploy.and_then(|p| p.max_attempts)),
+                delay: deploy.and_then(|p| p.delay),
+                window: deploy.and_then(|p| p.window),
+            },
+            (None, Some(p)) => p,
+            (None, None) => RestartPolicy::default(),
         }
     }
-    s.options = o;
 
-    // env_file entries first, `environment` on top; a bare KEY takes the environment's value.
-    let env_inline: Vec<(String, Option<String>)> = env_inline
-        .into_iter()
-        .map(|e| {
-            let value = e.value.or_else(|| cx.env.get(&e.key).cloned());
-            (e.key, value)
+    /// `deploy.replicas` or `scale`, which must agree when both are written.
+    fn file_replicas(&self) -> Result<Option<u32>> {
+        Ok(match (&self.deploy_replicas, self.scale_key) {
+            (Some((a, loc)), Some(b)) if *a != b => {
+                return Err(fail(
+                    loc,
+                    &child(&self.path, "deploy.replicas"),
+                    "differs from scale; set only one",
+                ));
+            }
+            (Some((a, _)), _) => Some(*a),
+            (None, b) => b,
         })
-        .collect();
-    let env_from_files = match env_file_node {
-        Some((v, p)) => {
-            let service_env: HashMap<String, String> = env_inline
-                .iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
-                .collect();
-            env_files(cx, v, &p, &service_env)?
+    }
+}
+
+fn pull_policy(w: &mut Warnings, v: &Node, p: &str) -> Result<PullPolicy> {
+    let policy = read::string(v, p)?;
+    Ok(match policy.as_str() {
+        "always" => PullPolicy::Always,
+        "missing" | "if_not_present" => PullPolicy::Missing,
+        "never" => PullPolicy::Never,
+        "build" => PullPolicy::Build,
+        "daily" | "weekly" => {
+            w.at(
+                &v.loc,
+                p,
+                "refresh policies are not supported, read as missing",
+            );
+            PullPolicy::Missing
         }
-        None => Vec::new(),
-    };
-    for (k, v) in env_from_files {
-        s.environment.insert(k, v);
-    }
-    for (k, v) in env_inline {
-        s.environment.insert(k, v);
-    }
-    s.volumes.extend(tmpfs);
-    if d.default_network {
-        s.networks
-            .insert("default".to_string(), ServiceNetwork::default());
-    }
+        x if x.starts_with("every_") => {
+            w.at(
+                &v.loc,
+                p,
+                "refresh policies are not supported, read as missing",
+            );
+            PullPolicy::Missing
+        }
+        _ => {
+            return Err(read::bad(v, p, "expected always, missing, never or build"));
+        }
+    })
+}
 
-    s.restart = match (restart_key, deploy_restart) {
-        (Some((condition, max)), deploy) => RestartPolicy {
-            condition: condition
-                .or(deploy.map(|p| p.condition))
-                .unwrap_or(RestartCondition::Always),
-            max_attempts: max.or(deploy.and_then(|p| p.max_attempts)),
-            delay: deploy.and_then(|p| p.delay),
-            window: deploy.and_then(|p| p.window),
-        },
-        (None, Some(p)) => p,
-        (None, None) => RestartPolicy::default(),
-    };
-
-    d.file_replicas = match (deploy_replicas, scale_key) {
-        (Some((a, loc)), Some(b)) if a != b => {
+/// `network_mode`, checked; a `service:NAME` it names is pushed to `implied`.
+fn network_mode(
+    cx: &Cx,
+    v: &Node,
+    p: &str,
+    implied: &mut Vec<(String, Loc, String)>,
+) -> Result<String> {
+    let mode = read::string(v, p)?;
+    match mode.split_once(':') {
+        None if matches!(mode.as_str(), "host" | "none" | "bridge" | "default") => {}
+        Some(("container", name)) if !name.is_empty() => {}
+        Some(("service", name)) if !name.is_empty() => {
+            if !cx.services.contains(name) {
+                return Err(fail(
+                    &v.loc,
+                    p,
+                    format!("no such service {name:?} (or it is not enabled by a profile)"),
+                ));
+            }
+            implied.push((name.to_string(), v.loc.clone(), p.to_string()));
+        }
+        _ => {
             return Err(fail(
-                &loc,
-                &child(&path, "deploy.replicas"),
-                "differs from scale; set only one",
+                &v.loc,
+                p,
+                "expected host, none, bridge, service:NAME or container:NAME",
             ));
         }
-        (Some((a, _)), _) => Some(a),
-        (None, b) => b,
+    }
+    Ok(mode)
+}
+
+/// One `links` entry, `SERVICE[:ALIAS]`: the service (which must exist) and the alias.
+fn link(cx: &Cx, item: &str, loc: &Loc, p: &str) -> Result<(String, String)> {
+    let (svc, alias) = match item.split_once(':') {
+        Some((svc, alias)) => (svc.to_string(), alias.to_string()),
+        None => (item.to_string(), item.to_string()),
     };
-    d.service = s;
-    Ok(d)
+    if !cx.services.contains(&svc) {
+        return Err(fail(
+            loc,
+            p,
+            format!("no such service {svc:?} (or it is not enabled by a profile)"),
+        ));
+    }
+    Ok((svc, alias))
 }
 
 fn opt_words(v: &Node, p: &str) -> Result<Option<Vec<String>>> {
