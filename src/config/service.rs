@@ -1,15 +1,19 @@
 //! One `services.<name>` entry -> a [`Service`] (replica target and hash filled in later).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use super::dotenv;
-use super::hostpath::{PathUse, UseKind, relative_to};
+use super::hostpath::{PathUse, UseKind};
 use super::model::*;
 use super::read::{self, Result, Warnings, child, fail, index};
 use super::syntax;
 use super::yaml::{Key, Kind, Loc, Node};
+
+mod mounts;
+
+use mounts::{mount, tmpfs_entry};
 
 /// Service keys Compose knows that drover does not act on (yet): a warning, not an error.
 const UNSUPPORTED: &[&str] = &[
@@ -927,211 +931,6 @@ fn ports(item: &Node, p: &str, out: &mut Vec<Port>) -> Result<()> {
     Ok(())
 }
 
-/// Turn a volume key or host path into the mount's source.
-fn resolve_source(cx: &Cx, kind: MountKind, src: &str, loc: &Loc, p: &str) -> Result<String> {
-    match kind {
-        MountKind::Bind => {
-            let expanded = if src == "~" || src.starts_with("~/") {
-                let home = cx.env.get("HOME").ok_or_else(|| {
-                    fail(
-                        loc,
-                        p,
-                        "cannot expand ~: HOME is not set in the environment",
-                    )
-                })?;
-                format!("{home}{}", &src[1..])
-            } else {
-                src.to_string()
-            };
-            Ok(syntax::join_lexically(cx.project_dir, Path::new(&expanded))
-                .to_string_lossy()
-                .into_owned())
-        }
-        MountKind::Volume => cx.volumes.get(src).map(|v| v.name.clone()).ok_or_else(|| {
-            fail(
-                loc,
-                p,
-                format!("volume {src:?} is not declared in the top-level volumes"),
-            )
-        }),
-        MountKind::Tmpfs => Err(fail(loc, p, "a tmpfs mount has no source")),
-    }
-}
-
-/// A bind source drover resolved itself (relative, `~`, or made absolute by `include` or
-/// `extends`): where it is written and the path relative to the project directory (`None`
-/// for `~`).
-type Resolved = Option<(String, Option<PathBuf>)>;
-
-/// A bind source as written (`rebased`: made absolute by `include`/`extends`, see
-/// `Node::rebased`) and what drover resolved it `to` -> `Resolved`.
-fn resolved_bind(
-    cx: &Cx,
-    kind: MountKind,
-    (written, rebased): (&str, bool),
-    to: &str,
-    at: String,
-) -> Resolved {
-    if kind != MountKind::Bind || (written.starts_with('/') && !rebased) {
-        return None;
-    }
-    let home = written == "~" || written.starts_with("~/");
-    let relative = (!home).then(|| relative_to(Path::new(to), cx.project_dir));
-    Some((at, relative))
-}
-
-/// A `volumes` entry, and whether its source is a bind source drover resolved.
-fn mount(cx: &mut Cx, item: &Node, p: &str) -> Result<(Mount, Resolved)> {
-    match &item.kind {
-        Kind::Str(s) => {
-            let spec = syntax::parse_volume_short(s).map_err(|m| fail(&item.loc, p, m))?;
-            let source = match &spec.source {
-                Some(src) => Some(resolve_source(cx, spec.kind, src, &item.loc, p)?),
-                None => None,
-            };
-            let resolved = match (&spec.source, &source) {
-                (Some(src), Some(to)) => {
-                    let at = format!("{}: {p}", item.loc);
-                    resolved_bind(cx, spec.kind, (src, item.rebased), to, at)
-                }
-                _ => None,
-            };
-            let mut m = mount_of(spec.kind, source, spec.target);
-            m.read_only = spec.read_only;
-            m.selinux = spec.selinux;
-            m.nocopy = spec.nocopy;
-            if spec.kind == MountKind::Bind {
-                // The short syntax creates a missing host directory, as `docker run -v` does.
-                m.create_host_path = true;
-                m.propagation = spec.propagation;
-            }
-            Ok((m, resolved))
-        }
-        Kind::Map(entries) => {
-            let mut kind = None;
-            let mut source: Option<(String, &Node)> = None;
-            let mut target = None;
-            let mut m = mount_of(MountKind::Volume, None, String::new());
-            let mut options: Vec<(&str, &Node, String)> = Vec::new();
-            // Without a `bind` section compose sends a bind in the `Binds` form, which
-            // creates a missing host path; with one, `create_host_path` decides (default
-            // false: the mount form, and a missing path is an engine error).
-            let mut bind_section = false;
-            for (k, v) in entries {
-                let kp = child(p, &k.name);
-                match k.name.as_str() {
-                    "type" => {
-                        kind = Some(
-                            match read::choice(
-                                v,
-                                &kp,
-                                &["bind", "volume", "tmpfs", "npipe", "cluster", "image"],
-                            )?
-                            .as_str()
-                            {
-                                "bind" => MountKind::Bind,
-                                "volume" => MountKind::Volume,
-                                "tmpfs" => MountKind::Tmpfs,
-                                _ => {
-                                    return Err(read::bad(
-                                        v,
-                                        &kp,
-                                        "supported types are bind, volume and tmpfs",
-                                    ));
-                                }
-                            },
-                        )
-                    }
-                    "source" => {
-                        source = read::opt_string(v, &kp)?.map(|s| (s, v));
-                    }
-                    "target" => target = Some(read::string(v, &kp)?),
-                    "read_only" => m.read_only = read::boolean(v, &kp)?,
-                    "bind" | "volume" | "tmpfs" => options.push((k.name.as_str(), v, kp)),
-                    "consistency" => {}
-                    "image" => cx.warnings.at(&k.loc, &kp, "not supported yet, ignored"),
-                    key if key.starts_with("x-") => {}
-                    _ => cx.warnings.at(&k.loc, &kp, "unknown key, ignored"),
-                }
-            }
-            let kind = kind.ok_or_else(|| fail(&item.loc, p, "missing type"))?;
-            let target = target.ok_or_else(|| fail(&item.loc, p, "missing target"))?;
-            if !target.starts_with('/') {
-                return Err(fail(&item.loc, p, "the container path must be absolute"));
-            }
-            for (section, v, kp) in options {
-                let applies = matches!(
-                    (section, kind),
-                    ("bind", MountKind::Bind)
-                        | ("volume", MountKind::Volume)
-                        | ("tmpfs", MountKind::Tmpfs)
-                );
-                if !applies {
-                    cx.warnings
-                        .at(&v.loc, &kp, "does not apply to this mount type, ignored");
-                    continue;
-                }
-                bind_section |= section == "bind" && !matches!(v.kind, Kind::Null);
-                for (ok, ov) in read::map_or_null(v, &kp)? {
-                    let op = child(&kp, &ok.name);
-                    match (section, ok.name.as_str()) {
-                        ("bind", "create_host_path") => {
-                            m.create_host_path = read::boolean(ov, &op)?
-                        }
-                        ("bind", "propagation") => {
-                            m.propagation = Some(read::choice(
-                                ov,
-                                &op,
-                                &[
-                                    "shared", "rshared", "slave", "rslave", "private", "rprivate",
-                                ],
-                            )?)
-                        }
-                        ("bind", "selinux") => {
-                            m.selinux = Some(read::choice(ov, &op, &["z", "Z"])?)
-                        }
-                        ("volume", "nocopy") => m.nocopy = read::boolean(ov, &op)?,
-                        ("tmpfs", "size") => m.tmpfs_size = Some(read::size(ov, &op)?),
-                        ("tmpfs", "mode") => {
-                            m.tmpfs_mode = Some(match &ov.kind {
-                                // YAML reads 0755 as text (leading zero): octal, as compose.
-                                Kind::Str(t) => u32::from_str_radix(t.trim(), 8).map_err(|_| {
-                                    read::bad(ov, &op, "expected an octal mode like 1777")
-                                })?,
-                                _ => u32::try_from(read::int(ov, &op)?)
-                                    .map_err(|_| read::bad(ov, &op, "expected a file mode"))?,
-                            })
-                        }
-                        (_, key) if key.starts_with("x-") => {}
-                        _ => cx.warnings.at(&ok.loc, &op, "not supported yet, ignored"),
-                    }
-                }
-            }
-            let mut resolved = None;
-            let source = match (kind, source) {
-                (MountKind::Tmpfs, _) => None,
-                (MountKind::Bind, None) => return Err(fail(&item.loc, p, "missing source")),
-                (kind, Some((src, node))) => {
-                    let sp = child(p, "source");
-                    let to = resolve_source(cx, kind, &src, &node.loc, &sp)?;
-                    let at = format!("{}: {sp}", node.loc);
-                    resolved = resolved_bind(cx, kind, (&src, node.rebased), &to, at);
-                    Some(to)
-                }
-                (MountKind::Volume, None) => None,
-            };
-            if kind == MountKind::Bind && !bind_section {
-                m.create_host_path = true;
-            }
-            m.kind = kind;
-            m.source = source;
-            m.target = target;
-            Ok((m, resolved))
-        }
-        _ => Err(fail(&item.loc, p, "expected a volume string or a map")),
-    }
-}
-
 fn networks(
     cx: &mut Cx,
     v: &Node,
@@ -1390,49 +1189,6 @@ fn deploy(cx: &mut Cx, v: &Node, p: &str) -> Result<Deploy> {
         );
     }
     Ok(out)
-}
-
-/// One `tmpfs` entry: `/path[:size=N,mode=M,...]`.
-fn tmpfs_entry(w: &mut Warnings, entry: &str, loc: &Loc, p: &str) -> Result<Mount> {
-    let (target, opts) = match entry.split_once(':') {
-        Some((t, o)) => (t, Some(o)),
-        None => (entry, None),
-    };
-    if !target.starts_with('/') {
-        return Err(fail(loc, p, "the container path must be absolute"));
-    }
-    let mut m = mount_of(MountKind::Tmpfs, None, target.to_string());
-    for opt in opts.into_iter().flat_map(|o| o.split(',')) {
-        match opt.split_once('=') {
-            Some(("size", v)) => {
-                m.tmpfs_size = Some(syntax::parse_size(v).map_err(|e| fail(loc, p, e))?)
-            }
-            Some(("mode", v)) => {
-                m.tmpfs_mode = Some(
-                    u32::from_str_radix(v, 8)
-                        .map_err(|_| fail(loc, p, "mode must be octal, like 1777"))?,
-                )
-            }
-            _ if opt.is_empty() => {}
-            _ => w.at(loc, p, "tmpfs options other than size and mode are ignored"),
-        }
-    }
-    Ok(m)
-}
-
-fn mount_of(kind: MountKind, source: Option<String>, target: String) -> Mount {
-    Mount {
-        kind,
-        source,
-        target,
-        read_only: false,
-        create_host_path: false,
-        propagation: None,
-        selinux: None,
-        nocopy: false,
-        tmpfs_size: None,
-        tmpfs_mode: None,
-    }
 }
 
 /// `expose`: `80`, `"8080-8081"`, `"53/udp"` -> engine forms `80/tcp`, ...
