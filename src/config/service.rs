@@ -11,8 +11,10 @@ use super::read::{self, Result, Warnings, child, fail, index};
 use super::syntax;
 use super::yaml::{Key, Kind, Loc, Node};
 
+mod deploy;
 mod mounts;
 
+use deploy::{Resources, deploy};
 use mounts::{mount, tmpfs_entry};
 
 /// Service keys Compose knows that drover does not act on (yet): a warning, not an error.
@@ -1041,154 +1043,6 @@ fn restart(v: &Node, p: &str) -> Result<(Option<RestartCondition>, Option<u32>)>
             _ => return Err(bad()),
         },
     })
-}
-
-/// `deploy.resources.limits` or `.reservations`.
-#[derive(Default)]
-struct Resources {
-    /// The block was written (compose compares against it even when a value is missing).
-    present: bool,
-    cpus: Option<f64>,
-    memory: Option<i64>,
-    pids: Option<i64>,
-}
-
-struct Deploy {
-    mode: DeployMode,
-    replicas: Option<u32>,
-    restart: Option<RestartPolicy>,
-    limits: Resources,
-    reservations: Resources,
-}
-
-fn deploy(cx: &mut Cx, v: &Node, p: &str) -> Result<Deploy> {
-    let mut out = Deploy {
-        mode: DeployMode::default(),
-        replicas: None,
-        restart: None,
-        limits: Resources::default(),
-        reservations: Resources::default(),
-    };
-    let mut mode_loc = None;
-    for (k, val) in read::map(v, p)? {
-        let kp = child(p, &k.name);
-        match k.name.as_str() {
-            "replicas" => out.replicas = Some(read::u32_(val, &kp)?),
-            "restart_policy" => {
-                let mut rp = RestartPolicy::default();
-                for (rk, rv) in read::map(val, &kp)? {
-                    let rp_path = child(&kp, &rk.name);
-                    match rk.name.as_str() {
-                        "condition" => {
-                            rp.condition =
-                                match read::choice(rv, &rp_path, &["none", "on-failure", "any"])?
-                                    .as_str()
-                                {
-                                    "none" => RestartCondition::Never,
-                                    "on-failure" => RestartCondition::OnFailure,
-                                    _ => RestartCondition::Always,
-                                }
-                        }
-                        "delay" => rp.delay = read::opt_duration(rv, &rp_path)?,
-                        "max_attempts" => rp.max_attempts = Some(read::u32_(rv, &rp_path)?),
-                        "window" => rp.window = read::opt_duration(rv, &rp_path)?,
-                        key if key.starts_with("x-") => {}
-                        _ => cx.warnings.at(&rk.loc, &rp_path, "unknown key, ignored"),
-                    }
-                }
-                out.restart = Some(rp);
-            }
-            "resources" => {
-                for (rk, rv) in read::map_or_null(val, &kp)? {
-                    let rp = child(&kp, &rk.name);
-                    let target = match rk.name.as_str() {
-                        "limits" => &mut out.limits,
-                        "reservations" => &mut out.reservations,
-                        key if key.starts_with("x-") => continue,
-                        _ => {
-                            cx.warnings.at(&rk.loc, &rp, "unknown key, ignored");
-                            continue;
-                        }
-                    };
-                    let limits = rk.name == "limits";
-                    target.present = true;
-                    for (ek, ev) in read::map_or_null(rv, &rp)? {
-                        let ep = child(&rp, &ek.name);
-                        match ek.name.as_str() {
-                            "memory" => target.memory = read::opt_size(ev, &ep)?,
-                            "cpus" => {
-                                let cpus = read::float(ev, &ep)?;
-                                if cpus < 0.0 {
-                                    return Err(read::bad(ev, &ep, "expected a number of CPUs"));
-                                }
-                                target.cpus = Some(cpus);
-                                if !limits {
-                                    cx.swarm_only(
-                                        &ek.loc,
-                                        &ep,
-                                        "ignored in plain mode: CPU reservations exist in Swarm \
-                                         mode only (compose ignores them too)",
-                                    );
-                                }
-                            }
-                            "pids" if limits => target.pids = Some(read::int(ev, &ep)?),
-                            "devices" | "generic_resources" => {
-                                cx.warnings.at(&ek.loc, &ep, "not supported yet, ignored")
-                            }
-                            key if key.starts_with("x-") => {}
-                            _ => cx.warnings.at(&ek.loc, &ep, "unknown key, ignored"),
-                        }
-                    }
-                }
-            }
-            "mode" => {
-                out.mode = match read::string(val, &kp)?.as_str() {
-                    "replicated" => DeployMode::Replicated,
-                    "global" => DeployMode::Global,
-                    "replicated-job" | "global-job" => {
-                        return Err(read::bad(
-                            val,
-                            &kp,
-                            "jobs are not supported: drover keeps services running; use \
-                             replicated or global",
-                        ));
-                    }
-                    _ => return Err(read::bad(val, &kp, "expected replicated or global")),
-                };
-                if out.mode == DeployMode::Global {
-                    mode_loc = Some(val.loc.clone());
-                }
-            }
-            "endpoint_mode" | "labels" => cx.warnings.at(
-                &k.loc,
-                &kp,
-                "not supported yet, ignored (a Swarm setting, which compose ignores on one \
-                 engine too)",
-            ),
-            // Read by the service itself: drover places, updates and rolls back.
-            "placement" | "update_config" | "rollback_config" => {}
-            key if key.starts_with("x-") => {}
-            _ => cx.warnings.at(&k.loc, &kp, "unknown key, ignored"),
-        }
-    }
-    if let Some(loc) = mode_loc {
-        let kp = child(p, "mode");
-        if out.replicas.is_some() {
-            return Err(fail(
-                &loc,
-                &kp,
-                "global runs one task per node and cannot be combined with deploy.replicas \
-                 (as in docker stack deploy); remove one of them",
-            ));
-        }
-        cx.swarm_only(
-            &loc,
-            &kp,
-            "global needs swarm mode (one task per Swarm node); in plain mode the service runs \
-             its replica count (scale, x-drover.scale or the scale file; 1 by default)",
-        );
-    }
-    Ok(out)
 }
 
 /// `expose`: `80`, `"8080-8081"`, `"53/udp"` -> engine forms `80/tcp`, ...
