@@ -626,6 +626,22 @@ mod tests {
         }
     }
 
+    /// A mount with no options besides `read_only`.
+    fn plain_mount(kind: MountKind, source: Option<&str>, target: &str, read_only: bool) -> Mount {
+        Mount {
+            kind,
+            source: source.map(str::to_string),
+            target: target.into(),
+            read_only,
+            create_host_path: false,
+            propagation: None,
+            selinux: None,
+            nocopy: false,
+            tmpfs_size: None,
+            tmpfs_mode: None,
+        }
+    }
+
     fn fixture() -> (Project, Service) {
         let service = Service {
             name: "web".into(),
@@ -656,42 +672,14 @@ mod tests {
                 },
             ],
             volumes: vec![
-                Mount {
-                    kind: MountKind::Bind,
-                    source: Some("/srv/html".into()),
-                    target: "/usr/share/nginx/html".into(),
-                    read_only: true,
-                    create_host_path: false,
-                    propagation: None,
-                    selinux: None,
-                    nocopy: false,
-                    tmpfs_size: None,
-                    tmpfs_mode: None,
-                },
-                Mount {
-                    kind: MountKind::Volume,
-                    source: None,
-                    target: "/cache".into(),
-                    read_only: false,
-                    create_host_path: false,
-                    propagation: None,
-                    selinux: None,
-                    nocopy: false,
-                    tmpfs_size: None,
-                    tmpfs_mode: None,
-                },
-                Mount {
-                    kind: MountKind::Tmpfs,
-                    source: None,
-                    target: "/run".into(),
-                    read_only: false,
-                    create_host_path: false,
-                    propagation: None,
-                    selinux: None,
-                    nocopy: false,
-                    tmpfs_size: None,
-                    tmpfs_mode: None,
-                },
+                plain_mount(
+                    MountKind::Bind,
+                    Some("/srv/html"),
+                    "/usr/share/nginx/html",
+                    true,
+                ),
+                plain_mount(MountKind::Volume, None, "/cache", false),
+                plain_mount(MountKind::Tmpfs, None, "/run", false),
             ],
             networks: BTreeMap::from([
                 ("back".to_string(), ServiceNetwork::default()),
