@@ -85,37 +85,94 @@ pub fn labels(project: &Project, service: &Service, slot: u32) -> HashMap<String
 
 /// The engine's create request for one slot of `service`.
 pub fn create_body(project: &Project, service: &Service, slot: u32) -> ContainerCreateBody {
-    let env: Vec<String> = service
+    let o = &service.options;
+    let env = environment(service);
+    let ports = Ports::of(service);
+    let first = match &o.network_mode {
+        Some(_) => None,
+        None => first_network(project, service, slot),
+    };
+    let network_mode = network_mode(project, service, first.as_ref().map(|(name, _)| name));
+    let host_config = host_config(project, service, ports.bindings, network_mode);
+    let networking_config = first.map(|(name, endpoint)| NetworkingConfig {
+        endpoints_config: Some(HashMap::from([(name, endpoint)])),
+    });
+
+    ContainerCreateBody {
+        image: Some(service.image.clone()),
+        cmd: service.command.clone(),
+        entrypoint: service.entrypoint.clone(),
+        env: (!env.is_empty()).then_some(env),
+        labels: Some(labels(project, service, slot)),
+        exposed_ports: (!ports.exposed.is_empty()).then_some(ports.exposed),
+        healthcheck: healthcheck(service),
+        user: service.user.clone(),
+        working_dir: service.working_dir.clone(),
+        hostname: service.hostname.clone(),
+        domainname: o.domainname.clone(),
+        tty: o.tty.then_some(true),
+        open_stdin: o.stdin_open.then_some(true),
+        stop_signal: service.stop_signal.clone(),
+        stop_timeout: Some(service.stop_grace_period.as_secs() as i64),
+        host_config: Some(host_config),
+        networking_config,
+        ..Default::default()
+    }
+}
+
+/// `KEY=value`, or `KEY` alone for a variable set without a value.
+fn environment(service: &Service) -> Vec<String> {
+    service
         .environment
         .iter()
         .map(|(k, v)| match v {
             Some(v) => format!("{k}={v}"),
             None => k.clone(),
         })
-        .collect();
+        .collect()
+}
 
-    let mut exposed: Vec<String> = Vec::new();
-    let mut bindings: PortMap = HashMap::new();
-    for p in &service.ports {
-        let key = format!("{}/{}", p.target, protocol(p.protocol));
-        if !exposed.contains(&key) {
-            exposed.push(key.clone());
+/// The exposed ports (`ports` first, then `expose`, each once) and the port bindings.
+struct Ports {
+    exposed: Vec<String>,
+    bindings: PortMap,
+}
+
+impl Ports {
+    fn of(service: &Service) -> Ports {
+        let mut exposed: Vec<String> = Vec::new();
+        let mut bindings: PortMap = HashMap::new();
+        for p in &service.ports {
+            let key = format!("{}/{}", p.target, protocol(p.protocol));
+            if !exposed.contains(&key) {
+                exposed.push(key.clone());
+            }
+            let binding = PortBinding {
+                host_ip: p.host_ip.clone(),
+                host_port: p.published.map(|h| h.to_string()),
+            };
+            bindings
+                .entry(key)
+                .or_insert_with(|| Some(Vec::new()))
+                .get_or_insert_with(Vec::new)
+                .push(binding);
         }
-        let binding = PortBinding {
-            host_ip: p.host_ip.clone(),
-            host_port: p.published.map(|h| h.to_string()),
-        };
-        bindings
-            .entry(key)
-            .or_insert_with(|| Some(Vec::new()))
-            .get_or_insert_with(Vec::new)
-            .push(binding);
+        for e in &service.options.expose {
+            if !exposed.contains(e) {
+                exposed.push(e.clone());
+            }
+        }
+        Ports { exposed, bindings }
     }
+}
 
-    // Binds that may create their host path use the `Binds` form, as compose does (the
-    // mount form has no such option); so do binds that need SELinux labels (which the
-    // mount form cannot carry). A propagation mode alone asks for the mount form, as in
-    // compose: such a missing path is an engine error. Everything else is a mount.
+/// The service's volumes, secrets and configs as `Binds` strings and mounts.
+///
+/// Binds that may create their host path use the `Binds` form, as compose does (the
+/// mount form has no such option); so do binds that need SELinux labels (which the
+/// mount form cannot carry). A propagation mode alone asks for the mount form, as in
+/// compose: such a missing path is an engine error. Everything else is a mount.
+fn storage(service: &Service) -> (Vec<String>, Vec<EngineMount>) {
     let mut binds: Vec<String> = Vec::new();
     let mut mounts: Vec<EngineMount> = Vec::new();
     for m in &service.volumes {
@@ -143,38 +200,37 @@ pub fn create_body(project: &Project, service: &Service, slot: u32) -> Container
             ..Default::default()
         });
     }
-    let o = &service.options;
-    for e in &o.expose {
-        if !exposed.contains(e) {
-            exposed.push(e.clone());
-        }
-    }
+    (binds, mounts)
+}
 
-    let healthcheck = service.healthcheck.as_ref().map(|h| HealthConfig {
+fn healthcheck(service: &Service) -> Option<HealthConfig> {
+    service.healthcheck.as_ref().map(|h| HealthConfig {
         test: (!h.test.is_empty()).then(|| h.test.clone()),
         interval: h.interval.map(nanos),
         timeout: h.timeout.map(nanos),
         retries: h.retries.map(i64::from),
         start_period: h.start_period.map(nanos),
         start_interval: h.start_interval.map(nanos),
-    });
+    })
+}
 
-    let first = match &o.network_mode {
-        Some(_) => None,
-        None => first_network(project, service, slot),
-    };
-    let network_mode = match o.network_mode.as_deref() {
+/// `network_mode` as the engine takes it (`service:NAME` names that service's
+/// container), or else the first network, the one set at create time.
+fn network_mode(project: &Project, service: &Service, first: Option<&String>) -> Option<String> {
+    match service.options.network_mode.as_deref() {
         Some(mode) => Some(match mode.strip_prefix("service:") {
             Some(name) => format!("container:{}", service_container(project, name)),
             None => mode.to_string(),
         }),
-        None => first.as_ref().map(|(name, _)| name.clone()),
-    };
-    let some_vec = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
-    let some_map = |m: &std::collections::BTreeMap<String, String>| {
-        (!m.is_empty()).then(|| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-    };
-    let volumes_from: Vec<String> = o
+        None => first.cloned(),
+    }
+}
+
+/// `volumes_from` as the engine takes it: `[service:]NAME` names that service's
+/// container, `container:NAME` the container itself; the `ro`/`rw` mode is kept.
+fn volumes_from(project: &Project, service: &Service) -> Vec<String> {
+    service
+        .options
         .volumes_from
         .iter()
         .map(|v| {
@@ -192,9 +248,30 @@ pub fn create_body(project: &Project, service: &Service, slot: u32) -> Container
                 None => target,
             }
         })
-        .collect();
+        .collect()
+}
+
+fn some_vec(v: &[String]) -> Option<Vec<String>> {
+    (!v.is_empty()).then(|| v.to_vec())
+}
+
+fn some_map(m: &std::collections::BTreeMap<String, String>) -> Option<HashMap<String, String>> {
+    (!m.is_empty()).then(|| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+/// The host config: ports, storage, networking, process and security settings; the
+/// resource limits come from [`resources`].
+fn host_config(
+    project: &Project,
+    service: &Service,
+    bindings: PortMap,
+    network_mode: Option<String>,
+) -> HostConfig {
+    let o = &service.options;
+    let (binds, mounts) = storage(service);
+    let volumes_from = volumes_from(project, service);
     let links = links(project, service);
-    let host_config = HostConfig {
+    HostConfig {
         port_bindings: (!bindings.is_empty()).then_some(bindings),
         binds: (!binds.is_empty()).then_some(binds),
         mounts: (!mounts.is_empty()).then_some(mounts),
@@ -221,8 +298,6 @@ pub fn create_body(project: &Project, service: &Service, slot: u32) -> Container
         dns_search: some_vec(&o.dns_search),
         dns_options: some_vec(&o.dns_opt),
         extra_hosts: some_vec(&o.extra_hosts),
-        shm_size: o.shm_size,
-        pids_limit: o.pids_limit,
         ipc_mode: o.ipc.clone(),
         pid_mode: o.pid.clone(),
         uts_mode: o.uts.clone(),
@@ -232,6 +307,35 @@ pub fn create_body(project: &Project, service: &Service, slot: u32) -> Container
             .as_deref()
             .and_then(|c| serde_json::from_value(serde_json::Value::from(c)).ok()),
         cgroup_parent: o.cgroup_parent.clone(),
+        log_config: o.logging.as_ref().map(|l| HostConfigLogConfig {
+            typ: l.driver.clone(),
+            config: (!l.options.is_empty()).then(|| {
+                l.options
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            }),
+        }),
+        runtime: o.runtime.clone(),
+        group_add: some_vec(&o.group_add),
+        volumes_from: (!volumes_from.is_empty()).then_some(volumes_from),
+        links: (!links.is_empty()).then_some(links),
+        // drover restarts containers itself; the engine must not (said explicitly, so
+        // `docker inspect` shows `no` on every engine version).
+        restart_policy: Some(EngineRestartPolicy {
+            name: Some(RestartPolicyNameEnum::NO),
+            maximum_retry_count: None,
+        }),
+        ..resources(service)
+    }
+}
+
+/// The host config's resource limits: memory, CPU, pids, shared memory, ulimits.
+fn resources(service: &Service) -> HostConfig {
+    let o = &service.options;
+    HostConfig {
+        shm_size: o.shm_size,
+        pids_limit: o.pids_limit,
         memory: o.mem_limit,
         memory_reservation: o.mem_reservation,
         memory_swap: o.memswap_limit,
@@ -253,49 +357,6 @@ pub fn create_body(project: &Project, service: &Service, slot: u32) -> Container
                 })
                 .collect()
         }),
-        log_config: o.logging.as_ref().map(|l| HostConfigLogConfig {
-            typ: l.driver.clone(),
-            config: (!l.options.is_empty()).then(|| {
-                l.options
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            }),
-        }),
-        runtime: o.runtime.clone(),
-        group_add: some_vec(&o.group_add),
-        volumes_from: (!volumes_from.is_empty()).then_some(volumes_from),
-        links: (!links.is_empty()).then_some(links),
-        // drover restarts containers itself; the engine must not (said explicitly, so
-        // `docker inspect` shows `no` on every engine version).
-        restart_policy: Some(EngineRestartPolicy {
-            name: Some(RestartPolicyNameEnum::NO),
-            maximum_retry_count: None,
-        }),
-        ..Default::default()
-    };
-    let networking_config = first.map(|(name, endpoint)| NetworkingConfig {
-        endpoints_config: Some(HashMap::from([(name, endpoint)])),
-    });
-
-    ContainerCreateBody {
-        image: Some(service.image.clone()),
-        cmd: service.command.clone(),
-        entrypoint: service.entrypoint.clone(),
-        env: (!env.is_empty()).then_some(env),
-        labels: Some(labels(project, service, slot)),
-        exposed_ports: (!exposed.is_empty()).then_some(exposed),
-        healthcheck,
-        user: service.user.clone(),
-        working_dir: service.working_dir.clone(),
-        hostname: service.hostname.clone(),
-        domainname: o.domainname.clone(),
-        tty: o.tty.then_some(true),
-        open_stdin: o.stdin_open.then_some(true),
-        stop_signal: service.stop_signal.clone(),
-        stop_timeout: Some(service.stop_grace_period.as_secs() as i64),
-        host_config: Some(host_config),
-        networking_config,
         ..Default::default()
     }
 }
@@ -601,6 +662,22 @@ mod tests {
         }
     }
 
+    /// A mount with no options besides `read_only`.
+    fn plain_mount(kind: MountKind, source: Option<&str>, target: &str, read_only: bool) -> Mount {
+        Mount {
+            kind,
+            source: source.map(str::to_string),
+            target: target.into(),
+            read_only,
+            create_host_path: false,
+            propagation: None,
+            selinux: None,
+            nocopy: false,
+            tmpfs_size: None,
+            tmpfs_mode: None,
+        }
+    }
+
     fn fixture() -> (Project, Service) {
         let service = Service {
             name: "web".into(),
@@ -631,42 +708,14 @@ mod tests {
                 },
             ],
             volumes: vec![
-                Mount {
-                    kind: MountKind::Bind,
-                    source: Some("/srv/html".into()),
-                    target: "/usr/share/nginx/html".into(),
-                    read_only: true,
-                    create_host_path: false,
-                    propagation: None,
-                    selinux: None,
-                    nocopy: false,
-                    tmpfs_size: None,
-                    tmpfs_mode: None,
-                },
-                Mount {
-                    kind: MountKind::Volume,
-                    source: None,
-                    target: "/cache".into(),
-                    read_only: false,
-                    create_host_path: false,
-                    propagation: None,
-                    selinux: None,
-                    nocopy: false,
-                    tmpfs_size: None,
-                    tmpfs_mode: None,
-                },
-                Mount {
-                    kind: MountKind::Tmpfs,
-                    source: None,
-                    target: "/run".into(),
-                    read_only: false,
-                    create_host_path: false,
-                    propagation: None,
-                    selinux: None,
-                    nocopy: false,
-                    tmpfs_size: None,
-                    tmpfs_mode: None,
-                },
+                plain_mount(
+                    MountKind::Bind,
+                    Some("/srv/html"),
+                    "/usr/share/nginx/html",
+                    true,
+                ),
+                plain_mount(MountKind::Volume, None, "/cache", false),
+                plain_mount(MountKind::Tmpfs, None, "/run", false),
             ],
             networks: BTreeMap::from([
                 ("back".to_string(), ServiceNetwork::default()),

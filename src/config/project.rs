@@ -1,19 +1,23 @@
 //! The merged Compose tree -> a validated [`Project`]: top-level keys, project name,
 //! networks and volumes, services, `x-drover`, replica targets, dependency checks,
-//! config hashes.
+//! config hashes. Top-level secrets and configs are read in `files`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
 use super::ConfigError;
-use super::hostpath::{PathUse, UseKind, relative_to};
+use super::hostpath::PathUse;
 use super::model::*;
 use super::read::{self, Result, Warnings, child, fail};
 use super::service::{self, Cx, Draft};
 use super::syntax;
-use super::yaml::{Key, Kind, Node};
+use super::yaml::{Key, Kind, Loc, Node};
+
+mod files;
+
+use files::{file_sources, secret_and_config_uses};
 
 /// Everything besides the merged Compose tree that decides the project.
 pub struct Inputs<'a> {
@@ -62,86 +66,6 @@ fn service_profiles(node: &Node, path: &str) -> Result<Vec<String>> {
     }
 }
 
-/// Top-level `secrets` or `configs`: key -> its definition, or why it cannot be used.
-fn file_sources(
-    node: &Node,
-    section: &str,
-    project: &str,
-    project_dir: &Path,
-    warnings: &mut Warnings,
-) -> Result<BTreeMap<String, service::FileSource>> {
-    let mut out = BTreeMap::new();
-    for (k, v) in read::map_or_null(node, section)? {
-        let p = child(section, &k.name);
-        let mut file = None;
-        let mut external = false;
-        let mut name = None;
-        let mut labels = BTreeMap::new();
-        let mut unusable = None;
-        for (dk, dv) in read::map_or_null(v, &p)? {
-            let dp = child(&p, &dk.name);
-            match dk.name.as_str() {
-                "file" => {
-                    let f = read::string(dv, &dp)?;
-                    file = Some(
-                        syntax::join_lexically(project_dir, Path::new(&f))
-                            .to_string_lossy()
-                            .into_owned(),
-                    );
-                }
-                "external" => external = external_flag(dv, &dp, &mut name)?,
-                "name" => name = read::opt_string(dv, &dp)?,
-                "labels" => {
-                    for e in read::map_or_list(dv, &dp)? {
-                        labels.insert(e.key, e.value.unwrap_or_default());
-                    }
-                }
-                "environment" => {
-                    unusable =
-                        Some("values from environment variables are not supported yet; use file:")
-                }
-                "content" => unusable = Some("inline content is not supported yet; use file:"),
-                "driver" | "driver_opts" | "template_driver" => {
-                    warnings.at(&dk.loc, &dp, "not supported yet, ignored")
-                }
-                key if key.starts_with("x-") => {}
-                _ => warnings.at(&dk.loc, &dp, "unknown key, ignored"),
-            }
-        }
-        let source = match (unusable, external, file) {
-            (Some(why), _, _) => Err(why),
-            (None, true, _) => Ok(SwarmObject {
-                name: name.unwrap_or_else(|| k.name.clone()),
-                file: None,
-                external: true,
-                labels,
-            }),
-            (None, false, Some(file)) => Ok(SwarmObject {
-                name: name.unwrap_or_else(|| format!("{project}_{}", k.name)),
-                file: Some(file),
-                external: false,
-                labels,
-            }),
-            (None, false, None) => {
-                Err("has no file: (drover reads secrets and configs from files)")
-            }
-        };
-        out.insert(k.name.clone(), source);
-    }
-    Ok(out)
-}
-
-/// `external: true|false`, or the legacy `external: {name: N}` (which sets the name).
-fn external_flag(v: &Node, p: &str, name: &mut Option<String>) -> Result<bool> {
-    if let Kind::Map(_) = &v.kind {
-        if let Some(n) = v.get("name") {
-            *name = read::opt_string(n, &child(p, "name"))?;
-        }
-        return Ok(true);
-    }
-    read::boolean(v, p)
-}
-
 /// The project, its settings, and the paths drover resolved that the engine is handed
 /// (see `hostpath`).
 pub fn build(
@@ -149,126 +73,20 @@ pub fn build(
     inp: &Inputs,
     warnings: &mut Warnings,
 ) -> Result<(Project, Settings, Vec<PathUse>)> {
-    let entries: &[(Key, Node)] = match &root.kind {
-        Kind::Null => &[],
-        _ => read::map(root, "")?,
-    };
-    let mut name_node = None;
-    let mut services_node = None;
-    let mut networks_node = None;
-    let mut volumes_node = None;
-    let mut drover_node = None;
-    let mut secrets_node = None;
-    let mut configs_node = None;
-    for (k, v) in entries {
-        match k.name.as_str() {
-            "secrets" => secrets_node = Some(v),
-            "configs" => configs_node = Some(v),
-            // Resolved by the loader before this step.
-            "include" => {}
-            "name" => name_node = Some(v),
-            "services" => services_node = Some(v),
-            "networks" => networks_node = Some(v),
-            "volumes" => volumes_node = Some(v),
-            "version" => {}
-            "x-drover" => drover_node = Some(v),
-            key if key.starts_with("x-") => {}
-            key if TOP_UNSUPPORTED.contains(&key) => {
-                warnings.at(&k.loc, key, "not supported yet, ignored")
-            }
-            key => warnings.at(&k.loc, key, "unknown key, ignored"),
-        }
-    }
-
-    let name = project_name(inp, name_node)?;
-
-    let networks = match networks_node {
-        Some(n) => definitions(&name, n, "networks", warnings)?,
-        None => BTreeMap::new(),
-    };
-    let mut networks: BTreeMap<String, Network> = networks
-        .into_iter()
-        .map(|(k, d)| {
-            let net = Network {
-                name: d.name,
-                driver: d.driver,
-                external: d.external,
-                labels: d.labels,
-                options: d.options,
-            };
-            (k, net)
-        })
-        .collect();
-    let volumes: BTreeMap<String, Volume> = match volumes_node {
-        Some(n) => definitions(&name, n, "volumes", warnings)?,
-        None => BTreeMap::new(),
-    }
-    .into_iter()
-    .map(|(k, d)| {
-        let vol = Volume {
-            name: d.name,
-            driver: d.driver,
-            external: d.external,
-            labels: d.labels,
-            driver_opts: d.options.driver_opts,
-        };
-        (k, vol)
-    })
-    .collect();
-
-    let secrets = match secrets_node {
+    let top = TopLevel::read(root, warnings)?;
+    let name = project_name(inp, top.name)?;
+    let mut networks = networks(&name, top.networks, warnings)?;
+    let volumes = volumes(&name, top.volumes, warnings)?;
+    let secrets = match top.secrets {
         Some(n) => file_sources(n, "secrets", &name, inp.project_dir, warnings)?,
         None => BTreeMap::new(),
     };
-    let configs = match configs_node {
+    let configs = match top.configs {
         Some(n) => file_sources(n, "configs", &name, inp.project_dir, warnings)?,
         None => BTreeMap::new(),
     };
 
-    let all_entries: &[(Key, Node)] = match services_node {
-        Some(n) => read::map_or_null(n, "services")?,
-        None => &[],
-    };
-    if all_entries.is_empty() {
-        let loc = services_node.map_or(&root.loc, |n| &n.loc);
-        return Err(fail(loc, "services", "no services defined"));
-    }
-    // Profiles: a service that lists some is in the project only when one is enabled.
-    let enabled = enabled_profiles(inp);
-    let mut disabled: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut service_entries: Vec<&(Key, Node)> = Vec::new();
-    for entry in all_entries {
-        let n = &entry.0.name;
-        if n.is_empty()
-            || !n
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        {
-            return Err(fail(
-                &entry.0.loc,
-                &format!("services.{n}"),
-                "a service name may hold only letters, digits, '.', '_' and '-' \
-                 (it becomes part of container and DNS names)",
-            ));
-        }
-        let profiles = service_profiles(&entry.1, &format!("services.{}", entry.0.name))?;
-        let active =
-            profiles.is_empty() || enabled.iter().any(|e| e == "*" || profiles.contains(e));
-        if active {
-            service_entries.push(entry);
-        } else {
-            disabled.insert(entry.0.name.clone(), profiles);
-        }
-    }
-    if service_entries.is_empty() {
-        let loc = services_node.map_or(&root.loc, |n| &n.loc);
-        return Err(fail(
-            loc,
-            "services",
-            "no service is enabled: every service has profiles and none of them is enabled \
-             (--profile or COMPOSE_PROFILES)",
-        ));
-    }
+    let (service_entries, disabled) = enabled_services(root, top.services, inp)?;
     let names: BTreeSet<String> = service_entries
         .iter()
         .map(|(k, _)| k.name.clone())
@@ -291,26 +109,10 @@ pub fn build(
         let draft = service::read(&mut cx, &k.name, &k.loc, v)?;
         drafts.insert(k.name.clone(), draft);
     }
-
-    let uses_default = drafts
-        .values()
-        .any(|d| d.service.networks.contains_key("default"));
-    if uses_default && !networks.contains_key("default") {
-        networks.insert(
-            "default".to_string(),
-            Network {
-                name: format!("{name}_default"),
-                driver: None,
-                external: false,
-                labels: BTreeMap::new(),
-                options: Default::default(),
-            },
-        );
-    }
-
+    add_default_network(&name, &drafts, &mut networks);
     check_cycles(&drafts)?;
 
-    let (settings, drover_scale) = match drover_node {
+    let (settings, drover_scale) = match top.drover {
         Some(n) => x_drover(n, &names, inp.project_dir, warnings)?,
         None => (Settings::default(), BTreeMap::new()),
     };
@@ -318,14 +120,7 @@ pub fn build(
         Some(n) => scale_file(n, &names)?,
         None => BTreeMap::new(),
     };
-    for (svc, _) in inp.scale {
-        if !names.contains(svc) {
-            return Err(ConfigError(format!(
-                "--scale {svc}: no such service (services: {})",
-                names.iter().cloned().collect::<Vec<_>>().join(", ")
-            )));
-        }
-    }
+    check_scale_flags(inp, &names)?;
 
     let mut services = BTreeMap::new();
     let mut published = PublishedPorts::new(&settings, inp.mode);
@@ -334,54 +129,15 @@ pub fn build(
         host_paths.extend(d.host_paths);
         let mut s = d.service;
         s.unhealthy = d.unhealthy.or(settings.unhealthy).unwrap_or_default();
-        s.replicas = inp
-            .scale
-            .iter()
-            .rev()
-            .find(|(n, _)| *n == svc_name)
-            .map(|(_, r)| *r)
-            .or_else(|| file_scale.get(&svc_name).copied())
-            .or_else(|| drover_scale.get(&svc_name).copied())
-            .or(d.file_replicas)
-            .unwrap_or(1);
-        if s.replicas > MAX_REPLICAS {
-            return Err(fail(
-                &d.loc,
-                &format!("services.{svc_name}"),
-                format!(
-                    "{} replicas is more than one project can run (at most {MAX_REPLICAS})",
-                    s.replicas
-                ),
-            ));
-        }
-        if let (Some(cn), Some(loc)) = (&s.container_name, &d.container_name_loc)
-            && s.replicas > 1
-        {
-            return Err(fail(
-                loc,
-                &format!("services.{svc_name}.container_name"),
-                format!(
-                    "{cn:?} fixes the name of the one container, so the service cannot have \
-                     {} replicas (compose refuses to scale it too); remove container_name",
-                    s.replicas
-                ),
-            ));
-        }
+        let scales = (&file_scale, &drover_scale);
+        s.replicas = replica_target(inp, scales, &svc_name, d.file_replicas);
+        check_replicas(&s, &d.loc, d.container_name_loc.as_ref())?;
         published.check(&s, &d.port_locs, warnings)?;
         s.config_hash = config_hash(&s, &networks, &volumes);
         services.insert(svc_name, s);
     }
     if inp.mode == Mode::Plain {
-        // Bind-mounted by the engine. Swarm mode reads them and sends their content; with
-        // the mode not decided yet (auto), they are left as drover reads them.
-        for (node, kind) in [
-            (secrets_node, UseKind::Secret),
-            (configs_node, UseKind::Config),
-        ] {
-            if let Some(n) = node {
-                host_paths.extend(file_uses(n, kind, &services, inp.project_dir));
-            }
-        }
+        host_paths.extend(secret_and_config_uses(&top, &services, inp.project_dir));
     }
 
     let usable = |defs: BTreeMap<String, service::FileSource>| -> BTreeMap<String, SwarmObject> {
@@ -401,56 +157,251 @@ pub fn build(
     Ok((project, settings, host_paths))
 }
 
-/// The services' uses of top-level secrets or configs with a `file:`, each located at
-/// the `file:` entry.
-fn file_uses(
-    node: &Node,
-    kind: UseKind,
-    services: &BTreeMap<String, Service>,
-    project_dir: &Path,
-) -> Vec<PathUse> {
-    let section = if kind == UseKind::Secret {
-        "secrets"
-    } else {
-        "configs"
-    };
-    let mut files: BTreeMap<&str, (String, Option<PathBuf>)> = BTreeMap::new();
-    if let Kind::Map(entries) = &node.kind {
-        for (k, v) in entries {
-            if let Some(f) = v.get("file")
-                && let Some(text) = read::scalar_text(f)
-            {
-                let at = format!("{}: {section}.{}.file", f.loc, k.name);
-                let relative = (!text.starts_with('/') || f.rebased).then(|| {
-                    relative_to(
-                        &syntax::join_lexically(project_dir, Path::new(&text)),
-                        project_dir,
-                    )
-                });
-                files.insert(k.name.as_str(), (at, relative));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    for s in services.values() {
-        let uses = if kind == UseKind::Secret {
-            &s.options.secrets
-        } else {
-            &s.options.configs
+/// The replica target: `--scale` (the last one for the service), else the scale file,
+/// else `x-drover.scale`, else `deploy.replicas` or `scale` (`file_replicas`), else 1.
+fn replica_target(
+    inp: &Inputs,
+    (file_scale, drover_scale): (&BTreeMap<String, u32>, &BTreeMap<String, u32>),
+    svc_name: &str,
+    file_replicas: Option<u32>,
+) -> u32 {
+    inp.scale
+        .iter()
+        .rev()
+        .find(|(n, _)| *n == svc_name)
+        .map(|(_, r)| *r)
+        .or_else(|| file_scale.get(svc_name).copied())
+        .or_else(|| drover_scale.get(svc_name).copied())
+        .or(file_replicas)
+        .unwrap_or(1)
+}
+
+/// The top-level keys drover reads (each read later, in its own step); a warning for
+/// the others.
+struct TopLevel<'a> {
+    name: Option<&'a Node>,
+    services: Option<&'a Node>,
+    networks: Option<&'a Node>,
+    volumes: Option<&'a Node>,
+    drover: Option<&'a Node>,
+    secrets: Option<&'a Node>,
+    configs: Option<&'a Node>,
+}
+
+impl<'a> TopLevel<'a> {
+    fn read(root: &'a Node, warnings: &mut Warnings) -> Result<TopLevel<'a>> {
+        let entries: &[(Key, Node)] = match &root.kind {
+            Kind::Null => &[],
+            _ => read::map(root, "")?,
         };
-        for m in uses.iter().filter(|m| m.file.is_some()) {
-            if let Some((at, relative)) = files.get(m.source.as_str()) {
-                out.push(PathUse {
-                    service: s.name.clone(),
-                    kind,
-                    target: m.target.clone(),
-                    at: at.clone(),
-                    relative: relative.clone(),
-                });
+        let mut top = TopLevel {
+            name: None,
+            services: None,
+            networks: None,
+            volumes: None,
+            drover: None,
+            secrets: None,
+            configs: None,
+        };
+        for (k, v) in entries {
+            match k.name.as_str() {
+                "secrets" => top.secrets = Some(v),
+                "configs" => top.configs = Some(v),
+                // Resolved by the loader before this step.
+                "include" => {}
+                "name" => top.name = Some(v),
+                "services" => top.services = Some(v),
+                "networks" => top.networks = Some(v),
+                "volumes" => top.volumes = Some(v),
+                "version" => {}
+                "x-drover" => top.drover = Some(v),
+                key if key.starts_with("x-") => {}
+                key if TOP_UNSUPPORTED.contains(&key) => {
+                    warnings.at(&k.loc, key, "not supported yet, ignored")
+                }
+                key => warnings.at(&k.loc, key, "unknown key, ignored"),
             }
         }
+        Ok(top)
     }
-    out
+}
+
+/// Top-level `networks`.
+fn networks(
+    project: &str,
+    node: Option<&Node>,
+    warnings: &mut Warnings,
+) -> Result<BTreeMap<String, Network>> {
+    let defs = match node {
+        Some(n) => definitions(project, n, "networks", warnings)?,
+        None => BTreeMap::new(),
+    };
+    Ok(defs
+        .into_iter()
+        .map(|(k, d)| {
+            let net = Network {
+                name: d.name,
+                driver: d.driver,
+                external: d.external,
+                labels: d.labels,
+                options: d.options,
+            };
+            (k, net)
+        })
+        .collect())
+}
+
+/// Top-level `volumes`.
+fn volumes(
+    project: &str,
+    node: Option<&Node>,
+    warnings: &mut Warnings,
+) -> Result<BTreeMap<String, Volume>> {
+    let defs = match node {
+        Some(n) => definitions(project, n, "volumes", warnings)?,
+        None => BTreeMap::new(),
+    };
+    Ok(defs
+        .into_iter()
+        .map(|(k, d)| {
+            let vol = Volume {
+                name: d.name,
+                driver: d.driver,
+                external: d.external,
+                labels: d.labels,
+                driver_opts: d.options.driver_opts,
+            };
+            (k, vol)
+        })
+        .collect())
+}
+
+/// Services left out because none of their profiles is enabled, with their profiles.
+type Disabled = BTreeMap<String, Vec<String>>;
+
+/// The `services` entries in the project, with their names checked, and the services
+/// left out (none of their profiles is enabled) with their profiles.
+fn enabled_services<'a>(
+    root: &Node,
+    services: Option<&'a Node>,
+    inp: &Inputs,
+) -> Result<(Vec<&'a (Key, Node)>, Disabled)> {
+    let all_entries: &[(Key, Node)] = match services {
+        Some(n) => read::map_or_null(n, "services")?,
+        None => &[],
+    };
+    let loc = services.map_or(&root.loc, |n| &n.loc);
+    if all_entries.is_empty() {
+        return Err(fail(loc, "services", "no services defined"));
+    }
+    // Profiles: a service that lists some is in the project only when one is enabled.
+    let enabled = enabled_profiles(inp);
+    let mut disabled: Disabled = BTreeMap::new();
+    let mut service_entries: Vec<&(Key, Node)> = Vec::new();
+    for entry in all_entries {
+        check_service_name(&entry.0)?;
+        let profiles = service_profiles(&entry.1, &format!("services.{}", entry.0.name))?;
+        let active =
+            profiles.is_empty() || enabled.iter().any(|e| e == "*" || profiles.contains(e));
+        if active {
+            service_entries.push(entry);
+        } else {
+            disabled.insert(entry.0.name.clone(), profiles);
+        }
+    }
+    if service_entries.is_empty() {
+        return Err(fail(
+            loc,
+            "services",
+            "no service is enabled: every service has profiles and none of them is enabled \
+             (--profile or COMPOSE_PROFILES)",
+        ));
+    }
+    Ok((service_entries, disabled))
+}
+
+fn check_service_name(key: &Key) -> Result<()> {
+    let n = &key.name;
+    if n.is_empty()
+        || !n
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(fail(
+            &key.loc,
+            &format!("services.{n}"),
+            "a service name may hold only letters, digits, '.', '_' and '-' \
+             (it becomes part of container and DNS names)",
+        ));
+    }
+    Ok(())
+}
+
+/// The `default` network, `{project}_default`, when a service joins it and the file
+/// does not define it.
+fn add_default_network(
+    project: &str,
+    drafts: &BTreeMap<String, Draft>,
+    networks: &mut BTreeMap<String, Network>,
+) {
+    let uses_default = drafts
+        .values()
+        .any(|d| d.service.networks.contains_key("default"));
+    if uses_default && !networks.contains_key("default") {
+        networks.insert(
+            "default".to_string(),
+            Network {
+                name: format!("{project}_default"),
+                driver: None,
+                external: false,
+                labels: BTreeMap::new(),
+                options: Default::default(),
+            },
+        );
+    }
+}
+
+/// Every `--scale` names a service of the project.
+fn check_scale_flags(inp: &Inputs, names: &BTreeSet<String>) -> Result<()> {
+    for (svc, _) in inp.scale {
+        if !names.contains(svc) {
+            return Err(ConfigError(format!(
+                "--scale {svc}: no such service (services: {})",
+                names.iter().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The replica target is one a project can run, and one container when
+/// `container_name` fixes its name.
+fn check_replicas(s: &Service, loc: &Loc, container_name_loc: Option<&Loc>) -> Result<()> {
+    let svc_name = &s.name;
+    if s.replicas > MAX_REPLICAS {
+        return Err(fail(
+            loc,
+            &format!("services.{svc_name}"),
+            format!(
+                "{} replicas is more than one project can run (at most {MAX_REPLICAS})",
+                s.replicas
+            ),
+        ));
+    }
+    if let (Some(cn), Some(loc)) = (&s.container_name, container_name_loc)
+        && s.replicas > 1
+    {
+        return Err(fail(
+            loc,
+            &format!("services.{svc_name}.container_name"),
+            format!(
+                "{cn:?} fixes the name of the one container, so the service cannot have \
+                 {} replicas (compose refuses to scale it too); remove container_name",
+                s.replicas
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Host ports the project publishes, to refuse the ones that cannot all be bound: the same

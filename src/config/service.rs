@@ -1,15 +1,33 @@
 //! One `services.<name>` entry -> a [`Service`] (replica target and hash filled in later).
+//!
+//! [`read`] goes through the keys by group (process, networking, storage, isolation,
+//! resources, lifecycle), then puts together what depends on several keys. The readers of
+//! single keys live in the submodules: `networking`, `mounts` (volumes, tmpfs), `files`
+//! (env_file, secrets, configs), `dependencies` (depends_on, volumes_from), `deploy`, and
+//! `values` (healthcheck, restart, devices, ulimits, logging).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use super::dotenv;
-use super::hostpath::{PathUse, UseKind, relative_to};
+use super::hostpath::{PathUse, UseKind};
 use super::model::*;
 use super::read::{self, Result, Warnings, child, fail, index};
-use super::syntax;
-use super::yaml::{Kind, Loc, Node};
+use super::yaml::{Key, Kind, Loc, Node};
+
+mod dependencies;
+mod deploy;
+mod files;
+mod mounts;
+mod networking;
+mod values;
+
+use dependencies::{depends_on, volumes_from};
+use deploy::{Resources, deploy};
+use files::{env_files, file_mounts};
+use mounts::{mount, tmpfs_entry};
+use networking::{expose, extra_hosts, link, network_mode, networks, ports};
+use values::{devices, healthcheck, logging, restart, string_map, ulimits};
 
 /// Service keys Compose knows that drover does not act on (yet): a warning, not an error.
 const UNSUPPORTED: &[&str] = &[
@@ -86,98 +104,225 @@ pub struct Draft {
 }
 
 pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft> {
-    let path = format!("services.{name}");
-    let entries = read::map(node, &path)?;
-    let mut s = Service {
-        name: name.to_string(),
-        replicas: 1,
-        image: String::new(),
-        command: None,
-        entrypoint: None,
-        environment: BTreeMap::new(),
-        labels: BTreeMap::new(),
-        ports: Vec::new(),
-        volumes: Vec::new(),
-        networks: BTreeMap::new(),
-        healthcheck: None,
-        restart: RestartPolicy::default(),
-        stop_signal: None,
-        stop_grace_period: Duration::from_secs(10),
-        user: None,
-        working_dir: None,
-        hostname: None,
-        depends_on: BTreeMap::new(),
-        container_name: None,
-        mode: DeployMode::default(),
-        placement: Placement::default(),
-        update: UpdateConfig::default(),
-        rollback: UpdateConfig::default(),
-        unhealthy: UnhealthyAction::default(),
-        backoff: BackoffSettings::default(),
-        config_hash: String::new(),
-        options: ServiceOptions::default(),
-    };
-    let mut d = Draft {
-        service: s.clone(),
-        file_replicas: None,
-        loc: key_loc.clone(),
-        container_name_loc: None,
-        depends_locs: BTreeMap::new(),
-        default_network: true,
-        unhealthy: None,
-        port_locs: Vec::new(),
-        host_paths: Vec::new(),
-    };
-    let mut image = None;
-    let mut has_build = None;
-    let mut env_file_node: Option<(&Node, String)> = None;
-    let mut env_inline = Vec::new();
-    let mut restart_key: Option<(Option<RestartCondition>, Option<u32>)> = None;
-    let mut deploy_restart: Option<RestartPolicy> = None;
-    let mut scale_key = None;
-    let mut deploy_replicas = None;
-    let mut tmpfs = Vec::new();
-    let mut o = ServiceOptions::default();
-    let mut pull_policy: Option<PullPolicy> = None;
-    let mut limits = Resources::default();
-    let mut reservations = Resources::default();
-    let mut network_mode_loc = None;
-    let mut networks_loc = None;
-    // Where cpus, mem_limit, mem_reservation and pids_limit were written.
-    let mut resource_locs: Vec<(&'static str, Loc)> = Vec::new();
-    // Services this one needs started first without saying so in depends_on.
-    let mut implied: Vec<(String, Loc, String)> = Vec::new();
+    let mut r = Reading::new(name, key_loc);
+    for (k, v) in read::map(node, &r.path)? {
+        let p = child(&r.path, &k.name);
+        no_number_where_compose_wants_text(&k.name, v, &p)?;
+        r.key(cx, k, v, &p)?;
+    }
+    r.finish(cx, key_loc)
+}
 
-    for (k, v) in entries {
-        let p = child(&path, &k.name);
-        let p = p.as_str();
-        no_number_where_compose_wants_text(&k.name, v, p)?;
+/// A service while its keys are read: the parts that are final once read, and the keys
+/// that are put together with others afterwards (in [`Reading::finish`]).
+struct Reading<'n> {
+    path: String,
+    s: Service,
+    o: ServiceOptions,
+    d: Draft,
+    image: Option<String>,
+    /// Where `build` is written.
+    has_build: Option<Loc>,
+    pull_policy: Option<PullPolicy>,
+    /// Read last: its variables may come from `environment`.
+    env_file_node: Option<(&'n Node, String)>,
+    env_inline: Vec<read::Entry>,
+    tmpfs: Vec<Mount>,
+    network_mode_loc: Option<Loc>,
+    networks_loc: Option<Loc>,
+    restart_key: Option<(Option<RestartCondition>, Option<u32>)>,
+    deploy_restart: Option<RestartPolicy>,
+    scale_key: Option<u32>,
+    deploy_replicas: Option<(u32, Loc)>,
+    limits: Resources,
+    reservations: Resources,
+    /// Where cpus, mem_limit, mem_reservation and pids_limit were written.
+    resource_locs: Vec<(&'static str, Loc)>,
+    /// Services this one needs started first without saying so in depends_on.
+    implied: Vec<(String, Loc, String)>,
+}
+
+impl<'n> Reading<'n> {
+    fn new(name: &str, key_loc: &Loc) -> Reading<'n> {
+        let s = Service {
+            name: name.to_string(),
+            replicas: 1,
+            image: String::new(),
+            command: None,
+            entrypoint: None,
+            environment: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            ports: Vec::new(),
+            volumes: Vec::new(),
+            networks: BTreeMap::new(),
+            healthcheck: None,
+            restart: RestartPolicy::default(),
+            stop_signal: None,
+            stop_grace_period: Duration::from_secs(10),
+            user: None,
+            working_dir: None,
+            hostname: None,
+            depends_on: BTreeMap::new(),
+            container_name: None,
+            mode: DeployMode::default(),
+            placement: Placement::default(),
+            update: UpdateConfig::default(),
+            rollback: UpdateConfig::default(),
+            unhealthy: UnhealthyAction::default(),
+            backoff: BackoffSettings::default(),
+            config_hash: String::new(),
+            options: ServiceOptions::default(),
+        };
+        let d = Draft {
+            service: s.clone(),
+            file_replicas: None,
+            loc: key_loc.clone(),
+            container_name_loc: None,
+            depends_locs: BTreeMap::new(),
+            default_network: true,
+            unhealthy: None,
+            port_locs: Vec::new(),
+            host_paths: Vec::new(),
+        };
+        Reading {
+            path: format!("services.{name}"),
+            s,
+            o: ServiceOptions::default(),
+            d,
+            image: None,
+            has_build: None,
+            pull_policy: None,
+            env_file_node: None,
+            env_inline: Vec::new(),
+            tmpfs: Vec::new(),
+            network_mode_loc: None,
+            networks_loc: None,
+            restart_key: None,
+            deploy_restart: None,
+            scale_key: None,
+            deploy_replicas: None,
+            limits: Resources::default(),
+            reservations: Resources::default(),
+            resource_locs: Vec::new(),
+            implied: Vec::new(),
+        }
+    }
+
+    /// One service key, by the group it belongs to.
+    fn key(&mut self, cx: &mut Cx, k: &Key, v: &'n Node, p: &str) -> Result<()> {
+        if self.process_key(cx, k, v, p)?
+            || self.networking_key(cx, k, v, p)?
+            || self.storage_key(cx, k, v, p)?
+            || self.isolation_key(k, v, p)?
+            || self.resources_key(k, v, p)?
+            || self.lifecycle_key(cx, k, v, p)?
+        {
+            return Ok(());
+        }
         match k.name.as_str() {
-            "image" => image = Some(read::string(v, p)?),
+            "extends" => {}
+            key if key.starts_with("x-") => {}
+            "build" => self.has_build = Some(k.loc.clone()),
+            key if UNSUPPORTED.contains(&key) => {
+                cx.warnings.at(&k.loc, p, "not supported yet, ignored");
+            }
+            _ => cx.warnings.at(&k.loc, p, "unknown key, ignored"),
+        }
+        Ok(())
+    }
+
+    /// What runs and how: image, command, environment, user, stop settings. False for
+    /// a key of another group.
+    fn process_key(&mut self, cx: &mut Cx, k: &Key, v: &'n Node, p: &str) -> Result<bool> {
+        let (s, o) = (&mut self.s, &mut self.o);
+        match k.name.as_str() {
+            "image" => self.image = Some(read::string(v, p)?),
             "command" => s.command = opt_words(v, p)?,
             "entrypoint" => s.entrypoint = opt_words(v, p)?,
-            "environment" => env_inline = read::map_or_list(v, p)?,
+            "environment" => self.env_inline = read::map_or_list(v, p)?,
             // Read after the loop: its variables may come from `environment`.
-            "env_file" => env_file_node = Some((v, p.to_string())),
+            "env_file" => self.env_file_node = Some((v, p.to_string())),
             "labels" => {
                 for e in read::map_or_list(v, p)? {
                     s.labels.insert(e.key, e.value.unwrap_or_default());
                 }
             }
+            "pull_policy" => self.pull_policy = Some(pull_policy(cx.warnings, v, p)?),
+            "platform" => o.platform = read::opt_string(v, p)?,
+            "runtime" => o.runtime = read::opt_string(v, p)?,
+            "profiles" => o.profiles = read::string_or_list(v, p, false)?,
+            "tty" => o.tty = read::boolean(v, p)?,
+            "stdin_open" => o.stdin_open = read::boolean(v, p)?,
+            "init" => o.init = read::opt_boolean(v, p)?,
+            "stop_signal" => s.stop_signal = read::opt_string(v, p)?,
+            "stop_grace_period" => s.stop_grace_period = read::duration(v, p)?,
+            "user" => s.user = read::opt_string(v, p)?,
+            "group_add" => o.group_add = read::string_or_list(v, p, false)?,
+            "working_dir" => s.working_dir = read::opt_string(v, p)?,
+            "container_name" => {
+                s.container_name = read::opt_string(v, p)?;
+                self.d.container_name_loc = Some(k.loc.clone());
+            }
+            "logging" => o.logging = Some(logging(cx.warnings, v, p)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Ports, networks, names and links. False for a key of another group.
+    fn networking_key(&mut self, cx: &mut Cx, k: &Key, v: &Node, p: &str) -> Result<bool> {
+        let (s, o) = (&mut self.s, &mut self.o);
+        match k.name.as_str() {
             "ports" => {
                 for (i, item) in read::seq(v, p)?.iter().enumerate() {
                     let ip = index(p, i);
                     ports(item, &ip, &mut s.ports)?;
-                    d.port_locs
+                    self.d
+                        .port_locs
                         .resize(s.ports.len(), (item.loc.clone(), ip.clone()));
                 }
             }
+            "expose" => o.expose = expose(v, p)?,
+            "networks" => {
+                self.d.default_network = false;
+                self.networks_loc = Some(k.loc.clone());
+                networks(cx, v, p, &mut s.networks)?;
+            }
+            "network_mode" => {
+                o.network_mode = Some(network_mode(cx, v, p, &mut self.implied)?);
+                self.network_mode_loc = Some(k.loc.clone());
+            }
+            "hostname" => s.hostname = read::opt_string(v, p)?,
+            "domainname" => o.domainname = read::opt_string(v, p)?,
+            "mac_address" => o.mac_address = read::opt_string(v, p)?,
+            "dns" => o.dns = read::string_or_list(v, p, false)?,
+            "dns_search" => o.dns_search = read::string_or_list(v, p, false)?,
+            "dns_opt" => o.dns_opt = read::string_or_list(v, p, false)?,
+            "extra_hosts" => o.extra_hosts = extra_hosts(v, p)?,
+            "external_links" => o.external_links = read::string_or_list(v, p, false)?,
+            "links" => {
+                for (i, item) in read::string_or_list(v, p, false)?.into_iter().enumerate() {
+                    let ip = index(p, i);
+                    let (svc, alias) = link(cx, &item, &v.loc, &ip)?;
+                    o.links.push(format!("{svc}:{alias}"));
+                    self.implied.push((svc, v.loc.clone(), ip));
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Volumes, tmpfs, secrets, configs, devices. False for a key of another group.
+    fn storage_key(&mut self, cx: &mut Cx, k: &Key, v: &Node, p: &str) -> Result<bool> {
+        let (s, o) = (&mut self.s, &mut self.o);
+        match k.name.as_str() {
             "volumes" => {
                 for (i, item) in read::seq(v, p)?.iter().enumerate() {
                     let (m, resolved) = mount(cx, item, &index(p, i))?;
                     if let Some((at, relative)) = resolved {
-                        d.host_paths.push(PathUse {
-                            service: name.to_string(),
+                        self.d.host_paths.push(PathUse {
+                            service: s.name.clone(),
                             kind: UseKind::Bind,
                             target: m.target.clone(),
                             at,
@@ -189,82 +334,40 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
             }
             "tmpfs" => {
                 for entry in read::string_or_list(v, p, false)? {
-                    tmpfs.push(tmpfs_entry(cx.warnings, &entry, &v.loc, p)?);
+                    self.tmpfs
+                        .push(tmpfs_entry(cx.warnings, &entry, &v.loc, p)?);
                 }
             }
-            "networks" => {
-                d.default_network = false;
-                networks_loc = Some(k.loc.clone());
-                networks(cx, v, p, &mut s.networks)?;
-            }
-            "network_mode" => {
-                let mode = read::string(v, p)?;
-                match mode.split_once(':') {
-                    None if matches!(mode.as_str(), "host" | "none" | "bridge" | "default") => {}
-                    Some(("container", name)) if !name.is_empty() => {}
-                    Some(("service", name)) if !name.is_empty() => {
-                        if !cx.services.contains(name) {
-                            return Err(fail(
-                                &v.loc,
-                                p,
-                                format!(
-                                    "no such service {name:?} (or it is not enabled by a profile)"
-                                ),
-                            ));
-                        }
-                        implied.push((name.to_string(), v.loc.clone(), p.to_string()));
+            "volumes_from" => {
+                for (i, item) in read::string_or_list(v, p, false)?.into_iter().enumerate() {
+                    let ip = index(p, i);
+                    let (entry, service) = volumes_from(cx, &item, &v.loc, &ip)?;
+                    if let Some(svc) = service {
+                        self.implied.push((svc, v.loc.clone(), ip));
                     }
-                    _ => {
-                        return Err(fail(
-                            &v.loc,
-                            p,
-                            "expected host, none, bridge, service:NAME or container:NAME",
-                        ));
-                    }
+                    o.volumes_from.push(entry);
                 }
-                network_mode_loc = Some(k.loc.clone());
-                o.network_mode = Some(mode);
             }
-            "pull_policy" => {
-                let policy = read::string(v, p)?;
-                pull_policy = Some(match policy.as_str() {
-                    "always" => PullPolicy::Always,
-                    "missing" | "if_not_present" => PullPolicy::Missing,
-                    "never" => PullPolicy::Never,
-                    "build" => PullPolicy::Build,
-                    "daily" | "weekly" => {
-                        cx.warnings.at(
-                            &v.loc,
-                            p,
-                            "refresh policies are not supported, read as missing",
-                        );
-                        PullPolicy::Missing
-                    }
-                    x if x.starts_with("every_") => {
-                        cx.warnings.at(
-                            &v.loc,
-                            p,
-                            "refresh policies are not supported, read as missing",
-                        );
-                        PullPolicy::Missing
-                    }
-                    _ => {
-                        return Err(read::bad(v, p, "expected always, missing, never or build"));
-                    }
-                });
-            }
-            "platform" => o.platform = read::opt_string(v, p)?,
-            "runtime" => o.runtime = read::opt_string(v, p)?,
-            "domainname" => o.domainname = read::opt_string(v, p)?,
-            "mac_address" => o.mac_address = read::opt_string(v, p)?,
+            "secrets" => o.secrets = file_mounts(cx, v, p, true)?,
+            "configs" => o.configs = file_mounts(cx, v, p, false)?,
+            "devices" => o.devices = devices(v, p)?,
+            "storage_opt" => o.storage_opt = string_map(v, p)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Namespaces, capabilities and other isolation settings. False for a key of
+    /// another group.
+    fn isolation_key(&mut self, k: &Key, v: &Node, p: &str) -> Result<bool> {
+        let o = &mut self.o;
+        match k.name.as_str() {
             "ipc" => o.ipc = read::opt_string(v, p)?,
             "pid" => o.pid = read::opt_string(v, p)?,
             "uts" => o.uts = read::opt_string(v, p)?,
             "userns_mode" => o.userns_mode = read::opt_string(v, p)?,
             "cgroup" => o.cgroup = Some(read::choice(v, p, &["host", "private"])?),
             "cgroup_parent" => o.cgroup_parent = read::opt_string(v, p)?,
-            "cpuset" => o.cpuset = read::opt_string(v, p)?,
-            "expose" => o.expose = expose(v, p)?,
             "cap_add" => o.cap_add = read::string_or_list(v, p, false)?,
             "cap_drop" => o.cap_drop = read::string_or_list(v, p, false)?,
             "security_opt" => {
@@ -272,30 +375,28 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
                 read::seq(v, p)?;
                 o.security_opt = read::string_or_list(v, p, false)?
             }
-            "dns" => o.dns = read::string_or_list(v, p, false)?,
-            "dns_search" => o.dns_search = read::string_or_list(v, p, false)?,
-            "dns_opt" => o.dns_opt = read::string_or_list(v, p, false)?,
-            "group_add" => o.group_add = read::string_or_list(v, p, false)?,
-            "external_links" => o.external_links = read::string_or_list(v, p, false)?,
-            "profiles" => o.profiles = read::string_or_list(v, p, false)?,
             "privileged" => o.privileged = read::boolean(v, p)?,
             "read_only" => o.read_only = read::boolean(v, p)?,
-            "tty" => o.tty = read::boolean(v, p)?,
-            "stdin_open" => o.stdin_open = read::boolean(v, p)?,
-            "init" => o.init = read::opt_boolean(v, p)?,
-            "oom_kill_disable" => o.oom_kill_disable = read::opt_boolean(v, p)?,
             "sysctls" => o.sysctls = string_map(v, p)?,
-            "storage_opt" => o.storage_opt = string_map(v, p)?,
-            "devices" => o.devices = devices(v, p)?,
-            "extra_hosts" => o.extra_hosts = extra_hosts(v, p)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Memory, CPU, pids and other limits. False for a key of another group.
+    fn resources_key(&mut self, k: &Key, v: &Node, p: &str) -> Result<bool> {
+        let o = &mut self.o;
+        match k.name.as_str() {
+            "cpuset" => o.cpuset = read::opt_string(v, p)?,
+            "oom_kill_disable" => o.oom_kill_disable = read::opt_boolean(v, p)?,
             "shm_size" => o.shm_size = read::opt_size(v, p)?,
             "mem_limit" => {
                 o.mem_limit = read::opt_size(v, p)?;
-                resource_locs.push(("mem_limit", v.loc.clone()));
+                self.resource_locs.push(("mem_limit", v.loc.clone()));
             }
             "mem_reservation" => {
                 o.mem_reservation = read::opt_size(v, p)?;
-                resource_locs.push(("mem_reservation", v.loc.clone()));
+                self.resource_locs.push(("mem_reservation", v.loc.clone()));
             }
             "memswap_limit" => {
                 o.memswap_limit = match &v.kind {
@@ -306,7 +407,7 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
             }
             "pids_limit" => {
                 o.pids_limit = Some(read::int(v, p)?);
-                resource_locs.push(("pids_limit", v.loc.clone()));
+                self.resource_locs.push(("pids_limit", v.loc.clone()));
             }
             "mem_swappiness" => o.mem_swappiness = Some(read::int(v, p)?),
             "oom_score_adj" => {
@@ -321,261 +422,296 @@ pub fn read(cx: &mut Cx, name: &str, key_loc: &Loc, node: &Node) -> Result<Draft
             "cpu_quota" => o.cpu_quota = Some(read::int(v, p)?),
             "cpus" => {
                 o.cpus = Some(read::float(v, p)?);
-                resource_locs.push(("cpus", v.loc.clone()));
+                self.resource_locs.push(("cpus", v.loc.clone()));
             }
             "ulimits" => o.ulimits = ulimits(v, p)?,
-            "logging" => o.logging = Some(logging(cx.warnings, v, p)?),
-            "secrets" => o.secrets = file_mounts(cx, v, p, true)?,
-            "configs" => o.configs = file_mounts(cx, v, p, false)?,
-            "volumes_from" => {
-                for (i, item) in read::string_or_list(v, p, false)?.into_iter().enumerate() {
-                    let ip = index(p, i);
-                    let (entry, service) = volumes_from(cx, &item, &v.loc, &ip)?;
-                    if let Some(svc) = service {
-                        implied.push((svc, v.loc.clone(), ip));
-                    }
-                    o.volumes_from.push(entry);
-                }
-            }
-            "links" => {
-                for (i, item) in read::string_or_list(v, p, false)?.into_iter().enumerate() {
-                    let (svc, alias) = match item.split_once(':') {
-                        Some((svc, alias)) => (svc.to_string(), alias.to_string()),
-                        None => (item.clone(), item.clone()),
-                    };
-                    if !cx.services.contains(&svc) {
-                        return Err(fail(
-                            &v.loc,
-                            &index(p, i),
-                            format!("no such service {svc:?} (or it is not enabled by a profile)"),
-                        ));
-                    }
-                    implied.push((svc.clone(), v.loc.clone(), index(p, i)));
-                    o.links.push(format!("{svc}:{alias}"));
-                }
-            }
-            "extends" => {}
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Health, restarts, replicas, deploy settings, dependencies, drover's own
+    /// settings. False for a key of another group.
+    fn lifecycle_key(&mut self, cx: &mut Cx, k: &Key, v: &Node, p: &str) -> Result<bool> {
+        let s = &mut self.s;
+        match k.name.as_str() {
             "healthcheck" => s.healthcheck = healthcheck(cx.warnings, v, p)?,
-            "restart" => restart_key = Some(restart(v, p)?),
-            "deploy" => {
-                if let Some(pl) = v.get("placement") {
-                    s.placement =
-                        super::nodes::placement(pl, &child(p, "placement"), cx.warnings, cx.mode)?;
-                }
-                if let Some(u) = v.get("update_config") {
-                    s.update = super::lifecycle::update_config(
-                        u,
-                        &child(p, "update_config"),
-                        cx.warnings,
-                    )?;
-                }
-                if let Some(u) = v.get("rollback_config") {
-                    s.rollback = super::lifecycle::update_config(
-                        u,
-                        &child(p, "rollback_config"),
-                        cx.warnings,
-                    )?;
-                }
-                let dep = deploy(cx, v, p)?;
-                deploy_replicas = dep.replicas.map(|r| (r, v.loc.clone()));
-                deploy_restart = dep.restart;
-                limits = dep.limits;
-                reservations = dep.reservations;
-                s.mode = dep.mode;
-            }
-            "scale" => scale_key = Some(read::u32_(v, p)?),
-            "stop_signal" => s.stop_signal = read::opt_string(v, p)?,
-            "stop_grace_period" => s.stop_grace_period = read::duration(v, p)?,
-            "user" => s.user = read::opt_string(v, p)?,
-            "working_dir" => s.working_dir = read::opt_string(v, p)?,
-            "hostname" => s.hostname = read::opt_string(v, p)?,
-            "container_name" => {
-                s.container_name = read::opt_string(v, p)?;
-                d.container_name_loc = Some(k.loc.clone());
-            }
-            "depends_on" => depends_on(cx, v, p, &mut s.depends_on, &mut d.depends_locs)?,
+            "restart" => self.restart_key = Some(restart(v, p)?),
+            "deploy" => self.deploy(cx, v, p)?,
+            "scale" => self.scale_key = Some(read::u32_(v, p)?),
+            "depends_on" => depends_on(cx, v, p, &mut s.depends_on, &mut self.d.depends_locs)?,
             "x-drover" => {
                 let (action, backoff) = super::lifecycle::service_drover(v, p, cx.warnings)?;
-                d.unhealthy = action;
+                self.d.unhealthy = action;
                 s.backoff = backoff;
             }
-            key if key.starts_with("x-") => {}
-            "build" => has_build = Some(k.loc.clone()),
-            key if UNSUPPORTED.contains(&key) => {
-                cx.warnings.at(&k.loc, p, "not supported yet, ignored");
-            }
-            _ => cx.warnings.at(&k.loc, p, "unknown key, ignored"),
+            _ => return Ok(false),
         }
+        Ok(true)
     }
 
-    // drover runs images and never builds them: a service with `build:` runs its image
-    // (compose's `{project}-{service}` when it names none) if the engine already has it.
-    if let Some(loc) = &has_build {
-        let named = image.is_some();
-        cx.warnings.at(
-            loc,
-            &child(&path, "build"),
-            if named {
-                "ignored: drover runs images and does not build them; the image must be \
-                 present on the engine"
-            } else {
-                "ignored: drover runs images and does not build them; the image (named as \
-                 compose names it) must be present on the engine"
-            },
-        );
-    }
-    s.image = match (image, &has_build) {
-        (Some(image), _) => image,
-        (None, Some(_)) => format!("{}-{name}", cx.project),
-        (None, None) => return Err(fail(key_loc, &path, "has no image")),
-    };
-    o.pull_policy = match (pull_policy, &has_build) {
-        (Some(p), _) => p,
-        (None, Some(_)) => PullPolicy::Build,
-        (None, None) => PullPolicy::Missing,
-    };
-    if o.pull_policy == PullPolicy::Build && has_build.is_none() {
-        cx.warnings.at(
-            key_loc,
-            &child(&path, "pull_policy"),
-            "build: drover does not build images; the image must be present on the engine",
-        );
+    fn deploy(&mut self, cx: &mut Cx, v: &Node, p: &str) -> Result<()> {
+        let s = &mut self.s;
+        if let Some(pl) = v.get("placement") {
+            s.placement =
+                super::nodes::placement(pl, &child(p, "placement"), cx.warnings, cx.mode)?;
+        }
+        if let Some(u) = v.get("update_config") {
+            s.update = super::lifecycle::update_config(u, &child(p, "update_config"), cx.warnings)?;
+        }
+        if let Some(u) = v.get("rollback_config") {
+            s.rollback =
+                super::lifecycle::update_config(u, &child(p, "rollback_config"), cx.warnings)?;
+        }
+        let dep = deploy(cx, v, p)?;
+        self.deploy_replicas = dep.replicas.map(|r| (r, v.loc.clone()));
+        self.deploy_restart = dep.restart;
+        self.limits = dep.limits;
+        self.reservations = dep.reservations;
+        s.mode = dep.mode;
+        Ok(())
     }
 
-    if let (Some(loc), Some(_)) = (&network_mode_loc, &networks_loc) {
-        return Err(fail(
-            loc,
-            &child(&path, "network_mode"),
-            "cannot be combined with networks; use one of them",
-        ));
-    }
-    if o.network_mode.is_some() {
-        d.default_network = false;
+    /// The keys read, put together, in this order: image, networking, resources,
+    /// implied dependencies, environment, restart policy, replicas.
+    fn finish(mut self, cx: &mut Cx, key_loc: &Loc) -> Result<Draft> {
+        self.image(cx, key_loc)?;
+        self.network_mode_or_networks()?;
+        self.resources()?;
+        self.implied_dependencies()?;
+        self.s.options = std::mem::take(&mut self.o);
+        self.environment(cx)?;
+        self.s.volumes.append(&mut self.tmpfs);
+        if self.d.default_network {
+            self.s
+                .networks
+                .insert("default".to_string(), ServiceNetwork::default());
+        }
+        self.s.restart = self.restart();
+        self.d.file_replicas = self.file_replicas()?;
+        self.d.service = self.s;
+        Ok(self.d)
     }
 
-    // A service-level key and its deploy.resources twin must agree, as compose checks
-    // (a `limits` or `reservations` block without the twin counts as zero, as there).
-    for (key, loc) in &resource_locs {
-        let (set, twin, block, other) = match *key {
-            "cpus" => (
-                o.cpus.is_some_and(|c| c != 0.0),
-                "deploy.resources.limits.cpus",
-                &limits,
-                o.cpus != Some(limits.cpus.unwrap_or(0.0)),
-            ),
-            "mem_limit" => (
-                o.mem_limit.is_some_and(|m| m != 0),
-                "deploy.resources.limits.memory",
-                &limits,
-                o.mem_limit != Some(limits.memory.unwrap_or(0)),
-            ),
-            "mem_reservation" => (
-                o.mem_reservation.is_some_and(|m| m != 0),
-                "deploy.resources.reservations.memory",
-                &reservations,
-                o.mem_reservation != Some(reservations.memory.unwrap_or(0)),
-            ),
-            _ => (
-                o.pids_limit.is_some_and(|m| m != 0),
-                "deploy.resources.limits.pids",
-                &limits,
-                o.pids_limit != Some(limits.pids.unwrap_or(0)),
-            ),
+    /// The image and pull policy, with what `build` means for them.
+    ///
+    /// drover runs images and never builds them: a service with `build:` runs its image
+    /// (compose's `{project}-{service}` when it names none) if the engine already has it.
+    fn image(&mut self, cx: &mut Cx, key_loc: &Loc) -> Result<()> {
+        let path = &self.path;
+        if let Some(loc) = &self.has_build {
+            let named = self.image.is_some();
+            cx.warnings.at(
+                loc,
+                &child(path, "build"),
+                if named {
+                    "ignored: drover runs images and does not build them; the image must be \
+                     present on the engine"
+                } else {
+                    "ignored: drover runs images and does not build them; the image (named as \
+                     compose names it) must be present on the engine"
+                },
+            );
+        }
+        self.s.image = match (self.image.take(), &self.has_build) {
+            (Some(image), _) => image,
+            (None, Some(_)) => format!("{}-{}", cx.project, self.s.name),
+            (None, None) => return Err(fail(key_loc, path, "has no image")),
         };
-        if set && block.present && other {
+        self.o.pull_policy = match (self.pull_policy, &self.has_build) {
+            (Some(p), _) => p,
+            (None, Some(_)) => PullPolicy::Build,
+            (None, None) => PullPolicy::Missing,
+        };
+        if self.o.pull_policy == PullPolicy::Build && self.has_build.is_none() {
+            cx.warnings.at(
+                key_loc,
+                &child(path, "pull_policy"),
+                "build: drover does not build images; the image must be present on the engine",
+            );
+        }
+        Ok(())
+    }
+
+    fn network_mode_or_networks(&mut self) -> Result<()> {
+        if let (Some(loc), Some(_)) = (&self.network_mode_loc, &self.networks_loc) {
             return Err(fail(
                 loc,
-                &child(&path, key),
-                format!("differs from {twin}; set only one (compose refuses distinct values)"),
+                &child(&self.path, "network_mode"),
+                "cannot be combined with networks; use one of them",
             ));
         }
-    }
-    // Resource limits: the deploy.resources values (equal to the service-level keys when
-    // both are written, checked above) are the ones used.
-    if let Some(m) = limits.memory {
-        o.mem_limit = Some(m);
-    }
-    if let Some(c) = limits.cpus {
-        o.cpus = Some(c);
-    }
-    if let Some(pids) = limits.pids {
-        o.pids_limit = Some(pids);
-    }
-    if let Some(m) = reservations.memory {
-        o.mem_reservation = Some(m);
-    }
-    o.cpus_reservation = reservations.cpus;
-
-    for (dep, loc, _) in implied {
-        if dep == name {
-            return Err(fail(&loc, &path, "a service cannot refer to itself"));
+        if self.o.network_mode.is_some() {
+            self.d.default_network = false;
         }
-        if let std::collections::btree_map::Entry::Vacant(e) = s.depends_on.entry(dep.clone()) {
-            e.insert(DependsOn {
-                condition: DependsCondition::ServiceStarted,
-                required: true,
-            });
-            d.depends_locs.insert(dep, loc);
+        Ok(())
+    }
+
+    /// Resource limits: the deploy.resources values are the ones used; a service-level
+    /// key and its deploy.resources twin must agree, as compose checks (a `limits` or
+    /// `reservations` block without the twin counts as zero, as there).
+    fn resources(&mut self) -> Result<()> {
+        let (o, limits, reservations) = (&mut self.o, &self.limits, &self.reservations);
+        for (key, loc) in &self.resource_locs {
+            let (set, twin, block, other) = match *key {
+                "cpus" => (
+                    o.cpus.is_some_and(|c| c != 0.0),
+                    "deploy.resources.limits.cpus",
+                    limits,
+                    o.cpus != Some(limits.cpus.unwrap_or(0.0)),
+                ),
+                "mem_limit" => (
+                    o.mem_limit.is_some_and(|m| m != 0),
+                    "deploy.resources.limits.memory",
+                    limits,
+                    o.mem_limit != Some(limits.memory.unwrap_or(0)),
+                ),
+                "mem_reservation" => (
+                    o.mem_reservation.is_some_and(|m| m != 0),
+                    "deploy.resources.reservations.memory",
+                    reservations,
+                    o.mem_reservation != Some(reservations.memory.unwrap_or(0)),
+                ),
+                _ => (
+                    o.pids_limit.is_some_and(|m| m != 0),
+                    "deploy.resources.limits.pids",
+                    limits,
+                    o.pids_limit != Some(limits.pids.unwrap_or(0)),
+                ),
+            };
+            if set && block.present && other {
+                return Err(fail(
+                    loc,
+                    &child(&self.path, key),
+                    format!("differs from {twin}; set only one (compose refuses distinct values)"),
+                ));
+            }
+        }
+        // Equal to the service-level keys when both are written, checked above.
+        if let Some(m) = limits.memory {
+            o.mem_limit = Some(m);
+        }
+        if let Some(c) = limits.cpus {
+            o.cpus = Some(c);
+        }
+        if let Some(pids) = limits.pids {
+            o.pids_limit = Some(pids);
+        }
+        if let Some(m) = reservations.memory {
+            o.mem_reservation = Some(m);
+        }
+        o.cpus_reservation = reservations.cpus;
+        Ok(())
+    }
+
+    /// Services named by network_mode, volumes_from or links become dependencies
+    /// (started first) unless depends_on names them already.
+    fn implied_dependencies(&mut self) -> Result<()> {
+        for (dep, loc, _) in std::mem::take(&mut self.implied) {
+            if dep == self.s.name {
+                return Err(fail(&loc, &self.path, "a service cannot refer to itself"));
+            }
+            if let std::collections::btree_map::Entry::Vacant(e) =
+                self.s.depends_on.entry(dep.clone())
+            {
+                e.insert(DependsOn {
+                    condition: DependsCondition::ServiceStarted,
+                    required: true,
+                });
+                self.d.depends_locs.insert(dep, loc);
+            }
+        }
+        Ok(())
+    }
+
+    /// env_file entries first, `environment` on top; a bare KEY takes the environment's
+    /// value.
+    fn environment(&mut self, cx: &mut Cx) -> Result<()> {
+        let env_inline: Vec<(String, Option<String>)> = std::mem::take(&mut self.env_inline)
+            .into_iter()
+            .map(|e| {
+                let value = e.value.or_else(|| cx.env.get(&e.key).cloned());
+                (e.key, value)
+            })
+            .collect();
+        let env_from_files = match self.env_file_node.take() {
+            Some((v, p)) => {
+                let service_env: HashMap<String, String> = env_inline
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+                    .collect();
+                env_files(cx, v, &p, &service_env)?
+            }
+            None => Vec::new(),
+        };
+        for (k, v) in env_from_files {
+            self.s.environment.insert(k, v);
+        }
+        for (k, v) in env_inline {
+            self.s.environment.insert(k, v);
+        }
+        Ok(())
+    }
+
+    /// `restart` with what `deploy.restart_policy` adds to it, or the latter alone.
+    fn restart(&self) -> RestartPolicy {
+        match (self.restart_key, self.deploy_restart) {
+            (Some((condition, max)), deploy) => RestartPolicy {
+                condition: condition
+                    .or(deploy.map(|p| p.condition))
+                    .unwrap_or(RestartCondition::Always),
+                max_attempts: max.or(deploy.and_then(|p| p.max_attempts)),
+                delay: deploy.and_then(|p| p.delay),
+                window: deploy.and_then(|p| p.window),
+            },
+            (None, Some(p)) => p,
+            (None, None) => RestartPolicy::default(),
         }
     }
-    s.options = o;
 
-    // env_file entries first, `environment` on top; a bare KEY takes the environment's value.
-    let env_inline: Vec<(String, Option<String>)> = env_inline
-        .into_iter()
-        .map(|e| {
-            let value = e.value.or_else(|| cx.env.get(&e.key).cloned());
-            (e.key, value)
+    /// `deploy.replicas` or `scale`, which must agree when both are written.
+    fn file_replicas(&self) -> Result<Option<u32>> {
+        Ok(match (&self.deploy_replicas, self.scale_key) {
+            (Some((a, loc)), Some(b)) if *a != b => {
+                return Err(fail(
+                    loc,
+                    &child(&self.path, "deploy.replicas"),
+                    "differs from scale; set only one",
+                ));
+            }
+            (Some((a, _)), _) => Some(*a),
+            (None, b) => b,
         })
-        .collect();
-    let env_from_files = match env_file_node {
-        Some((v, p)) => {
-            let service_env: HashMap<String, String> = env_inline
-                .iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
-                .collect();
-            env_files(cx, v, &p, &service_env)?
-        }
-        None => Vec::new(),
-    };
-    for (k, v) in env_from_files {
-        s.environment.insert(k, v);
     }
-    for (k, v) in env_inline {
-        s.environment.insert(k, v);
-    }
-    s.volumes.extend(tmpfs);
-    if d.default_network {
-        s.networks
-            .insert("default".to_string(), ServiceNetwork::default());
-    }
+}
 
-    s.restart = match (restart_key, deploy_restart) {
-        (Some((condition, max)), deploy) => RestartPolicy {
-            condition: condition
-                .or(deploy.map(|p| p.condition))
-                .unwrap_or(RestartCondition::Always),
-            max_attempts: max.or(deploy.and_then(|p| p.max_attempts)),
-            delay: deploy.and_then(|p| p.delay),
-            window: deploy.and_then(|p| p.window),
-        },
-        (None, Some(p)) => p,
-        (None, None) => RestartPolicy::default(),
-    };
-
-    d.file_replicas = match (deploy_replicas, scale_key) {
-        (Some((a, loc)), Some(b)) if a != b => {
-            return Err(fail(
-                &loc,
-                &child(&path, "deploy.replicas"),
-                "differs from scale; set only one",
-            ));
+fn pull_policy(w: &mut Warnings, v: &Node, p: &str) -> Result<PullPolicy> {
+    let policy = read::string(v, p)?;
+    Ok(match policy.as_str() {
+        "always" => PullPolicy::Always,
+        "missing" | "if_not_present" => PullPolicy::Missing,
+        "never" => PullPolicy::Never,
+        "build" => PullPolicy::Build,
+        "daily" | "weekly" => {
+            w.at(
+                &v.loc,
+                p,
+                "refresh policies are not supported, read as missing",
+            );
+            PullPolicy::Missing
         }
-        (Some((a, _)), _) => Some(a),
-        (None, b) => b,
-    };
-    d.service = s;
-    Ok(d)
+        x if x.starts_with("every_") => {
+            w.at(
+                &v.loc,
+                p,
+                "refresh policies are not supported, read as missing",
+            );
+            PullPolicy::Missing
+        }
+        _ => {
+            return Err(read::bad(v, p, "expected always, missing, never or build"));
+        }
+    })
 }
 
 fn opt_words(v: &Node, p: &str) -> Result<Option<Vec<String>>> {
@@ -630,1022 +766,6 @@ fn no_number_where_compose_wants_text(key: &str, v: &Node, p: &str) -> Result<()
             _ if number(v) => return Err(read::bad(v, p, why)),
             _ => {}
         }
-    }
-    Ok(())
-}
-
-/// `env_file`: its variables come from the project's variables, then from the service's
-/// `environment` (`service_env`), then from the keys read before, as compose resolves them.
-fn env_files(
-    cx: &mut Cx,
-    v: &Node,
-    p: &str,
-    service_env: &HashMap<String, String>,
-) -> Result<Vec<(String, Option<String>)>> {
-    let mut files: Vec<(String, bool, Loc, String)> = Vec::new();
-    match &v.kind {
-        Kind::Str(s) => files.push((s.clone(), true, v.loc.clone(), p.to_string())),
-        Kind::Seq(items) => {
-            for (i, item) in items.iter().enumerate() {
-                let ip = index(p, i);
-                match &item.kind {
-                    Kind::Map(entries) => {
-                        let mut path = None;
-                        let mut required = true;
-                        for (k, val) in entries {
-                            let kp = child(&ip, &k.name);
-                            match k.name.as_str() {
-                                "path" => path = Some(read::string(val, &kp)?),
-                                "required" => required = read::boolean(val, &kp)?,
-                                "format" => {}
-                                key if key.starts_with("x-") => {}
-                                _ => cx.warnings.at(&k.loc, &kp, "unknown key, ignored"),
-                            }
-                        }
-                        let path = path.ok_or_else(|| fail(&item.loc, &ip, "missing path"))?;
-                        files.push((path, required, item.loc.clone(), ip));
-                    }
-                    _ => files.push((read::string(item, &ip)?, true, item.loc.clone(), ip)),
-                }
-            }
-        }
-        _ => return Err(fail(&v.loc, p, "expected a path or a list of paths")),
-    }
-    let mut out = Vec::new();
-    let mut read_so_far = service_env.clone();
-    for (file, required, loc, ip) in files {
-        let full = syntax::join_lexically(cx.project_dir, Path::new(&file));
-        super::reads::note(&full);
-        let text = match std::fs::read_to_string(&full) {
-            Ok(t) => t,
-            Err(_) if !required => continue,
-            Err(e) => {
-                return Err(fail(
-                    &loc,
-                    &ip,
-                    format!("cannot read {}: {e}", full.display()),
-                ));
-            }
-        };
-        // The project's variables first, then the service's, then the keys read before.
-        let lookup = |k: &str| cx.env.get(k).or_else(|| service_env.get(k)).cloned();
-        let entries = dotenv::parse(&text, &lookup, &mut read_so_far)
-            .map_err(|(line, msg)| fail(&loc, &ip, format!("{}:{line}: {msg}", full.display())))?;
-        // A key alone that the project's variables lack is left out, as compose does.
-        out.extend(entries.into_iter().filter(|(_, v)| v.is_some()));
-    }
-    Ok(out)
-}
-
-fn ports(item: &Node, p: &str, out: &mut Vec<Port>) -> Result<()> {
-    match &item.kind {
-        Kind::Int(_) => out.push(Port {
-            target: read::u16_(item, p, "a port number (1-65535)")?,
-            published: None,
-            host_ip: None,
-            protocol: Protocol::Tcp,
-        }),
-        Kind::Str(s) => {
-            let spec = syntax::parse_port_short(s).map_err(|m| fail(&item.loc, p, m))?;
-            for i in 0..=(spec.target.1 - spec.target.0) {
-                out.push(Port {
-                    target: spec.target.0 + i,
-                    published: spec.published.map(|(a, _)| a + i),
-                    host_ip: spec.host_ip.clone(),
-                    protocol: spec.protocol,
-                });
-            }
-        }
-        Kind::Map(entries) => {
-            let mut port = Port {
-                target: 0,
-                published: None,
-                host_ip: None,
-                protocol: Protocol::Tcp,
-            };
-            for (k, v) in entries {
-                let kp = child(p, &k.name);
-                match k.name.as_str() {
-                    "target" => port.target = read::u16_(v, &kp, "a port number (1-65535)")?,
-                    "published" => {
-                        port.published = match &v.kind {
-                            Kind::Null => None,
-                            Kind::Str(s) if s.is_empty() => None,
-                            _ => Some(read::u16_(v, &kp, "a port number (1-65535)")?),
-                        }
-                    }
-                    "host_ip" => {
-                        port.host_ip = match read::opt_string(v, &kp)? {
-                            Some(ip) if !ip.is_empty() => {
-                                Some(syntax::parse_host_ip(&ip).map_err(|m| fail(&v.loc, &kp, m))?)
-                            }
-                            _ => None,
-                        }
-                    }
-                    "protocol" => {
-                        port.protocol = syntax::parse_protocol(&read::string(v, &kp)?)
-                            .map_err(|m| fail(&v.loc, &kp, m))?
-                    }
-                    "mode" | "name" | "app_protocol" => {}
-                    key if key.starts_with("x-") => {}
-                    _ => return Err(fail(&k.loc, &kp, "unknown port setting")),
-                }
-            }
-            if port.target == 0 {
-                return Err(fail(&item.loc, p, "missing target"));
-            }
-            out.push(port);
-        }
-        _ => return Err(fail(&item.loc, p, "expected a port string or a map")),
-    }
-    Ok(())
-}
-
-/// Turn a volume key or host path into the mount's source.
-fn resolve_source(cx: &Cx, kind: MountKind, src: &str, loc: &Loc, p: &str) -> Result<String> {
-    match kind {
-        MountKind::Bind => {
-            let expanded = if src == "~" || src.starts_with("~/") {
-                let home = cx.env.get("HOME").ok_or_else(|| {
-                    fail(
-                        loc,
-                        p,
-                        "cannot expand ~: HOME is not set in the environment",
-                    )
-                })?;
-                format!("{home}{}", &src[1..])
-            } else {
-                src.to_string()
-            };
-            Ok(syntax::join_lexically(cx.project_dir, Path::new(&expanded))
-                .to_string_lossy()
-                .into_owned())
-        }
-        MountKind::Volume => cx.volumes.get(src).map(|v| v.name.clone()).ok_or_else(|| {
-            fail(
-                loc,
-                p,
-                format!("volume {src:?} is not declared in the top-level volumes"),
-            )
-        }),
-        MountKind::Tmpfs => Err(fail(loc, p, "a tmpfs mount has no source")),
-    }
-}
-
-/// A bind source drover resolved itself (relative, `~`, or made absolute by `include` or
-/// `extends`): where it is written and the path relative to the project directory (`None`
-/// for `~`).
-type Resolved = Option<(String, Option<PathBuf>)>;
-
-/// A bind source as written (`rebased`: made absolute by `include`/`extends`, see
-/// `Node::rebased`) and what drover resolved it `to` -> `Resolved`.
-fn resolved_bind(
-    cx: &Cx,
-    kind: MountKind,
-    (written, rebased): (&str, bool),
-    to: &str,
-    at: String,
-) -> Resolved {
-    if kind != MountKind::Bind || (written.starts_with('/') && !rebased) {
-        return None;
-    }
-    let home = written == "~" || written.starts_with("~/");
-    let relative = (!home).then(|| relative_to(Path::new(to), cx.project_dir));
-    Some((at, relative))
-}
-
-/// A `volumes` entry, and whether its source is a bind source drover resolved.
-fn mount(cx: &mut Cx, item: &Node, p: &str) -> Result<(Mount, Resolved)> {
-    match &item.kind {
-        Kind::Str(s) => {
-            let spec = syntax::parse_volume_short(s).map_err(|m| fail(&item.loc, p, m))?;
-            let source = match &spec.source {
-                Some(src) => Some(resolve_source(cx, spec.kind, src, &item.loc, p)?),
-                None => None,
-            };
-            let resolved = match (&spec.source, &source) {
-                (Some(src), Some(to)) => {
-                    let at = format!("{}: {p}", item.loc);
-                    resolved_bind(cx, spec.kind, (src, item.rebased), to, at)
-                }
-                _ => None,
-            };
-            let mut m = mount_of(spec.kind, source, spec.target);
-            m.read_only = spec.read_only;
-            m.selinux = spec.selinux;
-            m.nocopy = spec.nocopy;
-            if spec.kind == MountKind::Bind {
-                // The short syntax creates a missing host directory, as `docker run -v` does.
-                m.create_host_path = true;
-                m.propagation = spec.propagation;
-            }
-            Ok((m, resolved))
-        }
-        Kind::Map(entries) => {
-            let mut kind = None;
-            let mut source: Option<(String, &Node)> = None;
-            let mut target = None;
-            let mut m = mount_of(MountKind::Volume, None, String::new());
-            let mut options: Vec<(&str, &Node, String)> = Vec::new();
-            // Without a `bind` section compose sends a bind in the `Binds` form, which
-            // creates a missing host path; with one, `create_host_path` decides (default
-            // false: the mount form, and a missing path is an engine error).
-            let mut bind_section = false;
-            for (k, v) in entries {
-                let kp = child(p, &k.name);
-                match k.name.as_str() {
-                    "type" => {
-                        kind = Some(
-                            match read::choice(
-                                v,
-                                &kp,
-                                &["bind", "volume", "tmpfs", "npipe", "cluster", "image"],
-                            )?
-                            .as_str()
-                            {
-                                "bind" => MountKind::Bind,
-                                "volume" => MountKind::Volume,
-                                "tmpfs" => MountKind::Tmpfs,
-                                _ => {
-                                    return Err(read::bad(
-                                        v,
-                                        &kp,
-                                        "supported types are bind, volume and tmpfs",
-                                    ));
-                                }
-                            },
-                        )
-                    }
-                    "source" => {
-                        source = read::opt_string(v, &kp)?.map(|s| (s, v));
-                    }
-                    "target" => target = Some(read::string(v, &kp)?),
-                    "read_only" => m.read_only = read::boolean(v, &kp)?,
-                    "bind" | "volume" | "tmpfs" => options.push((k.name.as_str(), v, kp)),
-                    "consistency" => {}
-                    "image" => cx.warnings.at(&k.loc, &kp, "not supported yet, ignored"),
-                    key if key.starts_with("x-") => {}
-                    _ => cx.warnings.at(&k.loc, &kp, "unknown key, ignored"),
-                }
-            }
-            let kind = kind.ok_or_else(|| fail(&item.loc, p, "missing type"))?;
-            let target = target.ok_or_else(|| fail(&item.loc, p, "missing target"))?;
-            if !target.starts_with('/') {
-                return Err(fail(&item.loc, p, "the container path must be absolute"));
-            }
-            for (section, v, kp) in options {
-                let applies = matches!(
-                    (section, kind),
-                    ("bind", MountKind::Bind)
-                        | ("volume", MountKind::Volume)
-                        | ("tmpfs", MountKind::Tmpfs)
-                );
-                if !applies {
-                    cx.warnings
-                        .at(&v.loc, &kp, "does not apply to this mount type, ignored");
-                    continue;
-                }
-                bind_section |= section == "bind" && !matches!(v.kind, Kind::Null);
-                for (ok, ov) in read::map_or_null(v, &kp)? {
-                    let op = child(&kp, &ok.name);
-                    match (section, ok.name.as_str()) {
-                        ("bind", "create_host_path") => {
-                            m.create_host_path = read::boolean(ov, &op)?
-                        }
-                        ("bind", "propagation") => {
-                            m.propagation = Some(read::choice(
-                                ov,
-                                &op,
-                                &[
-                                    "shared", "rshared", "slave", "rslave", "private", "rprivate",
-                                ],
-                            )?)
-                        }
-                        ("bind", "selinux") => {
-                            m.selinux = Some(read::choice(ov, &op, &["z", "Z"])?)
-                        }
-                        ("volume", "nocopy") => m.nocopy = read::boolean(ov, &op)?,
-                        ("tmpfs", "size") => m.tmpfs_size = Some(read::size(ov, &op)?),
-                        ("tmpfs", "mode") => {
-                            m.tmpfs_mode = Some(match &ov.kind {
-                                // YAML reads 0755 as text (leading zero): octal, as compose.
-                                Kind::Str(t) => u32::from_str_radix(t.trim(), 8).map_err(|_| {
-                                    read::bad(ov, &op, "expected an octal mode like 1777")
-                                })?,
-                                _ => u32::try_from(read::int(ov, &op)?)
-                                    .map_err(|_| read::bad(ov, &op, "expected a file mode"))?,
-                            })
-                        }
-                        (_, key) if key.starts_with("x-") => {}
-                        _ => cx.warnings.at(&ok.loc, &op, "not supported yet, ignored"),
-                    }
-                }
-            }
-            let mut resolved = None;
-            let source = match (kind, source) {
-                (MountKind::Tmpfs, _) => None,
-                (MountKind::Bind, None) => return Err(fail(&item.loc, p, "missing source")),
-                (kind, Some((src, node))) => {
-                    let sp = child(p, "source");
-                    let to = resolve_source(cx, kind, &src, &node.loc, &sp)?;
-                    let at = format!("{}: {sp}", node.loc);
-                    resolved = resolved_bind(cx, kind, (&src, node.rebased), &to, at);
-                    Some(to)
-                }
-                (MountKind::Volume, None) => None,
-            };
-            if kind == MountKind::Bind && !bind_section {
-                m.create_host_path = true;
-            }
-            m.kind = kind;
-            m.source = source;
-            m.target = target;
-            Ok((m, resolved))
-        }
-        _ => Err(fail(&item.loc, p, "expected a volume string or a map")),
-    }
-}
-
-fn networks(
-    cx: &mut Cx,
-    v: &Node,
-    p: &str,
-    out: &mut BTreeMap<String, ServiceNetwork>,
-) -> Result<()> {
-    for (name, loc, settings) in read::names_with_settings(v, p)? {
-        let np = child(p, &name);
-        if out.contains_key(&name) {
-            // Only a list can name a network twice; compose refuses it.
-            return Err(fail(&loc, &np, "the network is listed twice"));
-        }
-        if !cx.networks.contains_key(&name) && name != "default" {
-            return Err(fail(
-                &loc,
-                &np,
-                format!("network {name:?} is not declared in the top-level networks"),
-            ));
-        }
-        let mut net = ServiceNetwork::default();
-        if let Some(settings) = settings {
-            for (k, val) in read::map_or_null(settings, &np)? {
-                let kp = child(&np, &k.name);
-                match k.name.as_str() {
-                    "aliases" => net.aliases = read::string_or_list(val, &kp, false)?,
-                    "ipv4_address" => net.ipv4_address = read::opt_string(val, &kp)?,
-                    "ipv6_address" => net.ipv6_address = read::opt_string(val, &kp)?,
-                    "priority" => net.priority = read::int(val, &kp)?,
-                    key if key.starts_with("x-") => {}
-                    _ => cx.warnings.at(&k.loc, &kp, "not supported yet, ignored"),
-                }
-            }
-        }
-        out.insert(name, net);
-    }
-    Ok(())
-}
-
-fn healthcheck(w: &mut Warnings, v: &Node, p: &str) -> Result<Option<Healthcheck>> {
-    let mut h = Healthcheck {
-        test: Vec::new(),
-        interval: None,
-        timeout: None,
-        retries: None,
-        start_period: None,
-        start_interval: None,
-    };
-    let mut disable = false;
-    for (k, val) in read::map(v, p)? {
-        let kp = child(p, &k.name);
-        match k.name.as_str() {
-            "test" => {
-                h.test = match &val.kind {
-                    Kind::Str(s) => vec!["CMD-SHELL".to_string(), s.clone()],
-                    Kind::Seq(_) => {
-                        let t = read::string_or_list(val, &kp, false)?;
-                        match t.first().map(String::as_str) {
-                            Some("CMD" | "CMD-SHELL" | "NONE") => t,
-                            _ => {
-                                return Err(fail(
-                                    &val.loc,
-                                    &kp,
-                                    "a test list must start with CMD, CMD-SHELL or NONE",
-                                ));
-                            }
-                        }
-                    }
-                    _ => return Err(fail(&val.loc, &kp, "expected a string or a list")),
-                }
-            }
-            "interval" => h.interval = read::opt_duration(val, &kp)?,
-            "timeout" => h.timeout = read::opt_duration(val, &kp)?,
-            "start_period" => h.start_period = read::opt_duration(val, &kp)?,
-            "retries" => h.retries = Some(read::u32_(val, &kp)?),
-            "disable" => disable = read::boolean(val, &kp)?,
-            "start_interval" => h.start_interval = read::opt_duration(val, &kp)?,
-            key if key.starts_with("x-") => {}
-            _ => w.at(&k.loc, &kp, "unknown key, ignored"),
-        }
-    }
-    if disable {
-        h.test = vec!["NONE".to_string()];
-    }
-    // An empty test keeps the image's HEALTHCHECK command with these timings.
-    Ok(Some(h))
-}
-
-fn restart(v: &Node, p: &str) -> Result<(Option<RestartCondition>, Option<u32>)> {
-    let bad = || {
-        fail(
-            &v.loc,
-            p,
-            "expected no, always, on-failure, on-failure:N or unless-stopped",
-        )
-    };
-    // `restart: no` unquoted is the boolean false in YAML 1.1 readers.
-    let text = match &v.kind {
-        Kind::Bool(false) => "no".to_string(),
-        Kind::Str(s) => s.clone(),
-        _ => return Err(bad()),
-    };
-    Ok(match text.as_str() {
-        "no" | "" => (Some(RestartCondition::Never), None),
-        "always" | "unless-stopped" => (Some(RestartCondition::Always), None),
-        "on-failure" => (Some(RestartCondition::OnFailure), None),
-        other => match other.strip_prefix("on-failure:").map(str::parse::<u32>) {
-            Some(Ok(n)) => (Some(RestartCondition::OnFailure), Some(n)),
-            _ => return Err(bad()),
-        },
-    })
-}
-
-/// `deploy.resources.limits` or `.reservations`.
-#[derive(Default)]
-struct Resources {
-    /// The block was written (compose compares against it even when a value is missing).
-    present: bool,
-    cpus: Option<f64>,
-    memory: Option<i64>,
-    pids: Option<i64>,
-}
-
-struct Deploy {
-    mode: DeployMode,
-    replicas: Option<u32>,
-    restart: Option<RestartPolicy>,
-    limits: Resources,
-    reservations: Resources,
-}
-
-fn deploy(cx: &mut Cx, v: &Node, p: &str) -> Result<Deploy> {
-    let mut out = Deploy {
-        mode: DeployMode::default(),
-        replicas: None,
-        restart: None,
-        limits: Resources::default(),
-        reservations: Resources::default(),
-    };
-    let mut mode_loc = None;
-    for (k, val) in read::map(v, p)? {
-        let kp = child(p, &k.name);
-        match k.name.as_str() {
-            "replicas" => out.replicas = Some(read::u32_(val, &kp)?),
-            "restart_policy" => {
-                let mut rp = RestartPolicy::default();
-                for (rk, rv) in read::map(val, &kp)? {
-                    let rp_path = child(&kp, &rk.name);
-                    match rk.name.as_str() {
-                        "condition" => {
-                            rp.condition =
-                                match read::choice(rv, &rp_path, &["none", "on-failure", "any"])?
-                                    .as_str()
-                                {
-                                    "none" => RestartCondition::Never,
-                                    "on-failure" => RestartCondition::OnFailure,
-                                    _ => RestartCondition::Always,
-                                }
-                        }
-                        "delay" => rp.delay = read::opt_duration(rv, &rp_path)?,
-                        "max_attempts" => rp.max_attempts = Some(read::u32_(rv, &rp_path)?),
-                        "window" => rp.window = read::opt_duration(rv, &rp_path)?,
-                        key if key.starts_with("x-") => {}
-                        _ => cx.warnings.at(&rk.loc, &rp_path, "unknown key, ignored"),
-                    }
-                }
-                out.restart = Some(rp);
-            }
-            "resources" => {
-                for (rk, rv) in read::map_or_null(val, &kp)? {
-                    let rp = child(&kp, &rk.name);
-                    let target = match rk.name.as_str() {
-                        "limits" => &mut out.limits,
-                        "reservations" => &mut out.reservations,
-                        key if key.starts_with("x-") => continue,
-                        _ => {
-                            cx.warnings.at(&rk.loc, &rp, "unknown key, ignored");
-                            continue;
-                        }
-                    };
-                    let limits = rk.name == "limits";
-                    target.present = true;
-                    for (ek, ev) in read::map_or_null(rv, &rp)? {
-                        let ep = child(&rp, &ek.name);
-                        match ek.name.as_str() {
-                            "memory" => target.memory = read::opt_size(ev, &ep)?,
-                            "cpus" => {
-                                let cpus = read::float(ev, &ep)?;
-                                if cpus < 0.0 {
-                                    return Err(read::bad(ev, &ep, "expected a number of CPUs"));
-                                }
-                                target.cpus = Some(cpus);
-                                if !limits {
-                                    cx.swarm_only(
-                                        &ek.loc,
-                                        &ep,
-                                        "ignored in plain mode: CPU reservations exist in Swarm \
-                                         mode only (compose ignores them too)",
-                                    );
-                                }
-                            }
-                            "pids" if limits => target.pids = Some(read::int(ev, &ep)?),
-                            "devices" | "generic_resources" => {
-                                cx.warnings.at(&ek.loc, &ep, "not supported yet, ignored")
-                            }
-                            key if key.starts_with("x-") => {}
-                            _ => cx.warnings.at(&ek.loc, &ep, "unknown key, ignored"),
-                        }
-                    }
-                }
-            }
-            "mode" => {
-                out.mode = match read::string(val, &kp)?.as_str() {
-                    "replicated" => DeployMode::Replicated,
-                    "global" => DeployMode::Global,
-                    "replicated-job" | "global-job" => {
-                        return Err(read::bad(
-                            val,
-                            &kp,
-                            "jobs are not supported: drover keeps services running; use \
-                             replicated or global",
-                        ));
-                    }
-                    _ => return Err(read::bad(val, &kp, "expected replicated or global")),
-                };
-                if out.mode == DeployMode::Global {
-                    mode_loc = Some(val.loc.clone());
-                }
-            }
-            "endpoint_mode" | "labels" => cx.warnings.at(
-                &k.loc,
-                &kp,
-                "not supported yet, ignored (a Swarm setting, which compose ignores on one \
-                 engine too)",
-            ),
-            // Read by the service itself: drover places, updates and rolls back.
-            "placement" | "update_config" | "rollback_config" => {}
-            key if key.starts_with("x-") => {}
-            _ => cx.warnings.at(&k.loc, &kp, "unknown key, ignored"),
-        }
-    }
-    if let Some(loc) = mode_loc {
-        let kp = child(p, "mode");
-        if out.replicas.is_some() {
-            return Err(fail(
-                &loc,
-                &kp,
-                "global runs one task per node and cannot be combined with deploy.replicas \
-                 (as in docker stack deploy); remove one of them",
-            ));
-        }
-        cx.swarm_only(
-            &loc,
-            &kp,
-            "global needs swarm mode (one task per Swarm node); in plain mode the service runs \
-             its replica count (scale, x-drover.scale or the scale file; 1 by default)",
-        );
-    }
-    Ok(out)
-}
-
-/// One `tmpfs` entry: `/path[:size=N,mode=M,...]`.
-fn tmpfs_entry(w: &mut Warnings, entry: &str, loc: &Loc, p: &str) -> Result<Mount> {
-    let (target, opts) = match entry.split_once(':') {
-        Some((t, o)) => (t, Some(o)),
-        None => (entry, None),
-    };
-    if !target.starts_with('/') {
-        return Err(fail(loc, p, "the container path must be absolute"));
-    }
-    let mut m = mount_of(MountKind::Tmpfs, None, target.to_string());
-    for opt in opts.into_iter().flat_map(|o| o.split(',')) {
-        match opt.split_once('=') {
-            Some(("size", v)) => {
-                m.tmpfs_size = Some(syntax::parse_size(v).map_err(|e| fail(loc, p, e))?)
-            }
-            Some(("mode", v)) => {
-                m.tmpfs_mode = Some(
-                    u32::from_str_radix(v, 8)
-                        .map_err(|_| fail(loc, p, "mode must be octal, like 1777"))?,
-                )
-            }
-            _ if opt.is_empty() => {}
-            _ => w.at(loc, p, "tmpfs options other than size and mode are ignored"),
-        }
-    }
-    Ok(m)
-}
-
-fn mount_of(kind: MountKind, source: Option<String>, target: String) -> Mount {
-    Mount {
-        kind,
-        source,
-        target,
-        read_only: false,
-        create_host_path: false,
-        propagation: None,
-        selinux: None,
-        nocopy: false,
-        tmpfs_size: None,
-        tmpfs_mode: None,
-    }
-}
-
-/// `expose`: `80`, `"8080-8081"`, `"53/udp"` -> engine forms `80/tcp`, ...
-fn expose(v: &Node, p: &str) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    let items: Vec<Node> = match &v.kind {
-        Kind::Seq(items) => items.clone(),
-        _ => vec![v.clone()],
-    };
-    for (i, item) in items.iter().enumerate() {
-        let ip = index(p, i);
-        let text = read::scalar_text(item)
-            .ok_or_else(|| fail(&item.loc, &ip, "expected a port or a range"))?;
-        let (ports, proto) = match text.split_once('/') {
-            Some((ports, proto)) => (
-                ports.to_string(),
-                syntax::parse_protocol(proto).map_err(|m| read::bad(item, &ip, m))?,
-            ),
-            None => (text.clone(), Protocol::Tcp),
-        };
-        let (a, b) = syntax::parse_port_range(&ports).map_err(|m| read::bad(item, &ip, m))?;
-        let proto = match proto {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Sctp => "sctp",
-        };
-        for port in a..=b {
-            let e = format!("{port}/{proto}");
-            if !out.contains(&e) {
-                out.push(e);
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// A map or a `KEY=VALUE` list whose values are all given.
-fn string_map(v: &Node, p: &str) -> Result<BTreeMap<String, String>> {
-    Ok(read::map_or_list(v, p)?
-        .into_iter()
-        .map(|e| (e.key, e.value.unwrap_or_default()))
-        .collect())
-}
-
-/// `devices`: `HOST[:CONTAINER[:PERMISSIONS]]` or `{source, target, permissions}`.
-fn devices(v: &Node, p: &str) -> Result<Vec<Device>> {
-    let mut out = Vec::new();
-    for (i, item) in read::seq(v, p)?.iter().enumerate() {
-        let ip = index(p, i);
-        let dev = match &item.kind {
-            Kind::Str(s) => {
-                let parts: Vec<&str> = s.split(':').collect();
-                let (source, target, perms) = match parts.as_slice() {
-                    [a] => (*a, *a, "rwm"),
-                    [a, b] => (*a, *b, "rwm"),
-                    [a, b, c] => (*a, *b, *c),
-                    _ => {
-                        return Err(fail(
-                            &item.loc,
-                            &ip,
-                            "expected HOST_PATH[:CONTAINER_PATH[:PERMISSIONS]]",
-                        ));
-                    }
-                };
-                Device {
-                    source: source.to_string(),
-                    target: target.to_string(),
-                    permissions: perms.to_string(),
-                }
-            }
-            Kind::Map(_) => {
-                let field = |f: &str| -> Result<Option<String>> {
-                    match item.get(f) {
-                        Some(n) => read::opt_string(n, &child(&ip, f)),
-                        None => Ok(None),
-                    }
-                };
-                let source =
-                    field("source")?.ok_or_else(|| fail(&item.loc, &ip, "missing source"))?;
-                Device {
-                    target: field("target")?.unwrap_or_else(|| source.clone()),
-                    permissions: field("permissions")?.unwrap_or_else(|| "rwm".into()),
-                    source,
-                }
-            }
-            _ => return Err(fail(&item.loc, &ip, "expected a device string or a map")),
-        };
-        if !dev.source.starts_with('/') || !dev.target.starts_with('/') {
-            return Err(fail(&item.loc, &ip, "device paths must be absolute"));
-        }
-        out.push(dev);
-    }
-    Ok(out)
-}
-
-/// `extra_hosts`: `["host:ip", "host=ip"]` or `{host: ip}` (an IP list adds one entry
-/// per address) -> the engine's `host:ip`.
-fn extra_hosts(v: &Node, p: &str) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    match &v.kind {
-        Kind::Map(entries) => {
-            for (k, val) in entries {
-                let kp = child(p, &k.name);
-                if k.name.is_empty() {
-                    return Err(fail(&k.loc, p, "a host name cannot be empty"));
-                }
-                let ips = match &val.kind {
-                    Kind::Seq(_) => read::string_or_list(val, &kp, false)?,
-                    _ => vec![read::string(val, &kp)?],
-                };
-                for ip in ips {
-                    out.push(format!("{}:{}", k.name, ip));
-                }
-            }
-        }
-        _ => {
-            for (i, item) in read::string_or_list(v, p, false)?.into_iter().enumerate() {
-                let (host, ip) = item
-                    .split_once('=')
-                    .or_else(|| item.split_once(':'))
-                    .ok_or_else(|| fail(&v.loc, &index(p, i), "expected HOST:IP or HOST=IP"))?;
-                out.push(format!("{host}:{ip}"));
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// `ulimits`: `{nofile: 1024}` or `{nofile: {soft: 1024, hard: 2048}}`.
-fn ulimits(v: &Node, p: &str) -> Result<BTreeMap<String, Ulimit>> {
-    let mut out = BTreeMap::new();
-    for (k, val) in read::map(v, p)? {
-        let kp = child(p, &k.name);
-        let limit = match &val.kind {
-            Kind::Map(_) => {
-                let get = |f: &str| -> Result<i64> {
-                    let n = val
-                        .get(f)
-                        .ok_or_else(|| fail(&val.loc, &kp, format!("missing {f}")))?;
-                    read::int(n, &child(&kp, f))
-                };
-                Ulimit {
-                    soft: get("soft")?,
-                    hard: get("hard")?,
-                }
-            }
-            _ => {
-                let n = read::int(val, &kp)?;
-                Ulimit { soft: n, hard: n }
-            }
-        };
-        out.insert(k.name.clone(), limit);
-    }
-    Ok(out)
-}
-
-fn logging(w: &mut Warnings, v: &Node, p: &str) -> Result<Logging> {
-    let mut l = Logging::default();
-    for (k, val) in read::map_or_null(v, p)? {
-        let kp = child(p, &k.name);
-        match k.name.as_str() {
-            "driver" => l.driver = read::opt_string(val, &kp)?,
-            "options" => {
-                for e in read::map_or_list(val, &kp)? {
-                    if let Some(value) = e.value {
-                        l.options.insert(e.key, value);
-                    }
-                }
-            }
-            key if key.starts_with("x-") => {}
-            _ => w.at(&k.loc, &kp, "unknown key, ignored"),
-        }
-    }
-    Ok(l)
-}
-
-/// A service's `secrets` or `configs`: names, or `{source, target, uid, gid, mode}`.
-fn file_mounts(cx: &mut Cx, v: &Node, p: &str, secrets: bool) -> Result<Vec<FileMount>> {
-    let section = if secrets { "secrets" } else { "configs" };
-    let mut out: Vec<FileMount> = Vec::new();
-    for (i, item) in read::seq(v, p)?.iter().enumerate() {
-        let ip = index(p, i);
-        let mut m = FileMount {
-            source: String::new(),
-            file: None,
-            target: String::new(),
-            uid: None,
-            gid: None,
-            mode: None,
-        };
-        let mut target = None;
-        let loc = item.loc.clone();
-        match &item.kind {
-            Kind::Str(s) => m.source = s.clone(),
-            Kind::Map(entries) => {
-                let mut source = None;
-                for (k, val) in entries {
-                    let kp = child(&ip, &k.name);
-                    match k.name.as_str() {
-                        "source" => source = Some(read::string(val, &kp)?),
-                        "target" => target = read::opt_string(val, &kp)?,
-                        "uid" => m.uid = Some(id_text(val, &kp)?),
-                        "gid" => m.gid = Some(id_text(val, &kp)?),
-                        "mode" => m.mode = Some(file_mode(val, &kp)?),
-                        key if key.starts_with("x-") => {}
-                        _ => cx.warnings.at(&k.loc, &kp, "unknown key, ignored"),
-                    }
-                    if matches!(k.name.as_str(), "uid" | "gid" | "mode") {
-                        cx.swarm_only(
-                            &k.loc,
-                            &kp,
-                            "ignored in plain mode: the file is bind-mounted as it is (compose \
-                             ignores it on one engine too)",
-                        );
-                    }
-                }
-                m.source = source.ok_or_else(|| fail(&item.loc, &ip, "missing source"))?;
-            }
-            _ => return Err(fail(&item.loc, &ip, "expected a name or a map")),
-        }
-        let defs = if secrets { cx.secrets } else { cx.configs };
-        let source = &m.source;
-        match defs.get(source) {
-            Some(Ok(def)) if def.external && cx.mode == Mode::Plain => {
-                return Err(fail(
-                    &loc,
-                    &ip,
-                    format!(
-                        "{section} {source:?}: external secrets and configs exist only in Swarm \
-                         mode; use file:"
-                    ),
-                ));
-            }
-            Some(Ok(def)) => m.file = def.file.clone(),
-            Some(Err(why)) => {
-                return Err(fail(&loc, &ip, format!("{section} {source:?}: {why}")));
-            }
-            None => {
-                return Err(fail(
-                    &loc,
-                    &ip,
-                    format!("{source:?} is not declared in the top-level {section}"),
-                ));
-            }
-        }
-        m.target = match target {
-            Some(t) if t.starts_with('/') => t,
-            Some(t) if secrets => format!("/run/secrets/{t}"),
-            Some(t) => format!("/{t}"),
-            None if secrets => format!("/run/secrets/{source}"),
-            None => format!("/{source}"),
-        };
-        out.retain(|o| o.target != m.target);
-        out.push(m);
-    }
-    Ok(out)
-}
-
-/// A `uid`/`gid`: a number, written as a number or as text.
-fn id_text(v: &Node, p: &str) -> Result<String> {
-    let t = read::scalar_text(v).unwrap_or_default();
-    if t.trim().parse::<u32>().is_err() {
-        return Err(read::bad(v, p, "expected a numeric id"));
-    }
-    Ok(t.trim().to_string())
-}
-
-/// A file mode: `0440` (octal, as YAML 1.1 and compose read a leading zero) or a number.
-fn file_mode(v: &Node, p: &str) -> Result<u32> {
-    let mode = match &v.kind {
-        Kind::Str(t) => u32::from_str_radix(t.trim().trim_start_matches("0o"), 8)
-            .map_err(|_| read::bad(v, p, "expected an octal mode like 0440"))?,
-        _ => {
-            u32::try_from(read::int(v, p)?).map_err(|_| read::bad(v, p, "expected a file mode"))?
-        }
-    };
-    if mode > 0o7777 {
-        return Err(read::bad(v, p, "expected a file mode like 0440"));
-    }
-    Ok(mode)
-}
-
-/// One `volumes_from` entry -> its normal form, and the service it names (if any).
-fn volumes_from(cx: &Cx, item: &str, loc: &Loc, p: &str) -> Result<(String, Option<String>)> {
-    let (kind, rest) = match item.split_once(':') {
-        Some(("container", rest)) => ("container", rest),
-        Some(("service", rest)) => ("service", rest),
-        _ => ("service", item),
-    };
-    let (name, mode) = match rest.rsplit_once(':') {
-        Some((n, m @ ("ro" | "rw"))) => (n, Some(m)),
-        _ => (rest, None),
-    };
-    if name.is_empty() || name.contains(':') {
-        return Err(fail(
-            loc,
-            p,
-            "expected SERVICE[:ro|rw] or container:NAME[:ro|rw]",
-        ));
-    }
-    if kind == "service" && !cx.services.contains(name) {
-        return Err(fail(
-            loc,
-            p,
-            format!("no such service {name:?} (or it is not enabled by a profile)"),
-        ));
-    }
-    let mut entry = format!("{kind}:{name}");
-    if let Some(m) = mode {
-        entry.push(':');
-        entry.push_str(m);
-    }
-    Ok((entry, (kind == "service").then(|| name.to_string())))
-}
-
-fn depends_on(
-    cx: &mut Cx,
-    v: &Node,
-    p: &str,
-    out: &mut BTreeMap<String, DependsOn>,
-    locs: &mut BTreeMap<String, Loc>,
-) -> Result<()> {
-    for (name, loc, settings) in read::names_with_settings(v, p)? {
-        let np = child(p, &name);
-        let mut dep = DependsOn {
-            condition: DependsCondition::ServiceStarted,
-            required: true,
-        };
-        if let Some(settings) = settings {
-            for (k, val) in read::map_or_null(settings, &np)? {
-                let kp = child(&np, &k.name);
-                match k.name.as_str() {
-                    "condition" => {
-                        dep.condition = match read::string(val, &kp)?.as_str() {
-                            "service_started" => DependsCondition::ServiceStarted,
-                            "service_healthy" => DependsCondition::ServiceHealthy,
-                            "service_completed_successfully" => {
-                                DependsCondition::ServiceCompletedSuccessfully
-                            }
-                            _ => {
-                                return Err(fail(
-                                    &val.loc,
-                                    &kp,
-                                    "expected service_started, service_healthy or \
-                                     service_completed_successfully",
-                                ));
-                            }
-                        }
-                    }
-                    "required" => dep.required = read::boolean(val, &kp)?,
-                    "restart" => cx.warnings.at(&k.loc, &kp, "not supported yet, ignored"),
-                    key if key.starts_with("x-") => {}
-                    _ => cx.warnings.at(&k.loc, &kp, "unknown key, ignored"),
-                }
-            }
-        }
-        if !cx.services.contains(&name) {
-            // As compose: `required: false` excuses a service disabled by its profiles,
-            // not one that does not exist.
-            let why = match cx.disabled.get(&name) {
-                Some(_) if !dep.required => {
-                    cx.warnings.at(
-                        &loc,
-                        &np,
-                        "service not enabled; optional dependency ignored",
-                    );
-                    continue;
-                }
-                Some(profiles) => format!(
-                    "service {name:?} is not enabled: enable one of its profiles ({}) \
-                     with --profile or COMPOSE_PROFILES, or set required: false",
-                    profiles.join(", ")
-                ),
-                None => format!("no such service {name:?}"),
-            };
-            return Err(fail(&loc, &np, why));
-        }
-        out.insert(name.clone(), dep);
-        locs.insert(name, loc);
     }
     Ok(())
 }

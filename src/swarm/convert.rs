@@ -250,6 +250,60 @@ fn service(project: &Project, s: &Service, warn: &mut Vec<String>) -> DesiredSer
     labels.insert(PROJECT.to_string(), project.name.clone());
     labels.insert(SERVICE.to_string(), s.name.clone());
 
+    warn_unsupported(s, warn);
+    let global = s.mode == DeployMode::Global;
+    let replicas = (!global).then_some(s.replicas);
+    let spec = ServiceSpec {
+        name: Some(name.clone()),
+        labels: Some(labels),
+        task_template: Some(TaskSpec {
+            container_spec: Some(container_spec(project, s)),
+            restart_policy: Some(restart_policy(s)),
+            resources: resources(s),
+            placement: placement(s),
+            networks: non_empty(networks(project, s)),
+            ..Default::default()
+        }),
+        mode: Some(mode(s)),
+        update_config: Some(update_config(&s.update)),
+        rollback_config: Some(rollback_config(&s.rollback)),
+        endpoint_spec: non_empty(ports(s)).map(|ports| EndpointSpec {
+            ports: Some(ports),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    DesiredService {
+        name,
+        replicas,
+        spec,
+    }
+}
+
+/// Warnings for the service keys Swarm cannot honour.
+fn warn_unsupported(s: &Service, warn: &mut Vec<String>) {
+    if s.container_name.is_some() {
+        warn.push(format!(
+            "services.{}.container_name: Swarm names task containers itself, ignored",
+            s.name
+        ));
+    }
+    if s.ports.iter().any(|p| p.host_ip.is_some()) {
+        warn.push(format!(
+            "services.{}.ports: a host IP cannot be set for Swarm's published ports, ignored",
+            s.name
+        ));
+    }
+    if !s.depends_on.is_empty() {
+        warn.push(format!(
+            "services.{}.depends_on: Swarm starts services in any order, ignored",
+            s.name
+        ));
+    }
+}
+
+/// What each task runs: image, process, labels, mounts, health check, secrets, configs.
+fn container_spec(project: &Project, s: &Service) -> TaskSpecContainerSpec {
     let mut container_labels: HashMap<String, String> = s
         .labels
         .iter()
@@ -263,8 +317,37 @@ fn service(project: &Project, s: &Service, warn: &mut Vec<String>) -> DesiredSer
         .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
         .collect();
 
-    let mounts: Vec<Mount> = s
-        .volumes
+    let health_check = s.healthcheck.as_ref().map(|h| HealthConfig {
+        test: Some(h.test.clone()),
+        interval: h.interval.map(nanos),
+        timeout: h.timeout.map(nanos),
+        retries: h.retries.map(i64::from),
+        start_period: h.start_period.map(nanos),
+        ..Default::default()
+    });
+
+    TaskSpecContainerSpec {
+        image: Some(s.image.clone()),
+        labels: Some(container_labels),
+        command: s.entrypoint.clone(),
+        args: s.command.clone(),
+        hostname: s.hostname.clone(),
+        env: non_empty(env),
+        dir: s.working_dir.clone(),
+        user: s.user.clone(),
+        mounts: non_empty(mounts(project, s)),
+        stop_signal: s.stop_signal.clone(),
+        stop_grace_period: Some(nanos(s.stop_grace_period)),
+        health_check,
+        secrets: non_empty(secrets(s)),
+        configs: non_empty(configs(s)),
+        ..Default::default()
+    }
+}
+
+/// The service's volumes; a named volume Swarm creates carries the namespace label.
+fn mounts(project: &Project, s: &Service) -> Vec<Mount> {
+    s.volumes
         .iter()
         .map(|m| Mount {
             target: Some(m.target.clone()),
@@ -286,39 +369,12 @@ fn service(project: &Project, s: &Service, warn: &mut Vec<String>) -> DesiredSer
             }),
             ..Default::default()
         })
-        .collect();
+        .collect()
+}
 
-    let health_check = s.healthcheck.as_ref().map(|h| HealthConfig {
-        test: Some(h.test.clone()),
-        interval: h.interval.map(nanos),
-        timeout: h.timeout.map(nanos),
-        retries: h.retries.map(i64::from),
-        start_period: h.start_period.map(nanos),
-        ..Default::default()
-    });
-
-    if s.container_name.is_some() {
-        warn.push(format!(
-            "services.{}.container_name: Swarm names task containers itself, ignored",
-            s.name
-        ));
-    }
-    if s.ports.iter().any(|p| p.host_ip.is_some()) {
-        warn.push(format!(
-            "services.{}.ports: a host IP cannot be set for Swarm's published ports, ignored",
-            s.name
-        ));
-    }
-    if !s.depends_on.is_empty() {
-        warn.push(format!(
-            "services.{}.depends_on: Swarm starts services in any order, ignored",
-            s.name
-        ));
-    }
-
-    // Secrets mount under /run/secrets unless the target is absolute; configs anywhere.
-    let secrets: Vec<TaskSpecContainerSpecSecrets> = s
-        .options
+/// Secret uses, by key. Secrets mount under /run/secrets unless the target is absolute.
+fn secrets(s: &Service) -> Vec<TaskSpecContainerSpecSecrets> {
+    s.options
         .secrets
         .iter()
         .map(|m| {
@@ -334,9 +390,12 @@ fn service(project: &Project, s: &Service, warn: &mut Vec<String>) -> DesiredSer
                 secret_name: Some(m.source.clone()),
             }
         })
-        .collect();
-    let configs: Vec<TaskSpecContainerSpecConfigs> = s
-        .options
+        .collect()
+}
+
+/// Config uses, by key. Configs mount anywhere.
+fn configs(s: &Service) -> Vec<TaskSpecContainerSpecConfigs> {
+    s.options
         .configs
         .iter()
         .map(|m| {
@@ -352,28 +411,12 @@ fn service(project: &Project, s: &Service, warn: &mut Vec<String>) -> DesiredSer
                 ..Default::default()
             }
         })
-        .collect();
+        .collect()
+}
 
-    let container = TaskSpecContainerSpec {
-        image: Some(s.image.clone()),
-        labels: Some(container_labels),
-        command: s.entrypoint.clone(),
-        args: s.command.clone(),
-        hostname: s.hostname.clone(),
-        env: non_empty(env),
-        dir: s.working_dir.clone(),
-        user: s.user.clone(),
-        mounts: non_empty(mounts),
-        stop_signal: s.stop_signal.clone(),
-        stop_grace_period: Some(nanos(s.stop_grace_period)),
-        health_check,
-        secrets: non_empty(secrets),
-        configs: non_empty(configs),
-        ..Default::default()
-    };
-
-    let networks: Vec<NetworkAttachmentConfig> = s
-        .networks
+/// The networks the service joins, with the service name as an alias.
+fn networks(project: &Project, s: &Service) -> Vec<NetworkAttachmentConfig> {
+    s.networks
         .iter()
         .filter_map(|(key, sn)| {
             let net = project.networks.get(key)?;
@@ -385,9 +428,11 @@ fn service(project: &Project, s: &Service, warn: &mut Vec<String>) -> DesiredSer
                 ..Default::default()
             })
         })
-        .collect();
+        .collect()
+}
 
-    // Swarm evaluates constraints and preferences itself: passed on as written.
+/// Swarm evaluates constraints and preferences itself: passed on as written.
+fn placement(s: &Service) -> Option<TaskSpecPlacement> {
     let constraints: Vec<String> = s.placement.swarm_constraints.clone();
     let preferences: Vec<TaskSpecPlacementPreferences> = s
         .placement
@@ -405,9 +450,11 @@ fn service(project: &Project, s: &Service, warn: &mut Vec<String>) -> DesiredSer
         max_replicas: s.placement.max_replicas_per_node.map(i64::from),
         ..Default::default()
     };
-    let placement = (placement != TaskSpecPlacement::default()).then_some(placement);
+    (placement != TaskSpecPlacement::default()).then_some(placement)
+}
 
-    let restart_policy = TaskSpecRestartPolicy {
+fn restart_policy(s: &Service) -> TaskSpecRestartPolicy {
+    TaskSpecRestartPolicy {
         condition: Some(match s.restart.condition {
             RestartCondition::Never => TaskSpecRestartPolicyConditionEnum::NONE,
             RestartCondition::OnFailure => TaskSpecRestartPolicyConditionEnum::ON_FAILURE,
@@ -416,10 +463,13 @@ fn service(project: &Project, s: &Service, warn: &mut Vec<String>) -> DesiredSer
         delay: s.restart.delay.map(nanos),
         max_attempts: s.restart.max_attempts.map(i64::from),
         window: s.restart.window.map(nanos),
-    };
+    }
+}
 
-    let ports: Vec<EndpointPortConfig> = s
-        .ports
+/// The published ports, on the ingress mesh (ports without a published port are left
+/// out).
+fn ports(s: &Service) -> Vec<EndpointPortConfig> {
+    s.ports
         .iter()
         .map(|p| EndpointPortConfig {
             protocol: Some(match p.protocol {
@@ -433,11 +483,12 @@ fn service(project: &Project, s: &Service, warn: &mut Vec<String>) -> DesiredSer
             ..Default::default()
         })
         .filter(|p| p.published_port.is_some())
-        .collect();
+        .collect()
+}
 
-    let global = s.mode == DeployMode::Global;
-    let replicas = (!global).then_some(s.replicas);
-    let mode = if global {
+/// Global (one task per eligible node), or replicated with the replica target.
+fn mode(s: &Service) -> ServiceSpecMode {
+    if s.mode == DeployMode::Global {
         ServiceSpecMode {
             global: Some(HashMap::new()),
             ..Default::default()
@@ -449,9 +500,11 @@ fn service(project: &Project, s: &Service, warn: &mut Vec<String>) -> DesiredSer
             }),
             ..Default::default()
         }
-    };
+    }
+}
 
-    // The model's limits: deploy.resources, else the service-level keys.
+/// The model's limits and reservations: deploy.resources, else the service-level keys.
+fn resources(s: &Service) -> Option<TaskSpecResources> {
     let o = &s.options;
     let cpus = |c: f64| (c * 1e9).round() as i64;
     let limits = Limit {
@@ -469,33 +522,7 @@ fn service(project: &Project, s: &Service, warn: &mut Vec<String>) -> DesiredSer
         reservations: (reservations != ResourceObject::default()).then_some(reservations),
         ..Default::default()
     };
-    let resources = (resources != TaskSpecResources::default()).then_some(resources);
-
-    let spec = ServiceSpec {
-        name: Some(name.clone()),
-        labels: Some(labels),
-        task_template: Some(TaskSpec {
-            container_spec: Some(container),
-            restart_policy: Some(restart_policy),
-            resources,
-            placement,
-            networks: non_empty(networks),
-            ..Default::default()
-        }),
-        mode: Some(mode),
-        update_config: Some(update_config(&s.update)),
-        rollback_config: Some(rollback_config(&s.rollback)),
-        endpoint_spec: non_empty(ports).map(|ports| EndpointSpec {
-            ports: Some(ports),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    DesiredService {
-        name,
-        replicas,
-        spec,
-    }
+    (resources != TaskSpecResources::default()).then_some(resources)
 }
 
 fn update_config(u: &UpdateConfig) -> ServiceSpecUpdateConfig {

@@ -27,13 +27,37 @@ fn text<T: std::fmt::Display>(v: &Option<T>) -> String {
 pub fn build(project: &str, services: &[Current], tasks: &[Task], nodes: &[Node]) -> Report {
     let mut report = Report {
         project: project.to_string(),
+        nodes: node_reports(nodes),
         ..Default::default()
     };
+    let mut by_id: HashMap<&str, &str> = HashMap::new();
+    for c in services {
+        let name = compose_service(&c.spec, project);
+        by_id.insert(c.id.as_str(), name);
+        report.services.insert(
+            name.to_string(),
+            ServiceReport {
+                swarm_name: c.name().to_string(),
+                desired: c.replicas().unwrap_or(0),
+                global: c.replicas().is_none(),
+                ..Default::default()
+            },
+        );
+    }
+    for ((svc, _), list) in slots(tasks, &by_id) {
+        count_slot(&mut report, svc, list);
+    }
+    report
+}
+
+/// Every node of the swarm, with no tasks counted yet.
+fn node_reports(nodes: &[Node]) -> BTreeMap<String, NodeReport> {
+    let mut out = BTreeMap::new();
     for n in nodes {
         let Some(id) = n.id.clone() else { continue };
         let spec = n.spec.as_ref();
         let status = n.status.as_ref();
-        report.nodes.insert(
+        out.insert(
             id,
             NodeReport {
                 hostname: n
@@ -50,22 +74,15 @@ pub fn build(project: &str, services: &[Current], tasks: &[Task], nodes: &[Node]
             },
         );
     }
-    let mut by_id: HashMap<&str, &str> = HashMap::new();
-    for c in services {
-        let name = compose_service(&c.spec, project);
-        by_id.insert(c.id.as_str(), name);
-        report.services.insert(
-            name.to_string(),
-            ServiceReport {
-                swarm_name: c.name().to_string(),
-                desired: c.replicas().unwrap_or(0),
-                global: c.replicas().is_none(),
-                ..Default::default()
-            },
-        );
-    }
-    // Group each service's tasks by slot (replicated) or node (global); the task Swarm wants
-    // running is the slot's current one, else the latest.
+    out
+}
+
+/// Each service's tasks (`by_id`: Swarm service id -> Compose service) grouped by slot
+/// (replicated) or node (global).
+fn slots<'t, 's>(
+    tasks: &'t [Task],
+    by_id: &HashMap<&str, &'s str>,
+) -> BTreeMap<(&'s str, String), Vec<&'t Task>> {
     let mut slots: BTreeMap<(&str, String), Vec<&Task>> = BTreeMap::new();
     for t in tasks {
         let Some(svc) = t.service_id.as_deref().and_then(|id| by_id.get(id)) else {
@@ -75,82 +92,86 @@ pub fn build(project: &str, services: &[Current], tasks: &[Task], nodes: &[Node]
             Some(s) if s > 0 => format!("slot {s}"),
             _ => format!("node {}", t.node_id.as_deref().unwrap_or("")),
         };
-        slots.entry((svc, key)).or_default().push(t);
+        slots.entry((*svc, key)).or_default().push(t);
     }
-    for ((svc, _), mut list) in slots {
-        list.sort_by_key(|t| t.updated_at.as_ref().map(|d| d.to_string()));
-        if let Some(entry) = report.services.get_mut(svc) {
-            for t in &list {
-                if let Some(n) = t.node_id.as_ref().filter(|n| !n.is_empty()) {
-                    *entry.tasks_by_node.entry(n.clone()).or_default() += 1;
+    slots
+}
+
+/// Count one slot's tasks into the service's and the nodes' figures; a slot that should
+/// run and does not is a problem. The task Swarm wants running is the slot's current one,
+/// else the latest.
+fn count_slot(report: &mut Report, svc: &str, mut list: Vec<&Task>) {
+    list.sort_by_key(|t| t.updated_at.as_ref().map(|d| d.to_string()));
+    let Some(entry) = report.services.get_mut(svc) else {
+        return;
+    };
+    for t in &list {
+        if let Some(n) = t.node_id.as_ref().filter(|n| !n.is_empty()) {
+            *entry.tasks_by_node.entry(n.clone()).or_default() += 1;
+        }
+    }
+    let wanted: Vec<&&Task> = list
+        .iter()
+        .filter(|t| t.desired_state == Some(TaskState::RUNNING))
+        .collect();
+    if wanted.is_empty() {
+        return; // a slot being scaled away
+    }
+    if entry.global {
+        entry.desired += 1;
+    }
+    let mut running = false;
+    for t in &wanted {
+        let node = t.node_id.clone().filter(|n| !n.is_empty());
+        if let Some(n) = &node {
+            *entry.desired_by_node.entry(n.clone()).or_default() += 1;
+        }
+        if let Some(n) = node.as_ref().and_then(|n| report.nodes.get_mut(n)) {
+            n.desired += 1;
+        }
+        if state(t) == Some(TaskState::RUNNING) {
+            running = true;
+            entry.running += 1;
+            if let Some(n) = node {
+                *entry.running_by_node.entry(n.clone()).or_default() += 1;
+                if let Some(n) = report.nodes.get_mut(&n) {
+                    n.running += 1;
                 }
             }
         }
-        let wanted: Vec<&&Task> = list
-            .iter()
-            .filter(|t| t.desired_state == Some(TaskState::RUNNING))
-            .collect();
-        let Some(entry) = report.services.get_mut(svc) else {
-            continue;
+    }
+    if !running {
+        entry
+            .problems
+            .push(problem(wanted[wanted.len() - 1], &list));
+    }
+}
+
+/// Why the slot's `current` task does not run. A task waiting out the restart delay says
+/// little; the failed one before it (in `list`) says why.
+fn problem(current: &Task, list: &[&Task]) -> TaskProblem {
+    let mut reason = message(current);
+    let mut error = has_err(current);
+    if !error && let Some(prev) = list.iter().rev().find(|t| has_err(t)) {
+        error = true;
+        let why = message(prev);
+        reason = if reason.is_empty() {
+            why
+        } else {
+            format!("{reason} (last failure: {why})")
         };
-        if wanted.is_empty() {
-            continue; // a slot being scaled away
-        }
-        if entry.global {
-            entry.desired += 1;
-        }
-        let mut running = false;
-        for t in &wanted {
-            let node = t.node_id.clone().filter(|n| !n.is_empty());
-            if let Some(n) = &node {
-                *entry.desired_by_node.entry(n.clone()).or_default() += 1;
-            }
-            if let Some(n) = node.as_ref().and_then(|n| report.nodes.get_mut(n)) {
-                n.desired += 1;
-            }
-            if state(t) == Some(TaskState::RUNNING) {
-                running = true;
-                entry.running += 1;
-                if let Some(n) = node {
-                    *entry.running_by_node.entry(n.clone()).or_default() += 1;
-                    if let Some(n) = report.nodes.get_mut(&n) {
-                        n.running += 1;
-                    }
-                }
-            }
-        }
-        if running {
-            continue;
-        }
-        let current = wanted[wanted.len() - 1];
-        let mut reason = message(current);
-        let mut error = has_err(current);
-        if !error {
-            // A task waiting out the restart delay says little; the failed one before it
-            // says why.
-            if let Some(prev) = list.iter().rev().find(|t| has_err(t)) {
-                error = true;
-                let why = message(prev);
-                reason = if reason.is_empty() {
-                    why
-                } else {
-                    format!("{reason} (last failure: {why})")
-                };
-            }
-        }
-        entry.problems.push(TaskProblem {
-            task: current.id.clone().unwrap_or_default(),
-            slot: current
-                .slot
-                .filter(|s| *s > 0)
-                .map(|s| s.clamp(0, i64::from(u32::MAX)) as u32),
-            node: current.node_id.clone().filter(|n| !n.is_empty()),
-            state: text(&state(current)),
-            reason,
-            error,
-        });
     }
-    report
+    TaskProblem {
+        task: current.id.clone().unwrap_or_default(),
+        slot: current
+            .slot
+            .filter(|s| *s > 0)
+            .map(|s| s.clamp(0, i64::from(u32::MAX)) as u32),
+        node: current.node_id.clone().filter(|n| !n.is_empty()),
+        state: text(&state(current)),
+        reason,
+        error,
+    }
 }
 
 fn has_err(t: &Task) -> bool {
