@@ -7,9 +7,12 @@ use std::path::PathBuf;
 use drover::config::{self, LoadOptions};
 
 fn load_err(compose: &str, files: &[(&str, &str)], env: &[(&str, &str)]) -> String {
+    // Tests run in parallel: each call gets a directory of its own.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
-        "drover-config-errors-{}",
-        compose.len() * 31 + files.len() + env.len() * 7
+        "drover-config-errors-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
