@@ -32,7 +32,7 @@ use drover::{observe, plan, preview, swarm};
                   updates as the Compose files change.\n\n\
                   Every flag is also read from DROVER_<FLAG> (e.g. DROVER_SCALE_FILE); the \
                   engine connection follows the Docker CLI (DOCKER_HOST, DOCKER_TLS_VERIFY, \
-                  DOCKER_CERT_PATH). Flags may come before or after the subcommand."
+                  DOCKER_CERT_PATH). The options below may also be written after the subcommand."
 )]
 struct Cli {
     #[command(subcommand)]
