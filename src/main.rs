@@ -32,7 +32,7 @@ use drover::{observe, plan, preview, swarm};
                   updates as the Compose files change.\n\n\
                   Every flag is also read from DROVER_<FLAG> (e.g. DROVER_SCALE_FILE); the \
                   engine connection follows the Docker CLI (DOCKER_HOST, DOCKER_TLS_VERIFY, \
-                  DOCKER_CERT_PATH). Flags may come before or after the subcommand."
+                  DOCKER_CERT_PATH). The options below may also be written after the subcommand."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -326,19 +326,19 @@ async fn setup(common: &Common) -> Result<Setup, String> {
     let (mode, why) = swarm::choose(docker.as_ref(), &endpoint, wanted).await?;
     // Where the engine's host has drover's files (drover in a container).
     let own = observe::own_container_id();
-    let host = hostmounts::discover(
-        common.host_project_dir.clone(),
-        own.as_deref(),
-        docker.as_ref(),
-        &endpoint,
-    )
-    .await
-    .unwrap_or_else(|e| {
-        if !first.resolved_paths.is_empty() {
-            tracing::warn!(action = "host-paths", error = %e, "drover runs in a container but cannot read its mounts: relative bind sources are handed to the engine as drover's own paths (--host-project-dir gives the host path of the project directory)");
-        }
-        HostPaths::Same
-    });
+    let host = match &common.host_project_dir {
+        Some(dir) => HostPaths::ProjectDir(dir.clone()),
+        None => match hostmounts::discover(own.as_deref(), docker.as_ref(), &endpoint).await {
+            Ok(Some(mounts)) => HostPaths::Mounts(mounts),
+            Ok(None) => HostPaths::Same,
+            Err(e) => {
+                if !first.resolved_paths.is_empty() {
+                    tracing::warn!(action = "host-paths", error = %e, "drover runs in a container but cannot read its mounts: relative bind sources are handed to the engine as drover's own paths (--host-project-dir gives the host path of the project directory)");
+                }
+                HostPaths::Same
+            }
+        },
+    };
     let loaded = load_for(&mut load, first, mode, host)?;
     Ok(Setup {
         endpoint,
@@ -633,11 +633,11 @@ fn check_host_paths(
         .map_err(|e| e.to_string())
         .and_then(|ep| {
             let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-            rt.block_on(hostmounts::discover(None, own.as_deref(), None, &ep))
+            rt.block_on(hostmounts::discover(own.as_deref(), None, &ep))
         });
     match found {
-        Ok(HostPaths::Same) => None,
-        Ok(host) => Some(host),
+        Ok(None) => None,
+        Ok(Some(mounts)) => Some(HostPaths::Mounts(mounts)),
         Err(e) => {
             eprintln!(
                 "note: drover runs in a container and cannot ask the engine for its mounts \

@@ -34,25 +34,8 @@ pub enum HostPaths {
     Mounts(HostMounts),
 }
 
-/// drover's own container and its mounts, from the engine's inspect.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HostMounts {
-    /// The container's id (12 characters are shown).
-    pub container: String,
-    pub mounts: Vec<HostMount>,
-}
-
-/// One mount of drover's container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostMount {
-    /// Where it appears inside drover's container.
-    pub destination: PathBuf,
-    /// Its path on the engine's host: the bind's source, or a volume's mountpoint. `None`
-    /// when the engine gives none (a volume of a driver without a local mountpoint).
-    pub source: Option<PathBuf>,
-    /// What it is, for messages: `bind`, `volume NAME`, `tmpfs`.
-    pub what: String,
-}
+/// drover's own container and its mounts, as the engine module reads them.
+pub use crate::engine::hostmounts::{HostMount, HostMounts};
 
 /// A path drover resolved and hands the engine, and where it is written.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,5 +1,5 @@
 //! Where the engine's host has drover's files: the mounts of drover's own container, from
-//! the engine's inspect (see `config::hostpath` for what is done with them).
+//! the engine's inspect (`config::hostpath` translates paths with them).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,26 +9,39 @@ use bollard::errors::Error as BollardError;
 use bollard::models::MountPoint;
 
 use super::connect::{self, Endpoint};
-use crate::config::hostpath::{HostMount, HostMounts, HostPaths};
 
-/// How drover finds its host paths, given `--host-project-dir` and its own container id.
-///
-/// The override wins and nothing is asked. Otherwise, in a container, the engine (`docker`,
-/// else a connection to `endpoint`) is asked for the container's mounts. `Err` says why they
-/// could not be read: the engine did not answer, or does not know the container (drover
-/// runs beside another engine than the one it manages). The caller then hands paths on
-/// as they are, and says so.
+/// drover's own container and its mounts, from the engine's inspect.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostMounts {
+    /// The container's id (12 characters are shown).
+    pub container: String,
+    pub mounts: Vec<HostMount>,
+}
+
+/// One mount of drover's container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostMount {
+    /// Where it appears inside drover's container.
+    pub destination: PathBuf,
+    /// Its path on the engine's host: the bind's source, or a volume's mountpoint. `None`
+    /// when the engine gives none (a volume of a driver without a local mountpoint).
+    pub source: Option<PathBuf>,
+    /// What it is, for messages: `bind`, `volume NAME`, `tmpfs`.
+    pub what: String,
+}
+
+/// The mounts of drover's own container `own_id` (`None`: drover does not run in a
+/// container, nothing to ask), from the engine (`docker`, else a connection to `endpoint`).
+/// `Err` says why they could not be read: the engine did not answer, or does not know the
+/// container (drover runs beside another engine than the one it manages). The caller then
+/// hands paths on as they are, and says so.
 pub async fn discover(
-    host_project_dir: Option<PathBuf>,
     own_id: Option<&str>,
     docker: Option<&Docker>,
     endpoint: &Endpoint,
-) -> Result<HostPaths, String> {
-    if let Some(dir) = host_project_dir {
-        return Ok(HostPaths::ProjectDir(dir));
-    }
+) -> Result<Option<HostMounts>, String> {
     let Some(id) = own_id else {
-        return Ok(HostPaths::Same);
+        return Ok(None);
     };
     let connected;
     let docker = match docker {
@@ -42,7 +55,7 @@ pub async fn discover(
         }
     };
     match own_mounts(docker, id).await {
-        Ok(Some(m)) => Ok(HostPaths::Mounts(m)),
+        Ok(Some(m)) => Ok(Some(m)),
         Ok(None) => Err(format!(
             "{} has no container {id}: drover runs on another engine's host",
             endpoint.display()

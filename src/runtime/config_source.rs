@@ -196,3 +196,34 @@ fn watch_dirs(paths: &[PathBuf], changed: Arc<Notify>) -> Option<notify::Recomme
     }
     Some(watcher)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_reload_request_wakes_it_and_no_sender_means_files_only() {
+        let dir = std::env::temp_dir().join(format!("drover-source-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("compose.yml");
+        std::fs::write(&file, "services:\n  web:\n    image: busybox\n").unwrap();
+        let load = LoadOptions {
+            files: vec![file.clone()],
+            project_name: Some("source".into()),
+            cwd: dir.clone(),
+            ..Default::default()
+        };
+        let loaded = config::load(&load).unwrap();
+        // No watching: only a request (SIGHUP in the command) wakes it.
+        let (tx, rx) = watch::channel(());
+        let mut source = ConfigSource::new(load, &loaded, Duration::ZERO, rx);
+        tx.send_replace(());
+        let why = tokio::time::timeout(Duration::from_secs(2), source.changed()).await;
+        assert_eq!(why.ok(), Some(Why::Hangup));
+        // Once seen, a request is not seen again; and with the sender gone, nothing wakes it.
+        drop(tx);
+        let quiet = tokio::time::timeout(Duration::from_millis(200), source.changed()).await;
+        assert!(quiet.is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
