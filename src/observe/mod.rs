@@ -13,7 +13,9 @@ use bollard::Docker;
 use bollard::query_parameters::{ListContainersOptions, ListNetworksOptions, ListVolumesOptions};
 use futures::StreamExt;
 
-use crate::spec::{LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_PROJECT, LABEL_SERVICE, LABEL_SLOT};
+use crate::labels::{
+    LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_PROJECT, LABEL_SERVICE, LABEL_SLOT,
+};
 
 /// The lifecycle state of a container as the engine reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

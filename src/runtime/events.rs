@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::engine::connect::{self, Endpoint};
-use crate::spec::LABEL_PROJECT;
+use crate::labels::LABEL_PROJECT;
 use crate::telemetry::Telemetry;
 
 /// What the event watcher hands the controller: a wake-up, and the ids of the
