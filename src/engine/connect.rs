@@ -1188,6 +1188,33 @@ mod tests {
     }
 
     #[test]
+    fn a_node_takes_its_own_tls_files_and_server_name_and_never_docker_vars() {
+        let tls = TlsFiles {
+            cert_path: Some("/certs/n1".into()),
+            ca: None,
+            cert: Some("/elsewhere/cert.pem".into()),
+            key: None,
+        };
+        let vars = env(&[("HOME", "/home/u"), ("DOCKER_CERT_PATH", "/wrong")]);
+        let ep = Endpoint::for_node("n1", "tcp://10.0.0.3", Some(&tls), Some("engine.n1"), &vars)
+            .unwrap();
+        assert_eq!(
+            ep.transport,
+            Transport::Tls {
+                addr: "10.0.0.3:2376".into(),
+                ca: "/certs/n1/ca.pem".into(),
+                cert: "/elsewhere/cert.pem".into(),
+                key: "/certs/n1/key.pem".into(),
+                server_name: Some("engine.n1".into()),
+            }
+        );
+        let plain = Endpoint::for_node("n2", "tcp://10.0.0.4:2375", None, None, &vars).unwrap();
+        assert_eq!(plain.transport, Transport::Tcp("10.0.0.4:2375".into()));
+        let e = Endpoint::for_node("n3", "ftp://h", None, None, &vars).unwrap_err();
+        assert!(e.to_string().starts_with("node n3: "), "{e}");
+    }
+
+    #[test]
     fn any_non_empty_docker_tls_verify_turns_it_on() {
         // As in the Docker CLI, even "0" or "false" turns verification on.
         for v in ["1", "0", "false", "yes"] {
