@@ -28,12 +28,9 @@ use bollard::models::{
 use crate::config::{Mount, MountKind, Project, Protocol, Service};
 use crate::observe::VolumeMount;
 
-// The label keys live in `crate::labels`; re-exported for the readers that still name them
-// through this module.
-pub use crate::labels::{
+use crate::labels::{
     COMPOSE_CONFIG_HASH, COMPOSE_CONTAINER_NUMBER, COMPOSE_ONEOFF, COMPOSE_PROJECT,
-    COMPOSE_SERVICE, LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_NODE, LABEL_PROJECT, LABEL_SERVICE,
-    LABEL_SLOT,
+    COMPOSE_SERVICE, LABEL_CONFIG_HASH, LABEL_PROJECT, LABEL_SERVICE, LABEL_SLOT,
 };
 
 /// `{project}-{service}-{slot}`, or the service's `container_name` when set
@@ -792,7 +789,7 @@ mod tests {
         assert_eq!(l["com.docker.compose.container-number"], "3");
         assert_eq!(l["com.docker.compose.oneoff"], "False");
         assert_eq!(l["com.docker.compose.config-hash"], "abc123");
-        assert!(!l.contains_key(LABEL_NODE));
+        assert!(!l.contains_key(crate::labels::LABEL_NODE));
     }
 
     #[test]

@@ -82,7 +82,18 @@ pub fn render(t: &Telemetry) -> String {
 fn render_recorded(r: &Recorded) -> String {
     let mut o = Out(String::new());
     let p = r.project.as_str();
+    process(&mut o, r, p);
+    engines(&mut o, r, p);
+    services(&mut o, r, p);
+    actions(&mut o, r, p);
+    streams(&mut o, r, p);
+    swarm(&mut o, r, p);
+    config(&mut o, r, p);
+    o.0
+}
 
+/// drover itself: build, start time, readiness.
+fn process(o: &mut Out, r: &Recorded, p: &str) {
     o.header(
         "drover_build_info",
         "gauge",
@@ -111,8 +122,10 @@ fn render_recorded(r: &Recorded) -> String {
     );
     let ready = if r.readiness().is_ok() { 1.0 } else { 0.0 };
     o.sample("drover_ready", &[("project", p)], ready);
+}
 
-    // Engines.
+/// Engines: how many, and which answered.
+fn engines(o: &mut Out, r: &Recorded, p: &str) {
     o.header("drover_nodes", "gauge", "Engines (nodes) drover manages.");
     o.sample("drover_nodes", &[("project", p)], r.nodes.len() as f64);
     o.header(
@@ -131,8 +144,10 @@ fn render_recorded(r: &Recorded) -> String {
         let v = if n.up == Some(true) { 1.0 } else { 0.0 };
         o.sample("drover_node_up", &[("project", p), ("node", name)], v);
     }
+}
 
-    // Services.
+/// Per service and node: targets, running, waiting and stopped slots.
+fn services(o: &mut Out, r: &Recorded, p: &str) {
     o.header(
         "drover_service_desired_replicas",
         "gauge",
@@ -211,8 +226,10 @@ fn render_recorded(r: &Recorded) -> String {
             *n as f64,
         );
     }
+}
 
-    // Actions.
+/// What drover did: actions, restarts and recreations by reason.
+fn actions(o: &mut Out, r: &Recorded, p: &str) {
     o.header(
         "drover_actions_total",
         "counter",
@@ -266,8 +283,10 @@ fn render_recorded(r: &Recorded) -> String {
             *n as f64,
         );
     }
+}
 
-    // Passes and event streams.
+/// Reconcile passes and event streams per node.
+fn streams(o: &mut Out, r: &Recorded, p: &str) {
     o.header(
         "drover_reconcile_duration_seconds",
         "histogram",
@@ -356,8 +375,10 @@ fn render_recorded(r: &Recorded) -> String {
             n.stream.errors as f64,
         );
     }
+}
 
-    // Swarm mode: Swarm's nodes and the task slots that do not run.
+/// Swarm mode: Swarm's nodes and the task slots that do not run.
+fn swarm(o: &mut Out, r: &Recorded, p: &str) {
     if let Some(sw) = &r.swarm {
         o.header(
             "drover_swarm_node_ready",
@@ -399,8 +420,10 @@ fn render_recorded(r: &Recorded) -> String {
             );
         }
     }
+}
 
-    // Config.
+/// The config: reload failures and whether the last load was good.
+fn config(o: &mut Out, r: &Recorded, p: &str) {
     o.header(
         "drover_config_reload_failures_total",
         "counter",
@@ -418,7 +441,6 @@ fn render_recorded(r: &Recorded) -> String {
     );
     let valid = if r.reload_error.is_none() { 1.0 } else { 0.0 };
     o.sample("drover_config_valid", &[("project", p)], valid);
-    o.0
 }
 
 #[cfg(test)]

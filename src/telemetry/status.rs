@@ -286,6 +286,20 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
 /// The status as the tables `drover status` prints.
 pub fn render_table(s: &Status) -> String {
     let mut out = String::new();
+    heading(&mut out, s);
+    out.push('\n');
+    services_table(&mut out, s);
+    out.push('\n');
+    nodes_table(&mut out, s);
+    swarm_tables(&mut out, s);
+    slots_table(&mut out, s);
+    out.push('\n');
+    actions_table(&mut out, s);
+    out
+}
+
+/// The project, whether it is ready and why not, the config's state.
+fn heading(out: &mut String, s: &Status) {
     let _ = writeln!(
         out,
         "project {}: {} (drover {}, up {}{})",
@@ -310,8 +324,10 @@ pub fn render_table(s: &Status) -> String {
     for t in &s.config.host_paths {
         let _ = writeln!(out, "host path: {t}");
     }
+}
 
-    out.push('\n');
+/// Desired against actual per service and node.
+fn services_table(out: &mut String, s: &Status) {
     let mut rows = vec![vec![
         "SERVICE".to_string(),
         "NODE".into(),
@@ -343,9 +359,11 @@ pub fn render_table(s: &Status) -> String {
             ]);
         }
     }
-    table(&mut out, &rows);
+    table(out, &rows);
+}
 
-    out.push('\n');
+/// The engines and their event streams.
+fn nodes_table(out: &mut String, s: &Status) {
     let mut rows = vec![vec![
         "NODE".to_string(),
         "UP".into(),
@@ -371,8 +389,11 @@ pub fn render_table(s: &Status) -> String {
             n.error.clone().or(stream.error.clone()).unwrap_or_default(),
         ]);
     }
-    table(&mut out, &rows);
+    table(out, &rows);
+}
 
+/// Swarm mode: Swarm's nodes, and the task slots that do not run.
+fn swarm_tables(out: &mut String, s: &Status) {
     if let Some(sw) = &s.swarm {
         out.push('\n');
         let mut rows = vec![vec![
@@ -395,7 +416,7 @@ pub fn render_table(s: &Status) -> String {
                 n.running.to_string(),
             ]);
         }
-        table(&mut out, &rows);
+        table(out, &rows);
         let problems: Vec<(&String, &super::swarm::TaskProblem)> = sw
             .services
             .iter()
@@ -422,10 +443,13 @@ pub fn render_table(s: &Status) -> String {
                     p.reason.clone(),
                 ]);
             }
-            table(&mut out, &rows);
+            table(out, &rows);
         }
     }
+}
 
+/// Slots held back by crash backoff or left exited.
+fn slots_table(out: &mut String, s: &Status) {
     if !s.backoff.is_empty() || !s.stopped.is_empty() {
         out.push('\n');
         let mut rows = vec![vec![
@@ -458,10 +482,12 @@ pub fn render_table(s: &Status) -> String {
                 ),
             ]);
         }
-        table(&mut out, &rows);
+        table(out, &rows);
     }
+}
 
-    out.push('\n');
+/// The latest actions, newest last.
+fn actions_table(out: &mut String, s: &Status) {
     if s.last_actions.is_empty() {
         out.push_str("no actions yet\n");
     } else {
@@ -492,9 +518,8 @@ pub fn render_table(s: &Status) -> String {
                 a.error.clone().unwrap_or_else(|| "ok".into()),
             ]);
         }
-        table(&mut out, &rows);
+        table(out, &rows);
     }
-    out
 }
 
 #[cfg(test)]
