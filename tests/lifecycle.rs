@@ -76,25 +76,35 @@ services:
         max_attempts: 4
 "#,
     );
+    // The engine's own record, followed live: its replay buffer holds only the last 256
+    // events of every project, which parallel tests can push this one's out of.
+    let mut watch = std::process::Command::new("docker");
+    for (k, v) in &p.env {
+        watch.env(k, v);
+    }
+    let mut watch = watch
+        .args([
+            "events",
+            "--filter",
+            "type=container",
+            "--filter",
+            &format!("label=drover.project={}", p.name),
+            "--format",
+            "{{.Status}} {{.TimeNano}}",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("docker events runs");
     let mut d = p.run(&["--backoff-initial", "400ms", "--backoff-max", "5s"]);
     eventually_with(&mut d, UP, "drover giving up after 4 attempts", |d| {
         !d.actions("give-up").is_empty()
     });
     assert_eq!(d.actions("start").len(), 4, "four restarts, then none");
-    // The engine's own record: from each exit to the next start, the backoff delay
-    // (0 s, 0.4 s, 0.8 s, 1.6 s) plus drover's reaction and the engine's start.
+    let _ = watch.kill();
+    let events = String::from_utf8_lossy(&watch.wait_with_output().unwrap().stdout).to_string();
+    // From each exit to the next start, the backoff delay (0 s, 0.4 s, 0.8 s, 1.6 s) plus
+    // drover's reaction and the engine's start.
     let id = &p.containers(Some("crasher"), None)[0];
-    let events = p.docker_ok(&[
-        "events",
-        "--since",
-        "10m",
-        "--until",
-        "0s",
-        "--filter",
-        &format!("container={id}"),
-        "--format",
-        "{{.Status}} {{.TimeNano}}",
-    ]);
     let mut last_die = None;
     let mut gaps = Vec::new();
     for line in events.lines() {
