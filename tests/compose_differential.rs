@@ -736,9 +736,16 @@ fn what_compose_refuses_drover_refuses_at_check_time() {
         ("working-dir-number", "    working_dir: 5\n"),
         ("cap-add-number", "    cap_add: [5]\n"),
         ("dns-search-number", "    dns_search: [5]\n"),
+        ("unknown-service-key", "    imagee: busybox\n"),
     ] {
         refused(name, &service(body), None, &[]);
     }
+    refused(
+        "unknown-top-level-key",
+        &format!("servicess: {{}}\n{}", service("")),
+        None,
+        &[],
+    );
     refused(
         "required-variable",
         &service("    environment: [\"A=${NEEDED:?set NEEDED}\"]\n"),

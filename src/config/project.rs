@@ -37,6 +37,10 @@ pub struct Inputs<'a> {
 
 const TOP_UNSUPPORTED: &[&str] = &["models"];
 
+/// A key that is not in the Compose specification, at the top level or in a service.
+pub(super) const UNKNOWN_KEY: &str =
+    "unknown key: the Compose specification has no such key (compose refuses it too); a typo?";
+
 /// The enabled profiles: `--profile` values, else COMPOSE_PROFILES. `*` enables all.
 fn enabled_profiles(inp: &Inputs) -> Vec<String> {
     let from_env;
@@ -219,7 +223,9 @@ impl<'a> TopLevel<'a> {
                 key if TOP_UNSUPPORTED.contains(&key) => {
                     warnings.at(&k.loc, key, "not supported yet, ignored")
                 }
-                key => warnings.at(&k.loc, key, "unknown key, ignored"),
+                // Compose refuses a key its schema does not know; so does drover (a typo
+                // would otherwise be a setting silently not applied).
+                key => return Err(fail(&k.loc, key, UNKNOWN_KEY)),
             }
         }
         Ok(top)

@@ -48,6 +48,7 @@ const UNSUPPORTED: &[&str] = &[
     "post_start",
     "pre_stop",
     "provider",
+    "pull_refresh_after",
     "use_api_socket",
 ];
 
@@ -226,7 +227,7 @@ impl<'n> Reading<'n> {
             key if UNSUPPORTED.contains(&key) => {
                 cx.warnings.at(&k.loc, p, "not supported yet, ignored");
             }
-            _ => cx.warnings.at(&k.loc, p, "unknown key, ignored"),
+            _ => return Err(fail(&k.loc, p, super::project::UNKNOWN_KEY)),
         }
         Ok(())
     }
