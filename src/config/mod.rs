@@ -166,38 +166,7 @@ pub fn load_tracked(opts: &LoadOptions) -> (Result<Loaded, ConfigError>, Vec<Pat
 }
 
 fn load_files(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
-    let explicit = explicit_files(opts);
-    // (name as shown to the user, path to read)
-    let files: Vec<(String, PathBuf)> = if explicit.is_empty() {
-        let found = DEFAULT_FILES
-            .iter()
-            .find(|f| {
-                let path = opts.cwd.join(f);
-                reads::note(&path);
-                path.is_file()
-            })
-            .ok_or_else(|| {
-                ConfigError(format!(
-                    "no compose file found in {} (looked for {})",
-                    display_dir(&opts.cwd),
-                    DEFAULT_FILES.join(", ")
-                ))
-            })?;
-        let mut files = vec![(found.to_string(), opts.cwd.join(found))];
-        if let Some(o) = OVERRIDE_FILES.iter().find(|f| {
-            let path = opts.cwd.join(f);
-            reads::note(&path);
-            path.is_file()
-        }) {
-            files.push((o.to_string(), opts.cwd.join(o)));
-        }
-        files
-    } else {
-        explicit
-            .iter()
-            .map(|f| (f.display().to_string(), opts.cwd.join(f)))
-            .collect()
-    };
+    let files = compose_files(opts)?;
     let project_dir = {
         let first = syntax::join_lexically(Path::new(""), &files[0].1);
         first.parent().map(Path::to_path_buf).unwrap_or_default()
@@ -212,28 +181,7 @@ fn load_files(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     if let Some(name) = interpolated_project_name(opts, &env, &files, &texts, &project_dir) {
         env.insert("COMPOSE_PROJECT_NAME".to_string(), name);
     }
-
-    let mut root: Option<yaml::Node> = None;
-    for ((shown, path), text) in files.iter().zip(texts) {
-        let node = parse(shown, &text, Some(&env))?;
-        let dir = syntax::join_lexically(Path::new(""), path)
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let node = include::resolve(node, &dir, &env, 0)?;
-        root = Some(match root {
-            None => node,
-            Some(base) => merge::merge_files(base, node),
-        });
-    }
-    let root = root.unwrap_or(yaml::Node::new(
-        yaml::Kind::Null,
-        yaml::Loc {
-            file: Arc::from(""),
-            line: 0,
-            column: 0,
-        },
-    ));
+    let root = merged_tree(&files, texts, &env)?;
 
     let scale_file = match &opts.scale_file {
         Some(f) => {
@@ -270,6 +218,72 @@ fn load_files(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         resolved_paths: uses,
         files: Vec::new(),
     })
+}
+
+/// The Compose files to read, as (name shown to the user, path): `-f` or `COMPOSE_FILE`,
+/// else the first default file found plus the first override file found.
+fn compose_files(opts: &LoadOptions) -> Result<Vec<(String, PathBuf)>, ConfigError> {
+    let explicit = explicit_files(opts);
+    Ok(if explicit.is_empty() {
+        let found = DEFAULT_FILES
+            .iter()
+            .find(|f| {
+                let path = opts.cwd.join(f);
+                reads::note(&path);
+                path.is_file()
+            })
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "no compose file found in {} (looked for {})",
+                    display_dir(&opts.cwd),
+                    DEFAULT_FILES.join(", ")
+                ))
+            })?;
+        let mut files = vec![(found.to_string(), opts.cwd.join(found))];
+        if let Some(o) = OVERRIDE_FILES.iter().find(|f| {
+            let path = opts.cwd.join(f);
+            reads::note(&path);
+            path.is_file()
+        }) {
+            files.push((o.to_string(), opts.cwd.join(o)));
+        }
+        files
+    } else {
+        explicit
+            .iter()
+            .map(|f| (f.display().to_string(), opts.cwd.join(f)))
+            .collect()
+    })
+}
+
+/// Parse each file (interpolated with `env`), resolve its `include` and `extends`, and
+/// merge them in order, later files winning.
+fn merged_tree(
+    files: &[(String, PathBuf)],
+    texts: Vec<String>,
+    env: &HashMap<String, String>,
+) -> Result<yaml::Node, ConfigError> {
+    let mut root: Option<yaml::Node> = None;
+    for ((shown, path), text) in files.iter().zip(texts) {
+        let node = parse(shown, &text, Some(env))?;
+        let dir = syntax::join_lexically(Path::new(""), path)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let node = include::resolve(node, &dir, env, 0)?;
+        root = Some(match root {
+            None => node,
+            Some(base) => merge::merge_files(base, node),
+        });
+    }
+    Ok(root.unwrap_or(yaml::Node::new(
+        yaml::Kind::Null,
+        yaml::Loc {
+            file: Arc::from(""),
+            line: 0,
+            column: 0,
+        },
+    )))
 }
 
 /// The project name `${COMPOSE_PROJECT_NAME}` stands for, when the files use it and the

@@ -297,6 +297,21 @@ pub async fn snapshot(
     project: &str,
     changed: &HashSet<String>,
 ) -> Result<Snapshot, bollard::errors::Error> {
+    let mut containers = list(docker, node, project).await?;
+    refresh(docker, &mut containers, changed).await?;
+    Ok(Snapshot {
+        containers,
+        ..Default::default()
+    })
+}
+
+/// The project's containers as the list shows them (state, health and creation time from
+/// the list; exit codes and run times are left to [`refresh`]).
+async fn list(
+    docker: &Docker,
+    node: &str,
+    project: &str,
+) -> Result<Vec<Container>, bollard::errors::Error> {
     let filters = HashMap::from([(
         "label".to_string(),
         vec![format!("{LABEL_PROJECT}={project}")],
@@ -341,7 +356,16 @@ pub async fn snapshot(
         };
         containers.push(c);
     }
-    // Inspect, a few at a time, the containers that are not running or that an event named.
+    Ok(containers)
+}
+
+/// Inspect, a few at a time, the containers that are not running or that an event named,
+/// for their live state, exit code and run times; one removed since the list is left out.
+async fn refresh(
+    docker: &Docker,
+    containers: &mut Vec<Container>,
+    changed: &HashSet<String>,
+) -> Result<(), bollard::errors::Error> {
     let checks = containers
         .iter()
         .enumerate()
@@ -393,10 +417,7 @@ pub async fn snapshot(
             keep
         });
     }
-    Ok(Snapshot {
-        containers,
-        ..Default::default()
-    })
+    Ok(())
 }
 
 /// Add the node's networks and volumes to `snapshot` (a pass needs them only when it is
