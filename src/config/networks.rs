@@ -53,7 +53,7 @@ pub struct IpamPool {
 /// `driver_opts` (networks and volumes): a map of strings; numbers and booleans are
 /// written as text, as compose does.
 pub fn driver_opts(v: &Node, p: &str) -> Result<BTreeMap<String, String>> {
-    string_map(v, p)
+    read::string_map(v, p)
 }
 
 /// Read one network setting into `o`; `false` when `key` is not one of them.
@@ -75,7 +75,7 @@ fn ipam(v: &Node, p: &str) -> Result<Ipam> {
         let kp = child(p, &k.name);
         match k.name.as_str() {
             "driver" => out.driver = read::opt_string(val, &kp)?,
-            "options" => out.options = string_map(val, &kp)?,
+            "options" => out.options = read::string_map(val, &kp)?,
             "config" => {
                 let Kind::Seq(items) = &val.kind else {
                     return Err(fail(&val.loc, &kp, "expected a list of address pools"));
@@ -99,7 +99,7 @@ fn pool(v: &Node, p: &str) -> Result<IpamPool> {
             "subnet" => out.subnet = read::opt_string(val, &kp)?,
             "ip_range" => out.ip_range = read::opt_string(val, &kp)?,
             "gateway" => out.gateway = read::opt_string(val, &kp)?,
-            "aux_addresses" => out.aux_addresses = string_map(val, &kp)?,
+            "aux_addresses" => out.aux_addresses = read::string_map(val, &kp)?,
             _ => {
                 return Err(fail(
                     &k.loc,
@@ -108,14 +108,6 @@ fn pool(v: &Node, p: &str) -> Result<IpamPool> {
                 ));
             }
         }
-    }
-    Ok(out)
-}
-
-fn string_map(v: &Node, p: &str) -> Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for e in read::map_or_list(v, p)? {
-        out.insert(e.key, e.value.unwrap_or_default());
     }
     Ok(out)
 }

@@ -568,9 +568,7 @@ fn definitions(
                     _ => def.external = read::boolean(dv, &dp)?,
                 },
                 "labels" => {
-                    for e in read::map_or_list(dv, &dp)? {
-                        def.labels.insert(e.key, e.value.unwrap_or_default());
-                    }
+                    def.labels = read::string_map(dv, &dp)?;
                 }
                 key if key.starts_with("x-") => {}
                 "driver_opts" if section == "volumes" => {

@@ -313,6 +313,14 @@ pub fn map_or_list(node: &Node, path: &str) -> Result<Vec<Entry>> {
     }
 }
 
+/// [`map_or_list`] as a map of strings; a key without a value maps to an empty string.
+pub fn string_map(node: &Node, path: &str) -> Result<std::collections::BTreeMap<String, String>> {
+    Ok(map_or_list(node, path)?
+        .into_iter()
+        .map(|e| (e.key, e.value.unwrap_or_default()))
+        .collect())
+}
+
 /// Names given as a list (`[a, b]`) or as the keys of a map (`{a: ..., b: ...}`), each with
 /// its settings node (null for list entries).
 pub fn names_with_settings<'a>(

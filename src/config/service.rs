@@ -27,7 +27,7 @@ use deploy::{Resources, deploy};
 use files::{env_files, file_mounts};
 use mounts::{mount, tmpfs_entry};
 use networking::{expose, extra_hosts, link, network_mode, networks, ports};
-use values::{devices, healthcheck, logging, restart, string_map, ulimits};
+use values::{devices, healthcheck, logging, restart, ulimits};
 
 /// Service keys Compose knows that drover does not act on (yet): a warning, not an error.
 const UNSUPPORTED: &[&str] = &[
@@ -352,7 +352,7 @@ impl<'n> Reading<'n> {
             "secrets" => o.secrets = file_mounts(cx, v, p, true)?,
             "configs" => o.configs = file_mounts(cx, v, p, false)?,
             "devices" => o.devices = devices(v, p)?,
-            "storage_opt" => o.storage_opt = string_map(v, p)?,
+            "storage_opt" => o.storage_opt = read::string_map(v, p)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -378,7 +378,7 @@ impl<'n> Reading<'n> {
             }
             "privileged" => o.privileged = read::boolean(v, p)?,
             "read_only" => o.read_only = read::boolean(v, p)?,
-            "sysctls" => o.sysctls = string_map(v, p)?,
+            "sysctls" => o.sysctls = read::string_map(v, p)?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -42,9 +42,7 @@ pub(super) fn file_sources(
                 "external" => external = external_flag(dv, &dp, &mut name)?,
                 "name" => name = read::opt_string(dv, &dp)?,
                 "labels" => {
-                    for e in read::map_or_list(dv, &dp)? {
-                        labels.insert(e.key, e.value.unwrap_or_default());
-                    }
+                    labels = read::string_map(dv, &dp)?;
                 }
                 "environment" => {
                     unusable =

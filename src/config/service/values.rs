@@ -81,14 +81,6 @@ pub(super) fn restart(v: &Node, p: &str) -> Result<(Option<RestartCondition>, Op
     })
 }
 
-/// A map or a `KEY=VALUE` list whose values are all given.
-pub(super) fn string_map(v: &Node, p: &str) -> Result<BTreeMap<String, String>> {
-    Ok(read::map_or_list(v, p)?
-        .into_iter()
-        .map(|e| (e.key, e.value.unwrap_or_default()))
-        .collect())
-}
-
 /// `devices`: `HOST[:CONTAINER[:PERMISSIONS]]` or `{source, target, permissions}`.
 pub(super) fn devices(v: &Node, p: &str) -> Result<Vec<Device>> {
     let mut out = Vec::new();
