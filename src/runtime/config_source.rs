@@ -27,15 +27,6 @@ pub enum Why {
     Hangup,
 }
 
-impl Why {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Why::Files => "files",
-            Why::Hangup => "SIGHUP",
-        }
-    }
-}
-
 /// The contents of every file the config depends on. Contents, not times: editors and
 /// config tools rename a new file into place, which a watch on the file itself misses.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -93,11 +84,6 @@ impl ConfigSource {
     /// The options every load uses.
     pub fn options(&self) -> &LoadOptions {
         &self.load
-    }
-
-    /// The files watched now.
-    pub fn paths(&self) -> &[PathBuf] {
-        &self.paths
     }
 
     /// Wait until the config must be loaded again.
