@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::recorder::Telemetry;
+use super::recorder::{Recorded, Telemetry};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Status {
@@ -133,8 +133,38 @@ pub fn snapshot(t: &Telemetry) -> Status {
     let r = t.lock();
     let now = SystemTime::now();
     let readiness = r.readiness();
-    let nodes = r
-        .nodes
+    let nodes = node_statuses(&r);
+    let services = service_statuses(&r);
+    let (backoff, stopped) = (backoff_statuses(&r, now), stopped_statuses(&r));
+    let last_actions = action_statuses(&r);
+    Status {
+        project: r.project.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        container: r.container.clone(),
+        started_at: rfc3339(r.started),
+        uptime_seconds: now
+            .duration_since(r.started)
+            .unwrap_or_default()
+            .as_secs_f64(),
+        ready: readiness.is_ok(),
+        not_ready: readiness.err().unwrap_or_default(),
+        nodes,
+        services,
+        backoff,
+        stopped,
+        last_actions,
+        config: ConfigStatus {
+            reload_failures: r.reload_failures,
+            error: r.reload_error.clone(),
+            host_paths: r.host_paths.clone(),
+        },
+        swarm: r.swarm.clone(),
+    }
+}
+
+/// Each engine and its event stream.
+fn node_statuses(r: &Recorded) -> Vec<NodeStatus> {
+    r.nodes
         .iter()
         .map(|(name, n)| NodeStatus {
             name: name.clone(),
@@ -151,7 +181,11 @@ pub fn snapshot(t: &Telemetry) -> Status {
                 error: n.stream.error.clone(),
             },
         })
-        .collect();
+        .collect()
+}
+
+/// Each service, with its count per node.
+fn service_statuses(r: &Recorded) -> Vec<ServiceStatus> {
     let mut services: BTreeMap<&str, ServiceStatus> = BTreeMap::new();
     for ((service, node), c) in &r.services {
         let s = services.entry(service).or_insert_with(|| ServiceStatus {
@@ -169,8 +203,12 @@ pub fn snapshot(t: &Telemetry) -> Status {
             containers: c.containers,
         });
     }
-    let backoff = r
-        .waits
+    services.into_values().collect()
+}
+
+/// The slots held back by crash backoff, and when they are tried again.
+fn backoff_statuses(r: &Recorded, now: SystemTime) -> Vec<BackoffStatus> {
+    r.waits
         .iter()
         .flat_map(|(node, ws)| {
             ws.iter().map(move |w| BackoffStatus {
@@ -185,9 +223,12 @@ pub fn snapshot(t: &Telemetry) -> Status {
                     .as_secs_f64(),
             })
         })
-        .collect();
-    let stopped = r
-        .stopped
+        .collect()
+}
+
+/// The slots left exited on purpose.
+fn stopped_statuses(r: &Recorded) -> Vec<StoppedStatus> {
+    r.stopped
         .iter()
         .flat_map(|(node, ss)| {
             ss.iter().map(move |s| StoppedStatus {
@@ -199,9 +240,12 @@ pub fn snapshot(t: &Telemetry) -> Status {
                 gave_up: s.gave_up,
             })
         })
-        .collect();
-    let last_actions = r
-        .last_actions
+        .collect()
+}
+
+/// The latest actions, oldest first.
+fn action_statuses(r: &Recorded) -> Vec<ActionStatus> {
+    r.last_actions
         .iter()
         .map(|a| ActionStatus {
             time: rfc3339(a.time),
@@ -214,30 +258,7 @@ pub fn snapshot(t: &Telemetry) -> Status {
             duration_ms: a.duration.as_millis() as u64,
             error: a.error.clone(),
         })
-        .collect();
-    Status {
-        project: r.project.clone(),
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        container: r.container.clone(),
-        started_at: rfc3339(r.started),
-        uptime_seconds: now
-            .duration_since(r.started)
-            .unwrap_or_default()
-            .as_secs_f64(),
-        ready: readiness.is_ok(),
-        not_ready: readiness.err().unwrap_or_default(),
-        nodes,
-        services: services.into_values().collect(),
-        backoff,
-        stopped,
-        last_actions,
-        config: ConfigStatus {
-            reload_failures: r.reload_failures,
-            error: r.reload_error.clone(),
-            host_paths: r.host_paths.clone(),
-        },
-        swarm: r.swarm.clone(),
-    }
+        .collect()
 }
 
 /// Columns padded to their widest cell, two spaces apart.
