@@ -182,54 +182,13 @@ impl Monitor {
             let result: Result<(), String> = match &client {
                 None => match connect::connect(&self.spec.endpoint).await {
                     Ok(d) => {
-                        let info = d.info().await.ok();
-                        let engine_id = info.as_ref().and_then(|i| i.id.clone());
-                        let mut labels: BTreeMap<String, String> = info
-                            .and_then(|i| i.labels)
-                            .unwrap_or_default()
-                            .into_iter()
-                            .filter_map(|l| {
-                                l.split_once('=')
-                                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                            })
-                            .collect();
-                        labels.extend(self.spec.labels.clone());
-                        let watch = EventWatch::new(
-                            d.clone(),
-                            EventWatchConfig {
-                                project: self.project.clone(),
-                                watched: Watched::Containers {
-                                    project: self.project.clone(),
-                                },
-                                watchdog: self.watchdog,
-                                retry_max: Duration::from_secs(5),
-                                endpoint: self.spec.endpoint.clone(),
-                                node: name.clone(),
-                                on_error: Some(self.poke.clone()),
-                                telemetry: self.telemetry.clone(),
-                            },
-                            self.trigger.clone(),
-                        );
-                        tokio::spawn(watch.run(cancel.child_token()));
-                        self.tx.send_modify(|s| {
-                            s.docker = Some(d.clone());
-                            s.engine_id = engine_id;
-                            s.labels = labels;
-                        });
+                        self.connected(&d, &cancel).await;
                         client = Some(d);
                         Ok(())
                     }
                     Err(e) => Err(e.to_string()),
                 },
-                Some(d) => match tokio::time::timeout(self.health.ping_timeout, d.ping()).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(connect::explain(&self.spec.endpoint, &e)),
-                    Err(_) => Err(format!(
-                        "no answer to a ping from {} within {} ms",
-                        self.spec.endpoint.url(),
-                        self.health.ping_timeout.as_millis()
-                    )),
-                },
+                Some(d) => self.ping(d).await,
             };
             let was_up = self.tx.borrow().up;
             match result {
@@ -295,6 +254,58 @@ impl Monitor {
                 _ = tokio::time::sleep(self.health.interval) => {}
                 _ = self.poke.notified() => {}
             }
+        }
+    }
+
+    /// A new connection: read the engine's id and labels, start its event stream, and
+    /// publish the client.
+    async fn connected(&self, d: &Docker, cancel: &CancellationToken) {
+        let info = d.info().await.ok();
+        let engine_id = info.as_ref().and_then(|i| i.id.clone());
+        let mut labels: BTreeMap<String, String> = info
+            .and_then(|i| i.labels)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|l| {
+                l.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect();
+        labels.extend(self.spec.labels.clone());
+        let watch = EventWatch::new(
+            d.clone(),
+            EventWatchConfig {
+                project: self.project.clone(),
+                watched: Watched::Containers {
+                    project: self.project.clone(),
+                },
+                watchdog: self.watchdog,
+                retry_max: Duration::from_secs(5),
+                endpoint: self.spec.endpoint.clone(),
+                node: self.spec.name.clone(),
+                on_error: Some(self.poke.clone()),
+                telemetry: self.telemetry.clone(),
+            },
+            self.trigger.clone(),
+        );
+        tokio::spawn(watch.run(cancel.child_token()));
+        self.tx.send_modify(|s| {
+            s.docker = Some(d.clone());
+            s.engine_id = engine_id;
+            s.labels = labels;
+        });
+    }
+
+    /// One health ping, with its timeout.
+    async fn ping(&self, d: &Docker) -> Result<(), String> {
+        match tokio::time::timeout(self.health.ping_timeout, d.ping()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(connect::explain(&self.spec.endpoint, &e)),
+            Err(_) => Err(format!(
+                "no answer to a ping from {} within {} ms",
+                self.spec.endpoint.url(),
+                self.health.ping_timeout.as_millis()
+            )),
         }
     }
 }
