@@ -10,6 +10,7 @@ pub mod error;
 pub mod fake;
 pub mod hostmounts;
 pub mod images;
+pub mod model;
 
 pub use api::Engine;
 pub use error::{EngineError, Kind};
