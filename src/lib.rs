@@ -9,23 +9,24 @@
 //! - [`observe`]: the engine's containers -> observed state; events decide when to look.
 //! - [`plan`]: desired + observed -> actions. Pure; where the product's judgement lives.
 //! - [`execute`]: actions -> engine calls, with bounded concurrency.
-//! - [`controller`]: wires them together until shutdown.
+//! - [`runtime`]: the one loop both modes run, and what it shares: the config source,
+//!   each engine's event stream (reloads are asked for, never taken from signals: the
+//!   `drover` command owns those).
+//! - [`plain`]: plain mode: drover places replicas on nodes and keeps them there.
 //! - [`preview`]: `drover plan`: what a pass would do, changing nothing.
 //! - [`swarm`]: Swarm mode: drive Swarm services like `docker stack deploy` instead.
 //! - [`lease`]: one acting drover per project, through a lease container on the engine.
-//! - [`runtime`]: what both modes' loops share (the config source; reloads are asked for,
-//!   never taken from signals: the `drover` command owns those).
 //! - [`nodes`]: the engines of a project and whether each is up.
 //! - [`telemetry`]: logs, metrics, `/status`; imports nothing above it.
 
 pub mod config;
-pub mod controller;
 pub mod engine;
 pub mod execute;
 pub mod labels;
 pub mod lease;
 pub mod nodes;
 pub mod observe;
+pub mod plain;
 pub mod plan;
 pub mod preview;
 pub mod runtime;

@@ -13,11 +13,11 @@ use tokio_util::sync::CancellationToken;
 
 use drover::config::hostpath::{HostPaths, UseKind};
 use drover::config::{self, LoadOptions, Loaded, Mode};
-use drover::controller::{Controller, Settings};
 use drover::engine::connect::{self, ConnectArgs, Endpoint};
 use drover::engine::hostmounts;
 use drover::nodes::NodeSpec;
-use drover::runtime::Reload;
+use drover::plain::{self, Settings};
+use drover::runtime::{Reload, Start};
 use drover::telemetry::http::{self, Listen};
 use drover::telemetry::{self, LogFormat, Telemetry};
 use drover::{observe, plan, preview, swarm};
@@ -406,9 +406,14 @@ async fn run_plain(
     let server = serve_http(listen, &telemetry).await?;
     warn_about_setup(&specs, &loaded, &settings);
     let (cancel, reload) = signals();
-    Controller::new(specs, load, loaded, settings, telemetry, &cancel, reload)
-        .run(cancel)
-        .await;
+    let start = Start {
+        load,
+        loaded,
+        telemetry,
+        cancel: cancel.clone(),
+        reload,
+    };
+    plain::runtime(specs, settings, start).run(cancel).await;
     if let Some(s) = server {
         s.abort();
     }
@@ -439,17 +444,16 @@ async fn run_swarm(
         observe::own_container_id(),
     );
     let (cancel, reload) = signals();
-    let controller = swarm::run::Controller::new(
-        docker,
-        endpoint,
+    let start = Start {
         load,
         loaded,
-        settings,
-        telemetry.clone(),
+        telemetry: telemetry.clone(),
+        cancel: cancel.clone(),
         reload,
-    )?;
+    };
+    let runtime = swarm::run::runtime(docker, endpoint, settings, start)?;
     let server = serve_http(listen, &telemetry).await?;
-    controller.run(cancel).await;
+    runtime.run(cancel).await;
     if let Some(s) = server {
         s.abort();
     }

@@ -4,6 +4,8 @@
 
 pub mod config_source;
 pub mod events;
+pub mod run;
 
 pub use config_source::{ConfigSource, Reload, Why};
 pub use events::{EventWatch, EventWatchConfig, Trigger, Watched};
+pub use run::{Adopted, Lease, Mode, Parts, Runtime, Start, Wake};

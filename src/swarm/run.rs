@@ -28,10 +28,13 @@ use super::convert::{self, Desired, Kind};
 use super::diff::{self, Action, Current};
 use super::objects::{self, Existing, ObjectAction};
 use super::report::{self, Report};
-use crate::config::{self, LoadOptions, Project};
+use crate::config::{self, Project};
 use crate::engine::EngineError;
 use crate::engine::connect::{Endpoint, explain};
-use crate::runtime::{ConfigSource, EventWatch, EventWatchConfig, Trigger, Watched, Why};
+use crate::runtime::{
+    Adopted, ConfigSource, EventWatch, EventWatchConfig, Lease, Mode, Parts, Runtime, Start,
+    Trigger, Wake, Watched,
+};
 use crate::telemetry::Telemetry;
 
 /// The engine drover talks to, as named in `/status` and metrics (`node` label of
@@ -364,80 +367,84 @@ pub async fn plan_lines(docker: &Docker, desired: &Desired) -> Result<Vec<String
 
 #[derive(Default)]
 struct Said {
-    warnings: HashSet<String>,
     conflicts: HashSet<(String, String)>,
     services: BTreeMap<String, (u32, u32)>,
     nodes: BTreeMap<String, (String, String, u32, u32)>,
     problems: HashSet<(String, String)>,
     list_error: Option<String>,
-    reload_error: Option<String>,
     /// Failures of an action that repeats every pass (e.g. a network still in use), by
     /// what and error: said once.
     failures: HashSet<(String, String)>,
 }
 
-/// The running Swarm-mode controller.
+/// Swarm mode's state between passes.
 pub struct Controller {
     docker: Docker,
     engine: Endpoint,
-    /// The config: its files, change detection, SIGHUP.
-    source: ConfigSource,
     project: Project,
     desired: Desired,
-    settings: Settings,
     report: report::Shared,
     telemetry: Telemetry,
     said: Said,
 }
 
-impl Controller {
-    /// `engine`: the manager, named in errors; `telemetry`: where `/metrics` and
-    /// `/status` read from. An error names a secret or config file that cannot be read.
-    pub fn new(
-        docker: Docker,
-        engine: Endpoint,
-        load: LoadOptions,
-        loaded: config::Loaded,
-        settings: Settings,
-        telemetry: Telemetry,
-        reload: crate::runtime::Reload,
-    ) -> Result<Controller, String> {
-        let (desired, warnings) = desired(&loaded)?;
-        telemetry.add_node(ENGINE);
-        let source = ConfigSource::new(load, &loaded, settings.watch_interval, reload);
-        let host_paths = loaded.host_paths.clone();
-        let mut c = Controller {
-            docker,
-            engine,
-            source,
-            project: loaded.project,
-            desired,
-            settings,
-            report: Arc::default(),
-            telemetry,
-            said: Said::default(),
-        };
-        c.warn_once(&warnings);
-        c.telemetry
-            .host_paths(c.source.options().host_paths.record(&host_paths));
-        Ok(c)
-    }
+/// Swarm mode's loop for the project `loaded` describes, on the manager `docker`: its
+/// event stream started, until `cancel` fires. `engine`: the manager, named in errors;
+/// `telemetry`: where `/metrics` and `/status` read from. An error names a secret or
+/// config file that cannot be read.
+pub fn runtime(
+    docker: Docker,
+    engine: Endpoint,
+    settings: Settings,
+    start: Start,
+) -> Result<Runtime<Controller>, String> {
+    let Start {
+        load,
+        loaded,
+        telemetry,
+        cancel,
+        reload,
+    } = start;
+    let (desired, warnings) = desired(&loaded)?;
+    telemetry.add_node(ENGINE);
+    let trigger = Arc::new(Trigger::default());
+    let watch = EventWatch::new(
+        docker.clone(),
+        EventWatchConfig {
+            project: loaded.project.name.clone(),
+            watched: Watched::Swarm,
+            watchdog: settings.watchdog,
+            retry_max: Duration::from_secs(10),
+            endpoint: engine.clone(),
+            node: ENGINE.to_string(),
+            on_error: None,
+            telemetry: telemetry.clone(),
+        },
+        trigger.clone(),
+    );
+    let parts = Parts {
+        project: loaded.project.name.clone(),
+        source: ConfigSource::new(load, &loaded, settings.watch_interval, reload),
+        trigger,
+        lease: Lease::none(),
+        resync: settings.task_interval,
+        telemetry: telemetry.clone(),
+        tasks: vec![tokio::spawn(watch.run(cancel.child_token()))],
+    };
+    let mode = Controller {
+        docker,
+        engine,
+        project: loaded.project.clone(),
+        desired,
+        report: Arc::default(),
+        telemetry,
+        said: Said::default(),
+    };
+    Ok(Runtime::new(mode, parts, &loaded, &warnings))
+}
 
-    /// The latest report (desired vs running per service and node, task errors).
-    pub fn report(&self) -> report::Shared {
-        self.report.clone()
-    }
-
-    fn warn_once<'a>(&mut self, warnings: impl IntoIterator<Item = &'a String>) {
-        for w in warnings {
-            if self.said.warnings.insert(w.clone()) {
-                warn!(action = "config", project = %self.project.name, reason = %w, "warning");
-            }
-        }
-    }
-
-    /// Reconcile until `cancel` fires; the services keep running afterwards.
-    pub async fn run(mut self, cancel: CancellationToken) {
+impl Mode for Controller {
+    async fn start(&mut self, _cancel: &CancellationToken) {
         info!(
             action = "run",
             project = %self.project.name,
@@ -445,97 +452,36 @@ impl Controller {
             services = self.project.services.len(),
             "reconciling Swarm services"
         );
-        let trigger = Arc::new(Trigger::default());
-        let watch = EventWatch::new(
-            self.docker.clone(),
-            EventWatchConfig {
-                project: self.project.name.clone(),
-                watched: Watched::Swarm,
-                watchdog: self.settings.watchdog,
-                retry_max: Duration::from_secs(10),
-                endpoint: self.engine.clone(),
-                node: ENGINE.to_string(),
-                on_error: None,
-                telemetry: self.telemetry.clone(),
-            },
-            trigger.clone(),
-        );
-        tokio::spawn(watch.run(cancel.child_token()));
-        let mut next = tokio::time::Instant::now();
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = trigger.wait() => {}
-                _ = tokio::time::sleep_until(next) => {}
-                why = self.source.changed() => {
-                    if why == Why::Hangup {
-                        info!(action = "reload", project = %self.project.name, reason = "SIGHUP", "reloading config");
-                    }
-                    if !self.reload() && why == Why::Files { continue; }
-                }
-            }
-            let acted = tokio::select! {
-                _ = cancel.cancelled() => break,
-                a = self.pass() => a,
-            };
-            // After a change, look again soon: Swarm is converging.
-            let wait = if acted {
-                Duration::from_millis(500)
-            } else {
-                self.settings.task_interval
-            };
-            next = tokio::time::Instant::now() + wait;
-        }
-        info!(action = "shutdown", project = %self.project.name, "stopped reconciling; services left running");
     }
 
-    fn reload_failed(&mut self, msg: String) {
-        self.telemetry.reload(Some(&msg));
-        if self.said.reload_error.as_deref() != Some(msg.as_str()) {
-            error!(action = "reload", project = %self.project.name, error = %msg, "config invalid; keeping the last good one");
-            self.said.reload_error = Some(msg);
+    /// A config whose desired services are the same needs no pass. A secret or config
+    /// file that cannot be read keeps the last good config.
+    fn adopt(&mut self, loaded: config::Loaded) -> Result<Adopted, String> {
+        let (desired, warnings) = desired(&loaded)?;
+        let changed = desired != self.desired;
+        if changed {
+            info!(action = "reload", project = %self.project.name, reason = "config changed", "config reloaded");
+            self.project = loaded.project;
+            self.desired = desired;
         }
+        Ok(Adopted { changed, warnings })
     }
 
-    /// Load the config again; `true` when the desired state changed. A broken config keeps
-    /// the last good one.
-    fn reload(&mut self) -> bool {
-        let loaded = match self.source.load() {
-            Ok(l) => l,
-            Err(e) => {
-                self.reload_failed(e.to_string());
-                return false;
-            }
-        };
-        if loaded.project.name != self.project.name {
-            error!(
-                action = "reload",
-                project = %self.project.name,
-                error = %format!("the project name changed to {}; restart drover to switch projects", loaded.project.name),
-                "config change ignored"
-            );
-            return false;
-        }
-        let (desired, warnings) = match desired(&loaded) {
-            Ok(d) => d,
-            Err(e) => {
-                self.reload_failed(e);
-                return false;
-            }
-        };
-        if self.said.reload_error.take().is_some() {
-            self.telemetry.reload(None);
-        }
-        self.telemetry
-            .host_paths(self.source.options().host_paths.record(&loaded.host_paths));
-        if desired == self.desired {
-            return false;
-        }
-        self.warn_once(&warnings);
-        info!(action = "reload", project = %self.project.name, reason = "config changed", "config reloaded");
-        self.project = loaded.project;
-        self.desired = desired;
-        true
+    /// After a change, look again soon: Swarm is converging. Otherwise tasks are listed
+    /// again at the resync (Swarm sends no task events).
+    async fn pass(&mut self, _wake: Wake) -> Option<Duration> {
+        self.pass().await.then_some(Duration::from_millis(500))
+    }
+
+    fn left_running(&self) -> &'static str {
+        "services"
+    }
+}
+
+impl Controller {
+    /// The latest report (desired vs running per service and node, task errors).
+    pub fn report(&self) -> report::Shared {
+        self.report.clone()
     }
 
     fn list_failed(&mut self, e: &BollardError) {

@@ -1,0 +1,211 @@
+//! Plain mode: drover places each replica on a node and keeps it there, through the
+//! shared loop ([`crate::runtime::Runtime`]). This module supplies what only plain mode
+//! does: [`pass`] lists every node that is up, plans and executes; [`say`] logs what
+//! changed, once.
+
+mod pass;
+mod say;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::{self, Project};
+use crate::lease::{self, LeaseConfig};
+use crate::nodes::{self, HealthConfig, NodeHandle, NodeSpec};
+use crate::observe::{self, Snapshot};
+use crate::plan::{BackoffConfig, History};
+use crate::runtime::{Adopted, ConfigSource, Lease, Mode, Parts, Runtime, Start, Trigger, Wake};
+use crate::telemetry::Telemetry;
+
+/// Plain mode's settings (flags, then `x-drover`, then defaults).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// A full list this often even when no event arrives.
+    pub resync_interval: Duration,
+    /// An event stream silent this long is reopened.
+    pub watchdog: Duration,
+    pub backoff: BackoffConfig,
+    /// Engine operations in flight at once.
+    pub parallel: usize,
+    /// How often the config files are checked for changes.
+    pub watch_interval: Duration,
+    /// A node whose pings all fail for this long is down and its replicas move.
+    pub node_down_after: Duration,
+    /// Move replicas towards an even spread when a node joins or returns.
+    pub rebalance: bool,
+    /// Mutual exclusion with other drovers of the project; `None`: act without it.
+    pub lease: Option<LeaseConfig>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            resync_interval: Duration::from_secs(30),
+            watchdog: Duration::from_secs(60),
+            backoff: BackoffConfig::default(),
+            parallel: 8,
+            watch_interval: Duration::from_secs(1),
+            node_down_after: Duration::from_millis(1500),
+            rebalance: false,
+            lease: Some(LeaseConfig::default()),
+        }
+    }
+}
+
+/// Plain mode's state between passes.
+pub struct Plain {
+    nodes: Vec<NodeHandle>,
+    project: Project,
+    settings: Settings,
+    own_id: Option<String>,
+    /// Crash attempts and rollout state (see [`History`]).
+    history: History,
+    /// Containers killed through the API, until their exit is seen (or a minute passes).
+    killed: HashMap<String, Instant>,
+    /// The last good list of each node, used while a node cannot be listed.
+    last: HashMap<String, Snapshot>,
+    /// What was last said, so nothing is logged at INFO twice when nothing changed.
+    said: say::Said,
+    telemetry: Telemetry,
+}
+
+impl Plain {
+    /// Plain mode over `nodes` that already have monitors (see [`nodes::spawn`]).
+    pub fn new(
+        nodes: Vec<NodeHandle>,
+        project: Project,
+        settings: Settings,
+        telemetry: Telemetry,
+    ) -> Plain {
+        Plain {
+            nodes,
+            project,
+            settings,
+            own_id: observe::own_container_id(),
+            history: History::default(),
+            killed: HashMap::new(),
+            last: HashMap::new(),
+            said: say::Said::default(),
+            telemetry,
+        }
+    }
+}
+
+impl Mode for Plain {
+    async fn start(&mut self, _cancel: &CancellationToken) {
+        info!(
+            action = "run",
+            project = %self.project.name,
+            nodes = %self.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(","),
+            services = self.project.services.len(),
+            "reconciling"
+        );
+        // Plan only once every node had its chance to connect: otherwise the first node
+        // to answer would get every replica.
+        let first = self
+            .nodes
+            .iter_mut()
+            .map(|n| n.first_attempt(Duration::from_secs(15)));
+        futures::future::join_all(first).await;
+    }
+
+    fn adopt(&mut self, loaded: config::Loaded) -> Result<Adopted, String> {
+        let mut loaded = loaded;
+        self.history.reloaded(&self.project, &mut loaded.project);
+        let changed = loaded.project != self.project;
+        if changed {
+            say::changes(&self.project, &loaded.project);
+            self.project = loaded.project;
+            self.said.counts.clear();
+        }
+        Ok(Adopted {
+            changed,
+            warnings: loaded.warnings,
+        })
+    }
+
+    async fn pass(&mut self, wake: Wake) -> Option<Duration> {
+        let now = Instant::now();
+        self.killed
+            .extend(wake.killed.into_iter().map(|id| (id, now)));
+        self.reconcile(&wake.changed).await
+    }
+
+    fn resumed(&mut self) {
+        self.last.clear();
+    }
+
+    fn left_running(&self) -> &'static str {
+        "containers"
+    }
+}
+
+/// Plain mode's loop for the project `loaded` describes on `nodes`: node monitors
+/// started, the lease taken when `settings` asks for one, until `cancel` fires.
+pub fn runtime(nodes: Vec<NodeSpec>, settings: Settings, start: Start) -> Runtime<Plain> {
+    let Start {
+        load,
+        loaded,
+        telemetry,
+        cancel,
+        reload,
+    } = start;
+    let cancel = &cancel;
+    let trigger = Arc::new(Trigger::default());
+    let lease = start_lease(&settings, &nodes, &loaded.project, cancel);
+    let health = HealthConfig::with_down_after(settings.node_down_after);
+    let handles = nodes
+        .into_iter()
+        .map(|spec| {
+            nodes::spawn(
+                spec,
+                health,
+                loaded.project.name.clone(),
+                settings.watchdog,
+                trigger.clone(),
+                telemetry.clone(),
+                cancel.child_token(),
+            )
+        })
+        .collect();
+    let parts = Parts {
+        project: loaded.project.name.clone(),
+        source: ConfigSource::new(load, &loaded, settings.watch_interval, reload),
+        trigger,
+        lease,
+        resync: settings.resync_interval,
+        telemetry: telemetry.clone(),
+        tasks: Vec::new(),
+    };
+    let mode = Plain::new(handles, loaded.project.clone(), settings, telemetry);
+    Runtime::new(mode, parts, &loaded, &loaded.warnings)
+}
+
+/// The project's lease on its lease node, when `settings` asks for one and there is
+/// such a node; otherwise always held.
+fn start_lease(
+    settings: &Settings,
+    nodes: &[NodeSpec],
+    project: &Project,
+    cancel: &CancellationToken,
+) -> Lease {
+    let (Some(cfg), Some(node)) = (settings.lease, lease::lease_node(nodes)) else {
+        return Lease::none();
+    };
+    let images = project.services.values().map(|s| s.image.clone()).collect();
+    let (handle, task) = lease::spawn(
+        node.endpoint.clone(),
+        project.name.clone(),
+        images,
+        cfg,
+        cancel.child_token(),
+    );
+    Lease {
+        handle,
+        task: Some(task),
+    }
+}

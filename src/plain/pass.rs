@@ -1,0 +1,264 @@
+//! One plain-mode pass: list every node that is up (at once; a node that cannot be
+//! listed is frozen, its last list kept), plan, execute, record the outcomes.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant, SystemTime};
+
+use bollard::Docker;
+use tracing::{debug, info, warn};
+
+use super::{Plain, say};
+use crate::config::Project;
+use crate::execute::Executor;
+use crate::observe::{self, Snapshot, State};
+use crate::plan::{self, NodeState, NodeView};
+
+/// A list that takes longer than this counts as failed for the pass (the node is frozen,
+/// not waited for).
+const LIST_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Plain {
+    /// List every node that is up, at once; a node that cannot be listed is frozen.
+    async fn observe(
+        &mut self,
+        changed: &HashSet<String>,
+    ) -> (
+        Vec<(String, NodeState, BTreeMap<String, String>)>,
+        HashMap<String, Docker>,
+    ) {
+        let statuses: Vec<_> = self
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.endpoint.clone(), n.status()))
+            .collect();
+        let project = self.project.name.clone();
+        let lists = futures::future::join_all(statuses.iter().map(|(name, _, st)| {
+            let docker = st.docker.clone().filter(|_| st.up);
+            let project = project.clone();
+            async move {
+                match docker {
+                    None => None,
+                    Some(d) => Some(
+                        tokio::time::timeout(
+                            LIST_TIMEOUT,
+                            observe::snapshot(&d, name, &project, changed),
+                        )
+                        .await
+                        .map_err(|_| {
+                            format!("listing took longer than {} s", LIST_TIMEOUT.as_secs())
+                        })
+                        .and_then(|r| r.map_err(|e| e.to_string()))
+                        .map(|s| (d, s)),
+                    ),
+                }
+            }
+        }))
+        .await;
+        let mut views = Vec::new();
+        let mut engines = HashMap::new();
+        for ((name, endpoint, st), list) in statuses.into_iter().zip(lists) {
+            let state = match list {
+                None => {
+                    let why = st.error.as_deref().unwrap_or("not connected yet");
+                    self.telemetry.unreachable(&name, why);
+                    NodeState::Down
+                }
+                Some(Ok((docker, snapshot))) => {
+                    let seen = snapshot.observation(&self.project, self.own_id.as_deref());
+                    self.telemetry.observed(&name, seen);
+                    if self.said.list_failing.remove(&name) {
+                        info!(action = "observe", project = %self.project.name, node = %name, "node listed again");
+                    }
+                    self.last.insert(name.clone(), snapshot);
+                    engines.insert(name.clone(), docker);
+                    NodeState::Up
+                }
+                Some(Err(e)) => {
+                    self.telemetry.unreachable(&name, &e);
+                    if self.said.list_failing.insert(name.clone()) {
+                        warn!(
+                            action = "observe",
+                            project = %self.project.name,
+                            node = %name,
+                            engine = %endpoint.display(),
+                            error = %e,
+                            "cannot list the node; acting elsewhere until it answers"
+                        );
+                    }
+                    NodeState::Frozen
+                }
+            };
+            if state == NodeState::Down {
+                self.last.remove(&name);
+            }
+            views.push((name, state, st.labels));
+        }
+        (views, engines)
+    }
+
+    /// One reconcile pass. Returns when to plan again regardless of events.
+    pub async fn reconcile(&mut self, changed: &HashSet<String>) -> Option<Duration> {
+        let started = Instant::now();
+        // A pass spans every node: its duration counts for each.
+        let _timers: Vec<_> = self
+            .nodes
+            .iter()
+            .map(|n| self.telemetry.pass(&n.name))
+            .collect();
+        let (states, engines) = self.observe(changed).await;
+        let empty = Snapshot::default();
+        let mut listed_infra = false;
+        let (plan, counts) = loop {
+            let views: Vec<NodeView> = states
+                .iter()
+                .map(|(name, state, labels)| NodeView {
+                    name,
+                    state: *state,
+                    labels,
+                    snapshot: self.last.get(name).unwrap_or(&empty),
+                })
+                .collect();
+            let all: Vec<&Snapshot> = views
+                .iter()
+                .filter(|v| v.state != NodeState::Down)
+                .map(|v| v.snapshot)
+                .collect();
+            let counts = count_running(&self.project, &all);
+            // An exit after `docker kill` / `docker stop` is not a crash: the slot restarts
+            // at once, whatever its crash history.
+            for (id, service, slot) in exited_kills(&self.killed, &all) {
+                self.killed.remove(&id);
+                self.history.backoff.forget(&service, slot);
+            }
+            self.killed
+                .retain(|_, at| at.elapsed() < Duration::from_secs(60));
+            let (halted, updating) = (self.history.halted(), self.history.updating());
+            let input = plan::Input {
+                project: &self.project,
+                nodes: &views,
+                backoff: &self.history.backoff,
+                backoff_cfg: &self.settings.backoff,
+                now: SystemTime::now(),
+                exclude: self.own_id.as_deref(),
+                rebalance: self.settings.rebalance,
+                halted: &halted,
+                updating: &updating,
+            };
+            let plan = plan::plan(&input);
+            // Containers to create or start: list those nodes' networks and volumes, then
+            // plan again with them (an idle pass never lists them).
+            let unlisted: Vec<String> = plan::unlisted_infra(&input, &plan)
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+            drop(views);
+            if unlisted.is_empty() || listed_infra {
+                break (plan, counts);
+            }
+            listed_infra = true;
+            self.list_infra(&unlisted, &engines).await;
+        };
+        self.report_counts(counts);
+        // The plan's waits and stopped slots are the project's, not a node's: recorded once,
+        // under the first node.
+        if let Some(first) = self.nodes.first() {
+            self.telemetry.planned(&first.name, plan.record());
+        }
+        self.report_waits(&plan);
+        self.history.settled(&plan.settled);
+        if self.update_failures(&plan) {
+            return Some(Duration::ZERO);
+        }
+        if plan.actions.is_empty() {
+            debug!(project = %self.project.name, duration_ms = started.elapsed().as_millis() as u64, "nothing to do");
+            return plan.requeue_after;
+        }
+        let executor = Executor {
+            nodes: &engines,
+            project: &self.project,
+            parallel: self.settings.parallel,
+        };
+        let mut failed = false;
+        let (history, settings, project) = (&mut self.history, &self.settings, &self.project);
+        let telemetry = &self.telemetry;
+        executor
+            .execute(&plan.actions, |o| {
+                failed |= o.error.is_some();
+                telemetry.action(o.record());
+                say::log_outcome(project, &o);
+                let ok = o.error.is_none();
+                history.record(project, &settings.backoff, &o.action, ok, SystemTime::now());
+            })
+            .await;
+        // Look again at once: the engines changed, and rolling updates go one step per pass.
+        let again = if failed {
+            Duration::from_millis(500)
+        } else {
+            Duration::ZERO
+        };
+        Some(plan.requeue_after.map_or(again, |r| r.min(again)))
+    }
+
+    /// Add networks and volumes to the snapshots of `nodes`. A node that cannot be listed
+    /// keeps its snapshot without them, so nothing is created there this pass.
+    async fn list_infra(&mut self, nodes: &[String], engines: &HashMap<String, Docker>) {
+        let project = self.project.name.clone();
+        let lists = futures::future::join_all(nodes.iter().filter_map(|name| {
+            let docker = engines.get(name)?.clone();
+            let mut snapshot = self.last.get(name)?.clone();
+            let project = project.clone();
+            Some(async move {
+                let r = tokio::time::timeout(
+                    LIST_TIMEOUT,
+                    observe::list_infra(&docker, &project, &mut snapshot),
+                )
+                .await;
+                (name.clone(), r, snapshot)
+            })
+        }))
+        .await;
+        for (name, result, snapshot) in lists {
+            match result {
+                Ok(Ok(())) => {
+                    self.last.insert(name, snapshot);
+                }
+                Ok(Err(e)) => {
+                    warn!(action = "observe", project = %self.project.name, node = %name, error = %e, "cannot list networks and volumes")
+                }
+                Err(_) => {
+                    warn!(action = "observe", project = %self.project.name, node = %name, "listing networks and volumes timed out")
+                }
+            }
+        }
+    }
+}
+
+/// Running containers of each service over the listed nodes.
+fn count_running(project: &Project, snapshots: &[&Snapshot]) -> HashMap<String, usize> {
+    let mut running: HashMap<String, usize> = HashMap::new();
+    for c in snapshots.iter().flat_map(|s| s.containers.iter()) {
+        if c.owned_by(&project.name)
+            && c.state == State::Running
+            && let Some(svc) = c.service()
+        {
+            *running.entry(svc.to_string()).or_default() += 1;
+        }
+    }
+    running
+}
+
+/// Containers killed through the API whose exit is now seen: (id, service, slot).
+fn exited_kills(
+    killed: &HashMap<String, Instant>,
+    snapshots: &[&Snapshot],
+) -> Vec<(String, String, u32)> {
+    if killed.is_empty() {
+        return Vec::new();
+    }
+    snapshots
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .filter(|c| c.state == State::Exited && killed.contains_key(&c.id))
+        .filter_map(|c| Some((c.id.clone(), c.service()?.to_string(), c.slot()?)))
+        .collect()
+}

@@ -1,0 +1,247 @@
+//! What plain mode says: each event once, at the level it deserves, with the stable
+//! fields (docs/conventions.md). Nothing at INFO when nothing changed.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::SystemTime;
+
+use tracing::{error, info, warn};
+
+use super::Plain;
+use crate::config::Project;
+use crate::execute::{Outcome, Volumes};
+use crate::observe;
+use crate::plan::{self, Action, Decision};
+
+/// What was last said.
+#[derive(Default)]
+pub(super) struct Said {
+    pub list_failing: HashSet<String>,
+    waits: HashSet<(String, u32, u32)>,
+    stopped: HashSet<String>,
+    unplaced: HashSet<(String, u32, String)>,
+    blocked: HashSet<(String, String)>,
+    pub counts: BTreeMap<String, (u32, usize)>,
+}
+
+impl Plain {
+    /// Log each service's desired and running counts when they change.
+    pub(super) fn report_counts(&mut self, running: HashMap<String, usize>) {
+        for (name, svc) in &self.project.services {
+            let now = (svc.replicas, running.get(name).copied().unwrap_or(0));
+            if self.said.counts.get(name) != Some(&now) {
+                self.said.counts.insert(name.clone(), now);
+                info!(
+                    action = "observe",
+                    project = %self.project.name,
+                    service = %name,
+                    desired = now.0,
+                    actual = now.1,
+                    "service count"
+                );
+            }
+        }
+    }
+
+    /// Act on rolling updates whose new replicas failed (see [`History::update_failed`]).
+    /// True when the desired state changed and the pass must plan again.
+    pub(super) fn update_failures(&mut self, plan: &plan::Plan) -> bool {
+        let p = self.project.name.clone();
+        let decisions = self
+            .history
+            .update_failed(&mut self.project, &plan.update_failed);
+        let mut changed = false;
+        for d in decisions {
+            match d {
+                Decision::RolledBack { service, failed } => {
+                    changed = true;
+                    warn!(action = "rollback", project = %p, service = %service, actual = failed, reason = "update-failed", "update failed; rolling back to the previous definition");
+                }
+                Decision::Paused { service, failed } => {
+                    warn!(action = "update-paused", project = %p, service = %service, actual = failed, reason = "update-failed", "update failed; paused until the definition changes again");
+                }
+            }
+        }
+        changed
+    }
+
+    /// Backoff waits and deliberately stopped slots, each said once per step.
+    pub(super) fn report_waits(&mut self, plan: &plan::Plan) {
+        for w in &plan.waits {
+            if self
+                .said
+                .waits
+                .insert((w.service.clone(), w.slot, w.attempts))
+            {
+                let delay = w
+                    .until
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default();
+                warn!(
+                    action = "backoff",
+                    project = %self.project.name,
+                    service = %w.service,
+                    slot = w.slot,
+                    attempts = w.attempts,
+                    delay_ms = delay.as_millis() as u64,
+                    "crash loop: waiting before the next attempt"
+                );
+            }
+        }
+        for u in &plan.unplaced {
+            if self
+                .said
+                .unplaced
+                .insert((u.service.clone(), u.slot, u.reason.clone()))
+            {
+                warn!(
+                    action = "unplaced",
+                    project = %self.project.name,
+                    service = %u.service,
+                    slot = u.slot,
+                    reason = %u.reason,
+                    "cannot place a replica"
+                );
+            }
+        }
+        if plan.unplaced.is_empty() {
+            self.said.unplaced.clear();
+        }
+        for b in &plan.blocked {
+            if self
+                .said
+                .blocked
+                .insert((b.service.clone(), b.dependency.clone()))
+            {
+                info!(
+                    action = "blocked",
+                    project = %self.project.name,
+                    service = %b.service,
+                    reason = %format!("{:?}", b.condition),
+                    dependency = %b.dependency,
+                    "waiting for a dependency before creating replicas"
+                );
+            }
+        }
+        if plan.blocked.is_empty() {
+            self.said.blocked.clear();
+        }
+        for s in &plan.stopped {
+            let key = format!("{}:{}", s.container, s.gave_up);
+            if self.said.stopped.insert(key) {
+                info!(
+                    action = if s.gave_up { "give-up" } else { "leave-exited" },
+                    project = %self.project.name,
+                    service = %s.service,
+                    slot = s.slot,
+                    container = %observe::short_id(&s.container),
+                    exit_code = s.exit_code.unwrap_or(-1),
+                    reason = if s.gave_up { "max-attempts" } else { "restart-policy" },
+                    "container left exited"
+                );
+            }
+        }
+    }
+}
+
+/// Log what a new config changes: services added, rescaled, redefined, removed.
+pub(super) fn changes(old: &Project, new: &Project) {
+    let p = &old.name;
+    for (name, svc) in &new.services {
+        match old.services.get(name) {
+            None => {
+                info!(action = "reload", project = %p, service = %name, desired = svc.replicas, "service added")
+            }
+            Some(o) if o.replicas != svc.replicas || o.config_hash != svc.config_hash => {
+                info!(
+                    action = "reload",
+                    project = %p,
+                    service = %name,
+                    desired = svc.replicas,
+                    reason = if o.config_hash != svc.config_hash { "config-changed" } else { "scale" },
+                    "service changed"
+                )
+            }
+            Some(_) => {}
+        }
+    }
+    for name in old.services.keys() {
+        if !new.services.contains_key(name) {
+            info!(action = "reload", project = %p, service = %name, desired = 0, "service removed");
+        }
+    }
+}
+
+/// Log one outcome.
+pub(super) fn log_outcome(project: &Project, o: &Outcome) {
+    let a = &o.action;
+    let ms = o.duration.as_millis() as u64;
+    let p = &project.name;
+    if let Action::CreateNetwork { name, .. }
+    | Action::RemoveNetwork { name, .. }
+    | Action::CreateVolume { name, .. } = a
+    {
+        match &o.error {
+            None => {
+                info!(action = a.name(), project = %p, node = a.node(), name = %name, duration_ms = ms, "{}", describe(a))
+            }
+            Some(err) => {
+                error!(action = a.name(), project = %p, node = a.node(), name = %name, duration_ms = ms, error = %err, "action failed")
+            }
+        }
+        return;
+    }
+    let service = a.service().unwrap_or("");
+    let slot = a.slot().unwrap_or(0);
+    let reason = a.reason().map(|r| r.as_str()).unwrap_or("");
+    let container = o.container.as_deref().unwrap_or("");
+    let node = a.node();
+    match &o.error {
+        None => {
+            info!(action = a.name(), project = %p, node, service, slot, container, reason, duration_ms = ms, "{}", describe(a));
+            volumes_note(p, a, o.volumes);
+        }
+        Some(err) => {
+            error!(action = a.name(), project = %p, node, service, slot, container, reason, duration_ms = ms, error = %err, "action failed");
+        }
+    }
+}
+
+/// Say what became of a replaced or removed container's anonymous volumes when it matters
+/// to the user's data: taken over by the slot's new container, or lost with a move.
+fn volumes_note(p: &str, a: &Action, volumes: Volumes) {
+    let service = a.service().unwrap_or("");
+    let slot = a.slot().unwrap_or(0);
+    let node = a.node();
+    match (a, volumes) {
+        (Action::Recreate { .. }, Volumes::TakenOver(n)) => {
+            info!(action = "volumes", project = %p, node, service, slot, "the new container took over {n} anonymous volume(s) of the one it replaced")
+        }
+        (Action::Recreate { to, .. }, Volumes::Removed(n)) if to != node => {
+            warn!(action = "volumes", project = %p, node, service, slot, "the replica moved to node {to}: {n} anonymous volume(s) cannot follow it and were removed with the old container; it starts empty (keep data in a named volume on shared storage, or pin the service with placement constraints)")
+        }
+        (
+            Action::Remove {
+                reason: plan::Reason::Stale,
+                ..
+            },
+            Volumes::Removed(n),
+        ) => {
+            warn!(action = "volumes", project = %p, node, service, slot, "{n} anonymous volume(s) of an older copy of the replica, which now runs on another node, were removed with it")
+        }
+        _ => {}
+    }
+}
+
+fn describe(a: &Action) -> &'static str {
+    match a {
+        Action::CreateNetwork { .. } => "network created",
+        Action::CreateVolume { .. } => "volume created",
+        Action::RemoveNetwork { .. } => "duplicate network removed",
+        Action::Create { .. } => "container created and started",
+        Action::Start { .. } => "container started",
+        Action::Restart { .. } => "container restarted",
+        Action::StartFirst { .. } => "new copy started before the old one stops",
+        Action::Recreate { .. } => "container recreated",
+        Action::Remove { .. } => "container removed",
+    }
+}

@@ -1,0 +1,254 @@
+//! The one reconcile loop both modes run. It owns what every mode needs the same way:
+//! waking (events through a [`Trigger`], the resync timer, a requeue the last pass asked
+//! for), the config (change detection, SIGHUP, the last good config kept on a broken
+//! edit, warnings said once), the lease (act only while holding it, stop mid-pass when
+//! it runs out), and shutdown (the spawned tasks joined, the lease released). A mode
+//! supplies only how it observes, plans and applies: [`Mode`].
+//!
+//! Passes never overlap. Every wait also waits on the cancellation token, so shutdown
+//! is prompt and leaves the managed containers or services running.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::{ConfigSource, Trigger, Why};
+use crate::config::Loaded;
+use crate::lease::LeaseHandle;
+use crate::telemetry::Telemetry;
+
+/// What woke a pass: the containers events named since the last one.
+#[derive(Debug, Default)]
+pub struct Wake {
+    /// Containers (ids) an event named: the pass inspects them.
+    pub changed: HashSet<String>,
+    /// Containers killed through the API (`docker kill`, `docker stop`): their exit is
+    /// not a crash.
+    pub killed: HashSet<String>,
+}
+
+/// A new config, as a mode took it.
+#[derive(Debug, Default)]
+pub struct Adopted {
+    /// The desired state differs from the one before.
+    pub changed: bool,
+    /// Warnings about the config (said once each).
+    pub warnings: Vec<String>,
+}
+
+/// How one mode observes, plans and applies. Everything else is the loop's.
+pub trait Mode {
+    /// Log the start and wait until the mode may plan (e.g. every node had its chance
+    /// to connect). Ends early when `cancel` fires.
+    fn start(&mut self, cancel: &CancellationToken) -> impl Future<Output = ()>;
+    /// Take a newly loaded config. An error (one line) keeps the last good config.
+    fn adopt(&mut self, loaded: Loaded) -> Result<Adopted, String>;
+    /// One pass: observe, plan, apply, record. Returns when to pass again regardless of
+    /// events, if sooner than the resync.
+    fn pass(&mut self, wake: Wake) -> impl Future<Output = Option<Duration>>;
+    /// The lease was taken (again) after a time without it: forget what was observed.
+    fn resumed(&mut self) {}
+    /// What shutdown leaves behind, for the last log line.
+    fn left_running(&self) -> &'static str;
+}
+
+/// The lease the loop acts under, and its task (joined at shutdown so a held lease is
+/// released and the next drover need not wait).
+pub struct Lease {
+    pub handle: LeaseHandle,
+    pub task: Option<JoinHandle<()>>,
+}
+
+impl Lease {
+    /// Always held: one drover per project is ensured elsewhere (Swarm reschedules drover
+    /// itself), or the user turned the lease off.
+    pub fn none() -> Lease {
+        Lease {
+            handle: LeaseHandle::always(),
+            task: None,
+        }
+    }
+}
+
+/// What the loop needs besides the mode.
+pub struct Parts {
+    pub project: String,
+    pub source: ConfigSource,
+    /// Poked by the mode's event streams and node monitors.
+    pub trigger: Arc<Trigger>,
+    pub lease: Lease,
+    /// A full pass this often even when nothing woke one (events can be lost).
+    pub resync: Duration,
+    pub telemetry: Telemetry,
+    /// Tasks the mode spawned (event streams, node monitors): joined at shutdown.
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+/// What every mode's loop starts from: the config as first loaded, how to load it again,
+/// where to record, when to stop, and where reloads are asked for (SIGHUP).
+pub struct Start {
+    pub load: crate::config::LoadOptions,
+    pub loaded: Loaded,
+    pub telemetry: Telemetry,
+    pub cancel: CancellationToken,
+    pub reload: super::Reload,
+}
+
+/// A spawned task gets this long to end after cancellation.
+const JOIN_GRACE: Duration = Duration::from_millis(700);
+
+/// The loop: a mode and the parts every mode shares.
+pub struct Runtime<M: Mode> {
+    mode: M,
+    parts: Parts,
+    said_warnings: HashSet<String>,
+    said_reload_error: Option<String>,
+}
+
+impl<M: Mode> Runtime<M> {
+    /// `loaded`: the config the mode was built from (its warnings are said now).
+    pub fn new(mode: M, parts: Parts, loaded: &Loaded, warnings: &[String]) -> Self {
+        let mut r = Runtime {
+            mode,
+            parts,
+            said_warnings: HashSet::new(),
+            said_reload_error: None,
+        };
+        r.warn_once(warnings);
+        r.record_host_paths(loaded);
+        r
+    }
+
+    /// The mode, for what it shares with the caller (e.g. Swarm's report).
+    pub fn mode(&self) -> &M {
+        &self.mode
+    }
+
+    /// Reconcile until `cancel` fires.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = self.mode.start(&cancel) => self.reconcile(&cancel).await,
+        }
+        info!(action = "shutdown", project = %self.parts.project, "stopped reconciling; {} left running", self.mode.left_running());
+        let tasks = std::mem::take(&mut self.parts.tasks);
+        let lease = self.parts.lease.task.take();
+        let all = futures::future::join_all(tasks.into_iter().chain(lease));
+        let _ = tokio::time::timeout(JOIN_GRACE, all).await;
+    }
+
+    async fn reconcile(&mut self, cancel: &CancellationToken) {
+        let mut next_resync = Instant::now();
+        let mut requeue: Option<Instant> = Some(Instant::now());
+        let trigger = self.parts.trigger.clone();
+        let mut lease = self.parts.lease.handle.clone();
+        let mut acting = false;
+        loop {
+            // Act only while holding the project's lease; stand by otherwise.
+            if !lease.held() {
+                if acting {
+                    warn!(action = "lease-lost", project = %self.parts.project, reason = "expired", "lease not renewed in time; stopped acting");
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = lease.acquired() => {}
+                }
+                // Whatever happened meanwhile, look at everything again.
+                requeue = Some(Instant::now());
+                self.mode.resumed();
+            }
+            acting = true;
+            let wake_at = requeue.map_or(next_resync, |r| r.min(next_resync));
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = trigger.wait() => {}
+                _ = tokio::time::sleep_until(wake_at.into()) => {}
+                why = self.parts.source.changed() => {
+                    // An edit that changes nothing the mode runs needs no pass.
+                    if !self.reload(why) && why == Why::Files {
+                        continue;
+                    }
+                }
+            }
+            if Instant::now() >= next_resync {
+                next_resync = Instant::now() + self.parts.resync;
+            }
+            let wake = Wake {
+                changed: trigger.take_changed(),
+                killed: trigger.take_killed(),
+            };
+            requeue = tokio::select! {
+                _ = cancel.cancelled() => return,
+                // The lease ran out mid-pass: stop sending requests now.
+                _ = lease.lost() => Some(Instant::now()),
+                r = self.mode.pass(wake) => r.map(|d| Instant::now() + d),
+            };
+        }
+    }
+
+    /// Load the config again and hand it to the mode; `true` when the desired state
+    /// changed. A broken config, or one the mode cannot take, keeps the last good one.
+    fn reload(&mut self, why: Why) -> bool {
+        let project = self.parts.project.clone();
+        if why == Why::Hangup {
+            info!(action = "reload", project = %project, reason = "SIGHUP", "reloading config");
+        }
+        let loaded = match self.parts.source.load() {
+            Ok(l) => l,
+            Err(e) => return self.reload_failed(e.to_string()),
+        };
+        if loaded.project.name != project {
+            error!(
+                action = "reload",
+                project = %project,
+                error = %format!("the project name changed to {}; restart drover to switch projects", loaded.project.name),
+                "config change ignored"
+            );
+            return false;
+        }
+        self.record_host_paths(&loaded);
+        let adopted = match self.mode.adopt(loaded) {
+            Ok(a) => a,
+            Err(e) => return self.reload_failed(e),
+        };
+        self.said_reload_error = None;
+        self.parts.telemetry.reload(None);
+        self.warn_once(&adopted.warnings);
+        if !adopted.changed {
+            debug!(project = %project, "config unchanged");
+        }
+        adopted.changed
+    }
+
+    fn reload_failed(&mut self, msg: String) -> bool {
+        self.parts.telemetry.reload(Some(&msg));
+        if self.said_reload_error.as_deref() != Some(msg.as_str()) {
+            error!(action = "reload", project = %self.parts.project, error = %msg, "config invalid; keeping the last good one");
+            self.said_reload_error = Some(msg);
+        }
+        false
+    }
+
+    fn record_host_paths(&self, loaded: &Loaded) {
+        let record = self
+            .parts
+            .source
+            .options()
+            .host_paths
+            .record(&loaded.host_paths);
+        self.parts.telemetry.host_paths(record);
+    }
+
+    fn warn_once(&mut self, warnings: &[String]) {
+        for w in warnings {
+            if self.said_warnings.insert(w.clone()) {
+                warn!(action = "config", project = %self.parts.project, "{w}");
+            }
+        }
+    }
+}
