@@ -17,10 +17,10 @@ pub mod objects;
 pub mod report;
 pub mod run;
 
-use bollard::Docker;
-use bollard::models::LocalNodeState;
-
 use crate::config::Mode;
+use crate::engine::connect::{Endpoint, explain_error};
+use crate::engine::model::LocalNodeState;
+use crate::engine::{EngineError, SwarmEngine};
 
 /// The engine's place in a swarm, from `/info`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,9 +38,8 @@ impl Role {
 }
 
 /// Ask the engine whether it is a swarm manager.
-pub async fn role(docker: &Docker) -> Result<Role, bollard::errors::Error> {
-    let info = docker.info().await?;
-    let swarm = info.swarm.unwrap_or_default();
+pub async fn role(engine: &dyn SwarmEngine) -> Result<Role, EngineError> {
+    let swarm = engine.swarm_info().await?;
     Ok(Role {
         state: swarm
             .local_node_state
@@ -60,14 +59,14 @@ pub fn resolve(mode: Mode, role: Option<&Role>) -> Mode {
 }
 
 /// Decide the mode; with `auto`, also why (to log at start). An error names what to fix.
-/// `docker`: the one engine, or `None` when `x-drover.nodes` lists engines (then the mode
+/// `manager`: the one engine, or `None` when `x-drover.nodes` lists engines (then the mode
 /// is plain).
 pub async fn choose(
-    docker: Option<&Docker>,
-    engine: &crate::engine::connect::Endpoint,
+    manager: Option<&dyn SwarmEngine>,
+    engine: &Endpoint,
     mode: Mode,
 ) -> Result<(Mode, Option<String>), String> {
-    let Some(docker) = docker else {
+    let Some(manager) = manager else {
         return match mode {
             Mode::Swarm => Err(
                 "x-drover.nodes lists engines for plain mode; in swarm mode drover talks to one \
@@ -85,9 +84,7 @@ pub async fn choose(
     if mode == Mode::Plain {
         return Ok((Mode::Plain, None));
     }
-    let role = role(docker)
-        .await
-        .map_err(|e| crate::engine::connect::explain(engine, &e))?;
+    let role = role(manager).await.map_err(|e| explain_error(engine, &e))?;
     let chosen = resolve(mode, Some(&role));
     if mode == Mode::Swarm && !role.active_manager() {
         return Err(format!(
@@ -114,14 +111,14 @@ pub async fn choose(
 
 /// `drover plan` in swarm mode: the lines to print.
 pub async fn plan_lines(
-    docker: &Docker,
-    engine: &crate::engine::connect::Endpoint,
+    manager: &dyn SwarmEngine,
+    engine: &Endpoint,
     loaded: &crate::config::Loaded,
 ) -> Result<Vec<String>, String> {
     let (desired, _) = run::desired(loaded)?;
-    let mut out = run::plan_lines(docker, &desired)
+    let mut out = run::plan_lines(manager, &desired)
         .await
-        .map_err(|e| crate::engine::connect::explain(engine, &e))?;
+        .map_err(|e| explain_error(engine, &e))?;
     if out.is_empty() {
         out.push(format!(
             "nothing to do: the Swarm services of project {} match the file",

@@ -15,12 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::errors::Error as BollardError;
-use bollard::models::{ConfigSpec, Node, SecretSpec, Task};
-use bollard::query_parameters::{
-    ListConfigsOptions, ListNetworksOptions, ListNodesOptions, ListSecretsOptions,
-    ListServicesOptions, ListTasksOptions, UpdateServiceOptions,
-};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -29,8 +23,10 @@ use super::diff::{self, Action, Current};
 use super::objects::{self, Existing, ObjectAction};
 use super::report::{self, Report};
 use crate::config::{self, LoadOptions, Project};
-use crate::engine::EngineError;
-use crate::engine::connect::{Endpoint, explain};
+use crate::engine::connect::{Endpoint, explain_error};
+use crate::engine::model::{ConfigSpec, Node, SecretSpec, Task};
+use crate::engine::swarm::manager;
+use crate::engine::{EngineError, SwarmEngine, SwarmHandle};
 use crate::runtime::{ConfigSource, EventWatch, EventWatchConfig, Trigger, Watched, Why};
 use crate::telemetry::Telemetry;
 
@@ -125,22 +121,13 @@ fn read_object(path: &str) -> Result<Vec<u8>, String> {
 }
 
 /// List what the plan and the report need.
-pub async fn observe(docker: &Docker, project: &str) -> Result<Observed, BollardError> {
+pub async fn observe(engine: &dyn SwarmEngine, project: &str) -> Result<Observed, EngineError> {
     let prefix = format!("{project}_");
-    let services = docker
-        .list_services(Some(ListServicesOptions {
-            filters: Some(HashMap::from([("name".to_string(), vec![prefix.clone()])])),
-            status: None,
-        }))
-        .await?;
+    let services = engine.list_services(Some(&prefix)).await?;
     let services: Vec<Current> = services
         .into_iter()
         .filter_map(|s| {
             let spec = s.spec?;
-            // The name filter matches anywhere in the name on some engines: keep the prefix.
-            if !spec.name.as_deref().unwrap_or("").starts_with(&prefix) {
-                return None;
-            }
             Some(Current {
                 id: s.id?,
                 version: s.version.and_then(|v| v.index).unwrap_or(0),
@@ -148,7 +135,7 @@ pub async fn observe(docker: &Docker, project: &str) -> Result<Observed, Bollard
             })
         })
         .collect();
-    let listed = docker.list_networks(None::<ListNetworksOptions>).await?;
+    let listed = engine.list_networks().await?;
     let mut networks = Vec::new();
     let mut network_names = Vec::new();
     let mut network_ids = HashMap::new();
@@ -164,7 +151,7 @@ pub async fn observe(docker: &Docker, project: &str) -> Result<Observed, Bollard
         }
     }
     let mut objects = Vec::new();
-    for s in docker.list_secrets(None::<ListSecretsOptions>).await? {
+    for s in engine.list_secrets().await? {
         let spec = s.spec.unwrap_or_default();
         if let (Some(id), Some(name)) = (s.id, spec.name) {
             objects.push(Existing {
@@ -175,7 +162,7 @@ pub async fn observe(docker: &Docker, project: &str) -> Result<Observed, Bollard
             });
         }
     }
-    for c in docker.list_configs(None::<ListConfigsOptions>).await? {
+    for c in engine.list_configs().await? {
         let spec = c.spec.unwrap_or_default();
         if let (Some(id), Some(name)) = (c.id, spec.name) {
             objects.push(Existing {
@@ -194,13 +181,9 @@ pub async fn observe(docker: &Docker, project: &str) -> Result<Observed, Bollard
     let tasks = if ids.is_empty() {
         Vec::new()
     } else {
-        docker
-            .list_tasks(Some(ListTasksOptions {
-                filters: Some(HashMap::from([("service".to_string(), ids)])),
-            }))
-            .await?
+        engine.list_tasks(&ids).await?
     };
-    let nodes = docker.list_nodes(None::<ListNodesOptions>).await?;
+    let nodes = engine.list_nodes().await?;
     Ok(Observed {
         services,
         networks,
@@ -213,9 +196,9 @@ pub async fn observe(docker: &Docker, project: &str) -> Result<Observed, Bollard
 }
 
 /// Every Swarm service (any project), for what must not be removed while in use.
-async fn all_services(docker: &Docker) -> Result<Vec<Current>, BollardError> {
-    Ok(docker
-        .list_services(None::<ListServicesOptions>)
+async fn all_services(engine: &dyn SwarmEngine) -> Result<Vec<Current>, EngineError> {
+    Ok(engine
+        .list_services(None)
         .await?
         .into_iter()
         .filter_map(|s| {
@@ -348,9 +331,12 @@ pub fn describe_object(a: &ObjectAction) -> String {
 }
 
 /// The lines `drover plan` prints in Swarm mode.
-pub async fn plan_lines(docker: &Docker, desired: &Desired) -> Result<Vec<String>, BollardError> {
-    let observed = observe(docker, &desired.project).await?;
-    let all = all_services(docker).await?;
+pub async fn plan_lines(
+    engine: &dyn SwarmEngine,
+    desired: &Desired,
+) -> Result<Vec<String>, EngineError> {
+    let observed = observe(engine, &desired.project).await?;
+    let all = all_services(engine).await?;
     let objects = plan_objects(desired, &observed, &all);
     let mut out: Vec<String> = objects.actions.iter().map(describe_object).collect();
     let (resolved, missing) = resolved(desired, &objects.names, &object_ids(&observed));
@@ -378,7 +364,9 @@ struct Said {
 
 /// The running Swarm-mode controller.
 pub struct Controller {
+    /// The manager's event stream is read through the client itself.
     docker: Docker,
+    swarm: SwarmHandle,
     engine: Endpoint,
     /// The config: its files, change detection, SIGHUP.
     source: ConfigSource,
@@ -407,6 +395,7 @@ impl Controller {
         let source = ConfigSource::new(load, &loaded, settings.watch_interval, reload);
         let host_paths = loaded.host_paths.clone();
         let mut c = Controller {
+            swarm: manager(&docker, &engine),
             docker,
             engine,
             source,
@@ -538,8 +527,8 @@ impl Controller {
         true
     }
 
-    fn list_failed(&mut self, e: &BollardError) {
-        let msg = explain(&self.engine, e);
+    fn list_failed(&mut self, e: &EngineError) {
+        let msg = explain_error(&self.engine, e);
         self.telemetry.unreachable(ENGINE, &msg);
         if self.said.list_error.as_deref() != Some(msg.as_str()) {
             error!(action = "list", project = %self.project.name, error = %msg, "cannot list the swarm");
@@ -551,7 +540,7 @@ impl Controller {
     pub async fn pass(&mut self) -> bool {
         let _timer = self.telemetry.pass(ENGINE);
         let project = self.project.name.clone();
-        let observed = match observe(&self.docker, &project).await {
+        let observed = match observe(self.swarm.as_ref(), &project).await {
             Ok(o) => o,
             Err(e) => {
                 self.list_failed(&e);
@@ -572,7 +561,7 @@ impl Controller {
             .any(|a| matches!(a, ObjectAction::Remove { .. }))
             || !diff::network_removals(&self.desired, &observed.networks, &all).is_empty();
         if removable {
-            match all_services(&self.docker).await {
+            match all_services(self.swarm.as_ref()).await {
                 Ok(a) => all = a,
                 Err(e) => {
                     self.list_failed(&e);
@@ -614,7 +603,9 @@ impl Controller {
             self.apply_object(a).await;
         }
         let observed = if acted {
-            observe(&self.docker, &project).await.unwrap_or(observed)
+            observe(self.swarm.as_ref(), &project)
+                .await
+                .unwrap_or(observed)
         } else {
             observed
         };
@@ -647,26 +638,26 @@ impl Controller {
             } => {
                 let data = Some(objects::base64(&content.0));
                 let r = match kind {
-                    Kind::Secret => self
-                        .docker
-                        .create_secret(SecretSpec {
-                            name: Some(name.clone()),
-                            labels: Some(labels),
-                            data,
-                            ..Default::default()
-                        })
-                        .await
-                        .map(|r| r.id),
-                    Kind::Config => self
-                        .docker
-                        .create_config(ConfigSpec {
-                            name: Some(name.clone()),
-                            labels: Some(labels),
-                            data,
-                            ..Default::default()
-                        })
-                        .await
-                        .map(|r| r.id),
+                    Kind::Secret => {
+                        self.swarm
+                            .create_secret(SecretSpec {
+                                name: Some(name.clone()),
+                                labels: Some(labels),
+                                data,
+                                ..Default::default()
+                            })
+                            .await
+                    }
+                    Kind::Config => {
+                        self.swarm
+                            .create_config(ConfigSpec {
+                                name: Some(name.clone()),
+                                labels: Some(labels),
+                                data,
+                                ..Default::default()
+                            })
+                            .await
+                    }
                 };
                 let action = match kind {
                     Kind::Secret => "create_secret",
@@ -676,10 +667,14 @@ impl Controller {
             }
             ObjectAction::Remove { kind, id, .. } => {
                 let (action, r) = match kind {
-                    Kind::Secret => ("remove_secret", self.docker.delete_secret(&id).await),
-                    Kind::Config => ("remove_config", self.docker.delete_config(&id).await),
+                    Kind::Secret => ("remove_secret", self.swarm.delete_secret(&id).await),
+                    Kind::Config => ("remove_config", self.swarm.delete_config(&id).await),
                 };
-                (action, "unused", ignore_status(r, 404).map(|()| None))
+                (
+                    action,
+                    "unused",
+                    ignore(r, EngineError::is_not_found).map(|()| None),
+                )
             }
         };
         self.finish(action, None, reason, &what, started, result)
@@ -694,7 +689,7 @@ impl Controller {
         reason: &'static str,
         what: &str,
         started: std::time::Instant,
-        result: Result<T, BollardError>,
+        result: Result<T, EngineError>,
     ) -> Option<T> {
         let project = self.project.name.clone();
         let duration = started.elapsed();
@@ -713,7 +708,7 @@ impl Controller {
                 Some(v)
             }
             Err(e) => {
-                let msg = explain(&self.engine, &e);
+                let msg = explain_error(&self.engine, &e);
                 self.telemetry.swarm_action(
                     ENGINE,
                     action,
@@ -743,12 +738,22 @@ impl Controller {
         let (action, reason, service, result) = match a {
             Action::CreateNetwork(n) => {
                 let name = n.name.clone();
-                let r = self.docker.create_network(n).await.map(|_| ());
-                ("create_network", "missing", name, ignore_status(r, 409))
+                let r = self.swarm.create_network(n).await;
+                (
+                    "create_network",
+                    "missing",
+                    name,
+                    ignore(r, EngineError::is_conflict),
+                )
             }
             Action::Create { service, spec } => {
-                let r = self.docker.create_service(spec, None).await.map(|_| ());
-                ("create", "missing", service, ignore_status(r, 409))
+                let r = self.swarm.create_service(spec).await;
+                (
+                    "create",
+                    "missing",
+                    service,
+                    ignore(r, EngineError::is_conflict),
+                )
             }
             Action::Update {
                 service,
@@ -757,7 +762,7 @@ impl Controller {
                 spec,
                 ..
             } => {
-                let r = self.update(&id, version, spec).await;
+                let r = self.swarm.update_service(&id, version, spec).await;
                 ("update", "config-changed", service, r)
             }
             Action::Scale {
@@ -767,35 +772,29 @@ impl Controller {
                 spec,
                 ..
             } => {
-                let r = self.update(&id, version, spec).await;
+                let r = self.swarm.update_service(&id, version, spec).await;
                 ("scale", "scale", service, r)
             }
             Action::Remove { service, id } => {
-                let r = self.docker.delete_service(&id).await;
-                ("remove", "not-in-file", service, ignore_status(r, 404))
+                let r = self.swarm.delete_service(&id).await;
+                (
+                    "remove",
+                    "not-in-file",
+                    service,
+                    ignore(r, EngineError::is_not_found),
+                )
             }
             Action::RemoveNetwork { name, id } => {
-                let r = self.docker.remove_network(&id).await;
-                ("remove_network", "not-in-file", name, ignore_status(r, 404))
+                let r = self.swarm.remove_network(&id).await;
+                (
+                    "remove_network",
+                    "not-in-file",
+                    name,
+                    ignore(r, EngineError::is_not_found),
+                )
             }
         };
         self.finish(action, Some(&service), reason, &what, started, result);
-    }
-
-    async fn update(
-        &self,
-        id: &str,
-        version: u64,
-        spec: bollard::models::ServiceSpec,
-    ) -> Result<(), BollardError> {
-        let opts = UpdateServiceOptions {
-            version: i32::try_from(version).unwrap_or(i32::MAX),
-            ..Default::default()
-        };
-        self.docker
-            .update_service(id, spec, opts, None)
-            .await
-            .map(|_| ())
     }
 
     /// Log what changed since the last report: counts per service and node, new task errors.
@@ -860,9 +859,11 @@ impl Controller {
     }
 }
 
-fn ignore_status(r: Result<(), BollardError>, code: u16) -> Result<(), BollardError> {
+/// `r`, with the failure that means the action is already done (`done`: not found for a
+/// removal, conflict for a creation) counted as success.
+fn ignore(r: Result<(), EngineError>, done: fn(&EngineError) -> bool) -> Result<(), EngineError> {
     match r {
-        Err(e) if EngineError::from(&e).status() == Some(code) => Ok(()),
+        Err(e) if done(&e) => Ok(()),
         r => r,
     }
 }
