@@ -1520,6 +1520,38 @@ mod tests {
     }
 
     #[test]
+    fn engine_errors_are_explained_as_the_errors_they_came_from() {
+        let ep = tls_ep();
+        for (status, message) in [
+            (404, "No such service: x"),
+            (409, "name conflicts with an existing object\n"),
+            (503, "rpc error: the swarm does not have a leader"),
+            (400, "Client sent an HTTP request to an HTTPS server.\n"),
+        ] {
+            let e = BollardError::DockerResponseServerError {
+                status_code: status,
+                message: message.into(),
+            };
+            assert_eq!(explain_error(&ep, &EngineError::from(&e)), explain(&ep, &e));
+        }
+        // A failure without an answer was worded where it happened.
+        let worded = EngineError {
+            kind: crate::engine::Kind::Unreachable,
+            message: "cannot reach the Docker engine at tcp://10.231.1.2:2376: connection refused"
+                .into(),
+        };
+        assert_eq!(explain_error(&ep, &worded), worded.message);
+        let bare = EngineError {
+            kind: crate::engine::Kind::Timeout,
+            message: String::new(),
+        };
+        assert_eq!(
+            explain_error(&ep, &bare),
+            "the engine did not answer in time"
+        );
+    }
+
+    #[test]
     fn certificate_names_are_shown_plainly() {
         assert_eq!(plain_name("IpAddress(10.0.0.2)"), "10.0.0.2");
         assert_eq!(plain_name("DnsName(\"drover-a\")"), "drover-a");

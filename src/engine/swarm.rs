@@ -268,3 +268,198 @@ impl SwarmEngine for Manager {
         })
     }
 }
+
+/// An in-memory Swarm manager for unit tests: it lists what a test put into its
+/// [`fake::State`], records every call, and fails every call with
+/// [`fake::State::fail`] when set.
+#[cfg(test)]
+pub mod fake {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[derive(Debug, Default)]
+    pub struct State {
+        pub info: SwarmInfo,
+        pub services: Vec<Service>,
+        pub tasks: Vec<Task>,
+        pub nodes: Vec<Node>,
+        pub networks: Vec<Network>,
+        pub secrets: Vec<Secret>,
+        pub configs: Vec<Config>,
+        /// The calls made, as `verb [argument]`.
+        pub calls: Vec<String>,
+        pub fail: Option<EngineError>,
+    }
+
+    #[derive(Debug, Default)]
+    pub struct FakeSwarm {
+        pub state: Mutex<State>,
+    }
+
+    impl FakeSwarm {
+        pub fn new(state: State) -> FakeSwarm {
+            FakeSwarm {
+                state: Mutex::new(state),
+            }
+        }
+
+        pub fn calls(&self) -> Vec<String> {
+            self.state.lock().unwrap().calls.clone()
+        }
+
+        /// Record `call`; then the configured failure, or `answer` applied to the state.
+        fn call<T: Send + 'static>(
+            &self,
+            call: String,
+            answer: impl FnOnce(&mut State) -> T,
+        ) -> Answer<'_, T> {
+            let mut s = self.state.lock().unwrap();
+            s.calls.push(call);
+            let out = match s.fail.clone() {
+                Some(e) => Err(e),
+                None => Ok(answer(&mut s)),
+            };
+            Box::pin(async move { out })
+        }
+    }
+
+    impl SwarmEngine for FakeSwarm {
+        fn swarm_info(&self) -> Answer<'_, SwarmInfo> {
+            self.call("info".into(), |s| s.info.clone())
+        }
+
+        fn list_services<'a>(&'a self, prefix: Option<&'a str>) -> Answer<'a, Vec<Service>> {
+            let call = format!("list_services {}", prefix.unwrap_or("*"));
+            self.call(call, |s| match prefix {
+                Some(p) => s
+                    .services
+                    .iter()
+                    .filter(|x| named_with(x, p))
+                    .cloned()
+                    .collect(),
+                None => s.services.clone(),
+            })
+        }
+
+        fn list_tasks<'a>(&'a self, service_ids: &'a [String]) -> Answer<'a, Vec<Task>> {
+            let call = format!("list_tasks {}", service_ids.join(","));
+            self.call(call, |s| {
+                s.tasks
+                    .iter()
+                    .filter(|t| {
+                        t.service_id
+                            .as_ref()
+                            .is_some_and(|id| service_ids.contains(id))
+                    })
+                    .cloned()
+                    .collect()
+            })
+        }
+
+        fn list_nodes(&self) -> Answer<'_, Vec<Node>> {
+            self.call("list_nodes".into(), |s| s.nodes.clone())
+        }
+
+        fn list_networks(&self) -> Answer<'_, Vec<Network>> {
+            self.call("list_networks".into(), |s| s.networks.clone())
+        }
+
+        fn list_secrets(&self) -> Answer<'_, Vec<Secret>> {
+            self.call("list_secrets".into(), |s| s.secrets.clone())
+        }
+
+        fn list_configs(&self) -> Answer<'_, Vec<Config>> {
+            self.call("list_configs".into(), |s| s.configs.clone())
+        }
+
+        fn create_service(&self, spec: ServiceSpec) -> Answer<'_, ()> {
+            let call = format!("create_service {}", spec.name.unwrap_or_default());
+            self.call(call, |_| ())
+        }
+
+        fn update_service<'a>(
+            &'a self,
+            id: &'a str,
+            version: u64,
+            _spec: ServiceSpec,
+        ) -> Answer<'a, ()> {
+            self.call(format!("update_service {id} {version}"), |_| ())
+        }
+
+        fn delete_service<'a>(&'a self, id: &'a str) -> Answer<'a, ()> {
+            self.call(format!("delete_service {id}"), |_| ())
+        }
+
+        fn create_secret(&self, spec: SecretSpec) -> Answer<'_, String> {
+            let name = spec.name.unwrap_or_default();
+            self.call(format!("create_secret {name}"), |_| format!("id-{name}"))
+        }
+
+        fn delete_secret<'a>(&'a self, id: &'a str) -> Answer<'a, ()> {
+            self.call(format!("delete_secret {id}"), |_| ())
+        }
+
+        fn create_config(&self, spec: ConfigSpec) -> Answer<'_, String> {
+            let name = spec.name.unwrap_or_default();
+            self.call(format!("create_config {name}"), |_| format!("id-{name}"))
+        }
+
+        fn delete_config<'a>(&'a self, id: &'a str) -> Answer<'a, ()> {
+            self.call(format!("delete_config {id}"), |_| ())
+        }
+
+        fn create_network(&self, req: NetworkCreateRequest) -> Answer<'_, ()> {
+            self.call(format!("create_network {}", req.name), |_| ())
+        }
+
+        fn remove_network<'a>(&'a self, id: &'a str) -> Answer<'a, ()> {
+            self.call(format!("remove_network {id}"), |_| ())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::connect::ConnectArgs;
+
+    fn service(name: &str) -> Service {
+        Service {
+            id: Some(format!("id-{name}")),
+            spec: Some(ServiceSpec {
+                name: Some(name.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_name_filter_keeps_only_names_that_start_with_the_prefix() {
+        assert!(named_with(&service("p_web"), "p_"));
+        assert!(!named_with(&service("other_p_web"), "p_"));
+        assert!(!named_with(&Service::default(), "p_"));
+        let opts = name_filter("p_");
+        assert_eq!(opts.filters.unwrap()["name"], vec!["p_".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn a_manager_that_does_not_answer_is_worded_as_connect_words_it() {
+        let args = ConnectArgs {
+            host: Some("tcp://127.0.0.1:1".into()),
+            ..Default::default()
+        };
+        let endpoint = Endpoint::resolve(&args, &HashMap::new()).unwrap();
+        let docker =
+            Docker::connect_with_http("tcp://127.0.0.1:1", 5, bollard::API_DEFAULT_VERSION)
+                .unwrap();
+        let e = manager(&docker, &endpoint).list_nodes().await.unwrap_err();
+        assert_eq!(e.status(), None);
+        assert_eq!(
+            e.message,
+            "cannot reach the Docker engine at tcp://127.0.0.1:1: connection refused"
+        );
+        assert_eq!(connect::explain_error(&endpoint, &e), e.message);
+    }
+}
