@@ -127,3 +127,98 @@ pub async fn plan_lines(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Kind;
+    use crate::engine::connect::ConnectArgs;
+    use crate::engine::model::SwarmInfo;
+    use crate::engine::swarm::fake::{FakeSwarm, State};
+
+    fn manager(state: Option<LocalNodeState>, control: Option<bool>) -> FakeSwarm {
+        FakeSwarm::new(State {
+            info: SwarmInfo {
+                local_node_state: state,
+                control_available: control,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+    }
+
+    fn endpoint() -> Endpoint {
+        let args = ConnectArgs {
+            host: Some("tcp://10.0.0.1:2375".into()),
+            ..Default::default()
+        };
+        Endpoint::resolve(&args, &Default::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn role_reads_the_swarm_state_and_whether_it_manages() {
+        let r = role(&manager(Some(LocalNodeState::ACTIVE), Some(true)))
+            .await
+            .unwrap();
+        assert!(r.active_manager());
+        let r = role(&manager(Some(LocalNodeState::ACTIVE), None))
+            .await
+            .unwrap();
+        assert_eq!((r.state.as_str(), r.manager), ("active", false));
+        let r = role(&manager(None, None)).await.unwrap();
+        assert_eq!((r.state.as_str(), r.manager), ("inactive", false));
+    }
+
+    #[tokio::test]
+    async fn choose_asks_the_engine_only_when_swarm_is_possible() {
+        let ep = endpoint();
+        let active = manager(Some(LocalNodeState::ACTIVE), Some(true));
+        let (mode, why) = choose(Some(&active), &ep, Mode::Auto).await.unwrap();
+        assert_eq!(mode, Mode::Swarm);
+        assert_eq!(
+            why.as_deref(),
+            Some("auto: the engine's swarm state is active (manager)")
+        );
+        assert_eq!(
+            choose(Some(&active), &ep, Mode::Swarm).await.unwrap(),
+            (Mode::Swarm, None)
+        );
+        let plain = manager(None, None);
+        assert_eq!(
+            choose(Some(&plain), &ep, Mode::Plain).await.unwrap(),
+            (Mode::Plain, None)
+        );
+        assert!(plain.calls().is_empty());
+        let (mode, _) = choose(Some(&plain), &ep, Mode::Auto).await.unwrap();
+        assert_eq!(mode, Mode::Plain);
+        let worker = manager(Some(LocalNodeState::ACTIVE), Some(false));
+        let e = choose(Some(&worker), &ep, Mode::Swarm).await.unwrap_err();
+        assert!(
+            e.starts_with(
+                "--mode swarm: the engine at tcp://10.0.0.1:2375 is not an active Swarm manager \
+                 (swarm state: active, worker)"
+            ),
+            "{e}"
+        );
+        assert!(choose(None, &ep, Mode::Swarm).await.is_err());
+        assert_eq!(choose(None, &ep, Mode::Auto).await.unwrap().0, Mode::Plain);
+    }
+
+    #[tokio::test]
+    async fn an_engine_error_while_choosing_is_explained() {
+        let failing = FakeSwarm::new(State {
+            fail: Some(EngineError {
+                kind: Kind::Api(500),
+                message: "boom".into(),
+            }),
+            ..Default::default()
+        });
+        let e = choose(Some(&failing), &endpoint(), Mode::Auto)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "the Docker engine at tcp://10.0.0.1:2375 answered 500: boom"
+        );
+    }
+}

@@ -867,3 +867,183 @@ fn ignore(r: Result<(), EngineError>, done: fn(&EngineError) -> bool) -> Result<
         r => r,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Kind as ErrorKind;
+    use crate::engine::model::{
+        Config, Network, ObjectVersion, Secret, SecretSpec, Service, ServiceSpec,
+    };
+    use crate::engine::swarm::fake::{FakeSwarm, State};
+    use crate::swarm::convert::NAMESPACE;
+
+    fn service(name: &str, namespace: Option<&str>, version: u64) -> Service {
+        Service {
+            id: Some(format!("id-{name}")),
+            version: Some(ObjectVersion {
+                index: Some(version),
+            }),
+            spec: Some(ServiceSpec {
+                name: Some(name.into()),
+                labels: namespace.map(|n| HashMap::from([(NAMESPACE.to_string(), n.to_string())])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn task(id: &str, service: &str) -> Task {
+        Task {
+            id: Some(id.into()),
+            service_id: Some(format!("id-{service}")),
+            ..Default::default()
+        }
+    }
+
+    /// A project with no services.
+    fn nothing(project: &str) -> Desired {
+        Desired {
+            project: project.into(),
+            services: BTreeMap::new(),
+            networks: Vec::new(),
+            objects: BTreeMap::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn swarm() -> State {
+        State {
+            services: vec![
+                service("p_web", Some("p"), 7),
+                service("p_theirs", None, 2),
+                service("q_web", Some("q"), 1),
+            ],
+            tasks: vec![task("t1", "p_web"), task("t2", "p_theirs")],
+            nodes: vec![Node::default()],
+            networks: vec![
+                Network {
+                    id: Some("n1".into()),
+                    name: Some("p_default".into()),
+                    ..Default::default()
+                },
+                Network::default(),
+            ],
+            secrets: vec![Secret {
+                id: Some("s1".into()),
+                spec: Some(SecretSpec {
+                    name: Some("p_token".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            configs: vec![Config::default()],
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn observe_lists_the_projects_services_and_only_its_own_tasks() {
+        let fake = FakeSwarm::new(swarm());
+        let o = observe(&fake, "p").await.unwrap();
+        let names: Vec<(&str, u64)> = o
+            .services
+            .iter()
+            .map(|s| (s.spec.name.as_deref().unwrap(), s.version))
+            .collect();
+        assert_eq!(names, vec![("p_web", 7), ("p_theirs", 2)]);
+        assert_eq!(o.network_names, vec!["p_default".to_string()]);
+        assert_eq!(o.network_ids["n1"], "p_default");
+        assert_eq!(
+            o.objects,
+            vec![Existing {
+                kind: Kind::Secret,
+                id: "s1".into(),
+                name: "p_token".into(),
+                labels: HashMap::new(),
+            }]
+        );
+        let tasks: Vec<&str> = o.tasks.iter().map(|t| t.id.as_deref().unwrap()).collect();
+        assert_eq!(tasks, vec!["t1"]);
+        assert_eq!(o.nodes.len(), 1);
+        assert_eq!(
+            fake.calls(),
+            vec![
+                "list_services p_",
+                "list_networks",
+                "list_secrets",
+                "list_configs",
+                "list_tasks id-p_web",
+                "list_nodes"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn observe_asks_for_no_tasks_without_services_of_the_project() {
+        let fake = FakeSwarm::new(swarm());
+        let o = observe(&fake, "r").await.unwrap();
+        assert!(o.services.is_empty() && o.tasks.is_empty());
+        assert!(!fake.calls().iter().any(|c| c.starts_with("list_tasks")));
+    }
+
+    #[tokio::test]
+    async fn a_failed_list_is_the_engines_error() {
+        let gone = EngineError {
+            kind: ErrorKind::Unreachable,
+            message: "cannot reach the Docker engine".into(),
+        };
+        let fake = FakeSwarm::new(State {
+            fail: Some(gone.clone()),
+            ..swarm()
+        });
+        assert_eq!(observe(&fake, "p").await.unwrap_err(), gone);
+        let desired = nothing("p");
+        assert_eq!(plan_lines(&fake, &desired).await.unwrap_err(), gone);
+    }
+
+    #[tokio::test]
+    async fn plan_lines_removes_the_projects_services_not_in_the_file() {
+        let mut state = swarm();
+        state.services[0]
+            .spec
+            .as_mut()
+            .unwrap()
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(crate::swarm::convert::PROJECT.into(), "p".into());
+        let fake = FakeSwarm::new(state);
+        let desired = nothing("p");
+        let lines = plan_lines(&fake, &desired).await.unwrap();
+        assert_eq!(lines, vec!["remove service p_web (not in the file)"]);
+        // The plan only lists.
+        assert!(
+            fake.calls().iter().all(|c| c.starts_with("list_")),
+            "{:?}",
+            fake.calls()
+        );
+    }
+
+    #[test]
+    fn an_answer_that_means_done_counts_as_success() {
+        let err = |kind| {
+            Err(EngineError {
+                kind,
+                message: String::new(),
+            })
+        };
+        assert_eq!(
+            ignore(err(ErrorKind::NotFound), EngineError::is_not_found),
+            Ok(())
+        );
+        assert_eq!(
+            ignore(err(ErrorKind::Conflict), EngineError::is_conflict),
+            Ok(())
+        );
+        assert!(ignore(err(ErrorKind::Conflict), EngineError::is_not_found).is_err());
+        assert!(ignore(err(ErrorKind::NotFound), EngineError::is_conflict).is_err());
+        assert!(ignore(err(ErrorKind::Api(500)), EngineError::is_not_found).is_err());
+        assert_eq!(ignore(Ok(()), EngineError::is_conflict), Ok(()));
+    }
+}
