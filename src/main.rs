@@ -323,7 +323,10 @@ async fn setup(common: &Common) -> Result<Setup, String> {
         None
     };
     let wanted = common.mode.or(first.settings.mode).unwrap_or(Mode::Auto);
-    let (mode, why) = swarm::choose(docker.as_ref(), &endpoint, wanted).await?;
+    let manager = docker
+        .as_ref()
+        .map(|d| drover::engine::swarm::manager(d, &endpoint));
+    let (mode, why) = swarm::choose(manager.as_deref(), &endpoint, wanted).await?;
     // Where the engine's host has drover's files (drover in a container).
     let own = observe::own_container_id();
     let host = match &common.host_project_dir {
@@ -355,7 +358,10 @@ async fn setup(common: &Common) -> Result<Setup, String> {
 async fn plan_command(common: Common) -> Result<(), String> {
     let s = setup(&common).await?;
     let lines = match (s.mode, &s.docker) {
-        (Mode::Swarm, Some(d)) => swarm::plan_lines(d, &s.endpoint, &s.loaded).await?,
+        (Mode::Swarm, Some(d)) => {
+            let manager = drover::engine::swarm::manager(d, &s.endpoint);
+            swarm::plan_lines(manager.as_ref(), &s.endpoint, &s.loaded).await?
+        }
         _ => {
             print_host_paths(&s.loaded);
             preview::plan_lines(&s.specs, &s.loaded).await?

@@ -35,6 +35,8 @@ use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use super::error::EngineError;
+
 /// Where the Docker CLI looks when nothing is configured.
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 /// Limit for establishing a connection and for the version negotiation and ping in [`connect`].
@@ -606,6 +608,17 @@ fn with_version_prefix(docker: Docker, version: &ClientVersion) -> Docker {
 /// Turn any bollard error met later into one actionable line naming the engine (for logs).
 pub fn explain(ep: &Endpoint, err: &BollardError) -> String {
     classify(ep, err).to_string()
+}
+
+/// The same line for an engine call's [`EngineError`]: an answer with a status is worded
+/// as [`explain`] words it; a failure without one carries its line already (the client
+/// words it where the cause is at hand, see [`super::swarm`]).
+pub fn explain_error(ep: &Endpoint, err: &EngineError) -> String {
+    match err.status() {
+        Some(status) => server_error(ep, status, &err.message).to_string(),
+        None if err.message.is_empty() => err.to_string(),
+        None => err.message.clone(),
+    }
 }
 
 /// Classify a bollard error met while talking to `ep` (same rules as [`explain`]).
@@ -1504,6 +1517,38 @@ mod tests {
             },
         );
         assert!(e.is_transient());
+    }
+
+    #[test]
+    fn engine_errors_are_explained_as_the_errors_they_came_from() {
+        let ep = tls_ep();
+        for (status, message) in [
+            (404, "No such service: x"),
+            (409, "name conflicts with an existing object\n"),
+            (503, "rpc error: the swarm does not have a leader"),
+            (400, "Client sent an HTTP request to an HTTPS server.\n"),
+        ] {
+            let e = BollardError::DockerResponseServerError {
+                status_code: status,
+                message: message.into(),
+            };
+            assert_eq!(explain_error(&ep, &EngineError::from(&e)), explain(&ep, &e));
+        }
+        // A failure without an answer was worded where it happened.
+        let worded = EngineError {
+            kind: crate::engine::Kind::Unreachable,
+            message: "cannot reach the Docker engine at tcp://10.231.1.2:2376: connection refused"
+                .into(),
+        };
+        assert_eq!(explain_error(&ep, &worded), worded.message);
+        let bare = EngineError {
+            kind: crate::engine::Kind::Timeout,
+            message: String::new(),
+        };
+        assert_eq!(
+            explain_error(&ep, &bare),
+            "the engine did not answer in time"
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Talking to Docker Engines: connecting like the Docker CLI ([`connect`]), the interface
-//! the executor applies plans through ([`api::Engine`]), the one typed
+//! the executor applies plans through ([`api::Engine`]), Swarm mode's ([`swarm::SwarmEngine`]), the one typed
 //! error engine calls return ([`error`]), the one image pull path ([`images`]), and where
 //! the engine's host has drover's files ([`hostmounts`]).
 
@@ -11,6 +11,8 @@ pub mod fake;
 pub mod hostmounts;
 pub mod images;
 pub mod model;
+pub mod swarm;
 
 pub use api::Engine;
 pub use error::{EngineError, Kind};
+pub use swarm::{SwarmEngine, SwarmHandle};

@@ -18,7 +18,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use bollard::models::{
+use sha2::{Digest, Sha256};
+
+use crate::config::{
+    DeployMode, FailureAction, FileMount, MountKind, Project, Protocol, RestartCondition, Service,
+    UpdateConfig, UpdateOrder,
+};
+use crate::engine::model::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum,
     EndpointSpec, HealthConfig, Limit, Mount, MountType, MountVolumeOptions,
     NetworkAttachmentConfig, NetworkCreateRequest, ResourceObject, ServiceSpec, ServiceSpecMode,
@@ -30,13 +36,6 @@ use bollard::models::{
     TaskSpecContainerSpecSecrets, TaskSpecPlacement, TaskSpecPlacementPreferences,
     TaskSpecPlacementSpread, TaskSpecResources, TaskSpecRestartPolicy,
     TaskSpecRestartPolicyConditionEnum,
-};
-
-use sha2::{Digest, Sha256};
-
-use crate::config::{
-    DeployMode, FailureAction, FileMount, MountKind, Project, Protocol, RestartCondition, Service,
-    UpdateConfig, UpdateOrder,
 };
 
 /// `docker stack deploy`'s namespace label, on services, networks and task containers.

@@ -8,10 +8,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use bollard::models::{NetworkCreateRequest, ServiceSpec};
 use serde_json::Value;
 
 use super::convert::{Desired, NAMESPACE, PROJECT, SERVICE};
+use crate::engine::model::{NetworkCreateRequest, ServiceSpec};
 
 /// One service as Swarm has it.
 #[derive(Debug, Clone, PartialEq)]
@@ -622,7 +622,7 @@ mod tests {
         let mut user = as_stored(&d.services["web"].spec, &ids());
         user.name = Some("other_svc".into());
         user.task_template.as_mut().unwrap().networks =
-            Some(vec![bollard::models::NetworkAttachmentConfig {
+            Some(vec![crate::engine::model::NetworkAttachmentConfig {
                 target: Some("n3".into()),
                 ..Default::default()
             }]);

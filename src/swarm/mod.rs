@@ -17,10 +17,10 @@ pub mod objects;
 pub mod report;
 pub mod run;
 
-use bollard::Docker;
-use bollard::models::LocalNodeState;
-
 use crate::config::Mode;
+use crate::engine::connect::{Endpoint, explain_error};
+use crate::engine::model::LocalNodeState;
+use crate::engine::{EngineError, SwarmEngine};
 
 /// The engine's place in a swarm, from `/info`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,9 +38,8 @@ impl Role {
 }
 
 /// Ask the engine whether it is a swarm manager.
-pub async fn role(docker: &Docker) -> Result<Role, bollard::errors::Error> {
-    let info = docker.info().await?;
-    let swarm = info.swarm.unwrap_or_default();
+pub async fn role(engine: &dyn SwarmEngine) -> Result<Role, EngineError> {
+    let swarm = engine.swarm_info().await?;
     Ok(Role {
         state: swarm
             .local_node_state
@@ -60,14 +59,14 @@ pub fn resolve(mode: Mode, role: Option<&Role>) -> Mode {
 }
 
 /// Decide the mode; with `auto`, also why (to log at start). An error names what to fix.
-/// `docker`: the one engine, or `None` when `x-drover.nodes` lists engines (then the mode
+/// `manager`: the one engine, or `None` when `x-drover.nodes` lists engines (then the mode
 /// is plain).
 pub async fn choose(
-    docker: Option<&Docker>,
-    engine: &crate::engine::connect::Endpoint,
+    manager: Option<&dyn SwarmEngine>,
+    engine: &Endpoint,
     mode: Mode,
 ) -> Result<(Mode, Option<String>), String> {
-    let Some(docker) = docker else {
+    let Some(manager) = manager else {
         return match mode {
             Mode::Swarm => Err(
                 "x-drover.nodes lists engines for plain mode; in swarm mode drover talks to one \
@@ -85,9 +84,7 @@ pub async fn choose(
     if mode == Mode::Plain {
         return Ok((Mode::Plain, None));
     }
-    let role = role(docker)
-        .await
-        .map_err(|e| crate::engine::connect::explain(engine, &e))?;
+    let role = role(manager).await.map_err(|e| explain_error(engine, &e))?;
     let chosen = resolve(mode, Some(&role));
     if mode == Mode::Swarm && !role.active_manager() {
         return Err(format!(
@@ -114,14 +111,14 @@ pub async fn choose(
 
 /// `drover plan` in swarm mode: the lines to print.
 pub async fn plan_lines(
-    docker: &Docker,
-    engine: &crate::engine::connect::Endpoint,
+    manager: &dyn SwarmEngine,
+    engine: &Endpoint,
     loaded: &crate::config::Loaded,
 ) -> Result<Vec<String>, String> {
     let (desired, _) = run::desired(loaded)?;
-    let mut out = run::plan_lines(docker, &desired)
+    let mut out = run::plan_lines(manager, &desired)
         .await
-        .map_err(|e| crate::engine::connect::explain(engine, &e))?;
+        .map_err(|e| explain_error(engine, &e))?;
     if out.is_empty() {
         out.push(format!(
             "nothing to do: the Swarm services of project {} match the file",
@@ -129,4 +126,99 @@ pub async fn plan_lines(
         ));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Kind;
+    use crate::engine::connect::ConnectArgs;
+    use crate::engine::model::SwarmInfo;
+    use crate::engine::swarm::fake::{FakeSwarm, State};
+
+    fn manager(state: Option<LocalNodeState>, control: Option<bool>) -> FakeSwarm {
+        FakeSwarm::new(State {
+            info: SwarmInfo {
+                local_node_state: state,
+                control_available: control,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+    }
+
+    fn endpoint() -> Endpoint {
+        let args = ConnectArgs {
+            host: Some("tcp://10.0.0.1:2375".into()),
+            ..Default::default()
+        };
+        Endpoint::resolve(&args, &Default::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn role_reads_the_swarm_state_and_whether_it_manages() {
+        let r = role(&manager(Some(LocalNodeState::ACTIVE), Some(true)))
+            .await
+            .unwrap();
+        assert!(r.active_manager());
+        let r = role(&manager(Some(LocalNodeState::ACTIVE), None))
+            .await
+            .unwrap();
+        assert_eq!((r.state.as_str(), r.manager), ("active", false));
+        let r = role(&manager(None, None)).await.unwrap();
+        assert_eq!((r.state.as_str(), r.manager), ("inactive", false));
+    }
+
+    #[tokio::test]
+    async fn choose_asks_the_engine_only_when_swarm_is_possible() {
+        let ep = endpoint();
+        let active = manager(Some(LocalNodeState::ACTIVE), Some(true));
+        let (mode, why) = choose(Some(&active), &ep, Mode::Auto).await.unwrap();
+        assert_eq!(mode, Mode::Swarm);
+        assert_eq!(
+            why.as_deref(),
+            Some("auto: the engine's swarm state is active (manager)")
+        );
+        assert_eq!(
+            choose(Some(&active), &ep, Mode::Swarm).await.unwrap(),
+            (Mode::Swarm, None)
+        );
+        let plain = manager(None, None);
+        assert_eq!(
+            choose(Some(&plain), &ep, Mode::Plain).await.unwrap(),
+            (Mode::Plain, None)
+        );
+        assert!(plain.calls().is_empty());
+        let (mode, _) = choose(Some(&plain), &ep, Mode::Auto).await.unwrap();
+        assert_eq!(mode, Mode::Plain);
+        let worker = manager(Some(LocalNodeState::ACTIVE), Some(false));
+        let e = choose(Some(&worker), &ep, Mode::Swarm).await.unwrap_err();
+        assert!(
+            e.starts_with(
+                "--mode swarm: the engine at tcp://10.0.0.1:2375 is not an active Swarm manager \
+                 (swarm state: active, worker)"
+            ),
+            "{e}"
+        );
+        assert!(choose(None, &ep, Mode::Swarm).await.is_err());
+        assert_eq!(choose(None, &ep, Mode::Auto).await.unwrap().0, Mode::Plain);
+    }
+
+    #[tokio::test]
+    async fn an_engine_error_while_choosing_is_explained() {
+        let failing = FakeSwarm::new(State {
+            fail: Some(EngineError {
+                kind: Kind::Api(500),
+                message: "boom".into(),
+            }),
+            ..Default::default()
+        });
+        let e = choose(Some(&failing), &endpoint(), Mode::Auto)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "the Docker engine at tcp://10.0.0.1:2375 answered 500: boom"
+        );
+    }
 }

@@ -11,9 +11,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use bollard::models::ServiceSpec;
-
 use super::convert::{CONTENT_HASH, Content, Desired, Kind, NAMESPACE, OBJECT_KEY, PROJECT};
+use crate::engine::model::ServiceSpec;
 
 /// One secret or config as Swarm has it (its content is never read back).
 #[derive(Debug, Clone, PartialEq, Eq)]

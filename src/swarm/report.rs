@@ -6,9 +6,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
-use bollard::models::{Node, Task, TaskState};
-
 use super::diff::{Current, compose_service};
+use crate::engine::model::{Node, Task, TaskState};
 
 // The report is data telemetry records and `/status` serves: its types are telemetry's.
 pub use crate::telemetry::swarm::{

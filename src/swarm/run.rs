@@ -15,12 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::errors::Error as BollardError;
-use bollard::models::{ConfigSpec, Node, SecretSpec, Task};
-use bollard::query_parameters::{
-    ListConfigsOptions, ListNetworksOptions, ListNodesOptions, ListSecretsOptions,
-    ListServicesOptions, ListTasksOptions, UpdateServiceOptions,
-};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -29,8 +23,10 @@ use super::diff::{self, Action, Current};
 use super::objects::{self, Existing, ObjectAction};
 use super::report::{self, Report};
 use crate::config::{self, Project};
-use crate::engine::EngineError;
-use crate::engine::connect::{Endpoint, explain};
+use crate::engine::connect::{Endpoint, explain_error};
+use crate::engine::model::{ConfigSpec, Node, SecretSpec, Task};
+use crate::engine::swarm::manager;
+use crate::engine::{EngineError, SwarmEngine, SwarmHandle};
 use crate::runtime::{
     Adopted, ConfigSource, EventWatch, EventWatchConfig, Lease, Mode, Parts, Runtime, Start,
     Trigger, Wake, Watched,
@@ -128,22 +124,13 @@ fn read_object(path: &str) -> Result<Vec<u8>, String> {
 }
 
 /// List what the plan and the report need.
-pub async fn observe(docker: &Docker, project: &str) -> Result<Observed, BollardError> {
+pub async fn observe(engine: &dyn SwarmEngine, project: &str) -> Result<Observed, EngineError> {
     let prefix = format!("{project}_");
-    let services = docker
-        .list_services(Some(ListServicesOptions {
-            filters: Some(HashMap::from([("name".to_string(), vec![prefix.clone()])])),
-            status: None,
-        }))
-        .await?;
+    let services = engine.list_services(Some(&prefix)).await?;
     let services: Vec<Current> = services
         .into_iter()
         .filter_map(|s| {
             let spec = s.spec?;
-            // The name filter matches anywhere in the name on some engines: keep the prefix.
-            if !spec.name.as_deref().unwrap_or("").starts_with(&prefix) {
-                return None;
-            }
             Some(Current {
                 id: s.id?,
                 version: s.version.and_then(|v| v.index).unwrap_or(0),
@@ -151,7 +138,7 @@ pub async fn observe(docker: &Docker, project: &str) -> Result<Observed, Bollard
             })
         })
         .collect();
-    let listed = docker.list_networks(None::<ListNetworksOptions>).await?;
+    let listed = engine.list_networks().await?;
     let mut networks = Vec::new();
     let mut network_names = Vec::new();
     let mut network_ids = HashMap::new();
@@ -167,7 +154,7 @@ pub async fn observe(docker: &Docker, project: &str) -> Result<Observed, Bollard
         }
     }
     let mut objects = Vec::new();
-    for s in docker.list_secrets(None::<ListSecretsOptions>).await? {
+    for s in engine.list_secrets().await? {
         let spec = s.spec.unwrap_or_default();
         if let (Some(id), Some(name)) = (s.id, spec.name) {
             objects.push(Existing {
@@ -178,7 +165,7 @@ pub async fn observe(docker: &Docker, project: &str) -> Result<Observed, Bollard
             });
         }
     }
-    for c in docker.list_configs(None::<ListConfigsOptions>).await? {
+    for c in engine.list_configs().await? {
         let spec = c.spec.unwrap_or_default();
         if let (Some(id), Some(name)) = (c.id, spec.name) {
             objects.push(Existing {
@@ -197,13 +184,9 @@ pub async fn observe(docker: &Docker, project: &str) -> Result<Observed, Bollard
     let tasks = if ids.is_empty() {
         Vec::new()
     } else {
-        docker
-            .list_tasks(Some(ListTasksOptions {
-                filters: Some(HashMap::from([("service".to_string(), ids)])),
-            }))
-            .await?
+        engine.list_tasks(&ids).await?
     };
-    let nodes = docker.list_nodes(None::<ListNodesOptions>).await?;
+    let nodes = engine.list_nodes().await?;
     Ok(Observed {
         services,
         networks,
@@ -216,9 +199,9 @@ pub async fn observe(docker: &Docker, project: &str) -> Result<Observed, Bollard
 }
 
 /// Every Swarm service (any project), for what must not be removed while in use.
-async fn all_services(docker: &Docker) -> Result<Vec<Current>, BollardError> {
-    Ok(docker
-        .list_services(None::<ListServicesOptions>)
+async fn all_services(engine: &dyn SwarmEngine) -> Result<Vec<Current>, EngineError> {
+    Ok(engine
+        .list_services(None)
         .await?
         .into_iter()
         .filter_map(|s| {
@@ -351,9 +334,12 @@ pub fn describe_object(a: &ObjectAction) -> String {
 }
 
 /// The lines `drover plan` prints in Swarm mode.
-pub async fn plan_lines(docker: &Docker, desired: &Desired) -> Result<Vec<String>, BollardError> {
-    let observed = observe(docker, &desired.project).await?;
-    let all = all_services(docker).await?;
+pub async fn plan_lines(
+    engine: &dyn SwarmEngine,
+    desired: &Desired,
+) -> Result<Vec<String>, EngineError> {
+    let observed = observe(engine, &desired.project).await?;
+    let all = all_services(engine).await?;
     let objects = plan_objects(desired, &observed, &all);
     let mut out: Vec<String> = objects.actions.iter().map(describe_object).collect();
     let (resolved, missing) = resolved(desired, &objects.names, &object_ids(&observed));
@@ -379,7 +365,7 @@ struct Said {
 
 /// Swarm mode's state between passes.
 pub struct Controller {
-    docker: Docker,
+    swarm: SwarmHandle,
     engine: Endpoint,
     project: Project,
     desired: Desired,
@@ -432,7 +418,7 @@ pub fn runtime(
         tasks: vec![tokio::spawn(watch.run(cancel.child_token()))],
     };
     let mode = Controller {
-        docker,
+        swarm: manager(&docker, &engine),
         engine,
         project: loaded.project.clone(),
         desired,
@@ -484,8 +470,8 @@ impl Controller {
         self.report.clone()
     }
 
-    fn list_failed(&mut self, e: &BollardError) {
-        let msg = explain(&self.engine, e);
+    fn list_failed(&mut self, e: &EngineError) {
+        let msg = explain_error(&self.engine, e);
         self.telemetry.unreachable(ENGINE, &msg);
         if self.said.list_error.as_deref() != Some(msg.as_str()) {
             error!(action = "list", project = %self.project.name, error = %msg, "cannot list the swarm");
@@ -497,7 +483,7 @@ impl Controller {
     pub async fn pass(&mut self) -> bool {
         let _timer = self.telemetry.pass(ENGINE);
         let project = self.project.name.clone();
-        let observed = match observe(&self.docker, &project).await {
+        let observed = match observe(self.swarm.as_ref(), &project).await {
             Ok(o) => o,
             Err(e) => {
                 self.list_failed(&e);
@@ -518,7 +504,7 @@ impl Controller {
             .any(|a| matches!(a, ObjectAction::Remove { .. }))
             || !diff::network_removals(&self.desired, &observed.networks, &all).is_empty();
         if removable {
-            match all_services(&self.docker).await {
+            match all_services(self.swarm.as_ref()).await {
                 Ok(a) => all = a,
                 Err(e) => {
                     self.list_failed(&e);
@@ -560,7 +546,9 @@ impl Controller {
             self.apply_object(a).await;
         }
         let observed = if acted {
-            observe(&self.docker, &project).await.unwrap_or(observed)
+            observe(self.swarm.as_ref(), &project)
+                .await
+                .unwrap_or(observed)
         } else {
             observed
         };
@@ -593,26 +581,26 @@ impl Controller {
             } => {
                 let data = Some(objects::base64(&content.0));
                 let r = match kind {
-                    Kind::Secret => self
-                        .docker
-                        .create_secret(SecretSpec {
-                            name: Some(name.clone()),
-                            labels: Some(labels),
-                            data,
-                            ..Default::default()
-                        })
-                        .await
-                        .map(|r| r.id),
-                    Kind::Config => self
-                        .docker
-                        .create_config(ConfigSpec {
-                            name: Some(name.clone()),
-                            labels: Some(labels),
-                            data,
-                            ..Default::default()
-                        })
-                        .await
-                        .map(|r| r.id),
+                    Kind::Secret => {
+                        self.swarm
+                            .create_secret(SecretSpec {
+                                name: Some(name.clone()),
+                                labels: Some(labels),
+                                data,
+                                ..Default::default()
+                            })
+                            .await
+                    }
+                    Kind::Config => {
+                        self.swarm
+                            .create_config(ConfigSpec {
+                                name: Some(name.clone()),
+                                labels: Some(labels),
+                                data,
+                                ..Default::default()
+                            })
+                            .await
+                    }
                 };
                 let action = match kind {
                     Kind::Secret => "create_secret",
@@ -622,10 +610,14 @@ impl Controller {
             }
             ObjectAction::Remove { kind, id, .. } => {
                 let (action, r) = match kind {
-                    Kind::Secret => ("remove_secret", self.docker.delete_secret(&id).await),
-                    Kind::Config => ("remove_config", self.docker.delete_config(&id).await),
+                    Kind::Secret => ("remove_secret", self.swarm.delete_secret(&id).await),
+                    Kind::Config => ("remove_config", self.swarm.delete_config(&id).await),
                 };
-                (action, "unused", ignore_status(r, 404).map(|()| None))
+                (
+                    action,
+                    "unused",
+                    ignore(r, EngineError::is_not_found).map(|()| None),
+                )
             }
         };
         self.finish(action, None, reason, &what, started, result)
@@ -640,7 +632,7 @@ impl Controller {
         reason: &'static str,
         what: &str,
         started: std::time::Instant,
-        result: Result<T, BollardError>,
+        result: Result<T, EngineError>,
     ) -> Option<T> {
         let project = self.project.name.clone();
         let duration = started.elapsed();
@@ -659,7 +651,7 @@ impl Controller {
                 Some(v)
             }
             Err(e) => {
-                let msg = explain(&self.engine, &e);
+                let msg = explain_error(&self.engine, &e);
                 self.telemetry.swarm_action(
                     ENGINE,
                     action,
@@ -689,12 +681,22 @@ impl Controller {
         let (action, reason, service, result) = match a {
             Action::CreateNetwork(n) => {
                 let name = n.name.clone();
-                let r = self.docker.create_network(n).await.map(|_| ());
-                ("create_network", "missing", name, ignore_status(r, 409))
+                let r = self.swarm.create_network(n).await;
+                (
+                    "create_network",
+                    "missing",
+                    name,
+                    ignore(r, EngineError::is_conflict),
+                )
             }
             Action::Create { service, spec } => {
-                let r = self.docker.create_service(spec, None).await.map(|_| ());
-                ("create", "missing", service, ignore_status(r, 409))
+                let r = self.swarm.create_service(spec).await;
+                (
+                    "create",
+                    "missing",
+                    service,
+                    ignore(r, EngineError::is_conflict),
+                )
             }
             Action::Update {
                 service,
@@ -703,7 +705,7 @@ impl Controller {
                 spec,
                 ..
             } => {
-                let r = self.update(&id, version, spec).await;
+                let r = self.swarm.update_service(&id, version, spec).await;
                 ("update", "config-changed", service, r)
             }
             Action::Scale {
@@ -713,35 +715,29 @@ impl Controller {
                 spec,
                 ..
             } => {
-                let r = self.update(&id, version, spec).await;
+                let r = self.swarm.update_service(&id, version, spec).await;
                 ("scale", "scale", service, r)
             }
             Action::Remove { service, id } => {
-                let r = self.docker.delete_service(&id).await;
-                ("remove", "not-in-file", service, ignore_status(r, 404))
+                let r = self.swarm.delete_service(&id).await;
+                (
+                    "remove",
+                    "not-in-file",
+                    service,
+                    ignore(r, EngineError::is_not_found),
+                )
             }
             Action::RemoveNetwork { name, id } => {
-                let r = self.docker.remove_network(&id).await;
-                ("remove_network", "not-in-file", name, ignore_status(r, 404))
+                let r = self.swarm.remove_network(&id).await;
+                (
+                    "remove_network",
+                    "not-in-file",
+                    name,
+                    ignore(r, EngineError::is_not_found),
+                )
             }
         };
         self.finish(action, Some(&service), reason, &what, started, result);
-    }
-
-    async fn update(
-        &self,
-        id: &str,
-        version: u64,
-        spec: bollard::models::ServiceSpec,
-    ) -> Result<(), BollardError> {
-        let opts = UpdateServiceOptions {
-            version: i32::try_from(version).unwrap_or(i32::MAX),
-            ..Default::default()
-        };
-        self.docker
-            .update_service(id, spec, opts, None)
-            .await
-            .map(|_| ())
     }
 
     /// Log what changed since the last report: counts per service and node, new task errors.
@@ -806,9 +802,191 @@ impl Controller {
     }
 }
 
-fn ignore_status(r: Result<(), BollardError>, code: u16) -> Result<(), BollardError> {
+/// `r`, with the failure that means the action is already done (`done`: not found for a
+/// removal, conflict for a creation) counted as success.
+fn ignore(r: Result<(), EngineError>, done: fn(&EngineError) -> bool) -> Result<(), EngineError> {
     match r {
-        Err(e) if EngineError::from(&e).status() == Some(code) => Ok(()),
+        Err(e) if done(&e) => Ok(()),
         r => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Kind as ErrorKind;
+    use crate::engine::model::{
+        Config, Network, ObjectVersion, Secret, SecretSpec, Service, ServiceSpec,
+    };
+    use crate::engine::swarm::fake::{FakeSwarm, State};
+    use crate::swarm::convert::NAMESPACE;
+
+    fn service(name: &str, namespace: Option<&str>, version: u64) -> Service {
+        Service {
+            id: Some(format!("id-{name}")),
+            version: Some(ObjectVersion {
+                index: Some(version),
+            }),
+            spec: Some(ServiceSpec {
+                name: Some(name.into()),
+                labels: namespace.map(|n| HashMap::from([(NAMESPACE.to_string(), n.to_string())])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn task(id: &str, service: &str) -> Task {
+        Task {
+            id: Some(id.into()),
+            service_id: Some(format!("id-{service}")),
+            ..Default::default()
+        }
+    }
+
+    /// A project with no services.
+    fn nothing(project: &str) -> Desired {
+        Desired {
+            project: project.into(),
+            services: BTreeMap::new(),
+            networks: Vec::new(),
+            objects: BTreeMap::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn swarm() -> State {
+        State {
+            services: vec![
+                service("p_web", Some("p"), 7),
+                service("p_theirs", None, 2),
+                service("q_web", Some("q"), 1),
+            ],
+            tasks: vec![task("t1", "p_web"), task("t2", "p_theirs")],
+            nodes: vec![Node::default()],
+            networks: vec![
+                Network {
+                    id: Some("n1".into()),
+                    name: Some("p_default".into()),
+                    ..Default::default()
+                },
+                Network::default(),
+            ],
+            secrets: vec![Secret {
+                id: Some("s1".into()),
+                spec: Some(SecretSpec {
+                    name: Some("p_token".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            configs: vec![Config::default()],
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn observe_lists_the_projects_services_and_only_its_own_tasks() {
+        let fake = FakeSwarm::new(swarm());
+        let o = observe(&fake, "p").await.unwrap();
+        let names: Vec<(&str, u64)> = o
+            .services
+            .iter()
+            .map(|s| (s.spec.name.as_deref().unwrap(), s.version))
+            .collect();
+        assert_eq!(names, vec![("p_web", 7), ("p_theirs", 2)]);
+        assert_eq!(o.network_names, vec!["p_default".to_string()]);
+        assert_eq!(o.network_ids["n1"], "p_default");
+        assert_eq!(
+            o.objects,
+            vec![Existing {
+                kind: Kind::Secret,
+                id: "s1".into(),
+                name: "p_token".into(),
+                labels: HashMap::new(),
+            }]
+        );
+        let tasks: Vec<&str> = o.tasks.iter().map(|t| t.id.as_deref().unwrap()).collect();
+        assert_eq!(tasks, vec!["t1"]);
+        assert_eq!(o.nodes.len(), 1);
+        assert_eq!(
+            fake.calls(),
+            vec![
+                "list_services p_",
+                "list_networks",
+                "list_secrets",
+                "list_configs",
+                "list_tasks id-p_web",
+                "list_nodes"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn observe_asks_for_no_tasks_without_services_of_the_project() {
+        let fake = FakeSwarm::new(swarm());
+        let o = observe(&fake, "r").await.unwrap();
+        assert!(o.services.is_empty() && o.tasks.is_empty());
+        assert!(!fake.calls().iter().any(|c| c.starts_with("list_tasks")));
+    }
+
+    #[tokio::test]
+    async fn a_failed_list_is_the_engines_error() {
+        let gone = EngineError {
+            kind: ErrorKind::Unreachable,
+            message: "cannot reach the Docker engine".into(),
+        };
+        let fake = FakeSwarm::new(State {
+            fail: Some(gone.clone()),
+            ..swarm()
+        });
+        assert_eq!(observe(&fake, "p").await.unwrap_err(), gone);
+        let desired = nothing("p");
+        assert_eq!(plan_lines(&fake, &desired).await.unwrap_err(), gone);
+    }
+
+    #[tokio::test]
+    async fn plan_lines_removes_the_projects_services_not_in_the_file() {
+        let mut state = swarm();
+        state.services[0]
+            .spec
+            .as_mut()
+            .unwrap()
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(crate::swarm::convert::PROJECT.into(), "p".into());
+        let fake = FakeSwarm::new(state);
+        let desired = nothing("p");
+        let lines = plan_lines(&fake, &desired).await.unwrap();
+        assert_eq!(lines, vec!["remove service p_web (not in the file)"]);
+        // The plan only lists.
+        assert!(
+            fake.calls().iter().all(|c| c.starts_with("list_")),
+            "{:?}",
+            fake.calls()
+        );
+    }
+
+    #[test]
+    fn an_answer_that_means_done_counts_as_success() {
+        let err = |kind| {
+            Err(EngineError {
+                kind,
+                message: String::new(),
+            })
+        };
+        assert_eq!(
+            ignore(err(ErrorKind::NotFound), EngineError::is_not_found),
+            Ok(())
+        );
+        assert_eq!(
+            ignore(err(ErrorKind::Conflict), EngineError::is_conflict),
+            Ok(())
+        );
+        assert!(ignore(err(ErrorKind::Conflict), EngineError::is_not_found).is_err());
+        assert!(ignore(err(ErrorKind::NotFound), EngineError::is_conflict).is_err());
+        assert!(ignore(err(ErrorKind::Api(500)), EngineError::is_not_found).is_err());
+        assert_eq!(ignore(Ok(()), EngineError::is_conflict), Ok(()));
     }
 }
