@@ -5,6 +5,8 @@
 pub mod config_source;
 pub mod events;
 pub mod run;
+#[cfg(test)]
+mod tests;
 
 pub use config_source::{ConfigSource, Reload, Why};
 pub use events::{EventWatch, EventWatchConfig, Trigger, Watched};
