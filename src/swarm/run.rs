@@ -391,8 +391,12 @@ pub fn runtime(
         cancel,
         reload,
     } = start;
-    let (desired, warnings) = desired(&loaded)?;
-    telemetry.add_node(ENGINE);
+    let (mode, warnings) = Controller::new(
+        manager(&docker, &engine),
+        engine.clone(),
+        &loaded,
+        telemetry.clone(),
+    )?;
     let trigger = Arc::new(Trigger::default());
     let watch = EventWatch::new(
         docker.clone(),
@@ -417,16 +421,31 @@ pub fn runtime(
         telemetry: telemetry.clone(),
         tasks: vec![tokio::spawn(watch.run(cancel.child_token()))],
     };
-    let mode = Controller {
-        swarm: manager(&docker, &engine),
-        engine,
-        project: loaded.project.clone(),
-        desired,
-        report: Arc::default(),
-        telemetry,
-        said: Said::default(),
-    };
     Ok(Runtime::new(mode, parts, &loaded, &warnings))
+}
+
+impl Controller {
+    /// Swarm mode for `loaded` on the manager `swarm`, and the warnings to say. An error
+    /// names a secret or config file that cannot be read.
+    pub fn new(
+        swarm: SwarmHandle,
+        engine: Endpoint,
+        loaded: &config::Loaded,
+        telemetry: Telemetry,
+    ) -> Result<(Controller, Vec<String>), String> {
+        let (desired, warnings) = desired(loaded)?;
+        telemetry.add_node(ENGINE);
+        let c = Controller {
+            swarm,
+            engine,
+            project: loaded.project.clone(),
+            desired,
+            report: Arc::default(),
+            telemetry,
+            said: Said::default(),
+        };
+        Ok((c, warnings))
+    }
 }
 
 impl Mode for Controller {
@@ -988,5 +1007,92 @@ mod tests {
         assert!(ignore(err(ErrorKind::NotFound), EngineError::is_conflict).is_err());
         assert!(ignore(err(ErrorKind::Api(500)), EngineError::is_not_found).is_err());
         assert_eq!(ignore(Ok(()), EngineError::is_conflict), Ok(()));
+    }
+
+    /// A project loaded from `yaml` for Swarm mode, in a directory of its own.
+    fn loaded(name: &str, yaml: &str) -> config::Loaded {
+        let dir = std::env::temp_dir().join(format!("drover-swarm-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("compose.yml"), yaml).unwrap();
+        let load = crate::config::LoadOptions {
+            files: vec![dir.join("compose.yml")],
+            project_name: Some(name.into()),
+            cwd: dir.clone(),
+            mode: Some(crate::config::Mode::Swarm),
+            ..Default::default()
+        };
+        let l = config::load(&load).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        l
+    }
+
+    fn endpoint() -> Endpoint {
+        let args = crate::engine::connect::ConnectArgs {
+            host: Some("tcp://10.0.0.1:2375".into()),
+            ..Default::default()
+        };
+        Endpoint::resolve(&args, &Default::default()).unwrap()
+    }
+
+    const WEB: &str = "services:\n  web:\n    image: busybox\n    deploy: { replicas: 2 }\n";
+
+    #[tokio::test]
+    async fn a_pass_creates_what_is_missing_leaves_what_matches_and_updates_an_edit() {
+        let fake = Arc::new(FakeSwarm::new(State::default()));
+        let telemetry = Telemetry::new("sp", Duration::from_secs(60), None);
+        let (mut c, _) =
+            Controller::new(fake.clone(), endpoint(), &loaded("sp", WEB), telemetry).unwrap();
+        // An empty swarm: the network, then the service.
+        let next = Mode::pass(&mut c, Wake::default()).await;
+        assert_eq!(
+            next,
+            Some(Duration::from_millis(500)),
+            "acted: look again soon"
+        );
+        let changes: Vec<String> = fake
+            .calls()
+            .into_iter()
+            .filter(|c| !c.starts_with("list_"))
+            .collect();
+        assert_eq!(
+            changes,
+            ["create_network sp_default", "create_service sp_web"]
+        );
+
+        // The swarm now has what the pass asked for: nothing to do.
+        let spec = c.desired.services["web"].spec.clone();
+        {
+            let mut st = fake.state.lock().unwrap();
+            st.calls.clear();
+            st.networks.push(Network {
+                id: Some("n1".into()),
+                name: Some("sp_default".into()),
+                ..Default::default()
+            });
+            st.services.push(Service {
+                id: Some("id-sp_web".into()),
+                version: Some(ObjectVersion { index: Some(4) }),
+                spec: Some(spec),
+                ..Default::default()
+            });
+        }
+        assert_eq!(Mode::pass(&mut c, Wake::default()).await, None);
+        assert!(fake.calls().iter().all(|c| c.starts_with("list_")));
+
+        // An edit: adopted as a change, applied as an update of the version seen.
+        let edited = WEB.replace("replicas: 2 }", "replicas: 2 }\n    environment: { A: b }");
+        let adopted = c.adopt(loaded("sp", &edited)).unwrap();
+        assert!(adopted.changed);
+        assert!(
+            !c.adopt(loaded("sp", &edited)).unwrap().changed,
+            "the same again: no change"
+        );
+        Mode::pass(&mut c, Wake::default()).await;
+        let changes: Vec<String> = fake
+            .calls()
+            .into_iter()
+            .filter(|c| !c.starts_with("list_"))
+            .collect();
+        assert_eq!(changes, ["update_service id-sp_web 4"]);
     }
 }
