@@ -1,5 +1,6 @@
 //! Talking to Docker Engines: connecting like the Docker CLI ([`connect`]), the interface
-//! the executor applies plans through ([`api::Engine`]), the one typed
+//! every engine call goes through ([`api::Engine`]) and the handle to one engine the rest
+//! of drover holds ([`api::Client`]), the one typed
 //! error engine calls return ([`error`]), the one image pull path ([`images`]), and where
 //! the engine's host has drover's files ([`hostmounts`]).
 
@@ -12,5 +13,5 @@ pub mod hostmounts;
 pub mod images;
 pub mod model;
 
-pub use api::Engine;
+pub use api::{Client, Engine, Events, Filters};
 pub use error::{EngineError, Kind};
