@@ -14,14 +14,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bollard::Docker;
-use bollard::query_parameters::EventsOptions;
 use futures::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::engine::connect::{self, Endpoint};
+use crate::engine::{Client, Engine, Filters};
 use crate::labels::LABEL_PROJECT;
 use crate::telemetry::Telemetry;
 
@@ -88,7 +87,7 @@ pub enum Watched {
 }
 
 impl Watched {
-    fn filters(&self) -> HashMap<String, Vec<String>> {
+    fn filters(&self) -> Filters {
         match self {
             Watched::Containers { project } => HashMap::from([
                 ("type".to_string(), vec!["container".to_string()]),
@@ -125,19 +124,21 @@ pub struct EventWatchConfig {
 
 /// Watches one engine's events for one project and pokes `notify` on every relevant one.
 pub struct EventWatch {
-    docker: Docker,
+    engine: Client,
     cfg: EventWatchConfig,
     trigger: Arc<Trigger>,
-    engine: String,
+    /// The engine's address, for logs.
+    address: String,
     /// Last event time seen, as `secs.nanos` for `since`.
     since: Option<String>,
 }
 
 impl EventWatch {
-    pub fn new(docker: Docker, cfg: EventWatchConfig, trigger: Arc<Trigger>) -> Self {
+    /// `engine`: a [`Client`], or the connected client [`connect::connect`] returns.
+    pub fn new(engine: impl Into<Client>, cfg: EventWatchConfig, trigger: Arc<Trigger>) -> Self {
         EventWatch {
-            engine: cfg.endpoint.display(),
-            docker,
+            address: cfg.endpoint.display(),
+            engine: engine.into(),
             cfg,
             trigger,
             since: None,
@@ -156,7 +157,7 @@ impl EventWatch {
             match outcome {
                 Ok(()) => {
                     // Watchdog expiry or a clean end: reopen at once.
-                    debug!(engine = %self.engine, "event stream reopened");
+                    debug!(engine = %self.address, "event stream reopened");
                 }
                 Err(e) => {
                     if let Some(p) = &self.cfg.on_error {
@@ -169,7 +170,7 @@ impl EventWatch {
                         warn!(
                             action = "events",
                             node = %self.cfg.node,
-                            engine = %self.engine,
+                            engine = %self.address,
                             project = %self.cfg.project,
                             error = %e,
                             "event stream lost; reconnecting with backoff"
@@ -188,13 +189,8 @@ impl EventWatch {
     /// Open the stream and follow it until it fails, ends or goes silent too long.
     async fn stream_once(&mut self, lost: &mut bool, failures: &mut u32) -> Result<(), String> {
         let filters = self.cfg.watched.filters();
-        let opts = EventsOptions {
-            since: self.since.clone(),
-            until: None,
-            filters: Some(filters),
-        };
         // Ping first: an engine that answers is reachable again even if it stays idle.
-        self.docker
+        self.engine
             .ping()
             .await
             .map_err(|e| connect::explain(&self.cfg.endpoint, &e))?;
@@ -205,18 +201,18 @@ impl EventWatch {
             info!(
                 action = "events",
                 node = %self.cfg.node,
-                engine = %self.engine,
+                engine = %self.address,
                 project = %self.cfg.project,
                 "event stream restored"
             );
         }
         // Whatever happened while the stream was closed, a fresh list covers it.
         self.trigger.poke(None, "");
-        let mut stream = self.docker.events(Some(opts));
+        let mut stream = self.engine.events(self.since.clone(), None, filters);
         loop {
             let ev = match tokio::time::timeout(self.cfg.watchdog, stream.next()).await {
                 Err(_) => {
-                    debug!(engine = %self.engine, "event stream silent past the watchdog");
+                    debug!(engine = %self.address, "event stream silent past the watchdog");
                     return Ok(());
                 }
                 Ok(None) => return Err("the engine closed the event stream".into()),
@@ -240,7 +236,7 @@ impl EventWatch {
                 Watched::Containers { .. } => ev.actor.as_ref().and_then(|a| a.id.as_deref()),
                 Watched::Swarm => None,
             };
-            debug!(engine = %self.engine, event = action, "engine event");
+            debug!(engine = %self.address, event = action, "engine event");
             self.trigger.poke(id, action);
         }
     }
