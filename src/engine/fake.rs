@@ -907,3 +907,209 @@ impl Engine for FakeEngine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::model::{RestartPolicyNameEnum, VolumeCreateRequest};
+
+    fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn labelled(image: &str, labels: &[(&str, &str)]) -> ContainerCreateBody {
+        ContainerCreateBody {
+            image: Some(image.into()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    fn label(kv: &str) -> Filters {
+        Filters::from([("label".to_string(), vec![kv.to_string()])])
+    }
+
+    #[test]
+    fn lists_by_label_and_inspects_what_observe_reads() {
+        let e = FakeEngine::default();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        e.set_clock(t0);
+        block(async {
+            let id = e
+                .create_container("p-web-1", None, labelled("img", &[("p", "a")]))
+                .await
+                .unwrap();
+            e.create_container("q-web-1", None, labelled("img", &[("p", "b")]))
+                .await
+                .unwrap();
+            e.start_container(&id).await.unwrap();
+            let listed = e.list_containers(label("p=a")).await.unwrap();
+            assert_eq!(listed.len(), 1);
+            assert_eq!(listed[0].names, Some(vec!["/p-web-1".to_string()]));
+            assert_eq!(listed[0].state, Some(ContainerSummaryStateEnum::RUNNING));
+            assert_eq!(e.list_containers(label("p")).await.unwrap().len(), 2);
+            assert_eq!(e.list_containers(Filters::new()).await.unwrap().len(), 2);
+
+            e.advance(Duration::from_secs(3));
+            e.exit("p-web-1", 2);
+            let c = e.inspect_container("p-web-1").await.unwrap();
+            let st = c.state.unwrap();
+            assert_eq!(st.status, Some(ContainerStateStatusEnum::EXITED));
+            assert_eq!(st.exit_code, Some(2));
+            let (s, f) = (
+                crate::observe::parse_time(&st.started_at.unwrap()).unwrap(),
+                crate::observe::parse_time(&st.finished_at.unwrap()).unwrap(),
+            );
+            assert_eq!(f.duration_since(s).unwrap(), Duration::from_secs(3));
+            assert_eq!(c.config.unwrap().labels.unwrap()["p"], "a");
+
+            e.remove_by_other("q-web-1");
+            let err = e.inspect_container("q-web-1").await.unwrap_err();
+            assert_eq!(err.kind, Kind::NotFound);
+        });
+        assert_eq!(
+            e.take_calls(),
+            vec![
+                "create p-web-1 ",
+                "create q-web-1 ",
+                "start p-web-1",
+                "list label=p=a",
+                "list label=p",
+                "list ",
+                "inspect p-web-1",
+                "inspect q-web-1",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_call_fails_as_often_as_told_then_works() {
+        let e = FakeEngine::default();
+        e.fail("list", Kind::Api(500), 2);
+        block(async {
+            for _ in 0..2 {
+                let err = e.list_containers(Filters::new()).await.unwrap_err();
+                assert_eq!(err.kind, Kind::Api(500));
+            }
+            assert!(e.list_containers(Filters::new()).await.is_ok());
+            e.fail("*", Kind::Unreachable, 1);
+            assert_eq!(e.ping().await.unwrap_err().kind, Kind::Unreachable);
+            assert!(e.ping().await.is_ok());
+            let bad = Filters::from([("nonsense".to_string(), vec![])]);
+            assert_eq!(
+                e.list_containers(bad).await.unwrap_err().kind,
+                Kind::Api(400)
+            );
+        });
+        assert_eq!(e.take_calls().len(), 6);
+    }
+
+    #[test]
+    fn updates_restart_policies_and_keeps_volumes_a_removal_leaves() {
+        let e = FakeEngine::with_image_volumes(&["/data"]);
+        block(async {
+            let id = e
+                .create_container("lease", None, labelled("img", &[]))
+                .await
+                .unwrap();
+            let body = ContainerUpdateBody {
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::ON_FAILURE),
+                    maximum_retry_count: Some(4),
+                }),
+                ..Default::default()
+            };
+            e.update_container(&id, body).await.unwrap();
+            let c = e.inspect_container(&id).await.unwrap();
+            let policy = c.host_config.unwrap().restart_policy.unwrap();
+            assert_eq!(policy.maximum_retry_count, Some(4));
+            let volume = c.mounts.unwrap()[0].name.clone().unwrap();
+
+            e.remove_container(&id, false).await.unwrap();
+            assert!(e.volume_exists(&volume), "left behind, as without -v");
+            let dangling = Filters::from([("dangling".to_string(), vec!["true".to_string()])]);
+            assert_eq!(e.list_volumes(dangling).await.unwrap().len(), 1);
+
+            let req = VolumeCreateRequest {
+                name: Some("p_data".into()),
+                labels: Some(HashMap::from([("p".to_string(), "a".to_string())])),
+                ..Default::default()
+            };
+            e.create_volume(req).await.unwrap();
+            let listed = e.list_volumes(label("p=a")).await.unwrap();
+            assert_eq!(listed.len(), 1);
+            assert_eq!(listed[0].name, "p_data");
+            assert!(e.list_images().await.unwrap()[0].repo_tags == ["img:latest"]);
+        });
+    }
+
+    #[test]
+    fn events_follow_the_changes_and_resume_from_since() {
+        let e = FakeEngine::default();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        e.set_clock(t0);
+        let filters = Filters::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            ("label".to_string(), vec!["p=a".to_string()]),
+        ]);
+        let seen = |evs: &[Result<EventMessage, EngineError>]| -> Vec<String> {
+            evs.iter()
+                .map(|ev| {
+                    let ev = ev.as_ref().unwrap();
+                    let attrs = ev.actor.as_ref().unwrap().attributes.as_ref().unwrap();
+                    match attrs.get("exitCode") {
+                        Some(code) => format!("{} {code}", ev.action.as_deref().unwrap()),
+                        None => ev.action.clone().unwrap(),
+                    }
+                })
+                .collect()
+        };
+        block(async {
+            let mut live = e.events(None, None, filters.clone());
+            let id = e
+                .create_container("p-web-1", None, labelled("img", &[("p", "a")]))
+                .await
+                .unwrap();
+            e.create_container("other", None, labelled("img", &[]))
+                .await
+                .unwrap();
+            e.start_container(&id).await.unwrap();
+            e.advance(Duration::from_secs(1));
+            e.exit("p-web-1", 1);
+            e.start_container(&id).await.unwrap();
+            e.kill("p-web-1");
+            e.start_container(&id).await.unwrap();
+            e.stop_container(&id).await.unwrap();
+            e.remove_container(&id, true).await.unwrap();
+            let got: Vec<_> = live.by_ref().take(11).collect().await;
+            assert_eq!(
+                seen(&got),
+                [
+                    "create", "start", "die 1", "start", "kill", "die 137", "start", "kill",
+                    "die 0", "stop", "destroy"
+                ]
+            );
+            assert!(
+                futures::FutureExt::now_or_never(live.next()).is_none(),
+                "nothing else, and the stream stays open"
+            );
+            // Resumed from the exit, up to now: the past events, then the end.
+            let at = |t: SystemTime| format!("{}.000000000", unix(t).as_secs());
+            let t1 = t0 + Duration::from_secs(1);
+            let resumed: Vec<_> = e
+                .events(Some(at(t1)), Some(at(t1)), filters.clone())
+                .collect()
+                .await;
+            assert_eq!(seen(&resumed)[..2], ["die 1", "start"]);
+            assert_eq!(resumed.len(), 9);
+        });
+    }
+}

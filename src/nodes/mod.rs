@@ -330,3 +330,27 @@ impl Monitor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::connect::Transport;
+    use crate::engine::fake::FakeEngine;
+
+    #[tokio::test]
+    async fn a_fixed_node_is_up_at_once_on_its_engine() {
+        let fake = Arc::new(FakeEngine::default());
+        let spec = NodeSpec {
+            name: "n1".into(),
+            endpoint: Endpoint::new(Transport::Tcp("n1:2375".into())),
+            labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
+        };
+        let mut node = NodeHandle::fixed(spec, Client::from(fake.clone()));
+        node.first_attempt(Duration::from_millis(10)).await;
+        let st = node.status();
+        assert!(st.attempted && st.up && st.error.is_none());
+        assert_eq!(st.labels["zone"], "a");
+        st.engine.unwrap().ping().await.unwrap();
+        assert_eq!(fake.take_calls(), ["ping "]);
+    }
+}

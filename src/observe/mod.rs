@@ -551,6 +551,81 @@ mod tests {
         }
     }
 
+    /// One list; an inspect only of what is not running or was named by an event.
+    #[tokio::test]
+    async fn a_snapshot_lists_once_and_inspects_only_what_it_must() {
+        use crate::engine::fake::FakeEngine;
+        use crate::engine::model::ContainerCreateBody;
+        let e = FakeEngine::default();
+        let t0 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        e.set_clock(t0);
+        let body = |project: &str, slot: &str| ContainerCreateBody {
+            labels: Some(HashMap::from([
+                (LABEL_PROJECT.to_string(), project.to_string()),
+                (LABEL_SERVICE.to_string(), "web".to_string()),
+                (LABEL_SLOT.to_string(), slot.to_string()),
+            ])),
+            ..Default::default()
+        };
+        let mut ids = Vec::new();
+        for (name, project, slot) in [
+            ("p-web-1", "p", "1"),
+            ("p-web-2", "p", "2"),
+            ("p-web-3", "p", "3"),
+            ("q-web-1", "q", "1"),
+        ] {
+            let id = e
+                .create_container(name, None, body(project, slot))
+                .await
+                .unwrap();
+            e.start_container(&id).await.unwrap();
+            ids.push(id);
+        }
+        e.advance(std::time::Duration::from_secs(2));
+        e.exit("p-web-2", 3);
+        e.take_calls();
+
+        let changed = HashSet::from([ids[2].clone()]);
+        let snap = snapshot(&e, "n1", "p", &changed).await.unwrap();
+        let mut calls = e.take_calls();
+        calls[1..].sort();
+        assert_eq!(
+            calls,
+            [
+                format!("list label={LABEL_PROJECT}=p"),
+                "inspect p-web-2".to_string(),
+                "inspect p-web-3".to_string(),
+            ]
+        );
+        let by_name: HashMap<&str, &Container> = snap
+            .containers
+            .iter()
+            .map(|c| (c.name.as_str(), c))
+            .collect();
+        assert_eq!(by_name.len(), 3);
+        assert_eq!(by_name["p-web-1"].state, State::Running);
+        let crashed = by_name["p-web-2"];
+        assert_eq!((crashed.state, crashed.exit_code), (State::Exited, Some(3)));
+        assert_eq!(crashed.last_run(), Some(std::time::Duration::from_secs(2)));
+        assert_eq!(crashed.slot(), Some(2));
+
+        e.fail("list", crate::engine::Kind::Api(500), 1);
+        let err = snapshot(&e, "n1", "p", &changed).await.unwrap_err();
+        assert_eq!(err.kind, crate::engine::Kind::Api(500));
+
+        let mut snap = Snapshot::default();
+        e.add_network("p_default", &[(LABEL_PROJECT, "p")], t0);
+        e.add_network(
+            "p_default",
+            &[(LABEL_PROJECT, "p")],
+            t0 + std::time::Duration::from_secs(1),
+        );
+        list_infra(&e, "p", &mut snap).await.unwrap();
+        assert!(snap.infra_listed);
+        assert_eq!(snap.networks, BTreeSet::from(["p_default".to_string()]));
+        assert_eq!(snap.duplicate_networks.len(), 1);
+    }
+
     #[test]
     fn keeps_the_oldest_of_a_repeated_project_network_and_never_names_foreign_ones() {
         let nets = [

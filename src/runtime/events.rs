@@ -258,6 +258,69 @@ fn retry_delay(failures: u32, max: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::fake::FakeEngine;
+    use crate::engine::model::ContainerCreateBody;
+
+    /// The watcher names the project's containers that changed, tells a kill through the
+    /// API from a crash, and never names another project's.
+    #[tokio::test]
+    async fn names_the_changed_containers_of_the_project() {
+        let fake = Arc::new(FakeEngine::default());
+        let trigger = Arc::new(Trigger::default());
+        let cfg = EventWatchConfig {
+            project: "p".into(),
+            watched: Watched::Containers {
+                project: "p".into(),
+            },
+            watchdog: Duration::from_secs(60),
+            retry_max: Duration::from_secs(1),
+            endpoint: Endpoint::new(crate::engine::connect::Transport::Tcp("fake:2375".into())),
+            node: "n1".into(),
+            on_error: None,
+            telemetry: Telemetry::new("p", Duration::from_secs(60), None),
+        };
+        let cancel = CancellationToken::new();
+        let watch = EventWatch::new(Client::from(fake.clone()), cfg, trigger.clone());
+        tokio::spawn(watch.run(cancel.clone()));
+        // The poke after the stream (re)opens.
+        trigger.wait().await;
+        assert!(trigger.take_changed().is_empty());
+
+        let body = |project: &str| ContainerCreateBody {
+            labels: Some(HashMap::from([(LABEL_PROJECT.to_string(), project.into())])),
+            ..Default::default()
+        };
+        let ours = fake
+            .create_container("p-web-1", None, body("p"))
+            .await
+            .unwrap();
+        let theirs = fake
+            .create_container("q-web-1", None, body("q"))
+            .await
+            .unwrap();
+        fake.start_container(&theirs).await.unwrap();
+        fake.start_container(&ours).await.unwrap();
+        fake.kill("p-web-1");
+        let mut changed = HashSet::new();
+        let mut killed = HashSet::new();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while killed.is_empty() {
+                trigger.wait().await;
+                changed.extend(trigger.take_changed());
+                killed.extend(trigger.take_killed());
+            }
+        })
+        .await
+        .expect("the kill was seen");
+        cancel.cancel();
+        assert_eq!(changed, HashSet::from([ours.clone()]));
+        assert_eq!(killed, HashSet::from([ours]));
+        let calls = fake.take_calls();
+        assert_eq!(
+            calls[..2],
+            ["ping ", "events label=drover.project=p type=container"]
+        );
+    }
 
     #[test]
     fn retry_delay_grows_and_is_capped() {
