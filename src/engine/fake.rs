@@ -84,6 +84,8 @@ struct State {
     fail: HashMap<String, (Kind, u32)>,
     /// The time the engine reports; the real clock when unset.
     clock: Option<SystemTime>,
+    /// A create needs its image on the engine (pulled or added); otherwise any image works.
+    images_required: bool,
     /// Every event sent, for streams that resume with `since`.
     events: Vec<EventMessage>,
     /// Open event streams, with their filters.
@@ -210,6 +212,12 @@ impl FakeEngine {
     pub fn advance(&self, d: Duration) {
         let mut s = self.state.lock().unwrap();
         s.clock = Some(s.now() + d);
+    }
+
+    /// From now on a create fails with "No such image" (404) unless the image was pulled
+    /// or added, as an engine does.
+    pub fn require_images(&self) {
+        self.state.lock().unwrap().images_required = true;
     }
 
     /// An image the engine has (as if pulled or loaded before).
@@ -545,6 +553,10 @@ impl Engine for FakeEngine {
             if s.find(name).is_some() {
                 return Err(err(Kind::Conflict, "name in use"));
             }
+            let image = body.image.clone().unwrap_or_default();
+            if s.images_required && !s.images.contains(&image) {
+                return Err(err(Kind::NotFound, &format!("No such image: {image}")));
+            }
             let mut volumes = Vec::new();
             for m in mounts.iter().filter(|m| m.typ == Some(MountType::VOLUME)) {
                 let target = m.target.clone().unwrap_or_default();
@@ -568,7 +580,6 @@ impl Engine for FakeEngine {
                 }
             }
             let id = s.fresh('c');
-            let image = body.image.clone().unwrap_or_default();
             s.images.insert(image.clone());
             let created = s.now();
             s.containers.insert(
