@@ -277,26 +277,26 @@ enum Take {
 
 impl Task {
     async fn run(self, cancel: CancellationToken) {
-        let mut docker: Option<Client> = None;
+        let mut engine: Option<Client> = None;
         let mut held: Option<(String, i64)> = None;
         // The last distinct state of someone else's lease, and when we first saw it.
         let mut watching: Option<(Seen, Instant)> = None;
         let mut said = String::new();
         loop {
             let attempt = Instant::now();
-            if docker.is_none() {
+            if engine.is_none() {
                 match tokio::time::timeout(
                     self.config.request_timeout() * 4,
                     connect::connect(&self.endpoint),
                 )
                 .await
                 {
-                    Ok(Ok(d)) => docker = Some(Client::from(d)),
+                    Ok(Ok(d)) => engine = Some(Client::from(d)),
                     Ok(Err(e)) => self.say(&mut said, &format!("lease node: {e}")),
                     Err(_) => self.say(&mut said, "lease node: connection timed out"),
                 }
             }
-            if let Some(d) = docker.clone() {
+            if let Some(d) = engine.clone() {
                 match held.clone() {
                     Some((id, counter)) => match self.renew(&d, &id, counter + 1).await {
                         Ok(()) => held = Some((id, counter + 1)),
@@ -331,7 +331,7 @@ impl Task {
                         Err(e) => {
                             self.say(&mut said, &e);
                             // Reconnect: the engine may have gone away.
-                            docker = None;
+                            engine = None;
                         }
                     },
                 }
@@ -342,7 +342,7 @@ impl Task {
             }
         }
         self.tx.send_replace(None);
-        if let (Some(d), Some((id, _))) = (docker, held) {
+        if let (Some(d), Some((id, _))) = (engine, held) {
             self.release(&d, &id).await;
         }
     }
