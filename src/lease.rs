@@ -38,14 +38,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::engine::{EngineError, images};
-use bollard::Docker;
-use bollard::models::{
-    ContainerCreateBody, ContainerUpdateBody, RestartPolicy, RestartPolicyNameEnum,
+use crate::engine::model::{
+    ContainerCreateBody, ContainerUpdateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum,
 };
-use bollard::query_parameters::{
-    CreateContainerOptions, ListImagesOptions, RemoveContainerOptions,
-};
+use crate::engine::{Client, Engine, Kind};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -281,30 +277,30 @@ enum Take {
 
 impl Task {
     async fn run(self, cancel: CancellationToken) {
-        let mut docker: Option<Docker> = None;
+        let mut engine: Option<Client> = None;
         let mut held: Option<(String, i64)> = None;
         // The last distinct state of someone else's lease, and when we first saw it.
         let mut watching: Option<(Seen, Instant)> = None;
         let mut said = String::new();
         loop {
             let attempt = Instant::now();
-            if docker.is_none() {
+            if engine.is_none() {
                 match tokio::time::timeout(
                     self.config.request_timeout() * 4,
                     connect::connect(&self.endpoint),
                 )
                 .await
                 {
-                    Ok(Ok(d)) => docker = Some(d),
+                    Ok(Ok(d)) => engine = Some(Client::from(d)),
                     Ok(Err(e)) => self.say(&mut said, &format!("lease node: {e}")),
                     Err(_) => self.say(&mut said, "lease node: connection timed out"),
                 }
             }
-            if let Some(d) = docker.clone() {
+            if let Some(d) = engine.clone() {
                 match held.clone() {
                     Some((id, counter)) => match self.renew(&d, &id, counter + 1).await {
                         Ok(()) => held = Some((id, counter + 1)),
-                        Err(Some(404)) => {
+                        Err(Some(Kind::NotFound)) => {
                             warn!(action = "lease-lost", project = %self.project, reason = "taken", "lease container removed or taken over; stopped acting");
                             self.tx.send_replace(None);
                             held = None;
@@ -335,7 +331,7 @@ impl Task {
                         Err(e) => {
                             self.say(&mut said, &e);
                             // Reconnect: the engine may have gone away.
-                            docker = None;
+                            engine = None;
                         }
                     },
                 }
@@ -346,7 +342,7 @@ impl Task {
             }
         }
         self.tx.send_replace(None);
-        if let (Some(d), Some((id, _))) = (docker, held) {
+        if let (Some(d), Some((id, _))) = (engine, held) {
             self.release(&d, &id).await;
         }
     }
@@ -359,7 +355,7 @@ impl Task {
     }
 
     /// Bump the counter of our lease container; on success extend the validity.
-    async fn renew(&self, d: &Docker, id: &str, counter: i64) -> Result<(), Option<u16>> {
+    async fn renew(&self, d: &Client, id: &str, counter: i64) -> Result<(), Option<Kind>> {
         let sent = Instant::now();
         let body = ContainerUpdateBody {
             restart_policy: Some(RestartPolicy {
@@ -380,9 +376,8 @@ impl Task {
                 Ok(())
             }
             Ok(Err(e)) => {
-                let code = EngineError::from(&e).status();
                 debug!(project = %self.project, error = %e, "lease renewal failed");
-                Err(code)
+                Err(Some(e.kind))
             }
             Err(_) => {
                 debug!(project = %self.project, "lease renewal timed out");
@@ -391,16 +386,16 @@ impl Task {
         }
     }
 
-    async fn look(&self, d: &Docker) -> Result<Seen, String> {
+    async fn look(&self, d: &Client) -> Result<Seen, String> {
         let inspected = tokio::time::timeout(
             self.config.request_timeout(),
-            d.inspect_container(&self.name, None),
+            d.inspect_container(&self.name),
         )
         .await
         .map_err(|_| "lease node: no answer in time".to_string())?;
         let c = match inspected {
             Ok(c) => c,
-            Err(e) if EngineError::from(&e).is_not_found() => return Ok(Seen::Absent),
+            Err(e) if e.is_not_found() => return Ok(Seen::Absent),
             Err(e) => {
                 return Err(format!(
                     "lease node: {}",
@@ -428,7 +423,7 @@ impl Task {
 
     async fn try_take(
         &self,
-        d: &Docker,
+        d: &Client,
         watching: &mut Option<(Seen, Instant)>,
     ) -> Result<Take, String> {
         let seen = self.look(d).await?;
@@ -499,22 +494,15 @@ impl Task {
     }
 
     /// Remove a lease container by id; false when it was already gone (someone was quicker).
-    async fn remove(&self, d: &Docker, id: &str) -> Result<bool, String> {
-        let opts = RemoveContainerOptions {
-            force: true,
-            ..Default::default()
-        };
-        match tokio::time::timeout(
-            self.config.request_timeout(),
-            d.remove_container(id, Some(opts)),
-        )
-        .await
+    async fn remove(&self, d: &Client, id: &str) -> Result<bool, String> {
+        match tokio::time::timeout(self.config.request_timeout(), d.remove_container(id, false))
+            .await
         {
             Err(_) => Err("lease node: no answer in time".into()),
             Ok(Ok(())) => Ok(true),
-            Ok(Err(e)) if EngineError::from(&e).is_not_found() => Ok(false),
+            Ok(Err(e)) if e.is_not_found() => Ok(false),
             // Already being removed by someone else.
-            Ok(Err(e)) if EngineError::from(&e).is_conflict() => Ok(false),
+            Ok(Err(e)) if e.is_conflict() => Ok(false),
             Ok(Err(e)) => Err(format!(
                 "lease node: {}",
                 connect::explain(&self.endpoint, &e)
@@ -522,7 +510,7 @@ impl Task {
         }
     }
 
-    async fn create(&self, d: &Docker, wait: bool) -> Result<Take, String> {
+    async fn create(&self, d: &Client, wait: bool) -> Result<Take, String> {
         let image = self.image(d).await?;
         let labels = [
             (LABEL_LEASE.to_string(), self.project.clone()),
@@ -539,7 +527,7 @@ impl Task {
             cmd: Some(vec![]),
             labels: Some(labels),
             network_disabled: Some(true),
-            host_config: Some(bollard::models::HostConfig {
+            host_config: Some(HostConfig {
                 restart_policy: Some(RestartPolicy {
                     name: Some(RestartPolicyNameEnum::ON_FAILURE),
                     maximum_retry_count: Some(0),
@@ -549,19 +537,15 @@ impl Task {
             }),
             ..Default::default()
         };
-        let opts = CreateContainerOptions {
-            name: Some(self.name.clone()),
-            ..Default::default()
-        };
         match tokio::time::timeout(
             self.config.request_timeout() * 2,
-            d.create_container(Some(opts), body),
+            d.create_container(&self.name, None, body),
         )
         .await
         {
             Err(_) => Err("lease node: no answer in time".into()),
-            Ok(Ok(r)) => Ok(Take::Got { id: r.id, wait }),
-            Ok(Err(e)) if EngineError::from(&e).is_conflict() => Ok(Take::NotYet),
+            Ok(Ok(id)) => Ok(Take::Got { id, wait }),
+            Ok(Err(e)) if e.is_conflict() => Ok(Take::NotYet),
             Ok(Err(e)) => Err(format!(
                 "cannot create the lease container {}: {}",
                 self.name,
@@ -572,14 +556,11 @@ impl Task {
 
     /// An image present on the lease node: one of the project's if possible; pulls the
     /// project's first image when the engine has none at all.
-    async fn image(&self, d: &Docker) -> Result<String, String> {
-        let listed = tokio::time::timeout(
-            self.config.request_timeout() * 2,
-            d.list_images(None::<ListImagesOptions>),
-        )
-        .await
-        .map_err(|_| "lease node: no answer in time".to_string())?
-        .map_err(|e| format!("lease node: {}", connect::explain(&self.endpoint, &e)))?;
+    async fn image(&self, d: &Client) -> Result<String, String> {
+        let listed = tokio::time::timeout(self.config.request_timeout() * 2, d.list_images())
+            .await
+            .map_err(|_| "lease node: no answer in time".to_string())?
+            .map_err(|e| format!("lease node: {}", connect::explain(&self.endpoint, &e)))?;
         for want in &self.images {
             let full = if want.contains(':') || want.contains('@') {
                 want.clone()
@@ -599,14 +580,14 @@ impl Task {
         let Some(want) = self.images.first() else {
             return Err("no image on the lease node to create the lease container from".into());
         };
-        images::pull(d, want, None)
+        d.pull(want, None)
             .await
             .map_err(|e| format!("pull {want} for the lease container: {e}"))?;
         Ok(want.clone())
     }
 
     /// Mark the lease released (we have stopped acting): the next drover takes it at once.
-    async fn release(&self, d: &Docker, id: &str) {
+    async fn release(&self, d: &Client, id: &str) {
         let body = ContainerUpdateBody {
             restart_policy: Some(RestartPolicy {
                 name: Some(RestartPolicyNameEnum::NO),

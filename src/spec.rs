@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 
-use bollard::models::{
+use crate::engine::model::{
     ContainerCreateBody, DeviceMapping, EndpointIpamConfig, EndpointSettings, HealthConfig,
     HostConfig, HostConfigLogConfig, Ipam, IpamConfig, Mount as EngineMount, MountBindOptions,
     MountTmpfsOptions, MountType, MountVolumeOptions, NetworkCreateRequest, NetworkingConfig,

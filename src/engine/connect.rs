@@ -605,9 +605,41 @@ fn with_version_prefix(docker: Docker, version: &ClientVersion) -> Docker {
     })
 }
 
-/// Turn any bollard error met later into one actionable line naming the engine (for logs).
-pub fn explain(ep: &Endpoint, err: &BollardError) -> String {
-    classify(ep, err).to_string()
+/// Turn any error an engine call met later into one actionable line naming the engine
+/// (for logs): an [`EngineError`](super::EngineError), or the client library's own.
+pub fn explain<E: Explainable + ?Sized>(ep: &Endpoint, err: &E) -> String {
+    err.classify_at(ep).to_string()
+}
+
+/// An error [`explain`] can read.
+pub trait Explainable {
+    /// What went wrong talking to `ep`, and whether retrying can help.
+    fn classify_at(&self, ep: &Endpoint) -> ConnectError;
+}
+
+impl Explainable for BollardError {
+    fn classify_at(&self, ep: &Endpoint) -> ConnectError {
+        classify(ep, self)
+    }
+}
+
+impl Explainable for super::EngineError {
+    /// The client library's error when the call met one (its causes say the most);
+    /// otherwise the same rules from the kind and message.
+    fn classify_at(&self, ep: &Endpoint) -> ConnectError {
+        use super::Kind;
+        if let Some(cause) = self.cause() {
+            return classify(ep, cause);
+        }
+        match self.kind {
+            Kind::Timeout => classify(ep, &BollardError::RequestTimeoutError),
+            Kind::Unreachable => ep.unreachable(&self.message),
+            Kind::Other => ep.cannot(ErrorKind::Other, &self.message),
+            Kind::NotFound | Kind::Conflict | Kind::NotModified | Kind::Api(_) => {
+                server_error(ep, self.status().unwrap_or_default(), &self.message)
+            }
+        }
+    }
 }
 
 /// The same line for an engine call's [`EngineError`]: an answer with a status is worded

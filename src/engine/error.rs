@@ -3,6 +3,7 @@
 //! people, and a label for metrics.
 
 use std::fmt;
+use std::sync::Arc;
 
 use bollard::errors::Error as BollardError;
 
@@ -26,14 +27,39 @@ pub enum Kind {
 }
 
 /// A failed engine call.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct EngineError {
     pub kind: Kind,
     /// The engine's own message, or the transport's.
     pub message: String,
+    /// The client library's error, when the call met one: its chain of causes (an I/O
+    /// error, a TLS alert) is what [`super::connect::explain`] reads to say what to do.
+    cause: Option<Arc<BollardError>>,
 }
 
+/// Two errors are the same when they say the same thing; the cause is detail.
+impl PartialEq for EngineError {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.message == other.message
+    }
+}
+
+impl Eq for EngineError {}
+
 impl EngineError {
+    pub fn new(kind: Kind, message: impl Into<String>) -> EngineError {
+        EngineError {
+            kind,
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// The client library's error this one was made from, if any.
+    pub(super) fn cause(&self) -> Option<&BollardError> {
+        self.cause.as_deref()
+    }
+
     /// The HTTP status, when the engine answered.
     pub fn status(&self) -> Option<u16> {
         match self.kind {
@@ -70,10 +96,13 @@ impl EngineError {
 
 impl From<BollardError> for EngineError {
     fn from(e: BollardError) -> Self {
-        EngineError::from(&e)
+        let mut out = EngineError::from(&e);
+        out.cause = Some(Arc::new(e));
+        out
     }
 }
 
+/// The kind and message only: an error borrowed cannot be kept for the explainer.
 impl From<&BollardError> for EngineError {
     fn from(e: &BollardError) -> Self {
         let (kind, message) = match e {
@@ -95,7 +124,7 @@ impl From<&BollardError> for EngineError {
             | BollardError::IOError { .. } => (Kind::Unreachable, e.to_string()),
             other => (Kind::Other, other.to_string()),
         };
-        EngineError { kind, message }
+        EngineError::new(kind, message)
     }
 }
 

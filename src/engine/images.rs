@@ -23,10 +23,7 @@ pub async fn pull(docker: &Docker, image: &str, platform: Option<&str>) -> Resul
     while let Some(item) = stream.next().await {
         let info = item.map_err(EngineError::from)?;
         if let Some(message) = info.error_detail.and_then(|d| d.message) {
-            return Err(EngineError {
-                kind: Kind::Other,
-                message,
-            });
+            return Err(EngineError::new(Kind::Other, message));
         }
     }
     Ok(())

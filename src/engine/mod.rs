@@ -1,5 +1,6 @@
 //! Talking to Docker Engines: connecting like the Docker CLI ([`connect`]), the interface
-//! the executor applies plans through ([`api::Engine`]), Swarm mode's ([`swarm::SwarmEngine`]), the one typed
+//! every engine call goes through ([`api::Engine`]), Swarm mode's ([`swarm::SwarmEngine`]),
+//! the handle to one engine the rest of drover holds ([`api::Client`]), the one typed
 //! error engine calls return ([`error`]), the one image pull path ([`images`]), and where
 //! the engine's host has drover's files ([`hostmounts`]).
 
@@ -13,6 +14,6 @@ pub mod images;
 pub mod model;
 pub mod swarm;
 
-pub use api::Engine;
+pub use api::{Client, Engine, Events, Filters};
 pub use error::{EngineError, Kind};
 pub use swarm::{SwarmEngine, SwarmHandle};

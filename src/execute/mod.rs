@@ -11,12 +11,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use bollard::Docker;
-use bollard::models::{NetworkConnectRequest, VolumeCreateRequest};
 use futures::StreamExt;
 
 use crate::config::{Project, PullPolicy, Service};
-use crate::engine::{Engine, Kind};
+use crate::engine::model::{NetworkConnectRequest, VolumeCreateRequest};
+use crate::engine::{Client, Engine, Kind};
 use crate::labels::{LABEL_GENERATION, LABEL_NODE, LABEL_PROJECT};
 use crate::observe::{self, VolumeMount};
 use crate::plan::Action;
@@ -74,7 +73,7 @@ pub enum Volumes {
 }
 
 /// Applies actions for one project on its nodes.
-pub struct Executor<'a, E: Engine = Docker> {
+pub struct Executor<'a, E: Engine = Client> {
     /// The engine of each node that is up.
     pub nodes: &'a HashMap<String, E>,
     pub project: &'a Project,
@@ -479,7 +478,7 @@ impl<E: Engine> Executor<'_, E> {
         volumes: &[VolumeMount],
     ) -> Result<(Option<String>, usize), String> {
         self.stop(docker, id).await?;
-        match docker.remove_container(id).await {
+        match docker.remove_container(id, true).await {
             Ok(()) => {}
             // Gone already, or already being removed.
             Err(e) if matches!(e.kind, Kind::NotFound | Kind::Conflict) => {}

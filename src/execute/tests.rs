@@ -205,3 +205,22 @@ fn a_move_to_another_node_cannot_carry_the_volume() {
         vec!["create demo-web-1 ", "start demo-web-1"]
     );
 }
+
+#[test]
+fn a_missing_image_is_pulled_and_the_create_tried_again() {
+    let p = project();
+    let engine = FakeEngine::default();
+    engine.require_images();
+    let (engine, o) = with(engine, &p, create(1));
+    assert_eq!(o.error, None);
+    assert_eq!(
+        engine.take_calls(),
+        vec![
+            "create demo-web-1 ",
+            "pull db",
+            "create demo-web-1 ",
+            "start demo-web-1"
+        ]
+    );
+    assert_eq!(engine.state_of("demo-web-1"), Some("running"));
+}

@@ -11,13 +11,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bollard::Docker;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::NodeConfig;
 use crate::engine::connect::{self, ConnectError, Endpoint};
+use crate::engine::{Client, Engine};
 use crate::runtime::{EventWatch, EventWatchConfig, Trigger, Watched};
 use crate::telemetry::Telemetry;
 
@@ -95,7 +95,8 @@ pub struct NodeStatus {
     /// The first connection attempt has finished (either way).
     pub attempted: bool,
     pub up: bool,
-    pub docker: Option<Docker>,
+    /// The engine, once connected.
+    pub engine: Option<Client>,
     /// The engine's ID from `/info`.
     pub engine_id: Option<String>,
     /// Configured labels over the engine's own.
@@ -114,6 +115,25 @@ pub struct NodeHandle {
 impl NodeHandle {
     pub fn status(&self) -> NodeStatus {
         self.status.borrow().clone()
+    }
+
+    /// A node that is always up on `engine`, with no monitor: no connecting, pinging or
+    /// event stream (whoever builds it pokes the loop). For running the controller over
+    /// engines a test provides; the caller registers the node with telemetry.
+    pub fn fixed(spec: NodeSpec, engine: Client) -> NodeHandle {
+        let (_, status) = watch::channel(NodeStatus {
+            attempted: true,
+            up: true,
+            engine: Some(engine),
+            engine_id: None,
+            labels: spec.labels,
+            error: None,
+        });
+        NodeHandle {
+            name: spec.name,
+            endpoint: spec.endpoint,
+            status,
+        }
     }
 
     /// Wait until the first connection attempt finished, or `deadline` passed.
@@ -136,7 +156,7 @@ pub fn spawn(
     let (tx, rx) = watch::channel(NodeStatus {
         attempted: false,
         up: false,
-        docker: None,
+        engine: None,
         engine_id: None,
         labels: spec.labels.clone(),
         error: None,
@@ -174,7 +194,7 @@ struct Monitor {
 impl Monitor {
     async fn run(self, cancel: CancellationToken) {
         let name = self.spec.name.clone();
-        let mut client: Option<Docker> = None;
+        let mut client: Option<Client> = None;
         let mut last_ok: Option<Instant> = None;
         let mut down_since_start = Instant::now();
         let mut said_error: Option<String> = None;
@@ -182,6 +202,7 @@ impl Monitor {
             let result: Result<(), String> = match &client {
                 None => match connect::connect(&self.spec.endpoint).await {
                     Ok(d) => {
+                        let d = Client::from(d);
                         self.connected(&d, &cancel).await;
                         client = Some(d);
                         Ok(())
@@ -259,7 +280,7 @@ impl Monitor {
 
     /// A new connection: read the engine's id and labels, start its event stream, and
     /// publish the client.
-    async fn connected(&self, d: &Docker, cancel: &CancellationToken) {
+    async fn connected(&self, d: &Client, cancel: &CancellationToken) {
         let info = d.info().await.ok();
         let engine_id = info.as_ref().and_then(|i| i.id.clone());
         let mut labels: BTreeMap<String, String> = info
@@ -290,14 +311,14 @@ impl Monitor {
         );
         tokio::spawn(watch.run(cancel.child_token()));
         self.tx.send_modify(|s| {
-            s.docker = Some(d.clone());
+            s.engine = Some(d.clone());
             s.engine_id = engine_id;
             s.labels = labels;
         });
     }
 
     /// One health ping, with its timeout.
-    async fn ping(&self, d: &Docker) -> Result<(), String> {
+    async fn ping(&self, d: &Client) -> Result<(), String> {
         match tokio::time::timeout(self.health.ping_timeout, d.ping()).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(connect::explain(&self.spec.endpoint, &e)),
@@ -307,5 +328,29 @@ impl Monitor {
                 self.health.ping_timeout.as_millis()
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::connect::Transport;
+    use crate::engine::fake::FakeEngine;
+
+    #[tokio::test]
+    async fn a_fixed_node_is_up_at_once_on_its_engine() {
+        let fake = Arc::new(FakeEngine::default());
+        let spec = NodeSpec {
+            name: "n1".into(),
+            endpoint: Endpoint::new(Transport::Tcp("n1:2375".into())),
+            labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
+        };
+        let mut node = NodeHandle::fixed(spec, Client::from(fake.clone()));
+        node.first_attempt(Duration::from_millis(10)).await;
+        let st = node.status();
+        assert!(st.attempted && st.up && st.error.is_none());
+        assert_eq!(st.labels["zone"], "a");
+        st.engine.unwrap().ping().await.unwrap();
+        assert_eq!(fake.take_calls(), ["ping "]);
     }
 }

@@ -9,10 +9,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::SystemTime;
 
-use bollard::Docker;
-use bollard::query_parameters::{ListContainersOptions, ListNetworksOptions, ListVolumesOptions};
 use futures::StreamExt;
 
+use crate::engine::model::{MountPoint, Network};
+use crate::engine::{Engine, EngineError, Filters};
 use crate::labels::{
     LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_PROJECT, LABEL_SERVICE, LABEL_SLOT,
 };
@@ -118,7 +118,7 @@ pub struct VolumeMount {
 /// The anonymous volumes among a container's mounts. The engine names an anonymous
 /// volume with 64 hex digits; a named one (project or external) has the user's name. Mounts
 /// never change after create, so the list's copy is as good as an inspect's.
-pub fn anonymous_volumes(mounts: &[bollard::models::MountPoint]) -> Vec<VolumeMount> {
+pub fn anonymous_volumes(mounts: &[MountPoint]) -> Vec<VolumeMount> {
     mounts
         .iter()
         .filter(|m| m.typ.as_deref() == Some("volume"))
@@ -254,7 +254,7 @@ impl Snapshot {
 /// the oldest of each name (by creation time, then id, so that every drover picks the
 /// same one to keep). Containers already on a network can only be on the oldest one: once
 /// a second network of the name exists, joining by name fails.
-pub fn duplicate_networks(networks: &[bollard::models::Network], project: &str) -> Vec<NetworkRef> {
+pub fn duplicate_networks(networks: &[Network], project: &str) -> Vec<NetworkRef> {
     let mut by_name: BTreeMap<&str, Vec<(Option<SystemTime>, &str)>> = BTreeMap::new();
     for n in networks {
         let (Some(name), Some(id)) = (n.name.as_deref(), n.id.as_deref()) else {
@@ -292,13 +292,13 @@ const INSPECT_PARALLEL: usize = 8;
 /// times) or that an event just named (the list can lag behind an exit). Networks and
 /// volumes are added by [`list_infra`] when a pass needs them.
 pub async fn snapshot(
-    docker: &Docker,
+    engine: &dyn Engine,
     node: &str,
     project: &str,
     changed: &HashSet<String>,
-) -> Result<Snapshot, bollard::errors::Error> {
-    let mut containers = list(docker, node, project).await?;
-    refresh(docker, &mut containers, changed).await?;
+) -> Result<Snapshot, EngineError> {
+    let mut containers = list(engine, node, project).await?;
+    refresh(engine, &mut containers, changed).await?;
     Ok(Snapshot {
         containers,
         ..Default::default()
@@ -308,21 +308,15 @@ pub async fn snapshot(
 /// The project's containers as the list shows them (state, health and creation time from
 /// the list; exit codes and run times are left to [`refresh`]).
 async fn list(
-    docker: &Docker,
+    engine: &dyn Engine,
     node: &str,
     project: &str,
-) -> Result<Vec<Container>, bollard::errors::Error> {
-    let filters = HashMap::from([(
+) -> Result<Vec<Container>, EngineError> {
+    let filters = Filters::from([(
         "label".to_string(),
         vec![format!("{LABEL_PROJECT}={project}")],
     )]);
-    let list = docker
-        .list_containers(Some(ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        }))
-        .await?;
+    let list = engine.list_containers(filters).await?;
     let mut containers = Vec::with_capacity(list.len());
     for summary in list {
         let Some(id) = summary.id else { continue };
@@ -362,10 +356,10 @@ async fn list(
 /// Inspect, a few at a time, the containers that are not running or that an event named,
 /// for their live state, exit code and run times; one removed since the list is left out.
 async fn refresh(
-    docker: &Docker,
+    engine: &dyn Engine,
     containers: &mut Vec<Container>,
     changed: &HashSet<String>,
-) -> Result<(), bollard::errors::Error> {
+) -> Result<(), EngineError> {
     let checks = containers
         .iter()
         .enumerate()
@@ -374,7 +368,7 @@ async fn refresh(
         })
         .map(|(i, c)| {
             let id = c.id.clone();
-            async move { (i, docker.inspect_container(&id, None).await) }
+            async move { (i, engine.inspect_container(&id).await) }
         });
     let results: Vec<_> = futures::stream::iter(checks)
         .buffer_unordered(INSPECT_PARALLEL)
@@ -403,7 +397,7 @@ async fn refresh(
                 }
             }
             // Removed between the list and the inspect: leave it out.
-            Err(e) if crate::engine::EngineError::from(&e).is_not_found() => {
+            Err(e) if e.is_not_found() => {
                 gone.insert(i);
             }
             Err(e) => return Err(e),
@@ -423,18 +417,16 @@ async fn refresh(
 /// Add the node's networks and volumes to `snapshot` (a pass needs them only when it is
 /// about to create or start containers there, so an idle pass stays at one list).
 pub async fn list_infra(
-    docker: &Docker,
+    engine: &dyn Engine,
     project: &str,
     snapshot: &mut Snapshot,
-) -> Result<(), bollard::errors::Error> {
-    let listed = docker.list_networks(None::<ListNetworksOptions>).await?;
+) -> Result<(), EngineError> {
+    let listed = engine.list_networks(Filters::new()).await?;
     snapshot.duplicate_networks = duplicate_networks(&listed, project);
     snapshot.networks = listed.into_iter().filter_map(|n| n.name).collect();
-    snapshot.volumes = docker
-        .list_volumes(None::<ListVolumesOptions>)
+    snapshot.volumes = engine
+        .list_volumes(Filters::new())
         .await?
-        .volumes
-        .unwrap_or_default()
         .into_iter()
         .map(|v| v.name)
         .collect();
@@ -549,14 +541,89 @@ fn short_id_from_hostname(hostname: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn net(id: &str, name: &str, project: Option<&str>, created: &str) -> bollard::models::Network {
-        bollard::models::Network {
+    fn net(id: &str, name: &str, project: Option<&str>, created: &str) -> Network {
+        Network {
             id: Some(id.into()),
             name: Some(name.into()),
             created: Some(created.into()),
             labels: project.map(|p| HashMap::from([(LABEL_PROJECT.to_string(), p.to_string())])),
             ..Default::default()
         }
+    }
+
+    /// One list; an inspect only of what is not running or was named by an event.
+    #[tokio::test]
+    async fn a_snapshot_lists_once_and_inspects_only_what_it_must() {
+        use crate::engine::fake::FakeEngine;
+        use crate::engine::model::ContainerCreateBody;
+        let e = FakeEngine::default();
+        let t0 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        e.set_clock(t0);
+        let body = |project: &str, slot: &str| ContainerCreateBody {
+            labels: Some(HashMap::from([
+                (LABEL_PROJECT.to_string(), project.to_string()),
+                (LABEL_SERVICE.to_string(), "web".to_string()),
+                (LABEL_SLOT.to_string(), slot.to_string()),
+            ])),
+            ..Default::default()
+        };
+        let mut ids = Vec::new();
+        for (name, project, slot) in [
+            ("p-web-1", "p", "1"),
+            ("p-web-2", "p", "2"),
+            ("p-web-3", "p", "3"),
+            ("q-web-1", "q", "1"),
+        ] {
+            let id = e
+                .create_container(name, None, body(project, slot))
+                .await
+                .unwrap();
+            e.start_container(&id).await.unwrap();
+            ids.push(id);
+        }
+        e.advance(std::time::Duration::from_secs(2));
+        e.exit("p-web-2", 3);
+        e.take_calls();
+
+        let changed = HashSet::from([ids[2].clone()]);
+        let snap = snapshot(&e, "n1", "p", &changed).await.unwrap();
+        let mut calls = e.take_calls();
+        calls[1..].sort();
+        assert_eq!(
+            calls,
+            [
+                format!("list label={LABEL_PROJECT}=p"),
+                "inspect p-web-2".to_string(),
+                "inspect p-web-3".to_string(),
+            ]
+        );
+        let by_name: HashMap<&str, &Container> = snap
+            .containers
+            .iter()
+            .map(|c| (c.name.as_str(), c))
+            .collect();
+        assert_eq!(by_name.len(), 3);
+        assert_eq!(by_name["p-web-1"].state, State::Running);
+        let crashed = by_name["p-web-2"];
+        assert_eq!((crashed.state, crashed.exit_code), (State::Exited, Some(3)));
+        assert_eq!(crashed.last_run(), Some(std::time::Duration::from_secs(2)));
+        assert_eq!(crashed.slot(), Some(2));
+
+        e.fail("list", crate::engine::Kind::Api(500), 1);
+        let err = snapshot(&e, "n1", "p", &changed).await.unwrap_err();
+        assert_eq!(err.kind, crate::engine::Kind::Api(500));
+
+        let mut snap = Snapshot::default();
+        e.add_network("p_default", &[(LABEL_PROJECT, "p")], t0);
+        e.add_network(
+            "p_default",
+            &[(LABEL_PROJECT, "p")],
+            t0 + std::time::Duration::from_secs(1),
+        );
+        list_infra(&e, "p", &mut snap).await.unwrap();
+        assert!(snap.infra_listed);
+        assert_eq!(snap.networks, BTreeSet::from(["p_default".to_string()]));
+        assert_eq!(snap.duplicate_networks.len(), 1);
     }
 
     #[test]

@@ -4,11 +4,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
-use bollard::Docker;
 use tracing::{debug, info, warn};
 
 use super::{Plain, say};
 use crate::config::Project;
+use crate::engine::{Client, connect};
 use crate::execute::Executor;
 use crate::observe::{self, Snapshot, State};
 use crate::plan::{self, NodeState, NodeView};
@@ -24,7 +24,7 @@ impl Plain {
         changed: &HashSet<String>,
     ) -> (
         Vec<(String, NodeState, BTreeMap<String, String>)>,
-        HashMap<String, Docker>,
+        HashMap<String, Client>,
     ) {
         let statuses: Vec<_> = self
             .nodes
@@ -32,8 +32,8 @@ impl Plain {
             .map(|n| (n.name.clone(), n.endpoint.clone(), n.status()))
             .collect();
         let project = self.project.name.clone();
-        let lists = futures::future::join_all(statuses.iter().map(|(name, _, st)| {
-            let docker = st.docker.clone().filter(|_| st.up);
+        let lists = futures::future::join_all(statuses.iter().map(|(name, endpoint, st)| {
+            let docker = st.engine.clone().filter(|_| st.up);
             let project = project.clone();
             async move {
                 match docker {
@@ -47,7 +47,7 @@ impl Plain {
                         .map_err(|_| {
                             format!("listing took longer than {} s", LIST_TIMEOUT.as_secs())
                         })
-                        .and_then(|r| r.map_err(|e| e.to_string()))
+                        .and_then(|r| r.map_err(|e| connect::explain(endpoint, &e)))
                         .map(|s| (d, s)),
                     ),
                 }
@@ -201,7 +201,7 @@ impl Plain {
 
     /// Add networks and volumes to the snapshots of `nodes`. A node that cannot be listed
     /// keeps its snapshot without them, so nothing is created there this pass.
-    async fn list_infra(&mut self, nodes: &[String], engines: &HashMap<String, Docker>) {
+    async fn list_infra(&mut self, nodes: &[String], engines: &HashMap<String, Client>) {
         let project = self.project.name.clone();
         let lists = futures::future::join_all(nodes.iter().filter_map(|name| {
             let docker = engines.get(name)?.clone();

@@ -14,14 +14,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bollard::Docker;
-use bollard::query_parameters::EventsOptions;
 use futures::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::engine::connect::{self, Endpoint};
+use crate::engine::{Client, Engine, Filters};
 use crate::labels::LABEL_PROJECT;
 use crate::telemetry::Telemetry;
 
@@ -88,7 +87,7 @@ pub enum Watched {
 }
 
 impl Watched {
-    fn filters(&self) -> HashMap<String, Vec<String>> {
+    fn filters(&self) -> Filters {
         match self {
             Watched::Containers { project } => HashMap::from([
                 ("type".to_string(), vec!["container".to_string()]),
@@ -125,19 +124,21 @@ pub struct EventWatchConfig {
 
 /// Watches one engine's events for one project and pokes `notify` on every relevant one.
 pub struct EventWatch {
-    docker: Docker,
+    engine: Client,
     cfg: EventWatchConfig,
     trigger: Arc<Trigger>,
-    engine: String,
+    /// The engine's address, for logs.
+    address: String,
     /// Last event time seen, as `secs.nanos` for `since`.
     since: Option<String>,
 }
 
 impl EventWatch {
-    pub fn new(docker: Docker, cfg: EventWatchConfig, trigger: Arc<Trigger>) -> Self {
+    /// `engine`: a [`Client`], or the connected client [`connect::connect`] returns.
+    pub fn new(engine: impl Into<Client>, cfg: EventWatchConfig, trigger: Arc<Trigger>) -> Self {
         EventWatch {
-            engine: cfg.endpoint.display(),
-            docker,
+            address: cfg.endpoint.display(),
+            engine: engine.into(),
             cfg,
             trigger,
             since: None,
@@ -156,7 +157,7 @@ impl EventWatch {
             match outcome {
                 Ok(()) => {
                     // Watchdog expiry or a clean end: reopen at once.
-                    debug!(engine = %self.engine, "event stream reopened");
+                    debug!(engine = %self.address, "event stream reopened");
                 }
                 Err(e) => {
                     if let Some(p) = &self.cfg.on_error {
@@ -169,7 +170,7 @@ impl EventWatch {
                         warn!(
                             action = "events",
                             node = %self.cfg.node,
-                            engine = %self.engine,
+                            engine = %self.address,
                             project = %self.cfg.project,
                             error = %e,
                             "event stream lost; reconnecting with backoff"
@@ -188,13 +189,8 @@ impl EventWatch {
     /// Open the stream and follow it until it fails, ends or goes silent too long.
     async fn stream_once(&mut self, lost: &mut bool, failures: &mut u32) -> Result<(), String> {
         let filters = self.cfg.watched.filters();
-        let opts = EventsOptions {
-            since: self.since.clone(),
-            until: None,
-            filters: Some(filters),
-        };
         // Ping first: an engine that answers is reachable again even if it stays idle.
-        self.docker
+        self.engine
             .ping()
             .await
             .map_err(|e| connect::explain(&self.cfg.endpoint, &e))?;
@@ -205,18 +201,18 @@ impl EventWatch {
             info!(
                 action = "events",
                 node = %self.cfg.node,
-                engine = %self.engine,
+                engine = %self.address,
                 project = %self.cfg.project,
                 "event stream restored"
             );
         }
         // Whatever happened while the stream was closed, a fresh list covers it.
         self.trigger.poke(None, "");
-        let mut stream = self.docker.events(Some(opts));
+        let mut stream = self.engine.events(self.since.clone(), None, filters);
         loop {
             let ev = match tokio::time::timeout(self.cfg.watchdog, stream.next()).await {
                 Err(_) => {
-                    debug!(engine = %self.engine, "event stream silent past the watchdog");
+                    debug!(engine = %self.address, "event stream silent past the watchdog");
                     return Ok(());
                 }
                 Ok(None) => return Err("the engine closed the event stream".into()),
@@ -240,7 +236,7 @@ impl EventWatch {
                 Watched::Containers { .. } => ev.actor.as_ref().and_then(|a| a.id.as_deref()),
                 Watched::Swarm => None,
             };
-            debug!(engine = %self.engine, event = action, "engine event");
+            debug!(engine = %self.address, event = action, "engine event");
             self.trigger.poke(id, action);
         }
     }
@@ -262,6 +258,69 @@ fn retry_delay(failures: u32, max: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::fake::FakeEngine;
+    use crate::engine::model::ContainerCreateBody;
+
+    /// The watcher names the project's containers that changed, tells a kill through the
+    /// API from a crash, and never names another project's.
+    #[tokio::test]
+    async fn names_the_changed_containers_of_the_project() {
+        let fake = Arc::new(FakeEngine::default());
+        let trigger = Arc::new(Trigger::default());
+        let cfg = EventWatchConfig {
+            project: "p".into(),
+            watched: Watched::Containers {
+                project: "p".into(),
+            },
+            watchdog: Duration::from_secs(60),
+            retry_max: Duration::from_secs(1),
+            endpoint: Endpoint::new(crate::engine::connect::Transport::Tcp("fake:2375".into())),
+            node: "n1".into(),
+            on_error: None,
+            telemetry: Telemetry::new("p", Duration::from_secs(60), None),
+        };
+        let cancel = CancellationToken::new();
+        let watch = EventWatch::new(Client::from(fake.clone()), cfg, trigger.clone());
+        tokio::spawn(watch.run(cancel.clone()));
+        // The poke after the stream (re)opens.
+        trigger.wait().await;
+        assert!(trigger.take_changed().is_empty());
+
+        let body = |project: &str| ContainerCreateBody {
+            labels: Some(HashMap::from([(LABEL_PROJECT.to_string(), project.into())])),
+            ..Default::default()
+        };
+        let ours = fake
+            .create_container("p-web-1", None, body("p"))
+            .await
+            .unwrap();
+        let theirs = fake
+            .create_container("q-web-1", None, body("q"))
+            .await
+            .unwrap();
+        fake.start_container(&theirs).await.unwrap();
+        fake.start_container(&ours).await.unwrap();
+        fake.kill("p-web-1");
+        let mut changed = HashSet::new();
+        let mut killed = HashSet::new();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while killed.is_empty() {
+                trigger.wait().await;
+                changed.extend(trigger.take_changed());
+                killed.extend(trigger.take_killed());
+            }
+        })
+        .await
+        .expect("the kill was seen");
+        cancel.cancel();
+        assert_eq!(changed, HashSet::from([ours.clone()]));
+        assert_eq!(killed, HashSet::from([ours]));
+        let calls = fake.take_calls();
+        assert_eq!(
+            calls[..2],
+            ["ping ", "events label=drover.project=p type=container"]
+        );
+    }
 
     #[test]
     fn retry_delay_grows_and_is_capped() {
