@@ -323,9 +323,7 @@ async fn setup(common: &Common) -> Result<Setup, String> {
         None
     };
     let wanted = common.mode.or(first.settings.mode).unwrap_or(Mode::Auto);
-    let manager = docker
-        .as_ref()
-        .map(|d| drover::engine::swarm::manager(d, &endpoint));
+    let manager = docker.as_ref().map(|d| drover::engine::swarm::manager(d));
     let (mode, why) = swarm::choose(manager.as_deref(), &endpoint, wanted).await?;
     // Where the engine's host has drover's files (drover in a container).
     let own = observe::own_container_id();
@@ -359,7 +357,7 @@ async fn plan_command(common: Common) -> Result<(), String> {
     let s = setup(&common).await?;
     let lines = match (s.mode, &s.docker) {
         (Mode::Swarm, Some(d)) => {
-            let manager = drover::engine::swarm::manager(d, &s.endpoint);
+            let manager = drover::engine::swarm::manager(d);
             swarm::plan_lines(manager.as_ref(), &s.endpoint, &s.loaded).await?
         }
         _ => {

@@ -2,10 +2,8 @@
 //! implementation on a bollard client ([`Manager`]). Plain values in, [`super::model`]
 //! types out, the one [`EngineError`] back.
 //!
-//! A failure to get an answer at all (unreachable, timed out, an unreadable answer) is
-//! worded for people here, where its cause chain is at hand: its message is already the
-//! line [`connect::explain`] gives. An engine's answer keeps the engine's own message;
-//! [`connect::explain_error`] words both.
+//! Errors keep the client's own error, so [`connect::explain`], the one place that words
+//! engine errors for people, reads its causes (refused, TLS, timed out) as for plain mode.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +16,7 @@ use bollard::query_parameters::{
 };
 
 use super::api::Answer;
-use super::connect::{self, Endpoint};
+
 use super::error::EngineError;
 use super::model::{
     Config, ConfigSpec, Network, NetworkCreateRequest, Node, Secret, SecretSpec, Service,
@@ -55,28 +53,22 @@ pub trait SwarmEngine: Send + Sync {
 /// What Swarm mode holds: a manager behind the interface, cheap to clone.
 pub type SwarmHandle = Arc<dyn SwarmEngine>;
 
-/// The Swarm manager at `endpoint`, through the connected client `docker`.
-pub fn manager(docker: &Docker, endpoint: &Endpoint) -> SwarmHandle {
+/// The Swarm manager behind the connected client `docker`.
+pub fn manager(docker: &Docker) -> SwarmHandle {
     Arc::new(Manager {
         docker: docker.clone(),
-        endpoint: endpoint.clone(),
     })
 }
 
 /// A Swarm manager reached through bollard.
 pub struct Manager {
     docker: Docker,
-    /// Where the engine is, to word failures that got no answer.
-    endpoint: Endpoint,
 }
 
 impl Manager {
+    /// The error, keeping the client's own for [`connect::explain`] to word.
     fn error(&self, e: BollardError) -> EngineError {
-        let mut out = EngineError::from(&e);
-        if out.status().is_none() {
-            out.message = connect::explain(&self.endpoint, &e);
-        }
-        out
+        EngineError::from(e)
     }
 }
 
@@ -422,7 +414,7 @@ pub mod fake {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::connect::ConnectArgs;
+    use crate::engine::connect::{self, ConnectArgs, Endpoint};
 
     fn service(name: &str) -> Service {
         Service {
@@ -454,12 +446,11 @@ mod tests {
         let docker =
             Docker::connect_with_http("tcp://127.0.0.1:1", 5, bollard::API_DEFAULT_VERSION)
                 .unwrap();
-        let e = manager(&docker, &endpoint).list_nodes().await.unwrap_err();
+        let e = manager(&docker).list_nodes().await.unwrap_err();
         assert_eq!(e.status(), None);
         assert_eq!(
-            e.message,
+            connect::explain(&endpoint, &e),
             "cannot reach the Docker engine at tcp://127.0.0.1:1: connection refused"
         );
-        assert_eq!(connect::explain_error(&endpoint, &e), e.message);
     }
 }

@@ -18,7 +18,7 @@ pub mod report;
 pub mod run;
 
 use crate::config::Mode;
-use crate::engine::connect::{Endpoint, explain_error};
+use crate::engine::connect::{Endpoint, explain};
 use crate::engine::model::LocalNodeState;
 use crate::engine::{EngineError, SwarmEngine};
 
@@ -84,7 +84,7 @@ pub async fn choose(
     if mode == Mode::Plain {
         return Ok((Mode::Plain, None));
     }
-    let role = role(manager).await.map_err(|e| explain_error(engine, &e))?;
+    let role = role(manager).await.map_err(|e| explain(engine, &e))?;
     let chosen = resolve(mode, Some(&role));
     if mode == Mode::Swarm && !role.active_manager() {
         return Err(format!(
@@ -118,7 +118,7 @@ pub async fn plan_lines(
     let (desired, _) = run::desired(loaded)?;
     let mut out = run::plan_lines(manager, &desired)
         .await
-        .map_err(|e| explain_error(engine, &e))?;
+        .map_err(|e| explain(engine, &e))?;
     if out.is_empty() {
         out.push(format!(
             "nothing to do: the Swarm services of project {} match the file",
@@ -207,10 +207,7 @@ mod tests {
     #[tokio::test]
     async fn an_engine_error_while_choosing_is_explained() {
         let failing = FakeSwarm::new(State {
-            fail: Some(EngineError {
-                kind: Kind::Api(500),
-                message: "boom".into(),
-            }),
+            fail: Some(EngineError::new(Kind::Api(500), "boom")),
             ..Default::default()
         });
         let e = choose(Some(&failing), &endpoint(), Mode::Auto)

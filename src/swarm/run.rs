@@ -23,7 +23,7 @@ use super::diff::{self, Action, Current};
 use super::objects::{self, Existing, ObjectAction};
 use super::report::{self, Report};
 use crate::config::{self, Project};
-use crate::engine::connect::{Endpoint, explain_error};
+use crate::engine::connect::{Endpoint, explain};
 use crate::engine::model::{ConfigSpec, Node, SecretSpec, Task};
 use crate::engine::swarm::manager;
 use crate::engine::{EngineError, SwarmEngine, SwarmHandle};
@@ -391,12 +391,8 @@ pub fn runtime(
         cancel,
         reload,
     } = start;
-    let (mode, warnings) = Controller::new(
-        manager(&docker, &engine),
-        engine.clone(),
-        &loaded,
-        telemetry.clone(),
-    )?;
+    let (mode, warnings) =
+        Controller::new(manager(&docker), engine.clone(), &loaded, telemetry.clone())?;
     let trigger = Arc::new(Trigger::default());
     let watch = EventWatch::new(
         docker.clone(),
@@ -490,7 +486,7 @@ impl Controller {
     }
 
     fn list_failed(&mut self, e: &EngineError) {
-        let msg = explain_error(&self.engine, e);
+        let msg = explain(&self.engine, e);
         self.telemetry.unreachable(ENGINE, &msg);
         if self.said.list_error.as_deref() != Some(msg.as_str()) {
             error!(action = "list", project = %self.project.name, error = %msg, "cannot list the swarm");
@@ -670,7 +666,7 @@ impl Controller {
                 Some(v)
             }
             Err(e) => {
-                let msg = explain_error(&self.engine, &e);
+                let msg = explain(&self.engine, &e);
                 self.telemetry.swarm_action(
                     ENGINE,
                     action,
@@ -951,10 +947,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_list_is_the_engines_error() {
-        let gone = EngineError {
-            kind: ErrorKind::Unreachable,
-            message: "cannot reach the Docker engine".into(),
-        };
+        let gone = EngineError::new(ErrorKind::Unreachable, "cannot reach the Docker engine");
         let fake = FakeSwarm::new(State {
             fail: Some(gone.clone()),
             ..swarm()
@@ -989,12 +982,7 @@ mod tests {
 
     #[test]
     fn an_answer_that_means_done_counts_as_success() {
-        let err = |kind| {
-            Err(EngineError {
-                kind,
-                message: String::new(),
-            })
-        };
+        let err = |kind| Err(EngineError::new(kind, ""));
         assert_eq!(
             ignore(err(ErrorKind::NotFound), EngineError::is_not_found),
             Ok(())
