@@ -14,6 +14,11 @@
 //! - `hostpath`: the paths drover resolved (relative binds, secret and config files) as
 //!   the engine's host sees them, when drover runs in a container.
 //!
+//! A load has two halves: reading the files (the Compose files, `.env`, `include`, the
+//! scale file) into one interpolated tree, then building the project from it for a mode
+//! and host paths. [`Startup`] does the first half once for a start-up, whose mode and
+//! host paths are only known after a first build.
+//!
 //! Errors are one line: `file:line:column: key.path: message`. They never quote values,
 //! which may come from the environment and be secrets.
 //!
