@@ -48,7 +48,7 @@ mod syntax;
 mod template;
 mod yaml;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -308,13 +308,9 @@ impl Startup {
         opts.host_paths = host_paths;
         let (loaded, more) = reads::tracked(|| sources.build(&opts));
         let mut loaded = loaded?;
-        loaded.files = first
-            .files
-            .into_iter()
-            .chain(more)
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        // What the reading noted (with the first build's), and what this build read.
+        let files: BTreeSet<PathBuf> = first.files.into_iter().chain(more).collect();
+        loaded.files = files.into_iter().collect();
         Ok((opts, loaded))
     }
 }
