@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use drover::config::hostpath::{HostPaths, UseKind};
-use drover::config::{self, LoadOptions, Loaded, Mode};
+use drover::config::{self, LoadOptions, Loaded, Mode, Startup};
 use drover::engine::connect::{self, ConnectArgs, Endpoint};
 use drover::engine::hostmounts;
 use drover::nodes::NodeSpec;
@@ -243,31 +243,17 @@ fn load_options(common: &Common, env: &HashMap<String, String>) -> LoadOptions {
     }
 }
 
-/// Load again with the `mode` and `host` paths now known, unless the load `first` was
-/// already made with them. The mode decides what the files may contain (external
-/// secrets) and which warnings apply; reloads keep using both.
-fn load_for(
-    load: &mut LoadOptions,
-    first: Loaded,
-    mode: Mode,
-    host: HostPaths,
-) -> Result<Loaded, String> {
-    if load.mode == Some(mode) && load.host_paths == host {
-        return Ok(first);
-    }
-    load.mode = Some(mode);
-    load.host_paths = host;
-    config::load(load).map_err(|e| e.to_string())
-}
-
 /// `drover check`: validate and print the desired state. Needs no engine.
 fn check(common: &Common, format: CheckFormat) -> Result<(), String> {
     let env: HashMap<String, String> = std::env::vars().collect();
-    let mut load = load_options(common, &env);
-    let first = config::load(&load).map_err(|e| e.to_string())?;
-    let mode = common.mode.or(first.settings.mode).unwrap_or(Mode::Auto);
-    let host = check_host_paths(common, &env, &first).unwrap_or(load.host_paths.clone());
-    let loaded = load_for(&mut load, first, mode, host)?;
+    let start = Startup::load(load_options(common, &env)).map_err(|e| e.to_string())?;
+    let mode = common
+        .mode
+        .or(start.first().settings.mode)
+        .unwrap_or(Mode::Auto);
+    let host =
+        check_host_paths(common, &env, start.first()).unwrap_or(start.options().host_paths.clone());
+    let (_, loaded) = start.settle(mode, host).map_err(|e| e.to_string())?;
     for t in &loaded.host_paths {
         eprintln!("host path: {t}");
     }
@@ -301,12 +287,12 @@ struct Setup {
     loaded: Loaded,
 }
 
-/// Load, connect, choose the mode, find the host paths, and load again when the mode or
-/// the host paths differ from the first load's (at most two loads).
+/// Load, connect, choose the mode and find the host paths; the project is built again
+/// for those when they differ from the first build's (see [`Startup`]).
 async fn setup(common: &Common) -> Result<Setup, String> {
     let env: HashMap<String, String> = std::env::vars().collect();
-    let mut load = load_options(common, &env);
-    let first = config::load(&load).map_err(|e| e.to_string())?;
+    let start = Startup::load(load_options(common, &env)).map_err(|e| e.to_string())?;
+    let first = start.first();
     let endpoint = Endpoint::resolve(&common.connect, &env).map_err(|e| e.to_string())?;
     let specs =
         NodeSpec::from_config(&first.settings.nodes, &endpoint, &env).map_err(|e| e.to_string())?;
@@ -340,7 +326,7 @@ async fn setup(common: &Common) -> Result<Setup, String> {
             }
         },
     };
-    let loaded = load_for(&mut load, first, mode, host)?;
+    let (load, loaded) = start.settle(mode, host).map_err(|e| e.to_string())?;
     Ok(Setup {
         endpoint,
         specs,

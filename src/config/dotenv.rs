@@ -28,102 +28,121 @@ pub fn parse(
     vars: &mut HashMap<String, String>,
 ) -> Result<Entries, (usize, String)> {
     let src = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let line_at = |pos: usize| src[..pos].matches('\n').count() + 1;
     let mut out: Entries = Vec::new();
     let mut pos = 0;
+    while let Some(start) = next_statement(src, pos) {
+        // A statement's key and value start on its first line, so errors name that line.
+        let line = src[..start].matches('\n').count() + 1;
+        let stmt = without_export(&src[start..]);
+        let stmt_at = src.len() - stmt.len();
+        let (key, after) = key(stmt).map_err(|m| (line, m))?;
+        let key = key.to_string();
+        let (value, next) = match after {
+            // `KEY` alone: inherited.
+            After::Alone(end) => (lookup(&key), stmt_at + end),
+            After::Value(at) => {
+                let rest = stmt[at..].trim_start_matches(is_space);
+                let get = |k: &str| lookup(k).or_else(|| vars.get(k).cloned());
+                let expand = |s: &str| template::substitute(s, &get).map_err(|e| e.to_string());
+                let (value, len) = value(rest, &expand).map_err(|m| (line, m))?;
+                (Some(value), src.len() - rest.len() + len)
+            }
+        };
+        if let Some(v) = &value {
+            vars.insert(key.clone(), v.clone());
+        }
+        out.push((key, value));
+        pos = next;
+    }
+    Ok(out)
+}
+
+/// Where the next statement starts, at `pos` or after: past blank space and comment
+/// lines. `None`: the text ends first.
+fn next_statement(src: &str, mut pos: usize) -> Option<usize> {
     loop {
-        // The next statement: skip blank space and comment lines.
-        loop {
-            let Some(off) = src[pos..].find(|c: char| !c.is_whitespace()) else {
-                return Ok(out);
-            };
-            pos += off;
-            if !src[pos..].starts_with('#') {
+        pos += src[pos..].find(|c: char| !c.is_whitespace())?;
+        if !src[pos..].starts_with('#') {
+            return Some(pos);
+        }
+        pos += src[pos..].find('\n')?;
+    }
+}
+
+/// The statement without a leading `export` (followed by a space or tab).
+fn without_export(stmt: &str) -> &str {
+    match stmt.strip_prefix("export") {
+        Some(rest) if rest.starts_with([' ', '\t']) => rest.trim_start_matches(is_space),
+        _ => stmt,
+    }
+}
+
+/// How a statement goes on after its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    /// `=` or `:`, and the value from this offset.
+    Value(usize),
+    /// Nothing: the key alone runs to this offset (its line break, or the end).
+    Alone(usize),
+}
+
+/// The key at the start of `stmt`: up to `=`, `:` or the end of the line, trailing space
+/// trimmed; letters, digits and `_ . - [ ]`, no space inside.
+fn key(stmt: &str) -> Result<(&str, After), String> {
+    let mut key_end = stmt.len();
+    let mut after = After::Alone(stmt.len());
+    for (i, c) in stmt.char_indices() {
+        match c {
+            '=' | ':' => {
+                key_end = i;
+                after = After::Value(i + 1);
                 break;
             }
-            match src[pos..].find('\n') {
-                Some(n) => pos += n,
-                None => return Ok(out),
+            '\n' => {
+                key_end = i;
+                after = After::Alone(i);
+                break;
             }
+            c if is_space(c) => {}
+            '_' | '.' | '-' | '[' | ']' => {}
+            c if c.is_alphanumeric() => {}
+            c => return Err(format!("unexpected character {c:?} in a variable name")),
         }
-        let line = line_at(pos);
-        let mut stmt = &src[pos..];
-        if let Some(rest) = stmt.strip_prefix("export")
-            && rest.starts_with([' ', '\t'])
-        {
-            stmt = rest.trim_start_matches(is_space);
+    }
+    let key = stmt[..key_end].trim_end();
+    if key.is_empty() {
+        return Err("expected KEY=VALUE".into());
+    }
+    if key.contains(' ') {
+        return Err("a key cannot contain a space".into());
+    }
+    Ok((key, after))
+}
+
+/// The value at the start of `rest` and its length there. Quoted values may span lines:
+/// double-quoted ones are unescaped and then substituted with `expand`, single-quoted
+/// ones are literal. An unquoted value runs to the end of the line or a ` #` comment,
+/// trimmed, and is substituted.
+fn value(
+    rest: &str,
+    expand: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<(String, usize), String> {
+    match rest.as_bytes().first() {
+        Some(&q @ (b'"' | b'\'')) => {
+            let (body, len) = quoted(rest, q as char).ok_or("unterminated quoted value")?;
+            let value = if q == b'"' {
+                expand(&unescape(&body))?
+            } else {
+                body
+            };
+            Ok((value, len))
         }
-        let stmt_at = src.len() - stmt.len();
-        // The key: up to `=`, `:` or the end of the line.
-        let mut key_end = stmt.len();
-        let mut value_at = None;
-        for (i, c) in stmt.char_indices() {
-            match c {
-                '=' | ':' => {
-                    key_end = i;
-                    value_at = Some(i + 1);
-                    break;
-                }
-                '\n' => {
-                    key_end = i;
-                    break;
-                }
-                c if is_space(c) => {}
-                '_' | '.' | '-' | '[' | ']' => {}
-                c if c.is_alphanumeric() => {}
-                c => {
-                    return Err((
-                        line,
-                        format!("unexpected character {c:?} in a variable name"),
-                    ));
-                }
-            }
+        _ => {
+            let end = rest.find('\n').unwrap_or(rest.len());
+            let v = &rest[..end];
+            let v = v.split_once(" #").map_or(v, |(v, _)| v).trim_end();
+            Ok((expand(v)?, end))
         }
-        let key = stmt[..key_end].trim_end();
-        if key.is_empty() {
-            return Err((line, "expected KEY=VALUE".into()));
-        }
-        if key.contains(' ') {
-            return Err((line, "a key cannot contain a space".into()));
-        }
-        let key = key.to_string();
-        let Some(value_at) = value_at else {
-            // `KEY` alone: inherited.
-            let value = lookup(&key);
-            if let Some(v) = &value {
-                vars.insert(key.clone(), v.clone());
-            }
-            out.push((key, value));
-            pos = (stmt_at + key_end).min(src.len());
-            continue;
-        };
-        let rest = stmt[value_at..].trim_start_matches(is_space);
-        let rest_at = src.len() - rest.len();
-        let expand = |s: &str, vars: &HashMap<String, String>| {
-            let get = |k: &str| lookup(k).or_else(|| vars.get(k).cloned());
-            template::substitute(s, &get).map_err(|e| (line, e.to_string()))
-        };
-        let (value, next) = match rest.as_bytes().first() {
-            Some(&q @ (b'"' | b'\'')) => {
-                let (body, len) = quoted(rest, q as char)
-                    .ok_or_else(|| (line_at(rest_at), "unterminated quoted value".to_string()))?;
-                let value = if q == b'"' {
-                    expand(&unescape(&body), vars)?
-                } else {
-                    body
-                };
-                (value, rest_at + len)
-            }
-            _ => {
-                let end = rest.find('\n').unwrap_or(rest.len());
-                let v = &rest[..end];
-                let v = v.split_once(" #").map_or(v, |(v, _)| v).trim_end();
-                (expand(v, vars)?, rest_at + end)
-            }
-        };
-        vars.insert(key.clone(), value.clone());
-        out.push((key, Some(value)));
-        pos = next;
     }
 }
 
@@ -306,6 +325,39 @@ mod tests {
         assert_eq!(v(r"'it\'s \n'"), "it's \\n");
         assert_eq!(v(r"plain\n"), "plain\\n");
         assert_eq!(v("\"x\" # comment"), "x");
+    }
+
+    #[test]
+    fn statements_start_past_blank_space_and_comments() {
+        assert_eq!(next_statement("  \n# c\n\tA=1", 0), Some(8));
+        assert_eq!(next_statement("A=1\nB=2", 3), Some(4));
+        assert_eq!(next_statement(" \n# only a comment", 0), None);
+        assert_eq!(without_export("export\t A=1"), "A=1");
+        assert_eq!(without_export("exported=1"), "exported=1");
+    }
+
+    #[test]
+    fn a_key_ends_at_its_separator_or_its_line() {
+        assert_eq!(key("A.b-c[0] = 1"), Ok(("A.b-c[0]", After::Value(10))));
+        assert_eq!(key("K: v"), Ok(("K", After::Value(2))));
+        assert_eq!(key("ALONE \nB=1"), Ok(("ALONE", After::Alone(6))));
+        assert_eq!(key("LAST"), Ok(("LAST", After::Alone(4))));
+        assert_eq!(key("=1"), Err("expected KEY=VALUE".into()));
+        assert_eq!(key("A B=1"), Err("a key cannot contain a space".into()));
+        assert!(key("A$=1").unwrap_err().contains("'$'"));
+    }
+
+    #[test]
+    fn a_value_and_the_length_it_takes() {
+        let upper = |s: &str| -> Result<String, String> { Ok(s.to_uppercase()) };
+        assert_eq!(super::value("x y # c\nB=1", &upper), Ok(("X Y".into(), 7)));
+        assert_eq!(super::value("'a\nb' # c", &upper), Ok(("a\nb".into(), 5)));
+        assert_eq!(super::value("\"a\\tb\"\n", &upper), Ok(("A\tB".into(), 6)));
+        assert_eq!(super::value("", &upper), Ok((String::new(), 0)));
+        assert_eq!(
+            super::value("'open\n", &upper),
+            Err("unterminated quoted value".into())
+        );
     }
 
     #[test]

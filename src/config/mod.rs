@@ -14,6 +14,11 @@
 //! - `hostpath`: the paths drover resolved (relative binds, secret and config files) as
 //!   the engine's host sees them, when drover runs in a container.
 //!
+//! A load has two halves: reading the files (the Compose files, `.env`, `include`, the
+//! scale file) into one interpolated tree, then building the project from it for a mode
+//! and host paths. [`Startup`] does the first half once for a start-up, whose mode and
+//! host paths are only known after a first build.
+//!
 //! Errors are one line: `file:line:column: key.path: message`. They never quote values,
 //! which may come from the environment and be secrets.
 //!
@@ -43,7 +48,7 @@ mod syntax;
 mod template;
 mod yaml;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -166,6 +171,19 @@ pub fn load_tracked(opts: &LoadOptions) -> (Result<Loaded, ConfigError>, Vec<Pat
 }
 
 fn load_files(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
+    read_sources(opts)?.build(opts)
+}
+
+/// The files of a load read, interpolated and merged: everything a load does before the
+/// mode and the host paths matter.
+struct Sources {
+    root: yaml::Node,
+    env: HashMap<String, String>,
+    project_dir: PathBuf,
+    scale_file: Option<yaml::Node>,
+}
+
+fn read_sources(opts: &LoadOptions) -> Result<Sources, ConfigError> {
     let files = compose_files(opts)?;
     let project_dir = {
         let first = syntax::join_lexically(Path::new(""), &files[0].1);
@@ -191,33 +209,110 @@ fn load_files(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         }
         None => None,
     };
-
-    let mut warnings = read::Warnings::default();
-    let inputs = project::Inputs {
-        project_dir: &project_dir,
-        env: &env,
-        project_name: opts.project_name.as_deref(),
-        scale: &opts.scale,
-        scale_file: scale_file.as_ref(),
-        profiles: &opts.profiles,
-        mode: opts.mode.unwrap_or(Mode::Plain),
-    };
-    let (project, settings, uses) = project::build(&root, &inputs, &mut warnings)?;
-    let (project, host_paths) =
-        hostpath::translate(&project, &uses, &opts.host_paths, &hostpath::canonical)
-            .map_err(|e| ConfigError(e.to_string()))?;
-    let mode = opts.mode.or(settings.mode).unwrap_or(Mode::Plain);
-    warnings
-        .0
-        .extend(stateful::warnings(&project, &settings, mode));
-    Ok(Loaded {
-        project,
-        warnings: warnings.0,
-        settings,
-        host_paths,
-        resolved_paths: uses,
-        files: Vec::new(),
+    Ok(Sources {
+        root,
+        env,
+        project_dir,
+        scale_file,
     })
+}
+
+impl Sources {
+    /// The project these files describe, for `opts.mode`, its paths translated with
+    /// `opts.host_paths`. `opts` are the options the files were read with, but for those two.
+    fn build(&self, opts: &LoadOptions) -> Result<Loaded, ConfigError> {
+        let mut warnings = read::Warnings::default();
+        let inputs = project::Inputs {
+            project_dir: &self.project_dir,
+            env: &self.env,
+            project_name: opts.project_name.as_deref(),
+            scale: &opts.scale,
+            scale_file: self.scale_file.as_ref(),
+            profiles: &opts.profiles,
+            mode: opts.mode.unwrap_or(Mode::Plain),
+        };
+        let (project, settings, uses) = project::build(&self.root, &inputs, &mut warnings)?;
+        let (project, host_paths) =
+            hostpath::translate(&project, &uses, &opts.host_paths, &hostpath::canonical)
+                .map_err(|e| ConfigError(e.to_string()))?;
+        let mode = opts.mode.or(settings.mode).unwrap_or(Mode::Plain);
+        warnings
+            .0
+            .extend(stateful::warnings(&project, &settings, mode));
+        Ok(Loaded {
+            project,
+            warnings: warnings.0,
+            settings,
+            host_paths,
+            resolved_paths: uses,
+            files: Vec::new(),
+        })
+    }
+}
+
+/// A start-up's load: the files are read once. The project is built first with the
+/// options as given, so that config errors come before any engine is asked; the caller
+/// then chooses the mode and finds the host paths from what that build says (and the
+/// engine), and [`Startup::settle`] builds again only when either differs.
+pub struct Startup {
+    opts: LoadOptions,
+    sources: Sources,
+    first: Loaded,
+}
+
+impl Startup {
+    /// Read the files and build the project with `opts`.
+    pub fn load(opts: LoadOptions) -> Result<Startup, ConfigError> {
+        let (built, files) = reads::tracked(|| {
+            let sources = read_sources(&opts)?;
+            let first = sources.build(&opts)?;
+            Ok((sources, first))
+        });
+        let (sources, mut first) = built?;
+        first.files = files;
+        Ok(Startup {
+            opts,
+            sources,
+            first,
+        })
+    }
+
+    /// The options the first build was made with.
+    pub fn options(&self) -> &LoadOptions {
+        &self.opts
+    }
+
+    /// The first build: its settings (`x-drover`) and the paths it resolved decide the
+    /// mode and the host paths.
+    pub fn first(&self) -> &Loaded {
+        &self.first
+    }
+
+    /// The project for `mode` with `host_paths`, built from the files already read (the
+    /// first build when it was made with both), and the options it was built with, which
+    /// reloads keep using.
+    pub fn settle(
+        self,
+        mode: Mode,
+        host_paths: hostpath::HostPaths,
+    ) -> Result<(LoadOptions, Loaded), ConfigError> {
+        let Startup {
+            mut opts,
+            sources,
+            first,
+        } = self;
+        if opts.mode == Some(mode) && opts.host_paths == host_paths {
+            return Ok((opts, first));
+        }
+        opts.mode = Some(mode);
+        opts.host_paths = host_paths;
+        let (loaded, more) = reads::tracked(|| sources.build(&opts));
+        let mut loaded = loaded?;
+        // What the reading noted (with the first build's), and what this build read.
+        let files: BTreeSet<PathBuf> = first.files.into_iter().chain(more).collect();
+        loaded.files = files.into_iter().collect();
+        Ok((opts, loaded))
+    }
 }
 
 /// The Compose files to read, as (name shown to the user, path): `-f` or `COMPOSE_FILE`,
@@ -445,5 +540,84 @@ mod text_tests {
             "c.yml:2:8: the file is not UTF-8 text (byte 0xe9); save it as UTF-8"
         );
         assert_eq!(super::text("c.yml", "é: ü".into()).unwrap(), "é: ü");
+    }
+}
+
+#[cfg(test)]
+mod startup_tests {
+    use super::*;
+    use hostpath::HostPaths;
+
+    /// A project directory of its own for each call (tests run in parallel).
+    fn project(name: &str, compose: &str) -> LoadOptions {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("startup-{name}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("compose.yaml"), compose).unwrap();
+        std::fs::write(dir.join("web.env"), "A=1\n").unwrap();
+        LoadOptions {
+            cwd: dir,
+            project_name: Some("p".into()),
+            mode: Some(Mode::Auto),
+            ..Default::default()
+        }
+    }
+
+    const EXTERNAL: &str = "\
+services:
+  web:
+    image: img
+    env_file: web.env
+    secrets: [db]
+secrets:
+  db: {external: true}
+";
+
+    #[test]
+    fn settling_on_the_options_given_keeps_the_first_build() {
+        let opts = project("same", EXTERNAL);
+        let start = Startup::load(opts.clone()).unwrap();
+        let first = format!("{:?}", start.first());
+        let (settled_opts, loaded) = start.settle(Mode::Auto, HostPaths::Same).unwrap();
+        assert_eq!(format!("{loaded:?}"), first);
+        assert_eq!(settled_opts.mode, Some(Mode::Auto));
+        assert_eq!(loaded.files, load(&opts).unwrap().files);
+    }
+
+    #[test]
+    fn settling_on_another_mode_builds_as_a_load_in_that_mode_would() {
+        let opts = project("mode", EXTERNAL);
+        for mode in [Mode::Plain, Mode::Swarm] {
+            let direct = load(&LoadOptions {
+                mode: Some(mode),
+                ..opts.clone()
+            });
+            let settled = Startup::load(opts.clone())
+                .unwrap()
+                .settle(mode, HostPaths::Same);
+            match (direct, settled) {
+                (Ok(direct), Ok((settled_opts, loaded))) => {
+                    assert_eq!(format!("{loaded:?}"), format!("{direct:?}"), "{mode:?}");
+                    assert_eq!(settled_opts.mode, Some(mode));
+                }
+                (Err(direct), Err(settled)) => assert_eq!(settled, direct, "{mode:?}"),
+                (direct, settled) => panic!("{mode:?}: {direct:?} but {settled:?}"),
+            }
+        }
+        // Plain mode refuses the external secret that auto and swarm accept.
+        let plain = Startup::load(opts)
+            .unwrap()
+            .settle(Mode::Plain, HostPaths::Same);
+        assert!(plain.unwrap_err().0.contains("exist only in Swarm mode"));
+    }
+
+    #[test]
+    fn the_files_are_read_once() {
+        let opts = project("once", EXTERNAL);
+        let start = Startup::load(opts.clone()).unwrap();
+        std::fs::write(opts.cwd.join("compose.yaml"), "services: {}\n").unwrap();
+        let (_, loaded) = start.settle(Mode::Swarm, HostPaths::Same).unwrap();
+        assert!(loaded.project.services.contains_key("web"));
     }
 }

@@ -212,153 +212,33 @@ impl Endpoint {
         args: &ConnectArgs,
         env: &HashMap<String, String>,
     ) -> Result<Endpoint, ConnectError> {
-        let get = |k: &str| env.get(k).map(String::as_str).filter(|v| !v.is_empty());
-
-        let (host, host_source) = if let Some(h) = args.host.as_deref() {
-            (h, "--host")
-        } else if let Some(h) = get("DROVER_HOST") {
-            (h, "DROVER_HOST")
-        } else if let Some(h) = get("DOCKER_HOST") {
-            (h, "DOCKER_HOST")
-        } else {
-            (DEFAULT_HOST, "the default host")
-        };
-        let host = host.trim();
-        let config = |what: String| {
-            ConnectError::new(
-                ErrorKind::Config,
-                format!("invalid Docker host {host:?} (from {host_source}): {what}"),
-            )
-        };
-
-        let verify: Option<(bool, &'static str)> = match args.tlsverify {
-            Some(v) => Some((v, "--tlsverify")),
-            None => match get("DROVER_TLSVERIFY") {
-                Some(v) => Some((
-                    parse_bool(v).ok_or_else(|| {
-                        ConnectError::new(
-                            ErrorKind::Config,
-                            format!("DROVER_TLSVERIFY={v:?} is not a boolean (use true or false)"),
-                        )
-                    })?,
-                    "DROVER_TLSVERIFY",
-                )),
-                None => get("DOCKER_TLS_VERIFY").map(|_| (true, "DOCKER_TLS_VERIFY")),
-            },
-        };
-        let explicit = |flag: &Option<PathBuf>,
-                        flag_name: &'static str,
-                        var: &'static str|
-         -> Option<(PathBuf, &'static str)> {
-            flag.clone()
-                .map(|p| (p, flag_name))
-                .or_else(|| get(var).map(|p| (PathBuf::from(p), var)))
-        };
-        let ca = explicit(&args.tlscacert, "--tlscacert", "DROVER_TLSCACERT");
-        let cert = explicit(&args.tlscert, "--tlscert", "DROVER_TLSCERT");
-        let key = explicit(&args.tlskey, "--tlskey", "DROVER_TLSKEY");
-        let explicit_file = [&ca, &cert, &key]
-            .into_iter()
-            .flatten()
-            .map(|(_, src)| *src)
-            .next();
-        let cert_path = get("DOCKER_CERT_PATH").map(PathBuf::from);
-
-        let (scheme, rest) = match host.split_once("://") {
-            Some((s, r)) => (s.to_ascii_lowercase(), r),
-            None => ("tcp".to_string(), host),
-        };
-        match scheme.as_str() {
-            // TLS settings do not apply to a local socket; the CLI ignores them too.
-            "unix" => {
-                if rest.is_empty() {
-                    return Err(config("no socket path after unix://".into()));
-                }
-                return Ok(Endpoint {
-                    transport: Transport::Unix(PathBuf::from(rest)),
-                    tls_source: None,
-                });
-            }
-            "tcp" | "http" | "https" => {}
-            "ssh" => {
-                return Err(config(
-                    "ssh:// is not supported; use tcp:// with TLS, or forward the engine's socket"
-                        .into(),
-                ));
-            }
-            other => {
-                return Err(config(format!(
-                    "unsupported scheme {other}:// (use unix://, tcp:// or https://)"
-                )));
-            }
+        let vars = Vars(env);
+        let host = Host::from_settings(args, vars);
+        let verify = verify_setting(args, vars)?;
+        let files = TlsFileSettings::from_settings(args, vars);
+        let (scheme, rest) = host.scheme()?;
+        // TLS settings do not apply to a local socket; the CLI ignores them too.
+        if scheme == Scheme::Unix {
+            return Ok(Endpoint {
+                transport: Transport::Unix(PathBuf::from(rest)),
+                tls_source: None,
+            });
         }
-
-        let tls_source: Option<&'static str> = match (scheme.as_str(), verify) {
-            ("https", Some((false, src))) => {
-                return Err(config(format!(
-                    "https:// needs TLS but {src} turns it off; drover always verifies the engine's certificate"
-                )));
-            }
-            ("https", Some((true, src))) => Some(src),
-            ("https", None) => Some(host_source),
-            (_, Some((true, src))) => Some(src),
-            (_, Some((false, src))) => {
-                if let Some(file_src) = explicit_file {
-                    return Err(ConnectError::new(
-                        ErrorKind::Config,
-                        format!(
-                            "{file_src} names a TLS file but {src} turns TLS off; drop one of them"
-                        ),
-                    ));
-                }
-                None
-            }
-            (_, None) => explicit_file.or(cert_path.as_ref().map(|_| "DOCKER_CERT_PATH")),
-        };
-        if scheme == "http" && tls_source.is_some() {
-            return Err(config(format!(
-                "http:// is plaintext but TLS is on ({}); use tcp:// or https://",
-                tls_source.unwrap_or_default()
-            )));
-        }
-
+        let tls_source = host.tls_source(scheme, verify, &files)?;
         let default_port = if tls_source.is_some() {
             TLS_PORT
         } else {
             PLAIN_PORT
         };
-        let addr = parse_addr(rest, default_port).map_err(config)?;
-
+        let addr = parse_addr(rest, default_port).map_err(|e| host.invalid(e))?;
         let Some(tls_source) = tls_source else {
             return Ok(Endpoint {
                 transport: Transport::Tcp(addr),
                 tls_source: None,
             });
         };
-        let dir = cert_path.or_else(|| get("HOME").map(|h| Path::new(h).join(".docker")));
-        let file = |explicit: Option<(PathBuf, &'static str)>,
-                    name: &str,
-                    flag: &str|
-         -> Result<PathBuf, ConnectError> {
-            match (explicit, &dir) {
-                (Some((p, _)), _) => Ok(p),
-                (None, Some(d)) => Ok(d.join(name)),
-                (None, None) => Err(ConnectError::new(
-                    ErrorKind::Config,
-                    format!(
-                        "TLS is on ({tls_source}) but neither DOCKER_CERT_PATH nor HOME is set to find {name}; set DOCKER_CERT_PATH or pass {flag}"
-                    ),
-                )),
-            }
-        };
         Ok(Endpoint {
-            transport: Transport::Tls {
-                addr,
-                ca: file(ca, "ca.pem", "--tlscacert")?,
-                cert: file(cert, "cert.pem", "--tlscert")?,
-                key: file(key, "key.pem", "--tlskey")?,
-                server_name: None,
-            },
+            transport: files.transport(addr, tls_source, vars)?,
             tls_source: Some(tls_source),
         })
     }
@@ -455,6 +335,229 @@ impl Endpoint {
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.display())
+    }
+}
+
+/// The process environment as the Docker CLI reads it: an empty variable is unset.
+#[derive(Clone, Copy)]
+struct Vars<'a>(&'a HashMap<String, String>);
+
+impl<'a> Vars<'a> {
+    fn get(self, key: &str) -> Option<&'a str> {
+        self.0
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// A setting and the flag or variable it came from, for messages.
+type Sourced<T> = (T, &'static str);
+
+/// The engine address as given, and where it came from.
+struct Host<'a> {
+    text: &'a str,
+    source: &'static str,
+}
+
+/// The schemes an engine address may have (`tcp` when none is written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Unix,
+    Tcp,
+    Http,
+    Https,
+}
+
+impl<'a> Host<'a> {
+    /// `--host`, else `DROVER_HOST`, else `DOCKER_HOST`, else [`DEFAULT_HOST`]; trimmed.
+    fn from_settings(args: &'a ConnectArgs, vars: Vars<'a>) -> Host<'a> {
+        let (text, source) = if let Some(h) = args.host.as_deref() {
+            (h, "--host")
+        } else if let Some(h) = vars.get("DROVER_HOST") {
+            (h, "DROVER_HOST")
+        } else if let Some(h) = vars.get("DOCKER_HOST") {
+            (h, "DOCKER_HOST")
+        } else {
+            (DEFAULT_HOST, "the default host")
+        };
+        Host {
+            text: text.trim(),
+            source,
+        }
+    }
+
+    /// A configuration error about this address, naming where it came from.
+    fn invalid(&self, what: String) -> ConnectError {
+        ConnectError::new(
+            ErrorKind::Config,
+            format!(
+                "invalid Docker host {:?} (from {}): {what}",
+                self.text, self.source
+            ),
+        )
+    }
+
+    /// The scheme and what follows it; unix:// must name a socket, and ssh:// and
+    /// schemes that are not Docker's are refused.
+    fn scheme(&self) -> Result<(Scheme, &'a str), ConnectError> {
+        let (scheme, rest) = match self.text.split_once("://") {
+            Some((s, r)) => (s.to_ascii_lowercase(), r),
+            None => ("tcp".to_string(), self.text),
+        };
+        let scheme = match scheme.as_str() {
+            "unix" if rest.is_empty() => {
+                return Err(self.invalid("no socket path after unix://".into()));
+            }
+            "unix" => Scheme::Unix,
+            "tcp" => Scheme::Tcp,
+            "http" => Scheme::Http,
+            "https" => Scheme::Https,
+            "ssh" => {
+                return Err(self.invalid(
+                    "ssh:// is not supported; use tcp:// with TLS, or forward the engine's socket"
+                        .into(),
+                ));
+            }
+            other => {
+                return Err(self.invalid(format!(
+                    "unsupported scheme {other}:// (use unix://, tcp:// or https://)"
+                )));
+            }
+        };
+        Ok((scheme, rest))
+    }
+
+    /// What turns TLS on for a tcp, http or https address (`None`: plaintext): https://,
+    /// the verify setting, else a TLS file named one by one, else `DOCKER_CERT_PATH`.
+    /// Settings that contradict each other are refused rather than one of them ignored.
+    fn tls_source(
+        &self,
+        scheme: Scheme,
+        verify: Option<Sourced<bool>>,
+        files: &TlsFileSettings,
+    ) -> Result<Option<&'static str>, ConnectError> {
+        let named = files.first_named();
+        let tls_source = match (scheme, verify) {
+            (Scheme::Https, Some((false, src))) => {
+                return Err(self.invalid(format!(
+                    "https:// needs TLS but {src} turns it off; drover always verifies the engine's certificate"
+                )));
+            }
+            (Scheme::Https, Some((true, src))) => Some(src),
+            (Scheme::Https, None) => Some(self.source),
+            (_, Some((true, src))) => Some(src),
+            (_, Some((false, src))) => {
+                if let Some(file_src) = named {
+                    return Err(ConnectError::new(
+                        ErrorKind::Config,
+                        format!(
+                            "{file_src} names a TLS file but {src} turns TLS off; drop one of them"
+                        ),
+                    ));
+                }
+                None
+            }
+            (_, None) => named.or(files.cert_path.as_ref().map(|_| "DOCKER_CERT_PATH")),
+        };
+        if let (Scheme::Http, Some(src)) = (scheme, tls_source) {
+            return Err(self.invalid(format!(
+                "http:// is plaintext but TLS is on ({src}); use tcp:// or https://"
+            )));
+        }
+        Ok(tls_source)
+    }
+}
+
+/// Whether TLS is asked for, and by what: `--tlsverify`, else `DROVER_TLSVERIFY` (a
+/// boolean), else `DOCKER_TLS_VERIFY`, which any non-empty value turns on (as in the
+/// Docker CLI). `None`: neither said.
+fn verify_setting(args: &ConnectArgs, vars: Vars) -> Result<Option<Sourced<bool>>, ConnectError> {
+    if let Some(v) = args.tlsverify {
+        return Ok(Some((v, "--tlsverify")));
+    }
+    match vars.get("DROVER_TLSVERIFY") {
+        Some(v) => {
+            let on = parse_bool(v).ok_or_else(|| {
+                ConnectError::new(
+                    ErrorKind::Config,
+                    format!("DROVER_TLSVERIFY={v:?} is not a boolean (use true or false)"),
+                )
+            })?;
+            Ok(Some((on, "DROVER_TLSVERIFY")))
+        }
+        None => Ok(vars
+            .get("DOCKER_TLS_VERIFY")
+            .map(|_| (true, "DOCKER_TLS_VERIFY"))),
+    }
+}
+
+/// The TLS files as the settings name them: each one by one (flag, else its `DROVER_*`
+/// variable), and the `DOCKER_CERT_PATH` directory.
+struct TlsFileSettings {
+    ca: Option<Sourced<PathBuf>>,
+    cert: Option<Sourced<PathBuf>>,
+    key: Option<Sourced<PathBuf>>,
+    cert_path: Option<PathBuf>,
+}
+
+impl TlsFileSettings {
+    fn from_settings(args: &ConnectArgs, vars: Vars) -> TlsFileSettings {
+        let named = |flag: &Option<PathBuf>, flag_name: &'static str, var: &'static str| {
+            flag.clone()
+                .map(|p| (p, flag_name))
+                .or_else(|| vars.get(var).map(|p| (PathBuf::from(p), var)))
+        };
+        TlsFileSettings {
+            ca: named(&args.tlscacert, "--tlscacert", "DROVER_TLSCACERT"),
+            cert: named(&args.tlscert, "--tlscert", "DROVER_TLSCERT"),
+            key: named(&args.tlskey, "--tlskey", "DROVER_TLSKEY"),
+            cert_path: vars.get("DOCKER_CERT_PATH").map(PathBuf::from),
+        }
+    }
+
+    /// Where the first file named one by one came from (CA, then certificate, then key).
+    fn first_named(&self) -> Option<&'static str> {
+        [&self.ca, &self.cert, &self.key]
+            .into_iter()
+            .flatten()
+            .map(|(_, src)| *src)
+            .next()
+    }
+
+    /// The TLS transport to `addr`: each file as named, else ca.pem, cert.pem and key.pem
+    /// in `DOCKER_CERT_PATH`, else in `$HOME/.docker`. `tls_source` is what turned TLS on.
+    fn transport(
+        self,
+        addr: String,
+        tls_source: &'static str,
+        vars: Vars,
+    ) -> Result<Transport, ConnectError> {
+        let dir = self
+            .cert_path
+            .or_else(|| vars.get("HOME").map(|h| Path::new(h).join(".docker")));
+        let file = |named: Option<Sourced<PathBuf>>,
+                    name: &str,
+                    flag: &str|
+         -> Result<PathBuf, ConnectError> {
+            match (named, &dir) {
+                (Some((p, _)), _) => Ok(p),
+                (None, Some(d)) => Ok(d.join(name)),
+                (None, None) => Err(ConnectError::new(
+                    ErrorKind::Config,
+                    format!(
+                        "TLS is on ({tls_source}) but neither DOCKER_CERT_PATH nor HOME is set to find {name}; set DOCKER_CERT_PATH or pass {flag}"
+                    ),
+                )),
+            }
+        };
+        Ok(Transport::Tls {
+            addr,
+            ca: file(self.ca, "ca.pem", "--tlscacert")?,
+            cert: file(self.cert, "cert.pem", "--tlscert")?,
+            key: file(self.key, "key.pem", "--tlskey")?,
+            server_name: None,
+        })
     }
 }
 
@@ -1371,6 +1474,63 @@ mod tests {
     fn tls_without_home_or_cert_path_says_what_to_set() {
         let e = resolve(&host("tcp://h"), &[("DOCKER_TLS_VERIFY", "1")]).unwrap_err();
         assert!(e.to_string().contains("DOCKER_CERT_PATH"), "{e}");
+    }
+
+    #[test]
+    fn schemes_are_case_blind_and_tcp_when_none_is_written() {
+        let vars = env(&[]);
+        let scheme = |h: &str| {
+            let args = host(h);
+            Host::from_settings(&args, Vars(&vars))
+                .scheme()
+                .map(|(s, rest)| (s, rest.to_string()))
+        };
+        assert_eq!(scheme("h:1").unwrap(), (Scheme::Tcp, "h:1".into()));
+        assert_eq!(scheme(" HTTPS://h ").unwrap(), (Scheme::Https, "h".into()));
+        assert_eq!(scheme("Unix:///s").unwrap(), (Scheme::Unix, "/s".into()));
+        assert_eq!(scheme("http://h").unwrap(), (Scheme::Http, "h".into()));
+        for bad in ["unix://", "ssh://h", "npipe:////./pipe/docker_engine"] {
+            assert!(
+                scheme(bad)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("(from --host)")
+            );
+        }
+    }
+
+    #[test]
+    fn tls_is_turned_on_by_the_first_setting_that_asks() {
+        let on = |scheme: Scheme, verify: Option<Sourced<bool>>, pairs: &[(&str, &str)]| {
+            let vars = env(pairs);
+            let args = host("tcp://h");
+            let files = TlsFileSettings::from_settings(&args, Vars(&vars));
+            Host::from_settings(&args, Vars(&vars)).tls_source(scheme, verify, &files)
+        };
+        assert_eq!(on(Scheme::Tcp, None, &[]), Ok(None));
+        assert_eq!(on(Scheme::Https, None, &[]), Ok(Some("--host")));
+        assert_eq!(
+            on(Scheme::Tcp, Some((true, "DOCKER_TLS_VERIFY")), &[]),
+            Ok(Some("DOCKER_TLS_VERIFY"))
+        );
+        // A file named one by one wins over DOCKER_CERT_PATH; the CA over the key.
+        let files = [
+            ("DOCKER_CERT_PATH", "/c"),
+            ("DROVER_TLSKEY", "/k.pem"),
+            ("DROVER_TLSCACERT", "/ca.pem"),
+        ];
+        assert_eq!(on(Scheme::Tcp, None, &files), Ok(Some("DROVER_TLSCACERT")));
+        assert_eq!(
+            on(Scheme::Tcp, None, &files[..1]),
+            Ok(Some("DOCKER_CERT_PATH"))
+        );
+        // Off wins over DOCKER_CERT_PATH, but not over a file named one by one.
+        assert_eq!(
+            on(Scheme::Tcp, Some((false, "--tlsverify")), &files[..1]),
+            Ok(None)
+        );
+        assert!(on(Scheme::Tcp, Some((false, "--tlsverify")), &files).is_err());
+        assert!(on(Scheme::Http, None, &files[..1]).is_err());
     }
 
     #[test]
