@@ -279,7 +279,7 @@ struct Setup {
     endpoint: Endpoint,
     specs: Vec<NodeSpec>,
     /// The one engine of the environment (no `x-drover.nodes`), connected.
-    docker: Option<bollard::Docker>,
+    engine: Option<connect::Connected>,
     mode: Mode,
     /// Why `auto` chose `mode`.
     why: Option<String>,
@@ -299,23 +299,25 @@ async fn setup(common: &Common) -> Result<Setup, String> {
     // One engine from the environment: a connection problem at start is the user's to fix
     // now (one line, exit 1). With a node list, nodes that do not answer are down and the
     // others carry on.
-    let docker = if first.settings.nodes.is_empty() {
-        Some(
-            connect::connect(&endpoint)
-                .await
-                .map_err(|e| e.to_string())?,
-        )
+    let engine = if first.settings.nodes.is_empty() {
+        Some(connect::open(&endpoint).await.map_err(|e| e.to_string())?)
     } else {
         None
     };
     let wanted = common.mode.or(first.settings.mode).unwrap_or(Mode::Auto);
-    let manager = docker.as_ref().map(|d| drover::engine::swarm::manager(d));
-    let (mode, why) = swarm::choose(manager.as_deref(), &endpoint, wanted).await?;
+    let manager = engine.as_ref().map(|e| &*e.swarm);
+    let (mode, why) = swarm::choose(manager, &endpoint, wanted).await?;
     // Where the engine's host has drover's files (drover in a container).
     let own = observe::own_container_id();
     let host = match &common.host_project_dir {
         Some(dir) => HostPaths::ProjectDir(dir.clone()),
-        None => match hostmounts::discover(own.as_deref(), docker.as_ref(), &endpoint).await {
+        None => match hostmounts::discover(
+            own.as_deref(),
+            engine.as_ref().map(|e| &e.client),
+            &endpoint,
+        )
+        .await
+        {
             Ok(Some(mounts)) => HostPaths::Mounts(mounts),
             Ok(None) => HostPaths::Same,
             Err(e) => {
@@ -330,7 +332,7 @@ async fn setup(common: &Common) -> Result<Setup, String> {
     Ok(Setup {
         endpoint,
         specs,
-        docker,
+        engine,
         mode,
         why,
         load,
@@ -341,11 +343,8 @@ async fn setup(common: &Common) -> Result<Setup, String> {
 /// `drover plan`: print what a pass would do.
 async fn plan_command(common: Common) -> Result<(), String> {
     let s = setup(&common).await?;
-    let lines = match (s.mode, &s.docker) {
-        (Mode::Swarm, Some(d)) => {
-            let manager = drover::engine::swarm::manager(d);
-            swarm::plan_lines(manager.as_ref(), &s.endpoint, &s.loaded).await?
-        }
+    let lines = match (s.mode, &s.engine) {
+        (Mode::Swarm, Some(e)) => swarm::plan_lines(&*e.swarm, &s.endpoint, &s.loaded).await?,
         _ => {
             print_host_paths(&s.loaded);
             preview::plan_lines(&s.specs, &s.loaded).await?
@@ -371,9 +370,9 @@ async fn run(common: Common, args: RunArgs) -> Result<(), String> {
         };
         tracing::info!(action = "mode", mode = m, reason = %why, "mode chosen");
     }
-    match (s.mode, s.docker) {
-        (Mode::Swarm, Some(docker)) => {
-            run_swarm(docker, s.endpoint, &args, common.listen, s.load, s.loaded).await
+    match (s.mode, s.engine) {
+        (Mode::Swarm, Some(engine)) => {
+            run_swarm(engine, s.endpoint, &args, common.listen, s.load, s.loaded).await
         }
         _ => run_plain(s.specs, &args, common.listen, s.load, s.loaded).await,
     }
@@ -410,9 +409,9 @@ async fn run_plain(
     Ok(())
 }
 
-/// Swarm mode's daemon: drover drives Swarm services on the manager `docker`.
+/// Swarm mode's daemon: drover drives Swarm services on the manager `engine`.
 async fn run_swarm(
-    docker: bollard::Docker,
+    engine: connect::Connected,
     endpoint: Endpoint,
     args: &RunArgs,
     listen: Option<Listen>,
@@ -441,7 +440,7 @@ async fn run_swarm(
         cancel: cancel.clone(),
         reload,
     };
-    let runtime = swarm::run::runtime(docker, endpoint, settings, start)?;
+    let runtime = swarm::run::runtime(engine, endpoint, settings, start)?;
     let server = serve_http(listen, &telemetry).await?;
     runtime.run(cancel).await;
     if let Some(s) = server {

@@ -608,6 +608,23 @@ fn parse_addr(rest: &str, default_port: u16) -> Result<String, String> {
     Ok(format!("{host}:{port}"))
 }
 
+/// One engine connected, through both interfaces drover uses on it: containers (plain
+/// mode, the event stream, the lease) and Swarm (Swarm mode).
+#[derive(Clone)]
+pub struct Connected {
+    pub client: super::Client,
+    pub swarm: super::SwarmHandle,
+}
+
+/// Connect to `ep` as [`connect`] does, ready for either mode.
+pub async fn open(ep: &Endpoint) -> Result<Connected, ConnectError> {
+    let docker = connect(ep).await?;
+    Ok(Connected {
+        swarm: super::swarm::manager(&docker),
+        client: super::Client::from(docker),
+    })
+}
+
 /// Connect, negotiate the API version (never pinned: the lower of bollard's and the engine's)
 /// and ping. Fails with one line naming the engine; see [`ConnectError::is_transient`].
 pub async fn connect(ep: &Endpoint) -> Result<Docker, ConnectError> {

@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bollard::Docker;
-use bollard::errors::Error as BollardError;
-use bollard::models::MountPoint;
+use super::api::{Client, Engine};
+use super::error::EngineError;
+use super::model::MountPoint;
 
 use super::connect::{self, Endpoint};
 
@@ -37,24 +37,25 @@ pub struct HostMount {
 /// hands paths on as they are, and says so.
 pub async fn discover(
     own_id: Option<&str>,
-    docker: Option<&Docker>,
+    engine: Option<&Client>,
     endpoint: &Endpoint,
 ) -> Result<Option<HostMounts>, String> {
     let Some(id) = own_id else {
         return Ok(None);
     };
     let connected;
-    let docker = match docker {
-        Some(d) => d,
+    let engine = match engine {
+        Some(e) => e,
         None => {
             connected = tokio::time::timeout(Duration::from_secs(5), connect::connect(endpoint))
                 .await
                 .map_err(|_| format!("{}: no answer within 5s", endpoint.display()))?
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| e.to_string())
+                .map(Client::from)?;
             &connected
         }
     };
-    match own_mounts(docker, id).await {
+    match own_mounts(&**engine, id).await {
         Ok(Some(m)) => Ok(Some(m)),
         Ok(None) => Err(format!(
             "{} has no container {id}: drover runs on another engine's host",
@@ -65,12 +66,10 @@ pub async fn discover(
 }
 
 /// The mounts of container `id`; `None` when the engine has no such container.
-pub async fn own_mounts(docker: &Docker, id: &str) -> Result<Option<HostMounts>, BollardError> {
-    let c = match docker.inspect_container(id, None).await {
+pub async fn own_mounts(engine: &dyn Engine, id: &str) -> Result<Option<HostMounts>, EngineError> {
+    let c = match engine.inspect_container(id).await {
         Ok(c) => c,
-        Err(BollardError::DockerResponseServerError {
-            status_code: 404, ..
-        }) => return Ok(None),
+        Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(e),
     };
     Ok(Some(HostMounts {

@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bollard::Docker;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -23,9 +22,8 @@ use super::diff::{self, Action, Current};
 use super::objects::{self, Existing, ObjectAction};
 use super::report::{self, Report};
 use crate::config::{self, Project};
-use crate::engine::connect::{Endpoint, explain};
+use crate::engine::connect::{Connected, Endpoint, explain};
 use crate::engine::model::{ConfigSpec, Node, SecretSpec, Task};
-use crate::engine::swarm::manager;
 use crate::engine::{EngineError, SwarmEngine, SwarmHandle};
 use crate::runtime::{
     Adopted, ConfigSource, EventWatch, EventWatchConfig, Lease, Mode, Parts, Runtime, Start,
@@ -374,12 +372,12 @@ pub struct Controller {
     said: Said,
 }
 
-/// Swarm mode's loop for the project `loaded` describes, on the manager `docker`: its
+/// Swarm mode's loop for the project `loaded` describes, on the manager `manager`: its
 /// event stream started, until `cancel` fires. `engine`: the manager, named in errors;
 /// `telemetry`: where `/metrics` and `/status` read from. An error names a secret or
 /// config file that cannot be read.
 pub fn runtime(
-    docker: Docker,
+    manager: Connected,
     engine: Endpoint,
     settings: Settings,
     start: Start,
@@ -392,10 +390,10 @@ pub fn runtime(
         reload,
     } = start;
     let (mode, warnings) =
-        Controller::new(manager(&docker), engine.clone(), &loaded, telemetry.clone())?;
+        Controller::new(manager.swarm, engine.clone(), &loaded, telemetry.clone())?;
     let trigger = Arc::new(Trigger::default());
     let watch = EventWatch::new(
-        docker.clone(),
+        manager.client,
         EventWatchConfig {
             project: loaded.project.name.clone(),
             watched: Watched::Swarm,
