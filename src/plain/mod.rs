@@ -5,6 +5,8 @@
 
 mod pass;
 mod say;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,0 +1,316 @@
+//! Plain mode's passes over the in-memory engine: the exact engine calls drover makes for
+//! what users do to their containers (a crash, a `docker kill`, a `docker rm`), for a
+//! config edit, for an update that fails and rolls back, and for an engine answering 500.
+//! The real-engine tests prove the same behaviours end to end; these pin the sequence.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::config::{LoadOptions, Loaded};
+use crate::engine::connect::{ConnectArgs, Endpoint};
+use crate::engine::fake::FakeEngine;
+use crate::engine::{Client, Engine, Kind};
+use crate::nodes::{NodeHandle, NodeSpec};
+
+const NODE: &str = "n1";
+
+/// The calls that change something (reads left out), as the fake records them.
+fn changes(calls: Vec<String>) -> Vec<String> {
+    calls
+        .into_iter()
+        .filter(|c| {
+            let verb = c.split_whitespace().next().unwrap_or("");
+            !(verb.starts_with("list") || matches!(verb, "inspect" | "ping" | "info" | "events"))
+        })
+        .map(|c| c.trim_end().to_string())
+        .collect()
+}
+
+/// `yaml` as the project `name`'s compose file in `dir`, loaded.
+fn load(dir: &std::path::Path, name: &str, yaml: &str) -> Loaded {
+    std::fs::write(dir.join("compose.yml"), yaml).unwrap();
+    config::load(&LoadOptions {
+        files: vec![dir.join("compose.yml")],
+        project_name: Some(name.into()),
+        cwd: dir.to_path_buf(),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+struct World {
+    fake: Arc<FakeEngine>,
+    plain: Plain,
+    dir: PathBuf,
+    name: String,
+}
+
+impl World {
+    /// Plain mode for project `name` from `yaml`, on one node backed by the fake; crash
+    /// backoff starting at 300 ms.
+    fn new(name: &str, yaml: &str) -> World {
+        let dir = std::env::temp_dir().join(format!("drover-plain-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fake = Arc::new(FakeEngine::default());
+        let args = ConnectArgs {
+            host: Some("tcp://10.0.0.1:2375".into()),
+            ..Default::default()
+        };
+        let spec = NodeSpec {
+            name: NODE.into(),
+            endpoint: Endpoint::resolve(&args, &Default::default()).unwrap(),
+            labels: BTreeMap::new(),
+        };
+        let settings = Settings {
+            lease: None,
+            backoff: BackoffConfig {
+                initial: Duration::from_millis(300),
+                max: Duration::from_secs(2),
+                reset_after: Duration::from_secs(30),
+            },
+            ..Default::default()
+        };
+        let telemetry = Telemetry::new(name, Duration::from_secs(60), None);
+        telemetry.add_node(NODE);
+        let project = load(&dir, name, yaml).project;
+        World {
+            plain: Plain::new(
+                vec![NodeHandle::fixed(spec, Client::from(fake.clone()))],
+                project,
+                settings,
+                telemetry,
+            ),
+            fake,
+            dir,
+            name: name.into(),
+        }
+    }
+
+    fn load(&self, yaml: &str) -> Loaded {
+        load(&self.dir, &self.name, yaml)
+    }
+
+    /// One pass woken by `wake`; the calls that changed something, and when it asked to
+    /// look again.
+    async fn pass_with(&mut self, wake: Wake) -> (Vec<String>, Option<Duration>) {
+        let next = Mode::pass(&mut self.plain, wake).await;
+        (changes(self.fake.take_calls()), next)
+    }
+
+    async fn pass(&mut self) -> (Vec<String>, Option<Duration>) {
+        self.pass_with(Wake::default()).await
+    }
+
+    /// Pass, waiting out each look-again the passes ask for up to 2 s, until a pass
+    /// changes nothing and asks for no look within 2 s (at most 10 s); every change.
+    async fn settle(&mut self) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut all = Vec::new();
+        loop {
+            let (calls, next) = self.pass().await;
+            let quiet = calls.is_empty();
+            all.extend(calls);
+            let soon = next.filter(|d| *d <= Duration::from_secs(2));
+            match soon {
+                None if quiet => return all,
+                _ => {}
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no rest: {all:?}");
+            tokio::time::sleep(soon.unwrap_or_default()).await;
+        }
+    }
+
+    async fn id(&self, name: &str) -> String {
+        self.fake.inspect_container(name).await.unwrap().id.unwrap()
+    }
+
+    async fn image(&self, name: &str) -> String {
+        let c = self.fake.inspect_container(name).await.unwrap();
+        c.config.unwrap().image.unwrap()
+    }
+
+    fn running(&self, name: &str) -> bool {
+        self.fake.state_of(name) == Some("running")
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const ONE: &str = "services:\n  web:\n    image: app:1\n";
+
+#[tokio::test]
+async fn the_first_pass_creates_the_network_and_the_replicas_and_the_next_does_nothing() {
+    let mut w = World::new(
+        "first",
+        "services:\n  web:\n    image: app:1\n    scale: 2\n",
+    );
+    let calls = w.settle().await;
+    assert_eq!(
+        calls,
+        [
+            "create-network first_default",
+            "create first-web-1",
+            "start first-web-1",
+            "create first-web-2",
+            "start first-web-2",
+        ]
+    );
+    assert_eq!(w.settle().await, Vec::<String>::new(), "nothing changed");
+}
+
+#[tokio::test]
+async fn a_crash_is_restarted_then_backs_off_and_a_kill_is_not_a_crash() {
+    let mut w = World::new("crash", ONE);
+    w.settle().await;
+    // The first crash: started again at once.
+    w.fake.exit("crash-web-1", 1);
+    assert_eq!(w.settle().await, ["start crash-web-1"]);
+    // The second, right after: nothing now, a look again after the backoff delay.
+    w.fake.exit("crash-web-1", 1);
+    let (calls, next) = w.pass().await;
+    assert_eq!(calls, Vec::<String>::new());
+    let delay = next.expect("a look again when the delay is over");
+    assert!(
+        delay > Duration::ZERO && delay <= Duration::from_millis(300),
+        "{delay:?}"
+    );
+    tokio::time::sleep(delay).await;
+    assert_eq!(w.settle().await, ["start crash-web-1"]);
+    // Crashing again: the delay doubles.
+    w.fake.exit("crash-web-1", 1);
+    let (calls, next) = w.pass().await;
+    assert_eq!(calls, Vec::<String>::new());
+    let longer = next.unwrap();
+    assert!(longer > Duration::from_millis(300), "{longer:?}");
+    // `docker kill` during the wait: someone's doing, not a crash; started at once.
+    w.fake.exit("crash-web-1", 0);
+    w.fake.take_calls();
+    let id = w.id("crash-web-1").await;
+    let wake = Wake {
+        changed: HashSet::from([id.clone()]),
+        killed: HashSet::from([id]),
+    };
+    let (calls, _) = w.pass_with(wake).await;
+    assert_eq!(calls, ["start crash-web-1"]);
+    assert!(w.running("crash-web-1"));
+}
+
+#[tokio::test]
+async fn a_container_removed_by_someone_else_is_created_again_in_its_slot() {
+    let mut w = World::new(
+        "removed",
+        "services:\n  web:\n    image: app:1\n    scale: 2\n",
+    );
+    w.settle().await;
+    w.fake.remove_by_other("removed-web-2");
+    assert_eq!(
+        w.settle().await,
+        ["create removed-web-2", "start removed-web-2"]
+    );
+    assert!(w.running("removed-web-1") && w.running("removed-web-2"));
+}
+
+#[tokio::test]
+async fn a_config_edit_recreates_each_replica_in_turn_and_an_unchanged_one_nothing() {
+    let two = "services:\n  web:\n    image: app:1\n    scale: 2\n    deploy: { update_config: { monitor: 1s } }\n";
+    let mut w = World::new("edit", two);
+    w.settle().await;
+    let same = w.load(two);
+    assert!(!w.plain.adopt(same).unwrap().changed);
+    assert_eq!(w.settle().await, Vec::<String>::new());
+
+    let edited = w.load(&two.replace("app:1", "app:2"));
+    assert!(w.plain.adopt(edited).unwrap().changed);
+    let calls = w.settle().await;
+    // One replica at a time (update parallelism 1), stop first.
+    assert_eq!(
+        calls,
+        [
+            "stop edit-web-1",
+            "remove edit-web-1",
+            "create edit-web-1",
+            "start edit-web-1",
+            "stop edit-web-2",
+            "remove edit-web-2",
+            "create edit-web-2",
+            "start edit-web-2",
+        ]
+    );
+    assert_eq!(w.image("edit-web-1").await, "app:2");
+    assert_eq!(w.image("edit-web-2").await, "app:2");
+    assert_eq!(
+        w.fake.names(),
+        ["edit-web-1", "edit-web-2"],
+        "old copies removed"
+    );
+}
+
+#[tokio::test]
+async fn an_update_whose_new_replica_crashes_rolls_back_to_the_previous_definition() {
+    let yaml = "services:\n  web:\n    image: app:1\n    deploy:\n      update_config: { failure_action: rollback, monitor: 30s }\n";
+    let mut w = World::new("rollback", yaml);
+    w.settle().await;
+    let edited = w.load(&yaml.replace("app:1", "app:2"));
+    assert!(w.plain.adopt(edited).unwrap().changed);
+    w.settle().await;
+    assert_eq!(w.image("rollback-web-1").await, "app:2");
+    // The new replica dies within its monitor window: the update failed.
+    w.fake.exit("rollback-web-1", 1);
+    let calls = w.settle().await;
+    assert!(
+        calls.iter().any(|c| c == "create rollback-web-1"),
+        "recreated: {calls:?}"
+    );
+    assert_eq!(w.image("rollback-web-1").await, "app:1", "{calls:?}");
+    assert!(w.running("rollback-web-1"));
+    assert_eq!(w.plain.project.services["web"].image, "app:1");
+    // The file still asks for app:2: loading it again keeps the rollback.
+    let again = w.load(&yaml.replace("app:1", "app:2"));
+    w.plain.adopt(again).unwrap();
+    assert_eq!(w.settle().await, Vec::<String>::new());
+    assert_eq!(w.image("rollback-web-1").await, "app:1");
+}
+
+#[tokio::test]
+async fn an_engine_answering_500_is_retried_soon_and_creates_each_replica_once() {
+    let mut w = World::new("fivehundred", ONE);
+    w.fake.fail("create", Kind::Api(500), 2);
+    let (calls, next) = w.pass().await;
+    assert!(
+        calls.contains(&"create fivehundred-web-1".to_string()),
+        "{calls:?}"
+    );
+    assert_eq!(
+        next,
+        Some(Duration::from_millis(500)),
+        "a failure looks again soon"
+    );
+    // The slot's next attempt waits out its backoff; then it is made once.
+    let mut all = calls;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !w.running("fivehundred-web-1") {
+        assert!(tokio::time::Instant::now() < deadline, "{all:?}");
+        let (calls, next) = w.pass().await;
+        all.extend(calls);
+        tokio::time::sleep(next.unwrap_or(Duration::from_millis(50))).await;
+    }
+    let creates = all
+        .iter()
+        .filter(|c| *c == "create fivehundred-web-1")
+        .count();
+    assert_eq!(creates, 3, "two refused, one made: {all:?}");
+    assert_eq!(w.fake.names(), ["fivehundred-web-1"]);
+    // A list answering 500: the node is frozen for the pass, nothing is done there.
+    w.fake.fail("list", Kind::Api(500), 1);
+    w.fake.exit("fivehundred-web-1", 0);
+    let (calls, _) = w.pass().await;
+    assert_eq!(calls, Vec::<String>::new());
+    assert_eq!(w.settle().await, ["start fivehundred-web-1"]);
+}
