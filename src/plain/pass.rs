@@ -13,6 +13,14 @@ use crate::execute::Executor;
 use crate::observe::{self, Snapshot, State};
 use crate::plan::{self, NodeState, NodeView};
 
+/// A plan, the running counts it was made from, and the nodes whose networks and
+/// volumes it needs listed first.
+struct Planned {
+    plan: plan::Plan,
+    counts: HashMap<String, usize>,
+    unlisted: Vec<String>,
+}
+
 /// A list that takes longer than this counts as failed for the pass (the node is frozen,
 /// not waited for).
 const LIST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -106,58 +114,14 @@ impl Plain {
             .map(|n| self.telemetry.pass(&n.name))
             .collect();
         let (states, engines) = self.observe(changed).await;
-        let empty = Snapshot::default();
-        let mut listed_infra = false;
-        let (plan, counts) = loop {
-            let views: Vec<NodeView> = states
-                .iter()
-                .map(|(name, state, labels)| NodeView {
-                    name,
-                    state: *state,
-                    labels,
-                    snapshot: self.last.get(name).unwrap_or(&empty),
-                })
-                .collect();
-            let all: Vec<&Snapshot> = views
-                .iter()
-                .filter(|v| v.state != NodeState::Down)
-                .map(|v| v.snapshot)
-                .collect();
-            let counts = count_running(&self.project, &all);
-            // An exit after `docker kill` / `docker stop` is not a crash: the slot restarts
-            // at once, whatever its crash history.
-            for (id, service, slot) in exited_kills(&self.killed, &all) {
-                self.killed.remove(&id);
-                self.history.backoff.forget(&service, slot);
-            }
-            self.killed
-                .retain(|_, at| at.elapsed() < Duration::from_secs(60));
-            let (halted, updating) = (self.history.halted(), self.history.updating());
-            let input = plan::Input {
-                project: &self.project,
-                nodes: &views,
-                backoff: &self.history.backoff,
-                backoff_cfg: &self.settings.backoff,
-                now: SystemTime::now(),
-                exclude: self.own_id.as_deref(),
-                rebalance: self.settings.rebalance,
-                halted: &halted,
-                updating: &updating,
-            };
-            let plan = plan::plan(&input);
-            // Containers to create or start: list those nodes' networks and volumes, then
-            // plan again with them (an idle pass never lists them).
-            let unlisted: Vec<String> = plan::unlisted_infra(&input, &plan)
-                .into_iter()
-                .map(str::to_string)
-                .collect();
-            drop(views);
-            if unlisted.is_empty() || listed_infra {
-                break (plan, counts);
-            }
-            listed_infra = true;
-            self.list_infra(&unlisted, &engines).await;
-        };
+        let mut plan = self.plan(&states);
+        // Containers to create or start: list those nodes' networks and volumes, then plan
+        // again with them (an idle pass never lists them).
+        if !plan.unlisted.is_empty() {
+            self.list_infra(&plan.unlisted, &engines).await;
+            plan = self.plan(&states);
+        }
+        let Planned { plan, counts, .. } = plan;
         self.report_counts(counts);
         // The plan's waits and stopped slots are the project's, not a node's: recorded once,
         // under the first node.
@@ -173,23 +137,7 @@ impl Plain {
             debug!(project = %self.project.name, duration_ms = started.elapsed().as_millis() as u64, "nothing to do");
             return plan.requeue_after;
         }
-        let executor = Executor {
-            nodes: &engines,
-            project: &self.project,
-            parallel: self.settings.parallel,
-        };
-        let mut failed = false;
-        let (history, settings, project) = (&mut self.history, &self.settings, &self.project);
-        let telemetry = &self.telemetry;
-        executor
-            .execute(&plan.actions, |o| {
-                failed |= o.error.is_some();
-                telemetry.action(o.record());
-                say::log_outcome(project, &o);
-                let ok = o.error.is_none();
-                history.record(project, &settings.backoff, &o.action, ok, SystemTime::now());
-            })
-            .await;
+        let failed = self.execute(&plan.actions, &engines).await;
         // Look again at once: the engines changed, and rolling updates go one step per pass.
         let again = if failed {
             Duration::from_millis(500)
@@ -197,6 +145,84 @@ impl Plain {
             Duration::ZERO
         };
         Some(plan.requeue_after.map_or(again, |r| r.min(again)))
+    }
+
+    /// Plan from the nodes' states and their last lists. Containers killed through the API
+    /// whose exit is now seen have their crash history forgotten first.
+    fn plan(&mut self, states: &[(String, NodeState, BTreeMap<String, String>)]) -> Planned {
+        let empty = Snapshot::default();
+        let views: Vec<NodeView> = states
+            .iter()
+            .map(|(name, state, labels)| NodeView {
+                name,
+                state: *state,
+                labels,
+                snapshot: self.last.get(name).unwrap_or(&empty),
+            })
+            .collect();
+        let all: Vec<&Snapshot> = views
+            .iter()
+            .filter(|v| v.state != NodeState::Down)
+            .map(|v| v.snapshot)
+            .collect();
+        let counts = count_running(&self.project, &all);
+        // An exit after `docker kill` / `docker stop` is not a crash: the slot restarts at
+        // once, whatever its crash history.
+        for (id, service, slot) in exited_kills(&self.killed, &all) {
+            self.killed.remove(&id);
+            self.history.backoff.forget(&service, slot);
+        }
+        self.killed
+            .retain(|_, at| at.elapsed() < Duration::from_secs(60));
+        let (halted, updating) = (self.history.halted(), self.history.updating());
+        let input = plan::Input {
+            project: &self.project,
+            nodes: &views,
+            backoff: &self.history.backoff,
+            backoff_cfg: &self.settings.backoff,
+            now: SystemTime::now(),
+            exclude: self.own_id.as_deref(),
+            rebalance: self.settings.rebalance,
+            halted: &halted,
+            updating: &updating,
+        };
+        let plan = plan::plan(&input);
+        let unlisted = plan::unlisted_infra(&input, &plan)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        Planned {
+            plan,
+            counts,
+            unlisted,
+        }
+    }
+
+    /// Apply `actions`, recording and logging each outcome and feeding it to the
+    /// history. True when one failed.
+    async fn execute(
+        &mut self,
+        actions: &[plan::Action],
+        engines: &HashMap<String, Client>,
+    ) -> bool {
+        let executor = Executor {
+            nodes: engines,
+            project: &self.project,
+            parallel: self.settings.parallel,
+        };
+        let mut failed = false;
+        let (history, settings, project) = (&mut self.history, &self.settings, &self.project);
+        let telemetry = &self.telemetry;
+        executor
+            .execute(actions, |o| {
+                failed |= o.error.is_some();
+                telemetry.action(o.record());
+                say::log_outcome(project, &o);
+                let ok = o.error.is_none();
+                history.record(project, &settings.backoff, &o.action, ok, SystemTime::now());
+            })
+            .await;
+        failed
     }
 
     /// Add networks and volumes to the snapshots of `nodes`. A node that cannot be listed
