@@ -154,6 +154,7 @@ impl<M: Mode> Runtime<M> {
                 if acting {
                     warn!(action = "lease-lost", project = %self.parts.project, reason = "expired", "lease not renewed in time; stopped acting");
                 }
+                self.parts.telemetry.acting(false);
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = lease.acquired() => {}
@@ -161,6 +162,9 @@ impl<M: Mode> Runtime<M> {
                 // Whatever happened meanwhile, look at everything again.
                 requeue = Some(Instant::now());
                 self.mode.resumed();
+            }
+            if !acting {
+                self.parts.telemetry.acting(true);
             }
             acting = true;
             let wake_at = requeue.map_or(next_resync, |r| r.min(next_resync));

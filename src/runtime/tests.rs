@@ -171,7 +171,12 @@ impl Fixture {
 #[tokio::test]
 async fn a_pass_runs_at_start_and_for_each_event_with_the_containers_it_named() {
     let f = start("wake", Duration::from_secs(600));
+    assert!(!f.telemetry.lock().acting, "not acting before the start");
     f.until("a first pass", |s| s.passes.len() == 1).await;
+    assert!(
+        f.telemetry.lock().acting,
+        "acting under the (always held) lease"
+    );
     f.trigger.poke(Some("c2"), "die");
     f.trigger.poke(Some("c1"), "destroy");
     // Each event wakes a pass; events that come together may share one.

@@ -441,6 +441,13 @@ fn config(o: &mut Out, r: &Recorded, p: &str) {
     );
     let valid = if r.reload_error.is_none() { 1.0 } else { 0.0 };
     o.sample("drover_config_valid", &[("project", p)], valid);
+    o.header(
+        "drover_lease_held",
+        "gauge",
+        "1 while this drover holds the project's lease and acts, 0 while it stands by.",
+    );
+    let held = if r.acting { 1.0 } else { 0.0 };
+    o.sample("drover_lease_held", &[("project", p)], held);
 }
 
 #[cfg(test)]
@@ -486,5 +493,15 @@ mod tests {
         assert!(text.contains(
             "drover_reconcile_duration_seconds_bucket{project=\"p\",node=\"unix:///var/run/docker.sock\",le=\"+Inf\"} 1"
         ));
+    }
+
+    #[test]
+    fn the_lease_gauge_says_whether_this_drover_acts() {
+        let t = Telemetry::new("p", std::time::Duration::from_secs(60), None);
+        assert!(render(&t).contains("drover_lease_held{project=\"p\"} 0"));
+        t.acting(true);
+        assert!(render(&t).contains("drover_lease_held{project=\"p\"} 1"));
+        t.acting(false);
+        assert!(render(&t).contains("drover_lease_held{project=\"p\"} 0"));
     }
 }

@@ -258,6 +258,8 @@ pub(crate) struct Recorded {
     seen_slots: BTreeSet<(String, String, u32)>,
     pub reload_failures: u64,
     pub reload_error: Option<String>,
+    /// This drover holds the project's lease and acts (false while it stands by).
+    pub acting: bool,
     /// Bind sources handed to the engine as host paths other than drover's (`from -> to`).
     pub host_paths: Vec<String>,
     /// Swarm mode: the latest report of the project's services, tasks and nodes.
@@ -286,6 +288,7 @@ impl Telemetry {
                 seen_slots: BTreeSet::new(),
                 reload_failures: 0,
                 reload_error: None,
+                acting: false,
                 host_paths: Vec::new(),
                 swarm: None,
             })),
@@ -441,6 +444,12 @@ impl Telemetry {
             duration: a.duration,
             error: a.error,
         });
+    }
+
+    /// Hook: this drover started acting for the project (it holds the lease), or stopped
+    /// (the lease ran out or was never taken: it stands by).
+    pub fn acting(&self, acting: bool) {
+        self.lock().acting = acting;
     }
 
     /// Hook: the config was loaded again; `error` when it was invalid (the last good one

@@ -28,6 +28,10 @@ pub struct Status {
     /// Oldest first.
     pub last_actions: Vec<ActionStatus>,
     pub config: ConfigStatus,
+    /// This drover holds the project's lease and acts; false while it stands by for
+    /// another drover.
+    #[serde(default)]
+    pub acting: bool,
     /// Swarm mode: Swarm's services (desired vs running tasks, why slots do not run) and
     /// nodes. `services` above then counts tasks per Swarm node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -158,6 +162,7 @@ pub fn snapshot(t: &Telemetry) -> Status {
             error: r.reload_error.clone(),
             host_paths: r.host_paths.clone(),
         },
+        acting: r.acting,
         swarm: r.swarm.clone(),
     }
 }
@@ -335,6 +340,12 @@ fn heading(out: &mut String, s: &Status) {
     );
     for why in &s.not_ready {
         let _ = writeln!(out, "  {why}");
+    }
+    if !s.acting {
+        let _ = writeln!(
+            out,
+            "  standing by: another drover holds the project's lease (or this one has not taken it yet)"
+        );
     }
     if let Some(e) = &s.config.error {
         let _ = writeln!(
