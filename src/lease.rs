@@ -57,11 +57,6 @@ pub fn container_name(project: &str) -> String {
     format!("drover-lease-{project}")
 }
 
-/// The node that keeps the lease: the project's first node by name.
-pub fn lease_node(nodes: &[crate::nodes::NodeSpec]) -> Option<&crate::nodes::NodeSpec> {
-    nodes.iter().min_by(|a, b| a.name.cmp(&b.name))
-}
-
 /// Lease timing; everything derives from `ttl`.
 #[derive(Debug, Clone, Copy)]
 pub struct LeaseConfig {
@@ -203,7 +198,7 @@ fn own_scope() -> Option<String> {
     if boot.is_empty() {
         return None;
     }
-    let place = crate::observe::own_container_id().unwrap_or_else(|| "host".into());
+    let place = crate::engine::own_container_id().unwrap_or_else(|| "host".into());
     Some(format!("{boot}/{place}"))
 }
 
@@ -315,7 +310,7 @@ impl Task {
                             info!(
                                 action = "lease-acquired",
                                 project = %self.project,
-                                container = %crate::observe::short_id(&id),
+                                container = %crate::engine::short_id(&id),
                                 delay_ms = from.saturating_duration_since(now).as_millis() as u64,
                                 "lease acquired"
                             );

@@ -14,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::{self, Project};
+use crate::engine;
 use crate::lease::{self, LeaseConfig};
 use crate::nodes::{self, HealthConfig, NodeHandle, NodeSpec};
-use crate::observe::{self, Snapshot};
+use crate::observe::Snapshot;
 use crate::plan::{BackoffConfig, History};
 use crate::runtime::{Adopted, ConfigSource, Lease, Mode, Parts, Runtime, Start, Trigger, Wake};
 use crate::telemetry::Telemetry;
@@ -85,7 +86,7 @@ impl Plain {
             nodes,
             project,
             settings,
-            own_id: observe::own_container_id(),
+            own_id: engine::own_container_id(),
             history: History::default(),
             killed: HashMap::new(),
             last: HashMap::new(),
@@ -193,7 +194,7 @@ fn start_lease(
     project: &Project,
     cancel: &CancellationToken,
 ) -> Lease {
-    let (Some(cfg), Some(node)) = (settings.lease, lease::lease_node(nodes)) else {
+    let (Some(cfg), Some(node)) = (settings.lease, lease_node(nodes)) else {
         return Lease::none();
     };
     let images = project.services.values().map(|s| s.image.clone()).collect();
@@ -208,4 +209,10 @@ fn start_lease(
         handle,
         task: Some(task),
     }
+}
+
+/// The node that keeps the lease: the project's first node by name, the same for every
+/// drover of the project.
+fn lease_node(nodes: &[NodeSpec]) -> Option<&NodeSpec> {
+    nodes.iter().min_by(|a, b| a.name.cmp(&b.name))
 }
