@@ -8,6 +8,7 @@
 //! log event and wakes the controller.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -133,6 +134,16 @@ impl NodeHandle {
             name: spec.name,
             endpoint: spec.endpoint,
             status,
+        }
+    }
+
+    /// The node's engine once its monitor has connected (`None`: the monitor ended
+    /// before it did). The monitor keeps that one client: it reconnects per request.
+    pub fn engine(&self) -> impl Future<Output = Option<Client>> + Send + 'static {
+        let mut status = self.status.clone();
+        async move {
+            let connected = status.wait_for(|s| s.engine.is_some()).await;
+            connected.ok().and_then(|s| s.engine.clone())
         }
     }
 
@@ -351,6 +362,7 @@ mod tests {
         assert!(st.attempted && st.up && st.error.is_none());
         assert_eq!(st.labels["zone"], "a");
         st.engine.unwrap().ping().await.unwrap();
-        assert_eq!(fake.take_calls(), ["ping "]);
+        node.engine().await.expect("connected").ping().await.unwrap();
+        assert_eq!(fake.take_calls(), ["ping ", "ping "]);
     }
 }

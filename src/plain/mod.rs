@@ -157,9 +157,8 @@ pub fn runtime(nodes: Vec<NodeSpec>, settings: Settings, start: Start) -> Runtim
     } = start;
     let cancel = &cancel;
     let trigger = Arc::new(Trigger::default());
-    let lease = start_lease(&settings, &nodes, &loaded.project, cancel);
     let health = HealthConfig::with_down_after(settings.node_down_after);
-    let handles = nodes
+    let handles: Vec<NodeHandle> = nodes
         .into_iter()
         .map(|spec| {
             nodes::spawn(
@@ -173,6 +172,7 @@ pub fn runtime(nodes: Vec<NodeSpec>, settings: Settings, start: Start) -> Runtim
             )
         })
         .collect();
+    let lease = start_lease(&settings, &handles, &loaded.project, cancel);
     let parts = Parts {
         project: loaded.project.name.clone(),
         source: ConfigSource::new(load, &loaded, settings.watch_interval, reload),
@@ -186,11 +186,11 @@ pub fn runtime(nodes: Vec<NodeSpec>, settings: Settings, start: Start) -> Runtim
     Runtime::new(mode, parts, &loaded, &loaded.warnings)
 }
 
-/// The project's lease on its lease node, when `settings` asks for one and there is
-/// such a node; otherwise always held.
+/// The project's lease on its lease node, through the node monitor's connection, when
+/// `settings` asks for one and there is such a node; otherwise always held.
 fn start_lease(
     settings: &Settings,
-    nodes: &[NodeSpec],
+    nodes: &[NodeHandle],
     project: &Project,
     cancel: &CancellationToken,
 ) -> Lease {
@@ -199,6 +199,7 @@ fn start_lease(
     };
     let images = project.services.values().map(|s| s.image.clone()).collect();
     let (handle, task) = lease::spawn(
+        node.engine(),
         node.endpoint.clone(),
         project.name.clone(),
         images,
@@ -213,6 +214,6 @@ fn start_lease(
 
 /// The node that keeps the lease: the project's first node by name, the same for every
 /// drover of the project.
-fn lease_node(nodes: &[NodeSpec]) -> Option<&NodeSpec> {
+fn lease_node(nodes: &[NodeHandle]) -> Option<&NodeHandle> {
     nodes.iter().min_by(|a, b| a.name.cmp(&b.name))
 }
