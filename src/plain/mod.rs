@@ -158,7 +158,7 @@ pub fn runtime(nodes: Vec<NodeSpec>, settings: Settings, start: Start) -> Runtim
     let cancel = &cancel;
     let trigger = Arc::new(Trigger::default());
     let health = HealthConfig::with_down_after(settings.node_down_after);
-    let handles: Vec<NodeHandle> = nodes
+    let (handles, tasks): (Vec<NodeHandle>, Vec<_>) = nodes
         .into_iter()
         .map(|spec| {
             nodes::spawn(
@@ -171,7 +171,7 @@ pub fn runtime(nodes: Vec<NodeSpec>, settings: Settings, start: Start) -> Runtim
                 cancel.child_token(),
             )
         })
-        .collect();
+        .unzip();
     let lease = start_lease(&settings, &handles, &loaded.project, cancel);
     let parts = Parts {
         project: loaded.project.name.clone(),
@@ -180,7 +180,7 @@ pub fn runtime(nodes: Vec<NodeSpec>, settings: Settings, start: Start) -> Runtim
         lease,
         resync: settings.resync_interval,
         telemetry: telemetry.clone(),
-        tasks: Vec::new(),
+        tasks,
     };
     let mode = Plain::new(handles, loaded.project.clone(), settings, telemetry);
     Runtime::new(mode, parts, &loaded, &loaded.warnings)
