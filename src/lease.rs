@@ -36,6 +36,7 @@
 //! only durations on each process's own monotonic clock are compared). An engine request
 //! already sent when the lease runs out may still be applied by the engine after it.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use crate::engine::model::{
@@ -55,11 +56,6 @@ pub use crate::labels::{
 /// The lease container's name for `project`.
 pub fn container_name(project: &str) -> String {
     format!("drover-lease-{project}")
-}
-
-/// The node that keeps the lease: the project's first node by name.
-pub fn lease_node(nodes: &[crate::nodes::NodeSpec]) -> Option<&crate::nodes::NodeSpec> {
-    nodes.iter().min_by(|a, b| a.name.cmp(&b.name))
 }
 
 /// Lease timing; everything derives from `ttl`.
@@ -170,10 +166,12 @@ impl LeaseHandle {
     }
 }
 
-/// Start the lease task for `project` on the engine at `endpoint`. `images` are the
-/// project's images, preferred for the lease container (any image present works: the
-/// container is never started). On `cancel` a held lease is released.
+/// Start the lease task for `project` on the lease node: `engine` is its connection once
+/// there is one (`None`: there will be none), `endpoint` where it is (for messages).
+/// `images` are the project's images, preferred for the lease container (any image
+/// present works: the container is never started). On `cancel` a held lease is released.
 pub fn spawn(
+    engine: impl Future<Output = Option<Client>> + Send + 'static,
     endpoint: Endpoint,
     project: String,
     images: Vec<String>,
@@ -191,7 +189,7 @@ pub fn spawn(
         config,
         tx,
     };
-    let join = tokio::spawn(task.run(cancel));
+    let join = tokio::spawn(task.run(engine, cancel));
     (LeaseHandle { rx }, join)
 }
 
@@ -203,7 +201,7 @@ fn own_scope() -> Option<String> {
     if boot.is_empty() {
         return None;
     }
-    let place = crate::observe::own_container_id().unwrap_or_else(|| "host".into());
+    let place = crate::engine::own_container_id().unwrap_or_else(|| "host".into());
     Some(format!("{boot}/{place}"))
 }
 
@@ -276,65 +274,55 @@ enum Take {
 }
 
 impl Task {
-    async fn run(self, cancel: CancellationToken) {
-        let mut engine: Option<Client> = None;
+    async fn run(self, engine: impl Future<Output = Option<Client>>, cancel: CancellationToken) {
+        let mut said = String::new();
+        let d = tokio::select! {
+            _ = cancel.cancelled() => None,
+            d = self.connected(engine, &mut said) => d,
+        };
+        let Some(d) = d else {
+            return;
+        };
+        // The client opens a connection per request as needed: after a restart of the
+        // engine the next look or renewal reaches it again.
         let mut held: Option<(String, i64)> = None;
         // The last distinct state of someone else's lease, and when we first saw it.
         let mut watching: Option<(Seen, Instant)> = None;
-        let mut said = String::new();
         loop {
             let attempt = Instant::now();
-            if engine.is_none() {
-                match tokio::time::timeout(
-                    self.config.request_timeout() * 4,
-                    connect::connect(&self.endpoint),
-                )
-                .await
-                {
-                    Ok(Ok(d)) => engine = Some(Client::from(d)),
-                    Ok(Err(e)) => self.say(&mut said, &format!("lease node: {e}")),
-                    Err(_) => self.say(&mut said, "lease node: connection timed out"),
-                }
-            }
-            if let Some(d) = engine.clone() {
-                match held.clone() {
-                    Some((id, counter)) => match self.renew(&d, &id, counter + 1).await {
-                        Ok(()) => held = Some((id, counter + 1)),
-                        Err(Some(Kind::NotFound)) => {
-                            warn!(action = "lease-lost", project = %self.project, reason = "taken", "lease container removed or taken over; stopped acting");
-                            self.tx.send_replace(None);
-                            held = None;
-                            watching = None;
-                        }
-                        Err(_) => {}
-                    },
-                    None => match self.try_take(&d, &mut watching).await {
-                        Ok(Take::Got { id, wait }) => {
-                            let now = Instant::now();
-                            let from = if wait { attempt + self.config.ttl } else { now };
-                            info!(
-                                action = "lease-acquired",
-                                project = %self.project,
-                                container = %crate::observe::short_id(&id),
-                                delay_ms = from.saturating_duration_since(now).as_millis() as u64,
-                                "lease acquired"
-                            );
-                            self.tx.send_replace(Some(Validity {
-                                from,
-                                until: attempt + self.config.ttl,
-                            }));
-                            held = Some((id, 0));
-                            watching = None;
-                            said.clear();
-                        }
-                        Ok(Take::NotYet) => {}
-                        Err(e) => {
-                            self.say(&mut said, &e);
-                            // Reconnect: the engine may have gone away.
-                            engine = None;
-                        }
-                    },
-                }
+            match held.clone() {
+                Some((id, counter)) => match self.renew(&d, &id, counter + 1).await {
+                    Ok(()) => held = Some((id, counter + 1)),
+                    Err(Some(Kind::NotFound)) => {
+                        warn!(action = "lease-lost", project = %self.project, reason = "taken", "lease container removed or taken over; stopped acting");
+                        self.tx.send_replace(None);
+                        held = None;
+                        watching = None;
+                    }
+                    Err(_) => {}
+                },
+                None => match self.try_take(&d, &mut watching).await {
+                    Ok(Take::Got { id, wait }) => {
+                        let now = Instant::now();
+                        let from = if wait { attempt + self.config.ttl } else { now };
+                        info!(
+                            action = "lease-acquired",
+                            project = %self.project,
+                            container = %crate::engine::short_id(&id),
+                            delay_ms = from.saturating_duration_since(now).as_millis() as u64,
+                            "lease acquired"
+                        );
+                        self.tx.send_replace(Some(Validity {
+                            from,
+                            until: attempt + self.config.ttl,
+                        }));
+                        held = Some((id, 0));
+                        watching = None;
+                        said.clear();
+                    }
+                    Ok(Take::NotYet) => {}
+                    Err(e) => self.say(&mut said, &e),
+                },
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -342,9 +330,24 @@ impl Task {
             }
         }
         self.tx.send_replace(None);
-        if let (Some(d), Some((id, _))) = (engine, held) {
+        if let Some((id, _)) = held {
             self.release(&d, &id).await;
         }
+    }
+
+    /// The lease node's connection, once there is one; said once when it is slow to come.
+    async fn connected(
+        &self,
+        engine: impl Future<Output = Option<Client>>,
+        said: &mut String,
+    ) -> Option<Client> {
+        let mut engine = std::pin::pin!(engine);
+        tokio::select! {
+            d = &mut engine => return d,
+            _ = tokio::time::sleep(self.config.request_timeout() * 4) => {}
+        }
+        self.say(said, "lease node: not connected");
+        engine.await
     }
 
     fn say(&self, said: &mut String, what: &str) {
@@ -607,6 +610,171 @@ impl Task {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::connect::Transport;
+    use crate::engine::fake::FakeEngine;
+    use std::sync::Arc;
+    use tokio::task::JoinHandle;
+
+    /// One drover's lease task on `fake`, as `holder`; no scope, so a holder never reads
+    /// as exited (every holder here has this process's pid).
+    fn holder(
+        fake: &Arc<FakeEngine>,
+        holder: &str,
+        ttl: Duration,
+    ) -> (LeaseHandle, JoinHandle<()>, CancellationToken) {
+        let (tx, rx) = watch::channel(None);
+        let task = Task {
+            endpoint: Endpoint::new(Transport::Tcp("lease-node:2375".into())),
+            project: "p".into(),
+            name: container_name("p"),
+            holder: holder.into(),
+            scope: None,
+            images: vec!["img".into()],
+            config: LeaseConfig { ttl },
+            tx,
+        };
+        let cancel = CancellationToken::new();
+        let client = Client::from(fake.clone());
+        let join = tokio::spawn(task.run(async move { Some(client) }, cancel.clone()));
+        (LeaseHandle { rx }, join, cancel)
+    }
+
+    /// The lease container as the engine has it: id, holder label, restart policy.
+    async fn lease_container(fake: &FakeEngine) -> (String, String, RestartPolicy) {
+        let c = fake.inspect_container(&container_name("p")).await.unwrap();
+        let holder = c.config.unwrap().labels.unwrap()[LABEL_HOLDER].clone();
+        let policy = c.host_config.unwrap().restart_policy.unwrap();
+        (c.id.unwrap(), holder, policy)
+    }
+
+    /// Wait until `cond` holds, checking every few milliseconds; fail after `deadline`.
+    async fn until<F: Future<Output = bool>>(what: &str, deadline: Duration, cond: impl Fn() -> F) {
+        let end = Instant::now() + deadline;
+        while !cond().await {
+            assert!(Instant::now() < end, "not within {deadline:?}: {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn acquired(h: &mut LeaseHandle, deadline: Duration) {
+        tokio::time::timeout(deadline, h.acquired())
+            .await
+            .expect("lease acquired in time");
+    }
+
+    fn counter(p: &RestartPolicy) -> i64 {
+        p.maximum_retry_count.unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn a_second_holder_waits_while_the_first_renews() {
+        let fake = Arc::new(FakeEngine::default());
+        let ttl = Duration::from_millis(400);
+        let (mut a, _a_task, _a_cancel) = holder(&fake, "a", ttl);
+        acquired(&mut a, Duration::from_secs(2)).await;
+        let (id, who, _) = lease_container(&fake).await;
+        assert_eq!(who, "a");
+        let (b, _b_task, _b_cancel) = holder(&fake, "b", ttl);
+        // Renewals enough to span twice the takeover delay (`stale_after`).
+        let config = LeaseConfig { ttl };
+        let enough = 2 * config.stale_after().as_millis() / config.interval().as_millis();
+        until("a renews", Duration::from_secs(10), || async {
+            counter(&lease_container(&fake).await.2) >= enough as i64
+        })
+        .await;
+        assert!(a.held() && !b.held());
+        let (still, who, _) = lease_container(&fake).await;
+        assert_eq!((still, who.as_str()), (id, "a"), "the same container, a's");
+    }
+
+    #[tokio::test]
+    async fn a_holder_that_stops_renewing_is_taken_over_after_the_ttl() {
+        let fake = Arc::new(FakeEngine::default());
+        let config = LeaseConfig {
+            ttl: Duration::from_millis(400),
+        };
+        let (mut a, a_task, _a_cancel) = holder(&fake, "a", config.ttl);
+        acquired(&mut a, Duration::from_secs(2)).await;
+        let (mut b, _b_task, _b_cancel) = holder(&fake, "b", config.ttl);
+        until("a renews", Duration::from_secs(5), || async {
+            counter(&lease_container(&fake).await.2) >= 2
+        })
+        .await;
+        // a hangs: no renewal, no release.
+        a_task.abort();
+        let stopped = Instant::now();
+        acquired(&mut b, Duration::from_secs(5)).await;
+        let took = stopped.elapsed();
+        assert!(took >= config.ttl, "not before the fencing delay: {took:?}");
+        assert!(!a.held(), "a's last renewal ran out before b acts");
+        assert_eq!(lease_container(&fake).await.1, "b");
+    }
+
+    #[tokio::test]
+    async fn a_released_lease_is_taken_at_once() {
+        let fake = Arc::new(FakeEngine::default());
+        let config = LeaseConfig {
+            ttl: Duration::from_secs(2),
+        };
+        let (mut a, a_task, a_cancel) = holder(&fake, "a", config.ttl);
+        acquired(&mut a, Duration::from_secs(5)).await;
+        fake.take_calls();
+        let (mut b, _b_task, _b_cancel) = holder(&fake, "b", config.ttl);
+        until("b looks", Duration::from_secs(5), || async {
+            fake.take_calls().iter().any(|c| c.starts_with("inspect"))
+        })
+        .await;
+        a_cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(2), a_task)
+            .await
+            .expect("a ends on cancel")
+            .unwrap();
+        assert!(!a.held());
+        let released = Instant::now();
+        assert_eq!(
+            lease_container(&fake).await.2.name,
+            Some(RestartPolicyNameEnum::NO),
+            "released"
+        );
+        acquired(&mut b, Duration::from_secs(5)).await;
+        let took = released.elapsed();
+        assert!(
+            took < config.ttl,
+            "no wait for the silence nor the fencing delay: {took:?}"
+        );
+        assert_eq!(lease_container(&fake).await.1, "b");
+    }
+
+    #[tokio::test]
+    async fn a_failed_renewal_is_no_loss_until_the_ttl_runs_out() {
+        let fake = Arc::new(FakeEngine::default());
+        let ttl = Duration::from_millis(400);
+        let (mut a, _a_task, _a_cancel) = holder(&fake, "a", ttl);
+        acquired(&mut a, Duration::from_secs(2)).await;
+        let (id, _, _) = lease_container(&fake).await;
+        // One renewal answered with 500: the holder keeps acting and renewing.
+        fake.fail("update", Kind::Api(500), 1);
+        until("the failure is met", Duration::from_secs(5), || async {
+            fake.take_calls().iter().any(|c| c.starts_with("update"))
+        })
+        .await;
+        let after = counter(&lease_container(&fake).await.2);
+        until("a renews again", Duration::from_secs(5), || async {
+            counter(&lease_container(&fake).await.2) > after
+        })
+        .await;
+        assert!(a.held());
+        // Every renewal fails: a stops acting within the ttl, keeping its container ...
+        fake.fail("update", Kind::Api(500), u32::MAX);
+        tokio::time::timeout(ttl * 4, a.lost())
+            .await
+            .expect("a stops acting");
+        assert_eq!(lease_container(&fake).await.0, id);
+        // ... and acts again at the first renewal that succeeds.
+        fake.fail("update", Kind::Api(500), 1);
+        acquired(&mut a, Duration::from_secs(5)).await;
+        assert_eq!(lease_container(&fake).await.0, id);
+    }
 
     #[tokio::test]
     async fn handle_waits_for_the_start_and_reports_the_end() {

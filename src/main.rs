@@ -20,7 +20,7 @@ use drover::plain::{self, Settings};
 use drover::runtime::{Reload, Start};
 use drover::telemetry::http::{self, Listen};
 use drover::telemetry::{self, LogFormat, Telemetry};
-use drover::{observe, plan, preview, swarm};
+use drover::{engine, plan, preview, swarm};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -308,7 +308,7 @@ async fn setup(common: &Common) -> Result<Setup, String> {
     let manager = engine.as_ref().map(|e| &*e.swarm);
     let (mode, why) = swarm::choose(manager, &endpoint, wanted).await?;
     // Where the engine's host has drover's files (drover in a container).
-    let own = observe::own_container_id();
+    let own = engine::own_container_id();
     let host = match &common.host_project_dir {
         Some(dir) => HostPaths::ProjectDir(dir.clone()),
         None => match hostmounts::discover(
@@ -390,7 +390,7 @@ async fn run_plain(
     let telemetry = Telemetry::new(
         &loaded.project.name,
         settings.watchdog * 2,
-        observe::own_container_id(),
+        engine::own_container_id(),
     );
     let server = serve_http(listen, &telemetry).await?;
     warn_about_setup(&specs, &loaded, &settings);
@@ -430,7 +430,7 @@ async fn run_swarm(
     let telemetry = Telemetry::new(
         &loaded.project.name,
         settings.watchdog * 2,
-        observe::own_container_id(),
+        engine::own_container_id(),
     );
     let (cancel, reload) = signals();
     let start = Start {
@@ -618,7 +618,7 @@ fn check_host_paths(
     env: &HashMap<String, String>,
     loaded: &Loaded,
 ) -> Option<HostPaths> {
-    let own = observe::own_container_id();
+    let own = engine::own_container_id();
     if common.host_project_dir.is_some() || own.is_none() || loaded.resolved_paths.is_empty() {
         return None;
     }

@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use crate::config::{DependsCondition, Loaded};
-use crate::engine::connect;
+use crate::engine::{self, connect};
 use crate::nodes::NodeSpec;
 use crate::{observe, plan};
 
@@ -46,7 +46,7 @@ pub async fn plan_lines(specs: &[NodeSpec], loaded: &Loaded) -> Result<Vec<Strin
             snapshot,
         })
         .collect();
-    let own = observe::own_container_id();
+    let own = engine::own_container_id();
     let plan = plan::plan(&plan::Input {
         project,
         nodes: &views,

@@ -839,7 +839,7 @@ fn negotiation_error(ep: &Endpoint, err: &BollardError) -> ConnectError {
 
 /// The error and everything it wraps, looking inside `io::Error` payloads too
 /// (`io::Error::source` skips its payload, which is where rustls errors sit).
-fn causes<'a>(err: &'a (dyn StdError + 'static)) -> Vec<&'a (dyn StdError + 'static)> {
+pub(super) fn causes<'a>(err: &'a (dyn StdError + 'static)) -> Vec<&'a (dyn StdError + 'static)> {
     let mut out: Vec<&'a (dyn StdError + 'static)> = Vec::new();
     let mut cur = Some(err);
     while let Some(e) = cur {

@@ -2,10 +2,14 @@
 //! modified, unreachable, an API error with its status), the engine's own message for
 //! people, and a label for metrics.
 
+use std::error::Error as StdError;
 use std::fmt;
+use std::io;
 use std::sync::Arc;
 
 use bollard::errors::Error as BollardError;
+
+use super::connect::causes;
 
 /// What kind of failure an engine call met.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,13 +123,44 @@ impl From<&BollardError> for EngineError {
                 (kind, message.trim().to_string())
             }
             BollardError::RequestTimeoutError => (Kind::Timeout, e.to_string()),
-            BollardError::SocketNotFoundError(_)
-            | BollardError::HyperResponseError { .. }
-            | BollardError::IOError { .. } => (Kind::Unreachable, e.to_string()),
-            other => (Kind::Other, other.to_string()),
+            BollardError::SocketNotFoundError(_) => (Kind::Unreachable, e.to_string()),
+            other => (transport(other).unwrap_or(Kind::Other), other.to_string()),
         };
         EngineError::new(kind, message)
     }
+}
+
+/// How the way to the engine failed: it timed out, or it could not be opened or broke
+/// (refused, reset, closed early: unreachable). `None` when the error is not the
+/// transport's.
+fn transport(e: &BollardError) -> Option<Kind> {
+    // Both are transparent: their own `source` skips the error they hold.
+    let root: &(dyn StdError + 'static) = match e {
+        BollardError::IOError { err } => err,
+        BollardError::HyperResponseError { err } => err,
+        BollardError::HyperLegacyError { .. } => e,
+        _ => return None,
+    };
+    let chain = causes(root);
+    let timed_out = chain.iter().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::TimedOut)
+            || c.downcast_ref::<hyper::Error>()
+                .is_some_and(|h| h.is_timeout())
+    });
+    if timed_out {
+        return Some(Kind::Timeout);
+    }
+    let broken = match e {
+        BollardError::HyperLegacyError { err } => {
+            err.is_connect()
+                || chain
+                    .iter()
+                    .any(|c| c.is::<io::Error>() || c.is::<hyper::Error>())
+        }
+        _ => true,
+    };
+    broken.then_some(Kind::Unreachable)
 }
 
 impl fmt::Display for EngineError {
@@ -143,6 +178,7 @@ impl std::error::Error for EngineError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::connect::{self, Endpoint, Transport};
 
     fn server(status_code: u16, message: &str) -> BollardError {
         BollardError::DockerResponseServerError {
@@ -163,5 +199,69 @@ mod tests {
         assert_eq!((e.kind, e.metric_label()), (Kind::Api(500), "server_error"));
         let e = EngineError::from(BollardError::RequestTimeoutError);
         assert_eq!((e.status(), e.metric_label()), (None, "timeout"));
+    }
+
+    /// A client of the engine at `addr`, as drover connects over TCP.
+    fn client(addr: std::net::SocketAddr, timeout_secs: u64) -> bollard::Docker {
+        bollard::Docker::connect_with_http(
+            &format!("tcp://{addr}"),
+            timeout_secs,
+            bollard::API_DEFAULT_VERSION,
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_unreachable_and_explained_as_before() {
+        // A port nothing listens on any more.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let failed = client(addr, 5).ping().await.unwrap_err();
+        let ep = Endpoint::new(Transport::Tcp(addr.to_string()));
+        let said = connect::explain(&ep, &failed);
+        assert!(said.ends_with("connection refused"), "{said}");
+        let e = EngineError::from(failed);
+        assert_eq!(
+            (e.kind, e.metric_label()),
+            (Kind::Unreachable, "unreachable")
+        );
+        assert_eq!(connect::explain(&ep, &e), said);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_engine_closes_is_unreachable() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let closer = tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                drop(conn);
+            }
+        });
+        let e = EngineError::from(client(addr, 5).ping().await.unwrap_err());
+        assert_eq!(e.kind, Kind::Unreachable, "{e}");
+        closer.abort();
+    }
+
+    #[test]
+    fn timeouts_on_the_way_are_timeouts() {
+        let io = |kind: io::ErrorKind| BollardError::IOError {
+            err: io::Error::from(kind),
+        };
+        assert_eq!(
+            EngineError::from(io(io::ErrorKind::TimedOut)).kind,
+            Kind::Timeout
+        );
+        assert_eq!(
+            EngineError::from(io(io::ErrorKind::ConnectionReset)).kind,
+            Kind::Unreachable
+        );
+        // Not the transport's: an answer that could not be read.
+        let e = EngineError::from(BollardError::JsonDataError {
+            message: "eof".into(),
+            column: 0,
+        });
+        assert_eq!(e.kind, Kind::Other);
     }
 }

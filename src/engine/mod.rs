@@ -1,8 +1,9 @@
 //! Talking to Docker Engines: connecting like the Docker CLI ([`connect`]), the interface
 //! every engine call goes through ([`api::Engine`]), Swarm mode's ([`swarm::SwarmEngine`]),
 //! the handle to one engine the rest of drover holds ([`api::Client`]), the one typed
-//! error engine calls return ([`error`]), the one image pull path ([`images`]), and where
-//! the engine's host has drover's files ([`hostmounts`]).
+//! error engine calls return ([`error`]), the one image pull path ([`images`]), where the
+//! engine's host has drover's files ([`hostmounts`]), and which container drover itself
+//! runs in ([`own`]).
 
 pub mod api;
 pub mod connect;
@@ -12,8 +13,20 @@ pub mod fake;
 pub mod hostmounts;
 pub mod images;
 pub mod model;
+pub mod own;
 pub mod swarm;
 
 pub use api::{Client, Engine, Events, Filters};
 pub use error::{EngineError, Kind};
+pub use own::own_container_id;
 pub use swarm::{SwarmEngine, SwarmHandle};
+
+/// The 12-character form of a container id.
+pub fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// True for a full container id: 64 hex digits.
+pub fn is_full_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}

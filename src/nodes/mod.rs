@@ -8,10 +8,12 @@
 //! log event and wakes the controller.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -136,13 +138,24 @@ impl NodeHandle {
         }
     }
 
+    /// The node's engine once its monitor has connected (`None`: the monitor ended
+    /// before it did). The monitor keeps that one client: it reconnects per request.
+    pub fn engine(&self) -> impl Future<Output = Option<Client>> + Send + 'static {
+        let mut status = self.status.clone();
+        async move {
+            let connected = status.wait_for(|s| s.engine.is_some()).await;
+            connected.ok().and_then(|s| s.engine.clone())
+        }
+    }
+
     /// Wait until the first connection attempt finished, or `deadline` passed.
     pub async fn first_attempt(&mut self, deadline: Duration) {
         let _ = tokio::time::timeout(deadline, self.status.wait_for(|s| s.attempted)).await;
     }
 }
 
-/// Start monitoring `spec`; the task ends with `cancel`.
+/// Start monitoring `spec`. The monitor task (which joins the node's event stream) ends
+/// promptly on `cancel`: whoever started it joins it at shutdown.
 pub fn spawn(
     spec: NodeSpec,
     health: HealthConfig,
@@ -151,7 +164,7 @@ pub fn spawn(
     trigger: Arc<Trigger>,
     telemetry: Telemetry,
     cancel: CancellationToken,
-) -> NodeHandle {
+) -> (NodeHandle, JoinHandle<()>) {
     telemetry.add_node(&spec.name);
     let (tx, rx) = watch::channel(NodeStatus {
         attempted: false,
@@ -176,8 +189,7 @@ pub fn spawn(
         tx,
         poke: Arc::new(Notify::new()),
     };
-    tokio::spawn(monitor.run(cancel));
-    handle
+    (handle, tokio::spawn(monitor.run(cancel)))
 }
 
 struct Monitor {
@@ -192,7 +204,20 @@ struct Monitor {
 }
 
 impl Monitor {
+    /// Monitor until `cancel` (a connect or ping under way is dropped), then join the
+    /// event stream's task.
     async fn run(self, cancel: CancellationToken) {
+        let mut events: Option<JoinHandle<()>> = None;
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = self.monitor(&cancel, &mut events) => {}
+        }
+        if let Some(events) = events {
+            let _ = events.await;
+        }
+    }
+
+    async fn monitor(&self, cancel: &CancellationToken, events: &mut Option<JoinHandle<()>>) {
         let name = self.spec.name.clone();
         let mut client: Option<Client> = None;
         let mut last_ok: Option<Instant> = None;
@@ -203,7 +228,7 @@ impl Monitor {
                 None => match connect::connect(&self.spec.endpoint).await {
                     Ok(d) => {
                         let d = Client::from(d);
-                        self.connected(&d, &cancel).await;
+                        *events = Some(self.connected(&d, cancel).await);
                         client = Some(d);
                         Ok(())
                     }
@@ -278,9 +303,9 @@ impl Monitor {
         }
     }
 
-    /// A new connection: read the engine's id and labels, start its event stream, and
-    /// publish the client.
-    async fn connected(&self, d: &Client, cancel: &CancellationToken) {
+    /// A new connection: read the engine's id and labels, start its event stream (its task
+    /// returned), and publish the client.
+    async fn connected(&self, d: &Client, cancel: &CancellationToken) -> JoinHandle<()> {
         let info = d.info().await.ok();
         let engine_id = info.as_ref().and_then(|i| i.id.clone());
         let mut labels: BTreeMap<String, String> = info
@@ -309,12 +334,13 @@ impl Monitor {
             },
             self.trigger.clone(),
         );
-        tokio::spawn(watch.run(cancel.child_token()));
+        let events = tokio::spawn(watch.run(cancel.child_token()));
         self.tx.send_modify(|s| {
             s.engine = Some(d.clone());
             s.engine_id = engine_id;
             s.labels = labels;
         });
+        events
     }
 
     /// One health ping, with its timeout.
@@ -351,6 +377,54 @@ mod tests {
         assert!(st.attempted && st.up && st.error.is_none());
         assert_eq!(st.labels["zone"], "a");
         st.engine.unwrap().ping().await.unwrap();
-        assert_eq!(fake.take_calls(), ["ping "]);
+        node.engine()
+            .await
+            .expect("connected")
+            .ping()
+            .await
+            .unwrap();
+        assert_eq!(fake.take_calls(), ["ping ", "ping "]);
+    }
+
+    /// An engine that accepts connections and never answers: the monitor is still
+    /// connecting when cancelled, and ends at once all the same.
+    #[tokio::test]
+    async fn a_monitor_ends_promptly_on_cancel_even_while_connecting() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(Notify::new());
+        let seen = accepted.clone();
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+                seen.notify_one();
+            }
+        });
+        let spec = NodeSpec {
+            name: "n1".into(),
+            endpoint: Endpoint::new(Transport::Tcp(addr.to_string())),
+            labels: BTreeMap::new(),
+        };
+        let cancel = CancellationToken::new();
+        let (node, task) = spawn(
+            spec,
+            HealthConfig::with_down_after(Duration::from_secs(1)),
+            "p".into(),
+            Duration::from_secs(60),
+            Arc::new(Trigger::default()),
+            Telemetry::new("p", Duration::from_secs(60), None),
+            cancel.clone(),
+        );
+        tokio::time::timeout(Duration::from_secs(5), accepted.notified())
+            .await
+            .expect("the monitor connects");
+        assert!(!node.status().attempted, "still waiting for an answer");
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_millis(500), task)
+            .await
+            .expect("the monitor ends promptly")
+            .unwrap();
+        silent.abort();
     }
 }

@@ -16,9 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::{self, Project};
+use crate::engine;
 use crate::lease::{self, LeaseConfig};
 use crate::nodes::{self, HealthConfig, NodeHandle, NodeSpec};
-use crate::observe::{self, Snapshot};
+use crate::observe::Snapshot;
 use crate::plan::{BackoffConfig, History};
 use crate::runtime::{Adopted, ConfigSource, Lease, Mode, Parts, Runtime, Start, Trigger, Wake};
 use crate::telemetry::Telemetry;
@@ -87,7 +88,7 @@ impl Plain {
             nodes,
             project,
             settings,
-            own_id: observe::own_container_id(),
+            own_id: engine::own_container_id(),
             history: History::default(),
             killed: HashMap::new(),
             last: HashMap::new(),
@@ -158,9 +159,8 @@ pub fn runtime(nodes: Vec<NodeSpec>, settings: Settings, start: Start) -> Runtim
     } = start;
     let cancel = &cancel;
     let trigger = Arc::new(Trigger::default());
-    let lease = start_lease(&settings, &nodes, &loaded.project, cancel);
     let health = HealthConfig::with_down_after(settings.node_down_after);
-    let handles = nodes
+    let (handles, tasks): (Vec<NodeHandle>, Vec<_>) = nodes
         .into_iter()
         .map(|spec| {
             nodes::spawn(
@@ -173,7 +173,8 @@ pub fn runtime(nodes: Vec<NodeSpec>, settings: Settings, start: Start) -> Runtim
                 cancel.child_token(),
             )
         })
-        .collect();
+        .unzip();
+    let lease = start_lease(&settings, &handles, &loaded.project, cancel);
     let parts = Parts {
         project: loaded.project.name.clone(),
         source: ConfigSource::new(load, &loaded, settings.watch_interval, reload),
@@ -181,25 +182,26 @@ pub fn runtime(nodes: Vec<NodeSpec>, settings: Settings, start: Start) -> Runtim
         lease,
         resync: settings.resync_interval,
         telemetry: telemetry.clone(),
-        tasks: Vec::new(),
+        tasks,
     };
     let mode = Plain::new(handles, loaded.project.clone(), settings, telemetry);
     Runtime::new(mode, parts, &loaded, &loaded.warnings)
 }
 
-/// The project's lease on its lease node, when `settings` asks for one and there is
-/// such a node; otherwise always held.
+/// The project's lease on its lease node, through the node monitor's connection, when
+/// `settings` asks for one and there is such a node; otherwise always held.
 fn start_lease(
     settings: &Settings,
-    nodes: &[NodeSpec],
+    nodes: &[NodeHandle],
     project: &Project,
     cancel: &CancellationToken,
 ) -> Lease {
-    let (Some(cfg), Some(node)) = (settings.lease, lease::lease_node(nodes)) else {
+    let (Some(cfg), Some(node)) = (settings.lease, lease_node(nodes)) else {
         return Lease::none();
     };
     let images = project.services.values().map(|s| s.image.clone()).collect();
     let (handle, task) = lease::spawn(
+        node.engine(),
         node.endpoint.clone(),
         project.name.clone(),
         images,
@@ -210,4 +212,10 @@ fn start_lease(
         handle,
         task: Some(task),
     }
+}
+
+/// The node that keeps the lease: the project's first node by name, the same for every
+/// drover of the project.
+fn lease_node(nodes: &[NodeHandle]) -> Option<&NodeHandle> {
+    nodes.iter().min_by(|a, b| a.name.cmp(&b.name))
 }
