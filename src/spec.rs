@@ -26,7 +26,7 @@ use crate::engine::model::{
 };
 
 use crate::config::{Mount, MountKind, Project, Protocol, Service};
-use crate::observe::VolumeMount;
+use crate::engine::model::VolumeMount;
 
 use crate::labels::{
     COMPOSE_CONFIG_HASH, COMPOSE_CONTAINER_NUMBER, COMPOSE_ONEOFF, COMPOSE_PROJECT,

@@ -976,8 +976,8 @@ mod tests {
             assert_eq!(st.status, Some(ContainerStateStatusEnum::EXITED));
             assert_eq!(st.exit_code, Some(2));
             let (s, f) = (
-                crate::observe::parse_time(&st.started_at.unwrap()).unwrap(),
-                crate::observe::parse_time(&st.finished_at.unwrap()).unwrap(),
+                crate::engine::model::parse_time(&st.started_at.unwrap()).unwrap(),
+                crate::engine::model::parse_time(&st.finished_at.unwrap()).unwrap(),
             );
             assert_eq!(f.duration_since(s).unwrap(), Duration::from_secs(3));
             assert_eq!(c.config.unwrap().labels.unwrap()["p"], "a");
