@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 
 use crate::config::{Project, PullPolicy, Service};
+use crate::engine::model::VolumeMount;
 use crate::engine::model::{NetworkConnectRequest, VolumeCreateRequest};
 use crate::engine::{Client, Engine, Kind};
 use crate::labels::{LABEL_GENERATION, LABEL_NODE, LABEL_PROJECT};
-use crate::engine::model::VolumeMount;
 use crate::observe;
 use crate::plan::Action;
 use crate::spec;
