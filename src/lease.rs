@@ -40,7 +40,8 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use crate::engine::model::{
-    ContainerCreateBody, ContainerUpdateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerInspectResponse, ContainerUpdateBody, HostConfig, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use crate::engine::{Client, Engine, Kind};
 use tokio::sync::watch;
@@ -256,6 +257,89 @@ enum Seen {
     Foreign,
 }
 
+/// What the inspected container `c` says about `project`'s lease.
+fn seen_in(c: ContainerInspectResponse, project: &str) -> Seen {
+    let labels = c.config.and_then(|c| c.labels).unwrap_or_default();
+    let id = c.id.unwrap_or_default();
+    if labels.get(LABEL_LEASE).map(String::as_str) != Some(project) || id.is_empty() {
+        return Seen::Foreign;
+    }
+    let policy = c.host_config.and_then(|h| h.restart_policy);
+    let name = policy.as_ref().and_then(|p| p.name);
+    if name == Some(RestartPolicyNameEnum::NO) {
+        return Seen::Released { id };
+    }
+    Seen::Held {
+        id,
+        holder: labels.get(LABEL_HOLDER).cloned().unwrap_or_default(),
+        scope: labels.get(LABEL_SCOPE).cloned().unwrap_or_default(),
+        counter: policy.and_then(|p| p.maximum_retry_count).unwrap_or(0),
+    }
+}
+
+/// Whether a drover acts for a project, as its lease container on the lease node says
+/// (for commands that must not race a running drover, such as `drover down`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// No lease container (or a container of that name that is not this project's lease).
+    Absent,
+    /// The last holder released it when it stopped.
+    Released { id: String },
+    /// A drover holds it and renewed it while we watched.
+    Acting { id: String, holder: String },
+    /// A holder is named but did not renew while we watched, or is known to have exited
+    /// (gone without release, frozen, or cut off from the lease node).
+    Silent { id: String, holder: String },
+}
+
+/// Look at `project`'s lease on `engine` for up to `watch` (a holder renews every quarter
+/// of its ttl: watch at least half the holders' ttl to see a renewal).
+pub async fn standing(
+    engine: &dyn Engine,
+    project: &str,
+    watch: Duration,
+) -> Result<Standing, crate::engine::EngineError> {
+    let name = container_name(project);
+    let look = || async {
+        match engine.inspect_container(&name).await {
+            Ok(c) => Ok(seen_in(c, project)),
+            Err(e) if e.is_not_found() => Ok(Seen::Absent),
+            Err(e) => Err(e),
+        }
+    };
+    let first = look().await?;
+    let Seen::Held {
+        id,
+        holder,
+        scope,
+        counter,
+    } = first
+    else {
+        return Ok(match first {
+            Seen::Released { id } => Standing::Released { id },
+            _ => Standing::Absent,
+        });
+    };
+    if holder_exited(&holder, &scope, own_scope().as_deref(), &holder_id()) {
+        return Ok(Standing::Silent { id, holder });
+    }
+    let until = Instant::now() + watch;
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        match look().await? {
+            Seen::Held {
+                id: now,
+                counter: c,
+                ..
+            } if now == id && c == counter => {}
+            Seen::Released { id } => return Ok(Standing::Released { id }),
+            Seen::Absent | Seen::Foreign => return Ok(Standing::Absent),
+            Seen::Held { id, holder, .. } => return Ok(Standing::Acting { id, holder }),
+        }
+    }
+    Ok(Standing::Silent { id, holder })
+}
+
 struct Task {
     endpoint: Endpoint,
     project: String,
@@ -406,22 +490,7 @@ impl Task {
                 ));
             }
         };
-        let labels = c.config.and_then(|c| c.labels).unwrap_or_default();
-        let id = c.id.unwrap_or_default();
-        if labels.get(LABEL_LEASE) != Some(&self.project) || id.is_empty() {
-            return Ok(Seen::Foreign);
-        }
-        let policy = c.host_config.and_then(|h| h.restart_policy);
-        let name = policy.as_ref().and_then(|p| p.name);
-        if name == Some(RestartPolicyNameEnum::NO) {
-            return Ok(Seen::Released { id });
-        }
-        Ok(Seen::Held {
-            id,
-            holder: labels.get(LABEL_HOLDER).cloned().unwrap_or_default(),
-            scope: labels.get(LABEL_SCOPE).cloned().unwrap_or_default(),
-            counter: policy.and_then(|p| p.maximum_retry_count).unwrap_or(0),
-        })
+        Ok(seen_in(c, &self.project))
     }
 
     async fn try_take(

@@ -14,12 +14,14 @@
 //!   `drover` command owns those).
 //! - [`plain`]: plain mode: drover places replicas on nodes and keeps them there.
 //! - [`preview`]: `drover plan`: what a pass would do, changing nothing.
+//! - [`down`]: `drover down`: take a project down as `docker compose down` does.
 //! - [`swarm`]: Swarm mode: drive Swarm services like `docker stack deploy` instead.
 //! - [`lease`]: one acting drover per project, through a lease container on the engine.
 //! - [`nodes`]: the engines of a project and whether each is up.
 //! - [`telemetry`]: logs, metrics, `/status`; imports nothing above it.
 
 pub mod config;
+pub mod down;
 pub mod engine;
 pub mod execute;
 pub mod labels;

@@ -122,6 +122,24 @@ enum Command {
     },
     /// Exit 0 when the running daemon (at --listen) answers /livez, 1 otherwise.
     Healthcheck,
+    /// Stop and remove the project's containers and networks on every node (Swarm mode:
+    /// its services, networks, secrets and configs), as `docker compose down`; refuses
+    /// while a drover acts for the project.
+    Down(DownArgs),
+}
+
+#[derive(Args, Debug)]
+struct DownArgs {
+    /// Also remove the project's named volumes and its containers' anonymous volumes.
+    #[arg(short = 'v', long)]
+    volumes: bool,
+    /// Go on while a drover acts for the project (it would create everything again).
+    #[arg(long)]
+    force: bool,
+    /// The lease ttl the project's drovers run with: `down` watches the lease for half of
+    /// it to see whether one renews it [default: 10s, as `run`].
+    #[arg(long, env = "DROVER_LEASE_TTL", value_parser = parse_duration)]
+    lease_ttl: Option<Duration>,
 }
 
 #[derive(Args, Debug)]
@@ -205,6 +223,7 @@ fn main() -> ExitCode {
         Command::Check { format } => check(&cli.common, format),
         Command::Plan => block_on(plan_command(cli.common)),
         Command::Run(args) => block_on(run(cli.common, args)),
+        Command::Down(args) => block_on(down(cli.common, args)),
     };
     done.map_or_else(fail, |()| ExitCode::SUCCESS)
 }
@@ -357,6 +376,35 @@ async fn plan_command(common: Common) -> Result<(), String> {
         println!("{l}");
     }
     Ok(())
+}
+
+/// `drover down`: take the project down; one line per thing removed, and exit 1 when
+/// something could not be.
+async fn down(common: Common, args: DownArgs) -> Result<(), String> {
+    let s = setup(&common).await?;
+    let report = match (s.mode, &s.engine) {
+        (Mode::Swarm, Some(e)) => {
+            drover::down::swarm(&*e.swarm, &s.endpoint, &s.loaded.project.name).await?
+        }
+        _ => {
+            let ttl = args
+                .lease_ttl
+                .unwrap_or(drover::lease::LeaseConfig::default().ttl);
+            let opts = drover::down::Options {
+                volumes: args.volumes,
+                force: args.force,
+                lease_watch: ttl / 2 + Duration::from_millis(500),
+            };
+            drover::down::plain(&s.specs, &s.loaded.project, opts).await?
+        }
+    };
+    for line in &report.done {
+        println!("{line}");
+    }
+    match report.failed.len() {
+        0 => Ok(()),
+        _ => Err(report.failed.join("\nerror: ")),
+    }
 }
 
 /// `drover run`: reconcile until SIGTERM or SIGINT.

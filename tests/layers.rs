@@ -21,6 +21,7 @@ const LAYERS: &[&str] = &[
     "plain",
     "swarm",
     "preview",
+    "down",
 ];
 
 fn sources(path: &Path, out: &mut Vec<PathBuf>) {
