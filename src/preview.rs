@@ -47,7 +47,8 @@ pub async fn plan_lines(specs: &[NodeSpec], loaded: &Loaded) -> Result<Vec<Strin
         })
         .collect();
     let own = engine::own_container_id();
-    let plan = plan::plan(&plan::Input {
+    let none = Default::default();
+    let input = plan::Input {
         project,
         nodes: &views,
         backoff: &plan::Backoff::default(),
@@ -55,9 +56,21 @@ pub async fn plan_lines(specs: &[NodeSpec], loaded: &Loaded) -> Result<Vec<Strin
         now: SystemTime::now(),
         exclude: own.as_deref(),
         rebalance: loaded.settings.rebalance,
-        halted: &Default::default(),
-        updating: &Default::default(),
-    });
+        halted: &none,
+        updating: &none,
+    };
+    let plan = plan::plan(&input);
+    let rollouts = plan::state::Rollouts {
+        halted: &none,
+        rolled_back: &none,
+        updating: &none,
+    };
+    // A service that is not simply running: its state as `status` would show it.
+    for s in plan::state::services(&input, &plan, &rollouts) {
+        if !matches!(s.state, "running") && !s.replicas.iter().all(|r| r.state == "pending") {
+            out.push(format!("state {}: {} ({})", s.service, s.state, s.reason));
+        }
+    }
     if plan.actions.is_empty() && plan.unplaced.is_empty() && plan.blocked.is_empty() {
         out.push(format!(
             "nothing to do: project {} is at its targets",

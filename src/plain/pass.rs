@@ -19,6 +19,8 @@ struct Planned {
     plan: plan::Plan,
     counts: HashMap<String, usize>,
     unlisted: Vec<String>,
+    /// Each service's state, as an operator sees it.
+    states: Vec<crate::telemetry::ServiceStateRecord>,
 }
 
 /// A list that takes longer than this counts as failed for the pass (the node is frozen,
@@ -121,8 +123,15 @@ impl Plain {
             self.list_infra(&plan.unlisted, &engines).await;
             plan = self.plan(&states);
         }
-        let Planned { plan, counts, .. } = plan;
+        let Planned {
+            plan,
+            counts,
+            states,
+            ..
+        } = plan;
         self.report_counts(counts);
+        self.report_states(&states);
+        self.telemetry.states(states);
         // The plan's waits and stopped slots are the project's, not a node's: recorded once,
         // under the first node.
         if let Some(first) = self.nodes.first() {
@@ -191,10 +200,18 @@ impl Plain {
             .into_iter()
             .map(str::to_string)
             .collect();
+        let rolled_back = self.history.rolled_back();
+        let rollouts = plan::state::Rollouts {
+            halted: &halted,
+            rolled_back: &rolled_back,
+            updating: &updating,
+        };
+        let states = plan::state::services(&input, &plan, &rollouts);
         Planned {
             plan,
             counts,
             unlisted,
+            states,
         }
     }
 

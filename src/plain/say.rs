@@ -21,9 +21,38 @@ pub(super) struct Said {
     unplaced: HashSet<(String, u32, String)>,
     blocked: HashSet<(String, String)>,
     pub counts: BTreeMap<String, (u32, usize)>,
+    /// Each service's last state and reason.
+    pub states: BTreeMap<String, (&'static str, String)>,
 }
 
 impl Plain {
+    /// One event per service state change (running, crash loop, waiting, updating...).
+    pub(super) fn report_states(&mut self, states: &[crate::telemetry::ServiceStateRecord]) {
+        for s in states {
+            let now = (s.state, s.reason.clone());
+            if self.said.states.get(&s.service) == Some(&now) {
+                continue;
+            }
+            let first = !self.said.states.contains_key(&s.service);
+            self.said.states.insert(s.service.clone(), now);
+            if first && s.state == "running" {
+                continue;
+            }
+            let level_warn = matches!(
+                s.state,
+                "crash-loop" | "unhealthy" | "unplaceable" | "paused" | "rolled-back"
+            );
+            if level_warn {
+                warn!(action = "state", project = %self.project.name, service = %s.service, reason = %s.reason, desired = s.desired, actual = s.running, "service is {}", s.state);
+            } else {
+                info!(action = "state", project = %self.project.name, service = %s.service, reason = %s.reason, desired = s.desired, actual = s.running, "service is {}", s.state);
+            }
+        }
+        self.said
+            .states
+            .retain(|name, _| states.iter().any(|s| &s.service == name));
+    }
+
     /// Log each service's desired and running counts when they change.
     pub(super) fn report_counts(&mut self, running: HashMap<String, usize>) {
         for (name, svc) in &self.project.services {

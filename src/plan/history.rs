@@ -56,6 +56,15 @@ impl History {
             .collect()
     }
 
+    /// Services rolled back while the file still asks for the definition that failed.
+    pub fn rolled_back(&self) -> BTreeSet<String> {
+        self.rollouts
+            .iter()
+            .filter(|(_, r)| r.rolled_back.is_some())
+            .map(|(s, _)| s.clone())
+            .collect()
+    }
+
     /// Services whose update (or rollback) is still being watched: changed in this
     /// process, not settled, not paused.
     pub fn updating(&self) -> BTreeSet<String> {

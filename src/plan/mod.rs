@@ -20,6 +20,7 @@ pub mod history;
 pub mod place;
 mod rolling;
 mod service;
+pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};

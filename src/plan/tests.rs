@@ -63,11 +63,11 @@ pub(super) fn project(services: Vec<Service>) -> Project {
     }
 }
 
-fn t0() -> SystemTime {
+pub(super) fn t0() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
 }
 
-fn container(id: &str, service: &str, slot: u32, state: State, hash: &str) -> Container {
+pub(super) fn container(id: &str, service: &str, slot: u32, state: State, hash: &str) -> Container {
     Container {
         id: format!("{id:0<64}"),
         node: "n1".into(),
@@ -98,7 +98,7 @@ fn running(id: &str, service: &str, slot: u32) -> Container {
     )
 }
 
-fn snapshot(containers: Vec<Container>) -> Snapshot {
+pub(super) fn snapshot(containers: Vec<Container>) -> Snapshot {
     Snapshot {
         containers,
         networks: [format!("{P}_default")].into(),

@@ -136,6 +136,42 @@ pub struct Counts {
     pub containers: u32,
 }
 
+/// A service as an operator sees it: one state word and why, and each replica slot's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceStateRecord {
+    pub service: String,
+    /// `running`, `starting`, `unhealthy`, `crash-loop`, `waiting`, `unplaceable`,
+    /// `updating`, `paused`, `rolled-back`, `exited`.
+    pub state: &'static str,
+    /// Why, for every state but `running`.
+    pub reason: String,
+    pub desired: u32,
+    pub running: u32,
+    /// While an update (or rollback) is watched: replicas on the new definition, of all.
+    pub updated: Option<(u32, u32)>,
+    pub replicas: Vec<ReplicaStateRecord>,
+}
+
+/// One replica slot of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaStateRecord {
+    pub slot: u32,
+    pub node: Option<String>,
+    /// 12-char id of the slot's container, when it has one.
+    pub container: Option<String>,
+    /// `running`, `starting`, `unhealthy`, `crash-loop`, `waiting`, `unplaceable`,
+    /// `pending` (to be created), `exited` (left by its restart policy), `gave-up`.
+    pub state: &'static str,
+    pub reason: String,
+    /// Crash loop: attempts so far, and when the next one is due.
+    pub attempts: u32,
+    pub retry_at: Option<SystemTime>,
+    /// Its container runs.
+    pub running: bool,
+    /// Its container runs the service's current definition.
+    pub current: bool,
+}
+
 /// A slot held back by crash backoff.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WaitRecord {
@@ -260,6 +296,11 @@ pub(crate) struct Recorded {
     pub reload_error: Option<String>,
     /// This drover holds the project's lease and acts (false while it stands by).
     pub acting: bool,
+    /// Each service's state as of the last pass, by name.
+    pub states: BTreeMap<String, ServiceStateRecord>,
+    /// Restarts of each replica (service, slot): a stopped container started again, or
+    /// a dead or unhealthy one replaced.
+    pub slot_restarts: BTreeMap<(String, u32), u64>,
     /// Bind sources handed to the engine as host paths other than drover's (`from -> to`).
     pub host_paths: Vec<String>,
     /// Swarm mode: the latest report of the project's services, tasks and nodes.
@@ -289,6 +330,8 @@ impl Telemetry {
                 reload_failures: 0,
                 reload_error: None,
                 acting: false,
+                states: BTreeMap::new(),
+                slot_restarts: BTreeMap::new(),
                 host_paths: Vec::new(),
                 swarm: None,
             })),
@@ -407,6 +450,14 @@ impl Telemetry {
         if a.error.is_none() {
             let slot_key = a.slot.map(|slot| (node.clone(), service.clone(), slot));
             let key = |reason: &'static str| (service.clone(), node.clone(), reason);
+            let restarted = match a.change {
+                SlotChange::Started => true,
+                SlotChange::Recreated => matches!(reason, "dead" | "unhealthy"),
+                _ => false,
+            };
+            if restarted && let Some(slot) = a.slot {
+                *r.slot_restarts.entry((service.clone(), slot)).or_default() += 1;
+            }
             match a.change {
                 SlotChange::Started => *r.restarts.entry(key(reason)).or_default() += 1,
                 SlotChange::Recreated => *r.recreations.entry(key(reason)).or_default() += 1,
@@ -444,6 +495,12 @@ impl Telemetry {
             duration: a.duration,
             error: a.error,
         });
+    }
+
+    /// Hook: the services' states as of the pass that just planned.
+    pub fn states(&self, states: Vec<ServiceStateRecord>) {
+        let mut r = self.lock();
+        r.states = states.into_iter().map(|s| (s.service.clone(), s)).collect();
     }
 
     /// Hook: this drover started acting for the project (it holds the lease), or stopped

@@ -67,6 +67,52 @@ pub struct ServiceStatus {
     /// Running containers, all nodes together.
     pub actual: u32,
     pub nodes: Vec<ServiceNodeStatus>,
+    /// `running`, `starting`, `unhealthy`, `crash-loop`, `waiting`, `unplaceable`,
+    /// `updating`, `paused`, `rolled-back`, `exited` (plain mode; after the first pass).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Why, for every state but `running`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// While an update is watched: replicas on the new definition, of all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated: Option<Updated>,
+    /// Restarts of its replicas since drover started (stopped ones started again, dead or
+    /// unhealthy ones replaced).
+    #[serde(default)]
+    pub restarts: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Updated {
+    pub new: u32,
+    pub of: u32,
+}
+
+/// One replica slot: its state, why, and its restarts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReplicaStatus {
+    pub slot: u32,
+    pub node: Option<String>,
+    pub container: Option<String>,
+    /// `running`, `starting`, `unhealthy`, `crash-loop`, `waiting`, `unplaceable`,
+    /// `pending`, `exited`, `gave-up`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    pub restarts: u64,
+    /// Crash loop: attempts in the current run of crashes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+    /// Crash loop: seconds until the next attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_in_seconds: Option<f64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -138,7 +184,7 @@ pub fn snapshot(t: &Telemetry) -> Status {
     let now = SystemTime::now();
     let readiness = r.readiness();
     let nodes = node_statuses(&r);
-    let services = service_statuses(&r);
+    let services = service_statuses(&r, now);
     let (backoff, stopped) = (backoff_statuses(&r, now), stopped_statuses(&r));
     let last_actions = action_statuses(&r);
     Status {
@@ -190,7 +236,7 @@ fn node_statuses(r: &Recorded) -> Vec<NodeStatus> {
 }
 
 /// Each service, with its count per node.
-fn service_statuses(r: &Recorded) -> Vec<ServiceStatus> {
+fn service_statuses(r: &Recorded, now: SystemTime) -> Vec<ServiceStatus> {
     let mut services: BTreeMap<&str, ServiceStatus> = BTreeMap::new();
     for ((service, node), c) in &r.services {
         let s = services.entry(service).or_insert_with(|| ServiceStatus {
@@ -198,6 +244,11 @@ fn service_statuses(r: &Recorded) -> Vec<ServiceStatus> {
             desired: 0,
             actual: 0,
             nodes: Vec::new(),
+            state: None,
+            reason: None,
+            updated: None,
+            restarts: 0,
+            replicas: Vec::new(),
         });
         s.desired += c.desired;
         s.actual += c.actual;
@@ -208,7 +259,52 @@ fn service_statuses(r: &Recorded) -> Vec<ServiceStatus> {
             containers: c.containers,
         });
     }
+    for (name, st) in &r.states {
+        if let Some(s) = services.get_mut(name.as_str()) {
+            with_state(s, st, r, now);
+        }
+    }
     services.into_values().collect()
+}
+
+/// The service's state and its replicas', with their restarts.
+fn with_state(
+    s: &mut ServiceStatus,
+    st: &super::ServiceStateRecord,
+    r: &Recorded,
+    now: SystemTime,
+) {
+    s.state = Some(st.state.to_string());
+    s.reason = (!st.reason.is_empty()).then(|| st.reason.clone());
+    s.updated = st.updated.map(|(new, of)| Updated { new, of });
+    let restarts = |slot: u32| {
+        r.slot_restarts
+            .get(&(st.service.clone(), slot))
+            .copied()
+            .unwrap_or(0)
+    };
+    s.restarts = r
+        .slot_restarts
+        .iter()
+        .filter(|((svc, _), _)| *svc == st.service)
+        .map(|(_, n)| n)
+        .sum();
+    s.replicas = st
+        .replicas
+        .iter()
+        .map(|x| ReplicaStatus {
+            slot: x.slot,
+            node: x.node.clone(),
+            container: x.container.clone(),
+            state: x.state.to_string(),
+            reason: x.reason.clone(),
+            restarts: restarts(x.slot),
+            attempts: x.attempts,
+            retry_in_seconds: x
+                .retry_at
+                .map(|t| t.duration_since(now).unwrap_or_default().as_secs_f64()),
+        })
+        .collect();
 }
 
 /// The slots held back by crash backoff, and when they are tried again.
@@ -315,6 +411,7 @@ pub fn render_table(s: &Status) -> String {
     heading(&mut out, s);
     out.push('\n');
     services_table(&mut out, s);
+    states_table(&mut out, s);
     out.push('\n');
     nodes_table(&mut out, s);
     swarm_tables(&mut out, s);
@@ -355,6 +452,59 @@ fn heading(out: &mut String, s: &Status) {
     }
     for t in &s.config.host_paths {
         let _ = writeln!(out, "host path: {t}");
+    }
+}
+
+/// Each service's state and restarts, then the replicas that are not simply running.
+fn states_table(out: &mut String, s: &Status) {
+    if s.services.iter().all(|svc| svc.state.is_none()) {
+        return;
+    }
+    let mut rows = vec![vec![
+        "SERVICE".to_string(),
+        "STATE".into(),
+        "RESTARTS".into(),
+        "REASON".into(),
+    ]];
+    let mut replicas = vec![vec![
+        "REPLICA".to_string(),
+        "NODE".into(),
+        "STATE".into(),
+        "RESTARTS".into(),
+        "REASON".into(),
+    ]];
+    for svc in &s.services {
+        let Some(state) = &svc.state else { continue };
+        let state = match &svc.updated {
+            Some(u) => format!("{state} ({}/{})", u.new, u.of),
+            None => state.clone(),
+        };
+        let reason = svc.reason.clone().unwrap_or_default();
+        rows.push(vec![
+            svc.name.clone(),
+            state,
+            svc.restarts.to_string(),
+            reason,
+        ]);
+        for r in svc.replicas.iter().filter(|r| r.state != "running") {
+            let reason = match r.retry_in_seconds {
+                Some(t) => format!("{}; next in {}", r.reason, secs(t)),
+                None => r.reason.clone(),
+            };
+            replicas.push(vec![
+                format!("{}-{}", svc.name, r.slot),
+                r.node.clone().unwrap_or_default(),
+                r.state.clone(),
+                r.restarts.to_string(),
+                reason,
+            ]);
+        }
+    }
+    out.push('\n');
+    table(out, &rows);
+    if replicas.len() > 1 {
+        out.push('\n');
+        table(out, &replicas);
     }
 }
 

@@ -1,0 +1,349 @@
+//! What an operator sees of each service and replica: one word and why, as `kubectl get
+//! pods` taught users to expect (running, starting, unhealthy, crash loop with its attempts
+//! and the time of the next one, waiting on a dependency, paused or rolled back, unplaceable,
+//! updating n of m). Pure: derived from the planner's input, its plan and the history's
+//! rollout state.
+
+use std::collections::BTreeSet;
+
+use super::{Input, NodeState, Plan};
+use crate::config::Service;
+use crate::observe::{Container, Health, State};
+use crate::telemetry::{ReplicaStateRecord, ServiceStateRecord};
+
+/// Rollouts the history holds, for [`services`].
+#[derive(Debug)]
+pub struct Rollouts<'a> {
+    /// Paused after a failed update.
+    pub halted: &'a BTreeSet<String>,
+    /// Rolled back; the file still asks for the definition that failed.
+    pub rolled_back: &'a BTreeSet<String>,
+    /// Being updated (or rolled back), not settled yet.
+    pub updating: &'a BTreeSet<String>,
+}
+
+/// Every service of the project, with each of its replica slots.
+pub fn services(input: &Input, plan: &Plan, rollouts: &Rollouts) -> Vec<ServiceStateRecord> {
+    input
+        .project
+        .services
+        .values()
+        .map(|svc| service(input, plan, rollouts, svc))
+        .collect()
+}
+
+fn service(input: &Input, plan: &Plan, rollouts: &Rollouts, svc: &Service) -> ServiceStateRecord {
+    let replicas: Vec<ReplicaStateRecord> = (1..=svc.replicas)
+        .map(|slot| replica(input, plan, svc, slot))
+        .collect();
+    let running = replicas.iter().filter(|r| r.running).count() as u32;
+    let current = replicas.iter().filter(|r| r.current).count() as u32;
+    let any = |state: &str| replicas.iter().find(|r| r.state == state);
+    let (state, reason) = if rollouts.halted.contains(&svc.name) {
+        (
+            "paused",
+            "the update failed; paused until the definition changes".to_string(),
+        )
+    } else if rollouts.rolled_back.contains(&svc.name) {
+        (
+            "rolled-back",
+            "the update failed; the previous definition runs until the file changes".to_string(),
+        )
+    } else if let Some(r) = any("crash-loop") {
+        ("crash-loop", r.reason.clone())
+    } else if let Some(r) = any("unplaceable") {
+        ("unplaceable", r.reason.clone())
+    } else if let Some(r) = any("waiting") {
+        ("waiting", r.reason.clone())
+    } else if rollouts.updating.contains(&svc.name) && current < svc.replicas {
+        (
+            "updating",
+            format!("{current} of {} on the new definition", svc.replicas),
+        )
+    } else if let Some(r) = any("unhealthy") {
+        ("unhealthy", r.reason.clone())
+    } else if let Some(r) = any("starting").or(any("pending")) {
+        ("starting", r.reason.clone())
+    } else if svc.replicas > 0 && running == 0 && any("exited").is_some() {
+        ("exited", "left exited by its restart policy".to_string())
+    } else {
+        ("running", String::new())
+    };
+    ServiceStateRecord {
+        service: svc.name.clone(),
+        state,
+        reason,
+        desired: svc.replicas,
+        running,
+        updated: rollouts
+            .updating
+            .contains(&svc.name)
+            .then_some((current, svc.replicas)),
+        replicas,
+    }
+}
+
+/// The slot's container: the running one when there is one, else the newest.
+fn container<'a>(input: &'a Input, svc: &str, slot: u32) -> Option<&'a Container> {
+    let mut all: Vec<&Container> = input
+        .nodes
+        .iter()
+        .filter(|n| n.state != NodeState::Down)
+        .flat_map(|n| n.snapshot.containers.iter())
+        .filter(|c| {
+            c.owned_by(&input.project.name) && c.service() == Some(svc) && c.slot() == Some(slot)
+        })
+        .filter(|c| Some(c.id.as_str()) != input.exclude)
+        .collect();
+    all.sort_by_key(|c| (c.state == State::Running, c.created));
+    all.pop()
+}
+
+fn replica(input: &Input, plan: &Plan, svc: &Service, slot: u32) -> ReplicaStateRecord {
+    let c = container(input, &svc.name, slot);
+    let mut r = ReplicaStateRecord {
+        slot,
+        node: c.map(|c| c.node.clone()),
+        container: c.map(|c| c.short_id().to_string()),
+        state: "pending",
+        reason: "to be created".into(),
+        attempts: 0,
+        retry_at: None,
+        running: c.is_some_and(|c| c.state == State::Running),
+        current: c.is_some_and(|c| c.config_hash() == Some(svc.config_hash.as_str())),
+    };
+    let wait = plan
+        .waits
+        .iter()
+        .find(|w| w.service == svc.name && w.slot == slot);
+    let unplaced = plan
+        .unplaced
+        .iter()
+        .find(|u| u.service == svc.name && u.slot == slot);
+    let blocked = plan.blocked.iter().find(|b| b.service == svc.name);
+    let stopped = plan
+        .stopped
+        .iter()
+        .find(|s| s.service == svc.name && s.slot == slot);
+    let (state, reason) = match (c, wait, unplaced, stopped) {
+        (_, Some(w), _, _) => {
+            r.attempts = w.attempts;
+            r.retry_at = Some(w.until);
+            (
+                "crash-loop",
+                format!("{} attempts; waiting before the next", w.attempts),
+            )
+        }
+        (_, _, Some(u), _) => ("unplaceable", u.reason.clone()),
+        (_, _, _, Some(s)) if s.gave_up => (
+            "gave-up",
+            format!(
+                "out of attempts (max_attempts); last exit code {}",
+                s.exit_code.unwrap_or(-1)
+            ),
+        ),
+        (_, _, _, Some(s)) => (
+            "exited",
+            format!(
+                "exited with {}; its restart policy leaves it",
+                s.exit_code.unwrap_or(-1)
+            ),
+        ),
+        (None, _, _, _) => match blocked {
+            Some(b) => (
+                "waiting",
+                format!("on {} ({:?})", b.dependency, b.condition).to_lowercase(),
+            ),
+            None => ("pending", "to be created".to_string()),
+        },
+        (Some(c), _, _, _) => running_state(c),
+    };
+    r.state = state;
+    r.reason = reason;
+    r
+}
+
+fn running_state(c: &Container) -> (&'static str, String) {
+    match (c.state, c.health) {
+        (State::Running, Health::Unhealthy) => ("unhealthy", "its healthcheck fails".into()),
+        (State::Running, Health::Starting) => {
+            ("starting", "its healthcheck has not passed yet".into())
+        }
+        (State::Running, _) => ("running", String::new()),
+        (State::Created, _) => ("starting", "created, not started yet".into()),
+        (State::Restarting, _) => ("starting", "the engine restarts it".into()),
+        (State::Exited | State::Dead, _) => ("starting", "exited; about to start again".into()),
+        (s, _) => ("starting", s.as_str().to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{DependsCondition, Project};
+    use crate::observe::Snapshot;
+    use crate::plan::tests::{container, project, snapshot, svc, t0};
+    use crate::plan::{Backoff, BackoffConfig, Blocked, NodeView, Unplaced, Wait};
+
+    struct Case {
+        project: Project,
+        snapshot: Snapshot,
+        plan: Plan,
+        halted: BTreeSet<String>,
+        rolled_back: BTreeSet<String>,
+        updating: BTreeSet<String>,
+    }
+
+    impl Case {
+        fn new(replicas: u32, containers: Vec<Container>) -> Case {
+            Case {
+                project: project(vec![svc("web", replicas), svc("db", 1)]),
+                snapshot: snapshot(containers),
+                plan: Plan::default(),
+                halted: BTreeSet::new(),
+                rolled_back: BTreeSet::new(),
+                updating: BTreeSet::new(),
+            }
+        }
+
+        fn web(&self) -> ServiceStateRecord {
+            let labels = BTreeMap::new();
+            let nodes = [NodeView {
+                name: "n1",
+                state: NodeState::Up,
+                labels: &labels,
+                snapshot: &self.snapshot,
+            }];
+            let none = BTreeSet::new();
+            let input = Input {
+                project: &self.project,
+                nodes: &nodes,
+                backoff: &Backoff::default(),
+                backoff_cfg: &BackoffConfig::default(),
+                now: t0(),
+                exclude: None,
+                rebalance: false,
+                halted: &none,
+                updating: &none,
+            };
+            let rollouts = Rollouts {
+                halted: &self.halted,
+                rolled_back: &self.rolled_back,
+                updating: &self.updating,
+            };
+            services(&input, &self.plan, &rollouts)
+                .into_iter()
+                .find(|s| s.service == "web")
+                .unwrap()
+        }
+    }
+
+    fn up(id: &str, slot: u32) -> Container {
+        container(id, "web", slot, State::Running, "hash-web")
+    }
+
+    #[test]
+    fn replicas_running_make_a_running_service() {
+        let s = Case::new(2, vec![up("a", 1), up("b", 2)]).web();
+        assert_eq!((s.state, s.running, s.desired), ("running", 2, 2));
+        assert!(s.replicas.iter().all(|r| r.state == "running" && r.current));
+        assert_eq!(s.replicas[0].container.as_deref(), Some("a00000000000"));
+    }
+
+    #[test]
+    fn a_slot_in_backoff_is_a_crash_loop_with_its_attempts_and_next_try() {
+        let mut c = Case::new(
+            2,
+            vec![
+                up("a", 1),
+                container("b", "web", 2, State::Exited, "hash-web"),
+            ],
+        );
+        let until = t0() + Duration::from_secs(4);
+        c.plan.waits.push(Wait {
+            service: "web".into(),
+            slot: 2,
+            until,
+            attempts: 3,
+        });
+        let s = c.web();
+        assert_eq!(s.state, "crash-loop");
+        assert_eq!(s.running, 1);
+        let r = &s.replicas[1];
+        assert_eq!(
+            (r.state, r.attempts, r.retry_at),
+            ("crash-loop", 3, Some(until))
+        );
+        assert!(s.reason.contains("3 attempts"), "{}", s.reason);
+    }
+
+    #[test]
+    fn health_decides_between_starting_unhealthy_and_running() {
+        let mut a = up("a", 1);
+        a.health = Health::Starting;
+        let mut b = up("b", 2);
+        b.health = Health::Unhealthy;
+        let s = Case::new(2, vec![a, b]).web();
+        assert_eq!(s.state, "unhealthy");
+        assert_eq!(s.replicas[0].state, "starting");
+        assert_eq!(s.replicas[1].state, "unhealthy");
+    }
+
+    #[test]
+    fn no_container_is_waiting_on_a_dependency_or_unplaceable_or_pending() {
+        let mut c = Case::new(2, vec![]);
+        c.plan.blocked.push(Blocked {
+            service: "web".into(),
+            dependency: "db".into(),
+            condition: DependsCondition::ServiceHealthy,
+        });
+        let s = c.web();
+        assert_eq!(s.state, "waiting");
+        assert!(s.reason.contains("db"), "{}", s.reason);
+        c.plan.blocked.clear();
+        c.plan.unplaced.push(Unplaced {
+            service: "web".into(),
+            slot: 2,
+            reason: "no node has label zone=b".into(),
+        });
+        let s = c.web();
+        assert_eq!(
+            (s.state, s.reason.as_str()),
+            ("unplaceable", "no node has label zone=b")
+        );
+        assert_eq!(s.replicas[0].state, "pending");
+        c.plan.unplaced.clear();
+        assert_eq!(c.web().state, "starting", "about to be created");
+    }
+
+    #[test]
+    fn an_update_counts_replicas_on_the_new_definition_and_rollouts_win() {
+        let mut c = Case::new(
+            3,
+            vec![
+                up("a", 1),
+                up("b", 2),
+                container("c", "web", 3, State::Running, "old"),
+            ],
+        );
+        c.updating.insert("web".into());
+        let s = c.web();
+        assert_eq!((s.state, s.updated), ("updating", Some((2, 3))));
+        assert_eq!(s.reason, "2 of 3 on the new definition");
+        c.rolled_back.insert("web".into());
+        assert_eq!(c.web().state, "rolled-back");
+        c.halted.insert("web".into());
+        assert_eq!(c.web().state, "paused");
+    }
+
+    #[test]
+    fn the_running_container_of_a_slot_is_the_one_described() {
+        let old = container("a", "web", 1, State::Exited, "hash-web");
+        let s = Case::new(1, vec![old, up("b", 1)]).web();
+        assert_eq!(s.replicas[0].container.as_deref(), Some("b00000000000"));
+        assert_eq!(s.state, "running");
+    }
+}
