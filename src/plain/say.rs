@@ -21,18 +21,19 @@ pub(super) struct Said {
     unplaced: HashSet<(String, u32, String)>,
     blocked: HashSet<(String, String)>,
     pub counts: BTreeMap<String, (u32, usize)>,
-    /// Each service's last state and reason.
-    pub states: BTreeMap<String, (&'static str, String)>,
+    /// Each service's last state.
+    pub states: BTreeMap<String, &'static str>,
 }
 
 impl Plain {
-    /// One event per service state change (running, crash loop, waiting, updating...).
+    /// One event per change of a service's state (running, crash loop, waiting,
+    /// updating...); a new reason within the same state is not news.
     pub(super) fn report_states(&mut self, states: &[crate::telemetry::ServiceStateRecord]) {
         for s in states {
-            let now = (s.state, s.reason.clone());
-            if self.said.states.get(&s.service) == Some(&now) {
+            if self.said.states.get(&s.service) == Some(&s.state) {
                 continue;
             }
+            let now = s.state;
             let first = !self.said.states.contains_key(&s.service);
             self.said.states.insert(s.service.clone(), now);
             if first && s.state == "running" {

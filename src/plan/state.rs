@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 use super::{Input, NodeState, Plan};
-use crate::config::Service;
+use crate::config::{DependsCondition, Service};
 use crate::observe::{Container, Health, State};
 use crate::telemetry::{ReplicaStateRecord, ServiceStateRecord};
 
@@ -64,8 +64,10 @@ fn service(input: &Input, plan: &Plan, rollouts: &Rollouts, svc: &Service) -> Se
         ("unhealthy", r.reason.clone())
     } else if let Some(r) = any("starting").or(any("pending")) {
         ("starting", r.reason.clone())
-    } else if svc.replicas > 0 && running == 0 && any("exited").is_some() {
-        ("exited", "left exited by its restart policy".to_string())
+    } else if let Some(r) = any("gave-up").or(any("exited")).filter(|_| running == 0) {
+        ("exited", r.reason.clone())
+    } else if let Some(r) = any("gave-up") {
+        ("degraded", r.reason.clone())
     } else {
         ("running", String::new())
     };
@@ -129,9 +131,13 @@ fn replica(input: &Input, plan: &Plan, svc: &Service, slot: u32) -> ReplicaState
         (_, Some(w), _, _) => {
             r.attempts = w.attempts;
             r.retry_at = Some(w.until);
+            let times = match w.attempts {
+                1 => "once".to_string(),
+                n => format!("{n} times in a row"),
+            };
             (
                 "crash-loop",
-                format!("{} attempts; waiting before the next", w.attempts),
+                format!("failed {times}; waiting before the next attempt"),
             )
         }
         (_, _, Some(u), _) => ("unplaceable", u.reason.clone()),
@@ -152,7 +158,7 @@ fn replica(input: &Input, plan: &Plan, svc: &Service, slot: u32) -> ReplicaState
         (None, _, _, _) => match blocked {
             Some(b) => (
                 "waiting",
-                format!("on {} ({:?})", b.dependency, b.condition).to_lowercase(),
+                format!("on {}: {}", b.dependency, condition(b.condition)),
             ),
             None => ("pending", "to be created".to_string()),
         },
@@ -161,6 +167,15 @@ fn replica(input: &Input, plan: &Plan, svc: &Service, slot: u32) -> ReplicaState
     r.state = state;
     r.reason = reason;
     r
+}
+
+/// A `depends_on` condition as the Compose file names it.
+fn condition(c: DependsCondition) -> &'static str {
+    match c {
+        DependsCondition::ServiceStarted => "service_started",
+        DependsCondition::ServiceHealthy => "service_healthy",
+        DependsCondition::ServiceCompletedSuccessfully => "service_completed_successfully",
+    }
 }
 
 fn running_state(c: &Container) -> (&'static str, String) {
@@ -183,7 +198,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::{DependsCondition, Project};
+    use crate::config::Project;
     use crate::observe::Snapshot;
     use crate::plan::tests::{container, project, snapshot, svc, t0};
     use crate::plan::{Backoff, BackoffConfig, Blocked, NodeView, Unplaced, Wait};
@@ -277,7 +292,7 @@ mod tests {
             (r.state, r.attempts, r.retry_at),
             ("crash-loop", 3, Some(until))
         );
-        assert!(s.reason.contains("3 attempts"), "{}", s.reason);
+        assert!(s.reason.contains("failed 3 times"), "{}", s.reason);
     }
 
     #[test]
@@ -302,7 +317,7 @@ mod tests {
         });
         let s = c.web();
         assert_eq!(s.state, "waiting");
-        assert!(s.reason.contains("db"), "{}", s.reason);
+        assert_eq!(s.reason, "on db: service_healthy");
         c.plan.blocked.clear();
         c.plan.unplaced.push(Unplaced {
             service: "web".into(),

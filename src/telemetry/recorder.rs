@@ -141,7 +141,7 @@ pub struct Counts {
 pub struct ServiceStateRecord {
     pub service: String,
     /// `running`, `starting`, `unhealthy`, `crash-loop`, `waiting`, `unplaceable`,
-    /// `updating`, `paused`, `rolled-back`, `exited`.
+    /// `updating`, `paused`, `rolled-back`, `exited`, `degraded` (some replicas gave up).
     pub state: &'static str,
     /// Why, for every state but `running`.
     pub reason: String,

@@ -68,7 +68,8 @@ pub struct ServiceStatus {
     pub actual: u32,
     pub nodes: Vec<ServiceNodeStatus>,
     /// `running`, `starting`, `unhealthy`, `crash-loop`, `waiting`, `unplaceable`,
-    /// `updating`, `paused`, `rolled-back`, `exited` (plain mode; after the first pass).
+    /// `updating`, `paused`, `rolled-back`, `exited`, `degraded` (plain mode; after the
+    /// first pass).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
     /// Why, for every state but `running`.
