@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use crate::engine::model::{
     ContainerCreateBody, ContainerUpdateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum,
 };
-use crate::engine::{Client, Engine, Kind};
+use crate::engine::{Client, Credentials, Engine, Kind};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -172,11 +172,13 @@ impl LeaseHandle {
 
 /// Start the lease task for `project` on the engine at `endpoint`. `images` are the
 /// project's images, preferred for the lease container (any image present works: the
-/// container is never started). On `cancel` a held lease is released.
+/// container is never started; `credentials` log in for the pull when the node has no image
+/// at all). On `cancel` a held lease is released.
 pub fn spawn(
     endpoint: Endpoint,
     project: String,
     images: Vec<String>,
+    credentials: Credentials,
     config: LeaseConfig,
     cancel: CancellationToken,
 ) -> (LeaseHandle, tokio::task::JoinHandle<()>) {
@@ -188,6 +190,7 @@ pub fn spawn(
         holder: holder_id(),
         scope: own_scope(),
         images,
+        credentials,
         config,
         tx,
     };
@@ -265,6 +268,8 @@ struct Task {
     holder: String,
     scope: Option<String>,
     images: Vec<String>,
+    /// Registry logins, when the lease node must pull an image.
+    credentials: Credentials,
     config: LeaseConfig,
     tx: watch::Sender<Option<Validity>>,
 }
@@ -580,7 +585,7 @@ impl Task {
         let Some(want) = self.images.first() else {
             return Err("no image on the lease node to create the lease container from".into());
         };
-        d.pull(want, None)
+        d.pull(want, None, &self.credentials)
             .await
             .map_err(|e| format!("pull {want} for the lease container: {e}"))?;
         Ok(want.clone())
