@@ -288,6 +288,49 @@ impl Registry {
             .collect()
     }
 
+    /// The digest of `repo:tag` in this registry (asked with the login, as a client would).
+    pub fn digest(&self, repo: &str, tag: &str) -> String {
+        let url = format!("{}/v2/{repo}/manifests/{tag}", self.url());
+        let login = format!("{USER}:{PASSWORD}");
+        let mut args = vec![
+            "-sfI",
+            "--max-time",
+            "5",
+            "-u",
+            login.as_str(),
+            "-H",
+            "Accept: application/vnd.docker.distribution.manifest.v2+json",
+        ];
+        let ca = self.ca.as_ref().map(|c| c.display().to_string());
+        if let Some(ca) = &ca {
+            args.extend(["--cacert", ca.as_str()]);
+        }
+        args.push(&url);
+        let out = Command::new("curl")
+            .args(&args)
+            .output()
+            .expect("curl runs");
+        assert!(out.status.success(), "HEAD {url}:\n{}", text(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("docker-content-digest")
+                    .then(|| v.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("no digest for {repo}:{tag}"))
+    }
+
+    /// Log lines of requests that came from `ip` (e.g. a node's `10.231.N.2`).
+    pub fn requests_from(&self, ip: &str) -> Vec<String> {
+        let from = format!("http.request.remoteaddr=\"{ip}:");
+        self.log()
+            .lines()
+            .filter(|l| l.contains("http.request.uri=") && l.contains(&from))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// `docker login` into a fresh `DOCKER_CONFIG` directory `config_dir`, through the
     /// engine `engine_env` names (the CLI asks the engine to check the login); returns the
     /// directory. `config.json` then has an `auths` entry for this registry.
