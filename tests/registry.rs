@@ -1,8 +1,8 @@
 //! Images from a private registry (Debian's docker-registry with htpasswd auth; plain HTTP
 //! on loopback, TLS with a test CA for the nodes), pulled with the logins of a
 //! `DOCKER_CONFIG` as the Docker CLI finds them: an image a `docker login` pushed, run on
-//! first start with no tag listing; a wrong password is one line and the other services
-//! run, and fixing the file is picked up without a restart; a `credsStore` helper; a tag
+//! first start with no tag listing; a missing login or a wrong password is one line and the
+//! other services run, and fixing the file is picked up without a restart; a `credsStore` helper; a tag
 //! with a digest pulls the digest; Swarm services created with the login run on a node
 //! that lacks the image; a replica moved to a node that never had the image pulls it there.
 //!
@@ -102,12 +102,39 @@ fn a_private_image_is_pulled_on_first_start_as_latest_without_listing_tags() {
 }
 
 #[test]
-fn a_wrong_password_is_one_line_the_other_services_run_and_a_fixed_file_is_used() {
+fn a_missing_or_wrong_login_is_one_line_the_other_services_run_and_a_fixed_file_is_used() {
     let (r, good, image) = pushed(Registry::http(), &local_env(), "wrong");
     let bad = r.dir.join("bad");
     std::fs::create_dir_all(&bad).unwrap();
     let wrong = "not-the-Pa55word";
     let wrong_auth = b64(&format!("{USER}:{wrong}"));
+    let compose = format!(
+        "services:\n{}{}",
+        service("app", &image, 1),
+        service("other", TEST_IMAGE, 2)
+    );
+    // First no config.json at all: the engine's "no basic auth credentials", worded.
+    let p = Project::on("it-reg-wrong", &compose, with_config(local_env(), &bad));
+    let mut d = p.run(&["--backoff-max", "2s"]);
+    let path = bad.join("config.json").display().to_string();
+    let none = format!(
+        "registry {} wants a login and drover has none for it: {path} does not exist",
+        r.host
+    );
+    let said = |d: &Drover, what: &str| {
+        d.events().into_iter().find(|e| {
+            e["service"] == "app" && e["error"].as_str().is_some_and(|m| m.contains(what))
+        })
+    };
+    eventually_with(
+        &mut d,
+        UP,
+        "other running and the missing login said",
+        |d| p.running("other") == 2 && said(d, &none).is_some(),
+    );
+    eprintln!("no login, as said: {}", said(&d, &none).unwrap()["error"]);
+
+    // Then a wrong password: read at the next pull.
     std::fs::write(
         bad.join("config.json"),
         format!(
@@ -116,14 +143,6 @@ fn a_wrong_password_is_one_line_the_other_services_run_and_a_fixed_file_is_used(
         ),
     )
     .unwrap();
-    let compose = format!(
-        "services:\n{}{}",
-        service("app", &image, 1),
-        service("other", TEST_IMAGE, 2)
-    );
-    let p = Project::on("it-reg-wrong", &compose, with_config(local_env(), &bad));
-    let mut d = p.run(&["--backoff-max", "2s"]);
-    let path = bad.join("config.json").display().to_string();
     let expected = format!(
         "registry {} refused the login from auths[\"{}\"] in {path}",
         r.host, r.host
@@ -136,12 +155,10 @@ fn a_wrong_password_is_one_line_the_other_services_run_and_a_fixed_file_is_used(
     });
     assert!(answers_inside(&p, "other"));
     assert_eq!(p.running("app"), 0);
-    let said: Vec<_> = d
-        .events()
-        .into_iter()
-        .filter(|e| e["error"].as_str().is_some_and(|m| m.contains(&expected)))
-        .collect();
-    eprintln!("the refusal, as said: {}", said[0]["error"]);
+    eprintln!(
+        "the refusal, as said: {}",
+        said(&d, &expected).unwrap()["error"]
+    );
     assert_no_secret(&d, &[wrong, &wrong_auth, PASSWORD]);
 
     // The file fixed (as `docker login` rewrites it): used at the next pull, no restart.

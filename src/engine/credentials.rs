@@ -381,7 +381,7 @@ impl Credentials {
         let meta = match std::fs::metadata(&path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(failed(e.to_string())),
+            Err(e) => return Err(failed(unreadable(&e))),
         };
         let stamp = Stamp {
             modified: meta.modified().ok(),
@@ -392,7 +392,7 @@ impl Credentials {
         if let Some(c) = cache.as_ref().filter(|c| c.stamp == stamp) {
             return Ok(Some(c.file.clone()));
         }
-        let bytes = std::fs::read(&path).map_err(|e| failed(e.to_string()))?;
+        let bytes = std::fs::read(&path).map_err(|e| failed(unreadable(&e)))?;
         let file = Arc::new(ConfigFile::parse(&bytes).map_err(failed)?);
         *cache = Some(Cached {
             stamp,
@@ -466,6 +466,17 @@ impl Credentials {
             "DOCKER_CONFIG" => format!("{}", self.dir.display()),
             other => format!("unset, {other} {}", self.dir.display()),
         }
+    }
+}
+
+/// Why the file cannot be read, with what to do when it is the permissions.
+fn unreadable(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => format!(
+            "{e}; the file must be readable by the user drover runs as (the image's is uid \
+             65532: docker login keeps a file's owner and mode, so chown it once)"
+        ),
+        _ => e.to_string(),
     }
 }
 
