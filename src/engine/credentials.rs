@@ -174,8 +174,18 @@ impl ConfigFile {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(ConfigFile::default());
         }
-        // serde_json's message names a line and column, never the content.
-        serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON ({e})"))
+        // Where, and what kind of problem: serde_json's own message can quote a value,
+        // and a value here may be a secret.
+        serde_json::from_slice(bytes).map_err(|e| {
+            let what = match e.classify() {
+                serde_json::error::Category::Data => "a value of the wrong type",
+                serde_json::error::Category::Eof => "the file ends too soon",
+                serde_json::error::Category::Syntax | serde_json::error::Category::Io => {
+                    "not valid JSON"
+                }
+            };
+            format!("{what} at line {} column {}", e.line(), e.column())
+        })
     }
 
     /// Where the credentials for `registry` (a [`registry_key`]) come from, by the CLI's
@@ -641,7 +651,10 @@ mod tests {
         );
         assert_eq!(ConfigFile::parse(b"  \n").unwrap(), ConfigFile::default());
         let e = ConfigFile::parse(br#"{"auths": {"reg": {"auth": "c2VjcmV0"}"#).unwrap_err();
-        assert!(!e.contains("c2VjcmV0"), "{e}");
+        assert_eq!(e, "the file ends too soon at line 1 column 38");
+        // serde_json would quote the value itself.
+        let e = ConfigFile::parse(br#"{"auths": {"reg": "c2VjcmV0"}}"#).unwrap_err();
+        assert_eq!(e, "a value of the wrong type at line 1 column 28");
     }
 
     #[test]
