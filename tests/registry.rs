@@ -302,6 +302,51 @@ fn swarm_services_created_with_the_login_run_on_a_node_that_lacks_the_image() {
 }
 
 #[test]
+fn a_swarm_task_that_cannot_pull_is_said_with_the_registry_and_the_login_sent() {
+    let m = Node::start("reg-swarm-bad", 124);
+    let node_env = vec![("DOCKER_HOST".to_string(), m.unix_host())];
+    let (r, _, image) = pushed(Registry::tls(host_side(&m)), &node_env, "swbad");
+    m.docker_ok(&["rmi", TEST_IMAGE]);
+    m.docker_ok(&["swarm", "init", "--advertise-addr", &node_ip(&m)]);
+    let bad = r.dir.join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    let wrong = b64(&format!("{USER}:not-the-Pa55word"));
+    std::fs::write(
+        bad.join("config.json"),
+        format!(r#"{{"auths": {{"{}": {{"auth": "{wrong}"}}}}}}"#, r.host),
+    )
+    .unwrap();
+    let compose = format!(
+        "x-drover:\n  mode: swarm\nservices:\n{}",
+        service("app", &image, 1)
+    );
+    let p = Project::on("it-reg-swbad", &compose, with_config(m.env(), &bad));
+    let path = bad.join("config.json").display().to_string();
+    let expected = format!(
+        "the node could not pull it from {} with the login drover sent, from auths[\"{}\"] in {path}",
+        r.host, r.host
+    );
+    let mut d = p.run(&[]);
+    eventually_with(&mut d, UP, "the task error said with the login", |d| {
+        d.actions("task_error").iter().any(|e| {
+            e["service"] == "app" && e["reason"].as_str().is_some_and(|m| m.contains(&expected))
+        })
+    });
+    let line = d
+        .actions("task_error")
+        .into_iter()
+        .find(|e| e["service"] == "app")
+        .unwrap();
+    eprintln!("a task that could not pull, as said: {}", line["reason"]);
+    assert_no_secret(&d, &[&wrong, "not-the-Pa55word", PASSWORD]);
+    drop(d);
+    let _ = Command::new("docker")
+        .env("DOCKER_HOST", m.unix_host())
+        .args(["service", "rm", &format!("{}_app", p.name)])
+        .output();
+}
+
+#[test]
 fn a_replica_moved_to_a_node_that_never_had_the_image_pulls_it_with_the_login() {
     let (a, b) = (Node::start("reg-na", 122), Node::start("reg-nb", 123));
     // Node b reaches the registry on a's link through the host.

@@ -23,7 +23,7 @@ use super::objects::{self, Existing, ObjectAction};
 use super::report::{self, Report};
 use crate::config::{self, Project};
 use crate::engine::connect::{Connected, Endpoint, explain};
-use crate::engine::credentials::RegistryAuth;
+use crate::engine::credentials::{RegistryAuth, registry_of};
 use crate::engine::model::{ConfigSpec, Node, SecretSpec, ServiceSpec, Task};
 use crate::engine::{Credentials, EngineError, SwarmEngine, SwarmHandle};
 use crate::runtime::{
@@ -376,6 +376,41 @@ pub struct Controller {
     telemetry: Telemetry,
     said: Said,
     credentials: Credentials,
+    /// Per service: its image's registry and where drover looked for the login it sent
+    /// with the last create or update, said with a task that could not pull the image.
+    logins: HashMap<String, Login>,
+}
+
+/// The login a service was last sent with, for messages: never the secret.
+#[derive(Debug, Clone)]
+struct Login {
+    registry: String,
+    sent: bool,
+    source: String,
+}
+
+impl Login {
+    /// `reason` (Swarm's words for a task that did not run) with, when the node could not
+    /// find the image, the registry and where drover looked for the login.
+    fn explain(&self, reason: &str) -> String {
+        if !reason.contains("No such image") {
+            return reason.to_string();
+        }
+        let registry = &self.registry;
+        if self.sent {
+            format!(
+                "{reason}; the node could not pull it from {registry} with the login drover sent, \
+                 from {} (log in again with docker login {registry} if it was refused)",
+                self.source
+            )
+        } else {
+            format!(
+                "{reason}; drover sent no login for {registry}: {} (run docker login {registry} \
+                 with that DOCKER_CONFIG if it needs one)",
+                self.source
+            )
+        }
+    }
 }
 
 /// Swarm mode's loop for the project `loaded` describes, on the manager `manager`: its
@@ -451,6 +486,7 @@ impl Controller {
             telemetry,
             said: Said::default(),
             credentials,
+            logins: HashMap::new(),
         };
         Ok((c, warnings))
     }
@@ -704,7 +740,7 @@ impl Controller {
 
     /// The login for the registry of `spec`'s image, sent with its create or update so
     /// that every node can pull it; an error names the registry and the file or helper.
-    async fn login(&self, spec: &ServiceSpec) -> Result<Option<RegistryAuth>, EngineError> {
+    async fn login(&mut self, spec: &ServiceSpec) -> Result<Option<RegistryAuth>, EngineError> {
         let image = spec
             .task_template
             .as_ref()
@@ -714,7 +750,17 @@ impl Controller {
             return Ok(None);
         };
         match self.credentials.for_image(image).await {
-            Ok(found) => Ok(found.auth),
+            Ok(found) => {
+                if let Some(name) = &spec.name {
+                    let login = Login {
+                        registry: registry_of(image).to_string(),
+                        sent: found.auth.is_some(),
+                        source: found.source,
+                    };
+                    self.logins.insert(name.clone(), login);
+                }
+                Ok(found.auth)
+            }
             Err(e) => Err(EngineError::new(
                 crate::engine::Kind::Credentials,
                 e.to_string(),
@@ -806,16 +852,18 @@ impl Controller {
                 self.said.services.insert(name.clone(), now);
             }
             // Tasks on their way (pending, preparing, starting) are not news; errors are.
+            let login = self.logins.get(&format!("{project}_{name}"));
             for p in s.problems.iter().filter(|p| p.error) {
                 let key = (p.task.clone(), p.reason.clone());
                 if self.said.problems.insert(key) {
+                    let reason = login.map_or_else(|| p.reason.clone(), |l| l.explain(&p.reason));
                     warn!(
                         action = "task_error",
                         project = %project,
                         service = %name,
                         slot = p.slot,
                         node = p.node.as_deref().unwrap_or(""),
-                        reason = %p.reason,
+                        reason = %reason,
                         state = %p.state,
                         "task not running"
                     );
@@ -1076,6 +1124,34 @@ mod tests {
         )
         .unwrap();
         Credentials::in_dir(dir, "DOCKER_CONFIG")
+    }
+
+    #[test]
+    fn a_task_that_found_no_image_is_said_with_the_registry_and_the_login_sent() {
+        let sent = Login {
+            registry: "r:5000".into(),
+            sent: true,
+            source: "auths[\"r:5000\"] in /c/config.json".into(),
+        };
+        assert_eq!(
+            sent.explain("No such image: r:5000/app:latest"),
+            "No such image: r:5000/app:latest; the node could not pull it from r:5000 with the \
+             login drover sent, from auths[\"r:5000\"] in /c/config.json (log in again with \
+             docker login r:5000 if it was refused)"
+        );
+        assert_eq!(
+            sent.explain("task: non-zero exit (1)"),
+            "task: non-zero exit (1)"
+        );
+        let none = Login {
+            sent: false,
+            source: "no entry for r:5000 in /c/config.json".into(),
+            ..sent
+        };
+        assert!(
+            none.explain("No such image: x")
+                .ends_with("drover sent no login for r:5000: no entry for r:5000 in /c/config.json (run docker login r:5000 with that DOCKER_CONFIG if it needs one)")
+        );
     }
 
     #[tokio::test]
