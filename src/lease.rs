@@ -43,7 +43,7 @@ use crate::engine::model::{
     ContainerCreateBody, ContainerInspectResponse, ContainerUpdateBody, HostConfig, RestartPolicy,
     RestartPolicyNameEnum,
 };
-use crate::engine::{Client, Engine, Kind};
+use crate::engine::{Client, Credentials, Engine, Kind};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -170,12 +170,14 @@ impl LeaseHandle {
 /// Start the lease task for `project` on the lease node: `engine` is its connection once
 /// there is one (`None`: there will be none), `endpoint` where it is (for messages).
 /// `images` are the project's images, preferred for the lease container (any image
-/// present works: the container is never started). On `cancel` a held lease is released.
+/// present works: the container is never started; `credentials` log in for the pull when
+/// the node has no image at all). On `cancel` a held lease is released.
 pub fn spawn(
     engine: impl Future<Output = Option<Client>> + Send + 'static,
     endpoint: Endpoint,
     project: String,
     images: Vec<String>,
+    credentials: Credentials,
     config: LeaseConfig,
     cancel: CancellationToken,
 ) -> (LeaseHandle, tokio::task::JoinHandle<()>) {
@@ -187,6 +189,7 @@ pub fn spawn(
         holder: holder_id(),
         scope: own_scope(),
         images,
+        credentials,
         config,
         tx,
     };
@@ -347,6 +350,8 @@ struct Task {
     holder: String,
     scope: Option<String>,
     images: Vec<String>,
+    /// Registry logins, when the lease node must pull an image.
+    credentials: Credentials,
     config: LeaseConfig,
     tx: watch::Sender<Option<Validity>>,
 }
@@ -652,7 +657,7 @@ impl Task {
         let Some(want) = self.images.first() else {
             return Err("no image on the lease node to create the lease container from".into());
         };
-        d.pull(want, None)
+        d.pull(want, None, &self.credentials)
             .await
             .map_err(|e| format!("pull {want} for the lease container: {e}"))?;
         Ok(want.clone())
@@ -699,6 +704,7 @@ mod tests {
             holder: holder.into(),
             scope: None,
             images: vec!["img".into()],
+            credentials: Credentials::in_dir("/nonexistent", "a test"),
             config: LeaseConfig { ttl },
             tx,
         };

@@ -655,6 +655,7 @@ fn settings(args: &RunArgs, loaded: &Loaded) -> Settings {
             None if x.nodes.len() > 1 => None,
             None => Some(drover::lease::LeaseConfig::default()),
         },
+        credentials: d.credentials,
     }
 }
 

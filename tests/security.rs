@@ -218,3 +218,95 @@ fn tls_material_never_reaches_logs_or_errors() {
         );
     }
 }
+
+/// Registry logins (an `auth` value, a password, an identity token) never reach the logs
+/// (at debug level), `plan`, `status`, `/status`, `/metrics` or the error of a refused pull,
+/// while the image they log in for runs.
+#[test]
+fn registry_logins_never_reach_logs_plan_status_or_errors() {
+    use base64::Engine as _;
+    use support::registry::{PASSWORD, Registry, USER};
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut images = Vec::new();
+    let registries: Vec<Registry> = (0..2).map(|_| Registry::http()).collect();
+    for r in &registries {
+        let client = r.dir.join("client");
+        r.login(&support::local_env(), &client);
+        let repo = support::unique_name("sec");
+        images.push(r.push(&support::local_env(), &client, support::TEST_IMAGE, &repo));
+    }
+    let (good, refused) = (&registries[0], &registries[1]);
+    let wrong = format!("wrong-{MARK}-7");
+    let token = format!("token-{MARK}-8");
+    let config = std::env::temp_dir().join(format!("drover-sec-creds-{}", std::process::id()));
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("config.json"),
+        format!(
+            r#"{{"auths": {{
+                "{}": {{"auth": "{}"}},
+                "{}": {{"username": "{USER}", "password": "{wrong}"}},
+                "tokens.example": {{"identitytoken": "{token}"}}
+            }}}}"#,
+            good.host,
+            b64(&format!("{USER}:{PASSWORD}")),
+            refused.host
+        ),
+    )
+    .unwrap();
+    let compose = format!(
+        "services:\n  app:\n    image: {}\n    command: [\"sleep\", \"86400\"]\n    stop_signal: SIGKILL\n  denied:\n    image: {}\n",
+        images[0], images[1]
+    );
+    let mut env = support::local_env();
+    env.push(("DOCKER_CONFIG".into(), config.display().to_string()));
+    let p = Project::on("it-sec-registry", &compose, env);
+    let mut d = p.run(&["--listen", "127.0.0.1:0", "--log-level", "debug"]);
+    let addr = address(&mut d);
+    eventually_with(&mut d, UP, "app running and the refused pull said", |d| {
+        p.running("app") == 1
+            && d.events().iter().any(|e| {
+                e["service"] == "denied"
+                    && e["error"]
+                        .as_str()
+                        .is_some_and(|m| m.contains(&format!("registry {} refused", refused.host)))
+            })
+    });
+    let (_, status) = http::get(addr, "/status", Duration::from_secs(5)).unwrap();
+    let (_, metrics) = http::get(addr, "/metrics", Duration::from_secs(5)).unwrap();
+    let listen = addr.to_string();
+    let cli_status = p.drover(&["status", "--json", "--listen", &listen]);
+    let run_logs = d.logs().join("\n");
+    drop(d);
+    let plan = p.drover(&["plan", "--log-level", "debug"]);
+    let logs = {
+        let mut said = vec![
+            ("logs", run_logs),
+            ("/status", status.clone()),
+            ("/metrics", metrics),
+        ];
+        for (what, out) in [("status", &cli_status), ("plan", &plan)] {
+            said.push((what, String::from_utf8_lossy(&out.stdout).into_owned()));
+            said.push((what, String::from_utf8_lossy(&out.stderr).into_owned()));
+        }
+        said
+    };
+    assert!(status.contains("\"denied\""), "{status}");
+    let secrets = [
+        PASSWORD.to_string(),
+        b64(&format!("{USER}:{PASSWORD}")),
+        wrong.clone(),
+        b64(&format!("{USER}:{wrong}")),
+        token.clone(),
+    ];
+    for (what, text) in &logs {
+        for s in &secrets {
+            assert!(
+                !text.contains(s.as_str()),
+                "{what} shows a registry secret:\n{text}"
+            );
+        }
+        assert!(leaks(text).is_empty(), "{what}: {:#?}", leaks(text));
+    }
+    let _ = std::fs::remove_dir_all(&config);
+}

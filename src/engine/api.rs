@@ -28,6 +28,7 @@ use bollard::query_parameters::{
 };
 use futures::{Stream, StreamExt};
 
+use super::credentials::Credentials;
 use super::error::EngineError;
 use super::images;
 
@@ -74,8 +75,14 @@ pub trait Engine: Send + Sync {
     fn connect_network<'a>(&'a self, net: &'a str, req: NetworkConnectRequest) -> Answer<'a, ()>;
     /// The images on the engine (tagged or not, not the intermediate layers).
     fn list_images(&self) -> Answer<'_, Vec<ImageSummary>>;
-    /// Pull `image` (a reference without a tag means `latest`); see [`images::pull`].
-    fn pull<'a>(&'a self, image: &'a str, platform: Option<&'a str>) -> Answer<'a, ()>;
+    /// Pull `image` (a reference without a tag means `latest`, a digest wins over a tag),
+    /// logged in with what `credentials` has for its registry; see [`images::pull`].
+    fn pull<'a>(
+        &'a self,
+        image: &'a str,
+        platform: Option<&'a str>,
+        credentials: &'a Credentials,
+    ) -> Answer<'a, ()>;
     /// `/_ping`: the engine answers.
     fn ping(&self) -> Answer<'_, ()>;
     /// `/info`: the engine's id, labels, Swarm state.
@@ -185,8 +192,13 @@ impl Engine for Client {
     fn list_images(&self) -> Answer<'_, Vec<ImageSummary>> {
         self.0.list_images()
     }
-    fn pull<'a>(&'a self, image: &'a str, platform: Option<&'a str>) -> Answer<'a, ()> {
-        self.0.pull(image, platform)
+    fn pull<'a>(
+        &'a self,
+        image: &'a str,
+        platform: Option<&'a str>,
+        credentials: &'a Credentials,
+    ) -> Answer<'a, ()> {
+        self.0.pull(image, platform, credentials)
     }
     fn ping(&self) -> Answer<'_, ()> {
         self.0.ping()
@@ -329,8 +341,13 @@ impl Engine for Docker {
         Box::pin(async move { Ok(Docker::list_images(self, None::<ListImagesOptions>).await?) })
     }
 
-    fn pull<'a>(&'a self, image: &'a str, platform: Option<&'a str>) -> Answer<'a, ()> {
-        Box::pin(images::pull(self, image, platform))
+    fn pull<'a>(
+        &'a self,
+        image: &'a str,
+        platform: Option<&'a str>,
+        credentials: &'a Credentials,
+    ) -> Answer<'a, ()> {
+        Box::pin(images::pull(self, image, platform, credentials))
     }
 
     fn ping(&self) -> Answer<'_, ()> {

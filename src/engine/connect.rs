@@ -753,6 +753,8 @@ impl Explainable for super::EngineError {
             Kind::Timeout => classify(ep, &BollardError::RequestTimeoutError),
             Kind::Unreachable => ep.unreachable(&self.message),
             Kind::Other => ep.cannot(ErrorKind::Other, &self.message),
+            // About a registry, not the engine: the message says it all.
+            Kind::Credentials => ConnectError::new(ErrorKind::Other, self.message.clone()),
             Kind::NotFound | Kind::Conflict | Kind::NotModified | Kind::Api(_) => {
                 server_error(ep, self.status().unwrap_or_default(), &self.message)
             }

@@ -26,6 +26,9 @@ pub enum Kind {
     Timeout,
     /// No answer at all: the socket or address is unreachable, the connection broke.
     Unreachable,
+    /// A registry login was missing, could not be read, or was refused (the message
+    /// names the registry and where drover looked; never a secret).
+    Credentials,
     /// An answer drover could not read.
     Other,
 }
@@ -71,7 +74,7 @@ impl EngineError {
             Kind::Conflict => Some(409),
             Kind::NotModified => Some(304),
             Kind::Api(s) => Some(s),
-            Kind::Timeout | Kind::Unreachable | Kind::Other => None,
+            Kind::Timeout | Kind::Unreachable | Kind::Credentials | Kind::Other => None,
         }
     }
 
@@ -93,6 +96,7 @@ impl EngineError {
             Kind::Api(_) => "client_error",
             Kind::Timeout => "timeout",
             Kind::Unreachable => "unreachable",
+            Kind::Credentials => "credentials",
             Kind::Other => "other",
         }
     }

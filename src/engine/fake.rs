@@ -20,6 +20,7 @@ use futures::StreamExt;
 use futures::channel::mpsc;
 
 use super::api::{Answer, Engine, Events, Filters};
+use super::credentials::Credentials;
 use super::error::{EngineError, Kind};
 use super::model::{
     ContainerConfig, ContainerCreateBody, ContainerInspectResponse, ContainerState,
@@ -88,6 +89,8 @@ struct State {
     images_required: bool,
     /// Every event sent, for streams that resume with `since`.
     events: Vec<EventMessage>,
+    /// Each pull's image and the user it was logged in as.
+    pulled_as: Vec<(String, Option<String>)>,
     /// Open event streams, with their filters.
     streams: Vec<(Filters, mpsc::UnboundedSender<EventMessage>)>,
 }
@@ -218,6 +221,11 @@ impl FakeEngine {
     /// or added, as an engine does.
     pub fn require_images(&self) {
         self.state.lock().unwrap().images_required = true;
+    }
+
+    /// Each pull's image and the registry user it was logged in as (`None`: no login).
+    pub fn pulled_as(&self) -> Vec<(String, Option<String>)> {
+        self.state.lock().unwrap().pulled_as.clone()
     }
 
     /// An image the engine has (as if pulled or loaded before).
@@ -857,12 +865,26 @@ impl Engine for FakeEngine {
         ready(r)
     }
 
-    fn pull<'a>(&'a self, image: &'a str, _platform: Option<&'a str>) -> Answer<'a, ()> {
-        let r = self.call("pull", image.to_string(), |s| {
-            s.images.insert(image.to_string());
-            Ok(())
-        });
-        ready(r)
+    /// Asks `credentials` for the image's registry as the real pull does: a lookup that
+    /// fails fails the pull; the user it found is recorded (see [`FakeEngine::pulled_as`]).
+    fn pull<'a>(
+        &'a self,
+        image: &'a str,
+        _platform: Option<&'a str>,
+        credentials: &'a Credentials,
+    ) -> Answer<'a, ()> {
+        Box::pin(async move {
+            let found = credentials
+                .for_image(image)
+                .await
+                .map_err(|e| err(Kind::Credentials, &e.to_string()))?;
+            self.call("pull", image.to_string(), |s| {
+                s.images.insert(image.to_string());
+                let user = found.auth.map(|a| a.username);
+                s.pulled_as.push((image.to_string(), user));
+                Ok(())
+            })
+        })
     }
 
     fn ping(&self) -> Answer<'_, ()> {

@@ -1,12 +1,13 @@
 //! Talking to Docker Engines: connecting like the Docker CLI ([`connect`]), the interface
 //! every engine call goes through ([`api::Engine`]), Swarm mode's ([`swarm::SwarmEngine`]),
 //! the handle to one engine the rest of drover holds ([`api::Client`]), the one typed
-//! error engine calls return ([`error`]), the one image pull path ([`images`]), where the
-//! engine's host has drover's files ([`hostmounts`]), and which container drover itself
-//! runs in ([`own`]).
+//! error engine calls return ([`error`]), the one image pull path ([`images`]) with the
+//! registry credentials it uses ([`credentials`]), where the engine's host has drover's
+//! files ([`hostmounts`]), and which container drover itself runs in ([`own`]).
 
 pub mod api;
 pub mod connect;
+pub mod credentials;
 pub mod error;
 #[cfg(test)]
 pub mod fake;
@@ -17,6 +18,7 @@ pub mod own;
 pub mod swarm;
 
 pub use api::{Client, Engine, Events, Filters};
+pub use credentials::Credentials;
 pub use error::{EngineError, Kind};
 pub use own::own_container_id;
 pub use swarm::{SwarmEngine, SwarmHandle};

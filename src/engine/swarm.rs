@@ -17,7 +17,9 @@ use bollard::query_parameters::{
 
 use super::api::Answer;
 
+use super::credentials::RegistryAuth;
 use super::error::EngineError;
+use super::images::engine_auth;
 use super::model::{
     Config, ConfigSpec, Network, NetworkCreateRequest, Node, Secret, SecretSpec, Service,
     ServiceSpec, SwarmInfo, Task,
@@ -35,10 +37,18 @@ pub trait SwarmEngine: Send + Sync {
     fn list_networks(&self) -> Answer<'_, Vec<Network>>;
     fn list_secrets(&self) -> Answer<'_, Vec<Secret>>;
     fn list_configs(&self) -> Answer<'_, Vec<Config>>;
-    fn create_service(&self, spec: ServiceSpec) -> Answer<'_, ()>;
-    /// Replace the spec of service `id`, which must still be at object version `version`.
-    fn update_service<'a>(&'a self, id: &'a str, version: u64, spec: ServiceSpec)
-    -> Answer<'a, ()>;
+    /// Create a service; `auth`: the login for its image's registry, handed to the nodes
+    /// that pull it (as `docker stack deploy --with-registry-auth` does).
+    fn create_service(&self, spec: ServiceSpec, auth: Option<RegistryAuth>) -> Answer<'_, ()>;
+    /// Replace the spec of service `id`, which must still be at object version `version`;
+    /// `auth` as for [`SwarmEngine::create_service`] (none: the service keeps its own).
+    fn update_service<'a>(
+        &'a self,
+        id: &'a str,
+        version: u64,
+        spec: ServiceSpec,
+        auth: Option<RegistryAuth>,
+    ) -> Answer<'a, ()>;
     fn delete_service<'a>(&'a self, id: &'a str) -> Answer<'a, ()>;
     /// Create a secret; returns its id.
     fn create_secret(&self, spec: SecretSpec) -> Answer<'_, String>;
@@ -165,10 +175,10 @@ impl SwarmEngine for Manager {
         })
     }
 
-    fn create_service(&self, spec: ServiceSpec) -> Answer<'_, ()> {
+    fn create_service(&self, spec: ServiceSpec, auth: Option<RegistryAuth>) -> Answer<'_, ()> {
         Box::pin(async move {
             self.docker
-                .create_service(spec, None)
+                .create_service(spec, auth.as_ref().map(engine_auth))
                 .await
                 .map(|_| ())
                 .map_err(|e| self.error(e))
@@ -180,6 +190,7 @@ impl SwarmEngine for Manager {
         id: &'a str,
         version: u64,
         spec: ServiceSpec,
+        auth: Option<RegistryAuth>,
     ) -> Answer<'a, ()> {
         Box::pin(async move {
             let opts = UpdateServiceOptions {
@@ -187,7 +198,7 @@ impl SwarmEngine for Manager {
                 ..Default::default()
             };
             self.docker
-                .update_service(id, spec, opts, None)
+                .update_service(id, spec, opts, auth.as_ref().map(engine_auth))
                 .await
                 .map(|_| ())
                 .map_err(|e| self.error(e))
@@ -269,6 +280,13 @@ pub mod fake {
     use std::sync::Mutex;
 
     use super::*;
+
+    /// ` as USER` when a login is passed (never its secret).
+    fn login(auth: &Option<RegistryAuth>) -> String {
+        auth.as_ref()
+            .map(|a| format!(" as {}", a.username))
+            .unwrap_or_default()
+    }
 
     #[derive(Debug, Default)]
     pub struct State {
@@ -365,8 +383,12 @@ pub mod fake {
             self.call("list_configs".into(), |s| s.configs.clone())
         }
 
-        fn create_service(&self, spec: ServiceSpec) -> Answer<'_, ()> {
-            let call = format!("create_service {}", spec.name.unwrap_or_default());
+        fn create_service(&self, spec: ServiceSpec, auth: Option<RegistryAuth>) -> Answer<'_, ()> {
+            let call = format!(
+                "create_service {}{}",
+                spec.name.unwrap_or_default(),
+                login(&auth)
+            );
             self.call(call, |_| ())
         }
 
@@ -375,8 +397,12 @@ pub mod fake {
             id: &'a str,
             version: u64,
             _spec: ServiceSpec,
+            auth: Option<RegistryAuth>,
         ) -> Answer<'a, ()> {
-            self.call(format!("update_service {id} {version}"), |_| ())
+            self.call(
+                format!("update_service {id} {version}{}", login(&auth)),
+                |_| (),
+            )
         }
 
         fn delete_service<'a>(&'a self, id: &'a str) -> Answer<'a, ()> {

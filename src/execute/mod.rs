@@ -16,7 +16,7 @@ use futures::StreamExt;
 use crate::config::{Project, PullPolicy, Service};
 use crate::engine::model::VolumeMount;
 use crate::engine::model::{NetworkConnectRequest, VolumeCreateRequest};
-use crate::engine::{Client, Engine, Kind};
+use crate::engine::{Client, Credentials, Engine, Kind};
 use crate::labels::{LABEL_GENERATION, LABEL_NODE, LABEL_PROJECT};
 use crate::observe;
 use crate::plan::Action;
@@ -80,6 +80,8 @@ pub struct Executor<'a, E: Engine = Client> {
     pub project: &'a Project,
     /// Most engine operations in flight at once.
     pub parallel: usize,
+    /// Registry logins for pulls, on every node.
+    pub credentials: &'a Credentials,
 }
 
 impl<E: Engine> Executor<'_, E> {
@@ -366,7 +368,7 @@ impl<E: Engine> Executor<'_, E> {
 
     async fn pull(&self, docker: &E, image: &str, platform: Option<&str>) -> Result<(), String> {
         docker
-            .pull(image, platform)
+            .pull(image, platform, self.credentials)
             .await
             .map_err(|e| format!("pull {image}: {e}"))
     }

@@ -5,9 +5,14 @@ use std::collections::HashMap;
 
 use super::{Executor, Outcome, Volumes};
 use crate::config::{LoadOptions, Project, load};
-use crate::engine::Kind;
 use crate::engine::fake::FakeEngine;
+use crate::engine::{Credentials, Kind};
 use crate::plan::{Action, Reason};
+
+/// A `DOCKER_CONFIG` without a `config.json`: no logins.
+fn no_credentials() -> Credentials {
+    Credentials::in_dir("/nonexistent/drover-test", "DOCKER_CONFIG")
+}
 
 /// `web` on an image that declares `VOLUME /data`, one replica per slot.
 fn project() -> Project {
@@ -33,14 +38,25 @@ fn project() -> Project {
 }
 
 fn run(engine: FakeEngine, project: &Project, actions: &[Action]) -> (FakeEngine, Vec<Outcome>) {
+    run_with(engine, project, actions, &no_credentials())
+}
+
+fn run_with(
+    engine: FakeEngine,
+    project: &Project,
+    actions: &[Action],
+    credentials: &Credentials,
+) -> (FakeEngine, Vec<Outcome>) {
     let nodes = HashMap::from([("n1".to_string(), engine)]);
     let executor = Executor {
         nodes: &nodes,
         project,
         parallel: 1,
+        credentials,
     };
     let mut outcomes = Vec::new();
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .unwrap();
     rt.block_on(executor.execute(actions, |o| outcomes.push(o)));
@@ -185,10 +201,12 @@ fn a_move_to_another_node_cannot_carry_the_volume() {
         ("n1".to_string(), engine),
         ("n2".to_string(), FakeEngine::with_image_volumes(&["/data"])),
     ]);
+    let credentials = no_credentials();
     let executor = Executor {
         nodes: &nodes,
         project: &p,
         parallel: 1,
+        credentials: &credentials,
     };
     let mut outcomes = Vec::new();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -204,6 +222,49 @@ fn a_move_to_another_node_cannot_carry_the_volume() {
         nodes["n2"].take_calls(),
         vec!["create demo-web-1 ", "start demo-web-1"]
     );
+}
+
+#[test]
+fn a_pull_logs_in_to_the_images_registry_and_a_broken_login_fails_that_pull_only() {
+    let p = project();
+    let dir = std::env::temp_dir().join(format!("drover-execute-creds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // `db` is Docker Hub's: its login is under Hub's key. (`alice:pw-1` in base64.)
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"auths": {"https://index.docker.io/v1/": {"auth": "YWxpY2U6cHctMQ=="}}}"#,
+    )
+    .unwrap();
+    let credentials = Credentials::in_dir(&dir, "DOCKER_CONFIG");
+    let engine = FakeEngine::default();
+    engine.require_images();
+    let (engine, o) = run_with(engine, &p, &[create(1)], &credentials);
+    assert_eq!(o[0].error, None);
+    assert_eq!(engine.pulled_as(), [("db".into(), Some("alice".into()))]);
+
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"auths": {"x": {"auth": "YWxpY2U6cHctMQ=="#,
+    )
+    .unwrap();
+    let engine = FakeEngine::default();
+    engine.require_images();
+    engine.add_image("other");
+    let (engine, o) = run_with(engine, &p, &[create(1)], &credentials);
+    let e = o[0].error.clone().unwrap();
+    assert!(
+        e.starts_with(&format!(
+            "pull db: cannot read registry credentials from {}",
+            dir.join("config.json").display()
+        )),
+        "{e}"
+    );
+    assert!(
+        !e.contains('\n') && !e.contains("YWxp") && !e.contains("pw-1"),
+        "{e}"
+    );
+    assert!(engine.pulled_as().is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

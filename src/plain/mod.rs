@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::{self, Project};
-use crate::engine;
+use crate::engine::{self, Credentials};
 use crate::lease::{self, LeaseConfig};
 use crate::nodes::{self, HealthConfig, NodeHandle, NodeSpec};
 use crate::observe::Snapshot;
@@ -42,6 +42,8 @@ pub struct Settings {
     pub rebalance: bool,
     /// Mutual exclusion with other drovers of the project; `None`: act without it.
     pub lease: Option<LeaseConfig>,
+    /// Registry logins for every pull (the Docker CLI's `config.json`).
+    pub credentials: Credentials,
 }
 
 impl Default for Settings {
@@ -55,6 +57,7 @@ impl Default for Settings {
             node_down_after: Duration::from_millis(1500),
             rebalance: false,
             lease: Some(LeaseConfig::default()),
+            credentials: Credentials::default(),
         }
     }
 }
@@ -205,6 +208,7 @@ fn start_lease(
         node.endpoint.clone(),
         project.name.clone(),
         images,
+        settings.credentials.clone(),
         cfg,
         cancel.child_token(),
     );

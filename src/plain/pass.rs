@@ -226,6 +226,7 @@ impl Plain {
             nodes: engines,
             project: &self.project,
             parallel: self.settings.parallel,
+            credentials: &self.settings.credentials,
         };
         let mut failed = false;
         let (history, settings, project) = (&mut self.history, &self.settings, &self.project);

@@ -12,7 +12,7 @@ use super::*;
 use crate::config::{LoadOptions, Loaded};
 use crate::engine::connect::{ConnectArgs, Endpoint};
 use crate::engine::fake::FakeEngine;
-use crate::engine::{Client, Engine, Kind};
+use crate::engine::{Client, Credentials, Engine, Kind};
 use crate::nodes::{NodeHandle, NodeSpec};
 
 const NODE: &str = "n1";
@@ -66,6 +66,7 @@ impl World {
         };
         let settings = Settings {
             lease: None,
+            credentials: Credentials::in_dir(&dir, "DOCKER_CONFIG"),
             backoff: BackoffConfig {
                 initial: Duration::from_millis(300),
                 max: Duration::from_secs(2),

@@ -114,7 +114,17 @@ fn count_slot(report: &mut Report, svc: &str, mut list: Vec<&Task>) {
         .filter(|t| t.desired_state == Some(TaskState::RUNNING))
         .collect();
     if wanted.is_empty() {
-        return; // a slot being scaled away
+        // Between attempts (a task that failed at once, e.g. its image could not be
+        // pulled), Swarm's next task waits out the restart delay as `ready`: the slot
+        // still does not run, and the failed one says why. Otherwise: scaled away.
+        let waiting = list
+            .iter()
+            .rev()
+            .find(|t| t.desired_state == Some(TaskState::READY));
+        if let Some(t) = waiting {
+            entry.problems.push(problem(t, &list));
+        }
+        return;
     }
     if entry.global {
         entry.desired += 1;
@@ -194,4 +204,68 @@ fn message(t: &Task) -> String {
         .filter(|e| !e.is_empty())
         .or_else(|| s.message.clone())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::model::{ServiceSpec, TaskStatus};
+
+    fn task(id: &str, desired: TaskState, state: TaskState, err: &str, at: &str) -> Task {
+        Task {
+            id: Some(id.into()),
+            service_id: Some("s1".into()),
+            slot: Some(1),
+            node_id: Some("n1".into()),
+            desired_state: Some(desired),
+            updated_at: Some(at.into()),
+            status: Some(TaskStatus {
+                state: Some(state),
+                err: (!err.is_empty()).then(|| err.to_string()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_slot_between_failed_attempts_is_a_problem_with_the_last_failure() {
+        let mut labels = HashMap::new();
+        labels.insert("com.docker.stack.namespace".to_string(), "p".to_string());
+        let svc = Current {
+            id: "s1".into(),
+            version: 1,
+            spec: ServiceSpec {
+                name: Some("p_app".into()),
+                labels: Some(labels),
+                ..Default::default()
+            },
+        };
+        let tasks = [
+            task(
+                "t1",
+                TaskState::SHUTDOWN,
+                TaskState::REJECTED,
+                "No such image: r:5000/app:latest",
+                "2026-01-01T00:00:01Z",
+            ),
+            task(
+                "t2",
+                TaskState::READY,
+                TaskState::NEW,
+                "",
+                "2026-01-01T00:00:02Z",
+            ),
+        ];
+        let r = build("p", &[svc], &tasks, &[]);
+        let app = &r.services["app"];
+        assert_eq!((app.running, app.problems.len()), (0, 1), "{app:?}");
+        let p = &app.problems[0];
+        assert!(p.error);
+        assert!(
+            p.reason.contains("No such image: r:5000/app:latest"),
+            "{}",
+            p.reason
+        );
+    }
 }

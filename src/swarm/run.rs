@@ -23,8 +23,9 @@ use super::objects::{self, Existing, ObjectAction};
 use super::report::{self, Report};
 use crate::config::{self, Project};
 use crate::engine::connect::{Connected, Endpoint, explain};
-use crate::engine::model::{ConfigSpec, Node, SecretSpec, Task};
-use crate::engine::{EngineError, SwarmEngine, SwarmHandle};
+use crate::engine::credentials::{RegistryAuth, registry_of};
+use crate::engine::model::{ConfigSpec, Node, SecretSpec, ServiceSpec, Task};
+use crate::engine::{Credentials, EngineError, SwarmEngine, SwarmHandle};
 use crate::runtime::{
     Adopted, ConfigSource, EventWatch, EventWatchConfig, Lease, Mode, Parts, Runtime, Start,
     Trigger, Wake, Watched,
@@ -44,6 +45,9 @@ pub struct Settings {
     pub watch_interval: Duration,
     /// An event stream silent this long is reopened.
     pub watchdog: Duration,
+    /// Registry logins handed to Swarm with each service's create and update, for the
+    /// nodes that pull its image (`docker stack deploy --with-registry-auth`).
+    pub credentials: Credentials,
 }
 
 impl Default for Settings {
@@ -52,6 +56,7 @@ impl Default for Settings {
             task_interval: Duration::from_secs(2),
             watch_interval: Duration::from_secs(1),
             watchdog: Duration::from_secs(60),
+            credentials: Credentials::default(),
         }
     }
 }
@@ -370,6 +375,42 @@ pub struct Controller {
     report: report::Shared,
     telemetry: Telemetry,
     said: Said,
+    credentials: Credentials,
+    /// Per service: its image's registry and where drover looked for the login it sent
+    /// with the last create or update, said with a task that could not pull the image.
+    logins: HashMap<String, Login>,
+}
+
+/// The login a service was last sent with, for messages: never the secret.
+#[derive(Debug, Clone)]
+struct Login {
+    registry: String,
+    sent: bool,
+    source: String,
+}
+
+impl Login {
+    /// `reason` (Swarm's words for a task that did not run) with, when the node could not
+    /// find the image, the registry and where drover looked for the login.
+    fn explain(&self, reason: &str) -> String {
+        if !reason.contains("No such image") {
+            return reason.to_string();
+        }
+        let registry = &self.registry;
+        if self.sent {
+            format!(
+                "{reason}; the node could not pull it from {registry} with the login drover sent, \
+                 from {} (log in again with docker login {registry} if it was refused)",
+                self.source
+            )
+        } else {
+            format!(
+                "{reason}; drover sent no login for {registry}: {} (run docker login {registry} \
+                 with that DOCKER_CONFIG if it needs one)",
+                self.source
+            )
+        }
+    }
 }
 
 /// Swarm mode's loop for the project `loaded` describes, on the manager `manager`: its
@@ -389,8 +430,13 @@ pub fn runtime(
         cancel,
         reload,
     } = start;
-    let (mode, warnings) =
-        Controller::new(manager.swarm, engine.clone(), &loaded, telemetry.clone())?;
+    let (mode, warnings) = Controller::new(
+        manager.swarm,
+        engine.clone(),
+        &loaded,
+        telemetry.clone(),
+        settings.credentials.clone(),
+    )?;
     let trigger = Arc::new(Trigger::default());
     let watch = EventWatch::new(
         manager.client,
@@ -419,13 +465,15 @@ pub fn runtime(
 }
 
 impl Controller {
-    /// Swarm mode for `loaded` on the manager `swarm`, and the warnings to say. An error
-    /// names a secret or config file that cannot be read.
+    /// Swarm mode for `loaded` on the manager `swarm`, and the warnings to say; services
+    /// are created and updated with the registry logins of `credentials`. An error names a
+    /// secret or config file that cannot be read.
     pub fn new(
         swarm: SwarmHandle,
         engine: Endpoint,
         loaded: &config::Loaded,
         telemetry: Telemetry,
+        credentials: Credentials,
     ) -> Result<(Controller, Vec<String>), String> {
         let (desired, warnings) = desired(loaded)?;
         telemetry.add_node(ENGINE);
@@ -437,6 +485,8 @@ impl Controller {
             report: Arc::default(),
             telemetry,
             said: Said::default(),
+            credentials,
+            logins: HashMap::new(),
         };
         Ok((c, warnings))
     }
@@ -688,6 +738,36 @@ impl Controller {
         }
     }
 
+    /// The login for the registry of `spec`'s image, sent with its create or update so
+    /// that every node can pull it; an error names the registry and the file or helper.
+    async fn login(&mut self, spec: &ServiceSpec) -> Result<Option<RegistryAuth>, EngineError> {
+        let image = spec
+            .task_template
+            .as_ref()
+            .and_then(|t| t.container_spec.as_ref())
+            .and_then(|c| c.image.as_deref());
+        let Some(image) = image else {
+            return Ok(None);
+        };
+        match self.credentials.for_image(image).await {
+            Ok(found) => {
+                if let Some(name) = &spec.name {
+                    let login = Login {
+                        registry: registry_of(image).to_string(),
+                        sent: found.auth.is_some(),
+                        source: found.source,
+                    };
+                    self.logins.insert(name.clone(), login);
+                }
+                Ok(found.auth)
+            }
+            Err(e) => Err(EngineError::new(
+                crate::engine::Kind::Credentials,
+                e.to_string(),
+            )),
+        }
+    }
+
     async fn apply(&mut self, a: Action) {
         let what = describe(&a);
         let started = std::time::Instant::now();
@@ -703,7 +783,10 @@ impl Controller {
                 )
             }
             Action::Create { service, spec } => {
-                let r = self.swarm.create_service(spec).await;
+                let r = match self.login(&spec).await {
+                    Ok(auth) => self.swarm.create_service(spec, auth).await,
+                    Err(e) => Err(e),
+                };
                 (
                     "create",
                     "missing",
@@ -718,7 +801,10 @@ impl Controller {
                 spec,
                 ..
             } => {
-                let r = self.swarm.update_service(&id, version, spec).await;
+                let r = match self.login(&spec).await {
+                    Ok(auth) => self.swarm.update_service(&id, version, spec, auth).await,
+                    Err(e) => Err(e),
+                };
                 ("update", "config-changed", service, r)
             }
             Action::Scale {
@@ -728,7 +814,10 @@ impl Controller {
                 spec,
                 ..
             } => {
-                let r = self.swarm.update_service(&id, version, spec).await;
+                let r = match self.login(&spec).await {
+                    Ok(auth) => self.swarm.update_service(&id, version, spec, auth).await,
+                    Err(e) => Err(e),
+                };
                 ("scale", "scale", service, r)
             }
             Action::Remove { service, id } => {
@@ -763,16 +852,18 @@ impl Controller {
                 self.said.services.insert(name.clone(), now);
             }
             // Tasks on their way (pending, preparing, starting) are not news; errors are.
+            let login = self.logins.get(&format!("{project}_{name}"));
             for p in s.problems.iter().filter(|p| p.error) {
                 let key = (p.task.clone(), p.reason.clone());
                 if self.said.problems.insert(key) {
+                    let reason = login.map_or_else(|| p.reason.clone(), |l| l.explain(&p.reason));
                     warn!(
                         action = "task_error",
                         project = %project,
                         service = %name,
                         slot = p.slot,
                         node = p.node.as_deref().unwrap_or(""),
-                        reason = %p.reason,
+                        reason = %reason,
                         state = %p.state,
                         "task not running"
                     );
@@ -1022,12 +1113,60 @@ mod tests {
 
     const WEB: &str = "services:\n  web:\n    image: busybox\n    deploy: { replicas: 2 }\n";
 
+    /// Credentials with a Docker Hub login for `alice` (the `busybox` of [`WEB`] is Hub's).
+    fn hub_login(name: &str) -> Credentials {
+        let dir =
+            std::env::temp_dir().join(format!("drover-swarm-creds-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("config.json"),
+            r#"{"auths": {"https://index.docker.io/v1/": {"auth": "YWxpY2U6cHc="}}}"#,
+        )
+        .unwrap();
+        Credentials::in_dir(dir, "DOCKER_CONFIG")
+    }
+
+    #[test]
+    fn a_task_that_found_no_image_is_said_with_the_registry_and_the_login_sent() {
+        let sent = Login {
+            registry: "r:5000".into(),
+            sent: true,
+            source: "auths[\"r:5000\"] in /c/config.json".into(),
+        };
+        assert_eq!(
+            sent.explain("No such image: r:5000/app:latest"),
+            "No such image: r:5000/app:latest; the node could not pull it from r:5000 with the \
+             login drover sent, from auths[\"r:5000\"] in /c/config.json (log in again with \
+             docker login r:5000 if it was refused)"
+        );
+        assert_eq!(
+            sent.explain("task: non-zero exit (1)"),
+            "task: non-zero exit (1)"
+        );
+        let none = Login {
+            sent: false,
+            source: "no entry for r:5000 in /c/config.json".into(),
+            ..sent
+        };
+        assert!(
+            none.explain("No such image: x")
+                .ends_with("drover sent no login for r:5000: no entry for r:5000 in /c/config.json (run docker login r:5000 with that DOCKER_CONFIG if it needs one)")
+        );
+    }
+
     #[tokio::test]
     async fn a_pass_creates_what_is_missing_leaves_what_matches_and_updates_an_edit() {
         let fake = Arc::new(FakeSwarm::new(State::default()));
         let telemetry = Telemetry::new("sp", Duration::from_secs(60), None);
-        let (mut c, _) =
-            Controller::new(fake.clone(), endpoint(), &loaded("sp", WEB), telemetry).unwrap();
+        let creds = hub_login("sp");
+        let (mut c, _) = Controller::new(
+            fake.clone(),
+            endpoint(),
+            &loaded("sp", WEB),
+            telemetry,
+            creds.clone(),
+        )
+        .unwrap();
         // An empty swarm: the network, then the service.
         let next = Mode::pass(&mut c, Wake::default()).await;
         assert_eq!(
@@ -1042,7 +1181,11 @@ mod tests {
             .collect();
         assert_eq!(
             changes,
-            ["create_network sp_default", "create_service sp_web"]
+            [
+                "create_network sp_default",
+                "create_service sp_web as alice"
+            ],
+            "the service is created with the registry login of its image"
         );
 
         // The swarm now has what the pass asked for: nothing to do.
@@ -1079,6 +1222,15 @@ mod tests {
             .into_iter()
             .filter(|c| !c.starts_with("list_"))
             .collect();
-        assert_eq!(changes, ["update_service id-sp_web 4"]);
+        assert_eq!(changes, ["update_service id-sp_web 4 as alice"]);
+
+        // A login that cannot be read: the update fails with one line, no engine call.
+        std::fs::write(creds.path(), "{ not json").unwrap();
+        let edited = edited.replace("A: b", "A: c");
+        c.adopt(loaded("sp", &edited)).unwrap();
+        fake.state.lock().unwrap().calls.clear();
+        Mode::pass(&mut c, Wake::default()).await;
+        assert!(fake.calls().iter().all(|c| c.starts_with("list_")));
+        let _ = std::fs::remove_dir_all(creds.path().parent().unwrap());
     }
 }
