@@ -93,15 +93,17 @@ impl Event {
         self
     }
 
-    /// A node stopped answering (`error`: why, as drover words it).
-    pub fn node_down(node: &str, error: &str) -> Event {
-        let mut e = Event::new(Kind::NodeDown, format!("node {node} is down: {error}"));
-        e.node = Some(node.to_string());
-        e.reason(if error.is_empty() {
-            "unreachable"
+    /// A node stopped answering. `reason`: a short token (`unreachable`, or Swarm's node
+    /// state); `detail`: why, as drover words it.
+    pub fn node_down(node: &str, reason: &str, detail: &str) -> Event {
+        let why = if detail.is_empty() {
+            String::new()
         } else {
-            error
-        })
+            format!(": {detail}")
+        };
+        let mut e = Event::new(Kind::NodeDown, format!("node {node} is down{why}"));
+        e.node = Some(node.to_string());
+        e.reason(reason)
     }
 
     /// A node that was down answers again.
@@ -146,14 +148,14 @@ impl Event {
         e.service(service).reason(reason)
     }
 
-    /// An update failed (`failed` new replicas did not settle) and is being rolled back.
-    /// `reason`: why it was rolled back (`update-failed`, or the caller's own).
-    pub fn rollback(service: &str, failed: usize, reason: &str) -> Event {
+    /// An update failed (`failed` new replicas did not settle, when known) and is being
+    /// rolled back. `reason`: why (`update-failed`, or the caller's own).
+    pub fn rollback(service: &str, failed: Option<usize>, reason: &str) -> Event {
         let mut e = Event::new(
             Kind::Rollback,
             format!("{service}: update failed; rolling back to the previous definition"),
         );
-        e.actual = Some(u32::try_from(failed).unwrap_or(u32::MAX));
+        e.actual = failed.map(|f| u32::try_from(f).unwrap_or(u32::MAX));
         e.service(service).reason(reason)
     }
 
@@ -241,6 +243,29 @@ impl Notifier {
                 warn!(action = "notify", project = %inner.project, webhook = %q.name, event = d.event.as_str(), id = %d.id, reason = "queue-full", "notification dropped unsent: the webhook is too slow or down");
             }
         }
+    }
+
+    /// A notifier that keeps every event it is sent, and a way to read them (for tests of
+    /// the hooks: no webhook, no task).
+    #[cfg(test)]
+    pub(crate) fn recording() -> (Notifier, impl Fn() -> Vec<Event>) {
+        let q = Arc::new(Queue {
+            name: "test".into(),
+            events: Kind::ALL.into_iter().collect(),
+            items: Mutex::new(VecDeque::new()),
+            ready: tokio::sync::Notify::new(),
+            cap: usize::MAX,
+        });
+        let n = Notifier {
+            inner: Some(Arc::new(Inner {
+                project: "test".into(),
+                queues: vec![q.clone()],
+                boot: "t".into(),
+                seq: AtomicU64::new(1),
+                telemetry: Telemetry::new("test", Duration::from_secs(60), None),
+            })),
+        };
+        (n, move || q.lock().iter().cloned().collect())
     }
 
     /// Whether any webhook is configured.

@@ -241,7 +241,7 @@ async fn each_webhook_gets_the_events_it_asked_for() {
     only.name = "scale-only".into();
     let n = spawn(vec![all.target(&[]), only], "p", &t, fast(), &cancel);
     n.notifier
-        .send(Event::node_down("n1", "no answer to a ping"));
+        .send(Event::node_down("n1", "unreachable", "no answer to a ping"));
     n.notifier.send(Event::scale("web", 2, 1));
     until("both", || all.ids().len() == 2 && scale.ids().len() == 1).await;
     assert_eq!(scale.bodies.lock().unwrap()[0]["event"], "scale");
@@ -372,5 +372,8 @@ fn the_payload_has_the_stable_fields_and_leaves_out_what_does_not_apply() {
     let f = Event::image_followed("web", "nginx:1", Some("sha256:ab"));
     assert_eq!(f.event, Kind::ImageFollowed);
     assert_eq!(f.image.as_deref(), Some("nginx:1"));
-    assert_eq!(Event::rollback("web", 2, "update-failed").actual, Some(2));
+    assert_eq!(
+        Event::rollback("web", Some(2), "update-failed").actual,
+        Some(2)
+    );
 }
