@@ -1,8 +1,11 @@
 //! Webhook notifications against a real engine: a receiver in the test records what
 //! drover posts for a scale change through the scale file, a replica given up on
 //! (`max_attempts`) and an update whose new replica crashes within `monitor` and is rolled
-//! back. The receiver refuses its first request (503), so every event after it also shows
-//! that a retried event is taken once and the ones behind it are not repeated.
+//! back; and, over two nodes, a node that crashes and comes back. The receiver refuses its
+//! first request (503), so every event after it also shows that a retried event is taken
+//! once and the ones behind it are not repeated.
+//!
+//! Node indices 121..129 belong to this file.
 
 mod support;
 
@@ -12,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
+use support::Node;
 use support::drover::{Project, eventually_with};
 
 const UP: Duration = Duration::from_secs(90);
@@ -57,6 +61,22 @@ impl Receiver {
     fn taken(&self) -> Vec<Value> {
         let all = self.requests.lock().unwrap();
         all.iter().skip(1).map(|(_, _, b)| b.clone()).collect()
+    }
+
+    /// `event node reason` of each node event taken.
+    fn nodes(&self) -> Vec<String> {
+        self.taken()
+            .iter()
+            .filter(|b| b["node"].is_string() && b["service"].is_null())
+            .map(|b| {
+                format!(
+                    "{} {} {}",
+                    b["event"].as_str().unwrap_or(""),
+                    b["node"].as_str().unwrap_or(""),
+                    b["reason"].as_str().unwrap_or("-")
+                )
+            })
+            .collect()
     }
 
     /// `event service reason` of each event taken for `service`.
@@ -229,4 +249,44 @@ fn a_scale_change_a_replica_given_up_on_and_a_rolled_back_update_are_each_posted
         !logs.contains("/hooks/it-notify"),
         "the URL is never logged"
     );
+}
+
+#[test]
+fn a_node_that_crashes_and_comes_back_is_posted_down_then_up() {
+    let (a, b) = (Node::start("nt-a", 121), Node::start("nt-b", 122));
+    let r = Receiver::start();
+    let mut compose = String::from(
+        "x-drover:\n  notify:\n    - url_file: hook.url\n      events: [node-down, node-up]\n  nodes:\n",
+    );
+    for n in [&a, &b] {
+        compose.push_str(&format!(
+            "    - name: {}\n      host: {}\n      tls: {{ cert_path: {} }}\n",
+            n.name,
+            n.host,
+            n.cert_dir.display()
+        ));
+    }
+    compose.push_str(
+        "services:\n  web:\n    image: drover-test/busybox:latest\n    command: [\"sleep\", \"86400\"]\n    stop_signal: SIGKILL\n    deploy:\n      replicas: 2\n",
+    );
+    let p = Project::on("it-notify-nodes", &compose, a.env());
+    p.write("hook.url", &format!("http://127.0.0.1:{}/n\n", r.port));
+    let mut d = p.run(&[]);
+    eventually_with(&mut d, UP, "2 web running", |d| {
+        d.actions("create").len() >= 2 && d.actions("node-up").len() >= 2
+    });
+    b.kill();
+    eventually_with(&mut d, UP, "node-down posted", |_| !r.nodes().is_empty());
+    b.restart();
+    eventually_with(&mut d, UP, "node-up posted", |_| r.nodes().len() == 2);
+    assert_eq!(r.nodes(), ["node-down nt-b unreachable", "node-up nt-b -"]);
+    let down = &r.taken()[0];
+    assert!(
+        down["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("node nt-b is down: "),
+        "{down}"
+    );
+    assert_eq!(r.taken().len(), 2, "{:#?}", r.taken());
 }
