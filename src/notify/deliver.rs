@@ -58,28 +58,17 @@ impl Retry {
 /// certificates), HTTP/1.1.
 pub(super) fn client() -> Http {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = match HttpsConnectorBuilder::new().with_provider_and_native_roots(provider) {
-        Ok(b) => b,
-        Err(e) => {
+    let builder = HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(provider.clone())
+        .unwrap_or_else(|e| {
             warn!(action = "notify", error = %e, "no system CA certificates: https webhooks will fail to verify (http ones work)");
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
             let config = rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
-                .map(|b| {
-                    b.with_root_certificates(rustls::RootCertStore::empty())
-                        .with_no_client_auth()
-                });
-            match config {
-                Ok(c) => HttpsConnectorBuilder::new().with_tls_config(c),
-                // The ring provider supports the default versions: not reached.
-                Err(_) => HttpsConnectorBuilder::new().with_tls_config(
-                    rustls::ClientConfig::builder()
-                        .with_root_certificates(rustls::RootCertStore::empty())
-                        .with_no_client_auth(),
-                ),
-            }
-        }
-    };
+                .expect("ring supports the default TLS versions")
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+            HttpsConnectorBuilder::new().with_tls_config(config)
+        });
     let connector = builder.https_or_http().enable_http1().build();
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))

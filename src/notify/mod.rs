@@ -267,11 +267,6 @@ impl Notifier {
         };
         (n, move || q.lock().iter().cloned().collect())
     }
-
-    /// Whether any webhook is configured.
-    pub fn enabled(&self) -> bool {
-        self.inner.is_some()
-    }
 }
 
 /// The notifier and its sender tasks (for `runtime::Parts::tasks`: joined at shutdown,
