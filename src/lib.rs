@@ -27,6 +27,7 @@ pub mod execute;
 pub mod labels;
 pub mod lease;
 pub mod nodes;
+pub mod notify;
 pub mod observe;
 pub mod plain;
 pub mod plan;

@@ -20,7 +20,7 @@ use drover::plain::{self, Settings};
 use drover::runtime::{Reload, Start};
 use drover::telemetry::http::{self, Listen};
 use drover::telemetry::{self, LogFormat, Telemetry};
-use drover::{engine, plan, preview, swarm};
+use drover::{engine, notify, plan, preview, swarm};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -443,12 +443,19 @@ async fn run_plain(
     let server = serve_http(listen, &telemetry).await?;
     warn_about_setup(&specs, &loaded, &settings);
     let (cancel, reload) = signals();
+    let notify = notify::start(
+        &loaded.settings.notify,
+        &loaded.project.name,
+        &telemetry,
+        &cancel,
+    )?;
     let start = Start {
         load,
         loaded,
         telemetry,
         cancel: cancel.clone(),
         reload,
+        notify,
     };
     plain::runtime(specs, settings, start).run(cancel).await;
     if let Some(s) = server {
@@ -481,12 +488,19 @@ async fn run_swarm(
         engine::own_container_id(),
     );
     let (cancel, reload) = signals();
+    let notify = notify::start(
+        &loaded.settings.notify,
+        &loaded.project.name,
+        &telemetry,
+        &cancel,
+    )?;
     let start = Start {
         load,
         loaded,
         telemetry: telemetry.clone(),
         cancel: cancel.clone(),
         reload,
+        notify,
     };
     let runtime = swarm::run::runtime(engine, endpoint, settings, start)?;
     let server = serve_http(listen, &telemetry).await?;

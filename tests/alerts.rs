@@ -185,7 +185,8 @@ fn the_rules_check_name_exported_metrics_and_fire_for_a_crash_loop_only() {
     eventually_with(&mut d, UP, "web running", |_| p.running("web") == 1);
 
     // Every metric the rules and the dashboard name is one drover exports (Swarm mode's
-    // own are rendered only in Swarm mode: those are looked up in the exporter's source).
+    // own are rendered only in Swarm mode, the webhooks' once one is configured: those are
+    // looked up in the exporter's source).
     let metrics = get(addr, "/metrics").expect("/metrics");
     let exporter = std::fs::read_to_string(repo("src/telemetry/metrics.rs")).unwrap();
     for file in [rules.clone(), repo("deploy/grafana/drover.json")] {
@@ -195,7 +196,9 @@ fn the_rules_check_name_exported_metrics_and_fire_for_a_crash_loop_only() {
                 .trim_end_matches("_sum")
                 .trim_end_matches("_count");
             let exported = metrics.contains(&format!("# TYPE {base} "))
-                || (base.starts_with("drover_swarm_") && exporter.contains(&format!("\"{base}\"")));
+                || ((base.starts_with("drover_swarm_")
+                    || base.starts_with("drover_notifications_"))
+                    && exporter.contains(&format!("\"{base}\"")));
             assert!(
                 exported,
                 "{} names {name}, which drover does not export",

@@ -1,7 +1,7 @@
 //! What drover says never carries a secret: environment values (inline, from `.env`
-//! interpolation, from `env_file`), secret file contents and TLS material stay out of its
-//! logs (even at debug level), `plan`, `status`, `/status`, `/metrics` and its errors,
-//! while they do reach the containers.
+//! interpolation, from `env_file`), secret file contents, a webhook's URL and TLS material
+//! stay out of its logs (even at debug level), `plan`, `status`, `/status`, `/metrics` and
+//! its errors, while they do reach the containers (and the URL is posted to).
 
 mod support;
 
@@ -19,6 +19,9 @@ const MARK: &str = "Zq7-hush";
 fn compose(api_key: &str) -> String {
     format!(
         r#"
+x-drover:
+  notify:
+    - url_env: HOOK_URL
 services:
   web:
     image: drover-test/busybox:latest
@@ -64,7 +67,16 @@ fn leaks(text: &str) -> Vec<String> {
 
 #[test]
 fn env_values_and_secret_files_never_reach_logs_plan_status_or_errors() {
-    let p = Project::new("it-sec", &compose(&format!("inline-{MARK}-1")));
+    let mut p = Project::new("it-sec", &compose(&format!("inline-{MARK}-1")));
+    // A webhook nothing answers on, its URL marked in the path, the query and the
+    // credentials: its failures are logged, never it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    p.env.push((
+        "HOOK_URL".into(),
+        format!("http://hook:{MARK}-7@127.0.0.1:{port}/hooks/{MARK}-8?token={MARK}-9"),
+    ));
     p.write(".env", &format!("DB_PASSWORD=dotenv-{MARK}-2\n"));
     p.write("app.env", &format!("TOKEN=envfile-{MARK}-3\n"));
     p.write("token.txt", &format!("secret-{MARK}-4\n"));
@@ -103,6 +115,11 @@ fn env_values_and_secret_files_never_reach_logs_plan_status_or_errors() {
                     .contains(&format!("rotated-{MARK}-5"))
             })
     });
+    eventually_with(&mut d, UP, "a notification given up on", |d| {
+        d.actions("notify")
+            .iter()
+            .any(|e| e["message"] == "notification not delivered")
+    });
     p.write("compose.yml", &compose(&format!("${{:broken-{MARK}-6}}")));
     eventually_with(&mut d, UP, "the broken edit reported", |d| {
         !d.actions("reload").is_empty()
@@ -120,6 +137,13 @@ fn env_values_and_secret_files_never_reach_logs_plan_status_or_errors() {
     let plan_broken = p.drover(&["plan"]);
     p.write("compose.yml", &compose(&format!("inline-{MARK}-1")));
     let plan = p.drover(&["plan"]);
+    // `check` prints the normalized project, environment values included (as `docker
+    // compose config` does), but never the webhook's URL.
+    let check = String::from_utf8_lossy(&p.drover(&["check"]).stdout).into_owned();
+    assert!(check.contains("services:"), "{check}");
+    for n in 7..=9 {
+        assert!(!check.contains(&format!("{MARK}-{n}")), "{check}");
+    }
     assert!(
         plan.status.success(),
         "{}",
@@ -144,6 +168,12 @@ fn env_values_and_secret_files_never_reach_logs_plan_status_or_errors() {
     // The outputs are not empty: the service names, the failing image's tag (which is not
     // a secret and carries the mark on purpose) and the reload error are there.
     assert!(status.contains("\"web\""), "{status}");
+    assert!(
+        said[2].1.contains(
+            r#"drover_notifications_total{project="it-sec",webhook="0",result="failed"}"#
+        ),
+        "the webhook is named by its index"
+    );
     assert!(
         d.logs()
             .iter()

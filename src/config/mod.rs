@@ -46,6 +46,7 @@ mod service;
 mod stateful;
 mod syntax;
 mod template;
+mod webhooks;
 mod yaml;
 
 use std::collections::{BTreeSet, HashMap};

@@ -4,7 +4,7 @@
 //! environment; the planner and the container spec read it. Nothing in this
 //! module touches the filesystem or an engine.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -532,6 +532,87 @@ pub struct Settings {
     pub unhealthy: Option<UnhealthyAction>,
     /// `x-drover.mode`: schedule containers ourselves, drive Swarm services, or pick.
     pub mode: Option<Mode>,
+    /// `x-drover.notify`: webhooks drover posts events to.
+    pub notify: Vec<Webhook>,
+}
+
+/// One webhook of `x-drover.notify`. Its URL is read from `url` when drover starts, and
+/// is never logged or printed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Webhook {
+    /// How logs and metrics name it: `name`, or its index in the list.
+    pub name: String,
+    pub url: UrlSource,
+    /// The events it receives (all of them unless the file lists some).
+    pub events: BTreeSet<NotifyEvent>,
+    /// One attempt's deadline; the notifier's default when `None`.
+    #[serde(serialize_with = "human_opt")]
+    pub timeout: Option<Duration>,
+}
+
+/// Where a webhook's URL is: a file (`url_file`, e.g. a Docker secret) or an environment
+/// variable of drover's (`url_env`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UrlSource {
+    #[serde(rename = "url_file")]
+    File(PathBuf),
+    #[serde(rename = "url_env")]
+    Env(String),
+}
+
+/// What drover notifies about (`x-drover.notify[].events`, and the payload's `event`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NotifyEvent {
+    NodeDown,
+    NodeUp,
+    GaveUp,
+    UpdateStarted,
+    UpdateFinished,
+    Rollback,
+    ImageFollowed,
+    Scale,
+}
+
+impl NotifyEvent {
+    pub const ALL: [NotifyEvent; 8] = [
+        NotifyEvent::NodeDown,
+        NotifyEvent::NodeUp,
+        NotifyEvent::GaveUp,
+        NotifyEvent::UpdateStarted,
+        NotifyEvent::UpdateFinished,
+        NotifyEvent::Rollback,
+        NotifyEvent::ImageFollowed,
+        NotifyEvent::Scale,
+    ];
+
+    /// The name users write and receivers read.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyEvent::NodeDown => "node-down",
+            NotifyEvent::NodeUp => "node-up",
+            NotifyEvent::GaveUp => "gave-up",
+            NotifyEvent::UpdateStarted => "update-started",
+            NotifyEvent::UpdateFinished => "update-finished",
+            NotifyEvent::Rollback => "rollback",
+            NotifyEvent::ImageFollowed => "image-followed",
+            NotifyEvent::Scale => "scale",
+        }
+    }
+}
+
+impl std::str::FromStr for NotifyEvent {
+    type Err = String;
+    fn from_str(s: &str) -> Result<NotifyEvent, String> {
+        NotifyEvent::ALL
+            .into_iter()
+            .find(|e| e.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = NotifyEvent::ALL.iter().map(|e| e.as_str()).collect();
+                format!("unknown event, expected one of {}", names.join(", "))
+            })
+    }
 }
 
 /// `x-drover.mode` / `--mode`: who places the containers.

@@ -672,6 +672,7 @@ fn x_drover(
             "resync_interval" => settings.resync_interval = read::opt_duration(v, &p)?,
             "watchdog" => settings.watchdog = read::opt_duration(v, &p)?,
             "nodes" => settings.nodes = super::nodes::nodes(v, &p, dir, warnings)?,
+            "notify" => settings.notify = super::webhooks::webhooks(v, &p, dir, warnings)?,
             "rebalance" => settings.rebalance = read::boolean(v, &p)?,
             "unhealthy" => settings.unhealthy = Some(super::lifecycle::unhealthy(v, &p)?),
             "mode" => {

@@ -19,6 +19,7 @@ use crate::config::{self, Project};
 use crate::engine::{self, Credentials};
 use crate::lease::{self, LeaseConfig};
 use crate::nodes::{self, HealthConfig, NodeHandle, NodeSpec};
+use crate::notify::Notifier;
 use crate::observe::Snapshot;
 use crate::plan::{BackoffConfig, History};
 use crate::runtime::{Adopted, ConfigSource, Lease, Mode, Parts, Runtime, Start, Trigger, Wake};
@@ -77,6 +78,8 @@ pub struct Plain {
     /// What was last said, so nothing is logged at INFO twice when nothing changed.
     said: say::Said,
     telemetry: Telemetry,
+    /// Where what people act on goes (nodes down and up, updates, replicas given up on).
+    notifier: Notifier,
 }
 
 impl Plain {
@@ -97,7 +100,14 @@ impl Plain {
             last: HashMap::new(),
             said: say::Said::default(),
             telemetry,
+            notifier: Notifier::default(),
         }
+    }
+
+    /// Send notifications through `notifier`.
+    pub fn notify_to(mut self, notifier: Notifier) -> Plain {
+        self.notifier = notifier;
+        self
     }
 }
 
@@ -125,6 +135,7 @@ impl Mode for Plain {
         let changed = loaded.project != self.project;
         if changed {
             say::changes(&self.project, &loaded.project);
+            self.updates_started(&loaded.project);
             self.project = loaded.project;
             self.said.counts.clear();
         }
@@ -159,6 +170,7 @@ pub fn runtime(nodes: Vec<NodeSpec>, settings: Settings, start: Start) -> Runtim
         telemetry,
         cancel,
         reload,
+        notify,
     } = start;
     let cancel = &cancel;
     let trigger = Arc::new(Trigger::default());
@@ -185,9 +197,11 @@ pub fn runtime(nodes: Vec<NodeSpec>, settings: Settings, start: Start) -> Runtim
         lease,
         resync: settings.resync_interval,
         telemetry: telemetry.clone(),
-        tasks,
+        tasks: tasks.into_iter().chain(notify.tasks).collect(),
+        notifier: notify.notifier.clone(),
     };
-    let mode = Plain::new(handles, loaded.project.clone(), settings, telemetry);
+    let mode =
+        Plain::new(handles, loaded.project.clone(), settings, telemetry).notify_to(notify.notifier);
     Runtime::new(mode, parts, &loaded, &loaded.warnings)
 }
 

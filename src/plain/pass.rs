@@ -101,6 +101,7 @@ impl Plain {
             if state == NodeState::Down {
                 self.last.remove(&name);
             }
+            self.node_state(&name, state, &st);
             views.push((name, state, st.labels));
         }
         (views, engines)
@@ -139,6 +140,7 @@ impl Plain {
         }
         self.report_waits(&plan);
         self.history.settled(&plan.settled);
+        self.updates_settled(&plan.settled);
         if self.update_failures(&plan) {
             return Some(Duration::ZERO);
         }

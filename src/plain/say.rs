@@ -9,8 +9,10 @@ use tracing::{error, info, warn};
 use super::Plain;
 use crate::config::Project;
 use crate::execute::{Outcome, Volumes};
+use crate::nodes::NodeStatus;
+use crate::notify::Event;
 use crate::observe;
-use crate::plan::{self, Action, Decision};
+use crate::plan::{self, Action, Decision, NodeState};
 
 /// What was last said.
 #[derive(Default)]
@@ -23,6 +25,10 @@ pub(super) struct Said {
     pub counts: BTreeMap<String, (u32, usize)>,
     /// Each service's last state.
     pub states: BTreeMap<String, &'static str>,
+    /// Nodes notified down (and not back up since).
+    down: HashSet<String>,
+    /// Services whose rollback is under way.
+    rolling_back: HashSet<String>,
 }
 
 impl Plain {
@@ -84,6 +90,9 @@ impl Plain {
             match d {
                 Decision::RolledBack { service, failed } => {
                     changed = true;
+                    self.notifier
+                        .send(Event::rollback(&service, Some(failed), "update-failed"));
+                    self.said.rolling_back.insert(service.clone());
                     warn!(action = "rollback", project = %p, service = %service, actual = failed, reason = "update-failed", "update failed; rolling back to the previous definition");
                 }
                 Decision::Paused { service, failed } => {
@@ -92,6 +101,41 @@ impl Plain {
             }
         }
         changed
+    }
+
+    /// Notify the updates a new config starts: services whose definition changed.
+    pub(super) fn updates_started(&mut self, new: &Project) {
+        for (name, svc) in &new.services {
+            let old = self.project.services.get(name);
+            if old.is_some_and(|o| o.config_hash != svc.config_hash) {
+                self.said.rolling_back.remove(name);
+                self.notifier
+                    .send(Event::update_started(name, svc.replicas));
+            }
+        }
+    }
+
+    /// Notify the updates (and rollbacks) whose replicas have all settled.
+    pub(super) fn updates_settled(&mut self, services: &[String]) {
+        for name in services {
+            let desired = self.project.services.get(name).map_or(0, |s| s.replicas);
+            let rolled_back = self.said.rolling_back.remove(name);
+            self.notifier
+                .send(Event::update_finished(name, desired, rolled_back));
+        }
+    }
+
+    /// Notify a node going down (once, also when it never answered) and coming back.
+    pub(super) fn node_state(&mut self, name: &str, state: NodeState, status: &NodeStatus) {
+        if state == NodeState::Down {
+            if status.attempted && self.said.down.insert(name.to_string()) {
+                let why = status.error.as_deref().unwrap_or("");
+                self.notifier
+                    .send(Event::node_down(name, "unreachable", why));
+            }
+        } else if self.said.down.remove(name) {
+            self.notifier.send(Event::node_up(name));
+        }
     }
 
     /// Backoff waits and deliberately stopped slots, each said once per step.
@@ -158,6 +202,10 @@ impl Plain {
         for s in &plan.stopped {
             let key = format!("{}:{}", s.container, s.gave_up);
             if self.said.stopped.insert(key) {
+                if s.gave_up {
+                    self.notifier
+                        .send(Event::gave_up(&s.service, s.slot, &s.node, s.exit_code));
+                }
                 info!(
                     action = if s.gave_up { "give-up" } else { "leave-exited" },
                     project = %self.project.name,

@@ -315,3 +315,80 @@ async fn an_engine_answering_500_is_retried_soon_and_creates_each_replica_once()
     assert_eq!(calls, Vec::<String>::new());
     assert_eq!(w.settle().await, ["start fivehundred-web-1"]);
 }
+
+/// What the notifications say: `event service reason`.
+fn said(events: &[crate::notify::Event]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| {
+            let mut s = format!(
+                "{} {}",
+                e.event.as_str(),
+                e.service.as_deref().unwrap_or("-")
+            );
+            if let Some(r) = &e.reason {
+                s.push(' ');
+                s.push_str(r);
+            }
+            s
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_update_rolled_back_and_a_replica_given_up_on_are_each_notified_once() {
+    let yaml = "services:\n  web:\n    image: app:1\n    deploy:\n      update_config: { failure_action: rollback, monitor: 1s }\n  job:\n    image: job:1\n    deploy:\n      restart_policy: { condition: on-failure, max_attempts: 1 }\n";
+    let mut w = World::new("notified", yaml);
+    let (notifier, sent) = crate::notify::Notifier::recording();
+    w.plain.notifier = notifier;
+    w.settle().await;
+    assert_eq!(
+        said(&sent()),
+        Vec::<String>::new(),
+        "a first deploy says nothing"
+    );
+
+    // The job fails, is restarted once, fails again: given up on, said once.
+    w.fake.exit("notified-job-1", 2);
+    w.settle().await;
+    w.fake.exit("notified-job-1", 2);
+    w.settle().await;
+    w.settle().await;
+    assert_eq!(said(&sent()), ["gave-up job max-attempts"]);
+    assert_eq!(sent()[0].slot, Some(1));
+    assert_eq!(sent()[0].node.as_deref(), Some(NODE));
+
+    let edited = w.load(&yaml.replace("app:1", "app:2"));
+    assert!(w.plain.adopt(edited).unwrap().changed);
+    w.settle().await;
+    w.fake.exit("notified-web-1", 1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while said(&sent()).len() < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            said(&sent())
+        );
+        let (_, next) = w.pass().await;
+        tokio::time::sleep(
+            next.unwrap_or(Duration::from_millis(100))
+                .min(Duration::from_millis(300)),
+        )
+        .await;
+    }
+    w.settle().await;
+    assert_eq!(
+        said(&sent()),
+        [
+            "gave-up job max-attempts",
+            "update-started web config-changed",
+            "rollback web update-failed",
+            "update-finished web rolled-back",
+        ]
+    );
+    // Scale changes are the loop's (both modes): adopting a new count says nothing here.
+    let scaled = w.load(&yaml.replace("image: app:1\n", "image: app:1\n    scale: 2\n"));
+    w.plain.adopt(scaled).unwrap();
+    w.settle().await;
+    assert_eq!(said(&sent()).len(), 4);
+}

@@ -8,7 +8,7 @@
 //! Passes never overlap. Every wait also waits on the cancellation token, so shutdown
 //! is prompt and leaves the managed containers or services running.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,8 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::{ConfigSource, Trigger, Why};
-use crate::config::Loaded;
+use crate::config::{DeployMode, Loaded, Project};
 use crate::lease::LeaseHandle;
+use crate::notify::{Event, Notifications, Notifier};
 use crate::telemetry::Telemetry;
 
 /// What woke a pass: the containers events named since the last one.
@@ -85,8 +86,11 @@ pub struct Parts {
     /// A full pass this often even when nothing woke one (events can be lost).
     pub resync: Duration,
     pub telemetry: Telemetry,
-    /// Tasks the mode spawned (event streams, node monitors): joined at shutdown.
+    /// Tasks the mode spawned (event streams, node monitors, webhook senders): joined at
+    /// shutdown.
     pub tasks: Vec<JoinHandle<()>>,
+    /// Where the loop's own events go (a scale change in a reloaded config).
+    pub notifier: Notifier,
 }
 
 /// What every mode's loop starts from: the config as first loaded, how to load it again,
@@ -97,6 +101,8 @@ pub struct Start {
     pub telemetry: Telemetry,
     pub cancel: CancellationToken,
     pub reload: super::Reload,
+    /// The webhooks' notifier and sender tasks (see [`crate::notify::start`]).
+    pub notify: Notifications,
 }
 
 /// A spawned task gets this long to end after cancellation.
@@ -108,6 +114,9 @@ pub struct Runtime<M: Mode> {
     parts: Parts,
     said_warnings: HashSet<String>,
     said_reload_error: Option<String>,
+    /// Each replicated service's replica target in the config in force (as the files say
+    /// it), to notify scale changes.
+    targets: BTreeMap<String, u32>,
 }
 
 impl<M: Mode> Runtime<M> {
@@ -118,6 +127,7 @@ impl<M: Mode> Runtime<M> {
             parts,
             said_warnings: HashSet::new(),
             said_reload_error: None,
+            targets: targets(&loaded.project),
         };
         r.warn_once(warnings);
         r.record_host_paths(loaded);
@@ -216,10 +226,12 @@ impl<M: Mode> Runtime<M> {
             return false;
         }
         self.record_host_paths(&loaded);
+        let targets = targets(&loaded.project);
         let adopted = match self.mode.adopt(loaded) {
             Ok(a) => a,
             Err(e) => return self.reload_failed(e),
         };
+        self.scaled(targets);
         self.said_reload_error = None;
         self.parts.telemetry.reload(None);
         self.warn_once(&adopted.warnings);
@@ -227,6 +239,19 @@ impl<M: Mode> Runtime<M> {
             debug!(project = %project, "config unchanged");
         }
         adopted.changed
+    }
+
+    /// Notify each service whose replica target changed.
+    fn scaled(&mut self, targets: BTreeMap<String, u32>) {
+        for (name, to) in &targets {
+            match self.targets.get(name) {
+                Some(from) if from != to => {
+                    self.parts.notifier.send(Event::scale(name, *from, *to));
+                }
+                _ => {}
+            }
+        }
+        self.targets = targets;
     }
 
     fn reload_failed(&mut self, msg: String) -> bool {
@@ -255,4 +280,14 @@ impl<M: Mode> Runtime<M> {
             }
         }
     }
+}
+
+/// Each replicated service's replica target.
+fn targets(project: &Project) -> BTreeMap<String, u32> {
+    project
+        .services
+        .iter()
+        .filter(|(_, s)| s.mode == DeployMode::Replicated)
+        .map(|(name, s)| (name.clone(), s.replicas))
+        .collect()
 }

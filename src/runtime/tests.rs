@@ -69,6 +69,8 @@ struct Fixture {
     run: tokio::task::JoinHandle<()>,
     /// Set by a task the runtime was given, when it ends.
     joined: Arc<AtomicBool>,
+    /// The notifications the loop sent.
+    sent: Box<dyn Fn() -> Vec<crate::notify::Event> + Send>,
 }
 
 fn write(dir: &std::path::Path, replicas: &str) {
@@ -92,6 +94,7 @@ fn start(name: &str, resync: Duration) -> Fixture {
     let loaded = config::load(&load).unwrap();
     let (reload, rx) = tokio::sync::watch::channel(());
     let cancel = CancellationToken::new();
+    let (notifier, sent) = crate::notify::Notifier::recording();
     let telemetry = Telemetry::new(name, Duration::from_secs(60), None);
     let trigger = Arc::new(Trigger::default());
     let joined = Arc::new(AtomicBool::new(false));
@@ -112,6 +115,7 @@ fn start(name: &str, resync: Duration) -> Fixture {
         resync,
         telemetry: telemetry.clone(),
         tasks: vec![task],
+        notifier,
     };
     let seen = Arc::new(Mutex::new(Seen::default()));
     let probe = Probe {
@@ -130,6 +134,7 @@ fn start(name: &str, resync: Duration) -> Fixture {
         cancel,
         run,
         joined,
+        sent: Box::new(sent),
     }
 }
 
@@ -227,6 +232,9 @@ async fn an_edit_is_adopted_and_passed_and_a_broken_or_refused_one_keeps_the_las
     f.until("the fix adopted", |s| s.adopted == vec![3, 2])
         .await;
     assert_eq!(f.telemetry.lock().reload_error, None);
+    // Each adopted change of the replica target notified once; refused ones not at all.
+    let scaled: Vec<String> = (f.sent)().iter().map(|e| e.message.clone()).collect();
+    assert_eq!(scaled, ["web scaled from 1 to 3", "web scaled from 3 to 2"]);
     f.stop().await;
 }
 

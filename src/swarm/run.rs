@@ -26,6 +26,7 @@ use crate::engine::connect::{Connected, Endpoint, explain};
 use crate::engine::credentials::{RegistryAuth, registry_of};
 use crate::engine::model::{ConfigSpec, Node, SecretSpec, ServiceSpec, Task};
 use crate::engine::{Credentials, EngineError, SwarmEngine, SwarmHandle};
+use crate::notify::{Event, Notifier};
 use crate::runtime::{
     Adopted, ConfigSource, EventWatch, EventWatchConfig, Lease, Mode, Parts, Runtime, Start,
     Trigger, Wake, Watched,
@@ -74,6 +75,9 @@ pub struct Observed {
     pub objects: Vec<Existing>,
     pub tasks: Vec<Task>,
     pub nodes: Vec<Node>,
+    /// Service id -> the state of its latest update (`updating`, `completed`,
+    /// `rollback_started`, ...; empty before any).
+    pub updates: HashMap<String, String>,
 }
 
 /// Desired state for the project: the model as Swarm specs, with the content of the
@@ -130,6 +134,16 @@ fn read_object(path: &str) -> Result<Vec<u8>, String> {
 pub async fn observe(engine: &dyn SwarmEngine, project: &str) -> Result<Observed, EngineError> {
     let prefix = format!("{project}_");
     let services = engine.list_services(Some(&prefix)).await?;
+    let updates = services
+        .iter()
+        .filter_map(|s| {
+            let state = s.update_status.as_ref().and_then(|u| u.state);
+            Some((
+                s.id.clone()?,
+                state.map(|s| s.to_string()).unwrap_or_default(),
+            ))
+        })
+        .collect();
     let services: Vec<Current> = services
         .into_iter()
         .filter_map(|s| {
@@ -198,6 +212,7 @@ pub async fn observe(engine: &dyn SwarmEngine, project: &str) -> Result<Observed
         objects,
         tasks,
         nodes,
+        updates,
     })
 }
 
@@ -360,6 +375,8 @@ struct Said {
     services: BTreeMap<String, (u32, u32)>,
     nodes: BTreeMap<String, (String, String, u32, u32)>,
     problems: HashSet<(String, String)>,
+    /// Each service's update state as last seen (see [`Observed::updates`]).
+    updates: BTreeMap<String, String>,
     list_error: Option<String>,
     /// Failures of an action that repeats every pass (e.g. a network still in use), by
     /// what and error: said once.
@@ -379,6 +396,7 @@ pub struct Controller {
     /// Per service: its image's registry and where drover looked for the login it sent
     /// with the last create or update, said with a task that could not pull the image.
     logins: HashMap<String, Login>,
+    notifier: Notifier,
 }
 
 /// The login a service was last sent with, for messages: never the secret.
@@ -429,6 +447,7 @@ pub fn runtime(
         telemetry,
         cancel,
         reload,
+        notify,
     } = start;
     let (mode, warnings) = Controller::new(
         manager.swarm,
@@ -437,6 +456,8 @@ pub fn runtime(
         telemetry.clone(),
         settings.credentials.clone(),
     )?;
+    let mode = mode.notify_to(notify.notifier.clone());
+    let mut tasks = notify.tasks;
     let trigger = Arc::new(Trigger::default());
     let watch = EventWatch::new(
         manager.client,
@@ -459,7 +480,11 @@ pub fn runtime(
         lease: Lease::none(),
         resync: settings.task_interval,
         telemetry: telemetry.clone(),
-        tasks: vec![tokio::spawn(watch.run(cancel.child_token()))],
+        tasks: {
+            tasks.push(tokio::spawn(watch.run(cancel.child_token())));
+            tasks
+        },
+        notifier: notify.notifier,
     };
     Ok(Runtime::new(mode, parts, &loaded, &warnings))
 }
@@ -487,8 +512,15 @@ impl Controller {
             said: Said::default(),
             credentials,
             logins: HashMap::new(),
+            notifier: Notifier::default(),
         };
         Ok((c, warnings))
+    }
+
+    /// Send notifications through `notifier`.
+    pub fn notify_to(mut self, notifier: Notifier) -> Controller {
+        self.notifier = notifier;
+        self
     }
 }
 
@@ -623,6 +655,7 @@ impl Controller {
             .collect();
         let r = report::build(&project, &owned, &observed.tasks, &observed.nodes);
         self.log_report(&r);
+        self.notify_updates(&owned, &observed.updates, &r);
         self.telemetry.swarm_observed(ENGINE, &r);
         if let Ok(mut shared) = self.report.write() {
             *shared = r;
@@ -878,6 +911,17 @@ impl Controller {
                 n.desired,
                 n.running,
             );
+            let before = self.said.nodes.get(id).map(|s| s.0.as_str());
+            match (before, n.state.as_str()) {
+                (Some("ready"), "ready") | (None, _) => {}
+                (Some("ready"), _) => {
+                    let why = format!("Swarm reports the node {}", n.state);
+                    let node = r.node_label(id);
+                    self.notifier.send(Event::node_down(&node, &n.state, &why));
+                }
+                (Some(_), "ready") => self.notifier.send(Event::node_up(&r.node_label(id))),
+                _ => {}
+            }
             if self.said.nodes.get(id) != Some(&now) {
                 info!(
                     action = "node",
@@ -903,6 +947,34 @@ impl Controller {
         self.said
             .problems
             .retain(|(t, _)| live.contains(t.as_str()));
+    }
+}
+
+impl Controller {
+    /// Notify the update transitions Swarm reports: an update started, finished, rolled
+    /// back. A service's first sight says nothing (drover may have restarted mid-update).
+    fn notify_updates(&mut self, owned: &[Current], updates: &HashMap<String, String>, r: &Report) {
+        let mut seen = BTreeMap::new();
+        for c in owned {
+            let name = diff::compose_service(&c.spec, &r.project).to_string();
+            let state = updates.get(&c.id).cloned().unwrap_or_default();
+            let desired = r.services.get(&name).map_or(0, |s| s.desired);
+            let before = self.said.updates.get(&name).map(String::as_str);
+            if before.is_some_and(|b| b != state) {
+                let event = match state.as_str() {
+                    "updating" => Some(Event::update_started(&name, desired)),
+                    "completed" => Some(Event::update_finished(&name, desired, false)),
+                    "rollback_started" => Some(Event::rollback(&name, None, "update-failed")),
+                    "rollback_completed" => Some(Event::update_finished(&name, desired, true)),
+                    _ => None,
+                };
+                if let Some(e) = event {
+                    self.notifier.send(e);
+                }
+            }
+            seen.insert(name, state);
+        }
+        self.said.updates = seen;
     }
 }
 
@@ -1232,5 +1304,93 @@ mod tests {
         Mode::pass(&mut c, Wake::default()).await;
         assert!(fake.calls().iter().all(|c| c.starts_with("list_")));
         let _ = std::fs::remove_dir_all(creds.path().parent().unwrap());
+    }
+    #[tokio::test]
+    async fn node_and_update_transitions_are_notified_once_each_and_not_at_first_sight() {
+        use crate::engine::model::{
+            NodeDescription, NodeState, NodeStatus, ServiceUpdateStatus,
+            ServiceUpdateStatusStateEnum as U,
+        };
+        let fake = Arc::new(FakeSwarm::new(State::default()));
+        let telemetry = Telemetry::new("sp", Duration::from_secs(60), None);
+        let (c, _) = Controller::new(
+            fake.clone(),
+            endpoint(),
+            &loaded("sp", WEB),
+            telemetry,
+            Credentials::in_dir("/nonexistent", "a test"),
+        )
+        .unwrap();
+        let (notifier, sent) = Notifier::recording();
+        let mut c = c.notify_to(notifier);
+        let spec = c.desired.services["web"].spec.clone();
+        let set = |node: NodeState, update: Option<U>| {
+            let mut st = fake.state.lock().unwrap();
+            st.networks = vec![Network {
+                id: Some("n1".into()),
+                name: Some("sp_default".into()),
+                ..Default::default()
+            }];
+            st.services = vec![Service {
+                id: Some("id-sp_web".into()),
+                version: Some(ObjectVersion { index: Some(4) }),
+                spec: Some(spec.clone()),
+                update_status: update.map(|u| ServiceUpdateStatus {
+                    state: Some(u),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }];
+            st.nodes = vec![Node {
+                id: Some("x1".into()),
+                description: Some(NodeDescription {
+                    hostname: Some("box1".into()),
+                    ..Default::default()
+                }),
+                status: Some(NodeStatus {
+                    state: Some(node),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }];
+        };
+        let said = || -> Vec<String> {
+            sent()
+                .iter()
+                .map(|e| {
+                    let who = e.service.as_deref().or(e.node.as_deref()).unwrap_or("");
+                    format!(
+                        "{} {who} {}",
+                        e.event.as_str(),
+                        e.reason.as_deref().unwrap_or("")
+                    )
+                })
+                .collect()
+        };
+        // Mid-update at first sight: nothing said.
+        set(NodeState::READY, Some(U::UPDATING));
+        c.pass().await;
+        assert_eq!(said(), Vec::<String>::new());
+        for (node, update) in [
+            (NodeState::DOWN, Some(U::ROLLBACK_STARTED)),
+            (NodeState::DOWN, Some(U::ROLLBACK_STARTED)),
+            (NodeState::READY, Some(U::ROLLBACK_COMPLETED)),
+            (NodeState::READY, Some(U::UPDATING)),
+            (NodeState::READY, Some(U::COMPLETED)),
+        ] {
+            set(node, update);
+            c.pass().await;
+        }
+        assert_eq!(
+            said(),
+            [
+                "node-down box1 down",
+                "rollback web update-failed",
+                "node-up box1 ",
+                "update-finished web rolled-back",
+                "update-started web config-changed",
+                "update-finished web completed",
+            ]
+        );
     }
 }

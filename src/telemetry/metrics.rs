@@ -89,6 +89,7 @@ fn render_recorded(r: &Recorded) -> String {
     streams(&mut o, r, p);
     swarm(&mut o, r, p);
     config(&mut o, r, p);
+    notifications(&mut o, r, p);
     o.0
 }
 
@@ -448,6 +449,37 @@ fn config(o: &mut Out, r: &Recorded, p: &str) {
     );
     let held = if r.acting { 1.0 } else { 0.0 };
     o.sample("drover_lease_held", &[("project", p)], held);
+}
+
+/// Webhook notifications, by the webhook's name (never its URL).
+fn notifications(o: &mut Out, r: &Recorded, p: &str) {
+    if r.notifications.is_empty() && r.notifications_dropped.is_empty() {
+        return;
+    }
+    o.header(
+        "drover_notifications_total",
+        "counter",
+        "Webhook notifications by how they ended: sent (acknowledged) or failed (given up).",
+    );
+    for ((hook, result), n) in &r.notifications {
+        o.sample(
+            "drover_notifications_total",
+            &[("project", p), ("webhook", hook), ("result", result)],
+            *n as f64,
+        );
+    }
+    o.header(
+        "drover_notifications_dropped_total",
+        "counter",
+        "Webhook notifications dropped unsent because the webhook's queue was full.",
+    );
+    for (hook, n) in &r.notifications_dropped {
+        o.sample(
+            "drover_notifications_dropped_total",
+            &[("project", p), ("webhook", hook)],
+            *n as f64,
+        );
+    }
 }
 
 #[cfg(test)]

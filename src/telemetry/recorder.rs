@@ -305,6 +305,10 @@ pub(crate) struct Recorded {
     pub host_paths: Vec<String>,
     /// Swarm mode: the latest report of the project's services, tasks and nodes.
     pub swarm: Option<Report>,
+    /// (webhook, result) -> notifications that ended so (`sent`, `failed`).
+    pub notifications: BTreeMap<(String, &'static str), u64>,
+    /// webhook -> notifications dropped unsent because its queue was full.
+    pub notifications_dropped: BTreeMap<String, u64>,
 }
 
 impl Telemetry {
@@ -334,6 +338,8 @@ impl Telemetry {
                 slot_restarts: BTreeMap::new(),
                 host_paths: Vec::new(),
                 swarm: None,
+                notifications: BTreeMap::new(),
+                notifications_dropped: BTreeMap::new(),
             })),
         }
     }
@@ -347,6 +353,38 @@ impl Telemetry {
     /// until its first pass and event stream).
     pub fn add_node(&self, node: &str) {
         self.lock().node(node);
+    }
+
+    /// Declare a webhook (by its name, never its URL): its counters start at zero.
+    pub fn add_webhook(&self, webhook: &str) {
+        let mut r = self.lock();
+        for result in ["sent", "failed"] {
+            r.notifications
+                .entry((webhook.to_string(), result))
+                .or_default();
+        }
+        r.notifications_dropped
+            .entry(webhook.to_string())
+            .or_default();
+    }
+
+    /// Hook: a notification to `webhook` ended: `sent` (acknowledged) or `failed` (given
+    /// up after its attempts).
+    pub fn notification(&self, webhook: &str, result: &'static str) {
+        *self
+            .lock()
+            .notifications
+            .entry((webhook.to_string(), result))
+            .or_default() += 1;
+    }
+
+    /// Hook: a notification to `webhook` was dropped unsent (its queue was full).
+    pub fn notification_dropped(&self, webhook: &str) {
+        *self
+            .lock()
+            .notifications_dropped
+            .entry(webhook.to_string())
+            .or_default() += 1;
     }
 
     /// Hook: a reconcile pass on `node` starts; its duration is recorded when the returned
