@@ -16,6 +16,7 @@ const LAYERS: &[&str] = &[
     "plan",
     "execute",
     "lease",
+    "notify",
     "runtime",
     "nodes",
     "plain",
