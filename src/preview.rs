@@ -71,10 +71,17 @@ pub async fn plan_lines(specs: &[NodeSpec], loaded: &Loaded) -> Result<Vec<Strin
             out.push(format!("state {}: {} ({})", s.service, s.state, s.reason));
         }
     }
+    out.extend(describe(&project.name, &plan));
+    Ok(out)
+}
+
+/// What the plan would do and what it holds back, one line each.
+fn describe(project: &str, plan: &plan::Plan) -> Vec<String> {
+    let mut out = Vec::new();
     if plan.actions.is_empty() && plan.unplaced.is_empty() && plan.blocked.is_empty() {
         out.push(format!(
             "nothing to do: project {} is at its targets",
-            project.name
+            project
         ));
     }
     out.extend(plan.actions.iter().map(ToString::to_string));
@@ -109,5 +116,5 @@ pub async fn plan_lines(specs: &[NodeSpec], loaded: &Loaded) -> Result<Vec<Strin
             s.exit_code.map_or("unknown".into(), |c| c.to_string())
         ));
     }
-    Ok(out)
+    out
 }
