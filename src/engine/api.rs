@@ -29,7 +29,7 @@ use bollard::query_parameters::{
 use futures::{Stream, StreamExt};
 
 use super::error::EngineError;
-use super::images;
+use super::{digests, images};
 
 /// A stop or restart waits out the container's grace period: this is the longest allowed.
 const SLOW: Duration = Duration::from_secs(600);
@@ -76,6 +76,12 @@ pub trait Engine: Send + Sync {
     fn list_images(&self) -> Answer<'_, Vec<ImageSummary>>;
     /// Pull `image` (a reference without a tag means `latest`); see [`images::pull`].
     fn pull<'a>(&'a self, image: &'a str, platform: Option<&'a str>) -> Answer<'a, ()>;
+    /// The digest the registry holds for `image`'s tag, asked through the engine without
+    /// pulling; see [`digests::registry_digest`].
+    fn registry_digest<'a>(&'a self, image: &'a str) -> Answer<'a, String>;
+    /// The registry digest of the engine's copy of `image`, if it has one; see
+    /// [`digests::local_digest`].
+    fn local_digest<'a>(&'a self, image: &'a str) -> Answer<'a, Option<String>>;
     /// `/_ping`: the engine answers.
     fn ping(&self) -> Answer<'_, ()>;
     /// `/info`: the engine's id, labels, Swarm state.
@@ -187,6 +193,12 @@ impl Engine for Client {
     }
     fn pull<'a>(&'a self, image: &'a str, platform: Option<&'a str>) -> Answer<'a, ()> {
         self.0.pull(image, platform)
+    }
+    fn registry_digest<'a>(&'a self, image: &'a str) -> Answer<'a, String> {
+        self.0.registry_digest(image)
+    }
+    fn local_digest<'a>(&'a self, image: &'a str) -> Answer<'a, Option<String>> {
+        self.0.local_digest(image)
     }
     fn ping(&self) -> Answer<'_, ()> {
         self.0.ping()
@@ -331,6 +343,14 @@ impl Engine for Docker {
 
     fn pull<'a>(&'a self, image: &'a str, platform: Option<&'a str>) -> Answer<'a, ()> {
         Box::pin(images::pull(self, image, platform))
+    }
+
+    fn registry_digest<'a>(&'a self, image: &'a str) -> Answer<'a, String> {
+        Box::pin(digests::registry_digest(self, image))
+    }
+
+    fn local_digest<'a>(&'a self, image: &'a str) -> Answer<'a, Option<String>> {
+        Box::pin(digests::local_digest(self, image))
     }
 
     fn ping(&self) -> Answer<'_, ()> {

@@ -1,11 +1,13 @@
 //! Talking to Docker Engines: connecting like the Docker CLI ([`connect`]), the interface
 //! every engine call goes through ([`api::Engine`]), Swarm mode's ([`swarm::SwarmEngine`]),
 //! the handle to one engine the rest of drover holds ([`api::Client`]), the one typed
-//! error engine calls return ([`error`]), the one image pull path ([`images`]), and where
+//! error engine calls return ([`error`]), the one image pull path ([`images`]), image digests in the registry and on the engine
+//! ([`digests`]), and where
 //! the engine's host has drover's files ([`hostmounts`]).
 
 pub mod api;
 pub mod connect;
+pub mod digests;
 pub mod error;
 #[cfg(test)]
 pub mod fake;
