@@ -3,6 +3,7 @@
 //! does: [`pass`] lists every node that is up, plans and executes; [`say`] logs what
 //! changed, once.
 
+mod images;
 mod pass;
 mod say;
 #[cfg(test)]
@@ -19,7 +20,7 @@ use crate::config::{self, Project};
 use crate::lease::{self, LeaseConfig};
 use crate::nodes::{self, HealthConfig, NodeHandle, NodeSpec};
 use crate::observe::{self, Snapshot};
-use crate::plan::{BackoffConfig, History};
+use crate::plan::{BackoffConfig, Follow, History};
 use crate::runtime::{Adopted, ConfigSource, Lease, Mode, Parts, Runtime, Start, Trigger, Wake};
 use crate::telemetry::Telemetry;
 
@@ -61,7 +62,14 @@ impl Default for Settings {
 /// Plain mode's state between passes.
 pub struct Plain {
     nodes: Vec<NodeHandle>,
+    /// The project as the files say it.
+    file: Project,
+    /// The project drover runs: the file's, with the image pins and the rollbacks in force.
     project: Project,
+    /// Each service's image: the digests seen, the pins, the registry checks.
+    follow: Follow,
+    /// Look at the engine's copies of the images in the next pass (after a reload).
+    look_local: bool,
     settings: Settings,
     own_id: Option<String>,
     /// Crash attempts and rollout state (see [`History`]).
@@ -83,9 +91,14 @@ impl Plain {
         settings: Settings,
         telemetry: Telemetry,
     ) -> Plain {
+        let mut follow = Follow::default();
+        follow.configure(&project);
         Plain {
             nodes,
+            file: project.clone(),
             project,
+            follow,
+            look_local: false,
             settings,
             own_id: observe::own_container_id(),
             history: History::default(),
@@ -116,12 +129,16 @@ impl Mode for Plain {
     }
 
     fn adopt(&mut self, loaded: config::Loaded) -> Result<Adopted, String> {
-        let mut loaded = loaded;
-        self.history.reloaded(&self.project, &mut loaded.project);
-        let changed = loaded.project != self.project;
+        self.follow.configure(&loaded.project);
+        self.follow.check_now();
+        self.file = loaded.project;
+        self.look_local = true;
+        let mut pinned = self.follow.apply(&self.file);
+        self.history.reloaded(&self.project, &mut pinned);
+        let changed = pinned != self.project;
         if changed {
-            say::changes(&self.project, &loaded.project);
-            self.project = loaded.project;
+            say::changes(&self.project, &pinned);
+            self.project = pinned;
             self.said.counts.clear();
         }
         Ok(Adopted {
@@ -134,7 +151,17 @@ impl Mode for Plain {
         let now = Instant::now();
         self.killed
             .extend(wake.killed.into_iter().map(|id| (id, now)));
-        self.reconcile(&wake.changed).await
+        let again = self.reconcile(&wake.changed).await;
+        // Wake for the next registry check too.
+        let check = self.follow.next_check().map(|at| {
+            at.duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+                .max(Duration::from_secs(1))
+        });
+        match (again, check) {
+            (Some(a), Some(c)) => Some(a.min(c)),
+            (a, c) => a.or(c),
+        }
     }
 
     fn resumed(&mut self) {

@@ -217,6 +217,29 @@ pub struct HostPathsRecord {
     pub paths: Vec<String>,
 }
 
+/// One service's image as the last pass saw it: what runs, what the tag points at, when
+/// the registry was last asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageRecord {
+    pub service: String,
+    /// The image as written (a tag).
+    pub image: String,
+    /// How often the registry is asked; `None` when the service does not follow its tag.
+    pub every: Option<Duration>,
+    /// The digest most replicas run (their `drover.image-digest`).
+    pub running: Option<String>,
+    /// The newest digest seen for the tag.
+    pub newest: Option<String>,
+    /// The digest the replicas must run.
+    pub pinned: Option<String>,
+    /// A digest whose rollout failed, refused until the tag moves on.
+    pub failed: Option<String>,
+    pub last_check: Option<SystemTime>,
+    pub next_check: Option<SystemTime>,
+    /// The last check's error, while the registry cannot be asked.
+    pub error: Option<String>,
+}
+
 /// One finished action.
 #[derive(Debug, Clone)]
 pub(crate) struct ActionRecord {
@@ -262,6 +285,10 @@ pub(crate) struct Recorded {
     pub host_paths: Vec<String>,
     /// Swarm mode: the latest report of the project's services, tasks and nodes.
     pub swarm: Option<Report>,
+    /// Each service's image, as of the last pass.
+    pub images: BTreeMap<String, ImageRecord>,
+    /// (service, result) -> registry checks: `unchanged`, `new`, `refused`, `error`.
+    pub image_checks: BTreeMap<(String, &'static str), u64>,
 }
 
 impl Telemetry {
@@ -288,6 +315,8 @@ impl Telemetry {
                 reload_error: None,
                 host_paths: Vec::new(),
                 swarm: None,
+                images: BTreeMap::new(),
+                image_checks: BTreeMap::new(),
             })),
         }
     }
@@ -441,6 +470,21 @@ impl Telemetry {
             duration: a.duration,
             error: a.error,
         });
+    }
+
+    /// Hook: every service's image as of this pass (services not listed are forgotten).
+    pub fn images(&self, images: Vec<ImageRecord>) {
+        self.lock().images = images.into_iter().map(|i| (i.service.clone(), i)).collect();
+    }
+
+    /// Hook: the registry was asked for `service`'s tag; `result` is `unchanged`, `new`,
+    /// `refused` or `error`.
+    pub fn image_checked(&self, service: &str, result: &'static str) {
+        *self
+            .lock()
+            .image_checks
+            .entry((service.to_string(), result))
+            .or_default() += 1;
     }
 
     /// Hook: the config was loaded again; `error` when it was invalid (the last good one
