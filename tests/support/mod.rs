@@ -4,6 +4,7 @@
 //!   process by `scripts/engine.sh` (which also builds the offline test image).
 //! - [`Node`]: an extra engine in its own network namespace, reached over TCP+TLS, wrapping
 //!   `scripts/node.sh`; destroyed when dropped (also when the test panics).
+//! - [`registry::Registry`]: a private registry with basic auth, one per test.
 //! - [`docker`], [`wait_until`], [`drover_bin`], [`unique_name`]: small conveniences.
 //!
 //! Tests in one binary run in parallel: give every node its own name and index (each test
@@ -12,6 +13,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod drover;
+pub mod registry;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
