@@ -249,6 +249,10 @@ fn a_pushed_tag_rolls_every_replica_start_first_and_a_broken_one_is_rolled_back_
         took.as_secs_f64()
     );
     assert!(low >= 3, "fewest running replicas during the roll: {low}");
+    assert!(
+        low_healthy >= 3,
+        "fewest healthy replicas during the roll: {low_healthy}"
+    );
     let moved = d.actions("image");
     assert!(
         moved

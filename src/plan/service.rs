@@ -107,8 +107,12 @@ fn copies<'c>(
             if !input.up(&other.node) || other.state == State::Removing {
                 continue;
             }
-            if newer && first.state != State::Running && about_to_run(svc, first) {
-                // Keep the old copy serving until the current one runs.
+            let starting = first.state == State::Running
+                && health_checked(svc)
+                && first.health == Health::Starting;
+            if newer && (starting || first.state != State::Running && about_to_run(svc, first)) {
+                // Keep the old copy serving until the current one runs (and, with a
+                // healthcheck, has passed it once).
                 slots.overlap += 1;
                 continue;
             }

@@ -1353,3 +1353,29 @@ fn a_digest_whose_rollout_failed_stays_rolled_back_until_the_tag_moves() {
     assert_eq!(to_c.services["web"].digest.as_deref(), Some("sha256:c"));
     assert!(h.updating().contains("web"));
 }
+
+#[test]
+fn start_first_keeps_the_old_copy_until_the_new_one_has_passed_its_healthcheck() {
+    let mut web = healthchecked("web", 1);
+    web.update.order = crate::config::UpdateOrder::StartFirst;
+    let p = project(vec![web]);
+    let mut old = container("o1", "web", 1, State::Running, "old");
+    old.health = Health::Healthy;
+    let mut new = running("n1", "web", 1);
+    new.labels.insert(LABEL_GENERATION.into(), "99".into());
+    new.health = Health::Starting;
+    let plan = run_plan(
+        &p,
+        &snapshot(vec![old.clone(), new.clone()]),
+        &Backoff::default(),
+    );
+    assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+    new.health = Health::Healthy;
+    let plan = run_plan(&p, &snapshot(vec![old, new]), &Backoff::default());
+    let kinds: Vec<(&str, u32)> = plan
+        .actions
+        .iter()
+        .map(|a| (a.name(), a.slot().unwrap()))
+        .collect();
+    assert_eq!(kinds, vec![("remove", 1)]);
+}
