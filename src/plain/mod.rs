@@ -20,7 +20,8 @@ use crate::config::{self, Project};
 use crate::lease::{self, LeaseConfig};
 use crate::nodes::{self, HealthConfig, NodeHandle, NodeSpec};
 use crate::observe::{self, Snapshot};
-use crate::plan::{BackoffConfig, Follow, History};
+use crate::plan::{BackoffConfig, History};
+use crate::runtime::images::Images;
 use crate::runtime::{Adopted, ConfigSource, Lease, Mode, Parts, Runtime, Start, Trigger, Wake};
 use crate::telemetry::Telemetry;
 
@@ -67,9 +68,7 @@ pub struct Plain {
     /// The project drover runs: the file's, with the image pins and the rollbacks in force.
     project: Project,
     /// Each service's image: the digests seen, the pins, the registry checks.
-    follow: Follow,
-    /// Look at the engine's copies of the images in the next pass (after a reload).
-    look_local: bool,
+    images: Images,
     settings: Settings,
     own_id: Option<String>,
     /// Crash attempts and rollout state (see [`History`]).
@@ -91,14 +90,11 @@ impl Plain {
         settings: Settings,
         telemetry: Telemetry,
     ) -> Plain {
-        let mut follow = Follow::default();
-        follow.configure(&project);
         Plain {
             nodes,
             file: project.clone(),
+            images: Images::new(&project),
             project,
-            follow,
-            look_local: false,
             settings,
             own_id: observe::own_container_id(),
             history: History::default(),
@@ -129,11 +125,9 @@ impl Mode for Plain {
     }
 
     fn adopt(&mut self, loaded: config::Loaded) -> Result<Adopted, String> {
-        self.follow.configure(&loaded.project);
-        self.follow.check_now();
+        self.images.reloaded(&loaded.project);
         self.file = loaded.project;
-        self.look_local = true;
-        let mut pinned = self.follow.apply(&self.file);
+        let mut pinned = self.images.follow.apply(&self.file);
         self.history.reloaded(&self.project, &mut pinned);
         let changed = pinned != self.project;
         if changed {
@@ -153,12 +147,7 @@ impl Mode for Plain {
             .extend(wake.killed.into_iter().map(|id| (id, now)));
         let again = self.reconcile(&wake.changed).await;
         // Wake for the next registry check too.
-        let check = self.follow.next_check().map(|at| {
-            at.duration_since(std::time::SystemTime::now())
-                .unwrap_or_default()
-                .max(Duration::from_secs(1))
-        });
-        match (again, check) {
+        match (again, self.images.next_wake()) {
             (Some(a), Some(c)) => Some(a.min(c)),
             (a, c) => a.or(c),
         }

@@ -21,10 +21,6 @@ pub(super) struct Said {
     unplaced: HashSet<(String, u32, String)>,
     blocked: HashSet<(String, String)>,
     pub counts: BTreeMap<String, (u32, usize)>,
-    /// Services whose registry cannot be asked (said once until it answers).
-    pub image_errors: HashSet<String>,
-    /// (service, digest) refused because its rollout failed (said once).
-    pub refused: HashSet<(String, String)>,
 }
 
 impl Plain {
@@ -63,7 +59,7 @@ impl Plain {
             .update_failed(&mut self.project, &plan.update_failed);
         for (service, digest) in digests {
             if decisions.iter().any(|d| d.service() == service) {
-                self.image_failed(&service, &digest);
+                self.images.failed(&service, &digest, &self.telemetry);
             }
         }
         let mut changed = false;

@@ -356,7 +356,7 @@ async fn a_followed_tag_that_moves_rolls_every_replica_to_the_new_digest_start_f
     let first_create = calls.iter().position(|c| c.starts_with("create")).unwrap();
     let first_remove = calls.iter().position(|c| c.starts_with("remove")).unwrap();
     assert!(first_create < first_remove, "{calls:?}");
-    let status = w.plain.follow.get("web").unwrap().clone();
+    let status = w.plain.images.follow.get("web").unwrap().clone();
     assert_eq!(status.newest.as_deref(), Some("sha256:b"));
     assert_eq!(status.running.as_deref(), Some("sha256:b"));
 }
@@ -377,7 +377,7 @@ async fn a_new_digest_that_crashes_is_rolled_back_and_not_tried_until_the_tag_mo
     w.settle().await;
     assert_eq!(w.image("refuse-web-1").await, "app:1@sha256:a");
     assert_eq!(
-        w.plain.follow.get("web").unwrap().failed.as_deref(),
+        w.plain.images.follow.get("web").unwrap().failed.as_deref(),
         Some("sha256:b")
     );
     // The tag still points at b: checked again, refused, nothing changes.
