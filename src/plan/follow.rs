@@ -173,19 +173,50 @@ impl Follow {
                 *counts.entry(svc).or_default().entry(d).or_default() += 1;
             }
         }
+        let running = self
+            .services
+            .keys()
+            .map(|name| {
+                let most = counts.get(name.as_str()).and_then(|by| {
+                    by.iter()
+                        .max_by_key(|(d, n)| (**n, std::cmp::Reverse(**d)))
+                        .map(|(d, _)| d.to_string())
+                });
+                (name.clone(), most)
+            })
+            .collect();
+        self.running(running)
+    }
+
+    /// The digest each service runs (`None`: not known), from the replicas' labels or, in
+    /// Swarm mode, the service spec. A following service not pinned yet is pinned to it.
+    /// True when that pinned a service.
+    pub fn running(&mut self, running: BTreeMap<String, Option<String>>) -> bool {
         let mut pinned = false;
         for (name, t) in self.services.iter_mut() {
-            t.running = counts.get(name.as_str()).and_then(|by| {
-                by.iter()
-                    .max_by_key(|(d, n)| (**n, std::cmp::Reverse(**d)))
-                    .map(|(d, _)| d.to_string())
-            });
+            t.running = running.get(name).cloned().flatten();
             if t.every.is_some() && t.pinned.is_none() && t.running.is_some() {
                 t.pinned = t.running.clone();
                 pinned = true;
             }
         }
         pinned
+    }
+
+    /// `project` with the pins applied, except that a service whose pin was refused keeps
+    /// what it runs: for Swarm mode, where Swarm itself rolled the failed digest back.
+    pub fn apply_settled(&self, project: &Project) -> Project {
+        let mut out = project.clone();
+        for (name, svc) in out.services.iter_mut() {
+            svc.digest = self.services.get(name).and_then(|t| {
+                if t.failed.is_some() && t.failed == t.pinned {
+                    t.running.clone()
+                } else {
+                    t.pinned.clone()
+                }
+            });
+        }
+        out
     }
 
     /// Ask for every followed tag in the next pass (a reload, SIGHUP).
@@ -415,5 +446,37 @@ mod tests {
         let t = f.get("web").unwrap();
         assert_eq!((t.pinned.as_ref(), t.last_check), (None, None));
         assert!(f.get("db").is_none());
+    }
+}
+
+#[cfg(test)]
+mod settled {
+    use super::*;
+    use crate::plan::tests::{project, svc};
+
+    #[test]
+    fn a_refused_pin_keeps_what_runs_when_the_engine_rolled_it_back_itself() {
+        let mut web = svc("web", 1);
+        web.options.pull_policy = PullPolicy::Refresh(Duration::from_secs(60));
+        let p = project(vec![web]);
+        let mut f = Follow::default();
+        f.configure(&p);
+        f.running(BTreeMap::from([("web".into(), Some("sha256:a".into()))]));
+        let now = SystemTime::UNIX_EPOCH;
+        f.checked("web", Ok("sha256:b".into()), now);
+        assert_eq!(
+            f.apply_settled(&p).services["web"].digest.as_deref(),
+            Some("sha256:b")
+        );
+        f.failed("web", "sha256:b");
+        assert_eq!(
+            f.apply_settled(&p).services["web"].digest.as_deref(),
+            Some("sha256:a")
+        );
+        assert_eq!(
+            f.apply(&p).services["web"].digest.as_deref(),
+            Some("sha256:b"),
+            "plain mode's History keeps the rollback itself"
+        );
     }
 }

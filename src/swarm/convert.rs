@@ -326,7 +326,7 @@ fn container_spec(project: &Project, s: &Service) -> TaskSpecContainerSpec {
     });
 
     TaskSpecContainerSpec {
-        image: Some(s.image.clone()),
+        image: Some(s.reference()),
         labels: Some(container_labels),
         command: s.entrypoint.clone(),
         args: s.command.clone(),

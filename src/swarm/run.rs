@@ -10,6 +10,8 @@
 //! backoff, and a stream silent for `watchdog` is reopened (a half-open connection sends
 //! nothing). Nothing is kept between passes that the engine does not also have.
 
+mod images;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +26,8 @@ use super::report::{self, Report};
 use crate::config::{self, Project};
 use crate::engine::connect::{Connected, Endpoint, explain};
 use crate::engine::model::{ConfigSpec, Node, SecretSpec, Task};
-use crate::engine::{EngineError, SwarmEngine, SwarmHandle};
+use crate::engine::{Client, EngineError, SwarmEngine, SwarmHandle};
+use crate::runtime::images::Images;
 use crate::runtime::{
     Adopted, ConfigSource, EventWatch, EventWatchConfig, Lease, Mode, Parts, Runtime, Start,
     Trigger, Wake, Watched,
@@ -69,6 +72,9 @@ pub struct Observed {
     pub objects: Vec<Existing>,
     pub tasks: Vec<Task>,
     pub nodes: Vec<Node>,
+    /// Service name -> the state of its last update as Swarm words it (`updating`,
+    /// `completed`, `rollback_completed`, ...).
+    pub updates: HashMap<String, String>,
 }
 
 /// Desired state for the project: the model as Swarm specs, with the content of the
@@ -125,10 +131,15 @@ fn read_object(path: &str) -> Result<Vec<u8>, String> {
 pub async fn observe(engine: &dyn SwarmEngine, project: &str) -> Result<Observed, EngineError> {
     let prefix = format!("{project}_");
     let services = engine.list_services(Some(&prefix)).await?;
+    let mut updates = HashMap::new();
     let services: Vec<Current> = services
         .into_iter()
         .filter_map(|s| {
             let spec = s.spec?;
+            let state = s.update_status.and_then(|u| u.state);
+            if let (Some(name), Some(state)) = (&spec.name, state) {
+                updates.insert(name.clone(), state.to_string());
+            }
             Some(Current {
                 id: s.id?,
                 version: s.version.and_then(|v| v.index).unwrap_or(0),
@@ -193,6 +204,7 @@ pub async fn observe(engine: &dyn SwarmEngine, project: &str) -> Result<Observed
         objects,
         tasks,
         nodes,
+        updates,
     })
 }
 
@@ -366,7 +378,13 @@ pub struct Controller {
     swarm: SwarmHandle,
     engine: Endpoint,
     project: Project,
+    /// The config as the files say it; `desired` is made from it with the image pins.
+    file: config::Loaded,
     desired: Desired,
+    /// Each service's image: the digests seen, the pins, the registry checks.
+    images: Images,
+    /// The manager's engine, asked for registry digests; `None`: tags are not followed.
+    registry: Option<Client>,
     report: report::Shared,
     telemetry: Telemetry,
     said: Said,
@@ -389,8 +407,9 @@ pub fn runtime(
         cancel,
         reload,
     } = start;
-    let (mode, warnings) =
+    let (mut mode, warnings) =
         Controller::new(manager.swarm, engine.clone(), &loaded, telemetry.clone())?;
+    mode.follow_with(manager.client.clone());
     let trigger = Arc::new(Trigger::default());
     let watch = EventWatch::new(
         manager.client,
@@ -433,7 +452,10 @@ impl Controller {
             swarm,
             engine,
             project: loaded.project.clone(),
+            file: loaded.clone(),
             desired,
+            images: Images::new(&loaded.project),
+            registry: None,
             report: Arc::default(),
             telemetry,
             said: Said::default(),
@@ -456,20 +478,26 @@ impl Mode for Controller {
     /// A config whose desired services are the same needs no pass. A secret or config
     /// file that cannot be read keeps the last good config.
     fn adopt(&mut self, loaded: config::Loaded) -> Result<Adopted, String> {
-        let (desired, warnings) = desired(&loaded)?;
+        self.images.reloaded(&loaded.project);
+        let (desired, warnings) = desired(&images::pinned(&loaded, &self.images))?;
         let changed = desired != self.desired;
         if changed {
             info!(action = "reload", project = %self.project.name, reason = "config changed", "config reloaded");
-            self.project = loaded.project;
+            self.project = loaded.project.clone();
             self.desired = desired;
         }
+        self.file = loaded;
         Ok(Adopted { changed, warnings })
     }
 
     /// After a change, look again soon: Swarm is converging. Otherwise tasks are listed
     /// again at the resync (Swarm sends no task events).
     async fn pass(&mut self, _wake: Wake) -> Option<Duration> {
-        self.pass().await.then_some(Duration::from_millis(500))
+        let acted = self.pass().await.then_some(Duration::from_millis(500));
+        match (acted, self.images.next_wake()) {
+            (Some(a), Some(c)) => Some(a.min(c)),
+            (a, c) => a.or(c),
+        }
     }
 
     fn left_running(&self) -> &'static str {
@@ -506,6 +534,7 @@ impl Controller {
         if self.said.list_error.take().is_some() {
             info!(action = "list", project = %project, "listing the swarm again");
         }
+        self.follow_images(&observed).await;
 
         // Secrets and configs first: the services refer to them by id. What may be
         // removed is checked against every service of the swarm, listed only then.
@@ -825,7 +854,7 @@ fn ignore(r: Result<(), EngineError>, done: fn(&EngineError) -> bool) -> Result<
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::engine::Kind as ErrorKind;
     use crate::engine::model::{
@@ -996,7 +1025,7 @@ mod tests {
     }
 
     /// A project loaded from `yaml` for Swarm mode, in a directory of its own.
-    fn loaded(name: &str, yaml: &str) -> config::Loaded {
+    pub(super) fn loaded(name: &str, yaml: &str) -> config::Loaded {
         let dir = std::env::temp_dir().join(format!("drover-swarm-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("compose.yml"), yaml).unwrap();
@@ -1012,7 +1041,7 @@ mod tests {
         l
     }
 
-    fn endpoint() -> Endpoint {
+    pub(super) fn endpoint() -> Endpoint {
         let args = crate::engine::connect::ConnectArgs {
             host: Some("tcp://10.0.0.1:2375".into()),
             ..Default::default()
