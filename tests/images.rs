@@ -2,7 +2,10 @@
 //! and, against a real registry (Debian's docker-registry, started per test) and the local
 //! engine, a tag pushed again rolls the service to the new digest, a broken one is rolled
 //! back and refused until the tag moves, and a `docker pull` by hand followed by SIGHUP
-//! rolls a service that does not follow its tag.
+//! rolls a service that does not follow its tag; in Swarm mode (a one-node swarm in a
+//! network namespace), a pushed tag reaches the service spec and every task.
+//!
+//! Node indices 131..139 belong to this file.
 
 mod support;
 
@@ -10,9 +13,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use drover::config::{self, LoadOptions, PullPolicy};
-use support::drover::{Drover, Project, eventually};
+use support::drover::{Drover, Project, eventually, eventually_with};
 use support::registry::Registry;
-use support::{TEST_IMAGE, docker_ok, local_env, unique_name};
+use support::{Node, TEST_IMAGE, docker_ok, local_env, unique_name};
 
 // ---- pull_policy and x-drover.follow_images, as loaded ----
 
@@ -242,11 +245,13 @@ fn a_pushed_tag_rolls_every_replica_start_first_and_a_broken_one_is_rolled_back_
 
     // A new image under the same tag: every replica runs it within the check interval
     // plus the rollout, never fewer than 3 running (start-first).
-    let v2 = publish(&build("v2", GOOD), &name);
-    let (low, low_healthy, took) = watch(&p, Duration::from_secs(90), || all_on(&p, &v2, 3));
+    let image = build("v2", GOOD);
+    let pushed = Instant::now();
+    let v2 = publish(&image, &name);
+    let (low, low_healthy, _) = watch(&p, Duration::from_secs(90), || all_on(&p, &v2, 3));
     eprintln!(
-        "push to all 3 replicas on the new digest: {:.1} s; fewest running {low}, fewest healthy {low_healthy}",
-        took.as_secs_f64()
+        "docker push started to all 3 replicas on the new digest: {:.1} s (checks every 3 s); fewest running {low}, fewest healthy {low_healthy}",
+        pushed.elapsed().as_secs_f64()
     );
     assert!(low >= 3, "fewest running replicas during the roll: {low}");
     assert!(
@@ -369,4 +374,83 @@ fn a_tag_pulled_by_hand_and_a_sighup_roll_a_service_that_does_not_follow() {
         images.values().all(|i| *i == format!("{name}@{v2}")),
         "{images:?}"
     );
+}
+
+/// The image of Swarm service `name`'s spec, and the images its running tasks run (from
+/// the tasks' specs: `docker service ps` shows them without the digest).
+fn swarm_images(node: &Node, name: &str) -> (String, Vec<String>) {
+    let inspect = |args: &[&str]| String::from_utf8_lossy(&node.docker(args).stdout).to_string();
+    let spec = inspect(&[
+        "service",
+        "inspect",
+        "-f",
+        "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+        name,
+    ]);
+    let tasks = inspect(&[
+        "service",
+        "ps",
+        name,
+        "-q",
+        "--filter",
+        "desired-state=running",
+    ]);
+    let running = tasks
+        .lines()
+        .filter_map(|id| {
+            let line = inspect(&[
+                "inspect",
+                "-f",
+                "{{.Status.State}} {{.Spec.ContainerSpec.Image}}",
+                id,
+            ]);
+            let (state, image) = line.trim().split_once(' ')?;
+            (state == "running").then(|| image.to_string())
+        })
+        .collect();
+    (spec.trim().to_string(), running)
+}
+
+#[test]
+fn in_swarm_mode_a_pushed_tag_reaches_the_service_spec_and_every_task() {
+    let node = Node::start("imgswarm", 131);
+    let ip: std::net::IpAddr = format!("10.231.{}.1", node.index).parse().unwrap();
+    let r = Registry::open_tls(ip);
+    let name = r.image(&format!("{}:live", unique_name("swfollow")));
+    let v1 = publish(&build("s1", GOOD), &name);
+    let addr = format!("10.231.{}.2", node.index);
+    node.docker_ok(&["swarm", "init", "--advertise-addr", &addr]);
+    let compose = compose(&name, "    pull_policy: every_3s\n").replace("scale: 3", "scale: 2");
+    let p = Project::on(&unique_name("imgswarm"), &compose, node.env());
+    let service = format!("{}_web", p.name);
+    let mut d = p.run(&["--listen", "off", "--mode", "swarm"]);
+    let on = |digest: &str| {
+        let want = format!("{name}@{digest}");
+        let (spec, tasks) = swarm_images(&node, &service);
+        spec == want && tasks.len() == 2 && tasks.iter().all(|t| *t == want)
+    };
+    eventually_with(&mut d, Duration::from_secs(120), "2 tasks on v1", |_| {
+        on(&v1)
+    });
+    let image = build("s2", GOOD);
+    let start = Instant::now();
+    let v2 = publish(&image, &name);
+    eventually_with(&mut d, Duration::from_secs(120), "2 tasks on v2", |_| {
+        on(&v2)
+    });
+    eprintln!(
+        "swarm: docker push started to 2 tasks on the new digest: {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    let moved = d.actions("image");
+    assert!(
+        moved
+            .iter()
+            .any(|e| e["reason"] == "tag-moved" && e["desired"] == v2.as_str()),
+        "{moved:?}"
+    );
+    let updates = d.actions("update");
+    assert_eq!(updates.len(), 1, "one update, for v2: {updates:#?}");
+    drop(d);
+    let _ = node.docker(&["swarm", "leave", "--force"]);
 }

@@ -154,6 +154,11 @@ impl Registry {
         Registry::start(ip, true, true)
     }
 
+    /// A registry over TLS on `ip`, as [`Registry::tls`], that asks for no login.
+    pub fn open_tls(ip: IpAddr) -> Registry {
+        Registry::start(ip, true, false)
+    }
+
     fn start(ip: IpAddr, tls: bool, auth: bool) -> Registry {
         let bin = binary();
         let dir = std::env::temp_dir().join(unique_name("drover-registry"));
