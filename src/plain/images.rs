@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use super::Plain;
 use crate::engine::Client;
+use crate::plan::ImageDecision;
 
 impl Plain {
     /// Take what the replicas run, check what is due, and re-pin. True when the project
@@ -30,7 +31,9 @@ impl Plain {
             moved |= self
                 .images
                 .check(&project, &engine, &endpoint, &self.telemetry)
-                .await;
+                .await
+                .iter()
+                .any(ImageDecision::moves);
         }
         moved && self.repin()
     }

@@ -55,14 +55,15 @@ impl Images {
     }
 
     /// Ask `engine` (at `endpoint`, for error lines) for what is due, say each decision and
-    /// record the images. True when a service's pin moved.
+    /// record the images. Returns the decisions, as plain data for hooks; a service's pin
+    /// moved when one of them [`moves`](ImageDecision::moves).
     pub async fn check(
         &mut self,
         project: &str,
         engine: &Client,
         endpoint: &Endpoint,
         telemetry: &Telemetry,
-    ) -> bool {
+    ) -> Vec<ImageDecision> {
         let mut decisions = Vec::new();
         if std::mem::take(&mut self.look_local) {
             decisions.extend(self.engine_copies(project, engine).await);
@@ -82,15 +83,13 @@ impl Images {
         for ((service, _), answer) in due.iter().zip(answers) {
             decisions.extend(self.follow.checked(service, answer, now));
         }
-        let mut moved = false;
         for d in &decisions {
-            moved |= d.moves();
             if let Some(result) = self.say(project, d) {
                 telemetry.image_checked(d.service(), result);
             }
         }
         self.record(telemetry);
-        moved
+        decisions
     }
 
     /// The engine's copy of every service's tag: a tag pulled by hand (`docker pull`, then

@@ -657,6 +657,47 @@ mod tests {
     }
 
     #[test]
+    fn a_followed_image_shows_its_digests_in_status_table_and_metrics() {
+        use crate::telemetry::ImageRecord;
+        let t = Telemetry::new("demo", Duration::from_secs(60), None);
+        let a = format!("sha256:{}", "a".repeat(64));
+        let b = format!("sha256:{}", "b".repeat(64));
+        t.images(vec![ImageRecord {
+            service: "web".into(),
+            image: "reg:5000/app:live".into(),
+            every: Some(Duration::from_secs(600)),
+            running: Some(a.clone()),
+            newest: Some(b.clone()),
+            failed: Some(b.clone()),
+            last_check: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+            ..Default::default()
+        }]);
+        t.image_checked("web", "refused");
+        let s = snapshot(&t);
+        assert_eq!(s.images[0].running.as_deref(), Some(a.as_str()));
+        assert_eq!(s.images[0].check_every.as_deref(), Some("10m"));
+        let table = render_table(&s);
+        assert!(table.contains("reg:5000/app:live"), "{table}");
+        assert!(table.contains("sha256:aaaaaaaaaaaa "), "{table}");
+        let back: Status = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        let m = crate::telemetry::metrics::render(&t);
+        assert!(
+            m.contains(&format!(
+                "drover_image_info{{project=\"demo\",service=\"web\",image=\"reg:5000/app:live\",running=\"{a}\",newest=\"{b}\"}} 1"
+            )),
+            "{m}"
+        );
+        assert!(m.contains("drover_image_up_to_date{project=\"demo\",service=\"web\"} 0"));
+        assert!(m.contains(
+            "drover_image_checks_total{project=\"demo\",service=\"web\",result=\"refused\"} 1"
+        ));
+        assert!(m.contains(
+            "drover_image_last_check_timestamp_seconds{project=\"demo\",service=\"web\"} 1700000000"
+        ));
+    }
+
+    #[test]
     fn translated_host_paths_show_in_status_and_change_only_when_they_do() {
         use crate::telemetry::HostPathsRecord;
         let t = Telemetry::new("demo", Duration::from_secs(60), None);

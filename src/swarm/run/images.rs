@@ -12,6 +12,7 @@ use tracing::error;
 use super::{Controller, Observed, desired};
 use crate::config;
 use crate::engine::Client;
+use crate::plan::ImageDecision;
 use crate::runtime::images::Images;
 use crate::swarm::diff;
 
@@ -72,7 +73,9 @@ impl Controller {
             moved |= self
                 .images
                 .check(&project, client, &self.engine, &self.telemetry)
-                .await;
+                .await
+                .iter()
+                .any(ImageDecision::moves);
         } else {
             self.images.record(&self.telemetry);
         }
