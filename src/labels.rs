@@ -8,6 +8,9 @@ pub const LABEL_PROJECT: &str = "drover.project";
 pub const LABEL_SERVICE: &str = "drover.service";
 pub const LABEL_SLOT: &str = "drover.slot";
 pub const LABEL_CONFIG_HASH: &str = "drover.config-hash";
+/// The registry digest (`sha256:…`) of the image the container was created from, when the
+/// image has one: a container whose digest differs from the service's pinned one is rolled.
+pub const LABEL_IMAGE_DIGEST: &str = "drover.image-digest";
 /// Set by the executor on multi-node setups.
 pub const LABEL_NODE: &str = "drover.node";
 /// When this copy of the slot was placed (nanoseconds since the epoch): of two copies of one

@@ -30,7 +30,8 @@ use crate::engine::model::VolumeMount;
 
 use crate::labels::{
     COMPOSE_CONFIG_HASH, COMPOSE_CONTAINER_NUMBER, COMPOSE_ONEOFF, COMPOSE_PROJECT,
-    COMPOSE_SERVICE, LABEL_CONFIG_HASH, LABEL_PROJECT, LABEL_SERVICE, LABEL_SLOT,
+    COMPOSE_SERVICE, LABEL_CONFIG_HASH, LABEL_IMAGE_DIGEST, LABEL_PROJECT, LABEL_SERVICE,
+    LABEL_SLOT,
 };
 
 /// `{project}-{service}-{slot}`, or the service's `container_name` when set
@@ -77,6 +78,9 @@ pub fn labels(project: &Project, service: &Service, slot: u32) -> HashMap<String
     ] {
         out.insert(k.to_string(), v.to_string());
     }
+    if let Some(d) = &service.digest {
+        out.insert(LABEL_IMAGE_DIGEST.to_string(), d.clone());
+    }
     out
 }
 
@@ -96,7 +100,7 @@ pub fn create_body(project: &Project, service: &Service, slot: u32) -> Container
     });
 
     ContainerCreateBody {
-        image: Some(service.image.clone()),
+        image: Some(service.reference()),
         cmd: service.command.clone(),
         entrypoint: service.entrypoint.clone(),
         env: (!env.is_empty()).then_some(env),
@@ -747,6 +751,7 @@ mod tests {
             unhealthy: Default::default(),
             backoff: Default::default(),
             config_hash: "abc123".into(),
+            digest: None,
             options: ServiceOptions::default(),
         };
         let project = Project {

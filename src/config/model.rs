@@ -103,11 +103,43 @@ pub struct Service {
     /// Hash of everything that shapes a container (not the replica count).
     /// A container whose `drover.config-hash` label differs is recreated.
     pub config_hash: String,
+    /// The image digest (`sha256:…`) the service's containers must run, when drover pinned
+    /// one (a followed tag's digest, or the local image's after a reload). Never read from
+    /// the files: the runtime sets it; not part of the config hash. A container whose
+    /// `drover.image-digest` label differs is rolled like a changed definition.
+    #[serde(skip)]
+    pub digest: Option<String>,
     /// Every other Compose key that reaches the container or the engine calls. Printed
     /// at the service level (as compose does); keys left at their default are not printed
     /// and do not enter the config hash.
     #[serde(flatten)]
     pub options: ServiceOptions,
+}
+
+impl Service {
+    /// What a container of this service must match: the config hash, and the pinned image
+    /// digest when there is one. Rollouts and rollbacks are remembered by revision.
+    pub fn revision(&self) -> String {
+        match &self.digest {
+            Some(d) => format!("{}@{}", self.config_hash, d),
+            None => self.config_hash.clone(),
+        }
+    }
+
+    /// The image reference containers are created from: the image as written, pinned to
+    /// the digest when there is one (`name:tag@sha256:…`, as `docker stack deploy` writes it).
+    pub fn reference(&self) -> String {
+        match &self.digest {
+            Some(d) => pinned(&self.image, d),
+            None => self.image.clone(),
+        }
+    }
+}
+
+/// `image` pinned to `digest`: any digest already in the reference is replaced.
+pub fn pinned(image: &str, digest: &str) -> String {
+    let name = image.split_once('@').map_or(image, |(n, _)| n);
+    format!("{name}@{digest}")
 }
 
 /// Service keys beyond the core ones, with Compose's names. Everything is optional:
@@ -240,8 +272,7 @@ pub struct ServiceOptions {
 }
 
 /// `pull_policy`. The default, `missing`, pulls only when the engine lacks the image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PullPolicy {
     /// Pull before every create, even when the engine has the image.
     Always,
@@ -253,11 +284,50 @@ pub enum PullPolicy {
     /// The service has `build:` (or `pull_policy: build`): drover does not build, so the
     /// image must already be on the engine; never pull, and say so when it is missing.
     Build,
+    /// `daily`, `weekly`, `every_<duration>`, or `refresh` with `pull_refresh_after`
+    /// (compose-go's refresh policy with its window; `x-drover.follow_images` for services
+    /// that set no policy): pull when missing, and check the registry for the tag's digest
+    /// this often, for as long as drover runs. A new digest is rolled out through the
+    /// service's `update_config` (see `plan::follow`).
+    Refresh(Duration),
 }
 
 impl PullPolicy {
     pub fn is_default(&self) -> bool {
         *self == PullPolicy::Missing
+    }
+
+    /// How often the registry is asked for the tag's digest, when the service follows it.
+    pub fn follow_every(&self) -> Option<Duration> {
+        match self {
+            PullPolicy::Refresh(every) => Some(*every),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for PullPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PullPolicy::Always => f.write_str("always"),
+            PullPolicy::Missing => f.write_str("missing"),
+            PullPolicy::Never => f.write_str("never"),
+            PullPolicy::Build => f.write_str("build"),
+            PullPolicy::Refresh(d) if *d == Duration::from_secs(86_400) => f.write_str("daily"),
+            PullPolicy::Refresh(d) if *d == Duration::from_secs(7 * 86_400) => {
+                f.write_str("weekly")
+            }
+            PullPolicy::Refresh(d) => {
+                let human = humantime::format_duration(*d).to_string().replace(' ', "");
+                write!(f, "every_{human}")
+            }
+        }
+    }
+}
+
+impl Serialize for PullPolicy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -532,6 +602,10 @@ pub struct Settings {
     pub unhealthy: Option<UnhealthyAction>,
     /// `x-drover.mode`: schedule containers ourselves, drive Swarm services, or pick.
     pub mode: Option<Mode>,
+    /// `x-drover.follow_images`: services that set no `pull_policy` (or `missing`) check
+    /// the registry for their tag's digest this often and follow it.
+    #[serde(serialize_with = "human_opt")]
+    pub follow_images: Option<Duration>,
     /// `x-drover.notify`: webhooks drover posts events to.
     pub notify: Vec<Webhook>,
 }

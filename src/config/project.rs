@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -133,6 +134,10 @@ pub fn build(
         host_paths.extend(d.host_paths);
         let mut s = d.service;
         s.unhealthy = d.unhealthy.or(settings.unhealthy).unwrap_or_default();
+        if let (Some(every), PullPolicy::Missing) = (settings.follow_images, s.options.pull_policy)
+        {
+            s.options.pull_policy = PullPolicy::Refresh(every);
+        }
         let scales = (&file_scale, &drover_scale);
         s.replicas = replica_target(inp, scales, &svc_name, d.file_replicas);
         check_replicas(&s, &d.loc, d.container_name_loc.as_ref())?;
@@ -674,6 +679,7 @@ fn x_drover(
             "nodes" => settings.nodes = super::nodes::nodes(v, &p, dir, warnings)?,
             "notify" => settings.notify = super::webhooks::webhooks(v, &p, dir, warnings)?,
             "rebalance" => settings.rebalance = read::boolean(v, &p)?,
+            "follow_images" => settings.follow_images = follow_images(v, &p)?,
             "unhealthy" => settings.unhealthy = Some(super::lifecycle::unhealthy(v, &p)?),
             "mode" => {
                 let mode = read::string(v, &p)?
@@ -700,6 +706,27 @@ fn x_drover(
     Ok((settings, scale))
 }
 
+/// `x-drover.follow_images`: a duration, or a refresh policy's word (`daily`, `weekly`,
+/// `every_<duration>`); null or `false` for none.
+fn follow_images(v: &Node, p: &str) -> Result<Option<Duration>> {
+    if matches!(v.kind, Kind::Null | Kind::Bool(false)) {
+        return Ok(None);
+    }
+    let words = read::string(v, p)?;
+    let every = match words.as_str() {
+        "daily" => Duration::from_secs(86_400),
+        "weekly" => Duration::from_secs(7 * 86_400),
+        w => {
+            let d = w.strip_prefix("every_").unwrap_or(w);
+            super::syntax::parse_duration(d).map_err(|m| read::bad(v, p, m))?
+        }
+    };
+    if every.is_zero() {
+        return Err(read::bad(v, p, "the interval must be longer than zero"));
+    }
+    Ok(Some(every))
+}
+
 /// sha256 (hex) of everything that shapes the service's containers: the service without
 /// its name, replica target and dependencies, plus the definitions of the networks and
 /// volumes it uses. Serialized as JSON with sorted keys, so it is stable across loads.
@@ -715,6 +742,7 @@ pub fn config_hash(
             "replicas",
             "depends_on",
             "config_hash",
+            "pull_policy",
             "placement",
             "update",
             "rollback",

@@ -13,6 +13,7 @@ use std::time::Duration;
 use super::hostpath::{PathUse, UseKind};
 use super::model::*;
 use super::read::{self, Result, Warnings, child, fail, index};
+use super::syntax;
 use super::yaml::{Key, Kind, Loc, Node};
 
 mod dependencies;
@@ -48,7 +49,6 @@ const UNSUPPORTED: &[&str] = &[
     "post_start",
     "pre_stop",
     "provider",
-    "pull_refresh_after",
     "use_api_socket",
 ];
 
@@ -124,7 +124,9 @@ struct Reading<'n> {
     image: Option<String>,
     /// Where `build` is written.
     has_build: Option<Loc>,
-    pull_policy: Option<PullPolicy>,
+    pull_policy: Option<PolicyWords>,
+    /// `pull_refresh_after`: the window of `pull_policy: refresh`.
+    pull_refresh_after: Option<(Duration, Loc)>,
     /// Read last: its variables may come from `environment`.
     env_file_node: Option<(&'n Node, String)>,
     env_inline: Vec<read::Entry>,
@@ -172,6 +174,7 @@ impl<'n> Reading<'n> {
             unhealthy: UnhealthyAction::default(),
             backoff: BackoffSettings::default(),
             config_hash: String::new(),
+            digest: None,
             options: ServiceOptions::default(),
         };
         let d = Draft {
@@ -193,6 +196,7 @@ impl<'n> Reading<'n> {
             image: None,
             has_build: None,
             pull_policy: None,
+            pull_refresh_after: None,
             env_file_node: None,
             env_inline: Vec::new(),
             tmpfs: Vec::new(),
@@ -248,7 +252,10 @@ impl<'n> Reading<'n> {
                     s.labels.insert(e.key, e.value.unwrap_or_default());
                 }
             }
-            "pull_policy" => self.pull_policy = Some(pull_policy(cx.warnings, v, p)?),
+            "pull_policy" => self.pull_policy = Some(pull_policy(v, p)?),
+            "pull_refresh_after" => {
+                self.pull_refresh_after = Some((read::duration(v, p)?, v.loc.clone()))
+            }
             "platform" => o.platform = read::opt_string(v, p)?,
             "runtime" => o.runtime = read::opt_string(v, p)?,
             "profiles" => o.profiles = read::string_or_list(v, p, false)?,
@@ -499,6 +506,7 @@ impl<'n> Reading<'n> {
     /// drover runs images and never builds them: a service with `build:` runs its image
     /// (compose's `{project}-{service}` when it names none) if the engine already has it.
     fn image(&mut self, cx: &mut Cx, key_loc: &Loc) -> Result<()> {
+        let written = self.written_policy(cx);
         let path = &self.path;
         if let Some(loc) = &self.has_build {
             let named = self.image.is_some();
@@ -519,7 +527,7 @@ impl<'n> Reading<'n> {
             (None, Some(_)) => format!("{}-{}", cx.project, self.s.name),
             (None, None) => return Err(fail(key_loc, path, "has no image")),
         };
-        self.o.pull_policy = match (self.pull_policy, &self.has_build) {
+        self.o.pull_policy = match (written, &self.has_build) {
             (Some(p), _) => p,
             (None, Some(_)) => PullPolicy::Build,
             (None, None) => PullPolicy::Missing,
@@ -532,6 +540,39 @@ impl<'n> Reading<'n> {
             );
         }
         Ok(())
+    }
+
+    /// The policy `pull_policy` and `pull_refresh_after` say, if any. `refresh` without a
+    /// window is read as `missing`, as compose-go reads it.
+    fn written_policy(&mut self, cx: &mut Cx) -> Option<PullPolicy> {
+        let path = &self.path;
+        let after = self.pull_refresh_after.take();
+        match (self.pull_policy.take(), after) {
+            (Some(PolicyWords::Refresh(_)), Some((every, _))) if !every.is_zero() => {
+                Some(PullPolicy::Refresh(every))
+            }
+            (Some(PolicyWords::Refresh(loc)), _) => {
+                cx.warnings.at(
+                    &loc,
+                    &child(path, "pull_policy"),
+                    "refresh without a pull_refresh_after window: read as missing, as compose does",
+                );
+                Some(PullPolicy::Missing)
+            }
+            (words, Some((_, loc))) => {
+                cx.warnings.at(
+                    &loc,
+                    &child(path, "pull_refresh_after"),
+                    "ignored: only pull_policy: refresh has a refresh window",
+                );
+                words.map(|w| match w {
+                    PolicyWords::Is(p) => p,
+                    PolicyWords::Refresh(_) => PullPolicy::Missing,
+                })
+            }
+            (Some(PolicyWords::Is(p)), None) => Some(p),
+            (None, None) => None,
+        }
     }
 
     fn network_mode_or_networks(&mut self) -> Result<()> {
@@ -686,33 +727,40 @@ impl<'n> Reading<'n> {
     }
 }
 
-fn pull_policy(w: &mut Warnings, v: &Node, p: &str) -> Result<PullPolicy> {
+fn pull_policy(v: &Node, p: &str) -> Result<PolicyWords> {
     let policy = read::string(v, p)?;
+    let every = |d: &str| -> Result<PullPolicy> {
+        let every = syntax::parse_duration(d).map_err(|m| read::bad(v, p, m))?;
+        if every.is_zero() {
+            return Err(read::bad(v, p, "the interval must be longer than zero"));
+        }
+        Ok(PullPolicy::Refresh(every))
+    };
     Ok(match policy.as_str() {
-        "always" => PullPolicy::Always,
-        "missing" | "if_not_present" => PullPolicy::Missing,
-        "never" => PullPolicy::Never,
-        "build" => PullPolicy::Build,
-        "daily" | "weekly" => {
-            w.at(
-                &v.loc,
-                p,
-                "refresh policies are not supported, read as missing",
-            );
-            PullPolicy::Missing
-        }
-        x if x.starts_with("every_") => {
-            w.at(
-                &v.loc,
-                p,
-                "refresh policies are not supported, read as missing",
-            );
-            PullPolicy::Missing
-        }
+        "always" => PolicyWords::Is(PullPolicy::Always),
+        "missing" | "if_not_present" => PolicyWords::Is(PullPolicy::Missing),
+        "never" => PolicyWords::Is(PullPolicy::Never),
+        "build" => PolicyWords::Is(PullPolicy::Build),
+        "daily" => PolicyWords::Is(PullPolicy::Refresh(Duration::from_secs(86_400))),
+        "weekly" => PolicyWords::Is(PullPolicy::Refresh(Duration::from_secs(7 * 86_400))),
+        "refresh" => PolicyWords::Refresh(v.loc.clone()),
+        x if x.starts_with("every_") => PolicyWords::Is(every(&x["every_".len()..])?),
         _ => {
-            return Err(read::bad(v, p, "expected always, missing, never or build"));
+            return Err(read::bad(
+                v,
+                p,
+                "expected always, missing, if_not_present, never, build, daily, weekly, \
+                 every_<duration> or refresh",
+            ));
         }
     })
+}
+
+/// `pull_policy` as written: a policy, or `refresh`, whose window is `pull_refresh_after`.
+#[derive(Debug, Clone)]
+enum PolicyWords {
+    Is(PullPolicy),
+    Refresh(Loc),
 }
 
 fn opt_words(v: &Node, p: &str) -> Result<Option<Vec<String>>> {

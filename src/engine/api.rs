@@ -30,7 +30,7 @@ use futures::{Stream, StreamExt};
 
 use super::credentials::Credentials;
 use super::error::EngineError;
-use super::images;
+use super::{digests, images};
 
 /// A stop or restart waits out the container's grace period: this is the longest allowed.
 const SLOW: Duration = Duration::from_secs(600);
@@ -83,6 +83,16 @@ pub trait Engine: Send + Sync {
         platform: Option<&'a str>,
         credentials: &'a Credentials,
     ) -> Answer<'a, ()>;
+    /// The digest the registry holds for `image`'s tag, asked through the engine without
+    /// pulling; see [`digests::registry_digest`].
+    fn registry_digest<'a>(
+        &'a self,
+        image: &'a str,
+        credentials: &'a Credentials,
+    ) -> Answer<'a, String>;
+    /// The registry digest of the engine's copy of `image`, if it has one; see
+    /// [`digests::local_digest`].
+    fn local_digest<'a>(&'a self, image: &'a str) -> Answer<'a, Option<String>>;
     /// `/_ping`: the engine answers.
     fn ping(&self) -> Answer<'_, ()>;
     /// `/info`: the engine's id, labels, Swarm state.
@@ -199,6 +209,16 @@ impl Engine for Client {
         credentials: &'a Credentials,
     ) -> Answer<'a, ()> {
         self.0.pull(image, platform, credentials)
+    }
+    fn registry_digest<'a>(
+        &'a self,
+        image: &'a str,
+        credentials: &'a Credentials,
+    ) -> Answer<'a, String> {
+        self.0.registry_digest(image, credentials)
+    }
+    fn local_digest<'a>(&'a self, image: &'a str) -> Answer<'a, Option<String>> {
+        self.0.local_digest(image)
     }
     fn ping(&self) -> Answer<'_, ()> {
         self.0.ping()
@@ -348,6 +368,18 @@ impl Engine for Docker {
         credentials: &'a Credentials,
     ) -> Answer<'a, ()> {
         Box::pin(images::pull(self, image, platform, credentials))
+    }
+
+    fn registry_digest<'a>(
+        &'a self,
+        image: &'a str,
+        credentials: &'a Credentials,
+    ) -> Answer<'a, String> {
+        Box::pin(digests::registry_digest(self, image, credentials))
+    }
+
+    fn local_digest<'a>(&'a self, image: &'a str) -> Answer<'a, Option<String>> {
+        Box::pin(digests::local_digest(self, image))
     }
 
     fn ping(&self) -> Answer<'_, ()> {

@@ -79,6 +79,10 @@ struct State {
     volumes: BTreeMap<String, HashMap<String, String>>,
     networks: Vec<NetworkEntry>,
     images: BTreeSet<String>,
+    /// Tag -> the digest the registry holds for it.
+    registry: BTreeMap<String, String>,
+    /// Image reference -> the registry digest of the engine's copy.
+    local_digests: BTreeMap<String, String>,
     calls: Vec<String>,
     next: u64,
     /// Calls (by their verb, or `*` for any) that fail: with this kind, this many more times.
@@ -233,6 +237,20 @@ impl FakeEngine {
         self.state.lock().unwrap().images.insert(image.to_string());
     }
 
+    /// The registry now holds `digest` for `image` (a push of the tag).
+    pub fn push(&self, image: &str, digest: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.registry.insert(image.to_string(), digest.to_string());
+    }
+
+    /// The engine's copy of `image` has the registry digest `digest` (a `docker pull`).
+    pub fn add_local_digest(&self, image: &str, digest: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.images.insert(image.to_string());
+        s.local_digests
+            .insert(image.to_string(), digest.to_string());
+    }
+
     /// A network made outside drover (or before it), e.g. a second one of the same name.
     /// Returns its id.
     pub fn add_network(&self, name: &str, labels: &[(&str, &str)], created: SystemTime) -> String {
@@ -268,6 +286,22 @@ impl FakeEngine {
         let mut names: Vec<String> = s.containers.values().map(|c| c.name.clone()).collect();
         names.sort();
         names
+    }
+
+    /// The labels of the container named `name` (empty when there is none).
+    pub fn labels_of(&self, name: &str) -> HashMap<String, String> {
+        let s = self.state.lock().unwrap();
+        s.find(name)
+            .map(|id| s.containers[&id].labels.clone())
+            .unwrap_or_default()
+    }
+
+    /// The image the container named `name` was created from (empty when there is none).
+    pub fn image_of(&self, name: &str) -> String {
+        let s = self.state.lock().unwrap();
+        s.find(name)
+            .map(|id| s.containers[&id].image.clone())
+            .unwrap_or_default()
     }
 
     /// The state of the container named `name` (`created`, `running`, `exited`).
@@ -885,6 +919,27 @@ impl Engine for FakeEngine {
                 Ok(())
             })
         })
+    }
+
+    fn registry_digest<'a>(
+        &'a self,
+        image: &'a str,
+        _credentials: &'a Credentials,
+    ) -> Answer<'a, String> {
+        let r = self.call("registry-digest", image.to_string(), |s| {
+            s.registry
+                .get(image)
+                .cloned()
+                .ok_or_else(|| err(Kind::NotFound, "manifest unknown"))
+        });
+        ready(r)
+    }
+
+    fn local_digest<'a>(&'a self, image: &'a str) -> Answer<'a, Option<String>> {
+        let r = self.call("inspect", format!("image {image}"), |s| {
+            Ok(s.local_digests.get(image).cloned())
+        });
+        ready(r)
     }
 
     fn ping(&self) -> Answer<'_, ()> {

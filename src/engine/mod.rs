@@ -2,12 +2,14 @@
 //! every engine call goes through ([`api::Engine`]), Swarm mode's ([`swarm::SwarmEngine`]),
 //! the handle to one engine the rest of drover holds ([`api::Client`]), the one typed
 //! error engine calls return ([`error`]), the one image pull path ([`images`]) with the
-//! registry credentials it uses ([`credentials`]), where the engine's host has drover's
-//! files ([`hostmounts`]), and which container drover itself runs in ([`own`]).
+//! registry credentials it uses ([`credentials`]), image digests in the registry and on the
+//! engine ([`digests`]), where the engine's host has drover's files ([`hostmounts`]), and
+//! which container drover itself runs in ([`own`]).
 
 pub mod api;
 pub mod connect;
 pub mod credentials;
+pub mod digests;
 pub mod error;
 #[cfg(test)]
 pub mod fake;

@@ -15,9 +15,9 @@ use futures::StreamExt;
 
 use crate::config::{Project, PullPolicy, Service};
 use crate::engine::model::VolumeMount;
-use crate::engine::model::{NetworkConnectRequest, VolumeCreateRequest};
+use crate::engine::model::{ContainerCreateBody, NetworkConnectRequest, VolumeCreateRequest};
 use crate::engine::{Client, Credentials, Engine, Kind};
-use crate::labels::{LABEL_GENERATION, LABEL_NODE, LABEL_PROJECT};
+use crate::labels::{LABEL_GENERATION, LABEL_IMAGE_DIGEST, LABEL_NODE, LABEL_PROJECT};
 use crate::observe;
 use crate::plan::Action;
 use crate::spec;
@@ -292,9 +292,15 @@ impl<E: Engine> Executor<'_, E> {
         let labels = body.labels.get_or_insert_with(HashMap::new);
         labels.insert(LABEL_NODE.into(), node.into());
         labels.insert(LABEL_GENERATION.into(), generation().to_string());
+        let image = svc.reference();
         let policy = svc.options.pull_policy;
         if policy == PullPolicy::Always {
-            self.pull(docker, &svc.image, platform.as_deref()).await?;
+            self.pull(docker, &image, platform.as_deref()).await?;
+        }
+        if svc.digest.is_none() {
+            // Record the digest the engine's copy of the image was pulled as, if it is there
+            // (it is looked up again after a pull).
+            label_digest(docker, &svc.image, &mut body).await;
         }
         let id = match docker
             .create_container(&name, platform.as_deref(), body.clone())
@@ -305,20 +311,21 @@ impl<E: Engine> Executor<'_, E> {
                 match policy {
                     PullPolicy::Never => {
                         return Err(format!(
-                            "create {name}: image {} is not on the engine and pull_policy is never",
-                            svc.image
+                            "create {name}: image {image} is not on the engine and pull_policy is never",
                         ));
                     }
                     PullPolicy::Build => {
                         return Err(format!(
-                            "create {name}: image {} is not on the engine; drover runs images and \
+                            "create {name}: image {image} is not on the engine; drover runs images and \
                              does not build them (the service has build:), so build or load it there",
-                            svc.image
                         ));
                     }
-                    PullPolicy::Always | PullPolicy::Missing => {}
+                    PullPolicy::Always | PullPolicy::Missing | PullPolicy::Refresh(_) => {}
                 }
-                self.pull(docker, &svc.image, platform.as_deref()).await?;
+                self.pull(docker, &image, platform.as_deref()).await?;
+                if svc.digest.is_none() {
+                    label_digest(docker, &svc.image, &mut body).await;
+                }
                 docker
                     .create_container(&name, platform.as_deref(), body)
                     .await
@@ -538,3 +545,13 @@ fn short(id: &str) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// Label `body` with the registry digest of the engine's copy of `image`, when it knows one.
+/// A failed lookup only leaves the label out.
+async fn label_digest<E: Engine + ?Sized>(docker: &E, image: &str, body: &mut ContainerCreateBody) {
+    if let Ok(Some(digest)) = docker.local_digest(image).await {
+        body.labels
+            .get_or_insert_with(HashMap::new)
+            .insert(LABEL_IMAGE_DIGEST.into(), digest);
+    }
+}

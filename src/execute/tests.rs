@@ -88,7 +88,7 @@ fn first(project: &Project) -> (FakeEngine, String, String) {
     assert_eq!(o.error, None);
     assert_eq!(
         engine.take_calls(),
-        vec!["create demo-web-1 ", "start demo-web-1"]
+        vec!["inspect image db", "create demo-web-1 ", "start demo-web-1"]
     );
     let id = engine_id(&engine, "demo-web-1");
     let volume = volume_of(&engine, "demo-web-1");
@@ -144,6 +144,7 @@ fn a_recreate_hands_the_anonymous_volume_to_the_new_container_before_removing_th
             "stop demo-web-1".into(),
             "inspect demo-web-1".into(),
             format!("rename demo-web-1 {aside}"),
+            "inspect image db".into(),
             format!("create demo-web-1 /data={v}"),
             "start demo-web-1".into(),
             format!("stop {aside}"),
@@ -220,7 +221,7 @@ fn a_move_to_another_node_cannot_carry_the_volume() {
     // A fresh anonymous volume from the image, nothing handed over.
     assert_eq!(
         nodes["n2"].take_calls(),
-        vec!["create demo-web-1 ", "start demo-web-1"]
+        vec!["inspect image db", "create demo-web-1 ", "start demo-web-1"]
     );
 }
 
@@ -277,8 +278,10 @@ fn a_missing_image_is_pulled_and_the_create_tried_again() {
     assert_eq!(
         engine.take_calls(),
         vec![
+            "inspect image db",
             "create demo-web-1 ",
             "pull db",
+            "inspect image db",
             "create demo-web-1 ",
             "start demo-web-1"
         ]

@@ -15,7 +15,8 @@ use crate::engine::model::{Network, parse_time};
 pub use crate::engine::model::{VolumeMount, anonymous_volumes};
 use crate::engine::{Engine, EngineError, Filters};
 use crate::labels::{
-    LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_PROJECT, LABEL_SERVICE, LABEL_SLOT,
+    LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_IMAGE_DIGEST, LABEL_PROJECT, LABEL_SERVICE,
+    LABEL_SLOT,
 };
 
 /// The lifecycle state of a container as the engine reports it.
@@ -141,6 +142,21 @@ impl Container {
 
     pub fn config_hash(&self) -> Option<&str> {
         self.labels.get(LABEL_CONFIG_HASH).map(String::as_str)
+    }
+
+    /// The registry digest of the image it was created from (`drover.image-digest`).
+    pub fn image_digest(&self) -> Option<&str> {
+        self.labels.get(LABEL_IMAGE_DIGEST).map(String::as_str)
+    }
+
+    /// Whether it runs `svc`'s current revision: the config hash, and the pinned image
+    /// digest when the service has one (a container without the digest label does not).
+    pub fn runs(&self, svc: &crate::config::Service) -> bool {
+        self.config_hash() == Some(svc.config_hash.as_str())
+            && svc
+                .digest
+                .as_deref()
+                .is_none_or(|d| self.image_digest() == Some(d))
     }
 
     /// True when the container carries `drover.project=<project>`: only such containers are

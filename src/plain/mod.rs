@@ -3,6 +3,7 @@
 //! does: [`pass`] lists every node that is up, plans and executes; [`say`] logs what
 //! changed, once.
 
+mod images;
 mod pass;
 mod say;
 #[cfg(test)]
@@ -22,6 +23,7 @@ use crate::nodes::{self, HealthConfig, NodeHandle, NodeSpec};
 use crate::notify::Notifier;
 use crate::observe::Snapshot;
 use crate::plan::{BackoffConfig, History};
+use crate::runtime::images::Images;
 use crate::runtime::{Adopted, ConfigSource, Lease, Mode, Parts, Runtime, Start, Trigger, Wake};
 use crate::telemetry::Telemetry;
 
@@ -66,7 +68,12 @@ impl Default for Settings {
 /// Plain mode's state between passes.
 pub struct Plain {
     nodes: Vec<NodeHandle>,
+    /// The project as the files say it.
+    file: Project,
+    /// The project drover runs: the file's, with the image pins and the rollbacks in force.
     project: Project,
+    /// Each service's image: the digests seen, the pins, the registry checks.
+    images: Images,
     settings: Settings,
     own_id: Option<String>,
     /// Crash attempts and rollout state (see [`History`]).
@@ -92,6 +99,8 @@ impl Plain {
     ) -> Plain {
         Plain {
             nodes,
+            file: project.clone(),
+            images: Images::new(&project),
             project,
             settings,
             own_id: engine::own_container_id(),
@@ -130,13 +139,15 @@ impl Mode for Plain {
     }
 
     fn adopt(&mut self, loaded: config::Loaded) -> Result<Adopted, String> {
-        let mut loaded = loaded;
-        self.history.reloaded(&self.project, &mut loaded.project);
-        let changed = loaded.project != self.project;
+        self.images.reloaded(&loaded.project);
+        self.file = loaded.project;
+        let mut pinned = self.images.follow.apply(&self.file);
+        self.history.reloaded(&self.project, &mut pinned);
+        let changed = pinned != self.project;
         if changed {
-            say::changes(&self.project, &loaded.project);
-            self.updates_started(&loaded.project);
-            self.project = loaded.project;
+            say::changes(&self.project, &pinned);
+            self.updates_started(&pinned);
+            self.project = pinned;
             self.said.counts.clear();
         }
         Ok(Adopted {
@@ -149,7 +160,12 @@ impl Mode for Plain {
         let now = Instant::now();
         self.killed
             .extend(wake.killed.into_iter().map(|id| (id, now)));
-        self.reconcile(&wake.changed).await
+        let again = self.reconcile(&wake.changed).await;
+        // Wake for the next registry check too.
+        match (again, self.images.next_wake()) {
+            (Some(a), Some(c)) => Some(a.min(c)),
+            (a, c) => a.or(c),
+        }
     }
 
     fn resumed(&mut self) {

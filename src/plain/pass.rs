@@ -117,6 +117,7 @@ impl Plain {
             .map(|n| self.telemetry.pass(&n.name))
             .collect();
         let (states, engines) = self.observe(changed).await;
+        self.follow_images(&engines).await;
         let mut plan = self.plan(&states);
         // Containers to create or start: list those nodes' networks and volumes, then plan
         // again with them (an idle pass never lists them).

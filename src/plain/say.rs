@@ -82,9 +82,22 @@ impl Plain {
     /// True when the desired state changed and the pass must plan again.
     pub(super) fn update_failures(&mut self, plan: &plan::Plan) -> bool {
         let p = self.project.name.clone();
+        let digests: Vec<(String, String)> = plan
+            .update_failed
+            .iter()
+            .filter_map(|f| {
+                let d = self.project.services.get(&f.service)?.digest.clone()?;
+                Some((f.service.clone(), d))
+            })
+            .collect();
         let decisions = self
             .history
             .update_failed(&mut self.project, &plan.update_failed);
+        for (service, digest) in digests {
+            if decisions.iter().any(|d| d.service() == service) {
+                self.images.failed(&service, &digest, &self.telemetry);
+            }
+        }
         let mut changed = false;
         for d in decisions {
             match d {

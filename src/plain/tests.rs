@@ -23,7 +23,11 @@ fn changes(calls: Vec<String>) -> Vec<String> {
         .into_iter()
         .filter(|c| {
             let verb = c.split_whitespace().next().unwrap_or("");
-            !(verb.starts_with("list") || matches!(verb, "inspect" | "ping" | "info" | "events"))
+            !(verb.starts_with("list")
+                || matches!(
+                    verb,
+                    "inspect" | "ping" | "info" | "events" | "registry-digest"
+                ))
         })
         .map(|c| c.trim_end().to_string())
         .collect()
@@ -391,4 +395,111 @@ async fn an_update_rolled_back_and_a_replica_given_up_on_are_each_notified_once(
     w.plain.adopt(scaled).unwrap();
     w.settle().await;
     assert_eq!(said(&sent()).len(), 4);
+}
+
+const FOLLOW: &str = "services:\n  web:\n    image: app:1\n    pull_policy: every_1h\n    scale: 2\n    deploy:\n      update_config: { order: start-first, monitor: 1s, failure_action: rollback }\n";
+
+/// The image each replica of `web` was created from, and its digest label.
+fn digests(w: &World, project: &str) -> Vec<(String, String)> {
+    (1..=2)
+        .map(|n| {
+            let name = format!("{project}-web-{n}");
+            let labels = w.fake.labels_of(&name);
+            let digest = labels
+                .get(crate::labels::LABEL_IMAGE_DIGEST)
+                .cloned()
+                .unwrap_or_default();
+            (w.fake.image_of(&name), digest)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_followed_tag_that_moves_rolls_every_replica_to_the_new_digest_start_first() {
+    let mut w = World::new("follow", FOLLOW);
+    let (notifier, sent) = crate::notify::Notifier::recording();
+    w.plain.notifier = notifier;
+    w.fake.push("app:1", "sha256:a");
+    w.settle().await;
+    let a = ("app:1@sha256:a".to_string(), "sha256:a".to_string());
+    assert_eq!(digests(&w, "follow"), [a.clone(), a]);
+    // Nothing moved: a reload asks the registry again and changes nothing.
+    w.plain.adopt(w.load(FOLLOW)).unwrap();
+    assert_eq!(w.settle().await, Vec::<String>::new(), "no pull, no change");
+
+    w.fake.push("app:1", "sha256:b");
+    w.plain.adopt(w.load(FOLLOW)).unwrap();
+    let calls = w.settle().await;
+    let b = ("app:1@sha256:b".to_string(), "sha256:b".to_string());
+    assert_eq!(digests(&w, "follow"), [b.clone(), b], "{calls:?}");
+    // start-first: each new copy is created before the old one is removed.
+    let first_create = calls.iter().position(|c| c.starts_with("create")).unwrap();
+    let first_remove = calls.iter().position(|c| c.starts_with("remove")).unwrap();
+    assert!(first_create < first_remove, "{calls:?}");
+    let status = w.plain.images.follow.get("web").unwrap().clone();
+    assert_eq!(status.newest.as_deref(), Some("sha256:b"));
+    assert_eq!(status.running.as_deref(), Some("sha256:b"));
+    // Following the moved tag was said once to the webhooks.
+    let followed: Vec<String> = said(&sent())
+        .into_iter()
+        .filter(|s| s.starts_with("image-followed"))
+        .collect();
+    assert_eq!(followed, ["image-followed web image-updated"]);
+}
+
+#[tokio::test]
+async fn a_new_digest_that_crashes_is_rolled_back_and_not_tried_until_the_tag_moves() {
+    let yaml = FOLLOW
+        .replace("scale: 2", "scale: 1")
+        .replace("monitor: 1s", "monitor: 30s");
+    let mut w = World::new("refuse", &yaml);
+    w.fake.push("app:1", "sha256:a");
+    w.settle().await;
+    w.fake.push("app:1", "sha256:b");
+    w.plain.adopt(w.load(&yaml)).unwrap();
+    w.settle().await;
+    assert_eq!(w.image("refuse-web-1").await, "app:1@sha256:b");
+    w.fake.exit("refuse-web-1", 1);
+    w.settle().await;
+    assert_eq!(w.image("refuse-web-1").await, "app:1@sha256:a");
+    assert_eq!(
+        w.plain.images.follow.get("web").unwrap().failed.as_deref(),
+        Some("sha256:b")
+    );
+    // The tag still points at b: checked again, refused, nothing changes.
+    w.plain.adopt(w.load(&yaml)).unwrap();
+    assert_eq!(w.settle().await, Vec::<String>::new());
+    assert_eq!(w.image("refuse-web-1").await, "app:1@sha256:a");
+    // The tag moves on: the new digest is tried.
+    w.fake.push("app:1", "sha256:c");
+    w.plain.adopt(w.load(&yaml)).unwrap();
+    w.settle().await;
+    assert_eq!(w.image("refuse-web-1").await, "app:1@sha256:c");
+}
+
+#[tokio::test]
+async fn a_tag_pulled_by_hand_then_a_reload_rolls_a_service_that_does_not_follow() {
+    let yaml =
+        "services:\n  web:\n    image: app:1\n    deploy: { update_config: { monitor: 1s } }\n";
+    let mut w = World::new("manual", yaml);
+    w.fake.add_local_digest("app:1", "sha256:a");
+    w.settle().await;
+    assert_eq!(
+        w.fake.labels_of("manual-web-1")[crate::labels::LABEL_IMAGE_DIGEST],
+        "sha256:a"
+    );
+    assert_eq!(w.image("manual-web-1").await, "app:1", "not pinned");
+    // `docker pull app:1` by hand, then SIGHUP.
+    w.fake.add_local_digest("app:1", "sha256:b");
+    w.plain.adopt(w.load(yaml)).unwrap();
+    let calls = w.settle().await;
+    assert!(
+        calls.iter().any(|c| c == "create manual-web-1"),
+        "{calls:?}"
+    );
+    assert_eq!(w.image("manual-web-1").await, "app:1@sha256:b");
+    assert!(
+        !calls.iter().any(|c| c.starts_with("registry")),
+        "a service that does not follow never asks the registry"
+    );
 }

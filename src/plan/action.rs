@@ -14,6 +14,9 @@ pub enum Reason {
     Dead,
     /// The service definition changed since the container was created.
     ConfigChanged,
+    /// The definition is the same but the service is pinned to another image digest (its
+    /// tag moved, or a rollback to the digest before).
+    ImageChanged,
     /// The container's node no longer satisfies the service's placement.
     Misplaced,
     /// The service has more containers than its target.
@@ -40,6 +43,7 @@ impl Reason {
             Reason::NotStarted => "not-started",
             Reason::Dead => "dead",
             Reason::ConfigChanged => "config-changed",
+            Reason::ImageChanged => "image-changed",
             Reason::Misplaced => "misplaced",
             Reason::ScaleDown => "scale-down",
             Reason::Duplicate => "duplicate",

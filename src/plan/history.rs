@@ -27,7 +27,8 @@ pub struct History {
 struct Rollout {
     /// The definition before the last change: what a rollback returns to.
     previous: Option<Service>,
-    /// The config hash that failed and was rolled back; the file still asks for it.
+    /// The revision (config hash, and image digest when pinned) that failed and was rolled
+    /// back; the file (or the followed tag) still asks for it.
     rolled_back: Option<String>,
     /// The update failed with `failure_action: pause` (or had nothing to roll back to).
     halted: bool,
@@ -44,6 +45,14 @@ pub enum Decision {
     RolledBack { service: String, failed: usize },
     /// The update stays where it is until the definition changes again.
     Paused { service: String, failed: usize },
+}
+
+impl Decision {
+    pub fn service(&self) -> &str {
+        match self {
+            Decision::RolledBack { service, .. } | Decision::Paused { service, .. } => service,
+        }
+    }
 }
 
 impl History {
@@ -92,7 +101,7 @@ impl History {
     pub fn reloaded(&mut self, running: &Project, loaded: &mut Project) {
         for (name, svc) in loaded.services.iter_mut() {
             let rolled_back = self.rollouts.get(name).and_then(|r| r.rolled_back.as_ref());
-            if rolled_back == Some(&svc.config_hash)
+            if rolled_back == Some(&svc.revision())
                 && let Some(current) = running.services.get(name)
             {
                 let replicas = svc.replicas;
@@ -102,7 +111,7 @@ impl History {
         }
         for (name, svc) in &loaded.services {
             if let Some(old) = running.services.get(name)
-                && old.config_hash != svc.config_hash
+                && old.revision() != svc.revision()
             {
                 self.rollouts.insert(
                     name.clone(),
@@ -137,13 +146,13 @@ impl History {
             let back = rollout
                 .previous
                 .as_ref()
-                .filter(|prev| prev.config_hash != current.config_hash);
+                .filter(|prev| prev.revision() != current.revision());
             match (f.action, back) {
                 (FailureAction::Rollback, Some(prev)) => {
                     let mut back = prev.clone();
                     back.replicas = current.replicas;
                     back.update = current.rollback.clone();
-                    rollout.rolled_back = Some(current.config_hash.clone());
+                    rollout.rolled_back = Some(current.revision());
                     rollout.done = false;
                     project.services.insert(f.service.clone(), back);
                     decisions.push(Decision::RolledBack {

@@ -16,6 +16,7 @@
 
 mod action;
 pub mod backoff;
+pub mod follow;
 pub mod history;
 pub mod place;
 mod rolling;
@@ -31,6 +32,7 @@ use service::plan_service;
 
 pub use action::{Action, Reason};
 pub use backoff::{Backoff, BackoffConfig};
+pub use follow::{Follow, ImageDecision};
 pub use history::{Decision, History};
 use place::{Candidate, Placer};
 

@@ -90,13 +90,8 @@ fn rolling_update(
         return;
     }
     let cfg = &svc.update;
-    let hash = svc.config_hash.as_str();
     let has_health = health_checked(svc);
-    let fresh: Vec<&Container> = kept
-        .values()
-        .copied()
-        .filter(|c| c.config_hash() == Some(hash))
-        .collect();
+    let fresh: Vec<&Container> = kept.values().copied().filter(|c| c.runs(svc)).collect();
     let settle = |c: &Container| c.created.map(|t| t + cfg.monitor);
     let in_progress: Vec<&Container> = fresh
         .iter()
@@ -131,6 +126,11 @@ fn rolling_update(
         }
     }
     for (n, c) in outdated.iter().take(batch - busy) {
+        let reason = if c.config_hash() == Some(svc.config_hash.as_str()) {
+            Reason::ImageChanged
+        } else {
+            Reason::ConfigChanged
+        };
         // A replica with anonymous volumes hands them to its successor: stop-first, so two
         // containers never write to one volume (compose never overlaps them either).
         let order = if c.anonymous_volumes.is_empty() {
@@ -145,7 +145,7 @@ fn rolling_update(
                 node: c.node.clone(),
                 container: c.id.clone(),
                 to: c.node.clone(),
-                reason: Reason::ConfigChanged,
+                reason,
             },
             UpdateOrder::StartFirst => Action::StartFirst {
                 service: svc.name.clone(),
@@ -153,7 +153,7 @@ fn rolling_update(
                 node: c.node.clone(),
                 container: c.id.clone(),
                 to: c.node.clone(),
-                reason: Reason::ConfigChanged,
+                reason,
             },
         });
     }
@@ -174,7 +174,7 @@ fn settled(input: &Input, svc: &Service, kept: &BTreeMap<u32, &Container>) -> bo
     let has_health = health_checked(svc);
     kept.len() == svc.replicas as usize
         && kept.values().all(|c| {
-            c.config_hash() == Some(svc.config_hash.as_str())
+            c.runs(svc)
                 && c.state == State::Running
                 && c.created.is_some_and(|t| {
                     t + svc.update.monitor + std::time::Duration::from_secs(1) <= input.now
@@ -189,7 +189,7 @@ fn update_failed(svc: &Service, kept: &BTreeMap<u32, &Container>, plan: &mut Pla
     let cfg = &svc.update;
     let failed = kept
         .values()
-        .filter(|c| c.config_hash() == Some(svc.config_hash.as_str()))
+        .filter(|c| c.runs(svc))
         .filter(|c| matches!(c.state, State::Exited | State::Dead) || c.health == Health::Unhealthy)
         .count();
     let too_many = failed > 0 && failed as f64 > cfg.max_failure_ratio * svc.replicas.max(1) as f64;

@@ -84,7 +84,7 @@ fn copies<'c>(
     containers: Vec<&'c Container>,
     placer: &mut Placer,
 ) -> Slots<'c> {
-    let current = |c: &Container| c.config_hash() == Some(svc.config_hash.as_str());
+    let current = |c: &Container| c.runs(svc);
     let mut by_slot: BTreeMap<u32, Vec<&Container>> = BTreeMap::new();
     for c in containers {
         if let Some(n) = c.slot() {
@@ -107,8 +107,12 @@ fn copies<'c>(
             if !input.up(&other.node) || other.state == State::Removing {
                 continue;
             }
-            if newer && first.state != State::Running && about_to_run(svc, first) {
-                // Keep the old copy serving until the current one runs.
+            let starting = first.state == State::Running
+                && health_checked(svc)
+                && first.health == Health::Starting;
+            if newer && (starting || first.state != State::Running && about_to_run(svc, first)) {
+                // Keep the old copy serving until the current one runs (and, with a
+                // healthcheck, has passed it once).
                 slots.overlap += 1;
                 continue;
             }
@@ -132,7 +136,7 @@ fn scale_down(input: &Input, svc: &Service, slots: &mut Slots, placer: &mut Plac
     if slots.kept.len() <= target {
         return;
     }
-    let current = |c: &Container| c.config_hash() == Some(svc.config_hash.as_str());
+    let current = |c: &Container| c.runs(svc);
     let mut order: Vec<(u32, &Container)> = slots.kept.iter().map(|(n, c)| (*n, *c)).collect();
     order.sort_by_key(|(n, c)| {
         (
@@ -167,7 +171,7 @@ fn repair<'c>(
         if !input.up(&c.node) {
             continue;
         }
-        let outdated = c.config_hash() != Some(svc.config_hash.as_str());
+        let outdated = !c.runs(svc);
         let misplaced = !placer.allowed(svc, &c.node);
         let history = input.backoff.get(&svc.name, n);
         let held = history.not_before.filter(|t| *t > input.now);

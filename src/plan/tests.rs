@@ -38,6 +38,7 @@ pub(super) fn svc(name: &str, replicas: u32) -> Service {
         unhealthy: Default::default(),
         backoff: Default::default(),
         config_hash: format!("hash-{name}"),
+        digest: None,
         options: Default::default(),
     }
 }
@@ -1280,4 +1281,101 @@ fn a_created_container_whose_start_failed_is_replaced_not_started_again() {
         "{:?}",
         plan.actions
     );
+}
+
+fn with_digest(mut c: Container, digest: &str) -> Container {
+    c.labels
+        .insert(crate::labels::LABEL_IMAGE_DIGEST.into(), digest.into());
+    c
+}
+
+#[test]
+fn a_pinned_digest_rolls_the_replicas_that_run_another_one_start_first() {
+    let mut web = svc("web", 3);
+    web.update.order = crate::config::UpdateOrder::StartFirst;
+    web.digest = Some("sha256:b".into());
+    let p = project(vec![web]);
+    let s = vec![
+        with_digest(running("a1", "web", 1), "sha256:a"),
+        with_digest(running("b2", "web", 2), "sha256:b"),
+        running("u3", "web", 3),
+    ];
+    let plan = run_plan(&p, &snapshot(s), &Backoff::default());
+    // parallelism 1: one replica at a time, the unlabelled one counts as another digest.
+    assert_eq!(plan.actions.len(), 1);
+    match &plan.actions[0] {
+        Action::StartFirst { slot, reason, .. } => {
+            assert_eq!((*slot, *reason), (1, Reason::ImageChanged));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn without_a_pin_any_digest_runs_the_definition() {
+    let p = project(vec![svc("web", 2)]);
+    let s = vec![
+        with_digest(running("a1", "web", 1), "sha256:a"),
+        running("u2", "web", 2),
+    ];
+    let plan = run_plan(&p, &snapshot(s), &Backoff::default());
+    assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+}
+
+#[test]
+fn a_digest_whose_rollout_failed_stays_rolled_back_until_the_tag_moves() {
+    use crate::config::FailureAction;
+    let mut web = svc("web", 2);
+    web.update.failure_action = FailureAction::Rollback;
+    web.digest = Some("sha256:a".into());
+    let running_a = project(vec![web.clone()]);
+    let mut h = History::default();
+    let mut to_b = running_a.clone();
+    to_b.services.get_mut("web").unwrap().digest = Some("sha256:b".into());
+    h.reloaded(&running_a, &mut to_b);
+    let failed = UpdateFailed {
+        service: "web".into(),
+        action: FailureAction::Rollback,
+        failed: 1,
+    };
+    let decided = h.update_failed(&mut to_b, &[failed]);
+    assert!(matches!(decided[0], Decision::RolledBack { .. }));
+    assert_eq!(to_b.services["web"].digest.as_deref(), Some("sha256:a"));
+    // The tag still points at b: the service stays on a.
+    let mut still_b = running_a.clone();
+    still_b.services.get_mut("web").unwrap().digest = Some("sha256:b".into());
+    h.reloaded(&to_b, &mut still_b);
+    assert_eq!(still_b.services["web"].digest.as_deref(), Some("sha256:a"));
+    // The tag moved to c: a new rollout from a.
+    let mut to_c = running_a.clone();
+    to_c.services.get_mut("web").unwrap().digest = Some("sha256:c".into());
+    h.reloaded(&still_b, &mut to_c);
+    assert_eq!(to_c.services["web"].digest.as_deref(), Some("sha256:c"));
+    assert!(h.updating().contains("web"));
+}
+
+#[test]
+fn start_first_keeps_the_old_copy_until_the_new_one_has_passed_its_healthcheck() {
+    let mut web = healthchecked("web", 1);
+    web.update.order = crate::config::UpdateOrder::StartFirst;
+    let p = project(vec![web]);
+    let mut old = container("o1", "web", 1, State::Running, "old");
+    old.health = Health::Healthy;
+    let mut new = running("n1", "web", 1);
+    new.labels.insert(LABEL_GENERATION.into(), "99".into());
+    new.health = Health::Starting;
+    let plan = run_plan(
+        &p,
+        &snapshot(vec![old.clone(), new.clone()]),
+        &Backoff::default(),
+    );
+    assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+    new.health = Health::Healthy;
+    let plan = run_plan(&p, &snapshot(vec![old, new]), &Backoff::default());
+    let kinds: Vec<(&str, u32)> = plan
+        .actions
+        .iter()
+        .map(|a| (a.name(), a.slot().unwrap()))
+        .collect();
+    assert_eq!(kinds, vec![("remove", 1)]);
 }

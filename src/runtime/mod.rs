@@ -1,9 +1,11 @@
 //! What both modes' loops share: the config source ([`config_source`]: the files to
 //! watch, change detection, SIGHUP, loading again) and the event source of each engine
-//! ([`events`]: filters, backoff with jitter, an idle watchdog, resuming with `since`).
+//! ([`events`]: filters, backoff with jitter, an idle watchdog, resuming with `since`),
+//! and following image tags ([`images`]: registry checks and what they decided, said once).
 
 pub mod config_source;
 pub mod events;
+pub mod images;
 pub mod run;
 #[cfg(test)]
 mod tests;

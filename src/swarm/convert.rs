@@ -46,6 +46,10 @@ pub const STACK_IMAGE: &str = "com.docker.stack.image";
 pub const PROJECT: &str = "drover.project";
 /// The Compose service a Swarm service comes from.
 pub const SERVICE: &str = "drover.service";
+/// On services with a healthcheck: sha256 of it. The engine stores the healthcheck under
+/// `Healthcheck`, which the client library does not read back (it reads `HealthCheck`), so
+/// a changed healthcheck is seen through this label instead.
+pub const HEALTHCHECK_HASH: &str = "drover.healthcheck-hash";
 
 /// Everything the project wants from Swarm.
 #[derive(Debug, Clone, PartialEq)]
@@ -249,6 +253,14 @@ fn service(project: &Project, s: &Service, warn: &mut Vec<String>) -> DesiredSer
     labels.insert(PROJECT.to_string(), project.name.clone());
     labels.insert(SERVICE.to_string(), s.name.clone());
 
+    let container_spec = container_spec(project, s);
+    if let Some(h) = &container_spec.health_check {
+        let json = serde_json::to_string(h).unwrap_or_default();
+        let digest = Sha256::digest(json.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        labels.insert(HEALTHCHECK_HASH.to_string(), hex);
+    }
+
     warn_unsupported(s, warn);
     let global = s.mode == DeployMode::Global;
     let replicas = (!global).then_some(s.replicas);
@@ -256,7 +268,7 @@ fn service(project: &Project, s: &Service, warn: &mut Vec<String>) -> DesiredSer
         name: Some(name.clone()),
         labels: Some(labels),
         task_template: Some(TaskSpec {
-            container_spec: Some(container_spec(project, s)),
+            container_spec: Some(container_spec),
             restart_policy: Some(restart_policy(s)),
             resources: resources(s),
             placement: placement(s),
@@ -326,7 +338,7 @@ fn container_spec(project: &Project, s: &Service) -> TaskSpecContainerSpec {
     });
 
     TaskSpecContainerSpec {
-        image: Some(s.image.clone()),
+        image: Some(s.reference()),
         labels: Some(container_labels),
         command: s.entrypoint.clone(),
         args: s.command.clone(),

@@ -204,6 +204,19 @@ pub fn plan(
             if let Some(r) = spec.mode.as_mut().and_then(|m| m.replicated.as_mut()) {
                 r.replicas = Some(i64::from(to));
             }
+            // The healthcheck Swarm has is not read back: send the one it has, which is
+            // the one wanted (its label matched).
+            if let (Some(c), Some(w)) = (
+                spec.task_template
+                    .as_mut()
+                    .and_then(|t| t.container_spec.as_mut()),
+                want.spec
+                    .task_template
+                    .as_ref()
+                    .and_then(|t| t.container_spec.as_ref()),
+            ) {
+                c.health_check = w.health_check.clone();
+            }
             out.actions.push(Action::Scale {
                 service: want.name.clone(),
                 id: have.id.clone(),
@@ -267,13 +280,16 @@ fn normalize(spec: &ServiceSpec, network_names: &HashMap<String, String>) -> Val
         }
         nets.sort_by(|a, b| a.target.cmp(&b.target));
     }
-    if let Some(env) = spec
+    if let Some(c) = spec
         .task_template
         .as_mut()
         .and_then(|t| t.container_spec.as_mut())
-        .and_then(|c| c.env.as_mut())
     {
-        env.sort();
+        if let Some(env) = c.env.as_mut() {
+            env.sort();
+        }
+        // Never read back (see `convert::HEALTHCHECK_HASH`, the label that stands for it).
+        c.health_check = None;
     }
     prune(serde_json::to_value(&spec).unwrap_or(Value::Null))
 }
@@ -424,6 +440,12 @@ mod tests {
         t["ForceUpdate"] = 0.into();
         t["Runtime"] = "container".into();
         t["ContainerSpec"]["Isolation"] = "default".into();
+        // The engine stores it as `Healthcheck`, which is not read back.
+        if let Some(c) = t["ContainerSpec"].as_object_mut()
+            && let Some(h) = c.remove("HealthCheck")
+        {
+            c.insert("Healthcheck".into(), h);
+        }
         if let Some(nets) = t["Networks"].as_array_mut() {
             for n in nets {
                 let name = n["Target"].as_str().unwrap().to_string();
@@ -457,6 +479,64 @@ mod tests {
         let have = current(as_stored(&d.services["web"].spec, &ids()));
         let plan = plan(&d, &[have], &["p_default".into()], &ids());
         assert_eq!(plan, Plan::default());
+    }
+
+    #[test]
+    fn a_healthcheck_the_engine_does_not_hand_back_is_compared_by_its_label() {
+        let hc = |retries: u32| {
+            format!(
+                "healthcheck: {{ test: [\"CMD\", \"true\"], retries: {retries} }}\n    \
+                 deploy: {{ replicas: 2 }}"
+            )
+        };
+        let d1 = convert::desired(&project_with(&hc(1), "img:1"), &BTreeMap::new());
+        let stored = as_stored(&d1.services["web"].spec, &ids());
+        let ours = |s: &ServiceSpec| {
+            s.task_template
+                .as_ref()
+                .and_then(|t| t.container_spec.as_ref())
+                .and_then(|c| c.health_check.clone())
+        };
+        assert_eq!(ours(&stored), None, "as the client library reads it");
+        let p = plan(
+            &d1,
+            &[current(stored.clone())],
+            &["p_default".into()],
+            &ids(),
+        );
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        // A scale keeps the healthcheck Swarm has.
+        let more = convert::desired(
+            &project_with(&hc(1).replace("replicas: 2", "replicas: 3"), "img:1"),
+            &BTreeMap::new(),
+        );
+        let p = plan(
+            &more,
+            &[current(stored.clone())],
+            &["p_default".into()],
+            &ids(),
+        );
+        match &p.actions[..] {
+            [Action::Scale { spec, .. }] => {
+                assert_eq!(ours(spec), ours(&d1.services["web"].spec));
+                assert!(ours(spec).is_some());
+            }
+            a => panic!("{a:?}"),
+        }
+        // A changed healthcheck is an update.
+        let d2 = convert::desired(&project_with(&hc(3), "img:1"), &BTreeMap::new());
+        let p = plan(&d2, &[current(stored)], &["p_default".into()], &ids());
+        match &p.actions[..] {
+            [Action::Update { changed, .. }] => {
+                assert!(
+                    changed
+                        .iter()
+                        .any(|c| c.contains(convert::HEALTHCHECK_HASH) || c.ends_with("Labels")),
+                    "{changed:?}"
+                );
+            }
+            a => panic!("{a:?}"),
+        }
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! backoff, and a stream silent for `watchdog` is reopened (a half-open connection sends
 //! nothing). Nothing is kept between passes that the engine does not also have.
 
+mod images;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,8 +27,9 @@ use crate::config::{self, Project};
 use crate::engine::connect::{Connected, Endpoint, explain};
 use crate::engine::credentials::{RegistryAuth, registry_of};
 use crate::engine::model::{ConfigSpec, Node, SecretSpec, ServiceSpec, Task};
-use crate::engine::{Credentials, EngineError, SwarmEngine, SwarmHandle};
+use crate::engine::{Client, Credentials, EngineError, SwarmEngine, SwarmHandle};
 use crate::notify::{Event, Notifier};
+use crate::runtime::images::Images;
 use crate::runtime::{
     Adopted, ConfigSource, EventWatch, EventWatchConfig, Lease, Mode, Parts, Runtime, Start,
     Trigger, Wake, Watched,
@@ -75,8 +78,8 @@ pub struct Observed {
     pub objects: Vec<Existing>,
     pub tasks: Vec<Task>,
     pub nodes: Vec<Node>,
-    /// Service id -> the state of its latest update (`updating`, `completed`,
-    /// `rollback_started`, ...; empty before any).
+    /// Service name -> the state of its last update as Swarm words it (`updating`,
+    /// `completed`, `rollback_completed`, ...).
     pub updates: HashMap<String, String>,
 }
 
@@ -134,20 +137,15 @@ fn read_object(path: &str) -> Result<Vec<u8>, String> {
 pub async fn observe(engine: &dyn SwarmEngine, project: &str) -> Result<Observed, EngineError> {
     let prefix = format!("{project}_");
     let services = engine.list_services(Some(&prefix)).await?;
-    let updates = services
-        .iter()
-        .filter_map(|s| {
-            let state = s.update_status.as_ref().and_then(|u| u.state);
-            Some((
-                s.id.clone()?,
-                state.map(|s| s.to_string()).unwrap_or_default(),
-            ))
-        })
-        .collect();
+    let mut updates = HashMap::new();
     let services: Vec<Current> = services
         .into_iter()
         .filter_map(|s| {
             let spec = s.spec?;
+            let state = s.update_status.and_then(|u| u.state);
+            if let (Some(name), Some(state)) = (&spec.name, state) {
+                updates.insert(name.clone(), state.to_string());
+            }
             Some(Current {
                 id: s.id?,
                 version: s.version.and_then(|v| v.index).unwrap_or(0),
@@ -388,7 +386,13 @@ pub struct Controller {
     swarm: SwarmHandle,
     engine: Endpoint,
     project: Project,
+    /// The config as the files say it; `desired` is made from it with the image pins.
+    file: config::Loaded,
     desired: Desired,
+    /// Each service's image: the digests seen, the pins, the registry checks.
+    images: Images,
+    /// The manager's engine, asked for registry digests; `None`: tags are not followed.
+    registry: Option<Client>,
     report: report::Shared,
     telemetry: Telemetry,
     said: Said,
@@ -456,7 +460,8 @@ pub fn runtime(
         telemetry.clone(),
         settings.credentials.clone(),
     )?;
-    let mode = mode.notify_to(notify.notifier.clone());
+    let mut mode = mode.notify_to(notify.notifier.clone());
+    mode.follow_with(manager.client.clone());
     let mut tasks = notify.tasks;
     let trigger = Arc::new(Trigger::default());
     let watch = EventWatch::new(
@@ -506,7 +511,10 @@ impl Controller {
             swarm,
             engine,
             project: loaded.project.clone(),
+            file: loaded.clone(),
             desired,
+            images: Images::new(&loaded.project),
+            registry: None,
             report: Arc::default(),
             telemetry,
             said: Said::default(),
@@ -538,20 +546,26 @@ impl Mode for Controller {
     /// A config whose desired services are the same needs no pass. A secret or config
     /// file that cannot be read keeps the last good config.
     fn adopt(&mut self, loaded: config::Loaded) -> Result<Adopted, String> {
-        let (desired, warnings) = desired(&loaded)?;
+        self.images.reloaded(&loaded.project);
+        let (desired, warnings) = desired(&images::pinned(&loaded, &self.images))?;
         let changed = desired != self.desired;
         if changed {
             info!(action = "reload", project = %self.project.name, reason = "config changed", "config reloaded");
-            self.project = loaded.project;
+            self.project = loaded.project.clone();
             self.desired = desired;
         }
+        self.file = loaded;
         Ok(Adopted { changed, warnings })
     }
 
     /// After a change, look again soon: Swarm is converging. Otherwise tasks are listed
     /// again at the resync (Swarm sends no task events).
     async fn pass(&mut self, _wake: Wake) -> Option<Duration> {
-        self.pass().await.then_some(Duration::from_millis(500))
+        let acted = self.pass().await.then_some(Duration::from_millis(500));
+        match (acted, self.images.next_wake()) {
+            (Some(a), Some(c)) => Some(a.min(c)),
+            (a, c) => a.or(c),
+        }
     }
 
     fn left_running(&self) -> &'static str {
@@ -588,6 +602,7 @@ impl Controller {
         if self.said.list_error.take().is_some() {
             info!(action = "list", project = %project, "listing the swarm again");
         }
+        self.follow_images(&observed).await;
 
         // Secrets and configs first: the services refer to them by id. What may be
         // removed is checked against every service of the swarm, listed only then.
@@ -957,7 +972,10 @@ impl Controller {
         let mut seen = BTreeMap::new();
         for c in owned {
             let name = diff::compose_service(&c.spec, &r.project).to_string();
-            let state = updates.get(&c.id).cloned().unwrap_or_default();
+            let state = updates
+                .get(&c.spec.name.clone().unwrap_or_default())
+                .cloned()
+                .unwrap_or_default();
             let desired = r.services.get(&name).map_or(0, |s| s.desired);
             let before = self.said.updates.get(&name).map(String::as_str);
             if before.is_some_and(|b| b != state) {
@@ -988,7 +1006,7 @@ fn ignore(r: Result<(), EngineError>, done: fn(&EngineError) -> bool) -> Result<
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::engine::Kind as ErrorKind;
     use crate::engine::model::{
@@ -1159,7 +1177,7 @@ mod tests {
     }
 
     /// A project loaded from `yaml` for Swarm mode, in a directory of its own.
-    fn loaded(name: &str, yaml: &str) -> config::Loaded {
+    pub(super) fn loaded(name: &str, yaml: &str) -> config::Loaded {
         let dir = std::env::temp_dir().join(format!("drover-swarm-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("compose.yml"), yaml).unwrap();
@@ -1175,7 +1193,7 @@ mod tests {
         l
     }
 
-    fn endpoint() -> Endpoint {
+    pub(super) fn endpoint() -> Endpoint {
         let args = crate::engine::connect::ConnectArgs {
             host: Some("tcp://10.0.0.1:2375".into()),
             ..Default::default()

@@ -88,9 +88,77 @@ fn render_recorded(r: &Recorded) -> String {
     actions(&mut o, r, p);
     streams(&mut o, r, p);
     swarm(&mut o, r, p);
+    images(&mut o, r, p);
     config(&mut o, r, p);
     notifications(&mut o, r, p);
     o.0
+}
+
+fn unix_secs(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Images: the digest each service runs and the newest seen, registry checks.
+fn images(o: &mut Out, r: &Recorded, p: &str) {
+    o.header(
+        "drover_image_info",
+        "gauge",
+        "Always 1: the digest most replicas of the service run and the newest seen for its tag (empty when not known).",
+    );
+    for (svc, i) in &r.images {
+        let running = i.running.as_deref().unwrap_or("");
+        let newest = i.newest.as_deref().unwrap_or("");
+        let pairs = [
+            ("project", p),
+            ("service", svc.as_str()),
+            ("image", i.image.as_str()),
+            ("running", running),
+            ("newest", newest),
+        ];
+        o.sample("drover_image_info", &pairs, 1.0);
+    }
+    o.header(
+        "drover_image_up_to_date",
+        "gauge",
+        "1 when the service runs the newest digest seen for its tag (or none was seen).",
+    );
+    for (svc, i) in &r.images {
+        let current = i.newest.is_none() || i.newest == i.running;
+        let v = if current { 1.0 } else { 0.0 };
+        o.sample(
+            "drover_image_up_to_date",
+            &[("project", p), ("service", svc)],
+            v,
+        );
+    }
+    o.header(
+        "drover_image_last_check_timestamp_seconds",
+        "gauge",
+        "When the registry was last asked for the service's tag, seconds since the Unix epoch.",
+    );
+    for (svc, i) in &r.images {
+        if let Some(t) = i.last_check {
+            o.sample(
+                "drover_image_last_check_timestamp_seconds",
+                &[("project", p), ("service", svc)],
+                unix_secs(t),
+            );
+        }
+    }
+    o.header(
+        "drover_image_checks_total",
+        "counter",
+        "Registry checks of a service's tag, by result: unchanged, new, refused (a digest that failed), error.",
+    );
+    for ((svc, result), n) in &r.image_checks {
+        o.sample(
+            "drover_image_checks_total",
+            &[("project", p), ("service", svc), ("result", result)],
+            *n as f64,
+        );
+    }
 }
 
 /// drover itself: build, start time, readiness.

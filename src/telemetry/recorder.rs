@@ -253,6 +253,29 @@ pub struct HostPathsRecord {
     pub paths: Vec<String>,
 }
 
+/// One service's image as the last pass saw it: what runs, what the tag points at, when
+/// the registry was last asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageRecord {
+    pub service: String,
+    /// The image as written (a tag).
+    pub image: String,
+    /// How often the registry is asked; `None` when the service does not follow its tag.
+    pub every: Option<Duration>,
+    /// The digest most replicas run (their `drover.image-digest`).
+    pub running: Option<String>,
+    /// The newest digest seen for the tag.
+    pub newest: Option<String>,
+    /// The digest the replicas must run.
+    pub pinned: Option<String>,
+    /// A digest whose rollout failed, refused until the tag moves on.
+    pub failed: Option<String>,
+    pub last_check: Option<SystemTime>,
+    pub next_check: Option<SystemTime>,
+    /// The last check's error, while the registry cannot be asked.
+    pub error: Option<String>,
+}
+
 /// One finished action.
 #[derive(Debug, Clone)]
 pub(crate) struct ActionRecord {
@@ -309,6 +332,10 @@ pub(crate) struct Recorded {
     pub notifications: BTreeMap<(String, &'static str), u64>,
     /// webhook -> notifications dropped unsent because its queue was full.
     pub notifications_dropped: BTreeMap<String, u64>,
+    /// Each service's image, as of the last pass.
+    pub images: BTreeMap<String, ImageRecord>,
+    /// (service, result) -> registry checks: `unchanged`, `new`, `refused`, `error`.
+    pub image_checks: BTreeMap<(String, &'static str), u64>,
 }
 
 impl Telemetry {
@@ -340,6 +367,8 @@ impl Telemetry {
                 swarm: None,
                 notifications: BTreeMap::new(),
                 notifications_dropped: BTreeMap::new(),
+                images: BTreeMap::new(),
+                image_checks: BTreeMap::new(),
             })),
         }
     }
@@ -545,6 +574,21 @@ impl Telemetry {
     /// (the lease ran out or was never taken: it stands by).
     pub fn acting(&self, acting: bool) {
         self.lock().acting = acting;
+    }
+
+    /// Hook: every service's image as of this pass (services not listed are forgotten).
+    pub fn images(&self, images: Vec<ImageRecord>) {
+        self.lock().images = images.into_iter().map(|i| (i.service.clone(), i)).collect();
+    }
+
+    /// Hook: the registry was asked for `service`'s tag; `result` is `unchanged`, `new`,
+    /// `refused` or `error`.
+    pub fn image_checked(&self, service: &str, result: &'static str) {
+        *self
+            .lock()
+            .image_checks
+            .entry((service.to_string(), result))
+            .or_default() += 1;
     }
 
     /// Hook: the config was loaded again; `error` when it was invalid (the last good one

@@ -36,6 +36,25 @@ pub struct Status {
     /// nodes. `services` above then counts tasks per Swarm node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swarm: Option<super::swarm::Report>,
+    /// Each service's image: the digest it runs, the newest seen, the last registry check.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageStatus {
+    pub service: String,
+    pub image: String,
+    /// How often the registry is asked (`None`: the service does not follow its tag).
+    pub check_every: Option<String>,
+    pub running: Option<String>,
+    pub newest: Option<String>,
+    pub pinned: Option<String>,
+    /// A digest whose rollout failed: refused until the tag moves on.
+    pub failed: Option<String>,
+    pub last_check: Option<String>,
+    pub next_check: Option<String>,
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -211,7 +230,26 @@ pub fn snapshot(t: &Telemetry) -> Status {
         },
         acting: r.acting,
         swarm: r.swarm.clone(),
+        images: image_statuses(&r),
     }
+}
+
+fn image_statuses(r: &Recorded) -> Vec<ImageStatus> {
+    r.images
+        .values()
+        .map(|i| ImageStatus {
+            service: i.service.clone(),
+            image: i.image.clone(),
+            check_every: i.every.map(|d| humantime::format_duration(d).to_string()),
+            running: i.running.clone(),
+            newest: i.newest.clone(),
+            pinned: i.pinned.clone(),
+            failed: i.failed.clone(),
+            last_check: i.last_check.map(rfc3339),
+            next_check: i.next_check.map(rfc3339),
+            error: i.error.clone(),
+        })
+        .collect()
 }
 
 /// Each engine and its event stream.
@@ -416,10 +454,58 @@ pub fn render_table(s: &Status) -> String {
     out.push('\n');
     nodes_table(&mut out, s);
     swarm_tables(&mut out, s);
+    images_table(&mut out, s);
     slots_table(&mut out, s);
     out.push('\n');
     actions_table(&mut out, s);
     out
+}
+
+/// Digests shortened for the table: `sha256:` and 12 hex digits.
+fn short_digest(d: &Option<String>) -> String {
+    d.as_deref()
+        .map(|d| d.get(..19).unwrap_or(d).to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Each service whose image digest is known or followed.
+fn images_table(out: &mut String, s: &Status) {
+    let shown: Vec<&ImageStatus> = s
+        .images
+        .iter()
+        .filter(|i| i.check_every.is_some() || i.running.is_some())
+        .collect();
+    if shown.is_empty() {
+        return;
+    }
+    out.push('\n');
+    let mut rows = vec![
+        [
+            "SERVICE",
+            "IMAGE",
+            "RUNNING",
+            "NEWEST",
+            "REFUSED",
+            "CHECK",
+            "LAST CHECK",
+            "ERROR",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for i in shown {
+        rows.push(vec![
+            i.service.clone(),
+            i.image.clone(),
+            short_digest(&i.running),
+            short_digest(&i.newest),
+            short_digest(&i.failed),
+            i.check_every.clone().unwrap_or_else(|| "-".into()),
+            i.last_check.clone().unwrap_or_else(|| "-".into()),
+            i.error.clone().unwrap_or_default(),
+        ]);
+    }
+    table(out, &rows);
 }
 
 /// The project, whether it is ready and why not, the config's state.
@@ -730,6 +816,47 @@ mod tests {
             ],
         );
         assert_eq!(out, "A    BB  C\naaa  b   c\n");
+    }
+
+    #[test]
+    fn a_followed_image_shows_its_digests_in_status_table_and_metrics() {
+        use crate::telemetry::ImageRecord;
+        let t = Telemetry::new("demo", Duration::from_secs(60), None);
+        let a = format!("sha256:{}", "a".repeat(64));
+        let b = format!("sha256:{}", "b".repeat(64));
+        t.images(vec![ImageRecord {
+            service: "web".into(),
+            image: "reg:5000/app:live".into(),
+            every: Some(Duration::from_secs(600)),
+            running: Some(a.clone()),
+            newest: Some(b.clone()),
+            failed: Some(b.clone()),
+            last_check: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+            ..Default::default()
+        }]);
+        t.image_checked("web", "refused");
+        let s = snapshot(&t);
+        assert_eq!(s.images[0].running.as_deref(), Some(a.as_str()));
+        assert_eq!(s.images[0].check_every.as_deref(), Some("10m"));
+        let table = render_table(&s);
+        assert!(table.contains("reg:5000/app:live"), "{table}");
+        assert!(table.contains("sha256:aaaaaaaaaaaa "), "{table}");
+        let back: Status = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        let m = crate::telemetry::metrics::render(&t);
+        assert!(
+            m.contains(&format!(
+                "drover_image_info{{project=\"demo\",service=\"web\",image=\"reg:5000/app:live\",running=\"{a}\",newest=\"{b}\"}} 1"
+            )),
+            "{m}"
+        );
+        assert!(m.contains("drover_image_up_to_date{project=\"demo\",service=\"web\"} 0"));
+        assert!(m.contains(
+            "drover_image_checks_total{project=\"demo\",service=\"web\",result=\"refused\"} 1"
+        ));
+        assert!(m.contains(
+            "drover_image_last_check_timestamp_seconds{project=\"demo\",service=\"web\"} 1700000000"
+        ));
     }
 
     #[test]

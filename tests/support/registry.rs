@@ -138,17 +138,28 @@ fn certificates(dir: &Path, ip: IpAddr) {
 impl Registry {
     /// A registry over plain HTTP on 127.0.0.1 (engines allow plain HTTP to loopback).
     pub fn http() -> Registry {
-        Registry::start(IpAddr::V4(Ipv4Addr::LOCALHOST), false)
+        Registry::start(IpAddr::V4(Ipv4Addr::LOCALHOST), false, true)
+    }
+
+    /// A registry over plain HTTP on 127.0.0.1 that asks for no login (pushes and pulls
+    /// need no credentials).
+    pub fn open() -> Registry {
+        Registry::start(IpAddr::V4(Ipv4Addr::LOCALHOST), false, false)
     }
 
     /// A registry over TLS on `ip` (one of this machine's addresses, e.g. a node's
     /// host-side address `10.231.N.1`, which the node's namespace can reach), with a test
     /// CA the engines trust.
     pub fn tls(ip: IpAddr) -> Registry {
-        Registry::start(ip, true)
+        Registry::start(ip, true, true)
     }
 
-    fn start(ip: IpAddr, tls: bool) -> Registry {
+    /// A registry over TLS on `ip`, as [`Registry::tls`], that asks for no login.
+    pub fn open_tls(ip: IpAddr) -> Registry {
+        Registry::start(ip, true, false)
+    }
+
+    fn start(ip: IpAddr, tls: bool, auth: bool) -> Registry {
         let bin = binary();
         let dir = std::env::temp_dir().join(unique_name("drover-registry"));
         let _ = std::fs::remove_dir_all(&dir);
@@ -179,10 +190,16 @@ impl Registry {
                 "version: 0.1\n\
                  log:\n  level: info\n  formatter: text\n\
                  storage:\n  filesystem:\n    rootdirectory: {data}\n  delete:\n    enabled: true\n\
-                 http:\n  addr: {host}\n{tls_conf}\
-                 auth:\n  htpasswd:\n    realm: drover-test\n    path: {htpasswd}\n",
+                 http:\n  addr: {host}\n{tls_conf}{auth_conf}",
                 data = dir.join("data").display(),
-                htpasswd = dir.join("htpasswd").display(),
+                auth_conf = if auth {
+                    format!(
+                        "auth:\n  htpasswd:\n    realm: drover-test\n    path: {}\n",
+                        dir.join("htpasswd").display()
+                    )
+                } else {
+                    String::new()
+                },
             );
             std::fs::write(dir.join("config.yml"), config).unwrap();
             let log = std::fs::File::create(dir.join("registry.log")).unwrap();
