@@ -723,6 +723,14 @@ services:
     );
     let web_row = s.services.iter().find(|x| x.name == "web").unwrap();
     assert_eq!((web_row.desired, web_row.actual), (3, 3));
+    // The same state words as plain mode.
+    assert_eq!(web_row.state.as_deref(), Some("running"));
+    let blocked_row = s.services.iter().find(|x| x.name == "blocked").unwrap();
+    assert_eq!(
+        blocked_row.state.as_deref(),
+        Some("unplaceable"),
+        "{blocked_row:?}"
+    );
     let out = p.drover(&["status", "--listen", &addr.to_string()]);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(

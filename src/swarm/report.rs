@@ -206,6 +206,79 @@ fn message(t: &Task) -> String {
         .unwrap_or_default()
 }
 
+/// Each service's state as an operator sees it, from Swarm's report and the state of
+/// each service's last update (by Swarm service name, as Swarm words it): the words plain
+/// mode uses (`running`, `starting`, `crash-loop`, `updating`, `paused`, `rolled-back`).
+/// Replicas are listed for replicated services: a slot with a task problem says it, the
+/// others run once the service's count is reached.
+pub fn states(
+    r: &Report,
+    updates: &HashMap<String, String>,
+) -> Vec<crate::telemetry::ServiceStateRecord> {
+    r.services
+        .iter()
+        .map(|(name, s)| {
+            let update = updates.get(&s.swarm_name).map(String::as_str).unwrap_or("");
+            let failing = s.problems.iter().find(|p| p.error);
+            let waiting = s.problems.first();
+            let (state, reason) = match (update, failing, waiting) {
+                ("updating", ..) => ("updating", "Swarm rolls its tasks to the new spec".into()),
+                ("rollback_started", ..) => {
+                    ("updating", "the update failed; Swarm rolls back".into())
+                }
+                ("paused" | "rollback_paused", ..) => {
+                    ("paused", "the update failed; Swarm paused it".to_string())
+                }
+                ("rollback_completed", ..) => (
+                    "rolled-back",
+                    "the update failed; Swarm runs the previous spec".to_string(),
+                ),
+                _ if s.running >= s.desired => ("running", String::new()),
+                // Swarm's scheduler words an unsatisfiable placement so.
+                (_, _, Some(p)) if p.reason.contains("no suitable node") => {
+                    ("unplaceable", p.reason.clone())
+                }
+                (_, Some(p), _) => ("crash-loop", p.reason.clone()),
+                (_, None, Some(p)) => ("starting", format!("{}: {}", p.state, p.reason)),
+                _ => ("starting", "tasks on their way".to_string()),
+            };
+            crate::telemetry::ServiceStateRecord {
+                service: name.clone(),
+                state,
+                reason,
+                desired: s.desired,
+                running: s.running,
+                updated: None,
+                replicas: if s.global { Vec::new() } else { replicas(s) },
+            }
+        })
+        .collect()
+}
+
+fn replicas(s: &ServiceReport) -> Vec<crate::telemetry::ReplicaStateRecord> {
+    (1..=s.desired)
+        .map(|slot| {
+            let problem = s.problems.iter().find(|p| p.slot == Some(slot));
+            let (state, reason) = match problem {
+                Some(p) if p.error => ("crash-loop", p.reason.clone()),
+                Some(p) => ("starting", format!("{}: {}", p.state, p.reason)),
+                None => ("running", String::new()),
+            };
+            crate::telemetry::ReplicaStateRecord {
+                slot,
+                node: problem.and_then(|p| p.node.clone()),
+                container: None,
+                state,
+                reason,
+                attempts: 0,
+                retry_at: None,
+                running: problem.is_none(),
+                current: true,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,5 +340,47 @@ mod tests {
             "{}",
             p.reason
         );
+    }
+
+    #[test]
+    fn swarm_states_speak_the_words_plain_mode_speaks() {
+        use crate::telemetry::swarm::{ServiceReport, TaskProblem};
+        let svc = |desired, running, problems: Vec<TaskProblem>| ServiceReport {
+            swarm_name: "p_web".into(),
+            desired,
+            running,
+            problems,
+            ..Default::default()
+        };
+        let problem = |error: bool| TaskProblem {
+            task: "t1".into(),
+            slot: Some(2),
+            node: Some("n1".into()),
+            state: "rejected".into(),
+            reason: "No such image: app".into(),
+            error,
+        };
+        let state = |s: ServiceReport, update: &str| {
+            let mut r = Report::default();
+            r.services.insert("web".into(), s);
+            let updates = HashMap::from([("p_web".to_string(), update.to_string())]);
+            let st = states(&r, &updates).remove(0);
+            (st.state, st.reason, st.replicas)
+        };
+        let (s, _, replicas) = state(svc(2, 2, vec![]), "");
+        assert_eq!(s, "running");
+        assert!(replicas.iter().all(|r| r.state == "running"));
+        let (s, reason, replicas) = state(svc(2, 1, vec![problem(true)]), "");
+        assert_eq!((s, reason.as_str()), ("crash-loop", "No such image: app"));
+        assert_eq!(replicas[1].state, "crash-loop");
+        assert_eq!(replicas[1].node.as_deref(), Some("n1"));
+        assert_eq!(state(svc(2, 1, vec![problem(false)]), "").0, "starting");
+        assert_eq!(state(svc(2, 1, vec![]), "updating").0, "updating");
+        assert_eq!(
+            state(svc(2, 2, vec![]), "rollback_completed").0,
+            "rolled-back"
+        );
+        assert_eq!(state(svc(2, 2, vec![]), "paused").0, "paused");
+        assert_eq!(state(svc(2, 2, vec![]), "completed").0, "running");
     }
 }
