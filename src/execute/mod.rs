@@ -19,7 +19,7 @@ use crate::engine::model::{ContainerCreateBody, NetworkConnectRequest, VolumeCre
 use crate::engine::{Client, Credentials, Engine, Kind};
 use crate::labels::{LABEL_GENERATION, LABEL_IMAGE_DIGEST, LABEL_NODE, LABEL_PROJECT};
 use crate::observe;
-use crate::plan::Action;
+use crate::plan::{self, Action, Target};
 use crate::spec;
 use crate::telemetry;
 
@@ -41,19 +41,19 @@ impl Outcome {
     pub fn record(&self) -> telemetry::ActionEvent {
         let a = &self.action;
         telemetry::ActionEvent {
-            node: a.node().to_string(),
+            node: a.node.clone(),
             action: a.name(),
-            service: a.service().map(str::to_string),
-            slot: a.slot(),
+            service: a.target.service().map(str::to_string),
+            slot: a.target.slot(),
             container: self.container.clone(),
-            reason: a.reason().map(|r| r.as_str()),
+            reason: a.reason.map(|r| r.as_str()),
             duration: self.duration,
             error: self.error.clone(),
-            change: match a {
-                Action::Start { .. } => telemetry::SlotChange::Started,
-                Action::Recreate { .. } => telemetry::SlotChange::Recreated,
-                Action::Create { .. } => telemetry::SlotChange::Created,
-                Action::Remove { .. } => telemetry::SlotChange::Removed,
+            change: match a.kind {
+                plan::Kind::Start { .. } => telemetry::SlotChange::Started,
+                plan::Kind::Recreate { .. } => telemetry::SlotChange::Recreated,
+                plan::Kind::Create => telemetry::SlotChange::Created,
+                plan::Kind::Remove => telemetry::SlotChange::Removed,
                 _ => telemetry::SlotChange::Other,
             },
         }
@@ -104,11 +104,12 @@ impl<E: Engine> Executor<'_, E> {
         let order = self.project.start_order();
         let mut stages: Vec<Vec<&Action>> = vec![Vec::new(); order.len() + 2];
         for a in actions {
-            let idx = match a {
-                Action::CreateNetwork { .. }
-                | Action::RemoveNetwork { .. }
-                | Action::CreateVolume { .. } => 0,
-                _ => match a.service().and_then(|s| order.iter().position(|o| *o == s)) {
+            let idx = match &a.target {
+                Target::Network { .. } | Target::NetworkId { .. } | Target::Volume { .. } => 0,
+                target => match target
+                    .service()
+                    .and_then(|s| order.iter().position(|o| *o == s))
+                {
                     Some(i) => i + 2,
                     None => 1,
                 },
@@ -122,33 +123,44 @@ impl<E: Engine> Executor<'_, E> {
     async fn run(&self, action: &Action) -> Outcome {
         let started = Instant::now();
         let plain = |r: Result<Option<String>, String>| r.map(|id| (id, Volumes::Untouched));
-        let result = match self.engine(action.node()) {
+        let node = &action.node;
+        let result = match self.engine(node) {
             Err(e) => Err(e),
-            Ok(docker) => match action {
-                Action::CreateNetwork { key, name, .. } => {
+            Ok(docker) => match (&action.kind, &action.target) {
+                (plan::Kind::CreateNetwork, Target::Network { key, name }) => {
                     plain(self.create_network(docker, key, name).await)
                 }
-                Action::RemoveNetwork { id, name, .. } => {
+                (plan::Kind::RemoveNetwork, Target::NetworkId { id, name }) => {
                     plain(self.remove_network(docker, id, name).await)
                 }
-                Action::CreateVolume { key, name, .. } => {
+                (plan::Kind::CreateVolume, Target::Volume { key, name }) => {
                     plain(self.create_volume(docker, key, name).await)
                 }
-                Action::Create {
-                    service,
-                    slot,
-                    node,
-                    ..
-                } => plain(self.create(docker, node, service, *slot, &[]).await),
-                Action::Start { container, .. } => plain(self.start(docker, container).await),
-                Action::Restart { container, .. } => plain(self.restart(docker, container).await),
-                Action::StartFirst {
-                    service,
-                    slot,
-                    container,
-                    to,
-                    ..
-                } => match self.move_aside(docker, container).await {
+                (plan::Kind::Create, Target::Slot { service, slot, .. }) => {
+                    plain(self.create(docker, node, service, *slot, &[]).await)
+                }
+                (
+                    plan::Kind::Start { .. },
+                    Target::Slot {
+                        container: Some(container),
+                        ..
+                    },
+                ) => plain(self.start(docker, container).await),
+                (
+                    plan::Kind::Restart,
+                    Target::Slot {
+                        container: Some(container),
+                        ..
+                    },
+                ) => plain(self.restart(docker, container).await),
+                (
+                    plan::Kind::StartFirst { to },
+                    Target::Slot {
+                        service,
+                        slot,
+                        container: Some(container),
+                    },
+                ) => match self.move_aside(docker, container).await {
                     Ok(()) => match self.engine(to) {
                         Ok(target) => self.create(target, to, service, *slot, &[]).await,
                         Err(e) => Err(e),
@@ -156,26 +168,42 @@ impl<E: Engine> Executor<'_, E> {
                     Err(e) => Err(e),
                 }
                 .map(|id| (id, Volumes::Untouched)),
-                Action::Recreate {
-                    service,
-                    slot,
-                    node,
-                    container,
-                    to,
-                    ..
-                } => {
+                (
+                    plan::Kind::Recreate { to },
+                    Target::Slot {
+                        service,
+                        slot,
+                        container: Some(container),
+                    },
+                ) => {
                     self.recreate(docker, node, to, service, *slot, container)
                         .await
                 }
-                Action::Remove { container, .. } => self
+                (
+                    plan::Kind::Remove,
+                    Target::Slot {
+                        container: Some(container),
+                        ..
+                    }
+                    | Target::Stray { container, .. },
+                ) => self
                     .remove(docker, container)
                     .await
                     .map(|(id, n)| (id, removed(n))),
+                // The constructors never build these: a kind on a target it does not take.
+                _ => Err(format!(
+                    "cannot {action}: not a target for {}",
+                    action.name()
+                )),
             },
         };
         let (container, error, volumes) = match result {
             Ok((id, volumes)) => (id, None, volumes),
-            Err(e) => (action.container().map(short), Some(e), Volumes::Untouched),
+            Err(e) => (
+                action.target.container().map(short),
+                Some(e),
+                Volumes::Untouched,
+            ),
         };
         Outcome {
             action: action.clone(),

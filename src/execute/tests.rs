@@ -65,12 +65,7 @@ fn run_with(
 }
 
 fn create(slot: u32) -> Action {
-    Action::Create {
-        service: "web".into(),
-        slot,
-        node: "n1".into(),
-        reason: Reason::Missing,
-    }
+    Action::create("web", slot, "n1", Reason::Missing)
 }
 
 fn with(engine: FakeEngine, project: &Project, action: Action) -> (FakeEngine, Outcome) {
@@ -118,14 +113,7 @@ fn volume_of(engine: &FakeEngine, name: &str) -> String {
 }
 
 fn recreate(id: &str, to: &str) -> Action {
-    Action::Recreate {
-        service: "web".into(),
-        slot: 1,
-        node: "n1".into(),
-        container: id.into(),
-        to: to.into(),
-        reason: Reason::ConfigChanged,
-    }
+    Action::recreate("web", 1, "n1", id, to, Reason::ConfigChanged)
 }
 
 #[test]
@@ -181,13 +169,7 @@ fn a_slot_removed_for_good_takes_a_volume_it_took_over_with_it() {
     let (engine, _) = with(engine, &p, recreate(&id, "n1"));
     let new = engine_id(&engine, "demo-web-1");
     engine.take_calls();
-    let remove = Action::Remove {
-        service: Some("web".into()),
-        slot: Some(1),
-        node: "n1".into(),
-        container: new,
-        reason: Reason::ScaleDown,
-    };
+    let remove = Action::remove("web", 1, "n1", new, Reason::ScaleDown);
     let (engine, o) = with(engine, &p, remove);
     assert_eq!(o.volumes, Volumes::Removed(1));
     assert!(!engine.volume_exists(&volume), "leaked");

@@ -12,7 +12,7 @@ use crate::execute::{Outcome, Volumes};
 use crate::nodes::NodeStatus;
 use crate::notify::Event;
 use crate::observe;
-use crate::plan::{self, Action, Decision, NodeState};
+use crate::plan::{self, Action, Decision, Kind, NodeState, Target};
 
 /// What was last said.
 #[derive(Default)]
@@ -267,25 +267,25 @@ pub(super) fn log_outcome(project: &Project, o: &Outcome) {
     let a = &o.action;
     let ms = o.duration.as_millis() as u64;
     let p = &project.name;
-    if let Action::CreateNetwork { name, .. }
-    | Action::RemoveNetwork { name, .. }
-    | Action::CreateVolume { name, .. } = a
+    let node = a.node.as_str();
+    if let Target::Network { name, .. }
+    | Target::NetworkId { name, .. }
+    | Target::Volume { name, .. } = &a.target
     {
         match &o.error {
             None => {
-                info!(action = a.name(), project = %p, node = a.node(), name = %name, duration_ms = ms, "{}", describe(a))
+                info!(action = a.name(), project = %p, node, name = %name, duration_ms = ms, "{}", describe(a))
             }
             Some(err) => {
-                error!(action = a.name(), project = %p, node = a.node(), name = %name, duration_ms = ms, error = %err, "action failed")
+                error!(action = a.name(), project = %p, node, name = %name, duration_ms = ms, error = %err, "action failed")
             }
         }
         return;
     }
-    let service = a.service().unwrap_or("");
-    let slot = a.slot().unwrap_or(0);
-    let reason = a.reason().map(|r| r.as_str()).unwrap_or("");
+    let service = a.target.service().unwrap_or("");
+    let slot = a.target.slot().unwrap_or(0);
+    let reason = a.reason.map(|r| r.as_str()).unwrap_or("");
     let container = o.container.as_deref().unwrap_or("");
-    let node = a.node();
     match &o.error {
         None => {
             info!(action = a.name(), project = %p, node, service, slot, container, reason, duration_ms = ms, "{}", describe(a));
@@ -300,23 +300,17 @@ pub(super) fn log_outcome(project: &Project, o: &Outcome) {
 /// Say what became of a replaced or removed container's anonymous volumes when it matters
 /// to the user's data: taken over by the slot's new container, or lost with a move.
 fn volumes_note(p: &str, a: &Action, volumes: Volumes) {
-    let service = a.service().unwrap_or("");
-    let slot = a.slot().unwrap_or(0);
-    let node = a.node();
-    match (a, volumes) {
-        (Action::Recreate { .. }, Volumes::TakenOver(n)) => {
+    let service = a.target.service().unwrap_or("");
+    let slot = a.target.slot().unwrap_or(0);
+    let node = a.node.as_str();
+    match (&a.kind, a.reason, volumes) {
+        (Kind::Recreate { .. }, _, Volumes::TakenOver(n)) => {
             info!(action = "volumes", project = %p, node, service, slot, "the new container took over {n} anonymous volume(s) of the one it replaced")
         }
-        (Action::Recreate { to, .. }, Volumes::Removed(n)) if to != node => {
+        (Kind::Recreate { to }, _, Volumes::Removed(n)) if to != node => {
             warn!(action = "volumes", project = %p, node, service, slot, "the replica moved to node {to}: {n} anonymous volume(s) cannot follow it and were removed with the old container; it starts empty (keep data in a named volume on shared storage, or pin the service with placement constraints)")
         }
-        (
-            Action::Remove {
-                reason: plan::Reason::Stale,
-                ..
-            },
-            Volumes::Removed(n),
-        ) => {
+        (Kind::Remove, Some(plan::Reason::Stale), Volumes::Removed(n)) => {
             warn!(action = "volumes", project = %p, node, service, slot, "{n} anonymous volume(s) of an older copy of the replica, which now runs on another node, were removed with it")
         }
         _ => {}
@@ -324,15 +318,15 @@ fn volumes_note(p: &str, a: &Action, volumes: Volumes) {
 }
 
 fn describe(a: &Action) -> &'static str {
-    match a {
-        Action::CreateNetwork { .. } => "network created",
-        Action::CreateVolume { .. } => "volume created",
-        Action::RemoveNetwork { .. } => "duplicate network removed",
-        Action::Create { .. } => "container created and started",
-        Action::Start { .. } => "container started",
-        Action::Restart { .. } => "container restarted",
-        Action::StartFirst { .. } => "new copy started before the old one stops",
-        Action::Recreate { .. } => "container recreated",
-        Action::Remove { .. } => "container removed",
+    match a.kind {
+        Kind::CreateNetwork => "network created",
+        Kind::CreateVolume => "volume created",
+        Kind::RemoveNetwork => "duplicate network removed",
+        Kind::Create => "container created and started",
+        Kind::Start { .. } => "container started",
+        Kind::Restart => "container restarted",
+        Kind::StartFirst { .. } => "new copy started before the old one stops",
+        Kind::Recreate { .. } => "container recreated",
+        Kind::Remove => "container removed",
     }
 }

@@ -56,202 +56,442 @@ impl Reason {
     }
 }
 
-/// One change to make on one node.
+/// One change to make on one node: what is done (`kind`), where it starts (`node`), why
+/// (`reason`) and to what (`target`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Create the project network with this engine name (`key` is its key in the file).
-    CreateNetwork {
-        node: String,
-        key: String,
-        name: String,
-    },
-    /// Remove a network of the project that repeats the name of an older one (by id: the
-    /// name is ambiguous).
-    RemoveNetwork {
-        node: String,
-        id: String,
-        name: String,
-    },
-    /// Create the project volume with this engine name.
-    CreateVolume {
-        node: String,
-        key: String,
-        name: String,
-    },
-    /// Create and start a container for the slot on `node`.
-    Create {
-        service: String,
-        slot: u32,
-        node: String,
-        reason: Reason,
-    },
-    /// Start an existing container in place. `reset` forgets the slot's crash history
-    /// (its last run was long enough).
-    Start {
-        service: String,
-        slot: u32,
-        node: String,
-        container: String,
-        reset: bool,
-        reason: Reason,
-    },
-    /// Restart a running container in place (stop with its signal and grace, start).
-    Restart {
-        service: String,
-        slot: u32,
-        node: String,
-        container: String,
-        reason: Reason,
-    },
-    /// Start-first replacement: move the old container's name aside, create and start the
-    /// slot's new copy on `to`; the old copy is removed once the new one runs.
-    StartFirst {
-        service: String,
-        slot: u32,
-        node: String,
-        container: String,
-        to: String,
-        reason: Reason,
-    },
-    /// Stop and remove the container on `node`, then create and start the slot on `to`.
-    Recreate {
-        service: String,
-        slot: u32,
-        node: String,
-        container: String,
-        to: String,
-        reason: Reason,
-    },
-    /// Stop (the container's stop signal and grace period) and remove.
-    Remove {
-        service: Option<String>,
-        slot: Option<u32>,
-        node: String,
-        container: String,
-        reason: Reason,
-    },
+pub struct Action {
+    pub kind: Kind,
+    /// The node the action starts on.
+    pub node: String,
+    /// Why a container action is taken; `None` for networks and volumes, made because a
+    /// container needs them (or removed because their name repeats).
+    pub reason: Option<Reason>,
+    pub target: Target,
 }
 
-impl Action {
+/// What an action does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// Create a project network ([`Target::Network`]).
+    CreateNetwork,
+    /// Remove a network of the project that repeats the name of an older one
+    /// ([`Target::NetworkId`]: by id, the name is ambiguous).
+    RemoveNetwork,
+    /// Create a project volume ([`Target::Volume`]).
+    CreateVolume,
+    /// Create and start a container for the slot.
+    Create,
+    /// Start the existing container in place. `reset` forgets the slot's crash history
+    /// (its last run was long enough).
+    Start { reset: bool },
+    /// Restart the running container in place (stop with its signal and grace, start).
+    Restart,
+    /// Start-first replacement: move the old container's name aside, create and start the
+    /// slot's new copy on `to`; the old copy is removed once the new one runs.
+    StartFirst { to: String },
+    /// Stop and remove the container, then create and start the slot on `to`.
+    Recreate { to: String },
+    /// Stop (the container's stop signal and grace period) and remove.
+    Remove,
+}
+
+/// What an action is taken on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A replica slot of a service, and the container that holds it now (`None` for a
+    /// create).
+    Slot {
+        service: String,
+        slot: u32,
+        container: Option<String>,
+    },
+    /// A container in no slot of the project (its service is gone or its labels are bad),
+    /// with the service and slot its labels name, if any.
+    Stray {
+        container: String,
+        service: Option<String>,
+        slot: Option<u32>,
+    },
+    /// A project network: its key in the file and its engine name.
+    Network { key: String, name: String },
+    /// One network on the engine, by id, and its name.
+    NetworkId { id: String, name: String },
+    /// A project volume: its key in the file and its engine name.
+    Volume { key: String, name: String },
+}
+
+impl Kind {
+    /// The action's name, logged as the `action` field.
     pub fn name(&self) -> &'static str {
         match self {
-            Action::CreateNetwork { .. } => "create-network",
-            Action::CreateVolume { .. } => "create-volume",
-            Action::RemoveNetwork { .. } => "remove-network",
-            Action::Create { .. } => "create",
-            Action::Start { .. } => "start",
-            Action::Restart { .. } => "restart",
-            Action::StartFirst { .. } => "start-first",
-            Action::Recreate { .. } => "recreate",
-            Action::Remove { .. } => "remove",
+            Kind::CreateNetwork => "create-network",
+            Kind::CreateVolume => "create-volume",
+            Kind::RemoveNetwork => "remove-network",
+            Kind::Create => "create",
+            Kind::Start { .. } => "start",
+            Kind::Restart => "restart",
+            Kind::StartFirst { .. } => "start-first",
+            Kind::Recreate { .. } => "recreate",
+            Kind::Remove => "remove",
         }
     }
+}
 
+impl Target {
     pub fn service(&self) -> Option<&str> {
         match self {
-            Action::CreateNetwork { .. }
-            | Action::RemoveNetwork { .. }
-            | Action::CreateVolume { .. } => None,
-            Action::Create { service, .. }
-            | Action::Start { service, .. }
-            | Action::Restart { service, .. }
-            | Action::StartFirst { service, .. }
-            | Action::Recreate { service, .. } => Some(service),
-            Action::Remove { service, .. } => service.as_deref(),
+            Target::Slot { service, .. } => Some(service),
+            Target::Stray { service, .. } => service.as_deref(),
+            Target::Network { .. } | Target::NetworkId { .. } | Target::Volume { .. } => None,
         }
     }
 
     pub fn slot(&self) -> Option<u32> {
         match self {
-            Action::CreateNetwork { .. }
-            | Action::RemoveNetwork { .. }
-            | Action::CreateVolume { .. } => None,
-            Action::Create { slot, .. }
-            | Action::Start { slot, .. }
-            | Action::Restart { slot, .. }
-            | Action::StartFirst { slot, .. }
-            | Action::Recreate { slot, .. } => Some(*slot),
-            Action::Remove { slot, .. } => *slot,
+            Target::Slot { slot, .. } => Some(*slot),
+            Target::Stray { slot, .. } => *slot,
+            Target::Network { .. } | Target::NetworkId { .. } | Target::Volume { .. } => None,
         }
     }
 
-    /// The node the action starts on.
-    pub fn node(&self) -> &str {
-        match self {
-            Action::CreateNetwork { node, .. }
-            | Action::RemoveNetwork { node, .. }
-            | Action::CreateVolume { node, .. }
-            | Action::Create { node, .. }
-            | Action::Start { node, .. }
-            | Action::Restart { node, .. }
-            | Action::StartFirst { node, .. }
-            | Action::Recreate { node, .. }
-            | Action::Remove { node, .. } => node,
-        }
-    }
-
-    /// The existing container this action changes, if any.
+    /// The existing container the action changes, if any.
     pub fn container(&self) -> Option<&str> {
         match self {
-            Action::Start { container, .. }
-            | Action::Restart { container, .. }
-            | Action::StartFirst { container, .. }
-            | Action::Recreate { container, .. }
-            | Action::Remove { container, .. } => Some(container),
-            _ => None,
+            Target::Slot { container, .. } => container.as_deref(),
+            Target::Stray { container, .. } => Some(container),
+            Target::Network { .. } | Target::NetworkId { .. } | Target::Volume { .. } => None,
+        }
+    }
+}
+
+/// Constructors, one per kind of action, each with the target that kind takes.
+impl Action {
+    pub fn create_network(
+        node: impl Into<String>,
+        key: impl Into<String>,
+        name: impl Into<String>,
+    ) -> Self {
+        Action::infra(
+            Kind::CreateNetwork,
+            node,
+            Target::Network {
+                key: key.into(),
+                name: name.into(),
+            },
+        )
+    }
+
+    pub fn remove_network(
+        node: impl Into<String>,
+        id: impl Into<String>,
+        name: impl Into<String>,
+    ) -> Self {
+        Action::infra(
+            Kind::RemoveNetwork,
+            node,
+            Target::NetworkId {
+                id: id.into(),
+                name: name.into(),
+            },
+        )
+    }
+
+    pub fn create_volume(
+        node: impl Into<String>,
+        key: impl Into<String>,
+        name: impl Into<String>,
+    ) -> Self {
+        Action::infra(
+            Kind::CreateVolume,
+            node,
+            Target::Volume {
+                key: key.into(),
+                name: name.into(),
+            },
+        )
+    }
+
+    pub fn create(
+        service: impl Into<String>,
+        slot: u32,
+        node: impl Into<String>,
+        reason: Reason,
+    ) -> Self {
+        Action::on_slot(Kind::Create, service, slot, node, None, reason)
+    }
+
+    pub fn start(
+        service: impl Into<String>,
+        slot: u32,
+        node: impl Into<String>,
+        container: impl Into<String>,
+        reset: bool,
+        reason: Reason,
+    ) -> Self {
+        Action::on_slot(
+            Kind::Start { reset },
+            service,
+            slot,
+            node,
+            Some(container.into()),
+            reason,
+        )
+    }
+
+    pub fn restart(
+        service: impl Into<String>,
+        slot: u32,
+        node: impl Into<String>,
+        container: impl Into<String>,
+        reason: Reason,
+    ) -> Self {
+        Action::on_slot(
+            Kind::Restart,
+            service,
+            slot,
+            node,
+            Some(container.into()),
+            reason,
+        )
+    }
+
+    pub fn start_first(
+        service: impl Into<String>,
+        slot: u32,
+        node: impl Into<String>,
+        container: impl Into<String>,
+        to: impl Into<String>,
+        reason: Reason,
+    ) -> Self {
+        let kind = Kind::StartFirst { to: to.into() };
+        Action::on_slot(kind, service, slot, node, Some(container.into()), reason)
+    }
+
+    pub fn recreate(
+        service: impl Into<String>,
+        slot: u32,
+        node: impl Into<String>,
+        container: impl Into<String>,
+        to: impl Into<String>,
+        reason: Reason,
+    ) -> Self {
+        let kind = Kind::Recreate { to: to.into() };
+        Action::on_slot(kind, service, slot, node, Some(container.into()), reason)
+    }
+
+    /// Remove the container of a slot.
+    pub fn remove(
+        service: impl Into<String>,
+        slot: u32,
+        node: impl Into<String>,
+        container: impl Into<String>,
+        reason: Reason,
+    ) -> Self {
+        Action::on_slot(
+            Kind::Remove,
+            service,
+            slot,
+            node,
+            Some(container.into()),
+            reason,
+        )
+    }
+
+    /// Remove a container in no slot of the project, with what its labels say.
+    pub fn remove_stray(
+        service: Option<String>,
+        slot: Option<u32>,
+        node: impl Into<String>,
+        container: impl Into<String>,
+        reason: Reason,
+    ) -> Self {
+        Action {
+            kind: Kind::Remove,
+            node: node.into(),
+            reason: Some(reason),
+            target: Target::Stray {
+                container: container.into(),
+                service,
+                slot,
+            },
         }
     }
 
-    pub fn reason(&self) -> Option<Reason> {
-        match self {
-            Action::CreateNetwork { .. }
-            | Action::RemoveNetwork { .. }
-            | Action::CreateVolume { .. } => None,
-            Action::Create { reason, .. }
-            | Action::Start { reason, .. }
-            | Action::Restart { reason, .. }
-            | Action::StartFirst { reason, .. }
-            | Action::Recreate { reason, .. }
-            | Action::Remove { reason, .. } => Some(*reason),
+    fn infra(kind: Kind, node: impl Into<String>, target: Target) -> Self {
+        Action {
+            kind,
+            node: node.into(),
+            reason: None,
+            target,
+        }
+    }
+
+    fn on_slot(
+        kind: Kind,
+        service: impl Into<String>,
+        slot: u32,
+        node: impl Into<String>,
+        container: Option<String>,
+        reason: Reason,
+    ) -> Self {
+        Action {
+            kind,
+            node: node.into(),
+            reason: Some(reason),
+            target: Target::Slot {
+                service: service.into(),
+                slot,
+                container,
+            },
+        }
+    }
+
+    /// The action's name, logged as the `action` field.
+    pub fn name(&self) -> &'static str {
+        self.kind.name()
+    }
+
+    /// Where the slot's new container goes (`to`), for a replacement.
+    pub fn to(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::StartFirst { to } | Kind::Recreate { to } => Some(to),
+            _ => None,
         }
     }
 }
 
 impl std::fmt::Display for Action {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Action::CreateNetwork { name, node, .. } => {
-                write!(f, "create network {name} on {node}")
-            }
-            Action::CreateVolume { name, node, .. } => write!(f, "create volume {name} on {node}"),
-            Action::RemoveNetwork { name, id, node } => write!(
+        let node = &self.node;
+        match &self.target {
+            Target::Network { name, .. } => write!(f, "create network {name} on {node}"),
+            Target::Volume { name, .. } => write!(f, "create volume {name} on {node}"),
+            Target::NetworkId { id, name } => write!(
                 f,
                 "remove network {name} ({}) on {node} (duplicate)",
                 crate::observe::short_id(id)
             ),
-            _ => {
+            target => {
                 write!(f, "{}", self.name())?;
-                if let Some(s) = self.service() {
+                if let Some(s) = target.service() {
                     write!(f, " {s}")?;
                 }
-                if let Some(n) = self.slot() {
+                if let Some(n) = target.slot() {
                     write!(f, " slot {n}")?;
                 }
-                if let Some(c) = self.container() {
+                if let Some(c) = target.container() {
                     write!(f, " container {}", crate::observe::short_id(c))?;
                 }
-                write!(f, " on {}", self.node())?;
-                if let Action::Recreate { to, node, .. } | Action::StartFirst { to, node, .. } =
-                    self
+                write!(f, " on {node}")?;
+                if let Some(to) = self.to()
                     && to != node
                 {
                     write!(f, " to {to}")?;
                 }
-                if let Some(r) = self.reason() {
+                if let Some(r) = self.reason {
                     write!(f, " ({})", r.as_str())?;
                 }
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `drover plan` prints and the `action` field, for every kind.
+    #[test]
+    fn each_kind_reads_as_before() {
+        let id = "0123456789abcdef0123";
+        let cases = [
+            (
+                Action::create_network("n1", "default", "demo_default"),
+                "create-network",
+                "create network demo_default on n1",
+            ),
+            (
+                Action::remove_network("n1", id, "demo_default"),
+                "remove-network",
+                "remove network demo_default (0123456789ab) on n1 (duplicate)",
+            ),
+            (
+                Action::create_volume("n1", "data", "demo_data"),
+                "create-volume",
+                "create volume demo_data on n1",
+            ),
+            (
+                Action::create("web", 1, "n1", Reason::Missing),
+                "create",
+                "create web slot 1 on n1 (missing)",
+            ),
+            (
+                Action::start("web", 2, "n1", id, true, Reason::Exited),
+                "start",
+                "start web slot 2 container 0123456789ab on n1 (exited)",
+            ),
+            (
+                Action::restart("web", 2, "n1", id, Reason::Unhealthy),
+                "restart",
+                "restart web slot 2 container 0123456789ab on n1 (unhealthy)",
+            ),
+            (
+                Action::start_first("web", 3, "n1", id, "n1", Reason::ConfigChanged),
+                "start-first",
+                "start-first web slot 3 container 0123456789ab on n1 (config-changed)",
+            ),
+            (
+                Action::recreate("web", 3, "n2", id, "n1", Reason::Misplaced),
+                "recreate",
+                "recreate web slot 3 container 0123456789ab on n2 to n1 (misplaced)",
+            ),
+            (
+                Action::remove("web", 4, "n1", id, Reason::ScaleDown),
+                "remove",
+                "remove web slot 4 container 0123456789ab on n1 (scale-down)",
+            ),
+            (
+                Action::remove_stray(
+                    Some("gone".into()),
+                    Some(1),
+                    "n1",
+                    id,
+                    Reason::ServiceRemoved,
+                ),
+                "remove",
+                "remove gone slot 1 container 0123456789ab on n1 (service-removed)",
+            ),
+            (
+                Action::remove_stray(Some("web".into()), None, "n1", id, Reason::BadLabels),
+                "remove",
+                "remove web container 0123456789ab on n1 (bad-labels)",
+            ),
+        ];
+        for (action, name, text) in cases {
+            assert_eq!(action.name(), name);
+            assert_eq!(action.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn only_container_actions_have_a_reason_service_and_slot() {
+        let net = Action::create_network("n1", "default", "demo_default");
+        assert_eq!(net.reason, None);
+        assert_eq!((net.target.service(), net.target.slot()), (None, None));
+        assert_eq!(net.target.container(), None);
+        let create = Action::create("web", 1, "n1", Reason::Missing);
+        assert_eq!(create.reason, Some(Reason::Missing));
+        assert_eq!(
+            (create.target.service(), create.target.slot()),
+            (Some("web"), Some(1))
+        );
+        assert_eq!(create.target.container(), None);
+        let stray = Action::remove_stray(None, Some(2), "n1", "c", Reason::BadLabels);
+        assert_eq!(
+            (stray.target.service(), stray.target.slot()),
+            (None, Some(2))
+        );
+        assert_eq!(stray.target.container(), Some("c"));
     }
 }

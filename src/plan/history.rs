@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
 use super::backoff::{Backoff, BackoffConfig};
-use super::{Action, Reason, UpdateFailed, service_backoff};
+use super::{Action, Kind, Reason, UpdateFailed, service_backoff};
 use crate::config::{FailureAction, Project, Service};
 
 /// Crash attempts per slot and rollout state per service.
@@ -184,7 +184,7 @@ impl History {
         ok: bool,
         now: SystemTime,
     ) {
-        let (Some(service), Some(slot)) = (action.service(), action.slot()) else {
+        let (Some(service), Some(slot)) = (action.target.service(), action.target.slot()) else {
             return;
         };
         let Some(svc) = project.services.get(service) else {
@@ -199,19 +199,14 @@ impl History {
             failed();
             return;
         }
-        match action {
-            Action::Start { reset, .. } => self.backoff.attempted(service, slot, *reset),
-            Action::Recreate {
-                reason: Reason::Dead,
-                ..
-            } => self.backoff.attempted(service, slot, false),
+        match (&action.kind, action.reason) {
+            (Kind::Start { reset }, _) => self.backoff.attempted(service, slot, *reset),
+            (Kind::Recreate { .. }, Some(Reason::Dead)) => {
+                self.backoff.attempted(service, slot, false)
+            }
             // An unhealthy replica replaced: hold the next replacement for the backoff
             // delay, so a service that never turns healthy is not churned.
-            Action::Restart { .. }
-            | Action::Recreate {
-                reason: Reason::Unhealthy,
-                ..
-            } => failed(),
+            (Kind::Restart, _) | (Kind::Recreate { .. }, Some(Reason::Unhealthy)) => failed(),
             _ => {}
         }
     }
@@ -316,14 +311,7 @@ mod tests {
         let p = project("v1", 2);
         let cfg = BackoffConfig::default();
         let now = SystemTime::UNIX_EPOCH;
-        let start = Action::Start {
-            service: "web".into(),
-            slot: 1,
-            node: "n1".into(),
-            container: "c".into(),
-            reset: false,
-            reason: Reason::Exited,
-        };
+        let start = Action::start("web", 1, "n1", "c", false, Reason::Exited);
         h.record(&p, &cfg, &start, true, now);
         h.record(&p, &cfg, &start, true, now);
         assert_eq!(h.backoff.get("web", 1).attempts, 2);

@@ -30,7 +30,7 @@ use crate::config::{DependsCondition, FailureAction, Project, Service};
 use crate::observe::{Container, Snapshot};
 use service::plan_service;
 
-pub use action::{Action, Reason};
+pub use action::{Action, Kind, Reason, Target};
 pub use backoff::{Backoff, BackoffConfig};
 pub use follow::{Follow, ImageDecision};
 pub use history::{Decision, History};
@@ -221,17 +221,17 @@ pub fn plan(input: &Input) -> Plan {
             (Some(s), Some(_)) if project.services.contains_key(s) => {
                 by_service.entry(s).or_default().push(c)
             }
-            (s, n) if input.up(&c.node) => plan.actions.push(Action::Remove {
-                service: s.map(str::to_string),
-                slot: n,
-                node: c.node.clone(),
-                container: c.id.clone(),
-                reason: if s.is_some() && n.is_some() {
+            (s, n) if input.up(&c.node) => plan.actions.push(Action::remove_stray(
+                s.map(str::to_string),
+                n,
+                &c.node,
+                &c.id,
+                if s.is_some() && n.is_some() {
                     Reason::ServiceRemoved
                 } else {
                     Reason::BadLabels
                 },
-            }),
+            )),
             _ => {}
         }
     }
@@ -271,9 +271,9 @@ pub fn unlisted_infra<'a>(input: &Input<'a>, plan: &Plan) -> Vec<&'a str> {
     let wanted: BTreeSet<&str> = plan
         .actions
         .iter()
-        .filter_map(|a| match a {
-            Action::Create { node, .. } | Action::Start { node, .. } => Some(node.as_str()),
-            Action::Recreate { to, .. } | Action::StartFirst { to, .. } => Some(to.as_str()),
+        .filter_map(|a| match &a.kind {
+            Kind::Create | Kind::Start { .. } => Some(a.node.as_str()),
+            Kind::Recreate { to } | Kind::StartFirst { to } => Some(to.as_str()),
             _ => None,
         })
         .collect();
@@ -290,9 +290,9 @@ pub fn unlisted_infra<'a>(input: &Input<'a>, plan: &Plan) -> Vec<&'a str> {
 fn infrastructure(input: &Input, actions: &[Action], out: &mut Vec<Action>) {
     let targets: BTreeSet<&str> = actions
         .iter()
-        .filter_map(|a| match a {
-            Action::Create { node, .. } => Some(node.as_str()),
-            Action::Recreate { to, .. } => Some(to.as_str()),
+        .filter_map(|a| match &a.kind {
+            Kind::Create => Some(a.node.as_str()),
+            Kind::Recreate { to } => Some(to.as_str()),
             _ => None,
         })
         .collect();
@@ -304,11 +304,7 @@ fn infrastructure(input: &Input, actions: &[Action], out: &mut Vec<Action>) {
         .filter(|n| n.state == NodeState::Up && n.snapshot.infra_listed)
     {
         for dup in &view.snapshot.duplicate_networks {
-            out.push(Action::RemoveNetwork {
-                node: view.name.to_string(),
-                id: dup.id.clone(),
-                name: dup.name.clone(),
-            });
+            out.push(Action::remove_network(view.name, &dup.id, &dup.name));
         }
     }
     // Unlisted, the node's networks are unknown: the caller lists them and plans again.
@@ -319,20 +315,12 @@ fn infrastructure(input: &Input, actions: &[Action], out: &mut Vec<Action>) {
     {
         for (key, net) in &input.project.networks {
             if !net.external && !view.snapshot.networks.contains(&net.name) {
-                out.push(Action::CreateNetwork {
-                    node: view.name.to_string(),
-                    key: key.clone(),
-                    name: net.name.clone(),
-                });
+                out.push(Action::create_network(view.name, key, &net.name));
             }
         }
         for (key, vol) in &input.project.volumes {
             if !vol.external && !view.snapshot.volumes.contains(&vol.name) {
-                out.push(Action::CreateVolume {
-                    node: view.name.to_string(),
-                    key: key.clone(),
-                    name: vol.name.clone(),
-                });
+                out.push(Action::create_volume(view.name, key, &vol.name));
             }
         }
     }

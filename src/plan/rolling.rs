@@ -139,22 +139,12 @@ fn rolling_update(
             UpdateOrder::StopFirst
         };
         out.push(match order {
-            UpdateOrder::StopFirst => Action::Recreate {
-                service: svc.name.clone(),
-                slot: *n,
-                node: c.node.clone(),
-                container: c.id.clone(),
-                to: c.node.clone(),
-                reason,
-            },
-            UpdateOrder::StartFirst => Action::StartFirst {
-                service: svc.name.clone(),
-                slot: *n,
-                node: c.node.clone(),
-                container: c.id.clone(),
-                to: c.node.clone(),
-                reason,
-            },
+            UpdateOrder::StopFirst => {
+                Action::recreate(&svc.name, *n, &c.node, &c.id, &c.node, reason)
+            }
+            UpdateOrder::StartFirst => {
+                Action::start_first(&svc.name, *n, &c.node, &c.id, &c.node, reason)
+            }
         });
     }
 }
@@ -230,10 +220,5 @@ fn rebalance(
     }
     let (&slot, _) = kept.iter().rev().find(|(_, c)| c.node == max_node)?;
     placer.add(&svc.name, min_node);
-    Some(Action::Create {
-        service: svc.name.clone(),
-        slot,
-        node: min_node.to_string(),
-        reason: Reason::Rebalance,
-    })
+    Some(Action::create(&svc.name, slot, min_node, Reason::Rebalance))
 }

@@ -213,14 +213,14 @@ fn repair<'c>(
                         sink.act(a);
                     }
                 } else {
-                    sink.act(Action::Start {
-                        service: svc.name.clone(),
-                        slot: n,
-                        node: c.node.clone(),
-                        container: c.id.clone(),
-                        reset: false,
-                        reason: Reason::NotStarted,
-                    });
+                    sink.act(Action::start(
+                        &svc.name,
+                        n,
+                        &c.node,
+                        &c.id,
+                        false,
+                        Reason::NotStarted,
+                    ));
                 }
             }
             State::Exited => {
@@ -252,21 +252,10 @@ fn repair_unhealthy(
         return;
     }
     sink.act(match svc.unhealthy {
-        UnhealthyAction::Recreate => Action::Recreate {
-            service: svc.name.clone(),
-            slot: n,
-            node: c.node.clone(),
-            container: c.id.clone(),
-            to: c.node.clone(),
-            reason: Reason::Unhealthy,
-        },
-        _ => Action::Restart {
-            service: svc.name.clone(),
-            slot: n,
-            node: c.node.clone(),
-            container: c.id.clone(),
-            reason: Reason::Unhealthy,
-        },
+        UnhealthyAction::Recreate => {
+            Action::recreate(&svc.name, n, &c.node, &c.id, &c.node, Reason::Unhealthy)
+        }
+        _ => Action::restart(&svc.name, n, &c.node, &c.id, Reason::Unhealthy),
     });
 }
 
@@ -301,12 +290,7 @@ fn fill(
             continue;
         }
         match placer.place(svc) {
-            Ok(node) => sink.act(Action::Create {
-                service: svc.name.clone(),
-                slot,
-                node,
-                reason: Reason::Missing,
-            }),
+            Ok(node) => sink.act(Action::create(&svc.name, slot, node, Reason::Missing)),
             Err(reason) => sink.plan.unplaced.push(Unplaced {
                 service: svc.name.clone(),
                 slot,
@@ -419,14 +403,7 @@ pub(super) fn recreate(
     } else {
         c.node.clone()
     };
-    Some(Action::Recreate {
-        service: svc.name.clone(),
-        slot: n,
-        node: c.node.clone(),
-        container: c.id.clone(),
-        to,
-        reason,
-    })
+    Some(Action::recreate(&svc.name, n, &c.node, &c.id, to, reason))
 }
 
 /// An exited container: restart in place, recreate (`changed`: outdated, misplaced), wait
@@ -500,14 +477,14 @@ fn plan_exited(
         }
         return;
     }
-    sink.act(Action::Start {
-        service: svc.name.clone(),
-        slot: n,
-        node: c.node.clone(),
-        container: c.id.clone(),
-        reset: long_run,
-        reason: Reason::Exited,
-    });
+    sink.act(Action::start(
+        &svc.name,
+        n,
+        &c.node,
+        &c.id,
+        long_run,
+        Reason::Exited,
+    ));
 }
 
 fn wait(plan: &mut Plan, svc: &Service, slot: u32, until: SystemTime, attempts: u32) {
@@ -520,11 +497,5 @@ fn wait(plan: &mut Plan, svc: &Service, slot: u32, until: SystemTime, attempts: 
 }
 
 fn remove(svc: &Service, slot: u32, c: &Container, reason: Reason) -> Action {
-    Action::Remove {
-        service: Some(svc.name.clone()),
-        slot: Some(slot),
-        node: c.node.clone(),
-        container: c.id.clone(),
-        reason,
-    }
+    Action::remove(&svc.name, slot, &c.node, &c.id, reason)
 }

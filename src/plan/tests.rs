@@ -146,45 +146,38 @@ fn apply(p: &Project, s: &Snapshot, plan: &Plan, next_id: &mut u64) -> Snapshot 
         c
     };
     for a in &plan.actions {
-        match a {
-            Action::CreateNetwork { name, .. } => {
+        let container = a.target.container().unwrap_or_default();
+        match (&a.kind, &a.target) {
+            (Kind::CreateNetwork, Target::Network { name, .. }) => {
                 out.networks.insert(name.clone());
             }
-            Action::CreateVolume { name, .. } => {
+            (Kind::CreateVolume, Target::Volume { name, .. }) => {
                 out.volumes.insert(name.clone());
             }
-            Action::RemoveNetwork { id, .. } => {
+            (Kind::RemoveNetwork, Target::NetworkId { id, .. }) => {
                 out.duplicate_networks.retain(|d| &d.id != id);
             }
-            Action::Create {
-                service,
-                slot,
-                node,
-                ..
-            } => out.containers.push(new(service, *slot, node)),
-            Action::Start { container, .. } => {
+            (Kind::Create, Target::Slot { service, slot, .. }) => {
+                out.containers.push(new(service, *slot, &a.node))
+            }
+            (Kind::Start { .. }, _) => {
                 let c = out
                     .containers
                     .iter_mut()
-                    .find(|c| &c.id == container)
+                    .find(|c| c.id == container)
                     .unwrap();
                 c.state = State::Running;
             }
-            Action::Recreate {
-                service,
-                slot,
-                container,
-                to,
-                ..
-            } => {
-                out.containers.retain(|c| &c.id != container);
+            (Kind::Recreate { to }, Target::Slot { service, slot, .. }) => {
+                out.containers.retain(|c| c.id != container);
                 out.containers.push(new(service, *slot, to));
             }
-            Action::Remove { container, .. } => out.containers.retain(|c| &c.id != container),
-            Action::Restart { .. } => {}
-            Action::StartFirst {
-                service, slot, to, ..
-            } => out.containers.push(new(service, *slot, to)),
+            (Kind::Remove, _) => out.containers.retain(|c| c.id != container),
+            (Kind::Restart, _) => {}
+            (Kind::StartFirst { to }, Target::Slot { service, slot, .. }) => {
+                out.containers.push(new(service, *slot, to))
+            }
+            _ => panic!("malformed action {a:?}"),
         }
     }
     out
@@ -235,7 +228,11 @@ fn scale_up_fills_lowest_free_slots_and_scale_down_removes_highest() {
     let p = project(vec![svc("web", 4)]);
     let s = snapshot(vec![running("a", "web", 2), running("b", "web", 5)]);
     let plan = run_plan(&p, &s, &Backoff::default());
-    let slots: Vec<u32> = plan.actions.iter().filter_map(Action::slot).collect();
+    let slots: Vec<u32> = plan
+        .actions
+        .iter()
+        .filter_map(|a| a.target.slot())
+        .collect();
     assert_eq!(slots, vec![1, 3]);
 
     let p = project(vec![svc("web", 1)]);
@@ -248,7 +245,7 @@ fn scale_up_fills_lowest_free_slots_and_scale_down_removes_highest() {
     let removed: Vec<(u32, Reason)> = plan
         .actions
         .iter()
-        .map(|a| (a.slot().unwrap(), a.reason().unwrap()))
+        .map(|a| (a.target.slot().unwrap(), a.reason.unwrap()))
         .collect();
     assert_eq!(
         removed,
@@ -263,14 +260,14 @@ fn exited_container_is_restarted_in_place_at_once() {
     let plan = run_plan(&p, &s, &Backoff::default());
     assert_eq!(
         plan.actions,
-        vec![Action::Start {
-            service: "web".into(),
-            slot: 1,
-            node: "n1".into(),
-            container: format!("{:0<64}", "a"),
-            reset: false,
-            reason: Reason::Exited,
-        }]
+        vec![Action::start(
+            "web",
+            1,
+            "n1",
+            format!("{:0<64}", "a"),
+            false,
+            Reason::Exited
+        )]
     );
 }
 
@@ -293,7 +290,7 @@ fn restart_no_job_that_exits_zero_stays_exited_and_on_failure_restarts_non_zero(
     failed.exit_code = Some(3);
     let plan = run_plan(&p, &snapshot(vec![done, failed]), &Backoff::default());
     assert_eq!(plan.actions.len(), 1);
-    assert_eq!(plan.actions[0].service(), Some("worker"));
+    assert_eq!(plan.actions[0].target.service(), Some("worker"));
 }
 
 #[test]
@@ -317,7 +314,10 @@ fn crash_loop_backs_off_and_a_long_run_resets_it() {
     let plan = run_plan(&p, &snapshot(vec![c]), &b);
     assert!(matches!(
         plan.actions.as_slice(),
-        [Action::Start { reset: true, .. }]
+        [Action {
+            kind: Kind::Start { reset: true },
+            ..
+        }]
     ));
 }
 
@@ -346,8 +346,8 @@ fn changed_definition_recreates_one_container_at_a_time() {
     for pass in 1..=3 {
         let plan = run_plan(&p, &s, &Backoff::default());
         assert_eq!(plan.actions.len(), 1, "pass {pass}: {:?}", plan.actions);
-        assert_eq!(plan.actions[0].slot(), Some(pass));
-        assert_eq!(plan.actions[0].reason(), Some(Reason::ConfigChanged));
+        assert_eq!(plan.actions[0].target.slot(), Some(pass));
+        assert_eq!(plan.actions[0].reason, Some(Reason::ConfigChanged));
         s = apply(&p, &s, &plan, &mut next);
     }
     assert!(run_plan(&p, &s, &Backoff::default()).is_empty());
@@ -375,7 +375,12 @@ fn removed_service_and_duplicates_are_removed_but_foreign_containers_never_touch
     let got: Vec<(String, Reason)> = plan
         .actions
         .iter()
-        .map(|a| (a.container().unwrap()[..1].to_string(), a.reason().unwrap()))
+        .map(|a| {
+            (
+                a.target.container().unwrap()[..1].to_string(),
+                a.reason.unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         got,
@@ -495,7 +500,7 @@ fn property_plans_never_exceed_targets_and_never_touch_foreign_containers() {
         let (p, s) = random_world(&mut rng);
         let plan = run_plan(&p, &s, &Backoff::default());
         for a in &plan.actions {
-            if let Some(id) = a.container() {
+            if let Some(id) = a.target.container() {
                 let c = s.containers.iter().find(|c| c.id == id).unwrap();
                 assert!(c.owned_by(P), "seed {seed}: foreign container in {a}");
             }
@@ -539,7 +544,7 @@ fn property_applying_plans_converges_and_then_plans_nothing() {
             let rolling = plan
                 .actions
                 .iter()
-                .any(|a| a.reason() == Some(Reason::ConfigChanged));
+                .any(|a| a.reason == Some(Reason::ConfigChanged));
             assert!(
                 first || rolling,
                 "seed {seed}: second pass still acts: {:?}",
@@ -617,30 +622,20 @@ impl World {
     /// Apply a plan as the engines would, creating containers on the named nodes.
     fn apply(&mut self, p: &Project, plan: &Plan, next: &mut u64) {
         for a in &plan.actions {
-            match a {
-                Action::Create {
-                    service,
-                    slot,
-                    node,
-                    ..
-                } => {
+            let container = a.target.container().unwrap_or_default();
+            match (&a.kind, &a.target) {
+                (Kind::Create, Target::Slot { service, slot, .. }) => {
                     *next += 1;
                     let mut c = running(&format!("z{next}"), service, *slot);
                     c.labels.insert(
                         LABEL_CONFIG_HASH.into(),
                         p.services[service].config_hash.clone(),
                     );
-                    self.put(node, c, 1_000 + *next);
+                    self.put(&a.node, c, 1_000 + *next);
                 }
-                Action::Recreate {
-                    service,
-                    slot,
-                    container,
-                    to,
-                    ..
-                } => {
+                (Kind::Recreate { to }, Target::Slot { service, slot, .. }) => {
                     for s in &mut self.snaps {
-                        s.containers.retain(|c| &c.id != container);
+                        s.containers.retain(|c| c.id != container);
                     }
                     *next += 1;
                     let mut c = running(&format!("z{next}"), service, *slot);
@@ -650,14 +645,12 @@ impl World {
                     );
                     self.put(to, c, 1_000 + *next);
                 }
-                Action::Remove { container, .. } => {
+                (Kind::Remove, _) => {
                     for s in &mut self.snaps {
-                        s.containers.retain(|c| &c.id != container);
+                        s.containers.retain(|c| c.id != container);
                     }
                 }
-                Action::StartFirst {
-                    service, slot, to, ..
-                } => {
+                (Kind::StartFirst { to }, Target::Slot { service, slot, .. }) => {
                     *next += 1;
                     let mut c = running(&format!("z{next}"), service, *slot);
                     c.labels.insert(
@@ -666,10 +659,10 @@ impl World {
                     );
                     self.put(to, c, 1_000 + *next);
                 }
-                Action::Start { container, .. } => {
+                (Kind::Start { .. }, _) => {
                     for s in &mut self.snaps {
                         for c in &mut s.containers {
-                            if &c.id == container {
+                            if c.id == container {
                                 c.state = State::Running;
                             }
                         }
@@ -728,9 +721,13 @@ fn a_down_nodes_slots_move_to_the_others_and_come_back_exactly_once() {
 
     w.states[2] = NodeState::Down;
     let plan = w.plan(&p, false);
-    let moved: BTreeSet<u32> = plan.actions.iter().filter_map(Action::slot).collect();
+    let moved: BTreeSet<u32> = plan
+        .actions
+        .iter()
+        .filter_map(|a| a.target.slot())
+        .collect();
     assert_eq!(moved, before, "exactly the lost slots are recreated");
-    assert!(plan.actions.iter().all(|a| a.node() != "n3"));
+    assert!(plan.actions.iter().all(|a| a.node != "n3"));
     let mut next = 100;
     w.apply(&p, &plan, &mut next);
     assert_eq!(w.per_node("web")[..2].iter().sum::<usize>(), 6);
@@ -741,7 +738,7 @@ fn a_down_nodes_slots_move_to_the_others_and_come_back_exactly_once() {
     assert_eq!(plan.actions.len(), 2, "{:?}", plan.actions);
     assert!(plan.actions.iter().all(|a| matches!(
         a,
-        Action::Remove { node, reason: Reason::Stale, .. } if node == "n3"
+        Action { kind: Kind::Remove, node, reason: Some(Reason::Stale), .. } if node == "n3"
     )));
     w.apply(&p, &plan, &mut next);
     assert_eq!(w.per_node("web"), vec![3, 3, 0]);
@@ -761,7 +758,9 @@ fn an_old_copy_keeps_serving_until_the_new_one_runs() {
     let plan = w.plan(&p, false);
     // Start the new copy; do not remove the old one yet.
     assert_eq!(plan.actions.len(), 1, "{:?}", plan.actions);
-    assert!(matches!(&plan.actions[0], Action::Start { node, .. } if node == "n2"));
+    assert!(
+        matches!(&plan.actions[0], Action { kind: Kind::Start { .. }, node, .. } if node == "n2")
+    );
 }
 
 #[test]
@@ -791,7 +790,7 @@ fn constraints_and_max_per_node_are_honoured_and_the_rest_reported() {
     w.labels[1].insert("zone".into(), "a".into());
     w.labels[2].insert("zone".into(), "b".into());
     let plan = w.plan(&p, false);
-    let nodes: Vec<&str> = plan.actions.iter().map(Action::node).collect();
+    let nodes: Vec<&str> = plan.actions.iter().map(|a| a.node.as_str()).collect();
     assert_eq!(nodes, vec!["n1", "n2"]);
     assert_eq!(plan.unplaced.len(), 2);
     assert!(plan.unplaced[0].reason.contains("max_replicas_per_node"));
@@ -828,7 +827,8 @@ fn a_placement_change_moves_only_the_misplaced_replicas_one_at_a_time() {
     assert_eq!(plan.actions.len(), 1);
     assert!(matches!(
         &plan.actions[0],
-        Action::Recreate { node, to, reason: Reason::Misplaced, .. } if node == "n2" && to == "n1"
+        Action { kind: Kind::Recreate { to }, node, reason: Some(Reason::Misplaced), .. }
+            if node == "n2" && to == "n1"
     ));
     w.converge(&p, false);
     assert_eq!(w.per_node("web"), vec![4, 0]);
@@ -845,7 +845,12 @@ fn rebalance_moves_start_first_towards_an_even_spread_only_when_enabled() {
     let plan = w.plan(&p, true);
     assert!(matches!(
         plan.actions.as_slice(),
-        [Action::Create { node, slot: 4, reason: Reason::Rebalance, .. }] if node == "n2"
+        [Action {
+            kind: Kind::Create,
+            node,
+            reason: Some(Reason::Rebalance),
+            target: Target::Slot { slot: 4, .. },
+        }] if node == "n2"
     ));
     w.converge(&p, true);
     assert_eq!(w.per_node("web"), vec![2, 2]);
@@ -868,14 +873,14 @@ fn property_many_nodes_never_touch_foreign_or_down_and_converge() {
         let plan = w.plan(&p, rng.below(2) == 0);
         for a in &plan.actions {
             assert_eq!(
-                w.states[w.idx(a.node())],
+                w.states[w.idx(&a.node)],
                 NodeState::Up,
                 "seed {seed}: acts on a node that is not up: {a}"
             );
-            if let Action::Recreate { to, .. } = a {
+            if let Kind::Recreate { to } = &a.kind {
                 assert_eq!(w.states[w.idx(to)], NodeState::Up, "seed {seed}: {a}");
             }
-            if let Some(id) = a.container() {
+            if let Some(id) = a.target.container() {
                 let c = w
                     .snaps
                     .iter()
@@ -926,9 +931,10 @@ fn an_unhealthy_replica_is_restarted_and_a_healthy_one_left_alone() {
     assert_eq!(plan.actions.len(), 1, "{:?}", plan.actions);
     assert!(matches!(
         &plan.actions[0],
-        Action::Restart {
-            slot: 1,
-            reason: Reason::Unhealthy,
+        Action {
+            kind: Kind::Restart,
+            reason: Some(Reason::Unhealthy),
+            target: Target::Slot { slot: 1, .. },
             ..
         }
     ));
@@ -959,8 +965,8 @@ fn scale_down_removes_not_running_then_unhealthy_then_outdated_first() {
     let removed: Vec<u32> = plan
         .actions
         .iter()
-        .filter(|a| a.reason() == Some(Reason::ScaleDown))
-        .filter_map(Action::slot)
+        .filter(|a| a.reason == Some(Reason::ScaleDown))
+        .filter_map(|a| a.target.slot())
         .collect();
     assert_eq!(removed, vec![1, 2, 3]);
 }
@@ -984,7 +990,7 @@ fn service_healthy_dependency_gates_creation() {
     db.health = Health::Healthy;
     let plan = run_plan(&p, &snapshot(vec![db]), &Backoff::default());
     assert_eq!(plan.actions.len(), 1);
-    assert_eq!(plan.actions[0].service(), Some("web"));
+    assert_eq!(plan.actions[0].target.service(), Some("web"));
 }
 
 #[test]
@@ -1000,8 +1006,8 @@ fn rolling_update_respects_parallelism_monitor_and_start_first() {
     let firsts: Vec<u32> = plan
         .actions
         .iter()
-        .filter(|a| matches!(a, Action::StartFirst { .. }))
-        .filter_map(Action::slot)
+        .filter(|a| matches!(a.kind, Kind::StartFirst { .. }))
+        .filter_map(|a| a.target.slot())
         .collect();
     assert_eq!(firsts, vec![1, 2]);
 
@@ -1018,7 +1024,7 @@ fn rolling_update_respects_parallelism_monitor_and_start_first() {
     let kinds: Vec<(&str, u32)> = plan
         .actions
         .iter()
-        .map(|a| (a.name(), a.slot().unwrap()))
+        .map(|a| (a.name(), a.target.slot().unwrap()))
         .collect();
     assert_eq!(kinds, vec![("remove", 1), ("remove", 2)]);
     assert_eq!(plan.requeue_after, Some(Duration::from_secs(4)));
@@ -1040,7 +1046,7 @@ fn a_replica_with_anonymous_volumes_is_updated_stop_first_even_when_start_first_
     let kinds: Vec<(&str, u32)> = plan
         .actions
         .iter()
-        .map(|a| (a.name(), a.slot().unwrap()))
+        .map(|a| (a.name(), a.target.slot().unwrap()))
         .collect();
     assert_eq!(kinds, vec![("recreate", 1), ("start-first", 2)]);
 }
@@ -1148,7 +1154,7 @@ fn a_failed_update_triggers_its_failure_action() {
     assert!(
         plan.actions
             .iter()
-            .all(|a| a.reason() != Some(Reason::ConfigChanged)),
+            .all(|a| a.reason != Some(Reason::ConfigChanged)),
         "no further update steps: {:?}",
         plan.actions
     );
@@ -1183,11 +1189,11 @@ fn a_repeated_network_name_is_removed_by_id_even_when_nothing_else_changes() {
     let plan = run_plan(&p, &s, &Backoff::default());
     assert_eq!(
         plan.actions,
-        vec![Action::RemoveNetwork {
-            node: "n1".into(),
-            id: "b".repeat(64),
-            name: format!("{P}_default"),
-        }]
+        vec![Action::remove_network(
+            "n1",
+            "b".repeat(64),
+            format!("{P}_default")
+        )]
     );
     let mut next = 0;
     let after = apply(&p, &s, &plan, &mut next);
@@ -1241,13 +1247,13 @@ fn networks_are_needed_only_where_containers_are_created_or_started() {
         !plan
             .actions
             .iter()
-            .any(|a| matches!(a, Action::CreateNetwork { .. }))
+            .any(|a| matches!(a.kind, Kind::CreateNetwork))
     );
     // Listed, and the network is missing: created first.
     short.infra_listed = true;
     let (plan, unlisted) = plan_for(&short);
     assert!(unlisted.is_empty());
-    assert!(matches!(plan.actions[0], Action::CreateNetwork { .. }));
+    assert!(matches!(plan.actions[0].kind, Kind::CreateNetwork));
 }
 
 #[test]
@@ -1258,8 +1264,9 @@ fn a_created_container_whose_start_failed_is_replaced_not_started_again() {
     let plan = run_plan(&p, &s, &Backoff::default());
     assert!(matches!(
         plan.actions[..],
-        [Action::Start {
-            reason: Reason::NotStarted,
+        [Action {
+            kind: Kind::Start { .. },
+            reason: Some(Reason::NotStarted),
             ..
         }]
     ));
@@ -1276,7 +1283,8 @@ fn a_created_container_whose_start_failed_is_replaced_not_started_again() {
     assert!(
         matches!(
             &plan.actions[..],
-            [Action::Recreate { container, reason: Reason::NotStarted, .. }] if *container == s.containers[0].id
+            [a @ Action { kind: Kind::Recreate { .. }, reason: Some(Reason::NotStarted), .. }]
+                if a.target.container() == Some(s.containers[0].id.as_str())
         ),
         "{:?}",
         plan.actions
@@ -1303,12 +1311,12 @@ fn a_pinned_digest_rolls_the_replicas_that_run_another_one_start_first() {
     let plan = run_plan(&p, &snapshot(s), &Backoff::default());
     // parallelism 1: one replica at a time, the unlabelled one counts as another digest.
     assert_eq!(plan.actions.len(), 1);
-    match &plan.actions[0] {
-        Action::StartFirst { slot, reason, .. } => {
-            assert_eq!((*slot, *reason), (1, Reason::ImageChanged));
-        }
-        other => panic!("{other:?}"),
-    }
+    let a = &plan.actions[0];
+    assert!(matches!(a.kind, Kind::StartFirst { .. }), "{a:?}");
+    assert_eq!(
+        (a.target.slot(), a.reason),
+        (Some(1), Some(Reason::ImageChanged))
+    );
 }
 
 #[test]
@@ -1375,7 +1383,7 @@ fn start_first_keeps_the_old_copy_until_the_new_one_has_passed_its_healthcheck()
     let kinds: Vec<(&str, u32)> = plan
         .actions
         .iter()
-        .map(|a| (a.name(), a.slot().unwrap()))
+        .map(|a| (a.name(), a.target.slot().unwrap()))
         .collect();
     assert_eq!(kinds, vec![("remove", 1)]);
 }
