@@ -2,7 +2,7 @@
 //! named and anonymous volumes stay unless `--volumes` (then the anonymous volumes a
 //! replacement took over go too), the lease container goes with them, nothing else is
 //! touched; it refuses while a drover acts for the project unless `--force`; on three
-//! nodes it takes the project down on each. Projects `it-down-*`; node indices 121..123.
+//! nodes it takes the project down on each. Projects `it-down-*`; node indices 141..143.
 
 mod support;
 
@@ -158,9 +158,9 @@ fn down_refuses_while_a_drover_acts_and_force_goes_on() {
 #[test]
 fn down_on_three_nodes_takes_the_project_down_on_each() {
     let (a, b, c) = (
-        Node::start("dn-a", 121),
-        Node::start("dn-b", 122),
-        Node::start("dn-c", 123),
+        Node::start("dn-a", 141),
+        Node::start("dn-b", 142),
+        Node::start("dn-c", 143),
     );
     let mut nodes = String::from("x-drover:\n  nodes:\n");
     for n in [&a, &b, &c] {

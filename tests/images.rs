@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use drover::config::{self, LoadOptions, PullPolicy};
 use support::drover::{Drover, Project, eventually, eventually_with};
 use support::registry::Registry;
+use support::webhook::Receiver;
 use support::{Node, TEST_IMAGE, docker_ok, local_env, unique_name};
 
 // ---- pull_policy and x-drover.follow_images, as loaded ----
@@ -234,9 +235,16 @@ fn a_pushed_tag_rolls_every_replica_start_first_and_a_broken_one_is_rolled_back_
     let r = Registry::open();
     let name = r.image(&format!("{}:live", unique_name("follow")));
     let v1 = publish(&build("v1", GOOD), &name);
+    // A webhook receiver (it refuses its first request, as a flaky receiver would).
+    let hook = Receiver::start();
+    let hooks = "x-drover:\n  notify:\n    - url_file: hook.url\n      events: [image-followed, rollback]\n";
     let p = Project::new(
         &unique_name("imgfollow"),
-        &compose(&name, "    pull_policy: every_3s\n"),
+        &format!("{hooks}{}", compose(&name, "    pull_policy: every_3s\n")),
+    );
+    p.write(
+        "hook.url",
+        &format!("http://127.0.0.1:{}/hooks\n", hook.port),
     );
     let d = p.run(&["--listen", "off", "--lease-ttl", "0s"]);
     eventually(Duration::from_secs(90), "3 healthy replicas on v1", || {
@@ -324,6 +332,23 @@ fn a_pushed_tag_rolls_every_replica_start_first_and_a_broken_one_is_rolled_back_
     // The tag moves on: the next digest is tried.
     let v4 = publish(&build("v4", GOOD), &name);
     eventually(Duration::from_secs(90), "all on v4", || all_on(&p, &v4, 3));
+    // The webhook heard each followed tag and the rollback once (the first start is not
+    // news); the refused digest's checks said nothing.
+    eventually(Duration::from_secs(30), "the webhook told", || {
+        hook.said("web").len() >= 4
+    });
+    let said = hook.said("web");
+    assert_eq!(
+        said,
+        [
+            "image-followed image-updated",
+            "image-followed image-updated",
+            "rollback update-failed",
+            "image-followed image-updated",
+        ],
+        "{:?}",
+        hook.taken()
+    );
     drop(d);
 }
 

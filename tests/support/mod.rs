@@ -14,6 +14,7 @@
 
 pub mod drover;
 pub mod registry;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
