@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use drover::telemetry::http;
-use support::drover::{Drover, Project, eventually, eventually_with};
+use support::drover::{Project, address, eventually, eventually_with};
 
 const UP: Duration = Duration::from_secs(60);
 
@@ -46,19 +46,6 @@ fn referenced(path: &Path) -> Vec<String> {
     names.sort();
     names.dedup();
     names
-}
-
-/// The address drover says it serves on (started with `--listen 127.0.0.1:0`).
-fn address(d: &mut Drover) -> SocketAddr {
-    let mut addr = None;
-    eventually_with(d, UP, "the listen log line", |d| {
-        addr = d
-            .actions("listen")
-            .first()
-            .and_then(|e| e["address"].as_str().map(str::to_string));
-        addr.is_some()
-    });
-    addr.unwrap().parse().unwrap()
 }
 
 fn get(addr: SocketAddr, path: &str) -> Option<String> {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use drover::telemetry::http;
 use drover::telemetry::status::Status;
 use support::Node;
-use support::drover::{Drover, Project, eventually_with};
+use support::drover::{Project, address, eventually_with};
 
 const UP: Duration = Duration::from_secs(60);
 
@@ -33,19 +33,6 @@ services:
     scale: {worker}
 "#
     )
-}
-
-/// The address drover says it serves on (started with `--listen 127.0.0.1:0`).
-fn address(d: &mut Drover) -> SocketAddr {
-    let mut addr = None;
-    eventually_with(d, UP, "the listen log line", |d| {
-        addr = d
-            .actions("listen")
-            .first()
-            .and_then(|e| e["address"].as_str().map(str::to_string));
-        addr.is_some()
-    });
-    addr.unwrap().parse().unwrap()
 }
 
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {

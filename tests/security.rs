@@ -5,11 +5,10 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use drover::telemetry::http;
-use support::drover::{Drover, Project, eventually_with};
+use support::drover::{Project, address, eventually_with};
 
 const UP: Duration = Duration::from_secs(60);
 
@@ -43,18 +42,6 @@ secrets:
     file: ./token.txt
 "#
     )
-}
-
-fn address(d: &mut Drover) -> SocketAddr {
-    let mut addr = None;
-    eventually_with(d, UP, "the listen log line", |d| {
-        addr = d
-            .actions("listen")
-            .first()
-            .and_then(|e| e["address"].as_str().map(str::to_string));
-        addr.is_some()
-    });
-    addr.unwrap().parse().unwrap()
 }
 
 /// The marked values found in `text`, for a failure message that names them.

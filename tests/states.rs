@@ -9,21 +9,9 @@ use std::time::Duration;
 
 use drover::telemetry::http;
 use drover::telemetry::status::{ServiceStatus, Status};
-use support::drover::{Drover, Project, eventually_with};
+use support::drover::{Drover, Project, address, eventually_with};
 
 const UP: Duration = Duration::from_secs(90);
-
-fn address(d: &mut Drover) -> SocketAddr {
-    let mut addr = None;
-    eventually_with(d, UP, "the listen log line", |d| {
-        addr = d
-            .actions("listen")
-            .first()
-            .and_then(|e| e["address"].as_str().map(str::to_string));
-        addr.is_some()
-    });
-    addr.unwrap().parse().unwrap()
-}
 
 fn status(addr: SocketAddr) -> Option<Status> {
     let (code, body) = http::get(addr, "/status", Duration::from_secs(5)).ok()?;

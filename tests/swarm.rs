@@ -12,13 +12,12 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
 use drover::telemetry::http;
 use support::Node;
-use support::drover::{Drover, Project, eventually_with};
+use support::drover::{Project, address, eventually_with};
 
 const UP: Duration = Duration::from_secs(60);
 
@@ -568,19 +567,6 @@ configs:
         !logs.contains("s3cret") && !logs.contains("external-value"),
         "a secret's content was logged:\n{logs}"
     );
-}
-
-/// The address drover says it serves on (started with `--listen 127.0.0.1:0`).
-fn address(d: &mut Drover) -> SocketAddr {
-    let mut addr = None;
-    eventually_with(d, UP, "the listen log line", |d| {
-        addr = d
-            .actions("listen")
-            .first()
-            .and_then(|e| e["address"].as_str().map(str::to_string));
-        addr.is_some()
-    });
-    addr.unwrap().parse().unwrap()
 }
 
 /// The value of the metric line that starts with `prefix` (name and labels).

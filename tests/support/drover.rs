@@ -307,3 +307,17 @@ pub fn eventually_with(
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The address a `drover run --listen 127.0.0.1:0` says it serves on (its `listen` log
+/// line), waited for up to 90 s.
+pub fn address(d: &mut Drover) -> std::net::SocketAddr {
+    let mut addr = None;
+    eventually_with(d, Duration::from_secs(90), "the listen log line", |d| {
+        addr = d
+            .actions("listen")
+            .first()
+            .and_then(|e| e["address"].as_str().map(str::to_string));
+        addr.is_some()
+    });
+    addr.unwrap().parse().unwrap()
+}
