@@ -132,7 +132,6 @@ impl Plain {
             ..
         } = plan;
         self.report_counts(counts);
-        self.report_states(&states);
         self.telemetry.states(states);
         // The plan's waits and stopped slots are the project's, not a node's: recorded once,
         // under the first node.

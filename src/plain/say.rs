@@ -23,8 +23,6 @@ pub(super) struct Said {
     unplaced: HashSet<(String, u32, String)>,
     blocked: HashSet<(String, String)>,
     pub counts: BTreeMap<String, (u32, usize)>,
-    /// Each service's last state.
-    pub states: BTreeMap<String, &'static str>,
     /// Nodes notified down (and not back up since).
     down: HashSet<String>,
     /// Services whose rollback is under way.
@@ -32,34 +30,6 @@ pub(super) struct Said {
 }
 
 impl Plain {
-    /// One event per change of a service's state (running, crash loop, waiting,
-    /// updating...); a new reason within the same state is not news.
-    pub(super) fn report_states(&mut self, states: &[crate::telemetry::ServiceStateRecord]) {
-        for s in states {
-            if self.said.states.get(&s.service) == Some(&s.state) {
-                continue;
-            }
-            let now = s.state;
-            let first = !self.said.states.contains_key(&s.service);
-            self.said.states.insert(s.service.clone(), now);
-            if first && s.state == "running" {
-                continue;
-            }
-            let level_warn = matches!(
-                s.state,
-                "crash-loop" | "unhealthy" | "unplaceable" | "paused" | "rolled-back"
-            );
-            if level_warn {
-                warn!(action = "state", project = %self.project.name, service = %s.service, reason = %s.reason, desired = s.desired, actual = s.running, "service is {}", s.state);
-            } else {
-                info!(action = "state", project = %self.project.name, service = %s.service, reason = %s.reason, desired = s.desired, actual = s.running, "service is {}", s.state);
-            }
-        }
-        self.said
-            .states
-            .retain(|name, _| states.iter().any(|s| &s.service == name));
-    }
-
     /// Log each service's desired and running counts when they change.
     pub(super) fn report_counts(&mut self, running: HashMap<String, usize>) {
         for (name, svc) in &self.project.services {

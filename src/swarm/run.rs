@@ -379,8 +379,6 @@ struct Said {
     /// Failures of an action that repeats every pass (e.g. a network still in use), by
     /// what and error: said once.
     failures: HashSet<(String, String)>,
-    /// Each service's last state.
-    states: BTreeMap<String, &'static str>,
 }
 
 /// Swarm mode's state between passes.
@@ -675,7 +673,6 @@ impl Controller {
         self.notify_updates(&owned, &observed.updates, &r);
         self.telemetry.swarm_observed(ENGINE, &r);
         let states = report::states(&r, &observed.updates);
-        self.log_states(&r.project, &states);
         self.telemetry.states(states);
         if let Ok(mut shared) = self.report.write() {
             *shared = r;
@@ -896,25 +893,6 @@ impl Controller {
     }
 
     /// Log what changed since the last report: counts per service and node, new task errors.
-    /// One event per change of a service's state (the first sight of a running service
-    /// is not news).
-    fn log_states(&mut self, project: &str, states: &[crate::telemetry::ServiceStateRecord]) {
-        for st in states {
-            let before = self.said.states.insert(st.service.clone(), st.state);
-            if before == Some(st.state) || (before.is_none() && st.state == "running") {
-                continue;
-            }
-            if matches!(st.state, "crash-loop" | "paused" | "rolled-back") {
-                warn!(action = "state", project = %project, service = %st.service, reason = %st.reason, desired = st.desired, actual = st.running, "service is {}", st.state);
-            } else {
-                info!(action = "state", project = %project, service = %st.service, reason = %st.reason, desired = st.desired, actual = st.running, "service is {}", st.state);
-            }
-        }
-        self.said
-            .states
-            .retain(|name, _| states.iter().any(|s| &s.service == name));
-    }
-
     fn log_report(&mut self, r: &Report) {
         let project = &r.project;
         for (name, s) in &r.services {

@@ -565,8 +565,27 @@ impl Telemetry {
     }
 
     /// Hook: the services' states as of the pass that just planned.
+    /// Each change of a service's state is one log event, in both modes (the first sight
+    /// of a running service is not news; a new reason within a state is not either).
     pub fn states(&self, states: Vec<ServiceStateRecord>) {
         let mut r = self.lock();
+        for s in &states {
+            let before = r.states.get(&s.service).map(|o| o.state);
+            if before == Some(s.state) || (before.is_none() && s.state == "running") {
+                continue;
+            }
+            let warn = matches!(
+                s.state,
+                "crash-loop" | "unhealthy" | "unplaceable" | "paused" | "rolled-back"
+            );
+            let (project, service, reason) = (&r.project, &s.service, &s.reason);
+            let (desired, actual) = (s.desired, s.running);
+            if warn {
+                tracing::warn!(action = "state", project = %project, service = %service, reason = %reason, desired, actual, "service is {}", s.state);
+            } else {
+                tracing::info!(action = "state", project = %project, service = %service, reason = %reason, desired, actual, "service is {}", s.state);
+            }
+        }
         r.states = states.into_iter().map(|s| (s.service.clone(), s)).collect();
     }
 
