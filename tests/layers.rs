@@ -17,6 +17,7 @@ const LAYERS: &[&str] = &[
     "execute",
     "lease",
     "notify",
+    "autoscale",
     "runtime",
     "nodes",
     "plain",

@@ -30,6 +30,7 @@
 //! Compose keys drover does not act on (build with an image, logging, secrets, ...) load
 //! with one warning each; `x-*` keys are ignored silently everywhere.
 
+pub mod autoscale;
 pub mod hostpath;
 pub mod model;
 

@@ -117,7 +117,7 @@ pub fn build(
     add_default_network(&name, &drafts, &mut networks);
     check_cycles(&drafts)?;
 
-    let (settings, drover_scale) = match top.drover {
+    let (mut settings, drover_scale) = match top.drover {
         Some(n) => x_drover(n, &names, inp.project_dir, warnings)?,
         None => (Settings::default(), BTreeMap::new()),
     };
@@ -140,6 +140,9 @@ pub fn build(
         }
         let scales = (&file_scale, &drover_scale);
         s.replicas = replica_target(inp, scales, &svc_name, d.file_replicas);
+        if let Some(a) = settings.autoscale.get_mut(&svc_name) {
+            autoscaled(a, &s, inp, &file_scale, &d.loc, warnings)?;
+        }
         check_replicas(&s, &d.loc, d.container_name_loc.as_ref())?;
         published.check(&s, &d.port_locs, warnings)?;
         s.config_hash = config_hash(&s, &networks, &volumes);
@@ -183,6 +186,47 @@ fn replica_target(
         .or_else(|| drover_scale.get(svc_name).copied())
         .or(file_replicas)
         .unwrap_or(1)
+}
+
+/// An autoscaled service: `--scale` pins it, the scale file's count is its floor; it must
+/// be able to run more than one replica.
+fn autoscaled(
+    a: &mut Autoscale,
+    s: &Service,
+    inp: &Inputs,
+    file_scale: &BTreeMap<String, u32>,
+    loc: &Loc,
+    warnings: &mut Warnings,
+) -> Result<()> {
+    let path = format!("x-drover.autoscale.{}", s.name);
+    if s.mode == DeployMode::Global {
+        return Err(fail(
+            loc,
+            &path,
+            "a global service runs one task per node: it cannot be autoscaled",
+        ));
+    }
+    if s.container_name.is_some() && a.max > 1 {
+        return Err(fail(
+            loc,
+            &path,
+            "a service with container_name runs one replica: it cannot be autoscaled",
+        ));
+    }
+    a.pinned = inp
+        .scale
+        .iter()
+        .rev()
+        .find(|(n, _)| *n == s.name)
+        .map(|(_, r)| *r);
+    a.floor = file_scale.get(&s.name).copied();
+    if let Some(f) = a.floor.filter(|f| *f > a.max) {
+        warnings.push(format!(
+            "{path}: the scale file asks for {f}, above max ({}): the autoscaler keeps it at {}",
+            a.max, a.max
+        ));
+    }
+    Ok(())
 }
 
 /// The top-level keys drover reads (each read later, in its own step); a warning for
@@ -678,6 +722,9 @@ fn x_drover(
             "watchdog" => settings.watchdog = read::opt_duration(v, &p)?,
             "nodes" => settings.nodes = super::nodes::nodes(v, &p, dir, warnings)?,
             "notify" => settings.notify = super::webhooks::webhooks(v, &p, dir, warnings)?,
+            "autoscale" => {
+                settings.autoscale = super::autoscale::autoscale(v, &p, names, dir, warnings)?
+            }
             "rebalance" => settings.rebalance = read::boolean(v, &p)?,
             "follow_images" => settings.follow_images = follow_images(v, &p)?,
             "unhealthy" => settings.unhealthy = Some(super::lifecycle::unhealthy(v, &p)?),
