@@ -5,6 +5,7 @@
 
 mod images;
 mod pass;
+mod replicas;
 mod say;
 #[cfg(test)]
 mod tests;
@@ -139,21 +140,15 @@ impl Mode for Plain {
     }
 
     fn adopt(&mut self, loaded: config::Loaded) -> Result<Adopted, String> {
-        self.images.reloaded(&loaded.project);
-        self.file = loaded.project;
-        let mut pinned = self.images.follow.apply(&self.file);
-        self.history.reloaded(&self.project, &mut pinned);
-        let changed = pinned != self.project;
-        if changed {
-            say::changes(&self.project, &pinned);
-            self.updates_started(&pinned);
-            self.project = pinned;
-            self.said.counts.clear();
-        }
+        let changed = self.take(loaded.project, true);
         Ok(Adopted {
             changed,
             warnings: loaded.warnings,
         })
+    }
+
+    fn retarget(&mut self, loaded: config::Loaded) -> bool {
+        self.take(loaded.project, false)
     }
 
     async fn pass(&mut self, wake: Wake) -> Option<Duration> {
@@ -174,6 +169,27 @@ impl Mode for Plain {
 
     fn left_running(&self) -> &'static str {
         "containers"
+    }
+}
+
+impl Plain {
+    /// Run `project` from now on; `say`: log what changed (a reload; the autoscaler says
+    /// its own changes). `true` when the desired state changed.
+    fn take(&mut self, project: Project, say: bool) -> bool {
+        self.images.reloaded(&project);
+        self.file = project;
+        let mut pinned = self.images.follow.apply(&self.file);
+        self.history.reloaded(&self.project, &mut pinned);
+        let changed = pinned != self.project;
+        if changed {
+            if say {
+                say::changes(&self.project, &pinned);
+            }
+            self.updates_started(&pinned);
+            self.project = pinned;
+            self.said.counts.clear();
+        }
+        changed
     }
 }
 
@@ -215,6 +231,10 @@ pub fn runtime(nodes: Vec<NodeSpec>, settings: Settings, start: Start) -> Runtim
         telemetry: telemetry.clone(),
         tasks: tasks.into_iter().chain(notify.tasks).collect(),
         notifier: notify.notifier.clone(),
+        replicas: Some(Arc::new(replicas::NodeReplicas {
+            project: loaded.project.name.clone(),
+            nodes: handles.clone(),
+        })),
     };
     let mode =
         Plain::new(handles, loaded.project.clone(), settings, telemetry).notify_to(notify.notifier);

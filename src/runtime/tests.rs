@@ -116,6 +116,7 @@ fn start(name: &str, resync: Duration) -> Fixture {
         telemetry: telemetry.clone(),
         tasks: vec![task],
         notifier,
+        replicas: None,
     };
     let seen = Arc::new(Mutex::new(Seen::default()));
     let probe = Probe {
