@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::decide::{self, Decision, Input, Memory};
 use super::read::{Readers, Replicas};
@@ -128,7 +128,7 @@ struct Scaled {
     memory: Memory,
     current: u32,
     next: Instant,
-    /// Per trigger, the error last said (so each is said once).
+    /// Per trigger that does not answer, its latest error (said when it stopped).
     said: HashMap<String, String>,
     last: Option<Decision>,
     values: Vec<Result<f64, String>>,
@@ -322,9 +322,12 @@ impl Task {
             match v {
                 Err(e) => {
                     self.telemetry.autoscale_error(name, &t.name);
-                    if s.said.get(&t.name) != Some(e) {
+                    // Said when it stops answering; other errors while it does not
+                    // answer only at debug level (the latest is in the status).
+                    if s.said.insert(t.name.clone(), e.clone()).is_none() {
                         warn!(action = "autoscale", project = %self.project, service = %name, trigger = %t.name, desired = s.current, error = %e, "trigger did not answer; holding the count");
-                        s.said.insert(t.name.clone(), e.clone());
+                    } else {
+                        debug!(project = %self.project, service = %name, trigger = %t.name, error = %e, "trigger still does not answer");
                     }
                 }
                 Ok(_) => {
