@@ -448,6 +448,15 @@ services:
         token = token.display()
     );
     let p = Project::new("as-prom", &compose);
+    // `drover plan` reads the triggers once and plans with the autoscaler's targets.
+    value.store(25, Ordering::SeqCst);
+    support::drover::eventually(UP, "Prometheus has scraped 25", || {
+        let out = p.drover(&["plan", "-p", &p.name]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.contains("autoscale queue (1..4): depth=25 (target 10, wants 3); 1 -> 3")
+            && text.contains("autoscale api (1..3): http-0=25 (target 20, wants 2); 1 -> 2")
+    });
+    value.store(0, Ordering::SeqCst);
     let mut d = p.run(&["--listen", "127.0.0.1:0"]);
     let addr = address(&mut d);
     eventually_with(&mut d, UP, "one of each, the query answering 0", |_| {
@@ -460,6 +469,18 @@ services:
     eventually_with(&mut d, UP, "3 queue workers and 2 api workers", |_| {
         p.running("queue") == 3 && p.running("api") == 2
     });
+    // A restarted drover starts from the replicas running, not from the files' 1.
+    drop(d);
+    let mut d = p.run(&["--listen", "127.0.0.1:0"]);
+    let addr = address(&mut d);
+    eventually_with(&mut d, UP, "the new drover polled both", |_| {
+        let s = status(addr);
+        ["queue", "api"]
+            .iter()
+            .all(|svc| autoscaled(&s, svc)["triggers"][0]["value"] == 25.0)
+    });
+    assert_eq!((p.running("queue"), p.running("api")), (3, 2));
+    assert!(decisions(&d, "queue").is_empty() && decisions(&d, "api").is_empty());
     value.store(0, Ordering::SeqCst);
     eventually_with(&mut d, UP, "both back to one", |_| {
         p.running("queue") == 1 && p.running("api") == 1

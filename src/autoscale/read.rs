@@ -75,6 +75,37 @@ pub async fn sample(
     Ok((count, usage))
 }
 
+/// The `key=value` labels every replica of a service carries, given the service.
+pub type Labels = Box<dyn Fn(&str) -> Vec<String> + Send + Sync>;
+
+/// Replicas found by labels on a fixed set of engines (what `drover plan` connected to).
+pub struct Listed {
+    pub engines: Vec<Client>,
+    pub labels: Labels,
+}
+
+impl Listed {
+    fn filters(&self, service: &str) -> Filters {
+        Filters::from([("label".to_string(), (self.labels)(service))])
+    }
+}
+
+impl Replicas for Listed {
+    fn count<'a>(&'a self, service: &'a str) -> Reading<'a, u32> {
+        Box::pin(async move {
+            let (n, _) = sample(&self.engines, &self.filters(service), false).await?;
+            Ok(n)
+        })
+    }
+
+    fn usage<'a>(&'a self, service: &'a str) -> Reading<'a, Vec<Usage>> {
+        Box::pin(async move {
+            let (_, usage) = sample(&self.engines, &self.filters(service), true).await?;
+            Ok(usage)
+        })
+    }
+}
+
 /// The largest answer read from a Prometheus or HTTP trigger.
 const MAX_BODY: usize = 4 << 20;
 

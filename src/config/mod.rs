@@ -532,6 +532,36 @@ pub fn to_yaml(project: &Project) -> Result<String, String> {
     serde_saphyr::to_string(project).map_err(|e| e.to_string())
 }
 
+/// What `drover check` prints: the project and, when there are any, the autoscaled
+/// services' settings under `x-drover.autoscale` (secrets by where they are, never their
+/// value).
+#[derive(Debug, serde::Serialize)]
+pub struct Checked<'a> {
+    #[serde(flatten)]
+    pub project: &'a Project,
+    #[serde(rename = "x-drover", skip_serializing_if = "Option::is_none")]
+    pub drover: Option<CheckedSettings<'a>>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct CheckedSettings<'a> {
+    pub autoscale: &'a std::collections::BTreeMap<String, Autoscale>,
+}
+
+impl<'a> Checked<'a> {
+    pub fn of(loaded: &'a Loaded) -> Checked<'a> {
+        let a = &loaded.settings.autoscale;
+        Checked {
+            project: &loaded.project,
+            drover: (!a.is_empty()).then_some(CheckedSettings { autoscale: a }),
+        }
+    }
+
+    pub fn to_yaml(&self) -> Result<String, String> {
+        serde_saphyr::to_string(self).map_err(|e| e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod text_tests {
     #[test]

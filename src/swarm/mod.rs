@@ -14,7 +14,7 @@
 pub mod convert;
 pub mod diff;
 pub mod objects;
-mod replicas;
+pub mod replicas;
 pub mod report;
 pub mod run;
 
