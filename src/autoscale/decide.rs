@@ -300,7 +300,7 @@ fn rate_limit(a: &Autoscale, mem: &Memory, now: Instant, current: u32, desired: 
     let in_period = |p: Duration| {
         mem.changes
             .iter()
-            .filter(move |(t, _, _)| now.saturating_duration_since(*t) <= p)
+            .filter(move |(t, _, _)| now.saturating_duration_since(*t) < p)
     };
     let room = |r: &RateLimit, start: u32| {
         let by_count = r.replicas.unwrap_or(0);

@@ -320,3 +320,65 @@ fn properties_hold_over_random_runs() {
         }
     }
 }
+
+/// docs/autoscaling.md's worked example, poll by poll.
+#[test]
+fn the_worked_example_of_the_docs() {
+    let a = policy(1, 20);
+    let t0 = Instant::now();
+    let mut m = Memory::started(2, t0);
+    let at = |secs| t0 + s(secs);
+    let d = decide(&a, &mut m, &[backlog(9.0, 5.0), cpu(40.0, 70.0)], 2, at(0));
+    assert_eq!((d.desired, d.wants.clone()), (2, vec![Some(2), Some(2)]));
+    let d = decide(
+        &a,
+        &mut m,
+        &[backlog(180.0, 5.0), cpu(95.0, 70.0)],
+        2,
+        at(15),
+    );
+    assert_eq!((d.desired, d.limited_by), (6, Limit::Rate));
+    assert_eq!(d.wants, [Some(36), Some(3)]);
+    let d = decide(
+        &a,
+        &mut m,
+        &[backlog(170.0, 5.0), cpu(90.0, 70.0)],
+        6,
+        at(30),
+    );
+    assert_eq!((d.desired, d.limited_by), (12, Limit::Rate));
+    assert_eq!(d.wants, [Some(34), Some(8)]);
+    let d = decide(
+        &a,
+        &mut m,
+        &[backlog(150.0, 5.0), cpu(80.0, 70.0)],
+        12,
+        at(45),
+    );
+    assert_eq!((d.desired, d.limited_by), (20, Limit::Max));
+    assert_eq!(d.wants, [Some(30), Some(14)]);
+    let mut secs = 60;
+    while secs < 45 + 300 {
+        let d = decide(
+            &a,
+            &mut m,
+            &[backlog(0.0, 5.0), cpu(5.0, 70.0)],
+            20,
+            at(secs),
+        );
+        assert_eq!(
+            (d.desired, d.limited_by),
+            (20, Limit::ScaleDownWindow),
+            "at {secs}s"
+        );
+        secs += 15;
+    }
+    let d = decide(
+        &a,
+        &mut m,
+        &[backlog(0.0, 5.0), cpu(5.0, 70.0)],
+        20,
+        at(45 + 301),
+    );
+    assert_eq!((d.desired, d.wants), (2, vec![Some(0), Some(2)]));
+}
