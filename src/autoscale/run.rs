@@ -391,3 +391,7 @@ fn status(
             .collect(),
     }
 }
+
+#[cfg(test)]
+#[path = "run_tests.rs"]
+mod tests;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::ConfigError;
 use super::model::{Autoscale, RateLimit, RedisBacklog, ScaleTrigger, SecretSource, TriggerSource};
 use super::read::{self, Warnings, child, fail, index};
-use super::yaml::{Key, Node};
+use super::yaml::{Key, Kind, Node};
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
@@ -264,6 +264,10 @@ fn trigger(item: &Node, p: &str, i: usize, dir: &Path, w: &mut Warnings) -> Resu
     )?;
     let source = source(&kind, &f, p, item, dir)?;
     let target = match f.values.get("target") {
+        // Memory in bytes, or a size like compose's (`512m`, `1g`).
+        Some((_, v)) if kind == "memory" && matches!(v.kind, Kind::Str(_)) => {
+            read::size(v, &child(p, "target"))? as f64
+        }
         Some((_, v)) => {
             let t = read::float(v, &child(p, "target"))?;
             if t <= 0.0 {
@@ -620,6 +624,50 @@ mod tests {
         }
     }
 
+    /// `--scale` pins a service, the scale file is its floor; a global service or one with
+    /// a container_name cannot be autoscaled.
+    #[test]
+    fn scale_flags_pin_and_the_scale_file_is_the_floor() {
+        let dir = std::env::temp_dir().join(format!("drover-as-prec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let compose = "x-drover:\n  autoscale:\n\
+            \x20   web: { max: 4, triggers: [{ type: cpu, target: 50 }] }\n\
+            \x20   worker: { max: 4, triggers: [{ type: cpu, target: 50 }] }\n\
+            services:\n  web: { image: busybox }\n  worker: { image: busybox }\n";
+        std::fs::write(dir.join("compose.yml"), compose).unwrap();
+        std::fs::write(dir.join("scale.yml"), "worker: 3\nweb: 9\n").unwrap();
+        let opts = crate::config::LoadOptions {
+            files: vec![dir.join("compose.yml")],
+            project_name: Some("prec".into()),
+            cwd: dir.clone(),
+            scale: vec![("web".into(), 2)],
+            scale_file: Some(dir.join("scale.yml")),
+            ..Default::default()
+        };
+        let loaded = crate::config::load(&opts).unwrap();
+        let a = &loaded.settings.autoscale;
+        assert_eq!((a["web"].pinned, a["web"].floor), (Some(2), Some(9)));
+        assert_eq!((a["worker"].pinned, a["worker"].floor), (None, Some(3)));
+        assert_eq!(a["worker"].lowest(), 3);
+        let global = compose.replace(
+            "web: { image: busybox }",
+            "web: { image: busybox, deploy: { mode: global } }",
+        );
+        std::fs::write(dir.join("compose.yml"), global).unwrap();
+        let e = crate::config::load(&opts).unwrap_err().to_string();
+        assert!(e.ends_with("x-drover.autoscale.web: a global service runs one task per node: it cannot be autoscaled"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_memory_target_can_be_a_size() {
+        let (a, _) =
+            parse("worker:\n  max: 2\n  triggers: [{ type: memory, target: 512m }]\n").unwrap();
+        assert_eq!(a["worker"].triggers[0].target, 512.0 * 1024.0 * 1024.0);
+        let e = err("worker:\n  max: 2\n  triggers: [{ type: cpu, target: 512m }]\n");
+        assert!(e.contains("triggers[0].target: expected a number"), "{e}");
+    }
+
     #[test]
     fn unknown_keys_are_warned_about_and_rates_read() {
         let (a, w) = parse(
@@ -634,6 +682,7 @@ mod tests {
             ]
         );
         let s = &a["worker"];
+        assert_eq!(s.triggers[0].target, 1000.0);
         assert_eq!(
             s.scale_down,
             RateLimit {

@@ -71,6 +71,7 @@ impl Telemetry {
         let mut r = self.lock();
         r.autoscale.retain(|s, _| services.contains(s));
         r.autoscale_errors.retain(|(s, _), _| services.contains(s));
+        r.autoscale_changes.retain(|(s, _), _| services.contains(s));
     }
 
     /// Hook: a trigger of `service` did not answer.
@@ -255,5 +256,98 @@ fn counters(out: &mut String, r: &super::recorder::Recorded) {
             esc(p),
             svc(s)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn worker() -> AutoscaleStatus {
+        AutoscaleStatus {
+            service: "worker".into(),
+            min: 1,
+            max: 5,
+            floor: None,
+            pinned: None,
+            desired: 4,
+            limited_by: "none".into(),
+            scale_down_window: "5m".into(),
+            polling_interval: "15s".into(),
+            last_poll: None,
+            triggers: vec![
+                TriggerStatus {
+                    name: "redis-0".into(),
+                    kind: "redis".into(),
+                    target: 5.0,
+                    value: Some(17.0),
+                    wants: Some(4),
+                    error: None,
+                },
+                TriggerStatus {
+                    name: "cpu-1".into(),
+                    kind: "cpu".into(),
+                    target: 70.0,
+                    value: None,
+                    wants: None,
+                    error: Some("no running replica to measure".into()),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn metrics_status_and_the_table_show_the_autoscalers_view() {
+        let t = Telemetry::new("demo", Duration::from_secs(60), None);
+        t.autoscale(worker());
+        t.autoscale_error("worker", "cpu-1");
+        t.autoscaled("worker", "up");
+        let m = super::super::metrics::render(&t);
+        for line in [
+            "drover_autoscale_desired_replicas{project=\"demo\",service=\"worker\"} 4",
+            "drover_autoscale_max_replicas{project=\"demo\",service=\"worker\"} 5",
+            "drover_autoscale_trigger_value{project=\"demo\",service=\"worker\",trigger=\"redis-0\"} 17",
+            "drover_autoscale_trigger_up{project=\"demo\",service=\"worker\",trigger=\"cpu-1\"} 0",
+            "drover_autoscale_limited{project=\"demo\",service=\"worker\",reason=\"none\"} 1",
+            "drover_autoscale_trigger_errors_total{project=\"demo\",service=\"worker\",trigger=\"cpu-1\"} 1",
+            "drover_autoscale_trigger_errors_total{project=\"demo\",service=\"worker\",trigger=\"redis-0\"} 0",
+            "drover_autoscale_changes_total{project=\"demo\",service=\"worker\",direction=\"up\"} 1",
+        ] {
+            assert!(m.lines().any(|l| l == line), "{line} in\n{m}");
+        }
+        assert!(
+            !m.contains("trigger_value{project=\"demo\",service=\"worker\",trigger=\"cpu-1\"}")
+        );
+        let s = super::super::status::snapshot(&t);
+        assert_eq!(
+            s.autoscale,
+            vec![{
+                let mut w = worker();
+                w.last_poll = s.autoscale[0].last_poll.clone();
+                w
+            }]
+        );
+        assert!(s.autoscale[0].last_poll.is_some());
+        let table = super::super::status::render_table(&s);
+        let rows: Vec<&str> = table
+            .lines()
+            .skip_while(|l| !l.starts_with("AUTOSCALED"))
+            .take(3)
+            .collect();
+        assert_eq!(rows.len(), 3, "{table}");
+        let words = |l: &str| l.split_whitespace().map(String::from).collect::<Vec<_>>();
+        assert_eq!(
+            words(rows[1])[..9],
+            ["worker", "1", "5", "4", "none", "redis-0", "17", "5", "4"]
+        );
+        assert!(
+            rows[2].contains("cpu-1") && rows[2].contains("no running replica to measure"),
+            "{table}"
+        );
+        // Forgotten once no longer autoscaled.
+        t.autoscale_keep(&[]);
+        assert!(!super::super::metrics::render(&t).contains("service=\"worker\""));
     }
 }
