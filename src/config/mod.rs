@@ -23,7 +23,8 @@
 //! which may come from the environment and be secrets.
 //!
 //! Precedence: replicas `--scale` > scale file > `x-drover.scale` > `deploy.replicas` /
-//! `scale` > 1; project name `-p` > `COMPOSE_PROJECT_NAME` > `name:` > directory name;
+//! `scale` > 1 (an autoscaled service: `--scale` pins it, else the autoscaler's target
+//! within `min`..`max` with the scale file's count as the floor, see `autoscale`); project name `-p` > `COMPOSE_PROJECT_NAME` > `name:` > directory name;
 //! variables: process environment > `.env` (or the `--env-file`s). A service's `restart`
 //! sets the restart condition; `deploy.restart_policy` fills in what it leaves open.
 //!
