@@ -375,7 +375,9 @@ fn status(
         limited_by: d.map_or("none", |d| d.limited_by.as_str()).to_string(),
         scale_down_window: humantime::format_duration(spec.scale_down_window).to_string(),
         polling_interval: humantime::format_duration(spec.polling_interval).to_string(),
-        last_poll: None,
+        // A decision is made at each poll, answered or not.
+        last_poll: d
+            .map(|_| humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()),
         triggers: spec
             .triggers
             .iter()

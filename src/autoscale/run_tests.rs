@@ -157,6 +157,10 @@ async fn a_trigger_that_stops_answering_holds_and_is_counted() {
     let r = telemetry.lock();
     assert_eq!(r.autoscale["api"].limited_by, "error");
     assert!(r.autoscale["api"].triggers[0].error.is_some());
+    assert!(
+        r.autoscale["api"].last_poll.is_some(),
+        "a poll without answers is a poll"
+    );
     drop(r);
     cancel.cancel();
 }

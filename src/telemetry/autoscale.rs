@@ -3,7 +3,6 @@
 //! autoscaler, read by `/metrics`, `/status` and `drover status`.
 
 use std::fmt::Write;
-use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -52,11 +51,7 @@ pub struct TriggerStatus {
 
 impl Telemetry {
     /// Hook: the autoscaler's view of `status.service` after a poll (or at start).
-    pub fn autoscale(&self, mut status: AutoscaleStatus) {
-        if status.last_poll.is_none() && !status.triggers.iter().all(|t| t.value.is_none()) {
-            status.last_poll =
-                Some(humantime::format_rfc3339_millis(SystemTime::now()).to_string());
-        }
+    pub fn autoscale(&self, status: AutoscaleStatus) {
         let mut r = self.lock();
         for t in &status.triggers {
             r.autoscale_errors
@@ -321,15 +316,7 @@ mod tests {
             !m.contains("trigger_value{project=\"demo\",service=\"worker\",trigger=\"cpu-1\"}")
         );
         let s = super::super::status::snapshot(&t);
-        assert_eq!(
-            s.autoscale,
-            vec![{
-                let mut w = worker();
-                w.last_poll = s.autoscale[0].last_poll.clone();
-                w
-            }]
-        );
-        assert!(s.autoscale[0].last_poll.is_some());
+        assert_eq!(s.autoscale, vec![worker()]);
         let table = super::super::status::render_table(&s);
         let rows: Vec<&str> = table
             .lines()
