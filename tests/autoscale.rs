@@ -579,7 +579,13 @@ services:
         text.contains("autoscale queue (1..4): depth=25 (target 10, wants 3); 1 -> 3")
             && text.contains("autoscale api (1..3): http-0=25 (target 20, wants 2); 1 -> 2")
     });
+    // Prometheus answers with its last scrape: wait for the 0 before drover starts.
     value.store(0, Ordering::SeqCst);
+    support::drover::eventually(UP, "Prometheus has scraped 0", || {
+        let q = "/api/v1/query?query=sum%28queue_depth%29";
+        http::get(prom.addr, q, Duration::from_secs(5))
+            .is_ok_and(|(code, body)| code == 200 && body.contains("\"0\"]"))
+    });
     let mut d = p.run(&["--listen", "127.0.0.1:0"]);
     let addr = address(&mut d);
     eventually_with(&mut d, UP, "one of each, the query answering 0", |_| {
@@ -587,6 +593,11 @@ services:
             && p.running("api") == 1
             && autoscaled(&status(addr), "queue")["triggers"][0]["value"] == 0.0
     });
+    assert!(
+        decisions(&d, "queue").is_empty(),
+        "nothing to decide at 0: {:?}",
+        decisions(&d, "queue")
+    );
     // 25 per Prometheus: ceil(25 / 10) = 3; per the JSON answer: ceil(25 / 20) = 2.
     value.store(25, Ordering::SeqCst);
     eventually_with(&mut d, UP, "3 queue workers and 2 api workers", |_| {
@@ -602,7 +613,12 @@ services:
             .iter()
             .all(|svc| autoscaled(&s, svc)["triggers"][0]["value"] == 25.0)
     });
-    assert_eq!((p.running("queue"), p.running("api")), (3, 2));
+    assert_eq!(
+        (p.running("queue"), p.running("api")),
+        (3, 2),
+        "after the restart: {}",
+        d.logs().join("\n")
+    );
     assert!(decisions(&d, "queue").is_empty() && decisions(&d, "api").is_empty());
     value.store(0, Ordering::SeqCst);
     eventually_with(&mut d, UP, "both back to one", |_| {

@@ -127,6 +127,9 @@ struct Scaled {
     spec: Autoscale,
     memory: Memory,
     current: u32,
+    /// `current` is the count of the service's replicas (not the files' count, used
+    /// while they could not be counted): counted again at each poll until it is.
+    counted: bool,
     next: Instant,
     /// Per trigger that does not answer, its latest error (said when it stopped).
     said: HashMap<String, String>,
@@ -218,12 +221,10 @@ impl Task {
                     }
                 }
                 None => {
-                    let found = match tokio::time::timeout(COUNT_TIMEOUT, self.readers.count(&name))
-                        .await
-                    {
-                        Ok(Ok(n)) => n,
-                        _ => specs.fallback.get(&name).copied().unwrap_or(spec.lowest()),
-                    };
+                    let counted = self.count(&name).await;
+                    let found = counted.unwrap_or_else(|| {
+                        specs.fallback.get(&name).copied().unwrap_or(spec.lowest())
+                    });
                     let current = bounded(found);
                     self.telemetry
                         .autoscale(status(&name, &spec, current, None, &[]));
@@ -232,6 +233,7 @@ impl Task {
                         Scaled {
                             memory: Memory::started(current, now),
                             current,
+                            counted: counted.is_some(),
                             next: now,
                             said: HashMap::new(),
                             last: None,
@@ -243,6 +245,18 @@ impl Task {
             }
         }
         self.publish();
+    }
+
+    /// How many replicas `name` has now, if they can be counted.
+    async fn count(&self, name: &str) -> Option<u32> {
+        match tokio::time::timeout(COUNT_TIMEOUT, self.readers.count(name)).await {
+            Ok(Ok(n)) => Some(n),
+            Ok(Err(e)) => {
+                debug!(project = %self.project, service = %name, error = %e, "cannot count the replicas");
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     fn publish(&self) {
@@ -263,8 +277,18 @@ impl Task {
 
     /// Read `name`'s triggers, decide, say and publish what changed.
     async fn poll(&mut self, name: &str) {
-        let Some(triggers) = self.services.get(name).map(|s| s.spec.triggers.clone()) else {
+        let Some((triggers, counted)) = self
+            .services
+            .get(name)
+            .map(|s| (s.spec.triggers.clone(), s.counted))
+        else {
             return;
+        };
+        // Started from the files' count: the replicas' own count, as soon as there is one.
+        let recount = if counted {
+            None
+        } else {
+            self.count(name).await
         };
         let values = self.readers.read_all(name, &triggers).await;
         let now = Instant::now();
@@ -272,6 +296,11 @@ impl Task {
         let Some(s) = self.services.get_mut(name) else {
             return;
         };
+        if let Some(n) = recount {
+            s.current = n.clamp(s.spec.lowest(), s.spec.max);
+            s.memory = Memory::started(s.current, now);
+            s.counted = true;
+        }
         let inputs: Vec<Input> = triggers
             .iter()
             .zip(&values)

@@ -164,3 +164,59 @@ async fn a_trigger_that_stops_answering_holds_and_is_counted() {
     drop(r);
     cancel.cancel();
 }
+
+/// Replicas that cannot be counted until `ready` is set, then `n`.
+struct Late {
+    ready: std::sync::atomic::AtomicBool,
+    n: u32,
+}
+
+impl Replicas for Late {
+    fn count<'a>(&'a self, _service: &'a str) -> super::super::Reading<'a, u32> {
+        Box::pin(async move {
+            if self.ready.load(Ordering::SeqCst) {
+                Ok(self.n)
+            } else {
+                Err("no engine is connected".into())
+            }
+        })
+    }
+    fn usage<'a>(
+        &'a self,
+        _service: &'a str,
+    ) -> super::super::Reading<'a, Vec<crate::engine::model::Usage>> {
+        Box::pin(async { Err("no stats".to_string()) })
+    }
+}
+
+#[tokio::test]
+async fn replicas_that_could_not_be_counted_at_start_are_counted_at_a_later_poll() {
+    let n = Arc::new(AtomicU64::new(0));
+    let url = serve(n.clone()).await;
+    let telemetry = Telemetry::new("as", Duration::from_secs(60), None);
+    let mut s = spec(&url, 8, None);
+    s.scale_down_window = Duration::from_secs(60);
+    let specs = Specs {
+        services: [("api".to_string(), s)].into(),
+        fallback: [("api".to_string(), 1)].into(),
+    };
+    let late = Arc::new(Late {
+        ready: std::sync::atomic::AtomicBool::new(false),
+        n: 5,
+    });
+    let cancel = CancellationToken::new();
+    let (mut a, _task) =
+        Autoscaler::spawn("as", specs, Some(late.clone()), telemetry, cancel.clone());
+    a.ready(Duration::from_secs(5)).await;
+    assert_eq!(
+        a.counts().get("api"),
+        Some(&1),
+        "the files' count meanwhile"
+    );
+    late.ready.store(true, Ordering::SeqCst);
+    // Counted: 5 running, and the window keeps them though the trigger says 0.
+    until(&mut a, "api at 5", |c| c.get("api") == Some(&5)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(a.counts().get("api"), Some(&5));
+    cancel.cancel();
+}

@@ -1,24 +1,50 @@
 //! Plain mode's replicas for autoscaling: the project's running containers of a service
 //! on every node that is up, counted and sampled through each node's engine.
 
+use std::time::Duration;
+
 use crate::autoscale::read::sample;
 use crate::autoscale::{Reading, Replicas};
 use crate::engine::{Client, Filters};
 use crate::labels::{LABEL_PROJECT, LABEL_SERVICE};
-use crate::nodes::NodeHandle;
+use crate::nodes::{NodeHandle, NodeStatus};
 
 pub struct NodeReplicas {
     pub project: String,
     pub nodes: Vec<NodeHandle>,
 }
 
+/// How long a node that has not tried to connect yet is waited for (drover's start).
+const FIRST_CONNECT: Duration = Duration::from_secs(4);
+
 impl NodeReplicas {
-    fn engines(&self) -> Vec<Client> {
-        self.nodes
-            .iter()
-            .map(NodeHandle::status)
-            .filter(|s| s.up)
-            .filter_map(|s| s.engine)
+    /// The engines of the nodes that are up; a node still making its first connection
+    /// is waited for a little (at start the monitors may not have connected yet).
+    async fn engines(&self) -> Vec<Client> {
+        let each = self.nodes.iter().map(|n| {
+            let status = n.status();
+            let connected = n.engine();
+            async move {
+                match status {
+                    NodeStatus {
+                        up: true,
+                        engine: Some(e),
+                        ..
+                    } => Some(e),
+                    NodeStatus {
+                        attempted: false, ..
+                    } => tokio::time::timeout(FIRST_CONNECT, connected)
+                        .await
+                        .ok()
+                        .flatten(),
+                    _ => None,
+                }
+            }
+        });
+        futures::future::join_all(each)
+            .await
+            .into_iter()
+            .flatten()
             .collect()
     }
 
@@ -36,14 +62,14 @@ impl NodeReplicas {
 impl Replicas for NodeReplicas {
     fn count<'a>(&'a self, service: &'a str) -> Reading<'a, u32> {
         Box::pin(async move {
-            let (n, _) = sample(&self.engines(), &self.filters(service), false).await?;
+            let (n, _) = sample(&self.engines().await, &self.filters(service), false).await?;
             Ok(n)
         })
     }
 
     fn usage<'a>(&'a self, service: &'a str) -> Reading<'a, Vec<crate::engine::model::Usage>> {
         Box::pin(async move {
-            let (_, usage) = sample(&self.engines(), &self.filters(service), true).await?;
+            let (_, usage) = sample(&self.engines().await, &self.filters(service), true).await?;
             Ok(usage)
         })
     }
