@@ -603,9 +603,17 @@ services:
     eventually_with(&mut d, UP, "3 queue workers and 2 api workers", |_| {
         p.running("queue") == 3 && p.running("api") == 2
     });
-    // A restarted drover starts from the replicas running, not from the files' 1.
+    // A restarted drover starts from the replicas running, not from the files' 1: it
+    // removes none of them.
+    let ids = |p: &Project| {
+        let mut ids = p.containers(None, Some("running"));
+        ids.sort();
+        ids
+    };
+    let before = ids(&p);
     drop(d);
-    let mut d = p.run(&["--listen", "127.0.0.1:0"]);
+    // No lease to wait for: the first pass comes at once.
+    let mut d = p.run(&["--listen", "127.0.0.1:0", "--lease-ttl", "0s"]);
     let addr = address(&mut d);
     eventually_with(&mut d, UP, "the new drover polled both", |_| {
         let s = status(addr);
@@ -619,7 +627,23 @@ services:
         "after the restart: {}",
         d.logs().join("\n")
     );
+    // Its passes saw every service at its target (a pass with the files' count would
+    // have removed replicas and created them again).
+    eventually_with(&mut d, UP, "the new drover's pass at the targets", |d| {
+        let seen = |svc: &str, n: u64| {
+            d.actions("observe")
+                .iter()
+                .any(|e| e["service"] == svc && e["desired"] == n && e["actual"] == n)
+        };
+        seen("queue", 3) && seen("api", 2)
+    });
     assert!(decisions(&d, "queue").is_empty() && decisions(&d, "api").is_empty());
+    assert_eq!(
+        ids(&p),
+        before,
+        "the same containers: {}",
+        d.logs().join("\n")
+    );
     value.store(0, Ordering::SeqCst);
     eventually_with(&mut d, UP, "both back to one", |_| {
         p.running("queue") == 1 && p.running("api") == 1
