@@ -75,6 +75,8 @@ pub struct Plain {
     killed: HashMap<String, Instant>,
     /// The last good list of each node, used while a node cannot be listed.
     last: HashMap<String, Snapshot>,
+    /// The routes last pushed to each running ambassador (see [`crate::mesh`]).
+    pushed: crate::plan::mesh::Pushed,
     /// What was last said, so nothing is logged at INFO twice when nothing changed.
     said: say::Said,
     telemetry: Telemetry,
@@ -98,6 +100,7 @@ impl Plain {
             history: History::default(),
             killed: HashMap::new(),
             last: HashMap::new(),
+            pushed: Default::default(),
             said: say::Said::default(),
             telemetry,
             notifier: Notifier::default(),
@@ -120,6 +123,7 @@ impl Mode for Plain {
             services = self.project.services.len(),
             "reconciling"
         );
+        say::mesh_conflicts(&self.project);
         // Plan only once every node had its chance to connect: otherwise the first node
         // to answer would get every replica.
         let first = self
@@ -135,6 +139,7 @@ impl Mode for Plain {
         let changed = loaded.project != self.project;
         if changed {
             say::changes(&self.project, &loaded.project);
+            say::mesh_conflicts(&loaded.project);
             self.updates_started(&loaded.project);
             self.project = loaded.project;
             self.said.counts.clear();

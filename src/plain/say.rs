@@ -321,5 +321,20 @@ fn describe(a: &Action) -> &'static str {
         Action::StartFirst { .. } => "new copy started before the old one stops",
         Action::Recreate { .. } => "container recreated",
         Action::Remove { .. } => "container removed",
+        Action::Ambassador { .. } => "ambassador created and started",
+        Action::Routes { .. } => "ambassador routes updated",
+    }
+}
+
+/// Two services of one network on one port cannot both be reached across nodes: said
+/// once per load.
+pub(super) fn mesh_conflicts(project: &Project) {
+    for (network, port, service) in crate::plan::mesh::conflicts(project) {
+        warn!(
+            action = "ambassador",
+            project = %project.name,
+            service = %service,
+            "another service of network {network} listens on {port}: {service} is not reachable on it from other nodes"
+        );
     }
 }

@@ -30,6 +30,11 @@ pub enum Reason {
     ServiceRemoved,
     /// The container has the project label but no valid service or slot label.
     BadLabels,
+    /// An ambassador the project no longer needs (one node left, or no service with
+    /// ports on its network).
+    NotNeeded,
+    /// An ambassador's routes differ from what its node should reach.
+    Routes,
 }
 
 impl Reason {
@@ -48,6 +53,8 @@ impl Reason {
             Reason::Unhealthy => "unhealthy",
             Reason::ServiceRemoved => "service-removed",
             Reason::BadLabels => "bad-labels",
+            Reason::NotNeeded => "not-needed",
+            Reason::Routes => "routes",
         }
     }
 }
@@ -118,6 +125,22 @@ pub enum Action {
         to: String,
         reason: Reason,
     },
+    /// Create and start the ambassador of a project network on `node`, removing the
+    /// container it replaces first (`replace`: exited, or made from another definition).
+    Ambassador {
+        node: String,
+        spec: Box<crate::spec::Ambassador>,
+        replace: Option<String>,
+        reason: Reason,
+    },
+    /// Hand a running ambassador its routes (it keeps running, and keeps its connections).
+    Routes {
+        node: String,
+        /// The network's key.
+        network: String,
+        container: String,
+        routes: Box<crate::mesh::Routes>,
+    },
     /// Stop (the container's stop signal and grace period) and remove.
     Remove {
         service: Option<String>,
@@ -140,6 +163,8 @@ impl Action {
             Action::StartFirst { .. } => "start-first",
             Action::Recreate { .. } => "recreate",
             Action::Remove { .. } => "remove",
+            Action::Ambassador { .. } => "ambassador",
+            Action::Routes { .. } => "routes",
         }
     }
 
@@ -147,7 +172,9 @@ impl Action {
         match self {
             Action::CreateNetwork { .. }
             | Action::RemoveNetwork { .. }
-            | Action::CreateVolume { .. } => None,
+            | Action::CreateVolume { .. }
+            | Action::Ambassador { .. }
+            | Action::Routes { .. } => None,
             Action::Create { service, .. }
             | Action::Start { service, .. }
             | Action::Restart { service, .. }
@@ -161,7 +188,9 @@ impl Action {
         match self {
             Action::CreateNetwork { .. }
             | Action::RemoveNetwork { .. }
-            | Action::CreateVolume { .. } => None,
+            | Action::CreateVolume { .. }
+            | Action::Ambassador { .. }
+            | Action::Routes { .. } => None,
             Action::Create { slot, .. }
             | Action::Start { slot, .. }
             | Action::Restart { slot, .. }
@@ -182,6 +211,8 @@ impl Action {
             | Action::Restart { node, .. }
             | Action::StartFirst { node, .. }
             | Action::Recreate { node, .. }
+            | Action::Ambassador { node, .. }
+            | Action::Routes { node, .. }
             | Action::Remove { node, .. } => node,
         }
     }
@@ -193,7 +224,9 @@ impl Action {
             | Action::Restart { container, .. }
             | Action::StartFirst { container, .. }
             | Action::Recreate { container, .. }
+            | Action::Routes { container, .. }
             | Action::Remove { container, .. } => Some(container),
+            Action::Ambassador { replace, .. } => replace.as_deref(),
             _ => None,
         }
     }
@@ -203,7 +236,9 @@ impl Action {
             Action::CreateNetwork { .. }
             | Action::RemoveNetwork { .. }
             | Action::CreateVolume { .. } => None,
+            Action::Routes { .. } => Some(Reason::Routes),
             Action::Create { reason, .. }
+            | Action::Ambassador { reason, .. }
             | Action::Start { reason, .. }
             | Action::Restart { reason, .. }
             | Action::StartFirst { reason, .. }
@@ -220,6 +255,25 @@ impl std::fmt::Display for Action {
                 write!(f, "create network {name} on {node}")
             }
             Action::CreateVolume { name, node, .. } => write!(f, "create volume {name} on {node}"),
+            Action::Ambassador {
+                spec, node, reason, ..
+            } => write!(
+                f,
+                "ambassador for network {} on {node} ({})",
+                spec.network,
+                reason.as_str()
+            ),
+            Action::Routes {
+                network,
+                node,
+                routes,
+                ..
+            } => write!(
+                f,
+                "routes for network {network} on {node}: {} ports, {} backends",
+                routes.routes.len(),
+                routes.backends()
+            ),
             Action::RemoveNetwork { name, id, node } => write!(
                 f,
                 "remove network {name} ({}) on {node} (duplicate)",
