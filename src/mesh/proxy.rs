@@ -335,4 +335,42 @@ mod tests {
         tx.send_replace(route(vec![up], vec![]));
         assert_eq!(ask().await, "db");
     }
+
+    #[tokio::test]
+    async fn a_udp_flow_is_relayed_both_ways() {
+        // A backend that answers each datagram with "pong: " and the datagram.
+        let backend = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let up = backend.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            loop {
+                let (n, from) = backend.recv_from(&mut buf).await.unwrap();
+                let reply = [b"pong: ", &buf[..n]].concat();
+                backend.send_to(&reply, from).await.unwrap();
+            }
+        });
+        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let port = front.local_addr().unwrap().port();
+        let key = (Proto::Udp, port);
+        let routes = Routes::new(vec![Route {
+            service: "dns".into(),
+            proto: Proto::Udp,
+            port,
+            local: vec![],
+            remote: vec![up],
+        }]);
+        let (_tx, rx) = watch::channel(Arc::new(routes));
+        tokio::spawn(relay_udp(front, key, rx));
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.connect(("127.0.0.1", port)).await.unwrap();
+        for word in ["one", "two"] {
+            client.send(word.as_bytes()).await.unwrap();
+            let mut buf = [0u8; 512];
+            let n = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(&buf[..n], format!("pong: {word}").as_bytes());
+        }
+    }
 }

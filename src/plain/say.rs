@@ -268,11 +268,31 @@ pub(super) fn log_outcome(project: &Project, o: &Outcome) {
         }
         return;
     }
-    let service = a.service().unwrap_or("");
-    let slot = a.slot().unwrap_or(0);
     let reason = a.reason().map(|r| r.as_str()).unwrap_or("");
     let container = o.container.as_deref().unwrap_or("");
     let node = a.node();
+    let network = match a {
+        Action::Ambassador { spec, .. } => Some(spec.network.as_str()),
+        Action::Routes { network, .. } => Some(network.as_str()),
+        _ => None,
+    };
+    if let Some(network) = network {
+        let backends = match a {
+            Action::Routes { routes, .. } => routes.backends(),
+            _ => 0,
+        };
+        match &o.error {
+            None => {
+                info!(action = a.name(), project = %p, node, network, container, reason, backends, duration_ms = ms, "{}", describe(a))
+            }
+            Some(err) => {
+                error!(action = a.name(), project = %p, node, network, container, reason, duration_ms = ms, error = %err, "action failed")
+            }
+        }
+        return;
+    }
+    let service = a.service().unwrap_or("");
+    let slot = a.slot().unwrap_or(0);
     match &o.error {
         None => {
             info!(action = a.name(), project = %p, node, service, slot, container, reason, duration_ms = ms, "{}", describe(a));
