@@ -183,6 +183,27 @@ fn web_reaches_db_on_another_node_by_name_and_again_after_the_node_is_lost() {
         "node killed -> db running on mesh-c: {running:?}; -> web reaches it: {reached:?} ({:?} after it runs)",
         reached - running
     );
+    // An ambassador that dies is replaced like a replica, and gets its routes again.
+    let ambassador = a.docker_ok(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=drover.project={}", p.name),
+        "--filter",
+        "label=drover.ambassador=default",
+    ]);
+    let killed = Instant::now();
+    a.docker_ok(&["kill", &ambassador]);
+    eventually_with(
+        &mut d,
+        Duration::from_secs(20),
+        "web reaches db through a new ambassador",
+        |_| ask(a, &web, "db").starts_with("db-"),
+    );
+    eprintln!(
+        "ambassador killed -> web reaches db again: {:?}",
+        killed.elapsed()
+    );
     let pushes = d.actions("routes");
     assert!(
         pushes.iter().all(|e| e.get("error").is_none()),
