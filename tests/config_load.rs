@@ -726,7 +726,7 @@ fn a_long_bind_without_a_bind_section_may_create_its_host_path_as_in_compose() {
 fn several_nodes_in_plain_mode_make_a_mesh_of_the_services_with_ports() {
     let l = load(&opts("mesh", &["compose.yml"]));
     let mesh = l.project.mesh.as_ref().expect("several nodes: a mesh");
-    assert_eq!(mesh.image, "registry.example/drover:1.4");
+    assert_eq!(mesh.image(), "registry.example/drover:1.4");
     let addresses: Vec<(String, String)> = mesh
         .addresses
         .iter()
@@ -751,5 +751,7 @@ fn several_nodes_in_plain_mode_make_a_mesh_of_the_services_with_ports() {
 
     let one = load(&opts("mesh", &["one-node.yml"]));
     assert!(one.project.mesh.is_none(), "one node: no mesh");
+    let unnamed = load(&opts("mesh", &["default-image.yml"]));
+    assert_eq!(unnamed.project.mesh.unwrap().image(), "drover:latest");
     assert!(!one.project.services["db"].options.mesh);
 }

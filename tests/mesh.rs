@@ -41,7 +41,12 @@ fn image() -> &'static str {
 /// Nodes with drover's image loaded into each.
 fn nodes(names: &[(&str, u8)]) -> Vec<Node> {
     let image = image();
-    let saved = std::env::temp_dir().join(format!("drover-mesh-{}.tar", std::process::id()));
+    // One file per call: tests run at once, and each removes its own.
+    let saved = std::env::temp_dir().join(format!(
+        "drover-mesh-{}-{}.tar",
+        std::process::id(),
+        names[0].0
+    ));
     support::docker_ok(
         &[("DOCKER_HOST", support::local_engine())],
         &["save", "-o", saved.to_str().unwrap(), image],

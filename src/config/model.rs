@@ -37,17 +37,27 @@ pub struct Project {
 /// Services reaching each other across nodes through ambassadors (see `crate::mesh`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Mesh {
-    /// The image the ambassadors run: drover's own (`x-drover.ambassador.image`).
-    pub image: String,
+    /// `x-drover.ambassador.image`: the image the ambassadors run; none: drover's own
+    /// (see [`Mesh::image`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// Each node's address the other nodes reach it at: the replicas' ports for the
     /// ambassadors are published on it, and only on it. A node without one publishes
     /// nothing, and its replicas are reached only on their own node.
     pub addresses: BTreeMap<String, std::net::IpAddr>,
 }
 
-/// The image ambassadors run unless `x-drover.ambassador.image` says otherwise: drover's
-/// image as the README builds it.
+/// The image ambassadors run when the file names none and drover does not run in a
+/// container of one of the nodes: drover's image as the README builds it.
 pub const AMBASSADOR_IMAGE: &str = "drover:latest";
+
+impl Mesh {
+    /// The image ambassadors run: the file's, else the one drover runs from (set by plain
+    /// mode when it finds its own container), else [`AMBASSADOR_IMAGE`].
+    pub fn image(&self) -> &str {
+        self.image.as_deref().unwrap_or(AMBASSADOR_IMAGE)
+    }
+}
 
 /// A top-level secret or config: a file, or (Swarm mode) an existing external one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

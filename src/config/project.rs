@@ -715,10 +715,7 @@ fn x_drover(
 /// Several nodes in plain mode: the ambassadors' image and each node's address.
 fn mesh(settings: &Settings, mode: Mode) -> Option<crate::config::model::Mesh> {
     (settings.nodes.len() > 1 && mode != Mode::Swarm).then(|| crate::config::model::Mesh {
-        image: settings
-            .ambassador_image
-            .clone()
-            .unwrap_or_else(|| crate::config::model::AMBASSADOR_IMAGE.to_string()),
+        image: settings.ambassador_image.clone(),
         addresses: settings
             .nodes
             .iter()

@@ -77,6 +77,9 @@ pub struct Plain {
     last: HashMap<String, Snapshot>,
     /// The routes last pushed to each running ambassador (see [`crate::mesh`]).
     pushed: crate::plan::mesh::Pushed,
+    /// The image drover runs from, when it runs in a container on one of the nodes: what
+    /// ambassadors run unless the file names an image.
+    own_image: Option<String>,
     /// What was last said, so nothing is logged at INFO twice when nothing changed.
     said: say::Said,
     telemetry: Telemetry,
@@ -101,9 +104,35 @@ impl Plain {
             killed: HashMap::new(),
             last: HashMap::new(),
             pushed: Default::default(),
+            own_image: None,
             said: say::Said::default(),
             telemetry,
             notifier: Notifier::default(),
+        }
+    }
+
+    /// The image of drover's own container, from the first node that knows it.
+    async fn find_own_image(&self) -> Option<String> {
+        let id = self.own_id.as_deref()?;
+        for node in &self.nodes {
+            let Some(engine) = node.status().engine else {
+                continue;
+            };
+            if let Ok(c) = engine.inspect_container(id).await
+                && let Some(image) = c.config.and_then(|c| c.image)
+            {
+                return Some(image);
+            }
+        }
+        None
+    }
+
+    /// Ambassadors run drover's own image when the file names none.
+    fn own_ambassador_image(&self, project: &mut Project) {
+        if let (Some(mesh), Some(own)) = (project.mesh.as_mut(), &self.own_image)
+            && mesh.image.is_none()
+        {
+            mesh.image = Some(own.clone());
         }
     }
 
@@ -131,10 +160,17 @@ impl Mode for Plain {
             .iter_mut()
             .map(|n| n.first_attempt(Duration::from_secs(15)));
         futures::future::join_all(first).await;
+        if self.project.mesh.is_some() {
+            self.own_image = self.find_own_image().await;
+            let mut project = self.project.clone();
+            self.own_ambassador_image(&mut project);
+            self.project = project;
+        }
     }
 
     fn adopt(&mut self, loaded: config::Loaded) -> Result<Adopted, String> {
         let mut loaded = loaded;
+        self.own_ambassador_image(&mut loaded.project);
         self.history.reloaded(&self.project, &mut loaded.project);
         let changed = loaded.project != self.project;
         if changed {

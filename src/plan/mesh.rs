@@ -49,7 +49,7 @@ pub fn ambassadors(project: &Project) -> Vec<Ambassador> {
                 network: key.to_string(),
                 network_name: net.name.clone(),
                 aliases,
-                image: mesh.image.clone(),
+                image: mesh.image().to_string(),
             })
         })
         .collect()

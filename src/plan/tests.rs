@@ -1322,7 +1322,7 @@ mod mesh_tests {
             .push("database".into());
         let mut p = project(vec![svc("web", 1), db]);
         p.mesh = Some(Mesh {
-            image: "drover:latest".into(),
+            image: None,
             addresses: BTreeMap::from([
                 ("n1".to_string(), N1.parse().unwrap()),
                 ("n2".to_string(), N2.parse().unwrap()),
