@@ -13,6 +13,8 @@ pub const LABEL_CONFIG_HASH: &str = "drover.config-hash";
 pub const LABEL_IMAGE_DIGEST: &str = "drover.image-digest";
 /// Set by the executor on multi-node setups.
 pub const LABEL_NODE: &str = "drover.node";
+/// On an ambassador (several nodes): the key of the project network it serves.
+pub const LABEL_AMBASSADOR: &str = "drover.ambassador";
 /// When this copy of the slot was placed (nanoseconds since the epoch): of two copies of one
 /// slot, the newer is current and the older is removed once the newer runs.
 pub const LABEL_GENERATION: &str = "drover.generation";

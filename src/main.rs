@@ -126,6 +126,13 @@ enum Command {
     /// its services, networks, secrets and configs), as `docker compose down`; refuses
     /// while a drover acts for the project.
     Down(DownArgs),
+    /// Forward connections to the project's services on other nodes (drover starts this
+    /// itself, one per node and project network, when a project spans several nodes).
+    Ambassador {
+        /// Hand these routes (JSON) to the ambassador serving in this container, and exit.
+        #[arg(long)]
+        push: Option<String>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -224,6 +231,8 @@ fn main() -> ExitCode {
         Command::Plan => block_on(plan_command(cli.common)),
         Command::Run(args) => block_on(run(cli.common, args)),
         Command::Down(args) => block_on(down(cli.common, args)),
+        Command::Ambassador { push: Some(json) } => drover::mesh::proxy::push(&json),
+        Command::Ambassador { push: None } => block_on(drover::mesh::proxy::serve()),
     };
     done.map_or_else(fail, |()| ExitCode::SUCCESS)
 }

@@ -48,7 +48,9 @@ pub async fn plan_lines(specs: &[NodeSpec], loaded: &Loaded) -> Result<Vec<Strin
         .collect();
     let own = engine::own_container_id();
     let none = Default::default();
+    let pushed = plan::mesh::Pushed::new();
     let input = plan::Input {
+        pushed: &pushed,
         project,
         nodes: &views,
         backoff: &plan::Backoff::default(),

@@ -129,6 +129,7 @@ pub fn build(
 
     let mut services = BTreeMap::new();
     let mut published = PublishedPorts::new(&settings, inp.mode);
+    let mesh = mesh(&settings, inp.mode);
     let mut host_paths = Vec::new();
     for (svc_name, d) in drafts {
         host_paths.extend(d.host_paths);
@@ -142,6 +143,7 @@ pub fn build(
         s.replicas = replica_target(inp, scales, &svc_name, d.file_replicas);
         check_replicas(&s, &d.loc, d.container_name_loc.as_ref())?;
         published.check(&s, &d.port_locs, warnings)?;
+        s.options.mesh = mesh.is_some() && !s.mesh_ports().is_empty();
         s.config_hash = config_hash(&s, &networks, &volumes);
         services.insert(svc_name, s);
     }
@@ -162,6 +164,7 @@ pub fn build(
         volumes,
         secrets: usable(secrets),
         configs: usable(configs),
+        mesh,
     };
     Ok((project, settings, host_paths))
 }
@@ -680,6 +683,15 @@ fn x_drover(
             "notify" => settings.notify = super::webhooks::webhooks(v, &p, dir, warnings)?,
             "rebalance" => settings.rebalance = read::boolean(v, &p)?,
             "follow_images" => settings.follow_images = follow_images(v, &p)?,
+            "ambassador" => {
+                for (ak, av) in read::map_or_null(v, &p)? {
+                    let ap = child(&p, &ak.name);
+                    match ak.name.as_str() {
+                        "image" => settings.ambassador_image = read::opt_string(av, &ap)?,
+                        _ => warnings.at(&ak.loc, &ap, "unknown key, ignored"),
+                    }
+                }
+            }
             "unhealthy" => settings.unhealthy = Some(super::lifecycle::unhealthy(v, &p)?),
             "mode" => {
                 let mode = read::string(v, &p)?
@@ -725,6 +737,18 @@ fn follow_images(v: &Node, p: &str) -> Result<Option<Duration>> {
         return Err(read::bad(v, p, "the interval must be longer than zero"));
     }
     Ok(Some(every))
+}
+
+/// Several nodes in plain mode: the ambassadors' image and each node's address.
+fn mesh(settings: &Settings, mode: Mode) -> Option<crate::config::model::Mesh> {
+    (settings.nodes.len() > 1 && mode != Mode::Swarm).then(|| crate::config::model::Mesh {
+        image: settings.ambassador_image.clone(),
+        addresses: settings
+            .nodes
+            .iter()
+            .filter_map(|n| Some((n.name.clone(), n.mesh_address()?)))
+            .collect(),
+    })
 }
 
 /// sha256 (hex) of everything that shapes the service's containers: the service without

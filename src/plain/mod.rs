@@ -82,6 +82,11 @@ pub struct Plain {
     killed: HashMap<String, Instant>,
     /// The last good list of each node, used while a node cannot be listed.
     last: HashMap<String, Snapshot>,
+    /// The routes last pushed to each running ambassador (see [`crate::mesh`]).
+    pushed: crate::plan::mesh::Pushed,
+    /// The image drover runs from, when it runs in a container on one of the nodes: what
+    /// ambassadors run unless the file names an image.
+    own_image: Option<String>,
     /// What was last said, so nothing is logged at INFO twice when nothing changed.
     said: say::Said,
     telemetry: Telemetry,
@@ -107,10 +112,33 @@ impl Plain {
             history: History::default(),
             killed: HashMap::new(),
             last: HashMap::new(),
+            pushed: Default::default(),
+            own_image: None,
             said: say::Said::default(),
             telemetry,
             notifier: Notifier::default(),
         }
+    }
+
+    /// The image of drover's own container, from the first node that knows it.
+    async fn find_own_image(&self) -> Option<String> {
+        let id = self.own_id.as_deref()?;
+        for node in &self.nodes {
+            let Some(engine) = node.status().engine else {
+                continue;
+            };
+            if let Ok(c) = engine.inspect_container(id).await
+                && let Some(image) = c.config.and_then(|c| c.image)
+            {
+                return Some(image);
+            }
+        }
+        None
+    }
+
+    /// Ambassadors run drover's own image when the file names none.
+    fn own_ambassador_image(&self, project: &mut Project) {
+        own_ambassador_image(&self.own_image, project);
     }
 
     /// Send notifications through `notifier`.
@@ -129,6 +157,7 @@ impl Mode for Plain {
             services = self.project.services.len(),
             "reconciling"
         );
+        say::mesh_conflicts(&self.project);
         // Plan only once every node had its chance to connect: otherwise the first node
         // to answer would get every replica.
         let first = self
@@ -136,9 +165,16 @@ impl Mode for Plain {
             .iter_mut()
             .map(|n| n.first_attempt(Duration::from_secs(15)));
         futures::future::join_all(first).await;
+        if self.project.mesh.is_some() {
+            self.own_image = self.find_own_image().await;
+            own_ambassador_image(&self.own_image, &mut self.file);
+            own_ambassador_image(&self.own_image, &mut self.project);
+        }
     }
 
     fn adopt(&mut self, loaded: config::Loaded) -> Result<Adopted, String> {
+        let mut loaded = loaded;
+        self.own_ambassador_image(&mut loaded.project);
         self.images.reloaded(&loaded.project);
         self.file = loaded.project;
         let mut pinned = self.images.follow.apply(&self.file);
@@ -146,6 +182,7 @@ impl Mode for Plain {
         let changed = pinned != self.project;
         if changed {
             say::changes(&self.project, &pinned);
+            say::mesh_conflicts(&pinned);
             self.updates_started(&pinned);
             self.project = pinned;
             self.said.counts.clear();
@@ -252,4 +289,13 @@ fn start_lease(
 /// drover of the project.
 fn lease_node(nodes: &[NodeHandle]) -> Option<&NodeHandle> {
     nodes.iter().min_by(|a, b| a.name.cmp(&b.name))
+}
+
+/// Ambassadors run drover's own image (`own`) when the file names none.
+fn own_ambassador_image(own: &Option<String>, project: &mut Project) {
+    if let (Some(mesh), Some(own)) = (project.mesh.as_mut(), own)
+        && mesh.image.is_none()
+    {
+        mesh.image = Some(own.clone());
+    }
 }

@@ -186,7 +186,17 @@ impl Plain {
         self.killed
             .retain(|_, at| at.elapsed() < Duration::from_secs(60));
         let (halted, updating) = (self.history.halted(), self.history.updating());
+        // Routes are remembered only while their ambassador runs.
+        let ambassadors: HashSet<&str> = all
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .filter(|c| c.ambassador().is_some() && c.state == State::Running)
+            .map(|c| c.id.as_str())
+            .collect();
+        self.pushed
+            .retain(|id, _| ambassadors.contains(id.as_str()));
         let input = plan::Input {
+            pushed: &self.pushed,
             project: &self.project,
             nodes: &views,
             backoff: &self.history.backoff,
@@ -233,9 +243,15 @@ impl Plain {
         let mut failed = false;
         let (history, settings, project) = (&mut self.history, &self.settings, &self.project);
         let telemetry = &self.telemetry;
+        let pushed = &mut self.pushed;
         executor
             .execute(actions, |o| {
                 failed |= o.error.is_some();
+                if let (plan::Kind::Routes { routes }, Some(container), None) =
+                    (&o.action.kind, o.action.target.container(), &o.error)
+                {
+                    pushed.insert(container.to_string(), (**routes).clone());
+                }
                 telemetry.action(o.record());
                 say::log_outcome(project, &o);
                 let ok = o.error.is_none();

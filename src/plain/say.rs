@@ -252,10 +252,25 @@ pub(super) fn log_outcome(project: &Project, o: &Outcome) {
         }
         return;
     }
-    let service = a.target.service().unwrap_or("");
-    let slot = a.target.slot().unwrap_or(0);
     let reason = a.reason.map(|r| r.as_str()).unwrap_or("");
     let container = o.container.as_deref().unwrap_or("");
+    if let Some(network) = a.network() {
+        let backends = match &a.kind {
+            Kind::Routes { routes } => routes.backends(),
+            _ => 0,
+        };
+        match &o.error {
+            None => {
+                info!(action = a.name(), project = %p, node, network, container, reason, backends, duration_ms = ms, "{}", describe(a))
+            }
+            Some(err) => {
+                error!(action = a.name(), project = %p, node, network, container, reason, duration_ms = ms, error = %err, "action failed")
+            }
+        }
+        return;
+    }
+    let service = a.target.service().unwrap_or("");
+    let slot = a.target.slot().unwrap_or(0);
     match &o.error {
         None => {
             info!(action = a.name(), project = %p, node, service, slot, container, reason, duration_ms = ms, "{}", describe(a));
@@ -298,5 +313,20 @@ fn describe(a: &Action) -> &'static str {
         Kind::StartFirst { .. } => "new copy started before the old one stops",
         Kind::Recreate { .. } => "container recreated",
         Kind::Remove => "container removed",
+        Kind::Ambassador { .. } => "ambassador created and started",
+        Kind::Routes { .. } => "ambassador routes updated",
+    }
+}
+
+/// Two services of one network on one port cannot both be reached across nodes: said
+/// once per load.
+pub(super) fn mesh_conflicts(project: &Project) {
+    for (network, port, service) in crate::plan::mesh::conflicts(project) {
+        warn!(
+            action = "ambassador",
+            project = %project.name,
+            service = %service,
+            "another service of network {network} listens on {port}: {service} is not reachable on it from other nodes"
+        );
     }
 }

@@ -33,6 +33,11 @@ pub enum Reason {
     ServiceRemoved,
     /// The container has the project label but no valid service or slot label.
     BadLabels,
+    /// An ambassador the project no longer needs (one node left, or no service with
+    /// ports on its network).
+    NotNeeded,
+    /// An ambassador's routes differ from what its node should reach.
+    Routes,
 }
 
 impl Reason {
@@ -52,6 +57,8 @@ impl Reason {
             Reason::Unhealthy => "unhealthy",
             Reason::ServiceRemoved => "service-removed",
             Reason::BadLabels => "bad-labels",
+            Reason::NotNeeded => "not-needed",
+            Reason::Routes => "routes",
         }
     }
 }
@@ -93,6 +100,11 @@ pub enum Kind {
     Recreate { to: String },
     /// Stop (the container's stop signal and grace period) and remove.
     Remove,
+    /// Create and start the ambassador of a project network ([`Target::Ambassador`]),
+    /// removing the container it replaces first (exited, or made from another definition).
+    Ambassador { spec: Box<crate::spec::Ambassador> },
+    /// Hand a running ambassador its routes (it keeps running, and keeps its connections).
+    Routes { routes: Box<crate::mesh::Routes> },
 }
 
 /// What an action is taken on.
@@ -118,6 +130,12 @@ pub enum Target {
     NetworkId { id: String, name: String },
     /// A project volume: its key in the file and its engine name.
     Volume { key: String, name: String },
+    /// The ambassador of a project network (the network's key), and its container now
+    /// (`None` when there is none to replace).
+    Ambassador {
+        network: String,
+        container: Option<String>,
+    },
 }
 
 impl Kind {
@@ -133,6 +151,8 @@ impl Kind {
             Kind::StartFirst { .. } => "start-first",
             Kind::Recreate { .. } => "recreate",
             Kind::Remove => "remove",
+            Kind::Ambassador { .. } => "ambassador",
+            Kind::Routes { .. } => "routes",
         }
     }
 }
@@ -142,7 +162,7 @@ impl Target {
         match self {
             Target::Slot { service, .. } => Some(service),
             Target::Stray { service, .. } => service.as_deref(),
-            Target::Network { .. } | Target::NetworkId { .. } | Target::Volume { .. } => None,
+            _ => None,
         }
     }
 
@@ -150,7 +170,7 @@ impl Target {
         match self {
             Target::Slot { slot, .. } => Some(*slot),
             Target::Stray { slot, .. } => *slot,
-            Target::Network { .. } | Target::NetworkId { .. } | Target::Volume { .. } => None,
+            _ => None,
         }
     }
 
@@ -159,6 +179,7 @@ impl Target {
         match self {
             Target::Slot { container, .. } => container.as_deref(),
             Target::Stray { container, .. } => Some(container),
+            Target::Ambassador { container, .. } => container.as_deref(),
             Target::Network { .. } | Target::NetworkId { .. } | Target::Volume { .. } => None,
         }
     }
@@ -317,6 +338,54 @@ impl Action {
         }
     }
 
+    /// Create and start the ambassador `spec` describes, replacing `replace`.
+    pub fn ambassador(
+        node: impl Into<String>,
+        spec: crate::spec::Ambassador,
+        replace: Option<String>,
+        reason: Reason,
+    ) -> Self {
+        Action {
+            target: Target::Ambassador {
+                network: spec.network.clone(),
+                container: replace,
+            },
+            kind: Kind::Ambassador {
+                spec: Box::new(spec),
+            },
+            node: node.into(),
+            reason: Some(reason),
+        }
+    }
+
+    /// Hand the running ambassador `container` of `network` its routes.
+    pub fn routes(
+        node: impl Into<String>,
+        network: impl Into<String>,
+        container: impl Into<String>,
+        routes: crate::mesh::Routes,
+    ) -> Self {
+        Action {
+            kind: Kind::Routes {
+                routes: Box::new(routes),
+            },
+            node: node.into(),
+            reason: Some(Reason::Routes),
+            target: Target::Ambassador {
+                network: network.into(),
+                container: Some(container.into()),
+            },
+        }
+    }
+
+    /// The project network an ambassador action is for.
+    pub fn network(&self) -> Option<&str> {
+        match &self.target {
+            Target::Ambassador { network, .. } => Some(network),
+            _ => None,
+        }
+    }
+
     fn infra(kind: Kind, node: impl Into<String>, target: Target) -> Self {
         Action {
             kind,
@@ -371,6 +440,19 @@ impl std::fmt::Display for Action {
                 "remove network {name} ({}) on {node} (duplicate)",
                 crate::observe::short_id(id)
             ),
+            Target::Ambassador { network, .. } => match &self.kind {
+                Kind::Routes { routes } => write!(
+                    f,
+                    "routes for network {network} on {node}: {} ports, {} backends",
+                    routes.routes.len(),
+                    routes.backends()
+                ),
+                _ => write!(
+                    f,
+                    "ambassador for network {network} on {node} ({})",
+                    self.reason.map_or("", |r| r.as_str())
+                ),
+            },
             target => {
                 write!(f, "{}", self.name())?;
                 if let Some(s) = target.service() {

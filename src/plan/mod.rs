@@ -18,6 +18,7 @@ mod action;
 pub mod backoff;
 pub mod follow;
 pub mod history;
+pub mod mesh;
 pub mod place;
 mod rolling;
 mod service;
@@ -172,6 +173,8 @@ pub struct Input<'a> {
     /// (see [`History::updating`]): their failures fail the update even when no old
     /// replica is left (one replica, or `parallelism` at least the count).
     pub updating: &'a BTreeSet<String>,
+    /// The routes last pushed to each ambassador (several nodes; see [`mesh`]).
+    pub pushed: &'a mesh::Pushed,
 }
 
 impl Input<'_> {
@@ -201,6 +204,7 @@ pub fn plan(input: &Input) -> Plan {
         .flat_map(|n| n.snapshot.containers.iter())
         .filter(|c| c.owned_by(&project.name))
         .filter(|c| input.exclude.is_none_or(|me| !c.id.starts_with(me)))
+        .filter(|c| c.ambassador().is_none())
         .collect();
 
     let mut placer = Placer::new(
@@ -252,6 +256,9 @@ pub fn plan(input: &Input) -> Plan {
         );
     }
 
+    let mut mesh_actions = Vec::new();
+    mesh::plan(input, input.pushed, &mut mesh_actions);
+    service_actions.splice(0..0, mesh_actions);
     infrastructure(input, &service_actions, &mut plan.actions);
     plan.actions.extend(service_actions);
 
@@ -272,7 +279,7 @@ pub fn unlisted_infra<'a>(input: &Input<'a>, plan: &Plan) -> Vec<&'a str> {
         .actions
         .iter()
         .filter_map(|a| match &a.kind {
-            Kind::Create | Kind::Start { .. } => Some(a.node.as_str()),
+            Kind::Create | Kind::Start { .. } | Kind::Ambassador { .. } => Some(a.node.as_str()),
             Kind::Recreate { to } | Kind::StartFirst { to } => Some(to.as_str()),
             _ => None,
         })
@@ -291,7 +298,7 @@ fn infrastructure(input: &Input, actions: &[Action], out: &mut Vec<Action>) {
     let targets: BTreeSet<&str> = actions
         .iter()
         .filter_map(|a| match &a.kind {
-            Kind::Create => Some(a.node.as_str()),
+            Kind::Create | Kind::Ambassador { .. } => Some(a.node.as_str()),
             Kind::Recreate { to } => Some(to.as_str()),
             _ => None,
         })

@@ -240,6 +240,7 @@ mod tests {
                 backoff_cfg: &BackoffConfig::default(),
                 now: t0(),
                 exclude: None,
+                pushed: &Default::default(),
                 rebalance: false,
                 halted: &none,
                 updating: &none,

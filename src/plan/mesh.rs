@@ -1,0 +1,209 @@
+//! Services reaching each other across nodes (several nodes, plain mode; see
+//! `crate::mesh`): which ambassador each node runs for each project network, and the
+//! routes each one should have, decided as data from the listed containers.
+//!
+//! - One ambassador per node that is up and per project network that a service with ports
+//!   joins; it answers to the names (and aliases) of those services.
+//! - Its routes: for each port of each of those services, the replicas running on its own
+//!   node (their address on the network), then those on the other nodes that are not down
+//!   (their node's address and the host port they publish there). A replica the engine
+//!   reports unhealthy is left out.
+//! - An exited ambassador, or one made from another definition, is replaced; one no
+//!   longer needed is removed; a running one whose last pushed routes differ gets them.
+//! - Two services of one network on the same port: the first by name gets it, the other is
+//!   reported (an ambassador has one address per network, so it cannot tell them apart).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use super::{Action, Input, NodeState, Reason};
+use crate::config::{Project, Protocol};
+use crate::mesh::{Proto, Route, Routes};
+use crate::observe::{Container, Health, State};
+use crate::spec::Ambassador;
+
+/// The routes last pushed to each ambassador, by container id (forgotten when it stops).
+pub type Pushed = BTreeMap<String, Routes>;
+
+/// The ambassador of each project network that services with ports join.
+pub fn ambassadors(project: &Project) -> Vec<Ambassador> {
+    let Some(mesh) = &project.mesh else {
+        return Vec::new();
+    };
+    let mut by_network: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for svc in project.services.values().filter(|s| s.options.mesh) {
+        for (key, net) in &svc.networks {
+            let aliases = by_network.entry(key).or_default();
+            for a in std::iter::once(&svc.name).chain(&net.aliases) {
+                if !aliases.contains(a) {
+                    aliases.push(a.clone());
+                }
+            }
+        }
+    }
+    by_network
+        .into_iter()
+        .filter_map(|(key, aliases)| {
+            let net = project.networks.get(key)?;
+            Some(Ambassador {
+                network: key.to_string(),
+                network_name: net.name.clone(),
+                aliases,
+                image: mesh.image().to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Two services of one network claiming one port: (network key, port, the one left out).
+pub fn conflicts(project: &Project) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for a in ambassadors(project) {
+        let mut seen: BTreeMap<(u16, Proto), &str> = BTreeMap::new();
+        for svc in on_network(project, &a.network) {
+            for (port, proto) in svc.mesh_ports() {
+                let key = (port, proto_of(proto));
+                match seen.get(&key) {
+                    Some(first) if *first != svc.name => out.push((
+                        a.network.clone(),
+                        format!("{port}/{}", key.1.as_str()),
+                        svc.name.clone(),
+                    )),
+                    _ => {
+                        seen.insert(key, &svc.name);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn on_network<'a>(
+    project: &'a Project,
+    network: &'a str,
+) -> impl Iterator<Item = &'a crate::config::Service> {
+    project
+        .services
+        .values()
+        .filter(move |s| s.options.mesh && s.networks.contains_key(network))
+}
+
+fn proto_of(p: Protocol) -> Proto {
+    match p {
+        Protocol::Udp => Proto::Udp,
+        _ => Proto::Tcp,
+    }
+}
+
+/// The routes of `network`'s ambassador on `node`.
+pub fn routes(input: &Input, network: &str, node: &str) -> Routes {
+    let project = input.project;
+    let Some(mesh) = &project.mesh else {
+        return Routes::default();
+    };
+    let Some(net) = project.networks.get(network) else {
+        return Routes::default();
+    };
+    let serving = |c: &&Container| {
+        c.owned_by(&project.name) && c.state == State::Running && c.health != Health::Unhealthy
+    };
+    let mut out: Vec<Route> = Vec::new();
+    for svc in on_network(project, network) {
+        let replicas: Vec<&Container> = input
+            .nodes
+            .iter()
+            .filter(|n| n.state != NodeState::Down)
+            .flat_map(|n| n.snapshot.containers.iter())
+            .filter(serving)
+            .filter(|c| c.service() == Some(svc.name.as_str()) && c.slot().is_some())
+            .collect();
+        for (port, proto) in svc.mesh_ports() {
+            let proto = proto_of(proto);
+            if out.iter().any(|r| r.port == port && r.proto == proto) {
+                continue;
+            }
+            let mut route = Route {
+                service: svc.name.clone(),
+                proto,
+                port,
+                local: Vec::new(),
+                remote: Vec::new(),
+            };
+            for c in &replicas {
+                if c.node == node {
+                    if let Some(ip) = c.addresses.get(&net.name) {
+                        route.local.push(SocketAddr::new(*ip, port));
+                    }
+                } else if let Some(addr) = mesh.addresses.get(&c.node)
+                    && let Some(public) = c.published_on(*addr, port, proto)
+                {
+                    route.remote.push(SocketAddr::new(*addr, public));
+                }
+            }
+            out.push(route);
+        }
+    }
+    Routes::new(out)
+}
+
+/// The ambassadors' actions on every node that is up.
+pub fn plan(input: &Input, pushed: &Pushed, out: &mut Vec<Action>) {
+    let project = input.project;
+    let wanted = ambassadors(project);
+    let names: BTreeSet<&str> = wanted.iter().map(|a| a.network.as_str()).collect();
+    for view in input.nodes.iter().filter(|n| n.state == NodeState::Up) {
+        let mine: Vec<&Container> = view
+            .snapshot
+            .containers
+            .iter()
+            .filter(|c| c.owned_by(&project.name) && c.ambassador().is_some())
+            .collect();
+        // Ambassadors of networks no longer served.
+        for c in mine
+            .iter()
+            .filter(|c| c.ambassador().is_some_and(|k| !names.contains(k)))
+        {
+            out.push(remove(view.name, c, Reason::NotNeeded));
+        }
+        for spec in &wanted {
+            let hash = spec.hash();
+            let copies: Vec<&&Container> = mine
+                .iter()
+                .filter(|c| c.ambassador() == Some(spec.network.as_str()))
+                .collect();
+            let good = copies
+                .iter()
+                .find(|c| c.state == State::Running && c.config_hash() == Some(hash.as_str()));
+            match good {
+                Some(c) => {
+                    for other in copies.iter().filter(|o| o.id != c.id) {
+                        out.push(remove(view.name, other, Reason::Duplicate));
+                    }
+                    let routes = routes(input, &spec.network, view.name);
+                    if pushed.get(&c.id) != Some(&routes) {
+                        out.push(Action::routes(view.name, &spec.network, &c.id, routes));
+                    }
+                }
+                None => {
+                    let first = copies.first();
+                    for other in copies.iter().skip(1) {
+                        out.push(remove(view.name, other, Reason::Duplicate));
+                    }
+                    let reason = match first {
+                        None => Reason::Missing,
+                        Some(c) if c.config_hash() != Some(hash.as_str()) => Reason::ConfigChanged,
+                        Some(c) if c.state == State::Dead => Reason::Dead,
+                        Some(_) => Reason::Exited,
+                    };
+                    let replace = first.map(|c| c.id.clone());
+                    out.push(Action::ambassador(view.name, spec.clone(), replace, reason));
+                }
+            }
+        }
+    }
+}
+
+fn remove(node: &str, c: &Container, reason: Reason) -> Action {
+    Action::remove_stray(None, None, node, &c.id, reason)
+}
