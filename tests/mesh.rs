@@ -1,6 +1,7 @@
 //! Services reaching each other across nodes through ambassadors (several engines, each a
 //! dockerd in its own network namespace, reaching each other through this host): by name,
-//! after a node is lost, spread over replicas, preferring the caller's own node, and UDP.
+//! after a node is lost, spread over replicas, preferring the caller's own node, and UDP
+//! (a static UDP echo built from tests/support/udp_echo.c with the C toolchain).
 //! Judged from inside the calling container, with busybox.
 //!
 //! The ambassadors run drover's real image (deploy/build-image.sh, a static release
@@ -87,18 +88,67 @@ fn server(name: &str, port: u16, deploy: &str) -> String {
     )
 }
 
-/// The caller: sleeps on `node`, reaches the others with busybox.
+/// A static UDP echo (tests/support/udp_echo.c), built once per test process: it runs in
+/// the busybox image, bind-mounted from this host (the nodes share its file system).
+fn udp_echo() -> &'static str {
+    static BUILT: OnceLock<String> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = std::env::temp_dir().join(format!("drover-udp-echo-{}", std::process::id()));
+        let src = repo_root().join("tests/support/udp_echo.c");
+        let cc = Command::new("cc")
+            .args(["-static", "-O2", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .output()
+            .expect("cannot run cc");
+        assert!(cc.status.success(), "cc udp_echo.c failed:\n{}", text(&cc));
+        out.to_string_lossy().into_owned()
+    })
+}
+
+/// A service answering UDP datagrams on `port` with `<its hostname> <datagram>`.
+fn udp_server(name: &str, port: u16, deploy: &str) -> String {
+    let bin = udp_echo();
+    format!(
+        r#"
+  {name}:
+    image: drover-test/busybox:latest
+    command: ["/udp-echo", "serve", "{port}"]
+    volumes: ["{bin}:/udp-echo:ro"]
+    expose: ["{port}/udp"]
+    stop_signal: SIGKILL
+    deploy:
+{deploy}
+"#
+    )
+}
+
+/// The caller: sleeps on `node`, reaches the others with busybox (and the UDP echo).
 fn caller(node: &str) -> String {
+    let bin = udp_echo();
     format!(
         r#"
   web:
     image: drover-test/busybox:latest
     command: ["sleep", "86400"]
+    volumes: ["{bin}:/udp-echo:ro"]
     stop_signal: SIGKILL
     deploy:
       placement: {{ constraints: ["node.name == {node}"] }}
 "#
     )
+}
+
+/// What a datagram to `name:port` from `container` on `node` brings back (empty: nothing
+/// within 2 s). The name is looked up by busybox (the engine's DNS), the datagram sent by
+/// the UDP echo.
+fn ask_udp(node: &Node, container: &str, name: &str, port: u16) -> String {
+    let script = format!(
+        "ip=$(nslookup {name} 2>/dev/null | awk '/^Address/ {{a=$NF}} END {{print a}}'); \
+         /udp-echo ask \"$ip\" {port} ping"
+    );
+    let out = node.docker(&["exec", container, "/bin/sh", "-c", &script]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Running containers of `service` on `node`.
@@ -149,11 +199,18 @@ fn web_reaches_db_on_another_node_by_name_and_again_after_the_node_is_lost() {
             8080,
             "      placement: { constraints: [\"node.name != mesh-a\"] }",
         )
+        + &udp_server(
+            "echo",
+            5353,
+            "      placement: { constraints: [\"node.name == mesh-c\"] }",
+        )
         + &nodes_yaml(&[a, b, c]);
     let p = Project::on("it-mesh-reach", &compose, a.env());
     let mut d = p.run(&[]);
     eventually_with(&mut d, UP, "web on mesh-a, db on mesh-b", |_| {
-        running_on(a, &p.name, "web").len() == 1 && running_on(b, &p.name, "db").len() == 1
+        running_on(a, &p.name, "web").len() == 1
+            && running_on(b, &p.name, "db").len() == 1
+            && running_on(c, &p.name, "echo").len() == 1
     });
     let web = running_on(a, &p.name, "web").remove(0);
     eventually_with(
@@ -161,6 +218,16 @@ fn web_reaches_db_on_another_node_by_name_and_again_after_the_node_is_lost() {
         Duration::from_secs(20),
         "web reaches db by name",
         |_| ask(a, &web, "db").starts_with("db-"),
+    );
+
+    // UDP, for a service that declares it: the datagram crosses to mesh-c and back.
+    let echo = running_on(c, &p.name, "echo");
+    assert_eq!(echo.len(), 1, "echo runs on mesh-c");
+    eventually_with(
+        &mut d,
+        Duration::from_secs(20),
+        "web reaches echo over UDP",
+        |_| ask_udp(a, &web, "echo", 5353) == format!("{} ping", &echo[0][..12]),
     );
 
     // Published on the node's address only, on an engine-assigned port.
