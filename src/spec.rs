@@ -596,11 +596,16 @@ fn endpoint(
 /// container. Its routes are not part of it: they are pushed to the running container.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Ambassador {
+    /// Which of the network's ambassadors: the network's key for the first, then
+    /// `{key}-2`, `{key}-3`… for services whose ports the first already forwards.
+    pub id: String,
     /// The network's key in the file.
     pub network: String,
     /// The network's engine name.
     pub network_name: String,
-    /// The names it answers to: the services it forwards for and their aliases.
+    /// The services it forwards for.
+    pub services: Vec<String>,
+    /// The names it answers to: the services' names and their aliases on the network.
     pub aliases: Vec<String>,
     pub image: String,
 }
@@ -609,9 +614,21 @@ pub struct Ambassador {
 const AMBASSADOR_USER: &str = "65532:65532";
 
 impl Ambassador {
-    /// `{project}-ambassador-{network key}`: one per node, so the same on every node.
+    /// Ambassador `id` of network `key` (engine name `name`), forwarding for no service yet.
+    pub fn new(id: String, key: &str, name: &str, image: &str) -> Ambassador {
+        Ambassador {
+            id,
+            network: key.to_string(),
+            network_name: name.to_string(),
+            services: Vec::new(),
+            aliases: Vec::new(),
+            image: image.to_string(),
+        }
+    }
+
+    /// `{project}-ambassador-{id}`: one per node, so the same on every node.
     pub fn container_name(&self, project: &Project) -> String {
-        format!("{}-ambassador-{}", project.name, self.network)
+        format!("{}-ambassador-{}", project.name, self.id)
     }
 
     /// sha256 (hex) of the definition, in the `drover.config-hash` label.
@@ -631,7 +648,7 @@ impl Ambassador {
 pub fn ambassador_body(project: &Project, a: &Ambassador) -> ContainerCreateBody {
     let labels = HashMap::from([
         (LABEL_PROJECT.to_string(), project.name.clone()),
-        (LABEL_AMBASSADOR.to_string(), a.network.clone()),
+        (LABEL_AMBASSADOR.to_string(), a.id.clone()),
         (LABEL_CONFIG_HASH.to_string(), a.hash()),
     ]);
     let endpoint = EndpointSettings {
@@ -1069,12 +1086,9 @@ mod tests {
     #[test]
     fn an_ambassador_runs_as_drover_does_on_its_network_under_the_service_names() {
         let (project, _) = fixture();
-        let a = Ambassador {
-            network: "default".into(),
-            network_name: "demo_default".into(),
-            aliases: vec!["db".into(), "database".into()],
-            image: "drover:latest".into(),
-        };
+        let mut a = Ambassador::new("default".into(), "default", "demo_default", "drover:latest");
+        a.services = vec!["db".into()];
+        a.aliases = vec!["db".into(), "database".into()];
         let body = ambassador_body(&project, &a);
         assert_eq!(body.cmd, Some(vec!["ambassador".to_string()]));
         assert_eq!(body.user.as_deref(), Some("65532:65532"));

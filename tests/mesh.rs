@@ -299,7 +299,7 @@ fn a_scaled_service_spreads_over_its_replicas_and_a_local_replica_is_preferred()
             )
             + &server(
                 "cache",
-                8082,
+                8081,
                 "      replicas: 3\n      placement: { max_replicas_per_node: 1 }",
             )
             + &nodes_yaml(&[d_, e, f])
@@ -318,10 +318,12 @@ fn a_scaled_service_spreads_over_its_replicas_and_a_local_replica_is_preferred()
         ask_on(d_, &web, "api", 8081).starts_with("api-")
     });
 
+    // api and cache both listen on 8081: each name reaches its own service (the second
+    // has an ambassador of its own on the network).
     // The caller's own node has a cache: every connection stays there.
     let local = running_on(d_, &p.name, "cache").remove(0);
     for _ in 0..6 {
-        assert_eq!(ask_on(d_, &web, "cache", 8082), format!("cache-{local}"));
+        assert_eq!(ask_on(d_, &web, "cache", 8081), format!("cache-{local}"));
     }
 
     // Scaled from 1 to 3 over the two other nodes: connections reach all three.

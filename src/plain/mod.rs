@@ -157,7 +157,6 @@ impl Mode for Plain {
             services = self.project.services.len(),
             "reconciling"
         );
-        say::mesh_conflicts(&self.project);
         // Plan only once every node had its chance to connect: otherwise the first node
         // to answer would get every replica.
         let first = self
@@ -182,7 +181,6 @@ impl Mode for Plain {
         let changed = pinned != self.project;
         if changed {
             say::changes(&self.project, &pinned);
-            say::mesh_conflicts(&pinned);
             self.updates_started(&pinned);
             self.project = pinned;
             self.said.counts.clear();

@@ -317,16 +317,3 @@ fn describe(a: &Action) -> &'static str {
         Kind::Routes { .. } => "ambassador routes updated",
     }
 }
-
-/// Two services of one network on one port cannot both be reached across nodes: said
-/// once per load.
-pub(super) fn mesh_conflicts(project: &Project) {
-    for (network, port, service) in crate::plan::mesh::conflicts(project) {
-        warn!(
-            action = "ambassador",
-            project = %project.name,
-            service = %service,
-            "another service of network {network} listens on {port}: {service} is not reachable on it from other nodes"
-        );
-    }
-}

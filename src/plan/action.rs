@@ -130,9 +130,10 @@ pub enum Target {
     NetworkId { id: String, name: String },
     /// A project volume: its key in the file and its engine name.
     Volume { key: String, name: String },
-    /// The ambassador of a project network (the network's key), and its container now
-    /// (`None` when there is none to replace).
+    /// One ambassador (its id) of a project network (the network's key), and its
+    /// container now (`None` when there is none to replace).
     Ambassador {
+        id: String,
         network: String,
         container: Option<String>,
     },
@@ -347,6 +348,7 @@ impl Action {
     ) -> Self {
         Action {
             target: Target::Ambassador {
+                id: spec.id.clone(),
                 network: spec.network.clone(),
                 container: replace,
             },
@@ -358,10 +360,10 @@ impl Action {
         }
     }
 
-    /// Hand the running ambassador `container` of `network` its routes.
+    /// Hand the running ambassador `container` (made from `spec`) its routes.
     pub fn routes(
         node: impl Into<String>,
-        network: impl Into<String>,
+        spec: &crate::spec::Ambassador,
         container: impl Into<String>,
         routes: crate::mesh::Routes,
     ) -> Self {
@@ -372,7 +374,8 @@ impl Action {
             node: node.into(),
             reason: Some(Reason::Routes),
             target: Target::Ambassador {
-                network: network.into(),
+                id: spec.id.clone(),
+                network: spec.network.clone(),
                 container: Some(container.into()),
             },
         }
@@ -440,19 +443,22 @@ impl std::fmt::Display for Action {
                 "remove network {name} ({}) on {node} (duplicate)",
                 crate::observe::short_id(id)
             ),
-            Target::Ambassador { network, .. } => match &self.kind {
-                Kind::Routes { routes } => write!(
-                    f,
-                    "routes for network {network} on {node}: {} ports, {} backends",
-                    routes.routes.len(),
-                    routes.backends()
-                ),
-                _ => write!(
-                    f,
-                    "ambassador for network {network} on {node} ({})",
-                    self.reason.map_or("", |r| r.as_str())
-                ),
-            },
+            Target::Ambassador { id, network, .. } => {
+                write!(f, "{} ", self.name())?;
+                if id != network {
+                    write!(f, "{id} ")?;
+                }
+                write!(f, "for network {network} on {node}")?;
+                match &self.kind {
+                    Kind::Routes { routes } => write!(
+                        f,
+                        ": {} ports, {} backends",
+                        routes.routes.len(),
+                        routes.backends()
+                    ),
+                    _ => write!(f, " ({})", self.reason.map_or("", |r| r.as_str())),
+                }
+            }
             target => {
                 write!(f, "{}", self.name())?;
                 if let Some(s) = target.service() {

@@ -3,15 +3,15 @@
 //! routes each one should have, decided as data from the listed containers.
 //!
 //! - One ambassador per node that is up and per project network that a service with ports
-//!   joins; it answers to the names (and aliases) of those services.
+//!   joins; it answers to the names (and aliases) of those services. A service whose port
+//!   another service of the network already takes gets an ambassador of its own on that
+//!   network (one address per ambassador, so one service per port).
 //! - Its routes: for each port of each of those services, the replicas running on its own
 //!   node (their address on the network), then those on the other nodes that are not down
 //!   (their node's address and the host port they publish there). A replica the engine
 //!   reports unhealthy is left out.
 //! - An exited ambassador, or one made from another definition, is replaced; one no
 //!   longer needed is removed; a running one whose last pushed routes differ gets them.
-//! - Two services of one network on the same port: the first by name gets it, the other is
-//!   reported (an ambassador has one address per network, so it cannot tell them apart).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -25,56 +25,50 @@ use crate::spec::Ambassador;
 /// The routes last pushed to each ambassador, by container id (forgotten when it stops).
 pub type Pushed = BTreeMap<String, Routes>;
 
-/// The ambassador of each project network that services with ports join.
+/// The ambassadors of each project network that services with ports join: one per
+/// network, and one more for each service whose ports another service of the network
+/// already takes (each has one address on the network, so one port is one service).
 pub fn ambassadors(project: &Project) -> Vec<Ambassador> {
     let Some(mesh) = &project.mesh else {
         return Vec::new();
     };
-    let mut by_network: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for svc in project.services.values().filter(|s| s.options.mesh) {
-        for (key, net) in &svc.networks {
-            let aliases = by_network.entry(key).or_default();
-            for a in std::iter::once(&svc.name).chain(&net.aliases) {
-                if !aliases.contains(a) {
-                    aliases.push(a.clone());
+    let mut out: Vec<Ambassador> = Vec::new();
+    for (key, net) in &project.networks {
+        let mut groups: Vec<(BTreeSet<(u16, Proto)>, Ambassador)> = Vec::new();
+        for svc in on_network(project, key) {
+            let ports: BTreeSet<(u16, Proto)> = svc
+                .mesh_ports()
+                .into_iter()
+                .map(|(port, proto)| (port, proto_of(proto)))
+                .collect();
+            let at = match groups
+                .iter()
+                .position(|(taken, _)| taken.is_disjoint(&ports))
+            {
+                Some(at) => at,
+                None => {
+                    let id = match groups.len() {
+                        0 => key.clone(),
+                        n => format!("{key}-{}", n + 1),
+                    };
+                    groups.push((
+                        BTreeSet::new(),
+                        Ambassador::new(id, key, &net.name, mesh.image()),
+                    ));
+                    groups.len() - 1
+                }
+            };
+            let (taken, a) = &mut groups[at];
+            taken.extend(ports);
+            a.services.push(svc.name.clone());
+            let aliases = svc.networks.get(key).map(|n| n.aliases.as_slice());
+            for alias in std::iter::once(&svc.name).chain(aliases.unwrap_or_default()) {
+                if !a.aliases.contains(alias) {
+                    a.aliases.push(alias.clone());
                 }
             }
         }
-    }
-    by_network
-        .into_iter()
-        .filter_map(|(key, aliases)| {
-            let net = project.networks.get(key)?;
-            Some(Ambassador {
-                network: key.to_string(),
-                network_name: net.name.clone(),
-                aliases,
-                image: mesh.image().to_string(),
-            })
-        })
-        .collect()
-}
-
-/// Two services of one network claiming one port: (network key, port, the one left out).
-pub fn conflicts(project: &Project) -> Vec<(String, String, String)> {
-    let mut out = Vec::new();
-    for a in ambassadors(project) {
-        let mut seen: BTreeMap<(u16, Proto), &str> = BTreeMap::new();
-        for svc in on_network(project, &a.network) {
-            for (port, proto) in svc.mesh_ports() {
-                let key = (port, proto_of(proto));
-                match seen.get(&key) {
-                    Some(first) if *first != svc.name => out.push((
-                        a.network.clone(),
-                        format!("{port}/{}", key.1.as_str()),
-                        svc.name.clone(),
-                    )),
-                    _ => {
-                        seen.insert(key, &svc.name);
-                    }
-                }
-            }
-        }
+        out.extend(groups.into_iter().map(|(_, a)| a));
     }
     out
 }
@@ -96,20 +90,20 @@ fn proto_of(p: Protocol) -> Proto {
     }
 }
 
-/// The routes of `network`'s ambassador on `node`.
-pub fn routes(input: &Input, network: &str, node: &str) -> Routes {
+/// The routes of ambassador `a` on `node`.
+pub fn routes(input: &Input, a: &Ambassador, node: &str) -> Routes {
     let project = input.project;
     let Some(mesh) = &project.mesh else {
         return Routes::default();
     };
-    let Some(net) = project.networks.get(network) else {
+    let Some(net) = project.networks.get(&a.network) else {
         return Routes::default();
     };
     let serving = |c: &&Container| {
         c.owned_by(&project.name) && c.state == State::Running && c.health != Health::Unhealthy
     };
     let mut out: Vec<Route> = Vec::new();
-    for svc in on_network(project, network) {
+    for svc in a.services.iter().filter_map(|s| project.services.get(s)) {
         let replicas: Vec<&Container> = input
             .nodes
             .iter()
@@ -151,7 +145,7 @@ pub fn routes(input: &Input, network: &str, node: &str) -> Routes {
 pub fn plan(input: &Input, pushed: &Pushed, out: &mut Vec<Action>) {
     let project = input.project;
     let wanted = ambassadors(project);
-    let names: BTreeSet<&str> = wanted.iter().map(|a| a.network.as_str()).collect();
+    let names: BTreeSet<&str> = wanted.iter().map(|a| a.id.as_str()).collect();
     for view in input.nodes.iter().filter(|n| n.state == NodeState::Up) {
         let mine: Vec<&Container> = view
             .snapshot
@@ -159,7 +153,7 @@ pub fn plan(input: &Input, pushed: &Pushed, out: &mut Vec<Action>) {
             .iter()
             .filter(|c| c.owned_by(&project.name) && c.ambassador().is_some())
             .collect();
-        // Ambassadors of networks no longer served.
+        // Ambassadors no longer wanted.
         for c in mine
             .iter()
             .filter(|c| c.ambassador().is_some_and(|k| !names.contains(k)))
@@ -170,7 +164,7 @@ pub fn plan(input: &Input, pushed: &Pushed, out: &mut Vec<Action>) {
             let hash = spec.hash();
             let copies: Vec<&&Container> = mine
                 .iter()
-                .filter(|c| c.ambassador() == Some(spec.network.as_str()))
+                .filter(|c| c.ambassador() == Some(spec.id.as_str()))
                 .collect();
             let good = copies
                 .iter()
@@ -180,9 +174,9 @@ pub fn plan(input: &Input, pushed: &Pushed, out: &mut Vec<Action>) {
                     for other in copies.iter().filter(|o| o.id != c.id) {
                         out.push(remove(view.name, other, Reason::Duplicate));
                     }
-                    let routes = routes(input, &spec.network, view.name);
+                    let routes = routes(input, spec, view.name);
                     if pushed.get(&c.id) != Some(&routes) {
-                        out.push(Action::routes(view.name, &spec.network, &c.id, routes));
+                        out.push(Action::routes(view.name, spec, &c.id, routes));
                     }
                 }
                 None => {

@@ -1754,25 +1754,51 @@ mod mesh_tests {
     }
 
     #[test]
-    fn two_services_on_one_port_of_one_network_are_reported() {
+    fn two_services_on_one_port_of_one_network_get_an_ambassador_each() {
         let mut p = mesh_project();
         let mut other = p.services["db"].clone();
         other.name = "cache".into();
+        other.networks.get_mut("default").unwrap().aliases = vec!["memo".into()];
         p.services.insert("cache".into(), other);
+        let found: Vec<(String, Vec<String>, Vec<String>)> = mesh::ambassadors(&p)
+            .into_iter()
+            .map(|a| (a.id, a.services, a.aliases))
+            .collect();
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            mesh::conflicts(&p),
+            found,
             vec![
                 (
                     "default".to_string(),
-                    "5432/tcp".to_string(),
-                    "db".to_string()
+                    strings(&["cache"]),
+                    strings(&["cache", "memo"])
                 ),
                 (
-                    "default".to_string(),
-                    "53/udp".to_string(),
-                    "db".to_string()
+                    "default-2".to_string(),
+                    strings(&["db"]),
+                    strings(&["db", "database"])
                 ),
             ]
+        );
+        // Each on every node, under its own name.
+        let empty = snapshot(vec![]);
+        let nodes: Vec<(&str, NodeState, Snapshot)> = ["n1", "n2", "n3"]
+            .iter()
+            .map(|n| (*n, NodeState::Up, empty.clone()))
+            .collect();
+        let plan = mesh_plan(&p, &nodes, &Default::default());
+        let names: BTreeSet<(String, String)> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match &a.kind {
+                Kind::Ambassador { spec } => Some((a.node.clone(), spec.container_name(&p))),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            names.len(),
+            6,
+            "two ambassadors on each of 3 nodes: {names:?}"
         );
     }
 }
