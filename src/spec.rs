@@ -31,8 +31,8 @@ use crate::engine::model::VolumeMount;
 
 use crate::labels::{
     COMPOSE_CONFIG_HASH, COMPOSE_CONTAINER_NUMBER, COMPOSE_ONEOFF, COMPOSE_PROJECT,
-    COMPOSE_SERVICE, LABEL_AMBASSADOR, LABEL_CONFIG_HASH, LABEL_IMAGE_DIGEST, LABEL_PROJECT,
-    LABEL_SERVICE, LABEL_SLOT,
+    COMPOSE_SERVICE, LABEL_AMBASSADOR, LABEL_CONFIG_HASH, LABEL_IMAGE_DIGEST, LABEL_MESH_ADDRESS,
+    LABEL_PROJECT, LABEL_SERVICE, LABEL_SLOT,
 };
 
 /// `{project}-{service}-{slot}`, or the service's `container_name` when set
@@ -685,11 +685,15 @@ pub fn ambassador_body(project: &Project, a: &Ambassador) -> ContainerCreateBody
 }
 
 /// Publish the service's ports on `address` (engine-assigned host ports) for the other
-/// nodes' ambassadors, each unless the file already publishes it where `address` reaches.
+/// nodes' ambassadors, each unless the file already publishes it where `address` reaches,
+/// and record `address` in the `drover.mesh-address` label.
 pub fn publish_for_mesh(body: &mut ContainerCreateBody, service: &Service, address: IpAddr) {
     if !service.options.mesh {
         return;
     }
+    body.labels
+        .get_or_insert_with(HashMap::new)
+        .insert(LABEL_MESH_ADDRESS.to_string(), address.to_string());
     let host = body.host_config.get_or_insert_with(HostConfig::default);
     let bindings = host.port_bindings.get_or_insert_with(PortMap::new);
     let exposed = body.exposed_ports.get_or_insert_with(Vec::new);

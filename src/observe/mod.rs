@@ -16,8 +16,8 @@ use crate::engine::model::{Network, parse_time};
 pub use crate::engine::model::{VolumeMount, anonymous_volumes};
 use crate::engine::{Engine, EngineError, Filters};
 use crate::labels::{
-    LABEL_AMBASSADOR, LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_IMAGE_DIGEST, LABEL_PROJECT,
-    LABEL_SERVICE, LABEL_SLOT,
+    LABEL_AMBASSADOR, LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_IMAGE_DIGEST, LABEL_MESH_ADDRESS,
+    LABEL_PROJECT, LABEL_SERVICE, LABEL_SLOT,
 };
 use crate::mesh::Proto;
 
@@ -169,6 +169,11 @@ impl Container {
             .filter(|p| p.private == port && p.proto == proto)
             .find(|p| p.ip.is_none_or(|ip| ip == address || ip.is_unspecified()))
             .map(|p| p.public)
+    }
+
+    /// The node address its ports are published on for other nodes (`drover.mesh-address`).
+    pub fn mesh_address(&self) -> Option<IpAddr> {
+        self.labels.get(LABEL_MESH_ADDRESS)?.parse().ok()
     }
 
     pub fn config_hash(&self) -> Option<&str> {

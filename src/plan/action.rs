@@ -17,6 +17,9 @@ pub enum Reason {
     /// The definition is the same but the service is pinned to another image digest (its
     /// tag moved, or a rollback to the digest before).
     ImageChanged,
+    /// Its ports are published on another address than its node's (`x-drover.nodes[].address`
+    /// changed), or published when its node has none.
+    AddressChanged,
     /// The container's node no longer satisfies the service's placement.
     Misplaced,
     /// The service has more containers than its target.
@@ -49,6 +52,7 @@ impl Reason {
             Reason::Dead => "dead",
             Reason::ConfigChanged => "config-changed",
             Reason::ImageChanged => "image-changed",
+            Reason::AddressChanged => "address-changed",
             Reason::Misplaced => "misplaced",
             Reason::ScaleDown => "scale-down",
             Reason::Duplicate => "duplicate",

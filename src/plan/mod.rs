@@ -188,6 +188,20 @@ impl Input<'_> {
     fn up(&self, node: &str) -> bool {
         self.state(node) == NodeState::Up
     }
+
+    /// Whether `c` runs `svc` as it is now: its revision, and (several nodes) its ports
+    /// published on the address its node has now, or not at all when there is none.
+    fn current(&self, svc: &Service, c: &Container) -> bool {
+        c.runs(svc) && self.published_where_wanted(svc, c)
+    }
+
+    fn published_where_wanted(&self, svc: &Service, c: &Container) -> bool {
+        let wanted = match &self.project.mesh {
+            Some(mesh) if svc.options.mesh => mesh.addresses.get(&c.node).copied(),
+            _ => None,
+        };
+        c.mesh_address() == wanted
+    }
 }
 
 /// Decide what to do. Applying the result and planning again yields no actions

@@ -31,7 +31,7 @@ pub(super) fn roll(
 ) {
     // A rolling update whose new replicas fail beyond the tolerated ratio stops here.
     let updating = !pending.outdated.is_empty() || input.updating.contains(&svc.name);
-    if updating && update_failed(svc, kept, sink.plan) {
+    if updating && update_failed(input, svc, kept, sink.plan) {
         return;
     }
     if input.updating.contains(&svc.name) && settled(input, svc, kept) {
@@ -91,7 +91,11 @@ fn rolling_update(
     }
     let cfg = &svc.update;
     let has_health = health_checked(svc);
-    let fresh: Vec<&Container> = kept.values().copied().filter(|c| c.runs(svc)).collect();
+    let fresh: Vec<&Container> = kept
+        .values()
+        .copied()
+        .filter(|c| input.current(svc, c))
+        .collect();
     let settle = |c: &Container| c.created.map(|t| t + cfg.monitor);
     let in_progress: Vec<&Container> = fresh
         .iter()
@@ -126,10 +130,12 @@ fn rolling_update(
         }
     }
     for (n, c) in outdated.iter().take(batch - busy) {
-        let reason = if c.config_hash() == Some(svc.config_hash.as_str()) {
-            Reason::ImageChanged
-        } else {
+        let reason = if c.config_hash() != Some(svc.config_hash.as_str()) {
             Reason::ConfigChanged
+        } else if c.runs(svc) {
+            Reason::AddressChanged
+        } else {
+            Reason::ImageChanged
         };
         // A replica with anonymous volumes hands them to its successor: stop-first, so two
         // containers never write to one volume (compose never overlaps them either).
@@ -164,7 +170,7 @@ fn settled(input: &Input, svc: &Service, kept: &BTreeMap<u32, &Container>) -> bo
     let has_health = health_checked(svc);
     kept.len() == svc.replicas as usize
         && kept.values().all(|c| {
-            c.runs(svc)
+            input.current(svc, c)
                 && c.state == State::Running
                 && c.created.is_some_and(|t| {
                     t + svc.update.monitor + std::time::Duration::from_secs(1) <= input.now
@@ -175,11 +181,16 @@ fn settled(input: &Input, svc: &Service, kept: &BTreeMap<u32, &Container>) -> bo
 
 /// Whether the new replicas of an update in progress failed beyond
 /// `max_failure_ratio`; if so (and the action is not `continue`), report it.
-fn update_failed(svc: &Service, kept: &BTreeMap<u32, &Container>, plan: &mut Plan) -> bool {
+fn update_failed(
+    input: &Input,
+    svc: &Service,
+    kept: &BTreeMap<u32, &Container>,
+    plan: &mut Plan,
+) -> bool {
     let cfg = &svc.update;
     let failed = kept
         .values()
-        .filter(|c| c.runs(svc))
+        .filter(|c| input.current(svc, c))
         .filter(|c| matches!(c.state, State::Exited | State::Dead) || c.health == Health::Unhealthy)
         .count();
     let too_many = failed > 0 && failed as f64 > cfg.max_failure_ratio * svc.replicas.max(1) as f64;

@@ -84,7 +84,7 @@ fn copies<'c>(
     containers: Vec<&'c Container>,
     placer: &mut Placer,
 ) -> Slots<'c> {
-    let current = |c: &Container| c.runs(svc);
+    let current = |c: &Container| input.current(svc, c);
     let mut by_slot: BTreeMap<u32, Vec<&Container>> = BTreeMap::new();
     for c in containers {
         if let Some(n) = c.slot() {
@@ -136,7 +136,7 @@ fn scale_down(input: &Input, svc: &Service, slots: &mut Slots, placer: &mut Plac
     if slots.kept.len() <= target {
         return;
     }
-    let current = |c: &Container| c.runs(svc);
+    let current = |c: &Container| input.current(svc, c);
     let mut order: Vec<(u32, &Container)> = slots.kept.iter().map(|(n, c)| (*n, *c)).collect();
     order.sort_by_key(|(n, c)| {
         (
@@ -171,7 +171,7 @@ fn repair<'c>(
         if !input.up(&c.node) {
             continue;
         }
-        let outdated = !c.runs(svc);
+        let outdated = !input.current(svc, c);
         let misplaced = !placer.allowed(svc, &c.node);
         let history = input.backoff.get(&svc.name, n);
         let held = history.not_before.filter(|t| *t > input.now);

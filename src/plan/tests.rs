@@ -1403,7 +1403,7 @@ mod mesh_tests {
 
     use super::*;
     use crate::config::{Mesh, Port, Protocol};
-    use crate::labels::{LABEL_AMBASSADOR, LABEL_NODE};
+    use crate::labels::{LABEL_AMBASSADOR, LABEL_MESH_ADDRESS, LABEL_NODE};
     use crate::mesh::{Proto, Route, Routes};
     use crate::observe::Published;
 
@@ -1446,6 +1446,8 @@ mod mesh_tests {
         c.addresses
             .insert(format!("{P}_default"), ip.parse().unwrap());
         let address = mesh_project().mesh.unwrap().addresses[node];
+        c.labels
+            .insert(LABEL_MESH_ADDRESS.into(), address.to_string());
         c.published = vec![
             Published {
                 ip: Some(address),
@@ -1750,6 +1752,47 @@ mod mesh_tests {
         assert!(
             routes_of(&plan).is_empty(),
             "routes go to running ambassadors only"
+        );
+    }
+
+    #[test]
+    fn a_replica_published_on_another_address_than_its_nodes_is_rolled() {
+        let p = mesh_project();
+        let db = db_on("d1", "n2", 1, "10.0.0.5", 40001);
+        let mut web = running("w1", "web", 1);
+        web.node = "n1".into();
+        let nodes = |db: &Container| -> Vec<(&'static str, NodeState, Snapshot)> {
+            vec![
+                ("n1", NodeState::Up, snapshot(vec![web.clone()])),
+                ("n2", NodeState::Up, snapshot(vec![db.clone()])),
+                ("n3", NodeState::Up, snapshot(vec![])),
+            ]
+        };
+        let replicas = |plan: &Plan| -> Vec<(String, Option<Reason>)> {
+            plan.actions
+                .iter()
+                .filter(|a| a.target.service().is_some())
+                .map(|a| (a.name().to_string(), a.reason))
+                .collect()
+        };
+        let plan = mesh_plan(&p, &nodes(&db), &Default::default());
+        assert_eq!(replicas(&plan), vec![], "bound where its node is: kept");
+        // n2's address in the file changed: the replica is rolled, as for a new definition.
+        let mut moved = p.clone();
+        let mesh = moved.mesh.as_mut().unwrap();
+        mesh.addresses
+            .insert("n2".into(), "10.231.9.2".parse().unwrap());
+        let plan = mesh_plan(&moved, &nodes(&db), &Default::default());
+        assert_eq!(
+            replicas(&plan),
+            vec![("recreate".to_string(), Some(Reason::AddressChanged))]
+        );
+        // A node without an address: its replicas publish nothing.
+        moved.mesh.as_mut().unwrap().addresses.remove("n2");
+        let plan = mesh_plan(&moved, &nodes(&db), &Default::default());
+        assert_eq!(
+            replicas(&plan),
+            vec![("recreate".to_string(), Some(Reason::AddressChanged))]
         );
     }
 
