@@ -175,10 +175,12 @@ impl<E: Engine> Executor<'_, E> {
                     self.recreate(docker, node, to, service, *slot, container)
                         .await
                 }
-                (plan::Kind::Ambassador { spec }, Target::Ambassador { container, .. }) => plain(
-                    self.ambassador(docker, node, spec, container.as_deref())
-                        .await,
-                ),
+                (plan::Kind::Ambassador { spec, .. }, Target::Ambassador { container, .. }) => {
+                    plain(
+                        self.ambassador(docker, node, spec, container.as_deref())
+                            .await,
+                    )
+                }
                 (
                     plan::Kind::Routes { routes },
                     Target::Ambassador {

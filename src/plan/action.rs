@@ -106,7 +106,11 @@ pub enum Kind {
     Remove,
     /// Create and start the ambassador of a project network ([`Target::Ambassador`]),
     /// removing the container it replaces first (exited, or made from another definition).
-    Ambassador { spec: Box<crate::spec::Ambassador> },
+    /// `reset` forgets its crash history (its last run was long enough).
+    Ambassador {
+        spec: Box<crate::spec::Ambassador>,
+        reset: bool,
+    },
     /// Hand a running ambassador its routes (it keeps running, and keeps its connections).
     Routes { routes: Box<crate::mesh::Routes> },
 }
@@ -348,6 +352,7 @@ impl Action {
         node: impl Into<String>,
         spec: crate::spec::Ambassador,
         replace: Option<String>,
+        reset: bool,
         reason: Reason,
     ) -> Self {
         Action {
@@ -358,6 +363,7 @@ impl Action {
             },
             kind: Kind::Ambassador {
                 spec: Box::new(spec),
+                reset,
             },
             node: node.into(),
             reason: Some(reason),

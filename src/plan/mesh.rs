@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::time::SystemTime;
 
 use super::{Action, Input, NodeState, Reason};
 use crate::config::{Project, Protocol};
@@ -142,7 +143,9 @@ pub fn routes(input: &Input, a: &Ambassador, node: &str) -> Routes {
 }
 
 /// The ambassadors' actions on every node that is up.
-pub fn plan(input: &Input, pushed: &Pushed, out: &mut Vec<Action>) {
+/// An ambassador that cannot be created, or crashes, is replaced after a growing delay
+/// (the crash backoff's, on its own key); `recheck` gets the time it may be tried again.
+pub fn plan(input: &Input, pushed: &Pushed, out: &mut Vec<Action>, recheck: &mut Vec<SystemTime>) {
     let project = input.project;
     let wanted = ambassadors(project);
     let names: BTreeSet<&str> = wanted.iter().map(|a| a.id.as_str()).collect();
@@ -190,12 +193,35 @@ pub fn plan(input: &Input, pushed: &Pushed, out: &mut Vec<Action>) {
                         Some(c) if c.state == State::Dead => Reason::Dead,
                         Some(_) => Reason::Exited,
                     };
+                    let held = input.backoff.get(&backoff_key(&spec.id, view.name), 0);
+                    if let Some(t) = held.not_before.filter(|t| *t > input.now) {
+                        recheck.push(t);
+                        continue;
+                    }
+                    let reset = first
+                        .and_then(|c| c.last_run())
+                        .is_some_and(|d| d >= input.backoff_cfg.reset_after);
                     let replace = first.map(|c| c.id.clone());
-                    out.push(Action::ambassador(view.name, spec.clone(), replace, reason));
+                    out.push(Action::ambassador(
+                        view.name,
+                        spec.clone(),
+                        replace,
+                        reset,
+                        reason,
+                    ));
                 }
             }
         }
     }
+}
+
+/// The crash-backoff key of ambassador `id` on `node` (not a service name: it has spaces).
+pub fn backoff_key(id: &str, node: &str) -> String {
+    format!("ambassador {id} on {node}")
+}
+
+pub fn is_backoff_key(key: &str) -> bool {
+    key.starts_with("ambassador ") && key.contains(" on ")
 }
 
 fn remove(node: &str, c: &Container, reason: Reason) -> Action {

@@ -271,7 +271,7 @@ pub fn plan(input: &Input) -> Plan {
     }
 
     let mut mesh_actions = Vec::new();
-    mesh::plan(input, input.pushed, &mut mesh_actions);
+    mesh::plan(input, input.pushed, &mut mesh_actions, &mut plan.recheck);
     service_actions.splice(0..0, mesh_actions);
     infrastructure(input, &service_actions, &mut plan.actions);
     plan.actions.extend(service_actions);

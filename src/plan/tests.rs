@@ -1483,6 +1483,16 @@ mod mesh_tests {
         nodes: &[(&str, NodeState, Snapshot)],
         pushed: &mesh::Pushed,
     ) -> Plan {
+        mesh_plan_at(p, nodes, pushed, &Backoff::default(), t0())
+    }
+
+    fn mesh_plan_at(
+        p: &Project,
+        nodes: &[(&str, NodeState, Snapshot)],
+        pushed: &mesh::Pushed,
+        backoff: &Backoff,
+        now: SystemTime,
+    ) -> Plan {
         let labels = BTreeMap::new();
         let views: Vec<NodeView> = nodes
             .iter()
@@ -1496,9 +1506,9 @@ mod mesh_tests {
         plan(&Input {
             project: p,
             nodes: &views,
-            backoff: &Backoff::default(),
+            backoff,
             backoff_cfg: &BackoffConfig::default(),
-            now: t0(),
+            now,
             exclude: None,
             pushed,
             rebalance: false,
@@ -1797,6 +1807,63 @@ mod mesh_tests {
     }
 
     #[test]
+    fn an_ambassador_that_keeps_crashing_is_replaced_after_a_growing_delay() {
+        let p = mesh_project();
+        let cfg = BackoffConfig::default();
+        let mut h = History::default();
+        let mut now = t0();
+        let mut delays = Vec::new();
+        for n in 0..4 {
+            let mut crashed = ambassador_on(&format!("x{n}"), "n1", &p, State::Exited);
+            crashed.started_at = Some(now);
+            crashed.finished_at = Some(now);
+            let nodes = vec![("n1", NodeState::Up, snapshot(vec![crashed]))];
+            // Held: nothing to do, and a recheck when it may be replaced.
+            let plan = mesh_plan_at(&p, &nodes, &Default::default(), &h.backoff, now);
+            let replace: Vec<&Action> = plan
+                .actions
+                .iter()
+                .filter(|a| matches!(a.kind, Kind::Ambassador { .. }))
+                .collect();
+            if replace.is_empty() {
+                let until = plan.recheck.iter().min().copied().expect("a recheck");
+                delays.push(until.duration_since(now).unwrap().as_secs());
+                now = until;
+                let plan = mesh_plan_at(&p, &nodes, &Default::default(), &h.backoff, now);
+                let a = plan
+                    .actions
+                    .iter()
+                    .find(|a| matches!(a.kind, Kind::Ambassador { .. }));
+                h.record(
+                    &p,
+                    &cfg,
+                    a.expect("replaced once the delay is over"),
+                    true,
+                    now,
+                );
+            } else {
+                delays.push(0);
+                h.record(&p, &cfg, replace[0], true, now);
+            }
+        }
+        assert_eq!(delays, vec![0, 1, 2, 4]);
+        // One that ran longer than the reset time starts over: replaced at once.
+        let mut long = ambassador_on("long", "n1", &p, State::Exited);
+        long.started_at = Some(now);
+        now += std::time::Duration::from_secs(100);
+        long.finished_at = Some(now);
+        let nodes = vec![("n1", NodeState::Up, snapshot(vec![long]))];
+        let plan = mesh_plan_at(&p, &nodes, &Default::default(), &h.backoff, now);
+        assert!(
+            plan.actions
+                .iter()
+                .any(|a| matches!(a.kind, Kind::Ambassador { reset: true, .. })),
+            "{:?}",
+            plan.actions
+        );
+    }
+
+    #[test]
     fn two_services_on_one_port_of_one_network_get_an_ambassador_each() {
         let mut p = mesh_project();
         let mut other = p.services["db"].clone();
@@ -1834,7 +1901,7 @@ mod mesh_tests {
             .actions
             .iter()
             .filter_map(|a| match &a.kind {
-                Kind::Ambassador { spec } => Some((a.node.clone(), spec.container_name(&p))),
+                Kind::Ambassador { spec, .. } => Some((a.node.clone(), spec.container_name(&p))),
                 _ => None,
             })
             .collect();
