@@ -132,6 +132,9 @@ enum Command {
         /// Hand these routes (JSON) to the ambassador serving in this container, and exit.
         #[arg(long)]
         push: Option<String>,
+        /// Print the routes the ambassador serving in this container has (JSON), and exit.
+        #[arg(long, conflicts_with = "push")]
+        show: bool,
     },
 }
 
@@ -231,8 +234,13 @@ fn main() -> ExitCode {
         Command::Plan => block_on(plan_command(cli.common)),
         Command::Run(args) => block_on(run(cli.common, args)),
         Command::Down(args) => block_on(down(cli.common, args)),
-        Command::Ambassador { push: Some(json) } => drover::mesh::proxy::push(&json),
-        Command::Ambassador { push: None } => block_on(drover::mesh::proxy::serve()),
+        Command::Ambassador {
+            push: Some(json), ..
+        } => drover::mesh::proxy::push(&json),
+        Command::Ambassador { show: true, .. } => drover::mesh::proxy::show().map(|routes| {
+            println!("{routes}");
+        }),
+        Command::Ambassador { .. } => block_on(drover::mesh::proxy::serve()),
     };
     done.map_or_else(fail, |()| ExitCode::SUCCESS)
 }

@@ -15,11 +15,19 @@ pub async fn plan_lines(specs: &[NodeSpec], loaded: &Loaded) -> Result<Vec<Strin
     let mut out = Vec::new();
     let mut states = Vec::new();
     let mut snapshots = Vec::new();
+    // What each running ambassador serves: routes are planned only where they differ.
+    let mut pushed = plan::mesh::Pushed::new();
     for spec in specs {
         let listed = match connect::connect(&spec.endpoint).await {
-            Ok(d) => observe::snapshot(&d, &spec.name, &project.name, &Default::default())
-                .await
-                .map_err(|e| connect::explain(&spec.endpoint, &e)),
+            Ok(d) => {
+                match observe::snapshot(&d, &spec.name, &project.name, &Default::default()).await {
+                    Ok(s) => {
+                        pushed.extend(observe::ambassador_routes(&d, &s).await);
+                        Ok(s)
+                    }
+                    Err(e) => Err(connect::explain(&spec.endpoint, &e)),
+                }
+            }
             Err(e) => Err(e.to_string()),
         };
         match listed {
@@ -48,7 +56,6 @@ pub async fn plan_lines(specs: &[NodeSpec], loaded: &Loaded) -> Result<Vec<Strin
         .collect();
     let own = engine::own_container_id();
     let none = Default::default();
-    let pushed = plan::mesh::Pushed::new();
     let input = plan::Input {
         pushed: &pushed,
         project,

@@ -230,6 +230,12 @@ fn web_reaches_db_on_another_node_by_name_and_again_after_the_node_is_lost() {
         |_| ask_udp(a, &web, "echo", 5353) == format!("{} ping", &echo[0][..12]),
     );
 
+    // `drover plan` asks each running ambassador for its routes: nothing to push.
+    let planned = p.drover(&["plan", "-p", &p.name]);
+    assert!(planned.status.success(), "{}", text(&planned));
+    let planned = String::from_utf8_lossy(&planned.stdout).to_string();
+    assert!(!planned.contains("routes"), "no routes to push: {planned}");
+
     // Published on the node's address only, on an engine-assigned port.
     let db = running_on(b, &p.name, "db").remove(0);
     let port = b.docker_ok(&["port", &db, "8080/tcp"]);

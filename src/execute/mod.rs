@@ -122,89 +122,9 @@ impl<E: Engine> Executor<'_, E> {
 
     async fn run(&self, action: &Action) -> Outcome {
         let started = Instant::now();
-        let plain = |r: Result<Option<String>, String>| r.map(|id| (id, Volumes::Untouched));
-        let node = &action.node;
-        let result = match self.engine(node) {
+        let result = match self.engine(&action.node) {
             Err(e) => Err(e),
-            Ok(docker) => match (&action.kind, &action.target) {
-                (plan::Kind::CreateNetwork, Target::Network { key, name }) => {
-                    plain(self.create_network(docker, key, name).await)
-                }
-                (plan::Kind::RemoveNetwork, Target::NetworkId { id, name }) => {
-                    plain(self.remove_network(docker, id, name).await)
-                }
-                (plan::Kind::CreateVolume, Target::Volume { key, name }) => {
-                    plain(self.create_volume(docker, key, name).await)
-                }
-                (plan::Kind::Create, Target::Slot { service, slot, .. }) => {
-                    plain(self.create(docker, node, service, *slot, &[]).await)
-                }
-                (
-                    plan::Kind::Start { .. },
-                    Target::Slot {
-                        container: Some(container),
-                        ..
-                    },
-                ) => plain(self.start(docker, container).await),
-                (
-                    plan::Kind::Restart,
-                    Target::Slot {
-                        container: Some(container),
-                        ..
-                    },
-                ) => plain(self.restart(docker, container).await),
-                (
-                    plan::Kind::StartFirst { to },
-                    Target::Slot {
-                        service,
-                        slot,
-                        container: Some(container),
-                    },
-                ) => plain(
-                    self.start_first(docker, container, to, service, *slot)
-                        .await,
-                ),
-                (
-                    plan::Kind::Recreate { to },
-                    Target::Slot {
-                        service,
-                        slot,
-                        container: Some(container),
-                    },
-                ) => {
-                    self.recreate(docker, node, to, service, *slot, container)
-                        .await
-                }
-                (plan::Kind::Ambassador { spec, .. }, Target::Ambassador { container, .. }) => {
-                    plain(
-                        self.ambassador(docker, node, spec, container.as_deref())
-                            .await,
-                    )
-                }
-                (
-                    plan::Kind::Routes { routes },
-                    Target::Ambassador {
-                        container: Some(container),
-                        ..
-                    },
-                ) => plain(self.push_routes(docker, container, routes).await),
-                (
-                    plan::Kind::Remove,
-                    Target::Slot {
-                        container: Some(container),
-                        ..
-                    }
-                    | Target::Stray { container, .. },
-                ) => self
-                    .remove(docker, container)
-                    .await
-                    .map(|(id, n)| (id, removed(n))),
-                // The constructors never build these: a kind on a target it does not take.
-                _ => Err(format!(
-                    "cannot {action}: not a target for {}",
-                    action.name()
-                )),
-            },
+            Ok(docker) => self.dispatch(docker, action).await,
         };
         let (container, error, volumes) = match result {
             Ok((id, volumes)) => (id, None, volumes),
@@ -220,6 +140,94 @@ impl<E: Engine> Executor<'_, E> {
             duration: started.elapsed(),
             error,
             volumes,
+        }
+    }
+
+    /// Apply `action` on `docker`, its node's engine: the container it made or changed,
+    /// and what became of a replaced container's volumes.
+    async fn dispatch(
+        &self,
+        docker: &E,
+        action: &Action,
+    ) -> Result<(Option<String>, Volumes), String> {
+        let plain = |r: Result<Option<String>, String>| r.map(|id| (id, Volumes::Untouched));
+        let node = &action.node;
+        match (&action.kind, &action.target) {
+            (plan::Kind::CreateNetwork, Target::Network { key, name }) => {
+                plain(self.create_network(docker, key, name).await)
+            }
+            (plan::Kind::RemoveNetwork, Target::NetworkId { id, name }) => {
+                plain(self.remove_network(docker, id, name).await)
+            }
+            (plan::Kind::CreateVolume, Target::Volume { key, name }) => {
+                plain(self.create_volume(docker, key, name).await)
+            }
+            (plan::Kind::Create, Target::Slot { service, slot, .. }) => {
+                plain(self.create(docker, node, service, *slot, &[]).await)
+            }
+            (
+                plan::Kind::Start { .. },
+                Target::Slot {
+                    container: Some(container),
+                    ..
+                },
+            ) => plain(self.start(docker, container).await),
+            (
+                plan::Kind::Restart,
+                Target::Slot {
+                    container: Some(container),
+                    ..
+                },
+            ) => plain(self.restart(docker, container).await),
+            (
+                plan::Kind::StartFirst { to },
+                Target::Slot {
+                    service,
+                    slot,
+                    container: Some(container),
+                },
+            ) => plain(
+                self.start_first(docker, container, to, service, *slot)
+                    .await,
+            ),
+            (
+                plan::Kind::Recreate { to },
+                Target::Slot {
+                    service,
+                    slot,
+                    container: Some(container),
+                },
+            ) => {
+                self.recreate(docker, node, to, service, *slot, container)
+                    .await
+            }
+            (plan::Kind::Ambassador { spec, .. }, Target::Ambassador { container, .. }) => plain(
+                self.ambassador(docker, node, spec, container.as_deref())
+                    .await,
+            ),
+            (
+                plan::Kind::Routes { routes },
+                Target::Ambassador {
+                    container: Some(container),
+                    ..
+                },
+            ) => plain(self.push_routes(docker, container, routes).await),
+            (
+                plan::Kind::Remove,
+                Target::Slot {
+                    container: Some(container),
+                    ..
+                }
+                | Target::Stray { container, .. },
+            ) => self
+                .remove(docker, container)
+                .await
+                .map(|(id, n)| (id, removed(n))),
+            // The constructors never build these: a kind on a target it does not take.
+            _ => Err(format!(
+                "cannot {action}: not a target for {}",
+                action.name()
+            )),
         }
     }
 

@@ -1,14 +1,15 @@
 //! Services reaching each other across nodes: the routes an ambassador serves, as data.
 //!
 //! In plain mode over several nodes, each node runs one ambassador per project network
-//! (`drover ambassador`, from drover's own image): it answers to the names of the
+//! (`drover ambassador`, from drover's own image; one more for each service on a port
+//! another service of the network takes): it answers to the names of the
 //! project's services that have ports, and forwards each connection (or UDP flow) to the
 //! service's replicas, those on its own node first (by their address on the network), then
 //! those on other nodes (through the host port each replica publishes on its node's
 //! address). The planner decides the [`Routes`] of every ambassador; the executor pushes
 //! them through the engine ([`push_command`]: an exec of `drover ambassador --push` in the
 //! ambassador, which hands them to the serving process over a socket only the container's
-//! own processes reach). Imports nothing else of drover.
+//! own processes reach; `--show` asks it for the routes it has, which `drover plan` uses). Imports nothing else of drover.
 
 pub mod proxy;
 
@@ -75,6 +76,13 @@ impl Routes {
 /// The command an ambassador runs (after the image's entrypoint, `/drover`).
 pub fn serve_command() -> Vec<String> {
     vec!["ambassador".to_string()]
+}
+
+/// The command, run inside an ambassador, that prints the routes it has (JSON).
+pub fn show_command() -> Vec<String> {
+    ["/drover", "ambassador", "--show"]
+        .map(String::from)
+        .to_vec()
 }
 
 /// The command, run inside an ambassador, that hands it `routes`.

@@ -39,21 +39,34 @@ fn control_addr() -> std::io::Result<std::os::unix::net::SocketAddr> {
 /// its verdict.
 pub fn push(json: &str) -> Result<(), String> {
     let routes: Routes = serde_json::from_str(json).map_err(|e| format!("bad routes: {e}"))?;
+    match ask(&serde_json::to_vec(&routes).unwrap_or_default())?.trim() {
+        "ok" => Ok(()),
+        other => Err(other.to_string()),
+    }
+}
+
+/// The routes (JSON) the ambassador serving in this container has: asked with an empty
+/// message.
+pub fn show() -> Result<String, String> {
+    let answer = ask(&[])?;
+    serde_json::from_str::<Routes>(&answer).map_err(|_| answer.trim().to_string())?;
+    Ok(answer)
+}
+
+/// Send `message` on the control socket and read the answer.
+fn ask(message: &[u8]) -> Result<String, String> {
     let addr = control_addr().map_err(|e| e.to_string())?;
     let mut s = std::os::unix::net::UnixStream::connect_addr(&addr)
         .map_err(|e| format!("no ambassador answers in this container: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
-    s.write_all(&serde_json::to_vec(&routes).unwrap_or_default())
+    s.write_all(message)
         .and_then(|()| s.shutdown(std::net::Shutdown::Write))
-        .map_err(|e| format!("cannot send the routes: {e}"))?;
+        .map_err(|e| format!("cannot talk to the ambassador: {e}"))?;
     let mut answer = String::new();
     s.read_to_string(&mut answer)
         .map_err(|e| format!("no answer from the ambassador: {e}"))?;
-    match answer.trim() {
-        "ok" => Ok(()),
-        other => Err(other.to_string()),
-    }
+    Ok(answer)
 }
 
 /// Serve until the process is stopped.
@@ -79,6 +92,7 @@ pub async fn serve() -> Result<(), String> {
         let mut buf = Vec::new();
         let read = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut buf)).await;
         let answer = match read {
+            Ok(Ok(0)) => serde_json::to_string(&**rx.borrow()).unwrap_or_default(),
             Ok(Ok(_)) => match serde_json::from_slice::<Routes>(&buf) {
                 Ok(routes) => {
                     let routes = Arc::new(routes);

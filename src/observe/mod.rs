@@ -488,6 +488,27 @@ pub async fn list_infra(
     Ok(())
 }
 
+/// The routes each running ambassador of `snapshot` serves now, by container id, asked
+/// inside each (`drover ambassador --show`); one that does not answer is left out.
+pub async fn ambassador_routes(
+    engine: &dyn Engine,
+    snapshot: &Snapshot,
+) -> std::collections::BTreeMap<String, crate::mesh::Routes> {
+    let running = snapshot
+        .containers
+        .iter()
+        .filter(|c| c.ambassador().is_some() && c.state == State::Running);
+    let asked = futures::future::join_all(running.map(|c| async move {
+        let (code, out) = engine.exec(&c.id, crate::mesh::show_command()).await.ok()?;
+        let routes = serde_json::from_str(out.trim())
+            .ok()
+            .filter(|_| code == 0)?;
+        Some((c.id.clone(), routes))
+    }))
+    .await;
+    asked.into_iter().flatten().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
