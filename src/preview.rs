@@ -50,6 +50,7 @@ pub async fn plan_lines(specs: &[NodeSpec], loaded: &Loaded) -> Result<Vec<Strin
         .map(|((spec, state), snapshot)| plan::NodeView {
             name: &spec.name,
             state: *state,
+            availability: spec.availability,
             labels: &spec.labels,
             snapshot,
         })

@@ -67,6 +67,7 @@ impl World {
             name: NODE.into(),
             endpoint: Endpoint::resolve(&args, &Default::default()).unwrap(),
             labels: BTreeMap::new(),
+            availability: Default::default(),
         };
         let settings = Settings {
             lease: None,
