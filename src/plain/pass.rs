@@ -125,7 +125,13 @@ impl Plain {
             .iter()
             .map(|n| self.telemetry.pass(&n.name))
             .collect();
-        let (states, engines) = self.observe(changed).await;
+        let (mut states, engines) = self.observe(changed).await;
+        if !self.membership.leaving.is_empty() {
+            let seen: Vec<(String, NodeState)> =
+                states.iter().map(|(n, s, _, _)| (n.clone(), *s)).collect();
+            self.let_go(&seen);
+            states.retain(|(n, ..)| self.nodes.iter().any(|h| &h.name == n));
+        }
         self.follow_images(&engines).await;
         let mut plan = self.plan(&states);
         // Containers to create or start: list those nodes' networks and volumes, then plan
