@@ -319,6 +319,9 @@ fn with_state(
     now: SystemTime,
 ) {
     s.state = Some(st.state.to_string());
+    // The planner's count is the service's (a global service's: the nodes that should
+    // hold one), whatever each node's list said.
+    s.desired = st.desired;
     s.reason = (!st.reason.is_empty()).then(|| st.reason.clone());
     s.updated = st.updated.map(|(new, of)| Updated { new, of });
     let restarts = |slot: u32| {
