@@ -150,6 +150,7 @@ fn a_global_service_runs_once_per_node_and_follows_the_node_list() {
     let took = timed(&mut d, "an agent on the added node", |_| {
         running_on(&c, &p.name, "agent") == 1
     });
+    eprintln!("the added node ran its agent {took:?} after the edit");
     assert!(took < Duration::from_secs(15), "took {took:?}");
     assert_eq!(
         running_names(&c, &p.name, "agent"),
@@ -270,9 +271,10 @@ fn a_drained_node_is_emptied_start_first_without_dropping_below_the_target() {
         "web",
     );
     p.write("compose.yml", &compose("availability: drain"));
-    eventually_with(&mut d, UP, "nothing left on the drained node", |_| {
+    let took = timed(&mut d, "nothing left on the drained node", |_| {
         all_on(&a, &p.name) == 0
     });
+    eprintln!("the drained node was empty {took:?} after the edit");
     eventually_with(&mut d, UP, "6 web on the two other nodes", |_| {
         running_on(&b, &p.name, "web") + running_on(&c, &p.name, "web") == 6
     });
