@@ -3,7 +3,7 @@
 
 use std::time::SystemTime;
 
-use crate::config::{DependsCondition, Loaded};
+use crate::config::{Availability, DependsCondition, Loaded};
 use crate::engine::{self, connect};
 use crate::nodes::NodeSpec;
 use crate::{observe, plan};
@@ -43,6 +43,19 @@ pub async fn plan_lines(specs: &[NodeSpec], loaded: &Loaded) -> Result<Vec<Strin
             }
         }
     }
+    for spec in specs {
+        match spec.availability {
+            Availability::Active => {}
+            Availability::Pause => out.push(format!(
+                "node {} is paused: what runs there stays, nothing new is placed there",
+                spec.name
+            )),
+            Availability::Drain => out.push(format!(
+                "node {} is drained: its replicas move to the other nodes, then nothing runs there",
+                spec.name
+            )),
+        }
+    }
     let views: Vec<plan::NodeView> = specs
         .iter()
         .zip(&states)
@@ -50,6 +63,7 @@ pub async fn plan_lines(specs: &[NodeSpec], loaded: &Loaded) -> Result<Vec<Strin
         .map(|((spec, state), snapshot)| plan::NodeView {
             name: &spec.name,
             state: *state,
+            availability: spec.availability,
             labels: &spec.labels,
             snapshot,
         })

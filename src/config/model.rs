@@ -107,8 +107,9 @@ pub struct Service {
     pub depends_on: BTreeMap<String, DependsOn>,
     /// `container_name` from the file: such a service cannot have more than one replica.
     pub container_name: Option<String>,
-    /// `deploy.mode`: `global` runs one task per Swarm node (Swarm mode only; plain mode
-    /// runs the replica count). Not part of the config hash.
+    /// `deploy.mode`: `global` runs one replica on each eligible node (a Swarm global
+    /// service in Swarm mode; `replicas` is then 1 and means nothing). Not part of the
+    /// config hash.
     #[serde(skip_serializing_if = "is_default")]
     pub mode: DeployMode,
     /// `deploy.placement`: which nodes may run the replicas. Not part of the config hash:
@@ -446,7 +447,7 @@ pub struct FileMount {
 pub enum DeployMode {
     #[default]
     Replicated,
-    /// One task per eligible Swarm node.
+    /// One replica on each eligible node (one task per eligible Swarm node).
     Global,
 }
 
@@ -817,6 +818,31 @@ pub struct NodeConfig {
     /// `address`: where the other nodes reach this one (its replicas' ports for the
     /// ambassadors are published on it); default: the IP address in `host`.
     pub address: Option<std::net::IpAddr>,
+    /// `availability`: whether new replicas may be placed there (Swarm's names).
+    #[serde(skip_serializing_if = "is_default")]
+    pub availability: Availability,
+}
+
+/// A node's `availability` (Swarm's names): `active` takes new replicas; `pause` keeps
+/// what runs there and takes nothing new; `drain` runs nothing (its replicas move to the
+/// other nodes, start-first, and a global service's replica there is removed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Availability {
+    #[default]
+    Active,
+    Pause,
+    Drain,
+}
+
+impl Availability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Availability::Active => "active",
+            Availability::Pause => "pause",
+            Availability::Drain => "drain",
+        }
+    }
 }
 
 impl NodeConfig {

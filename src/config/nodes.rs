@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::ConfigError;
-use super::model::{Constraint, ConstraintField, Mode, NodeConfig, NodeTls, Placement};
+use super::model::{
+    Availability, Constraint, ConstraintField, Mode, NodeConfig, NodeTls, Placement,
+};
 use super::read::{self, Warnings, child, fail, index};
 use super::yaml::{Kind, Node};
 
@@ -23,6 +25,7 @@ pub fn nodes(v: &Node, path: &str, dir: &Path, w: &mut Warnings) -> Result<Vec<N
         let mut server_name = None;
         let mut labels = BTreeMap::new();
         let mut address = None;
+        let mut availability = Availability::Active;
         for (k, val) in read::map(item, &p)? {
             let kp = child(&p, &k.name);
             match k.name.as_str() {
@@ -39,6 +42,14 @@ pub fn nodes(v: &Node, path: &str, dir: &Path, w: &mut Warnings) -> Result<Vec<N
                             "an IP address the other nodes reach this one at",
                         )
                     })?);
+                }
+                "availability" => {
+                    availability =
+                        match read::choice(val, &kp, &["active", "pause", "drain"])?.as_str() {
+                            "pause" => Availability::Pause,
+                            "drain" => Availability::Drain,
+                            _ => Availability::Active,
+                        }
                 }
                 "labels" => {
                     for e in read::map_or_list(val, &kp)? {
@@ -68,6 +79,7 @@ pub fn nodes(v: &Node, path: &str, dir: &Path, w: &mut Warnings) -> Result<Vec<N
             tls_server_name: server_name,
             labels,
             address,
+            availability,
         });
     }
     Ok(out)

@@ -140,6 +140,9 @@ pub fn build(
             s.options.pull_policy = PullPolicy::Refresh(every);
         }
         let scales = (&file_scale, &drover_scale);
+        if s.mode == DeployMode::Global {
+            no_count_for_global(inp, scales, &svc_name)?;
+        }
         s.replicas = replica_target(inp, scales, &svc_name, d.file_replicas);
         check_replicas(&s, &d.loc, d.container_name_loc.as_ref())?;
         published.check(&s, &d.port_locs, warnings)?;
@@ -186,6 +189,29 @@ fn replica_target(
         .or_else(|| drover_scale.get(svc_name).copied())
         .or(file_replicas)
         .unwrap_or(1)
+}
+
+/// A global service runs one replica per eligible node: a count for it (`--scale`, the
+/// scale file, `x-drover.scale`) is refused, as `docker service scale` refuses it.
+fn no_count_for_global(
+    inp: &Inputs,
+    (file_scale, drover_scale): (&BTreeMap<String, u32>, &BTreeMap<String, u32>),
+    svc_name: &str,
+) -> Result<()> {
+    let source = if inp.scale.iter().any(|(n, _)| n == svc_name) {
+        format!("--scale {svc_name}")
+    } else if file_scale.contains_key(svc_name) {
+        format!("scale file: {svc_name}")
+    } else if drover_scale.contains_key(svc_name) {
+        format!("x-drover.scale.{svc_name}")
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError(format!(
+        "{source}: {svc_name} is a global service (deploy.mode: global), which runs one \
+         replica on each eligible node and takes no count (docker service scale refuses it \
+         too)"
+    )))
 }
 
 /// The top-level keys drover reads (each read later, in its own step); a warning for

@@ -4,6 +4,7 @@
 //! changed, once.
 
 mod images;
+mod membership;
 mod pass;
 mod say;
 #[cfg(test)]
@@ -19,7 +20,7 @@ use tracing::info;
 use crate::config::{self, Project};
 use crate::engine::{self, Credentials};
 use crate::lease::{self, LeaseConfig};
-use crate::nodes::{self, HealthConfig, NodeHandle, NodeSpec};
+use crate::nodes::{HealthConfig, NodeHandle, NodeSpec};
 use crate::notify::Notifier;
 use crate::observe::Snapshot;
 use crate::plan::{BackoffConfig, History};
@@ -92,6 +93,8 @@ pub struct Plain {
     telemetry: Telemetry,
     /// Where what people act on goes (nodes down and up, updates, replicas given up on).
     notifier: Notifier,
+    /// Nodes added and removed by reloads (see [`membership`]).
+    membership: membership::Membership,
 }
 
 impl Plain {
@@ -117,6 +120,7 @@ impl Plain {
             said: say::Said::default(),
             telemetry,
             notifier: Notifier::default(),
+            membership: membership::Membership::default(),
         }
     }
 
@@ -173,6 +177,7 @@ impl Mode for Plain {
 
     fn adopt(&mut self, loaded: config::Loaded) -> Result<Adopted, String> {
         let mut loaded = loaded;
+        let nodes_changed = self.reload_nodes(&loaded.settings.nodes)?;
         self.own_ambassador_image(&mut loaded.project);
         self.images.reloaded(&loaded.project);
         self.file = loaded.project;
@@ -186,7 +191,7 @@ impl Mode for Plain {
             self.said.counts.clear();
         }
         Ok(Adopted {
-            changed,
+            changed: changed || nodes_changed,
             warnings: loaded.warnings,
         })
     }
@@ -210,6 +215,10 @@ impl Mode for Plain {
     fn left_running(&self) -> &'static str {
         "containers"
     }
+
+    fn tasks(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
+        std::mem::take(&mut self.membership.spawned)
+    }
 }
 
 /// Plain mode's loop for the project `loaded` describes on `nodes`: node monitors
@@ -225,21 +234,28 @@ pub fn runtime(nodes: Vec<NodeSpec>, settings: Settings, start: Start) -> Runtim
     } = start;
     let cancel = &cancel;
     let trigger = Arc::new(Trigger::default());
-    let health = HealthConfig::with_down_after(settings.node_down_after);
-    let (handles, tasks): (Vec<NodeHandle>, Vec<_>) = nodes
-        .into_iter()
-        .map(|spec| {
-            nodes::spawn(
-                spec,
-                health,
-                loaded.project.name.clone(),
-                settings.watchdog,
-                trigger.clone(),
-                telemetry.clone(),
-                cancel.child_token(),
-            )
-        })
-        .unzip();
+    let spawner = membership::Spawner {
+        health: HealthConfig::with_down_after(settings.node_down_after),
+        watchdog: settings.watchdog,
+        trigger: trigger.clone(),
+        telemetry: telemetry.clone(),
+        project: loaded.project.name.clone(),
+        cancel: cancel.clone(),
+        env: std::env::var("HOME")
+            .map(|h| HashMap::from([("HOME".to_string(), h)]))
+            .unwrap_or_default(),
+    };
+    let mut stops = HashMap::new();
+    let mut handles = Vec::new();
+    let mut tasks = Vec::new();
+    for spec in nodes {
+        let availability = spec.availability;
+        let (handle, stop, task) = spawner.spawn(spec);
+        telemetry.node_availability(&handle.name, availability.as_str());
+        stops.insert(handle.name.clone(), stop);
+        handles.push(handle);
+        tasks.push(task);
+    }
     let lease = start_lease(&settings, &handles, &loaded.project, cancel);
     let parts = Parts {
         project: loaded.project.name.clone(),
@@ -251,8 +267,14 @@ pub fn runtime(nodes: Vec<NodeSpec>, settings: Settings, start: Start) -> Runtim
         tasks: tasks.into_iter().chain(notify.tasks).collect(),
         notifier: notify.notifier.clone(),
     };
-    let mode =
+    let mut mode =
         Plain::new(handles, loaded.project.clone(), settings, telemetry).notify_to(notify.notifier);
+    mode.membership = membership::Membership {
+        spawner: Some(spawner),
+        listed: !loaded.settings.nodes.is_empty(),
+        stops,
+        ..Default::default()
+    };
     Runtime::new(mode, parts, &loaded, &loaded.warnings)
 }
 

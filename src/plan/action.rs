@@ -30,6 +30,9 @@ pub enum Reason {
     Stale,
     /// Moving a replica towards an even spread (`x-drover.rebalance`).
     Rebalance,
+    /// Its node is drained (`availability: drain`, or removed from `x-drover.nodes`): the
+    /// replica moves to another node, or (a global service's) is removed.
+    Drained,
     /// The engine reports the container unhealthy.
     Unhealthy,
     /// The service is no longer in the Compose file.
@@ -58,6 +61,7 @@ impl Reason {
             Reason::Duplicate => "duplicate",
             Reason::Stale => "stale",
             Reason::Rebalance => "rebalance",
+            Reason::Drained => "drained",
             Reason::Unhealthy => "unhealthy",
             Reason::ServiceRemoved => "service-removed",
             Reason::BadLabels => "bad-labels",

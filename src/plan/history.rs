@@ -126,7 +126,9 @@ impl History {
             .retain(|name, _| loaded.services.contains_key(name));
         let services = &loaded.services;
         self.backoff.retain(|s, n| {
-            services.get(s).is_some_and(|svc| n <= svc.replicas) || super::mesh::is_backoff_key(s)
+            services.get(s).is_some_and(|svc| {
+                svc.mode == crate::config::DeployMode::Global || n <= svc.replicas
+            }) || super::mesh::is_backoff_key(s)
         });
     }
 

@@ -11,14 +11,14 @@
 //!   (their node's address and the host port they publish there). A replica the engine
 //!   reports unhealthy is left out.
 //! - An exited ambassador, or one made from another definition, is replaced; one no
-//!   longer needed is removed; a running one whose last pushed routes differ gets them.
+//!   longer needed is removed (on a drained node, once no replica runs there); a running one whose last pushed routes differ gets them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use super::{Action, Input, NodeState, Reason};
-use crate::config::{Project, Protocol};
+use crate::config::{Availability, Project, Protocol};
 use crate::mesh::{Proto, Route, Routes};
 use crate::observe::{Container, Health, State};
 use crate::spec::Ambassador;
@@ -147,9 +147,18 @@ pub fn routes(input: &Input, a: &Ambassador, node: &str) -> Routes {
 /// (the crash backoff's, on its own key); `recheck` gets the time it may be tried again.
 pub fn plan(input: &Input, pushed: &Pushed, out: &mut Vec<Action>, recheck: &mut Vec<SystemTime>) {
     let project = input.project;
-    let wanted = ambassadors(project);
-    let names: BTreeSet<&str> = wanted.iter().map(|a| a.id.as_str()).collect();
+    let all = ambassadors(project);
     for view in input.nodes.iter().filter(|n| n.state == NodeState::Up) {
+        // A drained node keeps its ambassadors only while replicas still run there.
+        let wanted: &[Ambassador] = if view.availability == Availability::Drain
+            && !view.snapshot.containers.iter().any(|c| {
+                c.owned_by(&project.name) && c.ambassador().is_none() && c.service().is_some()
+            }) {
+            &[]
+        } else {
+            &all
+        };
+        let names: BTreeSet<&str> = wanted.iter().map(|a| a.id.as_str()).collect();
         let mine: Vec<&Container> = view
             .snapshot
             .containers
@@ -163,7 +172,7 @@ pub fn plan(input: &Input, pushed: &Pushed, out: &mut Vec<Action>, recheck: &mut
         {
             out.push(remove(view.name, c, Reason::NotNeeded));
         }
-        for spec in &wanted {
+        for spec in wanted {
             let hash = spec.hash();
             let copies: Vec<&&Container> = mine
                 .iter()

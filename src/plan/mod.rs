@@ -12,11 +12,15 @@
 //! - a changed definition, or a placement that no longer fits, recreates the service's
 //!   containers one at a time; a replica with anonymous volumes is always replaced
 //!   stop-first (its successor takes the volumes over, see the executor);
+//! - a global service has one replica on each eligible node (see [`global`]);
+//! - a paused node takes no new replica, a drained one keeps none: its replicas move
+//!   start-first within the service's update budget (`update_config`);
 //! - a container without `drover.project=<project>` never appears in an action.
 
 mod action;
 pub mod backoff;
 pub mod follow;
+pub mod global;
 pub mod history;
 pub mod mesh;
 pub mod place;
@@ -27,7 +31,7 @@ pub mod state;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
-use crate::config::{DependsCondition, FailureAction, Project, Service};
+use crate::config::{Availability, DependsCondition, FailureAction, Project, Service};
 use crate::observe::{Container, Snapshot};
 use service::plan_service;
 
@@ -152,6 +156,10 @@ pub enum NodeState {
 pub struct NodeView<'a> {
     pub name: &'a str,
     pub state: NodeState,
+    /// `x-drover.nodes[].availability`: a paused node takes nothing new, a drained one
+    /// keeps nothing. A node removed from the list while it still holds replicas is
+    /// drained until it holds none.
+    pub availability: Availability,
     pub labels: &'a BTreeMap<String, String>,
     pub snapshot: &'a Snapshot,
 }
@@ -229,6 +237,7 @@ pub fn plan(input: &Input) -> Plan {
                 name: n.name,
                 labels: n.labels,
                 open: n.state == NodeState::Up,
+                availability: n.availability,
             })
             .collect(),
     );
@@ -259,6 +268,18 @@ pub fn plan(input: &Input) -> Plan {
     for name in project.start_order() {
         let svc = &project.services[name];
         let containers = by_service.remove(name).unwrap_or_default();
+        if svc.mode == crate::config::DeployMode::Global {
+            global::plan_global(
+                input,
+                svc,
+                containers,
+                &deps,
+                &mut placer,
+                &mut service_actions,
+                &mut plan,
+            );
+            continue;
+        }
         plan_service(
             input,
             svc,
@@ -356,5 +377,7 @@ pub fn service_backoff(global: &BackoffConfig, svc: &Service) -> BackoffConfig {
     }
 }
 
+#[cfg(test)]
+mod nodes_tests;
 #[cfg(test)]
 mod tests;

@@ -117,6 +117,7 @@ fn run_plan(p: &Project, s: &Snapshot, b: &Backoff) -> Plan {
     let nodes = [NodeView {
         name: "n1",
         state: NodeState::Up,
+        availability: Default::default(),
         labels: &labels,
         snapshot: s,
     }];
@@ -404,6 +405,7 @@ fn own_container_is_never_acted_on() {
     let nodes = [NodeView {
         name: "n1",
         state: NodeState::Up,
+        availability: Default::default(),
         labels: &labels,
         snapshot: &s,
     }];
@@ -607,6 +609,7 @@ impl World {
             .map(|i| NodeView {
                 name: self.names[i],
                 state: self.states[i],
+                availability: Default::default(),
                 labels: &self.labels[i],
                 snapshot: &self.snaps[i],
             })
@@ -1070,6 +1073,7 @@ fn a_single_replica_whose_update_fails_fails_the_update_while_it_is_watched() {
     let nodes = [NodeView {
         name: "n1",
         state: NodeState::Up,
+        availability: Default::default(),
         labels: &labels,
         snapshot: &s,
     }];
@@ -1110,6 +1114,7 @@ fn an_update_settles_once_every_new_replica_has_run_for_monitor() {
         let nodes = [NodeView {
             name: "n1",
             state: NodeState::Up,
+            availability: Default::default(),
             labels: &labels,
             snapshot: s,
         }];
@@ -1217,6 +1222,7 @@ fn networks_are_needed_only_where_containers_are_created_or_started() {
         let nodes = [NodeView {
             name: "n1",
             state: NodeState::Up,
+            availability: Default::default(),
             labels: &labels,
             snapshot: s,
         }];
@@ -1499,6 +1505,7 @@ mod mesh_tests {
             .map(|(name, state, s)| NodeView {
                 name,
                 state: *state,
+                availability: Default::default(),
                 labels: &labels,
                 snapshot: s,
             })
