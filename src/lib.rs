@@ -27,6 +27,7 @@ pub mod engine;
 pub mod execute;
 pub mod labels;
 pub mod lease;
+pub mod mesh;
 pub mod nodes;
 pub mod notify;
 pub mod observe;

@@ -127,6 +127,16 @@ enum Command {
     /// its services, networks, secrets and configs), as `docker compose down`; refuses
     /// while a drover acts for the project.
     Down(DownArgs),
+    /// Forward connections to the project's services on other nodes (drover starts this
+    /// itself, one per node and project network, when a project spans several nodes).
+    Ambassador {
+        /// Hand these routes (JSON) to the ambassador serving in this container, and exit.
+        #[arg(long)]
+        push: Option<String>,
+        /// Print the routes the ambassador serving in this container has (JSON), and exit.
+        #[arg(long, conflicts_with = "push")]
+        show: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -225,6 +235,13 @@ fn main() -> ExitCode {
         Command::Plan => block_on(plan_command(cli.common)),
         Command::Run(args) => block_on(run(cli.common, args)),
         Command::Down(args) => block_on(down(cli.common, args)),
+        Command::Ambassador {
+            push: Some(json), ..
+        } => drover::mesh::proxy::push(&json),
+        Command::Ambassador { show: true, .. } => drover::mesh::proxy::show().map(|routes| {
+            println!("{routes}");
+        }),
+        Command::Ambassador { .. } => block_on(drover::mesh::proxy::serve()),
     };
     done.map_or_else(fail, |()| ExitCode::SUCCESS)
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&str] = &[
     "telemetry",
     "labels",
+    "mesh",
     "engine",
     "config",
     "spec",

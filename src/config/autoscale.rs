@@ -654,7 +654,12 @@ mod tests {
             "web: { image: busybox, deploy: { mode: global } }",
         );
         std::fs::write(dir.join("compose.yml"), global).unwrap();
-        let e = crate::config::load(&opts).unwrap_err().to_string();
+        let plain = crate::config::LoadOptions {
+            scale: Vec::new(),
+            scale_file: None,
+            ..opts
+        };
+        let e = crate::config::load(&plain).unwrap_err().to_string();
         assert!(e.ends_with("x-drover.autoscale.web: a global service runs one task per node: it cannot be autoscaled"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }

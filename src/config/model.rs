@@ -29,6 +29,34 @@ pub struct Project {
     /// Top-level `configs` that can be used, by key.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub configs: BTreeMap<String, SwarmObject>,
+    /// Several nodes in plain mode: how services reach each other across them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<Mesh>,
+}
+
+/// Services reaching each other across nodes through ambassadors (see `crate::mesh`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mesh {
+    /// `x-drover.ambassador.image`: the image the ambassadors run; none: drover's own
+    /// (see [`Mesh::image`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Each node's address the other nodes reach it at: the replicas' ports for the
+    /// ambassadors are published on it, and only on it. A node without one publishes
+    /// nothing, and its replicas are reached only on their own node.
+    pub addresses: BTreeMap<String, std::net::IpAddr>,
+}
+
+/// The image ambassadors run when the file names none and drover does not run in a
+/// container of one of the nodes: drover's image as the README builds it.
+pub const AMBASSADOR_IMAGE: &str = "drover:latest";
+
+impl Mesh {
+    /// The image ambassadors run: the file's, else the one drover runs from (set by plain
+    /// mode when it finds its own container), else [`AMBASSADOR_IMAGE`].
+    pub fn image(&self) -> &str {
+        self.image.as_deref().unwrap_or(AMBASSADOR_IMAGE)
+    }
 }
 
 /// A top-level secret or config: a file, or (Swarm mode) an existing external one.
@@ -79,8 +107,9 @@ pub struct Service {
     pub depends_on: BTreeMap<String, DependsOn>,
     /// `container_name` from the file: such a service cannot have more than one replica.
     pub container_name: Option<String>,
-    /// `deploy.mode`: `global` runs one task per Swarm node (Swarm mode only; plain mode
-    /// runs the replica count). Not part of the config hash.
+    /// `deploy.mode`: `global` runs one replica on each eligible node (a Swarm global
+    /// service in Swarm mode; `replicas` is then 1 and means nothing). Not part of the
+    /// config hash.
     #[serde(skip_serializing_if = "is_default")]
     pub mode: DeployMode,
     /// `deploy.placement`: which nodes may run the replicas. Not part of the config hash:
@@ -134,6 +163,35 @@ impl Service {
             None => self.image.clone(),
         }
     }
+
+    /// The TCP and UDP ports the service's containers listen on (`ports` targets, then
+    /// `expose`), each once: what other nodes reach it on. None with a `network_mode`.
+    pub fn mesh_ports(&self) -> Vec<(u16, Protocol)> {
+        let mut out: Vec<(u16, Protocol)> = Vec::new();
+        if self.options.network_mode.is_some() {
+            return out;
+        }
+        let exposed = self.options.expose.iter().filter_map(|e| {
+            let (port, proto) = e.split_once('/').unwrap_or((e, "tcp"));
+            let proto = match proto {
+                "tcp" => Protocol::Tcp,
+                "udp" => Protocol::Udp,
+                _ => return None,
+            };
+            Some((port.parse().ok()?, proto))
+        });
+        for p in self
+            .ports
+            .iter()
+            .map(|p| (p.target, p.protocol))
+            .chain(exposed)
+        {
+            if p.1 != Protocol::Sctp && !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        out
+    }
 }
 
 /// `image` pinned to `digest`: any digest already in the reference is replaced.
@@ -160,6 +218,11 @@ pub struct ServiceOptions {
     /// `expose`: container ports opened without publishing, engine form `80/tcp`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub expose: Vec<String>,
+    /// The project spans several nodes in plain mode and the service has ports: each
+    /// replica publishes them on its node's address (engine-assigned host ports) for the
+    /// other nodes' ambassadors (see [`Project::mesh`]).
+    #[serde(skip_serializing_if = "is_false")]
+    pub mesh: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cap_add: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -384,7 +447,7 @@ pub struct FileMount {
 pub enum DeployMode {
     #[default]
     Replicated,
-    /// One task per eligible Swarm node.
+    /// One replica on each eligible node (one task per eligible Swarm node).
     Global,
 }
 
@@ -608,6 +671,8 @@ pub struct Settings {
     pub follow_images: Option<Duration>,
     /// `x-drover.notify`: webhooks drover posts events to.
     pub notify: Vec<Webhook>,
+    /// `x-drover.ambassador.image`: what the ambassadors run (several nodes, plain mode).
+    pub ambassador_image: Option<String>,
     /// `x-drover.autoscale`: services whose replica target follows triggers, by name.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub autoscale: BTreeMap<String, Autoscale>,
@@ -753,6 +818,53 @@ pub struct NodeConfig {
     pub tls_server_name: Option<String>,
     /// Placement labels; the engine's own labels (from `/info`) are merged under them.
     pub labels: BTreeMap<String, String>,
+    /// `address`: where the other nodes reach this one (its replicas' ports for the
+    /// ambassadors are published on it); default: the IP address in `host`.
+    pub address: Option<std::net::IpAddr>,
+    /// `availability`: whether new replicas may be placed there (Swarm's names).
+    #[serde(skip_serializing_if = "is_default")]
+    pub availability: Availability,
+}
+
+/// A node's `availability` (Swarm's names): `active` takes new replicas; `pause` keeps
+/// what runs there and takes nothing new; `drain` runs nothing (its replicas move to the
+/// other nodes, start-first, and a global service's replica there is removed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Availability {
+    #[default]
+    Active,
+    Pause,
+    Drain,
+}
+
+impl Availability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Availability::Active => "active",
+            Availability::Pause => "pause",
+            Availability::Drain => "drain",
+        }
+    }
+}
+
+impl NodeConfig {
+    /// The address replicas publish on for the other nodes: `address`, else the IP address
+    /// `host` names (none for a unix socket or a host name).
+    pub fn mesh_address(&self) -> Option<std::net::IpAddr> {
+        self.address.or_else(|| {
+            let rest = self.host.split_once("://")?.1;
+            let hostport = rest.split('/').next()?;
+            let host = match hostport.rsplit_once(':') {
+                Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+                _ => hostport,
+            };
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .ok()
+        })
+    }
 }
 
 /// A node's TLS bundle: the engine module's description of one, which it connects with.

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::ConfigError;
-use super::model::{Constraint, ConstraintField, Mode, NodeConfig, NodeTls, Placement};
+use super::model::{
+    Availability, Constraint, ConstraintField, Mode, NodeConfig, NodeTls, Placement,
+};
 use super::read::{self, Warnings, child, fail, index};
 use super::yaml::{Kind, Node};
 
@@ -22,6 +24,8 @@ pub fn nodes(v: &Node, path: &str, dir: &Path, w: &mut Warnings) -> Result<Vec<N
         let mut tls = None;
         let mut server_name = None;
         let mut labels = BTreeMap::new();
+        let mut address = None;
+        let mut availability = Availability::Active;
         for (k, val) in read::map(item, &p)? {
             let kp = child(&p, &k.name);
             match k.name.as_str() {
@@ -29,6 +33,24 @@ pub fn nodes(v: &Node, path: &str, dir: &Path, w: &mut Warnings) -> Result<Vec<N
                 "host" => host = Some(read::string(val, &kp)?),
                 "tls" => tls = Some(node_tls(val, &kp, dir, w)?),
                 "tls_server_name" => server_name = read::opt_string(val, &kp)?,
+                "address" => {
+                    let text = read::string(val, &kp)?;
+                    address = Some(text.parse().map_err(|_| {
+                        fail(
+                            &val.loc,
+                            &kp,
+                            "an IP address the other nodes reach this one at",
+                        )
+                    })?);
+                }
+                "availability" => {
+                    availability =
+                        match read::choice(val, &kp, &["active", "pause", "drain"])?.as_str() {
+                            "pause" => Availability::Pause,
+                            "drain" => Availability::Drain,
+                            _ => Availability::Active,
+                        }
+                }
                 "labels" => {
                     for e in read::map_or_list(val, &kp)? {
                         labels.insert(e.key, e.value.unwrap_or_default());
@@ -56,6 +78,8 @@ pub fn nodes(v: &Node, path: &str, dir: &Path, w: &mut Warnings) -> Result<Vec<N
             tls,
             tls_server_name: server_name,
             labels,
+            address,
+            availability,
         });
     }
     Ok(out)

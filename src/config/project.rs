@@ -129,6 +129,7 @@ pub fn build(
 
     let mut services = BTreeMap::new();
     let mut published = PublishedPorts::new(&settings, inp.mode);
+    let mesh = mesh(&settings, inp.mode);
     let mut host_paths = Vec::new();
     for (svc_name, d) in drafts {
         host_paths.extend(d.host_paths);
@@ -139,12 +140,15 @@ pub fn build(
             s.options.pull_policy = PullPolicy::Refresh(every);
         }
         let scales = (&file_scale, &drover_scale);
-        s.replicas = replica_target(inp, scales, &svc_name, d.file_replicas);
-        if let Some(a) = settings.autoscale.get_mut(&svc_name) {
-            autoscaled(a, &s, inp, &file_scale, &d.loc, warnings)?;
+        if s.mode == DeployMode::Global {
+            no_count_for_global(inp, scales, &svc_name)?;
         }
+        s.replicas = replica_target(inp, scales, &svc_name, d.file_replicas);
+        let autoscale = settings.autoscale.get_mut(&svc_name);
+        autoscaled(autoscale, &s, inp, &file_scale, &d.loc, warnings)?;
         check_replicas(&s, &d.loc, d.container_name_loc.as_ref())?;
         published.check(&s, &d.port_locs, warnings)?;
+        s.options.mesh = mesh.is_some() && !s.mesh_ports().is_empty();
         s.config_hash = config_hash(&s, &networks, &volumes);
         services.insert(svc_name, s);
     }
@@ -165,6 +169,7 @@ pub fn build(
         volumes,
         secrets: usable(secrets),
         configs: usable(configs),
+        mesh,
     };
     Ok((project, settings, host_paths))
 }
@@ -188,16 +193,19 @@ fn replica_target(
         .unwrap_or(1)
 }
 
-/// An autoscaled service: `--scale` pins it, the scale file's count is its floor; it must
+/// An autoscaled service (`a`; nothing to do for the others): `--scale` pins it, the scale file's count is its floor; it must
 /// be able to run more than one replica.
 fn autoscaled(
-    a: &mut Autoscale,
+    a: Option<&mut Autoscale>,
     s: &Service,
     inp: &Inputs,
     file_scale: &BTreeMap<String, u32>,
     loc: &Loc,
     warnings: &mut Warnings,
 ) -> Result<()> {
+    let Some(a) = a else {
+        return Ok(());
+    };
     let path = format!("x-drover.autoscale.{}", s.name);
     if s.mode == DeployMode::Global {
         return Err(fail(
@@ -227,6 +235,29 @@ fn autoscaled(
         ));
     }
     Ok(())
+}
+
+/// A global service runs one replica per eligible node: a count for it (`--scale`, the
+/// scale file, `x-drover.scale`) is refused, as `docker service scale` refuses it.
+fn no_count_for_global(
+    inp: &Inputs,
+    (file_scale, drover_scale): (&BTreeMap<String, u32>, &BTreeMap<String, u32>),
+    svc_name: &str,
+) -> Result<()> {
+    let source = if inp.scale.iter().any(|(n, _)| n == svc_name) {
+        format!("--scale {svc_name}")
+    } else if file_scale.contains_key(svc_name) {
+        format!("scale file: {svc_name}")
+    } else if drover_scale.contains_key(svc_name) {
+        format!("x-drover.scale.{svc_name}")
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError(format!(
+        "{source}: {svc_name} is a global service (deploy.mode: global), which runs one \
+         replica on each eligible node and takes no count (docker service scale refuses it \
+         too)"
+    )))
 }
 
 /// The top-level keys drover reads (each read later, in its own step); a warning for
@@ -727,6 +758,15 @@ fn x_drover(
             }
             "rebalance" => settings.rebalance = read::boolean(v, &p)?,
             "follow_images" => settings.follow_images = follow_images(v, &p)?,
+            "ambassador" => {
+                for (ak, av) in read::map_or_null(v, &p)? {
+                    let ap = child(&p, &ak.name);
+                    match ak.name.as_str() {
+                        "image" => settings.ambassador_image = read::opt_string(av, &ap)?,
+                        _ => warnings.at(&ak.loc, &ap, "unknown key, ignored"),
+                    }
+                }
+            }
             "unhealthy" => settings.unhealthy = Some(super::lifecycle::unhealthy(v, &p)?),
             "mode" => {
                 let mode = read::string(v, &p)?
@@ -772,6 +812,18 @@ fn follow_images(v: &Node, p: &str) -> Result<Option<Duration>> {
         return Err(read::bad(v, p, "the interval must be longer than zero"));
     }
     Ok(Some(every))
+}
+
+/// Several nodes in plain mode: the ambassadors' image and each node's address.
+fn mesh(settings: &Settings, mode: Mode) -> Option<crate::config::model::Mesh> {
+    (settings.nodes.len() > 1 && mode != Mode::Swarm).then(|| crate::config::model::Mesh {
+        image: settings.ambassador_image.clone(),
+        addresses: settings
+            .nodes
+            .iter()
+            .filter_map(|n| Some((n.name.clone(), n.mesh_address()?)))
+            .collect(),
+    })
 }
 
 /// sha256 (hex) of everything that shapes the service's containers: the service without

@@ -35,6 +35,9 @@ use super::{digests, images};
 /// A stop or restart waits out the container's grace period: this is the longest allowed.
 const SLOW: Duration = Duration::from_secs(600);
 
+/// The most output an exec keeps.
+const EXEC_OUTPUT: usize = 4096;
+
 /// What an engine call returns.
 pub type Answer<'a, T> =
     std::pin::Pin<Box<dyn Future<Output = Result<T, EngineError>> + Send + 'a>>;
@@ -73,6 +76,9 @@ pub trait Engine: Send + Sync {
     fn create_network(&self, req: NetworkCreateRequest) -> Answer<'_, ()>;
     fn remove_network<'a>(&'a self, id: &'a str) -> Answer<'a, ()>;
     fn connect_network<'a>(&'a self, net: &'a str, req: NetworkConnectRequest) -> Answer<'a, ()>;
+    /// Run `cmd` in the running container `id` and wait for it: its exit code and its
+    /// output (stdout and stderr, at most a few KB).
+    fn exec<'a>(&'a self, id: &'a str, cmd: Vec<String>) -> Answer<'a, (i64, String)>;
     /// The images on the engine (tagged or not, not the intermediate layers).
     fn list_images(&self) -> Answer<'_, Vec<ImageSummary>>;
     /// Pull `image` (a reference without a tag means `latest`, a digest wins over a tag),
@@ -201,6 +207,9 @@ impl Engine for Client {
     }
     fn connect_network<'a>(&'a self, net: &'a str, req: NetworkConnectRequest) -> Answer<'a, ()> {
         self.0.connect_network(net, req)
+    }
+    fn exec<'a>(&'a self, id: &'a str, cmd: Vec<String>) -> Answer<'a, (i64, String)> {
+        self.0.exec(id, cmd)
     }
     fn list_images(&self) -> Answer<'_, Vec<ImageSummary>> {
         self.0.list_images()
@@ -361,6 +370,31 @@ impl Engine for Docker {
 
     fn connect_network<'a>(&'a self, net: &'a str, req: NetworkConnectRequest) -> Answer<'a, ()> {
         Box::pin(async move { Ok(Docker::connect_network(self, net, req).await?) })
+    }
+
+    fn exec<'a>(&'a self, id: &'a str, cmd: Vec<String>) -> Answer<'a, (i64, String)> {
+        Box::pin(async move {
+            let config = bollard::models::ExecConfig {
+                cmd: Some(cmd),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            };
+            let exec = Docker::create_exec(self, id, config).await?.id;
+            let mut output = String::new();
+            if let bollard::exec::StartExecResults::Attached {
+                output: mut out, ..
+            } = Docker::start_exec(self, &exec, None).await?
+            {
+                while let Some(chunk) = out.next().await {
+                    if output.len() < EXEC_OUTPUT {
+                        output.push_str(&chunk?.to_string());
+                    }
+                }
+            }
+            let done = Docker::inspect_exec(self, &exec).await?;
+            Ok((done.exit_code.unwrap_or(-1), output))
+        })
     }
 
     fn list_images(&self) -> Answer<'_, Vec<ImageSummary>> {

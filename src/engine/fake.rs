@@ -880,6 +880,17 @@ impl Engine for FakeEngine {
         ready(r)
     }
 
+    fn exec<'a>(&'a self, id: &'a str, cmd: Vec<String>) -> Answer<'a, (i64, String)> {
+        let verb = cmd.first().cloned().unwrap_or_default();
+        let r = self.on_container("exec", id, |s, key| {
+            if s.containers[key].life != Life::Running {
+                return Err(err(Kind::Conflict, "container is not running"));
+            }
+            Ok((0, format!("ran {verb}")))
+        });
+        ready(r)
+    }
+
     fn list_images(&self) -> Answer<'_, Vec<ImageSummary>> {
         let r = self.call("list-images", String::new(), |s| {
             Ok(s.images

@@ -7,6 +7,7 @@
 //! resync interval, never a wrong count.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
 use std::time::SystemTime;
 
 use futures::StreamExt;
@@ -15,9 +16,10 @@ use crate::engine::model::{Network, parse_time};
 pub use crate::engine::model::{VolumeMount, anonymous_volumes};
 use crate::engine::{Engine, EngineError, Filters};
 use crate::labels::{
-    LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_IMAGE_DIGEST, LABEL_PROJECT, LABEL_SERVICE,
-    LABEL_SLOT,
+    LABEL_AMBASSADOR, LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_IMAGE_DIGEST, LABEL_MESH_ADDRESS,
+    LABEL_PROJECT, LABEL_SERVICE, LABEL_SLOT,
 };
+use crate::mesh::Proto;
 
 /// The lifecycle state of a container as the engine reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +110,20 @@ pub struct Container {
     /// The anonymous volumes mounted in it (from an image's `VOLUME`, a service volume
     /// with no source, or taken over from the slot's previous container).
     pub anonymous_volumes: Vec<VolumeMount>,
+    /// The host ports it publishes (from the list).
+    pub published: Vec<Published>,
+    /// Its address on each network it joined, by the network's engine name.
+    pub addresses: BTreeMap<String, IpAddr>,
+}
+
+/// One host port a container publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The host address it is bound to; `None` for every address.
+    pub ip: Option<IpAddr>,
+    pub private: u16,
+    pub public: u16,
+    pub proto: Proto,
 }
 
 impl Container {
@@ -138,6 +154,26 @@ impl Container {
             .get(LABEL_GENERATION)
             .and_then(|g| g.parse().ok())
             .unwrap_or(0)
+    }
+
+    /// The project network key of an ambassador (see [`crate::mesh`]).
+    pub fn ambassador(&self) -> Option<&str> {
+        self.labels.get(LABEL_AMBASSADOR).map(String::as_str)
+    }
+
+    /// The host port that reaches this container's `port` from `address`: one published on
+    /// that address or on every address.
+    pub fn published_on(&self, address: IpAddr, port: u16, proto: Proto) -> Option<u16> {
+        self.published
+            .iter()
+            .filter(|p| p.private == port && p.proto == proto)
+            .find(|p| p.ip.is_none_or(|ip| ip == address || ip.is_unspecified()))
+            .map(|p| p.public)
+    }
+
+    /// The node address its ports are published on for other nodes (`drover.mesh-address`).
+    pub fn mesh_address(&self) -> Option<IpAddr> {
+        self.labels.get(LABEL_MESH_ADDRESS)?.parse().ok()
     }
 
     pub fn config_hash(&self) -> Option<&str> {
@@ -336,10 +372,39 @@ async fn list(
             started_at: None,
             finished_at: None,
             anonymous_volumes: anonymous_volumes(summary.mounts.as_deref().unwrap_or_default()),
+            published: published(summary.ports.as_deref().unwrap_or_default()),
+            addresses: summary
+                .network_settings
+                .and_then(|n| n.networks)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(name, e)| Some((name, e.ip_address?.parse().ok()?)))
+                .collect(),
         };
         containers.push(c);
     }
     Ok(containers)
+}
+
+/// The host ports of a list entry (TCP and UDP).
+fn published(ports: &[crate::engine::model::PortSummary]) -> Vec<Published> {
+    use crate::engine::model::PortSummaryTypeEnum as T;
+    ports
+        .iter()
+        .filter_map(|p| {
+            let proto = match p.typ {
+                Some(T::TCP) => Proto::Tcp,
+                Some(T::UDP) => Proto::Udp,
+                _ => return None,
+            };
+            Some(Published {
+                ip: p.ip.as_deref().and_then(|ip| ip.parse().ok()),
+                private: p.private_port,
+                public: p.public_port?,
+                proto,
+            })
+        })
+        .collect()
 }
 
 /// Inspect, a few at a time, the containers that are not running or that an event named,
@@ -421,6 +486,27 @@ pub async fn list_infra(
         .collect();
     snapshot.infra_listed = true;
     Ok(())
+}
+
+/// The routes each running ambassador of `snapshot` serves now, by container id, asked
+/// inside each (`drover ambassador --show`); one that does not answer is left out.
+pub async fn ambassador_routes(
+    engine: &dyn Engine,
+    snapshot: &Snapshot,
+) -> std::collections::BTreeMap<String, crate::mesh::Routes> {
+    let running = snapshot
+        .containers
+        .iter()
+        .filter(|c| c.ambassador().is_some() && c.state == State::Running);
+    let asked = futures::future::join_all(running.map(|c| async move {
+        let (code, out) = engine.exec(&c.id, crate::mesh::show_command()).await.ok()?;
+        let routes = serde_json::from_str(out.trim())
+            .ok()
+            .filter(|_| code == 0)?;
+        Some((c.id.clone(), routes))
+    }))
+    .await;
+    asked.into_iter().flatten().collect()
 }
 
 #[cfg(test)]
@@ -552,6 +638,8 @@ mod tests {
             started_at: None,
             finished_at: None,
             anonymous_volumes: Vec::new(),
+            published: Vec::new(),
+            addresses: BTreeMap::new(),
         };
         assert_eq!(c.slot(), None);
         c.labels.insert(LABEL_SLOT.into(), "x".into());

@@ -4,6 +4,7 @@
 //! changed, once.
 
 mod images;
+mod membership;
 mod pass;
 mod replicas;
 mod say;
@@ -20,7 +21,7 @@ use tracing::info;
 use crate::config::{self, Project};
 use crate::engine::{self, Credentials};
 use crate::lease::{self, LeaseConfig};
-use crate::nodes::{self, HealthConfig, NodeHandle, NodeSpec};
+use crate::nodes::{HealthConfig, NodeHandle, NodeSpec};
 use crate::notify::Notifier;
 use crate::observe::Snapshot;
 use crate::plan::{BackoffConfig, History};
@@ -83,11 +84,20 @@ pub struct Plain {
     killed: HashMap<String, Instant>,
     /// The last good list of each node, used while a node cannot be listed.
     last: HashMap<String, Snapshot>,
+    /// The routes last pushed to each running ambassador (see [`crate::mesh`]).
+    pushed: crate::plan::mesh::Pushed,
+    /// The image drover runs from, when it runs in a container on one of the nodes: what
+    /// ambassadors run unless the file names an image.
+    own_image: Option<String>,
     /// What was last said, so nothing is logged at INFO twice when nothing changed.
     said: say::Said,
     telemetry: Telemetry,
     /// Where what people act on goes (nodes down and up, updates, replicas given up on).
     notifier: Notifier,
+    /// Nodes added and removed by reloads (see [`membership`]).
+    membership: membership::Membership,
+    /// The nodes as autoscaling sees them (see [`replicas`]), updated when they change.
+    shared_nodes: replicas::SharedNodes,
 }
 
 impl Plain {
@@ -108,10 +118,35 @@ impl Plain {
             history: History::default(),
             killed: HashMap::new(),
             last: HashMap::new(),
+            pushed: Default::default(),
+            own_image: None,
             said: say::Said::default(),
             telemetry,
             notifier: Notifier::default(),
+            membership: membership::Membership::default(),
+            shared_nodes: replicas::SharedNodes::default(),
         }
+    }
+
+    /// The image of drover's own container, from the first node that knows it.
+    async fn find_own_image(&self) -> Option<String> {
+        let id = self.own_id.as_deref()?;
+        for node in &self.nodes {
+            let Some(engine) = node.status().engine else {
+                continue;
+            };
+            if let Ok(c) = engine.inspect_container(id).await
+                && let Some(image) = c.config.and_then(|c| c.image)
+            {
+                return Some(image);
+            }
+        }
+        None
+    }
+
+    /// Ambassadors run drover's own image when the file names none.
+    fn own_ambassador_image(&self, project: &mut Project) {
+        own_ambassador_image(&self.own_image, project);
     }
 
     /// Send notifications through `notifier`.
@@ -137,18 +172,31 @@ impl Mode for Plain {
             .iter_mut()
             .map(|n| n.first_attempt(Duration::from_secs(15)));
         futures::future::join_all(first).await;
+        if self.project.mesh.is_some() {
+            self.own_image = self.find_own_image().await;
+            own_ambassador_image(&self.own_image, &mut self.file);
+            own_ambassador_image(&self.own_image, &mut self.project);
+        }
     }
 
     fn adopt(&mut self, loaded: config::Loaded) -> Result<Adopted, String> {
+        let mut loaded = loaded;
+        let nodes_changed = self.reload_nodes(&loaded.settings.nodes)?;
+        if nodes_changed {
+            self.share_nodes();
+        }
+        self.own_ambassador_image(&mut loaded.project);
         let changed = self.take(loaded.project, true);
         Ok(Adopted {
-            changed,
+            changed: changed || nodes_changed,
             warnings: loaded.warnings,
         })
     }
 
     fn retarget(&mut self, loaded: config::Loaded) -> bool {
-        self.take(loaded.project, false)
+        let mut project = loaded.project;
+        self.own_ambassador_image(&mut project);
+        self.take(project, false)
     }
 
     async fn pass(&mut self, wake: Wake) -> Option<Duration> {
@@ -170,11 +218,21 @@ impl Mode for Plain {
     fn left_running(&self) -> &'static str {
         "containers"
     }
+
+    fn tasks(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
+        std::mem::take(&mut self.membership.spawned)
+    }
 }
 
 impl Plain {
     /// Run `project` from now on; `say`: log what changed (a reload; the autoscaler says
     /// its own changes). `true` when the desired state changed.
+    /// The nodes autoscaling counts replicas on are these nodes now.
+    fn share_nodes(&self) {
+        let mut shared = self.shared_nodes.lock();
+        *shared = self.nodes.clone();
+    }
+
     fn take(&mut self, project: Project, say: bool) -> bool {
         self.images.reloaded(&project);
         self.file = project;
@@ -206,22 +264,30 @@ pub fn runtime(nodes: Vec<NodeSpec>, settings: Settings, start: Start) -> Runtim
     } = start;
     let cancel = &cancel;
     let trigger = Arc::new(Trigger::default());
-    let health = HealthConfig::with_down_after(settings.node_down_after);
-    let (handles, tasks): (Vec<NodeHandle>, Vec<_>) = nodes
-        .into_iter()
-        .map(|spec| {
-            nodes::spawn(
-                spec,
-                health,
-                loaded.project.name.clone(),
-                settings.watchdog,
-                trigger.clone(),
-                telemetry.clone(),
-                cancel.child_token(),
-            )
-        })
-        .unzip();
+    let spawner = membership::Spawner {
+        health: HealthConfig::with_down_after(settings.node_down_after),
+        watchdog: settings.watchdog,
+        trigger: trigger.clone(),
+        telemetry: telemetry.clone(),
+        project: loaded.project.name.clone(),
+        cancel: cancel.clone(),
+        env: std::env::var("HOME")
+            .map(|h| HashMap::from([("HOME".to_string(), h)]))
+            .unwrap_or_default(),
+    };
+    let mut stops = HashMap::new();
+    let mut handles = Vec::new();
+    let mut tasks = Vec::new();
+    for spec in nodes {
+        let availability = spec.availability;
+        let (handle, stop, task) = spawner.spawn(spec);
+        telemetry.node_availability(&handle.name, availability.as_str());
+        stops.insert(handle.name.clone(), stop);
+        handles.push(handle);
+        tasks.push(task);
+    }
     let lease = start_lease(&settings, &handles, &loaded.project, cancel);
+    let shared_nodes = replicas::SharedNodes::new(handles.clone());
     let parts = Parts {
         project: loaded.project.name.clone(),
         source: ConfigSource::new(load, &loaded, settings.watch_interval, reload),
@@ -233,11 +299,18 @@ pub fn runtime(nodes: Vec<NodeSpec>, settings: Settings, start: Start) -> Runtim
         notifier: notify.notifier.clone(),
         replicas: Some(Arc::new(replicas::NodeReplicas {
             project: loaded.project.name.clone(),
-            nodes: handles.clone(),
+            nodes: shared_nodes.clone(),
         })),
     };
-    let mode =
+    let mut mode =
         Plain::new(handles, loaded.project.clone(), settings, telemetry).notify_to(notify.notifier);
+    mode.shared_nodes = shared_nodes;
+    mode.membership = membership::Membership {
+        spawner: Some(spawner),
+        listed: !loaded.settings.nodes.is_empty(),
+        stops,
+        ..Default::default()
+    };
     Runtime::new(mode, parts, &loaded, &loaded.warnings)
 }
 
@@ -272,4 +345,13 @@ fn start_lease(
 /// drover of the project.
 fn lease_node(nodes: &[NodeHandle]) -> Option<&NodeHandle> {
     nodes.iter().min_by(|a, b| a.name.cmp(&b.name))
+}
+
+/// Ambassadors run drover's own image (`own`) when the file names none.
+fn own_ambassador_image(own: &Option<String>, project: &mut Project) {
+    if let (Some(mesh), Some(own)) = (project.mesh.as_mut(), own)
+        && mesh.image.is_none()
+    {
+        mesh.image = Some(own.clone());
+    }
 }

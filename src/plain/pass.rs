@@ -7,11 +7,16 @@ use std::time::{Duration, Instant, SystemTime};
 use tracing::{debug, info, warn};
 
 use super::{Plain, say};
+use crate::config::Availability;
 use crate::config::Project;
 use crate::engine::{Client, connect};
 use crate::execute::Executor;
 use crate::observe::{self, Snapshot, State};
 use crate::plan::{self, NodeState, NodeView};
+
+/// One node as a pass found it: its name, state, labels (the engine's, under the file's)
+/// and availability.
+type Seen = (String, NodeState, BTreeMap<String, String>, Availability);
 
 /// A plan, the running counts it was made from, and the nodes whose networks and
 /// volumes it needs listed first.
@@ -29,20 +34,23 @@ const LIST_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Plain {
     /// List every node that is up, at once; a node that cannot be listed is frozen.
-    async fn observe(
-        &mut self,
-        changed: &HashSet<String>,
-    ) -> (
-        Vec<(String, NodeState, BTreeMap<String, String>)>,
-        HashMap<String, Client>,
-    ) {
+    async fn observe(&mut self, changed: &HashSet<String>) -> (Vec<Seen>, HashMap<String, Client>) {
         let statuses: Vec<_> = self
             .nodes
             .iter()
-            .map(|n| (n.name.clone(), n.endpoint.clone(), n.status()))
+            .map(|n| {
+                let mut st = n.status();
+                st.labels.extend(n.config.labels.clone());
+                (
+                    n.name.clone(),
+                    n.endpoint.clone(),
+                    st,
+                    n.config.availability,
+                )
+            })
             .collect();
         let project = self.project.name.clone();
-        let lists = futures::future::join_all(statuses.iter().map(|(name, endpoint, st)| {
+        let lists = futures::future::join_all(statuses.iter().map(|(name, endpoint, st, _)| {
             let docker = st.engine.clone().filter(|_| st.up);
             let project = project.clone();
             async move {
@@ -66,7 +74,7 @@ impl Plain {
         .await;
         let mut views = Vec::new();
         let mut engines = HashMap::new();
-        for ((name, endpoint, st), list) in statuses.into_iter().zip(lists) {
+        for ((name, endpoint, st, availability), list) in statuses.into_iter().zip(lists) {
             let state = match list {
                 None => {
                     let why = st.error.as_deref().unwrap_or("not connected yet");
@@ -74,7 +82,8 @@ impl Plain {
                     NodeState::Down
                 }
                 Some(Ok((docker, snapshot))) => {
-                    let seen = snapshot.observation(&self.project, self.own_id.as_deref());
+                    let mut seen = snapshot.observation(&self.project, self.own_id.as_deref());
+                    global_desired(&self.project, (&name, &st.labels, availability), &mut seen);
                     self.telemetry.observed(&name, seen);
                     if self.said.list_failing.remove(&name) {
                         info!(action = "observe", project = %self.project.name, node = %name, "node listed again");
@@ -102,7 +111,7 @@ impl Plain {
                 self.last.remove(&name);
             }
             self.node_state(&name, state, &st);
-            views.push((name, state, st.labels));
+            views.push((name, state, st.labels, availability));
         }
         (views, engines)
     }
@@ -116,7 +125,13 @@ impl Plain {
             .iter()
             .map(|n| self.telemetry.pass(&n.name))
             .collect();
-        let (states, engines) = self.observe(changed).await;
+        let (mut states, engines) = self.observe(changed).await;
+        if !self.membership.leaving.is_empty() {
+            let seen: Vec<(String, NodeState)> =
+                states.iter().map(|(n, s, _, _)| (n.clone(), *s)).collect();
+            self.let_go(&seen);
+            states.retain(|(n, ..)| self.nodes.iter().any(|h| &h.name == n));
+        }
         self.follow_images(&engines).await;
         let mut plan = self.plan(&states);
         // Containers to create or start: list those nodes' networks and volumes, then plan
@@ -131,7 +146,7 @@ impl Plain {
             states,
             ..
         } = plan;
-        self.report_counts(counts);
+        self.report_counts(counts, &states);
         self.telemetry.states(states);
         // The plan's waits and stopped slots are the project's, not a node's: recorded once,
         // under the first node.
@@ -160,13 +175,14 @@ impl Plain {
 
     /// Plan from the nodes' states and their last lists. Containers killed through the API
     /// whose exit is now seen have their crash history forgotten first.
-    fn plan(&mut self, states: &[(String, NodeState, BTreeMap<String, String>)]) -> Planned {
+    fn plan(&mut self, states: &[Seen]) -> Planned {
         let empty = Snapshot::default();
         let views: Vec<NodeView> = states
             .iter()
-            .map(|(name, state, labels)| NodeView {
+            .map(|(name, state, labels, availability)| NodeView {
                 name,
                 state: *state,
+                availability: *availability,
                 labels,
                 snapshot: self.last.get(name).unwrap_or(&empty),
             })
@@ -186,7 +202,17 @@ impl Plain {
         self.killed
             .retain(|_, at| at.elapsed() < Duration::from_secs(60));
         let (halted, updating) = (self.history.halted(), self.history.updating());
+        // Routes are remembered only while their ambassador runs.
+        let ambassadors: HashSet<&str> = all
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .filter(|c| c.ambassador().is_some() && c.state == State::Running)
+            .map(|c| c.id.as_str())
+            .collect();
+        self.pushed
+            .retain(|id, _| ambassadors.contains(id.as_str()));
         let input = plan::Input {
+            pushed: &self.pushed,
             project: &self.project,
             nodes: &views,
             backoff: &self.history.backoff,
@@ -233,9 +259,15 @@ impl Plain {
         let mut failed = false;
         let (history, settings, project) = (&mut self.history, &self.settings, &self.project);
         let telemetry = &self.telemetry;
+        let pushed = &mut self.pushed;
         executor
             .execute(actions, |o| {
                 failed |= o.error.is_some();
+                if let (plan::Kind::Routes { routes }, Some(container), None) =
+                    (&o.action.kind, o.action.target.container(), &o.error)
+                {
+                    pushed.insert(container.to_string(), (**routes).clone());
+                }
                 telemetry.action(o.record());
                 say::log_outcome(project, &o);
                 let ok = o.error.is_none();
@@ -275,6 +307,25 @@ impl Plain {
                     warn!(action = "observe", project = %self.project.name, node = %name, "listing networks and volumes timed out")
                 }
             }
+        }
+    }
+}
+
+/// A global service wants one replica on a node it fits (active, or paused with one
+/// already), none elsewhere: what `seen` records as the node's desired count.
+fn global_desired(
+    project: &Project,
+    (node, labels, availability): (&str, &BTreeMap<String, String>, Availability),
+    seen: &mut crate::telemetry::Observation,
+) {
+    for (name, svc) in &project.services {
+        if svc.mode != crate::config::DeployMode::Global {
+            continue;
+        }
+        if let Some(c) = seen.services.get_mut(name) {
+            let fits = plan::global::fits(svc, node, labels, availability)
+                && (availability == Availability::Active || c.containers > 0);
+            c.desired = u32::from(fits);
         }
     }
 }

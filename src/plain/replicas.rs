@@ -1,6 +1,7 @@
 //! Plain mode's replicas for autoscaling: the project's running containers of a service
 //! on every node that is up, counted and sampled through each node's engine.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::autoscale::read::sample;
@@ -9,9 +10,23 @@ use crate::engine::{Client, Filters};
 use crate::labels::{LABEL_PROJECT, LABEL_SERVICE};
 use crate::nodes::{NodeHandle, NodeStatus};
 
+/// The nodes of plain mode, shared with autoscaling (reloads add and remove nodes).
+#[derive(Clone, Default)]
+pub struct SharedNodes(Arc<Mutex<Vec<NodeHandle>>>);
+
+impl SharedNodes {
+    pub fn new(nodes: Vec<NodeHandle>) -> SharedNodes {
+        SharedNodes(Arc::new(Mutex::new(nodes)))
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Vec<NodeHandle>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 pub struct NodeReplicas {
     pub project: String,
-    pub nodes: Vec<NodeHandle>,
+    pub nodes: SharedNodes,
 }
 
 /// How long a node that has not tried to connect yet is waited for (drover's start).
@@ -21,7 +36,8 @@ impl NodeReplicas {
     /// The engines of the nodes that are up; a node still making its first connection
     /// is waited for a little (at start the monitors may not have connected yet).
     async fn engines(&self) -> Vec<Client> {
-        let each = self.nodes.iter().map(|n| {
+        let nodes = self.nodes.lock().clone();
+        let each = nodes.iter().map(|n| {
             let status = n.status();
             let connected = n.engine();
             async move {

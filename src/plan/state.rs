@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 use super::{Input, NodeState, Plan};
-use crate::config::{DependsCondition, Service};
+use crate::config::{DependsCondition, DeployMode, Service};
 use crate::observe::{Container, Health, State};
 use crate::telemetry::{ReplicaStateRecord, ServiceStateRecord};
 
@@ -33,8 +33,21 @@ pub fn services(input: &Input, plan: &Plan, rollouts: &Rollouts) -> Vec<ServiceS
 }
 
 fn service(input: &Input, plan: &Plan, rollouts: &Rollouts, svc: &Service) -> ServiceStateRecord {
-    let replicas: Vec<ReplicaStateRecord> = (1..=svc.replicas)
-        .map(|slot| replica(input, plan, svc, slot))
+    // A global service's slots are the nodes that should hold a replica.
+    let global;
+    let svc = if svc.mode == DeployMode::Global {
+        let wanted = super::global::wanted(input, svc);
+        global = Service {
+            replicas: wanted.len() as u32,
+            ..svc.clone()
+        };
+        &global
+    } else {
+        svc
+    };
+    let replicas: Vec<ReplicaStateRecord> = slots(input, svc)
+        .into_iter()
+        .map(|(slot, node)| replica(input, plan, svc, slot, node))
         .collect();
     let running = replicas.iter().filter(|r| r.running).count() as u32;
     let current = replicas.iter().filter(|r| r.current).count() as u32;
@@ -85,15 +98,38 @@ fn service(input: &Input, plan: &Plan, rollouts: &Rollouts, svc: &Service) -> Se
     }
 }
 
-/// The slot's container: the running one when there is one, else the newest.
-fn container<'a>(input: &'a Input, svc: &str, slot: u32) -> Option<&'a Container> {
+/// The service's slots: 1 to its count, or for a global service each node that should
+/// hold a replica (its slot, and the node).
+fn slots<'a>(input: &Input<'a>, svc: &Service) -> Vec<(u32, Option<&'a str>)> {
+    match svc.mode {
+        DeployMode::Global => super::global::wanted(input, svc)
+            .into_iter()
+            .map(|(slot, node)| (slot, Some(node)))
+            .collect(),
+        DeployMode::Replicated => (1..=svc.replicas).map(|slot| (slot, None)).collect(),
+    }
+}
+
+/// The slot's container (a global service's: its node's): the running one when there is
+/// one, else the newest.
+fn container<'a>(
+    input: &'a Input,
+    svc: &str,
+    slot: u32,
+    node: Option<&str>,
+) -> Option<&'a Container> {
     let mut all: Vec<&Container> = input
         .nodes
         .iter()
         .filter(|n| n.state != NodeState::Down)
         .flat_map(|n| n.snapshot.containers.iter())
         .filter(|c| {
-            c.owned_by(&input.project.name) && c.service() == Some(svc) && c.slot() == Some(slot)
+            c.owned_by(&input.project.name)
+                && c.service() == Some(svc)
+                && match node {
+                    Some(node) => c.node == node,
+                    None => c.slot() == Some(slot),
+                }
         })
         .filter(|c| Some(c.id.as_str()) != input.exclude)
         .collect();
@@ -101,11 +137,17 @@ fn container<'a>(input: &'a Input, svc: &str, slot: u32) -> Option<&'a Container
     all.pop()
 }
 
-fn replica(input: &Input, plan: &Plan, svc: &Service, slot: u32) -> ReplicaStateRecord {
-    let c = container(input, &svc.name, slot);
+fn replica(
+    input: &Input,
+    plan: &Plan,
+    svc: &Service,
+    slot: u32,
+    node: Option<&str>,
+) -> ReplicaStateRecord {
+    let c = container(input, &svc.name, slot, node);
     let mut r = ReplicaStateRecord {
         slot,
-        node: c.map(|c| c.node.clone()),
+        node: c.map(|c| c.node.clone()).or(node.map(str::to_string)),
         container: c.map(|c| c.short_id().to_string()),
         state: "pending",
         reason: "to be created".into(),
@@ -229,6 +271,7 @@ mod tests {
             let nodes = [NodeView {
                 name: "n1",
                 state: NodeState::Up,
+                availability: Default::default(),
                 labels: &labels,
                 snapshot: &self.snapshot,
             }];
@@ -240,6 +283,7 @@ mod tests {
                 backoff_cfg: &BackoffConfig::default(),
                 now: t0(),
                 exclude: None,
+                pushed: &Default::default(),
                 rebalance: false,
                 halted: &none,
                 updating: &none,

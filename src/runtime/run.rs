@@ -62,6 +62,11 @@ pub trait Mode {
     fn resumed(&mut self) {}
     /// What shutdown leaves behind, for the last log line.
     fn left_running(&self) -> &'static str;
+    /// Tasks the mode spawned after it started (monitors of nodes a reload added): joined
+    /// at shutdown with the others.
+    fn tasks(&mut self) -> Vec<JoinHandle<()>> {
+        Vec::new()
+    }
 }
 
 /// The lease the loop acts under, and its task (joined at shutdown so a held lease is
@@ -176,7 +181,8 @@ impl<M: Mode> Runtime<M> {
             _ = self.mode.start(&cancel) => self.reconcile(&cancel).await,
         }
         info!(action = "shutdown", project = %self.parts.project, "stopped reconciling; {} left running", self.mode.left_running());
-        let tasks = std::mem::take(&mut self.parts.tasks);
+        let mut tasks = std::mem::take(&mut self.parts.tasks);
+        tasks.extend(self.mode.tasks());
         let lease = self.parts.lease.task.take();
         let all = futures::future::join_all(tasks.into_iter().chain(lease));
         let _ = tokio::time::timeout(JOIN_GRACE, all).await;

@@ -73,6 +73,9 @@ impl Histogram {
 pub(crate) struct NodeRecord {
     /// `None` until the first pass on this node.
     pub up: Option<bool>,
+    /// Plain mode: `active`, `pause`, `drain`, or `leaving` (removed from the list, drained
+    /// until it holds nothing); `None` in Swarm mode.
+    pub availability: Option<&'static str>,
     pub error: Option<String>,
     pub last_observed: Option<SystemTime>,
     pub passes: Histogram,
@@ -83,6 +86,7 @@ impl NodeRecord {
     fn new() -> NodeRecord {
         NodeRecord {
             up: None,
+            availability: None,
             error: None,
             last_observed: None,
             passes: Histogram::new(PASS_BUCKETS),
@@ -391,6 +395,22 @@ impl Telemetry {
     /// until its first pass and event stream).
     pub fn add_node(&self, node: &str) {
         self.lock().node(node);
+    }
+
+    /// Hook (plain mode): `node`'s availability as the file says it now (`active`, `pause`,
+    /// `drain`), or `leaving` (removed from the list, drained until it holds nothing).
+    pub fn node_availability(&self, node: &str, availability: &'static str) {
+        self.lock().node(node).availability = Some(availability);
+    }
+
+    /// Forget a node drover no longer manages (removed from the list, and let go).
+    pub fn remove_node(&self, node: &str) {
+        let mut r = self.lock();
+        r.nodes.remove(node);
+        r.services.retain(|(_, n), _| n != node);
+        r.waits.remove(node);
+        r.stopped.remove(node);
+        r.seen_slots.retain(|(n, _, _)| n != node);
     }
 
     /// Declare a webhook (by its name, never its URL): its counters start at zero.
@@ -755,7 +775,10 @@ pub struct PassTimer {
 impl Drop for PassTimer {
     fn drop(&mut self) {
         let secs = self.started.elapsed().as_secs_f64();
-        self.telemetry.lock().node(&self.node).passes.observe(secs);
+        // A node let go during the pass is not declared again.
+        if let Some(n) = self.telemetry.lock().nodes.get_mut(&self.node) {
+            n.passes.observe(secs);
+        }
     }
 }
 

@@ -65,6 +65,10 @@ pub struct NodeStatus {
     pub name: String,
     /// `None` until the first pass.
     pub up: Option<bool>,
+    /// Plain mode: `active`, `pause`, `drain` (`x-drover.nodes[].availability`), or
+    /// `leaving` (removed from the list; drained until it holds nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability: Option<String>,
     pub error: Option<String>,
     pub last_observed: Option<String>,
     pub event_stream: StreamStatus,
@@ -263,6 +267,7 @@ fn node_statuses(r: &Recorded) -> Vec<NodeStatus> {
         .map(|(name, n)| NodeStatus {
             name: name.clone(),
             up: n.up,
+            availability: n.availability.map(str::to_string),
             error: n.error.clone(),
             last_observed: n.last_observed.map(rfc3339),
             event_stream: StreamStatus {
@@ -318,6 +323,9 @@ fn with_state(
     now: SystemTime,
 ) {
     s.state = Some(st.state.to_string());
+    // The planner's count is the service's (a global service's: the nodes that should
+    // hold one), whatever each node's list said.
+    s.desired = st.desired;
     s.reason = (!st.reason.is_empty()).then(|| st.reason.clone());
     s.updated = st.updated.map(|(new, of)| Updated { new, of });
     let restarts = |slot: u32| {
@@ -641,6 +649,7 @@ fn nodes_table(out: &mut String, s: &Status) {
     let mut rows = vec![vec![
         "NODE".to_string(),
         "UP".into(),
+        "AVAILABILITY".into(),
         "EVENTS".into(),
         "SILENT".into(),
         "RECONNECTS".into(),
@@ -656,6 +665,7 @@ fn nodes_table(out: &mut String, s: &Status) {
                 Some(false) => "no".into(),
                 None => "?".into(),
             },
+            n.availability.clone().unwrap_or_else(|| "-".into()),
             if stream.connected { "open" } else { "closed" }.into(),
             stream.silence_seconds.map_or("-".into(), secs),
             stream.reconnects.to_string(),
