@@ -7,6 +7,8 @@
 //!   a Redis that stops answering holds the count; `min: 0` scales from and to zero;
 //! - a Prometheus query and an HTTP JSON value on a target the test controls;
 //! - a CPU trigger on a busy-looping service with a CPU limit;
+//! - a Redis stream's pending entries, with a password from a file;
+//! - plain mode over two nodes: the new replicas are spread like any;
 //! - the Redis scenario in Swarm mode, on a swarm of its own.
 //!
 //! Projects are named `as-*`; node indices 151..159 belong to this file.
@@ -762,4 +764,63 @@ services:
         .map(|e| e["desired"].as_u64().unwrap())
         .collect();
     assert_eq!(targets, [3, 1]);
+}
+
+/// Running containers of `service` of `project` on `node` (over its unix socket).
+fn running_on(node: &Node, project: &str, service: &str) -> usize {
+    let out = node.docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=drover.project={project}"),
+        "--filter",
+        &format!("label=drover.service={service}"),
+    ]);
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[test]
+fn plain_mode_spreads_the_new_replicas_over_its_nodes() {
+    let (a, b) = (Node::start("as-n1", 152), Node::start("as-n2", 153));
+    let value = Arc::new(AtomicU64::new(0));
+    let target = serve(value.clone());
+    let node = |n: &Node| {
+        format!(
+            "    - {{ name: {}, host: \"{}\", tls: {{ cert_path: \"{}\" }} }}\n",
+            n.name,
+            n.host,
+            n.cert_dir.display()
+        )
+    };
+    let compose = format!(
+        r#"
+x-drover:
+  nodes:
+{a}{b}  autoscale:
+    worker:
+      max: 6
+      polling_interval: 1s
+      scale_down_window: 2s
+      triggers:
+        - {{ type: http, url: "http://{target}/stats", pointer: /queue/depth, target: 10 }}
+services:
+  worker:
+    image: drover-test/busybox:latest
+    command: ["sleep", "86400"]
+    stop_signal: SIGKILL
+"#,
+        a = node(&a),
+        b = node(&b),
+    );
+    let p = Project::on("as-nodes", &compose, a.env());
+    let mut d = p.run(&[]);
+    let on = |n: &Node| running_on(n, "as-nodes", "worker");
+    eventually_with(&mut d, UP, "one worker", |_| on(&a) + on(&b) == 1);
+    // 40 / 10: four workers, spread two and two.
+    value.store(40, Ordering::SeqCst);
+    eventually_with(&mut d, UP, "two workers on each node", |_| {
+        on(&a) == 2 && on(&b) == 2
+    });
+    value.store(0, Ordering::SeqCst);
+    eventually_with(&mut d, UP, "back to one worker", |_| on(&a) + on(&b) == 1);
 }
