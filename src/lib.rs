@@ -20,6 +20,7 @@
 //! - [`nodes`]: the engines of a project and whether each is up.
 //! - [`telemetry`]: logs, metrics, `/status`; imports nothing above it.
 
+pub mod autoscale;
 pub mod config;
 pub mod down;
 pub mod engine;

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -20,7 +21,7 @@ use drover::plain::{self, Settings};
 use drover::runtime::{Reload, Start};
 use drover::telemetry::http::{self, Listen};
 use drover::telemetry::{self, LogFormat, Telemetry};
-use drover::{engine, notify, plan, preview, swarm};
+use drover::{autoscale, engine, notify, plan, preview, swarm};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -296,11 +297,12 @@ fn check(common: &Common, format: CheckFormat) -> Result<(), String> {
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
     }
+    let checked = config::Checked::of(&loaded);
     let out = match format {
-        CheckFormat::Json => serde_json::to_string_pretty(&loaded.project)
+        CheckFormat::Json => serde_json::to_string_pretty(&checked)
             .map_err(|e| e.to_string())
             .map(|s| s + "\n"),
-        CheckFormat::Yaml => config::to_yaml(&loaded.project),
+        CheckFormat::Yaml => checked.to_yaml(),
     };
     print!(
         "{}",
@@ -378,7 +380,10 @@ async fn setup(common: &Common) -> Result<Setup, String> {
 
 /// `drover plan`: print what a pass would do.
 async fn plan_command(common: Common) -> Result<(), String> {
-    let s = setup(&common).await?;
+    let mut s = setup(&common).await?;
+    for l in plan_autoscale(&mut s).await {
+        println!("{l}");
+    }
     let lines = match (s.mode, &s.engine) {
         (Mode::Swarm, Some(e)) => swarm::plan_lines(&*e.swarm, &s.endpoint, &s.loaded).await?,
         _ => {
@@ -393,6 +398,40 @@ async fn plan_command(common: Common) -> Result<(), String> {
         println!("{l}");
     }
     Ok(())
+}
+
+/// The autoscaler's view for `drover plan`: its lines, and its targets put in the
+/// project planned for.
+async fn plan_autoscale(s: &mut Setup) -> Vec<String> {
+    if s.loaded.settings.autoscale.is_empty() {
+        return Vec::new();
+    }
+    let project = s.loaded.project.name.clone();
+    let replicas: Arc<dyn autoscale::Replicas> = match (s.mode, &s.engine) {
+        (Mode::Swarm, Some(e)) => Arc::new(swarm::replicas::SwarmReplicas {
+            project,
+            swarm: e.swarm.clone(),
+            manager: e.client.clone(),
+        }),
+        _ => {
+            let mut engines = Vec::new();
+            for spec in &s.specs {
+                if let Ok(d) = connect::connect(&spec.endpoint).await {
+                    engines.push(engine::Client::from(d));
+                }
+            }
+            Arc::new(autoscale::Listed {
+                engines,
+                labels: Box::new(move |service| {
+                    vec![
+                        format!("{}={project}", drover::labels::LABEL_PROJECT),
+                        format!("{}={service}", drover::labels::LABEL_SERVICE),
+                    ]
+                }),
+            })
+        }
+    };
+    autoscale::preview(&mut s.loaded, Some(replicas)).await
 }
 
 /// `drover down`: take the project down; one line per thing removed, and exit 1 when

@@ -18,6 +18,7 @@ const LAYERS: &[&str] = &[
     "execute",
     "lease",
     "notify",
+    "autoscale",
     "runtime",
     "nodes",
     "plain",

@@ -23,13 +23,15 @@
 //! which may come from the environment and be secrets.
 //!
 //! Precedence: replicas `--scale` > scale file > `x-drover.scale` > `deploy.replicas` /
-//! `scale` > 1; project name `-p` > `COMPOSE_PROJECT_NAME` > `name:` > directory name;
+//! `scale` > 1 (an autoscaled service: `--scale` pins it, else the autoscaler's target
+//! within `min`..`max` with the scale file's count as the floor, see `autoscale`); project name `-p` > `COMPOSE_PROJECT_NAME` > `name:` > directory name;
 //! variables: process environment > `.env` (or the `--env-file`s). A service's `restart`
 //! sets the restart condition; `deploy.restart_policy` fills in what it leaves open.
 //!
 //! Compose keys drover does not act on (build with an image, logging, secrets, ...) load
 //! with one warning each; `x-*` keys are ignored silently everywhere.
 
+pub mod autoscale;
 pub mod hostpath;
 pub mod model;
 
@@ -529,6 +531,36 @@ fn environment(
 /// The normalized project as YAML (for `drover check`).
 pub fn to_yaml(project: &Project) -> Result<String, String> {
     serde_saphyr::to_string(project).map_err(|e| e.to_string())
+}
+
+/// What `drover check` prints: the project and, when there are any, the autoscaled
+/// services' settings under `x-drover.autoscale` (secrets by where they are, never their
+/// value).
+#[derive(Debug, serde::Serialize)]
+pub struct Checked<'a> {
+    #[serde(flatten)]
+    pub project: &'a Project,
+    #[serde(rename = "x-drover", skip_serializing_if = "Option::is_none")]
+    pub drover: Option<CheckedSettings<'a>>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct CheckedSettings<'a> {
+    pub autoscale: &'a std::collections::BTreeMap<String, Autoscale>,
+}
+
+impl<'a> Checked<'a> {
+    pub fn of(loaded: &'a Loaded) -> Checked<'a> {
+        let a = &loaded.settings.autoscale;
+        Checked {
+            project: &loaded.project,
+            drover: (!a.is_empty()).then_some(CheckedSettings { autoscale: a }),
+        }
+    }
+
+    pub fn to_yaml(&self) -> Result<String, String> {
+        serde_saphyr::to_string(self).map_err(|e| e.to_string())
+    }
 }
 
 #[cfg(test)]

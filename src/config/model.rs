@@ -648,7 +648,7 @@ impl Project {
 
 /// Controller settings from the top-level `x-drover` extension of the Compose file.
 /// `None` everywhere means "use drover's defaults".
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Settings {
     /// How often the full list of containers is re-read from every engine.
     #[serde(serialize_with = "human_opt")]
@@ -673,6 +673,9 @@ pub struct Settings {
     pub notify: Vec<Webhook>,
     /// `x-drover.ambassador.image`: what the ambassadors run (several nodes, plain mode).
     pub ambassador_image: Option<String>,
+    /// `x-drover.autoscale`: services whose replica target follows triggers, by name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub autoscale: BTreeMap<String, Autoscale>,
 }
 
 /// One webhook of `x-drover.notify`. Its URL is read from `url` when drover starts, and
@@ -972,4 +975,164 @@ pub enum UnhealthyAction {
 /// Settings left at their defaults are not printed by `check`.
 fn is_default<T: Default + PartialEq>(t: &T) -> bool {
     *t == T::default()
+}
+
+/// One service's `x-drover.autoscale` entry: the bounds its replica target moves in, the
+/// triggers that move it, and how fast (see docs/autoscaling.md).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Autoscale {
+    pub min: u32,
+    pub max: u32,
+    /// The triggers are asked this often.
+    #[serde(serialize_with = "human")]
+    pub polling_interval: Duration,
+    /// A scale-down goes only to the highest recommendation of this window.
+    #[serde(serialize_with = "human")]
+    pub scale_down_window: Duration,
+    /// A scale-up goes only to the lowest recommendation of this window (0: at once).
+    #[serde(serialize_with = "human")]
+    pub scale_up_window: Duration,
+    /// A ratio of value to target within `1 ± tolerance` changes nothing.
+    pub tolerance: f64,
+    /// With `min: 0`: how long every trigger must be at or below its activation threshold
+    /// before the service goes to zero.
+    #[serde(serialize_with = "human")]
+    pub cooldown: Duration,
+    pub scale_up: RateLimit,
+    pub scale_down: RateLimit,
+    pub triggers: Vec<ScaleTrigger>,
+    /// `--scale` for this service: autoscaling is off, this count is kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<u32>,
+    /// The scale file's count for this service: the lowest target the autoscaler sets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floor: Option<u32>,
+}
+
+impl Autoscale {
+    /// The lowest target: `min`, raised to the scale file's count.
+    pub fn lowest(&self) -> u32 {
+        self.min.max(self.floor.unwrap_or(0)).min(self.max)
+    }
+}
+
+/// How much the target may change within `period`: the larger of `replicas` and
+/// `percent` of the count at the period's start (the HPA's `selectPolicy: Max`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RateLimit {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u32>,
+    #[serde(serialize_with = "human")]
+    pub period: Duration,
+}
+
+/// One trigger: where its value comes from, and the value one replica is sized for.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScaleTrigger {
+    /// How logs, metrics and status name it: `name`, else its type and index (`redis-0`).
+    pub name: String,
+    /// Per replica: items of backlog, or % of a core (cpu), or bytes (memory).
+    pub target: f64,
+    /// With `min: 0`: a value above this wakes the service from zero (default 0).
+    pub activation: f64,
+    /// One reading's deadline.
+    #[serde(serialize_with = "human")]
+    pub timeout: Duration,
+    #[serde(flatten)]
+    pub source: TriggerSource,
+}
+
+/// Where a trigger's value comes from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum TriggerSource {
+    /// A list's length, or the pending entries of a stream's consumer group.
+    Redis {
+        /// `redis://host:port[/db]` or `rediss://` (TLS); never a password.
+        address: String,
+        #[serde(flatten)]
+        backlog: RedisBacklog,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        username: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        password: Option<SecretSource>,
+        /// TLS even with a `redis://` address.
+        #[serde(skip_serializing_if = "is_false")]
+        tls: bool,
+        /// A CA certificate (PEM) to verify the server with, instead of the system's.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tls_ca_file: Option<PathBuf>,
+    },
+    /// A PromQL expression's value (an instant query; a vector's samples are summed).
+    Prometheus {
+        url: String,
+        query: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token: Option<SecretSource>,
+    },
+    /// A number in a JSON document, found by a JSON pointer (RFC 6901).
+    Http {
+        url: String,
+        pointer: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token: Option<SecretSource>,
+    },
+    /// Average CPU use of the service's running replicas, in % of one core.
+    Cpu,
+    /// Average memory use of the service's running replicas, in bytes.
+    Memory,
+}
+
+impl TriggerSource {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TriggerSource::Redis { .. } => "redis",
+            TriggerSource::Prometheus { .. } => "prometheus",
+            TriggerSource::Http { .. } => "http",
+            TriggerSource::Cpu => "cpu",
+            TriggerSource::Memory => "memory",
+        }
+    }
+
+    /// CPU and memory are averages per replica (desired = current × value / target);
+    /// the others are a total to share out (desired = value / target).
+    pub fn per_replica(&self) -> bool {
+        matches!(self, TriggerSource::Cpu | TriggerSource::Memory)
+    }
+}
+
+/// What a Redis trigger counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum RedisBacklog {
+    /// `LLEN list`.
+    List { list: String },
+    /// The pending entries of `group` on `stream` (`XPENDING`).
+    Stream { stream: String, group: String },
+}
+
+/// A secret (a password, a token): a file or one of drover's environment variables; never
+/// written in the Compose file, never logged or printed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretSource {
+    File(PathBuf),
+    Env(String),
+}
+
+impl SecretSource {
+    /// Read the secret (a file's trailing newline dropped). The error names where it was
+    /// looked for, never its content.
+    pub fn read(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+        match self {
+            SecretSource::File(p) => std::fs::read_to_string(p)
+                .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+                .map_err(|e| format!("cannot read {}: {e}", p.display())),
+            SecretSource::Env(name) => {
+                env(name).ok_or_else(|| format!("the environment variable {name} is not set"))
+            }
+        }
+    }
 }

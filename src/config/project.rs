@@ -117,7 +117,7 @@ pub fn build(
     add_default_network(&name, &drafts, &mut networks);
     check_cycles(&drafts)?;
 
-    let (settings, drover_scale) = match top.drover {
+    let (mut settings, drover_scale) = match top.drover {
         Some(n) => x_drover(n, &names, inp.project_dir, warnings)?,
         None => (Settings::default(), BTreeMap::new()),
     };
@@ -144,6 +144,8 @@ pub fn build(
             no_count_for_global(inp, scales, &svc_name)?;
         }
         s.replicas = replica_target(inp, scales, &svc_name, d.file_replicas);
+        let autoscale = settings.autoscale.get_mut(&svc_name);
+        autoscaled(autoscale, &s, inp, &file_scale, &d.loc, warnings)?;
         check_replicas(&s, &d.loc, d.container_name_loc.as_ref())?;
         published.check(&s, &d.port_locs, warnings)?;
         s.options.mesh = mesh.is_some() && !s.mesh_ports().is_empty();
@@ -189,6 +191,50 @@ fn replica_target(
         .or_else(|| drover_scale.get(svc_name).copied())
         .or(file_replicas)
         .unwrap_or(1)
+}
+
+/// An autoscaled service (`a`; nothing to do for the others): `--scale` pins it, the scale file's count is its floor; it must
+/// be able to run more than one replica.
+fn autoscaled(
+    a: Option<&mut Autoscale>,
+    s: &Service,
+    inp: &Inputs,
+    file_scale: &BTreeMap<String, u32>,
+    loc: &Loc,
+    warnings: &mut Warnings,
+) -> Result<()> {
+    let Some(a) = a else {
+        return Ok(());
+    };
+    let path = format!("x-drover.autoscale.{}", s.name);
+    if s.mode == DeployMode::Global {
+        return Err(fail(
+            loc,
+            &path,
+            "a global service runs one task per node: it cannot be autoscaled",
+        ));
+    }
+    if s.container_name.is_some() && a.max > 1 {
+        return Err(fail(
+            loc,
+            &path,
+            "a service with container_name runs one replica: it cannot be autoscaled",
+        ));
+    }
+    a.pinned = inp
+        .scale
+        .iter()
+        .rev()
+        .find(|(n, _)| *n == s.name)
+        .map(|(_, r)| *r);
+    a.floor = file_scale.get(&s.name).copied();
+    if let Some(f) = a.floor.filter(|f| *f > a.max) {
+        warnings.push(format!(
+            "{path}: the scale file asks for {f}, above max ({}): the autoscaler keeps it at {}",
+            a.max, a.max
+        ));
+    }
+    Ok(())
 }
 
 /// A global service runs one replica per eligible node: a count for it (`--scale`, the
@@ -707,6 +753,9 @@ fn x_drover(
             "watchdog" => settings.watchdog = read::opt_duration(v, &p)?,
             "nodes" => settings.nodes = super::nodes::nodes(v, &p, dir, warnings)?,
             "notify" => settings.notify = super::webhooks::webhooks(v, &p, dir, warnings)?,
+            "autoscale" => {
+                settings.autoscale = super::autoscale::autoscale(v, &p, names, dir, warnings)?
+            }
             "rebalance" => settings.rebalance = read::boolean(v, &p)?,
             "follow_images" => settings.follow_images = follow_images(v, &p)?,
             "ambassador" => {

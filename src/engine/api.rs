@@ -99,6 +99,9 @@ pub trait Engine: Send + Sync {
     /// The registry digest of the engine's copy of `image`, if it has one; see
     /// [`digests::local_digest`].
     fn local_digest<'a>(&'a self, image: &'a str) -> Answer<'a, Option<String>>;
+    /// One sample of a running container's CPU and memory use (`/stats`, not streamed:
+    /// the engine takes about a second to answer).
+    fn usage<'a>(&'a self, id: &'a str) -> Answer<'a, super::model::Usage>;
     /// `/_ping`: the engine answers.
     fn ping(&self) -> Answer<'_, ()>;
     /// `/info`: the engine's id, labels, Swarm state.
@@ -234,6 +237,9 @@ impl Engine for Client {
     }
     fn info(&self) -> Answer<'_, SystemInfo> {
         self.0.info()
+    }
+    fn usage<'a>(&'a self, id: &'a str) -> Answer<'a, super::model::Usage> {
+        self.0.usage(id)
     }
     fn events(&self, since: Option<String>, until: Option<String>, filters: Filters) -> Events {
         self.0.events(since, until, filters)
@@ -425,6 +431,23 @@ impl Engine for Docker {
 
     fn info(&self) -> Answer<'_, SystemInfo> {
         Box::pin(async move { Ok(Docker::info(self).await?) })
+    }
+
+    fn usage<'a>(&'a self, id: &'a str) -> Answer<'a, super::model::Usage> {
+        Box::pin(async move {
+            let opts = bollard::query_parameters::StatsOptions {
+                stream: false,
+                one_shot: false,
+            };
+            let mut answers = Box::pin(Docker::stats(self, id, Some(opts)));
+            match answers.next().await {
+                Some(stats) => Ok(super::model::Usage::from_stats(&stats?)),
+                None => Err(EngineError::new(
+                    super::error::Kind::Other,
+                    format!("the engine sent no stats for container {id}"),
+                )),
+            }
+        })
     }
 
     fn events(&self, since: Option<String>, until: Option<String>, filters: Filters) -> Events {

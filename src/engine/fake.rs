@@ -957,6 +957,21 @@ impl Engine for FakeEngine {
         ready(self.call("ping", String::new(), |_| Ok(())))
     }
 
+    fn usage<'a>(&'a self, id: &'a str) -> Answer<'a, super::model::Usage> {
+        let r = self.call("stats", id.to_string(), |s| {
+            s.containers
+                .get(id)
+                .map(|_| super::model::Usage::default())
+                .ok_or_else(|| {
+                    EngineError::new(
+                        super::error::Kind::NotFound,
+                        format!("no such container: {id}"),
+                    )
+                })
+        });
+        ready(r)
+    }
+
     fn info(&self) -> Answer<'_, SystemInfo> {
         let r = self.call("info", String::new(), |s| {
             Ok(SystemInfo {

@@ -112,6 +112,7 @@ pub struct NodeStatus {
 }
 
 /// A running node monitor.
+#[derive(Clone)]
 pub struct NodeHandle {
     pub name: String,
     pub endpoint: Endpoint,

@@ -6,6 +6,7 @@
 mod images;
 mod membership;
 mod pass;
+mod replicas;
 mod say;
 #[cfg(test)]
 mod tests;
@@ -95,6 +96,8 @@ pub struct Plain {
     notifier: Notifier,
     /// Nodes added and removed by reloads (see [`membership`]).
     membership: membership::Membership,
+    /// The nodes as autoscaling sees them (see [`replicas`]), updated when they change.
+    shared_nodes: replicas::SharedNodes,
 }
 
 impl Plain {
@@ -121,6 +124,7 @@ impl Plain {
             telemetry,
             notifier: Notifier::default(),
             membership: membership::Membership::default(),
+            shared_nodes: replicas::SharedNodes::default(),
         }
     }
 
@@ -178,22 +182,21 @@ impl Mode for Plain {
     fn adopt(&mut self, loaded: config::Loaded) -> Result<Adopted, String> {
         let mut loaded = loaded;
         let nodes_changed = self.reload_nodes(&loaded.settings.nodes)?;
-        self.own_ambassador_image(&mut loaded.project);
-        self.images.reloaded(&loaded.project);
-        self.file = loaded.project;
-        let mut pinned = self.images.follow.apply(&self.file);
-        self.history.reloaded(&self.project, &mut pinned);
-        let changed = pinned != self.project;
-        if changed {
-            say::changes(&self.project, &pinned);
-            self.updates_started(&pinned);
-            self.project = pinned;
-            self.said.counts.clear();
+        if nodes_changed {
+            self.share_nodes();
         }
+        self.own_ambassador_image(&mut loaded.project);
+        let changed = self.take(loaded.project, true);
         Ok(Adopted {
             changed: changed || nodes_changed,
             warnings: loaded.warnings,
         })
+    }
+
+    fn retarget(&mut self, loaded: config::Loaded) -> bool {
+        let mut project = loaded.project;
+        self.own_ambassador_image(&mut project);
+        self.take(project, false)
     }
 
     async fn pass(&mut self, wake: Wake) -> Option<Duration> {
@@ -218,6 +221,33 @@ impl Mode for Plain {
 
     fn tasks(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
         std::mem::take(&mut self.membership.spawned)
+    }
+}
+
+impl Plain {
+    /// Run `project` from now on; `say`: log what changed (a reload; the autoscaler says
+    /// its own changes). `true` when the desired state changed.
+    /// The nodes autoscaling counts replicas on are these nodes now.
+    fn share_nodes(&self) {
+        let mut shared = self.shared_nodes.lock();
+        *shared = self.nodes.clone();
+    }
+
+    fn take(&mut self, project: Project, say: bool) -> bool {
+        self.images.reloaded(&project);
+        self.file = project;
+        let mut pinned = self.images.follow.apply(&self.file);
+        self.history.reloaded(&self.project, &mut pinned);
+        let changed = pinned != self.project;
+        if changed {
+            if say {
+                say::changes(&self.project, &pinned);
+            }
+            self.updates_started(&pinned);
+            self.project = pinned;
+            self.said.counts.clear();
+        }
+        changed
     }
 }
 
@@ -257,6 +287,7 @@ pub fn runtime(nodes: Vec<NodeSpec>, settings: Settings, start: Start) -> Runtim
         tasks.push(task);
     }
     let lease = start_lease(&settings, &handles, &loaded.project, cancel);
+    let shared_nodes = replicas::SharedNodes::new(handles.clone());
     let parts = Parts {
         project: loaded.project.name.clone(),
         source: ConfigSource::new(load, &loaded, settings.watch_interval, reload),
@@ -266,9 +297,14 @@ pub fn runtime(nodes: Vec<NodeSpec>, settings: Settings, start: Start) -> Runtim
         telemetry: telemetry.clone(),
         tasks: tasks.into_iter().chain(notify.tasks).collect(),
         notifier: notify.notifier.clone(),
+        replicas: Some(Arc::new(replicas::NodeReplicas {
+            project: loaded.project.name.clone(),
+            nodes: shared_nodes.clone(),
+        })),
     };
     let mut mode =
         Plain::new(handles, loaded.project.clone(), settings, telemetry).notify_to(notify.notifier);
+    mode.shared_nodes = shared_nodes;
     mode.membership = membership::Membership {
         spawner: Some(spawner),
         listed: !loaded.settings.nodes.is_empty(),

@@ -13,7 +13,7 @@ use super::recorder::{Histogram, Recorded, Telemetry};
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Escape a label value: backslash, double quote and newline.
-fn esc(v: &str) -> String {
+pub(super) fn esc(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     for ch in v.chars() {
         match ch {
@@ -91,6 +91,7 @@ fn render_recorded(r: &Recorded) -> String {
     images(&mut o, r, p);
     config(&mut o, r, p);
     notifications(&mut o, r, p);
+    super::autoscale::metrics(&mut o.0, r);
     o.0
 }
 

@@ -11,6 +11,7 @@
 //! ([`ActionEvent`], [`Observation`], [`swarm::Report`], ...), and each caller converts its
 //! own types into them.
 
+pub mod autoscale;
 pub mod http;
 pub mod metrics;
 mod recorder;

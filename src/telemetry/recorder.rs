@@ -340,6 +340,12 @@ pub(crate) struct Recorded {
     pub images: BTreeMap<String, ImageRecord>,
     /// (service, result) -> registry checks: `unchanged`, `new`, `refused`, `error`.
     pub image_checks: BTreeMap<(String, &'static str), u64>,
+    /// Each autoscaled service, as of its last poll.
+    pub autoscale: BTreeMap<String, super::autoscale::AutoscaleStatus>,
+    /// (service, trigger) -> polls without a value.
+    pub autoscale_errors: BTreeMap<(String, String), u64>,
+    /// (service, direction) -> target changes.
+    pub autoscale_changes: BTreeMap<(String, &'static str), u64>,
 }
 
 impl Telemetry {
@@ -373,6 +379,9 @@ impl Telemetry {
                 notifications_dropped: BTreeMap::new(),
                 images: BTreeMap::new(),
                 image_checks: BTreeMap::new(),
+                autoscale: BTreeMap::new(),
+                autoscale_errors: BTreeMap::new(),
+                autoscale_changes: BTreeMap::new(),
             })),
         }
     }

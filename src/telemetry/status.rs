@@ -39,6 +39,9 @@ pub struct Status {
     /// Each service's image: the digest it runs, the newest seen, the last registry check.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<ImageStatus>,
+    /// Each autoscaled service: bounds, the count wanted, each trigger's last value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub autoscale: Vec<super::autoscale::AutoscaleStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -235,6 +238,7 @@ pub fn snapshot(t: &Telemetry) -> Status {
         acting: r.acting,
         swarm: r.swarm.clone(),
         images: image_statuses(&r),
+        autoscale: r.autoscale.values().cloned().collect(),
     }
 }
 
@@ -410,7 +414,7 @@ fn action_statuses(r: &Recorded) -> Vec<ActionStatus> {
 }
 
 /// Columns padded to their widest cell, two spaces apart.
-fn table(out: &mut String, rows: &[Vec<String>]) {
+pub(super) fn table(out: &mut String, rows: &[Vec<String>]) {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|i| {
@@ -463,6 +467,7 @@ pub fn render_table(s: &Status) -> String {
     nodes_table(&mut out, s);
     swarm_tables(&mut out, s);
     images_table(&mut out, s);
+    super::autoscale::table(&mut out, &s.autoscale);
     slots_table(&mut out, s);
     out.push('\n');
     actions_table(&mut out, s);
