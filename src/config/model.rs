@@ -817,6 +817,10 @@ pub struct NodeConfig {
     /// `address`: where the other nodes reach this one (its replicas' ports for the
     /// ambassadors are published on it); default: the IP address in `host`.
     pub address: Option<std::net::IpAddr>,
+    /// `role: witness`: the node holds lease votes (a third engine beside two, for a
+    /// majority) but runs nothing of the project. Default `role: worker`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub witness: bool,
 }
 
 impl NodeConfig {

@@ -23,6 +23,7 @@ pub fn nodes(v: &Node, path: &str, dir: &Path, w: &mut Warnings) -> Result<Vec<N
         let mut server_name = None;
         let mut labels = BTreeMap::new();
         let mut address = None;
+        let mut witness = false;
         for (k, val) in read::map(item, &p)? {
             let kp = child(&p, &k.name);
             match k.name.as_str() {
@@ -39,6 +40,19 @@ pub fn nodes(v: &Node, path: &str, dir: &Path, w: &mut Warnings) -> Result<Vec<N
                             "an IP address the other nodes reach this one at",
                         )
                     })?);
+                }
+                "role" => {
+                    witness = match read::string(val, &kp)?.as_str() {
+                        "worker" => false,
+                        "witness" => true,
+                        _ => {
+                            return Err(fail(
+                                &val.loc,
+                                &kp,
+                                "worker (runs replicas) or witness (holds lease votes only)",
+                            ));
+                        }
+                    }
                 }
                 "labels" => {
                     for e in read::map_or_list(val, &kp)? {
@@ -68,7 +82,15 @@ pub fn nodes(v: &Node, path: &str, dir: &Path, w: &mut Warnings) -> Result<Vec<N
             tls_server_name: server_name,
             labels,
             address,
+            witness,
         });
+    }
+    if !out.is_empty() && out.iter().all(|n| n.witness) {
+        return Err(fail(
+            &v.loc,
+            path,
+            "every node is a witness: at least one must run replicas (role: worker)",
+        ));
     }
     Ok(out)
 }

@@ -18,7 +18,7 @@ use tracing::info;
 
 use crate::config::{self, Project};
 use crate::engine::{self, Credentials};
-use crate::lease::{self, LeaseConfig};
+use crate::lease::{self, LeaseConfig, LeaseHandle};
 use crate::nodes::{self, HealthConfig, NodeHandle, NodeSpec};
 use crate::notify::Notifier;
 use crate::observe::Snapshot;
@@ -92,6 +92,8 @@ pub struct Plain {
     telemetry: Telemetry,
     /// Where what people act on goes (nodes down and up, updates, replicas given up on).
     notifier: Notifier,
+    /// The lease this drover acts under.
+    lease: LeaseHandle,
 }
 
 impl Plain {
@@ -117,6 +119,7 @@ impl Plain {
             said: say::Said::default(),
             telemetry,
             notifier: Notifier::default(),
+            lease: LeaseHandle::always(),
         }
     }
 
@@ -144,6 +147,13 @@ impl Plain {
     /// Send notifications through `notifier`.
     pub fn notify_to(mut self, notifier: Notifier) -> Plain {
         self.notifier = notifier;
+        self
+    }
+
+    /// Act under `lease`: its term is stamped on what is created, and a project container
+    /// with a higher term ends it.
+    pub fn under(mut self, lease: LeaseHandle) -> Plain {
+        self.lease = lease;
         self
     }
 }
@@ -214,7 +224,14 @@ impl Mode for Plain {
 
 /// Plain mode's loop for the project `loaded` describes on `nodes`: node monitors
 /// started, the lease taken when `settings` asks for one, until `cancel` fires.
-pub fn runtime(nodes: Vec<NodeSpec>, settings: Settings, start: Start) -> Runtime<Plain> {
+/// `witnesses` hold lease votes only: they get a monitor (for their connection) and no
+/// replicas.
+pub fn runtime(
+    nodes: Vec<NodeSpec>,
+    witnesses: Vec<NodeSpec>,
+    settings: Settings,
+    start: Start,
+) -> Runtime<Plain> {
     let Start {
         load,
         loaded,
@@ -226,8 +243,10 @@ pub fn runtime(nodes: Vec<NodeSpec>, settings: Settings, start: Start) -> Runtim
     let cancel = &cancel;
     let trigger = Arc::new(Trigger::default());
     let health = HealthConfig::with_down_after(settings.node_down_after);
-    let (handles, tasks): (Vec<NodeHandle>, Vec<_>) = nodes
+    let workers = nodes.len();
+    let (mut handles, tasks): (Vec<NodeHandle>, Vec<_>) = nodes
         .into_iter()
+        .chain(witnesses)
         .map(|spec| {
             nodes::spawn(
                 spec,
@@ -240,7 +259,10 @@ pub fn runtime(nodes: Vec<NodeSpec>, settings: Settings, start: Start) -> Runtim
             )
         })
         .unzip();
-    let lease = start_lease(&settings, &handles, &loaded.project, cancel);
+    let lease = start_lease(&settings, &handles, &loaded.project, &telemetry, cancel);
+    let handle = lease.handle.clone();
+    // Witnesses only vote: the mode places nothing there.
+    handles.truncate(workers);
     let parts = Parts {
         project: loaded.project.name.clone(),
         source: ConfigSource::new(load, &loaded, settings.watch_interval, reload),
@@ -251,42 +273,46 @@ pub fn runtime(nodes: Vec<NodeSpec>, settings: Settings, start: Start) -> Runtim
         tasks: tasks.into_iter().chain(notify.tasks).collect(),
         notifier: notify.notifier.clone(),
     };
-    let mode =
-        Plain::new(handles, loaded.project.clone(), settings, telemetry).notify_to(notify.notifier);
+    let mode = Plain::new(handles, loaded.project.clone(), settings, telemetry)
+        .notify_to(notify.notifier)
+        .under(handle);
     Runtime::new(mode, parts, &loaded, &loaded.warnings)
 }
 
-/// The project's lease on its lease node, through the node monitor's connection, when
-/// `settings` asks for one and there is such a node; otherwise always held.
+/// The project's lease on every node (witnesses included), through the node monitors'
+/// connections, when `settings` asks for one; otherwise always held.
 fn start_lease(
     settings: &Settings,
     nodes: &[NodeHandle],
     project: &Project,
+    telemetry: &Telemetry,
     cancel: &CancellationToken,
 ) -> Lease {
-    let (Some(cfg), Some(node)) = (settings.lease, lease_node(nodes)) else {
+    let Some(cfg) = settings.lease.filter(|_| !nodes.is_empty()) else {
         return Lease::none();
     };
     let images = project.services.values().map(|s| s.image.clone()).collect();
+    let voters = nodes
+        .iter()
+        .map(|n| lease::LeaseNode {
+            name: n.name.clone(),
+            endpoint: n.endpoint.clone(),
+            engine: Box::pin(n.engine()),
+        })
+        .collect();
     let (handle, task) = lease::spawn(
-        node.engine(),
-        node.endpoint.clone(),
+        voters,
         project.name.clone(),
         images,
         settings.credentials.clone(),
         cfg,
+        telemetry.clone(),
         cancel.child_token(),
     );
     Lease {
         handle,
         task: Some(task),
     }
-}
-
-/// The node that keeps the lease: the project's first node by name, the same for every
-/// drover of the project.
-fn lease_node(nodes: &[NodeHandle]) -> Option<&NodeHandle> {
-    nodes.iter().min_by(|a, b| a.name.cmp(&b.name))
 }
 
 /// Ambassadors run drover's own image (`own`) when the file names none.

@@ -74,6 +74,10 @@ impl Plain {
                     NodeState::Down
                 }
                 Some(Ok((docker, snapshot))) => {
+                    // A newer leader's container ends our leadership at once.
+                    if let Some(t) = snapshot.containers.iter().map(|c| c.term()).max() {
+                        self.lease.saw_term(t);
+                    }
                     let seen = snapshot.observation(&self.project, self.own_id.as_deref());
                     self.telemetry.observed(&name, seen);
                     if self.said.list_failing.remove(&name) {
@@ -239,6 +243,7 @@ impl Plain {
             project: &self.project,
             parallel: self.settings.parallel,
             credentials: &self.settings.credentials,
+            term: self.lease.term().filter(|t| *t > 0),
         };
         let mut failed = false;
         let (history, settings, project) = (&mut self.history, &self.settings, &self.project);

@@ -32,6 +32,10 @@ pub struct Status {
     /// another drover.
     #[serde(default)]
     pub acting: bool,
+    /// The project's lease: leader, term, the nodes that granted it to this drover, why
+    /// this one stands by (absent when there is no lease, e.g. Swarm mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseStatus>,
     /// Swarm mode: Swarm's services (desired vs running tasks, why slots do not run) and
     /// nodes. `services` above then counts tasks per Swarm node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -39,6 +43,23 @@ pub struct Status {
     /// Each service's image: the digest it runs, the newest seen, the last registry check.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<ImageStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseStatus {
+    /// The drover acting for the project (`host/pid/random`), when one is seen on a
+    /// majority of the nodes.
+    pub leader: Option<String>,
+    pub term: Option<u64>,
+    /// This drover.
+    pub me: String,
+    /// Nodes whose lease counts for this drover now.
+    pub granted: Vec<String>,
+    /// Nodes holding lease votes (witnesses included), and how many make a majority.
+    pub nodes: usize,
+    pub majority: usize,
+    /// Why this drover stands by (`None`: it acts).
+    pub standby: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -229,6 +250,15 @@ pub fn snapshot(t: &Telemetry) -> Status {
             host_paths: r.host_paths.clone(),
         },
         acting: r.acting,
+        lease: r.lease.as_ref().map(|l| LeaseStatus {
+            leader: l.leader.clone(),
+            term: l.term,
+            me: l.me.clone(),
+            granted: l.granted.clone(),
+            nodes: l.nodes,
+            majority: l.majority,
+            standby: l.standby.clone(),
+        }),
         swarm: r.swarm.clone(),
         images: image_statuses(&r),
     }
@@ -508,6 +538,31 @@ fn images_table(out: &mut String, s: &Status) {
     table(out, &rows);
 }
 
+/// The lease: who leads under which term, what granted it to this drover, why it waits.
+fn lease_lines(out: &mut String, acting: bool, l: &LeaseStatus) {
+    let leader = match (&l.leader, l.term) {
+        (Some(h), Some(t)) if *h == l.me => format!("this drover ({h}), term {t}"),
+        (Some(h), Some(t)) => format!("{h}, term {t}"),
+        _ => "none seen".into(),
+    };
+    let granted = if l.granted.is_empty() {
+        "-".to_string()
+    } else {
+        l.granted.join(",")
+    };
+    let _ = writeln!(
+        out,
+        "  lease: leader {leader}; granted to this drover by {granted} ({} of {}, {} needed)",
+        l.granted.len(),
+        l.nodes,
+        l.majority
+    );
+    if !acting {
+        let why = l.standby.as_deref().unwrap_or("the lease is not held");
+        let _ = writeln!(out, "  standing by: {why}");
+    }
+}
+
 /// The project, whether it is ready and why not, the config's state.
 fn heading(out: &mut String, s: &Status) {
     let _ = writeln!(
@@ -525,11 +580,15 @@ fn heading(out: &mut String, s: &Status) {
     for why in &s.not_ready {
         let _ = writeln!(out, "  {why}");
     }
-    if !s.acting {
-        let _ = writeln!(
-            out,
-            "  standing by: another drover holds the project's lease (or this one has not taken it yet)"
-        );
+    match &s.lease {
+        Some(l) => lease_lines(out, s.acting, l),
+        None if !s.acting => {
+            let _ = writeln!(
+                out,
+                "  standing by: another drover holds the project's lease (or this one has not taken it yet)"
+            );
+        }
+        None => {}
     }
     if let Some(e) = &s.config.error {
         let _ = writeln!(
