@@ -263,6 +263,56 @@ fn constraint(text: &str) -> Option<Constraint> {
 mod tests {
     use super::*;
 
+    fn load_text(compose: &str) -> std::result::Result<crate::config::Loaded, String> {
+        let dir = std::env::temp_dir().join(format!(
+            "drover-nodes-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("compose.yml"), compose).unwrap();
+        let loaded = crate::config::load(&crate::config::LoadOptions {
+            cwd: dir.clone(),
+            project_name: Some("p".into()),
+            ..Default::default()
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+        loaded.map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_witness_holds_lease_votes_and_a_worker_is_the_default() {
+        let l = load_text(
+            "services:\n  a: {image: x}\nx-drover:\n  nodes:\n    \
+             - {name: a, host: \"tcp://10.0.0.1:2376\"}\n    \
+             - {name: b, host: \"tcp://10.0.0.2:2376\", role: worker}\n    \
+             - {name: w, host: \"tcp://10.0.0.3:2376\", role: witness}\n",
+        )
+        .unwrap();
+        let roles: Vec<(&str, bool)> = l
+            .settings
+            .nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.witness))
+            .collect();
+        assert_eq!(roles, [("a", false), ("b", false), ("w", true)]);
+        let e = load_text(
+            "services:\n  a: {image: x}\nx-drover:\n  nodes:\n    \
+             - {name: a, host: \"tcp://10.0.0.1:2376\", role: boss}\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("x-drover.nodes[0].role") && e.contains("witness"),
+            "{e}"
+        );
+        let e = load_text(
+            "services:\n  a: {image: x}\nx-drover:\n  nodes:\n    \
+             - {name: w, host: \"tcp://10.0.0.3:2376\", role: witness}\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("at least one must run replicas"), "{e}");
+    }
+
     #[test]
     fn parses_constraints() {
         let c = constraint("node.labels.zone == a").unwrap();
