@@ -25,6 +25,11 @@ struct Ha {
 
 impl Ha {
     fn new(name: &str, nodes: Vec<Node>, replicas: u32) -> Ha {
+        Ha::with_witness(name, nodes, replicas, None)
+    }
+
+    /// [`Ha::new`] with node `witness` given `role: witness` (lease votes, no replicas).
+    fn with_witness(name: &str, nodes: Vec<Node>, replicas: u32, witness: Option<usize>) -> Ha {
         let dir = std::env::temp_dir().join(format!("drover-it-{name}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -41,13 +46,16 @@ x-drover:
   nodes:
 "#
         );
-        for n in &nodes {
+        for (i, n) in nodes.iter().enumerate() {
             compose.push_str(&format!(
                 "    - name: {}\n      host: {}\n      tls: {{ cert_path: {} }}\n",
                 n.name,
                 n.host,
                 n.cert_dir.display()
             ));
+            if witness == Some(i) {
+                compose.push_str("      role: witness\n");
+            }
         }
         std::fs::write(dir.join("compose.yml"), compose).unwrap();
         Ha {
@@ -304,9 +312,22 @@ fn three_drovers_started_together_one_leads_and_killing_its_host_elects_another(
 }
 
 #[test]
-fn a_frozen_leader_is_replaced_and_never_acts_once_resumed() {
-    let ha = Ha::new("ha-freeze", three("ha-f", 174), 3);
+fn a_frozen_leader_is_replaced_and_never_acts_once_resumed_with_a_witness() {
+    // Two engines that run replicas and a witness (lease votes only), a drover on each.
+    let ha = Ha::with_witness("ha-freeze", three("ha-f", 174), 3, Some(2));
     let (mut drovers, l) = settle(&ha, 3);
+    let lease = "drover-lease-ha-freeze";
+    assert!(
+        ha.containers(2).is_empty(),
+        "nothing of the project on the witness"
+    );
+    assert!(
+        ha.nodes[2]
+            .docker_ok(&["ps", "-a", "--format", "{{.Names}}"])
+            .lines()
+            .any(|n| n == lease),
+        "the witness holds a lease container"
+    );
     let old_term = leads(&drovers[l]).unwrap();
     drovers[l].signal("STOP");
     let frozen = Instant::now();
@@ -330,8 +351,8 @@ fn a_frozen_leader_is_replaced_and_never_acts_once_resumed() {
     eprintln!("leader frozen: new leader acting after {took:?}");
     assert!(took <= Duration::from_secs(5), "takeover took {took:?}");
     assert!(new_term > old_term);
-    // Work for whoever acts: a replica removed on every node.
-    for i in 0..3 {
+    // Work for whoever acts: a replica removed on each node that runs some.
+    for i in 0..2 {
         if let Some((name, _, _)) = ha.containers(i).first() {
             ha.nodes[i].docker_ok(&["rm", "-f", name]);
         }
@@ -349,8 +370,12 @@ fn a_frozen_leader_is_replaced_and_never_acts_once_resumed() {
         || leads(&drovers[l]).is_none(),
     );
     // More work after it resumed: still only the new leader acts.
-    let (name, _, _) = ha.containers(n).first().cloned().expect("a replica");
-    ha.nodes[n].docker_ok(&["rm", "-f", &name]);
+    let (name, _, _) = ha
+        .containers(0)
+        .first()
+        .cloned()
+        .expect("a replica on node 0");
+    ha.nodes[0].docker_ok(&["rm", "-f", &name]);
     wait(&all, UP, "the slot back", || {
         ha.each_slot_once(&[0, 1, 2], 3)
     });
@@ -368,6 +393,7 @@ fn a_frozen_leader_is_replaced_and_never_acts_once_resumed() {
             assert!(term <= new_term, "{name} has term {term}");
         }
     }
+    assert!(ha.containers(2).is_empty(), "still nothing on the witness");
 }
 
 #[test]
