@@ -853,6 +853,7 @@ fn actions_table(out: &mut String, s: &Status) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::LeaseRecord;
 
     #[test]
     fn table_lines_up_and_json_round_trips() {
@@ -875,6 +876,58 @@ mod tests {
             ],
         );
         assert_eq!(out, "A    BB  C\naaa  b   c\n");
+    }
+
+    #[test]
+    fn the_lease_shows_the_leader_its_term_the_grants_and_why_a_drover_waits() {
+        let t = Telemetry::new("demo", Duration::from_secs(60), None);
+        t.lease(LeaseRecord {
+            leader: Some("h2/7/ab".into()),
+            term: Some(4),
+            me: "h1/9/cd".into(),
+            granted: vec![],
+            node_names: vec!["a".into(), "b".into(), "c".into()],
+            nodes: 3,
+            majority: 2,
+            standby: Some("another drover leads: h2/7/ab (term 4) on a,b,c".into()),
+        });
+        let s = snapshot(&t);
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), s);
+        let text = render_table(&s);
+        assert!(
+            text.contains(
+                "  lease: leader h2/7/ab, term 4; granted to this drover by - (0 of 3, 2 needed)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("  standing by: another drover leads: h2/7/ab (term 4) on a,b,c"),
+            "{text}"
+        );
+        let metrics = crate::telemetry::metrics::render(&t);
+        assert!(
+            metrics.contains("drover_lease_term{project=\"demo\"} 4"),
+            "{metrics}"
+        );
+        assert!(metrics.contains("drover_lease_grants{project=\"demo\"} 0"));
+        assert!(metrics.contains("drover_lease_granted{project=\"demo\",node=\"b\"} 0"));
+        // The leader itself.
+        t.acting(true);
+        let before = t.lock().lease.clone().unwrap();
+        t.lease(LeaseRecord {
+            leader: Some("h1/9/cd".into()),
+            me: "h1/9/cd".into(),
+            granted: vec!["a".into(), "c".into()],
+            standby: None,
+            ..before
+        });
+        let text = render_table(&snapshot(&t));
+        assert!(
+            text.contains("  lease: leader this drover (h1/9/cd), term 4; granted to this drover by a,c (2 of 3, 2 needed)"),
+            "{text}"
+        );
+        assert!(!text.contains("standing by"), "{text}");
     }
 
     #[test]
