@@ -10,6 +10,9 @@
 #   node.sh partition NAME     cut the node off the network (link down)
 #   node.sh heal NAME          undo partition
 #   node.sh env NAME           print DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH lines
+#   node.sh exec NAME CMD...   run CMD in the node's network namespace (as a process on that
+#                              host: a partition cuts it off with the node); it replaces
+#                              this script, so its pid is this script's
 #   node.sh status NAME        print running, stopped or absent
 #   node.sh certs-other DIR    write another CA's ca.pem, cert.pem, key.pem to DIR (must be refused)
 #
@@ -382,6 +385,13 @@ cmd_env() {
   echo "DOCKER_CERT_PATH=$DIR"
 }
 
+cmd_exec() {
+  [ $# -ge 2 ] || usage
+  need_node "$1"
+  shift
+  exec nsenter --net="/var/run/netns/$NETNS" "$@"
+}
+
 cmd_status() {
   [ $# -eq 1 ] || usage
   node_vars "$1"
@@ -410,6 +420,7 @@ case $cmd in
   heal) cmd_heal "$@" ;;
   env) cmd_env "$@" ;;
   status) cmd_status "$@" ;;
+  exec) cmd_exec "$@" ;;
   certs-other) cmd_certs_other "$@" ;;
   -h | --help | help) usage ;;
   *) say "unknown subcommand '$cmd'"; usage ;;

@@ -37,3 +37,8 @@ pub const LEASE_HOLDER: &str = "drover.lease.holder";
 /// On the lease container: where the holder's pid can be checked:
 /// `{boot id}/{container id or host}`.
 pub const LEASE_SCOPE: &str = "drover.lease.scope";
+/// On the lease container: the term of the campaign that created it (terms only grow).
+pub const LEASE_TERM: &str = "drover.lease.term";
+/// On containers, networks and volumes a drover created under the lease: the term of its
+/// leadership then. Of two copies of one slot, the higher term's is kept.
+pub const LABEL_TERM: &str = "drover.term";

@@ -824,6 +824,10 @@ pub struct NodeConfig {
     /// `availability`: whether new replicas may be placed there (Swarm's names).
     #[serde(skip_serializing_if = "is_default")]
     pub availability: Availability,
+    /// `role: witness`: the node holds lease votes (a third engine beside two, for a
+    /// majority) but runs nothing of the project. Default `role: worker`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub witness: bool,
 }
 
 /// A node's `availability` (Swarm's names): `active` takes new replicas; `pause` keeps

@@ -17,7 +17,7 @@ use crate::config::{Project, PullPolicy, Service};
 use crate::engine::model::VolumeMount;
 use crate::engine::model::{ContainerCreateBody, NetworkConnectRequest, VolumeCreateRequest};
 use crate::engine::{Client, Credentials, Engine, Kind};
-use crate::labels::{LABEL_GENERATION, LABEL_IMAGE_DIGEST, LABEL_NODE, LABEL_PROJECT};
+use crate::labels::{LABEL_GENERATION, LABEL_IMAGE_DIGEST, LABEL_NODE, LABEL_PROJECT, LABEL_TERM};
 use crate::observe;
 use crate::plan::{self, Action, Target};
 use crate::spec;
@@ -82,6 +82,9 @@ pub struct Executor<'a, E: Engine = Client> {
     pub parallel: usize,
     /// Registry logins for pulls, on every node.
     pub credentials: &'a Credentials,
+    /// The lease term this drover acts under, stamped on everything it creates
+    /// (`drover.term`); `None`: no lease.
+    pub term: Option<u64>,
 }
 
 impl<E: Engine> Executor<'_, E> {
@@ -271,6 +274,9 @@ impl<E: Engine> Executor<'_, E> {
             self.project.name.clone(),
         );
         labels.insert(kind_label.into(), key.into());
+        if let Some(t) = self.term {
+            labels.insert(LABEL_TERM.into(), t.to_string());
+        }
         labels
     }
 
@@ -358,6 +364,9 @@ impl<E: Engine> Executor<'_, E> {
         let labels = body.labels.get_or_insert_with(HashMap::new);
         labels.insert(LABEL_NODE.into(), node.into());
         labels.insert(LABEL_GENERATION.into(), generation().to_string());
+        if let Some(t) = self.term {
+            labels.insert(LABEL_TERM.into(), t.to_string());
+        }
         let image = svc.reference();
         let policy = svc.options.pull_policy;
         if policy == PullPolicy::Always {
@@ -436,6 +445,9 @@ impl<E: Engine> Executor<'_, E> {
         let mut body = spec::ambassador_body(self.project, a);
         let labels = body.labels.get_or_insert_with(HashMap::new);
         labels.insert(LABEL_NODE.into(), node.into());
+        if let Some(t) = self.term {
+            labels.insert(LABEL_TERM.into(), t.to_string());
+        }
         let id = match docker.create_container(&name, None, body.clone()).await {
             Ok(id) => id,
             Err(e) if e.is_not_found() && e.message.contains("image") => {

@@ -54,21 +54,36 @@ impl NodeSpec {
         }
         nodes
             .iter()
-            .map(|n| {
-                Ok(NodeSpec {
-                    name: n.name.clone(),
-                    endpoint: Endpoint::for_node(
-                        &n.name,
-                        &n.host,
-                        n.tls.as_ref(),
-                        n.tls_server_name.as_deref(),
-                        env,
-                    )?,
-                    labels: n.labels.clone(),
-                    availability: n.availability,
-                })
-            })
+            .filter(|n| !n.witness)
+            .map(|n| Self::from_node(n, env))
             .collect()
+    }
+
+    /// The witnesses of `x-drover.nodes`: engines that hold lease votes and run nothing.
+    pub fn witnesses(
+        nodes: &[NodeConfig],
+        env: &HashMap<String, String>,
+    ) -> Result<Vec<NodeSpec>, ConnectError> {
+        nodes
+            .iter()
+            .filter(|n| n.witness)
+            .map(|n| Self::from_node(n, env))
+            .collect()
+    }
+
+    fn from_node(n: &NodeConfig, env: &HashMap<String, String>) -> Result<NodeSpec, ConnectError> {
+        Ok(NodeSpec {
+            name: n.name.clone(),
+            endpoint: Endpoint::for_node(
+                &n.name,
+                &n.host,
+                n.tls.as_ref(),
+                n.tls_server_name.as_deref(),
+                env,
+            )?,
+            labels: n.labels.clone(),
+            availability: n.availability,
+        })
     }
 }
 

@@ -17,7 +17,7 @@ pub use crate::engine::model::{VolumeMount, anonymous_volumes};
 use crate::engine::{Engine, EngineError, Filters};
 use crate::labels::{
     LABEL_AMBASSADOR, LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_IMAGE_DIGEST, LABEL_MESH_ADDRESS,
-    LABEL_PROJECT, LABEL_SERVICE, LABEL_SLOT,
+    LABEL_PROJECT, LABEL_SERVICE, LABEL_SLOT, LABEL_TERM,
 };
 use crate::mesh::Proto;
 
@@ -154,6 +154,21 @@ impl Container {
             .get(LABEL_GENERATION)
             .and_then(|g| g.parse().ok())
             .unwrap_or(0)
+    }
+
+    /// The lease term of the drover that created this container; 0 for containers from
+    /// before terms, or made without a lease.
+    pub fn term(&self) -> u64 {
+        self.labels
+            .get(LABEL_TERM)
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Which of two copies of one slot is the newer: the higher lease term first (a late
+    /// write of an old leader loses, whatever its clock said), then the later placement.
+    pub fn placement(&self) -> (u64, u64) {
+        (self.term(), self.generation())
     }
 
     /// The project network key of an ambassador (see [`crate::mesh`]).

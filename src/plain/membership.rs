@@ -84,8 +84,10 @@ impl Plain {
         if list.is_empty() {
             return Ok(false);
         }
+        // Witnesses hold lease votes only: never nodes to plan over.
+        let list: Vec<&NodeConfig> = list.iter().filter(|n| !n.witness).collect();
         let mut changed = false;
-        for config in list {
+        for config in &list {
             changed |= self.reload_node(config)?;
         }
         // Removed from the list: drained until it holds nothing, then let go.

@@ -20,7 +20,7 @@ use tracing::info;
 
 use crate::config::{self, Project};
 use crate::engine::{self, Credentials};
-use crate::lease::{self, LeaseConfig};
+use crate::lease::{self, LeaseConfig, LeaseHandle};
 use crate::nodes::{HealthConfig, NodeHandle, NodeSpec};
 use crate::notify::Notifier;
 use crate::observe::Snapshot;
@@ -98,6 +98,8 @@ pub struct Plain {
     membership: membership::Membership,
     /// The nodes as autoscaling sees them (see [`replicas`]), updated when they change.
     shared_nodes: replicas::SharedNodes,
+    /// The lease this drover acts under.
+    lease: LeaseHandle,
 }
 
 impl Plain {
@@ -125,6 +127,7 @@ impl Plain {
             notifier: Notifier::default(),
             membership: membership::Membership::default(),
             shared_nodes: replicas::SharedNodes::default(),
+            lease: LeaseHandle::always(),
         }
     }
 
@@ -152,6 +155,13 @@ impl Plain {
     /// Send notifications through `notifier`.
     pub fn notify_to(mut self, notifier: Notifier) -> Plain {
         self.notifier = notifier;
+        self
+    }
+
+    /// Act under `lease`: its term is stamped on what is created, and a project container
+    /// with a higher term ends it.
+    pub fn under(mut self, lease: LeaseHandle) -> Plain {
+        self.lease = lease;
         self
     }
 }
@@ -253,7 +263,14 @@ impl Plain {
 
 /// Plain mode's loop for the project `loaded` describes on `nodes`: node monitors
 /// started, the lease taken when `settings` asks for one, until `cancel` fires.
-pub fn runtime(nodes: Vec<NodeSpec>, settings: Settings, start: Start) -> Runtime<Plain> {
+/// `witnesses` hold lease votes only: they get a monitor (for their connection) and no
+/// replicas.
+pub fn runtime(
+    nodes: Vec<NodeSpec>,
+    witnesses: Vec<NodeSpec>,
+    settings: Settings,
+    start: Start,
+) -> Runtime<Plain> {
     let Start {
         load,
         loaded,
@@ -278,15 +295,22 @@ pub fn runtime(nodes: Vec<NodeSpec>, settings: Settings, start: Start) -> Runtim
     let mut stops = HashMap::new();
     let mut handles = Vec::new();
     let mut tasks = Vec::new();
-    for spec in nodes {
+    let workers = nodes.len();
+    for spec in nodes.into_iter().chain(witnesses) {
         let availability = spec.availability;
         let (handle, stop, task) = spawner.spawn(spec);
-        telemetry.node_availability(&handle.name, availability.as_str());
-        stops.insert(handle.name.clone(), stop);
+        // Witnesses only vote: no availability, and reloads do not treat them as nodes.
+        if handles.len() < workers {
+            telemetry.node_availability(&handle.name, availability.as_str());
+            stops.insert(handle.name.clone(), stop);
+        }
         handles.push(handle);
         tasks.push(task);
     }
-    let lease = start_lease(&settings, &handles, &loaded.project, cancel);
+    let lease = start_lease(&settings, &handles, &loaded.project, &telemetry, cancel);
+    let lease_handle = lease.handle.clone();
+    // Witnesses only vote: the mode places nothing there.
+    handles.truncate(workers);
     let shared_nodes = replicas::SharedNodes::new(handles.clone());
     let parts = Parts {
         project: loaded.project.name.clone(),
@@ -302,8 +326,9 @@ pub fn runtime(nodes: Vec<NodeSpec>, settings: Settings, start: Start) -> Runtim
             nodes: shared_nodes.clone(),
         })),
     };
-    let mut mode =
-        Plain::new(handles, loaded.project.clone(), settings, telemetry).notify_to(notify.notifier);
+    let mut mode = Plain::new(handles, loaded.project.clone(), settings, telemetry)
+        .notify_to(notify.notifier)
+        .under(lease_handle);
     mode.shared_nodes = shared_nodes;
     mode.membership = membership::Membership {
         spawner: Some(spawner),
@@ -314,37 +339,40 @@ pub fn runtime(nodes: Vec<NodeSpec>, settings: Settings, start: Start) -> Runtim
     Runtime::new(mode, parts, &loaded, &loaded.warnings)
 }
 
-/// The project's lease on its lease node, through the node monitor's connection, when
-/// `settings` asks for one and there is such a node; otherwise always held.
+/// The project's lease on every node (witnesses included), through the node monitors'
+/// connections, when `settings` asks for one; otherwise always held.
 fn start_lease(
     settings: &Settings,
     nodes: &[NodeHandle],
     project: &Project,
+    telemetry: &Telemetry,
     cancel: &CancellationToken,
 ) -> Lease {
-    let (Some(cfg), Some(node)) = (settings.lease, lease_node(nodes)) else {
+    let Some(cfg) = settings.lease.filter(|_| !nodes.is_empty()) else {
         return Lease::none();
     };
     let images = project.services.values().map(|s| s.image.clone()).collect();
+    let voters = nodes
+        .iter()
+        .map(|n| lease::LeaseNode {
+            name: n.name.clone(),
+            endpoint: n.endpoint.clone(),
+            engine: Box::pin(n.engine()),
+        })
+        .collect();
     let (handle, task) = lease::spawn(
-        node.engine(),
-        node.endpoint.clone(),
+        voters,
         project.name.clone(),
         images,
         settings.credentials.clone(),
         cfg,
+        telemetry.clone(),
         cancel.child_token(),
     );
     Lease {
         handle,
         task: Some(task),
     }
-}
-
-/// The node that keeps the lease: the project's first node by name, the same for every
-/// drover of the project.
-fn lease_node(nodes: &[NodeHandle]) -> Option<&NodeHandle> {
-    nodes.iter().min_by(|a, b| a.name.cmp(&b.name))
 }
 
 /// Ambassadors run drover's own image (`own`) when the file names none.

@@ -82,6 +82,10 @@ impl Plain {
                     NodeState::Down
                 }
                 Some(Ok((docker, snapshot))) => {
+                    // A newer leader's container ends our leadership at once.
+                    if let Some(t) = snapshot.containers.iter().map(|c| c.term()).max() {
+                        self.lease.saw_term(t);
+                    }
                     let mut seen = snapshot.observation(&self.project, self.own_id.as_deref());
                     global_desired(&self.project, (&name, &st.labels, availability), &mut seen);
                     self.telemetry.observed(&name, seen);
@@ -255,6 +259,7 @@ impl Plain {
             project: &self.project,
             parallel: self.settings.parallel,
             credentials: &self.settings.credentials,
+            term: self.lease.term().filter(|t| *t > 0),
         };
         let mut failed = false;
         let (history, settings, project) = (&mut self.history, &self.settings, &self.project);

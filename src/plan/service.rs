@@ -105,7 +105,7 @@ pub(super) fn copies<'c>(
         slots.kept.insert(n, first);
         placer.add(&svc.name, &first.node);
         for other in rest {
-            let newer = other.generation() < first.generation();
+            let newer = other.placement() < first.placement();
             if !input.up(&other.node) || other.state == State::Removing {
                 continue;
             }
@@ -304,16 +304,18 @@ fn fill(
     }
 }
 
-/// Rank the copies of one slot: the current one sorts first. The newest placement wins;
-/// among equals, the one in the best state, then the node name.
-fn keep_rank(
-    c: &Container,
-) -> (
-    std::cmp::Reverse<u64>,
+/// How copies of one slot sort: (term, generation) newest first, state, start, node.
+type KeepRank = (
+    std::cmp::Reverse<(u64, u64)>,
     u8,
     std::cmp::Reverse<Option<SystemTime>>,
     String,
-) {
+);
+
+/// Rank the copies of one slot: the current one sorts first. The newest placement wins
+/// (the higher lease term first: an old leader's late copy loses);
+/// among equals, the one in the best state, then the node name.
+fn keep_rank(c: &Container) -> KeepRank {
     let state = match c.state {
         State::Running => 0,
         State::Restarting | State::Paused => 1,
@@ -322,7 +324,7 @@ fn keep_rank(
         State::Dead | State::Removing => 4,
     };
     (
-        std::cmp::Reverse(c.generation()),
+        std::cmp::Reverse(c.placement()),
         state,
         std::cmp::Reverse(c.started_at),
         c.node.clone(),

@@ -773,6 +773,40 @@ fn an_old_copy_keeps_serving_until_the_new_one_runs() {
 }
 
 #[test]
+fn of_two_copies_of_a_slot_the_higher_lease_term_wins_whatever_the_clocks_say() {
+    use crate::labels::LABEL_TERM;
+    let p = project(vec![svc("web", 1)]);
+    let mut w = World::new(&["n1", "n2"]);
+    // The current leader (term 7) placed slot 1 on n1. An old leader (term 6), back from
+    // a freeze, had a create in flight: it landed on n2 later, with a later generation.
+    let mut current = running("current", "web", 1);
+    current.labels.insert(LABEL_TERM.into(), "7".into());
+    w.put("n1", current, 100);
+    let mut late = running("late", "web", 1);
+    late.labels.insert(LABEL_TERM.into(), "6".into());
+    w.put("n2", late, 200);
+    let plan = w.plan(&p, false);
+    assert_eq!(plan.actions.len(), 1, "{:?}", plan.actions);
+    assert!(
+        matches!(
+            &plan.actions[0],
+            Action { kind: Kind::Remove, node, reason: Some(Reason::Stale), .. } if node == "n2"
+        ),
+        "the old term's copy goes: {:?}",
+        plan.actions
+    );
+    // Without terms (no lease), the later placement wins as before.
+    let mut w = World::new(&["n1", "n2"]);
+    w.put("n1", running("a", "web", 1), 100);
+    w.put("n2", running("b", "web", 1), 200);
+    let plan = w.plan(&p, false);
+    assert!(matches!(
+        &plan.actions[..],
+        [Action { kind: Kind::Remove, node, .. }] if node == "n1"
+    ));
+}
+
+#[test]
 fn frozen_nodes_count_but_are_not_acted_on() {
     let p = project(vec![svc("web", 2)]);
     let mut w = World::new(&["n1", "n2"]);

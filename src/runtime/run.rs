@@ -247,9 +247,11 @@ impl<M: Mode> Runtime<M> {
                 killed: trigger.take_killed(),
             };
             requeue = tokio::select! {
-                _ = cancel.cancelled() => return,
-                // The lease ran out mid-pass: stop sending requests now.
+                // The lease first: a process resumed after a freeze must not send one
+                // more request before it sees the lease ran out.
+                biased;
                 _ = lease.lost() => Some(Instant::now()),
+                _ = cancel.cancelled() => return,
                 r = self.mode.pass(wake) => r.map(|d| Instant::now() + d),
             };
         }

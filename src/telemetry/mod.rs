@@ -19,8 +19,9 @@ pub mod status;
 pub mod swarm;
 
 pub use recorder::{
-    ActionEvent, Counts, HostPathsRecord, ImageRecord, Observation, PassTimer, PlanRecord,
-    ReplicaStateRecord, ServiceStateRecord, SlotChange, StoppedRecord, Telemetry, WaitRecord,
+    ActionEvent, Counts, HostPathsRecord, ImageRecord, LeaseRecord, Observation, PassTimer,
+    PlanRecord, ReplicaStateRecord, ServiceStateRecord, SlotChange, StoppedRecord, Telemetry,
+    WaitRecord,
 };
 
 use std::io::IsTerminal;

@@ -131,6 +131,27 @@ impl StreamRecord {
 }
 
 /// Desired and observed counts of one service on one node.
+/// The project's lease as one drover sees it (several nodes: held on a majority of them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseRecord {
+    /// The holder acting for the project (this drover or another), when one is seen on a
+    /// majority of the nodes.
+    pub leader: Option<String>,
+    /// The leader's term (terms only grow; each leadership has its own).
+    pub term: Option<u64>,
+    /// This drover's own identity (`host/pid/random`).
+    pub me: String,
+    /// The nodes whose lease counts for this drover now.
+    pub granted: Vec<String>,
+    /// The nodes that hold lease votes (witnesses included), by name.
+    pub node_names: Vec<String>,
+    /// How many nodes hold lease votes, and how many make a majority.
+    pub nodes: usize,
+    pub majority: usize,
+    /// Why this drover does not act (`None`: it acts).
+    pub standby: Option<String>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
     pub desired: u32,
@@ -323,6 +344,8 @@ pub(crate) struct Recorded {
     pub reload_error: Option<String>,
     /// This drover holds the project's lease and acts (false while it stands by).
     pub acting: bool,
+    /// The lease as this drover last saw it (`None`: no lease, e.g. Swarm mode).
+    pub lease: Option<LeaseRecord>,
     /// Each service's state as of the last pass, by name.
     pub states: BTreeMap<String, ServiceStateRecord>,
     /// Restarts of each replica (service, slot): a stopped container started again, or
@@ -371,6 +394,7 @@ impl Telemetry {
                 reload_failures: 0,
                 reload_error: None,
                 acting: false,
+                lease: None,
                 states: BTreeMap::new(),
                 slot_restarts: BTreeMap::new(),
                 host_paths: Vec::new(),
@@ -622,6 +646,11 @@ impl Telemetry {
     /// (the lease ran out or was never taken: it stands by).
     pub fn acting(&self, acting: bool) {
         self.lock().acting = acting;
+    }
+
+    /// Hook: the lease as seen now (leader, term, grants, why standing by).
+    pub fn lease(&self, record: LeaseRecord) {
+        self.lock().lease = Some(record);
     }
 
     /// Hook: every service's image as of this pass (services not listed are forgotten).
