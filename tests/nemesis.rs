@@ -490,7 +490,7 @@ fn leads(d: &Drover) -> Option<u64> {
             "lease-lost" => Some(None),
             _ => None,
         })
-        .last()
+        .next_back()
         .flatten()
 }
 
