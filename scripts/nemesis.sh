@@ -30,7 +30,7 @@ for v in "$rounds" "$seed" "$minutes"; do
 done
 
 ./scripts/engine.sh >/dev/null
-cargo build --locked --tests --test nemesis
+cargo test --locked --no-run --test nemesis
 echo "nemesis: seed $seed, $rounds rounds, at most $minutes minutes"
 start=$(date +%s)
 log=target/nemesis-seed$seed.log

@@ -44,6 +44,8 @@ const SETTLE: Duration = Duration::from_secs(90);
 /// machine can miss).
 const TAKEOVER_BOUND: Duration = Duration::from_secs(15);
 const STOP_BOUND: Duration = Duration::from_secs(6);
+/// How long a settled state must last: more than a lease ttl (2 s) and a pass.
+const STABLE: Duration = Duration::from_secs(3);
 /// A log line's timestamp is taken when it is written, after the request it reports
 /// returned; this much slack covers the writing (a real overlap lasts a lease ttl or more).
 const SLACK: f64 = 0.2;
@@ -434,15 +436,30 @@ impl Cluster {
         }
     }
 
+    /// Wait until `f` holds without a break for [`STABLE`]; how long until that stretch
+    /// began. A single look is not enough: a leader that lost its majority says so up to a
+    /// ttl later, and a create in flight shows its container only once it returns.
+    fn settle(&self, what: &str, mut f: impl FnMut(&Cluster) -> bool) -> Duration {
+        let start = Instant::now();
+        let mut since: Option<Instant> = None;
+        self.wait(SETTLE, what, |c| {
+            if !f(c) {
+                since = None;
+                return false;
+            }
+            let s = *since.get_or_insert_with(Instant::now);
+            s.elapsed() >= STABLE
+        });
+        since.map_or(Duration::ZERO, |s| s - start)
+    }
+
     /// Start the drovers and wait for the first settle.
     fn start(&mut self) -> Duration {
         for i in 0..DROVERS {
             self.spawn(i);
         }
         let all: Vec<usize> = (0..NODES).collect();
-        let took = self.wait(SETTLE, "the first leader and each slot once", |c| {
-            c.settled(&all)
-        });
+        let took = self.settle("the first leader and each slot once", |c| c.settled(&all));
         self.check();
         took
     }
@@ -629,14 +646,14 @@ impl Cluster {
         } else {
             let broken: BTreeSet<usize> = faults.iter().filter_map(|f| f.node()).collect();
             let whole: Vec<usize> = (0..NODES).filter(|n| !broken.contains(n)).collect();
-            self.wait(SETTLE, "a settle around the faults", |c| c.settled(&whole));
+            self.settle("a settle around the faults", |c| c.settled(&whole));
         }
         let held = start.elapsed();
         for &f in faults.iter().rev() {
             self.undo(f);
         }
         let all: Vec<usize> = (0..NODES).collect();
-        let settled = self.wait(SETTLE, "a settle after healing", |c| {
+        let settled = self.settle("a settle after healing", |c| {
             c.settled(&all) && c.bystanders_running()
         });
         self.check();
@@ -733,9 +750,7 @@ fn five_nodes_a_leader_cut_off_with_another_node_stops_and_a_killed_leader_host_
     assert!(new_term > old_term, "term {new_term} after {old_term}");
     c.nodes[pair].heal();
     c.nodes[l].heal();
-    c.wait(SETTLE, "healed: one leader, each slot once", |c| {
-        c.settled(&all)
-    });
+    c.settle("healed: one leader, each slot once", |c| c.settled(&all));
     c.check();
     assert_eq!(c.leaders(), vec![(third, new_term)]);
     assert_eq!(
@@ -761,7 +776,7 @@ fn five_nodes_a_leader_cut_off_with_another_node_stops_and_a_killed_leader_host_
     assert!(c.leaders()[0].1 > new_term);
     c.nodes[third].restart();
     c.spawn(third);
-    c.wait(SETTLE, "the host back: one leader, each slot once", |c| {
+    c.settle("the host back: one leader, each slot once", |c| {
         c.settled(&all) && c.bystanders_running()
     });
     c.check();
