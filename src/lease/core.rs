@@ -458,12 +458,14 @@ impl Core {
             .min()
     }
 
-    /// Take the outcome of node `i`'s request.
+    /// Take the outcome of node `i`'s request, sent when it came back (tests).
+    #[cfg(test)]
     pub fn apply(&mut self, i: usize, outcome: Outcome, now: Instant, notes: &mut Vec<Note>) {
         self.apply_sent(i, outcome, now, now, notes)
     }
 
-    /// [`Core::apply`] for a request sent at `sent` (its answer came back at `now`).
+    /// Take the outcome of node `i`'s request, sent at `sent` (its answer came back at
+    /// `now`).
     pub fn apply_sent(
         &mut self,
         i: usize,
