@@ -850,3 +850,28 @@ fn five_nodes_a_leader_cut_off_with_another_node_stops_and_a_killed_leader_host_
     });
     c.check();
 }
+
+/// The overlap check itself, on made-up windows: it must catch a takeover of a live leader
+/// and let a killed or long-frozen one's late `lease-lost` line pass.
+#[test]
+fn the_overlap_check_catches_two_live_windows_and_ends_a_window_at_a_kill_or_a_long_freeze() {
+    let w = |who, term, from, until| Window {
+        who,
+        term,
+        from,
+        until,
+    };
+    // A resumed follower took over while the leader's window was still open.
+    let live = [w(0, 1, 100.0, None), w(1, 2, 105.0, None)];
+    assert!(check_windows(&live, &[vec![], vec![]]).is_err());
+    // The same, with the leader's loss logged late but its process killed at 104.
+    let killed = [w(0, 1, 100.0, Some(110.0)), w(1, 2, 105.0, None)];
+    assert!(check_windows(&killed, &[vec![104.0], vec![]]).is_ok());
+    // Frozen at 102 for longer than the ttl: its lease ended at 104 whatever it said.
+    assert!(check_windows(&killed, &[vec![102.0 + TTL], vec![]]).is_ok());
+    // A freeze or kill before the window began ends nothing.
+    assert!(check_windows(&killed, &[vec![90.0], vec![]]).is_err());
+    // Back to back, within the logs' slack.
+    let handover = [w(0, 1, 100.0, Some(105.1)), w(1, 2, 105.0, None)];
+    assert!(check_windows(&handover, &[vec![], vec![]]).is_ok());
+}
