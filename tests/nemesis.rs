@@ -5,9 +5,12 @@
 //! heals what the round broke, waits (with a deadline) until the project settles, and
 //! checks from the drovers' JSON logs and the engines:
 //!
-//! - no overlapping leadership: every create, start or remove a drover logged was sent
-//!   inside one of its own lease windows, while no drover had a window of a higher term
-//!   open; no two drover processes acted under one term; terms only grow;
+//! - no overlapping leadership: the lease windows of two drover processes never overlap
+//!   (a window ends at its `lease-lost` line, at the process's kill, or a ttl into a freeze
+//!   longer than the ttl, whichever comes first), whether or not they acted in them; every
+//!   create, start or remove a drover logged was sent inside one of its own lease windows,
+//!   while no drover had a window of a higher term open; no two drover processes acted
+//!   under one term; terms only grow;
 //! - every slot runs exactly once over all the nodes, and every container's `drover.term`
 //!   is a term some drover acquired;
 //! - nothing foreign touched: containers without `drover.project` ("bystanders") still run.
@@ -49,6 +52,9 @@ const STABLE: Duration = Duration::from_secs(3);
 /// A log line's timestamp is taken when it is written, after the request it reports
 /// returned; this much slack covers the writing (a real overlap lasts a lease ttl or more).
 const SLACK: f64 = 0.2;
+/// The lease ttl with three or more nodes: a leader frozen longer than this has lost its
+/// lease a ttl after its freeze began, whenever it says so.
+const TTL: f64 = 2.0;
 const CHANGING: &[&str] = &[
     "create-network",
     "create-volume",
@@ -178,10 +184,51 @@ fn windows_and_acts(logs: &[Vec<String>]) -> (Vec<Window>, Vec<Act>) {
     (windows, acts)
 }
 
-/// The leadership invariants over the logs of every drover process there was.
-fn check_leadership(logs: &[Vec<String>]) -> Result<(), String> {
+/// Now, in seconds since the epoch (the logs' clock).
+fn wall() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Where a window really ended: at its `lease-lost` line, or at the first of its process's
+/// `ends` (a kill, a ttl into a long freeze) after it began, whichever comes first.
+fn window_end(w: &Window, ends: &[f64]) -> f64 {
+    ends.iter()
+        .copied()
+        .filter(|e| *e > w.from)
+        .fold(w.until.unwrap_or(f64::INFINITY), f64::min)
+}
+
+/// No two processes' lease windows overlap (by more than the logs' slack).
+fn check_windows(windows: &[Window], ends: &[Vec<f64>]) -> Result<(), String> {
+    for (k, a) in windows.iter().enumerate() {
+        for b in &windows[k + 1..] {
+            if a.who == b.who {
+                continue;
+            }
+            let none = Vec::new();
+            let a_end = window_end(a, ends.get(a.who).unwrap_or(&none));
+            let b_end = window_end(b, ends.get(b.who).unwrap_or(&none));
+            let overlap = a_end.min(b_end) - a.from.max(b.from);
+            if overlap > SLACK {
+                return Err(format!(
+                    "lease windows overlap for {overlap:.2}s: process {} term {} ({:.2}..{a_end:.2}) and process {} term {} ({:.2}..{b_end:.2})",
+                    a.who, a.term, a.from, b.who, b.term, b.from
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The leadership invariants over the logs of every drover process there was, with the
+/// times each process's lease certainly ended outside its log (`ends`, by process).
+fn check_leadership(logs: &[Vec<String>], ends: &[Vec<f64>]) -> Result<(), String> {
     let (mut windows, acts) = windows_and_acts(logs);
     windows.sort_by(|a, b| a.from.total_cmp(&b.from));
+    check_windows(&windows, ends)?;
     // A leader that lost its majority for a moment and regained it before anyone else
     // campaigned acts again under its term: a term may recur, but only in one process.
     for pair in windows.windows(2) {
@@ -233,6 +280,11 @@ struct Cluster {
     /// Drover processes killed earlier, with the node they ran on (their logs still count).
     past: Vec<(usize, Drover)>,
     frozen: BTreeSet<usize>,
+    /// When each drover process's lease certainly ended outside its log, by pid: its
+    /// kill, and a ttl into each freeze longer than the ttl.
+    ends: BTreeMap<u32, Vec<f64>>,
+    /// When each frozen drover was frozen (seconds since the epoch).
+    frozen_at: BTreeMap<usize, f64>,
     seed: u64,
     round: usize,
     /// The current round's faults, for a failure's message.
@@ -285,6 +337,8 @@ impl Cluster {
             drovers: (0..DROVERS).map(|_| None).collect(),
             past: Vec::new(),
             frozen: BTreeSet::new(),
+            ends: BTreeMap::new(),
+            frozen_at: BTreeMap::new(),
             seed,
             round: 0,
             doing: "setup".into(),
@@ -311,6 +365,7 @@ impl Cluster {
 
     fn kill_drover(&mut self, i: usize) {
         let mut d = self.drovers[i].take().expect("a drover to kill");
+        self.ends.entry(d.child.id()).or_default().push(wall());
         d.child.kill().unwrap();
         d.child.wait().unwrap();
         self.past.push((i, d));
@@ -329,6 +384,14 @@ impl Cluster {
 
     fn logs(&self) -> Vec<Vec<String>> {
         self.processes().iter().map(|(_, d)| d.logs()).collect()
+    }
+
+    /// [`Cluster::ends`] in the order of [`Cluster::logs`].
+    fn process_ends(&self) -> Vec<Vec<f64>> {
+        self.processes()
+            .iter()
+            .map(|(_, d)| self.ends.get(&d.child.id()).cloned().unwrap_or_default())
+            .collect()
     }
 
     /// Drovers that run (not killed, not frozen) and whose last lease word is "acquired":
@@ -474,7 +537,7 @@ impl Cluster {
                 self.fail(&format!("the drover on node {i} exited with {s}:\n{logs}"));
             }
         }
-        if let Err(e) = check_leadership(&self.logs()) {
+        if let Err(e) = check_leadership(&self.logs(), &self.process_ends()) {
             self.fail(&e);
         }
         let all: Vec<usize> = (0..NODES).collect();
@@ -610,6 +673,7 @@ impl Cluster {
             Fault::Freeze(d) => {
                 self.drovers[d].as_ref().unwrap().signal("STOP");
                 self.frozen.insert(d);
+                self.frozen_at.insert(d, wall());
             }
             Fault::KillDrover(d) => self.kill_drover(d),
         }
@@ -620,6 +684,11 @@ impl Cluster {
             Fault::KillEngine(n) | Fault::RestartEngine(n) => self.nodes[n].restart(),
             Fault::Partition(n) => self.nodes[n].heal(),
             Fault::Freeze(d) => {
+                let at = self.frozen_at.remove(&d).unwrap_or_else(wall);
+                if wall() - at >= TTL {
+                    let pid = self.drovers[d].as_ref().unwrap().child.id();
+                    self.ends.entry(pid).or_default().push(at + TTL);
+                }
                 self.drovers[d].as_ref().unwrap().signal("CONT");
                 self.frozen.remove(&d);
             }
@@ -780,4 +849,29 @@ fn five_nodes_a_leader_cut_off_with_another_node_stops_and_a_killed_leader_host_
         c.settled(&all) && c.bystanders_running()
     });
     c.check();
+}
+
+/// The overlap check itself, on made-up windows: it must catch a takeover of a live leader
+/// and let a killed or long-frozen one's late `lease-lost` line pass.
+#[test]
+fn the_overlap_check_catches_two_live_windows_and_ends_a_window_at_a_kill_or_a_long_freeze() {
+    let w = |who, term, from, until| Window {
+        who,
+        term,
+        from,
+        until,
+    };
+    // A resumed follower took over while the leader's window was still open.
+    let live = [w(0, 1, 100.0, None), w(1, 2, 105.0, None)];
+    assert!(check_windows(&live, &[vec![], vec![]]).is_err());
+    // The same, with the leader's loss logged late but its process killed at 104.
+    let killed = [w(0, 1, 100.0, Some(110.0)), w(1, 2, 105.0, None)];
+    assert!(check_windows(&killed, &[vec![104.0], vec![]]).is_ok());
+    // Frozen at 102 for longer than the ttl: its lease ended at 104 whatever it said.
+    assert!(check_windows(&killed, &[vec![102.0 + TTL], vec![]]).is_ok());
+    // A freeze or kill before the window began ends nothing.
+    assert!(check_windows(&killed, &[vec![90.0], vec![]]).is_err());
+    // Back to back, within the logs' slack.
+    let handover = [w(0, 1, 100.0, Some(105.1)), w(1, 2, 105.0, None)];
+    assert!(check_windows(&handover, &[vec![], vec![]]).is_ok());
 }

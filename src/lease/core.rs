@@ -135,8 +135,11 @@ pub struct Timing {
 pub struct NodeState {
     pub grant: Option<Grant>,
     pub view: View,
-    /// Someone else's lease as first seen in its present form: (id, counter, when).
-    watch: Option<(String, i64, Instant)>,
+    /// Someone else's lease in its present form: (id, counter, when our first read that
+    /// showed it came back, when the last read that still showed it was sent). Silence is
+    /// what lies between the two: a drover that was frozen or starved has not watched the
+    /// time it lost, and a read sent before that proves nothing about it.
+    watch: Option<(String, i64, Instant, Instant)>,
     /// A request is in flight: nothing new is sent to this node until it ends.
     pub busy: bool,
     /// No look or renewal before this.
@@ -290,11 +293,11 @@ impl Core {
                 Some((Some(id.clone()), now + self.timing.ttl, "own-leftover"))
             }
             View::Held { id, counter, .. } => {
-                let (wid, wc, since) = s.watch.as_ref()?;
+                let (wid, wc, since, last_sent) = s.watch.as_ref()?;
                 if wid != id || wc != counter {
                     return None;
                 }
-                let silent = now.saturating_duration_since(*since);
+                let silent = last_sent.saturating_duration_since(*since);
                 // The holder's last renewal was sent before we first read its counter
                 // (`since`): its claim ran out by `since + ttl`, at the latest.
                 (silent >= self.timing.stale_after).then(|| {
@@ -401,7 +404,7 @@ impl Core {
                     let silent = self.nodes[i]
                         .watch
                         .as_ref()
-                        .map_or(Duration::ZERO, |w| now.saturating_duration_since(w.2));
+                        .map_or(Duration::ZERO, |w| w.3.saturating_duration_since(w.2));
                     notes.push(Note::Takeover {
                         node: i,
                         holder: holder.clone(),
@@ -455,8 +458,22 @@ impl Core {
             .min()
     }
 
-    /// Take the outcome of node `i`'s request.
+    /// Take the outcome of node `i`'s request, sent when it came back (tests).
+    #[cfg(test)]
     pub fn apply(&mut self, i: usize, outcome: Outcome, now: Instant, notes: &mut Vec<Note>) {
+        self.apply_sent(i, outcome, now, now, notes)
+    }
+
+    /// Take the outcome of node `i`'s request, sent at `sent` (its answer came back at
+    /// `now`).
+    pub fn apply_sent(
+        &mut self,
+        i: usize,
+        outcome: Outcome,
+        now: Instant,
+        sent: Instant,
+        notes: &mut Vec<Note>,
+    ) {
         let ttl = self.timing.ttl;
         let own_term = self.term;
         let me = self.me.clone();
@@ -473,12 +490,11 @@ impl Core {
                     ..
                 } = &view
                 {
-                    let same = s
-                        .watch
-                        .as_ref()
-                        .is_some_and(|(wid, wc, _)| wid == id && wc == counter);
-                    if !same {
-                        s.watch = Some((id.clone(), *counter, now));
+                    match s.watch.as_mut() {
+                        Some((wid, wc, _, last_sent)) if wid == id && wc == counter => {
+                            *last_sent = (*last_sent).max(sent);
+                        }
+                        _ => s.watch = Some((id.clone(), *counter, now, sent)),
                     }
                     // A create of ours answered too late for us to know: adopt it.
                     if *holder == me && own_term > 0 && *term == own_term && s.grant.is_none() {

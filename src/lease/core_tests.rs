@@ -534,3 +534,58 @@ fn a_node_with_a_request_in_flight_is_skipped_not_waited_for() {
         assert!(c.acting(t), "two of three keep it");
     }
 }
+
+#[test]
+fn a_follower_that_was_frozen_does_not_count_the_time_it_lost_as_silence() {
+    let t0 = Instant::now();
+    let mut c = Core::new("me".into(), timing(), 3);
+    let views = [held("L", 3, 4), held("L", 3, 4), held("L", 3, 4)];
+    looked(&mut c, &views, t0);
+    assert!(takes(&c.round(t0, &mut Vec::new())).is_empty());
+    // Frozen for 5 s: the answers to reads sent just before the freeze come back after
+    // it, still showing the counter the leader has since renewed past.
+    let sent = t0 + timing().interval;
+    let woke = t0 + Duration::from_secs(5);
+    let mut notes = Vec::new();
+    for (i, v) in views.iter().enumerate() {
+        c.apply_sent(i, Outcome::Looked(Some(v.clone())), woke, sent, &mut notes);
+    }
+    let ops = c.round(woke, &mut notes);
+    assert!(
+        takes(&ops).is_empty(),
+        "a live leader taken over by a resumed follower: {ops:?}"
+    );
+    // Reads sent after the wake see the leader's renewals: nothing to take, ever.
+    for k in 1..10u32 {
+        let now = woke + timing().interval * k;
+        let renewed = [
+            held("L", 3 + k as i64, 4),
+            held("L", 3 + k as i64, 4),
+            held("L", 3 + k as i64, 4),
+        ];
+        for (i, v) in renewed.iter().enumerate() {
+            c.apply_sent(i, Outcome::Looked(Some(v.clone())), now, now, &mut notes);
+        }
+        assert!(takes(&c.round(now, &mut notes)).is_empty(), "look {k}");
+    }
+    // A leader that really went silent is still taken over once reads sent a
+    // stale_after apart show the same counter.
+    let quiet = woke + timing().interval * 10;
+    let mut now = quiet;
+    let mut taken = false;
+    while now < quiet + TTL * 3 && !taken {
+        now += Duration::from_millis(100);
+        for i in 0..3 {
+            c.apply_sent(
+                i,
+                Outcome::Looked(Some(held("L", 13, 4))),
+                now,
+                now,
+                &mut notes,
+            );
+        }
+        taken = !takes(&c.round(now, &mut notes)).is_empty();
+    }
+    assert!(taken, "a silent leader is taken over");
+    assert!(now >= quiet + timing().stale_after);
+}

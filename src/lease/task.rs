@@ -53,7 +53,8 @@ struct Ctx {
 
 enum Event {
     Connected(Client),
-    Done(Outcome, Option<String>),
+    /// A request's outcome, and when it was sent.
+    Done(Outcome, Option<String>, Instant),
 }
 
 pub(super) struct Task {
@@ -118,8 +119,9 @@ impl Task {
                 };
                 let (ctx, events) = (ctx.clone(), events.clone());
                 spawned.push(tokio::spawn(async move {
+                    let sent = Instant::now();
                     let (outcome, error) = send(&ctx, i, &client, op).await;
-                    let _ = events.send((i, Event::Done(outcome, error)));
+                    let _ = events.send((i, Event::Done(outcome, error, sent)));
                 }));
             }
             spawned.retain(|t| !t.is_finished());
@@ -138,9 +140,9 @@ impl Task {
                             clients[i] = Some(c);
                             core.nodes[i].busy = false;
                         }
-                        Event::Done(outcome, error) => {
+                        Event::Done(outcome, error, sent) => {
                             let mut notes = Vec::new();
-                            core.apply(i, outcome, Instant::now(), &mut notes);
+                            core.apply_sent(i, outcome, Instant::now(), sent, &mut notes);
                             self.say(&notes, &names);
                             self.say_error(&mut said, i, &names[i], error);
                         }
