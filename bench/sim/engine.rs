@@ -128,6 +128,7 @@ impl Engine {
     pub async fn handle(self: Arc<Self>, req: Request) -> Reply {
         let kind = Kind::of(&req.method, &req.path);
         self.shared.count(kind);
+        self.reaction(kind, &req);
         let faults = self.faults.lock().unwrap().clone();
         if !faults.stall.is_zero() {
             tokio::time::sleep(faults.stall).await;
@@ -203,6 +204,25 @@ impl Engine {
         }
     }
 
+    /// A create or start that replaces a crashed container: its reaction is timed when
+    /// the request arrives, before it waits for the engine's capacity.
+    fn reaction(&self, kind: Kind, req: &Request) {
+        let name = match kind {
+            Kind::Create => req
+                .param("name")
+                .map(|n| n.trim_start_matches('/').to_string()),
+            Kind::Start => {
+                let id = req.path.split('/').nth(2).unwrap_or_default();
+                let st = self.state.lock().unwrap();
+                st.find(id).map(|id| st.containers[&id].name.clone())
+            }
+            _ => None,
+        };
+        if let Some(name) = name {
+            self.shared.replaced(&name);
+        }
+    }
+
     fn version(&self) -> Value {
         json!({
             "Platform": {"Name": "drover-sim"},
@@ -259,17 +279,30 @@ impl Engine {
         };
         let all = req.flag("all");
         let now = SystemTime::now();
-        let st = self.state.lock().unwrap();
-        let mut out: Vec<&Container> = st
+        let mut st = self.state.lock().unwrap();
+        let mut out: Vec<&mut Container> = st
             .containers
-            .values()
+            .values_mut()
             .filter(|c| all || c.status == Status::Running)
             .filter(|c| container_matches(c, &filters))
             .collect();
         // Newest first, as the engine lists them.
         out.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
-        let body: Vec<Value> = out.iter().map(|c| c.summary(now)).collect();
-        Reply::json(200, &Value::Array(body))
+        let mut body = String::with_capacity(out.len() * 1200 + 2);
+        body.push('[');
+        for (i, c) in out.into_iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            c.write_summary(now, &mut body);
+        }
+        body.push_str("]\n");
+        Reply::Full {
+            status: 200,
+            content_type: "application/json",
+            headers: Vec::new(),
+            body: body.into_bytes(),
+        }
     }
 
     fn inspect(&self, key: &str) -> Reply {
@@ -303,7 +336,7 @@ impl Engine {
         let Some(c) = st.containers.get(id) else {
             return;
         };
-        let mut attrs = c.labels();
+        let mut attrs = c.labels.clone();
         attrs.insert("image".into(), c.image.clone());
         attrs.insert("name".into(), c.name.clone());
         for (k, v) in extra {
@@ -387,7 +420,10 @@ impl Engine {
             started_at: None,
             finished_at: None,
             pid: 0,
+            labels: BTreeMap::new(),
+            cache: None,
         };
+        c.labels = Container::labels_of(&c.config);
         if let Err(reply) = self.attach_networks(&st, &mut c, &networking) {
             return reply;
         }
@@ -396,7 +432,6 @@ impl Engine {
         st.containers.insert(id.clone(), c);
         self.emit_container(&mut st, &id, "create", &[]);
         drop(st);
-        self.shared.replaced(&name);
         Reply::json(201, &json!({"Id": id, "Warnings": []}))
     }
 
@@ -515,17 +550,17 @@ impl Engine {
             return Reply::empty(304);
         }
         c.status = Status::Running;
+        c.cache = None;
         c.started_at = Some(SystemTime::now());
         c.exit_code = 0;
         c.pid = pid;
-        let name = c.name.clone();
         let nets: Vec<String> = c.networks.values().cloned().collect();
         for n in nets {
             self.emit_network(&mut st, &n, "connect", Some(&id));
         }
         self.emit_container(&mut st, &id, "start", &[]);
         drop(st);
-        self.shared.started(&name);
+        self.shared.started();
         Reply::empty(204)
     }
 
@@ -538,6 +573,7 @@ impl Engine {
             return;
         };
         c.status = Status::Exited;
+        c.cache = None;
         c.exit_code = code;
         c.finished_at = Some(SystemTime::now());
         let nets: Vec<String> = c.networks.values().cloned().collect();
@@ -594,7 +630,6 @@ impl Engine {
                 .unwrap_or("SIGTERM"),
         )
         .unwrap_or(15);
-        let name = c.name.clone();
         if running {
             self.exit(&mut st, &id, 128 + signal, Some(signal));
             self.emit_container(&mut st, &id, "stop", &[]);
@@ -603,13 +638,15 @@ impl Engine {
             let pid = self.pids.fetch_add(1, Ordering::Relaxed) as u32;
             let c = st.containers.get_mut(&id).expect("found");
             c.status = Status::Running;
+            c.cache = None;
+            c.cache = None;
             c.started_at = Some(SystemTime::now());
             c.exit_code = 0;
             c.pid = pid;
             self.emit_container(&mut st, &id, "start", &[]);
             self.emit_container(&mut st, &id, "restart", &[]);
             drop(st);
-            self.shared.started(&name);
+            self.shared.started();
         }
         Reply::empty(204)
     }
@@ -658,6 +695,7 @@ impl Engine {
         }
         let c = st.containers.get_mut(&id).expect("found");
         let old = std::mem::replace(&mut c.name, to.clone());
+        c.cache = None;
         st.names.remove(&old);
         st.names.insert(to, id.clone());
         self.emit_container(&mut st, &id, "rename", &[("oldName", format!("/{old}"))]);
@@ -902,6 +940,7 @@ impl Engine {
             );
         }
         c.networks.insert(name, net.clone());
+        c.cache = None;
         if c.status == Status::Running {
             self.emit_network(&mut st, &net, "connect", Some(&id));
         }
@@ -1111,7 +1150,7 @@ fn label_match(labels: &BTreeMap<String, String>, wanted: Option<&Vec<String>>) 
 
 fn container_matches(c: &Container, filters: &HashMap<String, Vec<String>>) -> bool {
     filters.iter().all(|(k, vals)| match k.as_str() {
-        "label" => label_match(&c.labels(), Some(vals)),
+        "label" => label_match(&c.labels, Some(vals)),
         "name" => vals
             .iter()
             .any(|n| c.name.contains(n.trim_start_matches('/'))),

@@ -265,16 +265,18 @@ impl Sim {
             (None, Some(f)) => ((total as f64) * f).round() as usize,
             (None, None) => 1.min(total),
         };
-        // Every k-th running container over all the engines, so a burst hits them all.
+        // Every k-th running container over all the engines from a random start, so a
+        // burst hits them all and single crashes hit different containers.
         let mut crashed = 0;
         if want > 0 {
             let step = total as f64 / want as f64;
+            let offset = (self.engines[0].random() * total as f64) as usize;
             let all: Vec<(usize, &String)> = running
                 .iter()
                 .flat_map(|(i, ids)| ids.iter().map(move |id| (*i, id)))
                 .collect();
             for k in 0..want {
-                let (i, id) = all[((k as f64) * step) as usize];
+                let (i, id) = all[(offset + ((k as f64) * step) as usize) % total];
                 if engines[i].crash(id, code) {
                     crashed += 1;
                 }

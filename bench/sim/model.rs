@@ -45,11 +45,17 @@ pub struct Container {
     pub started_at: Option<SystemTime>,
     pub finished_at: Option<SystemTime>,
     pub pid: u32,
+    /// `Config.Labels`, read once (labels never change).
+    pub labels: BTreeMap<String, String>,
+    /// The list entry's JSON before and after its `Status` text (which changes with the
+    /// clock): a list of thousands is then mostly copying. Cleared on every change.
+    pub cache: Option<(String, String)>,
 }
 
 impl Container {
-    pub fn labels(&self) -> BTreeMap<String, String> {
-        self.config
+    /// The labels of a create body.
+    pub fn labels_of(config: &Value) -> BTreeMap<String, String> {
+        config
             .get("Labels")
             .and_then(Value::as_object)
             .map(|m| {
@@ -58,6 +64,21 @@ impl Container {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Append the list entry to `out`.
+    pub fn write_summary(&mut self, now: SystemTime, out: &mut String) {
+        if self.cache.is_none() {
+            let mut v = self.summary(now);
+            v["Status"] = json!("\u{1}");
+            let text = v.to_string();
+            let (pre, post) = text.split_once("\"\\u0001\"").unwrap_or((&text, ""));
+            self.cache = Some((pre.to_string(), post.to_string()));
+        }
+        let (pre, post) = self.cache.as_ref().expect("just filled");
+        out.push_str(pre);
+        out.push_str(&json!(self.status_text(now)).to_string());
+        out.push_str(post);
     }
 
     /// The `Status` text of a list: `Up 3 minutes`, `Exited (137) 2 seconds ago`, `Created`.
@@ -89,7 +110,7 @@ impl Container {
             "Command": self.command(),
             "Created": secs(self.created),
             "Ports": [],
-            "Labels": self.labels(),
+            "Labels": self.labels,
             "State": self.status.as_str(),
             "Status": self.status_text(now),
             "HostConfig": { "NetworkMode": self.network_mode() },

@@ -141,8 +141,7 @@ impl Shared {
         }
     }
 
-    pub fn started(&self, name: &str) {
-        self.replaced(name);
+    pub fn started(&self) {
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_running.fetch_max(now, Ordering::SeqCst);
     }

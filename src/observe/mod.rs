@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use futures::StreamExt;
 
-use crate::engine::model::{Network, parse_time};
+use crate::engine::model::{ContainerInspectResponse, ContainerState, Network, parse_time};
 pub use crate::engine::model::{VolumeMount, anonymous_volumes};
 use crate::engine::{Engine, EngineError, Filters};
 use crate::labels::{
@@ -169,6 +169,56 @@ impl Container {
     pub fn last_run(&self) -> Option<std::time::Duration> {
         let (s, f) = (self.started_at?, self.finished_at?);
         f.duration_since(s).ok()
+    }
+
+    /// Take the live state an inspect read: state, health, exit code, run times.
+    fn take_state(&mut self, st: ContainerState) {
+        if let Some(status) = st.status {
+            self.state = State::parse(status.as_ref());
+        }
+        if let Some(h) = st.health.and_then(|h| h.status) {
+            self.health = match h.as_ref() {
+                "healthy" => Health::Healthy,
+                "unhealthy" => Health::Unhealthy,
+                "starting" => Health::Starting,
+                _ => Health::None,
+            };
+        }
+        self.exit_code = st.exit_code;
+        self.started_at = st.started_at.as_deref().and_then(parse_time);
+        self.finished_at = st.finished_at.as_deref().and_then(parse_time);
+    }
+
+    /// The container an inspect describes, on `node`, as a list and an inspect of it would
+    /// show it (the creation time to the second, as the list gives it).
+    pub fn from_inspect(node: &str, details: ContainerInspectResponse) -> Option<Container> {
+        let id = details.id?;
+        let created = details
+            .created
+            .as_deref()
+            .and_then(parse_time)
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map(|d| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(d.as_secs()));
+        let mut c = Container {
+            id,
+            node: node.to_string(),
+            name: details
+                .name
+                .map(|n| n.trim_start_matches('/').to_string())
+                .unwrap_or_default(),
+            labels: details.config.and_then(|c| c.labels).unwrap_or_default(),
+            state: State::Unknown,
+            health: Health::None,
+            exit_code: None,
+            created,
+            started_at: None,
+            finished_at: None,
+            anonymous_volumes: anonymous_volumes(details.mounts.as_deref().unwrap_or_default()),
+        };
+        if let Some(st) = details.state {
+            c.take_state(st);
+        }
+        Some(c)
     }
 }
 
@@ -369,20 +419,7 @@ async fn refresh(
         match result {
             Ok(details) => {
                 if let Some(st) = details.state {
-                    if let Some(status) = st.status {
-                        c.state = State::parse(status.as_ref());
-                    }
-                    if let Some(h) = st.health.and_then(|h| h.status) {
-                        c.health = match h.as_ref() {
-                            "healthy" => Health::Healthy,
-                            "unhealthy" => Health::Unhealthy,
-                            "starting" => Health::Starting,
-                            _ => Health::None,
-                        };
-                    }
-                    c.exit_code = st.exit_code;
-                    c.started_at = st.started_at.as_deref().and_then(parse_time);
-                    c.finished_at = st.finished_at.as_deref().and_then(parse_time);
+                    c.take_state(st);
                 }
             }
             // Removed between the list and the inspect: leave it out.
@@ -399,6 +436,50 @@ async fn refresh(
             i += 1;
             keep
         });
+    }
+    Ok(())
+}
+
+/// Bring a kept snapshot of one project on one engine up to date without listing: inspect
+/// each container `ids` names (full ids or unique prefixes, in parallel as a list would be
+/// refreshed) and put what the engine says in place of what `snapshot` had: a container of
+/// the project is added or replaced, one that is gone (or no longer the project's) is left
+/// out. Networks and volumes are forgotten, as in a fresh snapshot: a pass that needs them
+/// lists them ([`list_infra`]). On an error `snapshot` holds what was patched so far.
+pub async fn patch(
+    engine: &dyn Engine,
+    node: &str,
+    project: &str,
+    snapshot: &mut Snapshot,
+    ids: &HashSet<String>,
+) -> Result<(), EngineError> {
+    snapshot.networks.clear();
+    snapshot.volumes.clear();
+    snapshot.duplicate_networks.clear();
+    snapshot.infra_listed = false;
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let checks = ids.iter().filter(|id| !id.is_empty()).map(|id| async move {
+        let r = engine.inspect_container(id).await;
+        (id, r)
+    });
+    let mut results = futures::stream::iter(checks).buffer_unordered(INSPECT_PARALLEL);
+    while let Some((id, result)) = results.next().await {
+        let found = match result {
+            Ok(details) => Container::from_inspect(node, details),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e),
+        };
+        let containers = &mut snapshot.containers;
+        match found {
+            Some(c) if c.owned_by(project) => match containers.iter_mut().find(|k| k.id == c.id) {
+                Some(kept) => *kept = c,
+                None => containers.push(c),
+            },
+            Some(c) => containers.retain(|k| k.id != c.id),
+            None => containers.retain(|k| !k.id.starts_with(id.as_str())),
+        }
     }
     Ok(())
 }

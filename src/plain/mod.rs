@@ -9,7 +9,7 @@ mod say;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -80,8 +80,16 @@ pub struct Plain {
     history: History,
     /// Containers killed through the API, until their exit is seen (or a minute passes).
     killed: HashMap<String, Instant>,
-    /// The last good list of each node, used while a node cannot be listed.
+    /// What each node holds: listed, then kept current from the containers its events
+    /// name (when the node's events reach the loop); used as it was while a node cannot be
+    /// listed.
     last: HashMap<String, Snapshot>,
+    /// When each node is listed again whatever its events say (its resync, paced: the
+    /// nodes' lists are spread over the interval, not all at once).
+    due: HashMap<String, Instant>,
+    /// Containers the last pass acted on, by node: the next pass inspects them (their
+    /// events may not have arrived yet).
+    touched: HashMap<String, HashSet<String>>,
     /// What was last said, so nothing is logged at INFO twice when nothing changed.
     said: say::Said,
     telemetry: Telemetry,
@@ -107,6 +115,8 @@ impl Plain {
             history: History::default(),
             killed: HashMap::new(),
             last: HashMap::new(),
+            due: HashMap::new(),
+            touched: HashMap::new(),
             said: say::Said::default(),
             telemetry,
             notifier: Notifier::default(),
@@ -159,17 +169,19 @@ impl Mode for Plain {
     async fn pass(&mut self, wake: Wake) -> Option<Duration> {
         let now = Instant::now();
         self.killed
-            .extend(wake.killed.into_iter().map(|id| (id, now)));
-        let again = self.reconcile(&wake.changed).await;
-        // Wake for the next registry check too.
-        match (again, self.images.next_wake()) {
-            (Some(a), Some(c)) => Some(a.min(c)),
-            (a, c) => a.or(c),
-        }
+            .extend(wake.killed.iter().map(|id| (id.clone(), now)));
+        let again = self.reconcile(&wake).await;
+        // Wake for the next registry check and the next node list due too.
+        [again, self.images.next_wake(), self.next_list()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn resumed(&mut self) {
         self.last.clear();
+        self.due.clear();
+        self.touched.clear();
     }
 
     fn left_running(&self) -> &'static str {

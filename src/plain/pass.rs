@@ -10,8 +10,10 @@ use super::{Plain, say};
 use crate::config::Project;
 use crate::engine::{Client, connect};
 use crate::execute::Executor;
+use crate::nodes::NodeStatus;
 use crate::observe::{self, Snapshot, State};
 use crate::plan::{self, NodeState, NodeView};
+use crate::runtime::Wake;
 
 /// A plan, the running counts it was made from, and the nodes whose networks and
 /// volumes it needs listed first.
@@ -28,10 +30,14 @@ struct Planned {
 const LIST_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Plain {
-    /// List every node that is up, at once; a node that cannot be listed is frozen.
+    /// Observe every node that is up, at once: list it when it has no kept snapshot, its
+    /// events cannot be trusted (not watched, a stream reopened, its last list failed) or
+    /// its resync is due; otherwise patch the kept snapshot with the containers its events
+    /// named and the last pass acted on (one inspect each). A node that cannot be observed
+    /// is frozen, its last snapshot kept.
     async fn observe(
         &mut self,
-        changed: &HashSet<String>,
+        wake: &Wake,
     ) -> (
         Vec<(String, NodeState, BTreeMap<String, String>)>,
         HashMap<String, Client>,
@@ -42,49 +48,51 @@ impl Plain {
             .map(|n| (n.name.clone(), n.endpoint.clone(), n.status()))
             .collect();
         let project = self.project.name.clone();
-        let lists = futures::future::join_all(statuses.iter().map(|(name, endpoint, st)| {
-            let docker = st.engine.clone().filter(|_| st.up);
-            let project = project.clone();
-            async move {
-                match docker {
-                    None => None,
-                    Some(d) => Some(
-                        tokio::time::timeout(
-                            LIST_TIMEOUT,
-                            observe::snapshot(&d, name, &project, changed),
-                        )
-                        .await
-                        .map_err(|_| {
-                            format!("listing took longer than {} s", LIST_TIMEOUT.as_secs())
-                        })
-                        .and_then(|r| r.map_err(|e| connect::explain(endpoint, &e)))
-                        .map(|s| (d, s)),
-                    ),
-                }
-            }
-        }))
+        let now = Instant::now();
+        let looks: Vec<Option<Look>> = statuses
+            .iter()
+            .map(|(name, _, st)| self.look(name, st, wake, now))
+            .collect();
+        let results = futures::future::join_all(statuses.iter().zip(looks).map(
+            |((name, endpoint, st), look)| {
+                let docker = st.engine.clone().filter(|_| st.up);
+                let project = project.clone();
+                async move { Some(look?.run(docker?, name, endpoint, &project).await) }
+            },
+        ))
         .await;
         let mut views = Vec::new();
         let mut engines = HashMap::new();
-        for ((name, endpoint, st), list) in statuses.into_iter().zip(lists) {
-            let state = match list {
+        for (i, ((name, endpoint, st), result)) in statuses.into_iter().zip(results).enumerate() {
+            let state = match result {
                 None => {
                     let why = st.error.as_deref().unwrap_or("not connected yet");
                     self.telemetry.unreachable(&name, why);
                     NodeState::Down
                 }
-                Some(Ok((docker, snapshot))) => {
-                    let seen = snapshot.observation(&self.project, self.own_id.as_deref());
-                    self.telemetry.observed(&name, seen);
+                Some(Ok(seen)) => {
+                    let observation = seen
+                        .snapshot
+                        .observation(&self.project, self.own_id.as_deref());
+                    self.telemetry.observed(&name, observation);
                     if self.said.list_failing.remove(&name) {
                         info!(action = "observe", project = %self.project.name, node = %name, "node listed again");
                     }
-                    self.last.insert(name.clone(), snapshot);
-                    engines.insert(name.clone(), docker);
+                    if seen.listed && st.watched {
+                        let due = self.resync_after(i, self.due.contains_key(&name));
+                        self.due.insert(name.clone(), now + due);
+                    }
+                    self.last.insert(name.clone(), seen.snapshot);
+                    engines.insert(name.clone(), seen.engine);
                     NodeState::Up
                 }
-                Some(Err(e)) => {
+                Some(Err((e, kept))) => {
                     self.telemetry.unreachable(&name, &e);
+                    if let Some(kept) = kept {
+                        self.last.insert(name.clone(), kept);
+                    }
+                    // Listed again at the next pass, and no later than this.
+                    self.due.insert(name.clone(), now + LIST_TIMEOUT);
                     if self.said.list_failing.insert(name.clone()) {
                         warn!(
                             action = "observe",
@@ -100,6 +108,7 @@ impl Plain {
             };
             if state == NodeState::Down {
                 self.last.remove(&name);
+                self.due.remove(&name);
             }
             self.node_state(&name, state, &st);
             views.push((name, state, st.labels));
@@ -107,8 +116,55 @@ impl Plain {
         (views, engines)
     }
 
+    /// How one node is observed this pass (`None`: it is not up). Its kept snapshot, if
+    /// any, moves into the look and comes back with the result.
+    fn look(&mut self, name: &str, st: &NodeStatus, wake: &Wake, now: Instant) -> Option<Look> {
+        let touched = self.touched.remove(name).unwrap_or_default();
+        if st.engine.is_none() || !st.up {
+            return None;
+        }
+        let mut ids = touched;
+        ids.extend(
+            wake.changed
+                .iter()
+                .filter(|id| wake.origin.get(*id).is_none_or(|n| n == name))
+                .cloned(),
+        );
+        let trusted = st.watched
+            && !wake.relist.contains(name)
+            && !self.said.list_failing.contains(name)
+            && self.due.get(name).is_some_and(|d| *d > now);
+        Some(match self.last.remove(name) {
+            Some(kept) if trusted => Look::Patch(kept, ids),
+            kept => Look::List(kept, ids),
+        })
+    }
+
+    /// How long until a node just listed is listed again: the resync interval, except
+    /// after its first list, when the nodes are spread over up to 10 steps of the interval
+    /// so that their lists do not all fall at once.
+    fn resync_after(&self, index: usize, listed_before: bool) -> Duration {
+        let every = self.settings.resync_interval;
+        if listed_before {
+            return every;
+        }
+        let n = self.nodes.len().max(1);
+        let steps = n.min(10) as u32;
+        let step = (index * steps as usize / n) as u32;
+        every * (step + 1) / steps
+    }
+
+    /// When the next watched node is due for its list.
+    pub(super) fn next_list(&self) -> Option<Duration> {
+        let now = Instant::now();
+        self.due
+            .values()
+            .min()
+            .map(|d| d.saturating_duration_since(now))
+    }
+
     /// One reconcile pass. Returns when to plan again regardless of events.
-    pub async fn reconcile(&mut self, changed: &HashSet<String>) -> Option<Duration> {
+    pub async fn reconcile(&mut self, wake: &Wake) -> Option<Duration> {
         let started = Instant::now();
         // A pass spans every node: its duration counts for each.
         let _timers: Vec<_> = self
@@ -116,7 +172,7 @@ impl Plain {
             .iter()
             .map(|n| self.telemetry.pass(&n.name))
             .collect();
-        let (states, engines) = self.observe(changed).await;
+        let (states, engines) = self.observe(wake).await;
         self.follow_images(&engines).await;
         let mut plan = self.plan(&states);
         // Containers to create or start: list those nodes' networks and volumes, then plan
@@ -232,10 +288,13 @@ impl Plain {
         };
         let mut failed = false;
         let (history, settings, project) = (&mut self.history, &self.settings, &self.project);
-        let telemetry = &self.telemetry;
+        let (telemetry, touched) = (&self.telemetry, &mut self.touched);
         executor
             .execute(actions, |o| {
                 failed |= o.error.is_some();
+                for (node, id) in touched_by(&o) {
+                    touched.entry(node).or_default().insert(id);
+                }
                 telemetry.action(o.record());
                 say::log_outcome(project, &o);
                 let ok = o.error.is_none();
@@ -277,6 +336,87 @@ impl Plain {
             }
         }
     }
+}
+
+/// How a pass observes one node.
+enum Look {
+    /// A fresh list (with the snapshot kept so far, if any, for when the list fails), and
+    /// inspects of the named containers it shows.
+    List(Option<Snapshot>, HashSet<String>),
+    /// The kept snapshot, patched from the named containers.
+    Patch(Snapshot, HashSet<String>),
+}
+
+/// What a look saw: the node's engine, its snapshot, and whether it was a full list.
+struct Seen {
+    engine: Client,
+    snapshot: Snapshot,
+    listed: bool,
+}
+
+impl Look {
+    /// List or patch within [`LIST_TIMEOUT`]; on failure, one line and the snapshot kept.
+    async fn run(
+        self,
+        engine: Client,
+        node: &str,
+        endpoint: &connect::Endpoint,
+        project: &str,
+    ) -> Result<Seen, (String, Option<Snapshot>)> {
+        let late = || format!("listing took longer than {} s", LIST_TIMEOUT.as_secs());
+        let explain = |e: crate::engine::EngineError| connect::explain(endpoint, &e);
+        match self {
+            Look::List(kept, ids) => {
+                let listed = tokio::time::timeout(
+                    LIST_TIMEOUT,
+                    observe::snapshot(&engine, node, project, &ids),
+                )
+                .await;
+                match listed {
+                    Ok(Ok(snapshot)) => Ok(Seen {
+                        engine,
+                        snapshot,
+                        listed: true,
+                    }),
+                    Ok(Err(e)) => Err((explain(e), kept)),
+                    Err(_) => Err((late(), kept)),
+                }
+            }
+            Look::Patch(mut snapshot, ids) => {
+                let patched = tokio::time::timeout(
+                    LIST_TIMEOUT,
+                    observe::patch(&engine, node, project, &mut snapshot, &ids),
+                )
+                .await;
+                match patched {
+                    Ok(Ok(())) => Ok(Seen {
+                        engine,
+                        snapshot,
+                        listed: false,
+                    }),
+                    Ok(Err(e)) => Err((explain(e), Some(snapshot))),
+                    Err(_) => Err((late(), Some(snapshot))),
+                }
+            }
+        }
+    }
+}
+
+/// The containers an action acted on, by node: the one it targeted and the one it made
+/// (on the node it moved to, for a move).
+fn touched_by(o: &crate::execute::Outcome) -> Vec<(String, String)> {
+    let a = &o.action;
+    let mut out = Vec::new();
+    if let Some(id) = a.target.container() {
+        out.push((a.node.clone(), id.to_string()));
+    }
+    if let Some(id) = &o.id {
+        out.push((a.node.clone(), id.clone()));
+        if let plan::Kind::StartFirst { to } | plan::Kind::Recreate { to } = &a.kind {
+            out.push((to.clone(), id.clone()));
+        }
+    }
+    out
 }
 
 /// Running containers of each service over the listed nodes.
