@@ -593,6 +593,74 @@ mod tests {
         assert_eq!(snap.duplicate_networks.len(), 1);
     }
 
+    /// A kept snapshot is brought up to date by inspecting only the named containers: an
+    /// exit is taken, a removed one left out, a new one added, another project's ignored;
+    /// no list.
+    #[tokio::test]
+    async fn a_patch_inspects_only_the_named_containers() {
+        use crate::engine::fake::FakeEngine;
+        use crate::engine::model::ContainerCreateBody;
+        let e = FakeEngine::default();
+        let body = |project: &str, slot: &str| ContainerCreateBody {
+            labels: Some(HashMap::from([
+                (LABEL_PROJECT.to_string(), project.to_string()),
+                (LABEL_SERVICE.to_string(), "web".to_string()),
+                (LABEL_SLOT.to_string(), slot.to_string()),
+            ])),
+            ..Default::default()
+        };
+        let mut ids = HashMap::new();
+        for (name, slot) in [("p-web-1", "1"), ("p-web-2", "2"), ("p-web-3", "3")] {
+            let id = e
+                .create_container(name, None, body("p", slot))
+                .await
+                .unwrap();
+            e.start_container(&id).await.unwrap();
+            ids.insert(name, id);
+        }
+        let mut snap = snapshot(&e, "n1", "p", &HashSet::new()).await.unwrap();
+        snap.infra_listed = true;
+        snap.networks.insert("p_default".into());
+        e.exit("p-web-1", 3);
+        e.remove_by_other("p-web-2");
+        let new = e
+            .create_container("p-web-4", None, body("p", "4"))
+            .await
+            .unwrap();
+        let theirs = e
+            .create_container("q-web-1", None, body("q", "1"))
+            .await
+            .unwrap();
+        e.take_calls();
+
+        let named = HashSet::from([ids["p-web-1"].clone(), ids["p-web-2"].clone(), new, theirs]);
+        patch(&e, "n1", "p", &mut snap, &named).await.unwrap();
+        let calls = e.take_calls();
+        assert_eq!(calls.len(), 4, "{calls:?}");
+        assert!(calls.iter().all(|c| c.starts_with("inspect")), "{calls:?}");
+        let by_name: HashMap<&str, &Container> = snap
+            .containers
+            .iter()
+            .map(|c| (c.name.as_str(), c))
+            .collect();
+        let mut names: Vec<&str> = by_name.keys().copied().collect();
+        names.sort();
+        assert_eq!(names, ["p-web-1", "p-web-3", "p-web-4"]);
+        let exited = by_name["p-web-1"];
+        assert_eq!((exited.state, exited.exit_code), (State::Exited, Some(3)));
+        assert_eq!(by_name["p-web-4"].state, State::Created);
+        assert_eq!(by_name["p-web-4"].slot(), Some(4));
+        assert_eq!(by_name["p-web-3"].state, State::Running);
+        // Networks and volumes are listed again by the pass that needs them.
+        assert!(!snap.infra_listed && snap.networks.is_empty());
+
+        // An engine error leaves the rest for the next list.
+        e.fail("inspect", crate::engine::Kind::Api(500), 1);
+        let one = HashSet::from([ids["p-web-3"].clone()]);
+        let err = patch(&e, "n1", "p", &mut snap, &one).await.unwrap_err();
+        assert_eq!(err.kind, crate::engine::Kind::Api(500));
+    }
+
     #[test]
     fn keeps_the_oldest_of_a_repeated_project_network_and_never_names_foreign_ones() {
         let nets = [

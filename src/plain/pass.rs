@@ -174,12 +174,12 @@ impl Plain {
             .collect();
         let (states, engines) = self.observe(wake).await;
         self.follow_images(&engines).await;
-        let mut plan = self.plan(&states);
+        let mut plan = self.plan(&states, false);
         // Containers to create or start: list those nodes' networks and volumes, then plan
         // again with them (an idle pass never lists them).
         if !plan.unlisted.is_empty() {
             self.list_infra(&plan.unlisted, &engines).await;
-            plan = self.plan(&states);
+            plan = self.plan(&states, true);
         }
         let Planned {
             plan,
@@ -216,7 +216,13 @@ impl Plain {
 
     /// Plan from the nodes' states and their last lists. Containers killed through the API
     /// whose exit is now seen have their crash history forgotten first.
-    fn plan(&mut self, states: &[(String, NodeState, BTreeMap<String, String>)]) -> Planned {
+    /// `again`: the plan is made again with the networks and volumes listed, so it is the
+    /// last of the pass (the services' states are worked out for the last plan only).
+    fn plan(
+        &mut self,
+        states: &[(String, NodeState, BTreeMap<String, String>)],
+        again: bool,
+    ) -> Planned {
         let empty = Snapshot::default();
         let views: Vec<NodeView> = states
             .iter()
@@ -254,7 +260,7 @@ impl Plain {
             updating: &updating,
         };
         let plan = plan::plan(&input);
-        let unlisted = plan::unlisted_infra(&input, &plan)
+        let unlisted: Vec<String> = plan::unlisted_infra(&input, &plan)
             .into_iter()
             .map(str::to_string)
             .collect();
@@ -264,7 +270,11 @@ impl Plain {
             rolled_back: &rolled_back,
             updating: &updating,
         };
-        let states = plan::state::services(&input, &plan, &rollouts);
+        let states = if again || unlisted.is_empty() {
+            plan::state::services(&input, &plan, &rollouts)
+        } else {
+            Vec::new()
+        };
         Planned {
             plan,
             counts,
