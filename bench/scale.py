@@ -156,8 +156,10 @@ def one(args, n, engines):
         res["cold_s"] = wait_for("every replica running",
                                  lambda: sim.stats()["running_now"] >= n, args.timeout, 0.05)
         res["cold_started_at"] = t0
-        # Let the passes that follow a cold start finish before measuring idle.
-        time.sleep(5)
+        # Let the passes that follow a cold start finish (the events of every create and
+        # start are still being read) before measuring idle: until 3 s pass with no call
+        # but pings and lists.
+        res["settle_s"] = settle(sim, args.timeout)
         res.update(idle(sim, proc, args.idle))
         res.update(reactions(sim, n, args.reactions))
         res.update(burst(sim, n, args.timeout))
@@ -173,6 +175,19 @@ def one(args, n, engines):
                 proc.kill()
         sim.stop()
     return res
+
+
+def settle(sim, timeout):
+    def busy(st):
+        return sum(v for k, v in st["requests"].items() if k not in ("ping", "list", "events"))
+    start, quiet = time.time(), 0
+    prev = busy(sim.stats())
+    while time.time() - start < timeout and quiet < 3:
+        time.sleep(1)
+        now = busy(sim.stats())
+        quiet = quiet + 1 if now == prev else 0
+        prev = now
+    return time.time() - start
 
 
 def idle(sim, proc, seconds):
@@ -217,6 +232,80 @@ def burst(sim, n, timeout):
             "burst_above_target": s["max_running"] > n, "burst_t0": t0}
 
 
+def docker(*args, check=True):
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check).stdout
+
+
+def parse_ts(s):
+    """RFC 3339 with up to nanoseconds and Z, to unix time."""
+    from datetime import datetime, timezone
+    head, _, frac = s.rstrip("Z").partition(".")
+    t = datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+    return t + (float("0." + frac) if frac else 0.0)
+
+
+def real(args, n, kills=10):
+    """The same reaction on the real local engine: `docker kill` of one replica at a time,
+    from the engine's `die` event to the moment drover's start call for it began (its log
+    gives the call's end and duration)."""
+    project = f"scale-real-{n}-{os.getpid()}"
+    work = tempfile.mkdtemp(prefix=f"drover-scale-real-{n}-")
+    with open(os.path.join(work, "compose.yml"), "w") as f:
+        f.write(f"name: {project}\nservices:\n  web:\n    image: {IMAGE}\n    stop_signal: SIGKILL\n"
+                f"    deploy:\n      replicas: {n}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DROVER_")}
+    logpath = os.path.join(work, "drover.log")
+    label = f"label=drover.project={project}"
+    log(f"real engine, {n} replicas: cold start")
+    proc = subprocess.Popen(
+        [args.drover, "run", "--listen", "off", "--log-format", "json", "--backoff-reset", "2s",
+         "--lease-ttl", "0s"], cwd=work, env=env, stdout=open(logpath, "w"), stderr=subprocess.STDOUT)
+    res = {"replicas": n}
+    try:
+        def running():
+            return docker("ps", "-q", "--filter", label, "--filter", "status=running").split()
+        res["cold_s"] = wait_for("every replica running", lambda: len(running()) >= n, 900, 0.5)
+        time.sleep(5)
+        since = time.time()
+        killed = []
+        for i in range(kills):
+            victim = running()[(i * 7919) % n]
+            docker("kill", victim)
+            killed.append(victim[:12])
+            wait_for("the killed replica restarted", lambda: len(running()) >= n, 120, 0.1)
+            time.sleep(1.0)
+        until = time.time() + 1
+        dies = {}
+        for line in docker("events", "--since", f"{since:.3f}", "--until", f"{until:.3f}", "--filter", label,
+                           "--filter", "event=die", "--format", "{{.ID}} {{.TimeNano}}").split("\n"):
+            if line.strip():
+                cid, nano = line.split()
+                dies.setdefault(cid[:12], int(nano) / 1e9)
+        reactions = []
+        for line in open(logpath):
+            try:
+                j = json.loads(line)
+            except ValueError:
+                continue
+            if j.get("action") == "start" and j.get("container") in dies and "duration_ms" in j:
+                began = parse_ts(j["timestamp"]) - j["duration_ms"] / 1000
+                if began >= dies[j["container"]]:
+                    reactions.append((began - dies.pop(j["container"])) * 1000)
+        res.update({"reaction_ms": reactions, "reaction_p50_ms": pct(reactions, 0.5),
+                    "reaction_p99_ms": pct(reactions, 0.99), "kills": kills})
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        ids = docker("ps", "-aq", "--filter", label, check=False).split()
+        for i in range(0, len(ids), 50):
+            docker("rm", "-f", *ids[i:i + 50], check=False)
+        docker("network", "rm", f"{project}_default", check=False)
+    return res
+
+
 def fmt(v, spec=".0f", none="—"):
     return none if v is None else format(v, spec)
 
@@ -248,7 +337,50 @@ def table(results):
     return "\n".join(text), "\n".join(md)
 
 
-def section(results, meta):
+LEAVES_OUT = """What the simulator leaves out, so that nobody mistakes its numbers for a real engine's:
+no processes, images, filesystems, cgroups or network namespaces (a start is a state change
+and a timer, not a fork and exec); no healthchecks (no `(healthy)` in a list, no
+`health_status` events), no restart policies, no logs, exec, attach, stats or wait; pulls
+succeed only for the images it was given and never reach a registry; latency is a fixed
+delay per kind of call plus a list cost per container, with no variance and no slowdown
+under load other than its per-engine capacity; its event log and its answers are built by
+one process sharing the machine's CPUs with drover, so at the largest sizes the simulator's
+own work is part of what is measured. It answers the calls drover makes with the shapes,
+status codes and event sequences of Engine 20.10 (tests/simulator.rs checks them against the
+local engine), which is all it claims."""
+
+
+def compare(before, after):
+    """Rows of before -> after for the sizes both runs measured."""
+    key = lambda r: (r["containers"], r["engines"])  # noqa: E731
+    old = {key(r): r for r in before}
+    head = ["containers", "engines", "reaction p50 before → after", "p99 before → after",
+            "cold start before → after", "burst before → after", "RSS before → after",
+            "idle CPU before → after", "idle req/min before → after"]
+    rows = []
+
+    def cell(b, a, f):
+        def one(r):
+            return "failed" if "error" in r else f(r)
+        return f"{one(b)} → {one(a)}"
+    for r in after:
+        b = old.get(key(r))
+        if b is None:
+            continue
+        rows.append([f"{r['containers']:,}", str(r["engines"]),
+                     cell(b, r, lambda x: f"{fmt(x['reaction_p50_ms'], '.0f')} ms"),
+                     cell(b, r, lambda x: f"{fmt(x['reaction_p99_ms'], '.0f')} ms"),
+                     cell(b, r, lambda x: f"{x['cold_s']:.1f} s"),
+                     cell(b, r, lambda x: f"{x['burst_s']:.1f} s"),
+                     cell(b, r, lambda x: f"{x['rss_mib']:.0f} MiB"),
+                     cell(b, r, lambda x: f"{x['idle_cpu_pct']:.2f}%"),
+                     cell(b, r, lambda x: f"{x['idle_req_per_min']:.0f}")])
+    md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    md += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(md)
+
+
+def section(results, meta, before=None):
     _, md = table(results)
     kinds = []
     for r in results:
@@ -277,8 +409,30 @@ def section(results, meta):
         "",
         *kinds,
         "",
+        *(["The same reaction on the real local engine (Engine 20.10), one drover per size in "
+           "one run, each replica killed with `docker kill` one at a time: from the engine's "
+           "`die` event to the moment drover's start call began (its log gives the call's end "
+           "and duration):", "",
+           "| replicas | cold start | reaction p50 / p99 | kills |", "|---|---|---|---|",
+           *[f"| {r['replicas']} | {r['cold_s']:.1f} s | {fmt(r['reaction_p50_ms'], '.1f')} / "
+             f"{fmt(r['reaction_p99_ms'], '.1f')} ms | {len(r['reaction_ms'])} of {r['kills']} |"
+             for r in meta.get("real", [])], ""] if meta.get("real") else []),
+        *([f"Before and after (the same sizes, before: {before['meta']['drover']}, measured "
+           f"{before['meta']['when']} with the same harness):", "",
+           compare(before["results"], results), ""] if before else []),
+        LEAVES_OUT,
+        "",
+        *notes(),
         END,
     ])
+
+
+def notes():
+    """The hand-kept analysis of the scale run (bench/scale-notes.md), if any."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scale-notes.md")
+    if not os.path.exists(path):
+        return []
+    return [open(path).read().strip(), ""]
 
 
 def write_doc(path, text):
@@ -296,7 +450,7 @@ def write_doc(path, text):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1k and 10k containers over 1 and 10 engines, shorter idle")
-    ap.add_argument("--sizes", help="containers, comma-separated (default 1000,10000,50000)")
+    ap.add_argument("--sizes", help="containers, comma-separated (default 1000,10000,50000; none: only --real)")
     ap.add_argument("--engines", help="engine counts, comma-separated (default 1,10,50)")
     ap.add_argument("--only", help="ignored (bench/run.sh passes it through)")
     ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target")))
@@ -308,11 +462,25 @@ def main():
     ap.add_argument("--json", help="also write the raw results here")
     ap.add_argument("--out", default=os.path.join(REPO, "docs", "benchmarks.md"))
     ap.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md")
+    ap.add_argument("--render", metavar="JSON", help="only rewrite the section from saved results")
+    ap.add_argument("--real", help="also measure the reaction on the real local engine at these "
+                    "replica counts, comma-separated (e.g. 20,500); needs the engine and its test image")
+    ap.add_argument("--before", metavar="JSON", help="saved results of an earlier build, compared in the section")
     args = ap.parse_args()
+    before = None
+    if args.before:
+        with open(args.before) as f:
+            before = json.load(f)
+    if args.render:
+        with open(args.render) as f:
+            saved = json.load(f)
+        print(table(saved["results"])[0])
+        write_doc(args.out, section(saved["results"], saved["meta"], before))
+        return
     args.drover = args.drover or os.path.join(args.target_dir, "release", "drover")
     args.sim = args.sim or os.path.join(args.target_dir, "release", "drover-sim")
     args.idle = args.idle or (30 if args.quick else 60)
-    sizes = [int(x) for x in (args.sizes or ("1000,10000" if args.quick else "1000,10000,50000")).split(",")]
+    sizes = [int(x) for x in (args.sizes or ("1000,10000" if args.quick else "1000,10000,50000")).split(",") if x and x != "none"]
     counts = [int(x) for x in (args.engines or ("1,10" if args.quick else "1,10,50")).split(",")]
     started = time.time()
     load = "%.2f %.2f %.2f" % os.getloadavg()
@@ -326,6 +494,16 @@ def main():
                 results.append({"containers": n, "engines": e, "error": str(ex)})
             text, _ = table(results[-1:])
             print(text, flush=True)
+    real_runs = []
+    for n in [int(x) for x in args.real.split(",")] if args.real else []:
+        try:
+            real_runs.append(real(args, n))
+        except Exception as ex:
+            log(f"  failed: {ex}")
+        if real_runs:
+            r = real_runs[-1]
+            print(f"real engine, {r['replicas']} replicas: reaction p50 {fmt(r.get('reaction_p50_ms'), '.1f')} ms, "
+                  f"p99 {fmt(r.get('reaction_p99_ms'), '.1f')} ms", flush=True)
     text, _ = table(results)
     print(text)
     version = subprocess.run([args.drover, "--version"], capture_output=True, text=True).stdout.strip()
@@ -334,12 +512,13 @@ def main():
     meta = {"mode": "quick" if args.quick else "full",
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
             "minutes": (time.time() - started) / 60, "load": load,
-            "drover": f"{version} {commit}".strip(), "reactions": args.reactions, "idle": args.idle}
+            "drover": f"{version} {commit}".strip(), "reactions": args.reactions, "idle": args.idle,
+            "real": real_runs}
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "results": results}, f, indent=1)
     if not args.no_doc:
-        write_doc(args.out, section(results, meta))
+        write_doc(args.out, section(results, meta, before))
         log(f"wrote {args.out}")
 
 

@@ -1,10 +1,13 @@
 //! Observed state: what the engine says exists, as plain data for the planner.
 //!
-//! The engine is the source of truth. Every reconcile pass takes a fresh
-//! [`Snapshot`] (one list of the project's containers, plus an inspect of the
-//! few that are not running, and the networks and volumes); the event stream
-//! only decides *when* to take one. A lost event therefore costs at most one
-//! resync interval, never a wrong count.
+//! The engine is the source of truth. A [`snapshot`] is one list of the project's
+//! containers, plus an inspect of the few that are not running (and the networks and
+//! volumes when a pass needs them). Where a node's events reach the loop, a kept snapshot
+//! is brought up to date with [`patch`] instead: an inspect of each container the events
+//! named, so that noticing one change costs the same whatever the size of the project. The
+//! events only say what to look at; the node is listed again at its resync and whenever its
+//! stream reopens without resuming, so a lost event costs at most one resync interval,
+//! never a wrong count.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::SystemTime;

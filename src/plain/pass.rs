@@ -1,5 +1,6 @@
-//! One plain-mode pass: list every node that is up (at once; a node that cannot be
-//! listed is frozen, its last list kept), plan, execute, record the outcomes.
+//! One plain-mode pass: observe every node that is up (at once: a list, or the kept
+//! snapshot patched from what its events named; a node that cannot be observed is frozen,
+//! its last snapshot kept), plan, execute, record the outcomes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
