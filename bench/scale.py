@@ -157,8 +157,7 @@ def one(args, n, engines):
                                  lambda: sim.stats()["running_now"] >= n, args.timeout, 0.05)
         res["cold_started_at"] = t0
         # Let the passes that follow a cold start finish (the events of every create and
-        # start are still being read) before measuring idle: until 3 s pass with no call
-        # but pings and lists.
+        # start are still being read) before measuring idle.
         res["settle_s"] = settle(sim, args.timeout)
         res.update(idle(sim, proc, args.idle))
         res.update(reactions(sim, n, args.reactions))
@@ -178,8 +177,11 @@ def one(args, n, engines):
 
 
 def settle(sim, timeout):
+    """Wait until 3 s pass with no call on containers (pings, lists and the lease's
+    renewals go on)."""
     def busy(st):
-        return sum(v for k, v in st["requests"].items() if k not in ("ping", "list", "events"))
+        return sum(v for k, v in st["requests"].items()
+                   if k in ("inspect", "create", "start", "stop", "restart", "kill", "remove", "rename"))
     start, quiet = time.time(), 0
     prev = busy(sim.stats())
     while time.time() - start < timeout and quiet < 3:

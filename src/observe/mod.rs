@@ -251,6 +251,15 @@ pub struct NetworkRef {
 }
 
 impl Snapshot {
+    /// Forget the networks and volumes, as in a fresh snapshot: a pass that needs them lists
+    /// them again ([`list_infra`]).
+    pub fn forget_infra(&mut self) {
+        self.networks.clear();
+        self.volumes.clear();
+        self.duplicate_networks.clear();
+        self.infra_listed = false;
+    }
+
     /// What this list shows of `project`, as telemetry records it: per service, the
     /// replicas wanted on this node (`project` is what should run here) and the containers
     /// found, and the slots that have one. `exclude` is drover's own container.
@@ -447,8 +456,8 @@ async fn refresh(
 /// each container `ids` names (full ids or unique prefixes, in parallel as a list would be
 /// refreshed) and put what the engine says in place of what `snapshot` had: a container of
 /// the project is added or replaced, one that is gone (or no longer the project's) is left
-/// out. Networks and volumes are forgotten, as in a fresh snapshot: a pass that needs them
-/// lists them ([`list_infra`]). On an error `snapshot` holds what was patched so far.
+/// out. Networks and volumes are kept as they were listed (see [`Snapshot::forget_infra`]).
+/// On an error `snapshot` holds what was patched so far.
 pub async fn patch(
     engine: &dyn Engine,
     node: &str,
@@ -456,10 +465,6 @@ pub async fn patch(
     snapshot: &mut Snapshot,
     ids: &HashSet<String>,
 ) -> Result<(), EngineError> {
-    snapshot.networks.clear();
-    snapshot.volumes.clear();
-    snapshot.duplicate_networks.clear();
-    snapshot.infra_listed = false;
     if ids.is_empty() {
         return Ok(());
     }
@@ -654,7 +659,9 @@ mod tests {
         assert_eq!(by_name["p-web-4"].state, State::Created);
         assert_eq!(by_name["p-web-4"].slot(), Some(4));
         assert_eq!(by_name["p-web-3"].state, State::Running);
-        // Networks and volumes are listed again by the pass that needs them.
+        // Networks and volumes are kept as listed, until forgotten.
+        assert!(snap.infra_listed && snap.networks.contains("p_default"));
+        snap.forget_infra();
         assert!(!snap.infra_listed && snap.networks.is_empty());
 
         // An engine error leaves the rest for the next list.

@@ -90,6 +90,9 @@ pub struct Plain {
     /// Containers the last pass acted on, by node: the next pass inspects them (their
     /// events may not have arrived yet).
     touched: HashMap<String, HashSet<String>>,
+    /// Nodes whose kept networks and volumes are to be listed again before they are used:
+    /// the last pass changed them, or an action there failed (events name containers only).
+    infra_stale: HashSet<String>,
     /// What was last said, so nothing is logged at INFO twice when nothing changed.
     said: say::Said,
     telemetry: Telemetry,
@@ -117,6 +120,7 @@ impl Plain {
             last: HashMap::new(),
             due: HashMap::new(),
             touched: HashMap::new(),
+            infra_stale: HashSet::new(),
             said: say::Said::default(),
             telemetry,
             notifier: Notifier::default(),
@@ -182,6 +186,7 @@ impl Mode for Plain {
         self.last.clear();
         self.due.clear();
         self.touched.clear();
+        self.infra_stale.clear();
     }
 
     fn left_running(&self) -> &'static str {

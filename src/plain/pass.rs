@@ -135,8 +135,9 @@ impl Plain {
             && !wake.relist.contains(name)
             && !self.said.list_failing.contains(name)
             && self.due.get(name).is_some_and(|d| *d > now);
+        let stale = self.infra_stale.remove(name);
         Some(match self.last.remove(name) {
-            Some(kept) if trusted => Look::Patch(kept, ids),
+            Some(kept) if trusted => Look::Patch(kept, ids, stale),
             kept => Look::List(kept, ids),
         })
     }
@@ -300,11 +301,26 @@ impl Plain {
         let mut failed = false;
         let (history, settings, project) = (&mut self.history, &self.settings, &self.project);
         let (telemetry, touched) = (&self.telemetry, &mut self.touched);
+        let infra_stale = &mut self.infra_stale;
         executor
             .execute(actions, |o| {
                 failed |= o.error.is_some();
                 for (node, id) in touched_by(&o) {
                     touched.entry(node).or_default().insert(id);
+                }
+                let infra = matches!(
+                    o.action.kind,
+                    plan::Kind::CreateNetwork
+                        | plan::Kind::RemoveNetwork
+                        | plan::Kind::CreateVolume
+                );
+                if infra || o.error.is_some() {
+                    infra_stale.insert(o.action.node.clone());
+                    if let plan::Kind::StartFirst { to } | plan::Kind::Recreate { to } =
+                        &o.action.kind
+                    {
+                        infra_stale.insert(to.clone());
+                    }
                 }
                 telemetry.action(o.record());
                 say::log_outcome(project, &o);
@@ -354,8 +370,9 @@ enum Look {
     /// A fresh list (with the snapshot kept so far, if any, for when the list fails), and
     /// inspects of the named containers it shows.
     List(Option<Snapshot>, HashSet<String>),
-    /// The kept snapshot, patched from the named containers.
-    Patch(Snapshot, HashSet<String>),
+    /// The kept snapshot, patched from the named containers; its networks and volumes
+    /// forgotten when stale.
+    Patch(Snapshot, HashSet<String>, bool),
 }
 
 /// What a look saw: the node's engine, its snapshot, and whether it was a full list.
@@ -393,7 +410,10 @@ impl Look {
                     Err(_) => Err((late(), kept)),
                 }
             }
-            Look::Patch(mut snapshot, ids) => {
+            Look::Patch(mut snapshot, ids, stale) => {
+                if stale {
+                    snapshot.forget_infra();
+                }
                 let patched = tokio::time::timeout(
                     LIST_TIMEOUT,
                     observe::patch(&engine, node, project, &mut snapshot, &ids),

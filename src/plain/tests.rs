@@ -587,6 +587,16 @@ async fn an_event_patches_what_was_observed_without_a_list() {
         "{calls:?}"
     );
     assert!(w.running("patched-web-2"));
+    // The networks and volumes listed for that start are kept: the next start lists
+    // nothing at all (and plans once).
+    let other = w.id("patched-web-1").await;
+    w.fake.exit("patched-web-1", 1);
+    let calls = w.all_calls(named(&[&other])).await;
+    assert!(
+        calls.contains(&"start patched-web-1".to_string()),
+        "{calls:?}"
+    );
+    assert!(!calls.iter().any(|c| c.starts_with("list")), "{calls:?}");
 
     // Removed by someone else: the event's inspect finds nothing, the slot is filled again.
     let id = w.id("patched-web-3").await;
