@@ -10,12 +10,16 @@
 #   node.sh partition NAME     cut the node off the network (link down)
 #   node.sh heal NAME          undo partition
 #   node.sh env NAME           print DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH lines
+#   node.sh exec NAME CMD...   run CMD in the node's network namespace (as a process on that
+#                              host: a partition cuts it off with the node); it replaces
+#                              this script, so its pid is this script's
 #   node.sh status NAME        print running, stopped or absent
 #   node.sh certs-other DIR    write another CA's ca.pem, cert.pem, key.pem to DIR (must be refused)
 #
 # Node NAME (letters, digits, - and _; up to 20 characters) gets netns drover-NAME, host-side
 # link drv-INDEX (10.231.INDEX.1), engine addresses 10.231.INDEX.2 (in its certificate) and
-# 10.231.INDEX.3 (not in it: dial it to test a name mismatch), socket /run/drover-NAME.sock,
+# 10.231.INDEX.3 (not in it: dial it to test a name mismatch), a route to the other nodes
+# (10.231.0.0/16) through this host, socket /run/drover-NAME.sock,
 # and /tmp/drover-nodes/NAME with ca.pem, cert.pem, key.pem for DOCKER_CERT_PATH. All nodes
 # share the CA in /tmp/drover-nodes/ca. Every subcommand is safe to re-run.
 set -euo pipefail
@@ -153,7 +157,15 @@ netns_up() {
   ip route replace unreachable "10.231.$INDEX.0/24" metric 4000
   nsenter --net="/var/run/netns/$NETNS" sh -c "
     ip addr replace $NODE_IP/24 dev eth0 && ip addr replace $ALIAS_IP/24 dev eth0 &&
-    ip link set eth0 up && ip link set lo up"
+    ip link set eth0 up && ip link set lo up &&
+    ip route replace 10.231.0.0/16 via $HOST_IP dev eth0"
+  # Nodes reach each other's addresses through this host, as hosts on one network would
+  # (services across nodes, through ambassadors). The engine here drops forwarded traffic
+  # by default; DOCKER-USER is the chain it leaves to its users.
+  local chain=DOCKER-USER
+  iptables -n -L "$chain" >/dev/null 2>&1 || chain=FORWARD
+  iptables -C "$chain" -i 'drv-+' -o 'drv-+' -j ACCEPT 2>/dev/null ||
+    iptables -I "$chain" -i 'drv-+' -o 'drv-+' -j ACCEPT
 }
 
 # --- dockerd ---------------------------------------------------------------------------
@@ -373,6 +385,13 @@ cmd_env() {
   echo "DOCKER_CERT_PATH=$DIR"
 }
 
+cmd_exec() {
+  [ $# -ge 2 ] || usage
+  need_node "$1"
+  shift
+  exec nsenter --net="/var/run/netns/$NETNS" "$@"
+}
+
 cmd_status() {
   [ $# -eq 1 ] || usage
   node_vars "$1"
@@ -401,6 +420,7 @@ case $cmd in
   heal) cmd_heal "$@" ;;
   env) cmd_env "$@" ;;
   status) cmd_status "$@" ;;
+  exec) cmd_exec "$@" ;;
   certs-other) cmd_certs_other "$@" ;;
   -h | --help | help) usage ;;
   *) say "unknown subcommand '$cmd'"; usage ;;

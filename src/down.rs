@@ -70,39 +70,47 @@ pub async fn plain(nodes: &[NodeSpec], project: &Project, opts: Options) -> Resu
                 .push(format!("node {}: {e}; nothing removed there", spec.name)),
         }
     }
-    // The lease lives on the first node by name (as plain mode places it).
-    let lease_node = nodes.iter().min_by(|a, b| a.name.cmp(&b.name));
-    let lease_engine = lease_node.and_then(|n| engines.iter().find(|(s, _)| s.name == n.name));
-    let standing = match lease_engine {
-        Some((spec, client)) => {
-            let s = lease::standing(&**client, &project.name, opts.lease_watch)
-                .await
-                .map_err(|e| connect::explain(&spec.endpoint, &e))?;
-            if let Standing::Acting { holder, .. } = &s
-                && !opts.force
-            {
+    // The lease lives on every node (witnesses included): look at all of them at once.
+    let looks = engines.iter().map(|(spec, client)| async move {
+        let s = lease::standing(&**client, &project.name, opts.lease_watch).await;
+        (*spec, client, s)
+    });
+    let mut standing = Vec::new();
+    let mut unknown = Vec::new();
+    for (spec, client, s) in futures::future::join_all(looks).await {
+        match s {
+            Ok(Standing::Acting { holder, .. }) if !opts.force => {
                 return Err(format!(
                     "a drover acts for project {} (lease holder {holder}, on node {}): stop it first, or pass --force (it would create everything again)",
                     project.name, spec.name
                 ));
             }
-            Some((client, s))
+            Ok(s) => standing.push((client, s)),
+            Err(e) => unknown.push(format!(
+                "node {}: {}",
+                spec.name,
+                connect::explain(&spec.endpoint, &e)
+            )),
         }
-        None if !opts.force => {
-            return Err(format!(
-                "cannot check whether a drover acts for project {}: the lease node is unreachable (pass --force to go on)",
-                project.name
-            ));
-        }
-        None => None,
-    };
+    }
+    if standing.is_empty() && !opts.force {
+        return Err(format!(
+            "cannot check whether a drover acts for project {}: no node answered (pass --force to go on){}",
+            project.name,
+            if unknown.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", unknown.join("; "))
+            }
+        ));
+    }
     let downs = engines
         .iter()
         .map(|(spec, client)| node(client, &spec.name, &spec.endpoint, &project.name, opts));
     for r in futures::future::join_all(downs).await {
         report.merge(r);
     }
-    if let Some((client, s)) = standing {
+    for (client, s) in standing {
         remove_lease(&**client, &project.name, s, &mut report).await;
     }
     Ok(report)

@@ -13,6 +13,12 @@ pub const LABEL_CONFIG_HASH: &str = "drover.config-hash";
 pub const LABEL_IMAGE_DIGEST: &str = "drover.image-digest";
 /// Set by the executor on multi-node setups.
 pub const LABEL_NODE: &str = "drover.node";
+/// On an ambassador (several nodes): which ambassador of which network it is (the
+/// network's key, then `{key}-2`… for services on a port the first already forwards).
+pub const LABEL_AMBASSADOR: &str = "drover.ambassador";
+/// On a replica that publishes its ports for other nodes' ambassadors (several nodes):
+/// the node address they are bound to. A replica bound elsewhere is rolled.
+pub const LABEL_MESH_ADDRESS: &str = "drover.mesh-address";
 /// When this copy of the slot was placed (nanoseconds since the epoch): of two copies of one
 /// slot, the newer is current and the older is removed once the newer runs.
 pub const LABEL_GENERATION: &str = "drover.generation";
@@ -31,3 +37,8 @@ pub const LEASE_HOLDER: &str = "drover.lease.holder";
 /// On the lease container: where the holder's pid can be checked:
 /// `{boot id}/{container id or host}`.
 pub const LEASE_SCOPE: &str = "drover.lease.scope";
+/// On the lease container: the term of the campaign that created it (terms only grow).
+pub const LEASE_TERM: &str = "drover.lease.term";
+/// On containers, networks and volumes a drover created under the lease: the term of its
+/// leadership then. Of two copies of one slot, the higher term's is kept.
+pub const LABEL_TERM: &str = "drover.term";

@@ -20,12 +20,14 @@
 //! - [`nodes`]: the engines of a project and whether each is up.
 //! - [`telemetry`]: logs, metrics, `/status`; imports nothing above it.
 
+pub mod autoscale;
 pub mod config;
 pub mod down;
 pub mod engine;
 pub mod execute;
 pub mod labels;
 pub mod lease;
+pub mod mesh;
 pub mod nodes;
 pub mod notify;
 pub mod observe;

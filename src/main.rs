@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -20,7 +21,7 @@ use drover::plain::{self, Settings};
 use drover::runtime::{Reload, Start};
 use drover::telemetry::http::{self, Listen};
 use drover::telemetry::{self, LogFormat, Telemetry};
-use drover::{engine, notify, plan, preview, swarm};
+use drover::{autoscale, engine, notify, plan, preview, swarm};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -126,6 +127,16 @@ enum Command {
     /// its services, networks, secrets and configs), as `docker compose down`; refuses
     /// while a drover acts for the project.
     Down(DownArgs),
+    /// Forward connections to the project's services on other nodes (drover starts this
+    /// itself, one per node and project network, when a project spans several nodes).
+    Ambassador {
+        /// Hand these routes (JSON) to the ambassador serving in this container, and exit.
+        #[arg(long)]
+        push: Option<String>,
+        /// Print the routes the ambassador serving in this container has (JSON), and exit.
+        #[arg(long, conflicts_with = "push")]
+        show: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -169,11 +180,12 @@ struct RunArgs {
     /// A node whose pings all fail this long is down; its replicas move to other nodes.
     #[arg(long, env = "DROVER_NODE_DOWN_AFTER", value_parser = parse_duration, default_value = "1500ms")]
     node_down_after: Duration,
-    /// Lease against a second drover of the same project: a holder acts at most this long
-    /// after its last renewal; a waiting drover takes over at once when the holder exited
-    /// on the same machine, otherwise within about 2.5 times this. 0s turns the lease off
-    /// [default: 10s with one engine; off with x-drover.nodes, where the lease would live
-    /// on one node and no drover could act while that node is down].
+    /// Lease against a second drover of the same project, held on a majority of the nodes
+    /// (witnesses included): a holder acts at most this long after its last renewal on a
+    /// majority; a waiting drover takes over at once when the holder exited on the same
+    /// machine, otherwise within about 1.5 times this plus one look. 0s turns the lease
+    /// off [default: 10s with one engine; 2s with three nodes or more; off with two
+    /// nodes, where a majority is both (add a witness)].
     #[arg(long, env = "DROVER_LEASE_TTL", value_parser = parse_duration)]
     lease_ttl: Option<Duration>,
 }
@@ -224,6 +236,13 @@ fn main() -> ExitCode {
         Command::Plan => block_on(plan_command(cli.common)),
         Command::Run(args) => block_on(run(cli.common, args)),
         Command::Down(args) => block_on(down(cli.common, args)),
+        Command::Ambassador {
+            push: Some(json), ..
+        } => drover::mesh::proxy::push(&json),
+        Command::Ambassador { show: true, .. } => drover::mesh::proxy::show().map(|routes| {
+            println!("{routes}");
+        }),
+        Command::Ambassador { .. } => block_on(drover::mesh::proxy::serve()),
     };
     done.map_or_else(fail, |()| ExitCode::SUCCESS)
 }
@@ -279,11 +298,12 @@ fn check(common: &Common, format: CheckFormat) -> Result<(), String> {
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
     }
+    let checked = config::Checked::of(&loaded);
     let out = match format {
-        CheckFormat::Json => serde_json::to_string_pretty(&loaded.project)
+        CheckFormat::Json => serde_json::to_string_pretty(&checked)
             .map_err(|e| e.to_string())
             .map(|s| s + "\n"),
-        CheckFormat::Yaml => config::to_yaml(&loaded.project),
+        CheckFormat::Yaml => checked.to_yaml(),
     };
     print!(
         "{}",
@@ -296,7 +316,10 @@ fn check(common: &Common, format: CheckFormat) -> Result<(), String> {
 /// for both.
 struct Setup {
     endpoint: Endpoint,
+    /// The nodes that run replicas.
     specs: Vec<NodeSpec>,
+    /// Nodes that hold lease votes only (`role: witness`).
+    witnesses: Vec<NodeSpec>,
     /// The one engine of the environment (no `x-drover.nodes`), connected.
     engine: Option<connect::Connected>,
     mode: Mode,
@@ -315,6 +338,7 @@ async fn setup(common: &Common) -> Result<Setup, String> {
     let endpoint = Endpoint::resolve(&common.connect, &env).map_err(|e| e.to_string())?;
     let specs =
         NodeSpec::from_config(&first.settings.nodes, &endpoint, &env).map_err(|e| e.to_string())?;
+    let witnesses = NodeSpec::witnesses(&first.settings.nodes, &env).map_err(|e| e.to_string())?;
     // One engine from the environment: a connection problem at start is the user's to fix
     // now (one line, exit 1). With a node list, nodes that do not answer are down and the
     // others carry on.
@@ -351,6 +375,7 @@ async fn setup(common: &Common) -> Result<Setup, String> {
     Ok(Setup {
         endpoint,
         specs,
+        witnesses,
         engine,
         mode,
         why,
@@ -361,7 +386,10 @@ async fn setup(common: &Common) -> Result<Setup, String> {
 
 /// `drover plan`: print what a pass would do.
 async fn plan_command(common: Common) -> Result<(), String> {
-    let s = setup(&common).await?;
+    let mut s = setup(&common).await?;
+    for l in plan_autoscale(&mut s).await {
+        println!("{l}");
+    }
     let lines = match (s.mode, &s.engine) {
         (Mode::Swarm, Some(e)) => swarm::plan_lines(&*e.swarm, &s.endpoint, &s.loaded).await?,
         _ => {
@@ -376,6 +404,40 @@ async fn plan_command(common: Common) -> Result<(), String> {
         println!("{l}");
     }
     Ok(())
+}
+
+/// The autoscaler's view for `drover plan`: its lines, and its targets put in the
+/// project planned for.
+async fn plan_autoscale(s: &mut Setup) -> Vec<String> {
+    if s.loaded.settings.autoscale.is_empty() {
+        return Vec::new();
+    }
+    let project = s.loaded.project.name.clone();
+    let replicas: Arc<dyn autoscale::Replicas> = match (s.mode, &s.engine) {
+        (Mode::Swarm, Some(e)) => Arc::new(swarm::replicas::SwarmReplicas {
+            project,
+            swarm: e.swarm.clone(),
+            manager: e.client.clone(),
+        }),
+        _ => {
+            let mut engines = Vec::new();
+            for spec in &s.specs {
+                if let Ok(d) = connect::connect(&spec.endpoint).await {
+                    engines.push(engine::Client::from(d));
+                }
+            }
+            Arc::new(autoscale::Listed {
+                engines,
+                labels: Box::new(move |service| {
+                    vec![
+                        format!("{}={project}", drover::labels::LABEL_PROJECT),
+                        format!("{}={service}", drover::labels::LABEL_SERVICE),
+                    ]
+                }),
+            })
+        }
+    };
+    autoscale::preview(&mut s.loaded, Some(replicas)).await
 }
 
 /// `drover down`: take the project down; one line per thing removed, and exit 1 when
@@ -395,7 +457,8 @@ async fn down(common: Common, args: DownArgs) -> Result<(), String> {
                 force: args.force,
                 lease_watch: ttl / 2 + Duration::from_millis(500),
             };
-            drover::down::plain(&s.specs, &s.loaded.project, opts).await?
+            let all: Vec<NodeSpec> = s.specs.iter().chain(&s.witnesses).cloned().collect();
+            drover::down::plain(&all, &s.loaded.project, opts).await?
         }
     };
     for line in &report.done {
@@ -422,13 +485,14 @@ async fn run(common: Common, args: RunArgs) -> Result<(), String> {
         (Mode::Swarm, Some(engine)) => {
             run_swarm(engine, s.endpoint, &args, common.listen, s.load, s.loaded).await
         }
-        _ => run_plain(s.specs, &args, common.listen, s.load, s.loaded).await,
+        _ => run_plain(s.specs, s.witnesses, &args, common.listen, s.load, s.loaded).await,
     }
 }
 
 /// Plain mode's daemon: drover places the containers.
 async fn run_plain(
     specs: Vec<NodeSpec>,
+    witnesses: Vec<NodeSpec>,
     args: &RunArgs,
     listen: Option<Listen>,
     load: LoadOptions,
@@ -441,7 +505,7 @@ async fn run_plain(
         engine::own_container_id(),
     );
     let server = serve_http(listen, &telemetry).await?;
-    warn_about_setup(&specs, &loaded, &settings);
+    warn_about_setup(&specs, &witnesses, &loaded, &settings);
     let (cancel, reload) = signals();
     let notify = notify::start(
         &loaded.settings.notify,
@@ -457,7 +521,9 @@ async fn run_plain(
         reload,
         notify,
     };
-    plain::runtime(specs, settings, start).run(cancel).await;
+    plain::runtime(specs, witnesses, settings, start)
+        .run(cancel)
+        .await;
     if let Some(s) = server {
         s.abort();
     }
@@ -512,8 +578,13 @@ async fn run_swarm(
 }
 
 /// Warnings about how drover was set up, said once at start.
-fn warn_about_setup(specs: &[NodeSpec], loaded: &Loaded, settings: &Settings) {
-    for spec in specs {
+fn warn_about_setup(
+    specs: &[NodeSpec],
+    witnesses: &[NodeSpec],
+    loaded: &Loaded,
+    settings: &Settings,
+) {
+    for spec in specs.iter().chain(witnesses) {
         if let connect::Transport::Tcp(addr) = &spec.endpoint.transport {
             tracing::warn!(action = "connect", node = %spec.name, engine = %addr, reason = "plaintext", "engine reached over plaintext tcp: anyone on the path can read and drive it; use TLS (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH)");
         }
@@ -530,16 +601,25 @@ fn warn_about_setup(specs: &[NodeSpec], loaded: &Loaded, settings: &Settings) {
             "a relative bind source names a path on the node each replica runs on: that node's filesystem must have it"
         );
     }
-    if settings.lease.is_none() {
-        tracing::warn!(
+    let voters = specs.len() + witnesses.len();
+    match settings.lease {
+        None if voters == 2 => tracing::warn!(
             action = "lease",
-            reason = if specs.len() > 1 {
-                "several-nodes"
-            } else {
-                "lease-ttl-0"
-            },
+            reason = "two-nodes",
+            "lease off: with two nodes a majority is both, so one node down would stop every drover; add a third engine as a witness (x-drover.nodes[].role: witness) for HA, or pass --lease-ttl to hold the lease on both; meanwhile a second drover for this project would act at the same time"
+        ),
+        None => tracing::warn!(
+            action = "lease",
+            reason = "lease-ttl-0",
             "lease off: a second drover for this project would act at the same time (--lease-ttl turns it on)"
-        );
+        ),
+        Some(cfg) => tracing::info!(
+            action = "lease",
+            nodes = voters,
+            majority = drover::lease::majority(voters),
+            ttl_ms = cfg.ttl.as_millis() as u64,
+            "acting only under a lease held on a majority of the nodes"
+        ),
     }
 }
 
@@ -666,8 +746,9 @@ fn settings(args: &RunArgs, loaded: &Loaded) -> Settings {
         lease: match args.lease_ttl {
             Some(ttl) if ttl.is_zero() => None,
             Some(ttl) => Some(drover::lease::LeaseConfig { ttl }),
-            None if x.nodes.len() > 1 => None,
-            None => Some(drover::lease::LeaseConfig::default()),
+            // Two nodes: a majority is both (see the warning at start); a witness makes three.
+            None if x.nodes.len() == 2 => None,
+            None => Some(drover::lease::LeaseConfig::for_nodes(x.nodes.len())),
         },
         credentials: d.credentials,
     }

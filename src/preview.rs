@@ -3,7 +3,7 @@
 
 use std::time::SystemTime;
 
-use crate::config::{DependsCondition, Loaded};
+use crate::config::{Availability, DependsCondition, Loaded};
 use crate::engine::{self, connect};
 use crate::nodes::NodeSpec;
 use crate::{observe, plan};
@@ -15,11 +15,19 @@ pub async fn plan_lines(specs: &[NodeSpec], loaded: &Loaded) -> Result<Vec<Strin
     let mut out = Vec::new();
     let mut states = Vec::new();
     let mut snapshots = Vec::new();
+    // What each running ambassador serves: routes are planned only where they differ.
+    let mut pushed = plan::mesh::Pushed::new();
     for spec in specs {
         let listed = match connect::connect(&spec.endpoint).await {
-            Ok(d) => observe::snapshot(&d, &spec.name, &project.name, &Default::default())
-                .await
-                .map_err(|e| connect::explain(&spec.endpoint, &e)),
+            Ok(d) => {
+                match observe::snapshot(&d, &spec.name, &project.name, &Default::default()).await {
+                    Ok(s) => {
+                        pushed.extend(observe::ambassador_routes(&d, &s).await);
+                        Ok(s)
+                    }
+                    Err(e) => Err(connect::explain(&spec.endpoint, &e)),
+                }
+            }
             Err(e) => Err(e.to_string()),
         };
         match listed {
@@ -35,6 +43,19 @@ pub async fn plan_lines(specs: &[NodeSpec], loaded: &Loaded) -> Result<Vec<Strin
             }
         }
     }
+    for spec in specs {
+        match spec.availability {
+            Availability::Active => {}
+            Availability::Pause => out.push(format!(
+                "node {} is paused: what runs there stays, nothing new is placed there",
+                spec.name
+            )),
+            Availability::Drain => out.push(format!(
+                "node {} is drained: its replicas move to the other nodes, then nothing runs there",
+                spec.name
+            )),
+        }
+    }
     let views: Vec<plan::NodeView> = specs
         .iter()
         .zip(&states)
@@ -42,6 +63,7 @@ pub async fn plan_lines(specs: &[NodeSpec], loaded: &Loaded) -> Result<Vec<Strin
         .map(|((spec, state), snapshot)| plan::NodeView {
             name: &spec.name,
             state: *state,
+            availability: spec.availability,
             labels: &spec.labels,
             snapshot,
         })
@@ -49,6 +71,7 @@ pub async fn plan_lines(specs: &[NodeSpec], loaded: &Loaded) -> Result<Vec<Strin
     let own = engine::own_container_id();
     let none = Default::default();
     let input = plan::Input {
+        pushed: &pushed,
         project,
         nodes: &views,
         backoff: &plan::Backoff::default(),

@@ -16,6 +16,7 @@
 //!   see [`platform`].
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use crate::engine::model::{
     ContainerCreateBody, DeviceMapping, EndpointIpamConfig, EndpointSettings, HealthConfig,
@@ -30,8 +31,8 @@ use crate::engine::model::VolumeMount;
 
 use crate::labels::{
     COMPOSE_CONFIG_HASH, COMPOSE_CONTAINER_NUMBER, COMPOSE_ONEOFF, COMPOSE_PROJECT,
-    COMPOSE_SERVICE, LABEL_CONFIG_HASH, LABEL_IMAGE_DIGEST, LABEL_PROJECT, LABEL_SERVICE,
-    LABEL_SLOT,
+    COMPOSE_SERVICE, LABEL_AMBASSADOR, LABEL_CONFIG_HASH, LABEL_IMAGE_DIGEST, LABEL_MESH_ADDRESS,
+    LABEL_PROJECT, LABEL_SERVICE, LABEL_SLOT,
 };
 
 /// `{project}-{service}-{slot}`, or the service's `container_name` when set
@@ -591,6 +592,134 @@ fn endpoint(
     (engine_name, settings)
 }
 
+/// One node's ambassador for one project network (see `crate::mesh`): what shapes its
+/// container. Its routes are not part of it: they are pushed to the running container.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Ambassador {
+    /// Which of the network's ambassadors: the network's key for the first, then
+    /// `{key}-2`, `{key}-3`… for services whose ports the first already forwards.
+    pub id: String,
+    /// The network's key in the file.
+    pub network: String,
+    /// The network's engine name.
+    pub network_name: String,
+    /// The services it forwards for.
+    pub services: Vec<String>,
+    /// The names it answers to: the services' names and their aliases on the network.
+    pub aliases: Vec<String>,
+    pub image: String,
+}
+
+/// The uid and gid ambassadors run as (drover's image's).
+const AMBASSADOR_USER: &str = "65532:65532";
+
+impl Ambassador {
+    /// Ambassador `id` of network `key` (engine name `name`), forwarding for no service yet.
+    pub fn new(id: String, key: &str, name: &str, image: &str) -> Ambassador {
+        Ambassador {
+            id,
+            network: key.to_string(),
+            network_name: name.to_string(),
+            services: Vec::new(),
+            aliases: Vec::new(),
+            image: image.to_string(),
+        }
+    }
+
+    /// `{project}-ambassador-{id}`: one per node, so the same on every node.
+    pub fn container_name(&self, project: &Project) -> String {
+        format!("{}-ambassador-{}", project.name, self.id)
+    }
+
+    /// sha256 (hex) of the definition, in the `drover.config-hash` label.
+    pub fn hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let json = serde_json::to_string(self).unwrap_or_default();
+        Sha256::digest(json.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+/// The create request of an ambassador: drover's image running `drover ambassador` on the
+/// network with the aliases, as drover runs itself: not root, no capabilities, no new
+/// privileges, a read-only filesystem; restarted by drover, never by the engine.
+pub fn ambassador_body(project: &Project, a: &Ambassador) -> ContainerCreateBody {
+    let labels = HashMap::from([
+        (LABEL_PROJECT.to_string(), project.name.clone()),
+        (LABEL_AMBASSADOR.to_string(), a.id.clone()),
+        (LABEL_CONFIG_HASH.to_string(), a.hash()),
+    ]);
+    let endpoint = EndpointSettings {
+        aliases: Some(a.aliases.clone()),
+        ..Default::default()
+    };
+    ContainerCreateBody {
+        image: Some(a.image.clone()),
+        cmd: Some(crate::mesh::serve_command()),
+        user: Some(AMBASSADOR_USER.to_string()),
+        labels: Some(labels),
+        // The image's healthcheck asks drover's HTTP server, which an ambassador lacks.
+        healthcheck: Some(HealthConfig {
+            test: Some(vec!["NONE".to_string()]),
+            ..Default::default()
+        }),
+        host_config: Some(HostConfig {
+            readonly_rootfs: Some(true),
+            cap_drop: Some(vec!["ALL".to_string()]),
+            security_opt: Some(vec!["no-new-privileges:true".to_string()]),
+            pids_limit: Some(256),
+            network_mode: Some(a.network_name.clone()),
+            restart_policy: Some(EngineRestartPolicy {
+                name: Some(RestartPolicyNameEnum::NO),
+                maximum_retry_count: None,
+            }),
+            ..Default::default()
+        }),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(a.network_name.clone(), endpoint)])),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Publish the service's ports on `address` (engine-assigned host ports) for the other
+/// nodes' ambassadors, each unless the file already publishes it where `address` reaches,
+/// and record `address` in the `drover.mesh-address` label.
+pub fn publish_for_mesh(body: &mut ContainerCreateBody, service: &Service, address: IpAddr) {
+    if !service.options.mesh {
+        return;
+    }
+    body.labels
+        .get_or_insert_with(HashMap::new)
+        .insert(LABEL_MESH_ADDRESS.to_string(), address.to_string());
+    let host = body.host_config.get_or_insert_with(HostConfig::default);
+    let bindings = host.port_bindings.get_or_insert_with(PortMap::new);
+    let exposed = body.exposed_ports.get_or_insert_with(Vec::new);
+    for (port, proto) in service.mesh_ports() {
+        let key = format!("{port}/{}", protocol(proto));
+        let list = bindings
+            .entry(key.clone())
+            .or_insert(None)
+            .get_or_insert_with(Vec::new);
+        let reached = list.iter().any(|b| {
+            b.host_ip
+                .as_deref()
+                .is_none_or(|ip| ip.is_empty() || ip == "0.0.0.0" || ip == address.to_string())
+        });
+        if !reached {
+            list.push(PortBinding {
+                host_ip: Some(address.to_string()),
+                host_port: Some(String::new()),
+            });
+        }
+        if !exposed.contains(&key) {
+            exposed.push(key);
+        }
+    }
+}
+
 fn protocol(p: Protocol) -> &'static str {
     match p {
         Protocol::Tcp => "tcp",
@@ -765,6 +894,7 @@ mod tests {
             volumes: BTreeMap::new(),
             secrets: BTreeMap::new(),
             configs: BTreeMap::new(),
+            mesh: None,
         };
         (project, service)
     }
@@ -916,6 +1046,84 @@ mod tests {
             .filter_map(|m| m.target.as_deref())
             .collect();
         assert_eq!(mounts, ["/b", "/c"]);
+    }
+
+    #[test]
+    fn mesh_ports_are_published_on_the_node_address_only_and_only_in_a_mesh() {
+        let (project, mut service) = fixture();
+        let address: IpAddr = "10.231.1.2".parse().unwrap();
+        let before = create_body(&project, &service, 1);
+        let mut body = before.clone();
+        publish_for_mesh(&mut body, &service, address);
+        assert_eq!(body, before, "not in a mesh: nothing more is published");
+        service.options.mesh = true;
+        service.options.expose = vec!["9000/tcp".into()];
+        publish_for_mesh(&mut body, &service, address);
+        let ports = body.host_config.unwrap().port_bindings.unwrap();
+        // The file publishes 53/udp on every address already: the node address reaches it.
+        assert_eq!(ports["53/udp"].as_ref().unwrap().len(), 1);
+        assert!(
+            body.exposed_ports
+                .unwrap()
+                .contains(&"9000/tcp".to_string())
+        );
+        for key in ["80/tcp", "9000/tcp"] {
+            let on_node: Vec<&PortBinding> = ports[key]
+                .as_ref()
+                .unwrap()
+                .iter()
+                .filter(|b| b.host_ip.as_deref() == Some("10.231.1.2"))
+                .collect();
+            assert_eq!(on_node.len(), 1, "{key}: {ports:?}");
+            assert_eq!(on_node[0].host_port.as_deref(), Some(""), "engine-assigned");
+        }
+        assert!(
+            ports
+                .values()
+                .flatten()
+                .flatten()
+                .all(|b| b.host_ip.as_deref() != Some("0.0.0.0")),
+            "never every address: {ports:?}"
+        );
+    }
+
+    #[test]
+    fn an_ambassador_runs_as_drover_does_on_its_network_under_the_service_names() {
+        let (project, _) = fixture();
+        let mut a = Ambassador::new("default".into(), "default", "demo_default", "drover:latest");
+        a.services = vec!["db".into()];
+        a.aliases = vec!["db".into(), "database".into()];
+        let body = ambassador_body(&project, &a);
+        assert_eq!(body.cmd, Some(vec!["ambassador".to_string()]));
+        assert_eq!(body.user.as_deref(), Some("65532:65532"));
+        let labels = body.labels.as_ref().unwrap();
+        assert_eq!(labels[LABEL_AMBASSADOR], "default");
+        assert_eq!(labels[LABEL_CONFIG_HASH], a.hash());
+        let host = body.host_config.as_ref().unwrap();
+        assert_eq!(host.readonly_rootfs, Some(true));
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+        assert!(
+            host.port_bindings.is_none(),
+            "an ambassador publishes nothing"
+        );
+        let endpoints = body
+            .networking_config
+            .as_ref()
+            .unwrap()
+            .endpoints_config
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            endpoints["demo_default"].aliases,
+            Some(vec!["db".to_string(), "database".to_string()])
+        );
+        let mut other = a.clone();
+        other.aliases.pop();
+        assert_ne!(other.hash(), a.hash());
+        assert_eq!(
+            a.container_name(&project),
+            format!("{}-ambassador-default", project.name)
+        );
     }
 
     #[test]

@@ -721,3 +721,37 @@ fn a_long_bind_without_a_bind_section_may_create_its_host_path_as_in_compose() {
     assert!(!dir.join("otel.yaml").exists(), "loading creates nothing");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn several_nodes_in_plain_mode_make_a_mesh_of_the_services_with_ports() {
+    let l = load(&opts("mesh", &["compose.yml"]));
+    let mesh = l.project.mesh.as_ref().expect("several nodes: a mesh");
+    assert_eq!(mesh.image(), "registry.example/drover:1.4");
+    let addresses: Vec<(String, String)> = mesh
+        .addresses
+        .iter()
+        .map(|(n, a)| (n.clone(), a.to_string()))
+        .collect();
+    assert_eq!(
+        addresses,
+        vec![
+            ("n1".to_string(), "10.0.0.11".to_string()),
+            ("n2".to_string(), "192.168.5.12".to_string()),
+        ],
+        "the IP of host, else address; a host name gives none"
+    );
+    let s = &l.project.services;
+    assert!(s["db"].options.mesh && s["api"].options.mesh);
+    assert!(!s["web"].options.mesh, "no ports, nothing published");
+    assert_eq!(
+        s["db"].mesh_ports(),
+        vec![(5432, Protocol::Tcp), (53, Protocol::Udp)]
+    );
+    assert_eq!(s["api"].mesh_ports(), vec![(80, Protocol::Tcp)]);
+
+    let one = load(&opts("mesh", &["one-node.yml"]));
+    assert!(one.project.mesh.is_none(), "one node: no mesh");
+    let unnamed = load(&opts("mesh", &["default-image.yml"]));
+    assert_eq!(unnamed.project.mesh.unwrap().image(), "drover:latest");
+    assert!(!one.project.services["db"].options.mesh);
+}

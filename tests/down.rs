@@ -2,7 +2,8 @@
 //! named and anonymous volumes stay unless `--volumes` (then the anonymous volumes a
 //! replacement took over go too), the lease container goes with them, nothing else is
 //! touched; it refuses while a drover acts for the project unless `--force`; on three
-//! nodes it takes the project down on each. Projects `it-down-*`; node indices 141..143.
+//! nodes it takes the project down on each; in Swarm mode it removes the stack and nothing
+//! else. Projects `it-down-*`; node indices 141..144.
 
 mod support;
 
@@ -211,4 +212,74 @@ fn down_on_three_nodes_takes_the_project_down_on_each() {
         assert!(vols.trim().is_empty(), "node {}: {out}", n.name);
         assert!(out.contains(&format!("(node {})", n.name)), "{out}");
     }
+}
+
+#[test]
+fn down_in_swarm_mode_removes_the_stack_and_leaves_other_services() {
+    let m = Node::start("down-sw", 144);
+    m.docker_ok(&["swarm", "init", "--advertise-addr", "10.231.144.2"]);
+    let name = "it-down-swarm";
+    let p = Project::on(
+        name,
+        r#"
+x-drover:
+  mode: swarm
+services:
+  web:
+    image: drover-test/busybox:latest
+    command: ["sleep", "86400"]
+    stop_signal: SIGKILL
+    secrets: [token]
+    deploy: { replicas: 2 }
+secrets:
+  token: { file: ./token.txt }
+"#,
+        m.env(),
+    );
+    p.write("token.txt", "not-a-real-token\n");
+    // A service of someone else's, in no stack: down never touches it.
+    m.docker_ok(&[
+        "service",
+        "create",
+        "--name",
+        "bystander",
+        "--detach",
+        "drover-test/busybox:latest",
+        "sleep",
+        "86400",
+    ]);
+    let services = || -> Vec<String> {
+        m.docker_ok(&["service", "ls", "--format", "{{.Name}}"])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let mut d = p.run(&[]);
+    let web = format!("{name}_web");
+    eventually_with(&mut d, UP, "the stack's service exists", |_| {
+        services().contains(&web)
+    });
+    d.signal("TERM");
+    d.wait_exit(Duration::from_secs(10)).expect("drover stops");
+
+    let (ok, out, err) = down(&p, name, &[]);
+    assert!(ok, "{out}{err}");
+    for removed in [
+        format!("service {web} removed"),
+        format!("network {name}_default removed"),
+        format!("secret {name}_token removed"),
+    ] {
+        assert!(out.contains(&removed), "{removed}: {out}");
+    }
+    assert_eq!(services(), vec!["bystander".to_string()], "{out}");
+    let stack = format!("label=com.docker.stack.namespace={name}");
+    support::wait_until(
+        Duration::from_secs(30),
+        "the stack's network removed",
+        || ls(&p, "network", &stack).is_empty(),
+    );
+    assert!(ls(&p, "secret", &stack).is_empty(), "{out}");
+    // Down twice: nothing left, still a success.
+    let (ok, out, err) = down(&p, name, &[]);
+    assert!(ok, "{out}{err}");
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&str] = &[
     "telemetry",
     "labels",
+    "mesh",
     "engine",
     "config",
     "spec",
@@ -17,6 +18,7 @@ const LAYERS: &[&str] = &[
     "execute",
     "lease",
     "notify",
+    "autoscale",
     "runtime",
     "nodes",
     "plain",

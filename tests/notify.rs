@@ -1,7 +1,8 @@
 //! Webhook notifications against a real engine: a receiver in the test records what
 //! drover posts for a scale change through the scale file, a replica given up on
 //! (`max_attempts`) and an update whose new replica crashes within `monitor` and is rolled
-//! back; and, over two nodes, a node that crashes and comes back. The receiver refuses its
+//! back; over two nodes, a node that crashes and comes back; in Swarm mode (a one-node
+//! swarm), a scale change and an update. The receiver refuses its
 //! first request (503), so every event after it also shows that a retried event is taken
 //! once and the ones behind it are not repeated.
 //!
@@ -184,4 +185,80 @@ fn a_node_that_crashes_and_comes_back_is_posted_down_then_up() {
         "{down}"
     );
     assert_eq!(r.taken().len(), 2, "{:#?}", r.taken());
+}
+
+#[test]
+fn in_swarm_mode_a_scale_change_and_an_update_are_each_posted_once() {
+    let m = Node::start("nt-sw", 123);
+    m.docker_ok(&["swarm", "init", "--advertise-addr", "10.231.123.2"]);
+    let r = Receiver::start();
+    let compose = |version: &str| {
+        format!(
+            r#"
+x-drover:
+  mode: swarm
+  notify:
+    - url_file: hook.url
+services:
+  web:
+    image: drover-test/busybox:latest
+    command: ["sleep", "86400"]
+    stop_signal: SIGKILL
+    environment: {{ VERSION: "{version}" }}
+    deploy:
+      update_config: {{ parallelism: 0, monitor: 1s }}
+"#
+        )
+    };
+    let p = Project::on("it-notify-swarm", &compose("1"), m.env());
+    p.write(
+        "hook.url",
+        &format!("http://127.0.0.1:{}/hooks/swarm\n", r.port),
+    );
+    p.write("scale.yml", "web: 1\n");
+    let mut d = p.run(&["--scale-file", "scale.yml"]);
+    let web = "it-notify-swarm_web";
+    let replicas = || {
+        let out = m.docker(&[
+            "service",
+            "inspect",
+            "-f",
+            "{{.Spec.Mode.Replicated.Replicas}}",
+            web,
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    eventually_with(&mut d, UP, "the service exists", |_| replicas() == "1");
+
+    p.write("scale.yml", "web: 2\n");
+    eventually_with(&mut d, UP, "scaled to 2 and posted", |_| {
+        replicas() == "2" && !r.said("web").is_empty()
+    });
+    assert_eq!(r.said("web"), ["scale -"]);
+
+    p.write("compose.yml", &compose("2"));
+    eventually_with(&mut d, UP, "the update posted as finished", |_| {
+        r.said("web").len() == 3
+    });
+    assert_eq!(
+        r.said("web"),
+        [
+            "scale -",
+            "update-started config-changed",
+            "update-finished completed"
+        ]
+    );
+    let env = m.docker_ok(&[
+        "service",
+        "inspect",
+        "-f",
+        "{{json .Spec.TaskTemplate.ContainerSpec.Env}}",
+        web,
+    ]);
+    assert!(env.contains("VERSION=2"), "{env}");
+    assert_eq!(r.taken().len(), 3, "nothing else: {:#?}", r.taken());
+    assert!(
+        !d.logs().join("\n").contains("/hooks/swarm"),
+        "the URL is never logged"
+    );
 }

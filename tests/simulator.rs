@@ -613,7 +613,26 @@ fn drover_converges_on_simulated_engines() {
     );
     let s = stats();
     assert_eq!(s["max_running"], 300, "never above the target: {s}");
-    assert_eq!(s["containers"], 300, "restarted in place, none added: {s}");
+    // Besides the replicas, each engine holds the majority lease's container (created,
+    // never started): one per node.
+    let mut leases = 0;
+    for i in 0..3 {
+        let (code, body) = request(&sim.socket(i), "GET", "/v1.41/containers/json?all=1", "");
+        assert_eq!(code, 200);
+        leases += serde_json::from_str::<Value>(&body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["Labels"].get("drover.lease").is_some())
+            .count();
+    }
+    assert_eq!(leases, 3, "one lease container per node");
+    assert_eq!(
+        s["containers"],
+        300 + leases,
+        "restarted in place, none added: {s}"
+    );
     let _ = drover.kill();
     let _ = drover.wait();
 }

@@ -23,13 +23,15 @@
 //! which may come from the environment and be secrets.
 //!
 //! Precedence: replicas `--scale` > scale file > `x-drover.scale` > `deploy.replicas` /
-//! `scale` > 1; project name `-p` > `COMPOSE_PROJECT_NAME` > `name:` > directory name;
+//! `scale` > 1 (an autoscaled service: `--scale` pins it, else the autoscaler's target
+//! within `min`..`max` with the scale file's count as the floor, see `autoscale`); project name `-p` > `COMPOSE_PROJECT_NAME` > `name:` > directory name;
 //! variables: process environment > `.env` (or the `--env-file`s). A service's `restart`
 //! sets the restart condition; `deploy.restart_policy` fills in what it leaves open.
 //!
 //! Compose keys drover does not act on (build with an image, logging, secrets, ...) load
 //! with one warning each; `x-*` keys are ignored silently everywhere.
 
+pub mod autoscale;
 pub mod hostpath;
 pub mod model;
 
@@ -531,6 +533,36 @@ pub fn to_yaml(project: &Project) -> Result<String, String> {
     serde_saphyr::to_string(project).map_err(|e| e.to_string())
 }
 
+/// What `drover check` prints: the project and, when there are any, the autoscaled
+/// services' settings under `x-drover.autoscale` (secrets by where they are, never their
+/// value).
+#[derive(Debug, serde::Serialize)]
+pub struct Checked<'a> {
+    #[serde(flatten)]
+    pub project: &'a Project,
+    #[serde(rename = "x-drover", skip_serializing_if = "Option::is_none")]
+    pub drover: Option<CheckedSettings<'a>>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct CheckedSettings<'a> {
+    pub autoscale: &'a std::collections::BTreeMap<String, Autoscale>,
+}
+
+impl<'a> Checked<'a> {
+    pub fn of(loaded: &'a Loaded) -> Checked<'a> {
+        let a = &loaded.settings.autoscale;
+        Checked {
+            project: &loaded.project,
+            drover: (!a.is_empty()).then_some(CheckedSettings { autoscale: a }),
+        }
+    }
+
+    pub fn to_yaml(&self) -> Result<String, String> {
+        serde_saphyr::to_string(self).map_err(|e| e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod text_tests {
     #[test]
@@ -620,5 +652,81 @@ secrets:
         std::fs::write(opts.cwd.join("compose.yaml"), "services: {}\n").unwrap();
         let (_, loaded) = start.settle(Mode::Swarm, HostPaths::Same).unwrap();
         assert!(loaded.project.services.contains_key("web"));
+    }
+}
+
+#[cfg(test)]
+mod global_tests {
+    use super::*;
+
+    /// `compose` loaded in plain mode with `scale` (`--scale`), in a directory of its own.
+    fn load_with(compose: &str, scale: &[(&str, u32)]) -> Result<Loaded, String> {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("global-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("compose.yaml"), compose).unwrap();
+        let r = load(&LoadOptions {
+            cwd: dir.clone(),
+            project_name: Some("p".into()),
+            mode: Some(Mode::Plain),
+            scale: scale.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
+            ..Default::default()
+        })
+        .map_err(|e| e.to_string());
+        let _ = std::fs::remove_dir_all(dir);
+        r
+    }
+
+    const GLOBAL: &str = "services:\n  agent:\n    image: img\n    deploy:\n      mode: global\n";
+
+    #[test]
+    fn plain_mode_runs_a_global_service_without_a_warning_and_refuses_a_count() {
+        let l = load_with(GLOBAL, &[]).unwrap();
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        assert_eq!(l.project.services["agent"].mode, DeployMode::Global);
+        let e = load_with(GLOBAL, &[("agent", 3)]).unwrap_err();
+        assert!(
+            e.starts_with("--scale agent: agent is a global service"),
+            "{e}"
+        );
+        let e = load_with(
+            &format!("{GLOBAL}x-drover:\n  scale: {{ agent: 2 }}\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.starts_with("x-drover.scale.agent: "), "{e}");
+        let e = load_with(
+            &GLOBAL.replace("    deploy:", "    scale: 2\n    deploy:"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.contains("services.agent.scale: a global service"), "{e}");
+        let e = load_with(&format!("{GLOBAL}      replicas: 2\n"), &[]).unwrap_err();
+        assert!(e.contains("cannot be combined with deploy.replicas"), "{e}");
+    }
+
+    #[test]
+    fn a_node_availability_is_active_pause_or_drain() {
+        let nodes = |a: &str| {
+            format!(
+                "{GLOBAL}x-drover:\n  nodes:\n    - {{ name: n1, host: tcp://10.0.0.1:2376 }}\n    \
+                 - {{ name: n2, host: tcp://10.0.0.2:2376, availability: {a} }}\n"
+            )
+        };
+        for (word, want) in [
+            ("active", Availability::Active),
+            ("pause", Availability::Pause),
+            ("drain", Availability::Drain),
+        ] {
+            let l = load_with(&nodes(word), &[]).unwrap();
+            assert_eq!(l.settings.nodes[0].availability, Availability::Active);
+            assert_eq!(l.settings.nodes[1].availability, want);
+        }
+        let e = load_with(&nodes("paused"), &[]).unwrap_err();
+        assert!(
+            e.contains("x-drover.nodes[1].availability: expected active, pause or drain"),
+            "{e}"
+        );
     }
 }

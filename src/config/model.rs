@@ -29,6 +29,34 @@ pub struct Project {
     /// Top-level `configs` that can be used, by key.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub configs: BTreeMap<String, SwarmObject>,
+    /// Several nodes in plain mode: how services reach each other across them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<Mesh>,
+}
+
+/// Services reaching each other across nodes through ambassadors (see `crate::mesh`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mesh {
+    /// `x-drover.ambassador.image`: the image the ambassadors run; none: drover's own
+    /// (see [`Mesh::image`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Each node's address the other nodes reach it at: the replicas' ports for the
+    /// ambassadors are published on it, and only on it. A node without one publishes
+    /// nothing, and its replicas are reached only on their own node.
+    pub addresses: BTreeMap<String, std::net::IpAddr>,
+}
+
+/// The image ambassadors run when the file names none and drover does not run in a
+/// container of one of the nodes: drover's image as the README builds it.
+pub const AMBASSADOR_IMAGE: &str = "drover:latest";
+
+impl Mesh {
+    /// The image ambassadors run: the file's, else the one drover runs from (set by plain
+    /// mode when it finds its own container), else [`AMBASSADOR_IMAGE`].
+    pub fn image(&self) -> &str {
+        self.image.as_deref().unwrap_or(AMBASSADOR_IMAGE)
+    }
 }
 
 /// A top-level secret or config: a file, or (Swarm mode) an existing external one.
@@ -79,8 +107,9 @@ pub struct Service {
     pub depends_on: BTreeMap<String, DependsOn>,
     /// `container_name` from the file: such a service cannot have more than one replica.
     pub container_name: Option<String>,
-    /// `deploy.mode`: `global` runs one task per Swarm node (Swarm mode only; plain mode
-    /// runs the replica count). Not part of the config hash.
+    /// `deploy.mode`: `global` runs one replica on each eligible node (a Swarm global
+    /// service in Swarm mode; `replicas` is then 1 and means nothing). Not part of the
+    /// config hash.
     #[serde(skip_serializing_if = "is_default")]
     pub mode: DeployMode,
     /// `deploy.placement`: which nodes may run the replicas. Not part of the config hash:
@@ -134,6 +163,35 @@ impl Service {
             None => self.image.clone(),
         }
     }
+
+    /// The TCP and UDP ports the service's containers listen on (`ports` targets, then
+    /// `expose`), each once: what other nodes reach it on. None with a `network_mode`.
+    pub fn mesh_ports(&self) -> Vec<(u16, Protocol)> {
+        let mut out: Vec<(u16, Protocol)> = Vec::new();
+        if self.options.network_mode.is_some() {
+            return out;
+        }
+        let exposed = self.options.expose.iter().filter_map(|e| {
+            let (port, proto) = e.split_once('/').unwrap_or((e, "tcp"));
+            let proto = match proto {
+                "tcp" => Protocol::Tcp,
+                "udp" => Protocol::Udp,
+                _ => return None,
+            };
+            Some((port.parse().ok()?, proto))
+        });
+        for p in self
+            .ports
+            .iter()
+            .map(|p| (p.target, p.protocol))
+            .chain(exposed)
+        {
+            if p.1 != Protocol::Sctp && !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        out
+    }
 }
 
 /// `image` pinned to `digest`: any digest already in the reference is replaced.
@@ -160,6 +218,11 @@ pub struct ServiceOptions {
     /// `expose`: container ports opened without publishing, engine form `80/tcp`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub expose: Vec<String>,
+    /// The project spans several nodes in plain mode and the service has ports: each
+    /// replica publishes them on its node's address (engine-assigned host ports) for the
+    /// other nodes' ambassadors (see [`Project::mesh`]).
+    #[serde(skip_serializing_if = "is_false")]
+    pub mesh: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cap_add: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -384,7 +447,7 @@ pub struct FileMount {
 pub enum DeployMode {
     #[default]
     Replicated,
-    /// One task per eligible Swarm node.
+    /// One replica on each eligible node (one task per eligible Swarm node).
     Global,
 }
 
@@ -585,7 +648,7 @@ impl Project {
 
 /// Controller settings from the top-level `x-drover` extension of the Compose file.
 /// `None` everywhere means "use drover's defaults".
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Settings {
     /// How often the full list of containers is re-read from every engine.
     #[serde(serialize_with = "human_opt")]
@@ -608,6 +671,11 @@ pub struct Settings {
     pub follow_images: Option<Duration>,
     /// `x-drover.notify`: webhooks drover posts events to.
     pub notify: Vec<Webhook>,
+    /// `x-drover.ambassador.image`: what the ambassadors run (several nodes, plain mode).
+    pub ambassador_image: Option<String>,
+    /// `x-drover.autoscale`: services whose replica target follows triggers, by name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub autoscale: BTreeMap<String, Autoscale>,
 }
 
 /// One webhook of `x-drover.notify`. Its URL is read from `url` when drover starts, and
@@ -750,6 +818,57 @@ pub struct NodeConfig {
     pub tls_server_name: Option<String>,
     /// Placement labels; the engine's own labels (from `/info`) are merged under them.
     pub labels: BTreeMap<String, String>,
+    /// `address`: where the other nodes reach this one (its replicas' ports for the
+    /// ambassadors are published on it); default: the IP address in `host`.
+    pub address: Option<std::net::IpAddr>,
+    /// `availability`: whether new replicas may be placed there (Swarm's names).
+    #[serde(skip_serializing_if = "is_default")]
+    pub availability: Availability,
+    /// `role: witness`: the node holds lease votes (a third engine beside two, for a
+    /// majority) but runs nothing of the project. Default `role: worker`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub witness: bool,
+}
+
+/// A node's `availability` (Swarm's names): `active` takes new replicas; `pause` keeps
+/// what runs there and takes nothing new; `drain` runs nothing (its replicas move to the
+/// other nodes, start-first, and a global service's replica there is removed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Availability {
+    #[default]
+    Active,
+    Pause,
+    Drain,
+}
+
+impl Availability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Availability::Active => "active",
+            Availability::Pause => "pause",
+            Availability::Drain => "drain",
+        }
+    }
+}
+
+impl NodeConfig {
+    /// The address replicas publish on for the other nodes: `address`, else the IP address
+    /// `host` names (none for a unix socket or a host name).
+    pub fn mesh_address(&self) -> Option<std::net::IpAddr> {
+        self.address.or_else(|| {
+            let rest = self.host.split_once("://")?.1;
+            let hostport = rest.split('/').next()?;
+            let host = match hostport.rsplit_once(':') {
+                Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+                _ => hostport,
+            };
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .ok()
+        })
+    }
 }
 
 /// A node's TLS bundle: the engine module's description of one, which it connects with.
@@ -860,4 +979,164 @@ pub enum UnhealthyAction {
 /// Settings left at their defaults are not printed by `check`.
 fn is_default<T: Default + PartialEq>(t: &T) -> bool {
     *t == T::default()
+}
+
+/// One service's `x-drover.autoscale` entry: the bounds its replica target moves in, the
+/// triggers that move it, and how fast (see docs/autoscaling.md).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Autoscale {
+    pub min: u32,
+    pub max: u32,
+    /// The triggers are asked this often.
+    #[serde(serialize_with = "human")]
+    pub polling_interval: Duration,
+    /// A scale-down goes only to the highest recommendation of this window.
+    #[serde(serialize_with = "human")]
+    pub scale_down_window: Duration,
+    /// A scale-up goes only to the lowest recommendation of this window (0: at once).
+    #[serde(serialize_with = "human")]
+    pub scale_up_window: Duration,
+    /// A ratio of value to target within `1 ± tolerance` changes nothing.
+    pub tolerance: f64,
+    /// With `min: 0`: how long every trigger must be at or below its activation threshold
+    /// before the service goes to zero.
+    #[serde(serialize_with = "human")]
+    pub cooldown: Duration,
+    pub scale_up: RateLimit,
+    pub scale_down: RateLimit,
+    pub triggers: Vec<ScaleTrigger>,
+    /// `--scale` for this service: autoscaling is off, this count is kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<u32>,
+    /// The scale file's count for this service: the lowest target the autoscaler sets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floor: Option<u32>,
+}
+
+impl Autoscale {
+    /// The lowest target: `min`, raised to the scale file's count.
+    pub fn lowest(&self) -> u32 {
+        self.min.max(self.floor.unwrap_or(0)).min(self.max)
+    }
+}
+
+/// How much the target may change within `period`: the larger of `replicas` and
+/// `percent` of the count at the period's start (the HPA's `selectPolicy: Max`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RateLimit {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u32>,
+    #[serde(serialize_with = "human")]
+    pub period: Duration,
+}
+
+/// One trigger: where its value comes from, and the value one replica is sized for.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScaleTrigger {
+    /// How logs, metrics and status name it: `name`, else its type and index (`redis-0`).
+    pub name: String,
+    /// Per replica: items of backlog, or % of a core (cpu), or bytes (memory).
+    pub target: f64,
+    /// With `min: 0`: a value above this wakes the service from zero (default 0).
+    pub activation: f64,
+    /// One reading's deadline.
+    #[serde(serialize_with = "human")]
+    pub timeout: Duration,
+    #[serde(flatten)]
+    pub source: TriggerSource,
+}
+
+/// Where a trigger's value comes from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum TriggerSource {
+    /// A list's length, or the pending entries of a stream's consumer group.
+    Redis {
+        /// `redis://host:port[/db]` or `rediss://` (TLS); never a password.
+        address: String,
+        #[serde(flatten)]
+        backlog: RedisBacklog,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        username: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        password: Option<SecretSource>,
+        /// TLS even with a `redis://` address.
+        #[serde(skip_serializing_if = "is_false")]
+        tls: bool,
+        /// A CA certificate (PEM) to verify the server with, instead of the system's.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tls_ca_file: Option<PathBuf>,
+    },
+    /// A PromQL expression's value (an instant query; a vector's samples are summed).
+    Prometheus {
+        url: String,
+        query: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token: Option<SecretSource>,
+    },
+    /// A number in a JSON document, found by a JSON pointer (RFC 6901).
+    Http {
+        url: String,
+        pointer: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token: Option<SecretSource>,
+    },
+    /// Average CPU use of the service's running replicas, in % of one core.
+    Cpu,
+    /// Average memory use of the service's running replicas, in bytes.
+    Memory,
+}
+
+impl TriggerSource {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TriggerSource::Redis { .. } => "redis",
+            TriggerSource::Prometheus { .. } => "prometheus",
+            TriggerSource::Http { .. } => "http",
+            TriggerSource::Cpu => "cpu",
+            TriggerSource::Memory => "memory",
+        }
+    }
+
+    /// CPU and memory are averages per replica (desired = current × value / target);
+    /// the others are a total to share out (desired = value / target).
+    pub fn per_replica(&self) -> bool {
+        matches!(self, TriggerSource::Cpu | TriggerSource::Memory)
+    }
+}
+
+/// What a Redis trigger counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum RedisBacklog {
+    /// `LLEN list`.
+    List { list: String },
+    /// The pending entries of `group` on `stream` (`XPENDING`).
+    Stream { stream: String, group: String },
+}
+
+/// A secret (a password, a token): a file or one of drover's environment variables; never
+/// written in the Compose file, never logged or printed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretSource {
+    File(PathBuf),
+    Env(String),
+}
+
+impl SecretSource {
+    /// Read the secret (a file's trailing newline dropped). The error names where it was
+    /// looked for, never its content.
+    pub fn read(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+        match self {
+            SecretSource::File(p) => std::fs::read_to_string(p)
+                .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+                .map_err(|e| format!("cannot read {}: {e}", p.display())),
+            SecretSource::Env(name) => {
+                env(name).ok_or_else(|| format!("the environment variable {name} is not set"))
+            }
+        }
+    }
 }

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::ConfigError;
-use super::model::{Constraint, ConstraintField, Mode, NodeConfig, NodeTls, Placement};
+use super::model::{
+    Availability, Constraint, ConstraintField, Mode, NodeConfig, NodeTls, Placement,
+};
 use super::read::{self, Warnings, child, fail, index};
 use super::yaml::{Kind, Node};
 
@@ -22,6 +24,9 @@ pub fn nodes(v: &Node, path: &str, dir: &Path, w: &mut Warnings) -> Result<Vec<N
         let mut tls = None;
         let mut server_name = None;
         let mut labels = BTreeMap::new();
+        let mut address = None;
+        let mut availability = Availability::Active;
+        let mut witness = false;
         for (k, val) in read::map(item, &p)? {
             let kp = child(&p, &k.name);
             match k.name.as_str() {
@@ -29,6 +34,37 @@ pub fn nodes(v: &Node, path: &str, dir: &Path, w: &mut Warnings) -> Result<Vec<N
                 "host" => host = Some(read::string(val, &kp)?),
                 "tls" => tls = Some(node_tls(val, &kp, dir, w)?),
                 "tls_server_name" => server_name = read::opt_string(val, &kp)?,
+                "address" => {
+                    let text = read::string(val, &kp)?;
+                    address = Some(text.parse().map_err(|_| {
+                        fail(
+                            &val.loc,
+                            &kp,
+                            "an IP address the other nodes reach this one at",
+                        )
+                    })?);
+                }
+                "availability" => {
+                    availability =
+                        match read::choice(val, &kp, &["active", "pause", "drain"])?.as_str() {
+                            "pause" => Availability::Pause,
+                            "drain" => Availability::Drain,
+                            _ => Availability::Active,
+                        }
+                }
+                "role" => {
+                    witness = match read::string(val, &kp)?.as_str() {
+                        "worker" => false,
+                        "witness" => true,
+                        _ => {
+                            return Err(fail(
+                                &val.loc,
+                                &kp,
+                                "worker (runs replicas) or witness (holds lease votes only)",
+                            ));
+                        }
+                    }
+                }
                 "labels" => {
                     for e in read::map_or_list(val, &kp)? {
                         labels.insert(e.key, e.value.unwrap_or_default());
@@ -56,7 +92,17 @@ pub fn nodes(v: &Node, path: &str, dir: &Path, w: &mut Warnings) -> Result<Vec<N
             tls,
             tls_server_name: server_name,
             labels,
+            address,
+            availability,
+            witness,
         });
+    }
+    if !out.is_empty() && out.iter().all(|n| n.witness) {
+        return Err(fail(
+            &v.loc,
+            path,
+            "every node is a witness: at least one must run replicas (role: worker)",
+        ));
     }
     Ok(out)
 }
@@ -228,6 +274,56 @@ fn constraint(text: &str) -> Option<Constraint> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn load_text(compose: &str) -> std::result::Result<crate::config::Loaded, String> {
+        let dir = std::env::temp_dir().join(format!(
+            "drover-nodes-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("compose.yml"), compose).unwrap();
+        let loaded = crate::config::load(&crate::config::LoadOptions {
+            cwd: dir.clone(),
+            project_name: Some("p".into()),
+            ..Default::default()
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+        loaded.map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_witness_holds_lease_votes_and_a_worker_is_the_default() {
+        let l = load_text(
+            "services:\n  a: {image: x}\nx-drover:\n  nodes:\n    \
+             - {name: a, host: \"tcp://10.0.0.1:2376\"}\n    \
+             - {name: b, host: \"tcp://10.0.0.2:2376\", role: worker}\n    \
+             - {name: w, host: \"tcp://10.0.0.3:2376\", role: witness}\n",
+        )
+        .unwrap();
+        let roles: Vec<(&str, bool)> = l
+            .settings
+            .nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.witness))
+            .collect();
+        assert_eq!(roles, [("a", false), ("b", false), ("w", true)]);
+        let e = load_text(
+            "services:\n  a: {image: x}\nx-drover:\n  nodes:\n    \
+             - {name: a, host: \"tcp://10.0.0.1:2376\", role: boss}\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("x-drover.nodes[0].role") && e.contains("witness"),
+            "{e}"
+        );
+        let e = load_text(
+            "services:\n  a: {image: x}\nx-drover:\n  nodes:\n    \
+             - {name: w, host: \"tcp://10.0.0.3:2376\", role: witness}\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("at least one must run replicas"), "{e}");
+    }
 
     #[test]
     fn parses_constraints() {

@@ -117,7 +117,7 @@ pub fn build(
     add_default_network(&name, &drafts, &mut networks);
     check_cycles(&drafts)?;
 
-    let (settings, drover_scale) = match top.drover {
+    let (mut settings, drover_scale) = match top.drover {
         Some(n) => x_drover(n, &names, inp.project_dir, warnings)?,
         None => (Settings::default(), BTreeMap::new()),
     };
@@ -129,6 +129,7 @@ pub fn build(
 
     let mut services = BTreeMap::new();
     let mut published = PublishedPorts::new(&settings, inp.mode);
+    let mesh = mesh(&settings, inp.mode);
     let mut host_paths = Vec::new();
     for (svc_name, d) in drafts {
         host_paths.extend(d.host_paths);
@@ -139,9 +140,15 @@ pub fn build(
             s.options.pull_policy = PullPolicy::Refresh(every);
         }
         let scales = (&file_scale, &drover_scale);
+        if s.mode == DeployMode::Global {
+            no_count_for_global(inp, scales, &svc_name)?;
+        }
         s.replicas = replica_target(inp, scales, &svc_name, d.file_replicas);
+        let autoscale = settings.autoscale.get_mut(&svc_name);
+        autoscaled(autoscale, &s, inp, &file_scale, &d.loc, warnings)?;
         check_replicas(&s, &d.loc, d.container_name_loc.as_ref())?;
         published.check(&s, &d.port_locs, warnings)?;
+        s.options.mesh = mesh.is_some() && !s.mesh_ports().is_empty();
         s.config_hash = config_hash(&s, &networks, &volumes);
         services.insert(svc_name, s);
     }
@@ -162,6 +169,7 @@ pub fn build(
         volumes,
         secrets: usable(secrets),
         configs: usable(configs),
+        mesh,
     };
     Ok((project, settings, host_paths))
 }
@@ -183,6 +191,73 @@ fn replica_target(
         .or_else(|| drover_scale.get(svc_name).copied())
         .or(file_replicas)
         .unwrap_or(1)
+}
+
+/// An autoscaled service (`a`; nothing to do for the others): `--scale` pins it, the scale file's count is its floor; it must
+/// be able to run more than one replica.
+fn autoscaled(
+    a: Option<&mut Autoscale>,
+    s: &Service,
+    inp: &Inputs,
+    file_scale: &BTreeMap<String, u32>,
+    loc: &Loc,
+    warnings: &mut Warnings,
+) -> Result<()> {
+    let Some(a) = a else {
+        return Ok(());
+    };
+    let path = format!("x-drover.autoscale.{}", s.name);
+    if s.mode == DeployMode::Global {
+        return Err(fail(
+            loc,
+            &path,
+            "a global service runs one task per node: it cannot be autoscaled",
+        ));
+    }
+    if s.container_name.is_some() && a.max > 1 {
+        return Err(fail(
+            loc,
+            &path,
+            "a service with container_name runs one replica: it cannot be autoscaled",
+        ));
+    }
+    a.pinned = inp
+        .scale
+        .iter()
+        .rev()
+        .find(|(n, _)| *n == s.name)
+        .map(|(_, r)| *r);
+    a.floor = file_scale.get(&s.name).copied();
+    if let Some(f) = a.floor.filter(|f| *f > a.max) {
+        warnings.push(format!(
+            "{path}: the scale file asks for {f}, above max ({}): the autoscaler keeps it at {}",
+            a.max, a.max
+        ));
+    }
+    Ok(())
+}
+
+/// A global service runs one replica per eligible node: a count for it (`--scale`, the
+/// scale file, `x-drover.scale`) is refused, as `docker service scale` refuses it.
+fn no_count_for_global(
+    inp: &Inputs,
+    (file_scale, drover_scale): (&BTreeMap<String, u32>, &BTreeMap<String, u32>),
+    svc_name: &str,
+) -> Result<()> {
+    let source = if inp.scale.iter().any(|(n, _)| n == svc_name) {
+        format!("--scale {svc_name}")
+    } else if file_scale.contains_key(svc_name) {
+        format!("scale file: {svc_name}")
+    } else if drover_scale.contains_key(svc_name) {
+        format!("x-drover.scale.{svc_name}")
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError(format!(
+        "{source}: {svc_name} is a global service (deploy.mode: global), which runs one \
+         replica on each eligible node and takes no count (docker service scale refuses it \
+         too)"
+    )))
 }
 
 /// The top-level keys drover reads (each read later, in its own step); a warning for
@@ -678,8 +753,20 @@ fn x_drover(
             "watchdog" => settings.watchdog = read::opt_duration(v, &p)?,
             "nodes" => settings.nodes = super::nodes::nodes(v, &p, dir, warnings)?,
             "notify" => settings.notify = super::webhooks::webhooks(v, &p, dir, warnings)?,
+            "autoscale" => {
+                settings.autoscale = super::autoscale::autoscale(v, &p, names, dir, warnings)?
+            }
             "rebalance" => settings.rebalance = read::boolean(v, &p)?,
             "follow_images" => settings.follow_images = follow_images(v, &p)?,
+            "ambassador" => {
+                for (ak, av) in read::map_or_null(v, &p)? {
+                    let ap = child(&p, &ak.name);
+                    match ak.name.as_str() {
+                        "image" => settings.ambassador_image = read::opt_string(av, &ap)?,
+                        _ => warnings.at(&ak.loc, &ap, "unknown key, ignored"),
+                    }
+                }
+            }
             "unhealthy" => settings.unhealthy = Some(super::lifecycle::unhealthy(v, &p)?),
             "mode" => {
                 let mode = read::string(v, &p)?
@@ -725,6 +812,18 @@ fn follow_images(v: &Node, p: &str) -> Result<Option<Duration>> {
         return Err(read::bad(v, p, "the interval must be longer than zero"));
     }
     Ok(Some(every))
+}
+
+/// Several nodes in plain mode: the ambassadors' image and each node's address.
+fn mesh(settings: &Settings, mode: Mode) -> Option<crate::config::model::Mesh> {
+    (settings.nodes.len() > 1 && mode != Mode::Swarm).then(|| crate::config::model::Mesh {
+        image: settings.ambassador_image.clone(),
+        addresses: settings
+            .nodes
+            .iter()
+            .filter_map(|n| Some((n.name.clone(), n.mesh_address()?)))
+            .collect(),
+    })
 }
 
 /// sha256 (hex) of everything that shapes the service's containers: the service without

@@ -136,6 +136,8 @@ struct Reading<'n> {
     restart_key: Option<(Option<RestartCondition>, Option<u32>)>,
     deploy_restart: Option<RestartPolicy>,
     scale_key: Option<u32>,
+    /// Where `scale` is written.
+    scale_loc: Option<Loc>,
     deploy_replicas: Option<(u32, Loc)>,
     limits: Resources,
     reservations: Resources,
@@ -205,6 +207,7 @@ impl<'n> Reading<'n> {
             restart_key: None,
             deploy_restart: None,
             scale_key: None,
+            scale_loc: None,
             deploy_replicas: None,
             limits: Resources::default(),
             reservations: Resources::default(),
@@ -446,7 +449,10 @@ impl<'n> Reading<'n> {
             "healthcheck" => s.healthcheck = healthcheck(cx.warnings, v, p)?,
             "restart" => self.restart_key = Some(restart(v, p)?),
             "deploy" => self.deploy(cx, v, p)?,
-            "scale" => self.scale_key = Some(read::u32_(v, p)?),
+            "scale" => {
+                self.scale_key = Some(read::u32_(v, p)?);
+                self.scale_loc = Some(v.loc.clone());
+            }
             "depends_on" => depends_on(cx, v, p, &mut s.depends_on, &mut self.d.depends_locs)?,
             "x-drover" => {
                 let (action, backoff) = super::lifecycle::service_drover(v, p, cx.warnings)?;
@@ -713,6 +719,14 @@ impl<'n> Reading<'n> {
 
     /// `deploy.replicas` or `scale`, which must agree when both are written.
     fn file_replicas(&self) -> Result<Option<u32>> {
+        if let (DeployMode::Global, Some(loc)) = (self.s.mode, &self.scale_loc) {
+            return Err(fail(
+                loc,
+                &child(&self.path, "scale"),
+                "a global service runs one replica per eligible node and takes no count \
+                 (as docker stack deploy refuses replicas with mode: global); remove one of them",
+            ));
+        }
         Ok(match (&self.deploy_replicas, self.scale_key) {
             (Some((a, loc)), Some(b)) if *a != b => {
                 return Err(fail(

@@ -35,6 +35,9 @@ use super::{digests, images};
 /// A stop or restart waits out the container's grace period: this is the longest allowed.
 const SLOW: Duration = Duration::from_secs(600);
 
+/// The most output an exec keeps.
+const EXEC_OUTPUT: usize = 4096;
+
 /// What an engine call returns.
 pub type Answer<'a, T> =
     std::pin::Pin<Box<dyn Future<Output = Result<T, EngineError>> + Send + 'a>>;
@@ -73,6 +76,9 @@ pub trait Engine: Send + Sync {
     fn create_network(&self, req: NetworkCreateRequest) -> Answer<'_, ()>;
     fn remove_network<'a>(&'a self, id: &'a str) -> Answer<'a, ()>;
     fn connect_network<'a>(&'a self, net: &'a str, req: NetworkConnectRequest) -> Answer<'a, ()>;
+    /// Run `cmd` in the running container `id` and wait for it: its exit code and its
+    /// output (stdout and stderr, at most a few KB).
+    fn exec<'a>(&'a self, id: &'a str, cmd: Vec<String>) -> Answer<'a, (i64, String)>;
     /// The images on the engine (tagged or not, not the intermediate layers).
     fn list_images(&self) -> Answer<'_, Vec<ImageSummary>>;
     /// Pull `image` (a reference without a tag means `latest`, a digest wins over a tag),
@@ -93,6 +99,9 @@ pub trait Engine: Send + Sync {
     /// The registry digest of the engine's copy of `image`, if it has one; see
     /// [`digests::local_digest`].
     fn local_digest<'a>(&'a self, image: &'a str) -> Answer<'a, Option<String>>;
+    /// One sample of a running container's CPU and memory use (`/stats`, not streamed:
+    /// the engine takes about a second to answer).
+    fn usage<'a>(&'a self, id: &'a str) -> Answer<'a, super::model::Usage>;
     /// `/_ping`: the engine answers.
     fn ping(&self) -> Answer<'_, ()>;
     /// `/info`: the engine's id, labels, Swarm state.
@@ -199,6 +208,9 @@ impl Engine for Client {
     fn connect_network<'a>(&'a self, net: &'a str, req: NetworkConnectRequest) -> Answer<'a, ()> {
         self.0.connect_network(net, req)
     }
+    fn exec<'a>(&'a self, id: &'a str, cmd: Vec<String>) -> Answer<'a, (i64, String)> {
+        self.0.exec(id, cmd)
+    }
     fn list_images(&self) -> Answer<'_, Vec<ImageSummary>> {
         self.0.list_images()
     }
@@ -225,6 +237,9 @@ impl Engine for Client {
     }
     fn info(&self) -> Answer<'_, SystemInfo> {
         self.0.info()
+    }
+    fn usage<'a>(&'a self, id: &'a str) -> Answer<'a, super::model::Usage> {
+        self.0.usage(id)
     }
     fn events(&self, since: Option<String>, until: Option<String>, filters: Filters) -> Events {
         self.0.events(since, until, filters)
@@ -357,6 +372,31 @@ impl Engine for Docker {
         Box::pin(async move { Ok(Docker::connect_network(self, net, req).await?) })
     }
 
+    fn exec<'a>(&'a self, id: &'a str, cmd: Vec<String>) -> Answer<'a, (i64, String)> {
+        Box::pin(async move {
+            let config = bollard::models::ExecConfig {
+                cmd: Some(cmd),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            };
+            let exec = Docker::create_exec(self, id, config).await?.id;
+            let mut output = String::new();
+            if let bollard::exec::StartExecResults::Attached {
+                output: mut out, ..
+            } = Docker::start_exec(self, &exec, None).await?
+            {
+                while let Some(chunk) = out.next().await {
+                    if output.len() < EXEC_OUTPUT {
+                        output.push_str(&chunk?.to_string());
+                    }
+                }
+            }
+            let done = Docker::inspect_exec(self, &exec).await?;
+            Ok((done.exit_code.unwrap_or(-1), output))
+        })
+    }
+
     fn list_images(&self) -> Answer<'_, Vec<ImageSummary>> {
         Box::pin(async move { Ok(Docker::list_images(self, None::<ListImagesOptions>).await?) })
     }
@@ -391,6 +431,23 @@ impl Engine for Docker {
 
     fn info(&self) -> Answer<'_, SystemInfo> {
         Box::pin(async move { Ok(Docker::info(self).await?) })
+    }
+
+    fn usage<'a>(&'a self, id: &'a str) -> Answer<'a, super::model::Usage> {
+        Box::pin(async move {
+            let opts = bollard::query_parameters::StatsOptions {
+                stream: false,
+                one_shot: false,
+            };
+            let mut answers = Box::pin(Docker::stats(self, id, Some(opts)));
+            match answers.next().await {
+                Some(stats) => Ok(super::model::Usage::from_stats(&stats?)),
+                None => Err(EngineError::new(
+                    super::error::Kind::Other,
+                    format!("the engine sent no stats for container {id}"),
+                )),
+            }
+        })
     }
 
     fn events(&self, since: Option<String>, until: Option<String>, filters: Filters) -> Events {

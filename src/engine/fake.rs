@@ -104,6 +104,9 @@ struct State {
 pub struct FakeEngine {
     state: Mutex<State>,
     pub image_volumes: Vec<String>,
+    /// Every answer comes this much later (the request itself is applied at once, as by an
+    /// engine that is slow to answer).
+    stall: Mutex<Option<Duration>>,
 }
 
 fn err(kind: Kind, message: &str) -> EngineError {
@@ -114,8 +117,13 @@ fn no_such_container() -> EngineError {
     err(Kind::NotFound, "no such container")
 }
 
-fn ready<'a, T: Send + 'a>(r: Result<T, EngineError>) -> Answer<'a, T> {
-    Box::pin(async move { r })
+fn ready<'a, T: Send + 'a>(r: Result<T, EngineError>, stall: Option<Duration>) -> Answer<'a, T> {
+    Box::pin(async move {
+        if let Some(d) = stall {
+            tokio::time::sleep(d).await;
+        }
+        r
+    })
 }
 
 fn rfc3339(t: Option<SystemTime>) -> String {
@@ -208,6 +216,21 @@ impl FakeEngine {
             .unwrap()
             .fail
             .insert(verb.into(), (kind, times));
+    }
+
+    /// Every injected failure is forgotten: calls succeed again.
+    pub fn clear_failures(&self) {
+        self.state.lock().unwrap().fail.clear();
+    }
+
+    /// From now on every call is answered only after `d` (`None`: at once again). What the
+    /// call does happens at once: a client that gives up waiting has still changed things.
+    pub fn stall(&self, d: Option<Duration>) {
+        *self.stall.lock().unwrap() = d;
+    }
+
+    fn answer<'a, T: Send + 'a>(&self, r: Result<T, EngineError>) -> Answer<'a, T> {
+        ready(r, *self.stall.lock().unwrap())
     }
 
     /// Set the engine's clock (container times, events); it stays there until moved.
@@ -565,7 +588,7 @@ impl Engine for FakeEngine {
                 .map(|(id, c)| s.summary(id, c))
                 .collect())
         });
-        ready(r)
+        self.answer(r)
     }
 
     fn create_container<'a>(
@@ -649,7 +672,7 @@ impl Engine for FakeEngine {
             s.emit(&id, "create", &[]);
             Ok(id)
         });
-        ready(r)
+        self.answer(r)
     }
 
     fn inspect_container<'a>(&'a self, id: &'a str) -> Answer<'a, ContainerInspectResponse> {
@@ -690,7 +713,7 @@ impl Engine for FakeEngine {
                 ..Default::default()
             })
         });
-        ready(r)
+        self.answer(r)
     }
 
     fn start_container<'a>(&'a self, id: &'a str) -> Answer<'a, ()> {
@@ -701,7 +724,7 @@ impl Engine for FakeEngine {
             s.start(key);
             Ok(())
         });
-        ready(r)
+        self.answer(r)
     }
 
     fn stop_container<'a>(&'a self, id: &'a str) -> Answer<'a, ()> {
@@ -712,7 +735,7 @@ impl Engine for FakeEngine {
             s.stop(key);
             Ok(())
         });
-        ready(r)
+        self.answer(r)
     }
 
     fn restart_container<'a>(&'a self, id: &'a str) -> Answer<'a, ()> {
@@ -724,7 +747,7 @@ impl Engine for FakeEngine {
             s.emit(key, "restart", &[]);
             Ok(())
         });
-        ready(r)
+        self.answer(r)
     }
 
     fn rename_container<'a>(&'a self, id: &'a str, name: &'a str) -> Answer<'a, ()> {
@@ -742,7 +765,7 @@ impl Engine for FakeEngine {
             s.emit(&key, "rename", &[("oldName", &format!("/{old}"))]);
             Ok(())
         });
-        ready(r)
+        self.answer(r)
     }
 
     fn remove_container<'a>(&'a self, id: &'a str, volumes: bool) -> Answer<'a, ()> {
@@ -750,7 +773,7 @@ impl Engine for FakeEngine {
             s.destroy(key, volumes);
             Ok(())
         });
-        ready(r)
+        self.answer(r)
     }
 
     fn update_container<'a>(&'a self, id: &'a str, body: ContainerUpdateBody) -> Answer<'a, ()> {
@@ -761,7 +784,7 @@ impl Engine for FakeEngine {
             s.emit(key, "update", &[]);
             Ok(())
         });
-        ready(r)
+        self.answer(r)
     }
 
     fn list_volumes(&self, filters: Filters) -> Answer<'_, Vec<Volume>> {
@@ -784,7 +807,7 @@ impl Engine for FakeEngine {
                 })
                 .collect())
         });
-        ready(r)
+        self.answer(r)
     }
 
     fn remove_volume<'a>(&'a self, name: &'a str) -> Answer<'a, ()> {
@@ -802,7 +825,7 @@ impl Engine for FakeEngine {
                 Ok(())
             },
         );
-        ready(r)
+        self.answer(r)
     }
 
     fn create_volume(&self, req: VolumeCreateRequest) -> Answer<'_, ()> {
@@ -814,7 +837,7 @@ impl Engine for FakeEngine {
                 .or_insert_with(|| req.labels.unwrap_or_default());
             Ok(())
         });
-        ready(r)
+        self.answer(r)
     }
 
     fn list_networks(&self, filters: Filters) -> Answer<'_, Vec<Network>> {
@@ -838,7 +861,7 @@ impl Engine for FakeEngine {
                 })
                 .collect())
         });
-        ready(r)
+        self.answer(r)
     }
 
     fn create_network(&self, req: NetworkCreateRequest) -> Answer<'_, ()> {
@@ -859,7 +882,7 @@ impl Engine for FakeEngine {
             });
             Ok(())
         });
-        ready(r)
+        self.answer(r)
     }
 
     fn remove_network<'a>(&'a self, id: &'a str) -> Answer<'a, ()> {
@@ -872,12 +895,23 @@ impl Engine for FakeEngine {
             s.networks.remove(i);
             Ok(())
         });
-        ready(r)
+        self.answer(r)
     }
 
     fn connect_network<'a>(&'a self, net: &'a str, _req: NetworkConnectRequest) -> Answer<'a, ()> {
         let r = self.call("connect", net.to_string(), |_| Ok(()));
-        ready(r)
+        self.answer(r)
+    }
+
+    fn exec<'a>(&'a self, id: &'a str, cmd: Vec<String>) -> Answer<'a, (i64, String)> {
+        let verb = cmd.first().cloned().unwrap_or_default();
+        let r = self.on_container("exec", id, |s, key| {
+            if s.containers[key].life != Life::Running {
+                return Err(err(Kind::Conflict, "container is not running"));
+            }
+            Ok((0, format!("ran {verb}")))
+        });
+        self.answer(r)
     }
 
     fn list_images(&self) -> Answer<'_, Vec<ImageSummary>> {
@@ -896,7 +930,7 @@ impl Engine for FakeEngine {
                 })
                 .collect())
         });
-        ready(r)
+        self.answer(r)
     }
 
     /// Asks `credentials` for the image's registry as the real pull does: a lookup that
@@ -932,18 +966,33 @@ impl Engine for FakeEngine {
                 .cloned()
                 .ok_or_else(|| err(Kind::NotFound, "manifest unknown"))
         });
-        ready(r)
+        self.answer(r)
     }
 
     fn local_digest<'a>(&'a self, image: &'a str) -> Answer<'a, Option<String>> {
         let r = self.call("inspect", format!("image {image}"), |s| {
             Ok(s.local_digests.get(image).cloned())
         });
-        ready(r)
+        self.answer(r)
     }
 
     fn ping(&self) -> Answer<'_, ()> {
-        ready(self.call("ping", String::new(), |_| Ok(())))
+        self.answer(self.call("ping", String::new(), |_| Ok(())))
+    }
+
+    fn usage<'a>(&'a self, id: &'a str) -> Answer<'a, super::model::Usage> {
+        let r = self.call("stats", id.to_string(), |s| {
+            s.containers
+                .get(id)
+                .map(|_| super::model::Usage::default())
+                .ok_or_else(|| {
+                    EngineError::new(
+                        super::error::Kind::NotFound,
+                        format!("no such container: {id}"),
+                    )
+                })
+        });
+        self.answer(r)
     }
 
     fn info(&self) -> Answer<'_, SystemInfo> {
@@ -954,7 +1003,7 @@ impl Engine for FakeEngine {
                 ..Default::default()
             })
         });
-        ready(r)
+        self.answer(r)
     }
 
     /// The events sent from `since` on (all of them up to `until`, then the stream ends),

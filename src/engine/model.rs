@@ -30,6 +30,62 @@ pub fn parse_time(s: &str) -> Option<SystemTime> {
         })
 }
 
+/// What a running container uses, from one sample of the engine's stats.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    /// CPU over the sample, in % of one core (200: two cores busy).
+    pub cpu_percent: f64,
+    /// Memory in use, less the page cache that can be dropped (as `docker stats` shows it).
+    pub memory_bytes: f64,
+}
+
+impl Usage {
+    /// `docker stats`'s figures from a non-streamed stats answer (which carries the
+    /// previous sample too).
+    pub fn from_stats(s: &ContainerStatsResponse) -> Usage {
+        let total = |c: &Option<ContainerCpuStats>| {
+            c.as_ref()
+                .and_then(|c| c.cpu_usage.as_ref())
+                .and_then(|u| u.total_usage)
+                .unwrap_or(0)
+        };
+        let system = |c: &Option<ContainerCpuStats>| {
+            c.as_ref().and_then(|c| c.system_cpu_usage).unwrap_or(0)
+        };
+        let cpu_delta = total(&s.cpu_stats).saturating_sub(total(&s.precpu_stats)) as f64;
+        let system_delta = system(&s.cpu_stats).saturating_sub(system(&s.precpu_stats)) as f64;
+        let cpus = s
+            .cpu_stats
+            .as_ref()
+            .and_then(|c| {
+                c.online_cpus.map(f64::from).or_else(|| {
+                    let n = c.cpu_usage.as_ref()?.percpu_usage.as_ref()?.len();
+                    Some(n as f64)
+                })
+            })
+            .unwrap_or(1.0);
+        let cpu_percent = if system_delta > 0.0 {
+            cpu_delta / system_delta * cpus * 100.0
+        } else {
+            0.0
+        };
+        let memory_bytes = s.memory_stats.as_ref().map_or(0.0, |m| {
+            let usage = m.usage.unwrap_or(0);
+            // cgroup v1 calls the cache total_inactive_file, v2 inactive_file.
+            let cache = m.stats.as_ref().and_then(|st| {
+                st.get("total_inactive_file")
+                    .or_else(|| st.get("inactive_file"))
+                    .copied()
+            });
+            usage.saturating_sub(cache.unwrap_or(0)) as f64
+        });
+        Usage {
+            cpu_percent,
+            memory_bytes,
+        }
+    }
+}
+
 /// A volume mounted in a container: the engine's volume name and the path inside.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeMount {

@@ -18,7 +18,7 @@ use crate::config::{Project, PullPolicy, Service};
 use crate::engine::model::VolumeMount;
 use crate::engine::model::{ContainerCreateBody, NetworkConnectRequest, VolumeCreateRequest};
 use crate::engine::{Client, Credentials, Engine, Kind};
-use crate::labels::{LABEL_GENERATION, LABEL_IMAGE_DIGEST, LABEL_NODE, LABEL_PROJECT};
+use crate::labels::{LABEL_GENERATION, LABEL_IMAGE_DIGEST, LABEL_NODE, LABEL_PROJECT, LABEL_TERM};
 use crate::observe;
 use crate::plan::{self, Action, Target};
 use crate::spec;
@@ -85,6 +85,9 @@ pub struct Executor<'a, E: Engine = Client> {
     pub parallel: usize,
     /// Registry logins for pulls, on every node.
     pub credentials: &'a Credentials,
+    /// The lease term this drover acts under, stamped on everything it creates
+    /// (`drover.term`); `None`: no lease.
+    pub term: Option<u64>,
 }
 
 impl<E: Engine> Executor<'_, E> {
@@ -143,80 +146,9 @@ impl<E: Engine> Executor<'_, E> {
 
     async fn run(&self, action: &Action) -> Outcome {
         let started = Instant::now();
-        let plain = |r: Result<Option<String>, String>| r.map(|id| (id, Volumes::Untouched));
-        let node = &action.node;
-        let result = match self.engine(node) {
+        let result = match self.engine(&action.node) {
             Err(e) => Err(e),
-            Ok(docker) => match (&action.kind, &action.target) {
-                (plan::Kind::CreateNetwork, Target::Network { key, name }) => {
-                    plain(self.create_network(docker, key, name).await)
-                }
-                (plan::Kind::RemoveNetwork, Target::NetworkId { id, name }) => {
-                    plain(self.remove_network(docker, id, name).await)
-                }
-                (plan::Kind::CreateVolume, Target::Volume { key, name }) => {
-                    plain(self.create_volume(docker, key, name).await)
-                }
-                (plan::Kind::Create, Target::Slot { service, slot, .. }) => {
-                    plain(self.create(docker, node, service, *slot, &[]).await)
-                }
-                (
-                    plan::Kind::Start { .. },
-                    Target::Slot {
-                        container: Some(container),
-                        ..
-                    },
-                ) => plain(self.start(docker, container).await),
-                (
-                    plan::Kind::Restart,
-                    Target::Slot {
-                        container: Some(container),
-                        ..
-                    },
-                ) => plain(self.restart(docker, container).await),
-                (
-                    plan::Kind::StartFirst { to },
-                    Target::Slot {
-                        service,
-                        slot,
-                        container: Some(container),
-                    },
-                ) => match self.move_aside(docker, container).await {
-                    Ok(()) => match self.engine(to) {
-                        Ok(target) => self.create(target, to, service, *slot, &[]).await,
-                        Err(e) => Err(e),
-                    },
-                    Err(e) => Err(e),
-                }
-                .map(|id| (id, Volumes::Untouched)),
-                (
-                    plan::Kind::Recreate { to },
-                    Target::Slot {
-                        service,
-                        slot,
-                        container: Some(container),
-                    },
-                ) => {
-                    self.recreate(docker, node, to, service, *slot, container)
-                        .await
-                }
-                (
-                    plan::Kind::Remove,
-                    Target::Slot {
-                        container: Some(container),
-                        ..
-                    }
-                    | Target::Stray { container, .. },
-                ) => self
-                    .remove(docker, container)
-                    .await
-                    .map(|(id, n)| (id, removed(n))),
-                // The constructors never build these: a kind on a target it does not take.
-                _ => Err(format!(
-                    "cannot {action}: not a target for {}",
-                    action.name()
-                )),
-            },
+            Ok(docker) => self.dispatch(docker, action).await,
         };
         let (id, error, volumes) = match result {
             Ok((id, volumes)) => (id, None, volumes),
@@ -234,6 +166,107 @@ impl<E: Engine> Executor<'_, E> {
             error,
             volumes,
         }
+    }
+
+    /// Apply `action` on `docker`, its node's engine: the container it made or changed,
+    /// and what became of a replaced container's volumes.
+    async fn dispatch(
+        &self,
+        docker: &E,
+        action: &Action,
+    ) -> Result<(Option<String>, Volumes), String> {
+        let plain = |r: Result<Option<String>, String>| r.map(|id| (id, Volumes::Untouched));
+        let node = &action.node;
+        match (&action.kind, &action.target) {
+            (plan::Kind::CreateNetwork, Target::Network { key, name }) => {
+                plain(self.create_network(docker, key, name).await)
+            }
+            (plan::Kind::RemoveNetwork, Target::NetworkId { id, name }) => {
+                plain(self.remove_network(docker, id, name).await)
+            }
+            (plan::Kind::CreateVolume, Target::Volume { key, name }) => {
+                plain(self.create_volume(docker, key, name).await)
+            }
+            (plan::Kind::Create, Target::Slot { service, slot, .. }) => {
+                plain(self.create(docker, node, service, *slot, &[]).await)
+            }
+            (
+                plan::Kind::Start { .. },
+                Target::Slot {
+                    container: Some(container),
+                    ..
+                },
+            ) => plain(self.start(docker, container).await),
+            (
+                plan::Kind::Restart,
+                Target::Slot {
+                    container: Some(container),
+                    ..
+                },
+            ) => plain(self.restart(docker, container).await),
+            (
+                plan::Kind::StartFirst { to },
+                Target::Slot {
+                    service,
+                    slot,
+                    container: Some(container),
+                },
+            ) => plain(
+                self.start_first(docker, container, to, service, *slot)
+                    .await,
+            ),
+            (
+                plan::Kind::Recreate { to },
+                Target::Slot {
+                    service,
+                    slot,
+                    container: Some(container),
+                },
+            ) => {
+                self.recreate(docker, node, to, service, *slot, container)
+                    .await
+            }
+            (plan::Kind::Ambassador { spec, .. }, Target::Ambassador { container, .. }) => plain(
+                self.ambassador(docker, node, spec, container.as_deref())
+                    .await,
+            ),
+            (
+                plan::Kind::Routes { routes },
+                Target::Ambassador {
+                    container: Some(container),
+                    ..
+                },
+            ) => plain(self.push_routes(docker, container, routes).await),
+            (
+                plan::Kind::Remove,
+                Target::Slot {
+                    container: Some(container),
+                    ..
+                }
+                | Target::Stray { container, .. },
+            ) => self
+                .remove(docker, container)
+                .await
+                .map(|(id, n)| (id, removed(n))),
+            // The constructors never build these: a kind on a target it does not take.
+            _ => Err(format!(
+                "cannot {action}: not a target for {}",
+                action.name()
+            )),
+        }
+    }
+
+    /// Move `container`'s name aside, then create and start the slot's new copy on `to`.
+    async fn start_first(
+        &self,
+        docker: &E,
+        container: &str,
+        to: &str,
+        service: &str,
+        slot: u32,
+    ) -> Result<Option<String>, String> {
+        self.move_aside(docker, container).await?;
+        self.create(self.engine(to)?, to, service, slot, &[]).await
     }
 
     fn engine(&self, node: &str) -> Result<&E, String> {
@@ -263,6 +296,9 @@ impl<E: Engine> Executor<'_, E> {
             self.project.name.clone(),
         );
         labels.insert(kind_label.into(), key.into());
+        if let Some(t) = self.term {
+            labels.insert(LABEL_TERM.into(), t.to_string());
+        }
         labels
     }
 
@@ -338,10 +374,21 @@ impl<E: Engine> Executor<'_, E> {
         let name = spec::container_name(self.project, svc, slot);
         let platform = spec::platform(svc);
         let mut body = spec::create_body(self.project, svc, slot);
+        if let Some(address) = self
+            .project
+            .mesh
+            .as_ref()
+            .and_then(|m| m.addresses.get(node))
+        {
+            spec::publish_for_mesh(&mut body, svc, *address);
+        }
         spec::inherit_volumes(&mut body, inherit);
         let labels = body.labels.get_or_insert_with(HashMap::new);
         labels.insert(LABEL_NODE.into(), node.into());
         labels.insert(LABEL_GENERATION.into(), generation().to_string());
+        if let Some(t) = self.term {
+            labels.insert(LABEL_TERM.into(), t.to_string());
+        }
         let image = svc.reference();
         let policy = svc.options.pull_policy;
         if policy == PullPolicy::Always {
@@ -398,6 +445,65 @@ impl<E: Engine> Executor<'_, E> {
             .await
             .map_err(|e| format!("{name} created but not started: {e}"))?;
         Ok(Some(id))
+    }
+
+    /// Create and start a node's ambassador for one network (see `crate::mesh`), after
+    /// removing the container it replaces. Its routes follow in a later pass, once it runs.
+    async fn ambassador(
+        &self,
+        docker: &E,
+        node: &str,
+        a: &spec::Ambassador,
+        replace: Option<&str>,
+    ) -> Result<Option<String>, String> {
+        let name = a.container_name(self.project);
+        if let Some(old) = replace {
+            match docker.remove_container(old, true).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(format!("remove the old ambassador {name}: {e}")),
+            }
+        }
+        let mut body = spec::ambassador_body(self.project, a);
+        let labels = body.labels.get_or_insert_with(HashMap::new);
+        labels.insert(LABEL_NODE.into(), node.into());
+        if let Some(t) = self.term {
+            labels.insert(LABEL_TERM.into(), t.to_string());
+        }
+        let id = match docker.create_container(&name, None, body.clone()).await {
+            Ok(id) => id,
+            Err(e) if e.is_not_found() && e.message.contains("image") => {
+                self.pull(docker, &a.image, None).await?;
+                docker
+                    .create_container(&name, None, body)
+                    .await
+                    .map_err(|e| format!("create {name}: {e}"))?
+            }
+            Err(e) if e.is_conflict() => return self.existing(docker, &name).await,
+            Err(e) => return Err(format!("create {name}: {e}")),
+        };
+        self.start(docker, &id)
+            .await
+            .map_err(|e| format!("{name} created but not started: {e}"))?;
+        Ok(Some(short(&id)))
+    }
+
+    /// Hand a running ambassador its routes: `drover ambassador --push` inside it.
+    async fn push_routes(
+        &self,
+        docker: &E,
+        container: &str,
+        routes: &crate::mesh::Routes,
+    ) -> Result<Option<String>, String> {
+        let (code, output) = docker
+            .exec(container, crate::mesh::push_command(routes))
+            .await
+            .map_err(|e| format!("push routes: {e}"))?;
+        if code != 0 {
+            let said = output.trim();
+            return Err(format!("push routes: exit code {code}: {said}"));
+        }
+        Ok(Some(short(container)))
     }
 
     /// The name is taken: fine when the holder is ours (the next pass deals with it),

@@ -53,6 +53,7 @@ fn run_with(
         project,
         parallel: 1,
         credentials,
+        term: None,
     };
     let mut outcomes = Vec::new();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -189,6 +190,7 @@ fn a_move_to_another_node_cannot_carry_the_volume() {
         nodes: &nodes,
         project: &p,
         parallel: 1,
+        term: None,
         credentials: &credentials,
     };
     let mut outcomes = Vec::new();

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::NodeConfig;
+use crate::config::{Availability, NodeConfig};
 use crate::engine::connect::{self, ConnectError, Endpoint};
 use crate::engine::{Client, Engine};
 use crate::runtime::{EventWatch, EventWatchConfig, Trigger, Watched};
@@ -33,6 +33,8 @@ pub struct NodeSpec {
     pub name: String,
     pub endpoint: Endpoint,
     pub labels: BTreeMap<String, String>,
+    /// `availability` in the file: whether new replicas may go there.
+    pub availability: Availability,
 }
 
 impl NodeSpec {
@@ -47,24 +49,41 @@ impl NodeSpec {
                 name: DEFAULT_NODE.into(),
                 endpoint: env_endpoint.clone(),
                 labels: BTreeMap::new(),
+                availability: Availability::Active,
             }]);
         }
         nodes
             .iter()
-            .map(|n| {
-                Ok(NodeSpec {
-                    name: n.name.clone(),
-                    endpoint: Endpoint::for_node(
-                        &n.name,
-                        &n.host,
-                        n.tls.as_ref(),
-                        n.tls_server_name.as_deref(),
-                        env,
-                    )?,
-                    labels: n.labels.clone(),
-                })
-            })
+            .filter(|n| !n.witness)
+            .map(|n| Self::from_node(n, env))
             .collect()
+    }
+
+    /// The witnesses of `x-drover.nodes`: engines that hold lease votes and run nothing.
+    pub fn witnesses(
+        nodes: &[NodeConfig],
+        env: &HashMap<String, String>,
+    ) -> Result<Vec<NodeSpec>, ConnectError> {
+        nodes
+            .iter()
+            .filter(|n| n.witness)
+            .map(|n| Self::from_node(n, env))
+            .collect()
+    }
+
+    fn from_node(n: &NodeConfig, env: &HashMap<String, String>) -> Result<NodeSpec, ConnectError> {
+        Ok(NodeSpec {
+            name: n.name.clone(),
+            endpoint: Endpoint::for_node(
+                &n.name,
+                &n.host,
+                n.tls.as_ref(),
+                n.tls_server_name.as_deref(),
+                env,
+            )?,
+            labels: n.labels.clone(),
+            availability: n.availability,
+        })
     }
 }
 
@@ -112,9 +131,13 @@ pub struct NodeStatus {
 }
 
 /// A running node monitor.
+#[derive(Clone)]
 pub struct NodeHandle {
     pub name: String,
     pub endpoint: Endpoint,
+    /// The node's configured labels and availability as the file says them now (a reload
+    /// changes them; its monitor keeps the labels it connected with).
+    pub config: NodeSpec,
     status: watch::Receiver<NodeStatus>,
 }
 
@@ -143,13 +166,14 @@ impl NodeHandle {
             up: true,
             engine: Some(engine),
             engine_id: None,
-            labels: spec.labels,
+            labels: spec.labels.clone(),
             error: None,
             watched,
         });
         NodeHandle {
-            name: spec.name,
-            endpoint: spec.endpoint,
+            name: spec.name.clone(),
+            endpoint: spec.endpoint.clone(),
+            config: spec,
             status,
         }
     }
@@ -194,6 +218,7 @@ pub fn spawn(
     let handle = NodeHandle {
         name: spec.name.clone(),
         endpoint: spec.endpoint.clone(),
+        config: spec.clone(),
         status: rx,
     };
     let monitor = Monitor {
@@ -388,6 +413,7 @@ mod tests {
             name: "n1".into(),
             endpoint: Endpoint::new(Transport::Tcp("n1:2375".into())),
             labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
+            availability: Availability::Active,
         };
         let mut node = NodeHandle::fixed(spec, Client::from(fake.clone()));
         node.first_attempt(Duration::from_millis(10)).await;
@@ -423,6 +449,7 @@ mod tests {
             name: "n1".into(),
             endpoint: Endpoint::new(Transport::Tcp(addr.to_string())),
             labels: BTreeMap::new(),
+            availability: Availability::Active,
         };
         let cancel = CancellationToken::new();
         let (node, task) = spawn(

@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 use super::{Event, Queue, Target};
 use crate::telemetry::Telemetry;
 
-pub(super) type Http = Client<HttpsConnector<HttpConnector>, String>;
+pub type Http = Client<HttpsConnector<HttpConnector>, String>;
 
 /// How an event is retried.
 #[derive(Debug, Clone, Copy)]
@@ -56,7 +56,7 @@ impl Retry {
 
 /// The HTTP client every webhook posts through: http and https (the system's CA
 /// certificates), HTTP/1.1.
-pub(super) fn client() -> Http {
+pub fn client() -> Http {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = HttpsConnectorBuilder::new()
         .with_provider_and_native_roots(provider.clone())

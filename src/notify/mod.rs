@@ -33,6 +33,9 @@ pub use crate::config::NotifyEvent as Kind;
 use crate::config::{UrlSource, Webhook};
 use crate::telemetry::Telemetry;
 pub use deliver::Retry;
+/// The HTTP client webhooks post through (http and https, the system's CA certificates),
+/// also what autoscaling triggers are read with.
+pub use deliver::{Http, client as http_client};
 
 /// Events kept per webhook while it is slow or down; past this the oldest are dropped.
 pub const QUEUE: usize = 256;

@@ -10,6 +10,7 @@
 //! never a wrong count.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
 use std::time::SystemTime;
 
 use futures::StreamExt;
@@ -18,9 +19,10 @@ use crate::engine::model::{ContainerInspectResponse, ContainerState, Network, pa
 pub use crate::engine::model::{VolumeMount, anonymous_volumes};
 use crate::engine::{Engine, EngineError, Filters};
 use crate::labels::{
-    LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_IMAGE_DIGEST, LABEL_PROJECT, LABEL_SERVICE,
-    LABEL_SLOT,
+    LABEL_AMBASSADOR, LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_IMAGE_DIGEST, LABEL_MESH_ADDRESS,
+    LABEL_PROJECT, LABEL_SERVICE, LABEL_SLOT, LABEL_TERM,
 };
+use crate::mesh::Proto;
 
 /// The lifecycle state of a container as the engine reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +113,20 @@ pub struct Container {
     /// The anonymous volumes mounted in it (from an image's `VOLUME`, a service volume
     /// with no source, or taken over from the slot's previous container).
     pub anonymous_volumes: Vec<VolumeMount>,
+    /// The host ports it publishes (from the list).
+    pub published: Vec<Published>,
+    /// Its address on each network it joined, by the network's engine name.
+    pub addresses: BTreeMap<String, IpAddr>,
+}
+
+/// One host port a container publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The host address it is bound to; `None` for every address.
+    pub ip: Option<IpAddr>,
+    pub private: u16,
+    pub public: u16,
+    pub proto: Proto,
 }
 
 impl Container {
@@ -141,6 +157,41 @@ impl Container {
             .get(LABEL_GENERATION)
             .and_then(|g| g.parse().ok())
             .unwrap_or(0)
+    }
+
+    /// The lease term of the drover that created this container; 0 for containers from
+    /// before terms, or made without a lease.
+    pub fn term(&self) -> u64 {
+        self.labels
+            .get(LABEL_TERM)
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Which of two copies of one slot is the newer: the higher lease term first (a late
+    /// write of an old leader loses, whatever its clock said), then the later placement.
+    pub fn placement(&self) -> (u64, u64) {
+        (self.term(), self.generation())
+    }
+
+    /// The project network key of an ambassador (see [`crate::mesh`]).
+    pub fn ambassador(&self) -> Option<&str> {
+        self.labels.get(LABEL_AMBASSADOR).map(String::as_str)
+    }
+
+    /// The host port that reaches this container's `port` from `address`: one published on
+    /// that address or on every address.
+    pub fn published_on(&self, address: IpAddr, port: u16, proto: Proto) -> Option<u16> {
+        self.published
+            .iter()
+            .filter(|p| p.private == port && p.proto == proto)
+            .find(|p| p.ip.is_none_or(|ip| ip == address || ip.is_unspecified()))
+            .map(|p| p.public)
+    }
+
+    /// The node address its ports are published on for other nodes (`drover.mesh-address`).
+    pub fn mesh_address(&self) -> Option<IpAddr> {
+        self.labels.get(LABEL_MESH_ADDRESS)?.parse().ok()
     }
 
     pub fn config_hash(&self) -> Option<&str> {
@@ -217,7 +268,18 @@ impl Container {
             started_at: None,
             finished_at: None,
             anonymous_volumes: anonymous_volumes(details.mounts.as_deref().unwrap_or_default()),
+            published: Vec::new(),
+            addresses: BTreeMap::new(),
         };
+        if let Some(net) = details.network_settings {
+            c.published = published_ports(net.ports.unwrap_or_default());
+            c.addresses = net
+                .networks
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(name, e)| Some((name, e.ip_address?.parse().ok()?)))
+                .collect();
+        }
         if let Some(st) = details.state {
             c.take_state(st);
         }
@@ -398,10 +460,70 @@ async fn list(
             started_at: None,
             finished_at: None,
             anonymous_volumes: anonymous_volumes(summary.mounts.as_deref().unwrap_or_default()),
+            published: published(summary.ports.as_deref().unwrap_or_default()),
+            addresses: summary
+                .network_settings
+                .and_then(|n| n.networks)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(name, e)| Some((name, e.ip_address?.parse().ok()?)))
+                .collect(),
         };
         containers.push(c);
     }
     Ok(containers)
+}
+
+/// The host ports of a list entry (TCP and UDP).
+fn published(ports: &[crate::engine::model::PortSummary]) -> Vec<Published> {
+    use crate::engine::model::PortSummaryTypeEnum as T;
+    ports
+        .iter()
+        .filter_map(|p| {
+            let proto = match p.typ {
+                Some(T::TCP) => Proto::Tcp,
+                Some(T::UDP) => Proto::Udp,
+                _ => return None,
+            };
+            Some(Published {
+                ip: p.ip.as_deref().and_then(|ip| ip.parse().ok()),
+                private: p.private_port,
+                public: p.public_port?,
+                proto,
+            })
+        })
+        .collect()
+}
+
+/// The host ports of an inspect (TCP and UDP), as the list shows them: one entry per
+/// binding, in the order of the container ports.
+fn published_ports(ports: crate::engine::model::PortMap) -> Vec<Published> {
+    let mut ports: Vec<_> = ports.into_iter().collect();
+    ports.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = Vec::new();
+    for (key, bindings) in ports {
+        let (port, proto) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
+        let proto = match proto {
+            "tcp" => Proto::Tcp,
+            "udp" => Proto::Udp,
+            _ => continue,
+        };
+        let Ok(private) = port.parse::<u16>() else {
+            continue;
+        };
+        for b in bindings.unwrap_or_default() {
+            let Some(public) = b.host_port.as_deref().and_then(|p| p.parse().ok()) else {
+                continue;
+            };
+            out.push(Published {
+                ip: b.host_ip.as_deref().and_then(|ip| ip.parse().ok()),
+                private,
+                public,
+                proto,
+            });
+        }
+    }
+    out
 }
 
 /// Inspect, a few at a time, the containers that are not running or that an event named,
@@ -510,6 +632,27 @@ pub async fn list_infra(
         .collect();
     snapshot.infra_listed = true;
     Ok(())
+}
+
+/// The routes each running ambassador of `snapshot` serves now, by container id, asked
+/// inside each (`drover ambassador --show`); one that does not answer is left out.
+pub async fn ambassador_routes(
+    engine: &dyn Engine,
+    snapshot: &Snapshot,
+) -> std::collections::BTreeMap<String, crate::mesh::Routes> {
+    let running = snapshot
+        .containers
+        .iter()
+        .filter(|c| c.ambassador().is_some() && c.state == State::Running);
+    let asked = futures::future::join_all(running.map(|c| async move {
+        let (code, out) = engine.exec(&c.id, crate::mesh::show_command()).await.ok()?;
+        let routes = serde_json::from_str(out.trim())
+            .ok()
+            .filter(|_| code == 0)?;
+        Some((c.id.clone(), routes))
+    }))
+    .await;
+    asked.into_iter().flatten().collect()
 }
 
 #[cfg(test)]
@@ -711,6 +854,8 @@ mod tests {
             started_at: None,
             finished_at: None,
             anonymous_volumes: Vec::new(),
+            published: Vec::new(),
+            addresses: BTreeMap::new(),
         };
         assert_eq!(c.slot(), None);
         c.labels.insert(LABEL_SLOT.into(), "x".into());
@@ -718,5 +863,68 @@ mod tests {
         c.labels.insert(LABEL_SLOT.into(), "3".into());
         assert_eq!(c.slot(), Some(3));
         assert_eq!(c.short_id(), "0123456789ab");
+    }
+}
+
+#[cfg(test)]
+mod inspect_tests {
+    use std::collections::HashMap;
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::engine::model::{EndpointSettings, NetworkSettings, PortBinding};
+
+    /// A patched container carries what a list would have shown of its ports and
+    /// addresses (the ambassadors' routes are made from them).
+    #[test]
+    fn an_inspect_gives_the_ports_and_addresses_a_list_gives() {
+        let binding = |ip: &str, port: &str| PortBinding {
+            host_ip: Some(ip.into()),
+            host_port: Some(port.into()),
+        };
+        let details = ContainerInspectResponse {
+            id: Some("abc".into()),
+            network_settings: Some(NetworkSettings {
+                ports: Some(HashMap::from([
+                    (
+                        "80/tcp".to_string(),
+                        Some(vec![binding("0.0.0.0", "8080"), binding("::", "8080")]),
+                    ),
+                    (
+                        "53/udp".to_string(),
+                        Some(vec![binding("10.0.0.1", "5353")]),
+                    ),
+                    ("9000/tcp".to_string(), None),
+                ])),
+                networks: Some(HashMap::from([
+                    (
+                        "p_default".to_string(),
+                        EndpointSettings {
+                            ip_address: Some("172.18.0.5".into()),
+                            ..Default::default()
+                        },
+                    ),
+                    (
+                        "p_other".to_string(),
+                        EndpointSettings {
+                            ip_address: Some(String::new()),
+                            ..Default::default()
+                        },
+                    ),
+                ])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let c = Container::from_inspect("n1", details).unwrap();
+        let node: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(c.published.len(), 3, "{:?}", c.published);
+        assert_eq!(c.published_on(node, 80, Proto::Tcp), Some(8080));
+        assert_eq!(c.published_on(node, 53, Proto::Udp), Some(5353));
+        assert_eq!(c.published_on(node, 9000, Proto::Tcp), None);
+        assert_eq!(
+            c.addresses,
+            BTreeMap::from([("p_default".to_string(), "172.18.0.5".parse().unwrap())])
+        );
     }
 }

@@ -4,7 +4,9 @@
 //! changed, once.
 
 mod images;
+mod membership;
 mod pass;
+mod replicas;
 mod say;
 #[cfg(test)]
 mod tests;
@@ -18,8 +20,8 @@ use tracing::info;
 
 use crate::config::{self, Project};
 use crate::engine::{self, Credentials};
-use crate::lease::{self, LeaseConfig};
-use crate::nodes::{self, HealthConfig, NodeHandle, NodeSpec};
+use crate::lease::{self, LeaseConfig, LeaseHandle};
+use crate::nodes::{HealthConfig, NodeHandle, NodeSpec};
 use crate::notify::Notifier;
 use crate::observe::Snapshot;
 use crate::plan::{BackoffConfig, History};
@@ -93,11 +95,22 @@ pub struct Plain {
     /// Nodes whose kept networks and volumes are to be listed again before they are used:
     /// the last pass changed them, or an action there failed (events name containers only).
     infra_stale: HashSet<String>,
+    /// The routes last pushed to each running ambassador (see [`crate::mesh`]).
+    pushed: crate::plan::mesh::Pushed,
+    /// The image drover runs from, when it runs in a container on one of the nodes: what
+    /// ambassadors run unless the file names an image.
+    own_image: Option<String>,
     /// What was last said, so nothing is logged at INFO twice when nothing changed.
     said: say::Said,
     telemetry: Telemetry,
     /// Where what people act on goes (nodes down and up, updates, replicas given up on).
     notifier: Notifier,
+    /// Nodes added and removed by reloads (see [`membership`]).
+    membership: membership::Membership,
+    /// The nodes as autoscaling sees them (see [`replicas`]), updated when they change.
+    shared_nodes: replicas::SharedNodes,
+    /// The lease this drover acts under.
+    lease: LeaseHandle,
 }
 
 impl Plain {
@@ -121,15 +134,48 @@ impl Plain {
             due: HashMap::new(),
             touched: HashMap::new(),
             infra_stale: HashSet::new(),
+            pushed: Default::default(),
+            own_image: None,
             said: say::Said::default(),
             telemetry,
             notifier: Notifier::default(),
+            membership: membership::Membership::default(),
+            shared_nodes: replicas::SharedNodes::default(),
+            lease: LeaseHandle::always(),
         }
+    }
+
+    /// The image of drover's own container, from the first node that knows it.
+    async fn find_own_image(&self) -> Option<String> {
+        let id = self.own_id.as_deref()?;
+        for node in &self.nodes {
+            let Some(engine) = node.status().engine else {
+                continue;
+            };
+            if let Ok(c) = engine.inspect_container(id).await
+                && let Some(image) = c.config.and_then(|c| c.image)
+            {
+                return Some(image);
+            }
+        }
+        None
+    }
+
+    /// Ambassadors run drover's own image when the file names none.
+    fn own_ambassador_image(&self, project: &mut Project) {
+        own_ambassador_image(&self.own_image, project);
     }
 
     /// Send notifications through `notifier`.
     pub fn notify_to(mut self, notifier: Notifier) -> Plain {
         self.notifier = notifier;
+        self
+    }
+
+    /// Act under `lease`: its term is stamped on what is created, and a project container
+    /// with a higher term ends it.
+    pub fn under(mut self, lease: LeaseHandle) -> Plain {
+        self.lease = lease;
         self
     }
 }
@@ -150,24 +196,31 @@ impl Mode for Plain {
             .iter_mut()
             .map(|n| n.first_attempt(Duration::from_secs(15)));
         futures::future::join_all(first).await;
+        if self.project.mesh.is_some() {
+            self.own_image = self.find_own_image().await;
+            own_ambassador_image(&self.own_image, &mut self.file);
+            own_ambassador_image(&self.own_image, &mut self.project);
+        }
     }
 
     fn adopt(&mut self, loaded: config::Loaded) -> Result<Adopted, String> {
-        self.images.reloaded(&loaded.project);
-        self.file = loaded.project;
-        let mut pinned = self.images.follow.apply(&self.file);
-        self.history.reloaded(&self.project, &mut pinned);
-        let changed = pinned != self.project;
-        if changed {
-            say::changes(&self.project, &pinned);
-            self.updates_started(&pinned);
-            self.project = pinned;
-            self.said.counts.clear();
+        let mut loaded = loaded;
+        let nodes_changed = self.reload_nodes(&loaded.settings.nodes)?;
+        if nodes_changed {
+            self.share_nodes();
         }
+        self.own_ambassador_image(&mut loaded.project);
+        let changed = self.take(loaded.project, true);
         Ok(Adopted {
-            changed,
+            changed: changed || nodes_changed,
             warnings: loaded.warnings,
         })
+    }
+
+    fn retarget(&mut self, loaded: config::Loaded) -> bool {
+        let mut project = loaded.project;
+        self.own_ambassador_image(&mut project);
+        self.take(project, false)
     }
 
     async fn pass(&mut self, wake: Wake) -> Option<Duration> {
@@ -192,11 +245,49 @@ impl Mode for Plain {
     fn left_running(&self) -> &'static str {
         "containers"
     }
+
+    fn tasks(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
+        std::mem::take(&mut self.membership.spawned)
+    }
+}
+
+impl Plain {
+    /// Run `project` from now on; `say`: log what changed (a reload; the autoscaler says
+    /// its own changes). `true` when the desired state changed.
+    /// The nodes autoscaling counts replicas on are these nodes now.
+    fn share_nodes(&self) {
+        let mut shared = self.shared_nodes.lock();
+        *shared = self.nodes.clone();
+    }
+
+    fn take(&mut self, project: Project, say: bool) -> bool {
+        self.images.reloaded(&project);
+        self.file = project;
+        let mut pinned = self.images.follow.apply(&self.file);
+        self.history.reloaded(&self.project, &mut pinned);
+        let changed = pinned != self.project;
+        if changed {
+            if say {
+                say::changes(&self.project, &pinned);
+            }
+            self.updates_started(&pinned);
+            self.project = pinned;
+            self.said.counts.clear();
+        }
+        changed
+    }
 }
 
 /// Plain mode's loop for the project `loaded` describes on `nodes`: node monitors
 /// started, the lease taken when `settings` asks for one, until `cancel` fires.
-pub fn runtime(nodes: Vec<NodeSpec>, settings: Settings, start: Start) -> Runtime<Plain> {
+/// `witnesses` hold lease votes only: they get a monitor (for their connection) and no
+/// replicas.
+pub fn runtime(
+    nodes: Vec<NodeSpec>,
+    witnesses: Vec<NodeSpec>,
+    settings: Settings,
+    start: Start,
+) -> Runtime<Plain> {
     let Start {
         load,
         loaded,
@@ -207,22 +298,37 @@ pub fn runtime(nodes: Vec<NodeSpec>, settings: Settings, start: Start) -> Runtim
     } = start;
     let cancel = &cancel;
     let trigger = Arc::new(Trigger::default());
-    let health = HealthConfig::with_down_after(settings.node_down_after);
-    let (handles, tasks): (Vec<NodeHandle>, Vec<_>) = nodes
-        .into_iter()
-        .map(|spec| {
-            nodes::spawn(
-                spec,
-                health,
-                loaded.project.name.clone(),
-                settings.watchdog,
-                trigger.clone(),
-                telemetry.clone(),
-                cancel.child_token(),
-            )
-        })
-        .unzip();
-    let lease = start_lease(&settings, &handles, &loaded.project, cancel);
+    let spawner = membership::Spawner {
+        health: HealthConfig::with_down_after(settings.node_down_after),
+        watchdog: settings.watchdog,
+        trigger: trigger.clone(),
+        telemetry: telemetry.clone(),
+        project: loaded.project.name.clone(),
+        cancel: cancel.clone(),
+        env: std::env::var("HOME")
+            .map(|h| HashMap::from([("HOME".to_string(), h)]))
+            .unwrap_or_default(),
+    };
+    let mut stops = HashMap::new();
+    let mut handles = Vec::new();
+    let mut tasks = Vec::new();
+    let workers = nodes.len();
+    for spec in nodes.into_iter().chain(witnesses) {
+        let availability = spec.availability;
+        let (handle, stop, task) = spawner.spawn(spec);
+        // Witnesses only vote: no availability, and reloads do not treat them as nodes.
+        if handles.len() < workers {
+            telemetry.node_availability(&handle.name, availability.as_str());
+            stops.insert(handle.name.clone(), stop);
+        }
+        handles.push(handle);
+        tasks.push(task);
+    }
+    let lease = start_lease(&settings, &handles, &loaded.project, &telemetry, cancel);
+    let lease_handle = lease.handle.clone();
+    // Witnesses only vote: the mode places nothing there.
+    handles.truncate(workers);
+    let shared_nodes = replicas::SharedNodes::new(handles.clone());
     let parts = Parts {
         project: loaded.project.name.clone(),
         source: ConfigSource::new(load, &loaded, settings.watch_interval, reload),
@@ -232,31 +338,52 @@ pub fn runtime(nodes: Vec<NodeSpec>, settings: Settings, start: Start) -> Runtim
         telemetry: telemetry.clone(),
         tasks: tasks.into_iter().chain(notify.tasks).collect(),
         notifier: notify.notifier.clone(),
+        replicas: Some(Arc::new(replicas::NodeReplicas {
+            project: loaded.project.name.clone(),
+            nodes: shared_nodes.clone(),
+        })),
     };
-    let mode =
-        Plain::new(handles, loaded.project.clone(), settings, telemetry).notify_to(notify.notifier);
+    let mut mode = Plain::new(handles, loaded.project.clone(), settings, telemetry)
+        .notify_to(notify.notifier)
+        .under(lease_handle);
+    mode.shared_nodes = shared_nodes;
+    mode.membership = membership::Membership {
+        spawner: Some(spawner),
+        listed: !loaded.settings.nodes.is_empty(),
+        stops,
+        ..Default::default()
+    };
     Runtime::new(mode, parts, &loaded, &loaded.warnings)
 }
 
-/// The project's lease on its lease node, through the node monitor's connection, when
-/// `settings` asks for one and there is such a node; otherwise always held.
+/// The project's lease on every node (witnesses included), through the node monitors'
+/// connections, when `settings` asks for one; otherwise always held.
 fn start_lease(
     settings: &Settings,
     nodes: &[NodeHandle],
     project: &Project,
+    telemetry: &Telemetry,
     cancel: &CancellationToken,
 ) -> Lease {
-    let (Some(cfg), Some(node)) = (settings.lease, lease_node(nodes)) else {
+    let Some(cfg) = settings.lease.filter(|_| !nodes.is_empty()) else {
         return Lease::none();
     };
     let images = project.services.values().map(|s| s.image.clone()).collect();
+    let voters = nodes
+        .iter()
+        .map(|n| lease::LeaseNode {
+            name: n.name.clone(),
+            endpoint: n.endpoint.clone(),
+            engine: Box::pin(n.engine()),
+        })
+        .collect();
     let (handle, task) = lease::spawn(
-        node.engine(),
-        node.endpoint.clone(),
+        voters,
         project.name.clone(),
         images,
         settings.credentials.clone(),
         cfg,
+        telemetry.clone(),
         cancel.child_token(),
     );
     Lease {
@@ -265,8 +392,11 @@ fn start_lease(
     }
 }
 
-/// The node that keeps the lease: the project's first node by name, the same for every
-/// drover of the project.
-fn lease_node(nodes: &[NodeHandle]) -> Option<&NodeHandle> {
-    nodes.iter().min_by(|a, b| a.name.cmp(&b.name))
+/// Ambassadors run drover's own image (`own`) when the file names none.
+fn own_ambassador_image(own: &Option<String>, project: &mut Project) {
+    if let (Some(mesh), Some(own)) = (project.mesh.as_mut(), own)
+        && mesh.image.is_none()
+    {
+        mesh.image = Some(own.clone());
+    }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tracing::{debug, info, warn};
 
 use super::{Plain, say};
+use crate::config::Availability;
 use crate::config::Project;
 use crate::engine::{Client, connect};
 use crate::execute::Executor;
@@ -15,6 +16,10 @@ use crate::nodes::NodeStatus;
 use crate::observe::{self, Snapshot, State};
 use crate::plan::{self, NodeState, NodeView};
 use crate::runtime::Wake;
+
+/// One node as a pass found it: its name, state, labels (the engine's, under the file's)
+/// and availability.
+type Seen = (String, NodeState, BTreeMap<String, String>, Availability);
 
 /// A plan, the running counts it was made from, and the nodes whose networks and
 /// volumes it needs listed first.
@@ -36,26 +41,29 @@ impl Plain {
     /// its resync is due; otherwise patch the kept snapshot with the containers its events
     /// named and the last pass acted on (one inspect each). A node that cannot be observed
     /// is frozen, its last snapshot kept.
-    async fn observe(
-        &mut self,
-        wake: &Wake,
-    ) -> (
-        Vec<(String, NodeState, BTreeMap<String, String>)>,
-        HashMap<String, Client>,
-    ) {
+    async fn observe(&mut self, wake: &Wake) -> (Vec<Seen>, HashMap<String, Client>) {
         let statuses: Vec<_> = self
             .nodes
             .iter()
-            .map(|n| (n.name.clone(), n.endpoint.clone(), n.status()))
+            .map(|n| {
+                let mut st = n.status();
+                st.labels.extend(n.config.labels.clone());
+                (
+                    n.name.clone(),
+                    n.endpoint.clone(),
+                    st,
+                    n.config.availability,
+                )
+            })
             .collect();
         let project = self.project.name.clone();
         let now = Instant::now();
         let looks: Vec<Option<Look>> = statuses
             .iter()
-            .map(|(name, _, st)| self.look(name, st, wake, now))
+            .map(|(name, _, st, _)| self.look(name, st, wake, now))
             .collect();
         let results = futures::future::join_all(statuses.iter().zip(looks).map(
-            |((name, endpoint, st), look)| {
+            |((name, endpoint, st, _), look)| {
                 let docker = st.engine.clone().filter(|_| st.up);
                 let project = project.clone();
                 async move { Some(look?.run(docker?, name, endpoint, &project).await) }
@@ -64,27 +72,34 @@ impl Plain {
         .await;
         let mut views = Vec::new();
         let mut engines = HashMap::new();
-        for (i, ((name, endpoint, st), result)) in statuses.into_iter().zip(results).enumerate() {
+        let observed = statuses.into_iter().zip(results).enumerate();
+        for (i, ((name, endpoint, st, availability), result)) in observed {
             let state = match result {
                 None => {
                     let why = st.error.as_deref().unwrap_or("not connected yet");
                     self.telemetry.unreachable(&name, why);
                     NodeState::Down
                 }
-                Some(Ok(seen)) => {
-                    let observation = seen
+                Some(Ok(looked)) => {
+                    // A newer leader's container ends our leadership at once: every
+                    // container the node holds, listed or kept and patched.
+                    if let Some(t) = looked.snapshot.containers.iter().map(|c| c.term()).max() {
+                        self.lease.saw_term(t);
+                    }
+                    let mut seen = looked
                         .snapshot
                         .observation(&self.project, self.own_id.as_deref());
-                    self.telemetry.observed(&name, observation);
+                    global_desired(&self.project, (&name, &st.labels, availability), &mut seen);
+                    self.telemetry.observed(&name, seen);
                     if self.said.list_failing.remove(&name) {
                         info!(action = "observe", project = %self.project.name, node = %name, "node listed again");
                     }
-                    if seen.listed && st.watched {
+                    if looked.listed && st.watched {
                         let due = self.resync_after(i, self.due.contains_key(&name));
                         self.due.insert(name.clone(), now + due);
                     }
-                    self.last.insert(name.clone(), seen.snapshot);
-                    engines.insert(name.clone(), seen.engine);
+                    self.last.insert(name.clone(), looked.snapshot);
+                    engines.insert(name.clone(), looked.engine);
                     NodeState::Up
                 }
                 Some(Err((e, kept))) => {
@@ -112,7 +127,7 @@ impl Plain {
                 self.due.remove(&name);
             }
             self.node_state(&name, state, &st);
-            views.push((name, state, st.labels));
+            views.push((name, state, st.labels, availability));
         }
         (views, engines)
     }
@@ -156,6 +171,15 @@ impl Plain {
         every * (step + 1) / steps
     }
 
+    /// Forget what was kept of a node drover let go: its snapshot, its resync, what the
+    /// last pass did there (a node of that name added again later is listed afresh).
+    pub(super) fn forget_node(&mut self, name: &str) {
+        self.last.remove(name);
+        self.due.remove(name);
+        self.touched.remove(name);
+        self.infra_stale.remove(name);
+    }
+
     /// When the next watched node is due for its list.
     pub(super) fn next_list(&self) -> Option<Duration> {
         let now = Instant::now();
@@ -174,7 +198,13 @@ impl Plain {
             .iter()
             .map(|n| self.telemetry.pass(&n.name))
             .collect();
-        let (states, engines) = self.observe(wake).await;
+        let (mut states, engines) = self.observe(wake).await;
+        if !self.membership.leaving.is_empty() {
+            let seen: Vec<(String, NodeState)> =
+                states.iter().map(|(n, s, _, _)| (n.clone(), *s)).collect();
+            self.let_go(&seen);
+            states.retain(|(n, ..)| self.nodes.iter().any(|h| &h.name == n));
+        }
         self.follow_images(&engines).await;
         let mut plan = self.plan(&states, false);
         // Containers to create or start: list those nodes' networks and volumes, then plan
@@ -189,7 +219,7 @@ impl Plain {
             states,
             ..
         } = plan;
-        self.report_counts(counts);
+        self.report_counts(counts, &states);
         self.telemetry.states(states);
         // The plan's waits and stopped slots are the project's, not a node's: recorded once,
         // under the first node.
@@ -220,17 +250,14 @@ impl Plain {
     /// whose exit is now seen have their crash history forgotten first.
     /// `again`: the plan is made again with the networks and volumes listed, so it is the
     /// last of the pass (the services' states are worked out for the last plan only).
-    fn plan(
-        &mut self,
-        states: &[(String, NodeState, BTreeMap<String, String>)],
-        again: bool,
-    ) -> Planned {
+    fn plan(&mut self, states: &[Seen], again: bool) -> Planned {
         let empty = Snapshot::default();
         let views: Vec<NodeView> = states
             .iter()
-            .map(|(name, state, labels)| NodeView {
+            .map(|(name, state, labels, availability)| NodeView {
                 name,
                 state: *state,
+                availability: *availability,
                 labels,
                 snapshot: self.last.get(name).unwrap_or(&empty),
             })
@@ -250,7 +277,17 @@ impl Plain {
         self.killed
             .retain(|_, at| at.elapsed() < Duration::from_secs(60));
         let (halted, updating) = (self.history.halted(), self.history.updating());
+        // Routes are remembered only while their ambassador runs.
+        let ambassadors: HashSet<&str> = all
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .filter(|c| c.ambassador().is_some() && c.state == State::Running)
+            .map(|c| c.id.as_str())
+            .collect();
+        self.pushed
+            .retain(|id, _| ambassadors.contains(id.as_str()));
         let input = plan::Input {
+            pushed: &self.pushed,
             project: &self.project,
             nodes: &views,
             backoff: &self.history.backoff,
@@ -297,30 +334,30 @@ impl Plain {
             project: &self.project,
             parallel: self.settings.parallel,
             credentials: &self.settings.credentials,
+            term: self.lease.term().filter(|t| *t > 0),
         };
         let mut failed = false;
         let (history, settings, project) = (&mut self.history, &self.settings, &self.project);
         let (telemetry, touched) = (&self.telemetry, &mut self.touched);
-        let infra_stale = &mut self.infra_stale;
+        let (infra_stale, pushed) = (&mut self.infra_stale, &mut self.pushed);
         executor
             .execute(actions, |o| {
                 failed |= o.error.is_some();
                 for (node, id) in touched_by(&o) {
                     touched.entry(node).or_default().insert(id);
                 }
-                let infra = matches!(
-                    o.action.kind,
-                    plan::Kind::CreateNetwork
-                        | plan::Kind::RemoveNetwork
-                        | plan::Kind::CreateVolume
-                );
-                if infra || o.error.is_some() {
+                if infra_changed(&o) {
                     infra_stale.insert(o.action.node.clone());
                     if let plan::Kind::StartFirst { to } | plan::Kind::Recreate { to } =
                         &o.action.kind
                     {
                         infra_stale.insert(to.clone());
                     }
+                }
+                if let (plan::Kind::Routes { routes }, Some(container), None) =
+                    (&o.action.kind, o.action.target.container(), &o.error)
+                {
+                    pushed.insert(container.to_string(), (**routes).clone());
                 }
                 telemetry.action(o.record());
                 say::log_outcome(project, &o);
@@ -375,8 +412,8 @@ enum Look {
     Patch(Snapshot, HashSet<String>, bool),
 }
 
-/// What a look saw: the node's engine, its snapshot, and whether it was a full list.
-struct Seen {
+/// What a look found: the node's engine, its snapshot, and whether it was a full list.
+struct Looked {
     engine: Client,
     snapshot: Snapshot,
     listed: bool,
@@ -390,7 +427,7 @@ impl Look {
         node: &str,
         endpoint: &connect::Endpoint,
         project: &str,
-    ) -> Result<Seen, (String, Option<Snapshot>)> {
+    ) -> Result<Looked, (String, Option<Snapshot>)> {
         let late = || format!("listing took longer than {} s", LIST_TIMEOUT.as_secs());
         let explain = |e: crate::engine::EngineError| connect::explain(endpoint, &e);
         match self {
@@ -401,7 +438,7 @@ impl Look {
                 )
                 .await;
                 match listed {
-                    Ok(Ok(snapshot)) => Ok(Seen {
+                    Ok(Ok(snapshot)) => Ok(Looked {
                         engine,
                         snapshot,
                         listed: true,
@@ -420,7 +457,7 @@ impl Look {
                 )
                 .await;
                 match patched {
-                    Ok(Ok(())) => Ok(Seen {
+                    Ok(Ok(())) => Ok(Looked {
                         engine,
                         snapshot,
                         listed: false,
@@ -429,6 +466,25 @@ impl Look {
                     Err(_) => Err((late(), Some(snapshot))),
                 }
             }
+        }
+    }
+}
+
+/// A global service wants one replica on a node it fits (active, or paused with one
+/// already), none elsewhere: what `seen` records as the node's desired count.
+fn global_desired(
+    project: &Project,
+    (node, labels, availability): (&str, &BTreeMap<String, String>, Availability),
+    seen: &mut crate::telemetry::Observation,
+) {
+    for (name, svc) in &project.services {
+        if svc.mode != crate::config::DeployMode::Global {
+            continue;
+        }
+        if let Some(c) = seen.services.get_mut(name) {
+            let fits = plan::global::fits(svc, node, labels, availability)
+                && (availability == Availability::Active || c.containers > 0);
+            c.desired = u32::from(fits);
         }
     }
 }
@@ -448,6 +504,16 @@ fn touched_by(o: &crate::execute::Outcome) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// Whether an outcome may have changed its node's networks and volumes, which events do not
+/// name: one that created or removed them, or an action that failed.
+fn infra_changed(o: &crate::execute::Outcome) -> bool {
+    let infra = matches!(
+        o.action.kind,
+        plan::Kind::CreateNetwork | plan::Kind::RemoveNetwork | plan::Kind::CreateVolume
+    );
+    infra || o.error.is_some()
 }
 
 /// Running containers of each service over the listed nodes.

@@ -30,10 +30,19 @@ pub(super) struct Said {
 }
 
 impl Plain {
-    /// Log each service's desired and running counts when they change.
-    pub(super) fn report_counts(&mut self, running: HashMap<String, usize>) {
+    /// Log each service's desired (as `states` say it: a global service's is its nodes')
+    /// and running counts when they change.
+    pub(super) fn report_counts(
+        &mut self,
+        running: HashMap<String, usize>,
+        states: &[crate::telemetry::ServiceStateRecord],
+    ) {
         for (name, svc) in &self.project.services {
-            let now = (svc.replicas, running.get(name).copied().unwrap_or(0));
+            let desired = states
+                .iter()
+                .find(|s| &s.service == name)
+                .map_or(svc.replicas, |s| s.desired);
+            let now = (desired, running.get(name).copied().unwrap_or(0));
             if self.said.counts.get(name) != Some(&now) {
                 self.said.counts.insert(name.clone(), now);
                 info!(
@@ -92,8 +101,8 @@ impl Plain {
             let old = self.project.services.get(name);
             if old.is_some_and(|o| o.config_hash != svc.config_hash) {
                 self.said.rolling_back.remove(name);
-                self.notifier
-                    .send(Event::update_started(name, svc.replicas));
+                let desired = self.said.counts.get(name).map_or(svc.replicas, |c| c.0);
+                self.notifier.send(Event::update_started(name, desired));
             }
         }
     }
@@ -101,7 +110,10 @@ impl Plain {
     /// Notify the updates (and rollbacks) whose replicas have all settled.
     pub(super) fn updates_settled(&mut self, services: &[String]) {
         for name in services {
-            let desired = self.project.services.get(name).map_or(0, |s| s.replicas);
+            let desired = match self.said.counts.get(name) {
+                Some((desired, _)) => *desired,
+                None => self.project.services.get(name).map_or(0, |s| s.replicas),
+            };
             let rolled_back = self.said.rolling_back.remove(name);
             self.notifier
                 .send(Event::update_finished(name, desired, rolled_back));
@@ -252,10 +264,25 @@ pub(super) fn log_outcome(project: &Project, o: &Outcome) {
         }
         return;
     }
-    let service = a.target.service().unwrap_or("");
-    let slot = a.target.slot().unwrap_or(0);
     let reason = a.reason.map(|r| r.as_str()).unwrap_or("");
     let container = o.container.as_deref().unwrap_or("");
+    if let Some(network) = a.network() {
+        let backends = match &a.kind {
+            Kind::Routes { routes } => routes.backends(),
+            _ => 0,
+        };
+        match &o.error {
+            None => {
+                info!(action = a.name(), project = %p, node, network, container, reason, backends, duration_ms = ms, "{}", describe(a))
+            }
+            Some(err) => {
+                error!(action = a.name(), project = %p, node, network, container, reason, duration_ms = ms, error = %err, "action failed")
+            }
+        }
+        return;
+    }
+    let service = a.target.service().unwrap_or("");
+    let slot = a.target.slot().unwrap_or(0);
     match &o.error {
         None => {
             info!(action = a.name(), project = %p, node, service, slot, container, reason, duration_ms = ms, "{}", describe(a));
@@ -298,5 +325,7 @@ fn describe(a: &Action) -> &'static str {
         Kind::StartFirst { .. } => "new copy started before the old one stops",
         Kind::Recreate { .. } => "container recreated",
         Kind::Remove => "container removed",
+        Kind::Ambassador { .. } => "ambassador created and started",
+        Kind::Routes { .. } => "ambassador routes updated",
     }
 }

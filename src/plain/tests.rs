@@ -67,6 +67,7 @@ impl World {
             name: NODE.into(),
             endpoint: Endpoint::resolve(&args, &Default::default()).unwrap(),
             labels: BTreeMap::new(),
+            availability: Default::default(),
         };
         let settings = Settings {
             lease: None,
@@ -520,6 +521,7 @@ impl World {
             )
             .unwrap(),
             labels: BTreeMap::new(),
+            availability: Default::default(),
         };
         self.plain.nodes = vec![NodeHandle::fixed_watched(
             spec,
@@ -652,4 +654,152 @@ async fn a_missed_event_is_corrected_by_the_next_list() {
         calls.contains(&"start missed-web-2".to_string()),
         "{calls:?}"
     );
+}
+
+/// Two fixed nodes on fakes, listed in the file: a global service runs on each; a reload
+/// drains n2 (its replicas move to n1, its agent goes), then removes it from the list
+/// (let go once it holds nothing).
+#[tokio::test]
+async fn a_reload_drains_a_node_and_a_removed_node_is_let_go_once_empty() {
+    membership(false).await;
+}
+
+/// The same over watched nodes (observed from what was kept, patched with what each pass
+/// did; no events delivered): the drain and the removal come out the same, and the node
+/// let go leaves no list due behind (a wake for it would come at once, every pass).
+#[tokio::test]
+async fn a_reload_drains_and_lets_go_a_watched_node_the_same() {
+    let plain = membership(true).await;
+    assert!(!plain.due.contains_key("n2"));
+    assert!(!plain.last.contains_key("n2"));
+    let next = plain.next_list().expect("n1's resync");
+    assert!(next > Duration::from_secs(1), "{next:?}");
+}
+
+async fn membership(watched: bool) -> Plain {
+    let name = "membership";
+    let dir = std::env::temp_dir().join(format!(
+        "drover-plain-{name}-{watched}-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let yaml = |n2: &str| {
+        format!(
+            "services:
+  agent:
+    image: img
+    deploy: {{ mode: global }}
+  web:
+    image: img
+    deploy:
+      replicas: 2
+      update_config: {{ monitor: 0s }}
+x-drover:
+  nodes:
+    - {{ name: n1, host: tcp://10.0.0.1:2375 }}
+{n2}"
+        )
+    };
+    let both = yaml("    - { name: n2, host: tcp://10.0.0.2:2375 }\n");
+    let fakes = [
+        Arc::new(FakeEngine::default()),
+        Arc::new(FakeEngine::default()),
+    ];
+    let handles = fixed_nodes(&fakes, watched);
+    let telemetry = Telemetry::new(name, Duration::from_secs(60), None);
+    let loaded = load(&dir, name, &both);
+    let settings = Settings {
+        lease: None,
+        credentials: Credentials::in_dir(&dir, "DOCKER_CONFIG"),
+        ..Default::default()
+    };
+    let mut plain = Plain::new(handles, loaded.project, settings, telemetry.clone());
+    plain.membership.listed = true;
+    settle_all(&mut plain).await;
+    let on = |i: usize, prefix: &str| {
+        fakes[i]
+            .names()
+            .iter()
+            .filter(|n| n.starts_with(prefix))
+            .count()
+    };
+    assert_eq!(
+        (on(0, "membership-agent"), on(1, "membership-agent")),
+        (1, 1)
+    );
+    assert_eq!(fakes[1].names(), ["membership-agent-2", "membership-web-2"]);
+
+    let drained = load(
+        &dir,
+        name,
+        &yaml("    - { name: n2, host: tcp://10.0.0.2:2375, availability: drain }\n"),
+    );
+    assert!(Mode::adopt(&mut plain, drained).unwrap().changed);
+    settle_all(&mut plain).await;
+    assert!(fakes[1].names().is_empty(), "{:?}", fakes[1].names());
+    assert_eq!(on(0, "membership-web"), 2);
+    let status = crate::telemetry::status::snapshot(&telemetry);
+    let n2 = status.nodes.iter().find(|n| n.name == "n2").unwrap();
+    assert_eq!(n2.availability.as_deref(), Some("drain"));
+
+    // Back to active, then removed from the list: drained again, then let go.
+    assert!(
+        Mode::adopt(&mut plain, load(&dir, name, &both))
+            .unwrap()
+            .changed
+    );
+    settle_all(&mut plain).await;
+    assert_eq!(fakes[1].names(), ["membership-agent-2"]);
+    assert!(
+        Mode::adopt(&mut plain, load(&dir, name, &yaml("")))
+            .unwrap()
+            .changed
+    );
+    settle_all(&mut plain).await;
+    assert!(fakes[1].names().is_empty());
+    assert_eq!(plain.nodes.len(), 1, "n2 let go");
+    assert!(
+        crate::telemetry::status::snapshot(&telemetry)
+            .nodes
+            .iter()
+            .all(|n| n.name != "n2")
+    );
+    // The environment's engine instead of the list: refused, the last config kept.
+    let one = load(&dir, name, "services:\n  web:\n    image: img\n");
+    assert!(Mode::adopt(&mut plain, one).is_err());
+    plain
+}
+
+/// Ten passes: enough for any of the moves above to finish.
+async fn settle_all(plain: &mut Plain) {
+    for _ in 0..10 {
+        Mode::pass(plain, Wake::default()).await;
+    }
+}
+
+/// Nodes `n1`, `n2`... (at 10.0.0.1, 10.0.0.2...) on the fakes, always up; `watched`: as
+/// nodes whose events reach the loop (kept and patched between lists).
+fn fixed_nodes(fakes: &[Arc<FakeEngine>], watched: bool) -> Vec<NodeHandle> {
+    fakes
+        .iter()
+        .enumerate()
+        .map(|(i, fake)| {
+            let args = ConnectArgs {
+                host: Some(format!("tcp://10.0.0.{}:2375", i + 1)),
+                ..Default::default()
+            };
+            let spec = NodeSpec {
+                name: format!("n{}", i + 1),
+                endpoint: Endpoint::resolve(&args, &Default::default()).unwrap(),
+                labels: BTreeMap::new(),
+                availability: Default::default(),
+            };
+            let engine = Client::from(fake.clone());
+            if watched {
+                NodeHandle::fixed_watched(spec, engine)
+            } else {
+                NodeHandle::fixed(spec, engine)
+            }
+        })
+        .collect()
 }

@@ -17,6 +17,9 @@ pub enum Reason {
     /// The definition is the same but the service is pinned to another image digest (its
     /// tag moved, or a rollback to the digest before).
     ImageChanged,
+    /// Its ports are published on another address than its node's (`x-drover.nodes[].address`
+    /// changed), or published when its node has none.
+    AddressChanged,
     /// The container's node no longer satisfies the service's placement.
     Misplaced,
     /// The service has more containers than its target.
@@ -27,12 +30,20 @@ pub enum Reason {
     Stale,
     /// Moving a replica towards an even spread (`x-drover.rebalance`).
     Rebalance,
+    /// Its node is drained (`availability: drain`, or removed from `x-drover.nodes`): the
+    /// replica moves to another node, or (a global service's) is removed.
+    Drained,
     /// The engine reports the container unhealthy.
     Unhealthy,
     /// The service is no longer in the Compose file.
     ServiceRemoved,
     /// The container has the project label but no valid service or slot label.
     BadLabels,
+    /// An ambassador the project no longer needs (one node left, or no service with
+    /// ports on its network).
+    NotNeeded,
+    /// An ambassador's routes differ from what its node should reach.
+    Routes,
 }
 
 impl Reason {
@@ -44,14 +55,18 @@ impl Reason {
             Reason::Dead => "dead",
             Reason::ConfigChanged => "config-changed",
             Reason::ImageChanged => "image-changed",
+            Reason::AddressChanged => "address-changed",
             Reason::Misplaced => "misplaced",
             Reason::ScaleDown => "scale-down",
             Reason::Duplicate => "duplicate",
             Reason::Stale => "stale",
             Reason::Rebalance => "rebalance",
+            Reason::Drained => "drained",
             Reason::Unhealthy => "unhealthy",
             Reason::ServiceRemoved => "service-removed",
             Reason::BadLabels => "bad-labels",
+            Reason::NotNeeded => "not-needed",
+            Reason::Routes => "routes",
         }
     }
 }
@@ -93,6 +108,15 @@ pub enum Kind {
     Recreate { to: String },
     /// Stop (the container's stop signal and grace period) and remove.
     Remove,
+    /// Create and start the ambassador of a project network ([`Target::Ambassador`]),
+    /// removing the container it replaces first (exited, or made from another definition).
+    /// `reset` forgets its crash history (its last run was long enough).
+    Ambassador {
+        spec: Box<crate::spec::Ambassador>,
+        reset: bool,
+    },
+    /// Hand a running ambassador its routes (it keeps running, and keeps its connections).
+    Routes { routes: Box<crate::mesh::Routes> },
 }
 
 /// What an action is taken on.
@@ -118,6 +142,13 @@ pub enum Target {
     NetworkId { id: String, name: String },
     /// A project volume: its key in the file and its engine name.
     Volume { key: String, name: String },
+    /// One ambassador (its id) of a project network (the network's key), and its
+    /// container now (`None` when there is none to replace).
+    Ambassador {
+        id: String,
+        network: String,
+        container: Option<String>,
+    },
 }
 
 impl Kind {
@@ -133,6 +164,8 @@ impl Kind {
             Kind::StartFirst { .. } => "start-first",
             Kind::Recreate { .. } => "recreate",
             Kind::Remove => "remove",
+            Kind::Ambassador { .. } => "ambassador",
+            Kind::Routes { .. } => "routes",
         }
     }
 }
@@ -142,7 +175,7 @@ impl Target {
         match self {
             Target::Slot { service, .. } => Some(service),
             Target::Stray { service, .. } => service.as_deref(),
-            Target::Network { .. } | Target::NetworkId { .. } | Target::Volume { .. } => None,
+            _ => None,
         }
     }
 
@@ -150,7 +183,7 @@ impl Target {
         match self {
             Target::Slot { slot, .. } => Some(*slot),
             Target::Stray { slot, .. } => *slot,
-            Target::Network { .. } | Target::NetworkId { .. } | Target::Volume { .. } => None,
+            _ => None,
         }
     }
 
@@ -159,6 +192,7 @@ impl Target {
         match self {
             Target::Slot { container, .. } => container.as_deref(),
             Target::Stray { container, .. } => Some(container),
+            Target::Ambassador { container, .. } => container.as_deref(),
             Target::Network { .. } | Target::NetworkId { .. } | Target::Volume { .. } => None,
         }
     }
@@ -317,6 +351,58 @@ impl Action {
         }
     }
 
+    /// Create and start the ambassador `spec` describes, replacing `replace`.
+    pub fn ambassador(
+        node: impl Into<String>,
+        spec: crate::spec::Ambassador,
+        replace: Option<String>,
+        reset: bool,
+        reason: Reason,
+    ) -> Self {
+        Action {
+            target: Target::Ambassador {
+                id: spec.id.clone(),
+                network: spec.network.clone(),
+                container: replace,
+            },
+            kind: Kind::Ambassador {
+                spec: Box::new(spec),
+                reset,
+            },
+            node: node.into(),
+            reason: Some(reason),
+        }
+    }
+
+    /// Hand the running ambassador `container` (made from `spec`) its routes.
+    pub fn routes(
+        node: impl Into<String>,
+        spec: &crate::spec::Ambassador,
+        container: impl Into<String>,
+        routes: crate::mesh::Routes,
+    ) -> Self {
+        Action {
+            kind: Kind::Routes {
+                routes: Box::new(routes),
+            },
+            node: node.into(),
+            reason: Some(Reason::Routes),
+            target: Target::Ambassador {
+                id: spec.id.clone(),
+                network: spec.network.clone(),
+                container: Some(container.into()),
+            },
+        }
+    }
+
+    /// The project network an ambassador action is for.
+    pub fn network(&self) -> Option<&str> {
+        match &self.target {
+            Target::Ambassador { network, .. } => Some(network),
+            _ => None,
+        }
+    }
+
     fn infra(kind: Kind, node: impl Into<String>, target: Target) -> Self {
         Action {
             kind,
@@ -371,6 +457,22 @@ impl std::fmt::Display for Action {
                 "remove network {name} ({}) on {node} (duplicate)",
                 crate::observe::short_id(id)
             ),
+            Target::Ambassador { id, network, .. } => {
+                write!(f, "{} ", self.name())?;
+                if id != network {
+                    write!(f, "{id} ")?;
+                }
+                write!(f, "for network {network} on {node}")?;
+                match &self.kind {
+                    Kind::Routes { routes } => write!(
+                        f,
+                        ": {} ports, {} backends",
+                        routes.routes.len(),
+                        routes.backends()
+                    ),
+                    _ => write!(f, " ({})", self.reason.map_or("", |r| r.as_str())),
+                }
+            }
             target => {
                 write!(f, "{}", self.name())?;
                 if let Some(s) = target.service() {

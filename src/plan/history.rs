@@ -125,8 +125,11 @@ impl History {
         self.rollouts
             .retain(|name, _| loaded.services.contains_key(name));
         let services = &loaded.services;
-        self.backoff
-            .retain(|s, n| services.get(s).is_some_and(|svc| n <= svc.replicas));
+        self.backoff.retain(|s, n| {
+            services.get(s).is_some_and(|svc| {
+                svc.mode == crate::config::DeployMode::Global || n <= svc.replicas
+            }) || super::mesh::is_backoff_key(s)
+        });
     }
 
     /// Rolling updates whose new replicas failed: roll back to the previous definition
@@ -184,6 +187,17 @@ impl History {
         ok: bool,
         now: SystemTime,
     ) {
+        if let Kind::Ambassador { spec, reset } = &action.kind {
+            // An ambassador that failed to start, or crashed, waits longer each time.
+            let key = super::mesh::backoff_key(&spec.id, &action.node);
+            if *reset {
+                self.backoff.forget(&key, 0);
+            }
+            if !ok || matches!(action.reason, Some(Reason::Exited | Reason::Dead)) {
+                self.backoff.failed(global, &key, 0, None, now);
+            }
+            return;
+        }
         let (Some(service), Some(slot)) = (action.target.service(), action.target.slot()) else {
             return;
         };

@@ -12,12 +12,17 @@
 //! - a changed definition, or a placement that no longer fits, recreates the service's
 //!   containers one at a time; a replica with anonymous volumes is always replaced
 //!   stop-first (its successor takes the volumes over, see the executor);
+//! - a global service has one replica on each eligible node (see [`global`]);
+//! - a paused node takes no new replica, a drained one keeps none: its replicas move
+//!   start-first within the service's update budget (`update_config`);
 //! - a container without `drover.project=<project>` never appears in an action.
 
 mod action;
 pub mod backoff;
 pub mod follow;
+pub mod global;
 pub mod history;
+pub mod mesh;
 pub mod place;
 mod rolling;
 mod service;
@@ -26,7 +31,7 @@ pub mod state;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
-use crate::config::{DependsCondition, FailureAction, Project, Service};
+use crate::config::{Availability, DependsCondition, FailureAction, Project, Service};
 use crate::observe::{Container, Snapshot};
 use service::plan_service;
 
@@ -151,6 +156,10 @@ pub enum NodeState {
 pub struct NodeView<'a> {
     pub name: &'a str,
     pub state: NodeState,
+    /// `x-drover.nodes[].availability`: a paused node takes nothing new, a drained one
+    /// keeps nothing. A node removed from the list while it still holds replicas is
+    /// drained until it holds none.
+    pub availability: Availability,
     pub labels: &'a BTreeMap<String, String>,
     pub snapshot: &'a Snapshot,
 }
@@ -172,6 +181,8 @@ pub struct Input<'a> {
     /// (see [`History::updating`]): their failures fail the update even when no old
     /// replica is left (one replica, or `parallelism` at least the count).
     pub updating: &'a BTreeSet<String>,
+    /// The routes last pushed to each ambassador (several nodes; see [`mesh`]).
+    pub pushed: &'a mesh::Pushed,
 }
 
 impl Input<'_> {
@@ -184,6 +195,20 @@ impl Input<'_> {
 
     fn up(&self, node: &str) -> bool {
         self.state(node) == NodeState::Up
+    }
+
+    /// Whether `c` runs `svc` as it is now: its revision, and (several nodes) its ports
+    /// published on the address its node has now, or not at all when there is none.
+    fn current(&self, svc: &Service, c: &Container) -> bool {
+        c.runs(svc) && self.published_where_wanted(svc, c)
+    }
+
+    fn published_where_wanted(&self, svc: &Service, c: &Container) -> bool {
+        let wanted = match &self.project.mesh {
+            Some(mesh) if svc.options.mesh => mesh.addresses.get(&c.node).copied(),
+            _ => None,
+        };
+        c.mesh_address() == wanted
     }
 }
 
@@ -201,6 +226,7 @@ pub fn plan(input: &Input) -> Plan {
         .flat_map(|n| n.snapshot.containers.iter())
         .filter(|c| c.owned_by(&project.name))
         .filter(|c| input.exclude.is_none_or(|me| !c.id.starts_with(me)))
+        .filter(|c| c.ambassador().is_none())
         .collect();
 
     let mut placer = Placer::new(
@@ -211,6 +237,7 @@ pub fn plan(input: &Input) -> Plan {
                 name: n.name,
                 labels: n.labels,
                 open: n.state == NodeState::Up,
+                availability: n.availability,
             })
             .collect(),
     );
@@ -241,6 +268,18 @@ pub fn plan(input: &Input) -> Plan {
     for name in project.start_order() {
         let svc = &project.services[name];
         let containers = by_service.remove(name).unwrap_or_default();
+        if svc.mode == crate::config::DeployMode::Global {
+            global::plan_global(
+                input,
+                svc,
+                containers,
+                &deps,
+                &mut placer,
+                &mut service_actions,
+                &mut plan,
+            );
+            continue;
+        }
         plan_service(
             input,
             svc,
@@ -252,6 +291,9 @@ pub fn plan(input: &Input) -> Plan {
         );
     }
 
+    let mut mesh_actions = Vec::new();
+    mesh::plan(input, input.pushed, &mut mesh_actions, &mut plan.recheck);
+    service_actions.splice(0..0, mesh_actions);
     infrastructure(input, &service_actions, &mut plan.actions);
     plan.actions.extend(service_actions);
 
@@ -272,7 +314,7 @@ pub fn unlisted_infra<'a>(input: &Input<'a>, plan: &Plan) -> Vec<&'a str> {
         .actions
         .iter()
         .filter_map(|a| match &a.kind {
-            Kind::Create | Kind::Start { .. } => Some(a.node.as_str()),
+            Kind::Create | Kind::Start { .. } | Kind::Ambassador { .. } => Some(a.node.as_str()),
             Kind::Recreate { to } | Kind::StartFirst { to } => Some(to.as_str()),
             _ => None,
         })
@@ -291,7 +333,7 @@ fn infrastructure(input: &Input, actions: &[Action], out: &mut Vec<Action>) {
     let targets: BTreeSet<&str> = actions
         .iter()
         .filter_map(|a| match &a.kind {
-            Kind::Create => Some(a.node.as_str()),
+            Kind::Create | Kind::Ambassador { .. } => Some(a.node.as_str()),
             Kind::Recreate { to } => Some(to.as_str()),
             _ => None,
         })
@@ -335,5 +377,7 @@ pub fn service_backoff(global: &BackoffConfig, svc: &Service) -> BackoffConfig {
     }
 }
 
+#[cfg(test)]
+mod nodes_tests;
 #[cfg(test)]
 mod tests;

@@ -1,21 +1,31 @@
 //! Placement: which node gets a replica.
 //!
-//! Among the nodes that are up and satisfy the service's constraints, and below its
+//! Among the nodes that are up, active (not paused or drained: `x-drover.nodes[].availability`)
+//! and satisfy the service's constraints, and below its
 //! `max_replicas_per_node`: spread over each `spread` label first (the label value with
 //! the fewest replicas of the service), then the node with the fewest replicas of the
 //! service, then the fewest drover containers overall, then the node name.
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::config::Service;
+use crate::config::{Availability, Service};
 
 /// What the placer knows about one node.
 #[derive(Debug, Clone)]
 pub struct Candidate<'a> {
     pub name: &'a str,
     pub labels: &'a BTreeMap<String, String>,
-    /// Whether new replicas may go there (the node is up and reachable).
+    /// Whether the node is up and reachable.
     pub open: bool,
+    /// Only an active node takes new replicas; a drained one keeps none.
+    pub availability: Availability,
+}
+
+impl Candidate<'_> {
+    /// Whether a new replica may go there: up and active.
+    fn takes_new(&self) -> bool {
+        self.open && self.availability == Availability::Active
+    }
 }
 
 /// Counts of replicas per node, updated as the plan places more.
@@ -65,32 +75,43 @@ impl<'a> Placer<'a> {
             .unwrap_or(0)
     }
 
-    /// Whether `node` may hold a replica of `svc` at all (constraints only).
+    /// Whether `node` may hold a replica of `svc` at all: its constraints, and the node not
+    /// drained (a paused node keeps what runs there).
     pub fn allowed(&self, svc: &Service, node: &str) -> bool {
         self.nodes
             .iter()
             .find(|n| n.name == node)
-            .is_some_and(|n| allows(svc, n))
+            .is_some_and(|n| n.availability != Availability::Drain && allows(svc, n))
     }
 
-    /// The open nodes that satisfy the constraints.
+    /// Whether `node` is drained (its replicas move away, and nothing runs there).
+    pub fn drained(&self, node: &str) -> bool {
+        self.nodes
+            .iter()
+            .any(|n| n.name == node && n.availability == Availability::Drain)
+    }
+
+    /// The nodes that take new replicas (up, active) and satisfy the constraints.
     pub fn eligible(&self, svc: &Service) -> Vec<&'a str> {
         self.nodes
             .iter()
-            .filter(|n| n.open && allows(svc, n))
+            .filter(|n| n.takes_new() && allows(svc, n))
             .map(|n| n.name)
             .collect()
     }
 
     /// Choose a node for one more replica of `svc`, counting it; or say why none fits.
     pub fn place(&mut self, svc: &Service) -> Result<String, String> {
-        let open: Vec<&Candidate> = self.nodes.iter().filter(|n| n.open).collect();
-        if open.is_empty() {
+        if !self.nodes.iter().any(|n| n.open) {
             return Err("no node is up".into());
+        }
+        let open: Vec<&Candidate> = self.nodes.iter().filter(|n| n.takes_new()).collect();
+        if open.is_empty() {
+            return Err("no node that is up is active (the others are paused or drained)".into());
         }
         let allowed: Vec<&Candidate> = open.into_iter().filter(|n| allows(svc, n)).collect();
         if allowed.is_empty() {
-            return Err("no node that is up satisfies the placement constraints".into());
+            return Err("no active node that is up satisfies the placement constraints".into());
         }
         let max = svc.placement.max_replicas_per_node;
         let fits: Vec<&Candidate> = allowed
@@ -134,6 +155,7 @@ impl<'a> Placer<'a> {
     }
 }
 
+/// Whether `n` satisfies the service's placement constraints.
 fn allows(svc: &Service, n: &Candidate) -> bool {
     svc.placement
         .constraints

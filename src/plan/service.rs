@@ -23,7 +23,7 @@ pub(super) struct Sink<'p> {
 }
 
 impl Sink<'_> {
-    fn act(&mut self, a: Action) {
+    pub(super) fn act(&mut self, a: Action) {
         self.acted = true;
         self.out.push(a);
     }
@@ -31,10 +31,10 @@ impl Sink<'_> {
 
 /// The kept container of each slot, the removals of the other copies, and how many old
 /// copies stay serving until their slot's new copy runs.
-struct Slots<'c> {
-    kept: BTreeMap<u32, &'c Container>,
-    removals: Vec<Action>,
-    overlap: usize,
+pub(super) struct Slots<'c> {
+    pub kept: BTreeMap<u32, &'c Container>,
+    pub removals: Vec<Action>,
+    pub overlap: usize,
 }
 
 pub(super) fn plan_service(
@@ -46,7 +46,7 @@ pub(super) fn plan_service(
     out: &mut Vec<Action>,
     plan: &mut Plan,
 ) {
-    let mut slots = copies(input, svc, containers, placer);
+    let mut slots = copies(input, svc, containers, placer, &|c| c.slot());
     let occupied: BTreeSet<u32> = slots.kept.keys().copied().collect();
     scale_down(input, svc, &mut slots, placer);
     out.append(&mut slots.removals);
@@ -76,18 +76,20 @@ pub(super) fn plan_service(
     );
 }
 
-/// One container per slot. An older copy goes once the current one runs; a copy on a node
-/// that cannot be acted on now stays until it can.
-fn copies<'c>(
+/// One container per slot (`slot_of` says which slot a container holds). An older copy
+/// goes once the current one runs; a copy on a node that cannot be acted on now stays
+/// until it can.
+pub(super) fn copies<'c>(
     input: &Input,
     svc: &Service,
     containers: Vec<&'c Container>,
     placer: &mut Placer,
+    slot_of: &dyn Fn(&Container) -> Option<u32>,
 ) -> Slots<'c> {
-    let current = |c: &Container| c.runs(svc);
+    let current = |c: &Container| input.current(svc, c);
     let mut by_slot: BTreeMap<u32, Vec<&Container>> = BTreeMap::new();
     for c in containers {
-        if let Some(n) = c.slot() {
+        if let Some(n) = slot_of(c) {
             by_slot.entry(n).or_default().push(c);
         }
     }
@@ -103,7 +105,7 @@ fn copies<'c>(
         slots.kept.insert(n, first);
         placer.add(&svc.name, &first.node);
         for other in rest {
-            let newer = other.generation() < first.generation();
+            let newer = other.placement() < first.placement();
             if !input.up(&other.node) || other.state == State::Removing {
                 continue;
             }
@@ -136,7 +138,7 @@ fn scale_down(input: &Input, svc: &Service, slots: &mut Slots, placer: &mut Plac
     if slots.kept.len() <= target {
         return;
     }
-    let current = |c: &Container| c.runs(svc);
+    let current = |c: &Container| input.current(svc, c);
     let mut order: Vec<(u32, &Container)> = slots.kept.iter().map(|(n, c)| (*n, *c)).collect();
     order.sort_by_key(|(n, c)| {
         (
@@ -159,7 +161,7 @@ fn scale_down(input: &Input, svc: &Service, slots: &mut Slots, placer: &mut Plac
 
 /// Each kept slot on a node that can be acted on, by its state. Running replicas that are
 /// misplaced or outdated are left to [`roll`].
-fn repair<'c>(
+pub(super) fn repair<'c>(
     input: &Input,
     svc: &Service,
     kept: &BTreeMap<u32, &'c Container>,
@@ -171,13 +173,15 @@ fn repair<'c>(
         if !input.up(&c.node) {
             continue;
         }
-        let outdated = !c.runs(svc);
+        let outdated = !input.current(svc, c);
         let misplaced = !placer.allowed(svc, &c.node);
         let history = input.backoff.get(&svc.name, n);
         let held = history.not_before.filter(|t| *t > input.now);
         match c.state {
             State::Running | State::Paused | State::Restarting | State::Unknown => {
-                if misplaced {
+                if misplaced && placer.drained(&c.node) {
+                    pending.drained.push((n, c));
+                } else if misplaced {
                     pending.misplaced.push((n, c));
                 } else if outdated {
                     pending.outdated.push((n, c));
@@ -190,7 +194,7 @@ fn repair<'c>(
                 let reason = if c.state == State::Dead {
                     Reason::Dead
                 } else if misplaced {
-                    Reason::Misplaced
+                    moved_because(placer, c)
                 } else {
                     Reason::ConfigChanged
                 };
@@ -300,16 +304,18 @@ fn fill(
     }
 }
 
-/// Rank the copies of one slot: the current one sorts first. The newest placement wins;
-/// among equals, the one in the best state, then the node name.
-fn keep_rank(
-    c: &Container,
-) -> (
-    std::cmp::Reverse<u64>,
+/// How copies of one slot sort: (term, generation) newest first, state, start, node.
+type KeepRank = (
+    std::cmp::Reverse<(u64, u64)>,
     u8,
     std::cmp::Reverse<Option<SystemTime>>,
     String,
-) {
+);
+
+/// Rank the copies of one slot: the current one sorts first. The newest placement wins
+/// (the higher lease term first: an old leader's late copy loses);
+/// among equals, the one in the best state, then the node name.
+fn keep_rank(c: &Container) -> KeepRank {
     let state = match c.state {
         State::Running => 0,
         State::Restarting | State::Paused => 1,
@@ -318,7 +324,7 @@ fn keep_rank(
         State::Dead | State::Removing => 4,
     };
     (
-        std::cmp::Reverse(c.generation()),
+        std::cmp::Reverse(c.placement()),
         state,
         std::cmp::Reverse(c.started_at),
         c.node.clone(),
@@ -326,7 +332,7 @@ fn keep_rank(
 }
 
 /// The first dependency that must be healthy or finished and is not, if any.
-fn blocked_by(
+pub(super) fn blocked_by(
     svc: &Service,
     input: &Input,
     deps: &BTreeMap<&str, Vec<&Container>>,
@@ -373,6 +379,16 @@ fn about_to_run(svc: &Service, c: &Container) -> bool {
             RestartCondition::Always => true,
         },
         _ => false,
+    }
+}
+
+/// Why a replica that no longer fits its node moves: the node is drained, or the service's
+/// placement no longer allows it.
+pub(super) fn moved_because(placer: &Placer, c: &Container) -> Reason {
+    if placer.drained(&c.node) {
+        Reason::Drained
+    } else {
+        Reason::Misplaced
     }
 }
 
@@ -468,7 +484,7 @@ fn plan_exited(
     }
     if changed {
         let reason = if misplaced {
-            Reason::Misplaced
+            moved_because(placer, c)
         } else {
             Reason::ConfigChanged
         };
@@ -487,7 +503,7 @@ fn plan_exited(
     ));
 }
 
-fn wait(plan: &mut Plan, svc: &Service, slot: u32, until: SystemTime, attempts: u32) {
+pub(super) fn wait(plan: &mut Plan, svc: &Service, slot: u32, until: SystemTime, attempts: u32) {
     plan.waits.push(Wait {
         service: svc.name.clone(),
         slot,
@@ -496,6 +512,6 @@ fn wait(plan: &mut Plan, svc: &Service, slot: u32, until: SystemTime, attempts: 
     });
 }
 
-fn remove(svc: &Service, slot: u32, c: &Container, reason: Reason) -> Action {
+pub(super) fn remove(svc: &Service, slot: u32, c: &Container, reason: Reason) -> Action {
     Action::remove(&svc.name, slot, &c.node, &c.id, reason)
 }

@@ -8,7 +8,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 
 use super::{Input, NodeState, Plan, Stopped, Unplaced, Wait};
-use crate::config::{DependsCondition, Service};
+use crate::config::{DependsCondition, DeployMode, Service};
 use crate::observe::{Container, Health, State};
 use crate::telemetry::{ReplicaStateRecord, ServiceStateRecord};
 
@@ -30,7 +30,7 @@ pub fn services(input: &Input, plan: &Plan, rollouts: &Rollouts) -> Vec<ServiceS
         .project
         .services
         .values()
-        .map(|svc| service(&index, rollouts, svc))
+        .map(|svc| service(input, &index, rollouts, svc))
         .collect()
 }
 
@@ -40,6 +40,8 @@ struct Index<'a> {
     plan: &'a Plan,
     /// Each slot's container: the running one when there is one, else the newest.
     containers: HashMap<(&'a str, u32), &'a Container>,
+    /// The same by service and node, whatever the slot (a global service's replicas).
+    on_node: HashMap<(&'a str, &'a str), &'a Container>,
     waits: HashMap<(&'a str, u32), &'a Wait>,
     unplaced: HashMap<(&'a str, u32), &'a Unplaced>,
     stopped: HashMap<(&'a str, u32), &'a Stopped>,
@@ -48,6 +50,7 @@ struct Index<'a> {
 impl<'a> Index<'a> {
     fn new(input: &'a Input, plan: &'a Plan) -> Index<'a> {
         let mut containers: HashMap<(&str, u32), &Container> = HashMap::new();
+        let mut on_node: HashMap<(&str, &str), &Container> = HashMap::new();
         let rank = |c: &Container| (c.state == State::Running, c.created);
         let owned = input
             .nodes
@@ -57,18 +60,12 @@ impl<'a> Index<'a> {
             .filter(|c| c.owned_by(&input.project.name))
             .filter(|c| Some(c.id.as_str()) != input.exclude);
         for c in owned {
-            let (Some(service), Some(slot)) = (c.service(), c.slot()) else {
+            let Some(service) = c.service() else {
                 continue;
             };
-            // The last of equals wins, as the last of a stable sort would.
-            match containers.entry((service, slot)) {
-                Entry::Occupied(mut e) if rank(c) >= rank(e.get()) => {
-                    e.insert(c);
-                }
-                Entry::Occupied(_) => {}
-                Entry::Vacant(e) => {
-                    e.insert(c);
-                }
+            keep_best(&mut on_node, (service, c.node.as_str()), c, rank);
+            if let Some(slot) = c.slot() {
+                keep_best(&mut containers, (service, slot), c, rank);
             }
         }
         // The first of each slot, as a search from the front would find.
@@ -87,6 +84,7 @@ impl<'a> Index<'a> {
         Index {
             plan,
             containers,
+            on_node,
             waits,
             unplaced,
             stopped,
@@ -94,9 +92,41 @@ impl<'a> Index<'a> {
     }
 }
 
-fn service(index: &Index, rollouts: &Rollouts, svc: &Service) -> ServiceStateRecord {
-    let replicas: Vec<ReplicaStateRecord> = (1..=svc.replicas)
-        .map(|slot| replica(index, svc, slot))
+/// Put `c` under `key` unless what is there ranks higher: the last of equals wins, as the
+/// last of a stable sort would.
+fn keep_best<'a, K: std::hash::Hash + Eq, R: Ord>(
+    map: &mut HashMap<K, &'a Container>,
+    key: K,
+    c: &'a Container,
+    rank: impl Fn(&Container) -> R,
+) {
+    match map.entry(key) {
+        Entry::Occupied(mut e) if rank(c) >= rank(e.get()) => {
+            e.insert(c);
+        }
+        Entry::Occupied(_) => {}
+        Entry::Vacant(e) => {
+            e.insert(c);
+        }
+    }
+}
+
+fn service(input: &Input, index: &Index, rollouts: &Rollouts, svc: &Service) -> ServiceStateRecord {
+    // A global service's slots are the nodes that should hold a replica.
+    let global;
+    let svc = if svc.mode == DeployMode::Global {
+        let wanted = super::global::wanted(input, svc);
+        global = Service {
+            replicas: wanted.len() as u32,
+            ..svc.clone()
+        };
+        &global
+    } else {
+        svc
+    };
+    let replicas: Vec<ReplicaStateRecord> = slots(input, svc)
+        .into_iter()
+        .map(|(slot, node)| replica(index, svc, slot, node))
         .collect();
     let running = replicas.iter().filter(|r| r.running).count() as u32;
     let current = replicas.iter().filter(|r| r.current).count() as u32;
@@ -147,12 +177,29 @@ fn service(index: &Index, rollouts: &Rollouts, svc: &Service) -> ServiceStateRec
     }
 }
 
-fn replica(index: &Index, svc: &Service, slot: u32) -> ReplicaStateRecord {
+/// The service's slots: 1 to its count, or for a global service each node that should
+/// hold a replica (its slot, and the node).
+fn slots<'a>(input: &Input<'a>, svc: &Service) -> Vec<(u32, Option<&'a str>)> {
+    match svc.mode {
+        DeployMode::Global => super::global::wanted(input, svc)
+            .into_iter()
+            .map(|(slot, node)| (slot, Some(node)))
+            .collect(),
+        DeployMode::Replicated => (1..=svc.replicas).map(|slot| (slot, None)).collect(),
+    }
+}
+
+/// A replica's record: the slot's container (a global service's: its node's, whatever
+/// its slot), and what the plan says of the slot.
+fn replica(index: &Index, svc: &Service, slot: u32, node: Option<&str>) -> ReplicaStateRecord {
     let key = (svc.name.as_str(), slot);
-    let c = index.containers.get(&key).copied();
+    let c = match node {
+        Some(node) => index.on_node.get(&(svc.name.as_str(), node)).copied(),
+        None => index.containers.get(&key).copied(),
+    };
     let mut r = ReplicaStateRecord {
         slot,
-        node: c.map(|c| c.node.clone()),
+        node: c.map(|c| c.node.clone()).or(node.map(str::to_string)),
         container: c.map(|c| c.short_id().to_string()),
         state: "pending",
         reason: "to be created".into(),
@@ -267,6 +314,7 @@ mod tests {
             let nodes = [NodeView {
                 name: "n1",
                 state: NodeState::Up,
+                availability: Default::default(),
                 labels: &labels,
                 snapshot: &self.snapshot,
             }];
@@ -278,6 +326,7 @@ mod tests {
                 backoff_cfg: &BackoffConfig::default(),
                 now: t0(),
                 exclude: None,
+                pushed: &Default::default(),
                 rebalance: false,
                 halted: &none,
                 updating: &none,

@@ -61,6 +61,7 @@ pub(super) fn project(services: Vec<Service>) -> Project {
         volumes: BTreeMap::new(),
         secrets: BTreeMap::new(),
         configs: BTreeMap::new(),
+        mesh: None,
     }
 }
 
@@ -86,6 +87,8 @@ pub(super) fn container(id: &str, service: &str, slot: u32, state: State, hash: 
         started_at: Some(t0() - Duration::from_secs(100)),
         finished_at: (state == State::Exited).then_some(t0() - Duration::from_secs(99)),
         anonymous_volumes: Vec::new(),
+        published: Vec::new(),
+        addresses: Default::default(),
     }
 }
 
@@ -114,6 +117,7 @@ fn run_plan(p: &Project, s: &Snapshot, b: &Backoff) -> Plan {
     let nodes = [NodeView {
         name: "n1",
         state: NodeState::Up,
+        availability: Default::default(),
         labels: &labels,
         snapshot: s,
     }];
@@ -124,6 +128,7 @@ fn run_plan(p: &Project, s: &Snapshot, b: &Backoff) -> Plan {
         backoff_cfg: &BackoffConfig::default(),
         now: t0(),
         exclude: None,
+        pushed: &Default::default(),
         rebalance: false,
         halted: &BTreeSet::new(),
         updating: &BTreeSet::new(),
@@ -173,7 +178,7 @@ fn apply(p: &Project, s: &Snapshot, plan: &Plan, next_id: &mut u64) -> Snapshot 
                 out.containers.push(new(service, *slot, to));
             }
             (Kind::Remove, _) => out.containers.retain(|c| c.id != container),
-            (Kind::Restart, _) => {}
+            (Kind::Restart | Kind::Ambassador { .. } | Kind::Routes { .. }, _) => {}
             (Kind::StartFirst { to }, Target::Slot { service, slot, .. }) => {
                 out.containers.push(new(service, *slot, to))
             }
@@ -400,6 +405,7 @@ fn own_container_is_never_acted_on() {
     let nodes = [NodeView {
         name: "n1",
         state: NodeState::Up,
+        availability: Default::default(),
         labels: &labels,
         snapshot: &s,
     }];
@@ -410,6 +416,7 @@ fn own_container_is_never_acted_on() {
         backoff_cfg: &BackoffConfig::default(),
         now: t0(),
         exclude: Some(&me.id[..12]),
+        pushed: &Default::default(),
         rebalance: false,
         halted: &BTreeSet::new(),
         updating: &BTreeSet::new(),
@@ -602,6 +609,7 @@ impl World {
             .map(|i| NodeView {
                 name: self.names[i],
                 state: self.states[i],
+                availability: Default::default(),
                 labels: &self.labels[i],
                 snapshot: &self.snaps[i],
             })
@@ -613,6 +621,7 @@ impl World {
             backoff_cfg: &BackoffConfig::default(),
             now: t0(),
             exclude: None,
+            pushed: &Default::default(),
             rebalance,
             halted: &BTreeSet::new(),
             updating: &BTreeSet::new(),
@@ -761,6 +770,40 @@ fn an_old_copy_keeps_serving_until_the_new_one_runs() {
     assert!(
         matches!(&plan.actions[0], Action { kind: Kind::Start { .. }, node, .. } if node == "n2")
     );
+}
+
+#[test]
+fn of_two_copies_of_a_slot_the_higher_lease_term_wins_whatever_the_clocks_say() {
+    use crate::labels::LABEL_TERM;
+    let p = project(vec![svc("web", 1)]);
+    let mut w = World::new(&["n1", "n2"]);
+    // The current leader (term 7) placed slot 1 on n1. An old leader (term 6), back from
+    // a freeze, had a create in flight: it landed on n2 later, with a later generation.
+    let mut current = running("current", "web", 1);
+    current.labels.insert(LABEL_TERM.into(), "7".into());
+    w.put("n1", current, 100);
+    let mut late = running("late", "web", 1);
+    late.labels.insert(LABEL_TERM.into(), "6".into());
+    w.put("n2", late, 200);
+    let plan = w.plan(&p, false);
+    assert_eq!(plan.actions.len(), 1, "{:?}", plan.actions);
+    assert!(
+        matches!(
+            &plan.actions[0],
+            Action { kind: Kind::Remove, node, reason: Some(Reason::Stale), .. } if node == "n2"
+        ),
+        "the old term's copy goes: {:?}",
+        plan.actions
+    );
+    // Without terms (no lease), the later placement wins as before.
+    let mut w = World::new(&["n1", "n2"]);
+    w.put("n1", running("a", "web", 1), 100);
+    w.put("n2", running("b", "web", 1), 200);
+    let plan = w.plan(&p, false);
+    assert!(matches!(
+        &plan.actions[..],
+        [Action { kind: Kind::Remove, node, .. }] if node == "n1"
+    ));
 }
 
 #[test]
@@ -1064,6 +1107,7 @@ fn a_single_replica_whose_update_fails_fails_the_update_while_it_is_watched() {
     let nodes = [NodeView {
         name: "n1",
         state: NodeState::Up,
+        availability: Default::default(),
         labels: &labels,
         snapshot: &s,
     }];
@@ -1075,6 +1119,7 @@ fn a_single_replica_whose_update_fails_fails_the_update_while_it_is_watched() {
             backoff_cfg: &BackoffConfig::default(),
             now: t0(),
             exclude: None,
+            pushed: &Default::default(),
             rebalance: false,
             halted: &BTreeSet::new(),
             updating,
@@ -1103,6 +1148,7 @@ fn an_update_settles_once_every_new_replica_has_run_for_monitor() {
         let nodes = [NodeView {
             name: "n1",
             state: NodeState::Up,
+            availability: Default::default(),
             labels: &labels,
             snapshot: s,
         }];
@@ -1113,6 +1159,7 @@ fn an_update_settles_once_every_new_replica_has_run_for_monitor() {
             backoff_cfg: &BackoffConfig::default(),
             now: t0(),
             exclude: None,
+            pushed: &Default::default(),
             rebalance: false,
             halted: &BTreeSet::new(),
             updating: &updating,
@@ -1209,6 +1256,7 @@ fn networks_are_needed_only_where_containers_are_created_or_started() {
         let nodes = [NodeView {
             name: "n1",
             state: NodeState::Up,
+            availability: Default::default(),
             labels: &labels,
             snapshot: s,
         }];
@@ -1219,6 +1267,7 @@ fn networks_are_needed_only_where_containers_are_created_or_started() {
             backoff_cfg: &BackoffConfig::default(),
             now: t0(),
             exclude: None,
+            pushed: &Default::default(),
             rebalance: false,
             halted: &BTreeSet::new(),
             updating: &BTreeSet::new(),
@@ -1386,4 +1435,521 @@ fn start_first_keeps_the_old_copy_until_the_new_one_has_passed_its_healthcheck()
         .map(|a| (a.name(), a.target.slot().unwrap()))
         .collect();
     assert_eq!(kinds, vec![("remove", 1)]);
+}
+
+/// Services reaching each other across nodes: the ambassadors and their routes.
+mod mesh_tests {
+    use std::net::{IpAddr, SocketAddr};
+
+    use super::*;
+    use crate::config::{Mesh, Port, Protocol};
+    use crate::labels::{LABEL_AMBASSADOR, LABEL_MESH_ADDRESS, LABEL_NODE};
+    use crate::mesh::{Proto, Route, Routes};
+    use crate::observe::Published;
+
+    const N1: &str = "10.231.1.2";
+    const N2: &str = "10.231.2.2";
+
+    /// `web` (no ports) and `db` (5432/tcp, 53/udp exposed) over nodes n1, n2, n3.
+    fn mesh_project() -> Project {
+        let mut db = svc("db", 1);
+        db.ports = vec![Port {
+            target: 5432,
+            published: None,
+            host_ip: None,
+            protocol: Protocol::Tcp,
+        }];
+        db.options.expose = vec!["53/udp".into()];
+        db.options.mesh = true;
+        db.networks
+            .get_mut("default")
+            .unwrap()
+            .aliases
+            .push("database".into());
+        let mut p = project(vec![svc("web", 1), db]);
+        p.mesh = Some(Mesh {
+            image: None,
+            addresses: BTreeMap::from([
+                ("n1".to_string(), N1.parse().unwrap()),
+                ("n2".to_string(), N2.parse().unwrap()),
+                ("n3".to_string(), "10.231.3.2".parse().unwrap()),
+            ]),
+        });
+        p
+    }
+
+    /// A running `db` replica on `node`, at `ip` on the network, publishing 5432 on
+    /// `public` of the node's address.
+    fn db_on(id: &str, node: &str, slot: u32, ip: &str, public: u16) -> Container {
+        let mut c = running(id, "db", slot);
+        c.node = node.into();
+        c.addresses
+            .insert(format!("{P}_default"), ip.parse().unwrap());
+        let address = mesh_project().mesh.unwrap().addresses[node];
+        c.labels
+            .insert(LABEL_MESH_ADDRESS.into(), address.to_string());
+        c.published = vec![
+            Published {
+                ip: Some(address),
+                private: 5432,
+                public,
+                proto: Proto::Tcp,
+            },
+            Published {
+                ip: Some(address),
+                private: 53,
+                public: public + 1,
+                proto: Proto::Udp,
+            },
+        ];
+        c
+    }
+
+    fn ambassador_on(id: &str, node: &str, p: &Project, state: State) -> Container {
+        let spec = mesh::ambassadors(p).remove(0);
+        let mut c = container(id, "", 0, state, &spec.hash());
+        c.node = node.into();
+        c.labels = HashMap::from([
+            (LABEL_PROJECT.to_string(), P.to_string()),
+            (LABEL_AMBASSADOR.to_string(), "default".to_string()),
+            (LABEL_CONFIG_HASH.to_string(), spec.hash()),
+            (LABEL_NODE.to_string(), node.to_string()),
+        ]);
+        c
+    }
+
+    fn mesh_plan(
+        p: &Project,
+        nodes: &[(&str, NodeState, Snapshot)],
+        pushed: &mesh::Pushed,
+    ) -> Plan {
+        mesh_plan_at(p, nodes, pushed, &Backoff::default(), t0())
+    }
+
+    fn mesh_plan_at(
+        p: &Project,
+        nodes: &[(&str, NodeState, Snapshot)],
+        pushed: &mesh::Pushed,
+        backoff: &Backoff,
+        now: SystemTime,
+    ) -> Plan {
+        let labels = BTreeMap::new();
+        let views: Vec<NodeView> = nodes
+            .iter()
+            .map(|(name, state, s)| NodeView {
+                name,
+                state: *state,
+                availability: Default::default(),
+                labels: &labels,
+                snapshot: s,
+            })
+            .collect();
+        plan(&Input {
+            project: p,
+            nodes: &views,
+            backoff,
+            backoff_cfg: &BackoffConfig::default(),
+            now,
+            exclude: None,
+            pushed,
+            rebalance: false,
+            halted: &BTreeSet::new(),
+            updating: &BTreeSet::new(),
+        })
+    }
+
+    fn routes_of(plan: &Plan) -> BTreeMap<String, Routes> {
+        plan.actions
+            .iter()
+            .filter_map(|a| match &a.kind {
+                Kind::Routes { routes } => Some((a.node.clone(), (**routes).clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn addr(ip: &str, port: u16) -> SocketAddr {
+        SocketAddr::new(ip.parse::<IpAddr>().unwrap(), port)
+    }
+
+    #[test]
+    fn one_ambassador_per_node_and_network_answering_to_the_services_with_ports() {
+        let p = mesh_project();
+        let specs = mesh::ambassadors(&p);
+        assert_eq!(specs.len(), 1);
+        assert_eq!(specs[0].network_name, format!("{P}_default"));
+        assert_eq!(specs[0].aliases, vec!["db", "database"], "web has no ports");
+        let plan = mesh_plan(
+            &p,
+            &[
+                ("n1", NodeState::Up, snapshot(vec![])),
+                ("n2", NodeState::Up, snapshot(vec![])),
+                ("n3", NodeState::Down, snapshot(vec![])),
+            ],
+            &Default::default(),
+        );
+        let made: Vec<String> = plan
+            .actions
+            .iter()
+            .filter(|a| matches!(a.kind, Kind::Ambassador { .. }))
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(
+            made,
+            vec![
+                "ambassador for network default on n1 (missing)",
+                "ambassador for network default on n2 (missing)"
+            ]
+        );
+        // Before the services' replicas, so that they find their names answered.
+        let first_create = plan
+            .actions
+            .iter()
+            .position(|a| matches!(a.kind, Kind::Create))
+            .unwrap();
+        let last_ambassador = plan
+            .actions
+            .iter()
+            .rposition(|a| matches!(a.kind, Kind::Ambassador { .. }))
+            .unwrap();
+        assert!(last_ambassador < first_create, "{:?}", plan.actions);
+    }
+
+    #[test]
+    fn a_single_node_project_has_no_ambassador_and_loses_an_old_one() {
+        let mesh = mesh_project();
+        let mut p = mesh.clone();
+        p.mesh = None;
+        for s in p.services.values_mut() {
+            s.options.mesh = false;
+        }
+        assert!(mesh::ambassadors(&p).is_empty());
+        let old = ambassador_on("a1", "n1", &mesh, State::Running);
+        let plan = mesh_plan(
+            &p,
+            &[("n1", NodeState::Up, snapshot(vec![old.clone()]))],
+            &Default::default(),
+        );
+        let remove = plan
+            .actions
+            .iter()
+            .find(|a| a.target.container() == Some(old.id.as_str()))
+            .unwrap();
+        assert_eq!(remove.name(), "remove");
+        assert_eq!(remove.reason, Some(Reason::NotNeeded));
+        assert!(
+            !plan
+                .actions
+                .iter()
+                .any(|a| matches!(a.kind, Kind::Ambassador { .. } | Kind::Routes { .. }))
+        );
+    }
+
+    #[test]
+    fn routes_prefer_the_local_replica_and_reach_the_others_through_their_node_address() {
+        let p = mesh_project();
+        let (a1, a2) = (
+            ambassador_on("a1", "n1", &p, State::Running),
+            ambassador_on("a2", "n2", &p, State::Running),
+        );
+        let db1 = db_on("d1", "n2", 1, "172.20.0.5", 32768);
+        let nodes = [
+            ("n1", NodeState::Up, snapshot(vec![a1.clone()])),
+            ("n2", NodeState::Up, snapshot(vec![a2.clone(), db1])),
+        ];
+        let plan = mesh_plan(&p, &nodes, &Default::default());
+        let routes = routes_of(&plan);
+        let tcp = |r: &Routes| {
+            r.routes
+                .iter()
+                .find(|r| r.proto == Proto::Tcp)
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(
+            tcp(&routes["n1"]),
+            Route {
+                service: "db".into(),
+                proto: Proto::Tcp,
+                port: 5432,
+                local: vec![],
+                remote: vec![addr(N2, 32768)],
+            }
+        );
+        assert_eq!(tcp(&routes["n2"]).local, vec![addr("172.20.0.5", 5432)]);
+        assert!(tcp(&routes["n2"]).remote.is_empty());
+        // UDP as the service declares it, through its own published port.
+        let udp = routes["n1"]
+            .routes
+            .iter()
+            .find(|r| r.proto == Proto::Udp)
+            .unwrap();
+        assert_eq!((udp.port, udp.remote.clone()), (53, vec![addr(N2, 32769)]));
+
+        // Pushed already: nothing to do.
+        let pushed: mesh::Pushed = BTreeMap::from([
+            (a1.id.clone(), routes["n1"].clone()),
+            (a2.id.clone(), routes["n2"].clone()),
+        ]);
+        let again = mesh_plan(&p, &nodes, &pushed);
+        assert!(
+            !again
+                .actions
+                .iter()
+                .any(|a| matches!(a.kind, Kind::Ambassador { .. } | Kind::Routes { .. })),
+            "{:?}",
+            again.actions
+        );
+    }
+
+    #[test]
+    fn a_replica_on_a_node_that_is_down_leaves_the_routes_and_its_replacement_joins_them() {
+        let p = mesh_project();
+        let a1 = ambassador_on("a1", "n1", &p, State::Running);
+        let a3 = ambassador_on("a3", "n3", &p, State::Running);
+        let moved = db_on("d3", "n3", 1, "172.20.0.9", 40000);
+        let nodes = [
+            ("n1", NodeState::Up, snapshot(vec![a1.clone()])),
+            (
+                "n2",
+                NodeState::Down,
+                snapshot(vec![db_on("d1", "n2", 1, "172.20.0.5", 32768)]),
+            ),
+            ("n3", NodeState::Up, snapshot(vec![a3, moved])),
+        ];
+        let routes = routes_of(&mesh_plan(&p, &nodes, &Default::default()));
+        let tcp = routes["n1"]
+            .routes
+            .iter()
+            .find(|r| r.proto == Proto::Tcp)
+            .unwrap();
+        assert_eq!(tcp.remote, vec![addr("10.231.3.2", 40000)]);
+        assert!(
+            !routes.contains_key("n2"),
+            "nothing is planned on a node that is down"
+        );
+    }
+
+    #[test]
+    fn scaled_replicas_are_all_routes_and_an_unhealthy_one_is_left_out() {
+        let p = mesh_project();
+        let a1 = ambassador_on("a1", "n1", &p, State::Running);
+        let mut sick = db_on("d4", "n3", 3, "172.20.0.7", 40004);
+        sick.health = Health::Unhealthy;
+        let nodes = [
+            (
+                "n1",
+                NodeState::Up,
+                snapshot(vec![a1, db_on("d1", "n1", 1, "172.20.0.3", 32000)]),
+            ),
+            (
+                "n2",
+                NodeState::Up,
+                snapshot(vec![db_on("d2", "n2", 2, "172.20.0.5", 32768)]),
+            ),
+            (
+                "n3",
+                NodeState::Frozen,
+                snapshot(vec![db_on("d3", "n3", 4, "172.20.0.6", 40000), sick]),
+            ),
+        ];
+        let routes = routes_of(&mesh_plan(&p, &nodes, &Default::default()));
+        let tcp = routes["n1"]
+            .routes
+            .iter()
+            .find(|r| r.proto == Proto::Tcp)
+            .unwrap();
+        assert_eq!(tcp.local, vec![addr("172.20.0.3", 5432)]);
+        assert_eq!(
+            tcp.remote,
+            vec![addr(N2, 32768), addr("10.231.3.2", 40000)],
+            "a frozen node's replicas still count"
+        );
+    }
+
+    #[test]
+    fn an_exited_or_outdated_ambassador_is_replaced() {
+        let p = mesh_project();
+        let dead = ambassador_on("a1", "n1", &p, State::Exited);
+        let mut old = ambassador_on("a2", "n2", &p, State::Running);
+        old.labels.insert(LABEL_CONFIG_HASH.into(), "older".into());
+        let plan = mesh_plan(
+            &p,
+            &[
+                ("n1", NodeState::Up, snapshot(vec![dead.clone()])),
+                ("n2", NodeState::Up, snapshot(vec![old.clone()])),
+            ],
+            &Default::default(),
+        );
+        let replaced: Vec<(String, Option<String>, Reason)> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match &a.kind {
+                Kind::Ambassador { .. } => Some((
+                    a.node.clone(),
+                    a.target.container().map(String::from),
+                    a.reason.unwrap(),
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            replaced,
+            vec![
+                ("n1".to_string(), Some(dead.id), Reason::Exited),
+                ("n2".to_string(), Some(old.id), Reason::ConfigChanged),
+            ]
+        );
+        assert!(
+            routes_of(&plan).is_empty(),
+            "routes go to running ambassadors only"
+        );
+    }
+
+    #[test]
+    fn a_replica_published_on_another_address_than_its_nodes_is_rolled() {
+        let p = mesh_project();
+        let db = db_on("d1", "n2", 1, "10.0.0.5", 40001);
+        let mut web = running("w1", "web", 1);
+        web.node = "n1".into();
+        let nodes = |db: &Container| -> Vec<(&'static str, NodeState, Snapshot)> {
+            vec![
+                ("n1", NodeState::Up, snapshot(vec![web.clone()])),
+                ("n2", NodeState::Up, snapshot(vec![db.clone()])),
+                ("n3", NodeState::Up, snapshot(vec![])),
+            ]
+        };
+        let replicas = |plan: &Plan| -> Vec<(String, Option<Reason>)> {
+            plan.actions
+                .iter()
+                .filter(|a| a.target.service().is_some())
+                .map(|a| (a.name().to_string(), a.reason))
+                .collect()
+        };
+        let plan = mesh_plan(&p, &nodes(&db), &Default::default());
+        assert_eq!(replicas(&plan), vec![], "bound where its node is: kept");
+        // n2's address in the file changed: the replica is rolled, as for a new definition.
+        let mut moved = p.clone();
+        let mesh = moved.mesh.as_mut().unwrap();
+        mesh.addresses
+            .insert("n2".into(), "10.231.9.2".parse().unwrap());
+        let plan = mesh_plan(&moved, &nodes(&db), &Default::default());
+        assert_eq!(
+            replicas(&plan),
+            vec![("recreate".to_string(), Some(Reason::AddressChanged))]
+        );
+        // A node without an address: its replicas publish nothing.
+        moved.mesh.as_mut().unwrap().addresses.remove("n2");
+        let plan = mesh_plan(&moved, &nodes(&db), &Default::default());
+        assert_eq!(
+            replicas(&plan),
+            vec![("recreate".to_string(), Some(Reason::AddressChanged))]
+        );
+    }
+
+    #[test]
+    fn an_ambassador_that_keeps_crashing_is_replaced_after_a_growing_delay() {
+        let p = mesh_project();
+        let cfg = BackoffConfig::default();
+        let mut h = History::default();
+        let mut now = t0();
+        let mut delays = Vec::new();
+        for n in 0..4 {
+            let mut crashed = ambassador_on(&format!("x{n}"), "n1", &p, State::Exited);
+            crashed.started_at = Some(now);
+            crashed.finished_at = Some(now);
+            let nodes = vec![("n1", NodeState::Up, snapshot(vec![crashed]))];
+            // Held: nothing to do, and a recheck when it may be replaced.
+            let plan = mesh_plan_at(&p, &nodes, &Default::default(), &h.backoff, now);
+            let replace: Vec<&Action> = plan
+                .actions
+                .iter()
+                .filter(|a| matches!(a.kind, Kind::Ambassador { .. }))
+                .collect();
+            if replace.is_empty() {
+                let until = plan.recheck.iter().min().copied().expect("a recheck");
+                delays.push(until.duration_since(now).unwrap().as_secs());
+                now = until;
+                let plan = mesh_plan_at(&p, &nodes, &Default::default(), &h.backoff, now);
+                let a = plan
+                    .actions
+                    .iter()
+                    .find(|a| matches!(a.kind, Kind::Ambassador { .. }));
+                h.record(
+                    &p,
+                    &cfg,
+                    a.expect("replaced once the delay is over"),
+                    true,
+                    now,
+                );
+            } else {
+                delays.push(0);
+                h.record(&p, &cfg, replace[0], true, now);
+            }
+        }
+        assert_eq!(delays, vec![0, 1, 2, 4]);
+        // One that ran longer than the reset time starts over: replaced at once.
+        let mut long = ambassador_on("long", "n1", &p, State::Exited);
+        long.started_at = Some(now);
+        now += std::time::Duration::from_secs(100);
+        long.finished_at = Some(now);
+        let nodes = vec![("n1", NodeState::Up, snapshot(vec![long]))];
+        let plan = mesh_plan_at(&p, &nodes, &Default::default(), &h.backoff, now);
+        assert!(
+            plan.actions
+                .iter()
+                .any(|a| matches!(a.kind, Kind::Ambassador { reset: true, .. })),
+            "{:?}",
+            plan.actions
+        );
+    }
+
+    #[test]
+    fn two_services_on_one_port_of_one_network_get_an_ambassador_each() {
+        let mut p = mesh_project();
+        let mut other = p.services["db"].clone();
+        other.name = "cache".into();
+        other.networks.get_mut("default").unwrap().aliases = vec!["memo".into()];
+        p.services.insert("cache".into(), other);
+        let found: Vec<(String, Vec<String>, Vec<String>)> = mesh::ambassadors(&p)
+            .into_iter()
+            .map(|a| (a.id, a.services, a.aliases))
+            .collect();
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            found,
+            vec![
+                (
+                    "default".to_string(),
+                    strings(&["cache"]),
+                    strings(&["cache", "memo"])
+                ),
+                (
+                    "default-2".to_string(),
+                    strings(&["db"]),
+                    strings(&["db", "database"])
+                ),
+            ]
+        );
+        // Each on every node, under its own name.
+        let empty = snapshot(vec![]);
+        let nodes: Vec<(&str, NodeState, Snapshot)> = ["n1", "n2", "n3"]
+            .iter()
+            .map(|n| (*n, NodeState::Up, empty.clone()))
+            .collect();
+        let plan = mesh_plan(&p, &nodes, &Default::default());
+        let names: BTreeSet<(String, String)> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match &a.kind {
+                Kind::Ambassador { spec, .. } => Some((a.node.clone(), spec.container_name(&p))),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            names.len(),
+            6,
+            "two ambassadors on each of 3 nodes: {names:?}"
+        );
+    }
 }

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::{ConfigSource, Trigger, Why};
+use crate::autoscale::{Autoscaler, Counts, Replicas, Specs};
 use crate::config::{DeployMode, Loaded, Project};
 use crate::lease::LeaseHandle;
 use crate::notify::{Event, Notifications, Notifier};
@@ -57,10 +58,20 @@ pub trait Mode {
     /// One pass: observe, plan, apply, record. Returns when to pass again regardless of
     /// events, if sooner than the resync.
     fn pass(&mut self, wake: Wake) -> impl Future<Output = Option<Duration>>;
+    /// The autoscaler set new replica targets: `loaded` is the config in force with them
+    /// applied. Say whether the desired state changed; the autoscaler has logged why.
+    fn retarget(&mut self, loaded: Loaded) -> bool {
+        self.adopt(loaded).is_ok_and(|a| a.changed)
+    }
     /// The lease was taken (again) after a time without it: forget what was observed.
     fn resumed(&mut self) {}
     /// What shutdown leaves behind, for the last log line.
     fn left_running(&self) -> &'static str;
+    /// Tasks the mode spawned after it started (monitors of nodes a reload added): joined
+    /// at shutdown with the others.
+    fn tasks(&mut self) -> Vec<JoinHandle<()>> {
+        Vec::new()
+    }
 }
 
 /// The lease the loop acts under, and its task (joined at shutdown so a held lease is
@@ -96,6 +107,9 @@ pub struct Parts {
     pub tasks: Vec<JoinHandle<()>>,
     /// Where the loop's own events go (a scale change in a reloaded config).
     pub notifier: Notifier,
+    /// Where autoscaling counts the services' replicas and reads their CPU and memory
+    /// (`None`: cpu and memory triggers do not answer).
+    pub replicas: Option<Arc<dyn Replicas>>,
 }
 
 /// What every mode's loop starts from: the config as first loaded, how to load it again,
@@ -113,15 +127,24 @@ pub struct Start {
 /// A spawned task gets this long to end after cancellation.
 const JOIN_GRACE: Duration = Duration::from_millis(700);
 
+/// The first pass waits this long at most for the autoscaler's first targets.
+const AUTOSCALE_READY: Duration = Duration::from_secs(10);
+
 /// The loop: a mode and the parts every mode shares.
 pub struct Runtime<M: Mode> {
     mode: M,
     parts: Parts,
     said_warnings: HashSet<String>,
     said_reload_error: Option<String>,
-    /// Each replicated service's replica target in the config in force (as the files say
-    /// it), to notify scale changes.
+    /// Each replicated service's replica target in the config in force (the files', with
+    /// the autoscaler's targets), to notify scale changes.
     targets: BTreeMap<String, u32>,
+    /// The config in force as the files say it: the autoscaler's targets go on top of it.
+    file: Loaded,
+    /// Started with the loop.
+    autoscaler: Option<Autoscaler>,
+    /// The autoscaler's targets the mode was last handed.
+    applied: Counts,
 }
 
 impl<M: Mode> Runtime<M> {
@@ -133,6 +156,9 @@ impl<M: Mode> Runtime<M> {
             said_warnings: HashSet::new(),
             said_reload_error: None,
             targets: targets(&loaded.project),
+            file: loaded.clone(),
+            autoscaler: None,
+            applied: Counts::new(),
         };
         r.warn_once(warnings);
         r.record_host_paths(loaded);
@@ -146,12 +172,22 @@ impl<M: Mode> Runtime<M> {
 
     /// Reconcile until `cancel` fires.
     pub async fn run(mut self, cancel: CancellationToken) {
+        let (autoscaler, task) = Autoscaler::spawn(
+            &self.parts.project,
+            Specs::of(&self.file.project, &self.file.settings.autoscale),
+            self.parts.replicas.clone(),
+            self.parts.telemetry.clone(),
+            cancel.child_token(),
+        );
+        self.parts.tasks.push(task);
+        self.autoscaler = Some(autoscaler);
         tokio::select! {
             _ = cancel.cancelled() => {}
             _ = self.mode.start(&cancel) => self.reconcile(&cancel).await,
         }
         info!(action = "shutdown", project = %self.parts.project, "stopped reconciling; {} left running", self.mode.left_running());
-        let tasks = std::mem::take(&mut self.parts.tasks);
+        let mut tasks = std::mem::take(&mut self.parts.tasks);
+        tasks.extend(self.mode.tasks());
         let lease = self.parts.lease.task.take();
         let all = futures::future::join_all(tasks.into_iter().chain(lease));
         let _ = tokio::time::timeout(JOIN_GRACE, all).await;
@@ -163,6 +199,15 @@ impl<M: Mode> Runtime<M> {
         let trigger = self.parts.trigger.clone();
         let mut lease = self.parts.lease.handle.clone();
         let mut acting = false;
+        if let Some(a) = self.autoscaler.as_mut().filter(|a| a.active()) {
+            // The first pass runs with the targets the replicas have now, not with the
+            // config's: a restarted drover must not scale an autoscaled service down.
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = a.ready(AUTOSCALE_READY) => {}
+            }
+            self.autoscaled();
+        }
         loop {
             // Act only while holding the project's lease; stand by otherwise.
             if !lease.held() {
@@ -193,6 +238,11 @@ impl<M: Mode> Runtime<M> {
                         continue;
                     }
                 }
+                _ = autoscaler_changed(&mut self.autoscaler) => {
+                    if !self.autoscaled() {
+                        continue;
+                    }
+                }
             }
             if Instant::now() >= next_resync {
                 next_resync = Instant::now() + self.parts.resync;
@@ -204,9 +254,11 @@ impl<M: Mode> Runtime<M> {
                 relist: trigger.take_relist(),
             };
             requeue = tokio::select! {
-                _ = cancel.cancelled() => return,
-                // The lease ran out mid-pass: stop sending requests now.
+                // The lease first: a process resumed after a freeze must not send one
+                // more request before it sees the lease ran out.
+                biased;
                 _ = lease.lost() => Some(Instant::now()),
+                _ = cancel.cancelled() => return,
                 r = self.mode.pass(wake) => r.map(|d| Instant::now() + d),
             };
         }
@@ -233,6 +285,11 @@ impl<M: Mode> Runtime<M> {
             return false;
         }
         self.record_host_paths(&loaded);
+        if let Some(a) = &self.autoscaler {
+            a.reload(Specs::of(&loaded.project, &loaded.settings.autoscale));
+        }
+        self.file = loaded.clone();
+        let loaded = self.with_autoscaled(loaded);
         let targets = targets(&loaded.project);
         let adopted = match self.mode.adopt(loaded) {
             Ok(a) => a,
@@ -246,6 +303,32 @@ impl<M: Mode> Runtime<M> {
             debug!(project = %project, "config unchanged");
         }
         adopted.changed
+    }
+
+    /// `loaded` with the autoscaler's targets in place of the files'.
+    fn with_autoscaled(&mut self, mut loaded: Loaded) -> Loaded {
+        let counts: Counts = self
+            .autoscaler
+            .as_ref()
+            .map(Autoscaler::counts)
+            .unwrap_or_default();
+        apply(&mut loaded.project, &counts);
+        self.applied = counts;
+        loaded
+    }
+
+    /// Hand the mode the config in force with the autoscaler's latest targets, when they
+    /// changed; `true` when the desired state changed.
+    fn autoscaled(&mut self) -> bool {
+        let new = self.autoscaler.as_ref().map(Autoscaler::counts);
+        if new.is_none_or(|c| c == self.applied) {
+            return false;
+        }
+        let loaded = self.with_autoscaled(self.file.clone());
+        let targets = targets(&loaded.project);
+        let changed = self.mode.retarget(loaded);
+        self.scaled(targets);
+        changed
     }
 
     /// Notify each service whose replica target changed.
@@ -285,6 +368,23 @@ impl<M: Mode> Runtime<M> {
             if self.said_warnings.insert(w.clone()) {
                 warn!(action = "config", project = %self.parts.project, "{w}");
             }
+        }
+    }
+}
+
+/// Wait for the autoscaler's next targets (forever without an autoscaler).
+async fn autoscaler_changed(a: &mut Option<Autoscaler>) {
+    match a {
+        Some(a) => a.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Set the replica target of each service `counts` names.
+fn apply(project: &mut Project, counts: &Counts) {
+    for (name, n) in counts {
+        if let Some(s) = project.services.get_mut(name) {
+            s.replicas = *n;
         }
     }
 }

@@ -81,10 +81,15 @@ fn write(dir: &std::path::Path, replicas: &str) {
 /// A runtime over a probe, a compose file in its own directory checked every 50 ms, and
 /// a resync of `resync`.
 fn start(name: &str, resync: Duration) -> Fixture {
+    start_with(name, resync, |dir| write(dir, "1"))
+}
+
+/// [`start`] over the compose file `compose` writes.
+fn start_with(name: &str, resync: Duration, compose: impl FnOnce(&std::path::Path)) -> Fixture {
     let dir = std::env::temp_dir().join(format!("drover-runtime-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    write(&dir, "1");
+    compose(&dir);
     let load = LoadOptions {
         files: vec![dir.join("compose.yml")],
         project_name: Some(name.into()),
@@ -116,6 +121,7 @@ fn start(name: &str, resync: Duration) -> Fixture {
         telemetry: telemetry.clone(),
         tasks: vec![task],
         notifier,
+        replicas: None,
     };
     let seen = Arc::new(Mutex::new(Seen::default()));
     let probe = Probe {
@@ -258,5 +264,75 @@ async fn an_edit_that_changes_nothing_passes_not_and_sighup_loads_again() {
         .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(f.passes(), 2, "no pass besides the first and the SIGHUP's");
+    f.stop().await;
+}
+
+/// An HTTP server answering `{"n": N}` on a loopback port, N as `n` says now.
+async fn serve(n: Arc<std::sync::atomic::AtomicU64>) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let v = n.load(Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf).await;
+                let body = format!("{{\"n\": {v}}}");
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn the_autoscalers_targets_reach_the_mode_wake_a_pass_and_are_notified() {
+    let n = Arc::new(std::sync::atomic::AtomicU64::new(30));
+    let addr = serve(n.clone()).await;
+    let f = start_with("autoscale", Duration::from_secs(600), |dir| {
+        let text = format!(
+            "x-drover:\n  autoscale:\n    web:\n      max: 5\n      polling_interval: 100ms\n      \
+             scale_down_window: 0s\n      triggers: [{{ type: http, url: \"http://{addr}/\", \
+             pointer: /n, target: 10 }}]\nservices:\n  web:\n    image: busybox\n    scale: 1\n"
+        );
+        std::fs::write(dir.join("compose.yml"), text).unwrap();
+    });
+    // 30 / 10: the mode is handed 3 replicas, and a pass follows.
+    f.until("3 replicas handed over", |s| s.adopted.contains(&3))
+        .await;
+    let passes = f.passes();
+    n.store(10, Ordering::SeqCst);
+    f.until("1 replica handed over, and a pass", |s| {
+        s.adopted.last() == Some(&1) && s.passes.len() > passes
+    })
+    .await;
+    let scaled: Vec<String> = (f.sent)().iter().map(|e| e.message.clone()).collect();
+    assert!(
+        scaled.starts_with(&[
+            "web scaled from 1 to 3".to_string(),
+            "web scaled from 3 to 1".to_string()
+        ]),
+        "{scaled:?}"
+    );
+    // An edit of the file keeps the autoscaler's target, not the file's count.
+    let text = std::fs::read_to_string(f.dir.join("compose.yml")).unwrap();
+    n.store(40, Ordering::SeqCst);
+    f.until("4 replicas handed over", |s| s.adopted.last() == Some(&4))
+        .await;
+    let before = f.seen.lock().unwrap().adopted.len();
+    std::fs::write(
+        f.dir.join("compose.yml"),
+        text.replace("scale: 1", "scale: 2"),
+    )
+    .unwrap();
+    f.until("the edit adopted", |s| s.adopted.len() > before)
+        .await;
+    let after = f.seen.lock().unwrap().adopted[before..].to_vec();
+    assert!(after.iter().all(|r| *r == 4), "{after:?}");
     f.stop().await;
 }

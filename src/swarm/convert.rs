@@ -645,10 +645,9 @@ secrets:
         let plain = plain.replace("constraints: [node.role == manager]", "{}");
         let l = load(&plain, Mode::Plain).unwrap();
         let w = l.warnings.join("\n");
-        assert!(
-            w.contains("compose.yml:6:13: services.web.deploy.mode: global needs swarm mode"),
-            "{w}"
-        );
+        // Plain mode runs a global service itself: one replica per eligible node.
+        assert!(!w.contains("deploy.mode"), "{w}");
+        assert_eq!(l.project.services["web"].mode, DeployMode::Global);
         assert!(
             w.contains("services.web.deploy.resources.reservations.cpus: ignored in plain mode"),
             "{w}"

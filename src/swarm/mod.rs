@@ -14,6 +14,7 @@
 pub mod convert;
 pub mod diff;
 pub mod objects;
+pub mod replicas;
 pub mod report;
 pub mod run;
 

@@ -453,6 +453,11 @@ pub fn runtime(
         reload,
         notify,
     } = start;
+    let replicas = super::replicas::SwarmReplicas {
+        project: loaded.project.name.clone(),
+        swarm: manager.swarm.clone(),
+        manager: manager.client.clone(),
+    };
     let (mode, warnings) = Controller::new(
         manager.swarm,
         engine.clone(),
@@ -490,6 +495,7 @@ pub fn runtime(
             tasks
         },
         notifier: notify.notifier,
+        replicas: Some(Arc::new(replicas)),
     };
     Ok(Runtime::new(mode, parts, &loaded, &warnings))
 }
@@ -546,16 +552,15 @@ impl Mode for Controller {
     /// A config whose desired services are the same needs no pass. A secret or config
     /// file that cannot be read keeps the last good config.
     fn adopt(&mut self, loaded: config::Loaded) -> Result<Adopted, String> {
-        self.images.reloaded(&loaded.project);
-        let (desired, warnings) = desired(&images::pinned(&loaded, &self.images))?;
-        let changed = desired != self.desired;
+        let (changed, warnings) = self.take(loaded)?;
         if changed {
             info!(action = "reload", project = %self.project.name, reason = "config changed", "config reloaded");
-            self.project = loaded.project.clone();
-            self.desired = desired;
         }
-        self.file = loaded;
         Ok(Adopted { changed, warnings })
+    }
+
+    fn retarget(&mut self, loaded: config::Loaded) -> bool {
+        self.take(loaded).is_ok_and(|(changed, _)| changed)
     }
 
     /// After a change, look again soon: Swarm is converging. Otherwise tasks are listed
@@ -574,6 +579,19 @@ impl Mode for Controller {
 }
 
 impl Controller {
+    /// Run `loaded` from now on: whether the desired state changed, and the warnings.
+    fn take(&mut self, loaded: config::Loaded) -> Result<(bool, Vec<String>), String> {
+        self.images.reloaded(&loaded.project);
+        let (desired, warnings) = desired(&images::pinned(&loaded, &self.images))?;
+        let changed = desired != self.desired;
+        if changed {
+            self.project = loaded.project.clone();
+            self.desired = desired;
+        }
+        self.file = loaded;
+        Ok((changed, warnings))
+    }
+
     /// The latest report (desired vs running per service and node, task errors).
     pub fn report(&self) -> report::Shared {
         self.report.clone()

@@ -13,7 +13,7 @@ use super::recorder::{Histogram, Recorded, Telemetry};
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Escape a label value: backslash, double quote and newline.
-fn esc(v: &str) -> String {
+pub(super) fn esc(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     for ch in v.chars() {
         match ch {
@@ -91,6 +91,7 @@ fn render_recorded(r: &Recorded) -> String {
     images(&mut o, r, p);
     config(&mut o, r, p);
     notifications(&mut o, r, p);
+    super::autoscale::metrics(&mut o.0, r);
     o.0
 }
 
@@ -517,6 +518,44 @@ fn config(o: &mut Out, r: &Recorded, p: &str) {
     );
     let held = if r.acting { 1.0 } else { 0.0 };
     o.sample("drover_lease_held", &[("project", p)], held);
+    let Some(l) = &r.lease else {
+        return;
+    };
+    o.header(
+        "drover_lease_term",
+        "gauge",
+        "The term of the drover acting for the project, as this drover sees it (0: none seen).",
+    );
+    o.sample(
+        "drover_lease_term",
+        &[("project", p)],
+        l.term.unwrap_or(0) as f64,
+    );
+    o.header(
+        "drover_lease_grants",
+        "gauge",
+        "Nodes whose lease counts for this drover now; it acts with a majority of drover_lease_nodes.",
+    );
+    o.sample(
+        "drover_lease_grants",
+        &[("project", p)],
+        l.granted.len() as f64,
+    );
+    o.header(
+        "drover_lease_nodes",
+        "gauge",
+        "Nodes that hold lease votes (witnesses included).",
+    );
+    o.sample("drover_lease_nodes", &[("project", p)], l.nodes as f64);
+    o.header(
+        "drover_lease_granted",
+        "gauge",
+        "1 for each node whose lease counts for this drover now, 0 for the others.",
+    );
+    for node in &l.node_names {
+        let v = if l.granted.contains(node) { 1.0 } else { 0.0 };
+        o.sample("drover_lease_granted", &[("project", p), ("node", node)], v);
+    }
 }
 
 /// Webhook notifications, by the webhook's name (never its URL).

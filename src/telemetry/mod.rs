@@ -11,6 +11,7 @@
 //! ([`ActionEvent`], [`Observation`], [`swarm::Report`], ...), and each caller converts its
 //! own types into them.
 
+pub mod autoscale;
 pub mod http;
 pub mod metrics;
 mod recorder;
@@ -18,8 +19,9 @@ pub mod status;
 pub mod swarm;
 
 pub use recorder::{
-    ActionEvent, Counts, HostPathsRecord, ImageRecord, Observation, PassTimer, PlanRecord,
-    ReplicaStateRecord, ServiceStateRecord, SlotChange, StoppedRecord, Telemetry, WaitRecord,
+    ActionEvent, Counts, HostPathsRecord, ImageRecord, LeaseRecord, Observation, PassTimer,
+    PlanRecord, ReplicaStateRecord, ServiceStateRecord, SlotChange, StoppedRecord, Telemetry,
+    WaitRecord,
 };
 
 use std::io::IsTerminal;

@@ -73,6 +73,9 @@ impl Histogram {
 pub(crate) struct NodeRecord {
     /// `None` until the first pass on this node.
     pub up: Option<bool>,
+    /// Plain mode: `active`, `pause`, `drain`, or `leaving` (removed from the list, drained
+    /// until it holds nothing); `None` in Swarm mode.
+    pub availability: Option<&'static str>,
     pub error: Option<String>,
     pub last_observed: Option<SystemTime>,
     pub passes: Histogram,
@@ -83,6 +86,7 @@ impl NodeRecord {
     fn new() -> NodeRecord {
         NodeRecord {
             up: None,
+            availability: None,
             error: None,
             last_observed: None,
             passes: Histogram::new(PASS_BUCKETS),
@@ -127,6 +131,27 @@ impl StreamRecord {
 }
 
 /// Desired and observed counts of one service on one node.
+/// The project's lease as one drover sees it (several nodes: held on a majority of them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseRecord {
+    /// The holder acting for the project (this drover or another), when one is seen on a
+    /// majority of the nodes.
+    pub leader: Option<String>,
+    /// The leader's term (terms only grow; each leadership has its own).
+    pub term: Option<u64>,
+    /// This drover's own identity (`host/pid/random`).
+    pub me: String,
+    /// The nodes whose lease counts for this drover now.
+    pub granted: Vec<String>,
+    /// The nodes that hold lease votes (witnesses included), by name.
+    pub node_names: Vec<String>,
+    /// How many nodes hold lease votes, and how many make a majority.
+    pub nodes: usize,
+    pub majority: usize,
+    /// Why this drover does not act (`None`: it acts).
+    pub standby: Option<String>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
     pub desired: u32,
@@ -319,6 +344,8 @@ pub(crate) struct Recorded {
     pub reload_error: Option<String>,
     /// This drover holds the project's lease and acts (false while it stands by).
     pub acting: bool,
+    /// The lease as this drover last saw it (`None`: no lease, e.g. Swarm mode).
+    pub lease: Option<LeaseRecord>,
     /// Each service's state as of the last pass, by name.
     pub states: BTreeMap<String, ServiceStateRecord>,
     /// Restarts of each replica (service, slot): a stopped container started again, or
@@ -336,6 +363,12 @@ pub(crate) struct Recorded {
     pub images: BTreeMap<String, ImageRecord>,
     /// (service, result) -> registry checks: `unchanged`, `new`, `refused`, `error`.
     pub image_checks: BTreeMap<(String, &'static str), u64>,
+    /// Each autoscaled service, as of its last poll.
+    pub autoscale: BTreeMap<String, super::autoscale::AutoscaleStatus>,
+    /// (service, trigger) -> polls without a value.
+    pub autoscale_errors: BTreeMap<(String, String), u64>,
+    /// (service, direction) -> target changes.
+    pub autoscale_changes: BTreeMap<(String, &'static str), u64>,
 }
 
 impl Telemetry {
@@ -361,6 +394,7 @@ impl Telemetry {
                 reload_failures: 0,
                 reload_error: None,
                 acting: false,
+                lease: None,
                 states: BTreeMap::new(),
                 slot_restarts: BTreeMap::new(),
                 host_paths: Vec::new(),
@@ -369,6 +403,9 @@ impl Telemetry {
                 notifications_dropped: BTreeMap::new(),
                 images: BTreeMap::new(),
                 image_checks: BTreeMap::new(),
+                autoscale: BTreeMap::new(),
+                autoscale_errors: BTreeMap::new(),
+                autoscale_changes: BTreeMap::new(),
             })),
         }
     }
@@ -382,6 +419,22 @@ impl Telemetry {
     /// until its first pass and event stream).
     pub fn add_node(&self, node: &str) {
         self.lock().node(node);
+    }
+
+    /// Hook (plain mode): `node`'s availability as the file says it now (`active`, `pause`,
+    /// `drain`), or `leaving` (removed from the list, drained until it holds nothing).
+    pub fn node_availability(&self, node: &str, availability: &'static str) {
+        self.lock().node(node).availability = Some(availability);
+    }
+
+    /// Forget a node drover no longer manages (removed from the list, and let go).
+    pub fn remove_node(&self, node: &str) {
+        let mut r = self.lock();
+        r.nodes.remove(node);
+        r.services.retain(|(_, n), _| n != node);
+        r.waits.remove(node);
+        r.stopped.remove(node);
+        r.seen_slots.retain(|(n, _, _)| n != node);
     }
 
     /// Declare a webhook (by its name, never its URL): its counters start at zero.
@@ -595,6 +648,11 @@ impl Telemetry {
         self.lock().acting = acting;
     }
 
+    /// Hook: the lease as seen now (leader, term, grants, why standing by).
+    pub fn lease(&self, record: LeaseRecord) {
+        self.lock().lease = Some(record);
+    }
+
     /// Hook: every service's image as of this pass (services not listed are forgotten).
     pub fn images(&self, images: Vec<ImageRecord>) {
         self.lock().images = images.into_iter().map(|i| (i.service.clone(), i)).collect();
@@ -746,7 +804,10 @@ pub struct PassTimer {
 impl Drop for PassTimer {
     fn drop(&mut self) {
         let secs = self.started.elapsed().as_secs_f64();
-        self.telemetry.lock().node(&self.node).passes.observe(secs);
+        // A node let go during the pass is not declared again.
+        if let Some(n) = self.telemetry.lock().nodes.get_mut(&self.node) {
+            n.passes.observe(secs);
+        }
     }
 }
 

@@ -32,6 +32,10 @@ pub struct Status {
     /// another drover.
     #[serde(default)]
     pub acting: bool,
+    /// The project's lease: leader, term, the nodes that granted it to this drover, why
+    /// this one stands by (absent when there is no lease, e.g. Swarm mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseStatus>,
     /// Swarm mode: Swarm's services (desired vs running tasks, why slots do not run) and
     /// nodes. `services` above then counts tasks per Swarm node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -39,6 +43,26 @@ pub struct Status {
     /// Each service's image: the digest it runs, the newest seen, the last registry check.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<ImageStatus>,
+    /// Each autoscaled service: bounds, the count wanted, each trigger's last value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub autoscale: Vec<super::autoscale::AutoscaleStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseStatus {
+    /// The drover acting for the project (`host/pid/random`), when one is seen on a
+    /// majority of the nodes.
+    pub leader: Option<String>,
+    pub term: Option<u64>,
+    /// This drover.
+    pub me: String,
+    /// Nodes whose lease counts for this drover now.
+    pub granted: Vec<String>,
+    /// Nodes holding lease votes (witnesses included), and how many make a majority.
+    pub nodes: usize,
+    pub majority: usize,
+    /// Why this drover stands by (`None`: it acts).
+    pub standby: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,6 +86,10 @@ pub struct NodeStatus {
     pub name: String,
     /// `None` until the first pass.
     pub up: Option<bool>,
+    /// Plain mode: `active`, `pause`, `drain` (`x-drover.nodes[].availability`), or
+    /// `leaving` (removed from the list; drained until it holds nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability: Option<String>,
     pub error: Option<String>,
     pub last_observed: Option<String>,
     pub event_stream: StreamStatus,
@@ -229,8 +257,18 @@ pub fn snapshot(t: &Telemetry) -> Status {
             host_paths: r.host_paths.clone(),
         },
         acting: r.acting,
+        lease: r.lease.as_ref().map(|l| LeaseStatus {
+            leader: l.leader.clone(),
+            term: l.term,
+            me: l.me.clone(),
+            granted: l.granted.clone(),
+            nodes: l.nodes,
+            majority: l.majority,
+            standby: l.standby.clone(),
+        }),
         swarm: r.swarm.clone(),
         images: image_statuses(&r),
+        autoscale: r.autoscale.values().cloned().collect(),
     }
 }
 
@@ -259,6 +297,7 @@ fn node_statuses(r: &Recorded) -> Vec<NodeStatus> {
         .map(|(name, n)| NodeStatus {
             name: name.clone(),
             up: n.up,
+            availability: n.availability.map(str::to_string),
             error: n.error.clone(),
             last_observed: n.last_observed.map(rfc3339),
             event_stream: StreamStatus {
@@ -314,6 +353,9 @@ fn with_state(
     now: SystemTime,
 ) {
     s.state = Some(st.state.to_string());
+    // The planner's count is the service's (a global service's: the nodes that should
+    // hold one), whatever each node's list said.
+    s.desired = st.desired;
     s.reason = (!st.reason.is_empty()).then(|| st.reason.clone());
     s.updated = st.updated.map(|(new, of)| Updated { new, of });
     let restarts = |slot: u32| {
@@ -402,7 +444,7 @@ fn action_statuses(r: &Recorded) -> Vec<ActionStatus> {
 }
 
 /// Columns padded to their widest cell, two spaces apart.
-fn table(out: &mut String, rows: &[Vec<String>]) {
+pub(super) fn table(out: &mut String, rows: &[Vec<String>]) {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|i| {
@@ -455,6 +497,7 @@ pub fn render_table(s: &Status) -> String {
     nodes_table(&mut out, s);
     swarm_tables(&mut out, s);
     images_table(&mut out, s);
+    super::autoscale::table(&mut out, &s.autoscale);
     slots_table(&mut out, s);
     out.push('\n');
     actions_table(&mut out, s);
@@ -508,6 +551,31 @@ fn images_table(out: &mut String, s: &Status) {
     table(out, &rows);
 }
 
+/// The lease: who leads under which term, what granted it to this drover, why it waits.
+fn lease_lines(out: &mut String, acting: bool, l: &LeaseStatus) {
+    let leader = match (&l.leader, l.term) {
+        (Some(h), Some(t)) if *h == l.me => format!("this drover ({h}), term {t}"),
+        (Some(h), Some(t)) => format!("{h}, term {t}"),
+        _ => "none seen".into(),
+    };
+    let granted = if l.granted.is_empty() {
+        "-".to_string()
+    } else {
+        l.granted.join(",")
+    };
+    let _ = writeln!(
+        out,
+        "  lease: leader {leader}; granted to this drover by {granted} ({} of {}, {} needed)",
+        l.granted.len(),
+        l.nodes,
+        l.majority
+    );
+    if !acting {
+        let why = l.standby.as_deref().unwrap_or("the lease is not held");
+        let _ = writeln!(out, "  standing by: {why}");
+    }
+}
+
 /// The project, whether it is ready and why not, the config's state.
 fn heading(out: &mut String, s: &Status) {
     let _ = writeln!(
@@ -525,11 +593,15 @@ fn heading(out: &mut String, s: &Status) {
     for why in &s.not_ready {
         let _ = writeln!(out, "  {why}");
     }
-    if !s.acting {
-        let _ = writeln!(
-            out,
-            "  standing by: another drover holds the project's lease (or this one has not taken it yet)"
-        );
+    match &s.lease {
+        Some(l) => lease_lines(out, s.acting, l),
+        None if !s.acting => {
+            let _ = writeln!(
+                out,
+                "  standing by: another drover holds the project's lease (or this one has not taken it yet)"
+            );
+        }
+        None => {}
     }
     if let Some(e) = &s.config.error {
         let _ = writeln!(
@@ -636,6 +708,7 @@ fn nodes_table(out: &mut String, s: &Status) {
     let mut rows = vec![vec![
         "NODE".to_string(),
         "UP".into(),
+        "AVAILABILITY".into(),
         "EVENTS".into(),
         "SILENT".into(),
         "RECONNECTS".into(),
@@ -651,6 +724,7 @@ fn nodes_table(out: &mut String, s: &Status) {
                 Some(false) => "no".into(),
                 None => "?".into(),
             },
+            n.availability.clone().unwrap_or_else(|| "-".into()),
             if stream.connected { "open" } else { "closed" }.into(),
             stream.silence_seconds.map_or("-".into(), secs),
             stream.reconnects.to_string(),
@@ -794,6 +868,7 @@ fn actions_table(out: &mut String, s: &Status) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::LeaseRecord;
 
     #[test]
     fn table_lines_up_and_json_round_trips() {
@@ -816,6 +891,58 @@ mod tests {
             ],
         );
         assert_eq!(out, "A    BB  C\naaa  b   c\n");
+    }
+
+    #[test]
+    fn the_lease_shows_the_leader_its_term_the_grants_and_why_a_drover_waits() {
+        let t = Telemetry::new("demo", Duration::from_secs(60), None);
+        t.lease(LeaseRecord {
+            leader: Some("h2/7/ab".into()),
+            term: Some(4),
+            me: "h1/9/cd".into(),
+            granted: vec![],
+            node_names: vec!["a".into(), "b".into(), "c".into()],
+            nodes: 3,
+            majority: 2,
+            standby: Some("another drover leads: h2/7/ab (term 4) on a,b,c".into()),
+        });
+        let s = snapshot(&t);
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), s);
+        let text = render_table(&s);
+        assert!(
+            text.contains(
+                "  lease: leader h2/7/ab, term 4; granted to this drover by - (0 of 3, 2 needed)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("  standing by: another drover leads: h2/7/ab (term 4) on a,b,c"),
+            "{text}"
+        );
+        let metrics = crate::telemetry::metrics::render(&t);
+        assert!(
+            metrics.contains("drover_lease_term{project=\"demo\"} 4"),
+            "{metrics}"
+        );
+        assert!(metrics.contains("drover_lease_grants{project=\"demo\"} 0"));
+        assert!(metrics.contains("drover_lease_granted{project=\"demo\",node=\"b\"} 0"));
+        // The leader itself.
+        t.acting(true);
+        let before = t.lock().lease.clone().unwrap();
+        t.lease(LeaseRecord {
+            leader: Some("h1/9/cd".into()),
+            me: "h1/9/cd".into(),
+            granted: vec!["a".into(), "c".into()],
+            standby: None,
+            ..before
+        });
+        let text = render_table(&snapshot(&t));
+        assert!(
+            text.contains("  lease: leader this drover (h1/9/cd), term 4; granted to this drover by a,c (2 of 3, 2 needed)"),
+            "{text}"
+        );
+        assert!(!text.contains("standing by"), "{text}");
     }
 
     #[test]

@@ -412,10 +412,49 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Drop the local engine's references to this registry's images (tags, and the digests
+    /// drover pulled by), so test runs leave no images behind. By reference, not by id: an
+    /// image another name still refers to stays.
+    fn forget_images(&self) {
+        let env = super::local_env();
+        let listed = super::docker(
+            &env,
+            &[
+                "images",
+                "--digests",
+                "--filter",
+                &format!("reference={}/*", self.host),
+                "--format",
+                "{{.Repository}} {{.Tag}} {{.Digest}}",
+            ],
+        );
+        let mut refs = Vec::new();
+        for line in String::from_utf8_lossy(&listed.stdout).lines() {
+            let mut f = line.split_whitespace();
+            let (Some(repo), Some(tag), Some(digest)) = (f.next(), f.next(), f.next()) else {
+                continue;
+            };
+            if tag != "<none>" {
+                refs.push(format!("{repo}:{tag}"));
+            }
+            if digest != "<none>" {
+                refs.push(format!("{repo}@{digest}"));
+            }
+        }
+        if !refs.is_empty() {
+            let mut args = vec!["rmi"];
+            args.extend(refs.iter().map(String::as_str));
+            let _ = super::docker(&env, &args);
+        }
+    }
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.forget_images();
         if let Some(t) = &self.trust {
             let _ = std::fs::remove_dir_all(t);
         }

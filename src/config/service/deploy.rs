@@ -58,7 +58,7 @@ pub(super) fn deploy(cx: &mut Cx, v: &Node, p: &str) -> Result<Deploy> {
         }
     }
     if let Some(loc) = mode_loc {
-        global(cx, &loc, &child(p, "mode"), out.replicas)?;
+        global(&loc, &child(p, "mode"), out.replicas)?;
     }
     Ok(out)
 }
@@ -160,8 +160,9 @@ fn mode(val: &Node, kp: &str) -> Result<DeployMode> {
     }
 }
 
-/// `mode: global` (written at `loc`): not with `replicas`, and only Swarm mode honours it.
-fn global(cx: &mut Cx, loc: &Loc, kp: &str, replicas: Option<u32>) -> Result<()> {
+/// `mode: global` (written at `loc`): one replica per eligible node in every mode, so not
+/// with `replicas` (as `docker stack deploy` refuses it).
+fn global(loc: &Loc, kp: &str, replicas: Option<u32>) -> Result<()> {
     if replicas.is_some() {
         return Err(fail(
             loc,
@@ -170,11 +171,5 @@ fn global(cx: &mut Cx, loc: &Loc, kp: &str, replicas: Option<u32>) -> Result<()>
              (as in docker stack deploy); remove one of them",
         ));
     }
-    cx.swarm_only(
-        loc,
-        kp,
-        "global needs swarm mode (one task per Swarm node); in plain mode the service runs \
-         its replica count (scale, x-drover.scale or the scale file; 1 by default)",
-    );
     Ok(())
 }
