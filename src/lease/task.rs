@@ -164,8 +164,11 @@ impl Task {
             let client = clients[i].as_ref()?;
             let clean = g.clean_at <= now;
             Some(async move {
+                // A loaded engine can take a second or more per request; shutdown has
+                // the engine's stop grace (10 s) to spend, and a lease left unreleased
+                // costs the next drover a ttl.
                 tokio::time::timeout(
-                    Duration::from_millis(500),
+                    RELEASE_TIMEOUT,
                     client.update_container(&g.id, released(clean)),
                 )
                 .await
@@ -308,6 +311,9 @@ impl Task {
         window.map(|w| if w.from > now { w.from } else { w.until })
     }
 }
+
+/// How long a release on shutdown may wait for each node.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The restart policy that marks a lease container released.
 fn released(clean: bool) -> ContainerUpdateBody {

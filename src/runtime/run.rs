@@ -211,7 +211,8 @@ impl<M: Mode> Runtime<M> {
         loop {
             // Act only while holding the project's lease; stand by otherwise.
             if !lease.held() {
-                if acting {
+                // On shutdown the lease goes with the loop: nothing was lost.
+                if acting && !cancel.is_cancelled() {
                     warn!(action = "lease-lost", project = %self.parts.project, reason = "expired", "lease not renewed in time; stopped acting");
                 }
                 self.parts.telemetry.acting(false);
