@@ -9,7 +9,7 @@
 //! stream reopens without resuming, so a lost event costs at most one resync interval,
 //! never a wrong count.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::time::SystemTime;
 
@@ -18,11 +18,11 @@ use futures::StreamExt;
 use crate::engine::model::{ContainerInspectResponse, ContainerState, Network, parse_time};
 pub use crate::engine::model::{VolumeMount, anonymous_volumes};
 use crate::engine::{Engine, EngineError, Filters};
-use crate::labels::{
-    LABEL_AMBASSADOR, LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_IMAGE_DIGEST, LABEL_MESH_ADDRESS,
-    LABEL_PROJECT, LABEL_SERVICE, LABEL_SLOT, LABEL_TERM,
-};
+use crate::labels::LABEL_PROJECT;
 use crate::mesh::Proto;
+
+mod labels;
+pub use labels::Labels;
 
 /// The lifecycle state of a container as the engine reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +100,7 @@ pub struct Container {
     pub node: String,
     /// Name without the leading slash.
     pub name: String,
-    pub labels: HashMap<String, String>,
+    pub labels: Labels,
     pub state: State,
     pub health: Health,
     /// Exit code of the last run, when the container has exited.
@@ -136,36 +136,27 @@ impl Container {
     }
 
     pub fn project(&self) -> Option<&str> {
-        self.labels.get(LABEL_PROJECT).map(String::as_str)
+        self.labels.read().project.as_deref()
     }
 
     pub fn service(&self) -> Option<&str> {
-        self.labels.get(LABEL_SERVICE).map(String::as_str)
+        self.labels.read().service.as_deref()
     }
 
     /// The slot label, when present and a positive integer.
     pub fn slot(&self) -> Option<u32> {
-        self.labels
-            .get(LABEL_SLOT)
-            .and_then(|s| s.parse::<u32>().ok())
-            .filter(|n| *n > 0)
+        self.labels.read().slot
     }
 
     /// When this copy of its slot was placed; 0 for containers from before generations.
     pub fn generation(&self) -> u64 {
-        self.labels
-            .get(LABEL_GENERATION)
-            .and_then(|g| g.parse().ok())
-            .unwrap_or(0)
+        self.labels.read().generation
     }
 
     /// The lease term of the drover that created this container; 0 for containers from
     /// before terms, or made without a lease.
     pub fn term(&self) -> u64 {
-        self.labels
-            .get(LABEL_TERM)
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(0)
+        self.labels.read().term
     }
 
     /// Which of two copies of one slot is the newer: the higher lease term first (a late
@@ -176,7 +167,7 @@ impl Container {
 
     /// The project network key of an ambassador (see [`crate::mesh`]).
     pub fn ambassador(&self) -> Option<&str> {
-        self.labels.get(LABEL_AMBASSADOR).map(String::as_str)
+        self.labels.read().ambassador.as_deref()
     }
 
     /// The host port that reaches this container's `port` from `address`: one published on
@@ -191,16 +182,16 @@ impl Container {
 
     /// The node address its ports are published on for other nodes (`drover.mesh-address`).
     pub fn mesh_address(&self) -> Option<IpAddr> {
-        self.labels.get(LABEL_MESH_ADDRESS)?.parse().ok()
+        self.labels.read().mesh_address
     }
 
     pub fn config_hash(&self) -> Option<&str> {
-        self.labels.get(LABEL_CONFIG_HASH).map(String::as_str)
+        self.labels.read().config_hash.as_deref()
     }
 
     /// The registry digest of the image it was created from (`drover.image-digest`).
     pub fn image_digest(&self) -> Option<&str> {
-        self.labels.get(LABEL_IMAGE_DIGEST).map(String::as_str)
+        self.labels.read().image_digest.as_deref()
     }
 
     /// Whether it runs `svc`'s current revision: the config hash, and the pinned image
@@ -260,7 +251,11 @@ impl Container {
                 .name
                 .map(|n| n.trim_start_matches('/').to_string())
                 .unwrap_or_default(),
-            labels: details.config.and_then(|c| c.labels).unwrap_or_default(),
+            labels: details
+                .config
+                .and_then(|c| c.labels)
+                .unwrap_or_default()
+                .into(),
             state: State::Unknown,
             health: Health::None,
             exit_code: None,
@@ -445,7 +440,7 @@ async fn list(
                 .map(|n| n.trim_start_matches('/').to_string())
                 .unwrap_or_default(),
             id,
-            labels: summary.labels.unwrap_or_default(),
+            labels: summary.labels.unwrap_or_default().into(),
             health: summary
                 .status
                 .as_deref()
@@ -657,7 +652,10 @@ pub async fn ambassador_routes(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
+    use crate::labels::{LABEL_SERVICE, LABEL_SLOT};
 
     fn net(id: &str, name: &str, project: Option<&str>, created: &str) -> Network {
         Network {
@@ -846,7 +844,7 @@ mod tests {
             id: "0123456789abcdef".into(),
             node: "n1".into(),
             name: "p-web-1".into(),
-            labels: HashMap::from([(LABEL_SLOT.to_string(), "0".to_string())]),
+            labels: HashMap::from([(LABEL_SLOT.to_string(), "0".to_string())]).into(),
             state: State::Running,
             health: Health::None,
             created: None,

@@ -11,14 +11,14 @@ mod say;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::config::{self, Project};
+use crate::config::{self, Availability, Project};
 use crate::engine::{self, Credentials};
 use crate::lease::{self, LeaseConfig, LeaseHandle};
 use crate::nodes::{HealthConfig, NodeHandle, NodeSpec};
@@ -97,6 +97,10 @@ pub struct Plain {
     infra_stale: HashSet<String>,
     /// The routes last pushed to each running ambassador (see [`crate::mesh`]).
     pushed: crate::plan::mesh::Pushed,
+    /// The project the nodes' counts were last worked out for, and each node's labels and
+    /// availability then: a node whose snapshot did not change keeps its counts.
+    observed_project: Option<Project>,
+    observed: HashMap<String, (BTreeMap<String, String>, Availability)>,
     /// The image drover runs from, when it runs in a container on one of the nodes: what
     /// ambassadors run unless the file names an image.
     own_image: Option<String>,
@@ -135,6 +139,8 @@ impl Plain {
             touched: HashMap::new(),
             infra_stale: HashSet::new(),
             pushed: Default::default(),
+            observed_project: None,
+            observed: HashMap::new(),
             own_image: None,
             said: say::Said::default(),
             telemetry,
@@ -236,6 +242,7 @@ impl Mode for Plain {
     }
 
     fn resumed(&mut self) {
+        self.observed.clear();
         self.last.clear();
         self.due.clear();
         self.touched.clear();

@@ -2,7 +2,7 @@
 //! snapshot patched from what its events named; a node that cannot be observed is frozen,
 //! its last snapshot kept), plan, execute, record the outcomes.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{debug, info, warn};
@@ -21,15 +21,17 @@ use crate::runtime::Wake;
 /// and availability.
 type Seen = (String, NodeState, BTreeMap<String, String>, Availability);
 
-/// A plan, the running counts it was made from, and the nodes whose networks and
-/// volumes it needs listed first.
+/// A plan, the running counts and rollouts it was made from, and the nodes whose networks
+/// and volumes it needs listed first.
 struct Planned {
     plan: plan::Plan,
     counts: HashMap<String, usize>,
     unlisted: Vec<String>,
-    /// Each service's state, as an operator sees it.
-    states: Vec<crate::telemetry::ServiceStateRecord>,
+    rollouts: Rollouts,
 }
+
+/// The history's rollouts a plan was made with: (halted, updating, rolled back).
+type Rollouts = (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>);
 
 /// A list that takes longer than this counts as failed for the pass (the node is frozen,
 /// not waited for).
@@ -70,6 +72,10 @@ impl Plain {
             },
         ))
         .await;
+        let same_project = self.observed_project.as_ref() == Some(&self.project);
+        if !same_project {
+            self.observed_project = Some(self.project.clone());
+        }
         let mut views = Vec::new();
         let mut engines = HashMap::new();
         let observed = statuses.into_iter().zip(results).enumerate();
@@ -81,16 +87,30 @@ impl Plain {
                     NodeState::Down
                 }
                 Some(Ok(looked)) => {
-                    // A newer leader's container ends our leadership at once: every
-                    // container the node holds, listed or kept and patched.
-                    if let Some(t) = looked.snapshot.containers.iter().map(|c| c.term()).max() {
-                        self.lease.saw_term(t);
+                    let (labels, avail) = (&st.labels, availability);
+                    let same = same_project
+                        && !looked.changed
+                        && self
+                            .observed
+                            .get(&name)
+                            .is_some_and(|(l, a)| l == labels && *a == avail);
+                    if same {
+                        // Nothing it holds or is asked to hold changed: the counts stand.
+                        self.telemetry.still_observed(&name);
+                    } else {
+                        // A newer leader's container ends our leadership at once: every
+                        // container the node holds, listed or kept and patched.
+                        let terms = looked.snapshot.containers.iter().map(|c| c.term());
+                        if let Some(t) = terms.max() {
+                            self.lease.saw_term(t);
+                        }
+                        let mut seen = looked
+                            .snapshot
+                            .observation(&self.project, self.own_id.as_deref());
+                        global_desired(&self.project, (&name, labels, avail), &mut seen);
+                        self.telemetry.observed(&name, seen);
+                        self.observed.insert(name.clone(), (labels.clone(), avail));
                     }
-                    let mut seen = looked
-                        .snapshot
-                        .observation(&self.project, self.own_id.as_deref());
-                    global_desired(&self.project, (&name, &st.labels, availability), &mut seen);
-                    self.telemetry.observed(&name, seen);
                     if self.said.list_failing.remove(&name) {
                         info!(action = "observe", project = %self.project.name, node = %name, "node listed again");
                     }
@@ -122,6 +142,9 @@ impl Plain {
                     NodeState::Frozen
                 }
             };
+            if state != NodeState::Up {
+                self.observed.remove(&name);
+            }
             if state == NodeState::Down {
                 self.last.remove(&name);
                 self.due.remove(&name);
@@ -206,37 +229,52 @@ impl Plain {
             states.retain(|(n, ..)| self.nodes.iter().any(|h| &h.name == n));
         }
         self.follow_images(&engines).await;
-        let mut plan = self.plan(&states, false);
+        let mut plan = self.plan(&states);
         // Containers to create or start: list those nodes' networks and volumes, then plan
         // again with them (an idle pass never lists them).
         if !plan.unlisted.is_empty() {
             self.list_infra(&plan.unlisted, &engines).await;
-            plan = self.plan(&states, true);
+            plan = self.plan(&states);
         }
         let Planned {
             plan,
             counts,
-            states,
+            rollouts,
             ..
         } = plan;
-        self.report_counts(counts, &states);
-        self.telemetry.states(states);
+        let next = self.act(&plan, &engines, started).await;
+        // What an operator sees of each service, worked out once the pass acted: it reads
+        // every replica, so it stays off the way from an event to its action.
+        let services = self.service_states(&states, &plan, &rollouts);
+        self.report_counts(counts, &services);
+        self.telemetry.states(services);
+        next
+    }
+
+    /// Record what the plan holds back, settle and fail updates, execute the actions.
+    /// Returns when to plan again regardless of events.
+    async fn act(
+        &mut self,
+        plan: &plan::Plan,
+        engines: &HashMap<String, Client>,
+        started: Instant,
+    ) -> Option<Duration> {
         // The plan's waits and stopped slots are the project's, not a node's: recorded once,
         // under the first node.
         if let Some(first) = self.nodes.first() {
             self.telemetry.planned(&first.name, plan.record());
         }
-        self.report_waits(&plan);
+        self.report_waits(plan);
         self.history.settled(&plan.settled);
         self.updates_settled(&plan.settled);
-        if self.update_failures(&plan) {
+        if self.update_failures(plan) {
             return Some(Duration::ZERO);
         }
         if plan.actions.is_empty() {
             debug!(project = %self.project.name, duration_ms = started.elapsed().as_millis() as u64, "nothing to do");
             return plan.requeue_after;
         }
-        let failed = self.execute(&plan.actions, &engines).await;
+        let failed = self.execute(&plan.actions, engines).await;
         // Look again at once: the engines changed, and rolling updates go one step per pass.
         let again = if failed {
             Duration::from_millis(500)
@@ -246,22 +284,41 @@ impl Plain {
         Some(plan.requeue_after.map_or(again, |r| r.min(again)))
     }
 
+    /// Each service's state, as an operator sees it, from the pass's plan and what it was
+    /// made from.
+    fn service_states(
+        &self,
+        states: &[Seen],
+        plan: &plan::Plan,
+        (halted, updating, rolled_back): &Rollouts,
+    ) -> Vec<crate::telemetry::ServiceStateRecord> {
+        let empty = Snapshot::default();
+        let views = views(&self.last, states, &empty);
+        let input = plan::Input {
+            pushed: &self.pushed,
+            project: &self.project,
+            nodes: &views,
+            backoff: &self.history.backoff,
+            backoff_cfg: &self.settings.backoff,
+            now: SystemTime::now(),
+            exclude: self.own_id.as_deref(),
+            rebalance: self.settings.rebalance,
+            halted,
+            updating,
+        };
+        let rollouts = plan::state::Rollouts {
+            halted,
+            rolled_back,
+            updating,
+        };
+        plan::state::services(&input, plan, &rollouts)
+    }
+
     /// Plan from the nodes' states and their last lists. Containers killed through the API
     /// whose exit is now seen have their crash history forgotten first.
-    /// `again`: the plan is made again with the networks and volumes listed, so it is the
-    /// last of the pass (the services' states are worked out for the last plan only).
-    fn plan(&mut self, states: &[Seen], again: bool) -> Planned {
+    fn plan(&mut self, states: &[Seen]) -> Planned {
         let empty = Snapshot::default();
-        let views: Vec<NodeView> = states
-            .iter()
-            .map(|(name, state, labels, availability)| NodeView {
-                name,
-                state: *state,
-                availability: *availability,
-                labels,
-                snapshot: self.last.get(name).unwrap_or(&empty),
-            })
-            .collect();
+        let views = views(&self.last, states, &empty);
         let all: Vec<&Snapshot> = views
             .iter()
             .filter(|v| v.state != NodeState::Down)
@@ -304,21 +361,11 @@ impl Plain {
             .map(str::to_string)
             .collect();
         let rolled_back = self.history.rolled_back();
-        let rollouts = plan::state::Rollouts {
-            halted: &halted,
-            rolled_back: &rolled_back,
-            updating: &updating,
-        };
-        let states = if again || unlisted.is_empty() {
-            plan::state::services(&input, &plan, &rollouts)
-        } else {
-            Vec::new()
-        };
         Planned {
             plan,
             counts,
             unlisted,
-            states,
+            rollouts: (halted, updating, rolled_back),
         }
     }
 
@@ -402,6 +449,24 @@ impl Plain {
     }
 }
 
+/// The nodes as the planner sees them: what the pass found of each, and its kept snapshot.
+fn views<'a>(
+    last: &'a HashMap<String, Snapshot>,
+    states: &'a [Seen],
+    empty: &'a Snapshot,
+) -> Vec<NodeView<'a>> {
+    states
+        .iter()
+        .map(|(name, state, labels, availability)| NodeView {
+            name,
+            state: *state,
+            availability: *availability,
+            labels,
+            snapshot: last.get(name).unwrap_or(empty),
+        })
+        .collect()
+}
+
 /// How a pass observes one node.
 enum Look {
     /// A fresh list (with the snapshot kept so far, if any, for when the list fails), and
@@ -412,11 +477,13 @@ enum Look {
     Patch(Snapshot, HashSet<String>, bool),
 }
 
-/// What a look found: the node's engine, its snapshot, and whether it was a full list.
+/// What a look found: the node's engine, its snapshot, whether it was a full list, and
+/// whether the snapshot may have changed (a list, or a patch that inspected something).
 struct Looked {
     engine: Client,
     snapshot: Snapshot,
     listed: bool,
+    changed: bool,
 }
 
 impl Look {
@@ -442,12 +509,14 @@ impl Look {
                         engine,
                         snapshot,
                         listed: true,
+                        changed: true,
                     }),
                     Ok(Err(e)) => Err((explain(e), kept)),
                     Err(_) => Err((late(), kept)),
                 }
             }
             Look::Patch(mut snapshot, ids, stale) => {
+                let changed = stale || !ids.is_empty();
                 if stale {
                     snapshot.forget_infra();
                 }
@@ -461,6 +530,7 @@ impl Look {
                         engine,
                         snapshot,
                         listed: false,
+                        changed,
                     }),
                     Ok(Err(e)) => Err((explain(e), Some(snapshot))),
                     Err(_) => Err((late(), Some(snapshot))),
