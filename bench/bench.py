@@ -856,6 +856,19 @@ def proc_meminfo():
     return 0
 
 
+def write_report(path, doc):
+    """Write the report, keeping the scale section bench/scale.py maintains there."""
+    import scale
+    old = open(path).read() if os.path.exists(path) else ""
+    start, end = old.find(scale.BEGIN), old.find(scale.END)
+    if 0 <= start < end:
+        block = old[start:end + len(scale.END)]
+        at = doc.find("\n## ")
+        doc = doc[:at + 1] + block + "\n\n" + doc[at + 1:] if at >= 0 else doc + "\n" + block + "\n"
+    with open(path, "w") as f:
+        f.write(doc)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer runs: under 10 minutes instead of about 20 on a quiet machine")
@@ -871,8 +884,7 @@ def main():
         with open(args.render) as f:
             table, doc = report.render(json.load(f))
         print(table)
-        with open(args.out, "w") as f:
-            f.write(doc)
+        write_report(args.out, doc)
         return
 
     b = Bench(args)
@@ -896,8 +908,7 @@ def main():
             json.dump(b.results, f, indent=1, default=str)
     table, doc = report.render(b.results)
     print(table)
-    with open(args.out, "w") as f:
-        f.write(doc)
+    write_report(args.out, doc)
     log(f"wrote {args.out}")
 
 

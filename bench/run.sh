@@ -4,6 +4,7 @@
 # docs/benchmarks.md.
 #
 #   ./bench/run.sh [--quick] [--only cold,recovery,swarm,burst,footprint] [--json FILE]
+#   ./bench/run.sh --only scale [--quick]   drover at scale on the engine simulator (bench/scale.sh)
 #
 # Needs root (like scripts/engine.sh). Ensures its prerequisites: a running engine with the
 # offline test image, Docker Compose v2 (scripts/compose-v2.sh), a release build of drover.
@@ -13,6 +14,13 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 say() { echo "bench: $*" >&2; }
+
+# The scale run needs no engine: drover against the engine simulator (bench/scale.py).
+for a in "$@"; do
+  if [[ "$a" == "scale" ]]; then
+    exec "$ROOT/bench/scale.sh" "$@"
+  fi
+done
 
 "$ROOT/scripts/engine.sh"
 

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use tokio::sync::Semaphore;
 
 use crate::config::{Project, PullPolicy, Service};
 use crate::engine::model::VolumeMount;
@@ -29,6 +30,8 @@ pub struct Outcome {
     pub action: Action,
     /// The container the action created or acted on (12-char id), when known.
     pub container: Option<String>,
+    /// Its full id.
+    pub id: Option<String>,
     pub duration: Duration,
     /// One line saying what failed and where.
     pub error: Option<String>,
@@ -78,7 +81,7 @@ pub struct Executor<'a, E: Engine = Client> {
     /// The engine of each node that is up.
     pub nodes: &'a HashMap<String, E>,
     pub project: &'a Project,
-    /// Most engine operations in flight at once.
+    /// Most engine operations in flight at once on each node.
     pub parallel: usize,
     /// Registry logins for pulls, on every node.
     pub credentials: &'a Credentials,
@@ -89,12 +92,30 @@ pub struct Executor<'a, E: Engine = Client> {
 
 impl<E: Engine> Executor<'_, E> {
     /// Execute every action of the plan, in stages, handing each outcome to `report`
-    /// as soon as it is known.
+    /// as soon as it is known. Each node has its own `parallel` actions in flight: a
+    /// stage over many nodes is bound by each engine's pace, not by one queue for all.
     pub async fn execute(&self, actions: &[Action], mut report: impl FnMut(Outcome)) {
+        let width = self.parallel.max(1);
+        let limits: HashMap<&str, Semaphore> = self
+            .nodes
+            .keys()
+            .map(|n| (n.as_str(), Semaphore::new(width)))
+            .collect();
         for stage in self.stages(actions) {
+            let all = stage.len().max(1);
             let mut results = futures::stream::iter(stage)
-                .map(|a| self.run(a))
-                .buffer_unordered(self.parallel.max(1));
+                .map(|a| {
+                    let limit = limits.get(a.node.as_str());
+                    async move {
+                        // A node that is not up has no limit: its actions fail at once.
+                        let _turn = match limit {
+                            Some(l) => l.acquire().await.ok(),
+                            None => None,
+                        };
+                        self.run(a).await
+                    }
+                })
+                .buffer_unordered(all);
             while let Some(outcome) = results.next().await {
                 report(outcome);
             }
@@ -129,17 +150,18 @@ impl<E: Engine> Executor<'_, E> {
             Err(e) => Err(e),
             Ok(docker) => self.dispatch(docker, action).await,
         };
-        let (container, error, volumes) = match result {
+        let (id, error, volumes) = match result {
             Ok((id, volumes)) => (id, None, volumes),
             Err(e) => (
-                action.target.container().map(short),
+                action.target.container().map(str::to_string),
                 Some(e),
                 Volumes::Untouched,
             ),
         };
         Outcome {
             action: action.clone(),
-            container,
+            container: id.as_deref().map(short),
+            id,
             duration: started.elapsed(),
             error,
             volumes,
@@ -422,7 +444,7 @@ impl<E: Engine> Executor<'_, E> {
         self.start(docker, &id)
             .await
             .map_err(|e| format!("{name} created but not started: {e}"))?;
-        Ok(Some(short(&id)))
+        Ok(Some(id))
     }
 
     /// Create and start a node's ambassador for one network (see `crate::mesh`), after
@@ -497,7 +519,7 @@ impl<E: Engine> Executor<'_, E> {
             .and_then(|l| l.get(LABEL_PROJECT).cloned())
             == Some(self.project.name.clone());
         if ours {
-            Ok(c.id.map(|id| short(&id)))
+            Ok(c.id)
         } else {
             Err(format!(
                 "create {name}: the name is taken by container {} which drover does not manage; \
@@ -516,8 +538,8 @@ impl<E: Engine> Executor<'_, E> {
 
     async fn start(&self, docker: &E, id: &str) -> Result<Option<String>, String> {
         match docker.start_container(id).await {
-            Ok(()) => Ok(Some(short(id))),
-            Err(e) if e.kind == Kind::NotModified => Ok(Some(short(id))),
+            Ok(()) => Ok(Some(id.to_string())),
+            Err(e) if e.kind == Kind::NotModified => Ok(Some(id.to_string())),
             Err(e) => Err(format!("start {}: {}", short(id), e)),
         }
     }
@@ -527,7 +549,7 @@ impl<E: Engine> Executor<'_, E> {
         docker
             .restart_container(id)
             .await
-            .map(|_| Some(short(id)))
+            .map(|_| Some(id.to_string()))
             .map_err(|e| format!("restart {}: {e}", short(id)))
     }
 
@@ -645,7 +667,7 @@ impl<E: Engine> Executor<'_, E> {
                 }
             }
         }
-        Ok((Some(short(id)), gone))
+        Ok((Some(id.to_string()), gone))
     }
 }
 

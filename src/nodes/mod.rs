@@ -124,6 +124,10 @@ pub struct NodeStatus {
     pub labels: BTreeMap<String, String>,
     /// Why the node is down, when it is.
     pub error: Option<String>,
+    /// The node's events reach the loop (its monitor runs an event stream that names the
+    /// containers that change, and asks for a list when it opens): what was observed there
+    /// can be kept and patched. Without it every pass lists the node.
+    pub watched: bool,
 }
 
 /// A running node monitor.
@@ -146,6 +150,17 @@ impl NodeHandle {
     /// event stream (whoever builds it pokes the loop). For running the controller over
     /// engines a test provides; the caller registers the node with telemetry.
     pub fn fixed(spec: NodeSpec, engine: Client) -> NodeHandle {
+        NodeHandle::fixed_node(spec, engine, false)
+    }
+
+    /// As [`NodeHandle::fixed`], for a caller that delivers the node's events itself
+    /// (through the loop's [`Trigger`], naming the node): its observed state is kept and
+    /// patched from the containers events name, and listed again when asked or due.
+    pub fn fixed_watched(spec: NodeSpec, engine: Client) -> NodeHandle {
+        NodeHandle::fixed_node(spec, engine, true)
+    }
+
+    fn fixed_node(spec: NodeSpec, engine: Client, watched: bool) -> NodeHandle {
         let (_, status) = watch::channel(NodeStatus {
             attempted: true,
             up: true,
@@ -153,6 +168,7 @@ impl NodeHandle {
             engine_id: None,
             labels: spec.labels.clone(),
             error: None,
+            watched,
         });
         NodeHandle {
             name: spec.name.clone(),
@@ -197,6 +213,7 @@ pub fn spawn(
         engine_id: None,
         labels: spec.labels.clone(),
         error: None,
+        watched: false,
     });
     let handle = NodeHandle {
         name: spec.name.clone(),
@@ -364,6 +381,7 @@ impl Monitor {
             s.engine = Some(d.clone());
             s.engine_id = engine_id;
             s.labels = labels;
+            s.watched = true;
         });
         events
     }

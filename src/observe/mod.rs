@@ -1,25 +1,28 @@
 //! Observed state: what the engine says exists, as plain data for the planner.
 //!
-//! The engine is the source of truth. Every reconcile pass takes a fresh
-//! [`Snapshot`] (one list of the project's containers, plus an inspect of the
-//! few that are not running, and the networks and volumes); the event stream
-//! only decides *when* to take one. A lost event therefore costs at most one
-//! resync interval, never a wrong count.
+//! The engine is the source of truth. A [`snapshot`] is one list of the project's
+//! containers, plus an inspect of the few that are not running (and the networks and
+//! volumes when a pass needs them). Where a node's events reach the loop, a kept snapshot
+//! is brought up to date with [`patch`] instead: an inspect of each container the events
+//! named, so that noticing one change costs the same whatever the size of the project. The
+//! events only say what to look at; the node is listed again at its resync and whenever its
+//! stream reopens without resuming, so a lost event costs at most one resync interval,
+//! never a wrong count.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::time::SystemTime;
 
 use futures::StreamExt;
 
-use crate::engine::model::{Network, parse_time};
+use crate::engine::model::{ContainerInspectResponse, ContainerState, Network, parse_time};
 pub use crate::engine::model::{VolumeMount, anonymous_volumes};
 use crate::engine::{Engine, EngineError, Filters};
-use crate::labels::{
-    LABEL_AMBASSADOR, LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_IMAGE_DIGEST, LABEL_MESH_ADDRESS,
-    LABEL_PROJECT, LABEL_SERVICE, LABEL_SLOT, LABEL_TERM,
-};
+use crate::labels::LABEL_PROJECT;
 use crate::mesh::Proto;
+
+mod labels;
+pub use labels::Labels;
 
 /// The lifecycle state of a container as the engine reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +100,7 @@ pub struct Container {
     pub node: String,
     /// Name without the leading slash.
     pub name: String,
-    pub labels: HashMap<String, String>,
+    pub labels: Labels,
     pub state: State,
     pub health: Health,
     /// Exit code of the last run, when the container has exited.
@@ -133,36 +136,27 @@ impl Container {
     }
 
     pub fn project(&self) -> Option<&str> {
-        self.labels.get(LABEL_PROJECT).map(String::as_str)
+        self.labels.read().project.as_deref()
     }
 
     pub fn service(&self) -> Option<&str> {
-        self.labels.get(LABEL_SERVICE).map(String::as_str)
+        self.labels.read().service.as_deref()
     }
 
     /// The slot label, when present and a positive integer.
     pub fn slot(&self) -> Option<u32> {
-        self.labels
-            .get(LABEL_SLOT)
-            .and_then(|s| s.parse::<u32>().ok())
-            .filter(|n| *n > 0)
+        self.labels.read().slot
     }
 
     /// When this copy of its slot was placed; 0 for containers from before generations.
     pub fn generation(&self) -> u64 {
-        self.labels
-            .get(LABEL_GENERATION)
-            .and_then(|g| g.parse().ok())
-            .unwrap_or(0)
+        self.labels.read().generation
     }
 
     /// The lease term of the drover that created this container; 0 for containers from
     /// before terms, or made without a lease.
     pub fn term(&self) -> u64 {
-        self.labels
-            .get(LABEL_TERM)
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(0)
+        self.labels.read().term
     }
 
     /// Which of two copies of one slot is the newer: the higher lease term first (a late
@@ -173,7 +167,7 @@ impl Container {
 
     /// The project network key of an ambassador (see [`crate::mesh`]).
     pub fn ambassador(&self) -> Option<&str> {
-        self.labels.get(LABEL_AMBASSADOR).map(String::as_str)
+        self.labels.read().ambassador.as_deref()
     }
 
     /// The host port that reaches this container's `port` from `address`: one published on
@@ -188,16 +182,16 @@ impl Container {
 
     /// The node address its ports are published on for other nodes (`drover.mesh-address`).
     pub fn mesh_address(&self) -> Option<IpAddr> {
-        self.labels.get(LABEL_MESH_ADDRESS)?.parse().ok()
+        self.labels.read().mesh_address
     }
 
     pub fn config_hash(&self) -> Option<&str> {
-        self.labels.get(LABEL_CONFIG_HASH).map(String::as_str)
+        self.labels.read().config_hash.as_deref()
     }
 
     /// The registry digest of the image it was created from (`drover.image-digest`).
     pub fn image_digest(&self) -> Option<&str> {
-        self.labels.get(LABEL_IMAGE_DIGEST).map(String::as_str)
+        self.labels.read().image_digest.as_deref()
     }
 
     /// Whether it runs `svc`'s current revision: the config hash, and the pinned image
@@ -220,6 +214,71 @@ impl Container {
     pub fn last_run(&self) -> Option<std::time::Duration> {
         let (s, f) = (self.started_at?, self.finished_at?);
         f.duration_since(s).ok()
+    }
+
+    /// Take the live state an inspect read: state, health, exit code, run times.
+    fn take_state(&mut self, st: ContainerState) {
+        if let Some(status) = st.status {
+            self.state = State::parse(status.as_ref());
+        }
+        if let Some(h) = st.health.and_then(|h| h.status) {
+            self.health = match h.as_ref() {
+                "healthy" => Health::Healthy,
+                "unhealthy" => Health::Unhealthy,
+                "starting" => Health::Starting,
+                _ => Health::None,
+            };
+        }
+        self.exit_code = st.exit_code;
+        self.started_at = st.started_at.as_deref().and_then(parse_time);
+        self.finished_at = st.finished_at.as_deref().and_then(parse_time);
+    }
+
+    /// The container an inspect describes, on `node`, as a list and an inspect of it would
+    /// show it (the creation time to the second, as the list gives it).
+    pub fn from_inspect(node: &str, details: ContainerInspectResponse) -> Option<Container> {
+        let id = details.id?;
+        let created = details
+            .created
+            .as_deref()
+            .and_then(parse_time)
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map(|d| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(d.as_secs()));
+        let mut c = Container {
+            id,
+            node: node.to_string(),
+            name: details
+                .name
+                .map(|n| n.trim_start_matches('/').to_string())
+                .unwrap_or_default(),
+            labels: details
+                .config
+                .and_then(|c| c.labels)
+                .unwrap_or_default()
+                .into(),
+            state: State::Unknown,
+            health: Health::None,
+            exit_code: None,
+            created,
+            started_at: None,
+            finished_at: None,
+            anonymous_volumes: anonymous_volumes(details.mounts.as_deref().unwrap_or_default()),
+            published: Vec::new(),
+            addresses: BTreeMap::new(),
+        };
+        if let Some(net) = details.network_settings {
+            c.published = published_ports(net.ports.unwrap_or_default());
+            c.addresses = net
+                .networks
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(name, e)| Some((name, e.ip_address?.parse().ok()?)))
+                .collect();
+        }
+        if let Some(st) = details.state {
+            c.take_state(st);
+        }
+        Some(c)
     }
 }
 
@@ -249,6 +308,15 @@ pub struct NetworkRef {
 }
 
 impl Snapshot {
+    /// Forget the networks and volumes, as in a fresh snapshot: a pass that needs them lists
+    /// them again ([`list_infra`]).
+    pub fn forget_infra(&mut self) {
+        self.networks.clear();
+        self.volumes.clear();
+        self.duplicate_networks.clear();
+        self.infra_listed = false;
+    }
+
     /// What this list shows of `project`, as telemetry records it: per service, the
     /// replicas wanted on this node (`project` is what should run here) and the containers
     /// found, and the slots that have one. `exclude` is drover's own container.
@@ -372,7 +440,7 @@ async fn list(
                 .map(|n| n.trim_start_matches('/').to_string())
                 .unwrap_or_default(),
             id,
-            labels: summary.labels.unwrap_or_default(),
+            labels: summary.labels.unwrap_or_default().into(),
             health: summary
                 .status
                 .as_deref()
@@ -422,6 +490,37 @@ fn published(ports: &[crate::engine::model::PortSummary]) -> Vec<Published> {
         .collect()
 }
 
+/// The host ports of an inspect (TCP and UDP), as the list shows them: one entry per
+/// binding, in the order of the container ports.
+fn published_ports(ports: crate::engine::model::PortMap) -> Vec<Published> {
+    let mut ports: Vec<_> = ports.into_iter().collect();
+    ports.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = Vec::new();
+    for (key, bindings) in ports {
+        let (port, proto) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
+        let proto = match proto {
+            "tcp" => Proto::Tcp,
+            "udp" => Proto::Udp,
+            _ => continue,
+        };
+        let Ok(private) = port.parse::<u16>() else {
+            continue;
+        };
+        for b in bindings.unwrap_or_default() {
+            let Some(public) = b.host_port.as_deref().and_then(|p| p.parse().ok()) else {
+                continue;
+            };
+            out.push(Published {
+                ip: b.host_ip.as_deref().and_then(|ip| ip.parse().ok()),
+                private,
+                public,
+                proto,
+            });
+        }
+    }
+    out
+}
+
 /// Inspect, a few at a time, the containers that are not running or that an event named,
 /// for their live state, exit code and run times; one removed since the list is left out.
 async fn refresh(
@@ -449,20 +548,7 @@ async fn refresh(
         match result {
             Ok(details) => {
                 if let Some(st) = details.state {
-                    if let Some(status) = st.status {
-                        c.state = State::parse(status.as_ref());
-                    }
-                    if let Some(h) = st.health.and_then(|h| h.status) {
-                        c.health = match h.as_ref() {
-                            "healthy" => Health::Healthy,
-                            "unhealthy" => Health::Unhealthy,
-                            "starting" => Health::Starting,
-                            _ => Health::None,
-                        };
-                    }
-                    c.exit_code = st.exit_code;
-                    c.started_at = st.started_at.as_deref().and_then(parse_time);
-                    c.finished_at = st.finished_at.as_deref().and_then(parse_time);
+                    c.take_state(st);
                 }
             }
             // Removed between the list and the inspect: leave it out.
@@ -479,6 +565,46 @@ async fn refresh(
             i += 1;
             keep
         });
+    }
+    Ok(())
+}
+
+/// Bring a kept snapshot of one project on one engine up to date without listing: inspect
+/// each container `ids` names (full ids or unique prefixes, in parallel as a list would be
+/// refreshed) and put what the engine says in place of what `snapshot` had: a container of
+/// the project is added or replaced, one that is gone (or no longer the project's) is left
+/// out. Networks and volumes are kept as they were listed (see [`Snapshot::forget_infra`]).
+/// On an error `snapshot` holds what was patched so far.
+pub async fn patch(
+    engine: &dyn Engine,
+    node: &str,
+    project: &str,
+    snapshot: &mut Snapshot,
+    ids: &HashSet<String>,
+) -> Result<(), EngineError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let checks = ids.iter().filter(|id| !id.is_empty()).map(|id| async move {
+        let r = engine.inspect_container(id).await;
+        (id, r)
+    });
+    let mut results = futures::stream::iter(checks).buffer_unordered(INSPECT_PARALLEL);
+    while let Some((id, result)) = results.next().await {
+        let found = match result {
+            Ok(details) => Container::from_inspect(node, details),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e),
+        };
+        let containers = &mut snapshot.containers;
+        match found {
+            Some(c) if c.owned_by(project) => match containers.iter_mut().find(|k| k.id == c.id) {
+                Some(kept) => *kept = c,
+                None => containers.push(c),
+            },
+            Some(c) => containers.retain(|k| k.id != c.id),
+            None => containers.retain(|k| !k.id.starts_with(id.as_str())),
+        }
     }
     Ok(())
 }
@@ -526,7 +652,10 @@ pub async fn ambassador_routes(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
+    use crate::labels::{LABEL_SERVICE, LABEL_SLOT};
 
     fn net(id: &str, name: &str, project: Option<&str>, created: &str) -> Network {
         Network {
@@ -613,6 +742,76 @@ mod tests {
         assert_eq!(snap.duplicate_networks.len(), 1);
     }
 
+    /// A kept snapshot is brought up to date by inspecting only the named containers: an
+    /// exit is taken, a removed one left out, a new one added, another project's ignored;
+    /// no list.
+    #[tokio::test]
+    async fn a_patch_inspects_only_the_named_containers() {
+        use crate::engine::fake::FakeEngine;
+        use crate::engine::model::ContainerCreateBody;
+        let e = FakeEngine::default();
+        let body = |project: &str, slot: &str| ContainerCreateBody {
+            labels: Some(HashMap::from([
+                (LABEL_PROJECT.to_string(), project.to_string()),
+                (LABEL_SERVICE.to_string(), "web".to_string()),
+                (LABEL_SLOT.to_string(), slot.to_string()),
+            ])),
+            ..Default::default()
+        };
+        let mut ids = HashMap::new();
+        for (name, slot) in [("p-web-1", "1"), ("p-web-2", "2"), ("p-web-3", "3")] {
+            let id = e
+                .create_container(name, None, body("p", slot))
+                .await
+                .unwrap();
+            e.start_container(&id).await.unwrap();
+            ids.insert(name, id);
+        }
+        let mut snap = snapshot(&e, "n1", "p", &HashSet::new()).await.unwrap();
+        snap.infra_listed = true;
+        snap.networks.insert("p_default".into());
+        e.exit("p-web-1", 3);
+        e.remove_by_other("p-web-2");
+        let new = e
+            .create_container("p-web-4", None, body("p", "4"))
+            .await
+            .unwrap();
+        let theirs = e
+            .create_container("q-web-1", None, body("q", "1"))
+            .await
+            .unwrap();
+        e.take_calls();
+
+        let named = HashSet::from([ids["p-web-1"].clone(), ids["p-web-2"].clone(), new, theirs]);
+        patch(&e, "n1", "p", &mut snap, &named).await.unwrap();
+        let calls = e.take_calls();
+        assert_eq!(calls.len(), 4, "{calls:?}");
+        assert!(calls.iter().all(|c| c.starts_with("inspect")), "{calls:?}");
+        let by_name: HashMap<&str, &Container> = snap
+            .containers
+            .iter()
+            .map(|c| (c.name.as_str(), c))
+            .collect();
+        let mut names: Vec<&str> = by_name.keys().copied().collect();
+        names.sort();
+        assert_eq!(names, ["p-web-1", "p-web-3", "p-web-4"]);
+        let exited = by_name["p-web-1"];
+        assert_eq!((exited.state, exited.exit_code), (State::Exited, Some(3)));
+        assert_eq!(by_name["p-web-4"].state, State::Created);
+        assert_eq!(by_name["p-web-4"].slot(), Some(4));
+        assert_eq!(by_name["p-web-3"].state, State::Running);
+        // Networks and volumes are kept as listed, until forgotten.
+        assert!(snap.infra_listed && snap.networks.contains("p_default"));
+        snap.forget_infra();
+        assert!(!snap.infra_listed && snap.networks.is_empty());
+
+        // An engine error leaves the rest for the next list.
+        e.fail("inspect", crate::engine::Kind::Api(500), 1);
+        let one = HashSet::from([ids["p-web-3"].clone()]);
+        let err = patch(&e, "n1", "p", &mut snap, &one).await.unwrap_err();
+        assert_eq!(err.kind, crate::engine::Kind::Api(500));
+    }
+
     #[test]
     fn keeps_the_oldest_of_a_repeated_project_network_and_never_names_foreign_ones() {
         let nets = [
@@ -645,7 +844,7 @@ mod tests {
             id: "0123456789abcdef".into(),
             node: "n1".into(),
             name: "p-web-1".into(),
-            labels: HashMap::from([(LABEL_SLOT.to_string(), "0".to_string())]),
+            labels: HashMap::from([(LABEL_SLOT.to_string(), "0".to_string())]).into(),
             state: State::Running,
             health: Health::None,
             created: None,
@@ -662,5 +861,68 @@ mod tests {
         c.labels.insert(LABEL_SLOT.into(), "3".into());
         assert_eq!(c.slot(), Some(3));
         assert_eq!(c.short_id(), "0123456789ab");
+    }
+}
+
+#[cfg(test)]
+mod inspect_tests {
+    use std::collections::HashMap;
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::engine::model::{EndpointSettings, NetworkSettings, PortBinding};
+
+    /// A patched container carries what a list would have shown of its ports and
+    /// addresses (the ambassadors' routes are made from them).
+    #[test]
+    fn an_inspect_gives_the_ports_and_addresses_a_list_gives() {
+        let binding = |ip: &str, port: &str| PortBinding {
+            host_ip: Some(ip.into()),
+            host_port: Some(port.into()),
+        };
+        let details = ContainerInspectResponse {
+            id: Some("abc".into()),
+            network_settings: Some(NetworkSettings {
+                ports: Some(HashMap::from([
+                    (
+                        "80/tcp".to_string(),
+                        Some(vec![binding("0.0.0.0", "8080"), binding("::", "8080")]),
+                    ),
+                    (
+                        "53/udp".to_string(),
+                        Some(vec![binding("10.0.0.1", "5353")]),
+                    ),
+                    ("9000/tcp".to_string(), None),
+                ])),
+                networks: Some(HashMap::from([
+                    (
+                        "p_default".to_string(),
+                        EndpointSettings {
+                            ip_address: Some("172.18.0.5".into()),
+                            ..Default::default()
+                        },
+                    ),
+                    (
+                        "p_other".to_string(),
+                        EndpointSettings {
+                            ip_address: Some(String::new()),
+                            ..Default::default()
+                        },
+                    ),
+                ])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let c = Container::from_inspect("n1", details).unwrap();
+        let node: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(c.published.len(), 3, "{:?}", c.published);
+        assert_eq!(c.published_on(node, 80, Proto::Tcp), Some(8080));
+        assert_eq!(c.published_on(node, 53, Proto::Udp), Some(5353));
+        assert_eq!(c.published_on(node, 9000, Proto::Tcp), None);
+        assert_eq!(
+            c.addresses,
+            BTreeMap::from([("p_default".to_string(), "172.18.0.5".parse().unwrap())])
+        );
     }
 }

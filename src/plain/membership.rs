@@ -218,7 +218,7 @@ impl Plain {
                 stop.cancel();
             }
             self.nodes.retain(|h| h.name != name);
-            self.last.remove(&name);
+            self.forget_node(&name);
             self.telemetry.remove_node(&name);
         }
     }

@@ -11,14 +11,14 @@ mod say;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::config::{self, Project};
+use crate::config::{self, Availability, Project};
 use crate::engine::{self, Credentials};
 use crate::lease::{self, LeaseConfig, LeaseHandle};
 use crate::nodes::{HealthConfig, NodeHandle, NodeSpec};
@@ -82,10 +82,25 @@ pub struct Plain {
     history: History,
     /// Containers killed through the API, until their exit is seen (or a minute passes).
     killed: HashMap<String, Instant>,
-    /// The last good list of each node, used while a node cannot be listed.
+    /// What each node holds: listed, then kept current from the containers its events
+    /// name (when the node's events reach the loop); used as it was while a node cannot be
+    /// listed.
     last: HashMap<String, Snapshot>,
+    /// When each node is listed again whatever its events say (its resync, paced: the
+    /// nodes' lists are spread over the interval, not all at once).
+    due: HashMap<String, Instant>,
+    /// Containers the last pass acted on, by node: the next pass inspects them (their
+    /// events may not have arrived yet).
+    touched: HashMap<String, HashSet<String>>,
+    /// Nodes whose kept networks and volumes are to be listed again before they are used:
+    /// the last pass changed them, or an action there failed (events name containers only).
+    infra_stale: HashSet<String>,
     /// The routes last pushed to each running ambassador (see [`crate::mesh`]).
     pushed: crate::plan::mesh::Pushed,
+    /// The project the nodes' counts were last worked out for, and each node's labels and
+    /// availability then: a node whose snapshot did not change keeps its counts.
+    observed_project: Option<Project>,
+    observed: HashMap<String, (BTreeMap<String, String>, Availability)>,
     /// The image drover runs from, when it runs in a container on one of the nodes: what
     /// ambassadors run unless the file names an image.
     own_image: Option<String>,
@@ -120,7 +135,12 @@ impl Plain {
             history: History::default(),
             killed: HashMap::new(),
             last: HashMap::new(),
+            due: HashMap::new(),
+            touched: HashMap::new(),
+            infra_stale: HashSet::new(),
             pushed: Default::default(),
+            observed_project: None,
+            observed: HashMap::new(),
             own_image: None,
             said: say::Said::default(),
             telemetry,
@@ -212,17 +232,21 @@ impl Mode for Plain {
     async fn pass(&mut self, wake: Wake) -> Option<Duration> {
         let now = Instant::now();
         self.killed
-            .extend(wake.killed.into_iter().map(|id| (id, now)));
-        let again = self.reconcile(&wake.changed).await;
-        // Wake for the next registry check too.
-        match (again, self.images.next_wake()) {
-            (Some(a), Some(c)) => Some(a.min(c)),
-            (a, c) => a.or(c),
-        }
+            .extend(wake.killed.iter().map(|id| (id.clone(), now)));
+        let again = self.reconcile(&wake).await;
+        // Wake for the next registry check and the next node list due too.
+        [again, self.images.next_wake(), self.next_list()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn resumed(&mut self) {
+        self.observed.clear();
         self.last.clear();
+        self.due.clear();
+        self.touched.clear();
+        self.infra_stale.clear();
     }
 
     fn left_running(&self) -> &'static str {

@@ -1,7 +1,8 @@
-//! One plain-mode pass: list every node that is up (at once; a node that cannot be
-//! listed is frozen, its last list kept), plan, execute, record the outcomes.
+//! One plain-mode pass: observe every node that is up (at once: a list, or the kept
+//! snapshot patched from what its events named; a node that cannot be observed is frozen,
+//! its last snapshot kept), plan, execute, record the outcomes.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{debug, info, warn};
@@ -11,30 +12,38 @@ use crate::config::Availability;
 use crate::config::Project;
 use crate::engine::{Client, connect};
 use crate::execute::Executor;
+use crate::nodes::NodeStatus;
 use crate::observe::{self, Snapshot, State};
 use crate::plan::{self, NodeState, NodeView};
+use crate::runtime::Wake;
 
 /// One node as a pass found it: its name, state, labels (the engine's, under the file's)
 /// and availability.
 type Seen = (String, NodeState, BTreeMap<String, String>, Availability);
 
-/// A plan, the running counts it was made from, and the nodes whose networks and
-/// volumes it needs listed first.
+/// A plan, the running counts and rollouts it was made from, and the nodes whose networks
+/// and volumes it needs listed first.
 struct Planned {
     plan: plan::Plan,
     counts: HashMap<String, usize>,
     unlisted: Vec<String>,
-    /// Each service's state, as an operator sees it.
-    states: Vec<crate::telemetry::ServiceStateRecord>,
+    rollouts: Rollouts,
 }
+
+/// The history's rollouts a plan was made with: (halted, updating, rolled back).
+type Rollouts = (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>);
 
 /// A list that takes longer than this counts as failed for the pass (the node is frozen,
 /// not waited for).
 const LIST_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Plain {
-    /// List every node that is up, at once; a node that cannot be listed is frozen.
-    async fn observe(&mut self, changed: &HashSet<String>) -> (Vec<Seen>, HashMap<String, Client>) {
+    /// Observe every node that is up, at once: list it when it has no kept snapshot, its
+    /// events cannot be trusted (not watched, a stream reopened, its last list failed) or
+    /// its resync is due; otherwise patch the kept snapshot with the containers its events
+    /// named and the last pass acted on (one inspect each). A node that cannot be observed
+    /// is frozen, its last snapshot kept.
+    async fn observe(&mut self, wake: &Wake) -> (Vec<Seen>, HashMap<String, Client>) {
         let statuses: Vec<_> = self
             .nodes
             .iter()
@@ -50,54 +59,76 @@ impl Plain {
             })
             .collect();
         let project = self.project.name.clone();
-        let lists = futures::future::join_all(statuses.iter().map(|(name, endpoint, st, _)| {
-            let docker = st.engine.clone().filter(|_| st.up);
-            let project = project.clone();
-            async move {
-                match docker {
-                    None => None,
-                    Some(d) => Some(
-                        tokio::time::timeout(
-                            LIST_TIMEOUT,
-                            observe::snapshot(&d, name, &project, changed),
-                        )
-                        .await
-                        .map_err(|_| {
-                            format!("listing took longer than {} s", LIST_TIMEOUT.as_secs())
-                        })
-                        .and_then(|r| r.map_err(|e| connect::explain(endpoint, &e)))
-                        .map(|s| (d, s)),
-                    ),
-                }
-            }
-        }))
+        let now = Instant::now();
+        let looks: Vec<Option<Look>> = statuses
+            .iter()
+            .map(|(name, _, st, _)| self.look(name, st, wake, now))
+            .collect();
+        let results = futures::future::join_all(statuses.iter().zip(looks).map(
+            |((name, endpoint, st, _), look)| {
+                let docker = st.engine.clone().filter(|_| st.up);
+                let project = project.clone();
+                async move { Some(look?.run(docker?, name, endpoint, &project).await) }
+            },
+        ))
         .await;
+        let same_project = self.observed_project.as_ref() == Some(&self.project);
+        if !same_project {
+            self.observed_project = Some(self.project.clone());
+        }
         let mut views = Vec::new();
         let mut engines = HashMap::new();
-        for ((name, endpoint, st, availability), list) in statuses.into_iter().zip(lists) {
-            let state = match list {
+        let observed = statuses.into_iter().zip(results).enumerate();
+        for (i, ((name, endpoint, st, availability), result)) in observed {
+            let state = match result {
                 None => {
                     let why = st.error.as_deref().unwrap_or("not connected yet");
                     self.telemetry.unreachable(&name, why);
                     NodeState::Down
                 }
-                Some(Ok((docker, snapshot))) => {
-                    // A newer leader's container ends our leadership at once.
-                    if let Some(t) = snapshot.containers.iter().map(|c| c.term()).max() {
-                        self.lease.saw_term(t);
+                Some(Ok(looked)) => {
+                    let (labels, avail) = (&st.labels, availability);
+                    let same = same_project
+                        && !looked.changed
+                        && self
+                            .observed
+                            .get(&name)
+                            .is_some_and(|(l, a)| l == labels && *a == avail);
+                    if same {
+                        // Nothing it holds or is asked to hold changed: the counts stand.
+                        self.telemetry.still_observed(&name);
+                    } else {
+                        // A newer leader's container ends our leadership at once: every
+                        // container the node holds, listed or kept and patched.
+                        let terms = looked.snapshot.containers.iter().map(|c| c.term());
+                        if let Some(t) = terms.max() {
+                            self.lease.saw_term(t);
+                        }
+                        let mut seen = looked
+                            .snapshot
+                            .observation(&self.project, self.own_id.as_deref());
+                        global_desired(&self.project, (&name, labels, avail), &mut seen);
+                        self.telemetry.observed(&name, seen);
+                        self.observed.insert(name.clone(), (labels.clone(), avail));
                     }
-                    let mut seen = snapshot.observation(&self.project, self.own_id.as_deref());
-                    global_desired(&self.project, (&name, &st.labels, availability), &mut seen);
-                    self.telemetry.observed(&name, seen);
                     if self.said.list_failing.remove(&name) {
                         info!(action = "observe", project = %self.project.name, node = %name, "node listed again");
                     }
-                    self.last.insert(name.clone(), snapshot);
-                    engines.insert(name.clone(), docker);
+                    if looked.listed && st.watched {
+                        let due = self.resync_after(i, self.due.contains_key(&name));
+                        self.due.insert(name.clone(), now + due);
+                    }
+                    self.last.insert(name.clone(), looked.snapshot);
+                    engines.insert(name.clone(), looked.engine);
                     NodeState::Up
                 }
-                Some(Err(e)) => {
+                Some(Err((e, kept))) => {
                     self.telemetry.unreachable(&name, &e);
+                    if let Some(kept) = kept {
+                        self.last.insert(name.clone(), kept);
+                    }
+                    // Listed again at the next pass, and no later than this.
+                    self.due.insert(name.clone(), now + LIST_TIMEOUT);
                     if self.said.list_failing.insert(name.clone()) {
                         warn!(
                             action = "observe",
@@ -111,8 +142,12 @@ impl Plain {
                     NodeState::Frozen
                 }
             };
+            if state != NodeState::Up {
+                self.observed.remove(&name);
+            }
             if state == NodeState::Down {
                 self.last.remove(&name);
+                self.due.remove(&name);
             }
             self.node_state(&name, state, &st);
             views.push((name, state, st.labels, availability));
@@ -120,8 +155,65 @@ impl Plain {
         (views, engines)
     }
 
+    /// How one node is observed this pass (`None`: it is not up). Its kept snapshot, if
+    /// any, moves into the look and comes back with the result.
+    fn look(&mut self, name: &str, st: &NodeStatus, wake: &Wake, now: Instant) -> Option<Look> {
+        let touched = self.touched.remove(name).unwrap_or_default();
+        if st.engine.is_none() || !st.up {
+            return None;
+        }
+        let mut ids = touched;
+        ids.extend(
+            wake.changed
+                .iter()
+                .filter(|id| wake.origin.get(*id).is_none_or(|n| n == name))
+                .cloned(),
+        );
+        let trusted = st.watched
+            && !wake.relist.contains(name)
+            && !self.said.list_failing.contains(name)
+            && self.due.get(name).is_some_and(|d| *d > now);
+        let stale = self.infra_stale.remove(name);
+        Some(match self.last.remove(name) {
+            Some(kept) if trusted => Look::Patch(kept, ids, stale),
+            kept => Look::List(kept, ids),
+        })
+    }
+
+    /// How long until a node just listed is listed again: the resync interval, except
+    /// after its first list, when the nodes are spread over up to 10 steps of the interval
+    /// so that their lists do not all fall at once.
+    fn resync_after(&self, index: usize, listed_before: bool) -> Duration {
+        let every = self.settings.resync_interval;
+        if listed_before {
+            return every;
+        }
+        let n = self.nodes.len().max(1);
+        let steps = n.min(10) as u32;
+        let step = (index * steps as usize / n) as u32;
+        every * (step + 1) / steps
+    }
+
+    /// Forget what was kept of a node drover let go: its snapshot, its resync, what the
+    /// last pass did there (a node of that name added again later is listed afresh).
+    pub(super) fn forget_node(&mut self, name: &str) {
+        self.last.remove(name);
+        self.due.remove(name);
+        self.touched.remove(name);
+        self.infra_stale.remove(name);
+    }
+
+    /// When the next watched node is due for its list.
+    pub(super) fn next_list(&self) -> Option<Duration> {
+        let now = Instant::now();
+        self.due
+            .values()
+            .min()
+            .map(|d| d.saturating_duration_since(now))
+    }
+
     /// One reconcile pass. Returns when to plan again regardless of events.
-    pub async fn reconcile(&mut self, changed: &HashSet<String>) -> Option<Duration> {
+    pub async fn reconcile(&mut self, wake: &Wake) -> Option<Duration> {
         let started = Instant::now();
         // A pass spans every node: its duration counts for each.
         let _timers: Vec<_> = self
@@ -129,7 +221,7 @@ impl Plain {
             .iter()
             .map(|n| self.telemetry.pass(&n.name))
             .collect();
-        let (mut states, engines) = self.observe(changed).await;
+        let (mut states, engines) = self.observe(wake).await;
         if !self.membership.leaving.is_empty() {
             let seen: Vec<(String, NodeState)> =
                 states.iter().map(|(n, s, _, _)| (n.clone(), *s)).collect();
@@ -147,27 +239,42 @@ impl Plain {
         let Planned {
             plan,
             counts,
-            states,
+            rollouts,
             ..
         } = plan;
-        self.report_counts(counts, &states);
-        self.telemetry.states(states);
+        let next = self.act(&plan, &engines, started).await;
+        // What an operator sees of each service, worked out once the pass acted: it reads
+        // every replica, so it stays off the way from an event to its action.
+        let services = self.service_states(&states, &plan, &rollouts);
+        self.report_counts(counts, &services);
+        self.telemetry.states(services);
+        next
+    }
+
+    /// Record what the plan holds back, settle and fail updates, execute the actions.
+    /// Returns when to plan again regardless of events.
+    async fn act(
+        &mut self,
+        plan: &plan::Plan,
+        engines: &HashMap<String, Client>,
+        started: Instant,
+    ) -> Option<Duration> {
         // The plan's waits and stopped slots are the project's, not a node's: recorded once,
         // under the first node.
         if let Some(first) = self.nodes.first() {
             self.telemetry.planned(&first.name, plan.record());
         }
-        self.report_waits(&plan);
+        self.report_waits(plan);
         self.history.settled(&plan.settled);
         self.updates_settled(&plan.settled);
-        if self.update_failures(&plan) {
+        if self.update_failures(plan) {
             return Some(Duration::ZERO);
         }
         if plan.actions.is_empty() {
             debug!(project = %self.project.name, duration_ms = started.elapsed().as_millis() as u64, "nothing to do");
             return plan.requeue_after;
         }
-        let failed = self.execute(&plan.actions, &engines).await;
+        let failed = self.execute(&plan.actions, engines).await;
         // Look again at once: the engines changed, and rolling updates go one step per pass.
         let again = if failed {
             Duration::from_millis(500)
@@ -177,20 +284,41 @@ impl Plain {
         Some(plan.requeue_after.map_or(again, |r| r.min(again)))
     }
 
+    /// Each service's state, as an operator sees it, from the pass's plan and what it was
+    /// made from.
+    fn service_states(
+        &self,
+        states: &[Seen],
+        plan: &plan::Plan,
+        (halted, updating, rolled_back): &Rollouts,
+    ) -> Vec<crate::telemetry::ServiceStateRecord> {
+        let empty = Snapshot::default();
+        let views = views(&self.last, states, &empty);
+        let input = plan::Input {
+            pushed: &self.pushed,
+            project: &self.project,
+            nodes: &views,
+            backoff: &self.history.backoff,
+            backoff_cfg: &self.settings.backoff,
+            now: SystemTime::now(),
+            exclude: self.own_id.as_deref(),
+            rebalance: self.settings.rebalance,
+            halted,
+            updating,
+        };
+        let rollouts = plan::state::Rollouts {
+            halted,
+            rolled_back,
+            updating,
+        };
+        plan::state::services(&input, plan, &rollouts)
+    }
+
     /// Plan from the nodes' states and their last lists. Containers killed through the API
     /// whose exit is now seen have their crash history forgotten first.
     fn plan(&mut self, states: &[Seen]) -> Planned {
         let empty = Snapshot::default();
-        let views: Vec<NodeView> = states
-            .iter()
-            .map(|(name, state, labels, availability)| NodeView {
-                name,
-                state: *state,
-                availability: *availability,
-                labels,
-                snapshot: self.last.get(name).unwrap_or(&empty),
-            })
-            .collect();
+        let views = views(&self.last, states, &empty);
         let all: Vec<&Snapshot> = views
             .iter()
             .filter(|v| v.state != NodeState::Down)
@@ -228,22 +356,16 @@ impl Plain {
             updating: &updating,
         };
         let plan = plan::plan(&input);
-        let unlisted = plan::unlisted_infra(&input, &plan)
+        let unlisted: Vec<String> = plan::unlisted_infra(&input, &plan)
             .into_iter()
             .map(str::to_string)
             .collect();
         let rolled_back = self.history.rolled_back();
-        let rollouts = plan::state::Rollouts {
-            halted: &halted,
-            rolled_back: &rolled_back,
-            updating: &updating,
-        };
-        let states = plan::state::services(&input, &plan, &rollouts);
         Planned {
             plan,
             counts,
             unlisted,
-            states,
+            rollouts: (halted, updating, rolled_back),
         }
     }
 
@@ -263,11 +385,22 @@ impl Plain {
         };
         let mut failed = false;
         let (history, settings, project) = (&mut self.history, &self.settings, &self.project);
-        let telemetry = &self.telemetry;
-        let pushed = &mut self.pushed;
+        let (telemetry, touched) = (&self.telemetry, &mut self.touched);
+        let (infra_stale, pushed) = (&mut self.infra_stale, &mut self.pushed);
         executor
             .execute(actions, |o| {
                 failed |= o.error.is_some();
+                for (node, id) in touched_by(&o) {
+                    touched.entry(node).or_default().insert(id);
+                }
+                if infra_changed(&o) {
+                    infra_stale.insert(o.action.node.clone());
+                    if let plan::Kind::StartFirst { to } | plan::Kind::Recreate { to } =
+                        &o.action.kind
+                    {
+                        infra_stale.insert(to.clone());
+                    }
+                }
                 if let (plan::Kind::Routes { routes }, Some(container), None) =
                     (&o.action.kind, o.action.target.container(), &o.error)
                 {
@@ -316,6 +449,97 @@ impl Plain {
     }
 }
 
+/// The nodes as the planner sees them: what the pass found of each, and its kept snapshot.
+fn views<'a>(
+    last: &'a HashMap<String, Snapshot>,
+    states: &'a [Seen],
+    empty: &'a Snapshot,
+) -> Vec<NodeView<'a>> {
+    states
+        .iter()
+        .map(|(name, state, labels, availability)| NodeView {
+            name,
+            state: *state,
+            availability: *availability,
+            labels,
+            snapshot: last.get(name).unwrap_or(empty),
+        })
+        .collect()
+}
+
+/// How a pass observes one node.
+enum Look {
+    /// A fresh list (with the snapshot kept so far, if any, for when the list fails), and
+    /// inspects of the named containers it shows.
+    List(Option<Snapshot>, HashSet<String>),
+    /// The kept snapshot, patched from the named containers; its networks and volumes
+    /// forgotten when stale.
+    Patch(Snapshot, HashSet<String>, bool),
+}
+
+/// What a look found: the node's engine, its snapshot, whether it was a full list, and
+/// whether the snapshot may have changed (a list, or a patch that inspected something).
+struct Looked {
+    engine: Client,
+    snapshot: Snapshot,
+    listed: bool,
+    changed: bool,
+}
+
+impl Look {
+    /// List or patch within [`LIST_TIMEOUT`]; on failure, one line and the snapshot kept.
+    async fn run(
+        self,
+        engine: Client,
+        node: &str,
+        endpoint: &connect::Endpoint,
+        project: &str,
+    ) -> Result<Looked, (String, Option<Snapshot>)> {
+        let late = || format!("listing took longer than {} s", LIST_TIMEOUT.as_secs());
+        let explain = |e: crate::engine::EngineError| connect::explain(endpoint, &e);
+        match self {
+            Look::List(kept, ids) => {
+                let listed = tokio::time::timeout(
+                    LIST_TIMEOUT,
+                    observe::snapshot(&engine, node, project, &ids),
+                )
+                .await;
+                match listed {
+                    Ok(Ok(snapshot)) => Ok(Looked {
+                        engine,
+                        snapshot,
+                        listed: true,
+                        changed: true,
+                    }),
+                    Ok(Err(e)) => Err((explain(e), kept)),
+                    Err(_) => Err((late(), kept)),
+                }
+            }
+            Look::Patch(mut snapshot, ids, stale) => {
+                let changed = stale || !ids.is_empty();
+                if stale {
+                    snapshot.forget_infra();
+                }
+                let patched = tokio::time::timeout(
+                    LIST_TIMEOUT,
+                    observe::patch(&engine, node, project, &mut snapshot, &ids),
+                )
+                .await;
+                match patched {
+                    Ok(Ok(())) => Ok(Looked {
+                        engine,
+                        snapshot,
+                        listed: false,
+                        changed,
+                    }),
+                    Ok(Err(e)) => Err((explain(e), Some(snapshot))),
+                    Err(_) => Err((late(), Some(snapshot))),
+                }
+            }
+        }
+    }
+}
+
 /// A global service wants one replica on a node it fits (active, or paused with one
 /// already), none elsewhere: what `seen` records as the node's desired count.
 fn global_desired(
@@ -333,6 +557,33 @@ fn global_desired(
             c.desired = u32::from(fits);
         }
     }
+}
+
+/// The containers an action acted on, by node: the one it targeted and the one it made
+/// (on the node it moved to, for a move).
+fn touched_by(o: &crate::execute::Outcome) -> Vec<(String, String)> {
+    let a = &o.action;
+    let mut out = Vec::new();
+    if let Some(id) = a.target.container() {
+        out.push((a.node.clone(), id.to_string()));
+    }
+    if let Some(id) = &o.id {
+        out.push((a.node.clone(), id.clone()));
+        if let plan::Kind::StartFirst { to } | plan::Kind::Recreate { to } = &a.kind {
+            out.push((to.clone(), id.clone()));
+        }
+    }
+    out
+}
+
+/// Whether an outcome may have changed its node's networks and volumes, which events do not
+/// name: one that created or removed them, or an action that failed.
+fn infra_changed(o: &crate::execute::Outcome) -> bool {
+    let infra = matches!(
+        o.action.kind,
+        plan::Kind::CreateNetwork | plan::Kind::RemoveNetwork | plan::Kind::CreateVolume
+    );
+    infra || o.error.is_some()
 }
 
 /// Running containers of each service over the listed nodes.

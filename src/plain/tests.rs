@@ -202,6 +202,7 @@ async fn a_crash_is_restarted_then_backs_off_and_a_kill_is_not_a_crash() {
     let wake = Wake {
         changed: HashSet::from([id.clone()]),
         killed: HashSet::from([id]),
+        ..Default::default()
     };
     let (calls, _) = w.pass_with(wake).await;
     assert_eq!(calls, ["start crash-web-1"]);
@@ -505,13 +506,182 @@ async fn a_tag_pulled_by_hand_then_a_reload_rolls_a_service_that_does_not_follow
     );
 }
 
+impl World {
+    /// Make the node one whose events reach the loop (the test delivers them through the
+    /// wakes it passes), listed again every `resync`.
+    fn watch(&mut self, resync: Duration) {
+        let spec = NodeSpec {
+            name: NODE.into(),
+            endpoint: Endpoint::resolve(
+                &ConnectArgs {
+                    host: Some("tcp://10.0.0.1:2375".into()),
+                    ..Default::default()
+                },
+                &Default::default(),
+            )
+            .unwrap(),
+            labels: BTreeMap::new(),
+            availability: Default::default(),
+        };
+        self.plain.nodes = vec![NodeHandle::fixed_watched(
+            spec,
+            Client::from(self.fake.clone()),
+        )];
+        self.plain.settings.resync_interval = resync;
+    }
+
+    /// One pass woken by `wake`; every call it made, reads included.
+    async fn all_calls(&mut self, wake: Wake) -> Vec<String> {
+        self.fake.take_calls();
+        Mode::pass(&mut self.plain, wake).await;
+        self.fake
+            .take_calls()
+            .into_iter()
+            .map(|c| c.trim_end().to_string())
+            .collect()
+    }
+}
+
+/// The wake an event stream of the node gives for `ids`.
+fn named(ids: &[&str]) -> Wake {
+    Wake {
+        changed: ids.iter().map(|s| s.to_string()).collect(),
+        origin: ids
+            .iter()
+            .map(|s| (s.to_string(), NODE.to_string()))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn lists(calls: &[String]) -> usize {
+    calls
+        .iter()
+        .filter(|c| c.starts_with("list label="))
+        .count()
+}
+
+/// A watched node is listed once; then a pass reads only what its events name (one
+/// inspect, no list), and a quiet pass calls nothing at all.
+#[tokio::test]
+async fn an_event_patches_what_was_observed_without_a_list() {
+    let mut w = World::new(
+        "patched",
+        "services:\n  web:\n    image: app:1\n    scale: 3\n",
+    );
+    w.watch(Duration::from_secs(3600));
+    let first = w.all_calls(Wake::default()).await;
+    assert_eq!(lists(&first), 1, "{first:?}");
+    w.settle().await;
+    assert_eq!(w.all_calls(Wake::default()).await, Vec::<String>::new());
+
+    let id = w.id("patched-web-2").await;
+    w.fake.exit("patched-web-2", 1);
+    let calls = w.all_calls(named(&[&id])).await;
+    assert_eq!(lists(&calls), 0, "{calls:?}");
+    assert_eq!(
+        calls.iter().filter(|c| c.starts_with("inspect")).count(),
+        1,
+        "{calls:?}"
+    );
+    assert!(
+        calls.contains(&"start patched-web-2".to_string()),
+        "{calls:?}"
+    );
+    assert!(w.running("patched-web-2"));
+    // The networks and volumes listed for that start are kept: the next start lists
+    // nothing at all (and plans once).
+    let other = w.id("patched-web-1").await;
+    w.fake.exit("patched-web-1", 1);
+    let calls = w.all_calls(named(&[&other])).await;
+    assert!(
+        calls.contains(&"start patched-web-1".to_string()),
+        "{calls:?}"
+    );
+    assert!(!calls.iter().any(|c| c.starts_with("list")), "{calls:?}");
+
+    // Removed by someone else: the event's inspect finds nothing, the slot is filled again.
+    let id = w.id("patched-web-3").await;
+    w.fake.remove_by_other("patched-web-3");
+    let calls = w.all_calls(named(&[&id])).await;
+    assert_eq!(lists(&calls), 0, "{calls:?}");
+    assert!(
+        calls.iter().any(|c| c.starts_with("create patched-web-3")),
+        "{calls:?}"
+    );
+    assert!(w.running("patched-web-3"));
+}
+
+/// An event the loop never heard of is not seen by patching; the node's next list (its
+/// stream reopened, or its resync due) sees it and the slot is repaired.
+#[tokio::test]
+async fn a_missed_event_is_corrected_by_the_next_list() {
+    let mut w = World::new(
+        "missed",
+        "services:\n  web:\n    image: app:1\n    scale: 2\n",
+    );
+    w.watch(Duration::from_secs(3600));
+    w.settle().await;
+    w.fake.exit("missed-web-1", 1);
+    assert_eq!(w.all_calls(Wake::default()).await, Vec::<String>::new());
+    assert!(!w.running("missed-web-1"));
+
+    // The stream reopened: the node is listed and the exit found.
+    let relist = Wake {
+        relist: HashSet::from([NODE.to_string()]),
+        ..Default::default()
+    };
+    let calls = w.all_calls(relist).await;
+    assert_eq!(lists(&calls), 1, "{calls:?}");
+    assert!(
+        calls.contains(&"start missed-web-1".to_string()),
+        "{calls:?}"
+    );
+
+    // Its resync: once the interval has passed the node is listed, whatever the events
+    // say, and each pass asks to be woken for it.
+    w.plain.settings.resync_interval = Duration::from_millis(300);
+    w.plain.due.clear();
+    let calls = w.all_calls(Wake::default()).await;
+    assert_eq!(lists(&calls), 1, "no resync planned: listed now: {calls:?}");
+    w.fake.exit("missed-web-2", 1);
+    let next = w.plain.next_list().expect("a list is due");
+    assert!(next <= Duration::from_millis(300), "{next:?}");
+    tokio::time::sleep(next).await;
+    let calls = w.all_calls(Wake::default()).await;
+    assert_eq!(lists(&calls), 1, "{calls:?}");
+    assert!(
+        calls.contains(&"start missed-web-2".to_string()),
+        "{calls:?}"
+    );
+}
+
 /// Two fixed nodes on fakes, listed in the file: a global service runs on each; a reload
 /// drains n2 (its replicas move to n1, its agent goes), then removes it from the list
 /// (let go once it holds nothing).
 #[tokio::test]
 async fn a_reload_drains_a_node_and_a_removed_node_is_let_go_once_empty() {
+    membership(false).await;
+}
+
+/// The same over watched nodes (observed from what was kept, patched with what each pass
+/// did; no events delivered): the drain and the removal come out the same, and the node
+/// let go leaves no list due behind (a wake for it would come at once, every pass).
+#[tokio::test]
+async fn a_reload_drains_and_lets_go_a_watched_node_the_same() {
+    let plain = membership(true).await;
+    assert!(!plain.due.contains_key("n2"));
+    assert!(!plain.last.contains_key("n2"));
+    let next = plain.next_list().expect("n1's resync");
+    assert!(next > Duration::from_secs(1), "{next:?}");
+}
+
+async fn membership(watched: bool) -> Plain {
     let name = "membership";
-    let dir = std::env::temp_dir().join(format!("drover-plain-{name}-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "drover-plain-{name}-{watched}-{}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let yaml = |n2: &str| {
         format!(
@@ -535,7 +705,7 @@ x-drover:
         Arc::new(FakeEngine::default()),
         Arc::new(FakeEngine::default()),
     ];
-    let handles = fixed_nodes(&fakes);
+    let handles = fixed_nodes(&fakes, watched);
     let telemetry = Telemetry::new(name, Duration::from_secs(60), None);
     let loaded = load(&dir, name, &both);
     let settings = Settings {
@@ -597,6 +767,7 @@ x-drover:
     // The environment's engine instead of the list: refused, the last config kept.
     let one = load(&dir, name, "services:\n  web:\n    image: img\n");
     assert!(Mode::adopt(&mut plain, one).is_err());
+    plain
 }
 
 /// Ten passes: enough for any of the moves above to finish.
@@ -606,8 +777,9 @@ async fn settle_all(plain: &mut Plain) {
     }
 }
 
-/// Nodes `n1`, `n2`... (at 10.0.0.1, 10.0.0.2...) on the fakes, always up.
-fn fixed_nodes(fakes: &[Arc<FakeEngine>]) -> Vec<NodeHandle> {
+/// Nodes `n1`, `n2`... (at 10.0.0.1, 10.0.0.2...) on the fakes, always up; `watched`: as
+/// nodes whose events reach the loop (kept and patched between lists).
+fn fixed_nodes(fakes: &[Arc<FakeEngine>], watched: bool) -> Vec<NodeHandle> {
     fakes
         .iter()
         .enumerate()
@@ -622,7 +794,12 @@ fn fixed_nodes(fakes: &[Arc<FakeEngine>]) -> Vec<NodeHandle> {
                 labels: BTreeMap::new(),
                 availability: Default::default(),
             };
-            NodeHandle::fixed(spec, Client::from(fake.clone()))
+            let engine = Client::from(fake.clone());
+            if watched {
+                NodeHandle::fixed_watched(spec, engine)
+            } else {
+                NodeHandle::fixed(spec, engine)
+            }
         })
         .collect()
 }

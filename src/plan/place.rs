@@ -32,10 +32,21 @@ impl Candidate<'_> {
 #[derive(Debug, Default)]
 pub struct Placer<'a> {
     nodes: Vec<Candidate<'a>>,
-    /// (service, node) -> replicas
-    per_service: HashMap<(String, String), u32>,
+    /// service -> node -> replicas (looked up by `&str`: adding a replica allocates
+    /// nothing once its service and node are known)
+    per_service: HashMap<String, HashMap<String, u32>>,
     /// node -> drover containers of the project
     total: HashMap<String, u32>,
+}
+
+/// Add one to `key`'s count.
+fn bump(counts: &mut HashMap<String, u32>, key: &str) {
+    match counts.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(key.to_string(), 1);
+        }
+    }
 }
 
 impl<'a> Placer<'a> {
@@ -46,20 +57,25 @@ impl<'a> Placer<'a> {
         }
     }
 
-    /// Count an existing (or planned) replica.
+    /// Count a replica of `service` on `node`.
     pub fn add(&mut self, service: &str, node: &str) {
-        *self
-            .per_service
-            .entry((service.to_string(), node.to_string()))
-            .or_default() += 1;
-        *self.total.entry(node.to_string()).or_default() += 1;
+        match self.per_service.get_mut(service) {
+            Some(nodes) => bump(nodes, node),
+            None => {
+                let mut nodes = HashMap::new();
+                bump(&mut nodes, node);
+                self.per_service.insert(service.to_string(), nodes);
+            }
+        }
+        bump(&mut self.total, node);
     }
 
     /// Forget a replica (planned for removal or moving away).
     pub fn remove(&mut self, service: &str, node: &str) {
         if let Some(n) = self
             .per_service
-            .get_mut(&(service.to_string(), node.to_string()))
+            .get_mut(service)
+            .and_then(|nodes| nodes.get_mut(node))
         {
             *n = n.saturating_sub(1);
         }
@@ -70,7 +86,8 @@ impl<'a> Placer<'a> {
 
     pub fn count(&self, service: &str, node: &str) -> u32 {
         self.per_service
-            .get(&(service.to_string(), node.to_string()))
+            .get(service)
+            .and_then(|nodes| nodes.get(node))
             .copied()
             .unwrap_or(0)
     }

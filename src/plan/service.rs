@@ -87,20 +87,20 @@ pub(super) fn copies<'c>(
     slot_of: &dyn Fn(&Container) -> Option<u32>,
 ) -> Slots<'c> {
     let current = |c: &Container| input.current(svc, c);
-    let mut by_slot: BTreeMap<u32, Vec<&Container>> = BTreeMap::new();
-    for c in containers {
-        if let Some(n) = slot_of(c) {
-            by_slot.entry(n).or_default().push(c);
-        }
-    }
+    // By slot, the copy to keep first in each.
+    let mut by_slot: Vec<(u32, &Container)> = containers
+        .into_iter()
+        .filter_map(|c| Some((slot_of(c)?, c)))
+        .collect();
+    by_slot.sort_by(|a, b| (a.0, keep_rank(a.1)).cmp(&(b.0, keep_rank(b.1))));
     let mut slots = Slots {
         kept: BTreeMap::new(),
         removals: Vec::new(),
         overlap: 0,
     };
-    for (n, mut cs) in by_slot {
-        cs.sort_by_key(|c| keep_rank(c));
-        let mut rest = cs.into_iter();
+    for copies in by_slot.chunk_by(|a, b| a.0 == b.0) {
+        let n = copies[0].0;
+        let mut rest = copies.iter().map(|(_, c)| *c);
         let Some(first) = rest.next() else { continue };
         slots.kept.insert(n, first);
         placer.add(&svc.name, &first.node);
@@ -305,17 +305,17 @@ fn fill(
 }
 
 /// How copies of one slot sort: (term, generation) newest first, state, start, node.
-type KeepRank = (
+type KeepRank<'c> = (
     std::cmp::Reverse<(u64, u64)>,
     u8,
     std::cmp::Reverse<Option<SystemTime>>,
-    String,
+    &'c str,
 );
 
 /// Rank the copies of one slot: the current one sorts first. The newest placement wins
 /// (the higher lease term first: an old leader's late copy loses);
 /// among equals, the one in the best state, then the node name.
-fn keep_rank(c: &Container) -> KeepRank {
+fn keep_rank(c: &Container) -> KeepRank<'_> {
     let state = match c.state {
         State::Running => 0,
         State::Restarting | State::Paused => 1,
@@ -327,7 +327,7 @@ fn keep_rank(c: &Container) -> KeepRank {
         std::cmp::Reverse(c.placement()),
         state,
         std::cmp::Reverse(c.started_at),
-        c.node.clone(),
+        c.node.as_str(),
     )
 }
 

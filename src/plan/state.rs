@@ -4,9 +4,10 @@
 //! updating n of m). Pure: derived from the planner's input, its plan and the history's
 //! rollout state.
 
-use std::collections::BTreeSet;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap};
 
-use super::{Input, NodeState, Plan};
+use super::{Input, NodeState, Plan, Stopped, Unplaced, Wait};
 use crate::config::{DependsCondition, DeployMode, Service};
 use crate::observe::{Container, Health, State};
 use crate::telemetry::{ReplicaStateRecord, ServiceStateRecord};
@@ -24,15 +25,93 @@ pub struct Rollouts<'a> {
 
 /// Every service of the project, with each of its replica slots.
 pub fn services(input: &Input, plan: &Plan, rollouts: &Rollouts) -> Vec<ServiceStateRecord> {
+    let index = Index::new(input, plan);
     input
         .project
         .services
         .values()
-        .map(|svc| service(input, plan, rollouts, svc))
+        .map(|svc| service(input, &index, rollouts, svc))
         .collect()
 }
 
-fn service(input: &Input, plan: &Plan, rollouts: &Rollouts, svc: &Service) -> ServiceStateRecord {
+/// What the records are made from, found by service and slot once per pass (a replica's
+/// record reads them in constant time, whatever the size of the project).
+struct Index<'a> {
+    plan: &'a Plan,
+    /// Each slot's container: the running one when there is one, else the newest.
+    containers: HashMap<(&'a str, u32), &'a Container>,
+    /// The same by service and node, whatever the slot (a global service's replicas).
+    on_node: HashMap<(&'a str, &'a str), &'a Container>,
+    waits: HashMap<(&'a str, u32), &'a Wait>,
+    unplaced: HashMap<(&'a str, u32), &'a Unplaced>,
+    stopped: HashMap<(&'a str, u32), &'a Stopped>,
+}
+
+impl<'a> Index<'a> {
+    fn new(input: &'a Input, plan: &'a Plan) -> Index<'a> {
+        let mut containers: HashMap<(&str, u32), &Container> = HashMap::new();
+        let mut on_node: HashMap<(&str, &str), &Container> = HashMap::new();
+        let rank = |c: &Container| (c.state == State::Running, c.created);
+        let owned = input
+            .nodes
+            .iter()
+            .filter(|n| n.state != NodeState::Down)
+            .flat_map(|n| n.snapshot.containers.iter())
+            .filter(|c| c.owned_by(&input.project.name))
+            .filter(|c| Some(c.id.as_str()) != input.exclude);
+        for c in owned {
+            let Some(service) = c.service() else {
+                continue;
+            };
+            keep_best(&mut on_node, (service, c.node.as_str()), c, rank);
+            if let Some(slot) = c.slot() {
+                keep_best(&mut containers, (service, slot), c, rank);
+            }
+        }
+        // The first of each slot, as a search from the front would find.
+        let mut waits = HashMap::new();
+        for w in &plan.waits {
+            waits.entry((w.service.as_str(), w.slot)).or_insert(w);
+        }
+        let mut unplaced = HashMap::new();
+        for u in &plan.unplaced {
+            unplaced.entry((u.service.as_str(), u.slot)).or_insert(u);
+        }
+        let mut stopped = HashMap::new();
+        for st in &plan.stopped {
+            stopped.entry((st.service.as_str(), st.slot)).or_insert(st);
+        }
+        Index {
+            plan,
+            containers,
+            on_node,
+            waits,
+            unplaced,
+            stopped,
+        }
+    }
+}
+
+/// Put `c` under `key` unless what is there ranks higher: the last of equals wins, as the
+/// last of a stable sort would.
+fn keep_best<'a, K: std::hash::Hash + Eq, R: Ord>(
+    map: &mut HashMap<K, &'a Container>,
+    key: K,
+    c: &'a Container,
+    rank: impl Fn(&Container) -> R,
+) {
+    match map.entry(key) {
+        Entry::Occupied(mut e) if rank(c) >= rank(e.get()) => {
+            e.insert(c);
+        }
+        Entry::Occupied(_) => {}
+        Entry::Vacant(e) => {
+            e.insert(c);
+        }
+    }
+}
+
+fn service(input: &Input, index: &Index, rollouts: &Rollouts, svc: &Service) -> ServiceStateRecord {
     // A global service's slots are the nodes that should hold a replica.
     let global;
     let svc = if svc.mode == DeployMode::Global {
@@ -47,7 +126,7 @@ fn service(input: &Input, plan: &Plan, rollouts: &Rollouts, svc: &Service) -> Se
     };
     let replicas: Vec<ReplicaStateRecord> = slots(input, svc)
         .into_iter()
-        .map(|(slot, node)| replica(input, plan, svc, slot, node))
+        .map(|(slot, node)| replica(index, svc, slot, node))
         .collect();
     let running = replicas.iter().filter(|r| r.running).count() as u32;
     let current = replicas.iter().filter(|r| r.current).count() as u32;
@@ -110,41 +189,14 @@ fn slots<'a>(input: &Input<'a>, svc: &Service) -> Vec<(u32, Option<&'a str>)> {
     }
 }
 
-/// The slot's container (a global service's: its node's): the running one when there is
-/// one, else the newest.
-fn container<'a>(
-    input: &'a Input,
-    svc: &str,
-    slot: u32,
-    node: Option<&str>,
-) -> Option<&'a Container> {
-    let mut all: Vec<&Container> = input
-        .nodes
-        .iter()
-        .filter(|n| n.state != NodeState::Down)
-        .flat_map(|n| n.snapshot.containers.iter())
-        .filter(|c| {
-            c.owned_by(&input.project.name)
-                && c.service() == Some(svc)
-                && match node {
-                    Some(node) => c.node == node,
-                    None => c.slot() == Some(slot),
-                }
-        })
-        .filter(|c| Some(c.id.as_str()) != input.exclude)
-        .collect();
-    all.sort_by_key(|c| (c.state == State::Running, c.created));
-    all.pop()
-}
-
-fn replica(
-    input: &Input,
-    plan: &Plan,
-    svc: &Service,
-    slot: u32,
-    node: Option<&str>,
-) -> ReplicaStateRecord {
-    let c = container(input, &svc.name, slot, node);
+/// A replica's record: the slot's container (a global service's: its node's, whatever
+/// its slot), and what the plan says of the slot.
+fn replica(index: &Index, svc: &Service, slot: u32, node: Option<&str>) -> ReplicaStateRecord {
+    let key = (svc.name.as_str(), slot);
+    let c = match node {
+        Some(node) => index.on_node.get(&(svc.name.as_str(), node)).copied(),
+        None => index.containers.get(&key).copied(),
+    };
     let mut r = ReplicaStateRecord {
         slot,
         node: c.map(|c| c.node.clone()).or(node.map(str::to_string)),
@@ -156,19 +208,10 @@ fn replica(
         running: c.is_some_and(|c| c.state == State::Running),
         current: c.is_some_and(|c| c.config_hash() == Some(svc.config_hash.as_str())),
     };
-    let wait = plan
-        .waits
-        .iter()
-        .find(|w| w.service == svc.name && w.slot == slot);
-    let unplaced = plan
-        .unplaced
-        .iter()
-        .find(|u| u.service == svc.name && u.slot == slot);
-    let blocked = plan.blocked.iter().find(|b| b.service == svc.name);
-    let stopped = plan
-        .stopped
-        .iter()
-        .find(|s| s.service == svc.name && s.slot == slot);
+    let wait = index.waits.get(&key).copied();
+    let unplaced = index.unplaced.get(&key).copied();
+    let blocked = index.plan.blocked.iter().find(|b| b.service == svc.name);
+    let stopped = index.stopped.get(&key).copied();
     let (state, reason) = match (c, wait, unplaced, stopped) {
         (_, Some(w), _, _) => {
             r.attempts = w.attempts;

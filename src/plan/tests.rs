@@ -79,7 +79,8 @@ pub(super) fn container(id: &str, service: &str, slot: u32, state: State, hash: 
             (LABEL_SERVICE.to_string(), service.to_string()),
             (LABEL_SLOT.to_string(), slot.to_string()),
             (LABEL_CONFIG_HASH.to_string(), hash.to_string()),
-        ]),
+        ])
+        .into(),
         state,
         health: Default::default(),
         created: Some(t0() - Duration::from_secs(100)),
@@ -1514,7 +1515,8 @@ mod mesh_tests {
             (LABEL_AMBASSADOR.to_string(), "default".to_string()),
             (LABEL_CONFIG_HASH.to_string(), spec.hash()),
             (LABEL_NODE.to_string(), node.to_string()),
-        ]);
+        ])
+        .into();
         c
     }
 

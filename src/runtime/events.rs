@@ -35,6 +35,11 @@ pub struct Trigger {
     notify: Notify,
     changed: Mutex<HashSet<String>>,
     killed: Mutex<HashSet<String>>,
+    /// The node whose event stream named each changed container.
+    origin: Mutex<HashMap<String, String>>,
+    /// Nodes whose event stream (re)opened without resuming where it left off: what they
+    /// hold must be listed again.
+    relist: Mutex<HashSet<String>>,
 }
 
 impl Trigger {
@@ -53,6 +58,40 @@ impl Trigger {
             }
         }
         self.notify.notify_one();
+    }
+
+    /// A container event from `node`'s stream: as [`Trigger::poke`], remembering the node
+    /// (the loop inspects the container there, instead of listing every node).
+    pub fn event(&self, node: &str, container: &str, action: &str) {
+        if let Ok(mut map) = self.origin.lock() {
+            map.insert(container.to_string(), node.to_string());
+        }
+        self.poke(Some(container), action);
+    }
+
+    /// `node`'s events may have been missed (its stream opened, or reopened after a
+    /// failure): wake the loop, which lists that node again.
+    pub fn relist(&self, node: &str) {
+        if let Ok(mut set) = self.relist.lock() {
+            set.insert(node.to_string());
+        }
+        self.notify.notify_one();
+    }
+
+    /// The node each changed container was named on, since the last call.
+    pub fn take_origin(&self) -> HashMap<String, String> {
+        self.origin
+            .lock()
+            .map(|mut m| std::mem::take(&mut *m))
+            .unwrap_or_default()
+    }
+
+    /// The nodes to list again, since the last call.
+    pub fn take_relist(&self) -> HashSet<String> {
+        self.relist
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default()
     }
 
     /// The containers killed through the API since the last call.
@@ -149,11 +188,14 @@ impl EventWatch {
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut failures: u32 = 0;
         let mut lost = false;
+        // Whether the next stream resumes where a healthy one left off (`since`).
+        let mut resume = false;
         loop {
             let outcome = tokio::select! {
                 _ = cancel.cancelled() => return,
-                o = self.stream_once(&mut lost, &mut failures) => o,
+                o = self.stream_once(&mut lost, &mut failures, resume) => o,
             };
+            resume = outcome.is_ok();
             match outcome {
                 Ok(()) => {
                     // Watchdog expiry or a clean end: reopen at once.
@@ -187,7 +229,14 @@ impl EventWatch {
     }
 
     /// Open the stream and follow it until it fails, ends or goes silent too long.
-    async fn stream_once(&mut self, lost: &mut bool, failures: &mut u32) -> Result<(), String> {
+    /// `resume`: the last stream was healthy (it went silent past the watchdog), so this one
+    /// picks up with `since` where it left off and nothing needs listing again.
+    async fn stream_once(
+        &mut self,
+        lost: &mut bool,
+        failures: &mut u32,
+        resume: bool,
+    ) -> Result<(), String> {
         let filters = self.cfg.watched.filters();
         // Ping first: an engine that answers is reachable again even if it stays idle.
         self.engine
@@ -206,8 +255,13 @@ impl EventWatch {
                 "event stream restored"
             );
         }
-        // Whatever happened while the stream was closed, a fresh list covers it.
-        self.trigger.poke(None, "");
+        // Whatever happened while the stream was closed, a fresh list covers it. Reopened
+        // after a healthy silence with `since`, the engine replays what happened meanwhile.
+        match self.cfg.watched {
+            Watched::Containers { .. } if resume && self.since.is_some() => {}
+            Watched::Containers { .. } => self.trigger.relist(&self.cfg.node),
+            Watched::Swarm => self.trigger.poke(None, ""),
+        }
         let mut stream = self.engine.events(self.since.clone(), None, filters);
         loop {
             let ev = match tokio::time::timeout(self.cfg.watchdog, stream.next()).await {
@@ -230,14 +284,17 @@ impl EventWatch {
             if action.starts_with("exec_") {
                 continue;
             }
-            // Only containers are named to the loop (it inspects them); a service or node
-            // event is a wake-up.
+            // Only containers are named to the loop (it inspects them, on this node); a
+            // service or node event is a wake-up.
             let id = match self.cfg.watched {
                 Watched::Containers { .. } => ev.actor.as_ref().and_then(|a| a.id.as_deref()),
                 Watched::Swarm => None,
             };
             debug!(engine = %self.address, event = action, "engine event");
-            self.trigger.poke(id, action);
+            match id {
+                Some(id) => self.trigger.event(&self.cfg.node, id, action),
+                None => self.trigger.poke(None, action),
+            }
         }
     }
 }

@@ -8,7 +8,7 @@
 //! Passes never overlap. Every wait also waits on the cancellation token, so shutdown
 //! is prompt and leaves the managed containers or services running.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +32,11 @@ pub struct Wake {
     /// Containers killed through the API (`docker kill`, `docker stop`): their exit is
     /// not a crash.
     pub killed: HashSet<String>,
+    /// The node whose events named each of `changed` (a container without one may be on
+    /// any node).
+    pub origin: HashMap<String, String>,
+    /// Nodes whose events may have been missed: list them again.
+    pub relist: HashSet<String>,
 }
 
 /// A new config, as a mode took it.
@@ -246,6 +251,8 @@ impl<M: Mode> Runtime<M> {
             let wake = Wake {
                 changed: trigger.take_changed(),
                 killed: trigger.take_killed(),
+                origin: trigger.take_origin(),
+                relist: trigger.take_relist(),
             };
             requeue = tokio::select! {
                 // The lease first: a process resumed after a freeze must not send one

@@ -496,6 +496,15 @@ impl Telemetry {
         }
     }
 
+    /// Hook: `node` answered and holds what it held at its last [`Telemetry::observed`].
+    pub fn still_observed(&self, node: &str) {
+        let mut r = self.lock();
+        let n = r.node(node);
+        n.up = Some(true);
+        n.error = None;
+        n.last_observed = Some(SystemTime::now());
+    }
+
     /// Hook (Swarm mode): the manager `engine` answered and Swarm's state is `report`.
     /// Per-service figures are then per Swarm node.
     pub fn swarm_observed(&self, engine: &str, report: &Report) {
