@@ -101,6 +101,12 @@ pub struct Plain {
     /// availability then: a node whose snapshot did not change keeps its counts.
     observed_project: Option<Project>,
     observed: HashMap<String, (BTreeMap<String, String>, Availability)>,
+    /// The containers this pass's observation inspected, when nothing but containers may
+    /// have changed since the last pass (see [`pass`]).
+    named: Option<HashSet<String>>,
+    /// The last plan's quiet services, and what it was made over: a pass over the same
+    /// plans again only the services whose containers changed.
+    quiet: (BTreeMap<String, crate::plan::Quiet>, pass::World),
     /// The image drover runs from, when it runs in a container on one of the nodes: what
     /// ambassadors run unless the file names an image.
     own_image: Option<String>,
@@ -141,6 +147,8 @@ impl Plain {
             pushed: Default::default(),
             observed_project: None,
             observed: HashMap::new(),
+            named: None,
+            quiet: Default::default(),
             own_image: None,
             said: say::Said::default(),
             telemetry,
@@ -243,6 +251,7 @@ impl Mode for Plain {
 
     fn resumed(&mut self) {
         self.observed.clear();
+        self.quiet = Default::default();
         self.last.clear();
         self.due.clear();
         self.touched.clear();

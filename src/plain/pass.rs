@@ -19,7 +19,7 @@ use crate::runtime::Wake;
 
 /// One node as a pass found it: its name, state, labels (the engine's, under the file's)
 /// and availability.
-type Seen = (String, NodeState, BTreeMap<String, String>, Availability);
+pub(super) type Seen = (String, NodeState, BTreeMap<String, String>, Availability);
 
 /// A plan, the running counts and rollouts it was made from, and the nodes whose networks
 /// and volumes it needs listed first.
@@ -28,7 +28,14 @@ struct Planned {
     counts: HashMap<String, usize>,
     unlisted: Vec<String>,
     rollouts: Rollouts,
+    /// What it was planned over besides the containers.
+    world: World,
 }
+
+/// What a plan reads besides the containers and the definition: the nodes as the pass
+/// found them, and the rollouts (halted, updating). A pass reuses the last plan's quiet
+/// services only over the same.
+pub(super) type World = (Vec<Seen>, (BTreeSet<String>, BTreeSet<String>));
 
 /// The history's rollouts a plan was made with: (halted, updating, rolled back).
 type Rollouts = (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>);
@@ -76,6 +83,9 @@ impl Plain {
         if !same_project {
             self.observed_project = Some(self.project.clone());
         }
+        // Only containers changed, and these: unless the definition changed or a node was
+        // listed (the nodes' states, labels and availability are compared when planning).
+        let mut named = Some(HashSet::new()).filter(|_| same_project);
         let mut views = Vec::new();
         let mut engines = HashMap::new();
         let observed = statuses.into_iter().zip(results).enumerate();
@@ -94,6 +104,10 @@ impl Plain {
                             .observed
                             .get(&name)
                             .is_some_and(|(l, a)| l == labels && *a == avail);
+                    match named.as_mut() {
+                        Some(ids) if !looked.listed => ids.extend(looked.named),
+                        _ => named = None,
+                    }
                     if same {
                         // Nothing it holds or is asked to hold changed: the counts stand.
                         self.telemetry.still_observed(&name);
@@ -152,6 +166,7 @@ impl Plain {
             self.node_state(&name, state, &st);
             views.push((name, state, st.labels, availability));
         }
+        self.named = named;
         (views, engines)
     }
 
@@ -223,6 +238,7 @@ impl Plain {
             .collect();
         let (mut states, engines) = self.observe(wake).await;
         if !self.membership.leaving.is_empty() {
+            self.named = None;
             let seen: Vec<(String, NodeState)> =
                 states.iter().map(|(n, s, _, _)| (n.clone(), *s)).collect();
             self.let_go(&seen);
@@ -237,11 +253,13 @@ impl Plain {
             plan = self.plan(&states);
         }
         let Planned {
-            plan,
+            mut plan,
             counts,
             rollouts,
+            world,
             ..
         } = plan;
+        self.quiet = (std::mem::take(&mut plan.quiet), world);
         let next = self.act(&plan, &engines, started).await;
         // What an operator sees of each service, worked out once the pass acted: it reads
         // every replica, so it stays off the way from an event to its action.
@@ -355,7 +373,30 @@ impl Plain {
             halted: &halted,
             updating: &updating,
         };
-        let plan = plan::plan(&input);
+        // Services whose containers this pass saw change; `None`: plan them all.
+        let changed: Option<BTreeSet<String>> = self.named.as_ref().and_then(|ids| {
+            let mut found = 0;
+            let mut services = BTreeSet::new();
+            for c in all.iter().flat_map(|s| s.containers.iter()) {
+                if ids.contains(&c.id) {
+                    found += 1;
+                    services.insert(c.service()?.to_string());
+                }
+            }
+            // A container gone from every node: its service is not known.
+            (found == ids.len()).then_some(services)
+        });
+        let world: World = (states.to_vec(), (halted.clone(), updating.clone()));
+        // The definition may have changed since the nodes were observed (a tag moved).
+        let same_project = self.observed_project.as_ref() == Some(&self.project);
+        let reuse = changed
+            .as_ref()
+            .filter(|_| same_project && self.quiet.1 == world)
+            .map(|changed| plan::Reuse {
+                quiet: &self.quiet.0,
+                changed,
+            });
+        let plan = plan::plan_reusing(&input, reuse);
         let unlisted: Vec<String> = plan::unlisted_infra(&input, &plan)
             .into_iter()
             .map(str::to_string)
@@ -366,6 +407,7 @@ impl Plain {
             counts,
             unlisted,
             rollouts: (halted, updating, rolled_back),
+            world,
         }
     }
 
@@ -484,6 +526,8 @@ struct Looked {
     snapshot: Snapshot,
     listed: bool,
     changed: bool,
+    /// The containers a patch inspected (none for a list).
+    named: HashSet<String>,
 }
 
 impl Look {
@@ -510,6 +554,7 @@ impl Look {
                         snapshot,
                         listed: true,
                         changed: true,
+                        named: HashSet::new(),
                     }),
                     Ok(Err(e)) => Err((explain(e), kept)),
                     Err(_) => Err((late(), kept)),
@@ -531,6 +576,7 @@ impl Look {
                         snapshot,
                         listed: false,
                         changed,
+                        named: ids,
                     }),
                     Ok(Err(e)) => Err((explain(e), Some(snapshot))),
                     Err(_) => Err((late(), Some(snapshot))),

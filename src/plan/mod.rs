@@ -28,7 +28,7 @@ mod rolling;
 mod service;
 pub mod state;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime};
 
 use crate::config::{Availability, DependsCondition, FailureAction, Project, Service};
@@ -104,6 +104,26 @@ pub struct Plan {
     pub recheck: Vec<SystemTime>,
     /// Plan again after this long even if nothing happens (the earliest backoff expiry).
     pub requeue_after: Option<Duration>,
+    /// The services this plan left alone and that wait on no time (see [`Quiet`]).
+    pub quiet: BTreeMap<String, Quiet>,
+}
+
+/// A service whose plan did nothing, waits on no time and is in no rollout: what it
+/// decided, so that a pass in which nothing it depends on changed can take it as it is
+/// instead of planning it again (see [`plan_reusing`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Quiet {
+    stopped: Vec<Stopped>,
+    blocked: Vec<Blocked>,
+    /// Its replicas by node, as the placer counted them.
+    placed: HashMap<String, u32>,
+}
+
+/// The last plan's quiet services and the services whose containers changed since.
+#[derive(Debug, Clone, Copy)]
+pub struct Reuse<'a> {
+    pub quiet: &'a BTreeMap<String, Quiet>,
+    pub changed: &'a BTreeSet<String>,
 }
 
 impl Plan {
@@ -215,6 +235,16 @@ impl Input<'_> {
 /// Decide what to do. Applying the result and planning again yields no actions
 /// (unless time passes or the engines change in between).
 pub fn plan(input: &Input) -> Plan {
+    plan_reusing(input, None)
+}
+
+/// [`plan`], taking each quiet service of the last plan as it was when neither its
+/// containers nor those of a service it depends on changed: the same plan, at the cost of
+/// the services that changed. The caller passes no `reuse` whenever anything else the plan
+/// reads may have changed (the definition, the nodes, a fresh list, the rollouts).
+pub fn plan_reusing(input: &Input, reuse: Option<Reuse>) -> Plan {
+    // Rebalancing weighs every service's spread: a change anywhere can move any of them.
+    let reuse = reuse.filter(|_| !input.rebalance);
     let project = input.project;
     let mut plan = Plan::default();
 
@@ -265,9 +295,27 @@ pub fn plan(input: &Input) -> Plan {
 
     let deps = by_service.clone();
     let mut service_actions: Vec<Action> = Vec::new();
+    let mut touched: BTreeSet<&str> = BTreeSet::new();
     for name in project.start_order() {
         let svc = &project.services[name];
         let containers = by_service.remove(name).unwrap_or_default();
+        let kept = reuse.and_then(|r| {
+            // Start order puts a service after what it depends on: one look suffices.
+            let changed = r.changed.contains(name)
+                || svc.depends_on.keys().any(|d| touched.contains(d.as_str()));
+            if changed {
+                touched.insert(name);
+                return None;
+            }
+            r.quiet.get(name)
+        });
+        if let Some(q) = kept {
+            placer.add_counts(name, &q.placed);
+            plan.stopped.extend(q.stopped.iter().cloned());
+            plan.blocked.extend(q.blocked.iter().cloned());
+            plan.quiet.insert(name.to_string(), q.clone());
+            continue;
+        }
         if svc.mode == crate::config::DeployMode::Global {
             global::plan_global(
                 input,
@@ -280,6 +328,7 @@ pub fn plan(input: &Input) -> Plan {
             );
             continue;
         }
+        let before = Marks::of(&plan, &service_actions);
         plan_service(
             input,
             svc,
@@ -289,6 +338,17 @@ pub fn plan(input: &Input) -> Plan {
             &mut service_actions,
             &mut plan,
         );
+        let quiet = before.quiet_until(&Marks::of(&plan, &service_actions))
+            && !input.halted.contains(name)
+            && !input.updating.contains(name);
+        if quiet {
+            let q = Quiet {
+                stopped: plan.stopped[before.stopped..].to_vec(),
+                blocked: plan.blocked[before.blocked..].to_vec(),
+                placed: placer.counts_of(name),
+            };
+            plan.quiet.insert(name.to_string(), q);
+        }
     }
 
     let mut mesh_actions = Vec::new();
@@ -305,6 +365,42 @@ pub fn plan(input: &Input) -> Plan {
         .map(|t| t.duration_since(input.now).unwrap_or_default())
         .min();
     plan
+}
+
+/// How far a plan's lists had come: a service that added nothing but stopped slots and
+/// blocked dependencies is quiet.
+#[derive(Debug)]
+struct Marks {
+    actions: usize,
+    waits: usize,
+    unplaced: usize,
+    update_failed: usize,
+    settled: usize,
+    recheck: usize,
+    stopped: usize,
+    blocked: usize,
+}
+
+impl Marks {
+    fn of(plan: &Plan, actions: &[Action]) -> Marks {
+        Marks {
+            actions: actions.len(),
+            waits: plan.waits.len(),
+            unplaced: plan.unplaced.len(),
+            update_failed: plan.update_failed.len(),
+            settled: plan.settled.len(),
+            recheck: plan.recheck.len(),
+            stopped: plan.stopped.len(),
+            blocked: plan.blocked.len(),
+        }
+    }
+
+    /// Whether `now` shows only stopped slots and blocked dependencies added since.
+    fn quiet_until(&self, now: &Marks) -> bool {
+        (self.actions, self.waits, self.unplaced) == (now.actions, now.waits, now.unplaced)
+            && (self.update_failed, self.settled, self.recheck)
+                == (now.update_failed, now.settled, now.recheck)
+    }
 }
 
 /// Nodes whose networks and volumes the plan depends on but were not listed: those where it

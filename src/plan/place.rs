@@ -70,6 +70,20 @@ impl<'a> Placer<'a> {
         bump(&mut self.total, node);
     }
 
+    /// Count `placed` replicas of `service` by node at once (a service planned earlier).
+    pub fn add_counts(&mut self, service: &str, placed: &HashMap<String, u32>) {
+        let nodes = self.per_service.entry(service.to_string()).or_default();
+        for (node, n) in placed {
+            *nodes.entry(node.clone()).or_default() += n;
+            *self.total.entry(node.clone()).or_default() += n;
+        }
+    }
+
+    /// The replicas of `service` counted so far, by node.
+    pub fn counts_of(&self, service: &str) -> HashMap<String, u32> {
+        self.per_service.get(service).cloned().unwrap_or_default()
+    }
+
     /// Forget a replica (planned for removal or moving away).
     pub fn remove(&mut self, service: &str, node: &str) {
         if let Some(n) = self
