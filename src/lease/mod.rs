@@ -145,6 +145,8 @@ pub struct LeaseHandle {
     observed: Arc<AtomicU64>,
     /// False for a handle without a lease ([`LeaseHandle::always`]): terms do not apply.
     fenced: bool,
+    /// The nodes that hold lease votes (0 without a lease).
+    voters: usize,
 }
 
 impl LeaseHandle {
@@ -162,15 +164,32 @@ impl LeaseHandle {
             rx,
             observed: Arc::new(AtomicU64::new(0)),
             fenced: false,
+            voters: 0,
         }
     }
 
-    fn new(rx: watch::Receiver<Option<Validity>>) -> LeaseHandle {
+    /// [`LeaseHandle::always`], as if `voters` nodes held lease votes (tests).
+    #[cfg(test)]
+    pub(crate) fn always_over(voters: usize) -> LeaseHandle {
+        LeaseHandle {
+            voters,
+            ..LeaseHandle::always()
+        }
+    }
+
+    fn new(rx: watch::Receiver<Option<Validity>>, voters: usize) -> LeaseHandle {
         LeaseHandle {
             rx,
             observed: Arc::new(AtomicU64::new(0)),
             fenced: true,
+            voters,
         }
+    }
+
+    /// Whether acting needs a majority of several nodes (an HA lease): a drover that sees
+    /// most of them down is then more likely cut off itself than looking at dead nodes.
+    pub fn needs_majority(&self) -> bool {
+        self.voters >= 3
     }
 
     fn outranked(&self, term: u64) -> bool {
@@ -284,7 +303,7 @@ pub fn spawn(
     cancel: CancellationToken,
 ) -> (LeaseHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(None);
-    let handle = LeaseHandle::new(rx);
+    let handle = LeaseHandle::new(rx, nodes.len());
     let task = task::Task::new(task::Setup {
         project,
         holder: holder_id(),

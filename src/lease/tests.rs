@@ -18,7 +18,7 @@ struct Drover {
 
 fn drover(fakes: &[Arc<FakeEngine>], holder: &str, ttl: Duration) -> Drover {
     let (tx, rx) = watch::channel(None);
-    let handle = LeaseHandle::new(rx);
+    let handle = LeaseHandle::new(rx, 1);
     let telemetry = Telemetry::new("p", Duration::from_secs(60), None);
     let setup = task::Setup {
         project: "p".into(),

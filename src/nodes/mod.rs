@@ -160,6 +160,31 @@ impl NodeHandle {
         NodeHandle::fixed_node(spec, engine, true)
     }
 
+    /// As [`NodeHandle::fixed`], with the sender of its status: a test takes it down and
+    /// up again.
+    #[cfg(test)]
+    pub(crate) fn switchable(
+        spec: NodeSpec,
+        engine: Client,
+    ) -> (NodeHandle, watch::Sender<NodeStatus>) {
+        let (tx, status) = watch::channel(NodeStatus {
+            attempted: true,
+            up: true,
+            engine: Some(engine),
+            engine_id: None,
+            labels: spec.labels.clone(),
+            error: None,
+            watched: false,
+        });
+        let handle = NodeHandle {
+            name: spec.name.clone(),
+            endpoint: spec.endpoint.clone(),
+            config: spec,
+            status,
+        };
+        (handle, tx)
+    }
+
     fn fixed_node(spec: NodeSpec, engine: Client, watched: bool) -> NodeHandle {
         let (_, status) = watch::channel(NodeStatus {
             attempted: true,

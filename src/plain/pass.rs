@@ -159,15 +159,43 @@ impl Plain {
             if state != NodeState::Up {
                 self.observed.remove(&name);
             }
-            if state == NodeState::Down {
-                self.last.remove(&name);
-                self.due.remove(&name);
-            }
             self.node_state(&name, state, &st);
             views.push((name, state, st.labels, availability));
         }
+        self.hold_if_disrupted(&mut views);
         self.named = named;
         (views, engines)
+    }
+
+    /// Forget what nodes that are down held, so that their slots go elsewhere; unless, under
+    /// an HA lease, at least half of the nodes are down at once: this drover is then more
+    /// likely cut off itself than looking at dead nodes (Kubernetes stops evicting from a
+    /// fully disrupted zone for the same reason), and a leader cut off into a minority would
+    /// otherwise move every replica onto its side in its last moments, newer copies that
+    /// win over the majority side's once the partition heals. Their replicas then count
+    /// where they were (the nodes are planned as frozen) until a majority answers.
+    fn hold_if_disrupted(&mut self, views: &mut [Seen]) {
+        let down = views.iter().filter(|v| v.1 == NodeState::Down).count();
+        let disrupted = self.lease.needs_majority() && down > 0 && down * 2 >= views.len();
+        if disrupted != self.said.disrupted {
+            self.said.disrupted = disrupted;
+            if disrupted {
+                warn!(action = "observe", project = %self.project.name, down, nodes = views.len(), "most nodes are unreachable: their replicas stay where they were until a majority answers");
+            } else {
+                info!(action = "observe", project = %self.project.name, "a majority of nodes answers again");
+            }
+        }
+        for (name, state, ..) in views.iter_mut() {
+            if *state != NodeState::Down {
+                continue;
+            }
+            if disrupted && self.last.contains_key(name.as_str()) {
+                *state = NodeState::Frozen;
+            } else {
+                self.last.remove(name.as_str());
+                self.due.remove(name.as_str());
+            }
+        }
     }
 
     /// How one node is observed this pass (`None`: it is not up). Its kept snapshot, if

@@ -27,6 +27,8 @@ pub(super) struct Said {
     down: HashSet<String>,
     /// Services whose rollback is under way.
     rolling_back: HashSet<String>,
+    /// At least half of the nodes are down under an HA lease (see `hold_if_disrupted`).
+    pub disrupted: bool,
 }
 
 impl Plain {

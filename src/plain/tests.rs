@@ -770,6 +770,75 @@ x-drover:
     plain
 }
 
+/// Under an HA lease, a drover that sees most nodes down holds their replicas where they
+/// were (it is more likely cut off itself); one node down, or no HA lease, and they move.
+#[tokio::test]
+async fn with_most_nodes_down_under_an_ha_lease_nothing_moves_and_with_one_the_replicas_do() {
+    for ha in [true, false] {
+        let name = format!("disrupted-{ha}");
+        let dir = std::env::temp_dir().join(format!("drover-plain-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let yaml = "services:
+  web:
+    image: img
+    deploy: { replicas: 3 }
+x-drover:
+  nodes:
+    - { name: n1, host: tcp://10.0.0.1:2375 }
+    - { name: n2, host: tcp://10.0.0.2:2375 }
+    - { name: n3, host: tcp://10.0.0.3:2375 }
+";
+        let fakes: Vec<Arc<FakeEngine>> = (0..3).map(|_| Arc::new(FakeEngine::default())).collect();
+        let (handles, switches): (Vec<NodeHandle>, Vec<_>) = fixed_nodes(&fakes, false)
+            .into_iter()
+            .zip(&fakes)
+            .map(|(h, fake)| NodeHandle::switchable(h.config.clone(), Client::from(fake.clone())))
+            .unzip();
+        let telemetry = Telemetry::new(&name, Duration::from_secs(60), None);
+        let settings = Settings {
+            lease: None,
+            credentials: Credentials::in_dir(&dir, "DOCKER_CONFIG"),
+            ..Default::default()
+        };
+        let loaded = load(&dir, &name, yaml);
+        let mut plain = Plain::new(handles, loaded.project, settings, telemetry);
+        if ha {
+            plain = plain.under(crate::lease::LeaseHandle::always_over(3));
+        }
+        plain.membership.listed = true;
+        settle_all(&mut plain).await;
+        let on: Vec<usize> = fakes.iter().map(|f| f.names().len()).collect();
+        assert_eq!(on, [1, 1, 1], "ha {ha}");
+        let down = |i: usize, up: bool| switches[i].send_modify(|s| s.up = up);
+        down(1, false);
+        down(2, false);
+        settle_all(&mut plain).await;
+        let on_n1 = fakes[0].names().len();
+        if ha {
+            assert_eq!(
+                on_n1, 1,
+                "two of three down under an HA lease: nothing moves"
+            );
+        } else {
+            assert_eq!(
+                on_n1, 3,
+                "no HA lease: the replicas move to the node that is up"
+            );
+        }
+        // One node back: a majority answers, n3's replica moves.
+        down(1, true);
+        settle_all(&mut plain).await;
+        let total: usize = fakes[..2].iter().map(|f| f.names().len()).sum();
+        assert_eq!(
+            total,
+            3,
+            "ha {ha}: {:?} {:?}",
+            fakes[0].names(),
+            fakes[1].names()
+        );
+    }
+}
+
 /// Ten passes: enough for any of the moves above to finish.
 async fn settle_all(plain: &mut Plain) {
     for _ in 0..10 {
