@@ -121,6 +121,9 @@ pub struct Plain {
     shared_nodes: replicas::SharedNodes,
     /// The lease this drover acts under.
     lease: LeaseHandle,
+    /// The nodes that only vote for the lease (`role: witness`): counted with the nodes
+    /// when judging whether most of the lease's nodes are down.
+    witnesses: Vec<NodeHandle>,
 }
 
 impl Plain {
@@ -156,6 +159,7 @@ impl Plain {
             membership: membership::Membership::default(),
             shared_nodes: replicas::SharedNodes::default(),
             lease: LeaseHandle::always(),
+            witnesses: Vec::new(),
         }
     }
 
@@ -343,7 +347,7 @@ pub fn runtime(
     let lease = start_lease(&settings, &handles, &loaded.project, &telemetry, cancel);
     let lease_handle = lease.handle.clone();
     // Witnesses only vote: the mode places nothing there.
-    handles.truncate(workers);
+    let witnesses = handles.split_off(workers);
     let shared_nodes = replicas::SharedNodes::new(handles.clone());
     let parts = Parts {
         project: loaded.project.name.clone(),
@@ -363,6 +367,7 @@ pub fn runtime(
         .notify_to(notify.notifier)
         .under(lease_handle);
     mode.shared_nodes = shared_nodes;
+    mode.witnesses = witnesses;
     mode.membership = membership::Membership {
         spawner: Some(spawner),
         listed: !loaded.settings.nodes.is_empty(),

@@ -168,7 +168,7 @@ impl Plain {
     }
 
     /// Forget what nodes that are down held, so that their slots go elsewhere; unless, under
-    /// an HA lease, at least half of the nodes are down at once: this drover is then more
+    /// an HA lease, at least half of the lease's nodes (witnesses included) are down at once: this drover is then more
     /// likely cut off itself than looking at dead nodes (Kubernetes stops evicting from a
     /// fully disrupted zone for the same reason), and a leader cut off into a minority would
     /// otherwise move every replica onto its side in its last moments, newer copies that
@@ -176,11 +176,14 @@ impl Plain {
     /// where they were (the nodes are planned as frozen) until a majority answers.
     fn hold_if_disrupted(&mut self, views: &mut [Seen]) {
         let down = views.iter().filter(|v| v.1 == NodeState::Down).count();
-        let disrupted = self.lease.needs_majority() && down > 0 && down * 2 >= views.len();
+        let witnesses_down = self.witnesses.iter().filter(|w| !w.status().up).count();
+        let voters = views.len() + self.witnesses.len();
+        let disrupted =
+            self.lease.needs_majority() && down > 0 && (down + witnesses_down) * 2 >= voters;
         if disrupted != self.said.disrupted {
             self.said.disrupted = disrupted;
             if disrupted {
-                warn!(action = "observe", project = %self.project.name, down, nodes = views.len(), "most nodes are unreachable: their replicas stay where they were until a majority answers");
+                warn!(action = "observe", project = %self.project.name, down = down + witnesses_down, nodes = voters, "most nodes are unreachable: their replicas stay where they were until a majority answers");
             } else {
                 info!(action = "observe", project = %self.project.name, "a majority of nodes answers again");
             }

@@ -839,6 +839,59 @@ x-drover:
     }
 }
 
+/// Two nodes and a witness: one node down is a minority of the lease's three nodes, so its
+/// replicas move; the witness down as well, and nothing moves.
+#[tokio::test]
+async fn with_a_witness_one_node_down_still_moves_its_replicas() {
+    let name = "witnessed";
+    let dir = std::env::temp_dir().join(format!("drover-plain-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let yaml = "services:
+  web:
+    image: img
+    deploy: { replicas: 2 }
+x-drover:
+  nodes:
+    - { name: n1, host: tcp://10.0.0.1:2375 }
+    - { name: n2, host: tcp://10.0.0.2:2375 }
+";
+    let fakes: Vec<Arc<FakeEngine>> = (0..3).map(|_| Arc::new(FakeEngine::default())).collect();
+    let (mut handles, switches): (Vec<NodeHandle>, Vec<_>) = fixed_nodes(&fakes, false)
+        .into_iter()
+        .zip(&fakes)
+        .map(|(h, fake)| NodeHandle::switchable(h.config.clone(), Client::from(fake.clone())))
+        .unzip();
+    let witness = handles.split_off(2);
+    let settings = Settings {
+        lease: None,
+        credentials: Credentials::in_dir(&dir, "DOCKER_CONFIG"),
+        ..Default::default()
+    };
+    let telemetry = Telemetry::new(name, Duration::from_secs(60), None);
+    let loaded = load(&dir, name, yaml);
+    let mut plain = Plain::new(handles, loaded.project, settings, telemetry)
+        .under(crate::lease::LeaseHandle::always_over(3));
+    plain.witnesses = witness;
+    plain.membership.listed = true;
+    settle_all(&mut plain).await;
+    assert_eq!((fakes[0].names().len(), fakes[1].names().len()), (1, 1));
+    switches[2].send_modify(|s| s.up = false);
+    switches[1].send_modify(|s| s.up = false);
+    settle_all(&mut plain).await;
+    assert_eq!(
+        fakes[0].names().len(),
+        1,
+        "n2 and the witness down: nothing moves"
+    );
+    switches[2].send_modify(|s| s.up = true);
+    settle_all(&mut plain).await;
+    assert_eq!(
+        fakes[0].names().len(),
+        2,
+        "only n2 down: its replica moves to n1"
+    );
+}
+
 /// Ten passes: enough for any of the moves above to finish.
 async fn settle_all(plain: &mut Plain) {
     for _ in 0..10 {
