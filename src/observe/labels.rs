@@ -1,7 +1,9 @@
 //! A container's labels, with the ones drover reads on every pass parsed once, when the
 //! container is observed. A planning pass asks each container for its project, service,
 //! slot, term and revision several times; over 10,000 containers, hashing and parsing those
-//! labels each time was a third of a pass.
+//! labels each time was a third of a pass. Only drover's own labels (`drover.*`) are kept:
+//! compose's and the user's are written on the container for other tools and never read
+//! back, and kept for every container they were a large part of drover's memory.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -11,8 +13,8 @@ use crate::labels::{
     LABEL_PROJECT, LABEL_SERVICE, LABEL_SLOT, LABEL_TERM,
 };
 
-/// Every label of a container, and drover's own read once. Changed only through
-/// [`Labels::insert`] and [`Labels::remove`], which keep the two in step.
+/// A container's `drover.*` labels, and the ones drover reads parsed once. Changed only
+/// through [`Labels::insert`] and [`Labels::remove`], which keep the two in step.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Labels {
     all: HashMap<String, String>,
@@ -82,11 +84,16 @@ impl Labels {
 }
 
 impl From<HashMap<String, String>> for Labels {
-    fn from(all: HashMap<String, String>) -> Labels {
+    fn from(mut all: HashMap<String, String>) -> Labels {
+        all.retain(|k, _| k.starts_with(DROVER));
+        all.shrink_to_fit();
         let read = Read::from(&all);
         Labels { all, read }
     }
 }
+
+/// The prefix of the labels drover reads back.
+const DROVER: &str = "drover.";
 
 impl std::ops::Index<&str> for Labels {
     type Output = String;
@@ -106,7 +113,13 @@ mod tests {
             (LABEL_PROJECT.to_string(), "p".to_string()),
             (LABEL_SLOT.to_string(), "0".to_string()),
             (LABEL_TERM.to_string(), "7".to_string()),
+            ("com.docker.compose.project".to_string(), "p".to_string()),
         ]));
+        assert_eq!(
+            l.get("com.docker.compose.project"),
+            None,
+            "only drover's own are kept"
+        );
         assert_eq!(l.read().project.as_deref(), Some("p"));
         assert_eq!(l.read().slot, None, "a slot is a positive integer");
         assert_eq!(l.read().term, 7);
