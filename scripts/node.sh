@@ -222,7 +222,8 @@ check_tls() {
 wait_gone() { # PID SECONDS: true once PID has exited (a zombie counts as exited)
   local i stat
   for i in $(seq 1 $(($2 * 20))); do
-    stat=$(<"/proc/$1/stat") 2>/dev/null || return 0
+    # `$(<file)` on a file that vanished ends the script under `set -e`, `||` or not.
+    { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 0
     stat=${stat##*) }
     [ "${stat%% *}" != Z ] || return 0
     sleep 0.05
@@ -249,7 +250,7 @@ procs_with() { # pids whose command line contains $1
 children_of() { # pids whose parent is $1
   local p stat
   for p in /proc/[0-9]*; do
-    stat=$(<"$p/stat") 2>/dev/null || continue
+    { read -r stat <"$p/stat"; } 2>/dev/null || continue
     stat=${stat##*) }
     stat=${stat#* }
     [ "${stat%% *}" = "$1" ] && echo "${p#/proc/}"
