@@ -1196,9 +1196,13 @@ pub(super) mod tests {
         assert_eq!(ignore(Ok(()), EngineError::is_conflict), Ok(()));
     }
 
-    /// A project loaded from `yaml` for Swarm mode, in a directory of its own.
+    /// A project loaded from `yaml` for Swarm mode, in a directory of its own (one per
+    /// call: tests running at once load the same project name).
     pub(super) fn loaded(name: &str, yaml: &str) -> config::Loaded {
-        let dir = std::env::temp_dir().join(format!("drover-swarm-{name}-{}", std::process::id()));
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir =
+            std::env::temp_dir().join(format!("drover-swarm-{name}-{}-{call}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("compose.yml"), yaml).unwrap();
         let load = crate::config::LoadOptions {
