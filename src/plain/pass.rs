@@ -96,35 +96,15 @@ impl Plain {
                     self.telemetry.unreachable(&name, why);
                     NodeState::Down
                 }
-                Some(Ok(looked)) => {
-                    let (labels, avail) = (&st.labels, availability);
-                    let same = same_project
-                        && !looked.changed
-                        && self
-                            .observed
-                            .get(&name)
-                            .is_some_and(|(l, a)| l == labels && *a == avail);
+                Some(Ok(mut looked)) => {
                     match named.as_mut() {
-                        Some(ids) if !looked.listed => ids.extend(looked.named),
+                        Some(ids) if !looked.listed => {
+                            ids.extend(std::mem::take(&mut looked.named))
+                        }
                         _ => named = None,
                     }
-                    if same {
-                        // Nothing it holds or is asked to hold changed: the counts stand.
-                        self.telemetry.still_observed(&name);
-                    } else {
-                        // A newer leader's container ends our leadership at once: every
-                        // container the node holds, listed or kept and patched.
-                        let terms = looked.snapshot.containers.iter().map(|c| c.term());
-                        if let Some(t) = terms.max() {
-                            self.lease.saw_term(t);
-                        }
-                        let mut seen = looked
-                            .snapshot
-                            .observation(&self.project, self.own_id.as_deref());
-                        global_desired(&self.project, (&name, labels, avail), &mut seen);
-                        self.telemetry.observed(&name, seen);
-                        self.observed.insert(name.clone(), (labels.clone(), avail));
-                    }
+                    let node = (name.as_str(), &st.labels, availability);
+                    self.count(node, &looked, same_project);
                     if self.said.list_failing.remove(&name) {
                         info!(action = "observe", project = %self.project.name, node = %name, "node listed again");
                     }
@@ -165,6 +145,40 @@ impl Plain {
         self.hold_if_disrupted(&mut views);
         self.named = named;
         (views, engines)
+    }
+
+    /// Record what `node` holds (telemetry's counts, the highest term seen) unless neither
+    /// its snapshot, its labels and availability nor the definition changed.
+    fn count(
+        &mut self,
+        (name, labels, avail): (&str, &BTreeMap<String, String>, Availability),
+        looked: &Looked,
+        same_project: bool,
+    ) {
+        let same = same_project
+            && !looked.changed
+            && self
+                .observed
+                .get(name)
+                .is_some_and(|(l, a)| l == labels && *a == avail);
+        if same {
+            // Nothing it holds or is asked to hold changed: the counts stand.
+            self.telemetry.still_observed(name);
+            return;
+        }
+        // A newer leader's container ends our leadership at once: every container the node
+        // holds, listed or kept and patched.
+        let terms = looked.snapshot.containers.iter().map(|c| c.term());
+        if let Some(t) = terms.max() {
+            self.lease.saw_term(t);
+        }
+        let mut seen = looked
+            .snapshot
+            .observation(&self.project, self.own_id.as_deref());
+        global_desired(&self.project, (name, labels, avail), &mut seen);
+        self.telemetry.observed(name, seen);
+        self.observed
+            .insert(name.to_string(), (labels.clone(), avail));
     }
 
     /// Forget what nodes that are down held, so that their slots go elsewhere; unless, under

@@ -248,17 +248,6 @@ pub fn plan_reusing(input: &Input, reuse: Option<Reuse>) -> Plan {
     let project = input.project;
     let mut plan = Plan::default();
 
-    // Only the project's own containers, never drover itself, on nodes not known down.
-    let owned: Vec<&Container> = input
-        .nodes
-        .iter()
-        .filter(|n| n.state != NodeState::Down)
-        .flat_map(|n| n.snapshot.containers.iter())
-        .filter(|c| c.owned_by(&project.name))
-        .filter(|c| input.exclude.is_none_or(|me| !c.id.starts_with(me)))
-        .filter(|c| c.ambassador().is_none())
-        .collect();
-
     let mut placer = Placer::new(
         input
             .nodes
@@ -272,26 +261,7 @@ pub fn plan_reusing(input: &Input, reuse: Option<Reuse>) -> Plan {
             .collect(),
     );
 
-    let mut by_service: BTreeMap<&str, Vec<&Container>> = BTreeMap::new();
-    for c in &owned {
-        match (c.service(), c.slot()) {
-            (Some(s), Some(_)) if project.services.contains_key(s) => {
-                by_service.entry(s).or_default().push(c)
-            }
-            (s, n) if input.up(&c.node) => plan.actions.push(Action::remove_stray(
-                s.map(str::to_string),
-                n,
-                &c.node,
-                &c.id,
-                if s.is_some() && n.is_some() {
-                    Reason::ServiceRemoved
-                } else {
-                    Reason::BadLabels
-                },
-            )),
-            _ => {}
-        }
-    }
+    let mut by_service = by_service(input, &mut plan);
 
     let deps = by_service.clone();
     let mut service_actions: Vec<Action> = Vec::new();
@@ -310,10 +280,7 @@ pub fn plan_reusing(input: &Input, reuse: Option<Reuse>) -> Plan {
             r.quiet.get(name)
         });
         if let Some(q) = kept {
-            placer.add_counts(name, &q.placed);
-            plan.stopped.extend(q.stopped.iter().cloned());
-            plan.blocked.extend(q.blocked.iter().cloned());
-            plan.quiet.insert(name.to_string(), q.clone());
+            q.replay(name, &mut placer, &mut plan);
             continue;
         }
         if svc.mode == crate::config::DeployMode::Global {
@@ -365,6 +332,52 @@ pub fn plan_reusing(input: &Input, reuse: Option<Reuse>) -> Plan {
         .map(|t| t.duration_since(input.now).unwrap_or_default())
         .min();
     plan
+}
+
+/// The project's own containers by service, never drover itself, on nodes not known down;
+/// a container of no service in the file (or without drover's labels) is removed from a
+/// node that is up.
+fn by_service<'a>(input: &Input<'a>, plan: &mut Plan) -> BTreeMap<&'a str, Vec<&'a Container>> {
+    let project = input.project;
+    let owned = input
+        .nodes
+        .iter()
+        .filter(|n| n.state != NodeState::Down)
+        .flat_map(|n| n.snapshot.containers.iter())
+        .filter(|c| c.owned_by(&project.name))
+        .filter(|c| input.exclude.is_none_or(|me| !c.id.starts_with(me)))
+        .filter(|c| c.ambassador().is_none());
+    let mut by_service: BTreeMap<&str, Vec<&Container>> = BTreeMap::new();
+    for c in owned {
+        match (c.service(), c.slot()) {
+            (Some(s), Some(_)) if project.services.contains_key(s) => {
+                by_service.entry(s).or_default().push(c)
+            }
+            (s, n) if input.up(&c.node) => plan.actions.push(Action::remove_stray(
+                s.map(str::to_string),
+                n,
+                &c.node,
+                &c.id,
+                if s.is_some() && n.is_some() {
+                    Reason::ServiceRemoved
+                } else {
+                    Reason::BadLabels
+                },
+            )),
+            _ => {}
+        }
+    }
+    by_service
+}
+
+impl Quiet {
+    /// Take this quiet service's decisions into `plan` as they were.
+    fn replay(&self, name: &str, placer: &mut Placer, plan: &mut Plan) {
+        placer.add_counts(name, &self.placed);
+        plan.stopped.extend(self.stopped.iter().cloned());
+        plan.blocked.extend(self.blocked.iter().cloned());
+        plan.quiet.insert(name.to_string(), self.clone());
+    }
 }
 
 /// How far a plan's lists had come: a service that added nothing but stopped slots and
