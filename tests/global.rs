@@ -281,11 +281,15 @@ fn a_drained_node_is_emptied_start_first_without_dropping_below_the_target() {
     let (min, samples) = sampler.finish();
     assert!(samples >= 5, "only {samples} samples");
     assert!(min >= 6, "{min} web running at one point during the drain");
-    let moves: Vec<_> = d
-        .actions("start-first")
-        .into_iter()
-        .filter(|e| e["reason"] == "drained")
-        .collect();
+    let drained = |d: &Drover| -> Vec<serde_json::Value> {
+        d.actions("start-first")
+            .into_iter()
+            .filter(|e| e["reason"] == "drained")
+            .collect()
+    };
+    // A move is logged once it finished, a moment after the engine shows it.
+    eventually_with(&mut d, UP, "both moves logged", |d| drained(d).len() >= 2);
+    let moves = drained(&d);
     assert_eq!(moves.len(), 2, "{moves:?}");
     assert!(moves.iter().all(|e| e["node"] == "gl-da"), "{moves:?}");
     let said = d.actions("node-availability");

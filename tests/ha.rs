@@ -221,9 +221,13 @@ fn wait(drovers: &[&Drover], deadline: Duration, what: &str, mut f: impl FnMut()
 fn settle(ha: &Ha, replicas: usize) -> (Vec<Drover>, usize) {
     let drovers: Vec<Drover> = (0..ha.nodes.len()).map(|i| ha.drover(i, &[])).collect();
     let all: Vec<&Drover> = drovers.iter().collect();
+    // A create is logged once its container runs, so the engine can show every slot a
+    // moment before the leader's log does: wait for both.
     wait(&all, UP, "one leader and every slot running once", || {
-        drovers.iter().filter(|d| leads(d).is_some()).count() == 1
+        let leaders: Vec<&Drover> = drovers.iter().filter(|d| leads(d).is_some()).collect();
+        leaders.len() == 1
             && ha.each_slot_once(&[0, 1, 2], replicas)
+            && creates(leaders[0]) >= replicas
     });
     let leader = drovers.iter().position(|d| leads(d).is_some()).unwrap();
     // Started together: only the leader changed anything, each slot created once, and
