@@ -120,6 +120,9 @@ pub struct Window {
     pub from: Instant,
     pub until: Instant,
     pub term: u64,
+    /// A majority granted requests sent at or after this instant (`until` less the ttl):
+    /// this drover reached a majority then.
+    pub confirmed: Instant,
 }
 
 /// Timing, all derived from the ttl (see `LeaseConfig`).
@@ -260,6 +263,7 @@ impl Core {
             from,
             until,
             term: self.term,
+            confirmed: until.checked_sub(self.timing.ttl).unwrap_or(from),
         })
     }
 

@@ -386,6 +386,38 @@ fn two_candidates_with_one_term_both_step_down_before_leading() {
     assert_eq!(c.term, 2);
 }
 
+/// `confirmed` is the latest sending a majority granted: it follows renewals a majority
+/// answered and stands still while only a minority answers (a cut-off leader), which is
+/// what keeps a cut-off leader from moving the replicas of nodes it finds down.
+#[test]
+fn the_window_says_when_a_majority_last_granted_a_renewal() {
+    let now = Instant::now();
+    let mut c = Core::new("me".into(), timing(), 3);
+    looked(&mut c, &[View::Absent, View::Absent, View::Absent], now);
+    let ops = c.round(now, &mut Vec::new());
+    took_all(&mut c, &ops, now);
+    assert_eq!(c.window(now).map(|w| w.confirmed), Some(now));
+    let renew = |c: &mut Core, t: Instant, ok: &[usize]| {
+        for (i, op) in c.round(t, &mut Vec::new()) {
+            if matches!(op, Op::Renew { .. }) {
+                let result = if ok.contains(&i) {
+                    Renewal::Ok
+                } else {
+                    Renewal::Failed
+                };
+                c.apply(i, Outcome::Renewed { sent: t, result }, t, &mut Vec::new());
+            }
+        }
+    };
+    let t1 = now + timing().interval;
+    renew(&mut c, t1, &[0, 1]);
+    assert_eq!(c.window(t1).map(|w| w.confirmed), Some(t1), "two of three");
+    let t2 = t1 + timing().interval;
+    renew(&mut c, t2, &[0]);
+    assert_eq!(c.window(t2).map(|w| w.confirmed), Some(t1), "one of three");
+    assert!(c.acting(t2), "still within the ttl of t1");
+}
+
 #[test]
 fn a_minority_leader_stops_within_the_ttl_and_keeps_only_what_it_holds() {
     let now = Instant::now();

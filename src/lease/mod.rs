@@ -135,6 +135,8 @@ pub struct Validity {
     pub from: Instant,
     pub until: Instant,
     pub term: u64,
+    /// A majority of the lease's nodes granted requests sent at or after this instant.
+    pub confirmed: Instant,
 }
 
 /// The controller's side of a running lease task.
@@ -157,6 +159,7 @@ impl LeaseHandle {
             from: Instant::now(),
             until: far,
             term: 0,
+            confirmed: far,
         }));
         // Keep the sender alive for the life of the process.
         std::mem::forget(tx);
@@ -177,6 +180,16 @@ impl LeaseHandle {
         }
     }
 
+    /// A handle over `voters` nodes whose validity a test sets.
+    #[cfg(test)]
+    pub(crate) fn settable_over(
+        voters: usize,
+        v: Validity,
+    ) -> (LeaseHandle, watch::Sender<Option<Validity>>) {
+        let (tx, rx) = watch::channel(Some(v));
+        (LeaseHandle::new(rx, voters), tx)
+    }
+
     fn new(rx: watch::Receiver<Option<Validity>>, voters: usize) -> LeaseHandle {
         LeaseHandle {
             rx,
@@ -190,6 +203,13 @@ impl LeaseHandle {
     /// most of them down is then more likely cut off itself than looking at dead nodes.
     pub fn needs_majority(&self) -> bool {
         self.voters >= 3
+    }
+
+    /// Whether a majority of the lease's nodes granted requests this drover sent after `t`:
+    /// it was not cut off into a minority from `t` until then. Always true without an HA
+    /// lease.
+    pub fn confirmed_since(&self, t: Instant) -> bool {
+        !self.needs_majority() || matches!(*self.rx.borrow(), Some(v) if v.confirmed > t)
     }
 
     fn outranked(&self, term: u64) -> bool {

@@ -250,6 +250,7 @@ impl Task {
             from: w.from,
             until: w.until,
             term: w.term,
+            confirmed: w.confirmed,
         });
         s.tx.send_if_modified(|old| {
             let changed = *old != v;

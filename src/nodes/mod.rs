@@ -124,6 +124,8 @@ pub struct NodeStatus {
     pub labels: BTreeMap<String, String>,
     /// Why the node is down, when it is.
     pub error: Option<String>,
+    /// When it was found down (the monitor's clock), while it is down.
+    pub down_at: Option<Instant>,
     /// The node's events reach the loop (its monitor runs an event stream that names the
     /// containers that change, and asks for a list when it opens): what was observed there
     /// can be kept and patched. Without it every pass lists the node.
@@ -174,6 +176,7 @@ impl NodeHandle {
             engine_id: None,
             labels: spec.labels.clone(),
             error: None,
+            down_at: None,
             watched: false,
         });
         let handle = NodeHandle {
@@ -193,6 +196,7 @@ impl NodeHandle {
             engine_id: None,
             labels: spec.labels.clone(),
             error: None,
+            down_at: None,
             watched,
         });
         NodeHandle {
@@ -238,6 +242,7 @@ pub fn spawn(
         engine_id: None,
         labels: spec.labels.clone(),
         error: None,
+        down_at: None,
         watched: false,
     });
     let handle = NodeHandle {
@@ -322,6 +327,7 @@ impl Monitor {
                             s.up = true;
                             s.attempted = true;
                             s.error = None;
+                            s.down_at = None;
                         });
                         self.trigger.poke(None, "");
                     }
@@ -341,6 +347,7 @@ impl Monitor {
                         self.tx.send_modify(|s| {
                             s.up = false;
                             s.error = Some(e.clone());
+                            s.down_at = Some(Instant::now());
                         });
                         said_error = Some(e);
                         down_since_start = Instant::now();
@@ -357,6 +364,7 @@ impl Monitor {
                         self.tx.send_modify(|s| {
                             s.error = Some(e.clone());
                             s.attempted = true;
+                            s.down_at.get_or_insert_with(Instant::now);
                         });
                         said_error = Some(e);
                     }

@@ -124,6 +124,9 @@ pub struct Plain {
     /// The nodes that only vote for the lease (`role: witness`): counted with the nodes
     /// when judging whether most of the lease's nodes are down.
     witnesses: Vec<NodeHandle>,
+    /// A node found down is held (planned as frozen) until the lease shows this drover
+    /// reached a majority after that: plan again soon (see `hold_if_disrupted`).
+    holding: bool,
 }
 
 impl Plain {
@@ -160,6 +163,7 @@ impl Plain {
             shared_nodes: replicas::SharedNodes::default(),
             lease: LeaseHandle::always(),
             witnesses: Vec::new(),
+            holding: false,
         }
     }
 
@@ -247,7 +251,8 @@ impl Mode for Plain {
             .extend(wake.killed.iter().map(|id| (id.clone(), now)));
         let again = self.reconcile(&wake).await;
         // Wake for the next registry check and the next node list due too.
-        [again, self.images.next_wake(), self.next_list()]
+        let held = self.holding.then_some(pass::RECHECK_HELD);
+        [again, self.images.next_wake(), self.next_list(), held]
             .into_iter()
             .flatten()
             .min()

@@ -17,6 +17,10 @@ use crate::observe::{self, Snapshot, State};
 use crate::plan::{self, NodeState, NodeView};
 use crate::runtime::Wake;
 
+/// How soon to plan again while a down node is held for the lease's confirmation (a
+/// renewal goes out every quarter of the ttl).
+pub(super) const RECHECK_HELD: Duration = Duration::from_millis(100);
+
 /// One node as a pass found it: its name, state, labels (the engine's, under the file's)
 /// and availability.
 pub(super) type Seen = (String, NodeState, BTreeMap<String, String>, Availability);
@@ -182,12 +186,15 @@ impl Plain {
     }
 
     /// Forget what nodes that are down held, so that their slots go elsewhere; unless, under
-    /// an HA lease, at least half of the lease's nodes (witnesses included) are down at once: this drover is then more
-    /// likely cut off itself than looking at dead nodes (Kubernetes stops evicting from a
-    /// fully disrupted zone for the same reason), and a leader cut off into a minority would
-    /// otherwise move every replica onto its side in its last moments, newer copies that
-    /// win over the majority side's once the partition heals. Their replicas then count
-    /// where they were (the nodes are planned as frozen) until a majority answers.
+    /// an HA lease, this drover may be the one cut off. A leader cut off into a minority
+    /// sees the other nodes down before its lease runs out, and would move their replicas
+    /// onto its side in its last moments: newer copies that win over the majority side's
+    /// once the partition heals. So a down node's replicas move only once the lease shows
+    /// that a majority of its nodes granted a renewal sent after the node was found down
+    /// (within one renewal interval on the majority side; never on a cut-off leader), and
+    /// not while at least half of the lease's nodes (witnesses included) are down at once
+    /// (Kubernetes stops evicting from a fully disrupted zone for the same reason). Until
+    /// then their replicas count where they were (the nodes are planned as frozen).
     fn hold_if_disrupted(&mut self, views: &mut [Seen]) {
         let down = views.iter().filter(|v| v.1 == NodeState::Down).count();
         let witnesses_down = self.witnesses.iter().filter(|w| !w.status().up).count();
@@ -202,17 +209,35 @@ impl Plain {
                 info!(action = "observe", project = %self.project.name, "a majority of nodes answers again");
             }
         }
+        let mut holding = false;
         for (name, state, ..) in views.iter_mut() {
             if *state != NodeState::Down {
                 continue;
             }
-            if disrupted && self.last.contains_key(name.as_str()) {
+            let confirmed = self.confirmed_down(name);
+            if (disrupted || !confirmed) && self.last.contains_key(name.as_str()) {
                 *state = NodeState::Frozen;
+                holding |= !confirmed;
             } else {
                 self.last.remove(name.as_str());
                 self.due.remove(name.as_str());
             }
         }
+        if holding && !self.holding {
+            debug!(project = %self.project.name, "a node is down: its replicas move once a majority confirms the lease");
+        }
+        self.holding = holding;
+    }
+
+    /// Whether the lease shows that this drover reached a majority of its nodes after
+    /// `name` was found down (always, without an HA lease).
+    fn confirmed_down(&self, name: &str) -> bool {
+        if !self.lease.needs_majority() {
+            return true;
+        }
+        let node = self.nodes.iter().find(|n| n.name == name);
+        let down_at = node.and_then(|n| n.status().down_at);
+        down_at.is_some_and(|t| self.lease.confirmed_since(t))
     }
 
     /// How one node is observed this pass (`None`: it is not up). Its kept snapshot, if

@@ -809,7 +809,7 @@ x-drover:
         settle_all(&mut plain).await;
         let on: Vec<usize> = fakes.iter().map(|f| f.names().len()).collect();
         assert_eq!(on, [1, 1, 1], "ha {ha}");
-        let down = |i: usize, up: bool| switches[i].send_modify(|s| s.up = up);
+        let down = |i: usize, up: bool| switches[i].send_modify(|s| set_up(s, up));
         down(1, false);
         down(2, false);
         settle_all(&mut plain).await;
@@ -875,21 +875,93 @@ x-drover:
     plain.membership.listed = true;
     settle_all(&mut plain).await;
     assert_eq!((fakes[0].names().len(), fakes[1].names().len()), (1, 1));
-    switches[2].send_modify(|s| s.up = false);
-    switches[1].send_modify(|s| s.up = false);
+    switches[2].send_modify(|s| set_up(s, false));
+    switches[1].send_modify(|s| set_up(s, false));
     settle_all(&mut plain).await;
     assert_eq!(
         fakes[0].names().len(),
         1,
         "n2 and the witness down: nothing moves"
     );
-    switches[2].send_modify(|s| s.up = true);
+    switches[2].send_modify(|s| set_up(s, true));
     settle_all(&mut plain).await;
     assert_eq!(
         fakes[0].names().len(),
         2,
         "only n2 down: its replica moves to n1"
     );
+}
+
+/// A cut-off leader sees one node down a moment before the other (one of three: not a
+/// disruption), with its lease still counting from renewals sent before the cut. The down
+/// node's replica moves only once the lease shows a majority granted a renewal sent after
+/// the node was found down.
+#[tokio::test]
+async fn a_down_node_keeps_its_replicas_until_a_majority_confirms_the_lease_after_it() {
+    let name = "unconfirmed";
+    let dir = std::env::temp_dir().join(format!("drover-plain-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let yaml = "services:
+  web:
+    image: img
+    deploy: { replicas: 3 }
+x-drover:
+  nodes:
+    - { name: n1, host: tcp://10.0.0.1:2375 }
+    - { name: n2, host: tcp://10.0.0.2:2375 }
+    - { name: n3, host: tcp://10.0.0.3:2375 }
+";
+    let fakes: Vec<Arc<FakeEngine>> = (0..3).map(|_| Arc::new(FakeEngine::default())).collect();
+    let (handles, switches): (Vec<NodeHandle>, Vec<_>) = fixed_nodes(&fakes, false)
+        .into_iter()
+        .zip(&fakes)
+        .map(|(h, fake)| NodeHandle::switchable(h.config.clone(), Client::from(fake.clone())))
+        .unzip();
+    let settings = Settings {
+        lease: None,
+        credentials: Credentials::in_dir(&dir, "DOCKER_CONFIG"),
+        ..Default::default()
+    };
+    let now = Instant::now();
+    let validity = |confirmed: Instant| crate::lease::Validity {
+        from: now,
+        until: now + Duration::from_secs(3600),
+        term: 1,
+        confirmed,
+    };
+    let (lease, renewed) = crate::lease::LeaseHandle::settable_over(3, validity(now));
+    let telemetry = Telemetry::new(name, Duration::from_secs(60), None);
+    let loaded = load(&dir, name, yaml);
+    let mut plain = Plain::new(handles, loaded.project, settings, telemetry).under(lease);
+    plain.membership.listed = true;
+    settle_all(&mut plain).await;
+    let on = |f: &[Arc<FakeEngine>]| f.iter().map(|f| f.names().len()).collect::<Vec<_>>();
+    assert_eq!(on(&fakes), [1, 1, 1]);
+    switches[2].send_modify(|s| set_up(s, false));
+    let again = Mode::pass(&mut plain, Wake::default()).await;
+    assert!(
+        again.is_some_and(|d| d <= Duration::from_millis(100)),
+        "{again:?}"
+    );
+    settle_all(&mut plain).await;
+    assert_eq!(
+        on(&fakes[..2]),
+        [1, 1],
+        "the lease last confirmed before n3 was found down: nothing moves"
+    );
+    renewed.send_replace(Some(validity(Instant::now())));
+    settle_all(&mut plain).await;
+    assert_eq!(
+        on(&fakes[..2]).iter().sum::<usize>(),
+        3,
+        "a majority answered after n3 went down: its replica moves"
+    );
+}
+
+/// A switchable node's status going down (found down now) or up.
+fn set_up(s: &mut crate::nodes::NodeStatus, up: bool) {
+    s.up = up;
+    s.down_at = (!up).then(Instant::now);
 }
 
 /// Ten passes: enough for any of the moves above to finish.
