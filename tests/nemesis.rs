@@ -463,17 +463,23 @@ impl Cluster {
         self.leaders().len() == 1 && self.each_slot_once(healthy)
     }
 
-    fn fail(&self, what: &str) -> ! {
+    /// The last `n` log lines of every drover process.
+    fn tails(&self, n: usize) -> String {
         let mut logs = String::new();
         for (k, (i, d)) in self.processes().iter().enumerate() {
             let lines = d.logs();
-            let tail = &lines[lines.len().saturating_sub(150)..];
+            let tail = &lines[lines.len().saturating_sub(n)..];
             logs.push_str(&format!(
                 "--- drover process {k} (node {i}), last {} lines:\n{}\n",
                 tail.len(),
                 tail.join("\n")
             ));
         }
+        logs
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        let logs = self.tails(150);
         panic!(
             "nemesis failed: seed {}, round {} ({}): {what}\n(rerun: scripts/nemesis.sh --seed {} --rounds {})\n{logs}",
             self.seed, self.round, self.doing, self.seed, self.round
@@ -718,6 +724,18 @@ impl Cluster {
             self.settle("a settle around the faults", |c| c.settled(&whole));
         }
         let held = start.elapsed();
+        // NEMESIS_SLOW_SECS=S: the drovers' logs of a round whose faults took longer than S
+        // to settle around (not a failure: a diagnosis).
+        let slow = std::env::var("NEMESIS_SLOW_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok());
+        if slow.is_some_and(|s: u64| held > Duration::from_secs(s)) {
+            eprintln!(
+                "nemesis round {} ({faults:?}) took {held:?} to settle around:\n{}",
+                self.round,
+                self.tails(300)
+            );
+        }
         for &f in faults.iter().rev() {
             self.undo(f);
         }
