@@ -101,9 +101,11 @@ pub struct Plain {
     /// availability then: a node whose snapshot did not change keeps its counts.
     observed_project: Option<Project>,
     observed: HashMap<String, (BTreeMap<String, String>, Availability)>,
+    /// Each node's running containers by service, as last counted there.
+    running_on: HashMap<String, BTreeMap<String, usize>>,
     /// The containers this pass's observation inspected, when nothing but containers may
     /// have changed since the last pass (see [`pass`]).
-    named: Option<HashSet<String>>,
+    named: Option<pass::Named>,
     /// The last plan's quiet services, and what it was made over: a pass over the same
     /// plans again only the services whose containers changed.
     quiet: (BTreeMap<String, crate::plan::Quiet>, pass::World),
@@ -153,6 +155,7 @@ impl Plain {
             pushed: Default::default(),
             observed_project: None,
             observed: HashMap::new(),
+            running_on: HashMap::new(),
             named: None,
             quiet: Default::default(),
             own_image: None,

@@ -89,7 +89,7 @@ impl Plain {
         }
         // Only containers changed, and these: unless the definition changed or a node was
         // listed (the nodes' states, labels and availability are compared when planning).
-        let mut named = Some(HashSet::new()).filter(|_| same_project);
+        let mut named = Some(Named::default()).filter(|_| same_project);
         let mut views = Vec::new();
         let mut engines = HashMap::new();
         let observed = statuses.into_iter().zip(results).enumerate();
@@ -102,9 +102,7 @@ impl Plain {
                 }
                 Some(Ok(mut looked)) => {
                     match named.as_mut() {
-                        Some(ids) if !looked.listed => {
-                            ids.extend(std::mem::take(&mut looked.named))
-                        }
+                        Some(n) if !looked.listed => n.add(&mut looked),
                         _ => named = None,
                     }
                     let node = (name.as_str(), &st.labels, availability);
@@ -180,6 +178,11 @@ impl Plain {
             .snapshot
             .observation(&self.project, self.own_id.as_deref());
         global_desired(&self.project, (name, labels, avail), &mut seen);
+        let running = seen
+            .services
+            .iter()
+            .map(|(s, c)| (s.clone(), c.actual as usize));
+        self.running_on.insert(name.to_string(), running.collect());
         self.telemetry.observed(name, seen);
         self.observed
             .insert(name.to_string(), (labels.clone(), avail));
@@ -332,10 +335,11 @@ impl Plain {
         self.quiet = (std::mem::take(&mut plan.quiet), world);
         let next = self.act(&plan, &engines, started).await;
         // What an operator sees of each service, worked out once the pass acted: it reads
-        // every replica, so it stays off the way from an event to its action.
+        // every replica, so it stays off the way from an event to its action. A service the
+        // plan replayed keeps the state it had.
         let services = self.service_states(&states, &plan, &rollouts);
         self.report_counts(counts, &services);
-        self.telemetry.states(services);
+        self.telemetry.states(services, &plan.replayed);
         next
     }
 
@@ -370,6 +374,17 @@ impl Plain {
             Duration::ZERO
         };
         Some(plan.requeue_after.map_or(again, |r| r.min(again)))
+    }
+
+    /// Running containers by service over the nodes not known down, from each node's
+    /// counts (worked out when its snapshot changed, see [`Plain::count`]).
+    fn count_running(&self, views: &[NodeView]) -> HashMap<String, usize> {
+        let mut running: HashMap<String, usize> = HashMap::new();
+        let on = views.iter().filter(|v| v.state != NodeState::Down);
+        for (svc, n) in on.filter_map(|v| self.running_on.get(v.name)).flatten() {
+            *running.entry(svc.clone()).or_default() += n;
+        }
+        running
     }
 
     /// Each service's state, as an operator sees it, from the pass's plan and what it was
@@ -412,7 +427,7 @@ impl Plain {
             .filter(|v| v.state != NodeState::Down)
             .map(|v| v.snapshot)
             .collect();
-        let counts = count_running(&self.project, &all);
+        let counts = self.count_running(&views);
         // An exit after `docker kill` / `docker stop` is not a crash: the slot restarts at
         // once, whatever its crash history.
         for (id, service, slot) in exited_kills(&self.killed, &all) {
@@ -444,18 +459,7 @@ impl Plain {
             updating: &updating,
         };
         // Services whose containers this pass saw change; `None`: plan them all.
-        let changed: Option<BTreeSet<String>> = self.named.as_ref().and_then(|ids| {
-            let mut found = 0;
-            let mut services = BTreeSet::new();
-            for c in all.iter().flat_map(|s| s.containers.iter()) {
-                if ids.contains(&c.id) {
-                    found += 1;
-                    services.insert(c.service()?.to_string());
-                }
-            }
-            // A container gone from every node: its service is not known.
-            (found == ids.len()).then_some(services)
-        });
+        let changed: Option<BTreeSet<String>> = self.named.as_ref().and_then(Named::services);
         let world: World = (states.to_vec(), (halted.clone(), updating.clone()));
         // The definition may have changed since the nodes were observed (a tag moved).
         let same_project = self.observed_project.as_ref() == Some(&self.project);
@@ -598,6 +602,32 @@ struct Looked {
     changed: bool,
     /// The containers a patch inspected (none for a list).
     named: HashSet<String>,
+    /// Those of them the patched snapshot holds, with their service.
+    found: Vec<(String, Option<String>)>,
+}
+
+/// The containers a pass's observation inspected on the nodes it patched, and the service
+/// of each that a node holds: the services whose containers changed.
+#[derive(Debug, Default)]
+pub(super) struct Named {
+    ids: HashSet<String>,
+    found: HashMap<String, Option<String>>,
+}
+
+impl Named {
+    fn add(&mut self, looked: &mut Looked) {
+        self.ids.extend(std::mem::take(&mut looked.named));
+        self.found.extend(std::mem::take(&mut looked.found));
+    }
+
+    /// The services of the named containers; `None` when one is gone from every node (its
+    /// service is not known) or has none.
+    fn services(&self) -> Option<BTreeSet<String>> {
+        if self.ids.iter().any(|id| !self.found.contains_key(id)) {
+            return None;
+        }
+        self.found.values().cloned().collect()
+    }
 }
 
 impl Look {
@@ -625,6 +655,7 @@ impl Look {
                         listed: true,
                         changed: true,
                         named: HashSet::new(),
+                        found: Vec::new(),
                     }),
                     Ok(Err(e)) => Err((explain(e), kept)),
                     Err(_) => Err((late(), kept)),
@@ -643,6 +674,7 @@ impl Look {
                 match patched {
                     Ok(Ok(())) => Ok(Looked {
                         engine,
+                        found: found_in(&snapshot, &ids),
                         snapshot,
                         listed: false,
                         changed,
@@ -654,6 +686,19 @@ impl Look {
             }
         }
     }
+}
+
+/// The containers of `ids` that `snapshot` holds, with their service (a few ids against
+/// one node's containers: no index needed).
+fn found_in(snapshot: &Snapshot, ids: &HashSet<String>) -> Vec<(String, Option<String>)> {
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let service = |c: &observe::Container| c.service().map(str::to_string);
+    ids.iter()
+        .filter_map(|id| snapshot.containers.iter().find(|c| &c.id == id))
+        .map(|c| (c.id.clone(), service(c)))
+        .collect()
 }
 
 /// A global service wants one replica on a node it fits (active, or paused with one
@@ -700,20 +745,6 @@ fn infra_changed(o: &crate::execute::Outcome) -> bool {
         plan::Kind::CreateNetwork | plan::Kind::RemoveNetwork | plan::Kind::CreateVolume
     );
     infra || o.error.is_some()
-}
-
-/// Running containers of each service over the listed nodes.
-fn count_running(project: &Project, snapshots: &[&Snapshot]) -> HashMap<String, usize> {
-    let mut running: HashMap<String, usize> = HashMap::new();
-    for c in snapshots.iter().flat_map(|s| s.containers.iter()) {
-        if c.owned_by(&project.name)
-            && c.state == State::Running
-            && let Some(svc) = c.service()
-        {
-            *running.entry(svc.to_string()).or_default() += 1;
-        }
-    }
-    running
 }
 
 /// Containers killed through the API whose exit is now seen: (id, service, slot).

@@ -40,10 +40,11 @@ impl Plain {
         states: &[crate::telemetry::ServiceStateRecord],
     ) {
         for (name, svc) in &self.project.services {
-            let desired = states
-                .iter()
-                .find(|s| &s.service == name)
-                .map_or(svc.replicas, |s| s.desired);
+            // A service whose state was not worked out again (replayed) wants what it did.
+            let desired = match states.iter().find(|s| &s.service == name) {
+                Some(s) => s.desired,
+                None => self.said.counts.get(name).map_or(svc.replicas, |c| c.0),
+            };
             let now = (desired, running.get(name).copied().unwrap_or(0));
             if self.said.counts.get(name) != Some(&now) {
                 self.said.counts.insert(name.clone(), now);

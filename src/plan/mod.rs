@@ -106,6 +106,9 @@ pub struct Plan {
     pub requeue_after: Option<Duration>,
     /// The services this plan left alone and that wait on no time (see [`Quiet`]).
     pub quiet: BTreeMap<String, Quiet>,
+    /// The quiet services taken from the last plan as they were, not planned again: their
+    /// containers, what they depend on and the world are the same, so is their state.
+    pub replayed: BTreeSet<String>,
 }
 
 /// A service whose plan did nothing, waits on no time and is in no rollout: what it
@@ -281,6 +284,7 @@ pub fn plan_reusing(input: &Input, reuse: Option<Reuse>) -> Plan {
         });
         if let Some(q) = kept {
             q.replay(name, &mut placer, &mut plan);
+            plan.replayed.insert(name.to_string());
             continue;
         }
         if svc.mode == crate::config::DeployMode::Global {

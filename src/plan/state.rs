@@ -23,13 +23,15 @@ pub struct Rollouts<'a> {
     pub updating: &'a BTreeSet<String>,
 }
 
-/// Every service of the project, with each of its replica slots.
+/// Every service of the project but those the plan replayed (their state is the last
+/// pass's), with each of its replica slots.
 pub fn services(input: &Input, plan: &Plan, rollouts: &Rollouts) -> Vec<ServiceStateRecord> {
     let index = Index::new(input, plan);
     input
         .project
         .services
         .values()
+        .filter(|svc| !plan.replayed.contains(&svc.name))
         .map(|svc| service(input, &index, rollouts, svc))
         .collect()
 }
@@ -60,7 +62,7 @@ impl<'a> Index<'a> {
             .filter(|c| c.owned_by(&input.project.name))
             .filter(|c| Some(c.id.as_str()) != input.exclude);
         for c in owned {
-            let Some(service) = c.service() else {
+            let Some(service) = c.service().filter(|s| !plan.replayed.contains(*s)) else {
                 continue;
             };
             keep_best(&mut on_node, (service, c.node.as_str()), c, rank);

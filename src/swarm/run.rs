@@ -691,7 +691,7 @@ impl Controller {
         self.notify_updates(&owned, &observed.updates, &r);
         self.telemetry.swarm_observed(ENGINE, &r);
         let states = report::states(&r, &observed.updates);
-        self.telemetry.states(states);
+        self.telemetry.states(states, &Default::default());
         if let Ok(mut shared) = self.report.write() {
             *shared = r;
         }

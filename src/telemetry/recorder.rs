@@ -629,7 +629,9 @@ impl Telemetry {
     /// Hook: the services' states as of the pass that just planned.
     /// Each change of a service's state is one log event, in both modes (the first sight
     /// of a running service is not news; a new reason within a state is not either).
-    pub fn states(&self, states: Vec<ServiceStateRecord>) {
+    /// Hook: each service's state, worked out again for `states`; the services in `kept`
+    /// keep theirs; any other is gone.
+    pub fn states(&self, states: Vec<ServiceStateRecord>, kept: &BTreeSet<String>) {
         let mut r = self.lock();
         for s in &states {
             let before = r.states.get(&s.service).map(|o| o.state);
@@ -648,7 +650,9 @@ impl Telemetry {
                 tracing::info!(action = "state", project = %project, service = %service, reason = %reason, desired, actual, "service is {}", s.state);
             }
         }
-        r.states = states.into_iter().map(|s| (s.service.clone(), s)).collect();
+        r.states.retain(|name, _| kept.contains(name));
+        r.states
+            .extend(states.into_iter().map(|s| (s.service.clone(), s)));
     }
 
     /// Hook: this drover started acting for the project (it holds the lease), or stopped
