@@ -107,13 +107,7 @@ impl Plain {
                     }
                     let node = (name.as_str(), &st.labels, availability);
                     self.count(node, &looked, same_project);
-                    if self.said.list_failing.remove(&name) {
-                        info!(action = "observe", project = %self.project.name, node = %name, "node listed again");
-                    }
-                    if looked.listed && st.watched {
-                        let due = self.resync_after(i, self.due.contains_key(&name));
-                        self.due.insert(name.clone(), now + due);
-                    }
+                    self.reschedule((i, &name, &endpoint), &looked, st.watched, now);
                     self.last.insert(name.clone(), looked.snapshot);
                     engines.insert(name.clone(), looked.engine);
                     NodeState::Up
@@ -257,15 +251,45 @@ impl Plain {
                 .filter(|id| wake.origin.get(*id).is_none_or(|n| n == name))
                 .cloned(),
         );
-        let trusted = st.watched
-            && !wake.relist.contains(name)
-            && !self.said.list_failing.contains(name)
-            && self.due.get(name).is_some_and(|d| *d > now);
+        // Its events reach us and its last list held: what is kept is current, patched.
+        let watched =
+            st.watched && !wake.relist.contains(name) && !self.said.list_failing.contains(name);
+        let due = self.due.get(name).is_none_or(|d| *d <= now);
         let stale = self.infra_stale.remove(name);
         Some(match self.last.remove(name) {
-            Some(kept) if trusted => Look::Patch(kept, ids, stale),
+            Some(kept) if watched && !due => Look::Patch(kept, ids, stale),
+            Some(kept) if watched => Look::Resync(kept, ids, stale),
             kept => Look::List(kept, ids),
         })
+    }
+
+    /// When node `i` is listed again after this look: a resync after a list; a resync whose
+    /// list failed (the node kept on its patched snapshot) half an interval later. Each
+    /// change said once.
+    fn reschedule(
+        &mut self,
+        (i, name, endpoint): (usize, &str, &connect::Endpoint),
+        looked: &Looked,
+        watched: bool,
+        now: Instant,
+    ) {
+        let project = &self.project.name;
+        if self.said.list_failing.remove(name) {
+            info!(action = "observe", project = %project, node = %name, "node listed again");
+        }
+        if let Some(e) = &looked.resync_failed {
+            let retry = self.settings.resync_interval / 2;
+            self.due.insert(name.to_string(), now + retry);
+            if self.said.resync_failing.insert(name.to_string()) {
+                warn!(action = "observe", project = %project, node = %name, engine = %endpoint.display(), error = %e, retry_ms = retry.as_millis() as u64, "resync list failed; the node stays on its event-patched view");
+            }
+        } else if looked.listed && watched {
+            if self.said.resync_failing.remove(name) {
+                info!(action = "observe", project = %project, node = %name, "node listed again");
+            }
+            let due = self.resync_after(i, self.due.contains_key(name));
+            self.due.insert(name.to_string(), now + due);
+        }
     }
 
     /// How long until a node just listed is listed again: the resync interval, except
@@ -591,6 +615,10 @@ enum Look {
     /// The kept snapshot, patched from the named containers; its networks and volumes
     /// forgotten when stale.
     Patch(Snapshot, HashSet<String>, bool),
+    /// A watched node's resync: a fresh list, or, when the list fails or is late (a large
+    /// node under load), the kept snapshot patched as above. The kept snapshot is current
+    /// (the node's events keep it so): the node stays up, and the list is tried later.
+    Resync(Snapshot, HashSet<String>, bool),
 }
 
 /// What a look found: the node's engine, its snapshot, whether it was a full list, and
@@ -604,6 +632,8 @@ struct Looked {
     named: HashSet<String>,
     /// Those of them the patched snapshot holds, with their service.
     found: Vec<(String, Option<String>)>,
+    /// A resync's list failed (why); the kept snapshot was patched instead.
+    resync_failed: Option<String>,
 }
 
 /// The containers a pass's observation inspected on the nodes it patched, and the service
@@ -639,67 +669,103 @@ impl Look {
         endpoint: &connect::Endpoint,
         project: &str,
     ) -> Result<Looked, (String, Option<Snapshot>)> {
-        let late = || format!("listing took longer than {} s", LIST_TIMEOUT.as_secs());
-        let explain = |e: crate::engine::EngineError| connect::explain(endpoint, &e);
+        let at = (node, endpoint, project);
         match self {
-            Look::List(kept, ids) => {
-                let listed = tokio::time::timeout(
-                    LIST_TIMEOUT,
-                    observe::snapshot(&engine, node, project, &ids),
-                )
-                .await;
-                match listed {
-                    Ok(Ok(snapshot)) => Ok(Looked {
-                        engine,
-                        snapshot,
-                        listed: true,
-                        changed: true,
-                        named: HashSet::new(),
-                        found: Vec::new(),
-                    }),
-                    Ok(Err(e)) => Err((explain(e), kept)),
-                    Err(_) => Err((late(), kept)),
+            Look::List(kept, ids) => list(engine, at, &ids).await.map_err(|e| (e, kept)),
+            Look::Patch(snapshot, ids, stale) => patch(engine, at, snapshot, ids, stale).await,
+            Look::Resync(kept, ids, stale) => match list(engine.clone(), at, &ids).await {
+                Ok(looked) => Ok(looked),
+                Err(failed) => {
+                    let mut looked = patch(engine, at, kept, ids, stale).await?;
+                    looked.resync_failed = Some(failed);
+                    Ok(looked)
                 }
-            }
-            Look::Patch(mut snapshot, ids, stale) => {
-                let changed = stale || !ids.is_empty();
-                if stale {
-                    snapshot.forget_infra();
-                }
-                let patched = tokio::time::timeout(
-                    LIST_TIMEOUT,
-                    observe::patch(&engine, node, project, &mut snapshot, &ids),
-                )
-                .await;
-                match patched {
-                    Ok(Ok(())) => Ok(Looked {
-                        engine,
-                        found: found_in(&snapshot, &ids),
-                        snapshot,
-                        listed: false,
-                        changed,
-                        named: ids,
-                    }),
-                    Ok(Err(e)) => Err((explain(e), Some(snapshot))),
-                    Err(_) => Err((late(), Some(snapshot))),
-                }
-            }
+            },
         }
     }
 }
 
-/// The containers of `ids` that `snapshot` holds, with their service (a few ids against
-/// one node's containers: no index needed).
-fn found_in(snapshot: &Snapshot, ids: &HashSet<String>) -> Vec<(String, Option<String>)> {
-    if ids.is_empty() {
-        return Vec::new();
+/// A fresh list of the node (with inspects of `ids` it shows) within [`LIST_TIMEOUT`].
+async fn list(
+    engine: Client,
+    (node, endpoint, project): (&str, &connect::Endpoint, &str),
+    ids: &HashSet<String>,
+) -> Result<Looked, String> {
+    let listed =
+        tokio::time::timeout(LIST_TIMEOUT, observe::snapshot(&engine, node, project, ids)).await;
+    match listed {
+        Ok(Ok(snapshot)) => Ok(Looked {
+            engine,
+            snapshot,
+            listed: true,
+            changed: true,
+            named: HashSet::new(),
+            found: Vec::new(),
+            resync_failed: None,
+        }),
+        Ok(Err(e)) => Err(connect::explain(endpoint, &e)),
+        Err(_) => Err(late()),
     }
-    let service = |c: &observe::Container| c.service().map(str::to_string);
-    ids.iter()
-        .filter_map(|id| snapshot.containers.iter().find(|c| &c.id == id))
-        .map(|c| (c.id.clone(), service(c)))
-        .collect()
 }
+
+fn late() -> String {
+    format!("listing took longer than {} s", LIST_TIMEOUT.as_secs())
+}
+
+/// Patch `snapshot` from the containers `ids` names (one inspect each) within
+/// [`LIST_TIMEOUT`], its networks and volumes forgotten when `stale`.
+async fn patch(
+    engine: Client,
+    (node, endpoint, project): (&str, &connect::Endpoint, &str),
+    mut snapshot: Snapshot,
+    ids: HashSet<String>,
+    stale: bool,
+) -> Result<Looked, (String, Option<Snapshot>)> {
+    let changed = stale || !ids.is_empty();
+    if stale {
+        snapshot.forget_infra();
+    }
+    let patched = tokio::time::timeout(
+        LIST_TIMEOUT,
+        observe::patch(&engine, node, project, &mut snapshot, &ids),
+    )
+    .await;
+    match patched {
+        Ok(Ok(())) => Ok(Looked {
+            engine,
+            found: found_in(&snapshot, &ids),
+            snapshot,
+            listed: false,
+            changed,
+            named: ids,
+            resync_failed: None,
+        }),
+        Ok(Err(e)) => Err((connect::explain(endpoint, &e), Some(snapshot))),
+        Err(_) => Err((late(), Some(snapshot))),
+    }
+}
+
+/// The containers of `ids` that `snapshot` holds, with their service: a few ids are
+/// looked for one by one; many (a burst) in one scan of the node's containers.
+fn found_in(snapshot: &Snapshot, ids: &HashSet<String>) -> Vec<(String, Option<String>)> {
+    let found = |c: &observe::Container| (c.id.clone(), c.service().map(str::to_string));
+    let containers = &snapshot.containers;
+    if ids.len() <= FEW_IDS {
+        ids.iter()
+            .filter_map(|id| containers.iter().find(|c| &c.id == id))
+            .map(found)
+            .collect()
+    } else {
+        containers
+            .iter()
+            .filter(|c| ids.contains(&c.id))
+            .map(found)
+            .collect()
+    }
+}
+
+/// Up to this many named containers are looked for one by one (see [`found_in`]).
+const FEW_IDS: usize = 8;
 
 /// A global service wants one replica on a node it fits (active, or paused with one
 /// already), none elsewhere: what `seen` records as the node's desired count.

@@ -18,6 +18,8 @@ use crate::plan::{self, Action, Decision, Kind, NodeState, Target};
 #[derive(Default)]
 pub(super) struct Said {
     pub list_failing: HashSet<String>,
+    /// Watched nodes whose last resync list failed (kept on their patched snapshot).
+    pub resync_failing: HashSet<String>,
     waits: HashSet<(String, u32, u32)>,
     stopped: HashSet<String>,
     unplaced: HashSet<(String, u32, String)>,

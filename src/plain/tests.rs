@@ -656,6 +656,37 @@ async fn a_missed_event_is_corrected_by_the_next_list() {
     );
 }
 
+/// A watched node's resync list fails (a large node under load answers late): the node
+/// stays up on its event-patched view, an event in the same pass is acted on, and the
+/// list is tried again half an interval later instead of at every pass.
+#[tokio::test]
+async fn a_failed_resync_keeps_the_node_on_its_patched_view() {
+    let mut w = World::new(
+        "resync",
+        "services:\n  web:\n    image: app:1\n    scale: 2\n",
+    );
+    w.watch(Duration::from_secs(3600));
+    w.settle().await;
+    w.plain.settings.resync_interval = Duration::from_secs(60);
+    w.plain.due.clear();
+    let id = w.id("resync-web-1").await;
+    w.fake.exit("resync-web-1", 1);
+    w.fake.fail("list", Kind::Api(500), 1);
+    let calls = w.all_calls(named(&[&id])).await;
+    assert_eq!(lists(&calls), 1, "the resync was tried: {calls:?}");
+    assert!(
+        calls.contains(&"start resync-web-1".to_string()),
+        "the node was not frozen: {calls:?}"
+    );
+    assert!(w.running("resync-web-1"));
+    let next = w.plain.next_list().expect("a resync planned");
+    assert!(
+        next > Duration::from_secs(20) && next <= Duration::from_secs(30),
+        "{next:?}"
+    );
+    assert_eq!(lists(&w.all_calls(Wake::default()).await), 0);
+}
+
 /// Two fixed nodes on fakes, listed in the file: a global service runs on each; a reload
 /// drains n2 (its replicas move to n1, its agent goes), then removes it from the list
 /// (let go once it holds nothing).
