@@ -91,6 +91,8 @@ impl Plain {
         // listed (the nodes' states, labels and availability are compared when planning).
         let mut named = Some(Named::default()).filter(|_| same_project);
         let mut views = Vec::new();
+        // When each node that is down was found down, as the status read above says.
+        let mut down_at = HashMap::new();
         let mut engines = HashMap::new();
         let observed = statuses.into_iter().zip(results).enumerate();
         for (i, ((name, endpoint, st, availability), result)) in observed {
@@ -136,9 +138,12 @@ impl Plain {
                 self.observed.remove(&name);
             }
             self.node_state(&name, state, &st);
+            if let Some(t) = st.down_at {
+                down_at.insert(name.clone(), t);
+            }
             views.push((name, state, st.labels, availability));
         }
-        self.hold_if_disrupted(&mut views);
+        self.hold_if_disrupted(&mut views, &down_at);
         self.named = named;
         (views, engines)
     }
@@ -192,7 +197,7 @@ impl Plain {
     /// not while at least half of the lease's nodes (witnesses included) are down at once
     /// (Kubernetes stops evicting from a fully disrupted zone for the same reason). Until
     /// then their replicas count where they were (the nodes are planned as frozen).
-    fn hold_if_disrupted(&mut self, views: &mut [Seen]) {
+    fn hold_if_disrupted(&mut self, views: &mut [Seen], down_at: &HashMap<String, Instant>) {
         let down = views.iter().filter(|v| v.1 == NodeState::Down).count();
         let witnesses_down = self.witnesses.iter().filter(|w| !w.status().up).count();
         let voters = views.len() + self.witnesses.len();
@@ -211,7 +216,7 @@ impl Plain {
             if *state != NodeState::Down {
                 continue;
             }
-            let confirmed = self.confirmed_down(name);
+            let confirmed = self.confirmed_down(down_at.get(name.as_str()).copied());
             if (disrupted || !confirmed) && self.last.contains_key(name.as_str()) {
                 *state = NodeState::Frozen;
                 holding |= !confirmed;
@@ -226,15 +231,10 @@ impl Plain {
         self.holding = holding;
     }
 
-    /// Whether the lease shows that this drover reached a majority of its nodes after
-    /// `name` was found down (always, without an HA lease).
-    fn confirmed_down(&self, name: &str) -> bool {
-        if !self.lease.needs_majority() {
-            return true;
-        }
-        let node = self.nodes.iter().find(|n| n.name == name);
-        let down_at = node.and_then(|n| n.status().down_at);
-        down_at.is_some_and(|t| self.lease.confirmed_since(t))
+    /// Whether the lease shows that this drover reached a majority of its nodes after a
+    /// node was found down at `down_at` (always, without an HA lease).
+    fn confirmed_down(&self, down_at: Option<Instant>) -> bool {
+        !self.lease.needs_majority() || down_at.is_some_and(|t| self.lease.confirmed_since(t))
     }
 
     /// How one node is observed this pass (`None`: it is not up). Its kept snapshot, if
@@ -274,7 +274,8 @@ impl Plain {
         now: Instant,
     ) {
         let project = &self.project.name;
-        if self.said.list_failing.remove(name) {
+        let resynced = looked.listed && self.said.resync_failing.remove(name);
+        if self.said.list_failing.remove(name) || resynced {
             info!(action = "observe", project = %project, node = %name, "node listed again");
         }
         if let Some(e) = &looked.resync_failed {
@@ -284,9 +285,6 @@ impl Plain {
                 warn!(action = "observe", project = %project, node = %name, engine = %endpoint.display(), error = %e, retry_ms = retry.as_millis() as u64, "resync list failed; the node stays on its event-patched view");
             }
         } else if looked.listed && watched {
-            if self.said.resync_failing.remove(name) {
-                info!(action = "observe", project = %project, node = %name, "node listed again");
-            }
             let due = self.resync_after(i, self.due.contains_key(name));
             self.due.insert(name.to_string(), now + due);
         }
