@@ -116,6 +116,10 @@ pub async fn plain(nodes: &[NodeSpec], project: &Project, opts: Options) -> Resu
     Ok(report)
 }
 
+/// How many times a node's containers and networks are taken down while a network stays
+/// in use (see [`node`]).
+const ROUNDS: usize = 3;
+
 /// One node: containers, then networks, then volumes.
 async fn node(
     engine: &Client,
@@ -126,27 +130,38 @@ async fn node(
 ) -> Report {
     let mut r = Report::default();
     let say = |e: &EngineError| connect::explain(endpoint, e);
-    let listed = match engine
-        .list_containers(by_project(LABEL_PROJECT, project))
-        .await
-    {
-        Ok(l) => l,
-        Err(e) => {
-            r.failed.push(format!("node {name}: {}", say(&e)));
-            return r;
+    // A drover that still acts (`--force`) creates containers again as they go, and a
+    // network with one attached cannot be removed: take what it created too, a few times.
+    for round in 1..=ROUNDS {
+        let listed = match engine
+            .list_containers(by_project(LABEL_PROJECT, project))
+            .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                r.failed.push(format!("node {name}: {}", say(&e)));
+                return r;
+            }
+        };
+        let removals = futures::stream::iter(listed)
+            .map(|c| container(engine, name, c, opts.volumes))
+            .buffer_unordered(PARALLEL)
+            .collect::<Vec<_>>()
+            .await;
+        for (done, failed) in removals {
+            r.done.extend(done);
+            r.failed
+                .extend(failed.map(|e| format!("node {name}: {}", say(&e))));
         }
-    };
-    let removals = futures::stream::iter(listed)
-        .map(|c| container(engine, name, c, opts.volumes))
-        .buffer_unordered(PARALLEL)
-        .collect::<Vec<_>>()
-        .await;
-    for (done, failed) in removals {
-        r.done.extend(done);
-        r.failed
-            .extend(failed.map(|e| format!("node {name}: {}", say(&e))));
+        let mut nets = Report::default();
+        networks(engine, name, project, &mut nets, &say).await;
+        let busy = !nets.failed.is_empty();
+        r.done.extend(nets.done);
+        if !busy || round == ROUNDS {
+            r.failed.extend(nets.failed);
+            break;
+        }
     }
-    networks(engine, name, project, &mut r, &say).await;
     if opts.volumes {
         volumes(engine, name, project, &mut r, &say).await;
     }
