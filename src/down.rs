@@ -8,10 +8,11 @@
 //!
 //! A running drover would create everything again: while one acts for the project (it
 //! renewed the lease while we watched), `down` refuses unless forced, and says which
-//! drover holds the lease.
+//! drover holds the lease. Forced, it takes the lease from that drover for its own time
+//! ([`lease::Fence`]), so the drover stands by instead of racing the removal.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
@@ -34,6 +35,8 @@ pub struct Options {
     pub force: bool,
     /// How long to watch the lease for a renewal (half the holders' ttl at least).
     pub lease_watch: Duration,
+    /// The holders' lease ttl: how long a holder whose lease was taken may still act.
+    pub lease_ttl: Duration,
 }
 
 /// What `down` did, one line each, and what it could not do.
@@ -104,21 +107,92 @@ pub async fn plain(nodes: &[NodeSpec], project: &Project, opts: Options) -> Resu
             }
         ));
     }
-    let downs = engines
+    // `--force` while a drover acts: take the lease from it first, so that it stops
+    // creating what is being removed; hold it until done, then let it go.
+    let acting = standing
         .iter()
-        .map(|(spec, client)| node(client, &spec.name, &spec.endpoint, &project.name, opts));
+        .any(|(_, s)| matches!(s, Standing::Acting { .. }));
+    let fence = match acting {
+        true => Some(fence(&engines, &project.name, opts.lease_ttl, &mut report).await),
+        false => None,
+    };
+    // The holder may act for a ttl after its lease was taken: what it creates meanwhile
+    // keeps a network in use, and is taken down again until then.
+    let until = fence
+        .is_some()
+        .then(|| Instant::now() + opts.lease_ttl + Duration::from_secs(2));
+    let downs = engines.iter().map(|(spec, client)| {
+        node(
+            client,
+            &spec.name,
+            &spec.endpoint,
+            &project.name,
+            opts,
+            until,
+        )
+    });
     for r in futures::future::join_all(downs).await {
         report.merge(r);
     }
-    for (client, s) in standing {
-        remove_lease(&**client, &project.name, s, &mut report).await;
+    match fence {
+        Some(fence) => {
+            let n = fence.len();
+            let failed = fence.lift().await;
+            if failed.is_empty() && n > 0 {
+                report.done.push(format!(
+                    "lease container {} removed",
+                    lease::container_name(&project.name)
+                ));
+            }
+            for e in failed {
+                report.failed.push(format!(
+                    "lease container {}: {e}",
+                    lease::container_name(&project.name)
+                ));
+            }
+        }
+        None => {
+            for (client, s) in standing {
+                remove_lease(&**client, &project.name, s, &mut report).await;
+            }
+        }
     }
     Ok(report)
 }
 
-/// How many times a node's containers and networks are taken down while a network stays
-/// in use (see [`node`]).
-const ROUNDS: usize = 3;
+/// Take the project's lease on every node that has one, under a term above all of theirs,
+/// and renew it until lifted.
+async fn fence(
+    engines: &[(&NodeSpec, Client)],
+    project: &str,
+    ttl: Duration,
+    report: &mut Report,
+) -> lease::Fence {
+    let looks = engines
+        .iter()
+        .map(|(_, client)| lease::term_on(&**client, project));
+    let term = futures::future::join_all(looks)
+        .await
+        .into_iter()
+        .filter_map(|t| t.ok().flatten())
+        .max()
+        .unwrap_or(0);
+    let mut fence = lease::Fence::new(term + 1);
+    for (spec, client) in engines {
+        if let Err(e) = fence.take(client, project).await {
+            report.failed.push(format!(
+                "node {}: cannot take the lease from the drover that acts: {}",
+                spec.name,
+                connect::explain(&spec.endpoint, &e)
+            ));
+        }
+    }
+    fence.hold(lease::LeaseConfig { ttl });
+    fence
+}
+
+/// Between two takes of a node while its network stays in use.
+const AGAIN: Duration = Duration::from_millis(250);
 
 /// One node: containers, then networks, then volumes.
 async fn node(
@@ -127,12 +201,13 @@ async fn node(
     endpoint: &Endpoint,
     project: &str,
     opts: Options,
+    until: Option<Instant>,
 ) -> Report {
     let mut r = Report::default();
     let say = |e: &EngineError| connect::explain(endpoint, e);
-    // A drover that still acts (`--force`) creates containers again as they go, and a
-    // network with one attached cannot be removed: take what it created too, a few times.
-    for round in 1..=ROUNDS {
+    // A drover whose lease was just taken (`--force`) may still create containers, and a
+    // network with one attached cannot be removed: take what it created too, until then.
+    loop {
         let listed = match engine
             .list_containers(by_project(LABEL_PROJECT, project))
             .await
@@ -157,10 +232,11 @@ async fn node(
         networks(engine, name, project, &mut nets, &say).await;
         let busy = !nets.failed.is_empty();
         r.done.extend(nets.done);
-        if !busy || round == ROUNDS {
+        if !busy || until.is_none_or(|t| Instant::now() >= t) {
             r.failed.extend(nets.failed);
             break;
         }
+        tokio::time::sleep(AGAIN).await;
     }
     if opts.volumes {
         volumes(engine, name, project, &mut r, &say).await;

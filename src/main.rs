@@ -449,15 +449,16 @@ async fn down(common: Common, args: DownArgs) -> Result<(), String> {
             drover::down::swarm(&*e.swarm, &s.endpoint, &s.loaded.project.name).await?
         }
         _ => {
+            let all: Vec<NodeSpec> = s.specs.iter().chain(&s.witnesses).cloned().collect();
             let ttl = args
                 .lease_ttl
-                .unwrap_or(drover::lease::LeaseConfig::default().ttl);
+                .unwrap_or(drover::lease::LeaseConfig::for_nodes(all.len()).ttl);
             let opts = drover::down::Options {
                 volumes: args.volumes,
                 force: args.force,
                 lease_watch: ttl / 2 + Duration::from_millis(500),
+                lease_ttl: ttl,
             };
-            let all: Vec<NodeSpec> = s.specs.iter().chain(&s.witnesses).cloned().collect();
             drover::down::plain(&all, &s.loaded.project, opts).await?
         }
     };

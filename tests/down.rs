@@ -145,13 +145,20 @@ fn down_refuses_while_a_drover_acts_and_force_goes_on() {
     );
     assert!(err.contains("--force"), "{err}");
     assert_eq!(p.running("web"), 2, "nothing removed");
+    // The drover's lease is taken for the time of `down`: everything goes, the network
+    // included, and the drover stood by meanwhile.
     let (ok, out, err) = down(&p, name, &["--force"]);
     assert!(ok, "{out}{err}");
-    assert!(
-        out.contains(&format!("container {name}-web-2 removed")),
-        "{out}"
-    );
+    for gone in [
+        format!("container {name}-web-2 removed"),
+        format!("network {name}_default removed"),
+        format!("lease container drover-lease-{name} removed"),
+    ] {
+        assert!(out.contains(&gone), "{gone}: {out}");
+    }
+    // Then the drover takes its lease back and creates everything again, as `down` warned.
     d.assert_alive();
+    eventually_with(&mut d, UP, "2 web running again", |_| p.running("web") == 2);
     d.signal("TERM");
     d.wait_exit(Duration::from_secs(10)).expect("drover stops");
 }

@@ -43,6 +43,7 @@
 //! out may still be applied by the engine after it: terms make such a write lose.
 
 mod core;
+mod fence;
 mod task;
 
 use std::future::Future;
@@ -51,7 +52,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::engine::model::{ContainerInspectResponse, RestartPolicyNameEnum};
+use crate::engine::model::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerUpdateBody, HostConfig, RestartPolicy,
+    RestartPolicyNameEnum,
+};
 use crate::engine::{Client, Credentials, Engine};
 use crate::telemetry::Telemetry;
 use tokio::sync::watch;
@@ -60,6 +64,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::connect::Endpoint;
 
 pub use self::core::{View, Window, majority};
+pub use self::fence::{Fence, term_on};
 pub use crate::labels::{
     LEASE_HOLDER as LABEL_HOLDER, LEASE_PROJECT as LABEL_LEASE, LEASE_SCOPE as LABEL_SCOPE,
     LEASE_TERM as LABEL_LEASE_TERM,
@@ -382,6 +387,54 @@ fn holder_id() -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     format!("{host}/{}/{nanos:08x}", std::process::id())
+}
+
+/// The lease container for `project` held by `holder` under `term`, from `image` (any
+/// image present: it is never started).
+fn container_body(
+    project: &str,
+    holder: &str,
+    scope: Option<&str>,
+    term: u64,
+    image: String,
+) -> ContainerCreateBody {
+    let labels = [
+        (LABEL_LEASE.to_string(), project.to_string()),
+        (LABEL_HOLDER.to_string(), holder.to_string()),
+        (LABEL_LEASE_TERM.to_string(), term.to_string()),
+    ]
+    .into_iter()
+    .chain(scope.map(|s| (LABEL_SCOPE.to_string(), s.to_string())))
+    .collect();
+    ContainerCreateBody {
+        image: Some(image),
+        // Never started; if someone does start it, it fails at once instead of running
+        // the image's program.
+        entrypoint: Some(vec!["/drover-lease-is-never-started".into()]),
+        cmd: Some(vec![]),
+        labels: Some(labels),
+        network_disabled: Some(true),
+        host_config: Some(HostConfig {
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::ON_FAILURE),
+                maximum_retry_count: Some(0),
+            }),
+            network_mode: Some("none".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A renewal: the counter kept in the lease container's restart policy.
+fn renewal(counter: i64) -> ContainerUpdateBody {
+    ContainerUpdateBody {
+        restart_policy: Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::ON_FAILURE),
+            maximum_retry_count: Some(counter),
+        }),
+        ..Default::default()
+    }
 }
 
 /// What was seen of one lease container at one look.

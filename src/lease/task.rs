@@ -14,13 +14,10 @@ use tracing::{debug, info, warn};
 
 use super::core::{Core, Note, Op, Outcome, Renewal, View, majority};
 use super::{
-    LABEL_HOLDER, LABEL_LEASE, LABEL_LEASE_TERM, LABEL_SCOPE, LeaseConfig, LeaseNode, Seen,
-    Validity, container_name, seen_in, view_of,
+    LABEL_LEASE, LeaseConfig, LeaseNode, Seen, Validity, container_name, renewal, seen_in, view_of,
 };
 use crate::engine::connect::{self, Endpoint};
-use crate::engine::model::{
-    ContainerCreateBody, ContainerUpdateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum,
-};
+use crate::engine::model::{ContainerUpdateBody, RestartPolicy, RestartPolicyNameEnum};
 use crate::engine::{Client, Credentials, Engine, Kind};
 use crate::telemetry::{LeaseRecord, Telemetry};
 
@@ -356,13 +353,7 @@ async fn send(ctx: &Ctx, i: usize, d: &Client, op: Op) -> (Outcome, Option<Strin
         },
         Op::Renew { id, counter } => {
             let sent = Instant::now();
-            let body = ContainerUpdateBody {
-                restart_policy: Some(RestartPolicy {
-                    name: Some(RestartPolicyNameEnum::ON_FAILURE),
-                    maximum_retry_count: Some(counter),
-                }),
-                ..Default::default()
-            };
+            let body = renewal(counter);
             let result = match tokio::time::timeout(deadline, d.update_container(&id, body)).await {
                 Ok(Ok(())) => Renewal::Ok,
                 Ok(Err(e)) if e.kind == Kind::NotFound => Renewal::Gone,
@@ -428,32 +419,7 @@ async fn take(
         Ok(image) => image,
         Err(e) => return (Instant::now(), Err(e)),
     };
-    let labels = [
-        (LABEL_LEASE.to_string(), ctx.project.clone()),
-        (LABEL_HOLDER.to_string(), ctx.holder.clone()),
-        (LABEL_LEASE_TERM.to_string(), term.to_string()),
-    ]
-    .into_iter()
-    .chain(ctx.scope.clone().map(|s| (LABEL_SCOPE.to_string(), s)))
-    .collect();
-    let body = ContainerCreateBody {
-        image: Some(image),
-        // Never started; if someone does start it, it fails at once instead of running
-        // the image's program.
-        entrypoint: Some(vec!["/drover-lease-is-never-started".into()]),
-        cmd: Some(vec![]),
-        labels: Some(labels),
-        network_disabled: Some(true),
-        host_config: Some(HostConfig {
-            restart_policy: Some(RestartPolicy {
-                name: Some(RestartPolicyNameEnum::ON_FAILURE),
-                maximum_retry_count: Some(0),
-            }),
-            network_mode: Some("none".into()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let body = super::container_body(&ctx.project, &ctx.holder, ctx.scope.as_deref(), term, image);
     let sent = Instant::now();
     let r =
         match tokio::time::timeout(deadline * 2, d.create_container(&ctx.name, None, body)).await {

@@ -324,3 +324,52 @@ async fn a_removed_lease_container_is_taken_anew_after_the_next_renewal() {
     .await;
     acquired(&mut a.handle, Duration::from_secs(2)).await;
 }
+
+#[tokio::test]
+async fn a_fence_takes_the_lease_from_a_leader_until_lifted() {
+    let nodes = fakes(3);
+    let ttl = Duration::from_millis(400);
+    let mut a = drover(&nodes, "a", ttl);
+    acquired(&mut a.handle, Duration::from_secs(2)).await;
+    let term = a.handle.term().unwrap();
+    let mut fence = Fence::new(term + 1);
+    for n in &nodes {
+        assert!(fence.take(&Client::from(n.clone()), "p").await.unwrap());
+    }
+    fence.hold(LeaseConfig { ttl });
+    // The leader stops acting within a ttl, and does not act again while the fence holds,
+    // well past its stale_after.
+    until("a stops acting", ttl * 2, || async { !a.handle.held() }).await;
+    let end = Instant::now() + LeaseConfig { ttl }.stale_after() * 3;
+    while Instant::now() < end {
+        assert!(!a.handle.held(), "acts while fenced");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for n in &nodes {
+        let (_, holder, t, _) = lease_on(n).await.unwrap();
+        assert_ne!(holder, "a");
+        assert_eq!(t, term + 1);
+    }
+    assert!(fence.lift().await.is_empty());
+    acquired(&mut a.handle, Duration::from_secs(2)).await;
+    assert!(
+        a.handle.term().unwrap() > term + 1,
+        "a term above the fence's"
+    );
+    a.cancel.cancel();
+    a.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_fence_takes_nothing_where_there_is_no_lease() {
+    let nodes = fakes(1);
+    let mut fence = Fence::new(1);
+    assert!(
+        !fence
+            .take(&Client::from(nodes[0].clone()), "p")
+            .await
+            .unwrap()
+    );
+    assert!(fence.is_empty());
+    assert!(lease_on(&nodes[0]).await.is_none());
+}
