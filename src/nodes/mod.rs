@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use crate::config::{Availability, NodeConfig};
 use crate::engine::connect::{self, ConnectError, Endpoint};
 use crate::engine::{Client, Engine};
-use crate::runtime::{EventWatch, EventWatchConfig, Trigger, Watched};
+use crate::runtime::{EventWatch, EventWatchConfig, Heard, Trigger, Watched};
 use crate::telemetry::Telemetry;
 
 /// The name of the single node taken from the Docker environment when the Compose file
@@ -260,6 +260,7 @@ pub fn spawn(
         telemetry,
         tx,
         poke: Arc::new(Notify::new()),
+        heard: Arc::new(Heard::default()),
     };
     (handle, tokio::spawn(monitor.run(cancel)))
 }
@@ -273,6 +274,8 @@ struct Monitor {
     telemetry: Telemetry,
     tx: watch::Sender<NodeStatus>,
     poke: Arc<Notify>,
+    /// When the node's event stream last delivered an event.
+    heard: Arc<Heard>,
 }
 
 impl Monitor {
@@ -333,7 +336,8 @@ impl Monitor {
                     }
                 }
                 Err(e) => {
-                    let silent_for = last_ok.map_or(down_since_start.elapsed(), |t| t.elapsed());
+                    let silent_for =
+                        silent_for(last_ok, self.heard.last(), down_since_start, Instant::now());
                     if was_up && silent_for >= self.health.down_after {
                         warn!(
                             action = "node-down",
@@ -405,6 +409,7 @@ impl Monitor {
                 endpoint: self.spec.endpoint.clone(),
                 node: self.spec.name.clone(),
                 on_error: Some(self.poke.clone()),
+                heard: Some(self.heard.clone()),
                 telemetry: self.telemetry.clone(),
             },
             self.trigger.clone(),
@@ -433,11 +438,39 @@ impl Monitor {
     }
 }
 
+/// How long a node has not answered at `now`: since its last ping that answered or its
+/// last event, whichever came later (an event is an answer too: a busy engine streams
+/// events while its pings come late); since `since` when neither came.
+fn silent_for(
+    last_ping: Option<Instant>,
+    last_event: Option<Instant>,
+    since: Instant,
+    now: Instant,
+) -> Duration {
+    let last = last_ping.max(last_event).unwrap_or(since);
+    now.saturating_duration_since(last)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::engine::connect::Transport;
     use crate::engine::fake::FakeEngine;
+
+    #[test]
+    fn a_node_whose_events_flow_is_not_silent_while_its_pings_come_late() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        // Pings last answered 3 s ago, an event 100 ms ago: silent for 100 ms only.
+        let busy = silent_for(Some(at(0)), Some(at(2_900)), at(0), at(3_000));
+        assert_eq!(busy, Duration::from_millis(100));
+        // No event since the last ping: silent since that ping.
+        let dead = silent_for(Some(at(1_000)), Some(at(500)), at(0), at(3_000));
+        assert_eq!(dead, Duration::from_millis(2_000));
+        // Never answered: since the monitor started waiting.
+        let never = silent_for(None, None, at(200), at(3_000));
+        assert_eq!(never, Duration::from_millis(2_800));
+    }
 
     #[tokio::test]
     async fn a_fixed_node_is_up_at_once_on_its_engine() {

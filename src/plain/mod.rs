@@ -89,6 +89,8 @@ pub struct Plain {
     /// When each node is listed again whatever its events say (its resync, paced: the
     /// nodes' lists are spread over the interval, not all at once).
     due: HashMap<String, Instant>,
+    /// Lists of each node that failed in a row (each doubles the next one's deadline).
+    lists_failed: HashMap<String, u32>,
     /// Containers the last pass acted on, by node: the next pass inspects them (their
     /// events may not have arrived yet).
     touched: HashMap<String, HashSet<String>>,
@@ -150,6 +152,7 @@ impl Plain {
             killed: HashMap::new(),
             last: HashMap::new(),
             due: HashMap::new(),
+            lists_failed: HashMap::new(),
             touched: HashMap::new(),
             infra_stale: HashSet::new(),
             pushed: Default::default(),

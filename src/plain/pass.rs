@@ -48,6 +48,15 @@ type Rollouts = (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>);
 /// not waited for).
 const LIST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The deadline of a list of a node that holds `size` containers (as last seen) after
+/// `failed` lists of it failed in a row: a large node's list takes longer, and one that
+/// keeps running late is given twice as long each time, up to two minutes, so that an
+/// engine slower than any fixed deadline is still listed in the end.
+fn list_deadline(size: usize, failed: u32) -> Duration {
+    let base = LIST_TIMEOUT + Duration::from_millis(size as u64 * 2 / 5);
+    (base * 2u32.pow(failed.min(5))).min(Duration::from_secs(120))
+}
+
 impl Plain {
     /// Observe every node that is up, at once: list it when it has no kept snapshot, its
     /// events cannot be trusted (not watched, a stream reopened, its last list failed) or
@@ -103,6 +112,9 @@ impl Plain {
                     NodeState::Down
                 }
                 Some(Ok(mut looked)) => {
+                    if looked.listed {
+                        self.lists_failed.remove(&name);
+                    }
                     match named.as_mut() {
                         Some(n) if !looked.listed => n.add(&mut looked),
                         _ => named = None,
@@ -116,6 +128,7 @@ impl Plain {
                 }
                 Some(Err((e, kept))) => {
                     self.telemetry.unreachable(&name, &e);
+                    *self.lists_failed.entry(name.clone()).or_default() += 1;
                     if let Some(kept) = kept {
                         self.last.insert(name.clone(), kept);
                     }
@@ -256,10 +269,14 @@ impl Plain {
             st.watched && !wake.relist.contains(name) && !self.said.list_failing.contains(name);
         let due = self.due.get(name).is_none_or(|d| *d <= now);
         let stale = self.infra_stale.remove(name);
+        let failed = self.lists_failed.get(name).copied().unwrap_or(0);
         Some(match self.last.remove(name) {
             Some(kept) if watched && !due => Look::Patch(kept, ids, stale),
             Some(kept) if watched => Look::Resync(kept, ids, stale),
-            kept => Look::List(kept, ids),
+            kept => {
+                let size = kept.as_ref().map_or(0, |k| k.containers.len());
+                Look::List(kept, ids, list_deadline(size, failed))
+            }
         })
     }
 
@@ -607,9 +624,9 @@ fn views<'a>(
 
 /// How a pass observes one node.
 enum Look {
-    /// A fresh list (with the snapshot kept so far, if any, for when the list fails), and
-    /// inspects of the named containers it shows.
-    List(Option<Snapshot>, HashSet<String>),
+    /// A fresh list within a deadline (with the snapshot kept so far, if any, for when the
+    /// list fails), and inspects of the named containers it shows.
+    List(Option<Snapshot>, HashSet<String>, Duration),
     /// The kept snapshot, patched from the named containers; its networks and volumes
     /// forgotten when stale.
     Patch(Snapshot, HashSet<String>, bool),
@@ -669,28 +686,33 @@ impl Look {
     ) -> Result<Looked, (String, Option<Snapshot>)> {
         let at = (node, endpoint, project);
         match self {
-            Look::List(kept, ids) => list(engine, at, &ids).await.map_err(|e| (e, kept)),
+            Look::List(kept, ids, deadline) => list(engine, at, &ids, deadline)
+                .await
+                .map_err(|e| (e, kept)),
             Look::Patch(snapshot, ids, stale) => patch(engine, at, snapshot, ids, stale).await,
-            Look::Resync(kept, ids, stale) => match list(engine.clone(), at, &ids).await {
-                Ok(looked) => Ok(looked),
-                Err(failed) => {
-                    let mut looked = patch(engine, at, kept, ids, stale).await?;
-                    looked.resync_failed = Some(failed);
-                    Ok(looked)
+            Look::Resync(kept, ids, stale) => {
+                match list(engine.clone(), at, &ids, LIST_TIMEOUT).await {
+                    Ok(looked) => Ok(looked),
+                    Err(failed) => {
+                        let mut looked = patch(engine, at, kept, ids, stale).await?;
+                        looked.resync_failed = Some(failed);
+                        Ok(looked)
+                    }
                 }
-            },
+            }
         }
     }
 }
 
-/// A fresh list of the node (with inspects of `ids` it shows) within [`LIST_TIMEOUT`].
+/// A fresh list of the node (with inspects of `ids` it shows) within `deadline`.
 async fn list(
     engine: Client,
     (node, endpoint, project): (&str, &connect::Endpoint, &str),
     ids: &HashSet<String>,
+    deadline: Duration,
 ) -> Result<Looked, String> {
     let listed =
-        tokio::time::timeout(LIST_TIMEOUT, observe::snapshot(&engine, node, project, ids)).await;
+        tokio::time::timeout(deadline, observe::snapshot(&engine, node, project, ids)).await;
     match listed {
         Ok(Ok(snapshot)) => Ok(Looked {
             engine,
@@ -702,12 +724,12 @@ async fn list(
             resync_failed: None,
         }),
         Ok(Err(e)) => Err(connect::explain(endpoint, &e)),
-        Err(_) => Err(late()),
+        Err(_) => Err(late(deadline)),
     }
 }
 
-fn late() -> String {
-    format!("listing took longer than {} s", LIST_TIMEOUT.as_secs())
+fn late(deadline: Duration) -> String {
+    format!("listing took longer than {:.1} s", deadline.as_secs_f64())
 }
 
 /// Patch `snapshot` from the containers `ids` names (one inspect each) within
@@ -739,7 +761,10 @@ async fn patch(
             resync_failed: None,
         }),
         Ok(Err(e)) => Err((connect::explain(endpoint, &e), Some(snapshot))),
-        Err(_) => Err((late(), Some(snapshot))),
+        Err(_) => Err((
+            format!("inspecting took longer than {} s", LIST_TIMEOUT.as_secs()),
+            Some(snapshot),
+        )),
     }
 }
 
@@ -825,4 +850,21 @@ fn exited_kills(
         .filter(|c| c.state == State::Exited && killed.contains_key(&c.id))
         .filter_map(|c| Some((c.id.clone(), c.service()?.to_string(), c.slot()?)))
         .collect()
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::*;
+
+    #[test]
+    fn a_list_deadline_grows_with_the_node_and_doubles_while_lists_fail() {
+        assert_eq!(list_deadline(0, 0), LIST_TIMEOUT);
+        // 50,000 containers: 25 s, then 50, 100, and two minutes at most.
+        assert_eq!(list_deadline(50_000, 0), Duration::from_secs(25));
+        assert_eq!(list_deadline(50_000, 1), Duration::from_secs(50));
+        assert_eq!(list_deadline(50_000, 2), Duration::from_secs(100));
+        assert_eq!(list_deadline(50_000, 9), Duration::from_secs(120));
+        // An empty node whose lists keep failing is still given longer each time.
+        assert!(list_deadline(0, 1) > list_deadline(0, 0));
+    }
 }

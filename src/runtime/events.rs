@@ -157,8 +157,44 @@ pub struct EventWatchConfig {
     pub node: String,
     /// Poked when the stream breaks (the node monitor pings at once).
     pub on_error: Option<Arc<Notify>>,
+    /// Told of every event received (the node monitor counts it as an answer).
+    pub heard: Option<Arc<Heard>>,
     /// Where stream health (opens, events and their lag, failures) is recorded.
     pub telemetry: Telemetry,
+}
+
+/// When an engine last answered on its event stream: an engine that streams events is
+/// alive, even when a burst of work makes its pings come late.
+#[derive(Debug)]
+pub struct Heard {
+    base: std::time::Instant,
+    /// Milliseconds after `base`, plus one (0: never).
+    at: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Heard {
+    fn default() -> Heard {
+        Heard {
+            base: std::time::Instant::now(),
+            at: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl Heard {
+    /// The engine answered now.
+    pub fn now(&self) {
+        let ms = self.base.elapsed().as_millis() as u64 + 1;
+        self.at.fetch_max(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// When it last answered, if ever.
+    pub fn last(&self) -> Option<std::time::Instant> {
+        match self.at.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            ms => Some(self.base + Duration::from_millis(ms - 1)),
+        }
+    }
 }
 
 /// Watches one engine's events for one project and pokes `notify` on every relevant one.
@@ -276,6 +312,9 @@ impl EventWatch {
             if let (Some(s), Some(n)) = (ev.time, ev.time_nano) {
                 self.since = Some(format!("{s}.{:09}", n.rem_euclid(1_000_000_000)));
             }
+            if let Some(h) = &self.cfg.heard {
+                h.now();
+            }
             self.cfg
                 .telemetry
                 .stream_event(&self.cfg.node, ev.time_nano);
@@ -324,6 +363,7 @@ mod tests {
     async fn names_the_changed_containers_of_the_project() {
         let fake = Arc::new(FakeEngine::default());
         let trigger = Arc::new(Trigger::default());
+        let heard = Arc::new(Heard::default());
         let cfg = EventWatchConfig {
             project: "p".into(),
             watched: Watched::Containers {
@@ -334,6 +374,7 @@ mod tests {
             endpoint: Endpoint::new(crate::engine::connect::Transport::Tcp("fake:2375".into())),
             node: "n1".into(),
             on_error: None,
+            heard: Some(heard.clone()),
             telemetry: Telemetry::new("p", Duration::from_secs(60), None),
         };
         let cancel = CancellationToken::new();
@@ -342,6 +383,7 @@ mod tests {
         // The poke after the stream (re)opens.
         trigger.wait().await;
         assert!(trigger.take_changed().is_empty());
+        assert_eq!(heard.last(), None, "nothing streamed yet");
 
         let body = |project: &str| ContainerCreateBody {
             labels: Some(HashMap::from([(LABEL_PROJECT.to_string(), project.into())])),
@@ -372,6 +414,8 @@ mod tests {
         cancel.cancel();
         assert_eq!(changed, HashSet::from([ours.clone()]));
         assert_eq!(killed, HashSet::from([ours]));
+        // Every event is an answer from the engine, told to the node monitor.
+        assert!(heard.last().is_some());
         let calls = fake.take_calls();
         assert_eq!(
             calls[..2],

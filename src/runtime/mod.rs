@@ -11,5 +11,5 @@ pub mod run;
 mod tests;
 
 pub use config_source::{ConfigSource, Reload, Why};
-pub use events::{EventWatch, EventWatchConfig, Trigger, Watched};
+pub use events::{EventWatch, EventWatchConfig, Heard, Trigger, Watched};
 pub use run::{Adopted, Lease, Mode, Parts, Runtime, Start, Wake};

@@ -479,6 +479,7 @@ pub fn runtime(
             endpoint: engine.clone(),
             node: ENGINE.to_string(),
             on_error: None,
+            heard: None,
             telemetry: telemetry.clone(),
         },
         trigger.clone(),
