@@ -107,6 +107,10 @@ pub struct FakeEngine {
     /// Every answer comes this much later (the request itself is applied at once, as by an
     /// engine that is slow to answer).
     stall: Mutex<Option<Duration>>,
+    /// Calls of one verb answered this much later ([`FakeEngine::stall_verb`]).
+    stall_verb: Mutex<Option<(String, Duration)>>,
+    /// The stall the call under way asked for, taken by its answer.
+    stall_next: Mutex<Option<Duration>>,
 }
 
 fn err(kind: Kind, message: &str) -> EngineError {
@@ -229,8 +233,15 @@ impl FakeEngine {
         *self.stall.lock().unwrap() = d;
     }
 
+    /// From now on the calls whose verb is `verb` are answered only after `d` (applied at
+    /// once, as with [`FakeEngine::stall`]); `None`: every verb at once again.
+    pub fn stall_verb(&self, verb: &str, d: Option<Duration>) {
+        *self.stall_verb.lock().unwrap() = d.map(|d| (verb.to_string(), d));
+    }
+
     fn answer<'a, T: Send + 'a>(&self, r: Result<T, EngineError>) -> Answer<'a, T> {
-        ready(r, *self.stall.lock().unwrap())
+        let verb = self.stall_next.lock().unwrap().take();
+        ready(r, verb.or(*self.stall.lock().unwrap()))
     }
 
     /// Set the engine's clock (container times, events); it stays there until moved.
@@ -390,6 +401,11 @@ impl FakeEngine {
         detail: String,
         f: impl FnOnce(&mut State) -> Result<T, EngineError>,
     ) -> Result<T, EngineError> {
+        if let Some((v, d)) = self.stall_verb.lock().unwrap().clone()
+            && v == verb
+        {
+            *self.stall_next.lock().unwrap() = Some(d);
+        }
         let mut s = self.state.lock().unwrap();
         s.calls.push(format!("{verb} {detail}"));
         for key in [verb, "*"] {

@@ -24,6 +24,23 @@ use crate::plan::{self, Action, Target};
 use crate::spec;
 use crate::telemetry;
 
+/// `action`, abandoned since `started` because its node was found down.
+fn abandoned(action: &Action, started: Instant) -> Outcome {
+    let id = action.target.container().map(str::to_string);
+    Outcome {
+        action: action.clone(),
+        container: id.as_deref().map(short),
+        id,
+        duration: started.elapsed(),
+        error: Some(format!(
+            "node {} was found down while this ran; abandoned",
+            action.node
+        )),
+        volumes: Volumes::Untouched,
+        abandoned: true,
+    }
+}
+
 /// The result of one action.
 #[derive(Debug)]
 pub struct Outcome {
@@ -37,6 +54,9 @@ pub struct Outcome {
     pub error: Option<String>,
     /// What became of the anonymous volumes of the container the action replaced or removed.
     pub volumes: Volumes,
+    /// Abandoned because its node was found down while it ran: no fault of the container
+    /// (its engine may still apply it; the next pass sees what it did).
+    pub abandoned: bool,
 }
 
 impl Outcome {
@@ -88,7 +108,13 @@ pub struct Executor<'a, E: Engine = Client> {
     /// The lease term this drover acts under, stamped on everything it creates
     /// (`drover.term`); `None`: no lease.
     pub term: Option<u64>,
+    /// For each node, a future that resolves when it is found down: its actions still in
+    /// flight are abandoned then, instead of holding the pass until the engine's timeouts.
+    pub gone: Option<&'a Gone>,
 }
+
+/// When a node (by name) is found down; see [`Executor::gone`].
+pub type Gone = dyn Fn(&str) -> futures::future::BoxFuture<'static, ()> + Send + Sync;
 
 impl<E: Engine> Executor<'_, E> {
     /// Execute every action of the plan, in stages, handing each outcome to `report`
@@ -108,11 +134,21 @@ impl<E: Engine> Executor<'_, E> {
                     let limit = limits.get(a.node.as_str());
                     async move {
                         // A node that is not up has no limit: its actions fail at once.
-                        let _turn = match limit {
-                            Some(l) => l.acquire().await.ok(),
-                            None => None,
+                        let gone = match self.gone {
+                            Some(gone) => gone(&a.node),
+                            None => Box::pin(std::future::pending()),
                         };
-                        self.run(a).await
+                        let started = Instant::now();
+                        tokio::select! {
+                            outcome = async {
+                                let _turn = match limit {
+                                    Some(l) => l.acquire().await.ok(),
+                                    None => None,
+                                };
+                                self.run(a).await
+                            } => outcome,
+                            () = gone => abandoned(a, started),
+                        }
                     }
                 })
                 .buffer_unordered(all);
@@ -165,6 +201,7 @@ impl<E: Engine> Executor<'_, E> {
             duration: started.elapsed(),
             error,
             volumes,
+            abandoned: false,
         }
     }
 

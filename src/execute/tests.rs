@@ -54,6 +54,7 @@ fn run_with(
         parallel: 1,
         credentials,
         term: None,
+        gone: None,
     };
     let mut outcomes = Vec::new();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -192,6 +193,7 @@ fn a_move_to_another_node_cannot_carry_the_volume() {
         parallel: 1,
         term: None,
         credentials: &credentials,
+        gone: None,
     };
     let mut outcomes = Vec::new();
     let rt = tokio::runtime::Builder::new_current_thread()

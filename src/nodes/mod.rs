@@ -217,6 +217,18 @@ impl NodeHandle {
         }
     }
 
+    /// Resolves when the node is found down (at once if it is down now); never for a node
+    /// without a monitor. Work on the node still in flight can be abandoned then: a
+    /// partitioned engine would hold it until its own timeouts.
+    pub fn went_down(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut status = self.status.clone();
+        async move {
+            if status.wait_for(|s| s.attempted && !s.up).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     /// Wait until the first connection attempt finished, or `deadline` passed.
     pub async fn first_attempt(&mut self, deadline: Duration) {
         let _ = tokio::time::timeout(deadline, self.status.wait_for(|s| s.attempted)).await;

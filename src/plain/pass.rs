@@ -12,7 +12,7 @@ use crate::config::Availability;
 use crate::config::Project;
 use crate::engine::{Client, connect};
 use crate::execute::Executor;
-use crate::nodes::NodeStatus;
+use crate::nodes::{NodeHandle, NodeStatus};
 use crate::observe::{self, Snapshot, State};
 use crate::plan::{self, NodeState, NodeView};
 use crate::runtime::Wake;
@@ -531,12 +531,24 @@ impl Plain {
         actions: &[plan::Action],
         engines: &HashMap<String, Client>,
     ) -> bool {
+        let handles: HashMap<String, NodeHandle> = self
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.clone()))
+            .collect();
+        let gone = move |node: &str| -> futures::future::BoxFuture<'static, ()> {
+            match handles.get(node) {
+                Some(h) => Box::pin(h.went_down()),
+                None => Box::pin(std::future::pending()),
+            }
+        };
         let executor = Executor {
             nodes: engines,
             project: &self.project,
             parallel: self.settings.parallel,
             credentials: &self.settings.credentials,
             term: self.lease.term().filter(|t| *t > 0),
+            gone: Some(&gone),
         };
         let mut failed = false;
         let (history, settings, project) = (&mut self.history, &self.settings, &self.project);
@@ -563,8 +575,12 @@ impl Plain {
                 }
                 telemetry.action(o.record());
                 say::log_outcome(project, &o);
-                let ok = o.error.is_none();
-                history.record(project, &settings.backoff, &o.action, ok, SystemTime::now());
+                // An action abandoned with its node says nothing of the container: no
+                // backoff for it.
+                if !o.abandoned {
+                    let ok = o.error.is_none();
+                    history.record(project, &settings.backoff, &o.action, ok, SystemTime::now());
+                }
             })
             .await;
         failed
@@ -578,17 +594,23 @@ impl Plain {
             let docker = engines.get(name)?.clone();
             let mut snapshot = self.last.get(name)?.clone();
             let project = project.clone();
+            let gone = self.nodes.iter().find(|n| n.name == *name)?.went_down();
             Some(async move {
-                let r = tokio::time::timeout(
+                let list = tokio::time::timeout(
                     LIST_TIMEOUT,
                     observe::list_infra(&docker, &project, &mut snapshot),
-                )
-                .await;
+                );
+                // A node found down meanwhile is not waited for (its node-down says so).
+                let r = tokio::select! {
+                    r = list => Some(r),
+                    () = gone => None,
+                };
                 (name.clone(), r, snapshot)
             })
         }))
         .await;
         for (name, result, snapshot) in lists {
+            let Some(result) = result else { continue };
             match result {
                 Ok(Ok(())) => {
                     self.last.insert(name, snapshot);

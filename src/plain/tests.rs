@@ -1028,3 +1028,67 @@ fn fixed_nodes(fakes: &[Arc<FakeEngine>], watched: bool) -> Vec<NodeHandle> {
         })
         .collect()
 }
+
+/// A node found down while an action on it hangs (a partitioned engine answers nothing
+/// until its timeouts, 20 s and more): the action is abandoned at once, counts for no
+/// backoff, and the next pass places the replica on a node that answers.
+#[tokio::test]
+async fn an_action_on_a_node_found_down_meanwhile_is_abandoned_and_the_replica_moves() {
+    let name = "abandoned";
+    let dir = std::env::temp_dir().join(format!("drover-plain-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let yaml = "services:
+  web:
+    image: img
+    deploy: { replicas: 2 }
+x-drover:
+  nodes:
+    - { name: n1, host: tcp://10.0.0.1:2375 }
+    - { name: n2, host: tcp://10.0.0.2:2375 }
+";
+    let fakes: Vec<Arc<FakeEngine>> = (0..2).map(|_| Arc::new(FakeEngine::default())).collect();
+    let (handles, switches): (Vec<NodeHandle>, Vec<_>) = fixed_nodes(&fakes, false)
+        .into_iter()
+        .zip(&fakes)
+        .map(|(h, fake)| NodeHandle::switchable(h.config.clone(), Client::from(fake.clone())))
+        .unzip();
+    let settings = Settings {
+        lease: None,
+        credentials: Credentials::in_dir(&dir, "DOCKER_CONFIG"),
+        ..Default::default()
+    };
+    let telemetry = Telemetry::new(name, Duration::from_secs(60), None);
+    let loaded = load(&dir, name, yaml);
+    let mut plain = Plain::new(handles, loaded.project, settings, telemetry.clone());
+    plain.membership.listed = true;
+    settle_all(&mut plain).await;
+    let on = |f: &[Arc<FakeEngine>]| f.iter().map(|f| f.names().len()).collect::<Vec<_>>();
+    assert_eq!(on(&fakes), [1, 1]);
+    // n2's replica is removed, and n2's creates hang from now on.
+    let lost = fakes[1].names()[0].clone();
+    fakes[1].remove_by_other(&lost);
+    fakes[1].stall_verb("create", Some(Duration::from_secs(600)));
+    let switch = switches[1].clone();
+    let down = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        switch.send_modify(|s| set_up(s, false));
+    });
+    let started = Instant::now();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        Mode::pass(&mut plain, Wake::default()),
+    )
+    .await
+    .expect("the pass does not wait on the hung create");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    down.await.unwrap();
+    let status = crate::telemetry::status::snapshot(&telemetry);
+    let web = status.services.iter().find(|s| s.name == "web").unwrap();
+    assert_ne!(web.state.as_deref(), Some("crash-loop"), "{web:?}");
+    settle_all(&mut plain).await;
+    assert_eq!(on(&fakes[..1]), [2], "the replica runs on n1");
+}
