@@ -13,6 +13,7 @@ import http.client
 import json
 import math
 import os
+import random
 import re
 import signal
 import socket
@@ -246,66 +247,98 @@ def parse_ts(s):
     return t + (float("0." + frac) if frac else 0.0)
 
 
-def real(args, n, kills=10):
-    """The same reaction on the real local engine: `docker kill` of one replica at a time,
-    from the engine's `die` event to the moment drover's start call for it began (its log
-    gives the call's end and duration)."""
-    project = f"scale-real-{n}-{os.getpid()}"
-    work = tempfile.mkdtemp(prefix=f"drover-scale-real-{n}-")
-    with open(os.path.join(work, "compose.yml"), "w") as f:
-        f.write(f"name: {project}\nservices:\n  web:\n    image: {IMAGE}\n    stop_signal: SIGKILL\n"
-                f"    deploy:\n      replicas: {n}\n")
+def median_ci(xs, resamples=2000, seed=17):
+    """The median and its 95% bootstrap interval (a fixed seed: the same data, the same
+    interval)."""
+    if not xs:
+        return None, None, None
+    rng = random.Random(seed)
+    meds = sorted(statistics.median(rng.choices(xs, k=len(xs))) for _ in range(resamples))
+    return statistics.median(xs), meds[int(0.025 * resamples)], meds[int(0.975 * resamples) - 1]
+
+
+def real(args, sizes, kills=30):
+    """The same reaction on the real local engine, one drover per size, all running at
+    once: each round kills one replica of each size in turn with `docker kill` (so both
+    sizes see the same machine), from the engine's `die` event to the moment drover's start
+    call for it began (its log gives the call's end and duration)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DROVER_")}
-    logpath = os.path.join(work, "drover.log")
-    label = f"label=drover.project={project}"
-    log(f"real engine, {n} replicas: cold start")
-    proc = subprocess.Popen(
-        [args.drover, "run", "--listen", "off", "--log-format", "json", "--backoff-reset", "2s",
-         "--lease-ttl", "0s"], cwd=work, env=env, stdout=open(logpath, "w"), stderr=subprocess.STDOUT)
-    res = {"replicas": n}
+    runs = []
     try:
-        def running():
-            return docker("ps", "-q", "--filter", label, "--filter", "status=running").split()
-        res["cold_s"] = wait_for("every replica running", lambda: len(running()) >= n, 900, 0.5)
+        for n in sizes:
+            project = f"scale-real-{n}-{os.getpid()}"
+            work = tempfile.mkdtemp(prefix=f"drover-scale-real-{n}-")
+            with open(os.path.join(work, "compose.yml"), "w") as f:
+                f.write(f"name: {project}\nservices:\n  web:\n    image: {IMAGE}\n    stop_signal: SIGKILL\n"
+                        f"    deploy:\n      replicas: {n}\n")
+            logpath = os.path.join(work, "drover.log")
+            log(f"real engine, {n} replicas: cold start")
+            proc = subprocess.Popen(
+                [args.drover, "run", "--listen", "off", "--log-format", "json", "--backoff-reset", "2s",
+                 "--lease-ttl", "0s"], cwd=work, env=env, stdout=open(logpath, "w"), stderr=subprocess.STDOUT)
+            run = {"n": n, "project": project, "log": logpath, "proc": proc,
+                   "label": f"label=drover.project={project}"}
+            runs.append(run)
+            run["cold_s"] = wait_for("every replica running", lambda: len(running(run)) >= n, 900, 0.5)
         time.sleep(5)
         since = time.time()
-        killed = []
+        log(f"real engine: {kills} rounds of one kill per size ({', '.join(str(r['n']) for r in runs)})")
         for i in range(kills):
-            victim = running()[(i * 7919) % n]
-            docker("kill", victim)
-            killed.append(victim[:12])
-            wait_for("the killed replica restarted", lambda: len(running()) >= n, 120, 0.1)
-            time.sleep(1.0)
+            for run in runs:
+                victim = running(run)[(i * 7919) % run["n"]]
+                docker("kill", victim)
+                wait_for("the killed replica restarted", lambda: len(running(run)) >= run["n"], 120, 0.05)
+                time.sleep(0.5)
         until = time.time() + 1
-        dies = {}
-        for line in docker("events", "--since", f"{since:.3f}", "--until", f"{until:.3f}", "--filter", label,
-                           "--filter", "event=die", "--format", "{{.ID}} {{.TimeNano}}").split("\n"):
-            if line.strip():
-                cid, nano = line.split()
-                dies.setdefault(cid[:12], int(nano) / 1e9)
-        reactions = []
-        for line in open(logpath):
-            try:
-                j = json.loads(line)
-            except ValueError:
-                continue
-            if j.get("action") == "start" and j.get("container") in dies and "duration_ms" in j:
-                began = parse_ts(j["timestamp"]) - j["duration_ms"] / 1000
-                if began >= dies[j["container"]]:
-                    reactions.append((began - dies.pop(j["container"])) * 1000)
-        res.update({"reaction_ms": reactions, "reaction_p50_ms": pct(reactions, 0.5),
-                    "reaction_p99_ms": pct(reactions, 0.99), "kills": kills})
+        out = []
+        for run in runs:
+            xs = reactions_in(run, since, until)
+            p50, lo, hi = median_ci(xs)
+            out.append({"replicas": run["n"], "cold_s": run["cold_s"], "reaction_ms": xs,
+                        "reaction_p50_ms": p50, "reaction_p50_ci": [lo, hi],
+                        "reaction_p99_ms": pct(xs, 0.99), "kills": kills})
+        return out
     finally:
-        proc.send_signal(signal.SIGTERM)
+        for run in runs:
+            run["proc"].send_signal(signal.SIGTERM)
+            try:
+                run["proc"].wait(15)
+            except subprocess.TimeoutExpired:
+                run["proc"].kill()
+            ids = docker("ps", "-aq", "--filter", run["label"], check=False).split()
+            for i in range(0, len(ids), 50):
+                docker("rm", "-f", *ids[i:i + 50], check=False)
+            docker("network", "rm", f"{run['project']}_default", check=False)
+
+
+def running(run):
+    return docker("ps", "-q", "--filter", run["label"], "--filter", "status=running").split()
+
+
+def reactions_in(run, since, until):
+    """From each `die` of the run's project to the start drover logged for that container."""
+    dies = {}
+    for line in docker("events", "--since", f"{since:.3f}", "--until", f"{until:.3f}", "--filter", run["label"],
+                       "--filter", "event=die", "--format", "{{.ID}} {{.TimeNano}}").split("\n"):
+        if line.strip():
+            cid, nano = line.split()
+            dies.setdefault(cid[:12], int(nano) / 1e9)
+    xs = []
+    for line in open(run["log"]):
         try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        ids = docker("ps", "-aq", "--filter", label, check=False).split()
-        for i in range(0, len(ids), 50):
-            docker("rm", "-f", *ids[i:i + 50], check=False)
-        docker("network", "rm", f"{project}_default", check=False)
-    return res
+            j = json.loads(line)
+        except ValueError:
+            continue
+        if j.get("action") == "start" and j.get("container") in dies and "duration_ms" in j:
+            began = parse_ts(j["timestamp"]) - j["duration_ms"] / 1000
+            if began >= dies[j["container"]]:
+                xs.append((began - dies.pop(j["container"])) * 1000)
+    return xs
+
+
+def real_ci(r):
+    lo, hi = r.get("reaction_p50_ci") or (None, None)
+    return f"{fmt(lo, '.1f')}–{fmt(hi, '.1f')} ms"
 
 
 def fmt(v, spec=".0f", none="—"):
@@ -411,13 +444,14 @@ def section(results, meta, before=None):
         "",
         *kinds,
         "",
-        *(["The same reaction on the real local engine (Engine 20.10), one drover per size in "
-           "one run, each replica killed with `docker kill` one at a time: from the engine's "
-           "`die` event to the moment drover's start call began (its log gives the call's end "
-           "and duration):", "",
-           "| replicas | cold start | reaction p50 / p99 | kills |", "|---|---|---|---|",
-           *[f"| {r['replicas']} | {r['cold_s']:.1f} s | {fmt(r['reaction_p50_ms'], '.1f')} / "
-             f"{fmt(r['reaction_p99_ms'], '.1f')} ms | {len(r['reaction_ms'])} of {r['kills']} |"
+        *(["The same reaction on the real local engine (Engine 20.10), one drover per size, "
+           "running side by side; each round kills one replica of each size in turn with "
+           "`docker kill`: from the engine's `die` event to the moment drover's start call began "
+           "(its log gives the call's end and duration). The interval is the median's 95% "
+           "bootstrap interval: two sizes are within noise when their intervals overlap.", "",
+           "| replicas | cold start | reaction p50 (95% interval) / p99 | kills |", "|---|---|---|---|",
+           *[f"| {r['replicas']} | {r['cold_s']:.1f} s | {fmt(r['reaction_p50_ms'], '.1f')} "
+             f"({real_ci(r)}) / {fmt(r['reaction_p99_ms'], '.1f')} ms | {len(r['reaction_ms'])} of {r['kills']} |"
              for r in meta.get("real", [])], ""] if meta.get("real") else []),
         *([f"Before and after (the same sizes, before: {before['meta']['drover']}, measured "
            f"{before['meta']['when']} with the same harness):", "",
@@ -467,6 +501,7 @@ def main():
     ap.add_argument("--render", metavar="JSON", help="only rewrite the section from saved results")
     ap.add_argument("--real", help="also measure the reaction on the real local engine at these "
                     "replica counts, comma-separated (e.g. 20,500); needs the engine and its test image")
+    ap.add_argument("--kills", type=int, default=30, help="rounds of kills on the real engine (one per size each)")
     ap.add_argument("--before", metavar="JSON", help="saved results of an earlier build, compared in the section")
     args = ap.parse_args()
     before = None
@@ -497,15 +532,16 @@ def main():
             text, _ = table(results[-1:])
             print(text, flush=True)
     real_runs = []
-    for n in [int(x) for x in args.real.split(",")] if args.real else []:
+    if args.real:
         try:
-            real_runs.append(real(args, n))
+            real_runs = real(args, [int(x) for x in args.real.split(",")], args.kills)
         except Exception as ex:
             log(f"  failed: {ex}")
-        if real_runs:
-            r = real_runs[-1]
-            print(f"real engine, {r['replicas']} replicas: reaction p50 {fmt(r.get('reaction_p50_ms'), '.1f')} ms, "
-                  f"p99 {fmt(r.get('reaction_p99_ms'), '.1f')} ms", flush=True)
+        for r in real_runs:
+            lo, hi = r["reaction_p50_ci"]
+            print(f"real engine, {r['replicas']} replicas: reaction p50 {fmt(r.get('reaction_p50_ms'), '.1f')} ms "
+                  f"(95% CI {fmt(lo, '.1f')}–{fmt(hi, '.1f')}), p99 {fmt(r.get('reaction_p99_ms'), '.1f')} ms",
+                  flush=True)
     text, _ = table(results)
     print(text)
     version = subprocess.run([args.drover, "--version"], capture_output=True, text=True).stdout.strip()
