@@ -349,6 +349,7 @@ impl Plain {
             .map(|n| self.telemetry.pass(&n.name))
             .collect();
         let (mut states, engines) = self.observe(wake).await;
+        let observed = started.elapsed();
         if !self.membership.leaving.is_empty() {
             self.named = None;
             let seen: Vec<(String, NodeState)> =
@@ -357,12 +358,22 @@ impl Plain {
             states.retain(|(n, ..)| self.nodes.iter().any(|h| &h.name == n));
         }
         self.follow_images(&engines).await;
+        let followed = started.elapsed();
         let mut plan = self.plan(&states);
         // Containers to create or start: list those nodes' networks and volumes, then plan
         // again with them (an idle pass never lists them).
         if !plan.unlisted.is_empty() {
             self.list_infra(&plan.unlisted, &engines).await;
             plan = self.plan(&states);
+        }
+        if !plan.plan.actions.is_empty() {
+            debug!(
+                project = %self.project.name,
+                observed_ms = observed.as_secs_f64() * 1e3,
+                followed_ms = followed.as_secs_f64() * 1e3,
+                planned_ms = started.elapsed().as_secs_f64() * 1e3,
+                "pass planned"
+            );
         }
         let Planned {
             mut plan,
