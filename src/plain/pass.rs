@@ -275,7 +275,8 @@ impl Plain {
             Some(kept) if watched => Look::Resync(kept, ids, stale),
             kept => {
                 let size = kept.as_ref().map_or(0, |k| k.containers.len());
-                Look::List(kept, ids, list_deadline(size, failed))
+                let deadline = list_deadline(size.max(ids.len()), failed);
+                Look::List(kept, ids, deadline)
             }
         })
     }
@@ -709,7 +710,7 @@ impl Named {
 }
 
 impl Look {
-    /// List or patch within [`LIST_TIMEOUT`]; on failure, one line and the snapshot kept.
+    /// List or patch within its deadline; on failure, one line and the snapshot kept.
     async fn run(
         self,
         engine: Client,
@@ -765,8 +766,8 @@ fn late(deadline: Duration) -> String {
     format!("listing took longer than {:.1} s", deadline.as_secs_f64())
 }
 
-/// Patch `snapshot` from the containers `ids` names (one inspect each) within
-/// [`LIST_TIMEOUT`], its networks and volumes forgotten when `stale`.
+/// Patch `snapshot` from the containers `ids` names (one inspect each) within a deadline
+/// that grows with their number, its networks and volumes forgotten when `stale`.
 async fn patch(
     engine: Client,
     (node, endpoint, project): (&str, &connect::Endpoint, &str),
@@ -778,8 +779,11 @@ async fn patch(
     if stale {
         snapshot.forget_infra();
     }
+    // One inspect per named container: a burst names thousands, and is given the time a
+    // list of as many would be.
+    let deadline = list_deadline(ids.len(), 0);
     let patched = tokio::time::timeout(
-        LIST_TIMEOUT,
+        deadline,
         observe::patch(&engine, node, project, &mut snapshot, &ids),
     )
     .await;
@@ -795,7 +799,11 @@ async fn patch(
         }),
         Ok(Err(e)) => Err((connect::explain(endpoint, &e), Some(snapshot))),
         Err(_) => Err((
-            format!("inspecting took longer than {} s", LIST_TIMEOUT.as_secs()),
+            format!(
+                "inspecting {} containers took longer than {:.1} s",
+                ids.len(),
+                deadline.as_secs_f64()
+            ),
             Some(snapshot),
         )),
     }

@@ -22,7 +22,7 @@ pub(super) struct Said {
     pub resync_failing: HashSet<String>,
     waits: HashSet<(String, u32, u32)>,
     stopped: HashSet<String>,
-    unplaced: HashSet<(String, u32, String)>,
+    unplaced: HashSet<(String, String)>,
     blocked: HashSet<(String, String)>,
     pub counts: BTreeMap<String, (u32, usize)>,
     /// Nodes notified down (and not back up since).
@@ -161,25 +161,40 @@ impl Plain {
                 );
             }
         }
+        // One line per service and reason (its first slot, and how many): a node that
+        // cannot be observed can leave thousands of slots unplaced at once.
+        let mut groups: BTreeMap<(&str, &str), (u32, usize)> = BTreeMap::new();
         for u in &plan.unplaced {
+            let g = groups
+                .entry((u.service.as_str(), u.reason.as_str()))
+                .or_insert((u.slot, 0));
+            g.0 = g.0.min(u.slot);
+            g.1 += 1;
+        }
+        for (&(service, reason), &(slot, replicas)) in &groups {
             if self
                 .said
                 .unplaced
-                .insert((u.service.clone(), u.slot, u.reason.clone()))
+                .insert((service.to_string(), reason.to_string()))
             {
                 warn!(
                     action = "unplaced",
                     project = %self.project.name,
-                    service = %u.service,
-                    slot = u.slot,
-                    reason = %u.reason,
-                    "cannot place a replica"
+                    service,
+                    slot,
+                    replicas,
+                    reason,
+                    "{}",
+                    match replicas {
+                        1 => "cannot place a replica".to_string(),
+                        n => format!("cannot place {n} replicas"),
+                    }
                 );
             }
         }
-        if plan.unplaced.is_empty() {
-            self.said.unplaced.clear();
-        }
+        self.said
+            .unplaced
+            .retain(|(s, r)| groups.contains_key(&(s.as_str(), r.as_str())));
         for b in &plan.blocked {
             if self
                 .said
