@@ -9,7 +9,7 @@
 //! stream reopens without resuming, so a lost event costs at most one resync interval,
 //! never a wrong count.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::SystemTime;
 
@@ -590,24 +590,64 @@ pub async fn patch(
         (id, r)
     });
     let mut results = futures::stream::iter(checks).buffer_unordered(INSPECT_PARALLEL);
+    // Where each kept container is, by id: a burst names thousands of containers, and
+    // looking each one up by a scan of the node's containers made the patch quadratic.
+    // A few ids are looked up by a scan; more by an index built once.
+    let containers = &mut snapshot.containers;
+    let mut at: Option<HashMap<String, usize>> = (ids.len() > FEW_IDS).then(|| {
+        containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.id.clone(), i))
+            .collect()
+    });
+    let mut gone: HashSet<String> = HashSet::new();
+    let mut gone_prefixes: Vec<&str> = Vec::new();
     while let Some((id, result)) = results.next().await {
         let found = match result {
             Ok(details) => Container::from_inspect(node, details),
             Err(e) if e.is_not_found() => None,
             Err(e) => return Err(e),
         };
-        let containers = &mut snapshot.containers;
         match found {
-            Some(c) if c.owned_by(project) => match containers.iter_mut().find(|k| k.id == c.id) {
-                Some(kept) => *kept = c,
-                None => containers.push(c),
-            },
-            Some(c) => containers.retain(|k| k.id != c.id),
-            None => containers.retain(|k| !k.id.starts_with(id.as_str())),
+            Some(c) if c.owned_by(project) => {
+                let kept = match &at {
+                    Some(at) => at.get(&c.id).copied(),
+                    None => containers.iter().position(|k| k.id == c.id),
+                };
+                match kept {
+                    Some(i) => containers[i] = c,
+                    None => {
+                        if let Some(at) = at.as_mut() {
+                            at.insert(c.id.clone(), containers.len());
+                        }
+                        containers.push(c);
+                    }
+                }
+            }
+            Some(c) => {
+                gone.insert(c.id);
+            }
+            // Gone from the engine: named by its full id, or by a prefix of it.
+            None if id.len() == FULL_ID => {
+                gone.insert(id.clone());
+            }
+            None => gone_prefixes.push(id.as_str()),
         }
+    }
+    if !gone.is_empty() || !gone_prefixes.is_empty() {
+        containers.retain(|k| {
+            !gone.contains(&k.id) && !gone_prefixes.iter().any(|p| k.id.starts_with(p))
+        });
     }
     Ok(())
 }
+
+/// The length of a container's full id.
+const FULL_ID: usize = 64;
+
+/// Up to this many named containers, a patch finds each by a scan of the node's.
+const FEW_IDS: usize = 8;
 
 /// Add the node's networks and volumes to `snapshot` (a pass needs them only when it is
 /// about to create or start containers there, so an idle pass stays at one list).
@@ -810,6 +850,68 @@ mod tests {
         let one = HashSet::from([ids["p-web-3"].clone()]);
         let err = patch(&e, "n1", "p", &mut snap, &one).await.unwrap_err();
         assert_eq!(err.kind, crate::engine::Kind::Api(500));
+    }
+
+    /// A burst: more named containers than a scan is used for. Exits taken, removed ones
+    /// left out, new ones added once, another project's ignored, the rest untouched.
+    #[tokio::test]
+    async fn a_patch_of_a_burst_finds_every_named_container_by_its_index() {
+        use crate::engine::fake::FakeEngine;
+        use crate::engine::model::ContainerCreateBody;
+        let e = FakeEngine::default();
+        let body = |project: &str, slot: usize| ContainerCreateBody {
+            labels: Some(HashMap::from([
+                (LABEL_PROJECT.to_string(), project.to_string()),
+                (LABEL_SERVICE.to_string(), "web".to_string()),
+                (LABEL_SLOT.to_string(), slot.to_string()),
+            ])),
+            ..Default::default()
+        };
+        let mut ids = Vec::new();
+        for slot in 1..=30 {
+            let id = e
+                .create_container(&format!("p-web-{slot}"), None, body("p", slot))
+                .await
+                .unwrap();
+            e.start_container(&id).await.unwrap();
+            ids.push(id);
+        }
+        let mut snap = snapshot(&e, "n1", "p", &HashSet::new()).await.unwrap();
+        let mut named = HashSet::new();
+        for slot in 1..=10 {
+            e.exit(&format!("p-web-{slot}"), 1);
+            named.insert(ids[slot - 1].clone());
+        }
+        for slot in 11..=14 {
+            e.remove_by_other(&format!("p-web-{slot}"));
+            named.insert(ids[slot - 1].clone());
+        }
+        for slot in 31..=33 {
+            let id = e
+                .create_container(&format!("p-web-{slot}"), None, body("p", slot))
+                .await
+                .unwrap();
+            named.insert(id);
+        }
+        let theirs = e
+            .create_container("q-web-1", None, body("q", 1))
+            .await
+            .unwrap();
+        named.insert(theirs);
+        assert!(named.len() > FEW_IDS);
+        patch(&e, "n1", "p", &mut snap, &named).await.unwrap();
+        let mut slots: Vec<(u32, State)> = snap
+            .containers
+            .iter()
+            .map(|c| (c.slot().unwrap(), c.state))
+            .collect();
+        slots.sort_by_key(|(slot, _)| *slot);
+        let want: Vec<(u32, State)> = (1..=10)
+            .map(|s| (s, State::Exited))
+            .chain((15..=30).map(|s| (s, State::Running)))
+            .chain((31..=33).map(|s| (s, State::Created)))
+            .collect();
+        assert_eq!(slots, want);
     }
 
     #[test]
