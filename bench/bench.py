@@ -113,8 +113,10 @@ class Bench:
     # ------------------------------------------------------------------ cleanup
     @staticmethod
     def ours(labels):
-        for k in ("drover.project", "com.docker.compose.project", "com.docker.swarm.service.name",
-                  "bench.project"):
+        # `drover.lease`: the lease container a drover leaves beside a project (created,
+        # never started, without the project's label).
+        for k in ("drover.project", "drover.lease", "com.docker.compose.project",
+                  "com.docker.swarm.service.name", "bench.project"):
             if labels.get(k, "").startswith("bench-"):
                 return True
         return False
