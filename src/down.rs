@@ -113,7 +113,12 @@ pub async fn plain(nodes: &[NodeSpec], project: &Project, opts: Options) -> Resu
         .iter()
         .any(|(_, s)| matches!(s, Standing::Acting { .. }));
     let fence = match acting {
-        true => Some(fence(&engines, &project.name, opts.lease_ttl, &mut report).await),
+        true => {
+            // Above every term the lease containers carry, as `standing` just read them.
+            let term = standing.iter().filter_map(|(_, s)| s.term()).max();
+            let term = term.unwrap_or(0) + 1;
+            Some(fence(&engines, &project.name, term, opts.lease_ttl, &mut report).await)
+        }
         false => None,
     };
     // The holder may act for a ttl after its lease was taken: what it creates meanwhile
@@ -160,24 +165,16 @@ pub async fn plain(nodes: &[NodeSpec], project: &Project, opts: Options) -> Resu
     Ok(report)
 }
 
-/// Take the project's lease on every node that has one, under a term above all of theirs,
-/// and renew it until lifted.
+/// Take the project's lease on every node that has one, under `term`, and renew it until
+/// lifted.
 async fn fence(
     engines: &[(&NodeSpec, Client)],
     project: &str,
+    term: u64,
     ttl: Duration,
     report: &mut Report,
 ) -> lease::Fence {
-    let looks = engines
-        .iter()
-        .map(|(_, client)| lease::term_on(&**client, project));
-    let term = futures::future::join_all(looks)
-        .await
-        .into_iter()
-        .filter_map(|t| t.ok().flatten())
-        .max()
-        .unwrap_or(0);
-    let mut fence = lease::Fence::new(term + 1);
+    let mut fence = lease::Fence::new(term);
     for (spec, client) in engines {
         if let Err(e) = fence.take(client, project).await {
             report.failed.push(format!(
@@ -344,7 +341,9 @@ async fn volumes(
 async fn remove_lease(engine: &dyn Engine, project: &str, s: Standing, r: &mut Report) {
     let id = match s {
         Standing::Absent => return,
-        Standing::Released { id } | Standing::Acting { id, .. } | Standing::Silent { id, .. } => id,
+        Standing::Released { id, .. }
+        | Standing::Acting { id, .. }
+        | Standing::Silent { id, .. } => id,
     };
     match engine.remove_container(&id, false).await {
         Ok(()) => r.done.push(format!(

@@ -15,23 +15,6 @@ use super::{
 };
 use crate::engine::{Client, Engine, EngineError};
 
-/// The highest lease term on `project`'s lease container on `engine` (`None`: no lease
-/// container there).
-pub async fn term_on(engine: &dyn Engine, project: &str) -> Result<Option<u64>, EngineError> {
-    Ok(match look(engine, project).await? {
-        Seen::Held { term, .. } | Seen::Released { term, .. } => Some(term),
-        Seen::Absent | Seen::Foreign => None,
-    })
-}
-
-async fn look(engine: &dyn Engine, project: &str) -> Result<Seen, EngineError> {
-    match engine.inspect_container(&container_name(project)).await {
-        Ok(c) => Ok(seen_in(c, project)),
-        Err(e) if e.is_not_found() => Ok(Seen::Absent),
-        Err(e) => Err(e),
-    }
-}
-
 /// How many times a take is tried when a drover recreates its container in between.
 const ATTEMPTS: usize = 5;
 

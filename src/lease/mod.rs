@@ -64,7 +64,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::connect::Endpoint;
 
 pub use self::core::{View, Window, majority};
-pub use self::fence::{Fence, term_on};
+pub use self::fence::Fence;
 pub use crate::labels::{
     LEASE_HOLDER as LABEL_HOLDER, LEASE_PROJECT as LABEL_LEASE, LEASE_SCOPE as LABEL_SCOPE,
     LEASE_TERM as LABEL_LEASE_TERM,
@@ -526,12 +526,32 @@ pub enum Standing {
     /// No lease container (or a container of that name that is not this project's lease).
     Absent,
     /// The last holder released it when it stopped.
-    Released { id: String },
+    Released { id: String, term: u64 },
     /// A drover holds it and renewed it while we watched.
-    Acting { id: String, holder: String },
+    Acting {
+        id: String,
+        holder: String,
+        term: u64,
+    },
     /// A holder is named but did not renew while we watched, or is known to have exited
     /// (gone without release, frozen, or cut off from the lease node).
-    Silent { id: String, holder: String },
+    Silent {
+        id: String,
+        holder: String,
+        term: u64,
+    },
+}
+
+impl Standing {
+    /// The lease term the container carries (`None`: no lease container).
+    pub fn term(&self) -> Option<u64> {
+        match self {
+            Standing::Absent => None,
+            Standing::Released { term, .. }
+            | Standing::Acting { term, .. }
+            | Standing::Silent { term, .. } => Some(*term),
+        }
+    }
 }
 
 /// Look at `project`'s lease on `engine` for up to `watch` (a holder renews every quarter
@@ -555,16 +575,16 @@ pub async fn standing(
         holder,
         scope,
         counter,
-        ..
+        term,
     } = first
     else {
         return Ok(match first {
-            Seen::Released { id, .. } => Standing::Released { id },
+            Seen::Released { id, term, .. } => Standing::Released { id, term },
             _ => Standing::Absent,
         });
     };
     if holder_exited(&holder, &scope, own_scope().as_deref(), &holder_id()) {
-        return Ok(Standing::Silent { id, holder });
+        return Ok(Standing::Silent { id, holder, term });
     }
     let until = Instant::now() + watch;
     while Instant::now() < until {
@@ -575,12 +595,16 @@ pub async fn standing(
                 counter: c,
                 ..
             } if now == id && c == counter => {}
-            Seen::Released { id, .. } => return Ok(Standing::Released { id }),
+            Seen::Released { id, term, .. } => return Ok(Standing::Released { id, term }),
             Seen::Absent | Seen::Foreign => return Ok(Standing::Absent),
-            Seen::Held { id, holder, .. } => return Ok(Standing::Acting { id, holder }),
+            Seen::Held {
+                id, holder, term, ..
+            } => {
+                return Ok(Standing::Acting { id, holder, term });
+            }
         }
     }
-    Ok(Standing::Silent { id, holder })
+    Ok(Standing::Silent { id, holder, term })
 }
 
 #[cfg(test)]

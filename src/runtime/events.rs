@@ -11,8 +11,9 @@
 //! covered by that list.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tokio::sync::Notify;
@@ -167,16 +168,16 @@ pub struct EventWatchConfig {
 /// alive, even when a burst of work makes its pings come late.
 #[derive(Debug)]
 pub struct Heard {
-    base: std::time::Instant,
+    base: Instant,
     /// Milliseconds after `base`, plus one (0: never).
-    at: std::sync::atomic::AtomicU64,
+    at: AtomicU64,
 }
 
 impl Default for Heard {
     fn default() -> Heard {
         Heard {
-            base: std::time::Instant::now(),
-            at: std::sync::atomic::AtomicU64::new(0),
+            base: Instant::now(),
+            at: AtomicU64::new(0),
         }
     }
 }
@@ -185,12 +186,12 @@ impl Heard {
     /// The engine answered now.
     pub fn now(&self) {
         let ms = self.base.elapsed().as_millis() as u64 + 1;
-        self.at.fetch_max(ms, std::sync::atomic::Ordering::Relaxed);
+        self.at.fetch_max(ms, Ordering::Relaxed);
     }
 
     /// When it last answered, if ever.
-    pub fn last(&self) -> Option<std::time::Instant> {
-        match self.at.load(std::sync::atomic::Ordering::Relaxed) {
+    pub fn last(&self) -> Option<Instant> {
+        match self.at.load(Ordering::Relaxed) {
             0 => None,
             ms => Some(self.base + Duration::from_millis(ms - 1)),
         }
