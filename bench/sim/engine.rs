@@ -599,13 +599,14 @@ impl Engine {
         true
     }
 
-    /// The running containers' ids.
-    pub fn running(&self) -> Vec<String> {
+    /// The running containers' ids, but those whose name crashed within `rest`.
+    pub fn running(&self, rest: Duration) -> Vec<String> {
         let st = self.state.lock().unwrap();
         let mut ids: Vec<String> = st
             .containers
             .values()
             .filter(|c| c.status == Status::Running)
+            .filter(|c| rest.is_zero() || self.shared.rested(&c.name, rest))
             .map(|c| c.id.clone())
             .collect();
         ids.sort();

@@ -11,7 +11,8 @@
 //!
 //! Control socket (`DIR/control.sock`), plain HTTP:
 //!   GET  /stats[?reset=1]        requests by kind, running containers, reactions (ms)
-//!   POST /crash?count=N|fraction=F[&engine=I][&exit_code=C]   running containers exit
+//!   POST /crash?count=N|fraction=F[&engine=I][&exit_code=C][&rest_ms=N]   running
+//!        containers exit (with rest_ms, none that crashed within the last N ms)
 //!   POST /faults?engine=I|all&error_rate=F&stall_ms=N&silent=0|1
 //!   POST /drop-events?engine=I|all   close the open event streams
 //!   POST /reset                  forget reactions; the most running at once restarts
@@ -251,10 +252,14 @@ impl Sim {
             .and_then(|c| c.parse().ok())
             .unwrap_or(137);
         let engines = self.chosen(req);
+        let rest = req
+            .param("rest_ms")
+            .and_then(|r| r.parse().ok())
+            .map_or(Duration::ZERO, Duration::from_millis);
         let running: Vec<(usize, Vec<String>)> = engines
             .iter()
             .enumerate()
-            .map(|(i, e)| (i, e.running()))
+            .map(|(i, e)| (i, e.running(rest)))
             .collect();
         let total: usize = running.iter().map(|(_, r)| r.len()).sum();
         let want = match (

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -115,6 +115,8 @@ pub struct Shared {
     crashed: Mutex<HashMap<String, Instant>>,
     /// Milliseconds from a crash to the first create or start of its name.
     reactions: Mutex<Vec<f64>>,
+    /// Container name -> its last crash, kept after the reaction (`/crash?rest_ms=`).
+    last_crash: Mutex<HashMap<String, Instant>>,
 }
 
 impl Shared {
@@ -127,10 +129,21 @@ impl Shared {
     }
 
     pub fn crashed(&self, name: &str) {
-        self.crashed
+        let now = Instant::now();
+        self.crashed.lock().unwrap().insert(name.to_string(), now);
+        self.last_crash
             .lock()
             .unwrap()
-            .insert(name.to_string(), Instant::now());
+            .insert(name.to_string(), now);
+    }
+
+    /// True unless `name` crashed within `rest`.
+    pub fn rested(&self, name: &str, rest: Duration) -> bool {
+        self.last_crash
+            .lock()
+            .unwrap()
+            .get(name)
+            .is_none_or(|at| at.elapsed() >= rest)
     }
 
     /// A create or start of `name`: the reaction to its crash, if it crashed.
