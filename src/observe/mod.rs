@@ -21,7 +21,9 @@ use crate::engine::{Engine, EngineError, Filters};
 use crate::labels::LABEL_PROJECT;
 use crate::mesh::Proto;
 
+mod addresses;
 mod labels;
+pub use addresses::Addresses;
 pub use labels::Labels;
 
 /// The lifecycle state of a container as the engine reports it.
@@ -116,7 +118,7 @@ pub struct Container {
     /// The host ports it publishes (from the list).
     pub published: Vec<Published>,
     /// Its address on each network it joined, by the network's engine name.
-    pub addresses: BTreeMap<String, IpAddr>,
+    pub addresses: Addresses,
 }
 
 /// One host port a container publishes.
@@ -264,7 +266,7 @@ impl Container {
             finished_at: None,
             anonymous_volumes: anonymous_volumes(details.mounts.as_deref().unwrap_or_default()),
             published: Vec::new(),
-            addresses: BTreeMap::new(),
+            addresses: Addresses::default(),
         };
         if let Some(net) = details.network_settings {
             c.published = published_ports(net.ports.unwrap_or_default());
@@ -315,6 +317,17 @@ impl Snapshot {
         self.volumes.clear();
         self.duplicate_networks.clear();
         self.infra_listed = false;
+    }
+
+    /// Take the networks and volumes `kept` had listed, if it had: a fresh list of the
+    /// containers says nothing of them.
+    pub fn keep_infra(&mut self, kept: Snapshot) {
+        if kept.infra_listed {
+            self.networks = kept.networks;
+            self.volumes = kept.volumes;
+            self.duplicate_networks = kept.duplicate_networks;
+            self.infra_listed = true;
+        }
     }
 
     /// What this list shows of `project`, as telemetry records it: per service, the
@@ -538,17 +551,16 @@ async fn refresh(
             let id = c.id.clone();
             async move { (i, engine.inspect_container(&id).await) }
         });
-    let results: Vec<_> = futures::stream::iter(checks)
-        .buffer_unordered(INSPECT_PARALLEL)
-        .collect()
-        .await;
+    // Each answer is applied as it comes: collected first, a node of thousands of created
+    // containers held thousands of full inspect answers (a few KB each) at once.
+    let mut results = futures::stream::iter(checks).buffer_unordered(INSPECT_PARALLEL);
+    let mut states = Vec::new();
     let mut gone = HashSet::new();
-    for (i, result) in results {
-        let c = &mut containers[i];
+    while let Some((i, result)) = results.next().await {
         match result {
             Ok(details) => {
                 if let Some(st) = details.state {
-                    c.take_state(st);
+                    states.push((i, st));
                 }
             }
             // Removed between the list and the inspect: leave it out.
@@ -557,6 +569,10 @@ async fn refresh(
             }
             Err(e) => return Err(e),
         }
+    }
+    drop(results);
+    for (i, st) in states {
+        containers[i].take_state(st);
     }
     if !gone.is_empty() {
         let mut i = 0;
@@ -955,7 +971,7 @@ mod tests {
             finished_at: None,
             anonymous_volumes: Vec::new(),
             published: Vec::new(),
-            addresses: BTreeMap::new(),
+            addresses: Addresses::default(),
         };
         assert_eq!(c.slot(), None);
         c.labels.insert(LABEL_SLOT.into(), "x".into());
@@ -1024,7 +1040,7 @@ mod inspect_tests {
         assert_eq!(c.published_on(node, 9000, Proto::Tcp), None);
         assert_eq!(
             c.addresses,
-            BTreeMap::from([("p_default".to_string(), "172.18.0.5".parse().unwrap())])
+            Addresses::from_iter([("p_default", "172.18.0.5".parse().unwrap())])
         );
     }
 }
