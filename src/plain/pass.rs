@@ -363,7 +363,8 @@ impl Plain {
         let mut plan = self.plan(&states);
         // Containers to create or start: list those nodes' networks and volumes, then plan
         // again with them (an idle pass never lists them).
-        if !plan.unlisted.is_empty() {
+        let infra = plan.unlisted.len();
+        if infra > 0 {
             self.list_infra(&plan.unlisted, &engines).await;
             plan = self.plan(&states);
         }
@@ -373,6 +374,7 @@ impl Plain {
                 observed_ms = observed.as_secs_f64() * 1e3,
                 followed_ms = followed.as_secs_f64() * 1e3,
                 planned_ms = started.elapsed().as_secs_f64() * 1e3,
+                infra_listed = infra,
                 "pass planned"
             );
         }
@@ -566,13 +568,14 @@ impl Plain {
         let (history, settings, project) = (&mut self.history, &self.settings, &self.project);
         let (telemetry, touched) = (&self.telemetry, &mut self.touched);
         let (infra_stale, pushed) = (&mut self.infra_stale, &mut self.pushed);
+        let last = &mut self.last;
         executor
             .execute(actions, |o| {
                 failed |= o.error.is_some();
                 for (node, id) in touched_by(&o) {
                     touched.entry(node).or_default().insert(id);
                 }
-                if infra_changed(&o) {
+                if note_infra(last, &o) {
                     infra_stale.insert(o.action.node.clone());
                     if let plan::Kind::StartFirst { to } | plan::Kind::Recreate { to } =
                         &o.action.kind
@@ -726,6 +729,12 @@ impl Look {
             Look::Patch(snapshot, ids, stale) => patch(engine, at, snapshot, ids, stale).await,
             Look::Resync(kept, ids, stale) => {
                 match list(engine.clone(), at, &ids, LIST_TIMEOUT).await {
+                    // The list reads containers only: the networks and volumes kept
+                    // between patches stay kept (an action that fails lists them again).
+                    Ok(mut looked) if !stale => {
+                        looked.snapshot.keep_infra(kept);
+                        Ok(looked)
+                    }
                     Ok(looked) => Ok(looked),
                     Err(failed) => {
                         let mut looked = patch(engine, at, kept, ids, stale).await?;
@@ -867,14 +876,28 @@ fn touched_by(o: &crate::execute::Outcome) -> Vec<(String, String)> {
     out
 }
 
-/// Whether an outcome may have changed its node's networks and volumes, which events do not
-/// name: one that created or removed them, or an action that failed.
-fn infra_changed(o: &crate::execute::Outcome) -> bool {
-    let infra = matches!(
-        o.action.kind,
-        plan::Kind::CreateNetwork | plan::Kind::RemoveNetwork | plan::Kind::CreateVolume
-    );
-    infra || o.error.is_some()
+/// What an outcome did to its node's networks and volumes, which events do not name. A
+/// network or volume it created is written into the node's kept snapshot (a restart that
+/// follows lists neither again); `true` when they must be listed again instead: after a
+/// failed action, or a network removed.
+fn note_infra(last: &mut HashMap<String, Snapshot>, o: &crate::execute::Outcome) -> bool {
+    use plan::{Kind, Target};
+    if o.error.is_some() || o.action.kind == Kind::RemoveNetwork {
+        return true;
+    }
+    let Some(kept) = last.get_mut(&o.action.node).filter(|s| s.infra_listed) else {
+        return false;
+    };
+    match (&o.action.kind, &o.action.target) {
+        (Kind::CreateNetwork, Target::Network { name, .. }) => {
+            kept.networks.insert(name.clone());
+        }
+        (Kind::CreateVolume, Target::Volume { name, .. }) => {
+            kept.volumes.insert(name.clone());
+        }
+        _ => {}
+    }
+    false
 }
 
 /// Containers killed through the API whose exit is now seen: (id, service, slot).

@@ -656,6 +656,46 @@ async fn a_missed_event_is_corrected_by_the_next_list() {
     );
 }
 
+/// The networks and volumes a start needs are listed once: those drover creates are
+/// written into what it keeps, and a resync (which lists containers only) keeps them. A
+/// restart after either lists neither again (over 50 nodes, the first restart on each
+/// node and every restart after a resync used to list them and plan twice).
+#[tokio::test]
+async fn a_resync_keeps_the_networks_and_volumes_a_start_needs() {
+    let mut w = World::new(
+        "keepinfra",
+        "services:\n  web:\n    image: app:1\n    scale: 2\n    volumes: [data:/data]\nvolumes:\n  data: {}\n",
+    );
+    w.watch(Duration::from_secs(3600));
+    w.settle().await;
+    // The network and volume it created are kept: a restart lists neither.
+    let id = w.id("keepinfra-web-2").await;
+    w.fake.exit("keepinfra-web-2", 1);
+    let calls = w.all_calls(named(&[&id])).await;
+    assert!(
+        calls.contains(&"start keepinfra-web-2".to_string()),
+        "{calls:?}"
+    );
+    assert!(!calls.iter().any(|c| c.starts_with("list-")), "{calls:?}");
+    w.plain.settings.resync_interval = Duration::from_secs(60);
+    w.plain.due.clear();
+    let id = w.id("keepinfra-web-1").await;
+    w.fake.exit("keepinfra-web-1", 1);
+    let calls = w.all_calls(named(&[&id])).await;
+    assert_eq!(lists(&calls), 1, "the resync ran: {calls:?}");
+    assert!(
+        calls.contains(&"start keepinfra-web-1".to_string()),
+        "{calls:?}"
+    );
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.starts_with("list-networks") || c.starts_with("list-volumes")),
+        "listed again: {calls:?}"
+    );
+    assert!(w.running("keepinfra-web-1"));
+}
+
 /// A watched node's resync list fails (a large node under load answers late): the node
 /// stays up on its event-patched view, an event in the same pass is acted on, and the
 /// list is tried again half an interval later instead of at every pass.
