@@ -163,7 +163,8 @@ pub fn plan(input: &Input, pushed: &Pushed, out: &mut Vec<Action>, recheck: &mut
             .snapshot
             .containers
             .iter()
-            .filter(|c| c.owned_by(&project.name) && c.ambassador().is_some())
+            // The field first: this scans every container of every node, each pass.
+            .filter(|c| c.ambassador().is_some() && c.owned_by(&project.name))
             .collect();
         // Ambassadors no longer wanted.
         for c in mine

@@ -343,20 +343,20 @@ pub fn plan_reusing(input: &Input, reuse: Option<Reuse>) -> Plan {
 /// node that is up.
 fn by_service<'a>(input: &Input<'a>, plan: &mut Plan) -> BTreeMap<&'a str, Vec<&'a Container>> {
     let project = input.project;
-    let owned = input
+    let mut groups = Groups::default();
+    let containers = input
         .nodes
         .iter()
         .filter(|n| n.state != NodeState::Down)
         .flat_map(|n| n.snapshot.containers.iter())
-        .filter(|c| c.owned_by(&project.name))
         .filter(|c| input.exclude.is_none_or(|me| !c.id.starts_with(me)))
         .filter(|c| c.ambassador().is_none());
-    let mut by_service: BTreeMap<&str, Vec<&Container>> = BTreeMap::new();
-    for c in owned {
+    for c in containers {
+        if !groups.owned(c, &project.name) {
+            continue;
+        }
         match (c.service(), c.slot()) {
-            (Some(s), Some(_)) if project.services.contains_key(s) => {
-                by_service.entry(s).or_default().push(c)
-            }
+            (Some(s), Some(_)) if let Some(g) = groups.of(s, project) => groups.by[g].1.push(c),
             (s, n) if input.up(&c.node) => plan.actions.push(Action::remove_stray(
                 s.map(str::to_string),
                 n,
@@ -371,7 +371,52 @@ fn by_service<'a>(input: &Input<'a>, plan: &mut Plan) -> BTreeMap<&'a str, Vec<&
             _ => {}
         }
     }
-    by_service
+    groups.by.into_iter().collect()
+}
+
+/// The project's containers grouped by service. Label values are interned: the containers
+/// of one project or service share one copy of its name, so a name is compared once and
+/// then known by that copy's address (two map lookups and a compare per container were
+/// half of a pass that planned one service of 10,000 containers).
+#[derive(Default)]
+struct Groups<'a> {
+    project: Option<*const u8>,
+    /// A service name's copy (address, length) -> its group, `None` for no service of
+    /// the file.
+    known: Vec<((*const u8, usize), Option<usize>)>,
+    by: Vec<(&'a str, Vec<&'a Container>)>,
+}
+
+impl<'a> Groups<'a> {
+    fn owned(&mut self, c: &Container, project: &str) -> bool {
+        match c.project() {
+            Some(p) if self.project == Some(p.as_ptr()) => true,
+            Some(p) if p == project => {
+                self.project = Some(p.as_ptr());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn of(&mut self, service: &str, project: &'a Project) -> Option<usize> {
+        let at = (service.as_ptr(), service.len());
+        if let Some((_, g)) = self.known.iter().find(|(k, _)| *k == at) {
+            return *g;
+        }
+        // Two copies of one name (interned at different times) share its group.
+        let g = project.services.get_key_value(service).map(|(name, _)| {
+            match self.by.iter().position(|(n, _)| *n == name) {
+                Some(g) => g,
+                None => {
+                    self.by.push((name.as_str(), Vec::new()));
+                    self.by.len() - 1
+                }
+            }
+        });
+        self.known.push((at, g));
+        g
+    }
 }
 
 impl Quiet {
