@@ -541,26 +541,26 @@ async fn refresh(
     containers: &mut Vec<Container>,
     changed: &HashSet<String>,
 ) -> Result<(), EngineError> {
-    let checks = containers
+    let wanted: Vec<(usize, String)> = containers
         .iter()
         .enumerate()
         .filter(|(_, c)| {
             !matches!(c.state, State::Running | State::Paused) || changed.contains(&c.id)
         })
-        .map(|(i, c)| {
-            let id = c.id.clone();
-            async move { (i, engine.inspect_container(&id).await) }
-        });
+        .map(|(i, c)| (i, c.id.clone()))
+        .collect();
+    let checks = wanted
+        .into_iter()
+        .map(|(i, id)| async move { (i, engine.inspect_container(&id).await) });
     // Each answer is applied as it comes: collected first, a node of thousands of created
     // containers held thousands of full inspect answers (a few KB each) at once.
     let mut results = futures::stream::iter(checks).buffer_unordered(INSPECT_PARALLEL);
-    let mut states = Vec::new();
     let mut gone = HashSet::new();
     while let Some((i, result)) = results.next().await {
         match result {
             Ok(details) => {
-                if let Some(st) = details.state {
-                    states.push((i, st));
+                if let (Some(st), Some(c)) = (details.state, containers.get_mut(i)) {
+                    c.take_state(st);
                 }
             }
             // Removed between the list and the inspect: leave it out.
@@ -569,10 +569,6 @@ async fn refresh(
             }
             Err(e) => return Err(e),
         }
-    }
-    drop(results);
-    for (i, st) in states {
-        containers[i].take_state(st);
     }
     if !gone.is_empty() {
         let mut i = 0;

@@ -6,6 +6,7 @@
 mod images;
 mod membership;
 mod pass;
+mod relist;
 mod replicas;
 mod say;
 #[cfg(test)]
@@ -91,6 +92,8 @@ pub struct Plain {
     due: HashMap<String, Instant>,
     /// Lists of each node that failed in a row (each doubles the next one's deadline).
     lists_failed: HashMap<String, u32>,
+    /// Watched nodes' resync lists, running beside the passes.
+    relists: relist::Relists,
     /// Containers the last pass acted on, by node: the next pass inspects them (their
     /// events may not have arrived yet).
     touched: HashMap<String, HashSet<String>>,
@@ -153,6 +156,7 @@ impl Plain {
             last: HashMap::new(),
             due: HashMap::new(),
             lists_failed: HashMap::new(),
+            relists: Default::default(),
             touched: HashMap::new(),
             infra_stale: HashSet::new(),
             pushed: Default::default(),
@@ -377,6 +381,7 @@ pub fn runtime(
     let mut mode = Plain::new(handles, loaded.project.clone(), settings, telemetry)
         .notify_to(notify.notifier)
         .under(lease_handle);
+    mode.relists.wake_with(parts.trigger.clone());
     mode.shared_nodes = shared_nodes;
     mode.witnesses = witnesses;
     mode.membership = membership::Membership {

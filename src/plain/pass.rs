@@ -82,7 +82,7 @@ impl Plain {
         let now = Instant::now();
         let looks: Vec<Option<Look>> = statuses
             .iter()
-            .map(|(name, _, st, _)| self.look(name, st, wake, now))
+            .map(|(name, endpoint, st, _)| self.look((name, endpoint), st, wake, now))
             .collect();
         let results = futures::future::join_all(statuses.iter().zip(looks).map(
             |((name, endpoint, st, _), look)| {
@@ -252,11 +252,15 @@ impl Plain {
 
     /// How one node is observed this pass (`None`: it is not up). Its kept snapshot, if
     /// any, moves into the look and comes back with the result.
-    fn look(&mut self, name: &str, st: &NodeStatus, wake: &Wake, now: Instant) -> Option<Look> {
+    fn look(
+        &mut self,
+        (name, endpoint): (&str, &connect::Endpoint),
+        st: &NodeStatus,
+        wake: &Wake,
+        now: Instant,
+    ) -> Option<Look> {
         let touched = self.touched.remove(name).unwrap_or_default();
-        if st.engine.is_none() || !st.up {
-            return None;
-        }
+        let engine = st.engine.clone().filter(|_| st.up)?;
         let mut ids = touched;
         ids.extend(
             wake.changed
@@ -271,9 +275,26 @@ impl Plain {
         let stale = self.infra_stale.remove(name);
         let failed = self.lists_failed.get(name).copied().unwrap_or(0);
         Some(match self.last.remove(name) {
-            Some(kept) if watched && !due => Look::Patch(kept, ids, stale),
-            Some(kept) if watched => Look::Resync(kept, ids, stale),
+            Some(kept) if watched => {
+                // Its resync list ended: take it, patched with what was named meanwhile.
+                if let Some((listed, named)) = self.relists.take(name) {
+                    ids.extend(named);
+                    return Some(Look::Resynced(kept, listed, ids, stale));
+                }
+                // Due: list it beside the passes; until then it is patched as it was.
+                if due && !self.relists.running(name) {
+                    let deadline = list_deadline(kept.containers.len(), 0);
+                    let at = (name, endpoint, self.project.name.as_str());
+                    self.relists.start(at, engine, deadline);
+                    // Woken when the list ends; looked at again by then in any case.
+                    self.due.insert(name.to_string(), now + deadline);
+                }
+                self.relists.named(name, &ids);
+                Look::Patch(kept, ids, stale)
+            }
             kept => {
+                // Listed afresh: a resync list running is not needed any more.
+                self.relists.forget(name);
                 let size = kept.as_ref().map_or(0, |k| k.containers.len());
                 let deadline = list_deadline(size.max(ids.len()), failed);
                 Look::List(kept, ids, deadline)
@@ -325,6 +346,7 @@ impl Plain {
     /// Forget what was kept of a node drover let go: its snapshot, its resync, what the
     /// last pass did there (a node of that name added again later is listed afresh).
     pub(super) fn forget_node(&mut self, name: &str) {
+        self.relists.forget(name);
         self.last.remove(name);
         self.due.remove(name);
         self.touched.remove(name);
@@ -667,10 +689,11 @@ enum Look {
     /// The kept snapshot, patched from the named containers; its networks and volumes
     /// forgotten when stale.
     Patch(Snapshot, HashSet<String>, bool),
-    /// A watched node's resync: a fresh list, or, when the list fails or is late (a large
+    /// A watched node's resync list ended (see [`super::relist`]): what it found, patched
+    /// with the containers named since it began; or, when it failed or was late (a large
     /// node under load), the kept snapshot patched as above. The kept snapshot is current
     /// (the node's events keep it so): the node stays up, and the list is tried later.
-    Resync(Snapshot, HashSet<String>, bool),
+    Resynced(Snapshot, super::relist::Listed, HashSet<String>, bool),
 }
 
 /// What a look found: the node's engine, its snapshot, whether it was a full list, and
@@ -727,21 +750,21 @@ impl Look {
                 .await
                 .map_err(|e| (e, kept)),
             Look::Patch(snapshot, ids, stale) => patch(engine, at, snapshot, ids, stale).await,
-            Look::Resync(kept, ids, stale) => {
-                match list(engine.clone(), at, &ids, LIST_TIMEOUT).await {
-                    // The list reads containers only: the networks and volumes kept
-                    // between patches stay kept (an action that fails lists them again).
-                    Ok(mut looked) if !stale => {
-                        looked.snapshot.keep_infra(kept);
-                        Ok(looked)
-                    }
-                    Ok(looked) => Ok(looked),
-                    Err(failed) => {
-                        let mut looked = patch(engine, at, kept, ids, stale).await?;
-                        looked.resync_failed = Some(failed);
-                        Ok(looked)
-                    }
+            Look::Resynced(kept, Ok(mut listed), ids, stale) => {
+                // The list reads containers only: the networks and volumes kept between
+                // patches stay kept (an action that fails lists them again).
+                if !stale {
+                    listed.keep_infra(kept);
                 }
+                let mut looked = patch(engine, at, listed, ids, false).await?;
+                looked.listed = true;
+                looked.changed = true;
+                Ok(looked)
+            }
+            Look::Resynced(kept, Err(failed), ids, stale) => {
+                let mut looked = patch(engine, at, kept, ids, stale).await?;
+                looked.resync_failed = Some(failed);
+                Ok(looked)
             }
         }
     }
@@ -771,7 +794,7 @@ async fn list(
     }
 }
 
-fn late(deadline: Duration) -> String {
+pub(super) fn late(deadline: Duration) -> String {
     format!("listing took longer than {:.1} s", deadline.as_secs_f64())
 }
 

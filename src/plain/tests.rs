@@ -530,6 +530,20 @@ impl World {
         self.plain.settings.resync_interval = resync;
     }
 
+    /// A resync over two passes: the one woken by `wake` starts the node's list beside
+    /// it, the next takes the list once it ended. Every call made, reads included.
+    async fn resync_calls(&mut self, wake: Wake) -> Vec<String> {
+        self.fake.take_calls();
+        Mode::pass(&mut self.plain, wake).await;
+        self.plain.relists.settled().await;
+        Mode::pass(&mut self.plain, Wake::default()).await;
+        self.fake
+            .take_calls()
+            .into_iter()
+            .map(|c| c.trim_end().to_string())
+            .collect()
+    }
+
     /// One pass woken by `wake`; every call it made, reads included.
     async fn all_calls(&mut self, wake: Wake) -> Vec<String> {
         self.fake.take_calls();
@@ -642,13 +656,13 @@ async fn a_missed_event_is_corrected_by_the_next_list() {
     // say, and each pass asks to be woken for it.
     w.plain.settings.resync_interval = Duration::from_millis(300);
     w.plain.due.clear();
-    let calls = w.all_calls(Wake::default()).await;
+    let calls = w.resync_calls(Wake::default()).await;
     assert_eq!(lists(&calls), 1, "no resync planned: listed now: {calls:?}");
     w.fake.exit("missed-web-2", 1);
     let next = w.plain.next_list().expect("a list is due");
     assert!(next <= Duration::from_millis(300), "{next:?}");
     tokio::time::sleep(next).await;
-    let calls = w.all_calls(Wake::default()).await;
+    let calls = w.resync_calls(Wake::default()).await;
     assert_eq!(lists(&calls), 1, "{calls:?}");
     assert!(
         calls.contains(&"start missed-web-2".to_string()),
@@ -679,10 +693,11 @@ async fn a_resync_keeps_the_networks_and_volumes_a_start_needs() {
     assert!(!calls.iter().any(|c| c.starts_with("list-")), "{calls:?}");
     w.plain.settings.resync_interval = Duration::from_secs(60);
     w.plain.due.clear();
+    let calls = w.resync_calls(Wake::default()).await;
+    assert_eq!(lists(&calls), 1, "the resync ran: {calls:?}");
     let id = w.id("keepinfra-web-1").await;
     w.fake.exit("keepinfra-web-1", 1);
     let calls = w.all_calls(named(&[&id])).await;
-    assert_eq!(lists(&calls), 1, "the resync ran: {calls:?}");
     assert!(
         calls.contains(&"start keepinfra-web-1".to_string()),
         "{calls:?}"
@@ -694,6 +709,75 @@ async fn a_resync_keeps_the_networks_and_volumes_a_start_needs() {
         "listed again: {calls:?}"
     );
     assert!(w.running("keepinfra-web-1"));
+}
+
+/// A resync list runs beside the passes, as an informer relists: a pass does not wait for
+/// a slow list, events that come meanwhile are acted on at once, and the list, once it
+/// ended, is taken patched with what was named since it began: a container removed while
+/// the list was out is not kept from the list's older view, and its replacement is.
+#[tokio::test]
+async fn a_slow_resync_list_holds_no_event_back_and_is_taken_patched() {
+    let mut w = World::new(
+        "beside",
+        "services:\n  web:\n    image: app:1\n    scale: 2\n",
+    );
+    w.watch(Duration::from_secs(3600));
+    w.settle().await;
+    w.plain.settings.resync_interval = Duration::from_secs(60);
+    let (one, old) = (w.id("beside-web-1").await, w.id("beside-web-2").await);
+    w.fake.stall_verb("list", Some(Duration::from_secs(2)));
+    w.plain.due.clear();
+    w.fake.take_calls();
+    Mode::pass(&mut w.plain, Wake::default()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut seen = Vec::new();
+    while !seen.iter().any(|c: &String| c.starts_with("list label=")) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no resync list: {seen:?}"
+        );
+        tokio::task::yield_now().await;
+        seen.extend(w.fake.take_calls());
+    }
+    // While the list is out, web-1 exits and web-2 is removed: acted on at once.
+    w.fake.exit("beside-web-1", 1);
+    w.fake.remove_by_other("beside-web-2");
+    let calls = tokio::time::timeout(Duration::from_secs(1), w.all_calls(named(&[&one, &old])))
+        .await
+        .expect("the pass waited for the resync list");
+    assert!(
+        calls.contains(&"start beside-web-1".to_string()),
+        "{calls:?}"
+    );
+    assert!(
+        calls.iter().any(|c| c.starts_with("create beside-web-2")),
+        "{calls:?}"
+    );
+    let new = w.id("beside-web-2").await;
+    // The list ends and is taken: what was named since it began is inspected again.
+    w.plain.relists.settled().await;
+    let calls = w.all_calls(Wake::default()).await;
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.starts_with("start") || c.starts_with("create")),
+        "{calls:?}"
+    );
+    let kept: Vec<&str> = w.plain.last[NODE]
+        .containers
+        .iter()
+        .map(|c| c.id.as_str())
+        .collect();
+    assert!(
+        kept.contains(&new.as_str()) && !kept.contains(&old.as_str()),
+        "{kept:?}"
+    );
+    assert!(w.running("beside-web-1") && w.running("beside-web-2"));
+    assert!(
+        w.plain
+            .next_list()
+            .is_some_and(|d| d > Duration::from_secs(30))
+    );
 }
 
 /// A watched node's resync list fails (a large node under load answers late): the node
@@ -712,7 +796,7 @@ async fn a_failed_resync_keeps_the_node_on_its_patched_view() {
     let id = w.id("resync-web-1").await;
     w.fake.exit("resync-web-1", 1);
     w.fake.fail("list", Kind::Api(500), 1);
-    let calls = w.all_calls(named(&[&id])).await;
+    let calls = w.resync_calls(named(&[&id])).await;
     assert_eq!(lists(&calls), 1, "the resync was tried: {calls:?}");
     assert!(
         calls.contains(&"start resync-web-1".to_string()),

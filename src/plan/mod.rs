@@ -28,7 +28,7 @@ mod rolling;
 mod service;
 pub mod state;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use crate::config::{Availability, DependsCondition, FailureAction, Project, Service};
@@ -119,7 +119,7 @@ pub struct Quiet {
     stopped: Vec<Stopped>,
     blocked: Vec<Blocked>,
     /// Its replicas by node, as the placer counted them.
-    placed: HashMap<String, u32>,
+    placed: place::Counts,
 }
 
 /// The last plan's quiet services and the services whose containers changed since.

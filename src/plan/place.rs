@@ -28,98 +28,119 @@ impl Candidate<'_> {
     }
 }
 
-/// Counts of replicas per node, updated as the plan places more.
+/// Counts of replicas per node, updated as the plan places more. A node is known by its
+/// position among the candidates: counting one of a service's thousands of replicas is a
+/// lookup of the node and two additions (maps by name hashed the service's and the node's
+/// name twice for each, a tenth of planning a large service).
 #[derive(Debug, Default)]
 pub struct Placer<'a> {
     nodes: Vec<Candidate<'a>>,
-    /// service -> node -> replicas (looked up by `&str`: adding a replica allocates
-    /// nothing once its service and node are known)
-    per_service: HashMap<String, HashMap<String, u32>>,
-    /// node -> drover containers of the project
-    total: HashMap<String, u32>,
+    /// Each candidate's position, by name.
+    at: HashMap<&'a str, usize>,
+    /// service -> replicas by node position
+    per_service: HashMap<String, Vec<u32>>,
+    /// drover containers of the project by node position
+    total: Vec<u32>,
 }
 
-/// Add one to `key`'s count.
-fn bump(counts: &mut HashMap<String, u32>, key: &str) {
-    match counts.get_mut(key) {
-        Some(n) => *n += 1,
-        None => {
-            counts.insert(key.to_string(), 1);
-        }
-    }
-}
+/// The replicas of one service by node, as [`Placer::counts_of`] gives them: by the
+/// position of each node among the candidates the placer was given.
+pub type Counts = Vec<u32>;
 
 impl<'a> Placer<'a> {
     pub fn new(nodes: Vec<Candidate<'a>>) -> Self {
         Placer {
+            at: nodes.iter().enumerate().map(|(i, n)| (n.name, i)).collect(),
+            total: vec![0; nodes.len()],
             nodes,
-            ..Default::default()
+            per_service: HashMap::new(),
         }
     }
 
-    /// Count a replica of `service` on `node`.
+    fn node(&self, name: &str) -> Option<&Candidate<'a>> {
+        self.at.get(name).and_then(|i| self.nodes.get(*i))
+    }
+
+    /// Count a replica of `service` on `node` (a node it was not given counts nowhere).
     pub fn add(&mut self, service: &str, node: &str) {
+        let Some(&i) = self.at.get(node) else { return };
+        let one = |c: &mut Counts| {
+            if let Some(n) = c.get_mut(i) {
+                *n += 1;
+            }
+        };
+        self.with_counts(service, one);
+        one(&mut self.total);
+    }
+
+    /// Count `placed` replicas of `service` by node at once (a service planned earlier,
+    /// over the same nodes).
+    pub fn add_counts(&mut self, service: &str, placed: &Counts) {
+        let all = |c: &mut Counts| {
+            for (n, add) in c.iter_mut().zip(placed) {
+                *n += add;
+            }
+        };
+        self.with_counts(service, all);
+        all(&mut self.total);
+    }
+
+    /// Change `service`'s counts, made when it has none yet.
+    fn with_counts(&mut self, service: &str, change: impl Fn(&mut Counts)) {
         match self.per_service.get_mut(service) {
-            Some(nodes) => bump(nodes, node),
+            Some(c) => change(c),
             None => {
-                let mut nodes = HashMap::new();
-                bump(&mut nodes, node);
-                self.per_service.insert(service.to_string(), nodes);
+                let mut c = vec![0; self.nodes.len()];
+                change(&mut c);
+                self.per_service.insert(service.to_string(), c);
             }
         }
-        bump(&mut self.total, node);
     }
 
-    /// Count `placed` replicas of `service` by node at once (a service planned earlier).
-    pub fn add_counts(&mut self, service: &str, placed: &HashMap<String, u32>) {
-        let nodes = self.per_service.entry(service.to_string()).or_default();
-        for (node, n) in placed {
-            *nodes.entry(node.clone()).or_default() += n;
-            *self.total.entry(node.clone()).or_default() += n;
-        }
-    }
-
-    /// The replicas of `service` counted so far, by node.
-    pub fn counts_of(&self, service: &str) -> HashMap<String, u32> {
-        self.per_service.get(service).cloned().unwrap_or_default()
+    /// The replicas of `service` counted so far, by node position.
+    pub fn counts_of(&self, service: &str) -> Counts {
+        self.per_service
+            .get(service)
+            .cloned()
+            .unwrap_or_else(|| vec![0; self.nodes.len()])
     }
 
     /// Forget a replica (planned for removal or moving away).
     pub fn remove(&mut self, service: &str, node: &str) {
-        if let Some(n) = self
-            .per_service
-            .get_mut(service)
-            .and_then(|nodes| nodes.get_mut(node))
-        {
+        let Some(&i) = self.at.get(node) else { return };
+        let counted = self.per_service.get_mut(service).and_then(|c| c.get_mut(i));
+        if let Some(n) = counted {
             *n = n.saturating_sub(1);
         }
-        if let Some(n) = self.total.get_mut(node) {
+        if let Some(n) = self.total.get_mut(i) {
             *n = n.saturating_sub(1);
         }
     }
 
+    /// Whether `node` is up and reachable.
+    pub fn up(&self, node: &str) -> bool {
+        self.node(node).is_some_and(|n| n.open)
+    }
+
     pub fn count(&self, service: &str, node: &str) -> u32 {
-        self.per_service
-            .get(service)
-            .and_then(|nodes| nodes.get(node))
-            .copied()
-            .unwrap_or(0)
+        let Some(&i) = self.at.get(node) else {
+            return 0;
+        };
+        let counts = self.per_service.get(service);
+        counts.and_then(|c| c.get(i)).copied().unwrap_or(0)
     }
 
     /// Whether `node` may hold a replica of `svc` at all: its constraints, and the node not
     /// drained (a paused node keeps what runs there).
     pub fn allowed(&self, svc: &Service, node: &str) -> bool {
-        self.nodes
-            .iter()
-            .find(|n| n.name == node)
+        self.node(node)
             .is_some_and(|n| n.availability != Availability::Drain && allows(svc, n))
     }
 
     /// Whether `node` is drained (its replicas move away, and nothing runs there).
     pub fn drained(&self, node: &str) -> bool {
-        self.nodes
-            .iter()
-            .any(|n| n.name == node && n.availability == Availability::Drain)
+        self.node(node)
+            .is_some_and(|n| n.availability == Availability::Drain)
     }
 
     /// The nodes that take new replicas (up, active) and satisfy the constraints.
@@ -180,7 +201,11 @@ impl<'a> Placer<'a> {
         (
             spread,
             self.count(&svc.name, n.name),
-            self.total.get(n.name).copied().unwrap_or(0),
+            self.at
+                .get(n.name)
+                .and_then(|i| self.total.get(*i))
+                .copied()
+                .unwrap_or(0),
             n.name.to_string(),
         )
     }

@@ -106,7 +106,7 @@ pub(super) fn copies<'c>(
         placer.add(&svc.name, &first.node);
         for other in rest {
             let newer = other.placement() < first.placement();
-            if !input.up(&other.node) || other.state == State::Removing {
+            if !placer.up(&other.node) || other.state == State::Removing {
                 continue;
             }
             let starting = first.state == State::Running
@@ -170,7 +170,7 @@ pub(super) fn repair<'c>(
 ) -> Pending<'c> {
     let mut pending = Pending::default();
     for (&n, &c) in kept {
-        if !input.up(&c.node) {
+        if !placer.up(&c.node) {
             continue;
         }
         let outdated = !input.current(svc, c);
