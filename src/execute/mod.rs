@@ -8,11 +8,10 @@
 //! it is already gone. Each action reports its own outcome; one failure never stops
 //! the others.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use tokio::sync::Semaphore;
 
 use crate::config::{Project, PullPolicy, Service};
 use crate::engine::model::VolumeMount;
@@ -120,41 +119,37 @@ impl<E: Engine> Executor<'_, E> {
     /// Execute every action of the plan, in stages, handing each outcome to `report`
     /// as soon as it is known. Each node has its own `parallel` actions in flight: a
     /// stage over many nodes is bound by each engine's pace, not by one queue for all.
+    /// Only the actions in flight exist as futures: a burst made every action's future
+    /// at once (thousands, a few KB each), the largest part of drover's memory then.
     pub async fn execute(&self, actions: &[Action], mut report: impl FnMut(Outcome)) {
         let width = self.parallel.max(1);
-        let limits: HashMap<&str, Semaphore> = self
-            .nodes
-            .keys()
-            .map(|n| (n.as_str(), Semaphore::new(width)))
-            .collect();
         for stage in self.stages(actions) {
-            let all = stage.len().max(1);
-            let mut results = futures::stream::iter(stage)
-                .map(|a| {
-                    let limit = limits.get(a.node.as_str());
-                    async move {
-                        // A node that is not up has no limit: its actions fail at once.
-                        let gone = match self.gone {
-                            Some(gone) => gone(&a.node),
-                            None => Box::pin(std::future::pending()),
-                        };
-                        let started = Instant::now();
-                        tokio::select! {
-                            outcome = async {
-                                let _turn = match limit {
-                                    Some(l) => l.acquire().await.ok(),
-                                    None => None,
-                                };
-                                self.run(a).await
-                            } => outcome,
-                            () = gone => abandoned(a, started),
-                        }
-                    }
-                })
-                .buffer_unordered(all);
+            let mut by_node: BTreeMap<&str, Vec<&Action>> = BTreeMap::new();
+            for a in stage {
+                by_node.entry(a.node.as_str()).or_default().push(a);
+            }
+            let per_node = by_node.into_values().map(|node| {
+                futures::stream::iter(node)
+                    .map(|a| self.one(a))
+                    .buffer_unordered(width)
+            });
+            let mut results = futures::stream::select_all(per_node);
             while let Some(outcome) = results.next().await {
                 report(outcome);
             }
+        }
+    }
+
+    /// One action, abandoned once its node is found down meanwhile.
+    async fn one(&self, a: &Action) -> Outcome {
+        let gone = match self.gone {
+            Some(gone) => gone(&a.node),
+            None => Box::pin(std::future::pending()),
+        };
+        let started = Instant::now();
+        tokio::select! {
+            outcome = self.run(a) => outcome,
+            () = gone => abandoned(a, started),
         }
     }
 

@@ -274,3 +274,39 @@ fn a_missing_image_is_pulled_and_the_create_tried_again() {
     );
     assert_eq!(engine.state_of("demo-web-1"), Some("running"));
 }
+
+/// Each node has its own actions in flight: a node whose engine answers slowly holds none
+/// of another node's actions back.
+#[test]
+fn a_slow_node_holds_no_other_nodes_actions_back() {
+    let project = project();
+    let slow = FakeEngine::default();
+    slow.stall_verb("create", Some(std::time::Duration::from_millis(200)));
+    let nodes = HashMap::from([
+        ("n1".to_string(), slow),
+        ("n2".to_string(), FakeEngine::default()),
+    ]);
+    let credentials = no_credentials();
+    let executor = Executor {
+        nodes: &nodes,
+        project: &project,
+        parallel: 2,
+        credentials: &credentials,
+        term: None,
+        gone: None,
+    };
+    let actions: Vec<Action> = (1..=4)
+        .map(create)
+        .chain([Action::create("web", 5, "n2", Reason::Missing)])
+        .collect();
+    let mut done = Vec::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(executor.execute(&actions, |o| {
+        assert!(o.error.is_none(), "{:?}", o.error);
+        done.push(o.action.node.clone());
+    }));
+    assert_eq!(done, ["n2", "n1", "n1", "n1", "n1"]);
+}
