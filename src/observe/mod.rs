@@ -208,6 +208,16 @@ impl Container {
 
     /// True when the container carries `drover.project=<project>`: only such containers are
     /// ever stopped, removed or changed.
+    /// Whether a list shows `other` as it shows this container: the same name, drover's
+    /// labels, state and health (a list does not read run times or exit codes).
+    pub fn listed_as(&self, other: &Container) -> bool {
+        self.id == other.id
+            && self.name == other.name
+            && self.labels == other.labels
+            && self.state == other.state
+            && self.health == other.health
+    }
+
     pub fn owned_by(&self, project: &str) -> bool {
         self.project() == Some(project)
     }

@@ -116,7 +116,7 @@ impl Plain {
                         self.lists_failed.remove(&name);
                     }
                     match named.as_mut() {
-                        Some(n) if !looked.listed => n.add(&mut looked),
+                        Some(n) if !looked.whole => n.add(&mut looked),
                         _ => named = None,
                     }
                     let node = (name.as_str(), &st.labels, availability);
@@ -702,8 +702,10 @@ struct Looked {
     engine: Client,
     snapshot: Snapshot,
     listed: bool,
+    /// What changed is not known (a fresh list): every service is planned again.
+    whole: bool,
     changed: bool,
-    /// The containers a patch inspected (none for a list).
+    /// The containers a patch inspected, or a resync found changed (none for a list).
     named: HashSet<String>,
     /// Those of them the patched snapshot holds, with their service.
     found: Vec<(String, Option<String>)>,
@@ -727,7 +729,7 @@ impl Named {
 
     /// The services of the named containers; `None` when one is gone from every node (its
     /// service is not known) or has none.
-    fn services(&self) -> Option<BTreeSet<String>> {
+    pub(super) fn services(&self) -> Option<BTreeSet<String>> {
         if self.ids.iter().any(|id| !self.found.contains_key(id)) {
             return None;
         }
@@ -750,15 +752,21 @@ impl Look {
                 .await
                 .map_err(|e| (e, kept)),
             Look::Patch(snapshot, ids, stale) => patch(engine, at, snapshot, ids, stale).await,
-            Look::Resynced(kept, Ok(mut listed), ids, stale) => {
+            Look::Resynced(kept, Ok(listed), ids, stale) => {
+                let inspected = ids.clone();
+                let mut looked = patch(engine, at, listed, ids, false).await?;
+                // The containers the list shows otherwise than the view the events kept
+                // are what changed: a list that agrees with them plans nothing again.
+                let differ = agree(&kept, &mut looked.snapshot, &inspected);
+                looked.found = found_in(&looked.snapshot, &differ);
+                looked.changed = stale || !differ.is_empty();
+                looked.named = differ;
+                looked.listed = true;
                 // The list reads containers only: the networks and volumes kept between
                 // patches stay kept (an action that fails lists them again).
                 if !stale {
-                    listed.keep_infra(kept);
+                    looked.snapshot.keep_infra(kept);
                 }
-                let mut looked = patch(engine, at, listed, ids, false).await?;
-                looked.listed = true;
-                looked.changed = true;
                 Ok(looked)
             }
             Look::Resynced(kept, Err(failed), ids, stale) => {
@@ -784,6 +792,7 @@ async fn list(
             engine,
             snapshot,
             listed: true,
+            whole: true,
             changed: true,
             named: HashSet::new(),
             found: Vec::new(),
@@ -825,6 +834,7 @@ async fn patch(
             found: found_in(&snapshot, &ids),
             snapshot,
             listed: false,
+            whole: false,
             changed,
             named: ids,
             resync_failed: None,
@@ -858,6 +868,37 @@ fn found_in(snapshot: &Snapshot, ids: &HashSet<String>) -> Vec<(String, Option<S
             .map(found)
             .collect()
     }
+}
+
+/// Take into a resync's list `now` what the kept view knew of each container the list
+/// agrees on (its name, drover's labels, state and health: a list does not read the run
+/// times and exit code an inspect gave), unless it was inspected with the list. Returns
+/// the ids of the containers the list shows otherwise than `kept` (changed or new), and of
+/// those `kept` held that it does not: what changed unseen by the events.
+fn agree(kept: &Snapshot, now: &mut Snapshot, inspected: &HashSet<String>) -> HashSet<String> {
+    let before: HashMap<&str, &observe::Container> =
+        kept.containers.iter().map(|c| (c.id.as_str(), c)).collect();
+    let mut differ = HashSet::new();
+    for c in now.containers.iter_mut() {
+        match before.get(c.id.as_str()) {
+            Some(k) if inspected.contains(&c.id) => {
+                if *k != c {
+                    differ.insert(c.id.clone());
+                }
+            }
+            Some(k) if k.listed_as(c) => *c = (*k).clone(),
+            _ => {
+                differ.insert(c.id.clone());
+            }
+        }
+    }
+    let after: HashSet<&str> = now.containers.iter().map(|c| c.id.as_str()).collect();
+    let gone = kept
+        .containers
+        .iter()
+        .filter(|c| !after.contains(c.id.as_str()));
+    differ.extend(gone.map(|c| c.id.clone()));
+    differ
 }
 
 /// Up to this many named containers are looked for one by one (see [`found_in`]).
