@@ -512,7 +512,10 @@ def section(results, meta, before=None):
            "same `die` to the engine's answer to an inspect sent at once by a probe beside drover "
            "(the engine answers only once it has cleaned the container up, for any client); "
            "drover's part is each reaction less its floor. Each median has its 95% bootstrap "
-           "interval: two sizes are within noise when their intervals overlap.", "",
+           "interval: two sizes are within noise when their intervals overlap."
+           + (f" (Measured {meta['real_when']}, in a separate run: `--sizes none --real "
+              f"{','.join(str(r['replicas']) for r in meta['real'])}`.)" if meta.get("real_when") else ""),
+           "",
            "| replicas | cold start | reaction p50 (95%) / p99 | engine floor p50 (95%) | drover's part p50 (95%) | kills |",
            "|---|---|---|---|---|---|",
            *[f"| {r['replicas']} | {r['cold_s']:.1f} s | {fmt(r['reaction_p50_ms'], '.1f')} "
@@ -569,6 +572,8 @@ def main():
     ap.add_argument("--real", help="also measure the reaction on the real local engine at these "
                     "replica counts, comma-separated (e.g. 20,500); needs the engine and its test image")
     ap.add_argument("--kills", type=int, default=30, help="rounds of kills on the real engine (one per size each)")
+    ap.add_argument("--real-from", metavar="JSON", help="with --render: the real engine's rows from "
+                    "this separate run's saved results")
     ap.add_argument("--before", metavar="JSON", help="saved results of an earlier build, compared in the section")
     args = ap.parse_args()
     before = None
@@ -578,6 +583,12 @@ def main():
     if args.render:
         with open(args.render) as f:
             saved = json.load(f)
+        if args.real_from:
+            # The real engine's rows from a separate run (`--sizes none --real ...`).
+            with open(args.real_from) as f:
+                other = json.load(f)["meta"]
+            saved["meta"]["real"] = other["real"]
+            saved["meta"]["real_when"] = other["when"]
         print(table(saved["results"])[0])
         write_doc(args.out, section(saved["results"], saved["meta"], before))
         return
