@@ -140,22 +140,7 @@ pub async fn plain(nodes: &[NodeSpec], project: &Project, opts: Options) -> Resu
         report.merge(r);
     }
     match fence {
-        Some(fence) => {
-            let n = fence.len();
-            let failed = fence.lift().await;
-            if failed.is_empty() && n > 0 {
-                report.done.push(format!(
-                    "lease container {} removed",
-                    lease::container_name(&project.name)
-                ));
-            }
-            for e in failed {
-                report.failed.push(format!(
-                    "lease container {}: {e}",
-                    lease::container_name(&project.name)
-                ));
-            }
-        }
+        Some(fence) => lift(fence, &project.name, &mut report).await,
         None => {
             for (client, s) in standing {
                 remove_lease(&**client, &project.name, s, &mut report).await;
@@ -163,6 +148,19 @@ pub async fn plain(nodes: &[NodeSpec], project: &Project, opts: Options) -> Resu
         }
     }
     Ok(report)
+}
+
+/// Remove the lease containers `down --force` held, saying so in `report`.
+async fn lift(fence: lease::Fence, project: &str, report: &mut Report) {
+    let n = fence.len();
+    let failed = fence.lift().await;
+    let name = lease::container_name(project);
+    if failed.is_empty() && n > 0 {
+        report.done.push(format!("lease container {name} removed"));
+    }
+    for e in failed {
+        report.failed.push(format!("lease container {name}: {e}"));
+    }
 }
 
 /// Take the project's lease on every node that has one, under `term`, and renew it until
