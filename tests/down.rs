@@ -82,6 +82,8 @@ fn down_removes_containers_networks_and_the_lease_and_volumes_only_when_asked() 
             .iter()
             .all(|id| p.inspect(id, "{{.Config.Env}}").contains("V=2"))
             && p.running("web") == 2
+            // and the last replaced one is removed, not only stopped
+            && p.containers(Some("web"), None).len() == 2
     });
     assert_eq!(anonymous_volumes(&p), before, "taken over, not new");
     d.signal("TERM");
