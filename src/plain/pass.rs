@@ -535,6 +535,7 @@ impl Plain {
         };
         // Services whose containers this pass saw change; `None`: plan them all.
         let changed: Option<BTreeSet<String>> = self.named.as_ref().and_then(Named::services);
+        let named = self.named.as_ref().map(Named::found).unwrap_or_default();
         let world: World = (states.to_vec(), (halted.clone(), updating.clone()));
         // The definition may have changed since the nodes were observed (a tag moved).
         let same_project = self.observed_project.as_ref() == Some(&self.project);
@@ -544,6 +545,7 @@ impl Plain {
             .map(|changed| plan::Reuse {
                 quiet: &self.quiet.0,
                 changed,
+                named: &named,
             });
         let plan = plan::plan_reusing(&input, reuse);
         let unlisted: Vec<String> = plan::unlisted_infra(&input, &plan)
@@ -725,6 +727,11 @@ impl Named {
     fn add(&mut self, looked: &mut Looked) {
         self.ids.extend(std::mem::take(&mut looked.named));
         self.found.extend(std::mem::take(&mut looked.found));
+    }
+
+    /// The ids of the named containers some node holds.
+    fn found(&self) -> HashSet<String> {
+        self.found.keys().cloned().collect()
     }
 
     /// The services of the named containers; `None` when one is gone from every node (its

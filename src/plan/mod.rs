@@ -24,6 +24,7 @@ pub mod global;
 pub mod history;
 pub mod mesh;
 pub mod place;
+mod reuse;
 mod rolling;
 mod service;
 pub mod state;
@@ -40,6 +41,8 @@ pub use backoff::{Backoff, BackoffConfig};
 pub use follow::{Follow, ImageDecision};
 pub use history::{Decision, History};
 use place::{Candidate, Placer};
+use reuse::{Marks, Way};
+pub use reuse::{Quiet, Reuse};
 
 /// A slot held back by crash backoff.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,24 +112,9 @@ pub struct Plan {
     /// The quiet services taken from the last plan as they were, not planned again: their
     /// containers, what they depend on and the world are the same, so is their state.
     pub replayed: BTreeSet<String>,
-}
-
-/// A service whose plan did nothing, waits on no time and is in no rollout: what it
-/// decided, so that a pass in which nothing it depends on changed can take it as it is
-/// instead of planning it again (see [`plan_reusing`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Quiet {
-    stopped: Vec<Stopped>,
-    blocked: Vec<Blocked>,
-    /// Its replicas by node, as the placer counted them.
-    placed: place::Counts,
-}
-
-/// The last plan's quiet services and the services whose containers changed since.
-#[derive(Debug, Clone, Copy)]
-pub struct Reuse<'a> {
-    pub quiet: &'a BTreeMap<String, Quiet>,
-    pub changed: &'a BTreeSet<String>,
+    /// The settled services planned only at the slots whose containers changed (see
+    /// [`Quiet::patch`]).
+    pub patched: BTreeSet<String>,
 }
 
 impl Plan {
@@ -272,19 +260,9 @@ pub fn plan_reusing(input: &Input, reuse: Option<Reuse>) -> Plan {
     for name in project.start_order() {
         let svc = &project.services[name];
         let containers = by_service.remove(name).unwrap_or_default();
-        let kept = reuse.and_then(|r| {
-            // Start order puts a service after what it depends on: one look suffices.
-            let changed = r.changed.contains(name)
-                || svc.depends_on.keys().any(|d| touched.contains(d.as_str()));
-            if changed {
-                touched.insert(name);
-                return None;
-            }
-            r.quiet.get(name)
-        });
-        if let Some(q) = kept {
+        let way = reuse.map_or(Way::Full, |r| r.way(name, svc, &mut touched));
+        if let Way::Replay(q) = way {
             q.replay(name, &mut placer, &mut plan);
-            plan.replayed.insert(name.to_string());
             continue;
         }
         if svc.mode == crate::config::DeployMode::Global {
@@ -300,24 +278,34 @@ pub fn plan_reusing(input: &Input, reuse: Option<Reuse>) -> Plan {
             continue;
         }
         let before = Marks::of(&plan, &service_actions);
-        plan_service(
-            input,
-            svc,
-            containers,
-            &deps,
-            &mut placer,
-            &mut service_actions,
-            &mut plan,
-        );
+        let patched = match (way, reuse) {
+            (Way::Patch(q), Some(r)) => q.patch(
+                input,
+                svc,
+                &containers,
+                r.named,
+                &mut placer,
+                &mut service_actions,
+                &mut plan,
+            ),
+            _ => false,
+        };
+        let settled = patched
+            || plan_service(
+                input,
+                svc,
+                containers,
+                &deps,
+                &mut placer,
+                &mut service_actions,
+                &mut plan,
+            );
         let quiet = before.quiet_until(&Marks::of(&plan, &service_actions))
             && !input.halted.contains(name)
             && !input.updating.contains(name);
         if quiet {
-            let q = Quiet {
-                stopped: plan.stopped[before.stopped..].to_vec(),
-                blocked: plan.blocked[before.blocked..].to_vec(),
-                placed: placer.counts_of(name),
-            };
+            let since = (before.stopped, before.blocked);
+            let q = Quiet::new(&plan, since, placer.counts_of(name), settled);
             plan.quiet.insert(name.to_string(), q);
         }
     }
@@ -416,52 +404,6 @@ impl<'a> Groups<'a> {
         });
         self.known.push((at, g));
         g
-    }
-}
-
-impl Quiet {
-    /// Take this quiet service's decisions into `plan` as they were.
-    fn replay(&self, name: &str, placer: &mut Placer, plan: &mut Plan) {
-        placer.add_counts(name, &self.placed);
-        plan.stopped.extend(self.stopped.iter().cloned());
-        plan.blocked.extend(self.blocked.iter().cloned());
-        plan.quiet.insert(name.to_string(), self.clone());
-    }
-}
-
-/// How far a plan's lists had come: a service that added nothing but stopped slots and
-/// blocked dependencies is quiet.
-#[derive(Debug)]
-struct Marks {
-    actions: usize,
-    waits: usize,
-    unplaced: usize,
-    update_failed: usize,
-    settled: usize,
-    recheck: usize,
-    stopped: usize,
-    blocked: usize,
-}
-
-impl Marks {
-    fn of(plan: &Plan, actions: &[Action]) -> Marks {
-        Marks {
-            actions: actions.len(),
-            waits: plan.waits.len(),
-            unplaced: plan.unplaced.len(),
-            update_failed: plan.update_failed.len(),
-            settled: plan.settled.len(),
-            recheck: plan.recheck.len(),
-            stopped: plan.stopped.len(),
-            blocked: plan.blocked.len(),
-        }
-    }
-
-    /// Whether `now` shows only stopped slots and blocked dependencies added since.
-    fn quiet_until(&self, now: &Marks) -> bool {
-        (self.actions, self.waits, self.unplaced) == (now.actions, now.waits, now.unplaced)
-            && (self.update_failed, self.settled, self.recheck)
-                == (now.update_failed, now.settled, now.recheck)
     }
 }
 

@@ -23,6 +23,13 @@ pub(super) struct Pending<'c> {
     pub outdated: Vec<(u32, &'c Container)>,
 }
 
+impl Pending<'_> {
+    /// Nothing to roll: no replica misplaced, drained or outdated.
+    pub fn is_empty(&self) -> bool {
+        self.misplaced.is_empty() && self.drained.is_empty() && self.outdated.is_empty()
+    }
+}
+
 /// Watch an update, then (when the service is quiet and whole) move one misplaced replica,
 /// take one step of a rolling update, or rebalance.
 pub(super) fn roll(

@@ -37,6 +37,9 @@ pub(super) struct Slots<'c> {
     pub overlap: usize,
 }
 
+/// Plan one service in full. True when it is settled: exactly its target of containers,
+/// one per slot, none of them outdated, misplaced or on a drained node (see
+/// [`super::reuse::Quiet`]).
 pub(super) fn plan_service(
     input: &Input,
     svc: &Service,
@@ -45,8 +48,12 @@ pub(super) fn plan_service(
     placer: &mut Placer,
     out: &mut Vec<Action>,
     plan: &mut Plan,
-) {
+) -> bool {
+    let target = svc.replicas as usize;
+    let whole = containers.len() == target;
     let mut slots = copies(input, svc, containers, placer, &|c| c.slot());
+    // Each container kept in a slot of its own: nothing else to remove or keep serving.
+    let single = whole && slots.kept.len() == target && slots.removals.is_empty();
     let occupied: BTreeSet<u32> = slots.kept.keys().copied().collect();
     scale_down(input, svc, &mut slots, placer);
     out.append(&mut slots.removals);
@@ -56,6 +63,7 @@ pub(super) fn plan_service(
         acted: false,
     };
     let pending = repair(input, svc, &slots.kept, placer, &mut sink);
+    let settled = single && slots.overlap == 0 && pending.is_empty();
     fill(
         input,
         svc,
@@ -74,6 +82,7 @@ pub(super) fn plan_service(
         placer,
         &mut sink,
     );
+    settled
 }
 
 /// One container per slot (`slot_of` says which slot a container holds). An older copy
