@@ -342,11 +342,14 @@ impl Snapshot {
 
     /// What this list shows of `project`, as telemetry records it: per service, the
     /// replicas wanted on this node (`project` is what should run here) and the containers
-    /// found, and the slots that have one. `exclude` is drover's own container.
+    /// found, and the slots that have one: of every container, or (a snapshot patched from
+    /// what events named) of the containers in `only`, the others' slots having been
+    /// recorded when they were. `exclude` is drover's own container.
     pub fn observation(
         &self,
         project: &crate::config::Project,
         exclude: Option<&str>,
+        only: Option<&HashSet<String>>,
     ) -> crate::telemetry::Observation {
         use crate::telemetry::Counts;
         let mut seen = crate::telemetry::Observation {
@@ -368,16 +371,39 @@ impl Snapshot {
                 continue;
             }
             let Some(service) = c.service() else { continue };
-            let e = seen.services.entry(service.to_string()).or_default();
+            // Looked up before inserting: a name is copied once per service, not per
+            // container.
+            let e = match seen.services.get_mut(service) {
+                Some(e) => e,
+                None => seen.services.entry(service.to_string()).or_default(),
+            };
             e.containers += 1;
             if c.state == State::Running {
                 e.actual += 1;
             }
-            if let Some(slot) = c.slot() {
+            if let Some(slot) = c.slot()
+                && only.is_none_or(|ids| ids.contains(&c.id))
+            {
                 seen.slots.insert((service.to_string(), slot));
             }
         }
         seen
+    }
+
+    /// How many of `project`'s containers here run each image digest, by service
+    /// (`drover.image-digest`; drover's own container, `exclude`, left out).
+    pub fn digests(&self, project: &str, exclude: Option<&str>) -> crate::plan::follow::Digests {
+        let mut out = crate::plan::follow::Digests::new();
+        let mine = self
+            .containers
+            .iter()
+            .filter(|c| c.owned_by(project) && exclude.is_none_or(|me| !c.id.starts_with(me)));
+        for c in mine {
+            if let (Some(svc), Some(d)) = (c.service(), c.image_digest()) {
+                crate::plan::follow::count_digest(&mut out, svc, d, 1);
+            }
+        }
+        out
     }
 }
 

@@ -13,14 +13,10 @@ impl Plain {
     /// changed.
     pub(super) async fn follow_images(&mut self, engines: &HashMap<String, Client>) -> bool {
         let project = self.project.name.clone();
-        let own = self.own_id.clone();
-        let containers = self
-            .last
-            .values()
-            .flat_map(|s| s.containers.iter())
-            .filter(|c| c.owned_by(&project))
-            .filter(|c| own.as_deref().is_none_or(|me| !c.id.starts_with(me)));
-        let mut moved = self.images.follow.observed(containers);
+        // Each node's digests as counted when its snapshot last changed (a node kept but
+        // not counted since, none here).
+        let nodes = self.last.keys().filter_map(|n| self.digests_on.get(n));
+        let mut moved = self.images.follow.observed(nodes);
         // The first node that answered asks for everyone: a registry digest is the same
         // from every engine, and a `docker pull` by hand is usually done on the first.
         if let Some((endpoint, engine)) = self.nodes.iter().find_map(|n| {

@@ -108,6 +108,8 @@ pub struct Plain {
     observed: HashMap<String, (BTreeMap<String, String>, Availability)>,
     /// Each node's running containers by service, as last counted there.
     running_on: HashMap<String, BTreeMap<String, usize>>,
+    /// Each node's containers by service and image digest, as last counted there.
+    digests_on: HashMap<String, crate::plan::follow::Digests>,
     /// The containers this pass's observation inspected, when nothing but containers may
     /// have changed since the last pass (see [`pass`]).
     named: Option<pass::Named>,
@@ -163,6 +165,7 @@ impl Plain {
             observed_project: None,
             observed: HashMap::new(),
             running_on: HashMap::new(),
+            digests_on: HashMap::new(),
             named: None,
             quiet: Default::default(),
             own_image: None,

@@ -115,12 +115,12 @@ impl Plain {
                     if looked.listed {
                         self.lists_failed.remove(&name);
                     }
+                    let node = (name.as_str(), &st.labels, availability);
+                    self.count(node, &looked, same_project);
                     match named.as_mut() {
                         Some(n) if !looked.whole => n.add(&mut looked),
                         _ => named = None,
                     }
-                    let node = (name.as_str(), &st.labels, availability);
-                    self.count(node, &looked, same_project);
                     self.reschedule((i, &name, &endpoint), &looked, st.watched, now);
                     self.last.insert(name.clone(), looked.snapshot);
                     engines.insert(name.clone(), looked.engine);
@@ -186,9 +186,13 @@ impl Plain {
         if let Some(t) = terms.max() {
             self.lease.saw_term(t);
         }
-        let mut seen = looked
-            .snapshot
-            .observation(&self.project, self.own_id.as_deref());
+        // Patched, only the named containers can hold a slot not seen before.
+        let only = (!looked.listed && same_project && self.observed.contains_key(name))
+            .then_some(&looked.named);
+        let own = self.own_id.as_deref();
+        let mut seen = looked.snapshot.observation(&self.project, own, only);
+        let digests = looked.snapshot.digests(&self.project.name, own);
+        self.digests_on.insert(name.to_string(), digests);
         global_desired(&self.project, (name, labels, avail), &mut seen);
         let running = seen
             .services
@@ -351,6 +355,7 @@ impl Plain {
         self.due.remove(name);
         self.touched.remove(name);
         self.infra_stale.remove(name);
+        self.digests_on.remove(name);
     }
 
     /// When the next watched node is due for its list.

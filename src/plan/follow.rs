@@ -18,7 +18,23 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use crate::config::{Project, PullPolicy};
-use crate::observe::Container;
+
+/// How many containers run each image digest, by service.
+pub type Digests = BTreeMap<String, BTreeMap<String, usize>>;
+
+/// Count `n` more containers of `service` running `digest`.
+pub fn count_digest(into: &mut Digests, service: &str, digest: &str, n: usize) {
+    let by = match into.get_mut(service) {
+        Some(by) => by,
+        None => into.entry(service.to_string()).or_default(),
+    };
+    match by.get_mut(digest) {
+        Some(c) => *c += n,
+        None => {
+            by.insert(digest.to_string(), n);
+        }
+    }
+}
 
 /// Every service's image state.
 #[derive(Debug, Clone, Default)]
@@ -163,14 +179,17 @@ impl Follow {
         out
     }
 
-    /// The digests the services' containers run, from one pass's containers. A following
-    /// service not pinned yet is pinned to what its containers run: drover starts by
-    /// keeping what runs. True when that pinned a service.
-    pub fn observed<'c>(&mut self, containers: impl IntoIterator<Item = &'c Container>) -> bool {
-        let mut counts: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
-        for c in containers {
-            if let (Some(svc), Some(d)) = (c.service(), c.image_digest()) {
-                *counts.entry(svc).or_default().entry(d).or_default() += 1;
+    /// The digests the services' containers run, counted over the nodes (see
+    /// [`Snapshot::digests`](crate::observe::Snapshot::digests)). A following service not
+    /// pinned yet is pinned to what its containers run: drover starts by keeping what
+    /// runs. True when that pinned a service.
+    pub fn observed<'d>(&mut self, nodes: impl IntoIterator<Item = &'d Digests>) -> bool {
+        let mut counts = Digests::new();
+        for node in nodes {
+            for (svc, by) in node {
+                for (d, n) in by {
+                    count_digest(&mut counts, svc, d, *n);
+                }
             }
         }
         let running = self
@@ -179,7 +198,7 @@ impl Follow {
             .map(|name| {
                 let most = counts.get(name.as_str()).and_then(|by| {
                     by.iter()
-                        .max_by_key(|(d, n)| (**n, std::cmp::Reverse(**d)))
+                        .max_by_key(|(d, n)| (**n, std::cmp::Reverse(*d)))
                         .map(|(d, _)| d.to_string())
                 });
                 (name.clone(), most)
@@ -322,7 +341,8 @@ mod tests {
     use super::*;
     use crate::labels::LABEL_IMAGE_DIGEST;
     use crate::observe::State;
-    use crate::plan::tests::{container, project, svc};
+    use crate::observe::{Container, Snapshot};
+    use crate::plan::tests::{P, container, project, svc};
 
     const HOUR: Duration = Duration::from_secs(3600);
 
@@ -339,6 +359,15 @@ mod tests {
         c
     }
 
+    /// What one node holding `containers` shows.
+    fn seen(containers: &[Container]) -> Digests {
+        let node = Snapshot {
+            containers: containers.to_vec(),
+            ..Snapshot::default()
+        };
+        node.digests(P, None)
+    }
+
     fn at(secs: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + secs)
     }
@@ -346,7 +375,10 @@ mod tests {
     fn started(every: Duration) -> Follow {
         let mut f = Follow::default();
         f.configure(&following(every));
-        f.observed(&[running("web", "sha256:a"), running("web", "sha256:a")]);
+        f.observed([&seen(&[
+            running("web", "sha256:a"),
+            running("web", "sha256:a"),
+        ])]);
         f
     }
 
@@ -413,7 +445,7 @@ mod tests {
     fn an_engine_copy_that_differs_from_what_runs_is_followed_even_without_a_schedule() {
         let mut f = Follow::default();
         f.configure(&following(HOUR));
-        f.observed(&[running("db", "sha256:1")]);
+        f.observed([&seen(&[running("db", "sha256:1")])]);
         assert_eq!(f.local("db", "sha256:1"), None);
         let d = f.local("db", "sha256:2").unwrap();
         assert!(matches!(
@@ -430,7 +462,7 @@ mod tests {
     fn replicas_whose_digest_is_unknown_are_not_rolled_for_an_engine_copy() {
         let mut f = Follow::default();
         f.configure(&following(HOUR));
-        f.observed(&[]);
+        f.observed([&seen(&[])]);
         assert_eq!(f.local("db", "sha256:2"), None);
         assert_eq!(f.get("db").unwrap().pinned, None);
     }

@@ -8,7 +8,7 @@ use crate::labels::{
 };
 use crate::observe::{Health, State};
 
-const P: &str = "demo";
+pub(super) const P: &str = "demo";
 
 pub(super) fn svc(name: &str, replicas: u32) -> Service {
     Service {
@@ -2126,4 +2126,43 @@ mod mesh_tests {
             "two ambassadors on each of 3 nodes: {names:?}"
         );
     }
+}
+
+/// What telemetry records of a node: the counts take every container, the slots (a create
+/// for a slot seen before counts as a replacement) only the containers asked for when a
+/// patched view says which changed; and the digests the following of images reads.
+#[test]
+fn an_observation_counts_every_container_and_names_only_the_slots_asked_for() {
+    let p = project(vec![svc("web", 2), svc("db", 1)]);
+    let mut a = container("a", "web", 1, State::Running, "h");
+    a.labels
+        .insert(crate::labels::LABEL_IMAGE_DIGEST.into(), "sha256:1".into());
+    let b = container("b", "web", 2, State::Exited, "h");
+    let node = snapshot(vec![a.clone(), b.clone()]);
+
+    let all = node.observation(&p, None, None);
+    assert_eq!(
+        (all.services["web"].containers, all.services["web"].actual),
+        (2, 1)
+    );
+    assert_eq!(all.services["db"].desired, 1);
+    assert_eq!(
+        all.slots,
+        BTreeSet::from([("web".to_string(), 1), ("web".to_string(), 2)])
+    );
+    let named = HashSet::from([b.id.clone()]);
+    let patched = node.observation(&p, None, Some(&named));
+    assert_eq!(patched.services, all.services);
+    assert_eq!(patched.slots, BTreeSet::from([("web".to_string(), 2)]));
+    // Drover's own container counts nowhere.
+    let mine = node.observation(&p, Some(&a.id[..12]), None);
+    assert_eq!(mine.services["web"].containers, 1);
+
+    let digests = node.digests(P, None);
+    assert_eq!(digests["web"]["sha256:1"], 1);
+    assert_eq!(
+        digests.len(),
+        1,
+        "a container without a digest label counts for none"
+    );
 }
