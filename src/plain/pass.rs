@@ -459,12 +459,15 @@ impl Plain {
     /// Running containers by service over the nodes not known down, from each node's
     /// counts (worked out when its snapshot changed, see [`Plain::count`]).
     fn count_running(&self, views: &[NodeView]) -> HashMap<String, usize> {
-        let mut running: HashMap<String, usize> = HashMap::new();
+        let mut running: HashMap<&str, usize> = HashMap::new();
         let on = views.iter().filter(|v| v.state != NodeState::Down);
         for (svc, n) in on.filter_map(|v| self.running_on.get(v.name)).flatten() {
-            *running.entry(svc.clone()).or_default() += n;
+            *running.entry(svc.as_str()).or_default() += n;
         }
         running
+            .into_iter()
+            .map(|(svc, n)| (svc.to_string(), n))
+            .collect()
     }
 
     /// Each service's state, as an operator sees it, from the pass's plan and what it was
@@ -517,15 +520,18 @@ impl Plain {
         self.killed
             .retain(|_, at| at.elapsed() < Duration::from_secs(60));
         let (halted, updating) = (self.history.halted(), self.history.updating());
-        // Routes are remembered only while their ambassador runs.
-        let ambassadors: HashSet<&str> = all
-            .iter()
-            .flat_map(|s| s.containers.iter())
-            .filter(|c| c.ambassador().is_some() && c.state == State::Running)
-            .map(|c| c.id.as_str())
-            .collect();
-        self.pushed
-            .retain(|id, _| ambassadors.contains(id.as_str()));
+        // Routes are remembered only while their ambassador runs (none pushed without a
+        // mesh: no scan of every container then).
+        if !self.pushed.is_empty() {
+            let ambassadors: HashSet<&str> = all
+                .iter()
+                .flat_map(|s| s.containers.iter())
+                .filter(|c| c.ambassador().is_some() && c.state == State::Running)
+                .map(|c| c.id.as_str())
+                .collect();
+            self.pushed
+                .retain(|id, _| ambassadors.contains(id.as_str()));
+        }
         let input = plan::Input {
             pushed: &self.pushed,
             project: &self.project,

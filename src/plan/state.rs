@@ -54,6 +54,15 @@ impl<'a> Index<'a> {
         let mut containers: HashMap<(&str, u32), &Container> = HashMap::new();
         let mut on_node: HashMap<(&str, &str), &Container> = HashMap::new();
         let rank = |c: &Container| (c.state == State::Running, c.created);
+        // The services worked out this pass (usually the few that changed), and whether
+        // each is global (only a global service's replicas are looked up by node).
+        let wanted: Vec<(&str, bool)> = input
+            .project
+            .services
+            .values()
+            .filter(|s| !plan.replayed.contains(&s.name))
+            .map(|s| (s.name.as_str(), s.mode == DeployMode::Global))
+            .collect();
         let owned = input
             .nodes
             .iter()
@@ -62,10 +71,13 @@ impl<'a> Index<'a> {
             .filter(|c| c.owned_by(&input.project.name))
             .filter(|c| Some(c.id.as_str()) != input.exclude);
         for c in owned {
-            let Some(service) = c.service().filter(|s| !plan.replayed.contains(*s)) else {
+            let Some(service) = c.service() else { continue };
+            let Some(&(service, global)) = wanted.iter().find(|(s, _)| *s == service) else {
                 continue;
             };
-            keep_best(&mut on_node, (service, c.node.as_str()), c, rank);
+            if global {
+                keep_best(&mut on_node, (service, c.node.as_str()), c, rank);
+            }
             if let Some(slot) = c.slot() {
                 keep_best(&mut containers, (service, slot), c, rank);
             }
