@@ -218,9 +218,9 @@ def reactions(sim, n, count):
     sim.call("POST", "/reset")
     for i in range(count):
         sim.call("POST", f"/crash?count=1&rest_ms={int(BACKOFF_RESET_S * 1000) + 500}")
-        wait_for("the crashed replica restarted",
-                 lambda: len(sim.stats()["reactions_ms"]) > i and sim.stats()["running_now"] >= n,
-                 60, 0.02)
+        def restarted(st):
+            return len(st["reactions_ms"]) > i and st["running_now"] >= n
+        wait_for("the crashed replica restarted", lambda: restarted(sim.stats()), 60, 0.02)
         time.sleep(0.2)
     xs = sim.stats()["reactions_ms"]
     _, lo, hi = median_ci(xs)

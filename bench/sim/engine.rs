@@ -555,6 +555,7 @@ impl Engine {
         c.exit_code = 0;
         c.pid = pid;
         let nets: Vec<String> = c.networks.values().cloned().collect();
+        st.running += 1;
         for n in nets {
             self.emit_network(&mut st, &n, "connect", Some(&id));
         }
@@ -572,6 +573,9 @@ impl Engine {
         let Some(c) = st.containers.get_mut(id) else {
             return;
         };
+        if c.status == Status::Running {
+            st.running -= 1;
+        }
         c.status = Status::Exited;
         c.cache = None;
         c.exit_code = code;
@@ -638,12 +642,15 @@ impl Engine {
         if restart {
             let pid = self.pids.fetch_add(1, Ordering::Relaxed) as u32;
             let c = st.containers.get_mut(&id).expect("found");
+            let was_running = c.status == Status::Running;
             c.status = Status::Running;
-            c.cache = None;
             c.cache = None;
             c.started_at = Some(SystemTime::now());
             c.exit_code = 0;
             c.pid = pid;
+            if !was_running {
+                st.running += 1;
+            }
             self.emit_container(&mut st, &id, "start", &[]);
             self.emit_container(&mut st, &id, "restart", &[]);
             drop(st);
@@ -1075,12 +1082,14 @@ impl Engine {
     /// How many containers this engine holds, and how many run.
     pub fn counts(&self) -> (usize, usize) {
         let st = self.state.lock().unwrap();
-        let running = st
-            .containers
-            .values()
-            .filter(|c| c.status == Status::Running)
-            .count();
-        (st.containers.len(), running)
+        debug_assert_eq!(
+            st.running,
+            st.containers
+                .values()
+                .filter(|c| c.status == Status::Running)
+                .count()
+        );
+        (st.containers.len(), st.running)
     }
 }
 

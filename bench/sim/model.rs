@@ -449,6 +449,9 @@ pub struct State {
     pub images: Vec<Image>,
     pub history: VecDeque<Arc<Event>>,
     pub seq: u64,
+    /// How many containers run: kept as they start and exit, so that the harness's
+    /// frequent `/stats` holds the engine for no scan of its containers.
+    pub running: usize,
 }
 
 impl State {
