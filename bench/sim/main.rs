@@ -272,7 +272,7 @@ impl Sim {
         };
         // Every k-th running container over all the engines from a random start, so a
         // burst hits them all and single crashes hit different containers.
-        let mut crashed = 0;
+        let mut chosen: Vec<(usize, String)> = Vec::with_capacity(want);
         if want > 0 {
             let step = total as f64 / want as f64;
             let offset = (self.engines[0].random() * total as f64) as usize;
@@ -282,9 +282,16 @@ impl Sim {
                 .collect();
             for k in 0..want {
                 let (i, id) = all[(offset + ((k as f64) * step) as usize) % total];
-                if engines[i].crash(id, code) {
-                    crashed += 1;
-                }
+                chosen.push((i, id.clone()));
+            }
+        }
+        // Every id listed is freed before the first crash: work that grows with the
+        // engines' size is not left to run beside drover's reaction.
+        drop(running);
+        let mut crashed = 0;
+        for (i, id) in &chosen {
+            if engines[*i].crash(id, code) {
+                crashed += 1;
             }
         }
         Reply::json(200, &json!({"crashed": crashed}))
