@@ -254,7 +254,15 @@ pub fn plan_reusing(input: &Input, reuse: Option<Reuse>) -> Plan {
 
     let mut by_service = by_service(input, &mut plan);
 
-    let deps = by_service.clone();
+    // The containers of the services some service depends on (read when a dependent is
+    // blocked); a copy of every group would copy every container's reference each pass.
+    let depended: BTreeSet<&str> = (project.services.values())
+        .flat_map(|s| s.depends_on.keys().map(String::as_str))
+        .collect();
+    let deps: BTreeMap<&str, Vec<&Container>> = (by_service.iter())
+        .filter(|(name, _)| depended.contains(*name))
+        .map(|(name, cs)| (*name, cs.clone()))
+        .collect();
     let mut service_actions: Vec<Action> = Vec::new();
     let mut touched: BTreeSet<&str> = BTreeSet::new();
     for name in project.start_order() {
@@ -393,11 +401,12 @@ impl<'a> Groups<'a> {
             return *g;
         }
         // Two copies of one name (interned at different times) share its group.
-        let g = project.services.get_key_value(service).map(|(name, _)| {
+        let g = project.services.get_key_value(service).map(|(name, svc)| {
             match self.by.iter().position(|(n, _)| *n == name) {
                 Some(g) => g,
                 None => {
-                    self.by.push((name.as_str(), Vec::new()));
+                    let room = Vec::with_capacity(svc.replicas as usize);
+                    self.by.push((name.as_str(), room));
                     self.by.len() - 1
                 }
             }
