@@ -66,6 +66,7 @@ pub async fn plan_lines(specs: &[NodeSpec], loaded: &Loaded) -> Result<Vec<Strin
             availability: spec.availability,
             labels: &spec.labels,
             snapshot,
+            groups: None,
         })
         .collect();
     let own = engine::own_container_id();

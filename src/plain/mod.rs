@@ -110,6 +110,8 @@ pub struct Plain {
     running_on: HashMap<String, BTreeMap<String, usize>>,
     /// Each node's containers by service and image digest, as last counted there.
     digests_on: HashMap<String, crate::plan::follow::Digests>,
+    /// Each node's containers by service, as last classified there.
+    groups_on: HashMap<String, crate::plan::NodeGroups>,
     /// The containers this pass's observation inspected, when nothing but containers may
     /// have changed since the last pass (see [`pass`]).
     named: Option<pass::Named>,
@@ -166,6 +168,7 @@ impl Plain {
             observed: HashMap::new(),
             running_on: HashMap::new(),
             digests_on: HashMap::new(),
+            groups_on: HashMap::new(),
             named: None,
             quiet: Default::default(),
             own_image: None,

@@ -14,7 +14,7 @@ use crate::engine::{Client, connect};
 use crate::execute::Executor;
 use crate::nodes::{NodeHandle, NodeStatus};
 use crate::observe::{self, Snapshot, State};
-use crate::plan::{self, NodeState, NodeView};
+use crate::plan::{self, NodeGroups, NodeState, NodeView};
 use crate::runtime::Wake;
 
 /// How soon to plan again while a down node is held for the lease's confirmation (a
@@ -95,6 +95,9 @@ impl Plain {
         let same_project = self.observed_project.as_ref() == Some(&self.project);
         if !same_project {
             self.observed_project = Some(self.project.clone());
+            // Classified for the old definition: each node is classified again (when
+            // counted below, or by the planner while it is frozen).
+            self.groups_on.clear();
         }
         // Only containers changed, and these: unless the definition changed or a node was
         // listed (the nodes' states, labels and availability are compared when planning).
@@ -130,6 +133,8 @@ impl Plain {
                     self.telemetry.unreachable(&name, &e);
                     *self.lists_failed.entry(name.clone()).or_default() += 1;
                     if let Some(kept) = kept {
+                        // Maybe patched in part: its groups are worked out again.
+                        self.groups_on.remove(&name);
                         self.last.insert(name.clone(), kept);
                     }
                     // Listed again at the next pass, and no later than this.
@@ -193,6 +198,8 @@ impl Plain {
         let mut seen = looked.snapshot.observation(&self.project, own, only);
         let digests = looked.snapshot.digests(&self.project.name, own);
         self.digests_on.insert(name.to_string(), digests);
+        let groups = NodeGroups::of(&looked.snapshot, &self.project, own);
+        self.groups_on.insert(name.to_string(), groups);
         global_desired(&self.project, (name, labels, avail), &mut seen);
         let running = seen
             .services
@@ -356,6 +363,7 @@ impl Plain {
         self.touched.remove(name);
         self.infra_stale.remove(name);
         self.digests_on.remove(name);
+        self.groups_on.remove(name);
     }
 
     /// When the next watched node is due for its list.
@@ -479,7 +487,7 @@ impl Plain {
         (halted, updating, rolled_back): &Rollouts,
     ) -> Vec<crate::telemetry::ServiceStateRecord> {
         let empty = Snapshot::default();
-        let views = views(&self.last, states, &empty);
+        let views = views((&self.last, &self.groups_on), states, &empty);
         let input = plan::Input {
             pushed: &self.pushed,
             project: &self.project,
@@ -504,7 +512,7 @@ impl Plain {
     /// whose exit is now seen have their crash history forgotten first.
     fn plan(&mut self, states: &[Seen]) -> Planned {
         let empty = Snapshot::default();
-        let views = views(&self.last, states, &empty);
+        let views = views((&self.last, &self.groups_on), states, &empty);
         let all: Vec<&Snapshot> = views
             .iter()
             .filter(|v| v.state != NodeState::Down)
@@ -676,9 +684,13 @@ impl Plain {
     }
 }
 
-/// The nodes as the planner sees them: what the pass found of each, and its kept snapshot.
+/// The nodes as the planner sees them: what the pass found of each, its kept snapshot and
+/// that snapshot's containers by service (see [`Plain::count`]).
 fn views<'a>(
-    last: &'a HashMap<String, Snapshot>,
+    (last, groups): (
+        &'a HashMap<String, Snapshot>,
+        &'a HashMap<String, NodeGroups>,
+    ),
     states: &'a [Seen],
     empty: &'a Snapshot,
 ) -> Vec<NodeView<'a>> {
@@ -690,6 +702,7 @@ fn views<'a>(
             availability: *availability,
             labels,
             snapshot: last.get(name).unwrap_or(empty),
+            groups: groups.get(name),
         })
         .collect()
 }

@@ -1219,3 +1219,46 @@ x-drover:
     settle_all(&mut plain).await;
     assert_eq!(on(&fakes[..1]), [2], "the replica runs on n1");
 }
+
+/// A patch that takes one container away and brings another in leaves the node as many
+/// containers as before: its containers are classified again all the same (in debug builds
+/// the planner checks the groups kept for a node against its snapshot), and the plan sees
+/// both: the removed replica is created again, the copy started by hand is removed.
+#[tokio::test]
+async fn a_patch_that_removes_one_container_and_adds_another_is_planned_from_both() {
+    use crate::engine::model::ContainerCreateBody;
+    use crate::labels::{LABEL_PROJECT, LABEL_SERVICE, LABEL_SLOT};
+    let mut w = World::new(
+        "swap",
+        "services:\n  web:\n    image: app:1\n    scale: 2\n  db:\n    image: app:1\n",
+    );
+    w.watch(Duration::from_secs(3600));
+    w.settle().await;
+    let gone = w.id("swap-web-2").await;
+    w.fake.remove_by_other("swap-web-2");
+    let labels = [
+        (LABEL_PROJECT, "swap"),
+        (LABEL_SERVICE, "db"),
+        (LABEL_SLOT, "2"),
+    ];
+    let body = ContainerCreateBody {
+        image: Some("app:1".into()),
+        labels: Some(labels.map(|(k, v)| (k.to_string(), v.to_string())).into()),
+        ..Default::default()
+    };
+    let copy = w
+        .fake
+        .create_container("by-hand", None, body)
+        .await
+        .unwrap();
+    w.fake.start_container(&copy).await.unwrap();
+    w.fake.take_calls();
+    let calls = w.all_calls(named(&[&gone, &copy])).await;
+    assert_eq!(lists(&calls), 0, "{calls:?}");
+    let made = |c: &str| calls.iter().any(|x| x == c);
+    assert!(
+        made("create swap-web-2") && made("start swap-web-2"),
+        "{calls:?}"
+    );
+    assert!(made("remove by-hand"), "{calls:?}");
+}

@@ -21,6 +21,7 @@ mod action;
 pub mod backoff;
 pub mod follow;
 pub mod global;
+mod groups;
 pub mod history;
 pub mod mesh;
 pub mod place;
@@ -39,6 +40,8 @@ use service::plan_service;
 pub use action::{Action, Kind, Reason, Target};
 pub use backoff::{Backoff, BackoffConfig};
 pub use follow::{Follow, ImageDecision};
+pub use groups::NodeGroups;
+use groups::by_service;
 pub use history::{Decision, History};
 use place::{Candidate, Placer};
 use reuse::{Marks, Way};
@@ -173,6 +176,9 @@ pub struct NodeView<'a> {
     pub availability: Availability,
     pub labels: &'a BTreeMap<String, String>,
     pub snapshot: &'a Snapshot,
+    /// Its containers by service, when kept since its snapshot last changed (worked out
+    /// here otherwise; see [`NodeGroups`]).
+    pub groups: Option<&'a NodeGroups>,
 }
 
 /// Everything the planner looks at.
@@ -332,88 +338,6 @@ pub fn plan_reusing(input: &Input, reuse: Option<Reuse>) -> Plan {
         .map(|t| t.duration_since(input.now).unwrap_or_default())
         .min();
     plan
-}
-
-/// The project's own containers by service, never drover itself, on nodes not known down;
-/// a container of no service in the file (or without drover's labels) is removed from a
-/// node that is up.
-fn by_service<'a>(input: &Input<'a>, plan: &mut Plan) -> BTreeMap<&'a str, Vec<&'a Container>> {
-    let project = input.project;
-    let mut groups = Groups::default();
-    let containers = input
-        .nodes
-        .iter()
-        .filter(|n| n.state != NodeState::Down)
-        .flat_map(|n| n.snapshot.containers.iter())
-        .filter(|c| input.exclude.is_none_or(|me| !c.id.starts_with(me)))
-        .filter(|c| c.ambassador().is_none());
-    for c in containers {
-        if !groups.owned(c, &project.name) {
-            continue;
-        }
-        match (c.service(), c.slot()) {
-            (Some(s), Some(_)) if let Some(g) = groups.of(s, project) => groups.by[g].1.push(c),
-            (s, n) if input.up(&c.node) => plan.actions.push(Action::remove_stray(
-                s.map(str::to_string),
-                n,
-                &c.node,
-                &c.id,
-                if s.is_some() && n.is_some() {
-                    Reason::ServiceRemoved
-                } else {
-                    Reason::BadLabels
-                },
-            )),
-            _ => {}
-        }
-    }
-    groups.by.into_iter().collect()
-}
-
-/// The project's containers grouped by service. Label values are interned: the containers
-/// of one project or service share one copy of its name, so a name is compared once and
-/// then known by that copy's address (two map lookups and a compare per container were
-/// half of a pass that planned one service of 10,000 containers).
-#[derive(Default)]
-struct Groups<'a> {
-    project: Option<*const u8>,
-    /// A service name's copy (address, length) -> its group, `None` for no service of
-    /// the file.
-    known: Vec<((*const u8, usize), Option<usize>)>,
-    by: Vec<(&'a str, Vec<&'a Container>)>,
-}
-
-impl<'a> Groups<'a> {
-    fn owned(&mut self, c: &Container, project: &str) -> bool {
-        match c.project() {
-            Some(p) if self.project == Some(p.as_ptr()) => true,
-            Some(p) if p == project => {
-                self.project = Some(p.as_ptr());
-                true
-            }
-            _ => false,
-        }
-    }
-
-    fn of(&mut self, service: &str, project: &'a Project) -> Option<usize> {
-        let at = (service.as_ptr(), service.len());
-        if let Some((_, g)) = self.known.iter().find(|(k, _)| *k == at) {
-            return *g;
-        }
-        // Two copies of one name (interned at different times) share its group.
-        let g = project.services.get_key_value(service).map(|(name, svc)| {
-            match self.by.iter().position(|(n, _)| *n == name) {
-                Some(g) => g,
-                None => {
-                    let room = Vec::with_capacity(svc.replicas as usize);
-                    self.by.push((name.as_str(), room));
-                    self.by.len() - 1
-                }
-            }
-        });
-        self.known.push((at, g));
-        g
-    }
 }
 
 /// Nodes whose networks and volumes the plan depends on but were not listed: those where it

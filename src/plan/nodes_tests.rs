@@ -76,6 +76,7 @@ impl Cluster {
                 availability: self.availability[i],
                 labels: &self.labels[i],
                 snapshot: &self.snaps[i],
+                groups: None,
             })
             .collect()
     }

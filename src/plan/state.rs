@@ -331,6 +331,7 @@ mod tests {
                 availability: Default::default(),
                 labels: &labels,
                 snapshot: &self.snapshot,
+                groups: None,
             }];
             let none = BTreeSet::new();
             let input = Input {

@@ -121,6 +121,7 @@ fn run_plan(p: &Project, s: &Snapshot, b: &Backoff) -> Plan {
         availability: Default::default(),
         labels: &labels,
         snapshot: s,
+        groups: None,
     }];
     plan(&Input {
         project: p,
@@ -409,6 +410,7 @@ fn own_container_is_never_acted_on() {
         availability: Default::default(),
         labels: &labels,
         snapshot: &s,
+        groups: None,
     }];
     let plan = plan(&Input {
         project: &p,
@@ -622,6 +624,7 @@ impl World {
                 availability: Default::default(),
                 labels: &self.labels[i],
                 snapshot: &self.snaps[i],
+                groups: None,
             })
             .collect();
         let none = BTreeSet::new();
@@ -656,6 +659,7 @@ impl World {
                 availability: Default::default(),
                 labels: &self.labels[i],
                 snapshot: &self.snaps[i],
+                groups: None,
             })
             .collect();
         plan_reusing(
@@ -1283,6 +1287,7 @@ fn a_single_replica_whose_update_fails_fails_the_update_while_it_is_watched() {
         availability: Default::default(),
         labels: &labels,
         snapshot: &s,
+        groups: None,
     }];
     let plan_with = |updating: &BTreeSet<String>| {
         plan(&Input {
@@ -1324,6 +1329,7 @@ fn an_update_settles_once_every_new_replica_has_run_for_monitor() {
             availability: Default::default(),
             labels: &labels,
             snapshot: s,
+            groups: None,
         }];
         plan(&Input {
             project: &p,
@@ -1432,6 +1438,7 @@ fn networks_are_needed_only_where_containers_are_created_or_started() {
             availability: Default::default(),
             labels: &labels,
             snapshot: s,
+            groups: None,
         }];
         let input = Input {
             project: &p,
@@ -1716,6 +1723,7 @@ mod mesh_tests {
                 availability: Default::default(),
                 labels: &labels,
                 snapshot: s,
+                groups: None,
             })
             .collect();
         plan(&Input {
