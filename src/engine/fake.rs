@@ -97,6 +97,8 @@ struct State {
     pulled_as: Vec<(String, Option<String>)>,
     /// Open event streams, with their filters.
     streams: Vec<(Filters, mpsc::UnboundedSender<EventMessage>)>,
+    /// Lists give the containers in the reverse of their usual order.
+    lists_reversed: bool,
 }
 
 /// The fake engine. `image_volumes` are the paths every image declares with `VOLUME`.
@@ -377,6 +379,12 @@ impl FakeEngine {
         s.die(&id, 137);
     }
 
+    /// Lists give the containers in the reverse of their usual order (an engine promises
+    /// no order).
+    pub fn reverse_lists(&self, on: bool) {
+        self.state.lock().unwrap().lists_reversed = on;
+    }
+
     /// Someone removes the container named `name` (`docker rm -f`, which leaves its
     /// volumes behind).
     pub fn remove_by_other(&self, name: &str) {
@@ -602,7 +610,13 @@ impl Engine for FakeEngine {
                         && any_matches(filters.get("status"), |st| st == c.life.as_str())
                 })
                 .map(|(id, c)| s.summary(id, c))
-                .collect())
+                .collect::<Vec<_>>())
+            .map(|mut all| {
+                if s.lists_reversed {
+                    all.reverse();
+                }
+                all
+            })
         });
         self.answer(r)
     }

@@ -180,6 +180,12 @@ impl Plain {
                 .observed
                 .get(name)
                 .is_some_and(|(l, a)| l == labels && *a == avail);
+        // A list that agrees with the view kept may hold its containers in another order:
+        // the groups, positions in the snapshot, are taken again after every list.
+        if !same || looked.listed {
+            let groups = NodeGroups::of(&looked.snapshot, &self.project, self.own_id.as_deref());
+            self.groups_on.insert(name.to_string(), groups);
+        }
         if same {
             // Nothing it holds or is asked to hold changed: the counts stand.
             self.telemetry.still_observed(name);
@@ -198,8 +204,6 @@ impl Plain {
         let mut seen = looked.snapshot.observation(&self.project, own, only);
         let digests = looked.snapshot.digests(&self.project.name, own);
         self.digests_on.insert(name.to_string(), digests);
-        let groups = NodeGroups::of(&looked.snapshot, &self.project, own);
-        self.groups_on.insert(name.to_string(), groups);
         global_desired(&self.project, (name, labels, avail), &mut seen);
         let running = seen
             .services

@@ -1262,3 +1262,28 @@ async fn a_patch_that_removes_one_container_and_adds_another_is_planned_from_bot
     );
     assert!(made("remove by-hand"), "{calls:?}");
 }
+
+/// A resync list that agrees with the view the events kept may give its containers in
+/// another order (an engine promises none): the groups kept for the node are positions in
+/// its snapshot, and are taken again (in debug builds the planner checks them), so a crash
+/// after it restarts the one replica and creates nothing.
+#[tokio::test]
+async fn a_resync_in_another_order_keeps_each_replica_in_its_service() {
+    let mut w = World::new(
+        "order",
+        "services:\n  web:\n    image: app:1\n    scale: 3\n  db:\n    image: app:1\n    scale: 2\n",
+    );
+    w.watch(Duration::from_secs(3600));
+    w.settle().await;
+    for (reversed, crashed) in [(true, "order-web-2"), (false, "order-db-1")] {
+        w.fake.reverse_lists(reversed);
+        w.plain.settings.resync_interval = Duration::from_secs(60);
+        w.plain.due.clear();
+        let calls = w.resync_calls(Wake::default()).await;
+        assert_eq!(lists(&calls), 1, "the resync ran: {calls:?}");
+        let id = w.id(crashed).await;
+        w.fake.exit(crashed, 1);
+        let calls = changes(w.all_calls(named(&[&id])).await);
+        assert_eq!(calls, [format!("start {crashed}")]);
+    }
+}

@@ -16,15 +16,17 @@ use crate::observe::{Container, Snapshot};
 pub struct NodeGroups {
     services: Vec<(String, Vec<u32>)>,
     strays: Vec<u32>,
-    /// How many containers the snapshot held: groups of another snapshot are not used.
-    len: usize,
+    /// Where the snapshot's containers were, and how many: groups of another list of
+    /// the node are not used (the caller classifies a node again after each list and
+    /// each change; this guards that rule).
+    at: (usize, usize),
 }
 
 impl NodeGroups {
     /// Classify `snapshot`'s containers for `project` (`exclude`: drover's own container).
     pub fn of(snapshot: &Snapshot, project: &Project, exclude: Option<&str>) -> NodeGroups {
         let mut g = NodeGroups {
-            len: snapshot.containers.len(),
+            at: address(snapshot),
             ..NodeGroups::default()
         };
         // Label values are interned: a service's containers share one copy of its name,
@@ -72,8 +74,13 @@ impl NodeGroups {
     }
 
     fn fits(&self, snapshot: &Snapshot) -> bool {
-        self.len == snapshot.containers.len()
+        self.at == address(snapshot)
     }
+}
+
+fn address(snapshot: &Snapshot) -> (usize, usize) {
+    let cs = &snapshot.containers;
+    (cs.as_ptr() as usize, cs.len())
 }
 
 /// The project's own containers by service, never drover itself, on nodes not known down;
