@@ -3,22 +3,26 @@
 //! that plans the one service whose container changed no longer reads every container of
 //! every node to find its replicas (a third of a millisecond at 10,000 containers).
 
-use std::collections::BTreeMap;
-
 use super::{Action, Input, NodeState, Plan, Reason};
 use crate::config::Project;
 use crate::observe::{Container, Snapshot};
 
 /// One node's containers of the project, never drover itself nor an ambassador, as
-/// positions in its snapshot: by service of the file (those with a slot), and the others
-/// (no service of the file, or without drover's labels), both in the order listed.
+/// positions in its snapshot: by service of the file (those with a slot; a service known by
+/// its position in the file's order), and the others (no service of the file, or without
+/// drover's labels), both in the order listed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeGroups {
-    services: Vec<(String, Vec<u32>)>,
+    services: Vec<(usize, Vec<u32>)>,
     strays: Vec<u32>,
+    /// The project's ambassadors (see [`super::mesh`]).
+    pub(super) ambassadors: Vec<u32>,
+    /// Whether a container of the project's services is here (a drained node keeps its
+    /// ambassadors while one is).
+    pub(super) replicas: bool,
     /// Where the snapshot's containers were, and how many: groups of another list of
     /// the node are not used (the caller classifies a node again after each list and
-    /// each change; this guards that rule).
+    /// each change, and whenever the definition changes; this guards that rule).
     at: (usize, usize),
 }
 
@@ -33,10 +37,15 @@ impl NodeGroups {
         // so each copy is looked up in the file once (by its address).
         let mut known: Vec<(*const u8, Option<usize>)> = Vec::new();
         for (i, c) in snapshot.containers.iter().enumerate() {
-            let mine = exclude.is_none_or(|me| !c.id.starts_with(me))
-                && c.ambassador().is_none()
-                && c.owned_by(&project.name);
-            if !mine {
+            if !c.owned_by(&project.name) {
+                continue;
+            }
+            if c.ambassador().is_some() {
+                g.ambassadors.push(i as u32);
+                continue;
+            }
+            g.replicas |= c.service().is_some();
+            if exclude.is_some_and(|me| c.id.starts_with(me)) {
                 continue;
             }
             let group = match (c.service(), c.slot()) {
@@ -61,16 +70,16 @@ impl NodeGroups {
     /// The group of service `name`, made when it has none yet; `None` when the file has no
     /// such service.
     fn group(&mut self, name: &str, project: &Project) -> Option<usize> {
-        if !project.services.contains_key(name) {
-            return None;
-        }
-        Some(match self.services.iter().position(|(n, _)| n == name) {
-            Some(k) => k,
-            None => {
-                self.services.push((name.to_string(), Vec::new()));
-                self.services.len() - 1
-            }
-        })
+        let service = project.services.keys().position(|k| k == name)?;
+        Some(
+            match self.services.iter().position(|(s, _)| *s == service) {
+                Some(k) => k,
+                None => {
+                    self.services.push((service, Vec::new()));
+                    self.services.len() - 1
+                }
+            },
+        )
     }
 
     fn fits(&self, snapshot: &Snapshot) -> bool {
@@ -83,46 +92,88 @@ fn address(snapshot: &Snapshot) -> (usize, usize) {
     (cs.as_ptr() as usize, cs.len())
 }
 
-/// The project's own containers by service, never drover itself, on nodes not known down;
-/// a container of no service in the file (or without drover's labels) is removed from a
-/// node that is up.
-pub(super) fn by_service<'a>(
-    input: &Input<'a>,
+/// Each node's groups: kept, or worked out in `missing` (`None` for a node known down).
+pub(super) fn of_nodes<'g>(
+    input: &Input<'g>,
+    missing: &'g [Option<NodeGroups>],
+) -> Vec<Option<&'g NodeGroups>> {
+    (input.nodes.iter().zip(missing))
+        .map(|(v, fresh)| {
+            fresh
+                .as_ref()
+                .or(v.groups)
+                .filter(|_| v.state != NodeState::Down)
+        })
+        .collect()
+}
+
+/// The groups of the nodes not known down that have none kept for their snapshot, worked
+/// out now (by node position; `None` where kept, or down).
+pub(super) fn missing(input: &Input) -> Vec<Option<NodeGroups>> {
+    (input.nodes.iter())
+        .map(|v| {
+            let kept = v.groups.is_some_and(|g| g.fits(v.snapshot));
+            (v.state != NodeState::Down && !kept)
+                .then(|| NodeGroups::of(v.snapshot, input.project, input.exclude))
+        })
+        .collect()
+}
+
+/// The project's own containers by service, never drover itself, on nodes not known down,
+/// as the nodes' groups say where they are (a service's list is made only when a pass
+/// plans it: a pass that replays most services reads none of their containers).
+pub(super) struct Grouped<'g> {
+    /// By service position in the file: each node's containers, and the service's
+    /// positions among them.
+    parts: Vec<Vec<(&'g [Container], &'g [u32])>>,
+}
+
+impl<'g> Grouped<'g> {
+    /// How many containers service `k` has.
+    pub fn len(&self, k: usize) -> usize {
+        self.parts[k].iter().map(|(_, at)| at.len()).sum()
+    }
+
+    /// Service `k`'s containers, node by node in the order listed.
+    pub fn iter(&self, k: usize) -> impl Iterator<Item = &'g Container> + '_ {
+        (self.parts[k].iter()).flat_map(|(cs, at)| at.iter().map(|i| &cs[*i as usize]))
+    }
+
+    pub fn containers(&self, k: usize) -> Vec<&'g Container> {
+        let mut out = Vec::with_capacity(self.len(k));
+        out.extend(self.iter(k));
+        out
+    }
+}
+
+/// Group the project's containers (see [`Grouped`]), with the groups kept for each node or
+/// those `missing` worked out; a container of no service in the file (or without drover's
+/// labels) is removed from a node that is up.
+pub(super) fn by_service<'g>(
+    input: &Input<'g>,
+    missing: &'g [Option<NodeGroups>],
     plan: &mut Plan,
-) -> BTreeMap<&'a str, Vec<&'a Container>> {
+) -> Grouped<'g> {
     let project = input.project;
-    let mut out: BTreeMap<&'a str, Vec<&'a Container>> = BTreeMap::new();
-    for view in input.nodes.iter().filter(|n| n.state != NodeState::Down) {
-        let fresh;
-        let groups = match view.groups.filter(|g| g.fits(view.snapshot)) {
-            Some(kept) => {
-                debug_assert_eq!(
-                    *kept,
-                    NodeGroups::of(view.snapshot, project, input.exclude),
-                    "the groups kept for node {} are not its snapshot's",
-                    view.name
-                );
-                kept
-            }
-            None => {
-                fresh = NodeGroups::of(view.snapshot, project, input.exclude);
-                &fresh
-            }
-        };
-        let containers = &view.snapshot.containers;
-        let at = |i: &u32| &containers[*i as usize];
-        for (name, positions) in &groups.services {
-            let Some((name, svc)) = project.services.get_key_value(name) else {
-                continue;
-            };
-            out.entry(name.as_str())
-                .or_insert_with(|| Vec::with_capacity(svc.replicas as usize))
-                .extend(positions.iter().map(at));
+    let mut grouped = Grouped {
+        parts: vec![Vec::new(); project.services.len()],
+    };
+    for (view, groups) in input.nodes.iter().zip(of_nodes(input, missing)) {
+        let Some(groups) = groups else { continue };
+        debug_assert_eq!(
+            *groups,
+            NodeGroups::of(view.snapshot, project, input.exclude),
+            "the groups kept for node {} are not its snapshot's",
+            view.name
+        );
+        let containers = view.snapshot.containers.as_slice();
+        for (k, positions) in &groups.services {
+            grouped.parts[*k].push((containers, positions));
         }
         if view.state != NodeState::Up {
             continue;
         }
-        for c in groups.strays.iter().map(at) {
+        for c in groups.strays.iter().map(|i| &containers[*i as usize]) {
             let (s, n) = (c.service(), c.slot());
             plan.actions.push(Action::remove_stray(
                 s.map(str::to_string),
@@ -137,5 +188,5 @@ pub(super) fn by_service<'a>(
             ));
         }
     }
-    out
+    grouped
 }

@@ -145,26 +145,30 @@ pub fn routes(input: &Input, a: &Ambassador, node: &str) -> Routes {
 /// The ambassadors' actions on every node that is up.
 /// An ambassador that cannot be created, or crashes, is replaced after a growing delay
 /// (the crash backoff's, on its own key); `recheck` gets the time it may be tried again.
-pub fn plan(input: &Input, pushed: &Pushed, out: &mut Vec<Action>, recheck: &mut Vec<SystemTime>) {
+/// `groups`: each node's, by position (see [`super::NodeGroups`]), which say where its
+/// ambassadors are.
+pub(super) fn plan(
+    input: &Input,
+    groups: &[Option<&super::NodeGroups>],
+    out: &mut Vec<Action>,
+    recheck: &mut Vec<SystemTime>,
+) {
     let project = input.project;
+    let pushed = input.pushed;
     let all = ambassadors(project);
-    for view in input.nodes.iter().filter(|n| n.state == NodeState::Up) {
+    let up = (input.nodes.iter().zip(groups)).filter(|(n, _)| n.state == NodeState::Up);
+    for (view, groups) in up.filter_map(|(n, g)| Some((n, (*g)?))) {
         // A drained node keeps its ambassadors only while replicas still run there.
-        let wanted: &[Ambassador] = if view.availability == Availability::Drain
-            && !view.snapshot.containers.iter().any(|c| {
-                c.owned_by(&project.name) && c.ambassador().is_none() && c.service().is_some()
-            }) {
+        let wanted: &[Ambassador] = if view.availability == Availability::Drain && !groups.replicas
+        {
             &[]
         } else {
             &all
         };
         let names: BTreeSet<&str> = wanted.iter().map(|a| a.id.as_str()).collect();
-        let mine: Vec<&Container> = view
-            .snapshot
-            .containers
-            .iter()
-            // The field first: this scans every container of every node, each pass.
-            .filter(|c| c.ambassador().is_some() && c.owned_by(&project.name))
+        let containers = &view.snapshot.containers;
+        let mine: Vec<&Container> = (groups.ambassadors.iter())
+            .map(|i| &containers[*i as usize])
             .collect();
         // Ambassadors no longer wanted.
         for c in mine

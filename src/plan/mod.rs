@@ -258,22 +258,24 @@ pub fn plan_reusing(input: &Input, reuse: Option<Reuse>) -> Plan {
             .collect(),
     );
 
-    let mut by_service = by_service(input, &mut plan);
+    let missing = groups::missing(input);
+    let grouped = by_service(input, &missing, &mut plan);
+    let position = |name: &str| project.services.keys().position(|k| k == name);
 
     // The containers of the services some service depends on (read when a dependent is
-    // blocked); a copy of every group would copy every container's reference each pass.
-    let depended: BTreeSet<&str> = (project.services.values())
-        .flat_map(|s| s.depends_on.keys().map(String::as_str))
-        .collect();
-    let deps: BTreeMap<&str, Vec<&Container>> = (by_service.iter())
-        .filter(|(name, _)| depended.contains(*name))
-        .map(|(name, cs)| (*name, cs.clone()))
+    // blocked).
+    let deps: BTreeMap<&str, Vec<&Container>> = (project.services.values())
+        .flat_map(|s| s.depends_on.keys())
+        .filter_map(|d| Some((d.as_str(), grouped.containers(position(d)?))))
         .collect();
     let mut service_actions: Vec<Action> = Vec::new();
     let mut touched: BTreeSet<&str> = BTreeSet::new();
-    for name in project.start_order() {
+    for (name, k) in project
+        .start_order()
+        .into_iter()
+        .filter_map(|n| Some((n, position(n)?)))
+    {
         let svc = &project.services[name];
-        let containers = by_service.remove(name).unwrap_or_default();
         let way = reuse.map_or(Way::Full, |r| r.way(name, svc, &mut touched));
         if let Way::Replay(q) = way {
             q.replay(name, &mut placer, &mut plan);
@@ -283,7 +285,7 @@ pub fn plan_reusing(input: &Input, reuse: Option<Reuse>) -> Plan {
             global::plan_global(
                 input,
                 svc,
-                containers,
+                grouped.containers(k),
                 &deps,
                 &mut placer,
                 &mut service_actions,
@@ -296,7 +298,7 @@ pub fn plan_reusing(input: &Input, reuse: Option<Reuse>) -> Plan {
             (Way::Patch(q), Some(r)) => q.patch(
                 input,
                 svc,
-                &containers,
+                (grouped.len(k), grouped.iter(k)),
                 r.named,
                 &mut placer,
                 &mut service_actions,
@@ -308,7 +310,7 @@ pub fn plan_reusing(input: &Input, reuse: Option<Reuse>) -> Plan {
             || plan_service(
                 input,
                 svc,
-                containers,
+                grouped.containers(k),
                 &deps,
                 &mut placer,
                 &mut service_actions,
@@ -325,7 +327,8 @@ pub fn plan_reusing(input: &Input, reuse: Option<Reuse>) -> Plan {
     }
 
     let mut mesh_actions = Vec::new();
-    mesh::plan(input, input.pushed, &mut mesh_actions, &mut plan.recheck);
+    let nodes = groups::of_nodes(input, &missing);
+    mesh::plan(input, &nodes, &mut mesh_actions, &mut plan.recheck);
     service_actions.splice(0..0, mesh_actions);
     infrastructure(input, &service_actions, &mut plan.actions);
     plan.actions.extend(service_actions);

@@ -102,24 +102,21 @@ impl Quiet {
     /// would start a rollout, which weighs every replica: then nothing is done here and
     /// false returned, for a full plan of the service.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn patch(
+    pub(super) fn patch<'c>(
         &self,
         input: &Input,
         svc: &Service,
-        containers: &[&Container],
+        (count, containers): (usize, impl Iterator<Item = &'c Container>),
         named: &HashSet<String>,
         placer: &mut Placer,
         out: &mut Vec<Action>,
         plan: &mut Plan,
     ) -> bool {
-        if !self.settled
-            || svc.mode == DeployMode::Global
-            || containers.len() != svc.replicas as usize
-        {
+        if !self.settled || svc.mode == DeployMode::Global || count != svc.replicas as usize {
             return false;
         }
         let mut changed: BTreeMap<u32, &Container> = BTreeMap::new();
-        for c in containers.iter().filter(|c| is_named(named, &c.id)) {
+        for c in containers.filter(|c| is_named(named, &c.id)) {
             let Some(n) = c.slot() else { return false };
             // It was current and allowed where it is when the service settled, and
             // neither its labels nor its node change: this guards the rule that a
