@@ -221,23 +221,37 @@ fn wait(drovers: &[&Drover], deadline: Duration, what: &str, mut f: impl FnMut()
 fn settle(ha: &Ha, replicas: usize) -> (Vec<Drover>, usize) {
     let drovers: Vec<Drover> = (0..ha.nodes.len()).map(|i| ha.drover(i, &[])).collect();
     let all: Vec<&Drover> = drovers.iter().collect();
+    // A leader whose lease ran out in the middle of its first pass (on a loaded machine
+    // its renewals can answer late) stopped acting at once: the creates it had sent end
+    // on the engines, but not in its log. Then only the engines say each slot was created
+    // once.
+    let interrupted = |d: &Drover| {
+        let events = lease_events(d);
+        let first = events.iter().position(|(e, _)| *e == "acquired");
+        first.is_some_and(|f| events[f..].iter().any(|(e, _)| *e == "lost"))
+    };
+    let held = |d: &Drover| lease_events(d).iter().any(|(e, _)| *e == "acquired");
     // A create is logged once its container runs, so the engine can show every slot a
     // moment before the leader's log does: wait for both.
     wait(&all, UP, "one leader and every slot running once", || {
         let leaders: Vec<&Drover> = drovers.iter().filter(|d| leads(d).is_some()).collect();
         leaders.len() == 1
             && ha.each_slot_once(&[0, 1, 2], replicas)
-            && creates(leaders[0]) >= replicas
+            && (creates(leaders[0]) >= replicas || interrupted(leaders[0]))
     });
     let leader = drovers.iter().position(|d| leads(d).is_some()).unwrap();
-    // Started together: only the leader changed anything, each slot created once, and
-    // none of the double-create errors two acting drovers meet ("network ... ambiguous").
-    for (i, d) in drovers.iter().enumerate() {
+    // Started together: no drover that never held the lease changed anything, and none
+    // meets the double-create errors two acting drovers meet ("network ... ambiguous").
+    for d in &drovers {
         let logs = d.logs().join("\n");
         assert!(!logs.contains("ambiguous"), "{logs}");
-        if i != leader {
+        if !held(d) {
             assert_eq!(changes(d), 0, "a follower changed something:\n{logs}");
         }
+    }
+    if interrupted(&drovers[leader]) {
+        eprintln!("the leader's lease ran out during its first pass: its log is not counted");
+        return (drovers, leader);
     }
     let mut created: Vec<String> = drovers[leader]
         .actions("create")
