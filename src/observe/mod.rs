@@ -392,18 +392,35 @@ impl Snapshot {
 
     /// How many of `project`'s containers here run each image digest, by service
     /// (`drover.image-digest`; drover's own container, `exclude`, left out).
-    pub fn digests(&self, project: &str, exclude: Option<&str>) -> crate::plan::follow::Digests {
-        let mut out = crate::plan::follow::Digests::new();
+    pub fn digests(&self, project: &str, exclude: Option<&str>) -> Digests {
+        let mut out = Digests::new();
         let mine = self
             .containers
             .iter()
             .filter(|c| c.owned_by(project) && exclude.is_none_or(|me| !c.id.starts_with(me)));
         for c in mine {
             if let (Some(svc), Some(d)) = (c.service(), c.image_digest()) {
-                crate::plan::follow::count_digest(&mut out, svc, d, 1);
+                count_digest(&mut out, svc, d, 1);
             }
         }
         out
+    }
+}
+
+/// How many containers run each image digest, by service.
+pub type Digests = BTreeMap<String, BTreeMap<String, usize>>;
+
+/// Count `n` more containers of `service` running `digest`.
+pub fn count_digest(into: &mut Digests, service: &str, digest: &str, n: usize) {
+    let by = match into.get_mut(service) {
+        Some(by) => by,
+        None => into.entry(service.to_string()).or_default(),
+    };
+    match by.get_mut(digest) {
+        Some(c) => *c += n,
+        None => {
+            by.insert(digest.to_string(), n);
+        }
     }
 }
 

@@ -19,22 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::{Project, PullPolicy};
 
-/// How many containers run each image digest, by service.
-pub type Digests = BTreeMap<String, BTreeMap<String, usize>>;
-
-/// Count `n` more containers of `service` running `digest`.
-pub fn count_digest(into: &mut Digests, service: &str, digest: &str, n: usize) {
-    let by = match into.get_mut(service) {
-        Some(by) => by,
-        None => into.entry(service.to_string()).or_default(),
-    };
-    match by.get_mut(digest) {
-        Some(c) => *c += n,
-        None => {
-            by.insert(digest.to_string(), n);
-        }
-    }
-}
+pub use crate::observe::{Digests, count_digest};
 
 /// Every service's image state.
 #[derive(Debug, Clone, Default)]
