@@ -64,20 +64,7 @@ impl Plain {
     /// named and the last pass acted on (one inspect each). A node that cannot be observed
     /// is frozen, its last snapshot kept.
     async fn observe(&mut self, wake: &Wake) -> (Vec<Seen>, HashMap<String, Client>) {
-        let statuses: Vec<_> = self
-            .nodes
-            .iter()
-            .map(|n| {
-                let mut st = n.status();
-                st.labels.extend(n.config.labels.clone());
-                (
-                    n.name.clone(),
-                    n.endpoint.clone(),
-                    st,
-                    n.config.availability,
-                )
-            })
-            .collect();
+        let statuses = self.statuses();
         let project = self.project.name.clone();
         let now = Instant::now();
         let looks: Vec<Option<Look>> = statuses
@@ -164,6 +151,21 @@ impl Plain {
         self.hold_if_disrupted(&mut views, &down_at);
         self.named = named;
         (views, engines)
+    }
+
+    /// Each node's name, endpoint, status (its labels under the file's) and availability.
+    fn statuses(&self) -> Vec<(String, connect::Endpoint, NodeStatus, Availability)> {
+        let status = |n: &NodeHandle| {
+            let mut st = n.status();
+            st.labels.extend(n.config.labels.clone());
+            (
+                n.name.clone(),
+                n.endpoint.clone(),
+                st,
+                n.config.availability,
+            )
+        };
+        self.nodes.iter().map(status).collect()
     }
 
     /// Record what `node` holds (telemetry's counts, the highest term seen) unless neither

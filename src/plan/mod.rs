@@ -245,18 +245,7 @@ pub fn plan_reusing(input: &Input, reuse: Option<Reuse>) -> Plan {
     let project = input.project;
     let mut plan = Plan::default();
 
-    let mut placer = Placer::new(
-        input
-            .nodes
-            .iter()
-            .map(|n| Candidate {
-                name: n.name,
-                labels: n.labels,
-                open: n.state == NodeState::Up,
-                availability: n.availability,
-            })
-            .collect(),
-    );
+    let mut placer = placer(input);
 
     let missing = groups::missing(input);
     let grouped = by_service(input, &missing, &mut plan);
@@ -341,6 +330,17 @@ pub fn plan_reusing(input: &Input, reuse: Option<Reuse>) -> Plan {
         .map(|t| t.duration_since(input.now).unwrap_or_default())
         .min();
     plan
+}
+
+/// The placer over the nodes as the pass found them.
+fn placer<'a>(input: &Input<'a>) -> Placer<'a> {
+    let candidates = input.nodes.iter().map(|n| Candidate {
+        name: n.name,
+        labels: n.labels,
+        open: n.state == NodeState::Up,
+        availability: n.availability,
+    });
+    Placer::new(candidates.collect())
 }
 
 /// Nodes whose networks and volumes the plan depends on but were not listed: those where it
