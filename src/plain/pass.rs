@@ -559,18 +559,16 @@ impl Plain {
             updating: &updating,
         };
         // Services whose containers this pass saw change; `None`: plan them all.
-        let changed: Option<BTreeSet<String>> = self.named.as_ref().and_then(Named::services);
-        let named = self.named.as_ref().map(Named::found).unwrap_or_default();
+        let named: Option<plan::Named> = self.named.as_ref().and_then(Named::by_service);
         let world: World = (states.to_vec(), (halted.clone(), updating.clone()));
         // The definition may have changed since the nodes were observed (a tag moved).
         let same_project = self.observed_project.as_ref() == Some(&self.project);
-        let reuse = changed
+        let reuse = named
             .as_ref()
             .filter(|_| same_project && self.quiet.1 == world)
-            .map(|changed| plan::Reuse {
+            .map(|named| plan::Reuse {
                 quiet: &self.quiet.0,
-                changed,
-                named: &named,
+                named,
             });
         let plan = plan::plan_reusing(&input, reuse);
         let unlisted: Vec<String> = plan::unlisted_infra(&input, &plan)
@@ -739,8 +737,8 @@ struct Looked {
     changed: bool,
     /// The containers a patch inspected, or a resync found changed (none for a list).
     named: HashSet<String>,
-    /// Those of them the patched snapshot holds, with their service.
-    found: Vec<(String, Option<String>)>,
+    /// Those of them the patched snapshot holds, with their node and service.
+    found: Vec<Found>,
     /// A resync's list failed (why); the kept snapshot was patched instead.
     resync_failed: Option<String>,
 }
@@ -750,8 +748,11 @@ struct Looked {
 #[derive(Debug, Default)]
 pub(super) struct Named {
     ids: HashSet<String>,
-    found: HashMap<String, Option<String>>,
+    found: HashMap<String, (String, Option<String>)>,
 }
+
+/// A named container a node holds: its id, and its node and service.
+type Found = (String, (String, Option<String>));
 
 impl Named {
     fn add(&mut self, looked: &mut Looked) {
@@ -759,18 +760,18 @@ impl Named {
         self.found.extend(std::mem::take(&mut looked.found));
     }
 
-    /// The ids of the named containers some node holds.
-    fn found(&self) -> HashSet<String> {
-        self.found.keys().cloned().collect()
-    }
-
-    /// The services of the named containers; `None` when one is gone from every node (its
-    /// service is not known) or has none.
-    pub(super) fn services(&self) -> Option<BTreeSet<String>> {
+    /// The named containers by service, where each is (see [`plan::Named`]); `None` when
+    /// one is gone from every node (its service is not known) or has none.
+    pub(super) fn by_service(&self) -> Option<plan::Named> {
         if self.ids.iter().any(|id| !self.found.contains_key(id)) {
             return None;
         }
-        self.found.values().cloned().collect()
+        let mut out = plan::Named::new();
+        for (id, (node, service)) in &self.found {
+            let held = out.entry(service.clone()?).or_default();
+            held.push((node.clone(), id.clone()));
+        }
+        Some(out)
     }
 }
 
@@ -890,8 +891,11 @@ async fn patch(
 
 /// The containers of `ids` that `snapshot` holds, with their service: a few ids are
 /// looked for one by one; many (a burst) in one scan of the node's containers.
-fn found_in(snapshot: &Snapshot, ids: &HashSet<String>) -> Vec<(String, Option<String>)> {
-    let found = |c: &observe::Container| (c.id.clone(), c.service().map(str::to_string));
+fn found_in(snapshot: &Snapshot, ids: &HashSet<String>) -> Vec<Found> {
+    let found = |c: &observe::Container| {
+        let service = c.service().map(str::to_string);
+        (c.id.clone(), (c.node.clone(), service))
+    };
     let containers = &snapshot.containers;
     if ids.len() <= FEW_IDS {
         ids.iter()

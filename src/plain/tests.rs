@@ -3,7 +3,7 @@
 //! config edit, for an update that fails and rolls back, and for an engine answering 500.
 //! The real-engine tests prove the same behaviours end to end; these pin the sequence.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -696,8 +696,8 @@ async fn a_resync_keeps_the_networks_and_volumes_a_start_needs() {
     let calls = w.resync_calls(Wake::default()).await;
     assert_eq!(lists(&calls), 1, "the resync ran: {calls:?}");
     // The list agrees with what the events kept: no service is planned again.
-    let changed = w.plain.named.as_ref().and_then(|n| n.services());
-    assert_eq!(changed, Some(BTreeSet::new()));
+    let changed = w.plain.named.as_ref().and_then(|n| n.by_service());
+    assert_eq!(changed, Some(crate::plan::Named::new()));
     let id = w.id("keepinfra-web-1").await;
     w.fake.exit("keepinfra-web-1", 1);
     let calls = w.all_calls(named(&[&id])).await;

@@ -139,6 +139,14 @@ impl<'g> Grouped<'g> {
         (self.parts[k].iter()).flat_map(|(cs, at)| at.iter().map(|i| &cs[*i as usize]))
     }
 
+    /// Service `k`'s container `id` on `node`, found among the service's there.
+    pub fn find(&self, k: usize, node: &str, id: &str) -> Option<&'g Container> {
+        let (cs, at) = self.parts[k]
+            .iter()
+            .find(|(cs, at)| at.first().is_some_and(|i| cs[*i as usize].node == node))?;
+        at.iter().map(|i| &cs[*i as usize]).find(|c| c.id == id)
+    }
+
     pub fn containers(&self, k: usize) -> Vec<&'g Container> {
         let mut out = Vec::with_capacity(self.len(k));
         out.extend(self.iter(k));

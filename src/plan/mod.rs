@@ -44,8 +44,8 @@ pub use groups::NodeGroups;
 use groups::by_service;
 pub use history::{Decision, History};
 use place::{Candidate, Placer};
+pub use reuse::{Held, Named, Quiet, Reuse};
 use reuse::{Marks, Way};
-pub use reuse::{Quiet, Reuse};
 
 /// A slot held back by crash backoff.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,9 +115,9 @@ pub struct Plan {
     /// The quiet services taken from the last plan as they were, not planned again: their
     /// containers, what they depend on and the world are the same, so is their state.
     pub replayed: BTreeSet<String>,
-    /// The settled services planned only at the slots whose containers changed (see
-    /// [`Quiet::patch`]).
-    pub patched: BTreeSet<String>,
+    /// The settled services planned only at some slots (see [`Quiet::patch`]): those
+    /// slots, in order, and their containers.
+    pub patched: BTreeMap<String, Vec<Held>>,
 }
 
 impl Plan {
@@ -287,8 +287,8 @@ pub fn plan_reusing(input: &Input, reuse: Option<Reuse>) -> Plan {
             (Way::Patch(q), Some(r)) => q.patch(
                 input,
                 svc,
-                (grouped.len(k), grouped.iter(k)),
-                r.named,
+                (&grouped, k),
+                r.named.get(name).map_or(&[], Vec::as_slice),
                 &mut placer,
                 &mut service_actions,
                 &mut plan,
@@ -305,12 +305,19 @@ pub fn plan_reusing(input: &Input, reuse: Option<Reuse>) -> Plan {
                 &mut service_actions,
                 &mut plan,
             );
-        let quiet = before.quiet_until(&Marks::of(&plan, &service_actions))
-            && !input.halted.contains(name)
-            && !input.updating.contains(name);
-        if quiet {
+        let rollout = input.halted.contains(name) || input.updating.contains(name);
+        let open = before
+            .open_since(&plan, &service_actions)
+            .filter(|_| !rollout)
+            // A service that acts is kept only when settled: it is patched at those slots.
+            .filter(|open| settled || open.is_empty())
+            .and_then(|open| {
+                let held = plan.patched.get(name).map(Vec::as_slice);
+                reuse::locate(&open, held, grouped.iter(k))
+            });
+        if let Some(open) = open {
             let since = (before.stopped, before.blocked);
-            let q = Quiet::new(&plan, since, placer.counts_of(name), settled);
+            let q = Quiet::new(&plan, since, placer.counts_of(name), settled, open);
             plan.quiet.insert(name.to_string(), q);
         }
     }

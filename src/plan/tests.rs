@@ -679,28 +679,26 @@ impl World {
         )
     }
 
-    /// The services with a container that is not in `before` as it is now, or the other
-    /// way round, and the ids of those the nodes hold now; `None` when such a container
-    /// has no service or is gone (as a pass that cannot attribute a change plans
-    /// everything).
-    fn changed_since(&self, before: &[Snapshot]) -> Option<(BTreeSet<String>, HashSet<String>)> {
+    /// The containers that are not in `before` as they are now, by service, with the node
+    /// that holds each (see [`Named`]); `None` when such a container has no service or is
+    /// gone (as a pass that cannot attribute a change plans everything).
+    fn changed_since(&self, before: &[Snapshot]) -> Option<Named> {
         let (now, then): (Vec<&Container>, Vec<&Container>) = (
             self.snaps.iter().flat_map(|s| &s.containers).collect(),
             before.iter().flat_map(|s| &s.containers).collect(),
         );
-        let mut out = BTreeSet::new();
-        let mut ids = HashSet::new();
+        let mut out = Named::new();
         for c in now.iter().filter(|c| !then.contains(c)) {
-            out.insert(c.service()?.to_string());
-            ids.insert(c.id.clone());
+            let held = out.entry(c.service()?.to_string()).or_default();
+            held.push((c.node.clone(), c.id.clone()));
         }
         for c in then.iter().filter(|c| !now.contains(c)) {
             if !now.iter().any(|n| n.id == c.id) {
                 return None;
             }
-            out.insert(c.service()?.to_string());
+            out.entry(c.service()?.to_string()).or_default();
         }
-        Some((out, ids))
+        Some(out)
     }
 
     /// Apply a plan as the engines would, creating containers on the named nodes.
@@ -1031,7 +1029,7 @@ fn property_many_nodes_never_touch_foreign_or_down_and_converge() {
 /// pass gives.
 #[test]
 fn property_a_plan_that_reuses_quiet_services_is_the_full_plan() {
-    let (mut replays, mut patched) = (0, 0);
+    let (mut replays, mut patched, mut reopened) = (0, 0, 0);
     for seed in 1..1500u64 {
         let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 3);
         let (mut p, base) = random_world(&mut rng);
@@ -1090,28 +1088,41 @@ fn property_a_plan_that_reuses_quiet_services_is_the_full_plan() {
                 }
             }
             let full = w.plan(&p, false);
-            if let Some((changed, named)) = w.changed_since(&before) {
+            if let Some(mut named) = w.changed_since(&before) {
+                if rng.below(4) == 0 {
+                    // A container named that did not change (a pass inspects those it
+                    // acted on, whatever became of them).
+                    let n = rng.below(3) as usize;
+                    let cs = &w.snaps[n].containers;
+                    if let Some(c) = cs.get(rng.below(cs.len().max(1) as u64) as usize)
+                        && let Some(service) = c.service()
+                    {
+                        let held = named.entry(service.to_string()).or_default();
+                        held.push((c.node.clone(), c.id.clone()));
+                    }
+                }
                 let reuse = Reuse {
                     quiet: &last.quiet,
-                    changed: &changed,
                     named: &named,
                 };
                 let mut reused = w.plan_reusing(&p, false, Some(reuse));
-                patched += std::mem::take(&mut reused.patched).len();
+                for name in std::mem::take(&mut reused.patched).into_keys() {
+                    patched += 1;
+                    reopened += usize::from(!last.quiet[&name].open().is_empty());
+                }
                 let now_states = w.service_states(&p, &full);
                 for name in std::mem::take(&mut reused.replayed) {
                     replays += 1;
-                    assert!(!changed.contains(&name), "seed {seed}: {name} changed");
+                    assert!(!named.contains_key(&name), "seed {seed}: {name} changed");
                     assert_eq!(
                         now_states.iter().find(|s| s.service == name),
                         last_states.iter().find(|s| s.service == name),
                         "seed {seed}, step {step}: the state of replayed {name}"
                     );
                 }
-                assert_eq!(
-                    reused, full,
-                    "seed {seed}, step {step}: changed {changed:?}"
-                );
+                // What the full plan keeps of each service (the open slots included) is
+                // what reusing keeps.
+                assert_eq!(reused, full, "seed {seed}, step {step}: changed {named:?}");
             }
             before = w.snaps.clone();
             last_states = w.service_states(&p, &full);
@@ -1120,9 +1131,80 @@ fn property_a_plan_that_reuses_quiet_services_is_the_full_plan() {
         }
     }
     assert!(
-        replays > 1000 && patched > 300,
-        "only {replays} services replayed and {patched} patched: the property says little"
+        replays > 1000 && patched > 300 && reopened > 100,
+        "only {replays} services replayed, {patched} patched, {reopened} at slots acted on: \
+         the property says little"
     );
+}
+
+/// A slot that waits out its crash backoff is planned again when the wait ends, though no
+/// event names its container: the pass a timer wakes patches it, as a full pass would
+/// plan it, and every other slot keeps what it decided.
+#[test]
+fn a_slot_waiting_out_its_backoff_is_planned_again_when_the_wait_ends() {
+    let p = project(vec![svc("web", 3)]);
+    let mut b = Backoff::default();
+    for _ in 0..3 {
+        b.attempted("web", 2, false);
+    }
+    let mut dead = container("b", "web", 2, State::Exited, "hash-web");
+    dead.started_at = Some(t0() - Duration::from_secs(1));
+    dead.finished_at = Some(t0());
+    let s = snapshot(vec![running("a", "web", 1), dead, running("c", "web", 3)]);
+    let labels = BTreeMap::new();
+    let nodes = [NodeView {
+        name: "n1",
+        state: NodeState::Up,
+        availability: Default::default(),
+        labels: &labels,
+        snapshot: &s,
+        groups: None,
+    }];
+    let (none, cfg, pushed) = (
+        BTreeSet::new(),
+        BackoffConfig::default(),
+        Default::default(),
+    );
+    let at = |now: SystemTime| Input {
+        project: &p,
+        nodes: &nodes,
+        backoff: &b,
+        backoff_cfg: &cfg,
+        now,
+        exclude: None,
+        pushed: &pushed,
+        rebalance: false,
+        halted: &none,
+        updating: &none,
+    };
+    let first = plan(&at(t0()));
+    assert!(first.actions.is_empty());
+    assert_eq!(first.waits.len(), 1);
+    let open: Vec<u32> = first.quiet["web"].open().iter().map(|h| h.slot).collect();
+    assert_eq!(open, vec![2], "the waiting slot is open");
+
+    let later = t0() + Duration::from_secs(5);
+    let named = Named::new();
+    let reuse = Reuse {
+        quiet: &first.quiet,
+        named: &named,
+    };
+    let mut patched = plan_reusing(&at(later), Some(reuse));
+    let held = patched
+        .patched
+        .remove("web")
+        .expect("patched, not planned in full");
+    assert_eq!(held.iter().map(|h| h.slot).collect::<Vec<_>>(), vec![2]);
+    let full = plan(&at(later));
+    assert_eq!(patched, full);
+    assert!(matches!(
+        full.actions.as_slice(),
+        [Action {
+            kind: Kind::Start { .. },
+            target: Target::Slot { slot: 2, .. },
+            ..
+        }]
+    ));
 }
 
 // ---- lifecycle -------------------------------------------------------------------
