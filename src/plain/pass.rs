@@ -431,9 +431,8 @@ impl Plain {
         // What an operator sees of each service, worked out once the pass acted: it reads
         // every replica, so it stays off the way from an event to its action. A service the
         // plan replayed keeps the state it had.
-        let services = self.service_states(&states, &plan, &rollouts);
-        self.report_counts(counts, &services);
-        self.telemetry.states(services, &plan.replayed);
+        let desired = self.record_states(&states, &plan, &rollouts);
+        self.report_counts(counts, &desired);
         next
     }
 
@@ -485,13 +484,14 @@ impl Plain {
     }
 
     /// Each service's state, as an operator sees it, from the pass's plan and what it was
-    /// made from.
-    fn service_states(
+    /// made from, recorded: worked out again for the services planned in full, at the
+    /// slots planned for those patched. Returns what the services worked out in full want.
+    fn record_states(
         &self,
         states: &[Seen],
         plan: &plan::Plan,
         (halted, updating, rolled_back): &Rollouts,
-    ) -> Vec<crate::telemetry::ServiceStateRecord> {
+    ) -> HashMap<String, u32> {
         let empty = Snapshot::default();
         let views = views((&self.last, &self.groups_on), states, &empty);
         let input = plan::Input {
@@ -511,7 +511,14 @@ impl Plain {
             rolled_back,
             updating,
         };
-        plan::state::services(&input, plan, &rollouts)
+        let whole = plan::state::services(&input, plan, &rollouts);
+        let desired = whole.iter().map(|s| (s.service.clone(), s.desired));
+        let desired = desired.collect();
+        let mut kept = plan.replayed.clone();
+        kept.extend(plan.patched.keys().cloned());
+        let patch = |records: &mut _| plan::state::patch(&input, plan, &rollouts, records);
+        self.telemetry.states(whole, &kept, patch);
+        desired
     }
 
     /// Plan from the nodes' states and their last lists. Containers killed through the API

@@ -39,12 +39,13 @@ impl Plain {
     pub(super) fn report_counts(
         &mut self,
         running: HashMap<String, usize>,
-        states: &[crate::telemetry::ServiceStateRecord],
+        desired: &HashMap<String, u32>,
     ) {
         for (name, svc) in &self.project.services {
-            // A service whose state was not worked out again (replayed) wants what it did.
-            let desired = match states.iter().find(|s| &s.service == name) {
-                Some(s) => s.desired,
+            // A service whose state was not worked out in full (replayed or patched) wants
+            // what it did.
+            let desired = match desired.get(name) {
+                Some(d) => *d,
                 None => self.said.counts.get(name).map_or(svc.replicas, |c| c.0),
             };
             let now = (desired, running.get(name).copied().unwrap_or(0));

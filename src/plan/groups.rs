@@ -154,6 +154,25 @@ impl<'g> Grouped<'g> {
     }
 }
 
+impl<'g> Grouped<'g> {
+    /// The project's containers by service on the nodes not known down, from the groups
+    /// kept for each node or those `missing` worked out.
+    pub fn of(input: &Input<'g>, missing: &'g [Option<NodeGroups>]) -> Grouped<'g> {
+        let project = input.project;
+        let mut grouped = Grouped {
+            parts: vec![Vec::new(); project.services.len()],
+        };
+        for (view, groups) in input.nodes.iter().zip(of_nodes(input, missing)) {
+            let Some(groups) = groups else { continue };
+            let containers = view.snapshot.containers.as_slice();
+            for (k, positions) in &groups.services {
+                grouped.parts[*k].push((containers, positions));
+            }
+        }
+        grouped
+    }
+}
+
 /// Group the project's containers (see [`Grouped`]), with the groups kept for each node or
 /// those `missing` worked out; a container of no service in the file (or without drover's
 /// labels) is removed from a node that is up.
@@ -163,9 +182,6 @@ pub(super) fn by_service<'g>(
     plan: &mut Plan,
 ) -> Grouped<'g> {
     let project = input.project;
-    let mut grouped = Grouped {
-        parts: vec![Vec::new(); project.services.len()],
-    };
     for (view, groups) in input.nodes.iter().zip(of_nodes(input, missing)) {
         let Some(groups) = groups else { continue };
         debug_assert_eq!(
@@ -174,13 +190,10 @@ pub(super) fn by_service<'g>(
             "the groups kept for node {} are not its snapshot's",
             view.name
         );
-        let containers = view.snapshot.containers.as_slice();
-        for (k, positions) in &groups.services {
-            grouped.parts[*k].push((containers, positions));
-        }
         if view.state != NodeState::Up {
             continue;
         }
+        let containers = view.snapshot.containers.as_slice();
         for c in groups.strays.iter().map(|i| &containers[*i as usize]) {
             let (s, n) = (c.service(), c.slot());
             plan.actions.push(Action::remove_stray(
@@ -196,5 +209,5 @@ pub(super) fn by_service<'g>(
             ));
         }
     }
-    grouped
+    Grouped::of(input, missing)
 }

@@ -5,9 +5,10 @@
 //! rollout state.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::{Input, NodeState, Plan, Stopped, Unplaced, Wait};
+use super::groups::{self, Grouped, NodeGroups};
+use super::{Input, Plan, Stopped, Unplaced, Wait};
 use crate::config::{DependsCondition, DeployMode, Service};
 use crate::observe::{Container, Health, State};
 use crate::telemetry::{ReplicaStateRecord, ServiceStateRecord};
@@ -23,17 +24,55 @@ pub struct Rollouts<'a> {
     pub updating: &'a BTreeSet<String>,
 }
 
-/// Every service of the project but those the plan replayed (their state is the last
-/// pass's), with each of its replica slots.
+/// Every service of the project the plan worked out in full (not replayed: its state is
+/// the last pass's; not patched: see [`patch`]), with each of its replica slots.
 pub fn services(input: &Input, plan: &Plan, rollouts: &Rollouts) -> Vec<ServiceStateRecord> {
-    let index = Index::new(input, plan);
+    let missing = groups::missing(input);
+    let index = Index::new(input, plan, &missing);
     input
         .project
         .services
         .values()
-        .filter(|svc| !plan.replayed.contains(&svc.name))
+        .filter(|svc| !plan.replayed.contains(&svc.name) && !plan.patched.contains_key(&svc.name))
         .map(|svc| service(input, &index, rollouts, svc))
         .collect()
+}
+
+/// In `records` (the last pass's), the services the plan patched: the records of the
+/// slots it planned worked out again, the others kept, and the service's state from them
+/// all (a crash among 1,000 replicas costs its slot's record). A service whose record
+/// does not hold its slots in order (none yet, or another count) is worked out whole.
+pub fn patch(
+    input: &Input,
+    plan: &Plan,
+    rollouts: &Rollouts,
+    records: &mut BTreeMap<String, ServiceStateRecord>,
+) {
+    if plan.patched.is_empty() {
+        return;
+    }
+    let missing = groups::missing(input);
+    let index = Index::new(input, plan, &missing);
+    let services = &input.project.services;
+    for (name, held) in &plan.patched {
+        let Some(svc) = services.get(name) else {
+            continue;
+        };
+        let fits = records.get(name).is_some_and(|r| {
+            let slots = r.replicas.iter().map(|r| r.slot);
+            r.replicas.len() == svc.replicas as usize && slots.eq(1..=svc.replicas)
+        });
+        let Some(record) = records.get_mut(name).filter(|_| fits) else {
+            records.insert(name.clone(), service(input, &index, rollouts, svc));
+            continue;
+        };
+        for h in held {
+            if let Some(r) = record.replicas.get_mut(h.slot as usize - 1) {
+                *r = replica(&index, svc, h.slot, None);
+            }
+        }
+        summarize(record, svc, rollouts);
+    }
 }
 
 /// What the records are made from, found by service and slot once per pass (a replica's
@@ -50,36 +89,32 @@ struct Index<'a> {
 }
 
 impl<'a> Index<'a> {
-    fn new(input: &'a Input, plan: &'a Plan) -> Index<'a> {
+    /// Over the containers of the services the pass worked out in full, and of the slots
+    /// it patched (the groups `missing` worked out are those of nodes without kept ones).
+    fn new(input: &Input<'a>, plan: &'a Plan, missing: &'a [Option<NodeGroups>]) -> Index<'a> {
         let mut containers: HashMap<(&str, u32), &Container> = HashMap::new();
         let mut on_node: HashMap<(&str, &str), &Container> = HashMap::new();
         let rank = |c: &Container| (c.state == State::Running, c.created);
-        // The services worked out this pass (usually the few that changed), and whether
-        // each is global (only a global service's replicas are looked up by node).
-        let wanted: Vec<(&str, bool)> = input
-            .project
-            .services
-            .values()
-            .filter(|s| !plan.replayed.contains(&s.name))
-            .map(|s| (s.name.as_str(), s.mode == DeployMode::Global))
-            .collect();
-        let owned = input
-            .nodes
-            .iter()
-            .filter(|n| n.state != NodeState::Down)
-            .flat_map(|n| n.snapshot.containers.iter())
-            .filter(|c| c.owned_by(&input.project.name))
-            .filter(|c| Some(c.id.as_str()) != input.exclude);
-        for c in owned {
-            let Some(service) = c.service() else { continue };
-            let Some(&(service, global)) = wanted.iter().find(|(s, _)| *s == service) else {
+        let grouped = Grouped::of(input, missing);
+        for (k, svc) in input.project.services.values().enumerate() {
+            let name = svc.name.as_str();
+            if plan.replayed.contains(name) {
                 continue;
-            };
-            if global {
-                keep_best(&mut on_node, (service, c.node.as_str()), c, rank);
             }
-            if let Some(slot) = c.slot() {
-                keep_best(&mut containers, (service, slot), c, rank);
+            if let Some(held) = plan.patched.get(name) {
+                let found = held.iter().filter_map(|h| grouped.find(k, &h.node, &h.id));
+                for c in found {
+                    keep_best(&mut containers, (name, c.slot().unwrap_or(0)), c, rank);
+                }
+                continue;
+            }
+            for c in grouped.iter(k) {
+                if svc.mode == DeployMode::Global {
+                    keep_best(&mut on_node, (name, c.node.as_str()), c, rank);
+                }
+                if let Some(slot) = c.slot() {
+                    keep_best(&mut containers, (name, slot), c, rank);
+                }
             }
         }
         // The first of each slot, as a search from the front would find.
@@ -142,6 +177,22 @@ fn service(input: &Input, index: &Index, rollouts: &Rollouts, svc: &Service) -> 
         .into_iter()
         .map(|(slot, node)| replica(index, svc, slot, node))
         .collect();
+    let mut record = ServiceStateRecord {
+        service: svc.name.clone(),
+        state: "running",
+        reason: String::new(),
+        desired: svc.replicas,
+        running: 0,
+        updated: None,
+        replicas,
+    };
+    summarize(&mut record, svc, rollouts);
+    record
+}
+
+/// A service's state, from its replicas' and its rollout's.
+fn summarize(record: &mut ServiceStateRecord, svc: &Service, rollouts: &Rollouts) {
+    let replicas = &record.replicas;
     let running = replicas.iter().filter(|r| r.running).count() as u32;
     let current = replicas.iter().filter(|r| r.current).count() as u32;
     let any = |state: &str| replicas.iter().find(|r| r.state == state);
@@ -177,18 +228,13 @@ fn service(input: &Input, index: &Index, rollouts: &Rollouts, svc: &Service) -> 
     } else {
         ("running", String::new())
     };
-    ServiceStateRecord {
-        service: svc.name.clone(),
-        state,
-        reason,
-        desired: svc.replicas,
-        running,
-        updated: rollouts
-            .updating
-            .contains(&svc.name)
-            .then_some((current, svc.replicas)),
-        replicas,
-    }
+    record.state = state;
+    record.reason = reason;
+    record.desired = svc.replicas;
+    record.running = running;
+    record.updated = (rollouts.updating)
+        .contains(&svc.name)
+        .then_some((current, svc.replicas));
 }
 
 /// The service's slots: 1 to its count, or for a global service each node that should
@@ -300,7 +346,7 @@ mod tests {
     use crate::config::Project;
     use crate::observe::Snapshot;
     use crate::plan::tests::{container, project, snapshot, svc, t0};
-    use crate::plan::{Backoff, BackoffConfig, Blocked, NodeView, Unplaced, Wait};
+    use crate::plan::{Backoff, BackoffConfig, Blocked, NodeState, NodeView, Unplaced, Wait};
 
     struct Case {
         project: Project,

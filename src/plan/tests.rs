@@ -617,6 +617,20 @@ impl World {
         p: &Project,
         plan: &Plan,
     ) -> Vec<crate::telemetry::ServiceStateRecord> {
+        let mut records = BTreeMap::new();
+        self.record_states(p, plan, &mut records);
+        records.into_values().collect()
+    }
+
+    /// Each service's state from `plan` over this world, in `records` (the last pass's),
+    /// as a pass records them: worked out again for the services planned in full, at the
+    /// slots planned for those patched, and kept for those replayed.
+    fn record_states(
+        &self,
+        p: &Project,
+        plan: &Plan,
+        records: &mut BTreeMap<String, crate::telemetry::ServiceStateRecord>,
+    ) {
         let views: Vec<NodeView> = (0..self.names.len())
             .map(|i| NodeView {
                 name: self.names[i],
@@ -633,22 +647,22 @@ impl World {
             rolled_back: &none,
             updating: &none,
         };
-        state::services(
-            &Input {
-                project: p,
-                nodes: &views,
-                backoff: &Backoff::default(),
-                backoff_cfg: &BackoffConfig::default(),
-                now: t0(),
-                exclude: None,
-                pushed: &Default::default(),
-                rebalance: false,
-                halted: &none,
-                updating: &none,
-            },
-            plan,
-            &rollouts,
-        )
+        let input = Input {
+            project: p,
+            nodes: &views,
+            backoff: &Backoff::default(),
+            backoff_cfg: &BackoffConfig::default(),
+            now: t0(),
+            exclude: None,
+            pushed: &Default::default(),
+            rebalance: false,
+            halted: &none,
+            updating: &none,
+        };
+        let whole = state::services(&input, plan, &rollouts);
+        records.retain(|name, _| plan.replayed.contains(name) || plan.patched.contains_key(name));
+        records.extend(whole.into_iter().map(|s| (s.service.clone(), s)));
+        state::patch(&input, plan, &rollouts, records);
     }
 
     fn plan_reusing(&self, p: &Project, rebalance: bool, reuse: Option<Reuse>) -> Plan {
@@ -1106,6 +1120,18 @@ fn property_a_plan_that_reuses_quiet_services_is_the_full_plan() {
                     named: &named,
                 };
                 let mut reused = w.plan_reusing(&p, false, Some(reuse));
+                // What status shows, worked out from the last pass's at the slots the
+                // patches planned, is what a full pass works out.
+                let mut records: BTreeMap<String, _> = (last_states.iter())
+                    .map(|s| (s.service.clone(), s.clone()))
+                    .collect();
+                w.record_states(&p, &reused, &mut records);
+                let full_states = w.service_states(&p, &full);
+                assert_eq!(
+                    records.values().collect::<Vec<_>>(),
+                    full_states.iter().collect::<Vec<_>>(),
+                    "seed {seed}, step {step}: the states"
+                );
                 for name in std::mem::take(&mut reused.patched).into_keys() {
                     patched += 1;
                     reopened += usize::from(!last.quiet[&name].open().is_empty());

@@ -692,7 +692,7 @@ impl Controller {
         self.notify_updates(&owned, &observed.updates, &r);
         self.telemetry.swarm_observed(ENGINE, &r);
         let states = report::states(&r, &observed.updates);
-        self.telemetry.states(states, &Default::default());
+        self.telemetry.states(states, &Default::default(), |_| {});
         if let Ok(mut shared) = self.report.write() {
             *shared = r;
         }

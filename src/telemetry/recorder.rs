@@ -626,15 +626,26 @@ impl Telemetry {
         });
     }
 
-    /// Hook: the services' states as of the pass that just planned.
+    /// Hook: the services' states as of the pass that just planned: `states` worked out
+    /// again in full, the services in `kept` keep theirs (any other is gone), and `patch`
+    /// then updates some of those kept in place (a service planned at a few slots).
     /// Each change of a service's state is one log event, in both modes (the first sight
     /// of a running service is not news; a new reason within a state is not either).
-    /// Hook: each service's state, worked out again for `states`; the services in `kept`
-    /// keep theirs; any other is gone.
-    pub fn states(&self, states: Vec<ServiceStateRecord>, kept: &BTreeSet<String>) {
+    pub fn states(
+        &self,
+        states: Vec<ServiceStateRecord>,
+        kept: &BTreeSet<String>,
+        patch: impl FnOnce(&mut BTreeMap<String, ServiceStateRecord>),
+    ) {
         let mut r = self.lock();
-        for s in &states {
-            let before = r.states.get(&s.service).map(|o| o.state);
+        let before: BTreeMap<String, &'static str> =
+            r.states.iter().map(|(k, v)| (k.clone(), v.state)).collect();
+        r.states.retain(|name, _| kept.contains(name));
+        r.states
+            .extend(states.into_iter().map(|s| (s.service.clone(), s)));
+        patch(&mut r.states);
+        for s in r.states.values() {
+            let before = before.get(&s.service).copied();
             if before == Some(s.state) || (before.is_none() && s.state == "running") {
                 continue;
             }
@@ -650,9 +661,6 @@ impl Telemetry {
                 tracing::info!(action = "state", project = %project, service = %service, reason = %reason, desired, actual, "service is {}", s.state);
             }
         }
-        r.states.retain(|name, _| kept.contains(name));
-        r.states
-            .extend(states.into_iter().map(|s| (s.service.clone(), s)));
     }
 
     /// Hook: this drover started acting for the project (it holds the lease), or stopped
