@@ -381,8 +381,13 @@ impl Snapshot {
             if c.state == State::Running {
                 e.actual += 1;
             }
+            // A few ids are compared one by one: cheaper than hashing every container's.
+            let named = |ids: &HashSet<String>| match ids.len() {
+                0..=8 => ids.iter().any(|id| *id == c.id),
+                _ => ids.contains(&c.id),
+            };
             if let Some(slot) = c.slot()
-                && only.is_none_or(|ids| ids.contains(&c.id))
+                && only.is_none_or(named)
             {
                 seen.slots.insert((service.to_string(), slot));
             }
@@ -639,16 +644,17 @@ async fn refresh(
 /// refreshed) and put what the engine says in place of what `snapshot` had: a container of
 /// the project is added or replaced, one that is gone (or no longer the project's) is left
 /// out. Networks and volumes are kept as they were listed (see [`Snapshot::forget_infra`]).
-/// On an error `snapshot` holds what was patched so far.
+/// On an error `snapshot` holds what was patched so far. True when a container was added
+/// or left out (those kept may have moved); false when each stayed where it was.
 pub async fn patch(
     engine: &dyn Engine,
     node: &str,
     project: &str,
     snapshot: &mut Snapshot,
     ids: &HashSet<String>,
-) -> Result<(), EngineError> {
+) -> Result<bool, EngineError> {
     if ids.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let checks = ids.iter().filter(|id| !id.is_empty()).map(|id| async move {
         let r = engine.inspect_container(id).await;
@@ -668,6 +674,7 @@ pub async fn patch(
     });
     let mut gone: HashSet<String> = HashSet::new();
     let mut gone_prefixes: Vec<&str> = Vec::new();
+    let mut reshaped = false;
     while let Some((id, result)) = results.next().await {
         let found = match result {
             Ok(details) => Container::from_inspect(node, details),
@@ -687,6 +694,7 @@ pub async fn patch(
                             at.insert(c.id.clone(), containers.len());
                         }
                         containers.push(c);
+                        reshaped = true;
                     }
                 }
             }
@@ -701,11 +709,13 @@ pub async fn patch(
         }
     }
     if !gone.is_empty() || !gone_prefixes.is_empty() {
+        let before = containers.len();
         containers.retain(|k| {
             !gone.contains(&k.id) && !gone_prefixes.iter().any(|p| k.id.starts_with(p))
         });
+        reshaped |= containers.len() != before;
     }
-    Ok(())
+    Ok(reshaped)
 }
 
 /// The length of a container's full id.
@@ -887,8 +897,17 @@ mod tests {
             .unwrap();
         e.take_calls();
 
+        // An exit alone leaves every container where it was (the caller keeps what it
+        // worked out from their positions and labels).
+        let mut alone = snap.clone();
+        let exit = HashSet::from([ids["p-web-1"].clone()]);
+        assert!(!patch(&e, "n1", "p", &mut alone, &exit).await.unwrap());
+        assert_eq!(alone.containers[0].state, State::Exited);
+        e.take_calls();
+
         let named = HashSet::from([ids["p-web-1"].clone(), ids["p-web-2"].clone(), new, theirs]);
-        patch(&e, "n1", "p", &mut snap, &named).await.unwrap();
+        let reshaped = patch(&e, "n1", "p", &mut snap, &named).await.unwrap();
+        assert!(reshaped, "one container added, one left out");
         let calls = e.take_calls();
         assert_eq!(calls.len(), 4, "{calls:?}");
         assert!(calls.iter().all(|c| c.starts_with("inspect")), "{calls:?}");

@@ -182,9 +182,16 @@ impl Plain {
                 .observed
                 .get(name)
                 .is_some_and(|(l, a)| l == labels && *a == avail);
+        // Patched in place: the same containers where they were, and a container's labels
+        // never change, so its groups, lease terms and image digests stand.
+        let in_place = same_project
+            && !looked.listed
+            && !looked.reshaped
+            && self.groups_on.contains_key(name)
+            && self.digests_on.contains_key(name);
         // A list that agrees with the view kept may hold its containers in another order:
         // the groups, positions in the snapshot, are taken again after every list.
-        if !same || looked.listed {
+        if (!same || looked.listed) && !in_place {
             let groups = NodeGroups::of(&looked.snapshot, &self.project, self.own_id.as_deref());
             self.groups_on.insert(name.to_string(), groups);
         }
@@ -193,19 +200,21 @@ impl Plain {
             self.telemetry.still_observed(name);
             return;
         }
-        // A newer leader's container ends our leadership at once: every container the node
-        // holds, listed or kept and patched.
-        let terms = looked.snapshot.containers.iter().map(|c| c.term());
-        if let Some(t) = terms.max() {
-            self.lease.saw_term(t);
+        let own = self.own_id.as_deref();
+        if !in_place {
+            // A newer leader's container ends our leadership at once: every container the
+            // node holds, listed or kept and patched.
+            let terms = looked.snapshot.containers.iter().map(|c| c.term());
+            if let Some(t) = terms.max() {
+                self.lease.saw_term(t);
+            }
+            let digests = looked.snapshot.digests(&self.project.name, own);
+            self.digests_on.insert(name.to_string(), digests);
         }
         // Patched, only the named containers can hold a slot not seen before.
         let only = (!looked.listed && same_project && self.observed.contains_key(name))
             .then_some(&looked.named);
-        let own = self.own_id.as_deref();
         let mut seen = looked.snapshot.observation(&self.project, own, only);
-        let digests = looked.snapshot.digests(&self.project.name, own);
-        self.digests_on.insert(name.to_string(), digests);
         global_desired(&self.project, (name, labels, avail), &mut seen);
         let running = seen
             .services
@@ -739,6 +748,8 @@ struct Looked {
     engine: Client,
     snapshot: Snapshot,
     listed: bool,
+    /// Containers were added or left out: those kept may have moved (a list, or a patch).
+    reshaped: bool,
     /// What changed is not known (a fresh list): every service is planned again.
     whole: bool,
     changed: bool,
@@ -837,6 +848,7 @@ async fn list(
             engine,
             snapshot,
             listed: true,
+            reshaped: true,
             whole: true,
             changed: true,
             named: HashSet::new(),
@@ -874,11 +886,12 @@ async fn patch(
     )
     .await;
     match patched {
-        Ok(Ok(())) => Ok(Looked {
+        Ok(Ok(reshaped)) => Ok(Looked {
             engine,
             found: found_in(&snapshot, &ids),
             snapshot,
             listed: false,
+            reshaped,
             whole: false,
             changed,
             named: ids,

@@ -27,13 +27,15 @@ pub struct Rollouts<'a> {
 /// Every service of the project the plan worked out in full (not replayed: its state is
 /// the last pass's; not patched: see [`patch`]), with each of its replica slots.
 pub fn services(input: &Input, plan: &Plan, rollouts: &Rollouts) -> Vec<ServiceStateRecord> {
-    let missing = groups::missing(input);
-    let index = Index::new(input, plan, &missing);
-    input
-        .project
-        .services
-        .values()
+    let whole: Vec<&Service> = (input.project.services.values())
         .filter(|svc| !plan.replayed.contains(&svc.name) && !plan.patched.contains_key(&svc.name))
+        .collect();
+    if whole.is_empty() {
+        return Vec::new();
+    }
+    let missing = groups::missing(input);
+    let index = Index::new(input, plan, &missing, false);
+    (whole.into_iter())
         .map(|svc| service(input, &index, rollouts, svc))
         .collect()
 }
@@ -52,7 +54,7 @@ pub fn patch(
         return;
     }
     let missing = groups::missing(input);
-    let index = Index::new(input, plan, &missing);
+    let index = Index::new(input, plan, &missing, true);
     let services = &input.project.services;
     for (name, held) in &plan.patched {
         let Some(svc) = services.get(name) else {
@@ -89,9 +91,15 @@ struct Index<'a> {
 }
 
 impl<'a> Index<'a> {
-    /// Over the containers of the services the pass worked out in full, and of the slots
-    /// it patched (the groups `missing` worked out are those of nodes without kept ones).
-    fn new(input: &Input<'a>, plan: &'a Plan, missing: &'a [Option<NodeGroups>]) -> Index<'a> {
+    /// Over the containers of the slots the pass patched, and unless `patched_only` of the
+    /// services it worked out in full (the groups `missing` worked out are those of nodes
+    /// without kept ones).
+    fn new(
+        input: &Input<'a>,
+        plan: &'a Plan,
+        missing: &'a [Option<NodeGroups>],
+        patched_only: bool,
+    ) -> Index<'a> {
         let mut containers: HashMap<(&str, u32), &Container> = HashMap::new();
         let mut on_node: HashMap<(&str, &str), &Container> = HashMap::new();
         let rank = |c: &Container| (c.state == State::Running, c.created);
@@ -106,6 +114,9 @@ impl<'a> Index<'a> {
                 for c in found {
                     keep_best(&mut containers, (name, c.slot().unwrap_or(0)), c, rank);
                 }
+                continue;
+            }
+            if patched_only {
                 continue;
             }
             for c in grouped.iter(k) {
