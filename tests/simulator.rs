@@ -613,6 +613,19 @@ fn drover_converges_on_simulated_engines() {
     );
     let s = stats();
     assert_eq!(s["max_running"], 300, "never above the target: {s}");
+    // A few crashes are picked at random, each a different running container, none of
+    // those that crashed within `rest_ms`.
+    let crashed = sim.control("POST", "/crash?count=5&rest_ms=600000");
+    assert_eq!(crashed["crashed"], 5);
+    wait_until(
+        Duration::from_secs(60),
+        "the 5 crashed replicas restarted",
+        || {
+            let s = stats();
+            running(&s) == 300 && s["reactions_ms"].as_array().unwrap().len() == 65
+        },
+    );
+    let s = stats();
     // Besides the replicas, each engine holds the majority lease's container (created,
     // never started): one per node.
     let mut leases = 0;

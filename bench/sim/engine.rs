@@ -603,6 +603,27 @@ impl Engine {
         true
     }
 
+    /// How many containers run here.
+    pub fn running_count(&self) -> usize {
+        self.state.lock().unwrap().running
+    }
+
+    /// One running container picked at `u` (in [0, 1)) among those whose name did not
+    /// crash within `rest`, but not one of `taken`.
+    pub fn pick_running(&self, rest: Duration, u: f64, taken: &[String]) -> Option<String> {
+        let st = self.state.lock().unwrap();
+        let mut ids: Vec<&String> = st
+            .containers
+            .values()
+            .filter(|c| c.status == Status::Running && !taken.contains(&c.id))
+            .filter(|c| rest.is_zero() || self.shared.rested(&c.name, rest))
+            .map(|c| &c.id)
+            .collect();
+        ids.sort();
+        let i = ((u * ids.len() as f64) as usize).min(ids.len().checked_sub(1)?);
+        Some(ids[i].clone())
+    }
+
     /// The running containers' ids, but those whose name crashed within `rest`.
     pub fn running(&self, rest: Duration) -> Vec<String> {
         let st = self.state.lock().unwrap();
