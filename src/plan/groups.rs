@@ -3,6 +3,8 @@
 //! that plans the one service whose container changed no longer reads every container of
 //! every node to find its replicas (a third of a millisecond at 10,000 containers).
 
+use std::collections::HashMap;
+
 use super::{Action, Input, NodeState, Plan, Reason};
 use crate::config::Project;
 use crate::observe::{Container, Snapshot};
@@ -147,10 +149,39 @@ impl<'g> Grouped<'g> {
         at.iter().map(|i| &cs[*i as usize]).find(|c| c.id == id)
     }
 
+    /// A way to find `n` of service `k`'s containers by node and id: each among the
+    /// service's on its node when they are few, through an index of the service's
+    /// containers built once when they are many (a burst names thousands: one search
+    /// each among thousands of replicas would be quadratic).
+    pub fn finder(&self, k: usize, n: usize) -> Finder<'_, 'g> {
+        if n <= FEW {
+            return Finder::Scan(self, k);
+        }
+        Finder::Index(self.iter(k).map(|c| (c.id.as_str(), c)).collect())
+    }
+
     pub fn containers(&self, k: usize) -> Vec<&'g Container> {
         let mut out = Vec::with_capacity(self.len(k));
         out.extend(self.iter(k));
         out
+    }
+}
+
+/// Up to this many containers of a service are found one by one (see [`Grouped::finder`]).
+const FEW: usize = 8;
+
+/// See [`Grouped::finder`].
+pub enum Finder<'a, 'g> {
+    Scan(&'a Grouped<'g>, usize),
+    Index(HashMap<&'g str, &'g Container>),
+}
+
+impl<'g> Finder<'_, 'g> {
+    pub fn find(&self, node: &str, id: &str) -> Option<&'g Container> {
+        match self {
+            Finder::Scan(grouped, k) => grouped.find(*k, node, id),
+            Finder::Index(by_id) => by_id.get(id).copied().filter(|c| c.node == node),
+        }
     }
 }
 

@@ -146,11 +146,12 @@ impl Quiet {
         {
             return false;
         }
+        let finder = grouped.finder(k, self.open.len() + named.len());
         let open = self.open.iter().map(|h| (&h.node, &h.id, Some(h.slot)));
         let named = named.iter().map(|(node, id)| (node, id, None));
         let mut changed: BTreeMap<u32, &Container> = BTreeMap::new();
         for (node, id, slot) in open.chain(named) {
-            let Some(c) = grouped.find(k, node, id) else {
+            let Some(c) = finder.find(node, id) else {
                 return false;
             };
             let Some(n) = c.slot().filter(|n| slot.is_none_or(|s| s == *n)) else {

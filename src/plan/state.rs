@@ -110,7 +110,8 @@ impl<'a> Index<'a> {
                 continue;
             }
             if let Some(held) = plan.patched.get(name) {
-                let found = held.iter().filter_map(|h| grouped.find(k, &h.node, &h.id));
+                let finder = grouped.finder(k, held.len());
+                let found = held.iter().filter_map(|h| finder.find(&h.node, &h.id));
                 for c in found {
                     keep_best(&mut containers, (name, c.slot().unwrap_or(0)), c, rank);
                 }

@@ -1163,6 +1163,49 @@ fn property_a_plan_that_reuses_quiet_services_is_the_full_plan() {
     );
 }
 
+/// A burst names many containers of one service: each is found through an index of the
+/// service's containers (not by a search among all of them each), and the patch is the
+/// full plan: every crashed slot restarted in place, the others left alone.
+#[test]
+fn a_burst_is_patched_at_its_crashed_slots_as_a_full_plan_would_plan_them() {
+    let p = project(vec![svc("web", 30)]);
+    let mut w = World::new(&["n1", "n2", "n3"]);
+    for n in 1..=30u32 {
+        let node = ["n1", "n2", "n3"][(n % 3) as usize];
+        w.put(node, running(&format!("r{n}x"), "web", n), n as u64);
+    }
+    let last = w.plan(&p, false);
+    assert!(last.is_empty());
+    let before = w.snaps.clone();
+    for s in &mut w.snaps {
+        for c in s
+            .containers
+            .iter_mut()
+            .filter(|c| c.slot().unwrap() % 2 == 0)
+        {
+            c.state = State::Exited;
+            c.exit_code = Some(1);
+        }
+    }
+    let named = w.changed_since(&before).unwrap();
+    assert_eq!(named["web"].len(), 15);
+    let reuse = Reuse {
+        quiet: &last.quiet,
+        named: &named,
+    };
+    let mut patched = w.plan_reusing(&p, false, Some(reuse));
+    let held = patched.patched.remove("web").expect("patched");
+    assert_eq!(held.len(), 15);
+    let full = w.plan(&p, false);
+    assert_eq!(patched, full);
+    assert_eq!(full.actions.len(), 15);
+    assert!(
+        full.actions
+            .iter()
+            .all(|a| matches!(a.kind, Kind::Start { .. }))
+    );
+}
+
 /// A slot that waits out its crash backoff is planned again when the wait ends, though no
 /// event names its container: the pass a timer wakes patches it, as a full pass would
 /// plan it, and every other slot keeps what it decided.
