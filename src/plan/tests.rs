@@ -715,6 +715,36 @@ impl World {
         Some(out)
     }
 
+    /// What happens between two passes besides drover's actions, at random: a crash the
+    /// events report (a running replica exits), and a copy of a replica appearing on any
+    /// node (an old leader's late create, or one run by hand with the project's labels).
+    fn disturb(&mut self, rng: &mut Rng, next: &mut u64) {
+        if rng.below(3) == 0 {
+            let n = rng.below(3) as usize;
+            let running: Vec<usize> = (0..self.snaps[n].containers.len())
+                .filter(|&i| self.snaps[n].containers[i].state == State::Running)
+                .collect();
+            if !running.is_empty() {
+                let i = running[rng.below(running.len() as u64) as usize];
+                let c = &mut self.snaps[n].containers[i];
+                c.state = State::Exited;
+                c.exit_code = Some(1);
+            }
+        }
+        if rng.below(6) == 0 {
+            let from = rng.below(3) as usize;
+            if !self.snaps[from].containers.is_empty() {
+                let i = rng.below(self.snaps[from].containers.len() as u64) as usize;
+                let mut c = self.snaps[from].containers[i].clone();
+                *next += 1;
+                c.id = format!("copy{next}");
+                let node = ["n1", "n2", "n3"][rng.below(3) as usize];
+                let generation = rng.below(4);
+                self.put(node, c, generation);
+            }
+        }
+    }
+
     /// Apply a plan as the engines would, creating containers on the named nodes.
     fn apply(&mut self, p: &Project, plan: &Plan, next: &mut u64) {
         for a in &plan.actions {
@@ -1074,33 +1104,7 @@ fn property_a_plan_that_reuses_quiet_services_is_the_full_plan() {
         let mut last_states = w.service_states(&p, &last);
         let mut before = w.snaps.clone();
         for step in 0..12 {
-            if rng.below(3) == 0 {
-                // A crash the events report: a running replica exits.
-                let n = rng.below(3) as usize;
-                let running: Vec<usize> = (0..w.snaps[n].containers.len())
-                    .filter(|&i| w.snaps[n].containers[i].state == State::Running)
-                    .collect();
-                if !running.is_empty() {
-                    let i = running[rng.below(running.len() as u64) as usize];
-                    let c = &mut w.snaps[n].containers[i];
-                    c.state = State::Exited;
-                    c.exit_code = Some(1);
-                }
-            }
-            if rng.below(6) == 0 {
-                // A copy of a replica appears (an old leader's late create, or one run by
-                // hand with the project's labels), on any node.
-                let from = rng.below(3) as usize;
-                if !w.snaps[from].containers.is_empty() {
-                    let i = rng.below(w.snaps[from].containers.len() as u64) as usize;
-                    let mut c = w.snaps[from].containers[i].clone();
-                    next += 1;
-                    c.id = format!("copy{next}");
-                    let node = ["n1", "n2", "n3"][rng.below(3) as usize];
-                    let generation = rng.below(4);
-                    w.put(node, c, generation);
-                }
-            }
+            w.disturb(&mut rng, &mut next);
             let full = w.plan(&p, false);
             if let Some(mut named) = w.changed_since(&before) {
                 if rng.below(4) == 0 {
