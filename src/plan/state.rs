@@ -69,7 +69,8 @@ pub fn patch(
             continue;
         };
         for h in held {
-            if let Some(r) = record.replicas.get_mut(h.slot as usize - 1) {
+            let at = (h.slot as usize).checked_sub(1);
+            if let Some(r) = at.and_then(|i| record.replicas.get_mut(i)) {
                 *r = replica(&index, svc, h.slot, None);
             }
         }
