@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use drover::engine::connect::{ConnectArgs, ConnectError, Endpoint, ErrorKind, connect};
-use support::{Node, node_sh};
+use support::{Node, node_sh, wait_until};
 
 fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs
@@ -350,6 +350,17 @@ async fn a_socket_nobody_listens_on_is_transient() {
     let dir = TempDir::new("drover-stale");
     let sock = dir.0.join("engine.sock");
     drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    // A child process another test forks at that moment holds the listening socket until
+    // it runs its program; until then a connection is taken, then closed. Wait until
+    // nothing listens.
+    wait_until(
+        Duration::from_secs(10),
+        "nothing listens on the socket",
+        || {
+            let refused = std::io::ErrorKind::ConnectionRefused;
+            std::os::unix::net::UnixStream::connect(&sock).is_err_and(|e| e.kind() == refused)
+        },
+    );
     let e = connect_err(&env(&[(
         "DOCKER_HOST",
         &format!("unix://{}", sock.display()),
