@@ -383,7 +383,7 @@ impl Snapshot {
             }
             // A few ids are compared one by one: cheaper than hashing every container's.
             let named = |ids: &HashSet<String>| match ids.len() {
-                0..=8 => ids.iter().any(|id| *id == c.id),
+                0..=FEW_IDS => ids.iter().any(|id| *id == c.id),
                 _ => ids.contains(&c.id),
             };
             if let Some(slot) = c.slot()
@@ -721,7 +721,8 @@ pub async fn patch(
 /// The length of a container's full id.
 const FULL_ID: usize = 64;
 
-/// Up to this many named containers, a patch finds each by a scan of the node's.
+/// Up to this many named containers, a patch finds each by a scan of the node's (and an
+/// observation compares each container's id with each of them).
 const FEW_IDS: usize = 8;
 
 /// Add the node's networks and volumes to `snapshot` (a pass needs them only when it is

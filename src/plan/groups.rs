@@ -131,6 +131,23 @@ pub(super) struct Grouped<'g> {
 }
 
 impl<'g> Grouped<'g> {
+    /// The project's containers by service on the nodes not known down, from the groups
+    /// kept for each node or those `missing` worked out.
+    pub fn of(input: &Input<'g>, missing: &'g [Option<NodeGroups>]) -> Grouped<'g> {
+        let project = input.project;
+        let mut grouped = Grouped {
+            parts: vec![Vec::new(); project.services.len()],
+        };
+        for (view, groups) in input.nodes.iter().zip(of_nodes(input, missing)) {
+            let Some(groups) = groups else { continue };
+            let containers = view.snapshot.containers.as_slice();
+            for (k, positions) in &groups.services {
+                grouped.parts[*k].push((containers, positions));
+            }
+        }
+        grouped
+    }
+
     /// How many containers service `k` has.
     pub fn len(&self, k: usize) -> usize {
         self.parts[k].iter().map(|(_, at)| at.len()).sum()
@@ -182,25 +199,6 @@ impl<'g> Finder<'_, 'g> {
             Finder::Scan(grouped, k) => grouped.find(*k, node, id),
             Finder::Index(by_id) => by_id.get(id).copied().filter(|c| c.node == node),
         }
-    }
-}
-
-impl<'g> Grouped<'g> {
-    /// The project's containers by service on the nodes not known down, from the groups
-    /// kept for each node or those `missing` worked out.
-    pub fn of(input: &Input<'g>, missing: &'g [Option<NodeGroups>]) -> Grouped<'g> {
-        let project = input.project;
-        let mut grouped = Grouped {
-            parts: vec![Vec::new(); project.services.len()],
-        };
-        for (view, groups) in input.nodes.iter().zip(of_nodes(input, missing)) {
-            let Some(groups) = groups else { continue };
-            let containers = view.snapshot.containers.as_slice();
-            for (k, positions) in &groups.services {
-                grouped.parts[*k].push((containers, positions));
-            }
-        }
-        grouped
     }
 }
 
