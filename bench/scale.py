@@ -406,6 +406,42 @@ def fmt(v, spec=".0f", none="—"):
     return none if v is None else format(v, spec)
 
 
+def merge_rounds(runs):
+    """One result per size from its rounds: the reactions pooled (median, interval and
+    p99 of them all) with each round's median kept; the other measures are the median of
+    the rounds (the most running at once, the most of them; RSS peak, the highest)."""
+    by = {}
+    for r in runs:
+        by.setdefault((r["containers"], r["engines"]), []).append(r)
+    merged = []
+    for rs in by.values():
+        ok = [r for r in rs if "error" not in r]
+        if len(rs) == 1 or not ok:
+            merged.append(rs[0] if len(rs) == 1 else rs[-1])
+            continue
+        m = dict(ok[0])
+        xs = [x for r in ok for x in r["reaction_ms"]]
+        _, lo, hi = median_ci(xs)
+        m.update({"reaction_ms": xs, "reaction_p50_ms": pct(xs, 0.5), "reaction_p50_ci": [lo, hi],
+                  "reaction_p99_ms": pct(xs, 0.99),
+                  "round_p50_ms": [r["reaction_p50_ms"] for r in ok],
+                  "rounds_failed": len(rs) - len(ok)})
+        for k in ("cold_s", "settle_s", "burst_s", "rss_mib", "idle_cpu_pct", "idle_req_per_min"):
+            m[k] = statistics.median(r[k] for r in ok)
+        m["rss_peak_mib"] = max(r["rss_peak_mib"] for r in ok)
+        m["burst_max_running"] = max(r["burst_max_running"] for r in ok)
+        m["burst_above_target"] = any(r["burst_above_target"] for r in ok)
+        merged.append(m)
+    return merged
+
+
+def by_round(r):
+    """Each round's reaction median, lowest to highest."""
+    meds = sorted(r.get("round_p50_ms") or [])
+    failed = f", {r['rounds_failed']} failed" if r.get("rounds_failed") else ""
+    return (", ".join(f"{x:.1f}" for x in meds) + " ms" + failed) if meds else ""
+
+
 def table(results):
     head = ["containers", "engines", "cold start", "floor", "vs floor", "reaction p50 (95%) / p99",
             "burst (20%)", "max running", "RSS now / peak", "idle CPU", "idle API req/min"]
@@ -425,6 +461,10 @@ def table(results):
             f"{r['idle_cpu_pct']:.2f}%",
             f"{r['idle_req_per_min']:.0f}",
         ])
+    if any(r.get("round_p50_ms") for r in results):
+        head.insert(6, "p50 by round")
+        for r, row in zip(results, rows):
+            row.insert(6, by_round(r))
     md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     md += ["| " + " | ".join(row) + " |" for row in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]
@@ -495,7 +535,7 @@ def section(results, meta, before=None):
         f"{meta['load']}. Columns: cold start from launch to every replica running, against the",
         "simulator's own floor (each engine's share of create+start calls at its capacity); the",
         f"reaction is the simulator's time from a crash's `die` to drover's start call for that",
-        f"container, over {meta['reactions']} single crashes; the burst crashes 20% at once and",
+        f"container, over {meta['reactions']} single crashes{rounds_text(meta)}; the burst crashes 20% at once and",
         "times until all run again, with the most running at any moment (never above the",
         f"target); idle is {meta['idle']} s with nothing happening.",
         "",
@@ -533,6 +573,16 @@ def section(results, meta, before=None):
     ])
 
 
+def rounds_text(meta):
+    """How the rounds of a run were taken, for the section's introduction."""
+    k = meta.get("rounds", 1)
+    if k <= 1:
+        return ""
+    return (f" in each of {k} rounds that take the sizes in turn (the reactions of all rounds are"
+            " pooled; `p50 by round` is each round's own median, lowest first, and its spread"
+            " is the noise between runs of one size; the other columns are the rounds' median)")
+
+
 def notes():
     """The hand-kept analysis of the scale run (bench/scale-notes.md), if any."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scale-notes.md")
@@ -564,6 +614,9 @@ def main():
     ap.add_argument("--sim", help="drover-sim binary (default: the release build)")
     ap.add_argument("--idle", type=int, help="idle seconds (default 60, quick 30)")
     ap.add_argument("--reactions", type=int, default=30, help="single crashes timed")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every size this many times, interleaved; reactions are pooled and "
+                         "each round's median is shown")
     ap.add_argument("--timeout", type=float, default=600, help="longest wait for a convergence")
     ap.add_argument("--json", help="also write the raw results here")
     ap.add_argument("--out", default=os.path.join(REPO, "docs", "benchmarks.md"))
@@ -599,16 +652,22 @@ def main():
     counts = [int(x) for x in (args.engines or ("1,10" if args.quick else "1,10,50")).split(",")]
     started = time.time()
     load = "%.2f %.2f %.2f" % os.getloadavg()
-    results = []
-    for n in sizes:
-        for e in counts:
-            try:
-                results.append(one(args, n, e))
-            except Exception as ex:  # a failed size is reported, the others still run
-                log(f"  failed: {ex}")
-                results.append({"containers": n, "engines": e, "error": str(ex)})
-            text, _ = table(results[-1:])
-            print(text, flush=True)
+    runs = []
+    # Rounds interleave the sizes, so that a slower minute of the machine falls on each
+    # size alike; the spread of one size's medians over the rounds is the run's noise.
+    for k in range(args.rounds):
+        if args.rounds > 1:
+            log(f"round {k + 1} of {args.rounds}")
+        for n in sizes:
+            for e in counts:
+                try:
+                    runs.append(one(args, n, e))
+                except Exception as ex:  # a failed size is reported, the others still run
+                    log(f"  failed: {ex}")
+                    runs.append({"containers": n, "engines": e, "error": str(ex)})
+                text, _ = table(runs[-1:])
+                print(text, flush=True)
+    results = merge_rounds(runs)
     real_runs = []
     if args.real:
         try:
@@ -629,10 +688,12 @@ def main():
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
             "minutes": (time.time() - started) / 60, "load": load,
             "drover": f"{version} {commit}".strip(), "reactions": args.reactions, "idle": args.idle,
+            "rounds": args.rounds,
             "real": real_runs}
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"meta": meta, "results": results}, f, indent=1)
+            json.dump({"meta": meta, "results": results, "rounds": runs if args.rounds > 1 else []},
+                      f, indent=1)
     if not args.no_doc:
         write_doc(args.out, section(results, meta, before))
         log(f"wrote {args.out}")
