@@ -9,6 +9,7 @@
 //! the others.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -110,6 +111,26 @@ pub struct Executor<'a, E: Engine = Client> {
     /// For each node, a future that resolves when it is found down: its actions still in
     /// flight are abandoned then, instead of holding the pass until the engine's timeouts.
     pub gone: Option<&'a Gone>,
+    /// The digests of the images on each node this execution looked up (start empty).
+    pub digests: Digests,
+}
+
+/// The registry digest of each node's copy of each image, as this execution found it: a
+/// cold start creates hundreds of replicas of one image on each engine, and asked the
+/// engine for the same digest before every one of them.
+#[derive(Default)]
+pub struct Digests(Mutex<HashMap<(String, String), Option<String>>>);
+
+impl Digests {
+    fn get(&self, node: &str, image: &str) -> Option<Option<String>> {
+        let known = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        known.get(&(node.to_string(), image.to_string())).cloned()
+    }
+
+    fn put(&self, node: &str, image: &str, digest: Option<String>) {
+        let mut known = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        known.insert((node.to_string(), image.to_string()), digest);
+    }
 }
 
 /// When a node (by name) is found down; see [`Executor::gone`].
@@ -429,7 +450,9 @@ impl<E: Engine> Executor<'_, E> {
         if svc.digest.is_none() {
             // Record the digest the engine's copy of the image was pulled as, if it is there
             // (it is looked up again after a pull).
-            label_digest(docker, &svc.image, &mut body).await;
+            let pulled = policy == PullPolicy::Always;
+            self.label_digest((docker, node), &svc.image, &mut body, pulled)
+                .await;
         }
         let id = match docker
             .create_container(&name, platform.as_deref(), body.clone())
@@ -453,7 +476,8 @@ impl<E: Engine> Executor<'_, E> {
                 }
                 self.pull(docker, &image, platform.as_deref()).await?;
                 if svc.digest.is_none() {
-                    label_digest(docker, &svc.image, &mut body).await;
+                    self.label_digest((docker, node), &svc.image, &mut body, true)
+                        .await;
                 }
                 docker
                     .create_container(&name, platform.as_deref(), body)
@@ -558,6 +582,38 @@ impl<E: Engine> Executor<'_, E> {
                  remove or rename it",
                 c.id.as_deref().map(short).unwrap_or_default()
             ))
+        }
+    }
+
+    /// Label `body` with the registry digest of the node's copy of `image`, when it knows
+    /// one: asked once per node and image in an execution, and again just after a pull
+    /// (`pulled`). A failed lookup only leaves the label out; the next create asks again.
+    async fn label_digest(
+        &self,
+        (docker, node): (&E, &str),
+        image: &str,
+        body: &mut ContainerCreateBody,
+        pulled: bool,
+    ) {
+        let known = if pulled {
+            None
+        } else {
+            self.digests.get(node, image)
+        };
+        let digest = match known {
+            Some(digest) => digest,
+            None => match docker.local_digest(image).await {
+                Ok(digest) => {
+                    self.digests.put(node, image, digest.clone());
+                    digest
+                }
+                Err(_) => None,
+            },
+        };
+        if let Some(digest) = digest {
+            body.labels
+                .get_or_insert_with(HashMap::new)
+                .insert(LABEL_IMAGE_DIGEST.into(), digest);
         }
     }
 
@@ -733,13 +789,3 @@ fn short(id: &str) -> String {
 
 #[cfg(test)]
 mod tests;
-
-/// Label `body` with the registry digest of the engine's copy of `image`, when it knows one.
-/// A failed lookup only leaves the label out.
-async fn label_digest<E: Engine + ?Sized>(docker: &E, image: &str, body: &mut ContainerCreateBody) {
-    if let Ok(Some(digest)) = docker.local_digest(image).await {
-        body.labels
-            .get_or_insert_with(HashMap::new)
-            .insert(LABEL_IMAGE_DIGEST.into(), digest);
-    }
-}

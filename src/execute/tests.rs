@@ -55,6 +55,7 @@ fn run_with(
         credentials,
         term: None,
         gone: None,
+        digests: Default::default(),
     };
     let mut outcomes = Vec::new();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -194,6 +195,7 @@ fn a_move_to_another_node_cannot_carry_the_volume() {
         term: None,
         credentials: &credentials,
         gone: None,
+        digests: Default::default(),
     };
     let mut outcomes = Vec::new();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -294,6 +296,7 @@ fn a_slow_node_holds_no_other_nodes_actions_back() {
         credentials: &credentials,
         term: None,
         gone: None,
+        digests: Default::default(),
     };
     let actions: Vec<Action> = (1..=4)
         .map(create)
@@ -309,4 +312,25 @@ fn a_slow_node_holds_no_other_nodes_actions_back() {
         done.push(o.action.node.clone());
     }));
     assert_eq!(done, ["n2", "n1", "n1", "n1", "n1"]);
+}
+
+#[test]
+fn a_node_is_asked_for_an_images_digest_once_for_all_the_replicas_an_execution_creates() {
+    let p = project();
+    let engine = FakeEngine::default();
+    engine.add_local_digest("db", "sha256:d");
+    let (engine, outcomes) = run(engine, &p, &[create(1), create(2), create(3)]);
+    assert!(outcomes.iter().all(|o| o.error.is_none()), "{outcomes:?}");
+    let asked = |calls: Vec<String>| calls.iter().filter(|c| *c == "inspect image db").count();
+    assert_eq!(asked(engine.take_calls()), 1);
+    for slot in 1..=3 {
+        let labels = engine.labels_of(&format!("demo-web-{slot}"));
+        assert_eq!(labels[crate::labels::LABEL_IMAGE_DIGEST], "sha256:d");
+    }
+    // The next execution (the next pass) asks again: the image may have been pulled since.
+    engine.add_local_digest("db", "sha256:e");
+    let (engine, _) = run(engine, &p, &[create(4)]);
+    assert_eq!(asked(engine.take_calls()), 1);
+    let labels = engine.labels_of("demo-web-4");
+    assert_eq!(labels[crate::labels::LABEL_IMAGE_DIGEST], "sha256:e");
 }

@@ -626,6 +626,7 @@ impl Plain {
             credentials: &self.settings.credentials,
             term: self.lease.term().filter(|t| *t > 0),
             gone: Some(&gone),
+            digests: Default::default(),
         };
         let mut failed = false;
         let (history, settings, project) = (&mut self.history, &self.settings, &self.project);
