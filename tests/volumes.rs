@@ -195,9 +195,13 @@ fn data_in_anonymous_volumes_survives_twenty_recreations_and_goes_with_its_slot(
         p.containers(Some("db"), None).len() == 1
     });
     for name in anonymous(&first[1]) {
-        support::wait_until(UP, "slot 2's anonymous volume removed", || {
-            !volume_exists(&p, &name)
-        });
+        // With drover's log when it times out (a CI run once found one left behind).
+        eventually_with(
+            &mut d,
+            UP,
+            &format!("slot 2's anonymous volume {name} removed"),
+            |_| !volume_exists(&p, &name),
+        );
     }
     for name in anonymous(&first[0]) {
         assert!(volume_exists(&p, &name), "slot 1 keeps {name}");
