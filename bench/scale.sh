@@ -4,6 +4,8 @@
 # and rewrites the scale section of docs/benchmarks.md.
 #
 #   ./bench/scale.sh [--quick] [--sizes 1000,10000] [--engines 1,10,50] [--json FILE]
+#   ./bench/scale.sh --sizes 100,10000 --engines 50 --rounds 4 --no-doc   # two sizes against
+#                                                   # the noise between runs of one size
 #
 # Needs no engine, no root and no network.
 set -euo pipefail
