@@ -226,7 +226,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let format = cli.common.log_format.unwrap_or_else(LogFormat::auto);
-    if let Err(e) = telemetry::init(format, cli.common.log_level.as_deref()) {
+    let level = cli.common.log_level.as_deref();
+    if let Err(e) = telemetry::init(format, level, drover::engine::CLIENT_LOG_TARGET) {
         return fail(e);
     }
     let done = match cli.command {

@@ -25,6 +25,11 @@ pub use error::{EngineError, Kind};
 pub use own::own_container_id;
 pub use swarm::{SwarmEngine, SwarmHandle};
 
+/// The log target of the Docker client library drover talks to engines with. It logs
+/// request bodies at debug level, and a create request carries the container's
+/// environment: the logger keeps this target at `info` unless it is asked for by name.
+pub const CLIENT_LOG_TARGET: &str = "bollard";
+
 /// The 12-character form of a container id.
 pub fn short_id(id: &str) -> &str {
     id.get(..12).unwrap_or(id)

@@ -47,19 +47,19 @@ impl LogFormat {
 }
 
 /// Install the global subscriber. `level` is `--log-level`; RUST_LOG is used when it is
-/// not given; the default is `info`.
-pub fn init(format: LogFormat, level: Option<&str>) -> Result<(), String> {
+/// not given; the default is `info`. `quiet` is a log target kept at `info` unless the
+/// level names it: the engine client's, whose debug lines carry request bodies (a
+/// container's environment among them).
+pub fn init(format: LogFormat, level: Option<&str>, quiet: &str) -> Result<(), String> {
     let mut filter = match level {
         Some(l) => EnvFilter::try_new(l).map_err(|e| format!("--log-level {l}: {e}"))?,
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    // The Docker client logs request bodies at debug level, and a create request carries
-    // the container's environment: keep it quiet unless asked for by name.
     let asked = level
         .map(str::to_string)
         .or_else(|| std::env::var("RUST_LOG").ok())
-        .is_some_and(|l| l.contains("bollard"));
-    if !asked && let Ok(d) = "bollard=info".parse() {
+        .is_some_and(|l| l.contains(quiet));
+    if !asked && let Ok(d) = format!("{quiet}=info").parse() {
         filter = filter.add_directive(d);
     }
     let builder = tracing_subscriber::fmt()
