@@ -721,9 +721,11 @@ pub async fn patch(
 /// The length of a container's full id.
 const FULL_ID: usize = 64;
 
-/// Up to this many named containers, a patch finds each by a scan of the node's (and an
-/// observation compares each container's id with each of them).
-const FEW_IDS: usize = 8;
+/// Up to this many named containers are found one by one, not through an index or a
+/// hash of every id: a patch scans the node's containers for each, an observation compares
+/// each container's id with each of them, and the planner finds each among its service's
+/// on its node (`plan::groups`).
+pub const FEW_IDS: usize = 8;
 
 /// Add the node's networks and volumes to `snapshot` (a pass needs them only when it is
 /// about to create or start containers there, so an idle pass stays at one list).

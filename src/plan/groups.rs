@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use super::{Action, Input, NodeState, Plan, Reason};
 use crate::config::Project;
-use crate::observe::{Container, Snapshot};
+use crate::observe::{Container, FEW_IDS, Snapshot};
 
 /// One node's containers of the project, never drover itself nor an ambassador, as
 /// positions in its snapshot: by service of the file (those with a slot; a service known by
@@ -171,7 +171,7 @@ impl<'g> Grouped<'g> {
     /// containers built once when they are many (a burst names thousands: one search
     /// each among thousands of replicas would be quadratic).
     pub fn finder(&self, k: usize, n: usize) -> Finder<'_, 'g> {
-        if n <= FEW {
+        if n <= FEW_IDS {
             return Finder::Scan(self, k);
         }
         Finder::Index(self.iter(k).map(|c| (c.id.as_str(), c)).collect())
@@ -183,9 +183,6 @@ impl<'g> Grouped<'g> {
         out
     }
 }
-
-/// Up to this many containers of a service are found one by one (see [`Grouped::finder`]).
-const FEW: usize = 8;
 
 /// See [`Grouped::finder`].
 pub enum Finder<'a, 'g> {
