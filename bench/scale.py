@@ -417,7 +417,7 @@ def merge_rounds(runs):
     for rs in by.values():
         ok = [r for r in rs if "error" not in r]
         if len(rs) == 1 or not ok:
-            merged.append(rs[0] if len(rs) == 1 else rs[-1])
+            merged.append(rs[-1])  # one round, or every round failed: the last says why
             continue
         m = dict(ok[0])
         xs = [x for r in ok for x in r["reaction_ms"]]
